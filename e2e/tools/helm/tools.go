@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools keeps helm in go.mod for `go mod tidy`.
+package tools
+
+import _ "helm.sh/helm/v3/pkg/action"
