@@ -6,8 +6,9 @@
 #   kwok                                                     (sigs.k8s.io/kwok, $KWOK_VERSION)
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
 #
-# Idempotent: binaries live in a cache outside the checkout, keyed by a hash of the pinned versions and the
-# go.mod/go.sum files, so a fresh clone on the same machine reuses them and a second run takes a second.
+# Idempotent: binaries live in a cache outside the checkout, one folder per module keyed by a hash of its
+# go.mod/go.sum and its version flags, so a fresh clone on the same machine reuses them and a second run takes
+# a second; changing one module rebuilds only that one.
 # Versions are pinned in e2e/tools/versions.env (the only place).
 set -euo pipefail
 
@@ -16,30 +17,40 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-key=$(cat "$here/versions.env" "$here"/*/go.mod "$here"/*/go.sum "$here/build.sh" | sha256sum | cut -c1-16)
-cache="${GPUFED_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpufed}/tools-$key"
-bin="$cache/bin"
-mkdir -p "$bin" "$root/.tools/bin"
+cache_root="${GPUFED_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpufed}/tools"
+mkdir -p "$cache_root" "$root/.tools/bin"
 
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local
 
 step() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-# build NAME DIR PKG... [-- LDFLAGS]: builds PKG(s) in module DIR unless $bin/NAME.ok exists.
+# build DIR BINARY... -- PKG... [-- LDFLAGS]: builds PKG(s) of module DIR into the cache and links BINARY(s).
 build() {
-  local name=$1 dir=$2; shift 2
-  local ld="-s -w"
-  local pkgs=()
+  local dir=$1; shift
+  local bins=() pkgs=() ld="-s -w"
+  while [ "$1" != "--" ]; do bins+=("$1"); shift; done; shift
   while [ $# -gt 0 ]; do
     if [ "$1" = "--" ]; then shift; ld="$ld $*"; break; fi
     pkgs+=("$1"); shift
   done
-  if [ -f "$bin/$name.ok" ]; then return 0; fi
-  step "building $name (first build only; this takes minutes on 2 cores)"
-  local t0=$SECONDS
-  (cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$bin/" "${pkgs[@]}")
-  touch "$bin/$name.ok"
-  step "built $name in $((SECONDS - t0))s"
+  local key
+  key=$(printf '%s\n' "$ld" "${pkgs[@]}" | cat - "$here/$dir/go.mod" "$here/$dir/go.sum" | sha256sum | cut -c1-12)
+  local out="$cache_root/$dir-$key"
+  if [ ! -f "$out/.ok" ]; then
+    step "building $dir: ${bins[*]} (first build only; this takes minutes on 2 cores)"
+    local t0=$SECONDS
+    rm -rf "$out" && mkdir -p "$out"
+    (cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$out/" "${pkgs[@]}")
+    # etcd's main package is go.etcd.io/etcd/server/v3, so go build names its binary "server".
+    if [ "$dir" = etcd ] && [ -f "$out/server" ]; then mv "$out/server" "$out/etcd"; fi
+    touch "$out/.ok"
+    step "built $dir in $((SECONDS - t0))s"
+  fi
+  local b
+  for b in "${bins[@]}"; do
+    [ -x "$out/$b" ] || { echo "missing $out/$b after build" >&2; exit 1; }
+    ln -sfn "$out/$b" "$root/.tools/bin/$b"
+  done
 }
 
 minor=$(echo "$K8S_VERSION" | cut -d. -f2)
@@ -48,17 +59,9 @@ k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/compo
 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 \
 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 
-build etcd etcd go.etcd.io/etcd/server/v3
-build kwok kwok sigs.k8s.io/kwok/cmd/kwok -- "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
-build helm helm helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-build kube k8s k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler -- "$k8s_ld"
-
-# etcd's main package is named server/v3, so go build names the binary "v3".
-if [ -f "$bin/v3" ]; then mv "$bin/v3" "$bin/etcd"; fi
-
-for b in kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm; do
-  [ -x "$bin/$b" ] || { echo "missing $bin/$b after build" >&2; exit 1; }
-  ln -sfn "$bin/$b" "$root/.tools/bin/$b"
-done
-step "tools ready in $bin (linked from .tools/bin)"
+build etcd etcd -- go.etcd.io/etcd/server/v3
+build kwok kwok -- sigs.k8s.io/kwok/cmd/kwok -- "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+build k8s kube-apiserver kube-controller-manager kube-scheduler -- k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler -- "$k8s_ld"
+step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm"

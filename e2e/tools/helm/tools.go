@@ -3,4 +3,4 @@
 // Package tools keeps helm in go.mod for `go mod tidy`.
 package tools
 
-import _ "helm.sh/helm/v3/pkg/action"
+import _ "helm.sh/helm/v3/cmd/helm"

@@ -3,4 +3,4 @@
 // Package tools keeps kwok in go.mod for `go mod tidy`.
 package tools
 
-import _ "sigs.k8s.io/kwok/pkg/kwok/cmd"
+import _ "sigs.k8s.io/kwok/cmd/kwok"
