@@ -1,0 +1,156 @@
+//! `MemberCluster`: a provider's cluster in a pool. The admin writes the spec (pool, wallet, region,
+//! prices, cordon); the member's agent writes the inventory; the hub writes heartbeat and conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::units::{EvmAddress, TokenAmount};
+use crate::workload::DNS_LABEL_PATTERN;
+
+/// Pattern of a normalised GPU model name such as `H100`, `A100`, `RTX4090`.
+pub const MODEL_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]*$";
+
+/// A provider's GPU cluster that has joined (or is joining) a pool.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "MemberCluster",
+    plural = "memberclusters",
+    shortname = "mc",
+    shortname = "member",
+    category = "gpufed",
+    status = "MemberClusterStatus",
+    derive = "PartialEq",
+    doc = "A provider's GPU cluster in a pool: where it is, what it charges, and (in status) what it has free and whether it is healthy.",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 49 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 49 characters, so that the member namespace gpufed-member-<name> is valid"),
+    printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Models", type_ = "string", json_path = ".status.modelSummary"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.totalGpus"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.freeGpus"),
+    printcolumn(name = "Cordoned", type_ = "boolean", json_path = ".spec.cordoned", priority = 1),
+    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastHeartbeatTime", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClusterSpec {
+    /// Name of the GpuPool this cluster joins. Immutable: leave and re-join to change pools.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.pool is immutable; delete the MemberCluster and create it in the other pool"))]
+    pub pool: String,
+    /// Region of the cluster, e.g. `eu-west`; jobs can require regions.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub region: String,
+    /// The provider's account: receives payments and holds the bond. Required in pools with a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<EvmAddress>,
+    /// Human-readable provider name shown in tables and explanations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub display_name: Option<String>,
+    /// Price per GPU-hour for each GPU model offered. GPUs of a model without a price are not offered.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["model".into()]))]
+    pub prices: Vec<ModelPrice>,
+    /// When true, no new jobs are placed here; running jobs continue (like `kubectl cordon`).
+    #[serde(default)]
+    pub cordoned: bool,
+}
+
+/// The price of one GPU model.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPrice {
+    /// Normalised GPU model, e.g. `H100`, `A100`, `L4`, `RTX4090` (as gpu-probe labels nodes).
+    #[schemars(length(min = 1, max = 64), pattern(MODEL_PATTERN))]
+    pub model: String,
+    /// Price per GPU-hour in tokens, e.g. `"2.40"`.
+    pub price_per_gpu_hour: TokenAmount,
+}
+
+/// Observed state of a member cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClusterStatus {
+    /// The member's namespace on the hub, where its Placements and heartbeat Lease live (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Hub Secret with the kubeconfig to pass to the member chart (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Last renewal of the member's heartbeat Lease as seen by the hub (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
+    /// Version of the member's agent (agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// GPUs allocatable on healthy nodes (agent).
+    #[serde(default)]
+    pub total_gpus: u32,
+    /// GPUs not requested by running pods (agent).
+    #[serde(default)]
+    pub free_gpus: u32,
+    /// Short summary of models for tables, e.g. `H100x16,L4x8` (agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_summary: Option<String>,
+    /// Per-node GPU inventory, the scheduler's input (agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
+    /// Placements of this member not yet finished (hub).
+    #[serde(default)]
+    pub active_placements: u32,
+    /// The generation of the spec this status reflects (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: Joined, Ready, Bonded, Schedulable (hub).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The GPU inventory of a member cluster, reported by its agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    /// When the agent took this inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<Time>,
+    /// GPU nodes of the cluster.
+    #[serde(default)]
+    #[schemars(length(max = 5000))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub nodes: Vec<NodeInventory>,
+}
+
+/// The GPUs of one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInventory {
+    /// Node name.
+    pub name: String,
+    /// Normalised GPU model of the node's GPUs, e.g. `H100`.
+    pub model: String,
+    /// Memory per GPU in MiB.
+    #[serde(rename = "gpuMemoryMiB")]
+    pub gpu_memory_mib: u64,
+    /// GPUs the node offers to pods (`nvidia.com/gpu` allocatable).
+    pub allocatable_gpus: u32,
+    /// Allocatable GPUs not requested by running or pending pods bound to the node.
+    pub free_gpus: u32,
+    /// GPUs that NVML (or the simulator) reports unhealthy; not counted as free.
+    #[serde(default)]
+    pub unhealthy_gpus: u32,
+    /// Mean GPU utilisation of the node in percent.
+    #[serde(default)]
+    pub utilization_percent: u32,
+    /// The node is Ready and schedulable.
+    #[serde(default = "default_true")]
+    pub ready: bool,
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,156 @@
+//! `Placement`: one attempt of one ComputeJob on one member, written by the hub into the member's
+//! namespace (`gpufed-member-<name>`) and pulled by that member's agent (like OCM's ManifestWork).
+//!
+//! The spec is a frozen copy of what the member must run; it never changes (a new attempt is a new
+//! Placement with a new name). The status is written by the agent only.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::units::{KubeDuration, TokenAmount};
+use crate::workload::WorkloadTemplate;
+
+/// One attempt of a ComputeJob on one member cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "Placement",
+    plural = "placements",
+    shortname = "gpl",
+    category = "gpufed",
+    namespaced,
+    status = "PlacementStatus",
+    derive = "PartialEq",
+    doc = "One attempt of a ComputeJob on one member cluster. The hub writes it into the member's namespace; the member's agent runs it and reports back in status.",
+    printcolumn(name = "Job", type_ = "string", json_path = ".spec.job.name"),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".spec.attempt"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.totalGpus"),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
+    printcolumn(
+        name = "GPU-Seconds",
+        type_ = "integer",
+        json_path = ".status.gpuSeconds"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("Placement.spec is immutable: the hub writes a new Placement for each attempt"))]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// The ComputeJob on the hub this placement runs.
+    pub job: JobReference,
+    /// Attempt number of the job this placement belongs to (from 1).
+    #[schemars(range(min = 1, max = 10))]
+    pub attempt: u32,
+    /// The member cluster that must run it.
+    #[schemars(length(min = 1, max = 49))]
+    pub cluster: String,
+    /// Replicas, run together.
+    #[schemars(range(min = 1, max = 64))]
+    pub replicas: u32,
+    /// GPUs per replica, on one node.
+    #[schemars(range(min = 1, max = 16))]
+    pub gpus_per_replica: u32,
+    /// replicas × gpusPerReplica.
+    #[schemars(range(min = 1, max = 512))]
+    pub total_gpus: u32,
+    /// GPU model to run on (node selector `gpufed.io/gpu-model`).
+    #[schemars(length(min = 1, max = 64))]
+    pub model: String,
+    /// Minimum memory per GPU in MiB.
+    #[serde(default)]
+    #[serde(rename = "minGpuMemoryMiB")]
+    pub min_gpu_memory_mib: u64,
+    /// Price per GPU-hour agreed for this attempt.
+    pub price_per_gpu_hour: TokenAmount,
+    /// Longest run; the member sets it as the Job's activeDeadlineSeconds.
+    pub max_duration: KubeDuration,
+    /// Escrow job id (`keccak256(job UID, attempt)`), when the pool has a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^0x[0-9a-f]{64}$"))]
+    pub chain_job_id: Option<String>,
+    /// What each replica runs.
+    pub template: WorkloadTemplate,
+}
+
+/// Identifies a ComputeJob on the hub.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobReference {
+    /// Namespace of the ComputeJob.
+    pub namespace: String,
+    /// Name of the ComputeJob.
+    pub name: String,
+    /// UID of the ComputeJob (a re-created job with the same name has another UID).
+    pub uid: String,
+}
+
+/// What the member reports about a placement.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum PlacementPhase {
+    /// The agent created the local Job; pods are not running yet.
+    #[default]
+    Accepted,
+    /// All replicas' pods are running.
+    Running,
+    /// All replicas completed.
+    Succeeded,
+    /// The local Job failed (pods failed, deadline exceeded, or it was stopped by fencing).
+    Failed,
+    /// The agent refused it (wrong cluster, not enough GPUs of the model, invalid template).
+    Rejected,
+}
+
+impl PlacementPhase {
+    /// Whether the placement has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            PlacementPhase::Succeeded | PlacementPhase::Failed | PlacementPhase::Rejected
+        )
+    }
+}
+
+/// Observed state of a placement, written by the member's agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// What the member reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PlacementPhase>,
+    /// Name of the local `batch/v1` Job on the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_job: Option<String>,
+    /// Replicas running now.
+    #[serde(default)]
+    pub active_replicas: u32,
+    /// Replicas completed.
+    #[serde(default)]
+    pub succeeded_replicas: u32,
+    /// When the pods started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the local Job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// GPU-seconds used so far (GPUs × seconds since start, frozen at the end).
+    #[serde(default)]
+    pub gpu_seconds: u64,
+    /// Machine-readable reason for Failed or Rejected, e.g. `DeadlineExceeded`, `Fenced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Detail for `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the agent last wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+}

@@ -1,0 +1,196 @@
+//! `GpuPool`: a market of member clusters with one policy (scheduling strategy, heartbeat timeout,
+//! minimum bond, optional chain for payment, and which payer account each tenant namespace spends).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::units::{EvmAddress, KubeDuration, TokenAmount};
+use crate::workload::DNS_LABEL_PATTERN;
+
+/// How the scheduler ranks the clusters that fit a job.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Strategy {
+    /// Lowest price per GPU-hour first; ties go to the cluster with more free GPUs of the model.
+    #[default]
+    CheapestFit,
+    /// Fullest cluster first (fewest free GPUs left after placing), keeping big holes for big jobs.
+    BinPack,
+    /// Emptiest cluster first (most free GPUs), spreading load and risk across providers.
+    Spread,
+}
+
+/// A pool of GPU clusters that jobs are placed into, and its policy.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gpufed.io",
+    version = "v1alpha1",
+    kind = "GpuPool",
+    plural = "gpupools",
+    shortname = "gpool",
+    category = "gpufed",
+    status = "GpuPoolStatus",
+    derive = "PartialEq",
+    doc = "A pool of member GPU clusters and its policy: scheduling strategy, heartbeat timeout, minimum provider bond, payment chain and payer bindings.",
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.totalGpus"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.freeGpus"),
+    printcolumn(
+        name = "Chain",
+        type_ = "string",
+        json_path = ".spec.chain.chainId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuPoolSpec {
+    /// How clusters that fit a job are ranked: `CheapestFit` (default), `BinPack` or `Spread`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// A member whose heartbeat Lease is older than this is NotReady and its running attempts are
+    /// re-placed elsewhere. Between 5s and 1h; default 40s. Agents stop their own jobs earlier (fencing).
+    #[serde(default = "default_heartbeat_timeout")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.heartbeatTimeout must be between 5s and 1h"))]
+    pub heartbeat_timeout: KubeDuration,
+    /// Minimum on-chain bond, in tokens, a provider must hold to receive jobs. Ignored without `chain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bond: Option<TokenAmount>,
+    /// Payment settings. Without it, jobs run without escrow and nothing is paid on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainSpec>,
+    /// Which payer account each tenant namespace spends. Set by the pool admin, so a tenant can
+    /// never spend another namespace's deposit. A namespace without a binding cannot run jobs in a
+    /// pool with a chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
+    pub payers: Vec<PayerBinding>,
+}
+
+fn default_heartbeat_timeout() -> KubeDuration {
+    KubeDuration::from_secs(40)
+}
+
+/// The EVM chain and contracts a pool pays through.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainSpec {
+    /// JSON-RPC endpoint, `http://` or `https://`.
+    #[schemars(length(min = 8, max = 2048), pattern(r"^https?://\S+$"))]
+    pub rpc_url: String,
+    /// EVM chain id (e.g. 31337 for a local anvil). Transactions are signed for this chain only.
+    #[schemars(range(min = 1))]
+    pub chain_id: u64,
+    /// The ERC-20 token jobs are paid in.
+    pub token: EvmAddress,
+    /// The JobEscrow contract (per-job locks and settlement).
+    pub escrow: EvmAddress,
+    /// The ProviderBond contract. Without it, bonds are not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<EvmAddress>,
+    /// Secret holding the hub's settlement key (hex private key). Never logged or shown in status.
+    pub hub_key_secret_ref: SecretKeyRef,
+    /// Extra time after a job's maxDuration before its payer may expire an unsettled lock. Default 1h.
+    #[serde(default = "default_lock_grace")]
+    pub lock_grace: KubeDuration,
+}
+
+fn default_lock_grace() -> KubeDuration {
+    KubeDuration::from_secs(3600)
+}
+
+/// A key in a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret (usually the hub's own namespace).
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Binds a tenant namespace to the payer account its jobs spend.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PayerBinding {
+    /// The tenant namespace on the hub.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// The payer's account in the JobEscrow contract.
+    pub account: EvmAddress,
+}
+
+/// Observed state of a pool, rolled up from its members.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuPoolStatus {
+    /// Number of MemberClusters in this pool.
+    #[serde(default)]
+    pub members: u32,
+    /// Number of members that are Ready.
+    #[serde(default)]
+    pub ready_members: u32,
+    /// GPUs allocatable across Ready members.
+    #[serde(default)]
+    pub total_gpus: u32,
+    /// GPUs free across Ready members.
+    #[serde(default)]
+    pub free_gpus: u32,
+    /// Capacity and prices per GPU model across Ready members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["model".into()]))]
+    pub capacity: Vec<ModelCapacity>,
+    /// ComputeJobs of this pool waiting for a cluster.
+    #[serde(default)]
+    pub pending_jobs: u32,
+    /// ComputeJobs of this pool placed or running.
+    #[serde(default)]
+    pub running_jobs: u32,
+    /// When the roll-up was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// The generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: ChainReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Capacity and price index of one GPU model in a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCapacity {
+    /// Normalised GPU model, e.g. `H100`.
+    pub model: String,
+    /// Clusters offering this model.
+    pub clusters: u32,
+    /// Allocatable GPUs of this model.
+    pub total_gpus: u32,
+    /// Free GPUs of this model.
+    pub free_gpus: u32,
+    /// Lowest price per GPU-hour asked for this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_price: Option<TokenAmount>,
+    /// Highest price per GPU-hour asked for this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<TokenAmount>,
+    /// Price index: average price per GPU-hour weighted by free GPUs (by total GPUs when none are free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_index: Option<TokenAmount>,
+}

@@ -1,0 +1,170 @@
+//! Fixture builders for tests in every crate (`features = ["testing"]`): readable, typed objects
+//! instead of copy-pasted YAML, e.g. `job("train").gpus(8).models(&["H100"]).build()`.
+
+use kube::api::ObjectMeta;
+
+use crate::job::{ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy};
+use crate::member::{MemberCluster, MemberClusterSpec, ModelPrice};
+use crate::units::{KubeDuration, TokenAmount};
+use crate::workload::{Container, WorkloadTemplate};
+
+/// Builds a [`ComputeJob`] in namespace `team-a` with one replica of one GPU of any of H100/A100.
+pub fn job(name: &str) -> JobBuilder {
+    JobBuilder(ComputeJob {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("team-a".to_string()),
+            uid: Some(format!("uid-{name}")),
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: ComputeJobSpec {
+            pool: "default".into(),
+            replicas: 1,
+            gpus_per_replica: 1,
+            gpu: GpuRequirements {
+                models: vec!["H100".into(), "A100".into()],
+                min_memory_gib: 0,
+            },
+            max_price_per_gpu_hour: None,
+            max_duration: KubeDuration::from_secs(3600),
+            regions: None,
+            exclude_clusters: None,
+            retry: RetryPolicy::default(),
+            priority: 0,
+            template: WorkloadTemplate {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: "busybox:1.36".into(),
+                    command: vec![],
+                    args: vec![],
+                    env: vec![],
+                    working_dir: None,
+                    resources: None,
+                }],
+            },
+        },
+        status: None,
+    })
+}
+
+/// Builder returned by [`job`].
+pub struct JobBuilder(ComputeJob);
+
+impl JobBuilder {
+    /// Sets the namespace.
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.0.metadata.namespace = Some(ns.into());
+        self
+    }
+    /// Sets the number of replicas.
+    pub fn replicas(mut self, n: u32) -> Self {
+        self.0.spec.replicas = n;
+        self
+    }
+    /// Sets GPUs per replica.
+    pub fn gpus(mut self, n: u32) -> Self {
+        self.0.spec.gpus_per_replica = n;
+        self
+    }
+    /// Sets the accepted models.
+    pub fn models(mut self, models: &[&str]) -> Self {
+        self.0.spec.gpu.models = models.iter().map(|m| m.to_string()).collect();
+        self
+    }
+    /// Sets the minimum GPU memory in GiB.
+    pub fn min_memory_gib(mut self, gib: u32) -> Self {
+        self.0.spec.gpu.min_memory_gib = gib;
+        self
+    }
+    /// Sets the price cap (panics on a malformed amount: test code only).
+    pub fn max_price(mut self, price: &str) -> Self {
+        self.0.spec.max_price_per_gpu_hour = Some(price.parse().unwrap_or(TokenAmount::ZERO));
+        self
+    }
+    /// Sets the accepted regions.
+    pub fn regions(mut self, regions: &[&str]) -> Self {
+        self.0.spec.regions = Some(regions.iter().map(|r| r.to_string()).collect());
+        self
+    }
+    /// Sets the excluded clusters.
+    pub fn exclude(mut self, clusters: &[&str]) -> Self {
+        self.0.spec.exclude_clusters = Some(clusters.iter().map(|r| r.to_string()).collect());
+        self
+    }
+    /// Sets the maximum duration.
+    pub fn max_duration(mut self, d: &str) -> Self {
+        self.0.spec.max_duration = d.parse().unwrap_or_default();
+        self
+    }
+    /// Sets the priority.
+    pub fn priority(mut self, p: i32) -> Self {
+        self.0.spec.priority = p;
+        self
+    }
+    /// Sets the pool.
+    pub fn pool(mut self, pool: &str) -> Self {
+        self.0.spec.pool = pool.into();
+        self
+    }
+    /// Sets max attempts.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.0.spec.retry.max_attempts = n;
+        self
+    }
+    /// The job.
+    pub fn build(self) -> ComputeJob {
+        self.0
+    }
+}
+
+/// Builds a [`MemberCluster`] in pool `default`, region `eu-west`, offering `model` at `price`.
+pub fn member(name: &str, model: &str, price: &str) -> MemberBuilder {
+    MemberBuilder(MemberCluster {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: MemberClusterSpec {
+            pool: "default".into(),
+            region: "eu-west".into(),
+            wallet: None,
+            display_name: None,
+            prices: vec![ModelPrice {
+                model: model.into(),
+                price_per_gpu_hour: price.parse().unwrap_or(TokenAmount::ZERO),
+            }],
+            cordoned: false,
+        },
+        status: None,
+    })
+}
+
+/// Builder returned by [`member`].
+pub struct MemberBuilder(MemberCluster);
+
+impl MemberBuilder {
+    /// Sets the region.
+    pub fn region(mut self, region: &str) -> Self {
+        self.0.spec.region = region.into();
+        self
+    }
+    /// Adds a price for another model.
+    pub fn price(mut self, model: &str, price: &str) -> Self {
+        self.0.spec.prices.push(ModelPrice {
+            model: model.into(),
+            price_per_gpu_hour: price.parse().unwrap_or(TokenAmount::ZERO),
+        });
+        self
+    }
+    /// Cordons the member.
+    pub fn cordoned(mut self) -> Self {
+        self.0.spec.cordoned = true;
+        self
+    }
+    /// The member.
+    pub fn build(self) -> MemberCluster {
+        self.0
+    }
+}

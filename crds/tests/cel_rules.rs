@@ -1,0 +1,166 @@
+//! The CEL rules in the CRDs, evaluated locally with kube's CEL interpreter: creation rules and
+//! transition (immutability) rules. The same manifests are sent to a real apiserver by the e2e
+//! suite, which also checks the OpenAPI bounds and patterns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gpufed_crds::testing::{job, member};
+use gpufed_crds::{ComputeJob, GpuPool, GpuPoolSpec, MemberCluster, Placement};
+use kube::core::cel::{validate_cel, validate_cel_update};
+
+fn errors_of(result: Result<(), impl std::fmt::Debug>) -> String {
+    match result {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[test]
+fn a_plain_job_passes_every_rule() {
+    assert_eq!(errors_of(validate_cel(&job("ok").build())), "");
+}
+
+#[test]
+fn more_than_512_gpus_in_one_job_is_rejected() {
+    let j = job("huge").replicas(64).gpus(16).build();
+    assert!(errors_of(validate_cel(&j)).contains("at most 512 GPUs"));
+    let edge = job("edge").replicas(32).gpus(16).build();
+    assert_eq!(errors_of(validate_cel(&edge)), "");
+}
+
+#[test]
+fn max_duration_must_be_between_a_second_and_a_week() {
+    for (d, ok) in [
+        ("0s", false),
+        ("500ms", false),
+        ("1s", true),
+        ("168h", true),
+        ("169h", false),
+    ] {
+        let j = job("d").max_duration(d).build();
+        let errs = errors_of(validate_cel(&j));
+        assert_eq!(errs.is_empty(), ok, "{d}: {errs}");
+        if !ok {
+            assert!(
+                errs.contains("spec.maxDuration must be between 1s and 168h"),
+                "{errs}"
+            );
+        }
+    }
+}
+
+fn changed(old: &ComputeJob, f: impl FnOnce(&mut ComputeJob)) -> String {
+    let mut new = old.clone();
+    f(&mut new);
+    errors_of(validate_cel_update(&new, old))
+}
+
+#[test]
+fn placement_relevant_fields_are_immutable() {
+    let old = job("j").max_price("2.00").regions(&["eu-west"]).build();
+    type Edit = Box<dyn FnOnce(&mut ComputeJob)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("spec.replicas", Box::new(|j| j.spec.replicas = 2)),
+        (
+            "spec.gpusPerReplica",
+            Box::new(|j| j.spec.gpus_per_replica = 4),
+        ),
+        (
+            "spec.gpu",
+            Box::new(|j| j.spec.gpu.models = vec!["L4".into()]),
+        ),
+        (
+            "spec.maxPricePerGpuHour",
+            Box::new(|j| j.spec.max_price_per_gpu_hour = "9".parse().ok()),
+        ),
+        (
+            "spec.maxPricePerGpuHour",
+            Box::new(|j| j.spec.max_price_per_gpu_hour = None),
+        ),
+        (
+            "spec.maxDuration",
+            Box::new(|j| j.spec.max_duration = "2h".parse().unwrap()),
+        ),
+        (
+            "spec.regions",
+            Box::new(|j| j.spec.regions = Some(vec!["us-east".into()])),
+        ),
+        ("spec.regions", Box::new(|j| j.spec.regions = None)),
+        ("spec.pool", Box::new(|j| j.spec.pool = "other".into())),
+        (
+            "spec.template",
+            Box::new(|j| j.spec.template.containers[0].image = "evil:latest".into()),
+        ),
+        ("spec.retry", Box::new(|j| j.spec.retry.max_attempts = 9)),
+    ];
+    for (field, f) in cases {
+        let errs = changed(&old, f);
+        assert!(
+            errs.contains(&format!("{field} is immutable")),
+            "{field}: {errs}"
+        );
+    }
+}
+
+#[test]
+fn priority_may_change_after_creation() {
+    let old = job("j").build();
+    assert_eq!(changed(&old, |j| j.spec.priority = 500), "");
+}
+
+#[test]
+fn member_names_must_fit_the_member_namespace() {
+    let ok = member(&"a".repeat(49), "H100", "1").build();
+    assert_eq!(errors_of(validate_cel(&ok)), "");
+    let long = member(&"a".repeat(50), "H100", "1").build();
+    assert!(errors_of(validate_cel(&long)).contains("at most 49 characters"));
+    let upper = member("Alpha", "H100", "1").build();
+    assert!(errors_of(validate_cel(&upper)).contains("DNS label"));
+}
+
+#[test]
+fn a_member_cannot_move_pools() {
+    let old: MemberCluster = member("alpha", "H100", "1").build();
+    let mut new = old.clone();
+    new.spec.pool = "other".into();
+    assert!(errors_of(validate_cel_update(&new, &old)).contains("spec.pool is immutable"));
+    let mut cordon = old.clone();
+    cordon.spec.cordoned = true;
+    assert_eq!(errors_of(validate_cel_update(&cordon, &old)), "");
+}
+
+#[test]
+fn heartbeat_timeout_is_bounded() {
+    for (d, ok) in [("4s", false), ("5s", true), ("1h", true), ("2h", false)] {
+        let pool = GpuPool::new(
+            "p",
+            GpuPoolSpec {
+                strategy: Default::default(),
+                heartbeat_timeout: d.parse().unwrap(),
+                min_bond: None,
+                chain: None,
+                payers: vec![],
+            },
+        );
+        assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
+    }
+}
+
+#[test]
+fn placement_spec_never_changes() {
+    let p: Placement = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
+        "metadata": {"name": "p", "namespace": "gpufed-member-alpha"},
+        "spec": {
+            "job": {"namespace": "team-a", "name": "j", "uid": "u"},
+            "attempt": 1, "cluster": "alpha", "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1,
+            "model": "H100", "pricePerGpuHour": "2.40", "maxDuration": "1h",
+            "template": {"containers": [{"name": "main", "image": "busybox"}]}
+        }
+    }))
+    .unwrap();
+    let mut moved = p.clone();
+    moved.spec.attempt = 2;
+    assert!(errors_of(validate_cel_update(&moved, &p)).contains("Placement.spec is immutable"));
+    assert_eq!(errors_of(validate_cel_update(&p.clone(), &p)), "");
+}
