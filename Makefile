@@ -1,0 +1,47 @@
+# gpufed — the two commands are `make demo` and `make test`; everything else is a part of them.
+# Every target installs what it needs through the project's own idempotent scripts (cached outside
+# the checkout, linked into the git-ignored .tools/).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: help tools tools-k8s tools-evm build crds lint unit e2e contracts test bench demo demo-down clean
+
+help: ## Show the targets.
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+tools: tools-k8s tools-evm ## Build/install every test tool (Kubernetes from Go modules, Foundry, solc).
+
+tools-k8s: ## kube-apiserver, controller-manager, scheduler, etcd, kwok, helm into .tools/bin.
+	e2e/tools/build.sh
+
+tools-evm: ## anvil, forge, cast and solc (solcjs) into .tools/bin.
+	contracts/toolchain/install.sh
+
+build: ## Build every binary (debug).
+	$(CARGO) build --workspace --bins
+
+crds: ## Regenerate the CRD YAML from the Rust types.
+	$(CARGO) run -q -p gpufed-crds --bin crdgen
+
+lint: ## rustfmt check and clippy with warnings as errors.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## Unit, property and schema tests (no clusters).
+	$(CARGO) test --workspace --exclude gpufed-e2e
+
+e2e: tools-k8s build ## Tests against real apiservers started by the e2e harness.
+	$(CARGO) test -p gpufed-e2e -- --test-threads=2
+
+contracts: ## Foundry tests of the EVM contracts (unit, fuzz, invariant, gas snapshot).
+	contracts/test.sh
+
+test: lint unit contracts e2e ## Everything CI runs.
+	@echo "make test: all green"
+
+clean: ## Remove build outputs of the checkout (caches outside it are kept).
+	$(CARGO) clean
+	rm -rf .tools contracts/out contracts/cache

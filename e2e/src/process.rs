@@ -1,0 +1,167 @@
+//! Child processes of the harness: every component (etcd, apiserver, kwok, our own binaries) runs
+//! in its own process group with its output in a log file, dies with the test process (even when
+//! that is killed), and is killed as a group when its handle is dropped.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::Error;
+
+/// A running component. Dropping it kills its whole process group.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args` and `env`, writing stdout and stderr to `log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Process, Error> {
+        let out =
+            File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
+        tracing::debug!(component = name, pid = child.id(), "started");
+        Ok(Process {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Component name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Path of the component's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (and its status, if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends `signal` to the process group (e.g. `libc::SIGSTOP` to freeze a component).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // The group id equals the pid because the child was started with process_group(0).
+            kill_group(pid, signal);
+        }
+    }
+
+    /// Kills the process group with SIGKILL and reaps the child. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id(), libc::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks the process group to stop (SIGTERM), waits up to `grace`, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(child) = self.child.as_mut() {
+            kill_group(child.id(), libc::SIGTERM);
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a file (empty if unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn kill_group(pgid: u32, signal: i32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory of ours.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// Makes the child receive SIGKILL when the thread that started it exits, so a test process that
+/// is killed (or a test thread that ends) never leaves apiservers behind.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
+    // getppid(2), both async-signal-safe; it allocates nothing and touches no shared state.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("parent exited before exec"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; components bind it right after).
+pub fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port".into(), e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("finding a free port".into(), e))?
+        .port();
+    Ok(port)
+}

@@ -1,0 +1,591 @@
+//! The API against real apiservers: CRDs install and publish our descriptions, hostile manifests
+//! are rejected with messages that name the field, every example is accepted, and a GPU Job runs
+//! to completion on a kwok GPU node (scheduler, kwok and the Job controller all real).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gpufed_e2e::{
+    Cluster, ClusterSpec, Federation, NodeSpec, Tools, init_test_logging, wait_until,
+};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Resource;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+fn gvk(kind: &str) -> ApiResource {
+    let plural = format!("{}s", kind.to_lowercase());
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gpufed.io", "v1alpha1", kind),
+        &plural,
+    )
+}
+
+fn message(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    }
+}
+
+/// Creates `manifest` with strict field validation, as `kubectl create`/`apply` do for a new
+/// object. Returns the apiserver's error message, if any.
+async fn create(cluster: &Cluster, manifest: &Value) -> Result<(), String> {
+    let ar = gvk(manifest["kind"].as_str().unwrap());
+    let url = DynamicObject::url_path(&ar, manifest["metadata"]["namespace"].as_str());
+    let req = http::Request::post(format!("{url}?fieldValidation=Strict"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(manifest).unwrap())
+        .unwrap();
+    cluster
+        .client()
+        .request::<DynamicObject>(req)
+        .await
+        .map(|_| ())
+        .map_err(message)
+}
+
+/// Applies `manifest` with server-side apply and strict field validation, as `kubectl apply
+/// --server-side` does. Returns the apiserver's error message, if any.
+async fn apply(cluster: &Cluster, manifest: &Value) -> Result<(), String> {
+    let kind = manifest["kind"].as_str().unwrap();
+    let ar = gvk(kind);
+    let name = manifest["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(cluster.client(), ns, &ar),
+        None => Api::all_with(cluster.client(), &ar),
+    };
+    let pp = PatchParams::apply("e2e").validation_strict();
+    api.patch(name, &pp, &Patch::Apply(manifest))
+        .await
+        .map(|_| ())
+        .map_err(message)
+}
+
+fn good_job(name: &str) -> Value {
+    json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {
+            "gpusPerReplica": 1,
+            "gpu": {"models": ["H100"]},
+            "maxPricePerGpuHour": "2.50",
+            "template": {"containers": [{"name": "main", "image": "busybox:1.36"}]}
+        }
+    })
+}
+
+fn good_member(name: &str) -> Value {
+    json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster",
+        "metadata": {"name": name},
+        "spec": {"pool": "default", "region": "eu-west", "prices": [{"model": "H100", "pricePerGpuHour": "2.40"}]}
+    })
+}
+
+fn good_pool(name: &str) -> Value {
+    json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": name}, "spec": {}})
+}
+
+/// Sets `value` at the JSON pointer-like `path` (dot-separated) of `doc`.
+fn with(mut doc: Value, path: &str, value: Value) -> Value {
+    let mut cur = &mut doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        cur = match p.parse::<usize>() {
+            Ok(i) => &mut cur[i],
+            Err(_) => &mut cur[*p],
+        };
+    }
+    let last = parts[parts.len() - 1];
+    if value.is_null() {
+        cur.as_object_mut().unwrap().remove(last);
+    } else {
+        cur[last] = value;
+    }
+    doc
+}
+
+/// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
+fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
+    let job = || good_job("hostile");
+    let member = || good_member("hostile");
+    vec![
+        (
+            "zero GPUs",
+            with(job(), "spec.gpusPerReplica", json!(0)),
+            "spec.gpusPerReplica in body should be greater than or equal to 1",
+        ),
+        (
+            "negative GPUs",
+            with(job(), "spec.gpusPerReplica", json!(-4)),
+            "spec.gpusPerReplica in body should be greater than or equal to 1",
+        ),
+        (
+            "17 GPUs per replica",
+            with(job(), "spec.gpusPerReplica", json!(17)),
+            "spec.gpusPerReplica in body should be less than or equal to 16",
+        ),
+        (
+            "a million replicas",
+            with(job(), "spec.replicas", json!(1_000_000)),
+            "spec.replicas in body should be less than or equal to 64",
+        ),
+        (
+            "640 GPUs in one job",
+            with(
+                with(job(), "spec.replicas", json!(40)),
+                "spec.gpusPerReplica",
+                json!(16),
+            ),
+            "spec.replicas × spec.gpusPerReplica must be at most 512 GPUs",
+        ),
+        (
+            "price abc",
+            with(job(), "spec.maxPricePerGpuHour", json!("abc")),
+            "spec.maxPricePerGpuHour in body should match",
+        ),
+        (
+            "negative price",
+            with(job(), "spec.maxPricePerGpuHour", json!("-1.00")),
+            "spec.maxPricePerGpuHour in body should match",
+        ),
+        (
+            "price as a float",
+            with(job(), "spec.maxPricePerGpuHour", json!(2.5)),
+            "spec.maxPricePerGpuHour in body must be of type string",
+        ),
+        (
+            "price with exponent",
+            with(job(), "spec.maxPricePerGpuHour", json!("1e3")),
+            "spec.maxPricePerGpuHour in body should match",
+        ),
+        (
+            "unknown field",
+            with(job(), "spec.gpuCount", json!(8)),
+            "unknown field \"spec.gpuCount\"",
+        ),
+        (
+            "empty model list",
+            with(job(), "spec.gpu.models", json!([])),
+            "spec.gpu.models in body should have at least 1 items",
+        ),
+        (
+            "empty model name",
+            with(job(), "spec.gpu.models", json!([""])),
+            "spec.gpu.models[0] in body should be at least 1 chars long",
+        ),
+        (
+            "model with spaces",
+            with(job(), "spec.gpu.models", json!(["H 100"])),
+            "spec.gpu.models[0] in body should match",
+        ),
+        (
+            "duration in days",
+            with(job(), "spec.maxDuration", json!("1d")),
+            "spec.maxDuration in body should match",
+        ),
+        (
+            "zero duration",
+            with(job(), "spec.maxDuration", json!("0s")),
+            "spec.maxDuration must be between 1s and 168h",
+        ),
+        (
+            "200 hour duration",
+            with(job(), "spec.maxDuration", json!("200h")),
+            "spec.maxDuration must be between 1s and 168h",
+        ),
+        (
+            "no template",
+            with(job(), "spec.template", Value::Null),
+            "spec.template: Required value",
+        ),
+        (
+            "no containers",
+            with(job(), "spec.template.containers", json!([])),
+            "spec.template.containers in body should have at least 1 items",
+        ),
+        (
+            "image with a space",
+            with(
+                job(),
+                "spec.template.containers.0.image",
+                json!("busybox latest"),
+            ),
+            "spec.template.containers[0].image in body should match",
+        ),
+        (
+            "bad env name",
+            with(
+                job(),
+                "spec.template.containers.0.env",
+                json!([{"name": "1BAD", "value": "x"}]),
+            ),
+            "spec.template.containers[0].env[0].name in body should match",
+        ),
+        (
+            "region with spaces",
+            with(job(), "spec.regions", json!(["EU West"])),
+            "spec.regions[0] in body should match",
+        ),
+        (
+            "priority out of range",
+            with(job(), "spec.priority", json!(5000)),
+            "spec.priority in body should be less than or equal to 1000",
+        ),
+        (
+            "huge GPU memory",
+            with(job(), "spec.gpu.minMemoryGiB", json!(4096)),
+            "spec.gpu.minMemoryGiB in body should be less than or equal to 1024",
+        ),
+        (
+            "zero attempts",
+            with(job(), "spec.retry", json!({"maxAttempts": 0})),
+            "spec.retry.maxAttempts in body should be greater than or equal to 1",
+        ),
+        (
+            "hostPath volume smuggled in",
+            with(
+                job(),
+                "spec.template.volumes",
+                json!([{"hostPath": {"path": "/"}}]),
+            ),
+            "unknown field \"spec.template.volumes\"",
+        ),
+        (
+            "privileged container",
+            with(
+                job(),
+                "spec.template.containers.0.securityContext",
+                json!({"privileged": true}),
+            ),
+            "unknown field \"spec.template.containers[0].securityContext\"",
+        ),
+        (
+            "short wallet",
+            with(member(), "spec.wallet", json!("0x1234")),
+            "spec.wallet in body should match",
+        ),
+        (
+            "wallet without 0x",
+            with(
+                member(),
+                "spec.wallet",
+                json!("f39Fd6e51aad88F6F4ce6aB8827279cffFb922660"),
+            ),
+            "spec.wallet in body should match",
+        ),
+        (
+            "member name too long",
+            with(member(), "metadata.name", json!("a".repeat(60))),
+            "metadata.name must be a DNS label of at most 49 characters",
+        ),
+        (
+            "no prices",
+            with(member(), "spec.prices", json!([])),
+            "spec.prices in body should have at least 1 items",
+        ),
+        (
+            "the same model priced twice",
+            with(
+                member(),
+                "spec.prices",
+                json!([{"model": "H100", "pricePerGpuHour": "1"}, {"model": "H100", "pricePerGpuHour": "2"}]),
+            ),
+            "Duplicate value: map[string]interface {}{\"model\":\"H100\"}",
+        ),
+        (
+            "heartbeat of 1s",
+            with(good_pool("hostile"), "spec.heartbeatTimeout", json!("1s")),
+            "spec.heartbeatTimeout must be between 5s and 1h",
+        ),
+        (
+            "rpc over ftp",
+            with(
+                good_pool("hostile"),
+                "spec.chain",
+                json!({"rpcUrl": "ftp://chain", "chainId": 1, "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "escrow": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "hubKeySecretRef": {"namespace": "x", "name": "y", "key": "z"}}),
+            ),
+            "spec.chain.rpcUrl in body should match",
+        ),
+    ]
+}
+
+async fn api_cluster(name: &str) -> Cluster {
+    init_test_logging();
+    let tools = Tools::locate().unwrap();
+    let c = Cluster::start(&tools, &ClusterSpec::api_only(name))
+        .await
+        .unwrap();
+    c.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
+        .await
+        .unwrap();
+    c.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Member))
+        .await
+        .unwrap();
+    c.create_namespace("team-a").await.unwrap();
+    c.create_namespace("team-b").await.unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_install_and_the_apiserver_publishes_our_descriptions() {
+    let c = api_cluster("openapi").await;
+    // The apiserver publishes a CRD's OpenAPI shortly after it is Established.
+    let client = c.client();
+    let doc: Value = wait_until(Duration::from_secs(30), "OpenAPI v3 of gpufed.io", || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/openapi/v3/apis/gpufed.io/v1alpha1")
+                .body(Vec::new())
+                .ok()?;
+            let doc: Value = serde_json::from_str(&client.request_text(req).await.ok()?).ok()?;
+            let published = doc["components"]["schemas"].as_object()?.len() >= 6;
+            published.then_some(doc)
+        }
+    })
+    .await
+    .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let job = &schemas["io.gpufed.v1alpha1.ComputeJob"];
+    let spec = &job["properties"]["spec"]["properties"];
+    // What `kubectl explain computejob.spec.gpusPerReplica` prints comes from here.
+    assert!(
+        spec["gpusPerReplica"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("GPUs per replica"),
+        "{spec}"
+    );
+    assert!(
+        spec["maxPricePerGpuHour"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("per GPU-hour")
+    );
+    for kind in [
+        "GpuPool",
+        "MemberCluster",
+        "ComputeJob",
+        "Placement",
+        "ProviderBond",
+        "GpuNode",
+    ] {
+        let s = &schemas[format!("io.gpufed.v1alpha1.{kind}")];
+        assert!(
+            s["description"].as_str().is_some_and(|d| d.len() > 20),
+            "{kind} has no description"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_manifests_are_rejected_with_a_message_naming_the_field() {
+    let c = api_cluster("hostile").await;
+    let cases = hostile_creates();
+    assert!(cases.len() >= 20);
+    let mut wrong = vec![];
+    for (what, manifest, want) in &cases {
+        match create(&c, manifest).await {
+            Ok(()) => wrong.push(format!("{what}: accepted")),
+            Err(msg) if !msg.contains(want) => {
+                wrong.push(format!("{what}: got {msg:?}, want {want:?}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_fields_cannot_change_after_creation() {
+    let c = api_cluster("immutable").await;
+    apply(&c, &good_job("frozen")).await.unwrap();
+    let changes = [
+        ("spec.replicas", json!(2), "spec.replicas is immutable"),
+        (
+            "spec.gpusPerReplica",
+            json!(4),
+            "spec.gpusPerReplica is immutable",
+        ),
+        (
+            "spec.gpu",
+            json!({"models": ["L4"]}),
+            "spec.gpu is immutable",
+        ),
+        (
+            "spec.maxPricePerGpuHour",
+            json!("99"),
+            "spec.maxPricePerGpuHour is immutable",
+        ),
+        (
+            "spec.template",
+            json!({"containers": [{"name": "main", "image": "evil:latest"}]}),
+            "spec.template is immutable",
+        ),
+    ];
+    for (path, value, want) in changes {
+        let err = apply(&c, &with(good_job("frozen"), path, value))
+            .await
+            .unwrap_err();
+        assert!(err.contains(want), "{path}: {err}");
+    }
+    // Dropping an optional placement field is a change too.
+    let err = apply(
+        &c,
+        &with(good_job("frozen"), "spec.maxPricePerGpuHour", Value::Null),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("maxPricePerGpuHour"), "{err}");
+    // Priority may change.
+    apply(&c, &with(good_job("frozen"), "spec.priority", json!(10)))
+        .await
+        .unwrap();
+
+    // A member cannot move pools.
+    apply(&c, &good_member("alpha")).await.unwrap();
+    let err = apply(&c, &with(good_member("alpha"), "spec.pool", json!("other")))
+        .await
+        .unwrap_err();
+    assert!(err.contains("spec.pool is immutable"), "{err}");
+
+    // A Placement never changes.
+    c.create_namespace("gpufed-member-alpha").await.unwrap();
+    let placement = json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
+        "metadata": {"name": "p1", "namespace": "gpufed-member-alpha"},
+        "spec": {"job": {"namespace": "team-a", "name": "frozen", "uid": "u"}, "attempt": 1, "cluster": "alpha",
+                 "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": "H100", "pricePerGpuHour": "2.40",
+                 "maxDuration": "1h", "template": {"containers": [{"name": "main", "image": "busybox"}]}}
+    });
+    apply(&c, &placement).await.unwrap();
+    let err = apply(&c, &with(placement, "spec.attempt", json!(2)))
+        .await
+        .unwrap_err();
+    assert!(err.contains("Placement.spec is immutable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_manifest_is_accepted() {
+    let c = api_cluster("examples").await;
+    let dir = Tools::locate().unwrap().root().join("deploy/examples");
+    let mut count = 0;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let text = std::fs::read_to_string(path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            apply(&c, &value)
+                .await
+                .unwrap_or_else(|e| panic!("{} rejected: {e}", path.display()));
+            count += 1;
+        }
+    }
+    assert!(count >= 8, "only {count} example objects");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
+    init_test_logging();
+    let tools = Tools::locate().unwrap();
+    let spec = ClusterSpec::new("jobs")
+        .node(NodeSpec::new("gpu-0", "L4-24GB", 4, "eu-west"))
+        .node(NodeSpec::new("cpu-0", "none", 0, "eu-west"));
+    let c = Cluster::start(&tools, &spec).await.unwrap();
+    c.create_namespace("work").await.unwrap();
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "gpu-smoke", "namespace": "work"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "env": [{"name": "GPUFED_SIM_DURATION", "value": "2s"}],
+                    "resources": {"limits": {"nvidia.com/gpu": "2"}}
+                }]
+            }}
+        }
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(c.client(), "work");
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), "work");
+    let node = wait_until(Duration::from_secs(60), "the Job's pod to be bound", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&Default::default()).await.ok()?;
+            list.items.first()?.spec.as_ref()?.node_name.clone()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(node, "gpu-0", "the GPU pod must land on the GPU node");
+    wait_until(Duration::from_secs(90), "the Job to complete", || {
+        let jobs = jobs.clone();
+        async move {
+            let j = jobs.get("gpu-smoke").await.ok()?;
+            let done = j
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True");
+            done.then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_and_two_members_start_side_by_side() {
+    init_test_logging();
+    let tools = Tools::locate().unwrap();
+    let fed = Federation::start(
+        &tools,
+        ClusterSpec::api_only("hub").with_controller_manager(),
+        vec![
+            ClusterSpec::new("alpha").node(NodeSpec::new("a-0", "H100-SXM-80GB", 8, "eu-west")),
+            ClusterSpec::new("beta").node(NodeSpec::new("b-0", "A100-SXM-40GB", 8, "us-east")),
+        ],
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "federation of 3 clusters started in {:.1}s",
+        fed.started_in.as_secs_f64()
+    );
+    for c in std::iter::once(&fed.hub).chain(&fed.members) {
+        let v = c.client().apiserver_version().await.unwrap();
+        assert_eq!(
+            format!("{}.{}", v.major, v.minor),
+            "1.33",
+            "{}: /version must be true",
+            c.name()
+        );
+        assert!(v.git_version.starts_with("v1.33."), "{}", v.git_version);
+    }
+    // Each cluster is its own world: a namespace made on one is not on another.
+    fed.hub.create_namespace("only-on-hub").await.unwrap();
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fed.members[0].client());
+    assert!(ns.get_opt("only-on-hub").await.unwrap().is_none());
+}
