@@ -391,9 +391,24 @@ pub struct AttemptRecord {
     /// GPU-seconds reported by the member for this attempt.
     #[serde(default)]
     pub gpu_seconds: u64,
+    /// Nodes the hub planned for the replicas when it chose the cluster (`node=replicas`); the
+    /// member's own scheduler makes the final choice. Used to account for GPUs in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub planned_nodes: Vec<PlannedNode>,
     /// Escrow state of this attempt (pools with a chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Settlement>,
+}
+
+/// Replicas the hub planned on one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedNode {
+    /// Node name on the member.
+    pub node: String,
+    /// Replicas planned there.
+    pub replicas: u32,
 }
 
 /// Escrow state of one attempt.

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::units::{EvmAddress, TokenAmount};
+use crate::units::{EvmAddress, KubeDuration, TokenAmount};
 use crate::workload::DNS_LABEL_PATTERN;
 
 /// Pattern of a normalised GPU model name such as `H100`, `A100`, `RTX4090`.
@@ -84,6 +84,9 @@ pub struct MemberClusterStatus {
     /// Last renewal of the member's heartbeat Lease as seen by the hub (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
+    /// The pool's heartbeat timeout, copied here so the agent can fence itself before it runs out (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout: Option<KubeDuration>,
     /// Version of the member's agent (agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,

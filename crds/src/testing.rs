@@ -1,7 +1,7 @@
 //! Fixture builders for tests in every crate (`features = ["testing"]`): readable, typed objects
 //! instead of copy-pasted YAML, e.g. `job("train").gpus(8).models(&["H100"]).build()`.
 
-use kube::api::ObjectMeta;
+use kube::core::ObjectMeta;
 
 use crate::job::{ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy};
 use crate::member::{MemberCluster, MemberClusterSpec, ModelPrice};
