@@ -1,0 +1,48 @@
+//! The scheduler's output for one job: where its gang goes, or why no cluster can take it.
+
+use crate::reason::Reason;
+
+/// What the scheduler decided for one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Place the whole gang here.
+    Place(Assignment),
+    /// No cluster fits now: exactly one reason per cluster of the snapshot, sorted by cluster name.
+    /// Empty when the snapshot has no clusters.
+    NoFit(Vec<(String, Reason)>),
+}
+
+/// Where a gang goes: every replica on one cluster, each replica's GPUs on one node, one model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The member cluster.
+    pub cluster: String,
+    /// The GPU model used.
+    pub model: String,
+    /// The cluster's price per GPU-hour for the model, in atto-tokens.
+    pub price: u128,
+    /// Replicas per node, sorted by node name; every listed node gets at least one replica.
+    pub nodes: Vec<(String, u32)>,
+    /// Free GPUs of the model left in the cluster after this placement (on nodes with enough memory
+    /// for the job), the figure BinPack and Spread rank by.
+    pub free_after: u64,
+    /// How many clusters fit the job (with any accepted model), the chosen one included.
+    pub fitting_clusters: usize,
+}
+
+impl Assignment {
+    /// Replicas placed, summed over nodes.
+    pub fn replicas(&self) -> u32 {
+        self.nodes.iter().map(|(_, r)| *r).sum()
+    }
+}
+
+impl Decision {
+    /// The assignment, if the job was placed.
+    pub fn assignment(&self) -> Option<&Assignment> {
+        match self {
+            Decision::Place(a) => Some(a),
+            Decision::NoFit(_) => None,
+        }
+    }
+}

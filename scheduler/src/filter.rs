@@ -1,0 +1,288 @@
+//! The filters: whether one cluster can take one job, and if not, the first reason why.
+//!
+//! Order (fixed; `docs/scheduler.md` explains it): cluster health and standing first (not ready,
+//! no inventory, cordoned, bond), then the job's own choices (excluded, failed before, region),
+//! then per accepted model: no such GPUs, no price, memory, price cap, total capacity, node size,
+//! fragmentation. A cluster fits when any accepted model passes every model filter. When none
+//! does, the reason kept is the one from the model that got furthest down the list (a capacity
+//! problem of a model it has says more than "no A100"), earlier models in the job's list winning
+//! ties.
+//!
+//! Checks here work on a [`JobView`] (the job's names turned into the index's integer ids) and
+//! the index's aggregates, so they allocate nothing; a [`Reason`] with text is only built for jobs
+//! that fit nowhere.
+
+use std::sync::Arc;
+
+use crate::index::{ClusterEntry, Gate, Index};
+use crate::input::{BondState, JobRequest};
+use crate::reason::{BondIssue, Reason};
+
+/// A job with names resolved against one index.
+#[derive(Debug)]
+pub(crate) struct JobView<'j> {
+    pub(crate) job: &'j JobRequest,
+    /// Accepted models that some node of the snapshot has, deduplicated, in the job's order.
+    pub(crate) models: Vec<u32>,
+    /// Accepted regions known to the snapshot; `None` accepts any.
+    regions: Option<Vec<u32>>,
+    /// Positions of excluded clusters.
+    excluded: Vec<usize>,
+    /// Positions of clusters where an earlier attempt failed.
+    failed: Vec<usize>,
+    /// GPUs of the whole gang.
+    pub(crate) need: u64,
+    /// The job's models as given, deduplicated, for `NoModel` reasons.
+    wanted: Arc<[String]>,
+}
+
+impl<'j> JobView<'j> {
+    /// Resolves `job`'s names against `index`. Names the snapshot does not know match nothing.
+    pub(crate) fn new(job: &'j JobRequest, index: &Index<'_>) -> JobView<'j> {
+        let mut wanted: Vec<String> = Vec::with_capacity(job.models.len());
+        for m in &job.models {
+            if !wanted.contains(m) {
+                wanted.push(m.clone());
+            }
+        }
+        let mut models = Vec::with_capacity(wanted.len());
+        for id in wanted.iter().filter_map(|m| index.model_id(m)) {
+            models.push(id);
+        }
+        let regions = (!job.regions.is_empty()).then(|| {
+            job.regions
+                .iter()
+                .filter_map(|r| index.region_id(r))
+                .collect()
+        });
+        let positions = |names: &[String]| -> Vec<usize> {
+            names
+                .iter()
+                .filter_map(|n| index.cluster_position(n))
+                .collect()
+        };
+        JobView {
+            job,
+            models,
+            regions,
+            excluded: positions(&job.exclude),
+            failed: positions(&job.failed_on),
+            need: job.total_gpus(),
+            wanted: wanted.into(),
+        }
+    }
+}
+
+/// A model of a cluster that fits a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fit {
+    /// Position in [`ClusterEntry::models`].
+    pub(crate) model_pos: usize,
+    /// Model id.
+    pub(crate) model: u32,
+    /// Price per GPU-hour.
+    pub(crate) price: u128,
+    /// Free GPUs of the model on nodes with enough memory, before placing.
+    pub(crate) free: u64,
+}
+
+/// A (cluster, model) that passed the filters but could not be packed; see `scheduler.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Banned {
+    pub(crate) cluster: usize,
+    pub(crate) model: u32,
+    pub(crate) fit: u64,
+}
+
+/// Why a cluster failed, without text; variants in filter order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reject {
+    Gate(Gate),
+    Excluded,
+    FailedBefore,
+    Region,
+    NoModel,
+    NoPrice { model: u32 },
+    Memory { model: u32, has_mib: u64 },
+    Price { model: u32, price: u128 },
+    Capacity { model: u32, free: u64 },
+    NodeSize { model: u32, largest_free: u32 },
+    Fragmented { model: u32, fit: u64 },
+}
+
+impl Reject {
+    /// How far down the model filters this got; higher is more informative.
+    fn depth(self) -> u8 {
+        match self {
+            Reject::Gate(_)
+            | Reject::Excluded
+            | Reject::FailedBefore
+            | Reject::Region
+            | Reject::NoModel => 0,
+            Reject::NoPrice { .. } => 1,
+            Reject::Memory { .. } => 2,
+            Reject::Price { .. } => 3,
+            Reject::Capacity { .. } => 4,
+            Reject::NodeSize { .. } => 5,
+            Reject::Fragmented { .. } => 6,
+        }
+    }
+}
+
+/// Checks `cluster` (at position `pos`) against `view`, calling `on_fit` for each accepted model
+/// that fits. Returns the most informative reason when none does.
+pub(crate) fn evaluate(
+    cluster: &ClusterEntry<'_>,
+    pos: usize,
+    view: &JobView<'_>,
+    banned: &[Banned],
+    mut on_fit: impl FnMut(Fit),
+) -> Result<(), Reject> {
+    if let Some(gate) = cluster.gate {
+        return Err(Reject::Gate(gate));
+    }
+    if view.excluded.contains(&pos) {
+        return Err(Reject::Excluded);
+    }
+    if view.failed.contains(&pos) {
+        return Err(Reject::FailedBefore);
+    }
+    if let Some(regions) = &view.regions
+        && !regions.contains(&cluster.region)
+    {
+        return Err(Reject::Region);
+    }
+    let mut best = Reject::NoModel;
+    let mut fits = false;
+    for &model in &view.models {
+        let Some(model_pos) = cluster.models.iter().position(|m| m.model == model) else {
+            continue;
+        };
+        let entry = &cluster.models[model_pos];
+        let outcome = if let Some(b) = banned.iter().find(|b| b.cluster == pos && b.model == model)
+        {
+            Err(Reject::Fragmented { model, fit: b.fit })
+        } else {
+            check_model(entry, model, model_pos, view)
+        };
+        match outcome {
+            Ok(fit) => {
+                fits = true;
+                on_fit(fit);
+            }
+            Err(reject) if reject.depth() > best.depth() => best = reject,
+            Err(_) => {}
+        }
+    }
+    if fits { Ok(()) } else { Err(best) }
+}
+
+fn check_model(
+    entry: &crate::index::ModelEntry,
+    model: u32,
+    model_pos: usize,
+    view: &JobView<'_>,
+) -> Result<Fit, Reject> {
+    let job = view.job;
+    let Some(price) = entry.price else {
+        return Err(Reject::NoPrice { model });
+    };
+    let Some(tier) = entry.tier(job.min_gpu_memory_mib) else {
+        return Err(Reject::Memory {
+            model,
+            has_mib: entry.max_mem_mib(),
+        });
+    };
+    if job.max_price.is_some_and(|max| price > max) {
+        return Err(Reject::Price { model, price });
+    }
+    if tier.free < view.need {
+        return Err(Reject::Capacity {
+            model,
+            free: tier.free,
+        });
+    }
+    let per_replica = job.gpus_per_replica;
+    if tier.max_free < per_replica {
+        return Err(Reject::NodeSize {
+            model,
+            largest_free: tier.max_free,
+        });
+    }
+    let replicas = u64::from(job.replicas);
+    let fit = tier.replicas_fit(per_replica, replicas);
+    if fit < replicas {
+        return Err(Reject::Fragmented { model, fit });
+    }
+    Ok(Fit {
+        model_pos,
+        model,
+        price,
+        free: tier.free,
+    })
+}
+
+/// Turns a [`Reject`] of `cluster` into a [`Reason`] with the details a person needs.
+pub(crate) fn reason(
+    reject: Reject,
+    cluster: &ClusterEntry<'_>,
+    view: &JobView<'_>,
+    index: &Index<'_>,
+) -> Reason {
+    let job = view.job;
+    let name = |id: u32| index.model_name(id).to_string();
+    match reject {
+        Reject::Gate(Gate::NotReady) => Reason::NotReady,
+        Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
+        Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
+        Reject::Gate(Gate::Bond) => Reason::Bond(match cluster.state.bond {
+            BondState::Insufficient { bonded, required } => {
+                BondIssue::Insufficient { bonded, required }
+            }
+            BondState::NoWallet => BondIssue::NoWallet,
+            BondState::Unknown | BondState::NotRequired | BondState::Eligible => BondIssue::Unknown,
+        }),
+        Reject::Excluded => Reason::Excluded,
+        Reject::FailedBefore => Reason::FailedBefore,
+        Reject::Region => Reason::Region {
+            region: cluster.state.region.clone(),
+        },
+        Reject::NoModel => Reason::NoModel {
+            wanted: Arc::clone(&view.wanted),
+            has: Arc::clone(&cluster.has),
+        },
+        Reject::NoPrice { model } => Reason::NoPrice { model: name(model) },
+        Reject::Memory { model, has_mib } => Reason::Memory {
+            model: name(model),
+            has_mib,
+            need_mib: job.min_gpu_memory_mib,
+        },
+        Reject::Price { model, price } => Reason::Price {
+            model: name(model),
+            price,
+            max: job.max_price.unwrap_or(price),
+        },
+        Reject::Capacity { model, free } => Reason::Capacity {
+            model: name(model),
+            free,
+            need: view.need,
+        },
+        Reject::NodeSize {
+            model,
+            largest_free,
+        } => Reason::NodeSize {
+            model: name(model),
+            largest_free,
+            need_per_replica: job.gpus_per_replica,
+        },
+        Reject::Fragmented { model, fit } => Reason::Fragmented {
+            model: name(model),
+            fit,
+            replicas: job.replicas,
+            need_per_replica: job.gpus_per_replica,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! Every filter, its order, and the reason text it produces, through the public entry point.
+
+use crate::input::{BondState, NodeState, Policy};
+use crate::reason::{BondIssue, Reason};
+use crate::scheduler::schedule;
+use crate::testing::{ClusterBuilder, JobBuilder, cluster, job, tokens};
+use crate::{ClusterState, Decision};
+
+const GIB: u64 = 1024;
+
+/// An H100 cluster with one 8-GPU node at 2.40, in eu-west.
+fn h100(name: &str) -> ClusterBuilder {
+    cluster(name)
+        .node("n1", "H100", 80 * GIB, 8)
+        .price("H100", "2.40")
+}
+
+fn decide(j: JobBuilder, clusters: &[ClusterState]) -> Decision {
+    schedule(&j.build(), clusters, &[], &Policy::default()).unwrap()
+}
+
+/// The reason of the only cluster, for a job that fits nowhere.
+fn reason(j: JobBuilder, c: ClusterBuilder) -> Reason {
+    match decide(j, &[c.build()]) {
+        Decision::NoFit(mut reasons) if reasons.len() == 1 => reasons.remove(0).1,
+        other => panic!("expected one reason, got {other:?}"),
+    }
+}
+
+fn placed_model(j: JobBuilder, clusters: &[ClusterState]) -> String {
+    match decide(j, clusters) {
+        Decision::Place(a) => a.model,
+        other => panic!("expected a placement, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cluster_whose_heartbeat_expired_is_not_ready() {
+    let r = reason(job("a/j"), h100("alpha").not_ready());
+    assert_eq!(r, Reason::NotReady);
+    assert_eq!(r.to_string(), "not ready (heartbeat expired)");
+}
+
+#[test]
+fn a_cluster_without_an_inventory_report_is_skipped() {
+    assert_eq!(
+        reason(job("a/j"), h100("alpha").no_inventory()),
+        Reason::NoInventory
+    );
+}
+
+#[test]
+fn a_cordoned_cluster_takes_no_new_jobs() {
+    assert_eq!(
+        reason(job("a/j"), h100("alpha").cordoned()),
+        Reason::Cordoned
+    );
+}
+
+#[test]
+fn bond_problems_block_placement_and_say_what_is_missing() {
+    let short = BondState::Insufficient {
+        bonded: tokens("50"),
+        required: tokens("100"),
+    };
+    let r = reason(job("a/j"), h100("alpha").bond(short));
+    assert_eq!(r.to_string(), "bond 50.00 < required 100.00");
+    let r = reason(job("a/j"), h100("alpha").bond(BondState::NoWallet));
+    assert_eq!(r, Reason::Bond(BondIssue::NoWallet));
+    let r = reason(job("a/j"), h100("alpha").bond(BondState::Unknown));
+    assert_eq!(r, Reason::Bond(BondIssue::Unknown));
+    let eligible = h100("alpha").bond(BondState::Eligible).build();
+    assert_eq!(placed_model(job("a/j"), &[eligible]), "H100");
+}
+
+#[test]
+fn excluded_clusters_and_clusters_that_failed_before_are_avoided() {
+    let r = reason(job("a/j").exclude(&["alpha"]), h100("alpha"));
+    assert_eq!(r, Reason::Excluded);
+    let r = reason(job("a/j").failed_on(&["alpha"]), h100("alpha"));
+    assert_eq!(r, Reason::FailedBefore);
+    assert_eq!(r.to_string(), "an earlier attempt failed here");
+    let other = [h100("alpha").build(), h100("beta").build()];
+    let d = decide(job("a/j").failed_on(&["alpha"]), &other);
+    assert_eq!(d.assignment().map(|a| a.cluster.as_str()), Some("beta"));
+}
+
+#[test]
+fn only_accepted_regions_are_used_and_no_regions_means_any() {
+    let r = reason(job("a/j").regions(&["us-east"]), h100("alpha"));
+    assert_eq!(r.to_string(), "region eu-west not accepted");
+    let r = reason(job("a/j").regions(&["mars"]), h100("alpha"));
+    assert_eq!(
+        r,
+        Reason::Region {
+            region: "eu-west".into()
+        }
+    );
+    let c = [h100("alpha").region("us-east").build()];
+    assert_eq!(
+        placed_model(job("a/j").regions(&["eu-west", "us-east"]), &c),
+        "H100"
+    );
+    assert_eq!(placed_model(job("a/j"), &c), "H100");
+}
+
+#[test]
+fn a_cluster_without_the_model_says_what_it_has() {
+    let l4 = cluster("alpha")
+        .node("n1", "L4", 24 * GIB, 4)
+        .node("n2", "T4", 16 * GIB, 4)
+        .price("L4", "0.50");
+    let r = reason(job("a/j").models(&["H100"]), l4);
+    assert_eq!(r.to_string(), "no H100 (has L4, T4)");
+    let r = reason(
+        job("a/j").models(&["H100", "A100", "H100"]),
+        cluster("empty"),
+    );
+    assert_eq!(r.to_string(), "no H100 or A100 (has no GPUs)");
+}
+
+#[test]
+fn gpus_without_a_price_are_not_offered() {
+    let r = reason(job("a/j"), cluster("alpha").node("n1", "H100", 80 * GIB, 8));
+    assert_eq!(r.to_string(), "no price for H100");
+}
+
+#[test]
+fn gpus_with_too_little_memory_are_skipped() {
+    let a100 = || {
+        cluster("alpha")
+            .node("n1", "A100", 40 * GIB, 8)
+            .price("A100", "1.20")
+    };
+    let j = || job("a/j").models(&["A100"]);
+    let r = reason(j().min_memory_gib(80), a100());
+    assert_eq!(r.to_string(), "A100 has 40 GiB per GPU, needs 80 GiB");
+    assert_eq!(
+        placed_model(j().min_memory_gib(40), &[a100().build()]),
+        "A100"
+    );
+    // Only the big node counts towards capacity when the job needs 80 GiB.
+    let mixed = a100().node("n2", "A100", 80 * GIB, 2);
+    let r = reason(j().min_memory_gib(80).gpus(4), mixed);
+    assert_eq!(r.to_string(), "2 free GPUs, needs 4");
+}
+
+#[test]
+fn a_price_above_the_cap_is_refused_and_one_equal_to_it_is_accepted() {
+    let c = || {
+        cluster("gamma")
+            .node("n1", "H100", 80 * GIB, 8)
+            .price("H100", "3.10")
+    };
+    let r = reason(job("a/j").max_price("2.50"), c());
+    assert_eq!(r.to_string(), "price 3.10 > max 2.50");
+    assert_eq!(
+        placed_model(job("a/j").max_price("3.10"), &[c().build()]),
+        "H100"
+    );
+}
+
+#[test]
+fn too_few_free_gpus_in_the_cluster_is_a_capacity_reason() {
+    let c = cluster("beta")
+        .node_free("n1", "H100", 80 * GIB, 8, 2)
+        .node_free("n2", "H100", 80 * GIB, 8, 2)
+        .price("H100", "2.40");
+    let r = reason(job("a/j").gpus(8), c);
+    assert_eq!(r.to_string(), "4 free GPUs, needs 8");
+}
+
+#[test]
+fn enough_gpus_spread_over_small_nodes_is_a_node_size_reason_not_capacity() {
+    let c = cluster("beta")
+        .node_free("n1", "H100", 80 * GIB, 8, 4)
+        .node_free("n2", "H100", 80 * GIB, 8, 4)
+        .price("H100", "2.40");
+    let r = reason(job("a/j").gpus(8), c);
+    assert_eq!(
+        r,
+        Reason::NodeSize {
+            model: "H100".into(),
+            largest_free: 4,
+            need_per_replica: 8
+        }
+    );
+    assert_eq!(
+        r.to_string(),
+        "largest node has 4 free GPUs, a replica needs 8"
+    );
+}
+
+#[test]
+fn holes_that_hold_only_some_replicas_are_a_fragmentation_reason() {
+    let c = cluster("beta")
+        .node_free("n1", "H100", 80 * GIB, 8, 6)
+        .node_free("n2", "H100", 80 * GIB, 8, 6)
+        .price("H100", "2.40");
+    let r = reason(job("a/j").replicas(3).gpus(4), c);
+    assert_eq!(r.to_string(), "free GPUs fit 2 of 3 replicas of 4 GPUs");
+}
+
+#[test]
+fn nodes_that_are_not_ready_or_unhealthy_offer_nothing() {
+    let sick = NodeState {
+        name: "n2".into(),
+        model: "H100".into(),
+        gpu_memory_mib: 80 * GIB,
+        allocatable_gpus: 8,
+        free_gpus: 8,
+        unhealthy_gpus: 6,
+        ready: true,
+        utilization_percent: 0,
+    };
+    let down = NodeState {
+        name: "n3".into(),
+        ready: false,
+        unhealthy_gpus: 0,
+        ..sick.clone()
+    };
+    let c = cluster("alpha")
+        .node_state(sick)
+        .node_state(down)
+        .price("H100", "2.40");
+    let r = reason(job("a/j").gpus(4), c);
+    assert_eq!(r.to_string(), "2 free GPUs, needs 4");
+}
+
+#[test]
+fn the_first_failing_filter_is_reported_in_the_documented_order() {
+    let everything_wrong = || {
+        cluster("alpha")
+            .region("us-east")
+            .node_free("n1", "H100", 40 * GIB, 8, 0)
+            .price("H100", "9.99")
+    };
+    let j = || {
+        job("a/j")
+            .regions(&["eu-west"])
+            .exclude(&["alpha"])
+            .failed_on(&["alpha"])
+            .max_price("1.00")
+            .min_memory_gib(80)
+    };
+    let steps: Vec<(ClusterBuilder, JobBuilder, &str)> = vec![
+        (
+            everything_wrong().not_ready().no_inventory().cordoned(),
+            j(),
+            "NotReady",
+        ),
+        (
+            everything_wrong().no_inventory().cordoned(),
+            j(),
+            "NoInventory",
+        ),
+        (
+            everything_wrong().cordoned().bond(BondState::Unknown),
+            j(),
+            "Cordoned",
+        ),
+        (
+            everything_wrong().bond(BondState::Unknown),
+            j(),
+            "BondUnknown",
+        ),
+        (everything_wrong(), j(), "Excluded"),
+        (everything_wrong(), j().exclude(&[]), "FailedBefore"),
+        (
+            everything_wrong(),
+            j().exclude(&[]).failed_on(&[]),
+            "Region",
+        ),
+        (
+            everything_wrong(),
+            j().exclude(&[]).failed_on(&[]).regions(&[]),
+            "Memory",
+        ),
+        (
+            everything_wrong(),
+            j().exclude(&[])
+                .failed_on(&[])
+                .regions(&[])
+                .min_memory_gib(0),
+            "Price",
+        ),
+        (
+            everything_wrong(),
+            j().exclude(&[])
+                .failed_on(&[])
+                .regions(&[])
+                .min_memory_gib(0)
+                .max_price("10"),
+            "Capacity",
+        ),
+    ];
+    for (c, j, kind) in steps {
+        assert_eq!(reason(j, c).kind().as_str(), kind);
+    }
+}
+
+#[test]
+fn a_cluster_fits_when_any_accepted_model_fits() {
+    let c = cluster("alpha")
+        .node_free("h", "H100", 80 * GIB, 8, 0)
+        .node("a", "A100", 80 * GIB, 8)
+        .price("H100", "2.40")
+        .price("A100", "1.20");
+    assert_eq!(
+        placed_model(job("a/j").models(&["H100", "A100"]), &[c.build()]),
+        "A100"
+    );
+}
+
+#[test]
+fn with_several_models_the_most_informative_reason_is_kept() {
+    // No H100 at all, but the L4s it has are just too few: say that, not "no H100".
+    let c = || {
+        cluster("alpha")
+            .node_free("l", "L4", 24 * GIB, 8, 2)
+            .node("a", "A100", 80 * GIB, 8)
+            .price("L4", "0.50")
+            .price("A100", "3.00")
+    };
+    let r = reason(job("a/j").models(&["H100", "L4"]).gpus(4), c());
+    assert_eq!(r.to_string(), "2 free GPUs, needs 4");
+    // Price problem of one model, capacity problem of another: capacity got further.
+    let r = reason(
+        job("a/j").models(&["A100", "L4"]).gpus(4).max_price("1.00"),
+        c(),
+    );
+    assert_eq!(r.kind().as_str(), "Capacity");
+    // Equally far: the model listed first by the job wins.
+    let both = || {
+        cluster("alpha")
+            .node("l", "L4", 24 * GIB, 8)
+            .node("a", "A100", 80 * GIB, 8)
+            .price("L4", "0.50")
+            .price("A100", "3.00")
+    };
+    let r = reason(job("a/j").models(&["L4", "A100"]).max_price("0.10"), both());
+    assert_eq!(r.to_string(), "price 0.50 > max 0.10");
+    let r = reason(job("a/j").models(&["A100", "L4"]).max_price("0.10"), both());
+    assert_eq!(r.to_string(), "price 3.00 > max 0.10");
+}
+
+#[test]
+fn no_fit_lists_every_cluster_once_sorted_by_name() {
+    let clusters = [
+        h100("gamma").not_ready().build(),
+        h100("alpha").cordoned().build(),
+        h100("beta").price("H100", "9.00").build(),
+    ];
+    let Decision::NoFit(reasons) = decide(job("a/j").max_price("1.00"), &clusters) else {
+        panic!("nothing should fit");
+    };
+    let text: Vec<String> = reasons.iter().map(|(c, r)| format!("{c}: {r}")).collect();
+    assert_eq!(
+        text,
+        [
+            "alpha: cordoned",
+            "beta: price 9.00 > max 1.00",
+            "gamma: not ready (heartbeat expired)"
+        ]
+    );
+}

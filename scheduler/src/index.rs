@@ -1,0 +1,444 @@
+//! The working copy of a snapshot that one scheduling pass reads and updates.
+//!
+//! Built once per batch: clusters sorted by name (so results never depend on the order the hub
+//! listed them in), model and region names interned as small integers, reservations subtracted
+//! from node free counts, and per (cluster, model) aggregates precomputed so that checking a job
+//! against a cluster touches none of its nodes. Only the chosen cluster's nodes are visited, once
+//! to pack the gang and once to refresh that model's aggregates after the placement.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::error::ScheduleError;
+use crate::input::{ClusterState, NodeState, Reservation};
+
+/// A cluster-level reason that does not depend on the job, computed once per pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gate {
+    NotReady,
+    NoInventory,
+    Cordoned,
+    Bond,
+}
+
+/// The snapshot indexed for one scheduling pass.
+#[derive(Debug)]
+pub(crate) struct Index<'a> {
+    /// Sorted by name, so a cluster's position orders it by name.
+    pub(crate) clusters: Vec<ClusterEntry<'a>>,
+    /// Model names by id; ids follow name order.
+    pub(crate) model_names: Vec<&'a str>,
+    model_ids: BTreeMap<&'a str, u32>,
+    region_ids: BTreeMap<&'a str, u32>,
+    /// Positions of the clusters with nodes of each model id, ascending: the only clusters a job
+    /// for that model can fit.
+    with_model: Vec<Vec<usize>>,
+}
+
+/// One cluster of the working copy.
+#[derive(Debug)]
+pub(crate) struct ClusterEntry<'a> {
+    pub(crate) state: &'a ClusterState,
+    pub(crate) region: u32,
+    pub(crate) gate: Option<Gate>,
+    /// Sorted by name, so a node's position orders it by name.
+    pub(crate) nodes: Vec<NodeEntry<'a>>,
+    /// Models the cluster has nodes of, sorted by id.
+    pub(crate) models: Vec<ModelEntry>,
+    /// Their names, for `NoModel` reasons.
+    pub(crate) has: Arc<[String]>,
+}
+
+/// One node of the working copy.
+#[derive(Debug)]
+pub(crate) struct NodeEntry<'a> {
+    pub(crate) state: &'a NodeState,
+    /// GPUs still free: offered by the inventory, less reservations and this pass's placements.
+    pub(crate) free: u32,
+}
+
+/// Aggregates of one GPU model within one cluster.
+#[derive(Debug)]
+pub(crate) struct ModelEntry {
+    pub(crate) model: u32,
+    pub(crate) price: Option<u128>,
+    /// Positions in [`ClusterEntry::nodes`] of the nodes with this model.
+    pub(crate) nodes: Vec<usize>,
+    /// One tier per distinct memory size, largest first; each tier aggregates every node with at
+    /// least its memory, so a job's tier is the last one that still meets its memory need.
+    pub(crate) tiers: Vec<Tier>,
+}
+
+/// Free capacity of the nodes of one model with at least `mem_mib` per GPU.
+#[derive(Debug, Default)]
+pub(crate) struct Tier {
+    pub(crate) mem_mib: u64,
+    /// Free GPUs summed over the nodes.
+    pub(crate) free: u64,
+    /// Most free GPUs on one node.
+    pub(crate) max_free: u32,
+    /// `(free GPUs, nodes with that many)`, ascending, nodes with none left out.
+    hist: Vec<(u32, u32)>,
+}
+
+impl Tier {
+    /// Replicas of `gpus` GPUs that fit, each on one node, counting no further than `enough`.
+    pub(crate) fn replicas_fit(&self, gpus: u32, enough: u64) -> u64 {
+        if gpus == 0 {
+            return enough;
+        }
+        let mut fit = 0u64;
+        for &(free, nodes) in self.hist.iter().rev() {
+            if free < gpus {
+                break;
+            }
+            fit += u64::from(free / gpus) * u64::from(nodes);
+            if fit >= enough {
+                break;
+            }
+        }
+        fit
+    }
+}
+
+impl ModelEntry {
+    /// The tier of nodes with at least `min_mib` per GPU, if any node has that much.
+    pub(crate) fn tier(&self, min_mib: u64) -> Option<&Tier> {
+        self.tiers
+            .iter()
+            .take_while(|t| t.mem_mib >= min_mib)
+            .last()
+    }
+
+    /// Largest memory per GPU among the model's nodes.
+    pub(crate) fn max_mem_mib(&self) -> u64 {
+        self.tiers.first().map_or(0, |t| t.mem_mib)
+    }
+
+    fn refresh(&mut self, nodes: &[NodeEntry<'_>]) {
+        let mut mems: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|&i| nodes[i].state.gpu_memory_mib)
+            .collect();
+        mems.sort_unstable_by(|a, b| b.cmp(a));
+        mems.dedup();
+        self.tiers = mems
+            .into_iter()
+            .map(|mem_mib| {
+                let mut hist: BTreeMap<u32, u32> = BTreeMap::new();
+                let mut tier = Tier {
+                    mem_mib,
+                    ..Tier::default()
+                };
+                for node in self.nodes.iter().map(|&i| &nodes[i]) {
+                    if node.state.gpu_memory_mib >= mem_mib && node.free > 0 {
+                        tier.free += u64::from(node.free);
+                        tier.max_free = tier.max_free.max(node.free);
+                        *hist.entry(node.free).or_default() += 1;
+                    }
+                }
+                tier.hist = hist.into_iter().collect();
+                tier
+            })
+            .collect();
+    }
+}
+
+impl<'a> Index<'a> {
+    /// Indexes `clusters` and subtracts `reservations`. Fails on duplicate cluster names or
+    /// duplicate node names within a cluster.
+    pub(crate) fn build(
+        clusters: &'a [ClusterState],
+        reservations: &[Reservation],
+    ) -> Result<Index<'a>, ScheduleError> {
+        let mut sorted: Vec<&ClusterState> = clusters.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = sorted.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(ScheduleError::DuplicateCluster {
+                name: w[0].name.clone(),
+            });
+        }
+        let mut model_ids: BTreeMap<&str, u32> = sorted
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(|n| (n.model.as_str(), 0)))
+            .collect();
+        for (id, slot) in (0u32..).zip(model_ids.values_mut()) {
+            *slot = id;
+        }
+        let mut region_ids: BTreeMap<&str, u32> =
+            sorted.iter().map(|c| (c.region.as_str(), 0)).collect();
+        for (id, slot) in (0u32..).zip(region_ids.values_mut()) {
+            *slot = id;
+        }
+        let mut index = Index {
+            clusters: Vec::with_capacity(sorted.len()),
+            model_names: model_ids.keys().copied().collect(),
+            model_ids,
+            region_ids,
+            with_model: Vec::new(),
+        };
+        index.with_model = vec![Vec::new(); index.model_names.len()];
+        for (pos, state) in sorted.into_iter().enumerate() {
+            let entry = index.entry(state)?;
+            for m in &entry.models {
+                if let Some(list) = index.with_model.get_mut(m.model as usize) {
+                    list.push(pos);
+                }
+            }
+            index.clusters.push(entry);
+        }
+        index.reserve(reservations);
+        for cluster in &mut index.clusters {
+            let ClusterEntry { nodes, models, .. } = cluster;
+            for model in models.iter_mut() {
+                model.refresh(nodes);
+            }
+        }
+        Ok(index)
+    }
+
+    fn entry(&self, state: &'a ClusterState) -> Result<ClusterEntry<'a>, ScheduleError> {
+        let mut nodes: Vec<NodeEntry<'a>> = state
+            .nodes
+            .iter()
+            .map(|n| NodeEntry {
+                state: n,
+                free: n.offered_gpus(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.state.name.cmp(&b.state.name));
+        if let Some(w) = nodes
+            .windows(2)
+            .find(|w| w[0].state.name == w[1].state.name)
+        {
+            return Err(ScheduleError::DuplicateNode {
+                cluster: state.name.clone(),
+                node: w[0].state.name.clone(),
+            });
+        }
+        let mut by_model: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (pos, node) in nodes.iter().enumerate() {
+            if let Some(id) = self.model_id(&node.state.model) {
+                by_model.entry(id).or_default().push(pos);
+            }
+        }
+        let has = by_model
+            .keys()
+            .map(|&id| self.model_name(id).to_string())
+            .collect();
+        let models = by_model
+            .into_iter()
+            .map(|(model, positions)| ModelEntry {
+                model,
+                price: self
+                    .model_names
+                    .get(model as usize)
+                    .and_then(|name| state.prices.get(*name))
+                    .copied(),
+                nodes: positions,
+                tiers: Vec::new(),
+            })
+            .collect();
+        let gate = if !state.ready {
+            Some(Gate::NotReady)
+        } else if !state.has_inventory {
+            Some(Gate::NoInventory)
+        } else if state.cordoned {
+            Some(Gate::Cordoned)
+        } else if !state.bond.allows_placement() {
+            Some(Gate::Bond)
+        } else {
+            None
+        };
+        Ok(ClusterEntry {
+            state,
+            region: self.region_id(&state.region).unwrap_or(u32::MAX),
+            gate,
+            nodes,
+            models,
+            has,
+        })
+    }
+
+    fn reserve(&mut self, reservations: &[Reservation]) {
+        for r in reservations {
+            let Some(ci) = self.cluster_position(&r.cluster) else {
+                continue;
+            };
+            let nodes = &mut self.clusters[ci].nodes;
+            if let Ok(ni) = nodes.binary_search_by(|n| n.state.name.as_str().cmp(&r.node)) {
+                nodes[ni].free = nodes[ni].free.saturating_sub(r.gpus);
+            }
+        }
+    }
+
+    /// Position of the cluster called `name`.
+    pub(crate) fn cluster_position(&self, name: &str) -> Option<usize> {
+        self.clusters
+            .binary_search_by(|c| c.state.name.as_str().cmp(name))
+            .ok()
+    }
+
+    /// Id of a model that some node of the snapshot has.
+    pub(crate) fn model_id(&self, name: &str) -> Option<u32> {
+        self.model_ids.get(name).copied()
+    }
+
+    /// Positions of the clusters that have nodes of model `id`, ascending.
+    pub(crate) fn clusters_with(&self, id: u32) -> &[usize] {
+        self.with_model.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Id of a region that some cluster of the snapshot is in.
+    pub(crate) fn region_id(&self, name: &str) -> Option<u32> {
+        self.region_ids.get(name).copied()
+    }
+
+    /// Name of a model id.
+    pub(crate) fn model_name(&self, id: u32) -> &'a str {
+        self.model_names.get(id as usize).copied().unwrap_or("")
+    }
+
+    /// Takes `gpus` GPUs per replica from each `(node position, replicas)` of one cluster's model
+    /// and refreshes that model's aggregates.
+    pub(crate) fn commit(
+        &mut self,
+        cluster: usize,
+        model_pos: usize,
+        gpus: u32,
+        picks: &[(usize, u32)],
+    ) {
+        let Some(entry) = self.clusters.get_mut(cluster) else {
+            return;
+        };
+        for &(node, replicas) in picks {
+            if let Some(n) = entry.nodes.get_mut(node) {
+                n.free = n.free.saturating_sub(gpus.saturating_mul(replicas));
+            }
+        }
+        let ClusterEntry { nodes, models, .. } = entry;
+        if let Some(model) = models.get_mut(model_pos) {
+            model.refresh(nodes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::BondState;
+    use crate::testing::{cluster, reservation};
+
+    #[test]
+    fn clusters_are_sorted_by_name_whatever_the_input_order() {
+        let snapshot = [cluster("gamma").build(), cluster("alpha").build()];
+        let index = Index::build(&snapshot, &[]).unwrap();
+        let names: Vec<&str> = index
+            .clusters
+            .iter()
+            .map(|c| c.state.name.as_str())
+            .collect();
+        assert_eq!(names, ["alpha", "gamma"]);
+        assert_eq!(index.cluster_position("gamma"), Some(1));
+        assert_eq!(index.cluster_position("beta"), None);
+    }
+
+    #[test]
+    fn duplicate_cluster_or_node_names_are_refused() {
+        let twice = [cluster("alpha").build(), cluster("alpha").build()];
+        assert_eq!(
+            Index::build(&twice, &[]).unwrap_err(),
+            ScheduleError::DuplicateCluster {
+                name: "alpha".into()
+            }
+        );
+        let nodes = [cluster("alpha")
+            .node("n1", "H100", 80 * 1024, 8)
+            .node("n1", "H100", 80 * 1024, 8)
+            .build()];
+        assert_eq!(
+            Index::build(&nodes, &[]).unwrap_err(),
+            ScheduleError::DuplicateNode {
+                cluster: "alpha".into(),
+                node: "n1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn reservations_reduce_node_free_counts_and_unknown_ones_are_ignored() {
+        let snapshot = [cluster("alpha")
+            .node("n1", "H100", 80 * 1024, 8)
+            .node("n2", "H100", 80 * 1024, 8)
+            .build()];
+        let reservations = [
+            reservation("alpha", "n1", 3),
+            reservation("alpha", "n1", 2),
+            reservation("alpha", "n2", 20),
+            reservation("alpha", "gone", 4),
+            reservation("beta", "n1", 4),
+        ];
+        let index = Index::build(&snapshot, &reservations).unwrap();
+        let free: Vec<u32> = index.clusters[0].nodes.iter().map(|n| n.free).collect();
+        assert_eq!(free, [3, 0]);
+        let tier = index.clusters[0].models[0].tier(0).unwrap();
+        assert_eq!((tier.free, tier.max_free), (3, 3));
+    }
+
+    #[test]
+    fn memory_tiers_aggregate_every_node_with_at_least_that_much_memory() {
+        let snapshot = [cluster("alpha")
+            .node("big", "A100", 80 * 1024, 8)
+            .node("small-1", "A100", 40 * 1024, 4)
+            .node("small-2", "A100", 40 * 1024, 2)
+            .build()];
+        let index = Index::build(&snapshot, &[]).unwrap();
+        let model = &index.clusters[0].models[0];
+        assert_eq!(model.max_mem_mib(), 80 * 1024);
+        let all = model.tier(0).unwrap();
+        assert_eq!((all.free, all.max_free), (14, 8));
+        assert_eq!(all.replicas_fit(2, u64::MAX), 4 + 2 + 1);
+        assert_eq!(all.replicas_fit(4, u64::MAX), 2 + 1);
+        assert_eq!(all.replicas_fit(4, 1), 2, "stops counting once enough fit");
+        let big = model.tier(41 * 1024).unwrap();
+        assert_eq!((big.free, big.max_free), (8, 8));
+        assert!(model.tier(81 * 1024).is_none());
+    }
+
+    #[test]
+    fn static_gates_follow_the_documented_order() {
+        let snapshot = [
+            cluster("a").not_ready().cordoned().build(),
+            cluster("b").no_inventory().cordoned().build(),
+            cluster("c").cordoned().bond(BondState::NoWallet).build(),
+            cluster("d").bond(BondState::Unknown).build(),
+            cluster("e").bond(BondState::Eligible).build(),
+        ];
+        let index = Index::build(&snapshot, &[]).unwrap();
+        let gates: Vec<Option<Gate>> = index.clusters.iter().map(|c| c.gate).collect();
+        assert_eq!(
+            gates,
+            [
+                Some(Gate::NotReady),
+                Some(Gate::NoInventory),
+                Some(Gate::Cordoned),
+                Some(Gate::Bond),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn committing_a_placement_updates_node_and_model_free_counts() {
+        let snapshot = [cluster("alpha")
+            .node("n1", "H100", 80 * 1024, 8)
+            .node("n2", "H100", 80 * 1024, 4)
+            .build()];
+        let mut index = Index::build(&snapshot, &[]).unwrap();
+        index.commit(0, 0, 4, &[(0, 1), (1, 1)]);
+        let tier = index.clusters[0].models[0].tier(0).unwrap();
+        assert_eq!((tier.free, tier.max_free), (4, 4));
+        assert_eq!(tier.replicas_fit(4, u64::MAX), 1);
+    }
+}

@@ -1,0 +1,37 @@
+//! The pure scheduling core of the gpufed hub: given pending `ComputeJob`s (as [`JobRequest`]s),
+//! a snapshot of member clusters ([`ClusterState`]), the GPUs already promised to in-flight
+//! placements ([`Reservation`]) and the pool's [`Policy`], decide for each job either where its
+//! whole gang goes ([`Decision::Place`]) or why no cluster fits ([`Decision::NoFit`]), and explain
+//! either in one line.
+//!
+//! No Kubernetes, no I/O, no clock, no randomness, no floats: the same inputs give the same output
+//! whatever order clusters, nodes or reservations come in. The hub fills the plain input structs
+//! from its CRDs; this crate does not depend on them. How filters, scoring, reservations and
+//! explanations work, and how fast, is in `docs/scheduler.md`.
+//!
+//! Modules: [`input`] (what goes in), `index` (the per-batch working copy), `filter` (why a
+//! cluster fits or not), `score` (strategies), `packing` (nodes inside the chosen cluster),
+//! [`scheduler`] (entry points), [`decision`] and [`reason`] (what comes out), [`mod@explain`] (text),
+//! [`money`] (token amounts as text), [`error`].
+
+pub mod decision;
+pub mod error;
+pub mod explain;
+mod filter;
+mod index;
+pub mod input;
+pub mod money;
+mod packing;
+pub mod reason;
+pub mod scheduler;
+mod score;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use decision::{Assignment, Decision};
+pub use error::{MoneyError, ScheduleError};
+pub use explain::{MAX_EXPLANATION_LEN, explain, explain_placement};
+pub use input::{BondState, ClusterState, JobRequest, NodeState, Policy, Reservation, Strategy};
+pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
+pub use reason::{BondIssue, Reason, ReasonKind};
+pub use scheduler::{Scheduler, schedule, schedule_batch};

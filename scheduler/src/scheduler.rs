@@ -1,0 +1,255 @@
+//! The entry points: place one job, or a batch of pending jobs in priority order.
+//!
+//! A [`Scheduler`] owns the working copy of one snapshot. Each placement it makes is subtracted
+//! from that copy before the next job is looked at, exactly as a [`Reservation`] from an earlier
+//! pass is, so a burst of jobs never over-commits a cluster before its member reports back.
+//!
+//! Picking a cluster is one pass over all clusters keeping only the best key; nothing is allocated
+//! per cluster. Only a job that fits nowhere pays for a second pass that builds the reasons.
+
+use std::collections::BTreeSet;
+
+use crate::decision::{Assignment, Decision};
+use crate::error::ScheduleError;
+use crate::filter::{Banned, Fit, JobView, evaluate, reason};
+use crate::index::Index;
+use crate::input::{ClusterState, JobRequest, Policy, Reservation};
+use crate::packing::pack;
+use crate::reason::Reason;
+use crate::score::ScoreKey;
+
+/// A scheduling pass over one snapshot: places jobs one after another, each seeing the GPUs taken
+/// by the ones before.
+#[derive(Debug)]
+pub struct Scheduler<'a> {
+    index: Index<'a>,
+    policy: Policy,
+}
+
+/// What [`Scheduler::choose`] found: a placement and what it takes, or the reasons.
+enum Choice {
+    Place {
+        assignment: Assignment,
+        cluster: usize,
+        model_pos: usize,
+        picks: Vec<(usize, u32)>,
+    },
+    NoFit(Vec<(String, Reason)>),
+}
+
+/// The best candidate of one scan.
+#[derive(Clone, Copy)]
+struct Best {
+    key: ScoreKey,
+    cluster: usize,
+    fit: Fit,
+}
+
+impl<'a> Scheduler<'a> {
+    /// Indexes `clusters` with `reservations` (GPUs promised to placements the members have not
+    /// reported yet) already taken. Fails on duplicate cluster or node names.
+    pub fn new(
+        clusters: &'a [ClusterState],
+        reservations: &[Reservation],
+        policy: &Policy,
+    ) -> Result<Scheduler<'a>, ScheduleError> {
+        Ok(Scheduler {
+            index: Index::build(clusters, reservations)?,
+            policy: *policy,
+        })
+    }
+
+    /// Decides where `job` goes and, if it is placed, takes its GPUs from the working copy.
+    pub fn place(&mut self, job: &JobRequest) -> Result<Decision, ScheduleError> {
+        Ok(match self.choose(job)? {
+            Choice::Place {
+                assignment,
+                cluster,
+                model_pos,
+                picks,
+            } => {
+                self.index
+                    .commit(cluster, model_pos, job.gpus_per_replica, &picks);
+                Decision::Place(assignment)
+            }
+            Choice::NoFit(reasons) => Decision::NoFit(reasons),
+        })
+    }
+
+    /// Decides where `job` would go without taking its GPUs.
+    pub fn evaluate(&self, job: &JobRequest) -> Result<Decision, ScheduleError> {
+        Ok(match self.choose(job)? {
+            Choice::Place { assignment, .. } => Decision::Place(assignment),
+            Choice::NoFit(reasons) => Decision::NoFit(reasons),
+        })
+    }
+
+    fn choose(&self, job: &JobRequest) -> Result<Choice, ScheduleError> {
+        job.validate()?;
+        let view = JobView::new(job, &self.index);
+        let mut banned: Vec<Banned> = Vec::new();
+        loop {
+            let (best, fitting) = self.scan(&view, &banned);
+            let candidate = best.and_then(|b| {
+                let cluster = self.index.clusters.get(b.cluster)?;
+                Some((b, cluster, cluster.models.get(b.fit.model_pos)?))
+            });
+            let Some((best, cluster, model)) = candidate else {
+                return Ok(Choice::NoFit(self.reasons(&view, &banned)));
+            };
+            let picks = pack(
+                &cluster.nodes,
+                model,
+                job.min_gpu_memory_mib,
+                job.gpus_per_replica,
+                job.replicas,
+                self.policy.strategy,
+            );
+            let placed: u32 = picks.iter().map(|(_, r)| r).sum();
+            if placed < job.replicas {
+                // The filters and the packer count replicas the same way, so this does not happen;
+                // if it ever did, refusing the candidate keeps the gang all-or-nothing.
+                banned.push(Banned {
+                    cluster: best.cluster,
+                    model: best.fit.model,
+                    fit: u64::from(placed),
+                });
+                continue;
+            }
+            let assignment = Assignment {
+                cluster: cluster.state.name.clone(),
+                model: self.index.model_name(best.fit.model).to_string(),
+                price: best.fit.price,
+                nodes: picks
+                    .iter()
+                    .filter_map(|&(i, r)| cluster.nodes.get(i).map(|n| (n.state.name.clone(), r)))
+                    .collect(),
+                free_after: best.fit.free.saturating_sub(view.need),
+                fitting_clusters: fitting,
+            };
+            return Ok(Choice::Place {
+                assignment,
+                cluster: best.cluster,
+                model_pos: best.fit.model_pos,
+                picks,
+            });
+        }
+    }
+
+    /// One pass over the clusters that have an accepted model (no other can fit): the best
+    /// candidate and the number of clusters that fit.
+    fn scan(&self, view: &JobView<'_>, banned: &[Banned]) -> (Option<Best>, usize) {
+        let strategy = self.policy.strategy;
+        let mut best: Option<Best> = None;
+        let mut fitting = 0;
+        let lists: Vec<&[usize]> = view
+            .models
+            .iter()
+            .map(|&m| self.index.clusters_with(m))
+            .collect();
+        for_each_in_union(&lists, |pos| {
+            let Some(cluster) = self.index.clusters.get(pos) else {
+                return;
+            };
+            let outcome = evaluate(cluster, pos, view, banned, |fit| {
+                let key = ScoreKey::new(strategy, fit.price, fit.free, view.need, pos, fit.model);
+                if best.as_ref().is_none_or(|b| key < b.key) {
+                    best = Some(Best {
+                        key,
+                        cluster: pos,
+                        fit,
+                    });
+                }
+            });
+            if outcome.is_ok() {
+                fitting += 1;
+            }
+        });
+        (best, fitting)
+    }
+
+    /// One reason per cluster, by cluster name, for a job that fits nowhere.
+    fn reasons(&self, view: &JobView<'_>, banned: &[Banned]) -> Vec<(String, Reason)> {
+        let mut out = Vec::with_capacity(self.index.clusters.len());
+        for (pos, cluster) in self.index.clusters.iter().enumerate() {
+            if let Err(reject) = evaluate(cluster, pos, view, banned, |_| {}) {
+                out.push((
+                    cluster.state.name.clone(),
+                    reason(reject, cluster, view, &self.index),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Calls `visit` once for each value in any of the ascending `lists`, in ascending order.
+fn for_each_in_union(lists: &[&[usize]], mut visit: impl FnMut(usize)) {
+    if let [only] = lists {
+        only.iter().for_each(|&v| visit(v));
+        return;
+    }
+    let mut heads = vec![0usize; lists.len()];
+    loop {
+        let next = lists
+            .iter()
+            .zip(&heads)
+            .filter_map(|(list, &h)| list.get(h))
+            .min()
+            .copied();
+        let Some(v) = next else {
+            return;
+        };
+        visit(v);
+        for (list, h) in lists.iter().zip(heads.iter_mut()) {
+            if list.get(*h) == Some(&v) {
+                *h += 1;
+            }
+        }
+    }
+}
+
+/// Decides where one job goes, given the snapshot, the GPUs already promised, and the policy.
+pub fn schedule(
+    job: &JobRequest,
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+) -> Result<Decision, ScheduleError> {
+    Scheduler::new(clusters, reservations, policy)?.evaluate(job)
+}
+
+/// Places a batch of pending jobs: higher `priority` first, then smaller `order` (older), then key.
+/// Each placement's GPUs are taken before the next job is decided. Results come in that order.
+/// Every job is checked before any is placed, so an error leaves nothing half-done.
+pub fn schedule_batch(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+) -> Result<Vec<(String, Decision)>, ScheduleError> {
+    let mut keys = BTreeSet::new();
+    for job in jobs {
+        job.validate()?;
+        if !keys.insert(job.key.as_str()) {
+            return Err(ScheduleError::DuplicateJob {
+                key: job.key.clone(),
+            });
+        }
+    }
+    let mut order: Vec<&JobRequest> = jobs.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.order.cmp(&b.order))
+            .then(a.key.cmp(&b.key))
+    });
+    let mut scheduler = Scheduler::new(clusters, reservations, policy)?;
+    order
+        .into_iter()
+        .map(|job| Ok((job.key.clone(), scheduler.place(job)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

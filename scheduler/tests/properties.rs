@@ -1,0 +1,165 @@
+//! Property tests of the scheduler's invariants over random snapshots, reservations and batches:
+//! no over-commit, price caps, all-or-nothing gangs, only eligible clusters, determinism, one
+//! reason per cluster, and agreement with a naive reference scheduler.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use gpufed_scheduler::{
+    ClusterState, Decision, JobRequest, Policy, Reservation, Strategy, schedule, schedule_batch,
+};
+use proptest::prelude::*;
+
+use support::inputs::{batch, reservations, shuffle, shuffled, snapshot};
+use support::oracle::Oracle;
+
+fn strategy() -> impl proptest::strategy::Strategy<Value = Strategy> {
+    prop_oneof![
+        Just(Strategy::CheapestFit),
+        Just(Strategy::BinPack),
+        Just(Strategy::Spread)
+    ]
+}
+
+/// Replays a batch's decisions against the oracle, checking every invariant on the way.
+fn check_batch(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    held: &[Reservation],
+    strategy: Strategy,
+) -> Result<(), TestCaseError> {
+    let policy = Policy { strategy };
+    let out = schedule_batch(jobs, clusters, held, &policy).unwrap();
+    prop_assert_eq!(out.len(), jobs.len());
+    let mut oracle = Oracle::new(clusters, held);
+    let mut names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    for (key, decision) in &out {
+        let job = jobs.iter().find(|j| &j.key == key).unwrap();
+        let expected = oracle.best(job, strategy);
+        match decision {
+            Decision::NoFit(reasons) => {
+                prop_assert_eq!(expected, None, "{} fits somewhere", key);
+                let listed: Vec<&str> = reasons.iter().map(|(c, _)| c.as_str()).collect();
+                prop_assert_eq!(&listed, &names, "one reason per cluster, by name");
+                for (name, reason) in reasons {
+                    let c = oracle.cluster(name).unwrap();
+                    let kind = reason.kind().as_str();
+                    match Oracle::cluster_gate(c, job) {
+                        Some(gate) => prop_assert_eq!(kind, gate, "{}", name),
+                        None => prop_assert!(
+                            [
+                                "NoModel",
+                                "NoPrice",
+                                "Memory",
+                                "Price",
+                                "Capacity",
+                                "NodeSize",
+                                "Fragmented"
+                            ]
+                            .contains(&kind),
+                            "{}: {}",
+                            name,
+                            kind
+                        ),
+                    }
+                }
+            }
+            Decision::Place(a) => {
+                let want = expected.expect("the oracle finds no fit");
+                prop_assert_eq!((&a.cluster, &a.model), (&want.cluster, &want.model));
+                prop_assert_eq!(a.price, want.price);
+                prop_assert_eq!(a.fitting_clusters, oracle.fitting_clusters(job));
+                let need = u64::from(job.replicas) * u64::from(job.gpus_per_replica);
+                prop_assert_eq!(a.free_after, want.free - need);
+
+                let c = oracle.cluster(&a.cluster).unwrap().clone();
+                prop_assert!(
+                    c.ready && !c.cordoned && c.has_inventory && c.bond.allows_placement()
+                );
+                prop_assert!(job.regions.is_empty() || job.regions.contains(&c.region));
+                prop_assert!(!job.exclude.contains(&c.name) && !job.failed_on.contains(&c.name));
+                prop_assert!(job.models.contains(&a.model));
+                prop_assert_eq!(c.prices.get(&a.model), Some(&a.price));
+                prop_assert!(job.max_price.is_none_or(|max| a.price <= max));
+
+                prop_assert_eq!(a.replicas(), job.replicas, "all or nothing");
+                let mut seen: Vec<&str> = Vec::new();
+                for (node, replicas) in &a.nodes {
+                    prop_assert!(*replicas > 0);
+                    prop_assert!(!seen.contains(&node.as_str()), "node listed twice");
+                    seen.push(node);
+                    let n = c.nodes.iter().find(|n| &n.name == node).unwrap();
+                    prop_assert_eq!(&n.model, &a.model);
+                    prop_assert!(n.gpu_memory_mib >= job.min_gpu_memory_mib);
+                    let gpus = replicas * job.gpus_per_replica;
+                    if let Err(over) = oracle.take(&a.cluster, node, gpus) {
+                        return Err(TestCaseError::fail(format!("over-commit: {over}")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn batches_agree_with_the_reference_and_keep_every_invariant(
+        clusters in snapshot(),
+        held in reservations(),
+        jobs in batch(),
+        strategy in strategy(),
+    ) {
+        check_batch(&jobs, &clusters, &held, strategy)?;
+    }
+
+    #[test]
+    fn decisions_do_not_depend_on_input_order_or_repetition(
+        clusters in snapshot(),
+        held in reservations(),
+        jobs in batch(),
+        strategy in strategy(),
+        seed in any::<u64>(),
+    ) {
+        let policy = Policy { strategy };
+        let first = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        let again = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        prop_assert_eq!(&first, &again);
+        let mut seed2 = seed;
+        let mut held2 = held.clone();
+        shuffle(&mut held2, &mut seed2);
+        let mut jobs2 = jobs.clone();
+        shuffle(&mut jobs2, &mut seed2);
+        let other = schedule_batch(&jobs2, &shuffled(&clusters, seed), &held2, &policy).unwrap();
+        prop_assert_eq!(&first, &other);
+    }
+
+    #[test]
+    fn a_batch_equals_one_job_at_a_time_with_earlier_placements_reserved(
+        clusters in snapshot(),
+        held in reservations(),
+        jobs in batch(),
+        strategy in strategy(),
+    ) {
+        let policy = Policy { strategy };
+        let out = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        let mut reserved = held.clone();
+        for (key, decision) in out {
+            let job = jobs.iter().find(|j| j.key == key).unwrap();
+            let alone = schedule(job, &clusters, &reserved, &policy).unwrap();
+            prop_assert_eq!(&alone, &decision);
+            if let Decision::Place(a) = decision {
+                for (node, replicas) in a.nodes {
+                    reserved.push(Reservation {
+                        cluster: a.cluster.clone(),
+                        node,
+                        gpus: replicas * job.gpus_per_replica,
+                    });
+                }
+            }
+        }
+    }
+}
