@@ -27,7 +27,7 @@ pub use bond::{ProviderBond, ProviderBondSpec, ProviderBondStatus, SlashRecord};
 pub use gpunode::{GpuDevice, GpuNode, GpuNodeSpec, GpuNodeStatus, ProbeBackend};
 pub use job::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobSpec, ComputeJobStatus, GpuRequirements,
-    JobPhase, PlacementRef, RetryPolicy, Settlement, SettlementState, Usage,
+    JobPhase, PlacementRef, PlannedNode, RetryPolicy, Settlement, SettlementState, Usage,
 };
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,

@@ -1,11 +1,14 @@
 //! Fixture builders for tests in every crate (`features = ["testing"]`): readable, typed objects
 //! instead of copy-pasted YAML, e.g. `job("train").gpus(8).models(&["H100"]).build()`.
+//! A malformed literal (price, duration) stops the test at once rather than becoming a default.
+
+#![allow(clippy::expect_used)]
 
 use kube::core::ObjectMeta;
 
 use crate::job::{ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy};
 use crate::member::{MemberCluster, MemberClusterSpec, ModelPrice};
-use crate::units::{KubeDuration, TokenAmount};
+use crate::units::KubeDuration;
 use crate::workload::{Container, WorkloadTemplate};
 
 /// Builds a [`ComputeJob`] in namespace `team-a` with one replica of one GPU of any of H100/A100.
@@ -77,9 +80,9 @@ impl JobBuilder {
         self.0.spec.gpu.min_memory_gib = gib;
         self
     }
-    /// Sets the price cap (panics on a malformed amount: test code only).
+    /// Sets the price cap.
     pub fn max_price(mut self, price: &str) -> Self {
-        self.0.spec.max_price_per_gpu_hour = Some(price.parse().unwrap_or(TokenAmount::ZERO));
+        self.0.spec.max_price_per_gpu_hour = Some(price.parse().expect("a valid token amount"));
         self
     }
     /// Sets the accepted regions.
@@ -94,7 +97,7 @@ impl JobBuilder {
     }
     /// Sets the maximum duration.
     pub fn max_duration(mut self, d: &str) -> Self {
-        self.0.spec.max_duration = d.parse().unwrap_or_default();
+        self.0.spec.max_duration = d.parse().expect("a valid Kubernetes duration");
         self
     }
     /// Sets the priority.
@@ -133,7 +136,7 @@ pub fn member(name: &str, model: &str, price: &str) -> MemberBuilder {
             display_name: None,
             prices: vec![ModelPrice {
                 model: model.into(),
-                price_per_gpu_hour: price.parse().unwrap_or(TokenAmount::ZERO),
+                price_per_gpu_hour: price.parse().expect("a valid token amount"),
             }],
             cordoned: false,
         },
@@ -154,7 +157,7 @@ impl MemberBuilder {
     pub fn price(mut self, model: &str, price: &str) -> Self {
         self.0.spec.prices.push(ModelPrice {
             model: model.into(),
-            price_per_gpu_hour: price.parse().unwrap_or(TokenAmount::ZERO),
+            price_per_gpu_hour: price.parse().expect("a valid token amount"),
         });
         self
     }
