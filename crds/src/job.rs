@@ -371,6 +371,9 @@ pub struct AttemptRecord {
     pub model: String,
     /// Price per GPU-hour agreed for this attempt.
     pub price_per_gpu_hour: TokenAmount,
+    /// The provider account this attempt pays (the member's wallet when it was chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<EvmAddress>,
     /// Phase of this attempt.
     pub phase: AttemptPhase,
     /// Why it ended, e.g. `Completed`, `BackoffLimitExceeded`, `HeartbeatExpired`.

@@ -8,8 +8,10 @@
 //! Processes die with the test (process groups, `PR_SET_PDEATHSIG`), directories are removed, and a
 //! failing test prints every component's log tail.
 
+pub mod chain;
 pub mod cluster;
 pub mod federation;
+pub mod hubctl;
 pub mod nodes;
 pub mod pki;
 pub mod process;
@@ -80,8 +82,10 @@ impl Error {
     }
 }
 
-/// Installs a tracing subscriber for tests (idempotent; `RUST_LOG` controls the level).
+/// Installs a tracing subscriber for tests (idempotent; `RUST_LOG` controls the level) and ring as
+/// the TLS crypto provider.
 pub fn init_test_logging() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -1,0 +1,423 @@
+//! A local chain for tests and the demo: a real `anvil` on 127.0.0.1 with the gpufed contracts
+//! deployed from forge's build artifacts (`contracts/out`), a funded payer per team, staked
+//! providers, and the hub's settlement role granted — using alloy, like the hub itself.
+//!
+//! Accounts are anvil's well-known development keys (never use them anywhere else).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolValue;
+
+use crate::process::{Process, free_port};
+use crate::{Error, Tools, wait_until};
+
+alloy::sol! {
+    #[sol(rpc)]
+    interface ITestToken {
+        function mint(address to, uint256 amount) external;
+        function approve(address spender, uint256 amount) external returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+    }
+    #[sol(rpc)]
+    interface ITestEscrow {
+        function SETTLER_ROLE() external view returns (bytes32);
+        function grantRole(bytes32 role, address account) external;
+        function deposit(uint256 amount) external;
+        function withdraw(uint256 amount) external;
+        function deposits(address payer) external view returns (uint256);
+        function getLock(bytes32 jobId) external view
+            returns (address payer, address provider, uint128 amount, uint64 deadline, uint8 state);
+        function feeBps() external view returns (uint16);
+    }
+    #[sol(rpc)]
+    interface ITestBond {
+        function ARBITER_ROLE() external view returns (bytes32);
+        function grantRole(bytes32 role, address account) external;
+        function stake(uint256 amount) external;
+        function requestUnbond(uint256 amount) external;
+        function slash(address provider, uint256 amount, bytes32 evidenceHash) external;
+        function bondOf(address provider) external view
+            returns (uint256 bonded, uint256 unbonding, uint64 unbondingReleaseAt, uint256 slashedTotal);
+    }
+}
+
+/// anvil's development accounts `(private key, address)`, by role.
+pub mod accounts {
+    /// Deployer, contract admin, arbiter.
+    pub const ADMIN: (&str, &str) = (
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    );
+    /// Payer of namespace team-a.
+    pub const PAYER_A: (&str, &str) = (
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    );
+    /// Payer of namespace team-b.
+    pub const PAYER_B: (&str, &str) = (
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+        "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+    );
+    /// Provider of member alpha.
+    pub const ALPHA: (&str, &str) = (
+        "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+        "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+    );
+    /// Provider of member beta.
+    pub const BETA: (&str, &str) = (
+        "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+        "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
+    );
+    /// Provider of member gamma.
+    pub const GAMMA: (&str, &str) = (
+        "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+        "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
+    );
+    /// The hub's settlement account.
+    pub const HUB: (&str, &str) = (
+        "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+        "0x976EA74026E726554dB657fA54763abd0C3a0aa9",
+    );
+    /// The pool's treasury (receives fees and slashes).
+    pub const TREASURY: (&str, &str) = (
+        "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+        "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",
+    );
+}
+
+/// One whole token in base units (18 decimals).
+pub fn tokens(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18u64))
+}
+
+/// Deployed contract addresses.
+#[derive(Clone, Debug)]
+pub struct Contracts {
+    /// GpuFedToken.
+    pub token: Address,
+    /// JobEscrow.
+    pub escrow: Address,
+    /// ProviderBond.
+    pub bond: Address,
+}
+
+/// A running anvil.
+pub struct Chain {
+    /// The anvil process (stop it to simulate an RPC outage).
+    pub process: Option<Process>,
+    /// JSON-RPC URL.
+    pub url: String,
+    port: u16,
+    log: std::path::PathBuf,
+    anvil: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+fn address(s: &str) -> Result<Address, Error> {
+    Address::from_str(s).map_err(|e| Error::Other(format!("address {s}: {e}")))
+}
+
+impl Chain {
+    /// Starts anvil (chain id 31337, instant mining) with its state saved under `dir`, so a
+    /// restart keeps every deployed contract and balance.
+    pub async fn start(tools: &Tools, dir: &Path) -> Result<Chain, Error> {
+        let port = free_port()?;
+        let mut chain = Chain {
+            process: None,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log: dir.join("anvil.log"),
+            anvil: tools.bin("anvil")?,
+            state: dir.join("anvil-state.json"),
+        };
+        chain.resume().await?;
+        Ok(chain)
+    }
+
+    /// Starts (again) the anvil process on the same port and state file.
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        let args: Vec<String> = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--chain-id".into(),
+            "31337".into(),
+            "--state".into(),
+            self.state.display().to_string(),
+            "--state-interval".into(),
+            "1".into(),
+        ];
+        self.process = Some(Process::spawn("anvil", &self.anvil, &args, &[], &self.log)?);
+        let provider = ProviderBuilder::new()
+            .connect_http(self.url.parse().map_err(|e| Error::Other(format!("{e}")))?);
+        wait_until(Duration::from_secs(30), "anvil to answer", || async {
+            provider.get_block_number().await.ok()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stops anvil (SIGTERM, so it writes its state file first).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// A provider signing as `key`.
+    pub fn signer(&self, key: &str) -> Result<DynProvider, Error> {
+        let signer =
+            PrivateKeySigner::from_str(key).map_err(|e| Error::Other(format!("key: {e}")))?;
+        let url = self.url.parse().map_err(|e| Error::Other(format!("{e}")))?;
+        Ok(ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url)
+            .erased())
+    }
+
+    async fn deploy(&self, tools: &Tools, name: &str, args: Vec<u8>) -> Result<Address, Error> {
+        let artifact = tools
+            .root()
+            .join(format!("contracts/out/{name}.sol/{name}.json"));
+        let text = std::fs::read_to_string(&artifact).map_err(|e| {
+            Error::Other(format!(
+                "{}: {e} (build the contracts first: `make contracts`)",
+                artifact.display()
+            ))
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Other(e.to_string()))?;
+        let code = json["bytecode"]["object"].as_str().unwrap_or_default();
+        let mut bytes =
+            alloy::hex::decode(code).map_err(|e| Error::Other(format!("{name} bytecode: {e}")))?;
+        bytes.extend(args);
+        let admin = self.signer(accounts::ADMIN.0)?;
+        let tx = TransactionRequest::default().with_deploy_code(Bytes::from(bytes));
+        let receipt = admin
+            .send_transaction(tx)
+            .await
+            .map_err(|e| Error::Other(format!("deploying {name}: {e}")))?
+            .get_receipt()
+            .await
+            .map_err(|e| Error::Other(format!("deploying {name}: {e}")))?;
+        receipt
+            .contract_address
+            .ok_or_else(|| Error::Other(format!("deploying {name}: no contract address")))
+    }
+
+    /// Deploys GpuFedToken, JobEscrow (fee `fee_bps`) and ProviderBond (unbonding delay 60 s),
+    /// grants the hub the settler role, mints `funds` tokens to each payer and provider, deposits
+    /// each payer's `deposit` and stakes each provider's `stake`.
+    pub async fn deploy_all(
+        &self,
+        tools: &Tools,
+        fee_bps: u16,
+        funds: u64,
+        deposit: u64,
+        stake: u64,
+    ) -> Result<Contracts, Error> {
+        let admin_addr = address(accounts::ADMIN.1)?;
+        let treasury = address(accounts::TREASURY.1)?;
+        let token = self
+            .deploy(tools, "GpuFedToken", (admin_addr,).abi_encode_params())
+            .await?;
+        let escrow = self
+            .deploy(
+                tools,
+                "JobEscrow",
+                (token, admin_addr, treasury, fee_bps).abi_encode_params(),
+            )
+            .await?;
+        let bond = self
+            .deploy(
+                tools,
+                "ProviderBond",
+                (token, admin_addr, treasury, 60u64).abi_encode_params(),
+            )
+            .await?;
+        let c = Contracts {
+            token,
+            escrow,
+            bond,
+        };
+        let admin = self.signer(accounts::ADMIN.0)?;
+        let esc = ITestEscrow::new(escrow, &admin);
+        let role = esc
+            .SETTLER_ROLE()
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("SETTLER_ROLE: {e}")))?;
+        self.confirm(
+            esc.grantRole(role, address(accounts::HUB.1)?).send().await,
+            "granting the settler role",
+        )
+        .await?;
+        let bnd = ITestBond::new(bond, &admin);
+        let arbiter = bnd
+            .ARBITER_ROLE()
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("ARBITER_ROLE: {e}")))?;
+        self.confirm(
+            bnd.grantRole(arbiter, admin_addr).send().await,
+            "granting the arbiter role",
+        )
+        .await?;
+        let tok = ITestToken::new(token, &admin);
+        for (_, who) in [
+            accounts::PAYER_A,
+            accounts::PAYER_B,
+            accounts::ALPHA,
+            accounts::BETA,
+            accounts::GAMMA,
+        ] {
+            self.confirm(
+                tok.mint(address(who)?, tokens(funds)).send().await,
+                "minting",
+            )
+            .await?;
+        }
+        for (key, _) in [accounts::PAYER_A, accounts::PAYER_B] {
+            if deposit > 0 {
+                self.deposit(&c, key, tokens(deposit)).await?;
+            }
+        }
+        for (key, _) in [accounts::ALPHA, accounts::BETA, accounts::GAMMA] {
+            if stake > 0 {
+                self.stake(&c, key, tokens(stake)).await?;
+            }
+        }
+        Ok(c)
+    }
+
+    async fn confirm(
+        &self,
+        sent: Result<
+            alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+            alloy::contract::Error,
+        >,
+        what: &str,
+    ) -> Result<(), Error> {
+        let pending = sent.map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        if receipt.status() {
+            Ok(())
+        } else {
+            Err(Error::Other(format!(
+                "{what}: transaction {} reverted",
+                receipt.transaction_hash
+            )))
+        }
+    }
+
+    /// `key` approves the escrow and deposits `amount`.
+    pub async fn deposit(&self, c: &Contracts, key: &str, amount: U256) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let tok = ITestToken::new(c.token, &p);
+        self.confirm(
+            tok.approve(c.escrow, amount).send().await,
+            "approving the escrow",
+        )
+        .await?;
+        let esc = ITestEscrow::new(c.escrow, &p);
+        self.confirm(esc.deposit(amount).send().await, "depositing")
+            .await
+    }
+
+    /// `key` withdraws `amount` of its free deposit.
+    pub async fn withdraw(&self, c: &Contracts, key: &str, amount: U256) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let esc = ITestEscrow::new(c.escrow, &p);
+        self.confirm(esc.withdraw(amount).send().await, "withdrawing")
+            .await
+    }
+
+    /// `key` approves the bond contract and stakes `amount`.
+    pub async fn stake(&self, c: &Contracts, key: &str, amount: U256) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let tok = ITestToken::new(c.token, &p);
+        self.confirm(
+            tok.approve(c.bond, amount).send().await,
+            "approving the bond",
+        )
+        .await?;
+        let b = ITestBond::new(c.bond, &p);
+        self.confirm(b.stake(amount).send().await, "staking").await
+    }
+
+    /// `key` asks to unbond `amount`.
+    pub async fn request_unbond(
+        &self,
+        c: &Contracts,
+        key: &str,
+        amount: U256,
+    ) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let b = ITestBond::new(c.bond, &p);
+        self.confirm(b.requestUnbond(amount).send().await, "requesting unbond")
+            .await
+    }
+
+    /// The arbiter slashes `provider` by `amount`.
+    pub async fn slash(
+        &self,
+        c: &Contracts,
+        provider: &str,
+        amount: U256,
+        evidence: [u8; 32],
+    ) -> Result<(), Error> {
+        let p = self.signer(accounts::ADMIN.0)?;
+        let b = ITestBond::new(c.bond, &p);
+        self.confirm(
+            b.slash(address(provider)?, amount, evidence.into())
+                .send()
+                .await,
+            "slashing",
+        )
+        .await
+    }
+
+    /// Token balance of `who`.
+    pub async fn balance_of(&self, c: &Contracts, who: &str) -> Result<U256, Error> {
+        let p = self.signer(accounts::ADMIN.0)?;
+        ITestToken::new(c.token, &p)
+            .balanceOf(address(who)?)
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("balanceOf: {e}")))
+    }
+
+    /// Free escrow deposit of `who`.
+    pub async fn deposit_of(&self, c: &Contracts, who: &str) -> Result<U256, Error> {
+        let p = self.signer(accounts::ADMIN.0)?;
+        ITestEscrow::new(c.escrow, &p)
+            .deposits(address(who)?)
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("deposits: {e}")))
+    }
+
+    /// State of the lock under `job_id` (0 none, 1 locked, 2 settled, 3 expired) and its amount.
+    pub async fn lock_state(&self, c: &Contracts, job_id: &str) -> Result<(u8, u128), Error> {
+        let p = self.signer(accounts::ADMIN.0)?;
+        let id = alloy::primitives::B256::from_str(job_id)
+            .map_err(|e| Error::Other(format!("{job_id}: {e}")))?;
+        let l = ITestEscrow::new(c.escrow, &p)
+            .getLock(id)
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("getLock: {e}")))?;
+        Ok((l.state, l.amount))
+    }
+}

@@ -1,0 +1,173 @@
+//! Command line of `gpufed-operator`: global flags (kubeconfig, logs, metrics address) and one
+//! subcommand per mode. Every flag can also come from an environment variable (`GPUFED_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The gpufed operator: `hub` on the hub cluster, `agent` on each member cluster.
+#[derive(Parser, Debug)]
+#[command(name = "gpufed-operator", version, about)]
+pub struct Cli {
+    /// Kubeconfig of the cluster this process runs against (default: in-cluster, then ~/.kube/config).
+    #[arg(long, global = true, env = "GPUFED_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GPUFED_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(
+        long,
+        global = true,
+        default_value = "0.0.0.0:8080",
+        env = "GPUFED_METRICS_ADDR"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Modes of the operator.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub: scheduler, ComputeJob lifecycle, member health and failover, settlement.
+    Hub(HubArgs),
+    /// Run a member's agent: heartbeat, inventory, placements to local Jobs.
+    Agent(AgentArgs),
+    /// Print the CRD YAML.
+    Crd(CrdArgs),
+}
+
+/// Flags of `hub`.
+#[derive(Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Namespace of the hub's own objects (leader Lease, chain key Secrets by convention).
+    #[arg(long, default_value = "gpufed-system", env = "GPUFED_NAMESPACE")]
+    pub namespace: String,
+    /// Identity in the leader election (default: $POD_NAME, else the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "gpufed-hub", env = "GPUFED_LEASE_NAME")]
+    pub lease_name: String,
+    /// How long a leader's Lease is valid without renewal before another replica may take over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "GPUFED_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// API server URL that member agents use to reach the hub (written into member kubeconfigs).
+    /// Default: the server of this process's own kubeconfig.
+    #[arg(long, env = "GPUFED_MEMBER_API_SERVER")]
+    pub member_api_server: Option<String>,
+    /// CA bundle (PEM) members use to verify the hub's API server. Default: this process's own.
+    #[arg(long, env = "GPUFED_MEMBER_API_CA_FILE")]
+    pub member_api_ca_file: Option<PathBuf>,
+}
+
+/// Flags of `agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// This member's name (its MemberCluster on the hub).
+    #[arg(long, env = "GPUFED_CLUSTER")]
+    pub cluster: String,
+    /// Kubeconfig for the hub (the Secret the hub made for this member, mounted as a file).
+    #[arg(long, env = "GPUFED_HUB_KUBECONFIG")]
+    pub hub_kubeconfig: PathBuf,
+    /// Local namespace where the member runs placed jobs.
+    #[arg(long, default_value = "gpufed-jobs", env = "GPUFED_JOBS_NAMESPACE")]
+    pub jobs_namespace: String,
+    /// How often the heartbeat Lease is renewed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "GPUFED_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Duration,
+    /// Stop local jobs after failing to renew the heartbeat for this long. Default: two thirds of the
+    /// pool's heartbeat timeout (read from the MemberCluster), so the member stops before the hub
+    /// re-places its work.
+    #[arg(long, value_parser = parse_duration, env = "GPUFED_FENCE_TIMEOUT")]
+    pub fence_timeout: Option<Duration>,
+    /// How often the inventory is reported.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GPUFED_INVENTORY_INTERVAL")]
+    pub inventory_interval: Duration,
+}
+
+/// Flags of `crd`.
+#[derive(Args, Debug, Clone)]
+pub struct CrdArgs {
+    /// Which CRDs to print.
+    #[arg(long, value_enum, default_value_t = CrdSide::All)]
+    pub side: CrdSide,
+}
+
+/// Which CRDs to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrdSide {
+    /// Hub and member CRDs.
+    All,
+    /// The hub's CRDs.
+    Hub,
+    /// The member's CRDs (GpuNode).
+    Member,
+}
+
+/// Parses a Kubernetes duration (`90s`, `1m30s`) for flags.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<gpufed_crds::KubeDuration>()
+        .map(|d| d.as_duration())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["gpufed-operator", "hub"]).unwrap();
+        let Command::Hub(h) = cli.command else {
+            panic!("not hub")
+        };
+        assert_eq!(h.namespace, "gpufed-system");
+        assert_eq!(h.lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn agent_needs_a_cluster_name_and_a_hub_kubeconfig() {
+        assert!(Cli::try_parse_from(["gpufed-operator", "agent"]).is_err());
+        let cli = Cli::try_parse_from([
+            "gpufed-operator",
+            "--log-format",
+            "json",
+            "agent",
+            "--cluster",
+            "alpha",
+            "--hub-kubeconfig",
+            "/k",
+            "--fence-timeout",
+            "20s",
+        ])
+        .unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.cluster, "alpha");
+        assert_eq!(a.fence_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_durations_are_rejected_with_the_allowed_form() {
+        let err =
+            Cli::try_parse_from(["gpufed-operator", "hub", "--lease-duration", "15"]).unwrap_err();
+        assert!(err.to_string().contains("Kubernetes duration"), "{err}");
+    }
+}

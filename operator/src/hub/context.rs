@@ -1,0 +1,219 @@
+//! The hub's shared state: the API client, the event recorder, metrics, configuration, and
+//! read-only caches (reflector stores) of every kind the controllers look up across objects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement, ProviderBond};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::{Error, Result};
+use crate::hub::chain::ChainClient;
+use crate::hub::settlement::Settler;
+
+use crate::backoff::Backoffs;
+use crate::metrics::Metrics;
+
+/// Field manager of every write the hub makes.
+pub const MANAGER: &str = "gpufed-hub";
+
+/// Settings of the hub that controllers need.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// The hub's own namespace.
+    pub namespace: String,
+    /// API server URL members use to reach the hub.
+    pub member_api_server: String,
+    /// CA bundle (PEM) members use to verify the hub.
+    pub member_api_ca: Vec<u8>,
+}
+
+/// Caches of the objects controllers look up, kept current by reflectors.
+#[derive(Clone)]
+pub struct Stores {
+    /// Every ComputeJob.
+    pub jobs: Store<ComputeJob>,
+    /// Every MemberCluster.
+    pub members: Store<MemberCluster>,
+    /// Every GpuPool.
+    pub pools: Store<GpuPool>,
+    /// Every ProviderBond.
+    pub bonds: Store<ProviderBond>,
+    /// Every Placement.
+    pub placements: Store<Placement>,
+    /// Heartbeat Leases of members (label `app.kubernetes.io/managed-by=gpufed`).
+    pub leases: Store<Lease>,
+}
+
+impl Stores {
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<Arc<GpuPool>> {
+        self.pools.get(&ObjectRef::new(name))
+    }
+
+    /// The member named `name`.
+    pub fn member(&self, name: &str) -> Option<Arc<MemberCluster>> {
+        self.members.get(&ObjectRef::new(name))
+    }
+
+    /// The placement `namespace/name`.
+    pub fn placement(&self, namespace: &str, name: &str) -> Option<Arc<Placement>> {
+        self.placements.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The ProviderBond of member `name` (same name as the member).
+    pub fn bond(&self, name: &str) -> Option<Arc<ProviderBond>> {
+        self.bonds.get(&ObjectRef::new(name))
+    }
+
+    /// Every Placement of the job with `uid`.
+    pub fn placements_of(&self, uid: &str) -> Vec<Arc<Placement>> {
+        self.placements.state_filter(|p| p.spec.job.uid == uid)
+    }
+}
+
+/// What every hub controller gets.
+pub struct Context {
+    /// API client of the hub cluster.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub config: HubConfig,
+    /// Caches.
+    pub stores: Stores,
+    /// Wakes the scheduling loop (new pending job, capacity changed, attempt ended).
+    pub schedule: Arc<Notify>,
+    /// Retry backoff of failed reconciles, per object.
+    pub backoffs: Backoffs,
+    /// Hands finished attempts to the settlement batch worker.
+    pub settler: Arc<Settler>,
+    /// Chain clients per pool, with the fingerprint of the settings they were built from.
+    chains: Mutex<HashMap<String, (String, Arc<ChainClient>)>>,
+}
+
+impl Context {
+    /// A new context.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        config: HubConfig,
+        stores: Stores,
+        settler: Arc<Settler>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            recorder,
+            metrics,
+            config,
+            stores,
+            schedule: Arc::new(Notify::new()),
+            backoffs: Backoffs::default(),
+            settler,
+            chains: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The chain client of `pool` (which must have `spec.chain`), built on first use and rebuilt
+    /// when the chain settings change. Reads the hub key from the Secret the pool names.
+    pub async fn chain(&self, pool: &GpuPool) -> Result<Arc<ChainClient>> {
+        let name = pool.name_any();
+        let spec = pool
+            .spec
+            .chain
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("GpuPool {name} has no spec.chain")))?;
+        let fingerprint = serde_json::to_string(spec).map_err(|source| Error::Serde {
+            context: "chain settings".into(),
+            source,
+        })?;
+        let mut chains = self.chains.lock().await;
+        if let Some((fp, client)) = chains.get(&name)
+            && *fp == fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let r = &spec.hub_key_secret_ref;
+        let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+            self.client.clone(),
+            &r.namespace,
+        )
+        .get(&r.name)
+        .await
+        .map_err(Error::kube(format!(
+            "reading the hub key Secret {}/{}",
+            r.namespace, r.name
+        )))?;
+        let key = secret
+            .data
+            .and_then(|d| d.get(&r.key).cloned())
+            .map(|b| String::from_utf8_lossy(&b.0).to_string())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "Secret {}/{} has no key {:?}",
+                    r.namespace, r.name, r.key
+                ))
+            })?;
+        let client = ChainClient::new(spec, &key)?;
+        tracing::info!(pool = %name, account = %client.hub_account, "connected the pool's chain");
+        chains.insert(name, (fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    /// Publishes an Event about `obj`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(truncate(&note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, object = %obj.name_any(), reason, "publishing event");
+        }
+    }
+}
+
+/// The current time as a Kubernetes timestamp.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,427 @@
+//! The ComputeJob controller: wires [`lifecycle`](super::lifecycle) to the API. It watches jobs,
+//! their Placements (mapped back by labels, since a Placement lives in another namespace and
+//! cannot be owned), member clusters (a member going NotReady fails over its jobs) and pools.
+//!
+//! Each reconcile runs inside kube-runtime's finalizer helper: *apply* computes the next status and
+//! performs its actions; *cleanup* (the job is being deleted) removes every Placement of the job
+//! before the finalizer goes, so a member stops the work before the job disappears.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_crds::conditions::{self, job as jc, member as mc};
+use gpufed_crds::naming::LABEL_JOB_UID;
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement, SettlementState};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::error::{Error, Result};
+use crate::hub::context::{Context, now};
+use crate::hub::lifecycle::{self, Action, World};
+use crate::hub::settlement;
+use crate::hub::status::{Written, write_namespaced};
+
+/// Finalizer that keeps a job until its Placements are gone.
+pub const FINALIZER: &str = "gpufed.io/cleanup";
+const CONTROLLER: &str = "computejob";
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let jobs_by_member = ctx.stores.jobs.clone();
+    let jobs_by_pool = ctx.stores.jobs.clone();
+    Controller::new(
+        Api::<ComputeJob>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Placement>::all(client.clone()),
+        watcher::Config::default(),
+        |p: Placement| Some(ObjectRef::new(&p.spec.job.name).within(&p.spec.job.namespace)),
+    )
+    .watches(
+        Api::<MemberCluster>::all(client.clone()),
+        watcher::Config::default(),
+        move |m: MemberCluster| {
+            let name = m.name_any();
+            jobs_by_member
+                .state_filter(|j| {
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.placement.as_ref())
+                        .is_some_and(|p| p.cluster == name)
+                })
+                .into_iter()
+                .map(|j| ObjectRef::from_obj(j.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
+    .watches(
+        Api::<GpuPool>::all(client),
+        watcher::Config::default(),
+        move |p: GpuPool| {
+            let name = p.name_any();
+            jobs_by_pool
+                .state_filter(|j| j.spec.pool == name)
+                .into_iter()
+                .map(|j| ObjectRef::from_obj(j.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn key(job: &ComputeJob) -> String {
+    format!(
+        "computejob/{}/{}",
+        job.namespace().unwrap_or_default(),
+        job.name_any()
+    )
+}
+
+fn error_policy(job: Arc<ComputeJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.backoffs.next(&key(&job));
+    tracing::warn!(
+        job = %job.name_any(),
+        namespace = %job.namespace().unwrap_or_default(),
+        error = %err,
+        kind = err.kind(),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    ctx.metrics.failed(CONTROLLER, err.kind());
+    Requeue::requeue(delay)
+}
+
+#[tracing::instrument(skip_all, fields(job = %job.name_any(), namespace = %job.namespace().unwrap_or_default()))]
+async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Requeue> {
+    let t0 = Instant::now();
+    let ns = job
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<ComputeJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let job_key = job.clone();
+    let result = finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => apply(job, &ctx).await,
+            Finalizer::Cleanup(job) => cleanup(job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(CONTROLLER, t0.elapsed());
+    if result.is_ok() {
+        ctx.backoffs.reset(&key(&job_key));
+    }
+    result
+}
+
+/// What the hub sees around `job`, from its caches.
+fn world(job: &ComputeJob, ctx: &Context) -> World {
+    let pool = ctx.stores.pool(&job.spec.pool);
+    let ns = job.namespace().unwrap_or_default();
+    let mut w = World {
+        pool_exists: pool.is_some(),
+        pool_has_chain: pool.as_ref().is_some_and(|p| p.spec.chain.is_some()),
+        payer: pool.as_ref().and_then(|p| {
+            p.spec
+                .payers
+                .iter()
+                .find(|b| b.namespace == ns)
+                .map(|b| b.account.clone())
+        }),
+        member_ready: None,
+        placement: None,
+    };
+    let current = job.status.as_ref().and_then(|s| {
+        s.attempts
+            .iter()
+            .find(|a| a.attempt == s.attempt && s.attempt > 0)
+    });
+    if let Some(rec) = current {
+        w.member_ready = ctx.stores.member(&rec.cluster).map(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY))
+        });
+        w.placement = ctx
+            .stores
+            .placement(
+                &gpufed_crds::naming::member_namespace(&rec.cluster),
+                &rec.placement,
+            )
+            .map(|p| p.status.clone());
+    }
+    w
+}
+
+/// Runs the money step for pools with a chain. Chain errors are shown on the job (condition
+/// `Funded`, reason `ChainUnavailable`) and retried; they never lose the job or a payment.
+async fn money(
+    job: &ComputeJob,
+    ctx: &Context,
+    out: &mut lifecycle::Outcome,
+) -> Result<Option<Duration>> {
+    let Some(pool) = ctx
+        .stores
+        .pool(&job.spec.pool)
+        .filter(|p| p.spec.chain.is_some())
+    else {
+        return Ok(None);
+    };
+    if !conditions::is_true(&out.status.conditions, jc::ADMITTED) {
+        return Ok(None);
+    }
+    let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
+    let result = match ctx.chain(&pool).await {
+        Ok(chain) => {
+            settlement::advance(&chain, &ctx.settler, &pool, job, &mut out.status, now_secs).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(step) => {
+            for (warning, reason, message) in step.events {
+                out.events.push(lifecycle::Note {
+                    warning,
+                    reason,
+                    message,
+                });
+            }
+            let funded = out.status.attempts.iter().any(|a| {
+                a.attempt == out.status.attempt
+                    && a.settlement
+                        .as_ref()
+                        .is_some_and(|s| s.state != SettlementState::Unfunded)
+            });
+            conditions::set_condition(
+                &mut out.status.conditions,
+                conditions::condition(
+                    jc::FUNDED,
+                    funded,
+                    if funded { "Locked" } else { "NotLocked" },
+                    if funded {
+                        "the escrow holds the funds of the current attempt"
+                    } else {
+                        "no funds locked for a current attempt"
+                    },
+                    job.metadata.generation,
+                    now(),
+                ),
+            );
+            Ok(step.again_soon.then_some(Duration::from_secs(2)))
+        }
+        Err(e @ (Error::Chain(_) | Error::Config(_) | Error::Kube { .. })) => {
+            tracing::warn!(error = %e, "chain step failed; will retry");
+            ctx.metrics.settlements.with_label_values(&["error"]).inc();
+            conditions::set_condition(
+                &mut out.status.conditions,
+                conditions::condition(
+                    jc::FUNDED,
+                    false,
+                    "ChainUnavailable",
+                    e.to_string(),
+                    job.metadata.generation,
+                    now(),
+                ),
+            );
+            Ok(Some(
+                ctx.backoffs
+                    .next(&format!("chain/{}", key(job)))
+                    .min(Duration::from_secs(30)),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
+    let mut out = lifecycle::reconcile(&job, &world(&job, ctx), &now());
+    let again = money(&job, ctx, &mut out).await?;
+    if again.is_none() {
+        ctx.backoffs.reset(&format!("chain/{}", key(&job)));
+    }
+    // A lock that just landed lets the Placement be written in the same pass.
+    let funded_now = out.status.attempts.iter().any(|a| {
+        a.attempt == out.status.attempt
+            && a.phase == gpufed_crds::AttemptPhase::Placed
+            && a.settlement
+                .as_ref()
+                .is_some_and(|s| s.state == SettlementState::Locked)
+    }) && !out
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CreatePlacement(_)));
+    if funded_now {
+        let mut advanced = job.as_ref().clone();
+        advanced.status = Some(out.status.clone());
+        let again = lifecycle::reconcile(&advanced, &world(&advanced, ctx), &now());
+        out.actions.extend(again.actions);
+        out.status = again.status;
+    }
+    for action in &out.actions {
+        match action {
+            Action::CreatePlacement(p) => create_placement(ctx, p).await?,
+            Action::DeletePlacement { namespace, name } => {
+                delete_placement(ctx, namespace, name).await?
+            }
+            Action::Schedule => ctx.schedule.notify_one(),
+        }
+    }
+    if job.status.as_ref() != Some(&out.status) {
+        if write_namespaced(&ctx.client, job.as_ref(), &out.status).await? == Written::Conflict {
+            // Someone (the scheduling loop) changed the job meanwhile: recompute from fresh state.
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
+        }
+        for note in &out.events {
+            ctx.event(
+                job.as_ref(),
+                note.warning,
+                note.reason,
+                "Reconcile",
+                note.message.clone(),
+            )
+            .await;
+        }
+        if out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePlacement { .. }))
+        {
+            ctx.metrics
+                .failovers
+                .with_label_values(&[out.status.reason.as_deref().unwrap_or("Lost")])
+                .inc();
+        }
+    }
+    Ok(Requeue::requeue(again.unwrap_or(Duration::from_secs(300))))
+}
+
+async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
+    let ns = p
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.create(&PostParams::default(), p).await {
+        Ok(_) => {
+            tracing::info!(placement = %p.name_any(), %ns, "created placement");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!(
+            "creating Placement {ns}/{}",
+            p.name_any()
+        ))(e)),
+    }
+}
+
+async fn delete_placement(ctx: &Context, namespace: &str, name: &str) -> Result<()> {
+    let api: Api<Placement> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(placement = %name, %namespace, "deleted placement");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!(
+            "deleting Placement {namespace}/{name}"
+        ))(e)),
+    }
+}
+
+/// Settles the money of a job being deleted: the running attempt is Cancelled and paid for the
+/// usage its member reported. Returns whether anything is still in flight.
+async fn settle_on_delete(job: &ComputeJob, ctx: &Context) -> Result<bool> {
+    let Some(mut st) = job.status.clone() else {
+        return Ok(false);
+    };
+    if !settlement::unsettled(&st) {
+        return Ok(false);
+    }
+    let Some(pool) = ctx
+        .stores
+        .pool(&job.spec.pool)
+        .filter(|p| p.spec.chain.is_some())
+    else {
+        return Ok(false);
+    };
+    let reported = st
+        .attempts
+        .iter()
+        .find(|a| a.attempt == st.attempt)
+        .and_then(|a| {
+            ctx.stores.placement(
+                &gpufed_crds::naming::member_namespace(&a.cluster),
+                &a.placement,
+            )
+        })
+        .and_then(|p| p.status.as_ref().map(|s| s.gpu_seconds))
+        .unwrap_or(0);
+    settlement::cancel_current(&mut st, reported, &now());
+    let chain = ctx.chain(&pool).await?;
+    let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
+    settlement::advance(&chain, &ctx.settler, &pool, job, &mut st, now_secs).await?;
+    if job.status.as_ref() != Some(&st) {
+        write_namespaced(&ctx.client, job, &st).await?;
+    }
+    Ok(settlement::unsettled(&st))
+}
+
+/// Deletes every Placement of the job (asking the API, not the cache, so none is missed), after
+/// settling what it used.
+async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
+    let uid = job.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    if settle_on_delete(&job, ctx).await? {
+        return Err(Error::Chain(
+            "waiting for the settlement of the deleted job's last attempt".into(),
+        ));
+    }
+    let api: Api<Placement> = Api::all(ctx.client.clone());
+    let lp = ListParams::default().labels(&format!("{LABEL_JOB_UID}={uid}"));
+    let placements = api
+        .list(&lp)
+        .await
+        .map_err(Error::kube("listing the Placements of a deleted job"))?;
+    for p in &placements.items {
+        let ns = p
+            .namespace()
+            .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+        delete_placement(ctx, &ns, &p.name_any()).await?;
+    }
+    if !placements.items.is_empty() {
+        ctx.event(
+            job.as_ref(),
+            false,
+            "Cancelled",
+            "Delete",
+            format!(
+                "deleted {} placement(s) before removing the job",
+                placements.items.len()
+            ),
+        )
+        .await;
+    }
+    let left = api
+        .list(&lp)
+        .await
+        .map_err(Error::kube("listing the Placements of a deleted job"))?;
+    if !left.items.is_empty() {
+        return Err(Error::Invalid {
+            what: "cleanup".into(),
+            detail: format!("{} placement(s) still exist", left.items.len()),
+        });
+    }
+    ctx.schedule.notify_one();
+    Ok(Requeue::await_change())
+}

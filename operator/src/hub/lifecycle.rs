@@ -1,0 +1,522 @@
+//! The life of a `ComputeJob` after the scheduler has spoken, as a pure function: from the job and
+//! what the hub sees of the world (pool, member health, the current Placement), compute the next
+//! status and the actions to take (create or delete a Placement, wake the scheduler) and the
+//! Events to publish. The job controller performs them; nothing here does I/O or reads a clock.
+//!
+//! Rules (design.md, "Life of a ComputeJob"):
+//! * an attempt whose member is NotReady or gone is **Lost**: its Placement is deleted (so a member
+//!   that comes back finds nothing to run) and the job is re-placed with `attempt + 1` elsewhere,
+//!   while attempts remain; usage reported before the loss is kept;
+//! * a Placement that vanished under a running attempt is treated the same way;
+//! * a failed attempt is retried only when `retry.retryOnFailure` is set; a rejected one, or one
+//!   the member stopped while fenced off from the hub, always;
+//! * a job with no active attempt waits in Pending for the scheduling loop.
+
+use std::collections::BTreeMap;
+
+use gpufed_crds::conditions::{self, job as jc};
+use gpufed_crds::naming::{
+    LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID,
+    LABEL_MANAGED_BY, MANAGED_BY, member_namespace,
+};
+use gpufed_crds::{
+    AttemptPhase, AttemptRecord, ComputeJob, ComputeJobStatus, EvmAddress, JobPhase, JobReference,
+    Placement, PlacementPhase, PlacementSpec, PlacementStatus, SettlementState, Usage,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ObjectMeta;
+
+/// Reason a member gives a Placement whose pods it stopped because it could not reach the hub.
+pub const FENCED: &str = "Fenced";
+
+/// What the hub knows about the world around one job.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// The job's pool exists.
+    pub pool_exists: bool,
+    /// The pool pays on chain.
+    pub pool_has_chain: bool,
+    /// The payer bound to the job's namespace in the pool, if any.
+    pub payer: Option<EvmAddress>,
+    /// Readiness of the current attempt's member: `None` if the MemberCluster is gone.
+    pub member_ready: Option<bool>,
+    /// The current attempt's Placement: `None` if it does not exist, else its status.
+    pub placement: Option<Option<PlacementStatus>>,
+}
+
+/// Something the controller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create this Placement (if it does not exist).
+    CreatePlacement(Box<Placement>),
+    /// Delete the Placement `namespace/name`.
+    DeletePlacement {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Wake the scheduling loop.
+    Schedule,
+}
+
+/// An Event to publish about the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human text.
+    pub message: String,
+}
+
+/// The next status, actions and events.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Status to write (written only if it differs from the current one).
+    pub status: ComputeJobStatus,
+    /// Actions, in order.
+    pub actions: Vec<Action>,
+    /// Events to publish.
+    pub events: Vec<Note>,
+}
+
+/// Computes the next state of `job`.
+pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
+    let mut out = Outcome {
+        status: job.status.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let spec = &job.spec;
+    let generation = job.metadata.generation;
+    let st = &mut out.status;
+    st.gpus = spec.replicas * spec.gpus_per_replica;
+    st.observed_generation = generation;
+    if st.queued_time.is_none() {
+        st.queued_time = Some(now.clone());
+    }
+    if st.phase.is_finished() {
+        return out;
+    }
+
+    // Admission.
+    if !world.pool_exists {
+        let message = format!(
+            "GpuPool {:?} does not exist: create it, or re-create the job with spec.pool naming an existing pool",
+            spec.pool
+        );
+        set(
+            st,
+            jc::ADMITTED,
+            false,
+            "PoolNotFound",
+            &message,
+            generation,
+            now,
+        );
+        wait(st, "PoolNotFound", message);
+        return out;
+    }
+    if world.pool_has_chain && spec.max_price_per_gpu_hour.is_none() {
+        let message = format!(
+            "GpuPool {:?} pays on chain and locks maxPricePerGpuHour × GPUs × maxDuration up front: \
+             re-create the job with spec.maxPricePerGpuHour set",
+            spec.pool
+        );
+        set(
+            st,
+            jc::ADMITTED,
+            false,
+            "MaxPriceRequired",
+            &message,
+            generation,
+            now,
+        );
+        wait(st, "MaxPriceRequired", message);
+        return out;
+    }
+    if world.pool_has_chain && world.payer.is_none() {
+        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
+        let message = format!(
+            "namespace {ns:?} has no payer in GpuPool {:?}: ask the pool admin to add it to spec.payers",
+            spec.pool
+        );
+        set(
+            st,
+            jc::ADMITTED,
+            false,
+            "NoPayerBinding",
+            &message,
+            generation,
+            now,
+        );
+        wait(st, "NoPayerBinding", message);
+        return out;
+    }
+    set(
+        st,
+        jc::ADMITTED,
+        true,
+        "Accepted",
+        "the spec is valid and the pool exists",
+        generation,
+        now,
+    );
+    st.payer = world.payer.clone();
+
+    let current = st
+        .attempts
+        .iter()
+        .position(|a| a.attempt == st.attempt && st.attempt > 0 && !a.phase.is_finished());
+    match current {
+        Some(i) => advance_attempt(job, world, now, &mut out, i),
+        None => {
+            if st.phase != JobPhase::Pending {
+                st.phase = JobPhase::Pending;
+            }
+            out.actions.push(Action::Schedule);
+        }
+    }
+    refresh_usage(&mut out.status);
+    out
+}
+
+fn set(
+    st: &mut ComputeJobStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    conditions::set_condition(
+        &mut st.conditions,
+        conditions::condition(type_, ok, reason, message, generation, now.clone()),
+    );
+}
+
+fn wait(st: &mut ComputeJobStatus, reason: &str, explanation: String) {
+    st.phase = JobPhase::Pending;
+    st.reason = Some(reason.to_string());
+    st.explanation = Some(explanation);
+}
+
+fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcome, i: usize) {
+    let generation = job.metadata.generation;
+    let record = out.status.attempts[i].clone();
+    let lost = match world.member_ready {
+        None => Some((
+            "MemberRemoved",
+            format!("member cluster {} was removed", record.cluster),
+        )),
+        Some(false) => Some((
+            "HeartbeatExpired",
+            format!(
+                "member cluster {} stopped heartbeating; attempt {} is fenced off and re-placed",
+                record.cluster, record.attempt
+            ),
+        )),
+        Some(true) => match &world.placement {
+            None if record.phase == AttemptPhase::Placed
+                && record.settlement.as_ref().is_some_and(|s| {
+                    matches!(
+                        s.state,
+                        SettlementState::Unfunded | SettlementState::Locking
+                    )
+                }) =>
+            {
+                // No lock, no run: the Placement is written once the escrow holds the funds.
+                out.status.phase = JobPhase::Funding;
+                return;
+            }
+            None if record.phase == AttemptPhase::Placed => {
+                out.actions
+                    .push(Action::CreatePlacement(Box::new(placement_for(
+                        job, &record,
+                    ))));
+                set(
+                    &mut out.status,
+                    jc::SCHEDULED,
+                    true,
+                    "Placed",
+                    &format!("placed on {}", record.cluster),
+                    generation,
+                    now,
+                );
+                out.status.phase = JobPhase::Placed;
+                return;
+            }
+            None => Some((
+                "PlacementDeleted",
+                format!(
+                    "Placement {} was deleted while the attempt ran",
+                    record.placement
+                ),
+            )),
+            Some(status) => {
+                sync_from_placement(job, now, out, i, status.as_ref());
+                return;
+            }
+        },
+    };
+    if let Some((reason, message)) = lost {
+        let rec = &mut out.status.attempts[i];
+        rec.phase = AttemptPhase::Lost;
+        rec.reason = Some(reason.into());
+        rec.message = Some(message.clone());
+        rec.finish_time = Some(now.clone());
+        if let Some(Some(p)) = &world.placement {
+            rec.gpu_seconds = rec.gpu_seconds.max(p.gpu_seconds);
+        }
+        out.actions.push(Action::DeletePlacement {
+            namespace: member_namespace(&record.cluster),
+            name: record.placement.clone(),
+        });
+        retry_or_fail(job, now, out, true, reason, message);
+    }
+}
+
+fn sync_from_placement(
+    job: &ComputeJob,
+    now: &Time,
+    out: &mut Outcome,
+    i: usize,
+    status: Option<&PlacementStatus>,
+) {
+    let generation = job.metadata.generation;
+    let Some(ps) = status else {
+        // Written but not yet picked up by the member.
+        out.status.phase = JobPhase::Placed;
+        return;
+    };
+    let rec = &mut out.status.attempts[i];
+    rec.gpu_seconds = rec.gpu_seconds.max(ps.gpu_seconds);
+    if rec.start_time.is_none() {
+        rec.start_time = ps.start_time.clone();
+    }
+    let cluster = rec.cluster.clone();
+    match ps.phase {
+        None | Some(PlacementPhase::Accepted) => {
+            if rec.phase == AttemptPhase::Placed {
+                rec.phase = AttemptPhase::Accepted;
+            }
+            out.status.phase = JobPhase::Placed;
+        }
+        Some(PlacementPhase::Running) => {
+            let started = rec.phase != AttemptPhase::Running;
+            rec.phase = AttemptPhase::Running;
+            out.status.phase = JobPhase::Running;
+            let message = format!(
+                "{} replica(s) running on {cluster}",
+                ps.active_replicas.max(1)
+            );
+            set(
+                &mut out.status,
+                jc::RUNNING,
+                true,
+                "PodsRunning",
+                &message,
+                generation,
+                now,
+            );
+            if started {
+                out.events.push(Note {
+                    warning: false,
+                    reason: "Running",
+                    message,
+                });
+            }
+        }
+        Some(PlacementPhase::Succeeded) => {
+            rec.phase = AttemptPhase::Succeeded;
+            rec.reason = ps.reason.clone().or(Some("Completed".into()));
+            rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
+            let gpu_seconds = rec.gpu_seconds;
+            let st = &mut out.status;
+            st.phase = JobPhase::Succeeded;
+            st.reason = Some("Completed".into());
+            st.message = None;
+            st.explanation = Some(format!(
+                "completed on {cluster} using {gpu_seconds} GPU-seconds"
+            ));
+            st.completion_time = Some(now.clone());
+            set(
+                st,
+                jc::RUNNING,
+                false,
+                "Completed",
+                "all replicas completed",
+                generation,
+                now,
+            );
+            set(
+                st,
+                jc::FINISHED,
+                true,
+                "Succeeded",
+                &format!("completed on {cluster}"),
+                generation,
+                now,
+            );
+            out.events.push(Note {
+                warning: false,
+                reason: "Succeeded",
+                message: format!("completed on {cluster} using {gpu_seconds} GPU-seconds"),
+            });
+        }
+        Some(phase @ (PlacementPhase::Failed | PlacementPhase::Rejected)) => {
+            let rejected = phase == PlacementPhase::Rejected;
+            let reason = ps
+                .reason
+                .clone()
+                .unwrap_or_else(|| if rejected { "Rejected" } else { "Failed" }.into());
+            let message = format!(
+                "attempt {} on {cluster} {}: {}",
+                rec.attempt,
+                if rejected {
+                    "was rejected by the member"
+                } else {
+                    "failed"
+                },
+                ps.message.clone().unwrap_or_else(|| reason.clone())
+            );
+            rec.phase = AttemptPhase::Failed;
+            rec.reason = Some(reason.clone());
+            rec.message = ps.message.clone();
+            rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
+            // A member that fenced itself (lost the hub for too long) stopped the pods: not the
+            // workload's fault, so it is retried like a rejection.
+            let fenced = ps.reason.as_deref() == Some(FENCED);
+            let retryable = rejected || fenced || job.spec.retry.retry_on_failure;
+            let reason: &'static str = if rejected {
+                "AttemptRejected"
+            } else {
+                "AttemptFailed"
+            };
+            retry_or_fail(job, now, out, retryable, reason, message);
+        }
+    }
+}
+
+fn retry_or_fail(
+    job: &ComputeJob,
+    now: &Time,
+    out: &mut Outcome,
+    retryable: bool,
+    reason: &'static str,
+    message: String,
+) {
+    let generation = job.metadata.generation;
+    let st = &mut out.status;
+    set(st, jc::RUNNING, false, reason, &message, generation, now);
+    let attempts_left = st.attempt < job.spec.retry.max_attempts;
+    if retryable && attempts_left {
+        st.phase = JobPhase::Pending;
+        st.placement = None;
+        st.reason = Some(reason.to_string());
+        st.message = Some(message.clone());
+        st.explanation = Some(format!("{message}; waiting for another cluster"));
+        set(st, jc::SCHEDULED, false, reason, &message, generation, now);
+        out.actions.push(Action::Schedule);
+        out.events.push(Note {
+            warning: true,
+            reason: "FailedOver",
+            message: format!("{message}; placing attempt {} elsewhere", st.attempt + 1),
+        });
+    } else {
+        let why = if retryable {
+            format!(
+                "{message}; no attempts left (retry.maxAttempts = {})",
+                job.spec.retry.max_attempts
+            )
+        } else {
+            format!("{message}; not retried (retry.retryOnFailure is false)")
+        };
+        st.phase = JobPhase::Failed;
+        st.reason = Some(reason.to_string());
+        st.message = Some(why.clone());
+        st.explanation = Some(why.clone());
+        st.completion_time = Some(now.clone());
+        set(st, jc::FINISHED, true, "Failed", &why, generation, now);
+        out.events.push(Note {
+            warning: true,
+            reason: "Failed",
+            message: why,
+        });
+    }
+}
+
+/// Sums GPU-seconds over attempts and records when the first started and the last finished.
+fn refresh_usage(st: &mut ComputeJobStatus) {
+    if st.attempts.is_empty() {
+        return;
+    }
+    let gpu_seconds = st.attempts.iter().map(|a| a.gpu_seconds).sum();
+    let start_time = st
+        .attempts
+        .iter()
+        .filter_map(|a| a.start_time.clone())
+        .min();
+    let finish_time = if st.phase.is_finished() {
+        st.attempts
+            .iter()
+            .filter_map(|a| a.finish_time.clone())
+            .max()
+    } else {
+        None
+    };
+    st.usage = Some(Usage {
+        gpu_seconds,
+        start_time,
+        finish_time,
+    });
+}
+
+/// The Placement of `record` for `job`: a frozen copy of what the member must run.
+pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
+    let ns = job.metadata.namespace.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_JOB_NAMESPACE.to_string(), ns.clone()),
+        (LABEL_JOB_NAME.to_string(), name.clone()),
+        (LABEL_JOB_UID.to_string(), uid.clone()),
+        (LABEL_ATTEMPT.to_string(), record.attempt.to_string()),
+        (LABEL_CLUSTER.to_string(), record.cluster.clone()),
+    ]);
+    let chain_job_id = record.settlement.as_ref().map(|s| s.job_id.clone());
+    Placement {
+        metadata: ObjectMeta {
+            name: Some(record.placement.clone()),
+            namespace: Some(member_namespace(&record.cluster)),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: PlacementSpec {
+            job: JobReference {
+                namespace: ns,
+                name,
+                uid,
+            },
+            attempt: record.attempt,
+            cluster: record.cluster.clone(),
+            replicas: job.spec.replicas,
+            gpus_per_replica: job.spec.gpus_per_replica,
+            total_gpus: job.spec.replicas * job.spec.gpus_per_replica,
+            model: record.model.clone(),
+            min_gpu_memory_mib: u64::from(job.spec.gpu.min_memory_gib) * 1024,
+            price_per_gpu_hour: record.price_per_gpu_hour,
+            max_duration: job.spec.max_duration,
+            chain_job_id,
+            template: job.spec.template.clone(),
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -1,0 +1,345 @@
+use super::*;
+use gpufed_crds::testing::job;
+use gpufed_crds::{PlacementRef, PlannedNode};
+use k8s_openapi::jiff::Timestamp;
+
+fn at(secs: i64) -> Time {
+    Time(Timestamp::from_second(secs).unwrap())
+}
+
+fn world_ready(placement: Option<Option<PlacementStatus>>) -> World {
+    World {
+        pool_exists: true,
+        member_ready: Some(true),
+        placement,
+        ..Default::default()
+    }
+}
+
+/// A job whose attempt `n` was placed on `cluster` by the scheduling loop.
+fn placed(n: u32, cluster: &str, phase: AttemptPhase) -> ComputeJob {
+    let mut j = job("train").gpus(2).replicas(2).max_attempts(3).build();
+    let mut attempts: Vec<AttemptRecord> = (1..n)
+        .map(|k| record(k, &format!("old{k}"), AttemptPhase::Lost))
+        .collect();
+    attempts.push(record(n, cluster, phase));
+    j.status = Some(ComputeJobStatus {
+        phase: JobPhase::Placed,
+        attempt: n,
+        placement: Some(PlacementRef {
+            cluster: cluster.into(),
+            namespace: member_namespace(cluster),
+            name: format!("train-{n}"),
+            model: "H100".into(),
+            price_per_gpu_hour: "2".parse().unwrap(),
+        }),
+        attempts,
+        ..Default::default()
+    });
+    j
+}
+
+fn record(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
+    AttemptRecord {
+        attempt: n,
+        cluster: cluster.into(),
+        placement: format!("train-{n}"),
+        model: "H100".into(),
+        price_per_gpu_hour: "2".parse().unwrap(),
+        provider: None,
+        phase,
+        reason: None,
+        message: None,
+        placed_time: Some(at(10)),
+        start_time: None,
+        finish_time: None,
+        gpu_seconds: 0,
+        planned_nodes: vec![PlannedNode {
+            node: "n1".into(),
+            replicas: 2,
+        }],
+        settlement: None,
+    }
+}
+
+fn running(gpu_seconds: u64) -> PlacementStatus {
+    PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        active_replicas: 2,
+        start_time: Some(at(20)),
+        gpu_seconds,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_job_in_a_missing_pool_waits_with_a_fix_in_the_explanation() {
+    let out = reconcile(&job("j").pool("nope").build(), &World::default(), &at(1));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.reason.as_deref(), Some("PoolNotFound"));
+    assert!(
+        out.status
+            .explanation
+            .unwrap()
+            .contains("GpuPool \"nope\" does not exist")
+    );
+    assert!(!conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(
+        out.actions.is_empty(),
+        "nothing is scheduled before admission"
+    );
+}
+
+#[test]
+fn a_job_in_a_pool_with_a_chain_needs_a_price_cap() {
+    let w = World {
+        pool_exists: true,
+        pool_has_chain: true,
+        ..Default::default()
+    };
+    let out = reconcile(&job("j").build(), &w, &at(1));
+    assert_eq!(out.status.reason.as_deref(), Some("MaxPriceRequired"));
+    assert!(
+        out.status
+            .explanation
+            .unwrap()
+            .contains("spec.maxPricePerGpuHour")
+    );
+}
+
+#[test]
+fn a_namespace_without_a_payer_cannot_spend_in_a_pool_with_a_chain() {
+    let w = World {
+        pool_exists: true,
+        pool_has_chain: true,
+        ..Default::default()
+    };
+    let out = reconcile(&job("j").max_price("2").build(), &w, &at(1));
+    assert_eq!(out.status.reason.as_deref(), Some("NoPayerBinding"));
+    assert!(out.status.explanation.unwrap().contains("spec.payers"));
+}
+
+#[test]
+fn a_new_job_is_admitted_queued_and_handed_to_the_scheduler() {
+    let out = reconcile(
+        &job("j").gpus(4).replicas(2).build(),
+        &world_ready(None),
+        &at(5),
+    );
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.gpus, 8);
+    assert_eq!(out.status.queued_time, Some(at(5)));
+    assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert_eq!(out.actions, [Action::Schedule]);
+}
+
+#[test]
+fn a_decided_attempt_gets_its_placement_in_the_member_namespace() {
+    let j = placed(1, "alpha", AttemptPhase::Placed);
+    let out = reconcile(&j, &world_ready(None), &at(11));
+    let [Action::CreatePlacement(p)] = &out.actions[..] else {
+        panic!("{:?}", out.actions)
+    };
+    assert_eq!(p.metadata.namespace.as_deref(), Some("gpufed-member-alpha"));
+    assert_eq!(p.metadata.name.as_deref(), Some("train-1"));
+    assert_eq!(p.spec.attempt, 1);
+    assert_eq!(p.spec.total_gpus, 4);
+    assert_eq!(p.spec.job.uid, "uid-train");
+    assert_eq!(
+        p.metadata.labels.as_ref().unwrap()[LABEL_JOB_UID],
+        "uid-train"
+    );
+    assert_eq!(out.status.phase, JobPhase::Placed);
+}
+
+#[test]
+fn a_running_placement_makes_the_job_running_once() {
+    let j = placed(1, "alpha", AttemptPhase::Accepted);
+    let out = reconcile(&j, &world_ready(Some(Some(running(40)))), &at(30));
+    assert_eq!(out.status.phase, JobPhase::Running);
+    let rec = &out.status.attempts[0];
+    assert_eq!(rec.phase, AttemptPhase::Running);
+    assert_eq!(rec.start_time, Some(at(20)));
+    assert_eq!(out.status.usage.as_ref().unwrap().gpu_seconds, 40);
+    assert_eq!(out.events.len(), 1);
+    // Already running: no second event.
+    let mut again = j.clone();
+    again.status = Some(out.status);
+    let out2 = reconcile(&again, &world_ready(Some(Some(running(80)))), &at(40));
+    assert!(out2.events.is_empty());
+    assert_eq!(out2.status.usage.unwrap().gpu_seconds, 80);
+}
+
+#[test]
+fn a_succeeded_placement_finishes_the_job_with_its_usage() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds: 120,
+        start_time: Some(at(20)),
+        finish_time: Some(at(50)),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(done))), &at(51));
+    assert_eq!(out.status.phase, JobPhase::Succeeded);
+    assert_eq!(out.status.completion_time, Some(at(51)));
+    let usage = out.status.usage.unwrap();
+    assert_eq!((usage.gpu_seconds, usage.finish_time), (120, Some(at(50))));
+    assert!(conditions::is_true(&out.status.conditions, jc::FINISHED));
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::Schedule)));
+}
+
+#[test]
+fn an_attempt_on_a_member_that_stopped_heartbeating_is_lost_and_replaced() {
+    let mut j = placed(1, "alpha", AttemptPhase::Running);
+    j.status.as_mut().unwrap().attempts[0].gpu_seconds = 30;
+    let w = World {
+        member_ready: Some(false),
+        ..world_ready(Some(Some(running(60))))
+    };
+    let out = reconcile(&j, &w, &at(100));
+    let rec = &out.status.attempts[0];
+    assert_eq!(rec.phase, AttemptPhase::Lost);
+    assert_eq!(rec.reason.as_deref(), Some("HeartbeatExpired"));
+    assert_eq!(
+        rec.gpu_seconds, 60,
+        "usage reported before the loss is kept"
+    );
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert!(out.status.placement.is_none());
+    assert!(out.actions.contains(&Action::DeletePlacement {
+        namespace: "gpufed-member-alpha".into(),
+        name: "train-1".into()
+    }));
+    assert!(out.actions.contains(&Action::Schedule));
+    assert_eq!(out.events[0].reason, "FailedOver");
+}
+
+#[test]
+fn losing_the_last_attempt_fails_the_job() {
+    let j = placed(3, "gamma", AttemptPhase::Running);
+    let w = World {
+        member_ready: None,
+        ..world_ready(None)
+    };
+    let out = reconcile(&j, &w, &at(100));
+    assert_eq!(out.status.phase, JobPhase::Failed);
+    assert_eq!(
+        out.status.attempts[2].reason.as_deref(),
+        Some("MemberRemoved")
+    );
+    assert!(
+        out.status
+            .message
+            .unwrap()
+            .contains("no attempts left (retry.maxAttempts = 3)")
+    );
+}
+
+#[test]
+fn a_placement_deleted_under_a_running_attempt_counts_as_lost() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let out = reconcile(&j, &world_ready(None), &at(100));
+    assert_eq!(
+        out.status.attempts[0].reason.as_deref(),
+        Some("PlacementDeleted")
+    );
+    assert_eq!(out.status.phase, JobPhase::Pending);
+}
+
+#[test]
+fn a_failed_workload_is_not_retried_unless_asked() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let failed = PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some("BackoffLimitExceeded".into()),
+        message: Some("pod exited with 1".into()),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(failed.clone()))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Failed);
+    assert!(
+        out.status
+            .message
+            .unwrap()
+            .contains("retry.retryOnFailure is false")
+    );
+
+    let mut retried = j.clone();
+    retried.spec.retry.retry_on_failure = true;
+    let out = reconcile(&retried, &world_ready(Some(Some(failed))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+}
+
+#[test]
+fn a_rejected_placement_is_always_tried_elsewhere() {
+    let j = placed(1, "alpha", AttemptPhase::Placed);
+    let rejected = PlacementStatus {
+        phase: Some(PlacementPhase::Rejected),
+        reason: Some("InsufficientGPUs".into()),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(rejected))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.attempts[0].phase, AttemptPhase::Failed);
+}
+
+#[test]
+fn finished_jobs_are_left_alone() {
+    let mut j = placed(1, "alpha", AttemptPhase::Succeeded);
+    j.status.as_mut().unwrap().phase = JobPhase::Succeeded;
+    let out = reconcile(
+        &j,
+        &World {
+            member_ready: Some(false),
+            ..world_ready(None)
+        },
+        &at(99),
+    );
+    assert!(out.actions.is_empty());
+    assert_eq!(out.status.phase, JobPhase::Succeeded);
+}
+
+#[test]
+fn an_attempt_stopped_by_fencing_is_retried_even_without_retry_on_failure() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let fenced = PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some(FENCED.into()),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(fenced))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.attempts[0].reason.as_deref(), Some("Fenced"));
+}
+
+#[test]
+fn no_placement_is_written_before_the_escrow_holds_the_funds() {
+    let mut j = placed(1, "alpha", AttemptPhase::Placed);
+    j.spec.max_price_per_gpu_hour = Some("3".parse().unwrap());
+    j.status.as_mut().unwrap().attempts[0].settlement =
+        Some(crate::hub::settlement::unfunded("0xab".into()));
+    let w = World {
+        pool_has_chain: true,
+        payer: Some(
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse()
+                .unwrap(),
+        ),
+        ..world_ready(None)
+    };
+    let out = reconcile(&j, &w, &at(12));
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    assert_eq!(out.status.phase, JobPhase::Funding);
+
+    j.status.as_mut().unwrap().attempts[0]
+        .settlement
+        .as_mut()
+        .unwrap()
+        .state = gpufed_crds::SettlementState::Locked;
+    let out = reconcile(&j, &w, &at(13));
+    let [Action::CreatePlacement(p)] = &out.actions[..] else {
+        panic!("{:?}", out.actions)
+    };
+    assert_eq!(p.spec.chain_job_id.as_deref(), Some("0xab"));
+}

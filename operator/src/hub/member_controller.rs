@@ -1,0 +1,526 @@
+//! The MemberCluster controller: registration (namespace, least-privilege credentials, heartbeat
+//! Lease, the kubeconfig Secret for the owner), health from the heartbeat Lease (Ready/NotReady),
+//! bond state, and whether new jobs may go there (Schedulable). On deletion it removes everything
+//! it created; the member's running attempts are then failed over by the job controller.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_crds::conditions::{self, member as mc};
+use gpufed_crds::naming::{
+    LABEL_CLUSTER, heartbeat_lease_name, member_cluster_role, member_kubeconfig_secret,
+    member_namespace,
+};
+use gpufed_crds::{KubeDuration, MemberCluster};
+use gpufed_scheduler::BondState;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::hub::context::{Context, MANAGER, now};
+use crate::hub::registration::{self, token_secret_name};
+use crate::hub::snapshot;
+
+/// Finalizer that keeps a member until its namespace and cluster-scoped RBAC are removed.
+pub const FINALIZER: &str = "gpufed.io/member-cleanup";
+const CONTROLLER: &str = "membercluster";
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let leases = watcher::Config::default().labels(&format!(
+        "{}={}",
+        gpufed_crds::naming::LABEL_MANAGED_BY,
+        gpufed_crds::naming::MANAGED_BY
+    ));
+    Controller::new(
+        Api::<MemberCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(Api::<Lease>::all(client.clone()), leases, |l: Lease| {
+        l.labels().get(LABEL_CLUSTER).map(|c| ObjectRef::new(c))
+    })
+    .watches(
+        Api::<gpufed_crds::ProviderBond>::all(client.clone()),
+        watcher::Config::default(),
+        |b: gpufed_crds::ProviderBond| Some(ObjectRef::new(&b.spec.member_cluster)),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(member: Arc<MemberCluster>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.backoffs.next(&format!("member/{}", member.name_any()));
+    tracing::warn!(member = %member.name_any(), error = %err, kind = err.kind(), retry_in = ?delay, "reconcile failed");
+    ctx.metrics.failed(CONTROLLER, err.kind());
+    Requeue::requeue(delay)
+}
+
+#[tracing::instrument(skip_all, fields(member = %member.name_any()))]
+async fn reconcile(member: Arc<MemberCluster>, ctx: Arc<Context>) -> Result<Requeue> {
+    let t0 = Instant::now();
+    let name = member.name_any();
+    let api: Api<MemberCluster> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, member, |event| async {
+        match event {
+            Finalizer::Apply(m) => apply(m, &ctx).await,
+            Finalizer::Cleanup(m) => cleanup(m, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(CONTROLLER, t0.elapsed());
+    if result.is_ok() {
+        ctx.backoffs.reset(&format!("member/{name}"));
+    }
+    ctx.schedule.notify_one();
+    result
+}
+
+async fn ssa<K>(api: Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey(".metadata.name"))?;
+    let mut body = serde_json::to_value(obj).map_err(|source| Error::Serde {
+        context: K::kind(&()).to_string(),
+        source,
+    })?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Creates or updates everything a member needs on the hub. Returns the kubeconfig Secret's name
+/// once the ServiceAccount token exists (the token controller fills it asynchronously).
+async fn register(name: &str, ctx: &Context) -> Result<Option<String>> {
+    let c = &ctx.client;
+    let ns = member_namespace(name);
+    ssa(
+        Api::<Namespace>::all(c.clone()),
+        &registration::namespace(name),
+    )
+    .await?;
+    ssa(
+        Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+        &registration::service_account(name),
+    )
+    .await?;
+    ssa(
+        Api::<Role>::namespaced(c.clone(), &ns),
+        &registration::role(name),
+    )
+    .await?;
+    ssa(
+        Api::<RoleBinding>::namespaced(c.clone(), &ns),
+        &registration::role_binding(name),
+    )
+    .await?;
+    ssa(
+        Api::<ClusterRole>::all(c.clone()),
+        &registration::cluster_role(name),
+    )
+    .await?;
+    ssa(
+        Api::<ClusterRoleBinding>::all(c.clone()),
+        &registration::cluster_role_binding(name),
+    )
+    .await?;
+    ssa(
+        Api::<Secret>::namespaced(c.clone(), &ns),
+        &registration::token_secret(name),
+    )
+    .await?;
+    // The Lease is created once and then renewed by the agent: never overwrite it.
+    match Api::<Lease>::namespaced(c.clone(), &ns)
+        .create(&PostParams::default(), &registration::heartbeat_lease(name))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(Error::kube("creating the heartbeat Lease")(e)),
+    }
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
+    let token = secrets
+        .get_opt(&token_secret_name(name))
+        .await
+        .map_err(Error::kube("reading the member token"))?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("token").cloned())
+        .map(|t| String::from_utf8_lossy(&t.0).to_string());
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let kubeconfig = registration::kubeconfig_yaml(
+        name,
+        &ctx.config.member_api_server,
+        &ctx.config.member_api_ca,
+        &token,
+    )
+    .map_err(|e| Error::Config(format!("writing the member kubeconfig: {e}")))?;
+    ssa(secrets, &registration::kubeconfig_secret(name, kubeconfig)).await?;
+    Ok(Some(member_kubeconfig_secret(name)))
+}
+
+/// Heartbeat state from the member's Lease: (ready, last renewal).
+pub fn heartbeat(
+    lease: Option<&Lease>,
+    timeout: std::time::Duration,
+    now: &Time,
+) -> (bool, Option<Time>) {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| Time(t.0));
+    let ready = renewed.as_ref().is_some_and(|r| {
+        let age = now.0.duration_since(r.0);
+        age.as_secs_f64() < timeout.as_secs_f64()
+    });
+    (ready, renewed)
+}
+
+/// The hub-owned part of a member's status.
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct HubStatus {
+    namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_heartbeat_time: Option<Time>,
+    heartbeat_timeout: KubeDuration,
+    active_placements: u32,
+    observed_generation: Option<i64>,
+    conditions: Vec<Condition>,
+}
+
+async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
+    let name = member.name_any();
+    let generation = member.metadata.generation;
+    let at = now();
+    let current = member.status.clone().unwrap_or_default();
+    let mut conds = current.conditions.clone();
+    let set = |conds: &mut Vec<Condition>, t: &str, ok: bool, reason: &str, msg: String| {
+        conditions::set_condition(
+            conds,
+            conditions::condition(t, ok, reason, msg, generation, at.clone()),
+        );
+    };
+
+    let pool = ctx.stores.pool(&member.spec.pool);
+    let timeout = pool
+        .as_ref()
+        .map(|p| p.spec.heartbeat_timeout)
+        .unwrap_or(KubeDuration::from_secs(40));
+    let credentials = register(&name, ctx).await?;
+    match (&pool, &credentials) {
+        (None, _) => set(
+            &mut conds,
+            mc::JOINED,
+            false,
+            "PoolNotFound",
+            format!("GpuPool {:?} does not exist", member.spec.pool),
+        ),
+        (Some(_), None) => set(
+            &mut conds,
+            mc::JOINED,
+            false,
+            "WaitingForToken",
+            "waiting for the ServiceAccount token".into(),
+        ),
+        (Some(_), Some(secret)) => set(
+            &mut conds,
+            mc::JOINED,
+            true,
+            "Registered",
+            format!(
+                "namespace {} and credentials ready; pass Secret {secret} to the member chart",
+                member_namespace(&name)
+            ),
+        ),
+    }
+
+    let lease = ctx
+        .stores
+        .leases
+        .get(&ObjectRef::new(&heartbeat_lease_name(&name)).within(&member_namespace(&name)));
+    let (ready, renewed) = heartbeat(lease.as_deref(), timeout.as_duration(), &at);
+    let was_ready = conditions::is_true(&conds, mc::READY);
+    if ready {
+        set(
+            &mut conds,
+            mc::READY,
+            true,
+            "Heartbeat",
+            format!("heartbeat within {timeout}"),
+        );
+    } else if renewed.is_some() {
+        set(
+            &mut conds,
+            mc::READY,
+            false,
+            "HeartbeatExpired",
+            format!("no heartbeat for more than {timeout}"),
+        );
+    } else {
+        set(
+            &mut conds,
+            mc::READY,
+            false,
+            "NeverSeen",
+            "the member's agent has not sent a heartbeat yet".into(),
+        );
+    }
+
+    let bond = pool
+        .as_ref()
+        .map(|p| snapshot::bond_state(p, &member, ctx.stores.bond(&name).as_deref()))
+        .unwrap_or_default();
+    let (bonded, bond_reason, bond_msg) = match &bond {
+        BondState::NotRequired => (true, "NotRequired", "the pool requires no bond".to_string()),
+        BondState::Eligible => (
+            true,
+            "Bonded",
+            "the on-chain bond covers the pool minimum".to_string(),
+        ),
+        BondState::Insufficient { bonded, required } => (
+            false,
+            "InsufficientBond",
+            format!(
+                "bond {} < required {}",
+                gpufed_scheduler::format_tokens(*bonded),
+                gpufed_scheduler::format_tokens(*required)
+            ),
+        ),
+        BondState::NoWallet => (
+            false,
+            "NoWallet",
+            "set spec.wallet: the pool pays on chain".to_string(),
+        ),
+        BondState::Unknown => (
+            false,
+            "Unknown",
+            "the bond has not been read from the chain yet".to_string(),
+        ),
+    };
+    set(&mut conds, mc::BONDED, bonded, bond_reason, bond_msg);
+    let has_inventory = current.inventory.is_some();
+    let (schedulable, reason, msg) = if member.spec.cordoned {
+        (false, "Cordoned", "spec.cordoned is true".to_string())
+    } else if !ready {
+        (false, "NotReady", "no recent heartbeat".to_string())
+    } else if !bonded {
+        (
+            false,
+            bond_reason,
+            "the provider's bond does not allow new jobs".to_string(),
+        )
+    } else if !has_inventory {
+        (
+            false,
+            "NoInventory",
+            "the agent has not reported an inventory yet".to_string(),
+        )
+    } else {
+        (
+            true,
+            "Schedulable",
+            "new jobs may be placed here".to_string(),
+        )
+    };
+    set(&mut conds, mc::SCHEDULABLE, schedulable, reason, msg);
+
+    let active = ctx
+        .stores
+        .jobs
+        .state_filter(|j| {
+            j.status.as_ref().is_some_and(|s| {
+                !s.phase.is_finished() && s.placement.as_ref().is_some_and(|p| p.cluster == name)
+            })
+        })
+        .len() as u32;
+    // Write the heartbeat time coarsely (a quarter of the timeout) to avoid a status write per renewal.
+    let last_heartbeat_time = match (&current.last_heartbeat_time, &renewed) {
+        (Some(old), Some(new))
+            if new.0.duration_since(old.0).as_secs_f64()
+                < timeout.as_duration().as_secs_f64() / 4.0 =>
+        {
+            Some(old.clone())
+        }
+        _ => renewed.clone(),
+    };
+    let desired = HubStatus {
+        namespace: member_namespace(&name),
+        credentials_secret: credentials,
+        last_heartbeat_time,
+        heartbeat_timeout: timeout,
+        active_placements: active,
+        observed_generation: generation,
+        conditions: conds,
+    };
+    let waiting_for_token = pool.is_some() && desired.credentials_secret.is_none();
+    let unchanged = current.namespace.as_deref() == Some(desired.namespace.as_str())
+        && current.credentials_secret == desired.credentials_secret
+        && current.last_heartbeat_time == desired.last_heartbeat_time
+        && current.heartbeat_timeout == Some(desired.heartbeat_timeout)
+        && current.active_placements == desired.active_placements
+        && current.observed_generation == desired.observed_generation
+        && current.conditions == desired.conditions;
+    if !unchanged {
+        let body = serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1",
+            "kind": "MemberCluster",
+            "metadata": {"name": name},
+            "status": desired,
+        });
+        Api::<MemberCluster>::all(ctx.client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(Error::kube(format!(
+                "writing status of MemberCluster {name}"
+            )))?;
+        if ready != was_ready {
+            let (warning, reason, note) = if ready {
+                (false, "Ready", format!("{name} is heartbeating"))
+            } else {
+                (
+                    true,
+                    "NotReady",
+                    format!("{name}: no heartbeat for more than {timeout}; its attempts fail over"),
+                )
+            };
+            ctx.event(member.as_ref(), warning, reason, "Heartbeat", note)
+                .await;
+        }
+    }
+    // Come back when the heartbeat would expire, to notice it on time.
+    let next = match (&renewed, ready) {
+        (Some(r), true) => {
+            let left = timeout.as_duration().as_secs_f64() - at.0.duration_since(r.0).as_secs_f64();
+            Duration::from_secs_f64(left.clamp(0.2, 30.0) + 0.1)
+        }
+        _ if waiting_for_token => Duration::from_secs(1),
+        _ => Duration::from_secs(15),
+    };
+    Ok(Requeue::requeue(next))
+}
+
+async fn cleanup(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
+    let name = member.name_any();
+    let c = &ctx.client;
+    let dp = DeleteParams::background();
+    let ignore_missing = |r: std::result::Result<(), kube::Error>, what: String| match r {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(what)(e)),
+    };
+    ignore_missing(
+        Api::<Namespace>::all(c.clone())
+            .delete(&member_namespace(&name), &dp)
+            .await
+            .map(|_| ()),
+        format!("deleting namespace {}", member_namespace(&name)),
+    )?;
+    ignore_missing(
+        Api::<ClusterRoleBinding>::all(c.clone())
+            .delete(&member_cluster_role(&name), &dp)
+            .await
+            .map(|_| ()),
+        "deleting the member ClusterRoleBinding".into(),
+    )?;
+    ignore_missing(
+        Api::<ClusterRole>::all(c.clone())
+            .delete(&member_cluster_role(&name), &dp)
+            .await
+            .map(|_| ()),
+        "deleting the member ClusterRole".into(),
+    )?;
+    ctx.event(
+        member.as_ref(),
+        false,
+        "Left",
+        "Delete",
+        format!("{name} left the pool; its credentials are revoked"),
+    )
+    .await;
+    Ok(Requeue::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn lease(renewed: i64) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn a_member_is_ready_while_its_lease_is_younger_than_the_timeout() {
+        let t = Duration::from_secs(40);
+        assert_eq!(
+            heartbeat(Some(&lease(100)), t, &at(139)),
+            (true, Some(at(100)))
+        );
+        assert!(!heartbeat(Some(&lease(100)), t, &at(140)).0);
+    }
+
+    #[test]
+    fn a_member_never_heard_from_is_not_ready() {
+        assert_eq!(
+            heartbeat(None, Duration::from_secs(40), &at(1)),
+            (false, None)
+        );
+        let empty = Lease {
+            spec: Some(LeaseSpec::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            heartbeat(Some(&empty), Duration::from_secs(40), &at(1)),
+            (false, None)
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The GpuPool controller: rolls member inventories and job counts up into the pool's status
+//! (members, ready members, GPUs total and free, and per GPU model the clusters, capacity and a
+//! price index) — what `kubectl get gpupool` and `kubectl gpufed top` show.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_crds::conditions::{self, member as mc, pool as pool_cond};
+use gpufed_crds::{
+    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, TokenAmount,
+};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::error::{Error, Result};
+use crate::hub::context::{Context, now};
+use crate::hub::status::write_cluster;
+
+const CONTROLLER: &str = "gpupool";
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    Controller::new(
+        Api::<GpuPool>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<MemberCluster>::all(client),
+        watcher::Config::default(),
+        |m: MemberCluster| Some(ObjectRef::new(&m.spec.pool)),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+fn error_policy(pool: Arc<GpuPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.backoffs.next(&format!("pool/{}", pool.name_any()));
+    tracing::warn!(pool = %pool.name_any(), error = %err, kind = err.kind(), "reconcile failed");
+    ctx.metrics.failed(CONTROLLER, err.kind());
+    Requeue::requeue(delay)
+}
+
+/// The pool's status from its members and jobs (`updated` is left for the caller).
+pub fn roll_up(
+    pool: &GpuPool,
+    members: &[Arc<MemberCluster>],
+    jobs: &[Arc<ComputeJob>],
+) -> GpuPoolStatus {
+    let name = pool.name_any();
+    let mine: Vec<&MemberCluster> = members
+        .iter()
+        .map(|m| m.as_ref())
+        .filter(|m| m.spec.pool == name)
+        .collect();
+    let ready: Vec<&MemberCluster> = mine
+        .iter()
+        .copied()
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY))
+        })
+        .collect();
+    // model → (clusters, total, free, prices weighted by free, prices weighted by total, min, max)
+    #[derive(Default)]
+    struct Acc {
+        clusters: u32,
+        total: u32,
+        free: u32,
+        weighted_free: u128,
+        weighted_total: u128,
+        min: Option<u128>,
+        max: Option<u128>,
+    }
+    let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
+    let (mut total, mut free) = (0u32, 0u32);
+    for m in &ready {
+        let Some(inv) = m.status.as_ref().and_then(|s| s.inventory.as_ref()) else {
+            continue;
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for n in inv.nodes.iter().filter(|n| n.ready) {
+            let Some(price) = m.spec.prices.iter().find(|p| p.model == n.model) else {
+                continue;
+            };
+            let price = price.price_per_gpu_hour.atto();
+            let healthy = n.allocatable_gpus.saturating_sub(n.unhealthy_gpus);
+            let node_free = n.free_gpus.min(healthy);
+            let acc = by_model.entry(n.model.clone()).or_default();
+            if seen.insert(n.model.clone()) {
+                acc.clusters += 1;
+            }
+            acc.total += healthy;
+            acc.free += node_free;
+            acc.weighted_free += price * u128::from(node_free);
+            acc.weighted_total += price * u128::from(healthy);
+            acc.min = Some(acc.min.map_or(price, |p| p.min(price)));
+            acc.max = Some(acc.max.map_or(price, |p| p.max(price)));
+            total += healthy;
+            free += node_free;
+        }
+    }
+    let capacity = by_model
+        .into_iter()
+        .map(|(model, a)| {
+            let index = if a.free > 0 {
+                Some(a.weighted_free / u128::from(a.free))
+            } else if a.total > 0 {
+                Some(a.weighted_total / u128::from(a.total))
+            } else {
+                None
+            };
+            ModelCapacity {
+                model,
+                clusters: a.clusters,
+                total_gpus: a.total,
+                free_gpus: a.free,
+                min_price: a.min.map(TokenAmount::from_atto),
+                max_price: a.max.map(TokenAmount::from_atto),
+                price_index: index.map(TokenAmount::from_atto),
+            }
+        })
+        .collect();
+    let pool_jobs = jobs.iter().filter(|j| j.spec.pool == name);
+    let (mut pending, mut running) = (0, 0);
+    for j in pool_jobs {
+        match j.status.as_ref().map(|s| s.phase) {
+            None | Some(JobPhase::Pending) | Some(JobPhase::Funding) => pending += 1,
+            Some(JobPhase::Placed) | Some(JobPhase::Running) => running += 1,
+            _ => {}
+        }
+    }
+    GpuPoolStatus {
+        members: mine.len() as u32,
+        ready_members: ready.len() as u32,
+        total_gpus: total,
+        free_gpus: free,
+        capacity,
+        pending_jobs: pending,
+        running_jobs: running,
+        last_update_time: None,
+        observed_generation: pool.metadata.generation,
+        conditions: pool
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+    }
+}
+
+async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
+    let t0 = Instant::now();
+    let members = ctx.stores.members.state();
+    let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
+    if pool.spec.chain.is_some() {
+        let (ok, reason, message) = match ctx.chain(&pool).await {
+            Ok(chain) => match chain.block_number().await {
+                Ok(_) => (
+                    true,
+                    "Connected",
+                    format!("RPC answers; settling as {}", chain.hub_account),
+                ),
+                Err(e) => (false, "RpcUnavailable", e.to_string()),
+            },
+            Err(e) => (false, "NotConfigured", e.to_string()),
+        };
+        conditions::set_condition(
+            &mut status.conditions,
+            conditions::condition(
+                pool_cond::CHAIN_READY,
+                ok,
+                reason,
+                message,
+                pool.metadata.generation,
+                now(),
+            ),
+        );
+    }
+    let mut current = pool.status.clone().unwrap_or_default();
+    let changed = {
+        current.last_update_time = None;
+        current != status
+    };
+    if changed {
+        status.last_update_time = Some(now());
+        write_cluster(&ctx.client, pool.as_ref(), &status).await?;
+    }
+    let ready = members
+        .iter()
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY))
+        })
+        .count() as i64;
+    ctx.metrics.members.with_label_values(&["ready"]).set(ready);
+    ctx.metrics
+        .members
+        .with_label_values(&["not_ready"])
+        .set(members.len() as i64 - ready);
+    ctx.backoffs.reset(&format!("pool/{}", pool.name_any()));
+    ctx.metrics.reconciled(CONTROLLER, t0.elapsed());
+    // Job counts change without a pool event: refresh regularly.
+    Ok(Requeue::requeue(Duration::from_secs(10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::testing::member;
+    use gpufed_crds::{GpuPoolSpec, Inventory, MemberClusterStatus, NodeInventory};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pool() -> GpuPool {
+        GpuPool::new(
+            "default",
+            GpuPoolSpec {
+                strategy: Default::default(),
+                heartbeat_timeout: "40s".parse().unwrap(),
+                min_bond: None,
+                chain: None,
+                payers: vec![],
+            },
+        )
+    }
+
+    fn with_nodes(
+        name: &str,
+        model: &str,
+        price: &str,
+        ready: bool,
+        nodes: &[(u32, u32)],
+    ) -> Arc<MemberCluster> {
+        let mut m = member(name, model, price).build();
+        let t = Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
+        m.status = Some(MemberClusterStatus {
+            conditions: vec![conditions::condition(mc::READY, ready, "x", "", None, t)],
+            inventory: Some(Inventory {
+                update_time: None,
+                nodes: nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (alloc, free))| NodeInventory {
+                        name: format!("{name}-{i}"),
+                        model: model.into(),
+                        gpu_memory_mib: 1,
+                        allocatable_gpus: *alloc,
+                        free_gpus: *free,
+                        unhealthy_gpus: 0,
+                        utilization_percent: 0,
+                        ready: true,
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        });
+        Arc::new(m)
+    }
+
+    #[test]
+    fn ready_members_roll_up_into_capacity_and_a_free_weighted_price_index() {
+        let members = [
+            with_nodes("a", "H100", "2.00", true, &[(8, 8)]),
+            with_nodes("b", "H100", "4.00", true, &[(8, 0), (8, 8)]),
+            with_nodes("c", "L4", "0.50", true, &[(4, 2)]),
+            with_nodes("d", "H100", "1.00", false, &[(8, 8)]),
+        ];
+        let s = roll_up(&pool(), &members, &[]);
+        assert_eq!((s.members, s.ready_members), (4, 3));
+        assert_eq!((s.total_gpus, s.free_gpus), (28, 18));
+        let h100 = &s.capacity[0];
+        assert_eq!(h100.model, "H100");
+        assert_eq!(
+            (h100.clusters, h100.total_gpus, h100.free_gpus),
+            (2, 24, 16)
+        );
+        assert_eq!(h100.min_price.unwrap().to_string(), "2.00");
+        assert_eq!(h100.max_price.unwrap().to_string(), "4.00");
+        // 8 free at 2.00 and 8 free at 4.00.
+        assert_eq!(h100.price_index.unwrap().to_string(), "3.00");
+        assert_eq!(s.capacity[1].model, "L4");
+    }
+
+    #[test]
+    fn gpus_of_a_model_without_a_price_are_not_counted() {
+        let members = [with_nodes("a", "H100", "2.00", true, &[(8, 8)])];
+        let mut m = members[0].as_ref().clone();
+        m.spec.prices[0].model = "A100".into();
+        let s = roll_up(&pool(), &[Arc::new(m)], &[]);
+        assert_eq!(s.total_gpus, 0);
+        assert!(s.capacity.is_empty());
+    }
+}

@@ -1,0 +1,444 @@
+//! Translates the hub's view of the API (MemberClusters, ProviderBonds, ComputeJobs) into the plain
+//! inputs of the scheduling core, and works out which GPUs are promised to attempts that the
+//! members have not reported yet (reservations). Pure functions: unit-tested from fixtures.
+
+use std::collections::BTreeMap;
+
+use gpufed_crds::conditions::{self, member as mc};
+use gpufed_crds::{AttemptPhase, ComputeJob, GpuPool, MemberCluster, ProviderBond, Strategy};
+use gpufed_scheduler::{BondState, ClusterState, JobRequest, NodeState, Policy, Reservation};
+
+/// The scheduling policy of a pool.
+pub fn policy(pool: &GpuPool) -> Policy {
+    Policy {
+        strategy: match pool.spec.strategy {
+            Strategy::CheapestFit => gpufed_scheduler::Strategy::CheapestFit,
+            Strategy::BinPack => gpufed_scheduler::Strategy::BinPack,
+            Strategy::Spread => gpufed_scheduler::Strategy::Spread,
+        },
+    }
+}
+
+/// Whether the pool pays on chain and requires a positive bond.
+fn requires_bond(pool: &GpuPool) -> bool {
+    pool.spec.chain.as_ref().is_some_and(|c| c.bond.is_some())
+        && pool.spec.min_bond.is_some_and(|b| b.atto() > 0)
+}
+
+/// The bond state of a member in `pool`, from its mirrored ProviderBond (if any).
+pub fn bond_state(
+    pool: &GpuPool,
+    member: &MemberCluster,
+    bond: Option<&ProviderBond>,
+) -> BondState {
+    if pool.spec.chain.is_some() && member.spec.wallet.is_none() {
+        return BondState::NoWallet;
+    }
+    if !requires_bond(pool) {
+        return BondState::NotRequired;
+    }
+    let Some(status) = bond.and_then(|b| b.status.as_ref()) else {
+        return BondState::Unknown;
+    };
+    if status.eligible {
+        BondState::Eligible
+    } else {
+        BondState::Insufficient {
+            bonded: status.bonded.map(|b| b.atto()).unwrap_or(0),
+            required: status
+                .required
+                .or(pool.spec.min_bond)
+                .map(|b| b.atto())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A member as the scheduler sees it.
+pub fn cluster_state(
+    pool: &GpuPool,
+    member: &MemberCluster,
+    bond: Option<&ProviderBond>,
+) -> ClusterState {
+    let status = member.status.as_ref();
+    let ready = status.is_some_and(|s| conditions::is_true(&s.conditions, mc::READY));
+    let inventory = status.and_then(|s| s.inventory.as_ref());
+    ClusterState {
+        name: member.metadata.name.clone().unwrap_or_default(),
+        region: member.spec.region.clone(),
+        ready,
+        cordoned: member.spec.cordoned,
+        bond: bond_state(pool, member, bond),
+        prices: member
+            .spec
+            .prices
+            .iter()
+            .map(|p| (p.model.clone(), p.price_per_gpu_hour.atto()))
+            .collect(),
+        nodes: inventory
+            .map(|inv| {
+                inv.nodes
+                    .iter()
+                    .map(|n| NodeState {
+                        name: n.name.clone(),
+                        model: n.model.clone(),
+                        gpu_memory_mib: n.gpu_memory_mib,
+                        allocatable_gpus: n.allocatable_gpus,
+                        free_gpus: n.free_gpus,
+                        unhealthy_gpus: n.unhealthy_gpus,
+                        ready: n.ready,
+                        utilization_percent: n.utilization_percent,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        has_inventory: inventory.is_some(),
+    }
+}
+
+/// `namespace/name` of a job: the key the scheduler and the hub use for it.
+pub fn job_key(job: &ComputeJob) -> String {
+    format!(
+        "{}/{}",
+        job.metadata.namespace.as_deref().unwrap_or_default(),
+        job.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Clusters where an earlier attempt of the job failed or was lost.
+pub fn failed_on(job: &ComputeJob) -> Vec<String> {
+    let mut clusters: Vec<String> = job
+        .status
+        .iter()
+        .flat_map(|s| &s.attempts)
+        .filter(|a| matches!(a.phase, AttemptPhase::Failed | AttemptPhase::Lost))
+        .map(|a| a.cluster.clone())
+        .collect();
+    clusters.sort();
+    clusters.dedup();
+    clusters
+}
+
+/// A pending job as the scheduler sees it. `order` is its place in the queue (creation order).
+pub fn job_request(job: &ComputeJob, order: u64) -> JobRequest {
+    let spec = &job.spec;
+    JobRequest {
+        key: job_key(job),
+        replicas: spec.replicas,
+        gpus_per_replica: spec.gpus_per_replica,
+        models: spec.gpu.models.clone(),
+        min_gpu_memory_mib: u64::from(spec.gpu.min_memory_gib) * 1024,
+        max_price: spec.max_price_per_gpu_hour.map(|p| p.atto()),
+        regions: spec.regions.clone().unwrap_or_default(),
+        exclude: spec.exclude_clusters.clone().unwrap_or_default(),
+        failed_on: failed_on(job),
+        priority: spec.priority,
+        order,
+    }
+}
+
+/// Creation time of an object in seconds since the epoch (its queue order); 0 if unset.
+pub fn creation_order(job: &ComputeJob) -> u64 {
+    job.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| u64::try_from(t.0.as_second()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// GPUs promised to active attempts that the members' inventories do not show yet.
+///
+/// An attempt reserves `replicas × gpusPerReplica` on the nodes the hub planned until its member
+/// reports it Running *and* the member's inventory was taken after the pods started (from then on
+/// the inventory's free count already excludes them).
+pub fn reservations(
+    jobs: &[ComputeJob],
+    members: &BTreeMap<String, MemberCluster>,
+) -> Vec<Reservation> {
+    let mut out = vec![];
+    for job in jobs {
+        let Some(status) = job.status.as_ref() else {
+            continue;
+        };
+        if status.phase.is_finished() {
+            continue;
+        }
+        let Some(attempt) = status.attempts.iter().find(|a| a.attempt == status.attempt) else {
+            continue;
+        };
+        if attempt.phase.is_finished() {
+            continue;
+        }
+        if attempt.phase == AttemptPhase::Running {
+            let inventory_time = members
+                .get(&attempt.cluster)
+                .and_then(|m| m.status.as_ref())
+                .and_then(|s| s.inventory.as_ref())
+                .and_then(|i| i.update_time.as_ref());
+            let reflected = match (inventory_time, attempt.start_time.as_ref()) {
+                (Some(inv), Some(start)) => inv.0 >= start.0,
+                _ => false,
+            };
+            if reflected {
+                continue;
+            }
+        }
+        for planned in &attempt.planned_nodes {
+            out.push(Reservation {
+                cluster: attempt.cluster.clone(),
+                node: planned.node.clone(),
+                gpus: planned.replicas.saturating_mul(job.spec.gpus_per_replica),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::testing::{job, member};
+    use gpufed_crds::{
+        AttemptRecord, ChainSpec, ComputeJobStatus, GpuPoolSpec, Inventory, JobPhase,
+        MemberClusterStatus, NodeInventory, PlannedNode, ProviderBondSpec, ProviderBondStatus,
+        SecretKeyRef,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn pool(chain: bool, min_bond: Option<&str>) -> GpuPool {
+        let addr = || {
+            "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+                .parse()
+                .unwrap()
+        };
+        GpuPool::new(
+            "default",
+            GpuPoolSpec {
+                strategy: Strategy::BinPack,
+                heartbeat_timeout: "40s".parse().unwrap(),
+                min_bond: min_bond.map(|b| b.parse().unwrap()),
+                chain: chain.then(|| ChainSpec {
+                    rpc_url: "http://127.0.0.1:8545".into(),
+                    chain_id: 31337,
+                    token: addr(),
+                    escrow: addr(),
+                    bond: Some(addr()),
+                    hub_key_secret_ref: SecretKeyRef {
+                        namespace: "gpufed-system".into(),
+                        name: "k".into(),
+                        key: "k".into(),
+                    },
+                    lock_grace: "1h".parse().unwrap(),
+                }),
+                payers: vec![],
+            },
+        )
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn ready_member(name: &str) -> MemberCluster {
+        let mut m = member(name, "H100", "2.40").region("eu-west").build();
+        m.status = Some(MemberClusterStatus {
+            conditions: vec![conditions::condition(
+                mc::READY,
+                true,
+                "Heartbeat",
+                "",
+                None,
+                at(1),
+            )],
+            inventory: Some(Inventory {
+                update_time: Some(at(100)),
+                nodes: vec![NodeInventory {
+                    name: "n1".into(),
+                    model: "H100".into(),
+                    gpu_memory_mib: 81559,
+                    allocatable_gpus: 8,
+                    free_gpus: 6,
+                    unhealthy_gpus: 0,
+                    utilization_percent: 40,
+                    ready: true,
+                }],
+            }),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn a_ready_member_becomes_a_cluster_with_nodes_and_prices() {
+        let c = cluster_state(&pool(false, None), &ready_member("alpha"), None);
+        assert_eq!(c.name, "alpha");
+        assert!(c.ready && c.has_inventory && !c.cordoned);
+        assert_eq!(c.prices["H100"], 2_400_000_000_000_000_000);
+        assert_eq!(c.nodes[0].free_gpus, 6);
+        assert_eq!(c.bond, BondState::NotRequired);
+    }
+
+    #[test]
+    fn a_member_without_status_is_not_ready_and_has_no_inventory() {
+        let c = cluster_state(
+            &pool(false, None),
+            &member("beta", "A100", "1").build(),
+            None,
+        );
+        assert!(!c.ready && !c.has_inventory && c.nodes.is_empty());
+    }
+
+    #[test]
+    fn bonds_matter_only_in_pools_with_a_chain_and_a_minimum() {
+        let m = ready_member("alpha");
+        assert_eq!(bond_state(&pool(true, None), &m, None), BondState::NoWallet);
+        let mut with_wallet = m.clone();
+        with_wallet.spec.wallet = Some(
+            "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            bond_state(&pool(true, None), &with_wallet, None),
+            BondState::NotRequired
+        );
+        assert_eq!(
+            bond_state(&pool(true, Some("100")), &with_wallet, None),
+            BondState::Unknown
+        );
+        let mut bond = ProviderBond::new(
+            "alpha",
+            ProviderBondSpec {
+                member_cluster: "alpha".into(),
+                pool: "default".into(),
+                provider: with_wallet.spec.wallet.clone().unwrap(),
+            },
+        );
+        bond.status = Some(ProviderBondStatus {
+            bonded: Some("50".parse().unwrap()),
+            required: Some("100".parse().unwrap()),
+            eligible: false,
+            ..Default::default()
+        });
+        assert_eq!(
+            bond_state(&pool(true, Some("100")), &with_wallet, Some(&bond)),
+            BondState::Insufficient {
+                bonded: 50 * gpufed_scheduler::ONE_TOKEN,
+                required: 100 * gpufed_scheduler::ONE_TOKEN
+            }
+        );
+        bond.status.as_mut().unwrap().eligible = true;
+        assert_eq!(
+            bond_state(&pool(true, Some("100")), &with_wallet, Some(&bond)),
+            BondState::Eligible
+        );
+    }
+
+    #[test]
+    fn a_job_becomes_a_request_with_memory_in_mib_and_clusters_it_failed_on() {
+        let mut j = job("train")
+            .gpus(8)
+            .models(&["H100"])
+            .min_memory_gib(80)
+            .max_price("3")
+            .build();
+        j.status = Some(ComputeJobStatus {
+            attempts: vec![
+                attempt(1, "alpha", AttemptPhase::Lost),
+                attempt(2, "beta", AttemptPhase::Failed),
+            ],
+            ..Default::default()
+        });
+        let r = job_request(&j, 7);
+        assert_eq!(r.key, "team-a/train");
+        assert_eq!(r.min_gpu_memory_mib, 80 * 1024);
+        assert_eq!(r.max_price, Some(3 * gpufed_scheduler::ONE_TOKEN));
+        assert_eq!(r.failed_on, ["alpha", "beta"]);
+        assert_eq!(r.order, 7);
+    }
+
+    fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
+        AttemptRecord {
+            attempt: n,
+            cluster: cluster.into(),
+            placement: format!("p{n}"),
+            model: "H100".into(),
+            price_per_gpu_hour: "1".parse().unwrap(),
+            provider: None,
+            phase,
+            reason: None,
+            message: None,
+            placed_time: None,
+            start_time: None,
+            finish_time: None,
+            gpu_seconds: 0,
+            planned_nodes: vec![PlannedNode {
+                node: "n1".into(),
+                replicas: 2,
+            }],
+            settlement: None,
+        }
+    }
+
+    fn active(phase: AttemptPhase, start: Option<i64>) -> ComputeJob {
+        let mut j = job("j").gpus(4).replicas(2).build();
+        let mut a = attempt(1, "alpha", phase);
+        a.start_time = start.map(at);
+        j.status = Some(ComputeJobStatus {
+            phase: JobPhase::Placed,
+            attempt: 1,
+            attempts: vec![a],
+            ..Default::default()
+        });
+        j
+    }
+
+    #[test]
+    fn placed_attempts_reserve_their_gpus_on_the_planned_nodes() {
+        let members = BTreeMap::from([("alpha".to_string(), ready_member("alpha"))]);
+        let r = reservations(&[active(AttemptPhase::Placed, None)], &members);
+        assert_eq!(
+            r,
+            [Reservation {
+                cluster: "alpha".into(),
+                node: "n1".into(),
+                gpus: 8
+            }]
+        );
+    }
+
+    #[test]
+    fn running_attempts_stop_reserving_once_the_inventory_shows_them() {
+        let members = BTreeMap::from([("alpha".to_string(), ready_member("alpha"))]);
+        // Inventory taken at t=100: pods that started at 90 are in it, pods that started at 110 are not.
+        assert!(reservations(&[active(AttemptPhase::Running, Some(90))], &members).is_empty());
+        assert_eq!(
+            reservations(&[active(AttemptPhase::Running, Some(110))], &members).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn finished_attempts_reserve_nothing() {
+        let members = BTreeMap::new();
+        for phase in [
+            AttemptPhase::Succeeded,
+            AttemptPhase::Failed,
+            AttemptPhase::Lost,
+        ] {
+            assert!(
+                reservations(&[active(phase, None)], &members).is_empty(),
+                "{phase:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pool_strategy_maps_onto_the_core() {
+        assert_eq!(
+            policy(&pool(false, None)).strategy,
+            gpufed_scheduler::Strategy::BinPack
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Prometheus metrics of the operator, all prefixed `gpufed_`. Labels are bounded: controller
+//! names, error kinds, results, pools, clusters and GPU models — never a job or placement name.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the operator exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles per controller.
+    pub reconciles: IntCounterVec,
+    /// Failed reconciles per controller and error kind.
+    pub reconcile_errors: IntCounterVec,
+    /// Reconcile duration per controller.
+    pub reconcile_duration: HistogramVec,
+    /// Jobs waiting for a cluster, per pool.
+    pub pending_jobs: IntGaugeVec,
+    /// Time from a job entering the queue to its placement.
+    pub placement_latency: HistogramVec,
+    /// Scheduling decisions per result (`placed`, `nofit`).
+    pub decisions: IntCounterVec,
+    /// Scheduling passes.
+    pub scheduling_passes: IntCounterVec,
+    /// Free GPUs per cluster and model, as the hub sees them (after reservations).
+    pub free_gpus: GaugeVec,
+    /// Attempts re-placed after their member was lost, per reason.
+    pub failovers: IntCounterVec,
+    /// Whether this replica holds the leader Lease (1) or not (0).
+    pub leader: IntGauge,
+    /// Settlement outcomes (`locked`, `settled`, `expired`, `error`).
+    pub settlements: IntCounterVec,
+    /// Members per readiness (`ready`, `not_ready`).
+    pub members: IntGaugeVec,
+    /// Agent: heartbeat Lease renewals that failed.
+    pub agent_heartbeat_failures: IntCounter,
+    /// Agent: this member's Placements per reported phase (`none` before the first report).
+    pub agent_placements: IntGaugeVec,
+    /// Agent: times the agent fenced itself off (lost the hub for longer than the fence timeout).
+    pub agent_fenced: IntCounter,
+    /// Agent: local Jobs deleted, per reason (`orphan`, `stale`, `fenced`).
+    pub agent_jobs_deleted: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("gpufed_reconcile_total", "Reconciles per controller."),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "gpufed_reconcile_errors_total",
+                "Failed reconciles per controller and error kind.",
+            ),
+            &["controller", "kind"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gpufed_reconcile_duration_seconds",
+                "Reconcile duration per controller.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["controller"],
+        )?;
+        let pending_jobs = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_pending_jobs",
+                "Jobs waiting for a cluster, per pool.",
+            ),
+            &["pool"],
+        )?;
+        let placement_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gpufed_placement_latency_seconds",
+                "Seconds from a job entering the queue to the hub choosing its cluster.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["pool"],
+        )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "gpufed_scheduling_decisions_total",
+                "Scheduling decisions per result.",
+            ),
+            &["result"],
+        )?;
+        let scheduling_passes = IntCounterVec::new(
+            Opts::new(
+                "gpufed_scheduling_passes_total",
+                "Scheduling passes over the pending queue.",
+            ),
+            &["pool"],
+        )?;
+        let free_gpus = GaugeVec::new(
+            Opts::new(
+                "gpufed_cluster_free_gpus",
+                "Free GPUs per member cluster and model, after in-flight reservations.",
+            ),
+            &["cluster", "model"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "gpufed_failovers_total",
+                "Attempts lost with their member and re-placed.",
+            ),
+            &["reason"],
+        )?;
+        let leader = IntGauge::new(
+            "gpufed_leader",
+            "1 while this replica holds the leader Lease.",
+        )?;
+        let settlements = IntCounterVec::new(
+            Opts::new("gpufed_settlements_total", "Escrow operations per outcome."),
+            &["outcome"],
+        )?;
+        let members = IntGaugeVec::new(
+            Opts::new("gpufed_members", "Member clusters per readiness."),
+            &["state"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(pending_jobs.clone()))?;
+        registry.register(Box::new(placement_latency.clone()))?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(scheduling_passes.clone()))?;
+        registry.register(Box::new(free_gpus.clone()))?;
+        registry.register(Box::new(failovers.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(settlements.clone()))?;
+        registry.register(Box::new(members.clone()))?;
+        let agent_heartbeat_failures = IntCounter::new(
+            "gpufed_agent_heartbeat_failures_total",
+            "Heartbeat Lease renewals of the member agent that failed.",
+        )?;
+        let agent_placements = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_agent_placements",
+                "This member's Placements per reported phase.",
+            ),
+            &["phase"],
+        )?;
+        let agent_fenced = IntCounter::new(
+            "gpufed_agent_fenced_total",
+            "Times the agent lost the hub for longer than the fence timeout and stopped its Jobs.",
+        )?;
+        let agent_jobs_deleted = IntCounterVec::new(
+            Opts::new(
+                "gpufed_agent_jobs_deleted_total",
+                "Local Jobs the agent deleted, per reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(agent_heartbeat_failures.clone()))?;
+        registry.register(Box::new(agent_placements.clone()))?;
+        registry.register(Box::new(agent_fenced.clone()))?;
+        registry.register(Box::new(agent_jobs_deleted.clone()))?;
+        Ok(Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            pending_jobs,
+            placement_latency,
+            decisions,
+            scheduling_passes,
+            free_gpus,
+            failovers,
+            leader,
+            settlements,
+            members,
+            agent_heartbeat_failures,
+            agent_placements,
+            agent_fenced,
+            agent_jobs_deleted,
+        })
+    }
+
+    /// Records one reconcile of `controller` that took `took`.
+    pub fn reconciled(&self, controller: &str, took: Duration) {
+        self.reconciles.with_label_values(&[controller]).inc();
+        self.reconcile_duration
+            .with_label_values(&[controller])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a failed reconcile.
+    pub fn failed(&self, controller: &str, kind: &str) {
+        self.reconcile_errors
+            .with_label_values(&[controller, kind])
+            .inc();
+    }
+
+    /// The registry, for extra collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = vec![];
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_the_gpufed_prefix_and_bounded_labels() {
+        let m = Metrics::new().unwrap();
+        m.reconciled("computejob", Duration::from_millis(3));
+        m.failed("computejob", "kube");
+        m.free_gpus.with_label_values(&["alpha", "H100"]).set(8.0);
+        m.leader.set(1);
+        let text = m.render();
+        assert!(
+            text.contains("gpufed_reconcile_total{controller=\"computejob\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "gpufed_reconcile_errors_total{controller=\"computejob\",kind=\"kube\"} 1"
+            )
+        );
+        assert!(text.contains("gpufed_cluster_free_gpus{cluster=\"alpha\",model=\"H100\"} 8"));
+        assert!(text.contains("gpufed_leader 1"));
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.starts_with("gpufed_"), "{line}");
+        }
+    }
+}
