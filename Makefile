@@ -42,6 +42,15 @@ contracts: ## Foundry tests of the EVM contracts (unit, fuzz, invariant, gas sna
 test: lint unit contracts e2e ## Everything CI runs.
 	@echo "make test: all green"
 
+BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench
+bench: tools-k8s contracts build ## Scheduler criterion bench, e2e throughput on real apiservers, settlement gas → docs/benchmarks.md.
+	mkdir -p $(BENCH_DIR)
+	$(CARGO) bench -p gpufed-scheduler --bench schedule
+	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
+	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- throughput --jobs 300 --out $(BENCH_DIR)/throughput.json
+	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \
+	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --out docs/benchmarks.md
+
 clean: ## Remove build outputs of the checkout (caches outside it are kept).
 	$(CARGO) clean
 	rm -rf .tools contracts/out contracts/cache

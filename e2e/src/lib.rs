@@ -8,10 +8,12 @@
 //! Processes die with the test (process groups, `PR_SET_PDEATHSIG`), directories are removed, and a
 //! failing test prints every component's log tail.
 
+pub mod bench;
 pub mod chain;
 pub mod cluster;
 pub mod federation;
 pub mod hubctl;
+pub mod joining;
 pub mod nodes;
 pub mod pki;
 pub mod process;

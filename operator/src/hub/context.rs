@@ -98,7 +98,15 @@ pub struct Context {
     pub settler: Arc<Settler>,
     /// Chain clients per pool, with the fingerprint of the settings they were built from.
     chains: Mutex<HashMap<String, (String, Arc<ChainClient>)>>,
+    /// Members registered by this process: name → (uid, when). Registration is re-applied after
+    /// [`REREGISTER_AFTER`] (self-healing) instead of on every heartbeat.
+    pub registered: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// The last inventory time of each member the scheduler was woken for.
+    pub inventory_seen: Mutex<HashMap<String, Option<Time>>>,
 }
+
+/// How long a member's registration objects are trusted before they are applied again.
+pub const REREGISTER_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Context {
     /// A new context.
@@ -126,6 +134,8 @@ impl Context {
             backoffs: Backoffs::default(),
             settler,
             chains: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashMap::new()),
+            inventory_seen: Mutex::new(HashMap::new()),
         }
     }
 

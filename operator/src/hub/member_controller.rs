@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::hub::context::{Context, MANAGER, now};
+use crate::hub::context::{Context, MANAGER, REREGISTER_AFTER, now};
 use crate::hub::registration::{self, token_secret_name};
 use crate::hub::snapshot;
 
@@ -89,7 +89,6 @@ async fn reconcile(member: Arc<MemberCluster>, ctx: Arc<Context>) -> Result<Requ
     if result.is_ok() {
         ctx.backoffs.reset(&format!("member/{name}"));
     }
-    ctx.schedule.notify_one();
     result
 }
 
@@ -239,7 +238,25 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         .as_ref()
         .map(|p| p.spec.heartbeat_timeout)
         .unwrap_or(KubeDuration::from_secs(40));
-    let credentials = register(&name, ctx).await?;
+    let uid = member.metadata.uid.clone().unwrap_or_default();
+    let fresh = {
+        let registered = ctx.registered.lock().await;
+        registered
+            .get(&name)
+            .is_some_and(|(u, at)| *u == uid && at.elapsed() < REREGISTER_AFTER)
+    };
+    let credentials = if fresh && current.credentials_secret.is_some() {
+        current.credentials_secret.clone()
+    } else {
+        let credentials = register(&name, ctx).await?;
+        if credentials.is_some() {
+            ctx.registered
+                .lock()
+                .await
+                .insert(name.clone(), (uid, std::time::Instant::now()));
+        }
+        credentials
+    };
     match (&pool, &credentials) {
         (None, _) => set(
             &mut conds,
@@ -393,6 +410,18 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         && current.active_placements == desired.active_placements
         && current.observed_generation == desired.observed_generation
         && current.conditions == desired.conditions;
+    let inventory_time = current
+        .inventory
+        .as_ref()
+        .and_then(|i| i.update_time.clone());
+    let new_inventory = {
+        let mut seen = ctx.inventory_seen.lock().await;
+        seen.insert(name.clone(), inventory_time.clone()) != Some(inventory_time)
+    };
+    if new_inventory || !unchanged {
+        // Capacity or schedulability changed: let the queue be reconsidered now.
+        ctx.schedule.notify_one();
+    }
     if !unchanged {
         let body = serde_json::json!({
             "apiVersion": "gpufed.io/v1alpha1",
@@ -466,6 +495,8 @@ async fn cleanup(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
             .map(|_| ()),
         "deleting the member ClusterRole".into(),
     )?;
+    ctx.registered.lock().await.remove(&name);
+    ctx.schedule.notify_one();
     ctx.event(
         member.as_ref(),
         false,

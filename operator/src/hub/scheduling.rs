@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::naming::{chain_job_id_hex, member_namespace, placement_name};
 use gpufed_crds::{
@@ -27,6 +28,9 @@ use kube::ResourceExt;
 use crate::hub::context::{Context, now};
 use crate::hub::snapshot;
 use crate::hub::status::{Written, write_namespaced};
+
+/// Status writes of one pass in flight at once.
+pub const WRITE_CONCURRENCY: usize = 8;
 
 /// How often the queue is re-evaluated without any trigger.
 pub const RESYNC: Duration = Duration::from_secs(5);
@@ -132,32 +136,46 @@ async fn pass(ctx: &Context, in_flight: &mut InFlight) {
         };
         let by_key: HashMap<String, &Arc<ComputeJob>> =
             pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
-        for (key, decision) in decisions {
-            let Some(job) = by_key.get(&key) else {
-                continue;
-            };
-            match decision {
-                Decision::Place(a) => {
-                    let promised = promised(job, &a);
-                    match record_placement(ctx, job, &pool, &a, policy.strategy).await {
-                        Ok(true) => {
-                            reservations.extend(promised.iter().cloned());
-                            if let Some(uid) = job.uid() {
+        // Decisions are independent once the batch is computed: write them a few at a time.
+        let outcomes: Vec<Option<(String, u32, Vec<Reservation>)>> = futures::stream::iter(
+            decisions,
+        )
+        .map(|(key, decision)| {
+            let job = by_key.get(&key).map(|j| (*j).clone());
+            let pool = pool.clone();
+            async move {
+                let job = job?;
+                match decision {
+                    Decision::Place(a) => {
+                        let promised = promised(&job, &a);
+                        match record_placement(ctx, &job, &pool, &a, policy.strategy).await {
+                            Ok(true) => {
                                 let attempt =
                                     job.status.as_ref().map(|s| s.attempt).unwrap_or(0) + 1;
-                                in_flight.by_uid.insert(uid, (attempt, promised));
+                                job.uid().map(|uid| (uid, attempt, promised))
+                            }
+                            Ok(false) => None,
+                            Err(e) => {
+                                tracing::warn!(job = %key, error = %e, "recording a placement");
+                                None
                             }
                         }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(job = %key, error = %e, "recording a placement"),
                     }
-                }
-                Decision::NoFit(reasons) => {
-                    if let Err(e) = record_no_fit(ctx, job, &explain(&reasons)).await {
-                        tracing::warn!(job = %key, error = %e, "recording why a job waits");
+                    Decision::NoFit(reasons) => {
+                        if let Err(e) = record_no_fit(ctx, &job, &explain(&reasons)).await {
+                            tracing::warn!(job = %key, error = %e, "recording why a job waits");
+                        }
+                        None
                     }
                 }
             }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+        for (uid, attempt, promised) in outcomes.into_iter().flatten() {
+            reservations.extend(promised.iter().cloned());
+            in_flight.by_uid.insert(uid, (attempt, promised));
         }
     }
 }

@@ -1,0 +1,213 @@
+//! `make bench`'s driver: runs the e2e throughput measurement against real apiservers and writes
+//! `docs/benchmarks.md` from it, criterion's estimates of the scheduler core and forge's settlement
+//! gas figures — every figure from the same run, compared as ratios.
+//!
+//! ```text
+//! gpufed-bench throughput [--jobs N] [--out FILE]     # hub + fake agents, 3 and 30 members
+//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE --out docs/benchmarks.md
+//! ```
+
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+
+use gpufed_e2e::bench::{ThroughputConfig, ThroughputResult, throughput};
+use gpufed_e2e::{Tools, init_test_logging};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("gpufed-bench: {msg}");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("throughput") => {
+            init_test_logging();
+            let jobs: usize = arg(&args, "--jobs")
+                .map_or(Ok(300), |s| s.parse())
+                .unwrap_or_else(|e| fail(e));
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/throughput.json".into()),
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            let mut results = vec![];
+            for members in [3, 30] {
+                // Enough GPUs for every job on the small federation too.
+                let nodes_per_member = jobs.div_ceil(members * 8).max(1) + 1;
+                let cfg = ThroughputConfig {
+                    members,
+                    nodes_per_member,
+                    jobs,
+                };
+                eprintln!(
+                    "throughput: {members} members × {nodes_per_member} nodes, {jobs} jobs …"
+                );
+                let r = throughput(&tools, &cfg).await.unwrap_or_else(|e| fail(e));
+                eprintln!(
+                    "  ingest {:.1}/s, placed {:.1}/s (decided in {:.2}s, placed in {:.2}s)",
+                    r.ingest_rate(),
+                    r.placed_rate(),
+                    r.decided_secs,
+                    r.placed_secs
+                );
+                results.push(r);
+            }
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            }
+            let text = serde_json::to_string_pretty(&results).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+        }
+        Some("report") => {
+            let criterion =
+                PathBuf::from(arg(&args, "--criterion").unwrap_or_else(|| fail("--criterion DIR")));
+            let tp = PathBuf::from(
+                arg(&args, "--throughput").unwrap_or_else(|| fail("--throughput FILE")),
+            );
+            let gas = PathBuf::from(arg(&args, "--gas").unwrap_or_else(|| fail("--gas FILE")));
+            let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| fail("--out FILE")));
+            let text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            println!("wrote {}", out.display());
+        }
+        _ => fail(
+            "usage: gpufed-bench throughput [--jobs N] [--out FILE] | report --criterion DIR --throughput FILE --gas FILE --out FILE",
+        ),
+    }
+}
+
+/// Mean nanoseconds per iteration and elements per iteration of one criterion benchmark.
+fn criterion_estimate(dir: &Path, id: &str) -> Result<(f64, u64), String> {
+    let base = dir.join(id).join("new");
+    let read = |f: &str| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(base.join(f))
+            .map_err(|e| format!("{}: {e}", base.join(f).display()))?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    let mean = read("estimates.json")?["mean"]["point_estimate"]
+        .as_f64()
+        .ok_or("no mean in estimates.json")?;
+    let elements = read("benchmark.json")?["throughput"]["Elements"]
+        .as_u64()
+        .unwrap_or(1);
+    Ok((mean, elements))
+}
+
+/// `(label, gas per job)` lines from the forge gas test output.
+fn gas_lines(text: &str) -> Vec<(String, u64)> {
+    let mut out = vec![];
+    let mut label = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("settleBatch (") {
+            label = line.to_string();
+        }
+        if let Some(rest) = line.strip_prefix("execution gas per job:")
+            && let Ok(v) = rest.trim().parse()
+        {
+            out.push((label.clone(), v));
+        }
+    }
+    out
+}
+
+fn report(criterion: &Path, tp: &Path, gas: &Path) -> Result<String, String> {
+    let mut md = String::from(
+        "# Benchmarks\n\n\
+         Generated by `make bench` (`e2e/src/bin/gpufed-bench.rs`); every figure below comes from one run \
+         on one machine, and comparisons are ratios within that run. Tests never assert on time.\n\n",
+    );
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    md.push_str(&format!("Machine: {cores} cores, {machine}.\n\n"));
+
+    md.push_str("## Scheduler core (criterion, one thread)\n\n| pool | batch | time per batch | decisions/s |\n|---|---|---|---|\n");
+    let mut per_decision = vec![];
+    for clusters in [100u64, 1000] {
+        let (ns, elements) =
+            criterion_estimate(criterion, &format!("schedule_batch/clusters/{clusters}"))?;
+        let rate = elements as f64 / (ns / 1e9);
+        per_decision.push(ns / elements as f64);
+        md.push_str(&format!(
+            "| {clusters} clusters | {elements} jobs | {:.2} ms | {:.0} |\n",
+            ns / 1e6,
+            rate
+        ));
+    }
+    if let [small, large] = per_decision[..] {
+        md.push_str(&format!(
+            "\nOne decision costs {:.1}× as much with 10× the clusters (goal: at least 20,000 decisions/s at 1,000 clusters).\n\n",
+            large / small
+        ));
+    }
+
+    let results: Vec<ThroughputResult> = serde_json::from_str(
+        &std::fs::read_to_string(tp).map_err(|e| format!("{}: {e}", tp.display()))?,
+    )
+    .map_err(|e| e.to_string())?;
+    md.push_str(
+        "## Hub against a real apiserver (e2e throughput)\n\n\
+         A harness hub cluster (etcd + kube-apiserver + controller-manager), the hub as a process, members stood in \
+         for by fake agents; single-GPU jobs created 16 at a time. *Ingest* is the apiserver taking the jobs (the \
+         baseline); *placed* is every job's Placement written in its member namespace.\n\n\
+         | members | jobs | ingest jobs/s | decided in | placed in | placed jobs/s | placed ÷ ingest |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in &results {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.2} s | {:.2} s | {:.1} | {:.2} |\n",
+            r.members,
+            r.jobs,
+            r.ingest_rate(),
+            r.decided_secs,
+            r.placed_secs,
+            r.placed_rate(),
+            r.placed_rate() / r.ingest_rate()
+        ));
+    }
+    if let [a, b] = &results[..] {
+        md.push_str(&format!(
+            "\nGoing from {} to {} members changes the placement rate by ×{:.2}.\n\n",
+            a.members,
+            b.members,
+            b.placed_rate() / a.placed_rate()
+        ));
+    }
+
+    let gas_text = std::fs::read_to_string(gas).map_err(|e| format!("{}: {e}", gas.display()))?;
+    md.push_str("## Settlement gas (forge, deterministic)\n\n| scenario | execution gas per settled job |\n|---|---|\n");
+    for (label, g) in gas_lines(&gas_text) {
+        md.push_str(&format!("| {label} | {g} |\n"));
+    }
+    md.push_str("\nGoal: at most 15,000 gas per job in a batch of 100 (`contracts/test/JobEscrowGas.t.sol` asserts it).\n");
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gas_lines_are_read_from_forge_console_output() {
+        let text = "  settleBatch (cold start) 100 3 4\n  ^ jobs, payers, providers\n  execution gas per job:     14012\n";
+        assert_eq!(
+            gas_lines(text),
+            [("settleBatch (cold start) 100 3 4".to_string(), 14012)]
+        );
+    }
+}
