@@ -1,0 +1,207 @@
+//! The command line: kubectl's connection flags (`--kubeconfig`, `--context`, `-n`), an output
+//! format (`-o table|wide|json|yaml`), and one subcommand per view of the federation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `kubectl gpufed`: see the GPU federation from the hub — capacity and prices, jobs, member
+/// clusters, why a job waits, how a cluster joins, and what was paid.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kubectl-gpufed",
+    bin_name = "kubectl gpufed",
+    version,
+    about,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// How to reach the hub and what to print.
+    #[command(flatten)]
+    pub global: GlobalFlags,
+    /// What to show.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, as kubectl spells them.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalFlags {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace of ComputeJobs (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns, like `kubectl get`.
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// The underlying objects (or computed summary) as JSON.
+    Json,
+    /// The underlying objects (or computed summary) as YAML.
+    Yaml,
+}
+
+impl OutputFormat {
+    /// Whether a table with the extra columns is wanted.
+    pub fn is_wide(self) -> bool {
+        self == OutputFormat::Wide
+    }
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Capacity, free GPUs and prices by GPU model and by member cluster.
+    Top(TopArgs),
+    /// ComputeJobs: phase, cluster, GPUs, model, price, attempt, usage, cost, age.
+    Jobs(JobsArgs),
+    /// MemberClusters: pool, region, health conditions, GPUs, heartbeat, cordon.
+    Members(MembersArgs),
+    /// Why a ComputeJob is pending, or where and why it was placed; its attempts and Events.
+    Explain(ExplainArgs),
+    /// The commands a cluster owner runs to connect a joined MemberCluster to the hub.
+    Join(JoinArgs),
+    /// Escrow state of each attempt of a ComputeJob and its total cost.
+    Payments(PaymentsArgs),
+}
+
+/// Arguments of `top`.
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// Only this GpuPool.
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+}
+
+/// Arguments of `jobs`.
+#[derive(Args, Debug, Clone)]
+pub struct JobsArgs {
+    /// Only the job of this name.
+    pub name: Option<String>,
+    /// List jobs of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Label selector, e.g. `team=ml` (as `kubectl get -l`).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+}
+
+/// Arguments of `members`.
+#[derive(Args, Debug, Clone)]
+pub struct MembersArgs {
+    /// Only the member of this name.
+    pub name: Option<String>,
+    /// Only members of this GpuPool.
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+}
+
+/// Arguments of `explain`.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The ComputeJob.
+    pub job: String,
+}
+
+/// Arguments of `join`.
+#[derive(Args, Debug, Clone)]
+pub struct JoinArgs {
+    /// The MemberCluster.
+    pub name: String,
+    /// Write the member's hub kubeconfig (it holds a token) to this file, mode 0600. Without it
+    /// nothing secret is printed; the output says how to fetch the kubeconfig instead.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Namespace on the member cluster that the member chart is installed into.
+    #[arg(long, value_name = "NAMESPACE", default_value = "gpufed-system")]
+    pub member_namespace: String,
+    /// Name of the Secret to create on the member cluster (the chart's `hub.kubeconfigSecret`).
+    #[arg(long, value_name = "NAME", default_value = "gpufed-hub-kubeconfig")]
+    pub secret_name: String,
+    /// Path or reference of the member chart in the printed `helm install`.
+    #[arg(long, value_name = "CHART", default_value = "charts/gpufed-member")]
+    pub chart: String,
+}
+
+/// Arguments of `payments`.
+#[derive(Args, Debug, Clone)]
+pub struct PaymentsArgs {
+    /// The ComputeJob.
+    pub job: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_are_spelled_like_kubectl_and_may_come_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "kubectl-gpufed",
+            "jobs",
+            "-A",
+            "-o",
+            "wide",
+            "--context",
+            "hub",
+            "--kubeconfig",
+            "/tmp/k",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Wide);
+        assert_eq!(cli.global.context.as_deref(), Some("hub"));
+        assert!(matches!(
+            cli.command,
+            Command::Jobs(JobsArgs {
+                all_namespaces: true,
+                ..
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["kubectl-gpufed", "-n", "team-a", "explain", "train"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("team-a"));
+        assert_eq!(cli.global.output, OutputFormat::Table);
+    }
+
+    #[test]
+    fn join_defaults_match_the_member_chart_conventions() {
+        let cli = Cli::try_parse_from(["kubectl-gpufed", "join", "alpha"]).unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.member_namespace, "gpufed-system");
+        assert_eq!(args.secret_name, "gpufed-hub-kubeconfig");
+        assert_eq!(args.chart, "charts/gpufed-member");
+        assert!(args.kubeconfig_out.is_none());
+    }
+
+    #[test]
+    fn an_unknown_output_format_is_rejected() {
+        assert!(Cli::try_parse_from(["kubectl-gpufed", "top", "-o", "csv"]).is_err());
+    }
+}

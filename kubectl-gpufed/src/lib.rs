@@ -1,0 +1,45 @@
+//! `kubectl gpufed`, the kubectl plugin of gpufed: what a platform team or a pool admin wants to
+//! see on the hub without reading YAML — capacity and prices ([`view::top`]), jobs
+//! ([`view::jobs`]), member clusters ([`view::members`]), why a job waits or where it went
+//! ([`view::explain`]), how a cluster owner connects a joined member ([`view::join`]) and what
+//! each attempt locked and paid ([`view::payments`]).
+//!
+//! Layers: [`cli`] parses kubectl-style flags; [`connect`] loads the kubeconfig; [`fetch`] makes
+//! the API calls and turns failures into one-line [`error::Error`]s with the fix; [`commands`]
+//! glue fetch to the pure [`view`]s, which render tables with [`table`] and [`format`], or the
+//! objects as JSON/YAML with [`output`].
+
+pub mod cli;
+pub mod commands;
+pub mod connect;
+pub mod error;
+pub mod fetch;
+pub mod format;
+pub mod output;
+pub mod table;
+pub mod view;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use error::{Error, Result};
+
+/// Makes ring the process's TLS crypto provider (kube uses rustls). Idempotent.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs the command of `cli` against the hub and returns what to print.
+pub async fn run(cli: cli::Cli) -> Result<String> {
+    use cli::Command;
+    let hub = connect::connect(&cli.global).await?;
+    let flags = &cli.global;
+    match &cli.command {
+        Command::Top(args) => commands::top(&hub, flags, args).await,
+        Command::Jobs(args) => commands::jobs(&hub, flags, args).await,
+        Command::Members(args) => commands::members(&hub, flags, args).await,
+        Command::Explain(args) => commands::explain(&hub, flags, args).await,
+        Command::Join(args) => commands::join(&hub, flags, args).await,
+        Command::Payments(args) => commands::payments(&hub, flags, args).await,
+    }
+}

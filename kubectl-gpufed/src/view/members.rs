@@ -1,0 +1,135 @@
+//! `kubectl gpufed members`: MemberClusters with their pool, region, health conditions
+//! (Ready, Schedulable, Bonded), GPUs, how long ago they last heartbeated, and whether cordoned.
+
+use gpufed_crds::MemberCluster;
+use gpufed_crds::conditions::member as mc;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::format::{age_of, condition_status, or_none};
+use crate::table::Table;
+use crate::view::top::model_counts;
+
+/// The members table; `wide` adds Joined, active placements, agent version and wallet.
+pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
+    if members.is_empty() {
+        return "No resources found\n".into();
+    }
+    let mut headers = vec![
+        "name",
+        "pool",
+        "region",
+        "ready",
+        "schedulable",
+        "bonded",
+        "models",
+        "gpus",
+        "free",
+        "heartbeat",
+        "cordoned",
+        "age",
+    ];
+    if wide {
+        headers.extend(["joined", "active", "agent", "wallet"]);
+    }
+    let mut sorted: Vec<&MemberCluster> = members.iter().collect();
+    sorted.sort_by_key(|m| m.name_any());
+    let mut table = Table::new(&headers);
+    for m in sorted {
+        let status = m.status.clone().unwrap_or_default();
+        let conds = &status.conditions;
+        let mut row = vec![
+            m.name_any(),
+            m.spec.pool.clone(),
+            m.spec.region.clone(),
+            condition_status(conds, mc::READY),
+            condition_status(conds, mc::SCHEDULABLE),
+            condition_status(conds, mc::BONDED),
+            or_none(model_counts(m).or(status.model_summary.clone())),
+            status.total_gpus.to_string(),
+            status.free_gpus.to_string(),
+            age_of(status.last_heartbeat_time.as_ref(), now),
+            m.spec.cordoned.to_string(),
+            age_of(m.metadata.creation_timestamp.as_ref(), now),
+        ];
+        if wide {
+            row.extend([
+                condition_status(conds, mc::JOINED),
+                status.active_placements.to_string(),
+                or_none(status.agent_version.clone()),
+                or_none(m.spec.wallet.clone()),
+            ]);
+        }
+        table.push(row);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{cond, node, now, ready_member};
+    use gpufed_crds::testing::member;
+
+    fn members() -> Vec<MemberCluster> {
+        let alpha = ready_member(
+            member("alpha", "H100", "2.40").build(),
+            vec![node("a-0", "H100", 8, 8), node("a-1", "H100", 8, 0)],
+        );
+        let mut gone = ready_member(
+            member("gamma", "L4", "0.50")
+                .region("ap-south")
+                .cordoned()
+                .build(),
+            vec![node("g-0", "L4", 4, 4)],
+        );
+        if let Some(s) = gone.status.as_mut() {
+            s.last_heartbeat_time = Some(crate::fixtures::ago(600));
+            s.conditions[1] = cond(
+                "Ready",
+                false,
+                "HeartbeatExpired",
+                "no heartbeat for more than 40s",
+                560,
+            );
+            s.conditions[3] = cond("Schedulable", false, "NotReady", "not ready", 560);
+        }
+        let new = member("beta", "A100", "1.20").build();
+        vec![gone, new, alpha]
+    }
+
+    #[test]
+    fn members_show_health_capacity_heartbeat_and_cordon() {
+        assert_eq!(
+            render(&members(), false, now()),
+            "\
+NAME   POOL     REGION    READY   SCHEDULABLE  BONDED  MODELS   GPUS  FREE  HEARTBEAT  CORDONED  AGE
+alpha  default  eu-west   True    True         True    H100x16  16    8     3s         false     24h
+beta   default  eu-west   <none>  <none>       <none>  <none>   0     0     <none>     false     <none>
+gamma  default  ap-south  False   False        True    L4x4     4     4     10m        true      24h
+"
+        );
+    }
+
+    #[test]
+    fn wide_adds_joined_active_placements_agent_and_wallet() {
+        let out = render(&members(), true, now());
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET"),
+            "{first}"
+        );
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("24h     True    1       0.1.0   <none>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn no_members_says_so() {
+        assert_eq!(render(&[], false, now()), "No resources found\n");
+    }
+}
