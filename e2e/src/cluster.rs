@@ -87,10 +87,17 @@ impl Cluster {
     /// nodes are Ready, and returns the cluster.
     pub async fn start(tools: &Tools, spec: &ClusterSpec) -> Result<Cluster, Error> {
         let t0 = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("gpufed-e2e-{}-", spec.name))
-            .tempdir()
-            .map_err(|e| Error::io("creating the cluster directory".into(), e))?;
+        let prefix = format!("gpufed-e2e-{}-", spec.name);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        let dir = match crate::process::work_dir() {
+            Some(base) => {
+                std::fs::create_dir_all(base).map_err(|e| Error::io(format!("creating {}", base.display()), e))?;
+                builder.tempdir_in(base)
+            }
+            None => builder.tempdir(),
+        }
+        .map_err(|e| Error::io("creating the cluster directory".into(), e))?;
         let root = dir.path().to_path_buf();
         let pki = Pki::create(&root)?;
         let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
@@ -471,8 +478,24 @@ impl Cluster {
         }
     }
 
-    /// Stops everything (kwok and controllers first, etcd last) and removes the directory.
+    /// `(component, process id)` of every running component (the id is also its process group).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .filter_map(|p| Some((p.name().to_string(), p.pid()?)))
+            .collect()
+    }
+
+    /// Stops everything (kwok and controllers first, etcd last) and removes the directory; in
+    /// detached mode leaves both for `gpufed-demo down`.
     pub fn shutdown(&mut self) {
+        if crate::process::detached() {
+            self.processes.clear();
+            if let Some(dir) = self.dir.take() {
+                let _ = dir.keep();
+            }
+            return;
+        }
         if std::thread::panicking() {
             self.dump_logs(40);
         }

@@ -3,6 +3,8 @@
 //! that is killed), and is killed as a group when its handle is dropped.
 
 use std::fs::File;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +12,31 @@ use std::time::Duration;
 
 use crate::Error;
 
-/// A running component. Dropping it kills its whole process group.
+static DETACHED: AtomicBool = AtomicBool::new(false);
+static WORK_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Detached mode (for `make demo`): processes started from now on outlive this process, dropping
+/// their handles leaves them running, and cluster directories are kept.
+pub fn set_detached(detached: bool) {
+    DETACHED.store(detached, Ordering::SeqCst);
+}
+
+/// Whether detached mode is on.
+pub fn detached() -> bool {
+    DETACHED.load(Ordering::SeqCst)
+}
+
+/// Puts cluster directories under `dir` instead of the system temporary directory (first call wins).
+pub fn set_work_dir(dir: PathBuf) {
+    let _ = WORK_DIR.set(dir);
+}
+
+/// Where cluster directories go, if set.
+pub fn work_dir() -> Option<&'static Path> {
+    WORK_DIR.get().map(PathBuf::as_path)
+}
+
+/// A running component. Dropping it kills its whole process group (unless detached).
 #[derive(Debug)]
 pub struct Process {
     name: String,
@@ -39,7 +65,9 @@ impl Process {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        die_with_parent(&mut cmd);
+        if !detached() {
+            die_with_parent(&mut cmd);
+        }
         let child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
@@ -114,8 +142,18 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.kill();
+        if detached() {
+            // Leave it running: `gpufed-demo down` stops it by process group.
+            self.child.take();
+        } else {
+            self.kill();
+        }
     }
+}
+
+/// Sends `signal` to the process group `pgid` (for stopping detached processes later).
+pub fn signal_group(pgid: u32, signal: i32) {
+    kill_group(pgid, signal);
 }
 
 /// The last `lines` lines of a file (empty if unreadable).

@@ -278,7 +278,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
             true,
             "Registered",
             format!(
-                "namespace {} and credentials ready; pass Secret {secret} to the member chart",
+                "namespace {} and credentials ready: copy Secret {secret} from that namespace into the member cluster and name the copy in the member chart's hub.kubeconfigSecret",
                 member_namespace(&name)
             ),
         ),

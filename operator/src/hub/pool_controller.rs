@@ -85,7 +85,12 @@ pub fn roll_up(
     }
     let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
     let (mut total, mut free) = (0u32, 0u32);
+    let by_name: BTreeMap<String, MemberCluster> =
+        mine.iter().map(|m| (m.name_any(), (*m).clone())).collect();
+    let owned_jobs: Vec<ComputeJob> = jobs.iter().map(|j| j.as_ref().clone()).collect();
+    let reservations = crate::hub::snapshot::reservations(&owned_jobs, &by_name);
     for m in &ready {
+        let member_name = m.name_any();
         let Some(inv) = m.status.as_ref().and_then(|s| s.inventory.as_ref()) else {
             continue;
         };
@@ -96,7 +101,13 @@ pub fn roll_up(
             };
             let price = price.price_per_gpu_hour.atto();
             let healthy = n.allocatable_gpus.saturating_sub(n.unhealthy_gpus);
-            let node_free = n.free_gpus.min(healthy);
+            // GPUs promised to attempts the member has not reported yet are not free.
+            let reserved: u32 = reservations
+                .iter()
+                .filter(|r| r.cluster == member_name && r.node == n.name)
+                .map(|r| r.gpus)
+                .sum();
+            let node_free = n.free_gpus.min(healthy).saturating_sub(reserved);
             let acc = by_model.entry(n.model.clone()).or_default();
             if seen.insert(n.model.clone()) {
                 acc.clusters += 1;
@@ -300,5 +311,40 @@ mod tests {
         let s = roll_up(&pool(), &[Arc::new(m)], &[]);
         assert_eq!(s.total_gpus, 0);
         assert!(s.capacity.is_empty());
+    }
+
+    #[test]
+    fn gpus_promised_to_attempts_not_yet_reported_are_not_free() {
+        use gpufed_crds::{AttemptPhase, AttemptRecord, ComputeJobStatus, PlannedNode};
+        let members = [with_nodes("a", "H100", "2.00", true, &[(8, 8)])];
+        let mut j = gpufed_crds::testing::job("j").gpus(2).replicas(2).build();
+        j.status = Some(ComputeJobStatus {
+            phase: JobPhase::Placed,
+            attempt: 1,
+            attempts: vec![AttemptRecord {
+                attempt: 1,
+                cluster: "a".into(),
+                placement: "p".into(),
+                model: "H100".into(),
+                price_per_gpu_hour: "2".parse().unwrap(),
+                provider: None,
+                phase: AttemptPhase::Placed,
+                reason: None,
+                message: None,
+                placed_time: None,
+                start_time: None,
+                finish_time: None,
+                gpu_seconds: 0,
+                planned_nodes: vec![PlannedNode {
+                    node: "a-0".into(),
+                    replicas: 2,
+                }],
+                settlement: None,
+            }],
+            ..Default::default()
+        });
+        let s = roll_up(&pool(), &members, &[Arc::new(j)]);
+        assert_eq!((s.total_gpus, s.free_gpus), (8, 4));
+        assert_eq!(s.running_jobs, 1);
     }
 }
