@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -44,6 +44,8 @@ pub struct Metrics {
     pub agent_fenced: IntCounter,
     /// Agent: local Jobs deleted, per reason (`orphan`, `stale`, `fenced`).
     pub agent_jobs_deleted: IntCounterVec,
+    /// Agent: the fence timeout in force (flag, or two thirds of the pool's heartbeat timeout).
+    pub agent_fence_timeout: Gauge,
 }
 
 impl Metrics {
@@ -166,6 +168,11 @@ impl Metrics {
         registry.register(Box::new(agent_placements.clone()))?;
         registry.register(Box::new(agent_fenced.clone()))?;
         registry.register(Box::new(agent_jobs_deleted.clone()))?;
+        let agent_fence_timeout = Gauge::new(
+            "gpufed_agent_fence_timeout_seconds",
+            "The agent's fence timeout: the flag, or two thirds of the pool's heartbeat timeout.",
+        )?;
+        registry.register(Box::new(agent_fence_timeout.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
@@ -184,6 +191,7 @@ impl Metrics {
             agent_placements,
             agent_fenced,
             agent_jobs_deleted,
+            agent_fence_timeout,
         })
     }
 

@@ -1,0 +1,61 @@
+//! Helpers for tests of members joining a pool the way a cluster owner does it ([`pool`]): real
+//! `helm` installs of the charts ([`helm`]), credentials of the charts' ServiceAccounts as kubeconfigs
+//! ([`token`]), `kubectl get`-style tables ([`table`]), a TCP proxy that can cut one agent off from
+//! the hub ([`proxy`]), and a check for 403 answers.
+
+pub mod helm;
+pub mod pool;
+pub mod proxy;
+pub mod table;
+pub mod token;
+
+pub use helm::Helm;
+pub use pool::{JOBS_NAMESPACE, MemberPlan, Pool, SYSTEM_NAMESPACE};
+pub use proxy::TcpProxy;
+pub use table::{Table, table};
+pub use token::service_account_kubeconfig;
+
+/// Whether `result` is the apiserver's 403 Forbidden.
+pub fn is_forbidden<T>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+/// Whether the hub reports `member` Ready.
+pub fn member_ready(member: &gpufed_crds::MemberCluster) -> bool {
+    member.status.as_ref().is_some_and(|s| {
+        gpufed_crds::conditions::is_true(&s.conditions, gpufed_crds::conditions::member::READY)
+    })
+}
+
+/// The phase and reason a Placement's status reports.
+pub fn placement_phase(
+    p: &gpufed_crds::Placement,
+) -> (Option<gpufed_crds::PlacementPhase>, Option<String>) {
+    p.status
+        .as_ref()
+        .map(|s| (s.phase, s.reason.clone()))
+        .unwrap_or_default()
+}
+
+/// The value of the Prometheus sample `name` (exactly, labels included) served at `addr`/metrics,
+/// if the endpoint answers and has it.
+pub async fn scrape(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let timeout = std::time::Duration::from_secs(5);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name).then(|| v.parse().ok()).flatten()
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}

@@ -1,0 +1,410 @@
+//! A pool joined the way the docs tell cluster owners to do it (docs/cluster-owners.md), on harness
+//! clusters:
+//!
+//! 1. the hub chart is `helm install`ed into the hub (CRDs, RBAC; its Deployment never runs on a
+//!    hub without nodes) and `gpufed-operator hub` runs as a process **with the chart's
+//!    ServiceAccount token**, so the chart's ClusterRole is what the hub really has;
+//! 2. the admin creates a GpuPool and the MemberClusters; the hub registers them;
+//! 3. each owner copies the hub-made kubeconfig Secret into its cluster, `helm install`s the member
+//!    chart (`probe.backend=sim`), and runs `gpu-probe --backend sim --all-nodes` and
+//!    `gpufed-operator agent` as processes with the chart's ServiceAccount tokens and the hub-made
+//!    kubeconfig — so the charts' and the hub's RBAC for members are exactly what is exercised.
+//!
+//! kwok runs no containers, which is why the components run as host processes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use gpufed_crds::naming::{member_kubeconfig_secret, member_namespace};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::{Helm, TcpProxy, service_account_kubeconfig};
+use crate::process::free_port;
+use crate::{Cluster, ClusterSpec, Error, NodeSpec, Tools, wait_until};
+
+/// Namespace of the hub and of the member charts' components.
+pub const SYSTEM_NAMESPACE: &str = "gpufed-system";
+/// Name of the Secret the owner copies the hub's kubeconfig into, on the member.
+pub const HUB_KUBECONFIG_SECRET: &str = "gpufed-hub-kubeconfig";
+/// The member chart's jobs namespace.
+pub const JOBS_NAMESPACE: &str = "gpufed-jobs";
+
+/// One member cluster to join.
+#[derive(Clone, Debug)]
+pub struct MemberPlan {
+    /// MemberCluster name.
+    pub name: String,
+    /// Fake GPU nodes.
+    pub nodes: Vec<NodeSpec>,
+    /// Prices per model, e.g. `[("H100", "2.40")]`.
+    pub prices: Vec<(String, String)>,
+    /// Region of the MemberCluster.
+    pub region: String,
+    /// Reach the hub through a [`TcpProxy`] that the test can cut.
+    pub via_proxy: bool,
+}
+
+impl MemberPlan {
+    /// A member `name` in `eu-west` with `nodes`, offering `model` at `price`.
+    pub fn new(name: &str, nodes: Vec<NodeSpec>, model: &str, price: &str) -> Self {
+        MemberPlan {
+            name: name.into(),
+            nodes,
+            prices: vec![(model.into(), price.into())],
+            region: "eu-west".into(),
+            via_proxy: false,
+        }
+    }
+
+    /// Puts a cuttable proxy between the agent and the hub.
+    pub fn via_proxy(mut self) -> Self {
+        self.via_proxy = true;
+        self
+    }
+}
+
+/// Paths and handles of one joined member.
+pub struct Joined {
+    /// The member's hub kubeconfig (from the hub-made Secret), as the agent uses it.
+    pub hub_kubeconfig: PathBuf,
+    /// Kubeconfig of the member chart's agent ServiceAccount.
+    pub agent_kubeconfig: PathBuf,
+    /// Kubeconfig of the member chart's gpu-probe ServiceAccount.
+    pub probe_kubeconfig: PathBuf,
+    /// The proxy between agent and hub, if asked for.
+    pub proxy: Option<TcpProxy>,
+    /// Address of the agent's /metrics.
+    pub agent_metrics: SocketAddr,
+}
+
+/// A hub and members that joined it with the charts.
+pub struct Pool {
+    /// The hub cluster.
+    pub hub: Cluster,
+    /// Member clusters, in the order planned.
+    pub members: Vec<Cluster>,
+    /// Per member name.
+    pub joined: BTreeMap<String, Joined>,
+}
+
+impl Pool {
+    /// The member cluster `name`.
+    pub fn member(&self, name: &str) -> Result<&Cluster, Error> {
+        self.members
+            .iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| Error::Other(format!("no member {name}")))
+    }
+
+    /// What joined for member `name`.
+    pub fn joined(&self, name: &str) -> Result<&Joined, Error> {
+        self.joined
+            .get(name)
+            .ok_or_else(|| Error::Other(format!("no member {name}")))
+    }
+}
+
+/// Server-side applies `doc` (any kind with a `plural` given) as `e2e-admin`.
+pub async fn apply(client: &Client, plural: &str, doc: &Value) -> Result<(), Error> {
+    let (group, version) = doc["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
+        .unwrap_or(("", "v1"));
+    let gvk =
+        kube::core::GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap_or_default());
+    let ar = kube::core::ApiResource::from_gvk_with_plural(&gvk, plural);
+    let api: Api<kube::core::DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-admin").force(),
+        &Patch::Apply(doc),
+    )
+    .await
+    .map_err(Error::kube("applying a manifest"))?;
+    Ok(())
+}
+
+async fn wait_crds(cluster: &Cluster, names: &[&str]) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    for name in names {
+        let api = api.clone();
+        wait_until(
+            Duration::from_secs(30),
+            &format!("CRD {name} from the chart"),
+            || {
+                let api = api.clone();
+                async move {
+                    let crd = api.get(name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn chart(tools: &Tools, name: &str) -> PathBuf {
+    tools.root().join("charts").join(name)
+}
+
+/// Rewrites the `server` of a kubeconfig to `addr` (https, same CA and token).
+fn via(kubeconfig: &str, addr: SocketAddr) -> Result<String, Error> {
+    let mut doc: Value =
+        serde_norway::from_str(kubeconfig).map_err(|e| Error::Other(e.to_string()))?;
+    for c in doc["clusters"].as_array_mut().into_iter().flatten() {
+        c["cluster"]["server"] = json!(format!("https://{addr}"));
+    }
+    serde_norway::to_string(&doc).map_err(|e| Error::Other(e.to_string()))
+}
+
+async fn join_member(
+    tools: &Tools,
+    hub: &Cluster,
+    member: &mut Cluster,
+    plan: &MemberPlan,
+) -> Result<Joined, Error> {
+    let name = plan.name.as_str();
+    let secrets: Api<Secret> = Api::namespaced(hub.client(), &member_namespace(name));
+    let secret_name = member_kubeconfig_secret(name);
+    let kubeconfig = wait_until(
+        Duration::from_secs(60),
+        &format!("the hub's kubeconfig Secret for {name}"),
+        || {
+            let secrets = secrets.clone();
+            let secret_name = secret_name.clone();
+            async move {
+                let s = secrets.get_opt(&secret_name).await.ok()??;
+                let bytes = s.data?.get("kubeconfig")?.0.clone();
+                String::from_utf8(bytes).ok()
+            }
+        },
+    )
+    .await?;
+
+    // The owner's side: copy the Secret, install the chart.
+    member.create_namespace(SYSTEM_NAMESPACE).await?;
+    let copy = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(HUB_KUBECONFIG_SECRET.into()),
+            namespace: Some(SYSTEM_NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_string(),
+            ByteString(kubeconfig.clone().into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(member.client(), SYSTEM_NAMESPACE)
+        .create(&PostParams::default(), &copy)
+        .await
+        .map_err(Error::kube("copying the hub kubeconfig Secret"))?;
+    Helm::new(tools, member)?
+        .install(
+            "gpufed-member",
+            &chart(tools, "gpufed-member"),
+            SYSTEM_NAMESPACE,
+            &[
+                ("cluster", name),
+                ("hub.kubeconfigSecret", HUB_KUBECONFIG_SECRET),
+                ("probe.backend", "sim"),
+            ],
+        )
+        .await?;
+    wait_crds(member, &["gpunodes.gpufed.io"]).await?;
+
+    let dir = member.dir()?.to_path_buf();
+    let proxy = if plan.via_proxy {
+        let target: SocketAddr = hub
+            .server()
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|e| Error::Other(format!("hub address: {e}")))?;
+        Some(TcpProxy::start(target).await?)
+    } else {
+        None
+    };
+    let hub_kubeconfig = dir.join("hub-credential.kubeconfig");
+    let content = match &proxy {
+        Some(p) => via(&kubeconfig, p.addr())?,
+        None => kubeconfig,
+    };
+    std::fs::write(&hub_kubeconfig, content)
+        .map_err(|e| Error::Other(format!("writing {}: {e}", hub_kubeconfig.display())))?;
+    let agent_kubeconfig = service_account_kubeconfig(
+        member,
+        SYSTEM_NAMESPACE,
+        "gpufed-agent",
+        &dir.join("agent-sa.kubeconfig"),
+    )
+    .await?;
+    let probe_kubeconfig = service_account_kubeconfig(
+        member,
+        SYSTEM_NAMESPACE,
+        "gpu-probe",
+        &dir.join("probe-sa.kubeconfig"),
+    )
+    .await?;
+
+    let env = vec![(
+        "RUST_LOG".to_string(),
+        "info,gpufed_operator=debug,gpu_probe=info".to_string(),
+    )];
+    let agent_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    member.spawn(
+        "gpu-probe",
+        &tools.workspace_bin("gpu-probe")?,
+        &[
+            "--backend=sim".into(),
+            "--all-nodes".into(),
+            format!("--kubeconfig={}", probe_kubeconfig.display()),
+            "--interval=2s".into(),
+            format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+            "--log-format=text".into(),
+        ],
+        &env,
+    )?;
+    member.spawn(
+        "gpufed-agent",
+        &tools.workspace_bin("gpufed-operator")?,
+        &[
+            format!("--kubeconfig={}", agent_kubeconfig.display()),
+            format!("--metrics-addr={agent_metrics}"),
+            "agent".into(),
+            format!("--cluster={name}"),
+            format!("--hub-kubeconfig={}", hub_kubeconfig.display()),
+            format!("--jobs-namespace={JOBS_NAMESPACE}"),
+            "--heartbeat-interval=1s".into(),
+            "--inventory-interval=2s".into(),
+        ],
+        &env,
+    )?;
+    Ok(Joined {
+        hub_kubeconfig,
+        agent_kubeconfig,
+        probe_kubeconfig,
+        proxy,
+        agent_metrics,
+    })
+}
+
+impl Pool {
+    /// Starts the hub and the members, installs the charts, runs the hub, creates the pool
+    /// `default` (with `heartbeat_timeout`) and the MemberClusters, and joins every member.
+    pub async fn join(
+        tools: &Tools,
+        heartbeat_timeout: &str,
+        plans: &[MemberPlan],
+    ) -> Result<Pool, Error> {
+        let hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
+        let member_specs: Vec<ClusterSpec> = plans
+            .iter()
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .cloned()
+                    .fold(ClusterSpec::new(&p.name), ClusterSpec::node)
+            })
+            .collect();
+        let (mut hub, mut members) = futures::try_join!(
+            Cluster::start(tools, &hub_spec),
+            try_join_all(member_specs.iter().map(|s| Cluster::start(tools, s)))
+        )?;
+
+        Helm::new(tools, &hub)?
+            .install(
+                "gpufed-hub",
+                &chart(tools, "gpufed-hub"),
+                SYSTEM_NAMESPACE,
+                &[("memberApiServer", hub.server())],
+            )
+            .await?;
+        wait_crds(
+            &hub,
+            &[
+                "gpupools.gpufed.io",
+                "memberclusters.gpufed.io",
+                "computejobs.gpufed.io",
+                "placements.gpufed.io",
+                "providerbonds.gpufed.io",
+            ],
+        )
+        .await?;
+        let hub_sa = service_account_kubeconfig(
+            &hub,
+            SYSTEM_NAMESPACE,
+            "gpufed-hub",
+            &hub.dir()?.join("hub-sa.kubeconfig"),
+        )
+        .await?;
+        let server = hub.server().to_string();
+        hub.spawn(
+            "gpufed-hub",
+            &tools.workspace_bin("gpufed-operator")?,
+            &[
+                format!("--kubeconfig={}", hub_sa.display()),
+                format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+                "hub".into(),
+                format!("--namespace={SYSTEM_NAMESPACE}"),
+                "--identity=hub-0".into(),
+                "--lease-duration=4s".into(),
+                format!("--member-api-server={server}"),
+            ],
+            &[(
+                "RUST_LOG".to_string(),
+                "info,gpufed_operator=debug".to_string(),
+            )],
+        )?;
+
+        let admin = hub.client();
+        apply(
+            &admin,
+            "gpupools",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "default"},
+                    "spec": {"heartbeatTimeout": heartbeat_timeout}}),
+        )
+        .await?;
+        for p in plans {
+            let prices: Vec<Value> = p
+                .prices
+                .iter()
+                .map(|(m, price)| json!({"model": m, "pricePerGpuHour": price}))
+                .collect();
+            apply(
+                &admin,
+                "memberclusters",
+                &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": p.name},
+                        "spec": {"pool": "default", "region": p.region, "displayName": format!("{} GPUs", p.name), "prices": prices}}),
+            )
+            .await?;
+        }
+        let mut joined = BTreeMap::new();
+        for (plan, member) in plans.iter().zip(members.iter_mut()) {
+            let j = join_member(tools, &hub, member, plan).await?;
+            joined.insert(plan.name.clone(), j);
+        }
+        hub.check_alive()?;
+        Ok(Pool {
+            hub,
+            members,
+            joined,
+        })
+    }
+}

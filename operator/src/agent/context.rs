@@ -1,0 +1,127 @@
+//! What every agent task gets: both API clients, the watched caches of both clusters, the shared
+//! state, metrics, health and Event recorders.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_crds::{GpuNode, NodeInventory, Placement};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+
+use super::inventory::{self, Report};
+use super::state::Shared;
+use crate::cli::AgentArgs;
+use crate::metrics::Metrics;
+use crate::server::Health;
+
+/// Label the Job controller puts on a Job's pods.
+pub const POD_JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// Caches kept current by watches.
+#[derive(Clone)]
+pub struct Stores {
+    /// Placements in this member's namespace on the hub.
+    pub placements: Store<Placement>,
+    /// Local Jobs labelled as managed by gpufed, in the jobs namespace.
+    pub jobs: Store<Job>,
+    /// Every pod of the member (GPU accounting needs them all).
+    pub pods: Store<Pod>,
+    /// Every node of the member.
+    pub nodes: Store<Node>,
+    /// Every GpuNode of the member.
+    pub gpu_nodes: Store<GpuNode>,
+}
+
+/// The agent's shared context.
+pub struct Context {
+    /// Command-line settings.
+    pub args: AgentArgs,
+    /// This agent's identity (Lease holder, Event reporter instance).
+    pub identity: String,
+    /// Client of the hub (the member's own credentials there).
+    pub hub: Client,
+    /// Client of the member cluster.
+    pub local: Client,
+    /// Caches.
+    pub stores: Stores,
+    /// State shared between tasks.
+    pub shared: Arc<Shared>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness.
+    pub health: Health,
+    /// Events on the hub (about Placements, in the member namespace).
+    pub hub_events: Recorder,
+    /// Events on the member (about local Jobs).
+    pub local_events: Recorder,
+}
+
+impl Context {
+    /// The member's inventory from the caches.
+    pub fn inventory(&self) -> Report {
+        let nodes = self.stores.nodes.state();
+        let gpu_nodes = self.stores.gpu_nodes.state();
+        let pods = self.stores.pods.state();
+        inventory::take(
+            &nodes.iter().map(|n| n.as_ref()).collect::<Vec<_>>(),
+            &gpu_nodes.iter().map(|g| g.as_ref()).collect::<Vec<_>>(),
+            &pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
+        )
+    }
+
+    /// GPU nodes of the member, for validating Placements.
+    pub fn gpu_nodes(&self) -> Vec<NodeInventory> {
+        self.inventory().nodes
+    }
+
+    /// Pods of the local gpufed Jobs, by Job name.
+    pub fn job_pods(&self) -> BTreeMap<String, Vec<Arc<Pod>>> {
+        let ns = self.args.jobs_namespace.as_str();
+        let mut out: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        for pod in self
+            .stores
+            .pods
+            .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+        {
+            if let Some(job) = pod.labels().get(POD_JOB_NAME_LABEL).cloned() {
+                out.entry(job).or_default().push(pod);
+            }
+        }
+        out
+    }
+
+    /// Publishes an Event about `obj` with `recorder`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        recorder: &Recorder,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(super::report::cut(note)),
+            action: reason.into(),
+            secondary: None,
+        };
+        let reference = obj.object_ref(&());
+        let publish = recorder.publish(&ev, &reference);
+        match tokio::time::timeout(super::api::API_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, object = %obj.name_any(), reason, "publishing event")
+            }
+            Err(_) => {
+                tracing::warn!(object = %obj.name_any(), reason, "publishing event timed out")
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The member's GPU inventory, as pure functions of its Nodes, `GpuNode`s (written by gpu-probe) and
+//! Pods: what the agent reports in `MemberCluster.status` and what the hub's scheduler places on.
+//!
+//! Per GPU node (a Node with `nvidia.com/gpu` allocatable > 0): the model and memory per GPU come
+//! from its GpuNode, else from the Node labels gpu-probe writes; free GPUs are the allocatable ones
+//! not requested by non-terminated pods bound to the node and not reported unhealthy. Totals count
+//! only nodes that are Ready and schedulable, as the scheduler does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gpufed_crds::naming::{GPU_RESOURCE, LABEL_GPU_MEMORY_MIB, LABEL_GPU_MODEL};
+use gpufed_crds::{GpuNode, NodeInventory};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// What the agent writes into `MemberCluster.status` (its fields only).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Report {
+    /// Per-node inventory, sorted by node name.
+    pub nodes: Vec<NodeInventory>,
+    /// Healthy allocatable GPUs on Ready nodes.
+    pub total_gpus: u32,
+    /// Free GPUs on Ready nodes.
+    pub free_gpus: u32,
+    /// `H100x16,L4x8`: healthy allocatable GPUs per model on Ready nodes, by model name.
+    pub model_summary: String,
+}
+
+/// A whole-number count of a resource quantity (`"8"`; `"8000m"` counts as 8), if it is one.
+fn count(q: &Quantity) -> Option<u32> {
+    let s = q.0.trim();
+    if let Some(milli) = s.strip_suffix('m') {
+        return milli.parse::<u64>().ok().map(|m| (m / 1000) as u32);
+    }
+    s.parse::<u32>().ok()
+}
+
+fn gpus_of(resources: Option<&BTreeMap<String, Quantity>>) -> u32 {
+    resources
+        .and_then(|r| r.get(GPU_RESOURCE))
+        .and_then(count)
+        .unwrap_or(0)
+}
+
+fn container_gpus(c: &Container) -> u32 {
+    let r = c.resources.as_ref();
+    // Extended resources must have requests == limits; an unset request defaults to the limit.
+    gpus_of(r.and_then(|r| r.requests.as_ref())).max(gpus_of(r.and_then(|r| r.limits.as_ref())))
+}
+
+/// GPUs a pod holds on its node: the larger of its containers' sum and its largest init container
+/// (how the Kubernetes scheduler accounts for a pod's requests).
+pub fn pod_gpus(pod: &Pod) -> u32 {
+    let Some(spec) = pod.spec.as_ref() else {
+        return 0;
+    };
+    let main: u32 = spec.containers.iter().map(container_gpus).sum();
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(container_gpus)
+        .max()
+        .unwrap_or(0);
+    main.max(init)
+}
+
+/// Whether a pod still holds its node's resources (bound, and neither Succeeded nor Failed).
+pub fn holds_resources(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    bound && !matches!(phase, Some("Succeeded") | Some("Failed"))
+}
+
+/// Whether a node is Ready and schedulable.
+pub fn node_ready(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let unschedulable = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    ready && !unschedulable
+}
+
+fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// The inventory entry of one node, or `None` if it offers no GPUs or its model is unknown (no
+/// GpuNode model and no `gpufed.io/gpu-model` label: gpu-probe has not seen it yet).
+pub fn node_inventory(
+    node: &Node,
+    gpu_node: Option<&GpuNode>,
+    requested: u32,
+) -> Option<NodeInventory> {
+    let name = node.metadata.name.clone()?;
+    let allocatable = gpus_of(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
+    if allocatable == 0 {
+        return None;
+    }
+    let probe = gpu_node.and_then(|g| g.status.as_ref());
+    let model = probe
+        .and_then(|s| s.model.clone())
+        .filter(|m| !m.is_empty())
+        .or_else(|| label(node, LABEL_GPU_MODEL).map(str::to_string))?;
+    let memory = probe
+        .and_then(|s| s.gpus.iter().map(|g| g.memory_total_mib).min())
+        .filter(|m| *m > 0)
+        .or_else(|| label(node, LABEL_GPU_MEMORY_MIB).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    let unhealthy = probe
+        .map(|s| s.gpu_count.saturating_sub(s.healthy_gpus))
+        .unwrap_or(0)
+        .min(allocatable);
+    Some(NodeInventory {
+        name,
+        model,
+        gpu_memory_mib: memory,
+        allocatable_gpus: allocatable,
+        free_gpus: allocatable
+            .saturating_sub(unhealthy)
+            .saturating_sub(requested),
+        unhealthy_gpus: unhealthy,
+        utilization_percent: probe.map(|s| s.utilization_percent.min(100)).unwrap_or(0),
+        ready: node_ready(node),
+    })
+}
+
+/// The inventory of the whole cluster.
+pub fn take(nodes: &[&Node], gpu_nodes: &[&GpuNode], pods: &[&Pod]) -> Report {
+    let mut requested: BTreeMap<&str, u32> = BTreeMap::new();
+    for pod in pods.iter().filter(|p| holds_resources(p)) {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            *requested.entry(node).or_default() += pod_gpus(pod);
+        }
+    }
+    let by_node: BTreeMap<&str, &GpuNode> = gpu_nodes
+        .iter()
+        .map(|g| (g.spec.node_name.as_str(), *g))
+        .collect();
+    let mut inv: Vec<NodeInventory> = nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            node_inventory(
+                n,
+                by_node.get(name).copied(),
+                requested.get(name).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    inv.sort_by(|a, b| a.name.cmp(&b.name));
+    summarise(inv)
+}
+
+/// Totals and the model summary of `nodes`.
+pub fn summarise(nodes: Vec<NodeInventory>) -> Report {
+    let mut per_model: BTreeMap<&str, u32> = BTreeMap::new();
+    let (mut total, mut free) = (0u32, 0u32);
+    for n in nodes.iter().filter(|n| n.ready) {
+        let healthy = n.allocatable_gpus.saturating_sub(n.unhealthy_gpus);
+        total += healthy;
+        free += n.free_gpus.min(healthy);
+        *per_model.entry(n.model.as_str()).or_default() += healthy;
+    }
+    let model_summary = per_model
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(m, n)| format!("{m}x{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Report {
+        total_gpus: total,
+        free_gpus: free,
+        model_summary,
+        nodes,
+    }
+}
+
+/// Whether the report must be written: it differs from the last one written, or that one was taken
+/// `interval` or longer ago (so the hub can tell a fresh inventory from a stale one).
+pub fn needs_write(
+    last: Option<(&Report, &Time)>,
+    next: &Report,
+    now: &Time,
+    interval: Duration,
+) -> bool {
+    match last {
+        None => true,
+        Some((report, at)) => {
+            report != next || now.0.duration_since(at.0).as_secs_f64() >= interval.as_secs_f64()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::{GpuDevice, GpuNodeSpec, GpuNodeStatus};
+    use k8s_openapi::api::core::v1::{
+        NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, ResourceRequirements,
+    };
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::ObjectMeta;
+
+    fn node(name: &str, gpus: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(BTreeMap::from([(
+                    GPU_RESOURCE.to_string(),
+                    Quantity(gpus.into()),
+                )])),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn labelled(mut n: Node, model: &str, mib: &str) -> Node {
+        n.metadata.labels = Some(BTreeMap::from([
+            (LABEL_GPU_MODEL.to_string(), model.to_string()),
+            (LABEL_GPU_MEMORY_MIB.to_string(), mib.to_string()),
+        ]));
+        n
+    }
+
+    fn gpu_node(node: &str, model: &str, count: u32, healthy: u32, util: u32) -> GpuNode {
+        let gpus = (0..count)
+            .map(|i| GpuDevice {
+                index: i,
+                uuid: format!("GPU-{node}-{i}"),
+                name: format!("NVIDIA {model}"),
+                model: model.into(),
+                memory_total_mib: 81559,
+                healthy: i < healthy,
+                ..Default::default()
+            })
+            .collect();
+        let mut g = GpuNode::new(
+            node,
+            GpuNodeSpec {
+                node_name: node.into(),
+                backend: Default::default(),
+            },
+        );
+        g.status = Some(GpuNodeStatus {
+            model: Some(model.into()),
+            gpu_count: count,
+            healthy_gpus: healthy,
+            utilization_percent: util,
+            gpus,
+            ..Default::default()
+        });
+        g
+    }
+
+    fn pod(node: &str, gpus: &str, phase: &str) -> Pod {
+        let res = BTreeMap::from([(GPU_RESOURCE.to_string(), Quantity(gpus.into()))]);
+        Pod {
+            metadata: ObjectMeta::default(),
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                containers: vec![Container {
+                    name: "main".into(),
+                    resources: Some(ResourceRequirements {
+                        limits: Some(res),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn model_memory_health_and_utilisation_come_from_the_gpu_node() {
+        let n = labelled(node("h1", "8"), "WRONG", "1");
+        let g = gpu_node("h1", "H100", 8, 7, 42);
+        let r = take(&[&n], &[&g], &[]);
+        let inv = &r.nodes[0];
+        assert_eq!(inv.model, "H100");
+        assert_eq!(inv.gpu_memory_mib, 81559);
+        assert_eq!(inv.unhealthy_gpus, 1);
+        assert_eq!(inv.utilization_percent, 42);
+        assert_eq!(inv.free_gpus, 7, "the unhealthy GPU is not free");
+        assert_eq!(r.total_gpus, 7);
+    }
+
+    #[test]
+    fn without_a_gpu_node_the_probe_labels_are_used() {
+        let n = labelled(node("l1", "4"), "L4", "23034");
+        let r = take(&[&n], &[], &[]);
+        assert_eq!(r.nodes[0].model, "L4");
+        assert_eq!(r.nodes[0].gpu_memory_mib, 23034);
+        assert_eq!(r.nodes[0].unhealthy_gpus, 0);
+    }
+
+    #[test]
+    fn nodes_without_gpus_or_without_a_known_model_are_left_out() {
+        let cpu = labelled(node("cpu", "0"), "H100", "1");
+        let unknown = node("fresh", "8");
+        assert!(take(&[&cpu, &unknown], &[], &[]).nodes.is_empty());
+    }
+
+    #[test]
+    fn gpus_of_running_and_pending_pods_are_not_free_but_finished_ones_are() {
+        let n = labelled(node("h1", "8"), "H100", "81559");
+        let pods = [
+            pod("h1", "2", "Running"),
+            pod("h1", "1", "Pending"),
+            pod("h1", "4", "Succeeded"),
+            pod("h1", "4", "Failed"),
+            pod("other", "4", "Running"),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let r = take(&[&n], &[], &refs);
+        assert_eq!(r.nodes[0].free_gpus, 5);
+        assert_eq!(r.free_gpus, 5);
+    }
+
+    #[test]
+    fn an_unbound_pod_holds_nothing() {
+        let mut p = pod("x", "2", "Pending");
+        p.spec.as_mut().unwrap().node_name = None;
+        assert!(!holds_resources(&p));
+    }
+
+    #[test]
+    fn an_init_container_bigger_than_the_sum_of_containers_sets_the_request() {
+        let mut p = pod("h1", "1", "Running");
+        let mut init = p.spec.as_ref().unwrap().containers[0].clone();
+        init.resources.as_mut().unwrap().limits = Some(BTreeMap::from([(
+            GPU_RESOURCE.into(),
+            Quantity("4".into()),
+        )]));
+        p.spec.as_mut().unwrap().init_containers = Some(vec![init]);
+        assert_eq!(pod_gpus(&p), 4);
+    }
+
+    #[test]
+    fn free_never_goes_below_zero() {
+        let n = labelled(node("h1", "2"), "H100", "81559");
+        let p = pod("h1", "8", "Running");
+        assert_eq!(take(&[&n], &[], &[&p]).nodes[0].free_gpus, 0);
+    }
+
+    #[test]
+    fn cordoned_and_not_ready_nodes_are_listed_but_not_counted() {
+        let mut cordoned = labelled(node("a", "8"), "H100", "81559");
+        cordoned.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        let mut down = labelled(node("b", "8"), "H100", "81559");
+        down.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "Unknown".into();
+        let up = labelled(node("c", "4"), "L4", "23034");
+        let r = take(&[&cordoned, &down, &up], &[], &[]);
+        assert_eq!(r.nodes.len(), 3);
+        assert!(!r.nodes[0].ready && !r.nodes[1].ready && r.nodes[2].ready);
+        assert_eq!((r.total_gpus, r.free_gpus), (4, 4));
+        assert_eq!(r.model_summary, "L4x4");
+    }
+
+    #[test]
+    fn the_model_summary_lists_models_in_order_with_their_gpu_counts() {
+        let nodes = [
+            labelled(node("l1", "4"), "L4", "23034"),
+            labelled(node("h1", "8"), "H100", "81559"),
+            labelled(node("h2", "8"), "H100", "81559"),
+            labelled(node("l2", "4"), "L4", "23034"),
+        ];
+        let refs: Vec<&Node> = nodes.iter().collect();
+        let r = take(&refs, &[], &[]);
+        assert_eq!(r.model_summary, "H100x16,L4x8");
+        assert_eq!(r.total_gpus, 24);
+        let names: Vec<&str> = r.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["h1", "h2", "l1", "l2"]);
+    }
+
+    #[test]
+    fn an_unchanged_inventory_is_rewritten_only_when_it_is_an_interval_old() {
+        let at = |s| Time(Timestamp::from_second(s).unwrap());
+        let r = summarise(vec![]);
+        let i = Duration::from_secs(10);
+        assert!(needs_write(None, &r, &at(0), i));
+        assert!(!needs_write(Some((&r, &at(100))), &r, &at(109), i));
+        assert!(needs_write(Some((&r, &at(100))), &r, &at(110), i));
+        let other = Report {
+            free_gpus: 1,
+            ..r.clone()
+        };
+        assert!(needs_write(Some((&r, &at(100))), &other, &at(101), i));
+    }
+}

@@ -1,0 +1,336 @@
+//! A `Placement` becomes a local `batch/v1` Job, as pure functions: [`validate`] decides whether
+//! this member can run it at all, [`build`] writes the Job.
+//!
+//! The Job is what a stranger's workload may do on a provider's cluster, so everything about it is
+//! decided here rather than taken from the tenant: one Indexed Job with `replicas` pods run together
+//! (`completions = parallelism = replicas`), no retries on the member (`backoffLimit: 0`: the hub
+//! retries elsewhere), the attempt's `maxDuration` as `activeDeadlineSeconds`, the GPUs on the first
+//! container, a node selector for the model, no ServiceAccount token, no service links, and a
+//! security context that passes the `restricted` Pod Security Standard. The name is a pure function
+//! of job UID and attempt ([`local_job_name`]), so a restarted agent finds the Job it made.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gpufed_crds::naming::{
+    GPU_RESOURCE, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPU_MODEL, LABEL_JOB_NAME,
+    LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT, MANAGED_BY,
+    local_job_name,
+};
+use gpufed_crds::{ContainerResources, NodeInventory, Placement};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+
+/// Annotation on the local Job with the hub namespace of its Placement.
+pub const ANNOTATION_PLACEMENT_NAMESPACE: &str = "gpufed.io/placement-namespace";
+/// Annotation with the ComputeJob's name (its label is dropped when the name is no valid label value).
+pub const ANNOTATION_JOB_NAME: &str = "gpufed.io/job-name";
+/// User and group the workload runs as: `nobody`. Images built to run as root still start, and none
+/// runs as root (see docs/adr/0005-member-agent.md).
+pub const RUN_AS_ID: i64 = 65534;
+
+/// Why a Placement is refused, as written into its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// PascalCase reason, e.g. `ModelUnavailable`.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether `s` is a DNS label (RFC 1123), as container names must be.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Whether `s` is a valid label value (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at the ends).
+fn label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+/// Checks that this member (`cluster`, with GPU `nodes`) can run `placement`.
+pub fn validate(
+    placement: &Placement,
+    cluster: &str,
+    nodes: &[NodeInventory],
+) -> Result<(), Rejection> {
+    let spec = &placement.spec;
+    if spec.cluster != cluster {
+        return Err(Rejection::new(
+            "WrongCluster",
+            format!(
+                "the placement is for cluster {:?}, this is {cluster:?}",
+                spec.cluster
+            ),
+        ));
+    }
+    validate_template(placement)?;
+    let of_model: Vec<&NodeInventory> = nodes.iter().filter(|n| n.model == spec.model).collect();
+    if of_model.is_empty() {
+        let mut have: Vec<&str> = nodes.iter().map(|n| n.model.as_str()).collect();
+        have.dedup();
+        return Err(Rejection::new(
+            "ModelUnavailable",
+            format!(
+                "no {} nodes here (has {})",
+                spec.model,
+                if have.is_empty() {
+                    "no GPU nodes".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ),
+        ));
+    }
+    let big_enough: Vec<&&NodeInventory> = of_model
+        .iter()
+        .filter(|n| n.gpu_memory_mib >= spec.min_gpu_memory_mib)
+        .collect();
+    if big_enough.is_empty() {
+        return Err(Rejection::new(
+            "InsufficientGpuMemory",
+            format!(
+                "{} GPUs here have less than the {} MiB required",
+                spec.model, spec.min_gpu_memory_mib
+            ),
+        ));
+    }
+    if !big_enough
+        .iter()
+        .any(|n| n.allocatable_gpus >= spec.gpus_per_replica)
+    {
+        return Err(Rejection::new(
+            "NodeTooSmall",
+            format!(
+                "no {} node here has {} GPUs for one replica",
+                spec.model, spec.gpus_per_replica
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_template(placement: &Placement) -> Result<(), Rejection> {
+    let spec = &placement.spec;
+    let invalid = |m: String| Err(Rejection::new("InvalidTemplate", m));
+    if spec.replicas == 0 || spec.gpus_per_replica == 0 {
+        return invalid("replicas and gpusPerReplica must be at least 1".into());
+    }
+    if spec.replicas.checked_mul(spec.gpus_per_replica) != Some(spec.total_gpus) {
+        return invalid(format!(
+            "totalGpus {} is not replicas {} × gpusPerReplica {}",
+            spec.total_gpus, spec.replicas, spec.gpus_per_replica
+        ));
+    }
+    if spec.max_duration.as_secs_ceil() == 0 {
+        return invalid("maxDuration must be at least 1s".into());
+    }
+    let containers = &spec.template.containers;
+    if containers.is_empty() || containers.len() > 8 {
+        return invalid(format!(
+            "a replica needs 1 to 8 containers, got {}",
+            containers.len()
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for c in containers {
+        if !dns_label(&c.name) {
+            return invalid(format!("container name {:?} is not a DNS label", c.name));
+        }
+        if !names.insert(c.name.as_str()) {
+            return invalid(format!("container name {:?} is used twice", c.name));
+        }
+        if c.image.trim().is_empty() || c.image.chars().any(char::is_whitespace) {
+            return invalid(format!("container {:?} has no usable image", c.name));
+        }
+    }
+    Ok(())
+}
+
+/// Labels of the local Job and its pods: managed by gpufed, and back to the hub job and placement.
+pub fn labels(placement: &Placement) -> BTreeMap<String, String> {
+    let spec = &placement.spec;
+    let mut l = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_JOB_UID.to_string(), spec.job.uid.clone()),
+        (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
+        (LABEL_CLUSTER.to_string(), spec.cluster.clone()),
+        (
+            LABEL_PLACEMENT.to_string(),
+            placement.metadata.name.clone().unwrap_or_default(),
+        ),
+    ]);
+    // Namespaces are DNS labels; job names may be longer than a label value allows.
+    for (key, value) in [
+        (LABEL_JOB_NAMESPACE, &spec.job.namespace),
+        (LABEL_JOB_NAME, &spec.job.name),
+    ] {
+        if label_value(value) {
+            l.insert(key.to_string(), value.clone());
+        }
+    }
+    l
+}
+
+fn resources(r: Option<&ContainerResources>, gpus: Option<u32>) -> ResourceRequirements {
+    let mut q = BTreeMap::new();
+    if let Some(r) = r {
+        if let Some(cpu) = &r.cpu {
+            q.insert("cpu".to_string(), Quantity(cpu.clone()));
+        }
+        if let Some(memory) = &r.memory {
+            q.insert("memory".to_string(), Quantity(memory.clone()));
+        }
+    }
+    if let Some(g) = gpus {
+        q.insert(GPU_RESOURCE.to_string(), Quantity(g.to_string()));
+    }
+    ResourceRequirements {
+        requests: (!q.is_empty()).then(|| q.clone()),
+        limits: (!q.is_empty()).then_some(q),
+        ..Default::default()
+    }
+}
+
+/// The container security context of the `restricted` Pod Security Standard.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        privileged: Some(false),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The local Job for `placement`, in `namespace`.
+pub fn build(placement: &Placement, namespace: &str) -> Job {
+    let spec = &placement.spec;
+    let labels = labels(placement);
+    let containers = spec
+        .template
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Container {
+            name: c.name.clone(),
+            image: Some(c.image.clone()),
+            command: (!c.command.is_empty()).then(|| c.command.clone()),
+            args: (!c.args.is_empty()).then(|| c.args.clone()),
+            env: (!c.env.is_empty()).then(|| {
+                c.env
+                    .iter()
+                    .map(|e| EnvVar {
+                        name: e.name.clone(),
+                        value: Some(e.value.clone()),
+                        value_from: None,
+                    })
+                    .collect()
+            }),
+            working_dir: c.working_dir.clone(),
+            resources: Some(resources(
+                c.resources.as_ref(),
+                (i == 0).then_some(spec.gpus_per_replica),
+            )),
+            security_context: Some(restricted_container()),
+            ..Default::default()
+        })
+        .collect();
+    let replicas = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
+    let deadline = i64::try_from(spec.max_duration.as_secs_ceil().max(1)).unwrap_or(i64::MAX);
+    let mut annotations = BTreeMap::from([(
+        ANNOTATION_JOB_NAME.to_string(),
+        format!("{}/{}", spec.job.namespace, spec.job.name),
+    )]);
+    if let Some(ns) = &placement.metadata.namespace {
+        annotations.insert(ANNOTATION_PLACEMENT_NAMESPACE.to_string(), ns.clone());
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: Some(local_job_name(&spec.job.uid, spec.attempt)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(replicas),
+            parallelism: Some(replicas),
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers,
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: Some(BTreeMap::from([(
+                        LABEL_GPU_MODEL.to_string(),
+                        spec.model.clone(),
+                    )])),
+                    // GPU nodes are commonly tainted so that only GPU pods land there.
+                    tolerations: Some(vec![Toleration {
+                        key: Some(GPU_RESOURCE.into()),
+                        operator: Some("Exists".into()),
+                        effect: Some("NoSchedule".into()),
+                        ..Default::default()
+                    }]),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_ID),
+                        run_as_group: Some(RUN_AS_ID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    host_network: Some(false),
+                    host_pid: Some(false),
+                    host_ipc: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "job_builder_tests.rs"]
+mod tests;

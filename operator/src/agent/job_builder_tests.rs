@@ -1,0 +1,255 @@
+use super::*;
+use crate::agent::fixtures::{gpu_node, placement};
+use gpufed_crds::naming::local_job_name;
+
+fn pod_spec(job: &Job) -> &PodSpec {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+#[test]
+fn the_job_runs_all_replicas_together_once_as_an_indexed_job() {
+    let p = placement("train", 2).replicas(4).gpus(8).build();
+    let job = build(&p, "gpufed-jobs");
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!(spec.completions, Some(4));
+    assert_eq!(spec.parallelism, Some(4));
+    assert_eq!(
+        spec.backoff_limit,
+        Some(0),
+        "the hub retries, not the member"
+    );
+    assert_eq!(pod_spec(&job).restart_policy.as_deref(), Some("Never"));
+}
+
+#[test]
+fn the_name_is_the_deterministic_local_job_name_in_the_jobs_namespace() {
+    let p = placement("train", 3).build();
+    let job = build(&p, "gpufed-jobs");
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some(local_job_name("uid-train", 3).as_str())
+    );
+    assert_eq!(job.metadata.namespace.as_deref(), Some("gpufed-jobs"));
+    assert_eq!(build(&p, "gpufed-jobs"), job, "same placement, same Job");
+}
+
+#[test]
+fn the_deadline_is_the_placements_max_duration() {
+    let job = build(
+        &placement("t", 1).max_duration("1h30m").build(),
+        "gpufed-jobs",
+    );
+    assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(5400));
+}
+
+#[test]
+fn the_first_container_gets_the_gpus_and_cpu_memory_requests_equal_limits() {
+    let mut p = placement("t", 1).gpus(4).build();
+    p.spec.template.containers[0].resources = Some(gpufed_crds::ContainerResources {
+        cpu: Some("8".into()),
+        memory: Some("64Gi".into()),
+    });
+    let mut sidecar = p.spec.template.containers[0].clone();
+    sidecar.name = "logger".into();
+    sidecar.resources = None;
+    p.spec.template.containers.push(sidecar);
+    let job = build(&p, "gpufed-jobs");
+    let cs = &pod_spec(&job).containers;
+    let r = cs[0].resources.as_ref().unwrap();
+    assert_eq!(r.requests, r.limits);
+    let limits = r.limits.as_ref().unwrap();
+    assert_eq!(limits[GPU_RESOURCE], Quantity("4".into()));
+    assert_eq!(limits["cpu"], Quantity("8".into()));
+    assert_eq!(limits["memory"], Quantity("64Gi".into()));
+    let r1 = cs[1].resources.as_ref().unwrap();
+    assert!(r1.limits.is_none() && r1.requests.is_none(), "{r1:?}");
+}
+
+#[test]
+fn pods_select_nodes_of_the_placed_model() {
+    let job = build(&placement("t", 1).model("L4").build(), "gpufed-jobs");
+    assert_eq!(
+        pod_spec(&job).node_selector.as_ref().unwrap()[LABEL_GPU_MODEL],
+        "L4"
+    );
+}
+
+#[test]
+fn pods_get_no_token_no_service_links_and_no_host_namespaces() {
+    let job = build(&placement("t", 1).build(), "gpufed-jobs");
+    let ps = pod_spec(&job);
+    assert_eq!(ps.automount_service_account_token, Some(false));
+    assert_eq!(ps.enable_service_links, Some(false));
+    assert_eq!(ps.host_network, Some(false));
+    assert_eq!(ps.host_pid, Some(false));
+    assert_eq!(ps.host_ipc, Some(false));
+    assert!(ps.volumes.is_none());
+    assert!(ps.service_account_name.is_none());
+}
+
+#[test]
+fn every_container_passes_the_restricted_pod_security_standard() {
+    let mut p = placement("t", 1).build();
+    let mut second = p.spec.template.containers[0].clone();
+    second.name = "second".into();
+    p.spec.template.containers.push(second);
+    let job = build(&p, "gpufed-jobs");
+    let ps = pod_spec(&job);
+    let pod_sc = ps.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.run_as_non_root, Some(true));
+    assert_ne!(pod_sc.run_as_user, Some(0));
+    assert_eq!(
+        pod_sc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    for c in &ps.containers {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(caps.add.is_none());
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    }
+}
+
+#[test]
+fn the_template_is_copied_as_plain_values() {
+    let job = build(&placement("t", 1).build(), "gpufed-jobs");
+    let c = &pod_spec(&job).containers[0];
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/acme/train:1"));
+    assert_eq!(c.command.as_deref().unwrap(), ["python", "train.py"]);
+    let env = c.env.as_ref().unwrap();
+    assert_eq!(env[0].name, "EPOCHS");
+    assert_eq!(env[0].value.as_deref(), Some("3"));
+    assert!(env[0].value_from.is_none());
+}
+
+#[test]
+fn job_and_pods_are_labelled_back_to_the_hub_job() {
+    let p = placement("train", 2).build();
+    let job = build(&p, "gpufed-jobs");
+    let l = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(l[LABEL_MANAGED_BY], MANAGED_BY);
+    assert_eq!(l[LABEL_JOB_UID], "uid-train");
+    assert_eq!(l[LABEL_ATTEMPT], "2");
+    assert_eq!(l[LABEL_JOB_NAMESPACE], "team-a");
+    assert_eq!(l[LABEL_JOB_NAME], "train");
+    assert_eq!(l[LABEL_CLUSTER], "alpha");
+    assert_eq!(l[LABEL_PLACEMENT], p.metadata.name.clone().unwrap());
+    let pod_labels = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod_labels, l);
+}
+
+#[test]
+fn a_job_name_too_long_for_a_label_is_kept_only_as_an_annotation() {
+    let mut p = placement("t", 1).build();
+    p.spec.job.name = "x".repeat(100);
+    let job = build(&p, "gpufed-jobs");
+    assert!(!job.metadata.labels.unwrap().contains_key(LABEL_JOB_NAME));
+    assert!(job.metadata.annotations.unwrap()[ANNOTATION_JOB_NAME].ends_with(&"x".repeat(100)));
+}
+
+#[test]
+fn a_placement_this_member_can_run_is_valid() {
+    let nodes = [gpu_node("h1", "H100", 8, 8)];
+    assert_eq!(
+        validate(&placement("t", 1).gpus(8).build(), "alpha", &nodes),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_placement_for_another_cluster_is_rejected() {
+    let nodes = [gpu_node("h1", "H100", 8, 8)];
+    let r = validate(&placement("t", 1).cluster("beta").build(), "alpha", &nodes).unwrap_err();
+    assert_eq!(r.reason, "WrongCluster");
+    assert!(r.message.contains("\"beta\""), "{}", r.message);
+}
+
+#[test]
+fn a_model_this_member_lacks_is_rejected_naming_what_it_has() {
+    let nodes = [gpu_node("l1", "L4", 4, 4)];
+    let r = validate(&placement("t", 1).build(), "alpha", &nodes).unwrap_err();
+    assert_eq!(r.reason, "ModelUnavailable");
+    assert_eq!(r.message, "no H100 nodes here (has L4)");
+}
+
+#[test]
+fn gpus_with_too_little_memory_are_rejected() {
+    let mut p = placement("t", 1).build();
+    p.spec.min_gpu_memory_mib = 100 * 1024;
+    let r = validate(&p, "alpha", &[gpu_node("h1", "H100", 8, 8)]).unwrap_err();
+    assert_eq!(r.reason, "InsufficientGpuMemory");
+}
+
+#[test]
+fn a_replica_wider_than_any_node_is_rejected() {
+    let r = validate(
+        &placement("t", 1).gpus(16).build(),
+        "alpha",
+        &[gpu_node("h1", "H100", 8, 8)],
+    )
+    .unwrap_err();
+    assert_eq!(r.reason, "NodeTooSmall");
+}
+
+#[test]
+fn busy_gpus_are_no_reason_to_reject() {
+    // Free GPUs change by the second; the pods wait in the member's queue instead.
+    let nodes = [gpu_node("h1", "H100", 8, 0)];
+    assert_eq!(
+        validate(&placement("t", 1).build(), "alpha", &nodes),
+        Ok(())
+    );
+}
+
+#[test]
+fn unusable_templates_are_rejected() {
+    let nodes = [gpu_node("h1", "H100", 8, 8)];
+    type Edit = Box<dyn Fn(&mut Placement)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "no containers",
+            Box::new(|p| p.spec.template.containers.clear()),
+        ),
+        (
+            "duplicate names",
+            Box::new(|p| {
+                let c = p.spec.template.containers[0].clone();
+                p.spec.template.containers.push(c);
+            }),
+        ),
+        (
+            "bad name",
+            Box::new(|p| p.spec.template.containers[0].name = "Main_1".into()),
+        ),
+        (
+            "blank image",
+            Box::new(|p| p.spec.template.containers[0].image = " ".into()),
+        ),
+        ("wrong total", Box::new(|p| p.spec.total_gpus = 99)),
+        (
+            "zero duration",
+            Box::new(|p| p.spec.max_duration = gpufed_crds::KubeDuration::from_secs(0)),
+        ),
+    ];
+    for (what, edit) in cases {
+        let mut p = placement("t", 1).build();
+        edit(&mut p);
+        let r = validate(&p, "alpha", &nodes).unwrap_err();
+        assert_eq!(r.reason, "InvalidTemplate", "{what}");
+    }
+}

@@ -1,0 +1,314 @@
+//! `gpufed-operator agent`: the member side of gpufed, one per member cluster.
+//!
+//! It pulls from the hub and never lets the hub into the member: with the member's own hub
+//! credential (which reaches only its namespace `gpufed-member-<name>` and its own MemberCluster)
+//! it
+//! * renews its heartbeat Lease ([`heartbeat`]);
+//! * reports the GPU inventory from Nodes, GpuNodes and Pods ([`inventory`], [`member_status`]);
+//! * runs the Placements addressed to it as local `batch/v1` Jobs and reports their phase and
+//!   GPU-seconds back ([`plan`], [`job_builder`], [`report`], [`usage`], [`sync`]);
+//! * fences itself — stops its Jobs — when it cannot reach the hub for too long, before the hub can
+//!   give its work to another member ([`fence`], [`fencer`]).
+//!
+//! Pure decisions live in `fence`, `inventory`, `job_builder`, `plan`, `report` and `usage`; the
+//! tasks that talk to apiservers are `heartbeat`, `member_status`, `fencer` and `sync`, over the
+//! caches and shared state of [`context`] and [`state`].
+
+pub mod api;
+pub mod context;
+pub mod fence;
+pub mod fencer;
+pub mod heartbeat;
+pub mod inventory;
+pub mod job_builder;
+pub mod member_status;
+pub mod plan;
+pub mod report;
+pub mod state;
+pub mod sync;
+pub mod usage;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gpufed_crds::naming::{LABEL_MANAGED_BY, MANAGED_BY, heartbeat_lease_name, member_namespace};
+use gpufed_crds::{GpuNode, Placement};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use crate::cli::AgentArgs;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::server::Health;
+use api::{API_TIMEOUT, FIELD_MANAGER, timed_opt};
+use context::{Context, Stores};
+use state::Shared;
+
+/// Label that makes a namespace enforce a Pod Security Standard.
+pub const PSS_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
+
+/// Why the jobs namespace cannot be used, if it cannot: it must exist and enforce `restricted`.
+pub fn jobs_namespace_problem(name: &str, ns: Option<&Namespace>) -> Option<String> {
+    let Some(ns) = ns else {
+        return Some(format!(
+            "the jobs namespace {name:?} does not exist on this cluster: install the gpufed-member chart (it creates it with {PSS_ENFORCE_LABEL}=restricted) or pass --jobs-namespace"
+        ));
+    };
+    let level = ns.labels().get(PSS_ENFORCE_LABEL).map(String::as_str);
+    if level != Some("restricted") {
+        return Some(format!(
+            "the jobs namespace {name:?} must carry the label {PSS_ENFORCE_LABEL}=restricted (it has {}): other people's workloads run there",
+            level.map_or("none".to_string(), |l| format!("{l:?}"))
+        ));
+    }
+    None
+}
+
+/// Starts a watch of `api` feeding a cache; `on_change` hears of every object that changes (and
+/// of `None` when a full list has been read).
+fn reflect<K>(
+    what: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    on_change: impl Fn(Option<&K>) + Send + 'static,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, config)
+            .backoff(api::WatchBackoff::default())
+            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+    );
+    tokio::spawn(stream.for_each(move |event| {
+        match &event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => on_change(Some(o)),
+            Ok(watcher::Event::InitDone) => on_change(None),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(watch = what, error = %e, "watch failed; retrying with backoff")
+            }
+        }
+        futures::future::ready(())
+    }));
+    reader
+}
+
+/// A callback that wakes `n` on every change.
+fn waker<K>(n: &Arc<Notify>) -> impl Fn(Option<&K>) + Send + 'static {
+    let n = n.clone();
+    move |_| n.notify_one()
+}
+
+/// Waits for the first full list of `store`, saying every 30 s what it is waiting for.
+async fn synced<K>(store: &Store<K>, what: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(Error::Config(format!("the {what} watch stopped"))),
+            Err(_) => tracing::warn!(
+                watch = what,
+                "still waiting for the first list of {what}: is the API reachable and may the agent list it?"
+            ),
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Local Jobs keep running across agent restarts.
+pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Health) -> Result<()> {
+    let hub_config = crate::kube_config(Some(&args.hub_kubeconfig))
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "hub kubeconfig {}: {e:#}",
+                args.hub_kubeconfig.display()
+            ))
+        })?;
+    let hub = Client::try_from(hub_config).map_err(Error::kube("building the hub client"))?;
+    let jobs_ns = timed_opt(
+        format!("reading the jobs namespace {}", args.jobs_namespace),
+        API_TIMEOUT,
+        Api::<Namespace>::all(local.clone()).get(&args.jobs_namespace),
+    )
+    .await?;
+    if let Some(problem) = jobs_namespace_problem(&args.jobs_namespace, jobs_ns.as_ref()) {
+        return Err(Error::Config(problem));
+    }
+
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let member_ns = member_namespace(&args.cluster);
+    tracing::info!(cluster = %args.cluster, %identity, hub_namespace = %member_ns, jobs_namespace = %args.jobs_namespace, "agent starting");
+    let shared = Arc::new(Shared::new());
+    tokio::spawn(heartbeat::run(
+        Api::<Lease>::namespaced(hub.clone(), &member_ns),
+        heartbeat_lease_name(&args.cluster),
+        identity.clone(),
+        args.heartbeat_interval,
+        shared.clone(),
+        metrics.clone(),
+    ));
+
+    let sync_wake = Arc::new(Notify::new());
+    let inventory_changed = Arc::new(Notify::new());
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let pods_changed = {
+        let (inventory, sync) = (inventory_changed.clone(), sync_wake.clone());
+        let jobs_ns = args.jobs_namespace.clone();
+        move |pod: Option<&Pod>| {
+            // Every pod changes free GPUs; only pods of the jobs namespace change placements.
+            inventory.notify_one();
+            if pod.is_none_or(|p| p.metadata.namespace.as_deref() == Some(jobs_ns.as_str())) {
+                sync.notify_one();
+            }
+        }
+    };
+    let stores = Stores {
+        placements: reflect(
+            "placements",
+            Api::<Placement>::namespaced(hub.clone(), &member_ns),
+            watcher::Config::default(),
+            waker(&sync_wake),
+        ),
+        jobs: reflect(
+            "jobs",
+            Api::<Job>::namespaced(local.clone(), &args.jobs_namespace),
+            watcher::Config::default().labels(&managed),
+            waker(&sync_wake),
+        ),
+        pods: reflect(
+            "pods",
+            Api::<Pod>::all(local.clone()),
+            watcher::Config::default(),
+            pods_changed,
+        ),
+        nodes: reflect(
+            "nodes",
+            Api::<Node>::all(local.clone()),
+            watcher::Config::default(),
+            waker(&inventory_changed),
+        ),
+        gpu_nodes: reflect(
+            "gpunodes",
+            Api::<GpuNode>::all(local.clone()),
+            watcher::Config::default(),
+            waker(&inventory_changed),
+        ),
+    };
+    let reporter = |instance: &str| Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(instance.to_string()),
+    };
+    let ctx = Arc::new(Context {
+        hub_events: Recorder::new(hub.clone(), reporter(&identity)),
+        local_events: Recorder::new(local.clone(), reporter(&identity)),
+        identity,
+        args,
+        hub,
+        local,
+        stores,
+        shared: shared.clone(),
+        metrics,
+        health,
+    });
+    // Fencing needs only the local Jobs; it must work while the hub is unreachable.
+    tokio::spawn(fencer::run(ctx.clone()));
+
+    let start = {
+        let ctx = ctx.clone();
+        async move {
+            synced(&ctx.stores.nodes, "nodes").await?;
+            synced(&ctx.stores.gpu_nodes, "GpuNodes").await?;
+            synced(&ctx.stores.pods, "pods").await?;
+            tokio::spawn(member_status::run(ctx.clone(), inventory_changed));
+            synced(&ctx.stores.jobs, "local Jobs").await?;
+            // Until the Placements are listed, every local Job would look orphaned.
+            synced(&ctx.stores.placements, "Placements on the hub").await?;
+            tokio::spawn(forward(sync_wake, ctx.clone()));
+            tracing::info!("caches synced; running placements");
+            sync::run(ctx).await;
+            Ok::<(), Error>(())
+        }
+    };
+    tokio::select! {
+        r = start => r,
+        _ = crate::shutdown_signal() => {
+            tracing::info!("agent stopping; local Jobs keep running");
+            Ok(())
+        }
+    }
+}
+
+/// Passes wake-ups of the watches on to the sync.
+async fn forward(from: Arc<Notify>, ctx: Arc<Context>) {
+    loop {
+        from.notified().await;
+        ctx.shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ns(labels: &[(&str, &str)]) -> Namespace {
+        let mut n = Namespace::default();
+        n.metadata.name = Some("gpufed-jobs".into());
+        n.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        n
+    }
+
+    #[test]
+    fn a_missing_jobs_namespace_is_named_with_the_fix() {
+        let p = jobs_namespace_problem("gpufed-jobs", None).unwrap();
+        assert!(p.contains("\"gpufed-jobs\" does not exist"), "{p}");
+        assert!(p.contains("gpufed-member chart"), "{p}");
+    }
+
+    #[test]
+    fn the_jobs_namespace_must_enforce_restricted_pod_security() {
+        assert_eq!(
+            jobs_namespace_problem(
+                "gpufed-jobs",
+                Some(&ns(&[(PSS_ENFORCE_LABEL, "restricted")]))
+            ),
+            None
+        );
+        let p =
+            jobs_namespace_problem("gpufed-jobs", Some(&ns(&[(PSS_ENFORCE_LABEL, "baseline")])))
+                .unwrap();
+        assert!(p.contains("(it has \"baseline\")"), "{p}");
+        assert!(jobs_namespace_problem("gpufed-jobs", Some(&ns(&[]))).is_some());
+    }
+}

@@ -1,0 +1,402 @@
+//! What the agent must do about its Placements and local Jobs, as a pure function of what it sees:
+//! the hub's Placements for this member, the local gpufed Jobs and their pods, the GPU nodes, and
+//! the fence state. [`plan`] returns steps; [`super::sync`] performs them.
+//!
+//! Rules:
+//! * A Placement for another cluster is `Rejected` (`WrongCluster`) and never run.
+//! * Only the highest attempt of a job UID runs. A lower attempt is stale: its local Job is deleted,
+//!   it is never created, and its Placement is marked `Rejected` (`StaleAttempt`) unless it has
+//!   already ended (a finished attempt's report is what it gets paid for).
+//! * A new Placement is validated ([`job_builder::validate`]) and either `Rejected` with the reason
+//!   or run as a local Job. A Placement that was accepted before but whose Job is gone is never run
+//!   again: it is reported `Failed` — `Fenced` if this agent stopped it while cut off from the hub,
+//!   else `LocalJobMissing` once a fresh read confirms the Job is really gone.
+//! * Finished Placements are frozen. Local Jobs whose Placement no longer exists are deleted.
+//! * While fenced off, nothing is planned; [`fence_victims`] are the Jobs the fence task stops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_PLACEMENT, local_job_name};
+use gpufed_crds::{NodeInventory, Placement, PlacementPhase, PlacementStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::job_builder;
+use super::report::{self, ended};
+
+/// Reason of a Placement stopped by fencing (the hub retries it elsewhere).
+pub const FENCED: &str = "Fenced";
+/// Reason of a Placement whose attempt is not the job's current one.
+pub const STALE_ATTEMPT: &str = "StaleAttempt";
+/// Reason of an accepted Placement whose local Job disappeared.
+pub const LOCAL_JOB_MISSING: &str = "LocalJobMissing";
+
+/// Why a local Job is deleted (the `reason` label of `gpufed_agent_jobs_deleted_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Its Placement no longer exists on the hub.
+    Orphan,
+    /// A higher attempt of the same job exists.
+    Stale,
+    /// The agent is fenced off from the hub.
+    Fenced,
+}
+
+impl DeleteReason {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeleteReason::Orphan => "orphan",
+            DeleteReason::Stale => "stale",
+            DeleteReason::Fenced => "fenced",
+        }
+    }
+}
+
+/// An Event to publish on a Placement (on the hub).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human text.
+    pub message: String,
+}
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Create the local Job (an existing one of that name is fine), then write `status`.
+    CreateJob {
+        /// Placement name.
+        placement: String,
+        /// The Job.
+        job: Box<Job>,
+        /// Status to write once the Job exists.
+        status: PlacementStatus,
+    },
+    /// Delete a local Job (and its pods).
+    DeleteJob {
+        /// Job name.
+        name: String,
+        /// Its placement, if known.
+        placement: Option<String>,
+        /// Why.
+        why: DeleteReason,
+    },
+    /// Write a Placement's status (server-side apply, the agent's fields).
+    WriteStatus {
+        /// Placement name.
+        placement: String,
+        /// The status (`lastUpdateTime` is set when writing).
+        status: PlacementStatus,
+        /// Event to publish once written.
+        note: Option<Note>,
+    },
+    /// Read the local Job `job` afresh: only if it really does not exist, write `status`.
+    ConfirmMissing {
+        /// Placement name.
+        placement: String,
+        /// Local Job name.
+        job: String,
+        /// Status to write if the Job is gone.
+        status: PlacementStatus,
+    },
+}
+
+/// Everything [`plan`] looks at.
+pub struct View<'a> {
+    /// This member's name.
+    pub cluster: &'a str,
+    /// Local namespace of the Jobs.
+    pub jobs_namespace: &'a str,
+    /// Placements in this member's namespace on the hub.
+    pub placements: &'a [Arc<Placement>],
+    /// Local Jobs labelled as managed by gpufed.
+    pub jobs: &'a [Arc<Job>],
+    /// Pods of each local Job, by Job name.
+    pub pods: &'a BTreeMap<String, Vec<Arc<Pod>>>,
+    /// GPU nodes of the member.
+    pub nodes: &'a [NodeInventory],
+    /// Placements whose Job this agent deleted while fenced, with when.
+    pub fenced_placements: &'a BTreeMap<String, Time>,
+    /// Highest attempt seen per job UID so far.
+    pub highest: &'a BTreeMap<String, u32>,
+    /// Now.
+    pub now: Time,
+    /// How often running placements' GPU-seconds are refreshed.
+    pub refresh: Duration,
+}
+
+/// The steps, and the highest attempt per job UID to remember.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+    /// Highest attempt per job UID, including what [`View::highest`] held.
+    pub highest: BTreeMap<String, u32>,
+}
+
+fn job_attempt(job: &Job) -> Option<(String, u32)> {
+    let labels = job.metadata.labels.as_ref()?;
+    let uid = labels.get(LABEL_JOB_UID)?.clone();
+    let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    Some((uid, attempt))
+}
+
+fn being_deleted(job: &Job) -> bool {
+    job.metadata.deletion_timestamp.is_some()
+}
+
+/// Highest attempt per job UID over `remembered`, this member's Placements and local Jobs.
+pub fn highest_attempts(
+    cluster: &str,
+    remembered: &BTreeMap<String, u32>,
+    placements: &[Arc<Placement>],
+    jobs: &[Arc<Job>],
+) -> BTreeMap<String, u32> {
+    let mut h = remembered.clone();
+    let mut see = |uid: &str, attempt: u32| {
+        let e = h.entry(uid.to_string()).or_insert(attempt);
+        *e = (*e).max(attempt);
+    };
+    for p in placements.iter().filter(|p| p.spec.cluster == cluster) {
+        see(&p.spec.job.uid, p.spec.attempt);
+    }
+    for (uid, attempt) in jobs.iter().filter_map(|j| job_attempt(j)) {
+        see(&uid, attempt);
+    }
+    h
+}
+
+/// Whether a local Job has ended (its `Complete` or `Failed` condition is True).
+pub fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+/// The local Jobs to stop while fenced off: every one still running or waiting to run. Finished
+/// Jobs hold no GPUs and are kept, so that a result the hub has not heard of yet can still be
+/// reported once it is reachable again.
+pub fn fence_victims(jobs: &[Arc<Job>]) -> Vec<Arc<Job>> {
+    jobs.iter()
+        .filter(|j| !being_deleted(j) && !job_finished(j))
+        .cloned()
+        .collect()
+}
+
+fn phase(status: Option<&PlacementStatus>) -> Option<PlacementPhase> {
+    status.and_then(|s| s.phase)
+}
+
+/// Plans what to do about `view`.
+pub fn plan(view: &View) -> Plan {
+    let mut steps = vec![];
+    let highest = highest_attempts(view.cluster, view.highest, view.placements, view.jobs);
+    let jobs: BTreeMap<String, &Arc<Job>> = view.jobs.iter().map(|j| (j.name_any(), j)).collect();
+    let mut placements: Vec<&Arc<Placement>> = view.placements.iter().collect();
+    placements.sort_by_key(|p| p.name_any());
+    for p in &placements {
+        placement_steps(view, p, &jobs, &highest, &mut steps);
+    }
+    // Local Jobs whose Placement is gone: the hub deleted it (job deleted, attempt lost).
+    for job in view.jobs.iter().filter(|j| !being_deleted(j)) {
+        let placement = job.labels().get(LABEL_PLACEMENT).cloned();
+        let exists = placement
+            .as_ref()
+            .is_some_and(|name| placements.iter().any(|p| &p.name_any() == name));
+        if !exists {
+            steps.push(Step::DeleteJob {
+                name: job.name_any(),
+                placement,
+                why: DeleteReason::Orphan,
+            });
+        }
+    }
+    Plan { steps, highest }
+}
+
+fn placement_steps(
+    view: &View,
+    p: &Placement,
+    jobs: &BTreeMap<String, &Arc<Job>>,
+    highest: &BTreeMap<String, u32>,
+    steps: &mut Vec<Step>,
+) {
+    let name = p.name_any();
+    let spec = &p.spec;
+    let prev = p.status.as_ref();
+    let job_name = local_job_name(&spec.job.uid, spec.attempt);
+    let local = jobs.get(&job_name).filter(|j| !being_deleted(j));
+    let finished = phase(prev).is_some_and(PlacementPhase::is_finished);
+    let write = |steps: &mut Vec<Step>, status: PlacementStatus, note: Option<Note>| {
+        steps.push(Step::WriteStatus {
+            placement: name.clone(),
+            status,
+            note,
+        });
+    };
+    let reject = |reason: &'static str, message: String| {
+        let status = ended(
+            prev,
+            PlacementPhase::Rejected,
+            reason,
+            message.clone(),
+            &view.now,
+        );
+        let note = Note {
+            warning: true,
+            reason: "Rejected",
+            message: format!("{reason}: {message}"),
+        };
+        (status, Some(note))
+    };
+
+    if spec.cluster != view.cluster {
+        if phase(prev) != Some(PlacementPhase::Rejected) {
+            let (st, note) = reject(
+                "WrongCluster",
+                format!(
+                    "the placement is for cluster {:?}, this is {:?}",
+                    spec.cluster, view.cluster
+                ),
+            );
+            write(steps, st, note);
+        }
+        return;
+    }
+    let current = highest.get(&spec.job.uid).copied().unwrap_or(spec.attempt);
+    if spec.attempt < current {
+        if let Some(job) = local {
+            steps.push(Step::DeleteJob {
+                name: job.name_any(),
+                placement: Some(name.clone()),
+                why: DeleteReason::Stale,
+            });
+        }
+        if !finished {
+            let (st, note) = reject(
+                STALE_ATTEMPT,
+                format!(
+                    "attempt {} of job {}/{} is stale: attempt {current} is the current one, so this one never runs here",
+                    spec.attempt, spec.job.namespace, spec.job.name
+                ),
+            );
+            write(steps, st, note);
+        }
+        return;
+    }
+    if finished {
+        return;
+    }
+    if let Some(when) = view.fenced_placements.get(&name) {
+        if let Some(job) = local {
+            steps.push(Step::DeleteJob {
+                name: job.name_any(),
+                placement: Some(name.clone()),
+                why: DeleteReason::Fenced,
+            });
+        }
+        let message = format!(
+            "the member could not reach the hub for longer than its fence timeout and stopped local Job {job_name} at {}; the attempt did not finish",
+            when.0
+        );
+        let mut st = ended(prev, PlacementPhase::Failed, FENCED, message.clone(), when);
+        st.local_job = Some(job_name.clone());
+        let note = Note {
+            warning: true,
+            reason: FENCED,
+            message,
+        };
+        write(steps, st, Some(note));
+        return;
+    }
+    match local {
+        Some(job) => {
+            let pods: Vec<&Pod> = view
+                .pods
+                .get(&job_name)
+                .map(|ps| ps.iter().map(|p| p.as_ref()).collect())
+                .unwrap_or_default();
+            let next = report::observe(spec, job, &pods, prev, &view.now);
+            if report::needs_write(prev, &next, &view.now, view.refresh) {
+                let note = match (phase(prev), next.phase) {
+                    (Some(a), Some(b)) if a == b => None,
+                    (_, Some(PlacementPhase::Running)) => Some(Note {
+                        warning: false,
+                        reason: "Running",
+                        message: format!("all {} replica(s) of {job_name} started", spec.replicas),
+                    }),
+                    (_, Some(PlacementPhase::Succeeded)) => Some(Note {
+                        warning: false,
+                        reason: "Succeeded",
+                        message: format!(
+                            "{job_name} completed using {} GPU-seconds",
+                            next.gpu_seconds
+                        ),
+                    }),
+                    (_, Some(PlacementPhase::Failed)) => Some(Note {
+                        warning: true,
+                        reason: "Failed",
+                        message: next.message.clone().unwrap_or_else(|| {
+                            next.reason.clone().unwrap_or_else(|| "failed".into())
+                        }),
+                    }),
+                    _ => None,
+                };
+                write(steps, next, note);
+            }
+        }
+        None => match phase(prev) {
+            None => match job_builder::validate(p, view.cluster, view.nodes) {
+                Err(r) => {
+                    let (st, note) = reject(r.reason, r.message);
+                    write(steps, st, note);
+                }
+                Ok(()) => {
+                    let job = job_builder::build(p, view.jobs_namespace);
+                    let status = PlacementStatus {
+                        phase: Some(PlacementPhase::Accepted),
+                        local_job: Some(job_name.clone()),
+                        ..Default::default()
+                    };
+                    steps.push(Step::CreateJob {
+                        placement: name.clone(),
+                        job: Box::new(job),
+                        status,
+                    });
+                }
+            },
+            Some(_) => {
+                let message = format!(
+                    "local Job {job_name} no longer exists on the member (deleted outside gpufed, or stopped while the agent was fenced off before it restarted); an accepted placement is never run twice"
+                );
+                steps.push(Step::ConfirmMissing {
+                    placement: name.clone(),
+                    job: job_name,
+                    status: ended(
+                        prev,
+                        PlacementPhase::Failed,
+                        LOCAL_JOB_MISSING,
+                        message,
+                        &view.now,
+                    ),
+                });
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,334 @@
+use super::*;
+use crate::agent::fixtures::{at, gpu_node, local_job, placement, pod, uid};
+use k8s_openapi::api::batch::v1::JobStatus;
+
+struct World {
+    placements: Vec<Arc<Placement>>,
+    jobs: Vec<Arc<Job>>,
+    pods: BTreeMap<String, Vec<Arc<Pod>>>,
+    nodes: Vec<NodeInventory>,
+    fenced_placements: BTreeMap<String, Time>,
+    highest: BTreeMap<String, u32>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            placements: vec![],
+            jobs: vec![],
+            pods: BTreeMap::new(),
+            nodes: vec![gpu_node("h1", "H100", 8, 8)],
+            fenced_placements: BTreeMap::new(),
+            highest: BTreeMap::new(),
+        }
+    }
+    fn placement(mut self, p: Placement) -> Self {
+        self.placements.push(Arc::new(p));
+        self
+    }
+    fn job(mut self, j: Job) -> Self {
+        self.jobs.push(Arc::new(j));
+        self
+    }
+    fn plan(&self) -> Plan {
+        plan(&View {
+            cluster: "alpha",
+            jobs_namespace: "gpufed-jobs",
+            placements: &self.placements,
+            jobs: &self.jobs,
+            pods: &self.pods,
+            nodes: &self.nodes,
+            fenced_placements: &self.fenced_placements,
+            highest: &self.highest,
+            now: at(1000),
+            refresh: Duration::from_secs(10),
+        })
+    }
+}
+
+fn status(phase: PlacementPhase) -> PlacementStatus {
+    PlacementStatus {
+        phase: Some(phase),
+        gpu_seconds: 42,
+        last_update_time: Some(at(999)),
+        ..Default::default()
+    }
+}
+
+fn created(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::CreateJob { job, .. } => job.metadata.name.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn deleted(plan: &Plan) -> Vec<(String, DeleteReason)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::DeleteJob { name, why, .. } => Some((name.clone(), *why)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn written(plan: &Plan, placement: &Placement) -> Option<PlacementStatus> {
+    plan.steps.iter().find_map(|s| match s {
+        Step::WriteStatus {
+            placement: p,
+            status,
+            ..
+        } if Some(p) == placement.metadata.name.as_ref() => Some(status.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_new_placement_becomes_a_local_job_then_reports_accepted() {
+    let p = placement("train", 1).build();
+    let plan = World::new().placement(p.clone()).plan();
+    let [Step::CreateJob { job, status, .. }] = &plan.steps[..] else {
+        panic!("{:?}", plan.steps)
+    };
+    assert_eq!(job.metadata.namespace.as_deref(), Some("gpufed-jobs"));
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some(local_job_name(&uid("train"), 1).as_str())
+    );
+    assert_eq!(status.phase, Some(PlacementPhase::Accepted));
+    assert_eq!(status.local_job, job.metadata.name);
+}
+
+#[test]
+fn an_existing_local_job_is_never_created_again() {
+    let p = placement("train", 1).build();
+    let plan = World::new()
+        .placement(p.clone())
+        .job(local_job(&p, JobStatus::default()))
+        .plan();
+    assert!(created(&plan).is_empty());
+    assert_eq!(
+        written(&plan, &p).unwrap().phase,
+        Some(PlacementPhase::Accepted)
+    );
+}
+
+#[test]
+fn a_placement_this_member_cannot_run_is_rejected_with_the_reason() {
+    let p = placement("train", 1).model("A100").build();
+    let plan = World::new().placement(p.clone()).plan();
+    assert!(created(&plan).is_empty());
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Rejected));
+    assert_eq!(st.reason.as_deref(), Some("ModelUnavailable"));
+}
+
+#[test]
+fn a_placement_for_another_cluster_is_rejected_once() {
+    let p = placement("train", 1).cluster("beta").build();
+    let plan = World::new().placement(p.clone()).plan();
+    assert_eq!(
+        written(&plan, &p).unwrap().reason.as_deref(),
+        Some("WrongCluster")
+    );
+    let again = placement("train", 1)
+        .cluster("beta")
+        .status(status(PlacementPhase::Rejected))
+        .build();
+    assert!(World::new().placement(again).plan().steps.is_empty());
+}
+
+#[test]
+fn a_stale_attempt_is_never_run_and_is_rejected() {
+    let old = placement("train", 1).build();
+    let new = placement("train", 2).build();
+    let plan = World::new()
+        .placement(old.clone())
+        .placement(new.clone())
+        .plan();
+    assert_eq!(created(&plan), [local_job_name(&uid("train"), 2)]);
+    let st = written(&plan, &old).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Rejected));
+    assert_eq!(st.reason.as_deref(), Some(STALE_ATTEMPT));
+    assert_eq!(plan.highest[&uid("train")], 2);
+}
+
+#[test]
+fn a_stale_attempt_that_is_running_loses_its_local_job_but_keeps_its_usage() {
+    let old = placement("train", 1)
+        .status(status(PlacementPhase::Running))
+        .build();
+    let new = placement("train", 2).build();
+    let plan = World::new()
+        .placement(old.clone())
+        .placement(new)
+        .job(local_job(&old, JobStatus::default()))
+        .plan();
+    assert_eq!(
+        deleted(&plan),
+        [(local_job_name(&uid("train"), 1), DeleteReason::Stale)]
+    );
+    let st = written(&plan, &old).unwrap();
+    assert_eq!(st.reason.as_deref(), Some(STALE_ATTEMPT));
+    assert_eq!(st.gpu_seconds, 42);
+}
+
+#[test]
+fn an_attempt_lower_than_one_seen_before_is_stale_even_when_alone() {
+    let old = placement("train", 1).build();
+    let mut w = World::new().placement(old.clone());
+    w.highest.insert(uid("train"), 3);
+    let plan = w.plan();
+    assert!(created(&plan).is_empty());
+    assert_eq!(
+        written(&plan, &old).unwrap().reason.as_deref(),
+        Some(STALE_ATTEMPT)
+    );
+}
+
+#[test]
+fn a_local_job_of_a_higher_attempt_makes_a_lower_placement_stale() {
+    let old = placement("train", 1).build();
+    let newer = placement("train", 2).build();
+    let plan = World::new()
+        .placement(old.clone())
+        .job(local_job(&newer, JobStatus::default()))
+        .plan();
+    assert!(created(&plan).is_empty());
+    assert_eq!(
+        written(&plan, &old).unwrap().reason.as_deref(),
+        Some(STALE_ATTEMPT)
+    );
+}
+
+#[test]
+fn a_finished_stale_attempt_keeps_its_final_report() {
+    let old = placement("train", 1)
+        .status(status(PlacementPhase::Succeeded))
+        .build();
+    let new = placement("train", 2).build();
+    let plan = World::new().placement(old.clone()).placement(new).plan();
+    assert_eq!(written(&plan, &old), None);
+}
+
+#[test]
+fn a_local_job_without_its_placement_is_deleted() {
+    let gone = placement("gone", 1).build();
+    let plan = World::new()
+        .job(local_job(&gone, JobStatus::default()))
+        .plan();
+    assert_eq!(
+        deleted(&plan),
+        [(local_job_name(&uid("gone"), 1), DeleteReason::Orphan)]
+    );
+}
+
+#[test]
+fn a_job_already_being_deleted_is_left_alone() {
+    let gone = placement("gone", 1).build();
+    let mut job = local_job(&gone, JobStatus::default());
+    job.metadata.deletion_timestamp = Some(at(990));
+    assert!(World::new().job(job).plan().steps.is_empty());
+}
+
+#[test]
+fn fencing_stops_every_unfinished_local_job_but_keeps_finished_ones() {
+    let running = placement("a", 1).build();
+    let done = placement("b", 1).build();
+    let gone = placement("c", 1).build();
+    let mut deleting = local_job(&gone, JobStatus::default());
+    deleting.metadata.deletion_timestamp = Some(at(990));
+    let jobs = vec![
+        Arc::new(local_job(&running, JobStatus::default())),
+        Arc::new(local_job(
+            &done,
+            JobStatus {
+                conditions: Some(vec![crate::agent::fixtures::condition(
+                    "Complete", "", "", 900,
+                )]),
+                ..Default::default()
+            },
+        )),
+        Arc::new(deleting),
+    ];
+    let victims: Vec<String> = fence_victims(&jobs).iter().map(|j| j.name_any()).collect();
+    assert_eq!(victims, [local_job_name(&uid("a"), 1)]);
+}
+
+#[test]
+fn after_fencing_a_placement_still_on_the_hub_is_reported_fenced_not_rerun() {
+    let p = placement("a", 1)
+        .status(status(PlacementPhase::Running))
+        .build();
+    let mut w = World::new().placement(p.clone());
+    w.fenced_placements
+        .insert(p.metadata.name.clone().unwrap(), at(900));
+    let plan = w.plan();
+    assert!(created(&plan).is_empty());
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some(FENCED));
+    assert_eq!(st.finish_time, Some(at(900)));
+    assert_eq!(st.gpu_seconds, 42);
+}
+
+#[test]
+fn an_accepted_placement_whose_job_vanished_is_confirmed_then_failed() {
+    let p = placement("a", 1)
+        .status(status(PlacementPhase::Accepted))
+        .build();
+    let plan = World::new().placement(p.clone()).plan();
+    let [Step::ConfirmMissing { job, status, .. }] = &plan.steps[..] else {
+        panic!("{:?}", plan.steps)
+    };
+    assert_eq!(job, &local_job_name(&uid("a"), 1));
+    assert_eq!(status.reason.as_deref(), Some(LOCAL_JOB_MISSING));
+}
+
+#[test]
+fn running_pods_are_reported_and_unchanged_reports_are_not_rewritten() {
+    let p = placement("a", 1).build();
+    let job = local_job(&p, JobStatus::default());
+    let mut w = World::new().placement(p.clone()).job(job.clone());
+    w.pods.insert(
+        job.metadata.name.clone().unwrap(),
+        vec![Arc::new(pod("a-0", Some(995), None))],
+    );
+    let plan = w.plan();
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Running));
+    assert_eq!(st.gpu_seconds, 5);
+    let Step::WriteStatus { note, .. } = &plan.steps[0] else {
+        panic!()
+    };
+    assert_eq!(note.as_ref().unwrap().reason, "Running");
+
+    let reported = PlacementStatus {
+        last_update_time: Some(at(998)),
+        gpu_seconds: 3,
+        ..st
+    };
+    let mut w2 = World::new()
+        .placement(placement("a", 1).status(reported).build())
+        .job(job);
+    w2.pods = w.pods.clone();
+    assert!(
+        w2.plan().steps.is_empty(),
+        "only the GPU-seconds moved, within the refresh interval"
+    );
+}
+
+#[test]
+fn finished_placements_are_frozen() {
+    let p = placement("a", 1)
+        .status(status(PlacementPhase::Succeeded))
+        .build();
+    let plan = World::new()
+        .placement(p.clone())
+        .job(local_job(&p, JobStatus::default()))
+        .plan();
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+}

@@ -1,0 +1,245 @@
+use super::*;
+use crate::agent::fixtures::{at, condition, local_job, placement, pod};
+use k8s_openapi::api::batch::v1::JobStatus;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition,
+};
+
+fn job_with(p: &gpufed_crds::Placement, status: JobStatus) -> Job {
+    local_job(p, status)
+}
+
+#[test]
+fn a_job_whose_pods_have_not_started_is_accepted() {
+    let p = placement("t", 1).replicas(2).build();
+    let job = job_with(&p, JobStatus::default());
+    let pending = pod("a", None, None);
+    let st = observe(&p.spec, &job, &[&pending], None, &at(100));
+    assert_eq!(st.phase, Some(PlacementPhase::Accepted));
+    assert_eq!(st.local_job, job.metadata.name);
+    assert_eq!(st.gpu_seconds, 0);
+    assert_eq!(st.start_time, None);
+}
+
+#[test]
+fn the_placement_runs_once_every_replica_has_started() {
+    let p = placement("t", 1).replicas(2).gpus(4).build();
+    let job = job_with(&p, JobStatus::default());
+    let a = pod("a", Some(100), None);
+    let b = pod("b", None, None);
+    let st = observe(&p.spec, &job, &[&a, &b], None, &at(110));
+    assert_eq!(
+        st.phase,
+        Some(PlacementPhase::Accepted),
+        "one of two started"
+    );
+    assert_eq!(st.gpu_seconds, 40, "the started one already counts");
+    let b = pod("b", Some(105), None);
+    let st = observe(&p.spec, &job, &[&a, &b], None, &at(110));
+    assert_eq!(st.phase, Some(PlacementPhase::Running));
+    assert_eq!(st.active_replicas, 2);
+    assert_eq!(st.start_time, Some(at(100)));
+    assert_eq!(st.gpu_seconds, 4 * (10 + 5));
+}
+
+#[test]
+fn a_complete_job_succeeds_with_its_completion_time_and_frozen_usage() {
+    let p = placement("t", 1).gpus(2).build();
+    let job = job_with(
+        &p,
+        JobStatus {
+            succeeded: Some(1),
+            completion_time: Some(at(160)),
+            conditions: Some(vec![condition("Complete", "CompletionsReached", "", 160)]),
+            ..Default::default()
+        },
+    );
+    let done = pod("a", Some(100), Some((160, 0)));
+    let st = observe(&p.spec, &job, &[&done], None, &at(500));
+    assert_eq!(st.phase, Some(PlacementPhase::Succeeded));
+    assert_eq!(st.finish_time, Some(at(160)));
+    assert_eq!(st.succeeded_replicas, 1);
+    assert_eq!(st.gpu_seconds, 120, "not counted up to now");
+}
+
+#[test]
+fn a_job_past_its_deadline_fails_with_deadline_exceeded() {
+    let p = placement("t", 1).build();
+    let job = job_with(
+        &p,
+        JobStatus {
+            conditions: Some(vec![condition(
+                "Failed",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+                200,
+            )]),
+            ..Default::default()
+        },
+    );
+    let st = observe(&p.spec, &job, &[], None, &at(300));
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Job was active longer than specified deadline")
+    );
+    assert_eq!(st.finish_time, Some(at(200)));
+}
+
+#[test]
+fn a_failed_pod_explains_the_failure() {
+    let p = placement("t", 1).build();
+    let job = job_with(
+        &p,
+        JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![condition(
+                "Failed",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+                130,
+            )]),
+            ..Default::default()
+        },
+    );
+    let failed = pod("t-0-abc", Some(100), Some((130, 3)));
+    let st = observe(&p.spec, &job, &[&failed], None, &at(300));
+    assert_eq!(st.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some(
+            "Job has reached the specified backoff limit; pod t-0-abc: container main exited with code 3 (Error)"
+        )
+    );
+    assert_eq!(st.gpu_seconds, 30);
+}
+
+#[test]
+fn reported_gpu_seconds_and_start_never_go_back() {
+    let p = placement("t", 1).build();
+    let job = job_with(&p, JobStatus::default());
+    let prev = PlacementStatus {
+        gpu_seconds: 500,
+        start_time: Some(at(50)),
+        ..Default::default()
+    };
+    // The pod that ran is gone (deleted, garbage-collected); a new one just started.
+    let fresh = pod("b", Some(100), None);
+    let st = observe(&p.spec, &job, &[&fresh], Some(&prev), &at(110));
+    assert_eq!(st.gpu_seconds, 500);
+    assert_eq!(st.start_time, Some(at(50)));
+}
+
+#[test]
+fn an_unschedulable_pod_is_explained_while_accepted() {
+    let p = placement("t", 1).build();
+    let job = job_with(&p, JobStatus::default());
+    let mut stuck = pod("t-0", None, None);
+    stuck.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()),
+        ..Default::default()
+    }]);
+    let st = observe(&p.spec, &job, &[&stuck], None, &at(110));
+    assert_eq!(st.phase, Some(PlacementPhase::Accepted));
+    assert_eq!(st.reason.as_deref(), Some("Unschedulable"));
+    assert!(st.message.unwrap().contains("Insufficient nvidia.com/gpu"));
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_is_explained_while_accepted() {
+    let mut stuck = pod("t-0", None, None);
+    stuck.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+        name: "main".into(),
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ImagePullBackOff".into()),
+                message: Some("Back-off pulling image".into()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    assert_eq!(
+        pod_waiting(&stuck),
+        Some((
+            "ImagePullBackOff".to_string(),
+            "pod t-0: ImagePullBackOff: Back-off pulling image".to_string()
+        ))
+    );
+    stuck
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .waiting
+        .as_mut()
+        .unwrap()
+        .reason = Some("ContainerCreating".into());
+    assert_eq!(pod_waiting(&stuck), None, "starting is not stuck");
+}
+
+#[test]
+fn an_ended_status_keeps_the_usage_reported_so_far() {
+    let prev = PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        local_job: Some("gpufed-x-1".into()),
+        gpu_seconds: 77,
+        active_replicas: 2,
+        start_time: Some(at(10)),
+        ..Default::default()
+    };
+    let st = ended(
+        Some(&prev),
+        PlacementPhase::Failed,
+        "Fenced",
+        "lost the hub".into(),
+        &at(99),
+    );
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some("Fenced"));
+    assert_eq!(st.gpu_seconds, 77);
+    assert_eq!(st.active_replicas, 0);
+    assert_eq!(st.finish_time, Some(at(99)));
+    assert_eq!(st.start_time, Some(at(10)));
+}
+
+#[test]
+fn a_new_phase_is_written_at_once_but_ticking_gpu_seconds_once_per_interval() {
+    let refresh = Duration::from_secs(10);
+    let written = PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        gpu_seconds: 10,
+        last_update_time: Some(at(100)),
+        ..Default::default()
+    };
+    let ticking = PlacementStatus {
+        gpu_seconds: 15,
+        last_update_time: None,
+        ..written.clone()
+    };
+    assert!(needs_write(None, &ticking, &at(100), refresh));
+    assert!(!needs_write(Some(&written), &ticking, &at(105), refresh));
+    assert!(needs_write(Some(&written), &ticking, &at(110), refresh));
+    let same = PlacementStatus {
+        last_update_time: None,
+        ..written.clone()
+    };
+    assert!(
+        !needs_write(Some(&written), &same, &at(500), refresh),
+        "nothing new, nothing written"
+    );
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        ..ticking.clone()
+    };
+    assert!(needs_write(Some(&written), &done, &at(101), refresh));
+}

@@ -1,0 +1,141 @@
+//! State the agent's tasks share: the last successful heartbeat, the pool's heartbeat timeout as
+//! the hub last reported it, whether the agent is fenced off, which Placements it stopped while
+//! fenced, and a wake-up for the placement sync.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::Notify;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Shared between the heartbeat, fence, inventory and sync tasks.
+pub struct Shared {
+    started: Instant,
+    last_heartbeat: Mutex<Option<Instant>>,
+    pool_timeout: Mutex<Option<Duration>>,
+    fenced: AtomicBool,
+    inventory_written: AtomicBool,
+    fenced_placements: Mutex<BTreeMap<String, Time>>,
+    /// Wakes the placement sync (a watched object changed, or the fence state did).
+    pub wake: Notify,
+    /// Fires when the agent is fenced off or recovers (cuts a retry backoff short).
+    pub fence_changed: Notify,
+}
+
+impl Shared {
+    /// New state, counting from now.
+    pub fn new() -> Self {
+        Shared {
+            started: Instant::now(),
+            last_heartbeat: Mutex::new(None),
+            pool_timeout: Mutex::new(None),
+            fenced: AtomicBool::new(false),
+            inventory_written: AtomicBool::new(false),
+            fenced_placements: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            fence_changed: Notify::new(),
+        }
+    }
+
+    /// Records a successful heartbeat at `at`.
+    pub fn heartbeat_succeeded(&self, at: Instant) {
+        *lock(&self.last_heartbeat) = Some(at);
+    }
+
+    /// Whether a heartbeat has ever succeeded.
+    pub fn has_heartbeat(&self) -> bool {
+        lock(&self.last_heartbeat).is_some()
+    }
+
+    /// The last successful heartbeat, or the agent's start before the first one: the moment from
+    /// which a silent hub counts towards the fence timeout.
+    pub fn last_heartbeat_or_start(&self) -> Instant {
+        lock(&self.last_heartbeat).unwrap_or(self.started)
+    }
+
+    /// The pool's heartbeat timeout from the MemberCluster status, once known.
+    pub fn pool_timeout(&self) -> Option<Duration> {
+        *lock(&self.pool_timeout)
+    }
+
+    /// Stores the pool's heartbeat timeout.
+    pub fn set_pool_timeout(&self, timeout: Option<Duration>) {
+        *lock(&self.pool_timeout) = timeout;
+    }
+
+    /// Whether the agent is fenced off now.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Sets the fence state.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::SeqCst);
+    }
+
+    /// Whether an inventory has been written.
+    pub fn inventory_written(&self) -> bool {
+        self.inventory_written.load(Ordering::SeqCst)
+    }
+
+    /// Records that an inventory was written.
+    pub fn set_inventory_written(&self) {
+        self.inventory_written.store(true, Ordering::SeqCst);
+    }
+
+    /// Remembers that the Job of `placement` was stopped by fencing at `at` (the first time counts).
+    pub fn record_fenced(&self, placement: String, at: Time) {
+        lock(&self.fenced_placements).entry(placement).or_insert(at);
+    }
+
+    /// Placements stopped by fencing and not yet reported.
+    pub fn fenced_placements(&self) -> BTreeMap<String, Time> {
+        lock(&self.fenced_placements).clone()
+    }
+
+    /// Forgets a fenced placement (reported, or gone from the hub).
+    pub fn forget_fenced(&self, placement: &str) {
+        lock(&self.fenced_placements).remove(placement);
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_the_first_heartbeat_the_start_counts_as_the_last_one() {
+        let s = Shared::new();
+        assert!(!s.has_heartbeat());
+        assert_eq!(s.last_heartbeat_or_start(), s.started);
+        let later = s.started + Duration::from_secs(3);
+        s.heartbeat_succeeded(later);
+        assert_eq!(s.last_heartbeat_or_start(), later);
+    }
+
+    #[test]
+    fn the_first_fence_time_of_a_placement_is_kept() {
+        let s = Shared::new();
+        let t = |x| Time(k8s_openapi::jiff::Timestamp::from_second(x).unwrap());
+        s.record_fenced("p".into(), t(10));
+        s.record_fenced("p".into(), t(20));
+        assert_eq!(s.fenced_placements()["p"], t(10));
+        s.forget_fenced("p");
+        assert!(s.fenced_placements().is_empty());
+    }
+}

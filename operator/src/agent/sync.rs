@@ -1,0 +1,356 @@
+//! The placement sync: whenever a Placement, a local Job, a pod or a node changes (and at least
+//! every `--inventory-interval`, to keep GPU-seconds fresh), plan from the caches
+//! ([`plan`](super::plan)) and carry the steps out: create and delete local Jobs, write Placement
+//! status with server-side apply under the agent's field manager, publish Events.
+//!
+//! Nothing runs while the agent is fenced off, and a step that creates a Job checks the fence again
+//! right before it. A hub that fails is retried with backoff; since Job names are deterministic and
+//! an existing Job counts as created, no retry can start a Job twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+
+use super::api::{API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed, timed_opt};
+use super::context::Context;
+use super::plan::{self, DeleteReason, Note, Step, View};
+use super::report::ended;
+use crate::backoff;
+use crate::error::{Error, Result};
+
+/// Debounce after a wake-up, so a burst of watch events becomes one pass.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// The server-side apply body of a Placement's status.
+pub fn status_body(
+    placement: &str,
+    status: &PlacementStatus,
+    now: &Time,
+) -> Result<serde_json::Value> {
+    let mut status = status.clone();
+    status.last_update_time = Some(now.clone());
+    let status = serde_json::to_value(&status).map_err(|source| Error::Serde {
+        context: "placement status".into(),
+        source,
+    })?;
+    Ok(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1",
+        "kind": "Placement",
+        "metadata": {"name": placement},
+        "status": status,
+    }))
+}
+
+struct Sync {
+    ctx: Arc<Context>,
+    placements: Api<Placement>,
+    jobs: Api<Job>,
+    highest: BTreeMap<String, u32>,
+}
+
+impl Sync {
+    fn placement(&self, name: &str) -> Option<Arc<Placement>> {
+        let ns = gpufed_crds::naming::member_namespace(&self.ctx.args.cluster);
+        self.ctx
+            .stores
+            .placements
+            .get(&ObjectRef::new(name).within(&ns))
+    }
+
+    async fn note(&self, placement: &str, note: &Note) {
+        if let Some(p) = self.placement(placement) {
+            Context::event(
+                &self.ctx.hub_events,
+                p.as_ref(),
+                note.warning,
+                note.reason,
+                note.message.clone(),
+            )
+            .await;
+        }
+    }
+
+    async fn write_status(&self, placement: &str, status: &PlacementStatus) -> Result<bool> {
+        let body = status_body(placement, status, &Time(Timestamp::now()))?;
+        let written = timed_opt(
+            format!("writing the status of Placement {placement}"),
+            API_TIMEOUT,
+            self.placements.patch_status(
+                placement,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            ),
+        )
+        .await?;
+        if written.is_none() {
+            tracing::debug!(placement, "placement gone before its status was written");
+        }
+        Ok(written.is_some())
+    }
+
+    async fn create_job(&self, placement: &str, job: &Job, status: &PlacementStatus) -> Result<()> {
+        if self.ctx.shared.is_fenced() {
+            return Ok(());
+        }
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let created = timed(
+            format!("creating local Job {name}"),
+            API_TIMEOUT,
+            self.jobs.create(&PostParams::default(), job),
+        )
+        .await;
+        match created {
+            Ok(_) => {
+                tracing::info!(placement, job = %name, "created local Job");
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(placement, job = %name, "local Job already exists");
+            }
+            Err(e) if is_invalid(&e) => {
+                // The apiserver refused the workload itself: the tenant's problem, not a retry.
+                let message = format!(
+                    "the member's apiserver refused the Job: {}",
+                    api_message(&e)
+                );
+                let rejected = ended(
+                    None,
+                    PlacementPhase::Rejected,
+                    "InvalidTemplate",
+                    message.clone(),
+                    &Time(Timestamp::now()),
+                );
+                if self.write_status(placement, &rejected).await? {
+                    self.note(
+                        placement,
+                        &Note {
+                            warning: true,
+                            reason: "Rejected",
+                            message,
+                        },
+                    )
+                    .await;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        if self.write_status(placement, status).await? {
+            self.note(
+                placement,
+                &Note {
+                    warning: false,
+                    reason: "Accepted",
+                    message: format!(
+                        "created local Job {name} in the member's namespace {}",
+                        self.ctx.args.jobs_namespace
+                    ),
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn delete_job(
+        &self,
+        name: &str,
+        placement: Option<&str>,
+        why: DeleteReason,
+    ) -> Result<()> {
+        let gone = timed_opt(
+            format!("deleting local Job {name}"),
+            API_TIMEOUT,
+            self.jobs.delete(name, &DeleteParams::background()),
+        )
+        .await?;
+        if gone.is_some() {
+            self.ctx
+                .metrics
+                .agent_jobs_deleted
+                .with_label_values(&[why.label()])
+                .inc();
+            tracing::info!(job = %name, placement = ?placement, reason = why.label(), "deleted local Job");
+        }
+        Ok(())
+    }
+
+    async fn step(&self, step: &Step) -> Result<()> {
+        match step {
+            Step::CreateJob {
+                placement,
+                job,
+                status,
+            } => self.create_job(placement, job, status).await,
+            Step::DeleteJob {
+                name,
+                placement,
+                why,
+            } => self.delete_job(name, placement.as_deref(), *why).await,
+            Step::WriteStatus {
+                placement,
+                status,
+                note,
+            } => {
+                let written = self.write_status(placement, status).await?;
+                if status.reason.as_deref() == Some(plan::FENCED) {
+                    // Reported, or the hub deleted the Placement meanwhile: either way, done.
+                    self.ctx.shared.forget_fenced(placement);
+                }
+                if let (true, Some(note)) = (written, note) {
+                    self.note(placement, note).await;
+                }
+                Ok(())
+            }
+            Step::ConfirmMissing {
+                placement,
+                job,
+                status,
+            } => {
+                let exists = timed_opt(
+                    format!("reading local Job {job}"),
+                    API_TIMEOUT,
+                    self.jobs.get(job),
+                )
+                .await?;
+                if exists.is_none() {
+                    tracing::warn!(
+                        placement,
+                        job,
+                        "the local Job of an accepted placement is gone; reporting it failed"
+                    );
+                    self.write_status(placement, status).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One pass; returns the first error (after trying every step).
+    async fn pass(&mut self) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let placements = ctx.stores.placements.state();
+        // A placement stopped while fenced that the hub has deleted since needs no report.
+        for name in ctx.shared.fenced_placements().keys() {
+            if !placements
+                .iter()
+                .any(|p| p.metadata.name.as_ref() == Some(name))
+            {
+                ctx.shared.forget_fenced(name);
+            }
+        }
+        let jobs = ctx.stores.jobs.state();
+        let pods = ctx.job_pods();
+        let nodes = ctx.gpu_nodes();
+        let fenced_placements = ctx.shared.fenced_placements();
+        let plan = plan::plan(&View {
+            cluster: &ctx.args.cluster,
+            jobs_namespace: &ctx.args.jobs_namespace,
+            placements: &placements,
+            jobs: &jobs,
+            pods: &pods,
+            nodes: &nodes,
+            fenced_placements: &fenced_placements,
+            highest: &self.highest,
+            now: Time(Timestamp::now()),
+            refresh: ctx.args.inventory_interval,
+        });
+        self.highest = plan.highest;
+        let mut first_error = None;
+        for step in &plan.steps {
+            if ctx.shared.is_fenced() {
+                break;
+            }
+            if let Err(e) = self.step(step).await {
+                tracing::warn!(error = %e, kind = e.kind(), "placement sync step failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.count_phases(&placements);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn count_phases(&self, placements: &[Arc<Placement>]) {
+        let gauge = &self.ctx.metrics.agent_placements;
+        gauge.reset();
+        for p in placements {
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map(|ph| format!("{ph:?}"))
+                .unwrap_or_else(|| "none".into());
+            gauge.with_label_values(&[phase.as_str()]).inc();
+        }
+    }
+}
+
+/// Syncs Placements and local Jobs until the process ends.
+pub async fn run(ctx: Arc<Context>) {
+    let mut sync = Sync {
+        placements: Api::namespaced(
+            ctx.hub.clone(),
+            &gpufed_crds::naming::member_namespace(&ctx.args.cluster),
+        ),
+        jobs: Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace),
+        ctx: ctx.clone(),
+        highest: BTreeMap::new(),
+    };
+    let mut failures: u32 = 0;
+    let mut tick = tokio::time::interval(ctx.args.inventory_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = ctx.shared.wake.notified() => {}
+        }
+        tokio::time::sleep(SETTLE).await;
+        if ctx.shared.is_fenced() {
+            continue;
+        }
+        match sync.pass().await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = backoff::delay(failures);
+                tracing::warn!(error = %e, kind = e.kind(), failures, retry_in = ?wait, "placement sync failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Fencing or recovering changes what to do: do not sleep through it.
+                    _ = ctx.shared.fence_changed.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fixtures::at;
+
+    #[test]
+    fn the_status_body_is_a_placement_status_apply_stamped_with_the_write_time() {
+        let st = PlacementStatus {
+            phase: Some(PlacementPhase::Running),
+            gpu_seconds: 12,
+            ..Default::default()
+        };
+        let body = status_body("p-1", &st, &at(100)).unwrap();
+        assert_eq!(body["kind"], "Placement");
+        assert_eq!(body["metadata"]["name"], "p-1");
+        assert!(
+            body.get("spec").is_none(),
+            "the hub's spec is never touched"
+        );
+        assert_eq!(body["status"]["phase"], "Running");
+        assert_eq!(body["status"]["gpuSeconds"], 12);
+        assert_eq!(body["status"]["lastUpdateTime"], "1970-01-01T00:01:40Z");
+    }
+}
