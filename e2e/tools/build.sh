@@ -5,6 +5,7 @@
 #   etcd                                                     (go.etcd.io/etcd/server/v3, $ETCD_VERSION)
 #   kwok                                                     (sigs.k8s.io/kwok, $KWOK_VERSION)
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
+#   kueue (+ its CRDs in kueue-crds/ beside it)              (sigs.k8s.io/kueue, $KUEUE_VERSION; peer benchmark)
 #
 # Idempotent: binaries live in a cache outside the checkout, one folder per module keyed by a hash of its
 # go.mod/go.sum and its version flags, so a fresh clone on the same machine reuses them and a second run takes
@@ -64,4 +65,8 @@ build kwok kwok -- sigs.k8s.io/kwok/cmd/kwok -- "-X sigs.k8s.io/kwok/pkg/consts.
 build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 build k8s kube-apiserver kube-controller-manager kube-scheduler -- k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler -- "$k8s_ld"
+build kueue kueue -- sigs.k8s.io/kueue/cmd/kueue -- "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+# Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
+kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")
+[ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
 step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm"
