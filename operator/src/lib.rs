@@ -3,13 +3,14 @@
 //! * [`hub`]: on the hub cluster — places `ComputeJob`s with the pure scheduling core
 //!   (`gpufed-scheduler`), runs their lifecycle through `Placement`s, watches member health and
 //!   fails over lost attempts, rolls up pool capacity, and (with a chain) settles payment.
-//! * `agent`: on each member cluster — heartbeats to the hub, reports GPU inventory, and runs the
+//! * [`agent`]: on each member cluster — heartbeats to the hub, reports GPU inventory, and runs the
 //!   Placements addressed to it as local `batch/v1` Jobs (pull model: the hub never holds
 //!   credentials to a member).
 //!
 //! Shared pieces: command line ([`cli`]), logging ([`telemetry`]), metrics and health endpoints
 //! ([`metrics`], [`server`]), leader election ([`leader`]), errors ([`error`]).
 
+pub mod agent;
 pub mod backoff;
 pub mod cli;
 pub mod error;
@@ -94,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = kube::Client::try_from(config.clone())?;
     match cli.command {
         Command::Hub(args) => hub::run(client, &config, args, metrics, health).await?,
-        Command::Agent(_) => anyhow::bail!("the agent mode is not in this build yet"),
+        Command::Agent(args) => agent::run(client, args, metrics, health).await?,
         Command::Crd(_) => {}
     }
     Ok(())
