@@ -175,11 +175,24 @@ pub struct GpuRequirements {
     )]
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub models: Vec<String>,
-    /// Minimum memory per GPU in GiB (e.g. 80 to exclude 40 GB A100s). 0 to 1024; default 0.
+    /// Minimum memory per GPU in GiB as advertised (e.g. 80 for H100 80GB or A100 80GB, which
+    /// excludes 40 GB A100s). Drivers report a little less than the advertised size (an H100 80GB
+    /// reports 81,559 MiB), so GPUs within 7% of the figure qualify. 0 to 1024; default 0.
     #[serde(default)]
     #[schemars(range(max = 1024))]
     #[serde(rename = "minMemoryGiB")]
     pub min_memory_gib: u32,
+}
+
+impl GpuRequirements {
+    /// Share of the advertised memory a GPU must report to qualify, in percent (the scheduler core
+    /// uses the same figure; a test in the operator checks they agree).
+    pub const MEMORY_TOLERANCE_PERCENT: u64 = 93;
+
+    /// The least memory per GPU, in MiB as drivers report it, that satisfies `minMemoryGiB`.
+    pub fn min_gpu_memory_mib(&self) -> u64 {
+        u64::from(self.min_memory_gib) * 1024 * Self::MEMORY_TOLERANCE_PERCENT / 100
+    }
 }
 
 /// Retry policy of a job.

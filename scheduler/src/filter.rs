@@ -187,7 +187,7 @@ fn check_model(
     let Some(price) = entry.price else {
         return Err(Reject::NoPrice { model });
     };
-    let Some(tier) = entry.tier(job.min_gpu_memory_mib) else {
+    let Some(tier) = entry.tier(job.memory_threshold_mib()) else {
         return Err(Reject::Memory {
             model,
             has_mib: entry.max_mem_mib(),

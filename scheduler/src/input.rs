@@ -113,7 +113,10 @@ pub struct JobRequest {
     /// Accepted GPU models, in the job's order of preference (used only to break ties between
     /// equally informative reasons).
     pub models: Vec<String>,
-    /// Minimum memory per GPU in MiB.
+    /// Minimum memory per GPU in MiB, as advertised (`80 GiB` for an H100 80GB). Drivers report a
+    /// little less than the advertised size (an H100 80GB reports 81,559 MiB), so a GPU qualifies
+    /// when it reports at least [`MEMORY_TOLERANCE_PERCENT`] of it; see
+    /// [`JobRequest::memory_threshold_mib`].
     pub min_gpu_memory_mib: u64,
     /// Highest accepted price per GPU-hour in atto-tokens; `None` accepts any price.
     pub max_price: Option<u128>,
@@ -129,7 +132,15 @@ pub struct JobRequest {
     pub order: u64,
 }
 
+/// Share, in percent, of a job's advertised minimum GPU memory that a GPU must report to qualify.
+pub const MEMORY_TOLERANCE_PERCENT: u64 = 93;
+
 impl JobRequest {
+    /// The least memory per GPU, in MiB as reported, that satisfies [`JobRequest::min_gpu_memory_mib`].
+    pub fn memory_threshold_mib(&self) -> u64 {
+        self.min_gpu_memory_mib * MEMORY_TOLERANCE_PERCENT / 100
+    }
+
     /// Total GPUs of the gang.
     pub fn total_gpus(&self) -> u64 {
         u64::from(self.replicas) * u64::from(self.gpus_per_replica)

@@ -31,7 +31,10 @@ pub mod testing;
 pub use decision::{Assignment, Decision};
 pub use error::{MoneyError, ScheduleError};
 pub use explain::{MAX_EXPLANATION_LEN, explain, explain_placement};
-pub use input::{BondState, ClusterState, JobRequest, NodeState, Policy, Reservation, Strategy};
+pub use input::{
+    BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
+    Strategy,
+};
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use reason::{BondIssue, Reason, ReasonKind};
 pub use scheduler::{Scheduler, schedule, schedule_batch};

@@ -100,7 +100,7 @@ impl<'a> Scheduler<'a> {
             let picks = pack(
                 &cluster.nodes,
                 model,
-                job.min_gpu_memory_mib,
+                job.memory_threshold_mib(),
                 job.gpus_per_replica,
                 job.replicas,
                 self.policy.strategy,

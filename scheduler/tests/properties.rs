@@ -91,7 +91,7 @@ fn check_batch(
                     seen.push(node);
                     let n = c.nodes.iter().find(|n| &n.name == node).unwrap();
                     prop_assert_eq!(&n.model, &a.model);
-                    prop_assert!(n.gpu_memory_mib >= job.min_gpu_memory_mib);
+                    prop_assert!(n.gpu_memory_mib >= job.memory_threshold_mib());
                     let gpus = replicas * job.gpus_per_replica;
                     if let Err(over) = oracle.take(&a.cluster, node, gpus) {
                         return Err(TestCaseError::fail(format!("over-commit: {over}")));

@@ -217,6 +217,7 @@ mod tests {
             GpuPoolSpec {
                 strategy: Strategy::BinPack,
                 heartbeat_timeout: "40s".parse().unwrap(),
+                start_timeout: "10m".parse().unwrap(),
                 min_bond: min_bond.map(|b| b.parse().unwrap()),
                 chain: chain.then(|| ChainSpec {
                     rpc_url: "http://127.0.0.1:8545".into(),
@@ -353,6 +354,10 @@ mod tests {
         let r = job_request(&j, 7);
         assert_eq!(r.key, "team-a/train");
         assert_eq!(r.min_gpu_memory_mib, 80 * 1024);
+        // Reported sizes are a little below the advertised 80 GB: an H100 80GB (81,559 MiB)
+        // qualifies, a 40 GB A100 does not; the Placement tells the member the same threshold.
+        assert!(r.memory_threshold_mib() <= 81_559 && r.memory_threshold_mib() > 40_960);
+        assert_eq!(r.memory_threshold_mib(), j.spec.gpu.min_gpu_memory_mib());
         assert_eq!(r.max_price, Some(3 * gpufed_scheduler::ONE_TOKEN));
         assert_eq!(r.failed_on, ["alpha", "beta"]);
         assert_eq!(r.order, 7);

@@ -272,3 +272,29 @@ fn the_union_of_cluster_lists_visits_each_cluster_once_in_order() {
     super::for_each_in_union(&[], |v| seen.push(v));
     assert!(seen.is_empty());
 }
+
+#[test]
+fn a_gpu_reporting_a_little_less_than_the_advertised_memory_still_qualifies() {
+    // NVML reports 81,559 MiB for an H100 80GB; a job asking 80 GiB must be able to use it.
+    let clusters = [cluster("alpha")
+        .node("n1", "H100", 81_559, 8)
+        .price("H100", "2.40")
+        .build()];
+    let j = job("ns/big").models(&["H100"]).min_memory_gib(80).build();
+    let d = schedule(&j, &clusters, &[], &Policy::default()).unwrap();
+    assert!(matches!(d, Decision::Place(_)), "{d:?}");
+
+    // A 40 GB A100 is far below, and the reason quotes what the job asked for.
+    let clusters = [cluster("beta")
+        .node("n1", "A100", 40_960, 8)
+        .price("A100", "1.20")
+        .build()];
+    let j = job("ns/big").models(&["A100"]).min_memory_gib(80).build();
+    let Decision::NoFit(reasons) = schedule(&j, &clusters, &[], &Policy::default()).unwrap() else {
+        panic!("must not fit")
+    };
+    assert_eq!(
+        reasons[0].1.to_string(),
+        "A100 has 40 GiB per GPU, needs 80 GiB"
+    );
+}

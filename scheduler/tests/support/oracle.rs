@@ -101,7 +101,7 @@ impl Oracle {
                 }
                 let (mut free, mut fit) = (0u64, 0u64);
                 for n in &c.nodes {
-                    if n.model == model && n.gpu_memory_mib >= job.min_gpu_memory_mib {
+                    if n.model == model && n.gpu_memory_mib >= job.memory_threshold_mib() {
                         let f = self.free(&c.name, &n.name).unwrap_or(0);
                         free += u64::from(f);
                         fit += u64::from(f / job.gpus_per_replica);
