@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 use crate::units::{KubeDuration, TokenAmount};
 use crate::workload::WorkloadTemplate;
 
+/// Machine-readable reasons a member's agent gives in `Placement.status.reason`, read by the hub.
+pub mod reasons {
+    /// The member stopped the pods because it could not reach the hub for longer than its fence
+    /// timeout. Not the workload's fault: the hub retries the job elsewhere.
+    pub const FENCED: &str = "Fenced";
+    /// A newer attempt of the same job exists: this one is never run.
+    pub const STALE_ATTEMPT: &str = "StaleAttempt";
+    /// The local Job of an accepted placement vanished (deleted by the owner, or while fenced).
+    /// Not the workload's fault: the hub retries the job elsewhere.
+    pub const LOCAL_JOB_MISSING: &str = "LocalJobMissing";
+}
+
 /// One attempt of a ComputeJob on one member cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

@@ -61,6 +61,12 @@ pub struct GpuPoolSpec {
     #[serde(default = "default_heartbeat_timeout")]
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.heartbeatTimeout must be between 5s and 1h"))]
     pub heartbeat_timeout: KubeDuration,
+    /// An attempt whose pods are not running this long after it was placed (image pulls, a full
+    /// member, a member that accepted and went quiet) is failed with reason `StartTimeout` and
+    /// tried elsewhere. Between 30s and 24h; default 10m.
+    #[serde(default = "default_start_timeout")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("spec.startTimeout must be between 30s and 24h"))]
+    pub start_timeout: KubeDuration,
     /// Minimum on-chain bond, in tokens, a provider must hold to receive jobs. Ignored without `chain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_bond: Option<TokenAmount>,
@@ -74,6 +80,10 @@ pub struct GpuPoolSpec {
     #[schemars(length(max = 1000))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
     pub payers: Vec<PayerBinding>,
+}
+
+fn default_start_timeout() -> KubeDuration {
+    KubeDuration::from_secs(600)
 }
 
 fn default_heartbeat_timeout() -> KubeDuration {

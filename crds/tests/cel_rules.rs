@@ -137,6 +137,7 @@ fn heartbeat_timeout_is_bounded() {
             GpuPoolSpec {
                 strategy: Default::default(),
                 heartbeat_timeout: d.parse().unwrap(),
+                start_timeout: "10m".parse().unwrap(),
                 min_bond: None,
                 chain: None,
                 payers: vec![],

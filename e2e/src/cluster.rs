@@ -92,7 +92,8 @@ impl Cluster {
         builder.prefix(&prefix);
         let dir = match crate::process::work_dir() {
             Some(base) => {
-                std::fs::create_dir_all(base).map_err(|e| Error::io(format!("creating {}", base.display()), e))?;
+                std::fs::create_dir_all(base)
+                    .map_err(|e| Error::io(format!("creating {}", base.display()), e))?;
                 builder.tempdir_in(base)
             }
             None => builder.tempdir(),

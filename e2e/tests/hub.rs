@@ -213,8 +213,21 @@ async fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait
     assert!(e.contains("beta: price 1.20 > max 1.00"), "{e}");
 
     // The Placement carries a frozen copy of what to run, in the member's namespace.
-    let ps = placements(&c, "alpha").await.unwrap();
-    assert_eq!(ps.len(), 1);
+    // The job controller writes it right after the decision is recorded.
+    let ps = wait_until(T, "alpha's placement", || async {
+        let ps = placements(&c, "alpha").await.ok()?;
+        (!ps.is_empty()).then_some(ps)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ps.len(),
+        1,
+        "{:?}",
+        ps.iter()
+            .map(|p| (&p.spec.job.name, p.spec.attempt))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(ps[0].spec.job.name, "h100-x8");
     assert_eq!(
         (ps[0].spec.total_gpus, ps[0].spec.model.as_str()),
@@ -291,12 +304,14 @@ async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_o
     })
     .await
     .unwrap();
+    // Two GPUs for at least two seconds since the placement: 4 GPU-seconds are plausible.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let running = PlacementStatus {
         phase: Some(PlacementPhase::Running),
         active_replicas: 1,
         start_time: Some(now),
-        gpu_seconds: 40,
+        gpu_seconds: 4,
         ..Default::default()
     };
     report_placement(&c, &p1, running).await.unwrap();
@@ -325,7 +340,7 @@ async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_o
         (AttemptPhase::Lost, Some("HeartbeatExpired"))
     );
     assert_eq!(
-        lost.gpu_seconds, 40,
+        lost.gpu_seconds, 4,
         "usage reported before the loss is kept"
     );
     // Fencing on the hub side: attempt 1's Placement is gone, so alpha can never run it again.
@@ -333,14 +348,20 @@ async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_o
         placements(&c, "alpha").await.unwrap().is_empty(),
         "attempt 1's placement must be deleted"
     );
-    let betas = placements(&c, "beta").await.unwrap();
+    let betas = wait_until(T, "beta's placement", || async {
+        let ps = placements(&c, "beta").await.ok()?;
+        (!ps.is_empty()).then_some(ps)
+    })
+    .await
+    .unwrap();
     assert_eq!(betas.len(), 1);
     assert_eq!(betas[0].spec.attempt, 2);
 
     // beta completes it; usage adds up over both attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let done = PlacementStatus {
         phase: Some(PlacementPhase::Succeeded),
-        gpu_seconds: 60,
+        gpu_seconds: 4,
         finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
         ..Default::default()
     };
@@ -352,7 +373,7 @@ async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_o
     })
     .await
     .unwrap();
-    assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 100);
+    assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use gpufed_crds::{ComputeJob, JobPhase, PlacementPhase, PlacementStatus, SettlementState};
+use gpufed_crds::{
+    ComputeJob, JobPhase, PlacementPhase, PlacementStatus, SettlementState, TokenAmount,
+};
 use gpufed_e2e::chain::{Chain, Contracts, accounts, tokens};
 use gpufed_e2e::hubctl::{
     apply, keep_heartbeating, node, placements, report_inventory, report_placement, start_hub,
@@ -155,6 +157,11 @@ async fn finish(c: &Client, cluster: &str, gpu_seconds: u64) {
     .unwrap();
 }
 
+/// A token amount in the ERC-20's base units.
+fn atto(a: TokenAmount) -> U256 {
+    U256::from(a.atto())
+}
+
 fn settled(j: &ComputeJob) -> bool {
     settlement(j, 1).is_some_and(|s| s.state == SettlementState::Settled)
 }
@@ -199,6 +206,9 @@ async fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest()
         tokens(1000) - tokens(36) / U256::from(10)
     );
 
+    // The member reports far more than one GPU can have used since the placement: the hub records
+    // at most what was possible, and pays exactly that.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     finish(&c, "alpha", 1000).await;
     let j = wait_job(&c, "team-a", "train", T, "settled", settled)
         .await
@@ -206,12 +216,19 @@ async fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest()
     let s = settlement(&j, 1).unwrap();
     let st = j.status.unwrap();
     assert_eq!(st.phase, JobPhase::Succeeded);
-    // 1000 GPU-seconds at 3.60/h = 1.00 paid; 5 % fee = 0.05; 2.60 back to the deposit.
-    assert_eq!(s.paid.unwrap().to_string(), "1.00");
-    assert_eq!(s.refunded.unwrap().to_string(), "2.60");
+    let used = st.attempts[0].gpu_seconds;
+    assert!(
+        (3..1000).contains(&used),
+        "usage capped by the time since placement: {used}"
+    );
+    let price: TokenAmount = "3.60".parse().unwrap();
+    let paid = price.cost_of_gpu_seconds(used).unwrap();
+    let fee = TokenAmount::from_atto(paid.atto() * 500 / 10_000);
+    let locked: TokenAmount = "3.60".parse().unwrap();
+    assert_eq!(s.paid, Some(paid));
+    assert_eq!(s.refunded, Some(locked.checked_sub(paid).unwrap()));
     assert!(s.settle_tx.is_some());
-    assert_eq!(st.cost.unwrap().to_string(), "1.00");
-    let cent = tokens(1) / U256::from(100);
+    assert_eq!(st.cost, Some(paid));
     let provider_after = m
         .chain
         .balance_of(&m.contracts, accounts::ALPHA.1)
@@ -222,14 +239,17 @@ async fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest()
         .balance_of(&m.contracts, accounts::TREASURY.1)
         .await
         .unwrap();
-    assert_eq!(provider_after - provider_before, cent * U256::from(95));
-    assert_eq!(treasury_after - treasury_before, cent * U256::from(5));
+    assert_eq!(
+        provider_after - provider_before,
+        atto(paid.checked_sub(fee).unwrap())
+    );
+    assert_eq!(treasury_after - treasury_before, atto(fee));
     assert_eq!(
         m.chain
             .deposit_of(&m.contracts, accounts::PAYER_A.1)
             .await
             .unwrap(),
-        tokens(999)
+        tokens(1000) - atto(paid)
     );
     assert_eq!(
         m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().0,
@@ -301,6 +321,7 @@ async fn a_hub_killed_between_sending_a_settlement_and_recording_it_settles_exac
     .await
     .unwrap();
     let job_id = settlement(&j, 1).unwrap().job_id;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     finish(&c, "alpha", 3600).await;
     wait_job(&c, "team-a", "crashy", T, "settling", |j| {
         settlement(j, 1).is_some_and(|s| s.state == SettlementState::Settling)
@@ -329,16 +350,23 @@ async fn a_hub_killed_between_sending_a_settlement_and_recording_it_settles_exac
         .await
         .unwrap();
     let s = settlement(&j, 1).unwrap();
-    assert_eq!(s.paid.unwrap().to_string(), "3.60");
+    let used = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+    let paid = "3.60"
+        .parse::<TokenAmount>()
+        .unwrap()
+        .cost_of_gpu_seconds(used)
+        .unwrap();
+    assert_eq!(s.paid, Some(paid));
+    let fee = TokenAmount::from_atto(paid.atto() * 500 / 10_000);
     let provider_after = m
         .chain
         .balance_of(&m.contracts, accounts::ALPHA.1)
         .await
         .unwrap();
-    // 3.60 minus the 5 % fee, exactly once.
+    // The provider's share, exactly once.
     assert_eq!(
         provider_after - provider_before,
-        tokens(342) / U256::from(100)
+        atto(paid.checked_sub(fee).unwrap())
     );
 }
 
@@ -356,6 +384,7 @@ async fn settlements_complete_after_the_rpc_comes_back() {
     .await
     .unwrap();
 
+    tokio::time::sleep(Duration::from_secs(2)).await;
     m.chain.stop();
     finish(&c, "alpha", 1800).await;
     let j = wait_job(
@@ -388,7 +417,14 @@ async fn settlements_complete_after_the_rpc_comes_back() {
     )
     .await
     .unwrap();
-    assert_eq!(settlement(&j, 1).unwrap().paid.unwrap().to_string(), "1.80");
+    let used = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+    assert!(used > 0);
+    let paid = "3.60"
+        .parse::<TokenAmount>()
+        .unwrap()
+        .cost_of_gpu_seconds(used)
+        .unwrap();
+    assert_eq!(settlement(&j, 1).unwrap().paid, Some(paid));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,10 @@
 //!
 //! Only the holder runs the hub's controllers. A holder that cannot renew within `renew_deadline`
 //! stops acting (the process exits and is restarted as a standby), which is how two hub replicas
-//! stay safe. kube-rs has no leader election of its own, and the crates that offer one depend on
-//! older kube releases (see docs/adr/0004-leader-election.md).
+//! stay safe. On a clean stop the holder clears the Lease so a standby takes over at once. kube-rs
+//! has no leader election of its own; of the crates that offer one, kube-leader-election needs kube
+//! 4 and kube-lease-manager judges expiry by comparing timestamps across clocks (see
+//! docs/adr/0004-leader-election.md).
 
 use std::time::{Duration, Instant};
 
@@ -204,9 +206,39 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the Lease up (holder cleared), so a standby takes over at once instead of after
+    /// `lease_duration`. Used on a clean shutdown; errors are logged, the Lease then simply expires.
+    pub async fn release(&mut self) {
+        let lease = match self.api.get_opt(&self.config.name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the leader Lease to release it");
+                return;
+            }
+        };
+        let mut lease = lease;
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(identity = %self.config.identity, "released the leader Lease"),
+            Err(e) => tracing::warn!(error = %e, "releasing the leader Lease"),
+        }
+    }
+
     /// Renews the Lease until renewal fails for `renew_deadline` or another replica holds it;
     /// then returns [`Error::LostLeadership`].
-    pub async fn hold(mut self) -> Error {
+    pub async fn hold(&mut self) -> Error {
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(self.config.retry_period).await;

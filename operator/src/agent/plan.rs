@@ -28,12 +28,9 @@ use kube::ResourceExt;
 use super::job_builder;
 use super::report::{self, ended};
 
-/// Reason of a Placement stopped by fencing (the hub retries it elsewhere).
-pub const FENCED: &str = "Fenced";
-/// Reason of a Placement whose attempt is not the job's current one.
-pub const STALE_ATTEMPT: &str = "StaleAttempt";
-/// Reason of an accepted Placement whose local Job disappeared.
-pub const LOCAL_JOB_MISSING: &str = "LocalJobMissing";
+pub use gpufed_crds::placement::reasons::FENCED;
+pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
+pub use gpufed_crds::placement::reasons::STALE_ATTEMPT;
 
 /// Why a local Job is deleted (the `reason` label of `gpufed_agent_jobs_deleted_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

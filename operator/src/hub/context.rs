@@ -96,13 +96,35 @@ pub struct Context {
     pub backoffs: Backoffs,
     /// Hands finished attempts to the settlement batch worker.
     pub settler: Arc<Settler>,
-    /// Chain clients per pool, with the fingerprint of the settings they were built from.
-    chains: Mutex<HashMap<String, (String, Arc<ChainClient>)>>,
+    /// Chain clients per pool, with what they were built from and when the key was last read.
+    chains: Mutex<HashMap<String, CachedChain>>,
     /// Members registered by this process: name → (uid, when). Registration is re-applied after
     /// [`REREGISTER_AFTER`] (self-healing) instead of on every heartbeat.
     pub registered: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// The last inventory time of each member the scheduler was woken for.
     pub inventory_seen: Mutex<HashMap<String, Option<Time>>>,
+    /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
+    pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
+}
+
+/// A chain client and what it was built from.
+struct CachedChain {
+    /// The pool's chain settings, serialised.
+    settings: String,
+    /// A digest of the hub key (never the key itself).
+    key_digest: u64,
+    client: Arc<ChainClient>,
+    key_read_at: std::time::Instant,
+}
+
+/// How often the hub key Secret is read again, so a rotated key is picked up without a restart.
+pub const KEY_REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn digest(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.trim().hash(&mut h);
+    h.finish()
 }
 
 /// How long a member's registration objects are trusted before they are applied again.
@@ -136,11 +158,13 @@ impl Context {
             chains: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashMap::new()),
             inventory_seen: Mutex::new(HashMap::new()),
+            heartbeats_seen: Mutex::new(HashMap::new()),
         }
     }
 
     /// The chain client of `pool` (which must have `spec.chain`), built on first use and rebuilt
-    /// when the chain settings change. Reads the hub key from the Secret the pool names.
+    /// when the chain settings or the hub key change (the key Secret is read again every
+    /// [`KEY_REREAD_AFTER`], so rotating it needs no restart).
     pub async fn chain(&self, pool: &GpuPool) -> Result<Arc<ChainClient>> {
         let name = pool.name_any();
         let spec = pool
@@ -148,15 +172,16 @@ impl Context {
             .chain
             .as_ref()
             .ok_or_else(|| Error::Config(format!("GpuPool {name} has no spec.chain")))?;
-        let fingerprint = serde_json::to_string(spec).map_err(|source| Error::Serde {
+        let settings = serde_json::to_string(spec).map_err(|source| Error::Serde {
             context: "chain settings".into(),
             source,
         })?;
         let mut chains = self.chains.lock().await;
-        if let Some((fp, client)) = chains.get(&name)
-            && *fp == fingerprint
+        if let Some(c) = chains.get(&name)
+            && c.settings == settings
+            && c.key_read_at.elapsed() < KEY_REREAD_AFTER
         {
-            return Ok(client.clone());
+            return Ok(c.client.clone());
         }
         let r = &spec.hub_key_secret_ref;
         let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
@@ -179,9 +204,26 @@ impl Context {
                     r.namespace, r.name, r.key
                 ))
             })?;
+        let key_digest = digest(&key);
+        if let Some(c) = chains.get_mut(&name)
+            && c.settings == settings
+            && c.key_digest == key_digest
+        {
+            // Same settings and key: keep the client (and its nonce cache).
+            c.key_read_at = std::time::Instant::now();
+            return Ok(c.client.clone());
+        }
         let client = ChainClient::new(spec, &key)?;
         tracing::info!(pool = %name, account = %client.hub_account, "connected the pool's chain");
-        chains.insert(name, (fingerprint, client.clone()));
+        chains.insert(
+            name,
+            CachedChain {
+                settings,
+                key_digest,
+                client: client.clone(),
+                key_read_at: std::time::Instant::now(),
+            },
+        );
         Ok(client)
     }
 

@@ -143,6 +143,10 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
         }),
         member_ready: None,
         placement: None,
+        start_timeout: pool
+            .as_ref()
+            .map(|p| p.spec.start_timeout.as_duration())
+            .unwrap_or(std::time::Duration::from_secs(600)),
     };
     let current = job.status.as_ref().and_then(|s| {
         s.attempts
@@ -192,6 +196,9 @@ async fn money(
     };
     match result {
         Ok(step) => {
+            let counts = ctx.metrics.settlements.clone();
+            counts.with_label_values(&["locked"]).inc_by(step.locked);
+            counts.with_label_values(&["expired"]).inc_by(step.expired);
             for (warning, reason, message) in step.events {
                 out.events.push(lifecycle::Note {
                     warning,

@@ -26,8 +26,10 @@ use gpufed_crds::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 
-/// Reason a member gives a Placement whose pods it stopped because it could not reach the hub.
-pub const FENCED: &str = "Fenced";
+pub use gpufed_crds::placement::reasons::FENCED;
+pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
+/// Reason of an attempt whose pods did not start within the pool's start timeout.
+pub const START_TIMEOUT: &str = "StartTimeout";
 
 /// What the hub knows about the world around one job.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +44,8 @@ pub struct World {
     pub member_ready: Option<bool>,
     /// The current attempt's Placement: `None` if it does not exist, else its status.
     pub placement: Option<Option<PlacementStatus>>,
+    /// The pool's start timeout: an attempt not running this long after placement is given up.
+    pub start_timeout: std::time::Duration,
 }
 
 /// Something the controller must do.
@@ -256,6 +260,19 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                 ),
             )),
             Some(status) => {
+                let running = status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p != PlacementPhase::Accepted);
+                let waited = record
+                    .placed_time
+                    .as_ref()
+                    .map(|t| now.0.duration_since(t.0).as_secs_f64())
+                    .unwrap_or(0.0);
+                if !running && waited > world.start_timeout.as_secs_f64() {
+                    start_timed_out(job, world, now, out, i, status.as_ref());
+                    return;
+                }
                 sync_from_placement(job, now, out, i, status.as_ref());
                 return;
             }
@@ -268,7 +285,11 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
         rec.message = Some(message.clone());
         rec.finish_time = Some(now.clone());
         if let Some(Some(p)) = &world.placement {
-            rec.gpu_seconds = rec.gpu_seconds.max(p.gpu_seconds);
+            let (used, capped) = record_usage(job, rec, p.gpu_seconds, now);
+            rec.gpu_seconds = used;
+            if let Some(note) = capped {
+                out.events.push(note);
+            }
         }
         out.actions.push(Action::DeletePlacement {
             namespace: member_namespace(&record.cluster),
@@ -276,6 +297,37 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
         });
         retry_or_fail(job, now, out, true, reason, message);
     }
+}
+
+/// Gives up an attempt whose pods did not start within the pool's start timeout: its Placement is
+/// deleted (the member removes the local Job) and the job is tried elsewhere.
+fn start_timed_out(
+    job: &ComputeJob,
+    world: &World,
+    now: &Time,
+    out: &mut Outcome,
+    i: usize,
+    status: Option<&PlacementStatus>,
+) {
+    let rec = &mut out.status.attempts[i];
+    let detail = status
+        .and_then(|s| s.message.clone())
+        .map(|m| format!(" (member says: {m})"))
+        .unwrap_or_default();
+    let message = format!(
+        "pods of attempt {} did not start on {} within the pool's startTimeout of {}{detail}",
+        rec.attempt,
+        rec.cluster,
+        gpufed_crds::KubeDuration::from(world.start_timeout)
+    );
+    rec.phase = AttemptPhase::Failed;
+    rec.reason = Some(START_TIMEOUT.into());
+    rec.message = Some(message.clone());
+    rec.finish_time = Some(now.clone());
+    let (namespace, name) = (member_namespace(&rec.cluster), rec.placement.clone());
+    out.actions
+        .push(Action::DeletePlacement { namespace, name });
+    retry_or_fail(job, now, out, true, START_TIMEOUT, message);
 }
 
 fn sync_from_placement(
@@ -292,7 +344,11 @@ fn sync_from_placement(
         return;
     };
     let rec = &mut out.status.attempts[i];
-    rec.gpu_seconds = rec.gpu_seconds.max(ps.gpu_seconds);
+    let (used, capped) = record_usage(job, rec, ps.gpu_seconds, now);
+    rec.gpu_seconds = used;
+    if let Some(note) = capped {
+        out.events.push(note);
+    }
     if rec.start_time.is_none() {
         rec.start_time = ps.start_time.clone();
     }
@@ -386,9 +442,9 @@ fn sync_from_placement(
             rec.reason = Some(reason.clone());
             rec.message = ps.message.clone();
             rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
-            // A member that fenced itself (lost the hub for too long) stopped the pods: not the
-            // workload's fault, so it is retried like a rejection.
-            let fenced = ps.reason.as_deref() == Some(FENCED);
+            // A member that fenced itself (lost the hub for too long) stopped the pods, or the
+            // local Job vanished: not the workload's fault, so it is retried like a rejection.
+            let fenced = matches!(ps.reason.as_deref(), Some(FENCED | LOCAL_JOB_MISSING));
             let retryable = rejected || fenced || job.spec.retry.retry_on_failure;
             let reason: &'static str = if rejected {
                 "AttemptRejected"
@@ -448,6 +504,45 @@ fn retry_or_fail(
     }
 }
 
+/// The most GPU-seconds `record` can have used by `now`: every GPU of the job since the attempt
+/// was placed, and never beyond `maxDuration`. A member reporting more is not believed.
+pub fn usage_cap(job: &ComputeJob, record: &AttemptRecord, now: &Time) -> u64 {
+    let gpus = u64::from(job.spec.replicas * job.spec.gpus_per_replica);
+    let max_secs = job.spec.max_duration.as_secs_ceil();
+    let elapsed = record
+        .placed_time
+        .as_ref()
+        .map(|t| u64::try_from(now.0.duration_since(t.0).as_secs()).unwrap_or(0))
+        .unwrap_or(max_secs);
+    gpus.saturating_mul(elapsed.min(max_secs))
+}
+
+/// The usage to record for `record` given what its member reports: never less than already
+/// recorded, never more than [`usage_cap`]; with a warning Event when the report was capped.
+fn record_usage(
+    job: &ComputeJob,
+    record: &AttemptRecord,
+    reported: u64,
+    now: &Time,
+) -> (u64, Option<Note>) {
+    let cap = usage_cap(job, record, now);
+    let used = record
+        .gpu_seconds
+        .max(reported)
+        .min(cap.max(record.gpu_seconds));
+    let note = (reported > cap && record.gpu_seconds < cap).then(|| Note {
+        warning: true,
+        reason: "UsageCapped",
+        message: format!(
+            "{} reported {reported} GPU-seconds for attempt {}; at most {cap} are possible ({} GPUs since placement, within maxDuration): recorded {used}",
+            record.cluster,
+            record.attempt,
+            job.spec.replicas * job.spec.gpus_per_replica
+        ),
+    });
+    (used, note)
+}
+
 /// Sums GPU-seconds over attempts and records when the first started and the last finished.
 fn refresh_usage(st: &mut ComputeJobStatus) {
     if st.attempts.is_empty() {
@@ -479,20 +574,26 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_JOB_NAMESPACE.to_string(), ns.clone()),
-        (LABEL_JOB_NAME.to_string(), name.clone()),
         (LABEL_JOB_UID.to_string(), uid.clone()),
         (LABEL_ATTEMPT.to_string(), record.attempt.to_string()),
         (LABEL_CLUSTER.to_string(), record.cluster.clone()),
     ]);
+    // A job name may be up to 253 characters, a label value only 63: the name is always in an
+    // annotation, and in a label too when it fits.
+    if name.len() <= 63 {
+        labels.insert(LABEL_JOB_NAME.to_string(), name.clone());
+    }
+    let annotations = BTreeMap::from([(LABEL_JOB_NAME.to_string(), name.clone())]);
     let chain_job_id = record.settlement.as_ref().map(|s| s.job_id.clone());
     Placement {
         metadata: ObjectMeta {
             name: Some(record.placement.clone()),
             namespace: Some(member_namespace(&record.cluster)),
             labels: Some(labels),
+            annotations: Some(annotations),
             ..Default::default()
         },
         spec: PlacementSpec {
@@ -507,7 +608,7 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             gpus_per_replica: job.spec.gpus_per_replica,
             total_gpus: job.spec.replicas * job.spec.gpus_per_replica,
             model: record.model.clone(),
-            min_gpu_memory_mib: u64::from(job.spec.gpu.min_memory_gib) * 1024,
+            min_gpu_memory_mib: job.spec.gpu.min_gpu_memory_mib(),
             price_per_gpu_hour: record.price_per_gpu_hour,
             max_duration: job.spec.max_duration,
             chain_job_id,

@@ -12,6 +12,7 @@ fn world_ready(placement: Option<Option<PlacementStatus>>) -> World {
         pool_exists: true,
         member_ready: Some(true),
         placement,
+        start_timeout: std::time::Duration::from_secs(600),
         ..Default::default()
     }
 }
@@ -342,4 +343,100 @@ fn no_placement_is_written_before_the_escrow_holds_the_funds() {
         panic!("{:?}", out.actions)
     };
     assert_eq!(p.spec.chain_job_id.as_deref(), Some("0xab"));
+}
+
+#[test]
+fn a_member_cannot_report_more_gpu_seconds_than_its_gpus_could_have_run() {
+    // 4 GPUs placed at t=10; at t=110 at most 400 GPU-seconds are possible.
+    let j = placed(1, "alpha", AttemptPhase::Accepted);
+    let out = reconcile(&j, &world_ready(Some(Some(running(100_000)))), &at(110));
+    assert_eq!(out.status.attempts[0].gpu_seconds, 400);
+    assert!(
+        out.events.iter().any(|e| e.reason == "UsageCapped"),
+        "{:?}",
+        out.events
+    );
+    // Honest reports pass through unchanged.
+    let out = reconcile(&j, &world_ready(Some(Some(running(300)))), &at(110));
+    assert_eq!(out.status.attempts[0].gpu_seconds, 300);
+    assert!(!out.events.iter().any(|e| e.reason == "UsageCapped"));
+}
+
+#[test]
+fn usage_never_exceeds_all_gpus_for_the_whole_max_duration() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    // Placed at t=10, maxDuration 1h, 4 GPUs: a day later the cap is still 4 × 3600.
+    let rec = &j.status.as_ref().unwrap().attempts[0];
+    assert_eq!(usage_cap(&j, rec, &at(10 + 86_400)), 4 * 3600);
+}
+
+#[test]
+fn an_attempt_whose_pods_never_start_is_given_up_after_the_start_timeout() {
+    let j = placed(1, "alpha", AttemptPhase::Accepted);
+    let waiting = PlacementStatus {
+        phase: Some(PlacementPhase::Accepted),
+        message: Some("ImagePullBackOff".into()),
+        ..Default::default()
+    };
+    // Placed at t=10 with a 600 s timeout: still waiting at t=600, given up at t=611.
+    let out = reconcile(&j, &world_ready(Some(Some(waiting.clone()))), &at(600));
+    assert_eq!(out.status.phase, JobPhase::Placed);
+    let out = reconcile(&j, &world_ready(Some(Some(waiting))), &at(611));
+    let rec = &out.status.attempts[0];
+    assert_eq!(
+        (rec.phase, rec.reason.as_deref()),
+        (AttemptPhase::Failed, Some(START_TIMEOUT))
+    );
+    assert!(rec.message.as_ref().unwrap().contains("ImagePullBackOff"));
+    assert_eq!(out.status.phase, JobPhase::Pending, "tried elsewhere");
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeletePlacement { .. }))
+    );
+    // A running attempt is never timed out, however long it has run.
+    let out = reconcile(&j, &world_ready(Some(Some(running(100)))), &at(5000));
+    assert_eq!(out.status.phase, JobPhase::Running);
+}
+
+#[test]
+fn a_long_job_name_goes_into_an_annotation_when_it_cannot_be_a_label() {
+    let mut j = placed(1, "alpha", AttemptPhase::Placed);
+    j.metadata.name = Some("x".repeat(100));
+    let out = reconcile(&j, &world_ready(None), &at(11));
+    let [Action::CreatePlacement(p)] = &out.actions[..] else {
+        panic!("{:?}", out.actions)
+    };
+    let labels = p.metadata.labels.as_ref().unwrap();
+    assert!(
+        !labels.contains_key(LABEL_JOB_NAME),
+        "a 100-character label value would be refused"
+    );
+    assert!(labels.values().all(|v| v.len() <= 63));
+    assert_eq!(
+        p.metadata.annotations.as_ref().unwrap()[LABEL_JOB_NAME].len(),
+        100
+    );
+    // A short name is in both.
+    let out = reconcile(
+        &placed(1, "alpha", AttemptPhase::Placed),
+        &world_ready(None),
+        &at(11),
+    );
+    let [Action::CreatePlacement(p)] = &out.actions[..] else {
+        panic!()
+    };
+    assert_eq!(p.metadata.labels.as_ref().unwrap()[LABEL_JOB_NAME], "train");
+}
+
+#[test]
+fn a_local_job_that_vanished_is_retried_like_fencing() {
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let missing = PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some(LOCAL_JOB_MISSING.into()),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(missing))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Pending);
 }

@@ -188,21 +188,43 @@ async fn register(name: &str, ctx: &Context) -> Result<Option<String>> {
     Ok(Some(member_kubeconfig_secret(name)))
 }
 
-/// Heartbeat state from the member's Lease: (ready, last renewal).
+/// A renewal of a member's heartbeat Lease as the hub observed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenRenewal {
+    /// The Lease's renewTime (written with the member's clock).
+    renew_time: Time,
+    /// When the hub first saw that value, on its own monotonic clock.
+    seen_at: Instant,
+}
+
+/// Heartbeat state: `(ready, last renewal, what the hub has now seen)`.
+///
+/// Freshness is judged on the hub's own clock — how long since the hub *saw* `renewTime` change —
+/// never by comparing the member's timestamp with the hub's, so a member whose clock is off cannot
+/// make the hub fail over early (and run an attempt twice) or late. A Lease first seen after a hub
+/// restart counts as fresh for one timeout, as client-go's leader election does.
 pub fn heartbeat(
     lease: Option<&Lease>,
     timeout: std::time::Duration,
-    now: &Time,
-) -> (bool, Option<Time>) {
+    previous: Option<&SeenRenewal>,
+    now: Instant,
+) -> (bool, Option<Time>, Option<SeenRenewal>) {
     let renewed = lease
         .and_then(|l| l.spec.as_ref())
         .and_then(|s| s.renew_time.as_ref())
         .map(|t| Time(t.0));
-    let ready = renewed.as_ref().is_some_and(|r| {
-        let age = now.0.duration_since(r.0);
-        age.as_secs_f64() < timeout.as_secs_f64()
-    });
-    (ready, renewed)
+    let Some(renew_time) = renewed.clone() else {
+        return (false, None, None);
+    };
+    let seen = match previous {
+        Some(p) if p.renew_time == renew_time => p.clone(),
+        _ => SeenRenewal {
+            renew_time,
+            seen_at: now,
+        },
+    };
+    let ready = now.saturating_duration_since(seen.seen_at) < timeout;
+    (ready, renewed, Some(seen))
 }
 
 /// The hub-owned part of a member's status.
@@ -288,7 +310,24 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         .stores
         .leases
         .get(&ObjectRef::new(&heartbeat_lease_name(&name)).within(&member_namespace(&name)));
-    let (ready, renewed) = heartbeat(lease.as_deref(), timeout.as_duration(), &at);
+    let (ready, renewed, seen) = {
+        let mut seen_map = ctx.heartbeats_seen.lock().await;
+        let (ready, renewed, seen) = heartbeat(
+            lease.as_deref(),
+            timeout.as_duration(),
+            seen_map.get(&name),
+            Instant::now(),
+        );
+        match &seen {
+            Some(s) => {
+                seen_map.insert(name.clone(), s.clone());
+            }
+            None => {
+                seen_map.remove(&name);
+            }
+        }
+        (ready, renewed, seen)
+    };
     let was_ready = conditions::is_true(&conds, mc::READY);
     if ready {
         set(
@@ -454,10 +493,11 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         }
     }
     // Come back when the heartbeat would expire, to notice it on time.
-    let next = match (&renewed, ready) {
-        (Some(r), true) => {
-            let left = timeout.as_duration().as_secs_f64() - at.0.duration_since(r.0).as_secs_f64();
-            Duration::from_secs_f64(left.clamp(0.2, 30.0) + 0.1)
+    let next = match (&seen, ready) {
+        (Some(s), true) => {
+            let left = timeout.as_duration().saturating_sub(s.seen_at.elapsed());
+            left.clamp(Duration::from_millis(200), Duration::from_secs(30))
+                + Duration::from_millis(100)
         }
         _ if waiting_for_token => Duration::from_secs(1),
         _ => Duration::from_secs(15),
@@ -530,28 +570,55 @@ mod tests {
     }
 
     #[test]
-    fn a_member_is_ready_while_its_lease_is_younger_than_the_timeout() {
+    fn a_member_is_ready_until_its_lease_stops_changing_for_the_timeout() {
         let t = Duration::from_secs(40);
-        assert_eq!(
-            heartbeat(Some(&lease(100)), t, &at(139)),
-            (true, Some(at(100)))
+        let t0 = Instant::now();
+        let (ready, renewed, seen) = heartbeat(Some(&lease(100)), t, None, t0);
+        assert!(ready);
+        assert_eq!(renewed, Some(at(100)));
+        // Unchanged for 39 s on the hub's clock: still ready; for 40 s: not.
+        let (ready, _, seen2) = heartbeat(
+            Some(&lease(100)),
+            t,
+            seen.as_ref(),
+            t0 + Duration::from_secs(39),
         );
-        assert!(!heartbeat(Some(&lease(100)), t, &at(140)).0);
+        assert!(ready);
+        let (ready, _, _) = heartbeat(Some(&lease(100)), t, seen2.as_ref(), t0 + t);
+        assert!(!ready);
+        // A renewal resets the hub's clock.
+        let (ready, _, _) = heartbeat(Some(&lease(101)), t, seen2.as_ref(), t0 + t);
+        assert!(ready);
+    }
+
+    #[test]
+    fn a_member_clock_far_behind_or_ahead_does_not_change_readiness() {
+        let t = Duration::from_secs(40);
+        let t0 = Instant::now();
+        // renewTime an hour in the past or future by the hub's calendar: what counts is that it changes.
+        for renewed in [-3600, 3600] {
+            let (ready, _, seen) = heartbeat(Some(&lease(renewed)), t, None, t0);
+            assert!(ready);
+            let (ready, _, _) = heartbeat(
+                Some(&lease(renewed + 5)),
+                t,
+                seen.as_ref(),
+                t0 + Duration::from_secs(35),
+            );
+            assert!(ready);
+        }
     }
 
     #[test]
     fn a_member_never_heard_from_is_not_ready() {
         assert_eq!(
-            heartbeat(None, Duration::from_secs(40), &at(1)),
-            (false, None)
+            heartbeat(None, Duration::from_secs(40), None, Instant::now()),
+            (false, None, None)
         );
         let empty = Lease {
             spec: Some(LeaseSpec::default()),
             ..Default::default()
         };
-        assert_eq!(
-            heartbeat(Some(&empty), Duration::from_secs(40), &at(1)),
-            (false, None)
-        );
+        assert!(!heartbeat(Some(&empty), Duration::from_secs(40), None, Instant::now()).0);
     }
 }

@@ -209,5 +209,9 @@ pub async fn run(
         _ = bond_controller::run(ctx.clone()) => Ok(()),
     };
     metrics.leader.set(0);
+    if result.is_ok() {
+        // A clean stop (SIGTERM in a rolling update): let the standby take over now.
+        elector.release().await;
+    }
     result
 }

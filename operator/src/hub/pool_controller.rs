@@ -239,6 +239,7 @@ mod tests {
             GpuPoolSpec {
                 strategy: Default::default(),
                 heartbeat_timeout: "40s".parse().unwrap(),
+                start_timeout: "10m".parse().unwrap(),
                 min_bond: None,
                 chain: None,
                 payers: vec![],

@@ -95,6 +95,8 @@ async fn pass(ctx: &Context, in_flight: &mut InFlight) {
             .flat_map(|(_, r)| r.iter().cloned()),
     );
 
+    // Series of members that left disappear with the next pass.
+    ctx.metrics.free_gpus.reset();
     for pool in ctx.stores.pools.state() {
         let pool_name = pool.name_any();
         let pending: Vec<&Arc<ComputeJob>> = jobs
@@ -306,7 +308,19 @@ async fn record_placement(
         return Ok(false);
     }
     ctx.metrics.decisions.with_label_values(&["placed"]).inc();
-    if let Some(queued) = job.status.as_ref().and_then(|s| s.queued_time.as_ref()) {
+    // Waiting started when the job was queued, or when its previous attempt ended.
+    let waiting_since = job.status.as_ref().and_then(|s| {
+        let last_end = s
+            .attempts
+            .iter()
+            .filter_map(|a| a.finish_time.clone())
+            .max();
+        match (s.queued_time.clone(), last_end) {
+            (Some(q), Some(e)) => Some(q.max(e)),
+            (q, e) => q.or(e),
+        }
+    });
+    if let Some(queued) = waiting_since.as_ref() {
         let waited = at.0.duration_since(queued.0).as_secs_f64().max(0.0);
         ctx.metrics
             .placement_latency
@@ -330,13 +344,14 @@ async fn record_no_fit(
     job: &ComputeJob,
     explanation: &str,
 ) -> crate::error::Result<()> {
-    ctx.metrics.decisions.with_label_values(&["nofit"]).inc();
     let current = job.status.clone().unwrap_or_default();
     if current.explanation.as_deref() == Some(explanation)
         && current.reason.as_deref() == Some("NoFit")
     {
         return Ok(());
     }
+    // Counted when the reason a job waits changes, not at every pass.
+    ctx.metrics.decisions.with_label_values(&["nofit"]).inc();
     let mut st: ComputeJobStatus = current;
     st.reason = Some("NoFit".into());
     st.explanation = Some(explanation.to_string());
@@ -382,6 +397,7 @@ mod tests {
             GpuPoolSpec {
                 strategy: Default::default(),
                 heartbeat_timeout: "40s".parse().unwrap(),
+                start_timeout: "10m".parse().unwrap(),
                 min_bond: None,
                 chain: None,
                 payers: vec![],

@@ -126,59 +126,112 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(300);
 
 /// The batch worker: gathers queued settlements for [`BATCH_WINDOW`], drops locks the chain shows
 /// as no longer Locked, and sends one `settleBatch` per pool. The job controller, which requeues
-/// settling jobs every few seconds, then records the outcome from the chain. Failed sends are
-/// retried with backoff; nothing is lost.
+/// settling jobs every few seconds, then records the outcome from the chain.
+///
+/// A failed batch is retried one settlement at a time, so one that keeps failing (say, a token
+/// that refuses transfers to one provider) cannot hold back the others; each failing settlement
+/// backs off on its own, and nothing waits on a sleep while other pools have work.
 pub async fn run_worker(
     settler: Arc<Settler>,
     mut rx: mpsc::UnboundedReceiver<SettleRequest>,
     metrics: crate::metrics::Metrics,
 ) {
-    let mut retry: Vec<SettleRequest> = vec![];
-    let mut failures = 0u32;
+    let mut retries: Vec<Retry> = vec![];
     loop {
-        let mut batch = std::mem::take(&mut retry);
+        let now = tokio::time::Instant::now();
+        let (mut batch, waiting): (Vec<Retry>, Vec<Retry>) = std::mem::take(&mut retries)
+            .into_iter()
+            .partition(|r| r.due <= now);
+        retries = waiting;
         if batch.is_empty() {
-            match rx.recv().await {
-                Some(r) => batch.push(r),
-                None => return,
+            let next_due = retries.iter().map(|r| r.due).min();
+            let received = match next_due {
+                Some(due) => tokio::time::timeout_at(due, rx.recv()).await.ok(),
+                None => Some(rx.recv().await),
+            };
+            match received {
+                Some(Some(r)) => batch.push(Retry::new(r)),
+                Some(None) => return,
+                None => continue,
             }
         }
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
+                Ok(Some(r)) => batch.push(Retry::new(r)),
                 _ => break,
             }
         }
-        let mut by_pool: HashMap<String, Vec<SettleRequest>> = HashMap::new();
+        let mut by_pool: HashMap<String, Vec<Retry>> = HashMap::new();
         for r in batch {
-            by_pool.entry(r.pool.clone()).or_default().push(r);
+            by_pool.entry(r.req.pool.clone()).or_default().push(r);
         }
         for (pool, items) in by_pool {
-            match settle_pool(&items).await {
+            let reqs: Vec<SettleRequest> = items.iter().map(|r| r.req.clone()).collect();
+            let groups: Vec<Vec<Retry>> = match settle_pool(&reqs).await {
                 Ok(sent) => {
-                    failures = 0;
-                    if sent > 0 {
-                        metrics
-                            .settlements
-                            .with_label_values(&["settled"])
-                            .inc_by(sent as u64);
-                        tracing::info!(%pool, jobs = sent, "settled a batch");
-                    }
-                    settler
-                        .done(&items.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>())
-                        .await;
+                    record_sent(&metrics, &pool, sent);
+                    settler.done(&ids(&items)).await;
+                    continue;
                 }
-                Err(e) => {
-                    failures += 1;
-                    metrics.settlements.with_label_values(&["error"]).inc();
-                    let delay = crate::backoff::delay(failures).min(Duration::from_secs(30));
-                    tracing::warn!(%pool, error = %e, retry_in = ?delay, "settlement batch failed; will retry");
-                    retry.extend(items);
-                    tokio::time::sleep(delay).await;
+                Err(e) if items.len() > 1 => {
+                    tracing::warn!(%pool, error = %e, jobs = items.len(), "settlement batch failed; retrying one by one");
+                    items.into_iter().map(|r| vec![r]).collect()
+                }
+                Err(_) => vec![items],
+            };
+            for group in groups {
+                let reqs: Vec<SettleRequest> = group.iter().map(|r| r.req.clone()).collect();
+                match settle_pool(&reqs).await {
+                    Ok(sent) => {
+                        record_sent(&metrics, &pool, sent);
+                        settler.done(&ids(&group)).await;
+                    }
+                    Err(e) => {
+                        metrics.settlements.with_label_values(&["error"]).inc();
+                        for mut r in group {
+                            r.failures += 1;
+                            let delay =
+                                crate::backoff::delay(r.failures).min(Duration::from_secs(60));
+                            tracing::warn!(%pool, job_id = %r.req.job_id, error = %e, retry_in = ?delay, "settlement failed; will retry");
+                            r.due = tokio::time::Instant::now() + delay;
+                            retries.push(r);
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// A settlement waiting to be (re)sent.
+struct Retry {
+    req: SettleRequest,
+    failures: u32,
+    due: tokio::time::Instant,
+}
+
+impl Retry {
+    fn new(req: SettleRequest) -> Self {
+        Retry {
+            req,
+            failures: 0,
+            due: tokio::time::Instant::now(),
+        }
+    }
+}
+
+fn ids(items: &[Retry]) -> Vec<String> {
+    items.iter().map(|r| r.req.job_id.clone()).collect()
+}
+
+fn record_sent(metrics: &crate::metrics::Metrics, pool: &str, sent: usize) {
+    if sent > 0 {
+        metrics
+            .settlements
+            .with_label_values(&["settled"])
+            .inc_by(sent as u64);
+        tracing::info!(%pool, jobs = sent, "settled a batch");
     }
 }
 
@@ -215,6 +268,10 @@ pub struct Step {
     pub again_soon: bool,
     /// Events: (warning, reason, message).
     pub events: Vec<(bool, &'static str, String)>,
+    /// Locks made in this step.
+    pub locked: u64,
+    /// Locks found expired by their payer in this step.
+    pub expired: u64,
 }
 
 /// Advances the money of `job` (status in `st`, already advanced by the lifecycle): checks funding
@@ -312,6 +369,7 @@ pub async fn advance(
             let deadline = lock_deadline(now_secs, job, grace);
             match chain.lock(id, &payer, &provider, required, deadline).await {
                 Ok(Ok(tx)) => {
+                    step.locked += 1;
                     s.state = SettlementState::Locked;
                     s.locked = Some(required);
                     s.lock_tx = Some(tx.clone());
@@ -388,6 +446,7 @@ pub async fn advance(
                 step.changed = true;
             }
             LockState::Expired => {
+                step.expired += 1;
                 s.state = SettlementState::Expired;
                 s.refunded = s.locked;
                 step.changed = true;
