@@ -554,6 +554,31 @@ async fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
     })
     .await
     .unwrap();
+    // The simulated run keeps its start time: the container ran GPUFED_SIM_DURATION (2s).
+    let pod = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let state = pod
+        .status
+        .unwrap()
+        .container_statuses
+        .unwrap()
+        .remove(0)
+        .state
+        .unwrap();
+    let t = state.terminated.unwrap();
+    let ran = t
+        .finished_at
+        .unwrap()
+        .0
+        .duration_since(t.started_at.unwrap().0);
+    assert!(
+        ran.as_secs() >= 1,
+        "the terminated state must keep when it started: ran {ran:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
