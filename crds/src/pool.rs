@@ -57,9 +57,10 @@ pub struct GpuPoolSpec {
     #[serde(default)]
     pub strategy: Strategy,
     /// A member whose heartbeat Lease is older than this is NotReady and its running attempts are
-    /// re-placed elsewhere. Between 5s and 1h; default 40s. Agents stop their own jobs earlier (fencing).
+    /// re-placed elsewhere. Between 15s and 1h; default 40s. Agents stop their own jobs earlier
+    /// (fencing at two thirds of it), with a few seconds of grace for their pods to stop.
     #[serde(default = "default_heartbeat_timeout")]
-    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.heartbeatTimeout must be between 5s and 1h"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('15s') && duration(self) <= duration('1h')").message("spec.heartbeatTimeout must be between 15s and 1h"))]
     pub heartbeat_timeout: KubeDuration,
     /// An attempt whose pods are not running this long after it was placed (image pulls, a full
     /// member, a member that accepted and went quiet) is failed with reason `StartTimeout` and

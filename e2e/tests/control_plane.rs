@@ -299,7 +299,7 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
         (
             "heartbeat of 1s",
             with(good_pool("hostile"), "spec.heartbeatTimeout", json!("1s")),
-            "spec.heartbeatTimeout must be between 5s and 1h",
+            "spec.heartbeatTimeout must be between 15s and 1h",
         ),
         (
             "rpc over ftp",

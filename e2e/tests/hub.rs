@@ -271,7 +271,7 @@ async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_o
     let (tools, mut hub) = hub_cluster("hub-failover").await;
     start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
     let c = hub.client();
-    create_pool(&c, "default", "CheapestFit", "5s")
+    create_pool(&c, "default", "CheapestFit", "15s")
         .await
         .unwrap();
     create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.00")])

@@ -33,6 +33,12 @@ pub fn renewal(identity: &str, now: Timestamp, lease_duration: Duration) -> serd
     })
 }
 
+/// The renewal interval: the flag, but never more than a quarter of the pool's heartbeat timeout,
+/// so several renewals fit in the fence timeout (two thirds of it) even with short pool timeouts.
+pub fn effective_interval(flag: Duration, pool_timeout: Duration) -> Duration {
+    flag.min(pool_timeout / 4).max(Duration::from_millis(200))
+}
+
 /// Deadline of one renewal: at least 2 s, at most 10 s, else the interval.
 pub fn call_timeout(interval: Duration) -> Duration {
     interval.clamp(Duration::from_secs(2), Duration::from_secs(10))
@@ -50,6 +56,7 @@ pub async fn run(
     let mut failures: u32 = 0;
     loop {
         let duration = shared.pool_timeout().unwrap_or(DEFAULT_POOL_TIMEOUT);
+        let interval = effective_interval(interval, duration);
         // The fence clock starts when the renewal was sent, never later than the renewTime the
         // hub sees, so a slow answer cannot make the agent fence late.
         let sent = Instant::now();
@@ -83,6 +90,14 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewals_come_at_least_four_times_per_pool_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_interval(s(5), s(40)), s(5));
+        assert_eq!(effective_interval(s(5), s(15)), Duration::from_millis(3750));
+        assert_eq!(effective_interval(s(1), s(15)), s(1));
+    }
 
     #[test]
     fn the_renewal_sets_exactly_holder_renew_time_and_duration() {

@@ -12,15 +12,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_crds::naming::{
-    GPU_RESOURCE, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPU_MODEL, LABEL_JOB_NAME,
-    LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT, MANAGED_BY,
-    local_job_name,
+    GPU_RESOURCE, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPU_MEMORY_MIB, LABEL_GPU_MODEL,
+    LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT,
+    MANAGED_BY, local_job_name,
 };
 use gpufed_crds::{ContainerResources, NodeInventory, Placement};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Affinity, Capabilities, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -232,6 +233,31 @@ fn restricted_container() -> SecurityContext {
     }
 }
 
+/// Seconds a fenced or cancelled workload gets to stop before it is killed.
+pub const TERMINATION_GRACE_SECONDS: i64 = 3;
+
+/// Keeps pods off nodes whose GPUs have less memory than the placement needs (the hub chose the
+/// cluster; a cluster can mix 40 GB and 80 GB GPUs of one model). Uses the `gpufed.io/gpu-memory-mib`
+/// label gpu-probe writes.
+pub fn memory_affinity(min_mib: u64) -> Option<Affinity> {
+    (min_mib > 0).then(|| Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: LABEL_GPU_MEMORY_MIB.to_string(),
+                        operator: "Gt".into(),
+                        values: Some(vec![(min_mib - 1).to_string()]),
+                    }]),
+                    match_fields: None,
+                }],
+            }),
+            preferred_during_scheduling_ignored_during_execution: None,
+        }),
+        ..Default::default()
+    })
+}
+
 /// The local Job for `placement`, in `namespace`.
 pub fn build(placement: &Placement, namespace: &str) -> Job {
     let spec = &placement.spec;
@@ -296,12 +322,16 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
                 spec: Some(PodSpec {
                     containers,
                     restart_policy: Some("Never".into()),
+                    // Short, so a fenced member's pods are gone well before the hub re-places the
+                    // attempt (fence at 2/3 of the pool timeout, which is at least 15 s).
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     node_selector: Some(BTreeMap::from([(
                         LABEL_GPU_MODEL.to_string(),
                         spec.model.clone(),
                     )])),
+                    affinity: memory_affinity(spec.min_gpu_memory_mib),
                     // GPU nodes are commonly tainted so that only GPU pods land there.
                     tolerations: Some(vec![Toleration {
                         key: Some(GPU_RESOURCE.into()),

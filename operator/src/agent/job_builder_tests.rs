@@ -253,3 +253,47 @@ fn unusable_templates_are_rejected() {
         assert_eq!(r.reason, "InvalidTemplate", "{what}");
     }
 }
+
+#[test]
+fn pods_stay_off_nodes_with_too_little_gpu_memory() {
+    let mut p = placement("train", 1).build();
+    p.spec.min_gpu_memory_mib = 76_185;
+    let job = build(&p, "gpufed-jobs");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let term = &pod
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms[0];
+    let req = &term.match_expressions.as_ref().unwrap()[0];
+    assert_eq!(req.key, "gpufed.io/gpu-memory-mib");
+    assert_eq!(req.operator, "Gt");
+    assert_eq!(req.values.as_deref(), Some(&["76184".to_string()][..]));
+    // No memory requirement, no affinity.
+    let pod = build(&placement("train", 1).build(), "gpufed-jobs")
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert!(pod.affinity.is_none());
+}
+
+#[test]
+fn stopped_pods_get_a_short_grace_period_so_fencing_finishes_before_failover() {
+    let pod = build(&placement("train", 1).build(), "gpufed-jobs")
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(TERMINATION_GRACE_SECONDS)
+    );
+    // Fence at 2/3 of the smallest pool timeout (15 s) plus the grace period stays below it.
+    assert!(10 + TERMINATION_GRACE_SECONDS < 15);
+}
