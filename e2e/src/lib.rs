@@ -11,10 +11,12 @@
 pub mod bench;
 pub mod chain;
 pub mod cluster;
+pub mod demo;
 pub mod federation;
 pub mod hubctl;
 pub mod joining;
 pub mod nodes;
+pub mod peer;
 pub mod pki;
 pub mod process;
 pub mod tools;

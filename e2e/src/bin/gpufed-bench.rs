@@ -4,14 +4,19 @@
 //!
 //! ```text
 //! gpufed-bench throughput [--jobs N] [--out FILE]     # hub + fake agents, 3 and 30 members
-//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE --out docs/benchmarks.md
+//! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
+//!                   [--only gpufed|kueue] [--out FILE]  # gpufed vs Kueue MultiKueue (gpufed_e2e::peer)
+//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] --out docs/benchmarks.md
 //! ```
 
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use gpufed_e2e::bench::{ThroughputConfig, ThroughputResult, throughput};
+use gpufed_e2e::peer::{PeerConfig, PeerResult};
 use gpufed_e2e::{Tools, init_test_logging};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -66,6 +71,80 @@ async fn main() {
             let text = serde_json::to_string_pretty(&results).unwrap_or_else(|e| fail(e));
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
         }
+        Some("peer") => {
+            init_test_logging();
+            let number = |name: &str, default: u64| -> u64 {
+                arg(&args, name)
+                    .map_or(Ok(default), |s| s.parse())
+                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
+            };
+            let to_usize = |v: u64| usize::try_from(v).unwrap_or_else(|e| fail(e));
+            let mut cfg = PeerConfig::new(to_usize(number("--jobs", 80)));
+            cfg.lost_jobs = to_usize(number("--lost-jobs", 12));
+            let timeout = Duration::from_secs(number("--timeout", 20));
+            cfg.heartbeat_timeout = timeout;
+            cfg.hold = timeout / 2;
+            cfg.worker_lost_timeout = match arg(&args, "--kueue-worker-lost-timeout").as_deref() {
+                None => Some(timeout),
+                Some("default") => None,
+                Some(s) => {
+                    Some(Duration::from_secs(s.parse().unwrap_or_else(|e| {
+                        fail(format!("--kueue-worker-lost-timeout: {e}"))
+                    })))
+                }
+            };
+            match arg(&args, "--only").as_deref() {
+                None => {}
+                Some("gpufed") => cfg.run_kueue = false,
+                Some("kueue") => cfg.run_gpufed = false,
+                Some(other) => fail(format!("--only gpufed|kueue, not {other}")),
+            }
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/peer.json".into()),
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            eprintln!(
+                "peer: {} workers × {} nodes, {} jobs, {} lost-phase jobs, timeouts {:?}/{:?} …",
+                cfg.workers,
+                cfg.nodes_per_worker(),
+                cfg.jobs,
+                cfg.lost_jobs,
+                cfg.heartbeat_timeout,
+                cfg.effective_worker_lost_timeout()
+            );
+            let r = gpufed_e2e::peer::run(&tools, &cfg)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            for (name, run) in [("gpufed", &r.gpufed), ("kueue", &r.kueue)] {
+                match &run.dispatch {
+                    Some(d) => eprintln!(
+                        "  {name}: dispatch {:.1} jobs/s (all running in {:.2}s), {:.2} workers got a copy per job",
+                        d.rate(),
+                        d.all_running_secs,
+                        d.workers_with_a_copy_mean
+                    ),
+                    None => eprintln!(
+                        "  {name}: dispatch failed: {}",
+                        run.dispatch_error.as_deref().unwrap_or("")
+                    ),
+                }
+                match &run.lost {
+                    Some(l) => eprintln!(
+                        "  {name}: lost worker {} ({} jobs): running elsewhere after {:.1}s (last), {} still running there",
+                        l.victim, l.jobs_on_victim, l.recovery_max_secs, l.still_running_on_victim
+                    ),
+                    None => eprintln!(
+                        "  {name}: lost worker failed: {}",
+                        run.lost_error.as_deref().unwrap_or("")
+                    ),
+                }
+            }
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            }
+            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+        }
         Some("report") => {
             let criterion =
                 PathBuf::from(arg(&args, "--criterion").unwrap_or_else(|| fail("--criterion DIR")));
@@ -73,15 +152,30 @@ async fn main() {
                 arg(&args, "--throughput").unwrap_or_else(|| fail("--throughput FILE")),
             );
             let gas = PathBuf::from(arg(&args, "--gas").unwrap_or_else(|| fail("--gas FILE")));
+            let peer = arg(&args, "--peer").map(PathBuf::from);
             let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| fail("--out FILE")));
-            let text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
+            let mut text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
+            if let Some(peer) = peer {
+                text.push('\n');
+                text.push_str(&peer_section(&peer).unwrap_or_else(|e| fail(e)));
+            }
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             println!("wrote {}", out.display());
         }
         _ => fail(
-            "usage: gpufed-bench throughput [--jobs N] [--out FILE] | report --criterion DIR --throughput FILE --gas FILE --out FILE",
+            "usage: gpufed-bench throughput [--jobs N] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
+             [--kueue-worker-lost-timeout SECS|default] [--only gpufed|kueue] [--out FILE] | report --criterion DIR \
+             --throughput FILE --gas FILE [--peer FILE] --out FILE",
         ),
     }
+}
+
+/// The "Peer: Kueue MultiKueue" section from the JSON `gpufed-bench peer` wrote.
+fn peer_section(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: PeerResult =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(gpufed_e2e::peer::report::markdown(&r))
 }
 
 /// Mean nanoseconds per iteration and elements per iteration of one criterion benchmark.

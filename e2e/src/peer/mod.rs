@@ -1,0 +1,295 @@
+//! The peer benchmark of `make bench`: gpufed against Kueue MultiKueue on the same harness, in
+//! the same run, measured by the same code.
+//!
+//! Each system gets identical fresh clusters — a manager/hub (etcd, kube-apiserver,
+//! controller-manager) and `workers` workers (plus kube-scheduler and kwok, with 8-GPU kwok
+//! nodes) — and is set up the way its own docs say: gpufed with the hub and member charts and
+//! real agents ([`crate::joining::Pool::join`]), Kueue with a manager and workers
+//! ([`kueue::KueueFederation`]). The systems run one after the other, never at the same time.
+//!
+//! 1. **Dispatch**: `jobs` single-GPU jobs are submitted on the manager/hub (ComputeJobs;
+//!    batch/v1 Jobs with the queue label), 16 requests in flight. A job counts as dispatched when
+//!    one of its pods is Running (or already Succeeded) on a worker, as the worker's apiserver
+//!    reports it. Also counted there: how many workers received a copy of each job (a Kueue
+//!    Workload or a batch Job).
+//! 2. **Lost worker**: `lost_jobs` long jobs are submitted and run; after `hold`, the network
+//!    between the manager/hub and the worker running most of them is cut (a [`TcpProxy`] in front
+//!    of the hub for that member's agent; in front of the worker's apiserver for Kueue's manager).
+//!    Measured: seconds from the cut until each of those jobs runs on another worker, and how many
+//!    still run on the cut-off worker at that point. Both systems are given the same timeout
+//!    (gpufed: the pool's heartbeat timeout; Kueue: MultiKueue's `workerLostTimeout`).
+//!
+//! A phase that fails is recorded with its error instead of a figure, and the run goes on.
+//!
+//! [`TcpProxy`]: crate::joining::TcpProxy
+
+pub mod gpufed;
+pub mod kueue;
+pub mod observe;
+pub mod phases;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Tools};
+
+/// Settings of one peer run.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Worker/member clusters.
+    pub workers: usize,
+    /// Jobs of the dispatch phase.
+    pub jobs: usize,
+    /// Jobs of the lost-worker phase.
+    pub lost_jobs: usize,
+    /// gpufed's pool heartbeat timeout.
+    pub heartbeat_timeout: Duration,
+    /// Kueue's `workerLostTimeout`; `None` leaves Kueue's default (15 minutes).
+    pub worker_lost_timeout: Option<Duration>,
+    /// How long the lost-phase jobs run before the cut.
+    pub hold: Duration,
+    /// Requests in flight while submitting.
+    pub concurrency: usize,
+    /// Run gpufed's side (both run in `make bench`; one alone is for debugging a side).
+    pub run_gpufed: bool,
+    /// Run Kueue's side.
+    pub run_kueue: bool,
+}
+
+impl PeerConfig {
+    /// The defaults of `gpufed-bench peer`: 3 workers, `jobs` jobs, 12 lost-phase jobs, both
+    /// timeouts 20 s, the cut half a timeout after the jobs run.
+    pub fn new(jobs: usize) -> Self {
+        let timeout = Duration::from_secs(20);
+        PeerConfig {
+            workers: 3,
+            jobs,
+            lost_jobs: 12,
+            heartbeat_timeout: timeout,
+            worker_lost_timeout: Some(timeout),
+            hold: timeout / 2,
+            concurrency: 16,
+            run_gpufed: true,
+            run_kueue: true,
+        }
+    }
+
+    /// 8-GPU nodes per worker: enough for every dispatch-phase job at once, plus one node.
+    pub fn nodes_per_worker(&self) -> usize {
+        self.jobs.div_ceil(self.workers.max(1) * 8) + 1
+    }
+
+    /// Kueue's effective `workerLostTimeout`.
+    pub fn effective_worker_lost_timeout(&self) -> Duration {
+        self.worker_lost_timeout
+            .unwrap_or(kueue::DEFAULT_WORKER_LOST_TIMEOUT)
+    }
+}
+
+/// The dispatch phase of one system.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Dispatch {
+    /// Jobs submitted.
+    pub jobs: usize,
+    /// Seconds from the first submission to the last apiserver answer.
+    pub ingest_secs: f64,
+    /// Seconds from the first submission until every job ran on a worker.
+    pub all_running_secs: f64,
+    /// Per job, seconds from its submission until it ran: median.
+    pub latency_p50_secs: f64,
+    /// … 95th percentile.
+    pub latency_p95_secs: f64,
+    /// … slowest.
+    pub latency_max_secs: f64,
+    /// Workers that received any object (Workload or Job) for a job: mean over jobs.
+    pub workers_with_a_copy_mean: f64,
+    /// … most for one job.
+    pub workers_with_a_copy_max: usize,
+    /// Workers that received a Kueue Workload for a job: mean (0 for gpufed, which writes none).
+    pub workload_copies_mean: f64,
+    /// Workers that received a batch Job for a job: mean.
+    pub job_copies_mean: f64,
+    /// Jobs per worker they ran on.
+    pub ran_on: BTreeMap<String, usize>,
+}
+
+impl Dispatch {
+    /// Jobs running per second, from the first submission.
+    pub fn rate(&self) -> f64 {
+        self.jobs as f64 / self.all_running_secs
+    }
+}
+
+/// The lost-worker phase of one system.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Lost {
+    /// The worker cut off (the one running most of the phase's jobs).
+    pub victim: String,
+    /// Jobs running there at the cut.
+    pub jobs_on_victim: usize,
+    /// Seconds the jobs ran before the cut.
+    pub hold_secs: f64,
+    /// Seconds from the cut until a job ran on another worker: fastest job.
+    pub recovery_min_secs: f64,
+    /// … median.
+    pub recovery_p50_secs: f64,
+    /// … last job.
+    pub recovery_max_secs: f64,
+    /// Of those jobs, how many still ran on the cut-off worker when the last one ran elsewhere
+    /// (read from that worker's apiserver directly): each is the job running twice.
+    pub still_running_on_victim: usize,
+    /// Workers that received any object for one of those jobs, by the end: mean.
+    pub workers_with_a_copy_mean: f64,
+}
+
+/// One system's run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SystemRun {
+    /// Seconds to start the clusters and set the system up until it takes jobs.
+    pub setup_secs: f64,
+    /// The dispatch phase, if it worked.
+    pub dispatch: Option<Dispatch>,
+    /// Why it did not.
+    pub dispatch_error: Option<String>,
+    /// The lost-worker phase, if it worked.
+    pub lost: Option<Lost>,
+    /// Why it did not.
+    pub lost_error: Option<String>,
+    /// Restarts of the recording watches (0 means nothing can have been missed).
+    pub watch_errors: usize,
+}
+
+impl SystemRun {
+    fn skipped() -> SystemRun {
+        SystemRun {
+            setup_secs: 0.0,
+            dispatch: None,
+            dispatch_error: Some("not run (--only)".into()),
+            lost: None,
+            lost_error: Some("not run (--only)".into()),
+            watch_errors: 0,
+        }
+    }
+
+    pub(crate) fn failed_setup(setup_secs: f64, e: &Error) -> SystemRun {
+        SystemRun {
+            setup_secs,
+            dispatch: None,
+            dispatch_error: Some(format!("set-up failed: {e}")),
+            lost: None,
+            lost_error: Some("not run: set-up failed".into()),
+            watch_errors: 0,
+        }
+    }
+}
+
+/// The whole peer run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerResult {
+    /// Kubernetes of the harness (e2e/tools/versions.env).
+    pub kubernetes_version: String,
+    /// Kueue built for the run (e2e/tools/versions.env).
+    pub kueue_version: String,
+    /// Worker/member clusters.
+    pub workers: usize,
+    /// 8-GPU nodes per worker.
+    pub nodes_per_worker: usize,
+    /// Dispatch-phase jobs.
+    pub jobs: usize,
+    /// Lost-phase jobs.
+    pub lost_jobs: usize,
+    /// Requests in flight while submitting.
+    pub concurrency: usize,
+    /// gpufed's pool heartbeat timeout, seconds.
+    pub heartbeat_timeout_secs: f64,
+    /// Kueue's `workerLostTimeout` in this run, seconds.
+    pub worker_lost_timeout_secs: f64,
+    /// Kueue's default `workerLostTimeout`, seconds.
+    pub default_worker_lost_timeout_secs: f64,
+    /// Seconds the lost-phase jobs ran before the cut.
+    pub hold_secs: f64,
+    /// gpufed.
+    pub gpufed: SystemRun,
+    /// Kueue MultiKueue.
+    pub kueue: SystemRun,
+}
+
+/// A `NAME=value` line of `e2e/tools/versions.env`.
+pub fn pinned(tools: &Tools, name: &str) -> String {
+    let path = tools.root().join("e2e/tools/versions.env");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix(&format!("{name}="))
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs gpufed, then Kueue MultiKueue, and returns both.
+pub async fn run(tools: &Tools, cfg: &PeerConfig) -> Result<PeerResult, Error> {
+    // Fail before starting anything if Kueue was not built.
+    if cfg.run_kueue {
+        kueue::crd_dir(tools)?;
+    }
+    let gpufed = if cfg.run_gpufed {
+        tracing::info!(jobs = cfg.jobs, workers = cfg.workers, "peer: gpufed");
+        gpufed::run(tools, cfg).await
+    } else {
+        SystemRun::skipped()
+    };
+    let kueue = if cfg.run_kueue {
+        tracing::info!(
+            jobs = cfg.jobs,
+            workers = cfg.workers,
+            "peer: Kueue MultiKueue"
+        );
+        kueue::run(tools, cfg).await
+    } else {
+        SystemRun::skipped()
+    };
+    Ok(PeerResult {
+        kubernetes_version: pinned(tools, "K8S_VERSION"),
+        kueue_version: pinned(tools, "KUEUE_VERSION"),
+        workers: cfg.workers,
+        nodes_per_worker: cfg.nodes_per_worker(),
+        jobs: cfg.jobs,
+        lost_jobs: cfg.lost_jobs,
+        concurrency: cfg.concurrency,
+        heartbeat_timeout_secs: cfg.heartbeat_timeout.as_secs_f64(),
+        worker_lost_timeout_secs: cfg.effective_worker_lost_timeout().as_secs_f64(),
+        default_worker_lost_timeout_secs: kueue::DEFAULT_WORKER_LOST_TIMEOUT.as_secs_f64(),
+        hold_secs: cfg.hold.as_secs_f64(),
+        gpufed,
+        kueue,
+    })
+}
+
+/// Runs `start` and, if it fails, once more: the harness picks free ports before its components
+/// bind them, so on a busy machine a set-up can lose a port to another process.
+pub(crate) async fn set_up<T, F, Fut>(what: &str, mut start: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    match start().await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what}: set-up failed, trying once more");
+            start().await
+        }
+    }
+}
+
+/// Seconds to wait for a dispatch phase before giving up.
+pub(crate) const DISPATCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The lost phase's time-out for a system whose loss timeout is `t`.
+pub(crate) fn lost_timeout(t: Duration) -> Duration {
+    t * 2 + Duration::from_secs(120)
+}

@@ -1,0 +1,344 @@
+//! The "Peer: Kueue MultiKueue" section of `docs/benchmarks.md`, written from a [`PeerResult`]:
+//! every figure is read from the run's JSON, ratios are computed here, and a phase that failed
+//! shows its error where its figures would be.
+
+use std::fmt::Write as _;
+
+use super::{Dispatch, Lost, PeerResult, SystemRun};
+
+fn secs(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} s")
+    } else {
+        format!("{v:.1} s")
+    }
+}
+
+fn cell<T>(run: &SystemRun, get: impl Fn(&Dispatch) -> T, show: impl Fn(T) -> String) -> String {
+    match &run.dispatch {
+        Some(d) => show(get(d)),
+        None => "failed (see below)".into(),
+    }
+}
+
+fn lost_cell<T>(run: &SystemRun, get: impl Fn(&Lost) -> T, show: impl Fn(T) -> String) -> String {
+    match &run.lost {
+        Some(l) => show(get(l)),
+        None => "failed (see below)".into(),
+    }
+}
+
+fn row(md: &mut String, what: &str, a: String, b: String) {
+    let _ = writeln!(md, "| {what} | {a} | {b} |");
+}
+
+/// The markdown section.
+pub fn markdown(r: &PeerResult) -> String {
+    let (g, k) = (&r.gpufed, &r.kueue);
+    let mut md = String::from("## Peer: Kueue MultiKueue\n\n");
+    let _ = writeln!(
+        md,
+        "gpufed and Kueue MultiKueue ({kv}) on identical harness clusters (Kubernetes {k8s}), one system after the \
+         other in the same run: a manager/hub (etcd, kube-apiserver, controller-manager) and {w} workers (plus \
+         kube-scheduler, the Job controller and kwok) with {n} kwok nodes of 8 GPUs each. gpufed: the hub and member \
+         charts with real agents (pull). Kueue: a manager with MultiKueue and Kueue on every worker, batch/v1 Jobs \
+         with the queue label on the manager. Jobs are single-GPU, submitted {c} requests at a time; every time below \
+         is read from the workers' apiservers (watches on Pods, Jobs and Kueue Workloads).\n",
+        kv = r.kueue_version,
+        k8s = r.kubernetes_version,
+        w = r.workers,
+        n = r.nodes_per_worker,
+        c = r.concurrency,
+    );
+    let _ = writeln!(
+        md,
+        "### Dispatch: {} jobs until each one's pod runs on a worker\n\n| | gpufed | Kueue MultiKueue |\n|---|---|---|",
+        r.jobs
+    );
+    row(
+        &mut md,
+        "set-up until jobs are taken",
+        secs(g.setup_secs),
+        secs(k.setup_secs),
+    );
+    let ingest = |d: &Dispatch| (d.ingest_secs, d.jobs as f64 / d.ingest_secs);
+    let show_ingest = |(s, rate): (f64, f64)| format!("{} ({rate:.1} jobs/s)", secs(s));
+    row(
+        &mut md,
+        "submitted (apiserver answers)",
+        cell(g, ingest, show_ingest),
+        cell(k, ingest, show_ingest),
+    );
+    let all = |d: &Dispatch| (d.all_running_secs, d.rate());
+    let show_all = |(s, rate): (f64, f64)| format!("{} (**{rate:.1} jobs/s**)", secs(s));
+    row(
+        &mut md,
+        "every job running",
+        cell(g, all, show_all),
+        cell(k, all, show_all),
+    );
+    let lat = |d: &Dispatch| (d.latency_p50_secs, d.latency_p95_secs, d.latency_max_secs);
+    let show_lat = |(a, b, c): (f64, f64, f64)| format!("{} / {} / {}", secs(a), secs(b), secs(c));
+    row(
+        &mut md,
+        "per job, submission → running: median / p95 / max",
+        cell(g, lat, show_lat),
+        cell(k, lat, show_lat),
+    );
+    let copies = |d: &Dispatch| (d.workers_with_a_copy_mean, d.workers_with_a_copy_max);
+    let show_copies = |(m, x): (f64, usize)| format!("{m:.2} (most: {x})");
+    row(
+        &mut md,
+        "workers that received a copy of a job (mean)",
+        cell(g, copies, show_copies),
+        cell(k, copies, show_copies),
+    );
+    let show_f = |v: f64| format!("{v:.2}");
+    row(
+        &mut md,
+        "… of which Kueue Workloads",
+        cell(g, |d| d.workload_copies_mean, show_f),
+        cell(k, |d| d.workload_copies_mean, show_f),
+    );
+    row(
+        &mut md,
+        "… of which batch Jobs",
+        cell(g, |d| d.job_copies_mean, show_f),
+        cell(k, |d| d.job_copies_mean, show_f),
+    );
+    let spread = |d: &Dispatch| {
+        d.ran_on
+            .values()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    row(
+        &mut md,
+        "jobs run per worker",
+        cell(g, spread, |s| s),
+        cell(k, spread, |s| s),
+    );
+    if let (Some(gd), Some(kd)) = (&g.dispatch, &k.dispatch) {
+        let _ = writeln!(
+            md,
+            "\ngpufed got every job running at **{:.2}×** MultiKueue's rate, and its median job ran {:.2}× sooner after \
+             submission; MultiKueue put a copy of each job on {:.2} workers on average, gpufed on {:.2}.",
+            gd.rate() / kd.rate(),
+            kd.latency_p50_secs / gd.latency_p50_secs,
+            kd.workers_with_a_copy_mean,
+            gd.workers_with_a_copy_mean
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "\n### Lost worker: the network between the manager/hub and one worker is cut\n\n{} long jobs run; after they \
+         have run for {} the worker running most of them is cut off (a TCP proxy in front of the hub for that member's \
+         agent; in front of the worker's apiserver for Kueue's manager). The worker itself keeps running.\n\n\
+         | | gpufed | Kueue MultiKueue |\n|---|---|---|",
+        r.lost_jobs,
+        secs(
+            g.lost
+                .as_ref()
+                .or(k.lost.as_ref())
+                .map_or(0.0, |l| l.hold_secs)
+        ),
+    );
+    row(
+        &mut md,
+        "timeout",
+        format!("pool heartbeatTimeout {}", secs(r.heartbeat_timeout_secs)),
+        format!("workerLostTimeout {}", secs(r.worker_lost_timeout_secs)),
+    );
+    row(
+        &mut md,
+        "jobs on the cut-off worker",
+        lost_cell(g, |l| l.jobs_on_victim, |v| v.to_string()),
+        lost_cell(k, |l| l.jobs_on_victim, |v| v.to_string()),
+    );
+    let rec = |l: &Lost| {
+        (
+            l.recovery_min_secs,
+            l.recovery_p50_secs,
+            l.recovery_max_secs,
+        )
+    };
+    let show_rec =
+        |(a, b, c): (f64, f64, f64)| format!("{} / {} / **{}**", secs(a), secs(b), secs(c));
+    row(
+        &mut md,
+        "cut → running on another worker: first / median / last",
+        lost_cell(g, rec, show_rec),
+        lost_cell(k, rec, show_rec),
+    );
+    row(
+        &mut md,
+        "of them still running on the cut-off worker then (running twice)",
+        lost_cell(g, |l| l.still_running_on_victim, |v| v.to_string()),
+        lost_cell(k, |l| l.still_running_on_victim, |v| v.to_string()),
+    );
+    row(
+        &mut md,
+        "workers that received a copy of such a job (mean)",
+        lost_cell(g, |l| l.workers_with_a_copy_mean, show_f),
+        lost_cell(k, |l| l.workers_with_a_copy_mean, show_f),
+    );
+    let default = r.default_worker_lost_timeout_secs;
+    let _ = writeln!(
+        md,
+        "\nHow each side decides: gpufed's hub marks a member NotReady once its heartbeat Lease is older than the \
+         pool's timeout, counted from the last heartbeat, and the agent cut off from the hub stops its Jobs before \
+         that (fencing). MultiKueue's manager notices the dropped connection at once but keeps a job's admission \
+         check Ready until `workerLostTimeout` has passed since the check's last transition (its dispatch), and only \
+         looks again when the workload is next reconciled — a requeue every `workerLostTimeout` while it runs — so a \
+         job waits anywhere from 0 to `workerLostTimeout` after the loss, depending on when the loss falls \
+         (`pkg/controller/admissionchecks/multikueue/workload.go`); the time after that is the job being evicted on \
+         the manager, admitted again and dispatched to the remaining workers. The cut-off worker is never told, so \
+         its copy keeps running."
+    );
+    if (r.worker_lost_timeout_secs - default).abs() > f64::EPSILON {
+        let _ = writeln!(
+            md,
+            "\nThis run set `workerLostTimeout` to gpufed's timeout for a like-for-like comparison. Kueue's default is \
+             **{}** (`DefaultMultiKueueWorkerLostTimeout`, {}): with it, a job on a lost worker is requeued up to {} \
+             after the loss, since MultiKueue re-checks a running job only every `workerLostTimeout`. That figure is \
+             Kueue's configuration, not a measurement of this run.",
+            secs(default),
+            r.kueue_version,
+            secs(default),
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "\nThis run used Kueue's default `workerLostTimeout` ({}).",
+            secs(default)
+        );
+    }
+
+    let mut errors = vec![];
+    for (sys, run) in [("gpufed", g), ("Kueue MultiKueue", k)] {
+        if let Some(e) = &run.dispatch_error {
+            errors.push(format!("* {sys}, dispatch: `{e}`"));
+        }
+        if let Some(e) = &run.lost_error {
+            errors.push(format!("* {sys}, lost worker: `{e}`"));
+        }
+        if run.watch_errors > 0 {
+            errors.push(format!(
+                "* {sys}: the recording watches restarted {} times (a short-lived copy may be uncounted)",
+                run.watch_errors
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        md.push_str("\nWhat did not work in this run:\n\n");
+        md.push_str(&errors.join("\n"));
+        md.push('\n');
+    }
+    md.push_str(
+        "\nCaveats: Kueue runs out of cluster without webhooks (no webhook configuration is installed), so jobs are \
+         submitted already carrying what its Job webhook would set (`suspend: true`, `managedBy: \
+         kueue.x-k8s.io/multikueue`); its client QPS and concurrency are those of its shipped manifest. MultiKueue \
+         reaches workers with a `system:masters` client certificate, through clients built from the kubeconfig alone, \
+         so at client-go's default 5 requests/s (burst 10) per worker — Kueue 0.17 has no setting for it, and its \
+         dispatch figures include that pacing. gpufed's members reach the hub with the \
+         charts' credentials. Both use the default dispatch behaviour (MultiKueue: AllAtOnce; gpufed: CheapestFit with \
+         equal prices). kwok pods do no work: these are control-plane figures. See \
+         docs/adr/0009-peer-benchmark.md.\n",
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::SystemRun;
+    use super::*;
+
+    fn dispatch(all: f64, copies: f64) -> Dispatch {
+        Dispatch {
+            jobs: 60,
+            ingest_secs: 1.0,
+            all_running_secs: all,
+            latency_p50_secs: all / 2.0,
+            latency_p95_secs: all,
+            latency_max_secs: all,
+            workers_with_a_copy_mean: copies,
+            workers_with_a_copy_max: copies as usize,
+            workload_copies_mean: copies,
+            job_copies_mean: 1.0,
+            ran_on: BTreeMap::from([("w0".into(), 60)]),
+        }
+    }
+
+    fn result(kueue_lost: Option<Lost>) -> PeerResult {
+        let lost = Lost {
+            victim: "w0".into(),
+            jobs_on_victim: 12,
+            hold_secs: 10.0,
+            recovery_min_secs: 20.0,
+            recovery_p50_secs: 21.0,
+            recovery_max_secs: 22.0,
+            still_running_on_victim: 0,
+            workers_with_a_copy_mean: 2.0,
+        };
+        PeerResult {
+            kubernetes_version: "v1.33.13".into(),
+            kueue_version: "v0.17.0".into(),
+            workers: 3,
+            nodes_per_worker: 4,
+            jobs: 60,
+            lost_jobs: 12,
+            concurrency: 16,
+            heartbeat_timeout_secs: 20.0,
+            worker_lost_timeout_secs: 20.0,
+            default_worker_lost_timeout_secs: 900.0,
+            hold_secs: 10.0,
+            gpufed: SystemRun {
+                setup_secs: 30.0,
+                dispatch: Some(dispatch(6.0, 1.0)),
+                dispatch_error: None,
+                lost: Some(lost),
+                lost_error: None,
+                watch_errors: 0,
+            },
+            kueue: SystemRun {
+                setup_secs: 20.0,
+                dispatch: Some(dispatch(12.0, 3.0)),
+                dispatch_error: None,
+                lost_error: kueue_lost.is_none().then(|| "timed out".to_string()),
+                lost: kueue_lost,
+                watch_errors: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn the_section_states_the_ratio_from_the_two_runs() {
+        let md = markdown(&result(None));
+        assert!(md.starts_with("## Peer: Kueue MultiKueue"));
+        assert!(md.contains("**2.00×**"), "{md}");
+        assert!(md.contains(
+            "| workers that received a copy of a job (mean) | 1.00 (most: 1) | 3.00 (most: 3) |"
+        ));
+    }
+
+    #[test]
+    fn a_failed_phase_shows_its_error_instead_of_figures() {
+        let md = markdown(&result(None));
+        assert!(
+            md.contains("| jobs on the cut-off worker | 12 | failed (see below) |"),
+            "{md}"
+        );
+        assert!(md.contains("* Kueue MultiKueue, lost worker: `timed out`"));
+    }
+
+    #[test]
+    fn the_default_timeout_is_labelled_as_configuration_not_measurement() {
+        let md = markdown(&result(None));
+        assert!(md.contains("Kueue's default is **900 s**"));
+        assert!(md.contains("not a measurement of this run"));
+    }
+}
