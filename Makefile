@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help tools tools-k8s tools-evm build crds lint unit e2e contracts test bench demo demo-down clean
+.PHONY: help tools tools-k8s tools-evm build crds lint unit e2e contracts contracts-build test bench demo demo-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,21 +23,26 @@ tools-evm: ## anvil, forge, cast and solc (solcjs) into .tools/bin.
 build: ## Build every binary (debug).
 	$(CARGO) build --workspace --bins
 
-crds: ## Regenerate the CRD YAML from the Rust types.
+crds: ## Regenerate the CRD YAML and the API reference (docs/api) from the Rust types.
 	$(CARGO) run -q -p gpufed-crds --bin crdgen
+	$(CARGO) run -q -p gpufed-crds --bin apidocs
 
-lint: ## rustfmt check and clippy with warnings as errors.
+lint: ## rustfmt check, clippy with warnings as errors, helm lint of both charts.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	charts/lint.sh
 
 unit: ## Unit, property and schema tests (no clusters).
 	$(CARGO) test --workspace --exclude gpufed-e2e
 
-e2e: tools-k8s build ## Tests against real apiservers started by the e2e harness.
+e2e: tools-k8s contracts-build build ## Tests against real apiservers started by the e2e harness.
 	$(CARGO) test -p gpufed-e2e -- --test-threads=2
 
 contracts: ## Foundry tests of the EVM contracts (unit, fuzz, invariant, gas snapshot).
 	contracts/test.sh
+
+contracts-build: tools-evm ## Compile the contracts (artifacts in contracts/out, used by e2e and the demo).
+	cd contracts && ../.tools/bin/forge build --offline --use ../.tools/bin/solc
 
 test: lint unit contracts e2e ## Everything CI runs.
 	@echo "make test: all green"
@@ -50,6 +55,12 @@ bench: tools-k8s contracts build ## Scheduler criterion bench, e2e throughput on
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- throughput --jobs 300 --out $(BENCH_DIR)/throughput.json
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \
 	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --out docs/benchmarks.md
+
+demo: tools-k8s contracts-build build ## Start a local federation (hub, 3 providers, anvil), run the sample jobs, narrate; leaves it running.
+	$(CARGO) run -q -p gpufed-e2e --bin gpufed-demo -- up
+
+demo-down: ## Stop the demo federation and remove .demo/.
+	$(CARGO) run -q -p gpufed-e2e --bin gpufed-demo -- down
 
 clean: ## Remove build outputs of the checkout (caches outside it are kept).
 	$(CARGO) clean

@@ -136,7 +136,8 @@ impl fmt::Display for TokenAmount {
         } else {
             trimmed
         };
-        write!(f, "{int}.{shown}")
+        // pad() honours width and alignment, so amounts line up in tables.
+        f.pad(&format!("{int}.{shown}"))
     }
 }
 
@@ -441,6 +442,12 @@ mod tests {
         ] {
             assert_eq!(amount(input).unwrap().to_string(), shown);
         }
+    }
+
+    #[test]
+    fn token_amounts_line_up_in_tables() {
+        assert_eq!(format!("[{:>8}]", amount("2.4").unwrap()), "[    2.40]");
+        assert_eq!(format!("[{:<8}]", amount("2.4").unwrap()), "[2.40    ]");
     }
 
     #[test]

@@ -13,6 +13,16 @@ use std::time::Duration;
 use crate::Error;
 
 static DETACHED: AtomicBool = AtomicBool::new(false);
+static SPAWNED: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+
+/// `(component, process id)` of every process started in detached mode, so whoever leaves them
+/// running can stop them later (`gpufed-demo down`), even after a failure half-way.
+pub fn detached_processes() -> Vec<(String, u32)> {
+    match SPAWNED.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
 static WORK_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// Detached mode (for `make demo`): processes started from now on outlive this process, dropping
@@ -72,6 +82,12 @@ impl Process {
             .spawn()
             .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
         tracing::debug!(component = name, pid = child.id(), "started");
+        if detached() {
+            match SPAWNED.lock() {
+                Ok(mut g) => g.push((name.to_string(), child.id())),
+                Err(p) => p.into_inner().push((name.to_string(), child.id())),
+            }
+        }
         Ok(Process {
             name: name.to_string(),
             child: Some(child),

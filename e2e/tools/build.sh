@@ -63,8 +63,9 @@ k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/compo
 build etcd etcd -- go.etcd.io/etcd/server/v3
 build kwok kwok -- sigs.k8s.io/kwok/cmd/kwok -- "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-build k8s kube-apiserver kube-controller-manager kube-scheduler -- k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler -- "$k8s_ld"
+build k8s kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl -- "$k8s_ld"
 build kueue kueue -- sigs.k8s.io/kueue/cmd/kueue -- "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
 # Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
 kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")

@@ -50,6 +50,8 @@ pub struct MemberPlan {
     pub region: String,
     /// Reach the hub through a [`TcpProxy`] that the test can cut.
     pub via_proxy: bool,
+    /// The provider's wallet (`spec.wallet`), for pools that pay on chain.
+    pub wallet: Option<String>,
 }
 
 impl MemberPlan {
@@ -61,7 +63,20 @@ impl MemberPlan {
             prices: vec![(model.into(), price.into())],
             region: "eu-west".into(),
             via_proxy: false,
+            wallet: None,
         }
+    }
+
+    /// Sets the region.
+    pub fn region(mut self, region: &str) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// Sets the provider's wallet.
+    pub fn wallet(mut self, wallet: &str) -> Self {
+        self.wallet = Some(wallet.into());
+        self
     }
 
     /// Puts a cuttable proxy between the agent and the hub.
@@ -313,6 +328,28 @@ impl Pool {
         heartbeat_timeout: &str,
         plans: &[MemberPlan],
     ) -> Result<Pool, Error> {
+        Pool::join_with(
+            tools,
+            json!({"heartbeatTimeout": heartbeat_timeout}),
+            plans,
+            |_| async { Ok(()) },
+        )
+        .await
+    }
+
+    /// Like [`Pool::join`], with the pool `default`'s whole `spec` given, and `before_pool` run on
+    /// the hub (chart installed, hub not started yet) — e.g. to create the chain key Secret a pool
+    /// with a chain names.
+    pub async fn join_with<F, Fut>(
+        tools: &Tools,
+        pool_spec: Value,
+        plans: &[MemberPlan],
+        before_pool: F,
+    ) -> Result<Pool, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Error>>,
+    {
         let hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
         let member_specs: Vec<ClusterSpec> = plans
             .iter()
@@ -347,6 +384,7 @@ impl Pool {
             ],
         )
         .await?;
+        before_pool(hub.client()).await?;
         let hub_sa = service_account_kubeconfig(
             &hub,
             SYSTEM_NAMESPACE,
@@ -378,7 +416,7 @@ impl Pool {
             &admin,
             "gpupools",
             &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "default"},
-                    "spec": {"heartbeatTimeout": heartbeat_timeout}}),
+                    "spec": pool_spec}),
         )
         .await?;
         for p in plans {
@@ -387,11 +425,15 @@ impl Pool {
                 .iter()
                 .map(|(m, price)| json!({"model": m, "pricePerGpuHour": price}))
                 .collect();
+            let mut spec = json!({"pool": "default", "region": p.region, "displayName": format!("{} GPUs", p.name), "prices": prices});
+            if let Some(w) = &p.wallet {
+                spec["wallet"] = json!(w);
+            }
             apply(
                 &admin,
                 "memberclusters",
                 &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": p.name},
-                        "spec": {"pool": "default", "region": p.region, "displayName": format!("{} GPUs", p.name), "prices": prices}}),
+                        "spec": spec}),
             )
             .await?;
         }
