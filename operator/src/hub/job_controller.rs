@@ -143,6 +143,7 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
         }),
         member_ready: None,
         placement: None,
+        placement_created: None,
         start_timeout: pool
             .as_ref()
             .map(|p| p.spec.start_timeout.as_duration())
@@ -159,13 +160,14 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
                 .as_ref()
                 .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY))
         });
-        w.placement = ctx
-            .stores
-            .placement(
-                &gpufed_crds::naming::member_namespace(&rec.cluster),
-                &rec.placement,
-            )
-            .map(|p| p.status.clone());
+        let placement = ctx.stores.placement(
+            &gpufed_crds::naming::member_namespace(&rec.cluster),
+            &rec.placement,
+        );
+        w.placement_created = placement
+            .as_ref()
+            .and_then(|p| p.metadata.creation_timestamp.clone());
+        w.placement = placement.map(|p| p.status.clone());
     }
     w
 }
@@ -206,23 +208,51 @@ async fn money(
                     message,
                 });
             }
-            let funded = out.status.attempts.iter().any(|a| {
-                a.attempt == out.status.attempt
-                    && a.settlement
-                        .as_ref()
-                        .is_some_and(|s| s.state != SettlementState::Unfunded)
-            });
+            if step.lock_errors > 0 {
+                counts
+                    .with_label_values(&["error"])
+                    .inc_by(step.lock_errors);
+            }
+            let current = out
+                .status
+                .attempts
+                .iter()
+                .find(|a| a.attempt == out.status.attempt)
+                .and_then(|a| a.settlement.clone());
+            let (funded, reason, message) = match current {
+                Some(s)
+                    if matches!(
+                        s.state,
+                        SettlementState::Locked
+                            | SettlementState::Settling
+                            | SettlementState::Settled
+                    ) =>
+                {
+                    (
+                        true,
+                        "Locked",
+                        "the escrow holds the funds of the current attempt".to_string(),
+                    )
+                }
+                Some(s) if s.state == SettlementState::Locking => (
+                    false,
+                    "LockFailed",
+                    s.message
+                        .unwrap_or_else(|| "the lock transaction is being retried".into()),
+                ),
+                _ => (
+                    false,
+                    "NotLocked",
+                    "no funds locked for a current attempt".to_string(),
+                ),
+            };
             conditions::set_condition(
                 &mut out.status.conditions,
                 conditions::condition(
                     jc::FUNDED,
                     funded,
-                    if funded { "Locked" } else { "NotLocked" },
-                    if funded {
-                        "the escrow holds the funds of the current attempt"
-                    } else {
-                        "no funds locked for a current attempt"
-                    },
+                    reason,
+                    message,
                     job.metadata.generation,
                     now(),
                 ),
@@ -254,7 +284,8 @@ async fn money(
 }
 
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
-    let mut out = lifecycle::reconcile(&job, &world(&job, ctx), &now());
+    let world_now = world(&job, ctx);
+    let mut out = lifecycle::reconcile(&job, &world_now, &now());
     let again = money(&job, ctx, &mut out).await?;
     if again.is_none() {
         ctx.backoffs.reset(&format!("chain/{}", key(&job)));
@@ -312,7 +343,16 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 .inc();
         }
     }
-    Ok(Requeue::requeue(again.unwrap_or(Duration::from_secs(300))))
+    // Come back when money is in flight, when a start timeout runs out, or in five minutes.
+    let mut advanced = job.as_ref().clone();
+    advanced.status = Some(out.status.clone());
+    let deadline = lifecycle::start_deadline(&advanced, &world_now, &now());
+    let next = [again, deadline, Some(Duration::from_secs(300))]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(300));
+    Ok(Requeue::requeue(next))
 }
 
 async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
@@ -375,10 +415,15 @@ async fn settle_on_delete(job: &ComputeJob, ctx: &Context) -> Result<bool> {
         })
         .and_then(|p| p.status.as_ref().map(|s| s.gpu_seconds))
         .unwrap_or(0);
-    settlement::cancel_current(&mut st, reported, &now());
+    settlement::cancel_current(job, &mut st, reported, &now());
     let chain = ctx.chain(&pool).await?;
     let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
-    settlement::advance(&chain, &ctx.settler, &pool, job, &mut st, now_secs).await?;
+    let step = settlement::advance(&chain, &ctx.settler, &pool, job, &mut st, now_secs).await?;
+    let counts = &ctx.metrics.settlements;
+    counts.with_label_values(&["expired"]).inc_by(step.expired);
+    counts
+        .with_label_values(&["error"])
+        .inc_by(step.lock_errors);
     if job.status.as_ref() != Some(&st) {
         write_namespaced(&ctx.client, job, &st).await?;
     }

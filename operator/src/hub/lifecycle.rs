@@ -44,6 +44,8 @@ pub struct World {
     pub member_ready: Option<bool>,
     /// The current attempt's Placement: `None` if it does not exist, else its status.
     pub placement: Option<Option<PlacementStatus>>,
+    /// When the current attempt's Placement was created, if it exists.
+    pub placement_created: Option<Time>,
     /// The pool's start timeout: an attempt not running this long after placement is given up.
     pub start_timeout: std::time::Duration,
 }
@@ -264,9 +266,12 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                     .as_ref()
                     .and_then(|s| s.phase)
                     .is_some_and(|p| p != PlacementPhase::Accepted);
-                let waited = record
-                    .placed_time
+                // Counted from when the Placement was written (time spent waiting for the escrow
+                // lock is not the member's), else from the decision.
+                let waited = world
+                    .placement_created
                     .as_ref()
+                    .or(record.placed_time.as_ref())
                     .map(|t| now.0.duration_since(t.0).as_secs_f64())
                     .unwrap_or(0.0);
                 if !running && waited > world.start_timeout.as_secs_f64() {
@@ -297,6 +302,20 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
         });
         retry_or_fail(job, now, out, true, reason, message);
     }
+}
+
+/// How long until the current attempt's start timeout runs out, if it is waiting to start, so the
+/// controller can come back on time rather than on the next unrelated event.
+pub fn start_deadline(job: &ComputeJob, world: &World, now: &Time) -> Option<std::time::Duration> {
+    let st = job.status.as_ref()?;
+    let rec = st.attempts.iter().find(|a| a.attempt == st.attempt)?;
+    if !matches!(rec.phase, AttemptPhase::Placed | AttemptPhase::Accepted) {
+        return None;
+    }
+    let since = world.placement_created.as_ref()?;
+    let waited = now.0.duration_since(since.0).as_secs_f64().max(0.0);
+    let left = world.start_timeout.as_secs_f64() - waited;
+    Some(std::time::Duration::from_secs_f64(left.max(0.0) + 1.0))
 }
 
 /// Gives up an attempt whose pods did not start within the pool's start timeout: its Placement is

@@ -378,10 +378,18 @@ fn an_attempt_whose_pods_never_start_is_given_up_after_the_start_timeout() {
         message: Some("ImagePullBackOff".into()),
         ..Default::default()
     };
-    // Placed at t=10 with a 600 s timeout: still waiting at t=600, given up at t=611.
-    let out = reconcile(&j, &world_ready(Some(Some(waiting.clone()))), &at(600));
+    // Placement written at t=10 with a 600 s timeout: still waiting at t=600, given up at t=611.
+    let w = World {
+        placement_created: Some(at(10)),
+        ..world_ready(Some(Some(waiting.clone())))
+    };
+    let out = reconcile(&j, &w, &at(600));
     assert_eq!(out.status.phase, JobPhase::Placed);
-    let out = reconcile(&j, &world_ready(Some(Some(waiting))), &at(611));
+    assert_eq!(
+        start_deadline(&j, &w, &at(600)),
+        Some(std::time::Duration::from_secs(11))
+    );
+    let out = reconcile(&j, &w, &at(611));
     let rec = &out.status.attempts[0];
     assert_eq!(
         (rec.phase, rec.reason.as_deref()),
@@ -439,4 +447,20 @@ fn a_local_job_that_vanished_is_retried_like_fencing() {
     };
     let out = reconcile(&j, &world_ready(Some(Some(missing))), &at(60));
     assert_eq!(out.status.phase, JobPhase::Pending);
+}
+
+#[test]
+fn time_spent_waiting_for_the_escrow_lock_does_not_count_against_the_member() {
+    // Decided at t=10, the lock took until t=700, the Placement was written then: not timed out.
+    let j = placed(1, "alpha", AttemptPhase::Placed);
+    let waiting = PlacementStatus {
+        phase: Some(PlacementPhase::Accepted),
+        ..Default::default()
+    };
+    let w = World {
+        placement_created: Some(at(700)),
+        ..world_ready(Some(Some(waiting)))
+    };
+    let out = reconcile(&j, &w, &at(720));
+    assert_eq!(out.status.phase, JobPhase::Placed);
 }

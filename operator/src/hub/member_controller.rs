@@ -195,6 +195,8 @@ pub struct SeenRenewal {
     renew_time: Time,
     /// When the hub first saw that value, on its own monotonic clock.
     seen_at: Instant,
+    /// The value was already known to be expired when first seen (see [`heartbeat`]).
+    expired_when_seen: bool,
 }
 
 /// Heartbeat state: `(ready, last renewal, what the hub has now seen)`.
@@ -202,11 +204,15 @@ pub struct SeenRenewal {
 /// Freshness is judged on the hub's own clock — how long since the hub *saw* `renewTime` change —
 /// never by comparing the member's timestamp with the hub's, so a member whose clock is off cannot
 /// make the hub fail over early (and run an attempt twice) or late. A Lease first seen after a hub
-/// restart counts as fresh for one timeout, as client-go's leader election does.
+/// restart counts as fresh for one timeout, as client-go's leader election does — unless the
+/// member's status (written by the previous leader) already says this very renewal expired
+/// (`expired_in_status`), so a member that died long ago does not come back Ready for a while
+/// after every leader change.
 pub fn heartbeat(
     lease: Option<&Lease>,
     timeout: std::time::Duration,
     previous: Option<&SeenRenewal>,
+    expired_in_status: bool,
     now: Instant,
 ) -> (bool, Option<Time>, Option<SeenRenewal>) {
     let renewed = lease
@@ -218,12 +224,18 @@ pub fn heartbeat(
     };
     let seen = match previous {
         Some(p) if p.renew_time == renew_time => p.clone(),
-        _ => SeenRenewal {
+        Some(_) => SeenRenewal {
             renew_time,
             seen_at: now,
+            expired_when_seen: false,
+        },
+        None => SeenRenewal {
+            renew_time,
+            seen_at: now,
+            expired_when_seen: expired_in_status,
         },
     };
-    let ready = now.saturating_duration_since(seen.seen_at) < timeout;
+    let ready = !seen.expired_when_seen && now.saturating_duration_since(seen.seen_at) < timeout;
     (ready, renewed, Some(seen))
 }
 
@@ -312,10 +324,21 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         .get(&ObjectRef::new(&heartbeat_lease_name(&name)).within(&member_namespace(&name)));
     let (ready, renewed, seen) = {
         let mut seen_map = ctx.heartbeats_seen.lock().await;
+        // The previous leader recorded this renewal as expired: it stays expired.
+        let lease_renew = lease
+            .as_deref()
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| Time(t.0));
+        let expired_in_status = !conditions::is_true(&conds, mc::READY)
+            && conditions::find(&conds, mc::READY).is_some_and(|c| c.reason == "HeartbeatExpired")
+            && current.last_heartbeat_time.is_some()
+            && current.last_heartbeat_time == lease_renew;
         let (ready, renewed, seen) = heartbeat(
             lease.as_deref(),
             timeout.as_duration(),
             seen_map.get(&name),
+            expired_in_status,
             Instant::now(),
         );
         match &seen {
@@ -422,11 +445,14 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
             })
         })
         .len() as u32;
-    // Write the heartbeat time coarsely (a quarter of the timeout) to avoid a status write per renewal.
+    // Write the heartbeat time coarsely (a quarter of the timeout) to avoid a status write per
+    // renewal — but exactly once the member is not ready, so a later leader can tell that this
+    // very renewal already expired.
     let last_heartbeat_time = match (&current.last_heartbeat_time, &renewed) {
         (Some(old), Some(new))
-            if new.0.duration_since(old.0).as_secs_f64()
-                < timeout.as_duration().as_secs_f64() / 4.0 =>
+            if ready
+                && new.0.duration_since(old.0).as_secs_f64()
+                    < timeout.as_duration().as_secs_f64() / 4.0 =>
         {
             Some(old.clone())
         }
@@ -573,7 +599,7 @@ mod tests {
     fn a_member_is_ready_until_its_lease_stops_changing_for_the_timeout() {
         let t = Duration::from_secs(40);
         let t0 = Instant::now();
-        let (ready, renewed, seen) = heartbeat(Some(&lease(100)), t, None, t0);
+        let (ready, renewed, seen) = heartbeat(Some(&lease(100)), t, None, false, t0);
         assert!(ready);
         assert_eq!(renewed, Some(at(100)));
         // Unchanged for 39 s on the hub's clock: still ready; for 40 s: not.
@@ -581,13 +607,14 @@ mod tests {
             Some(&lease(100)),
             t,
             seen.as_ref(),
+            false,
             t0 + Duration::from_secs(39),
         );
         assert!(ready);
-        let (ready, _, _) = heartbeat(Some(&lease(100)), t, seen2.as_ref(), t0 + t);
+        let (ready, _, _) = heartbeat(Some(&lease(100)), t, seen2.as_ref(), false, t0 + t);
         assert!(!ready);
         // A renewal resets the hub's clock.
-        let (ready, _, _) = heartbeat(Some(&lease(101)), t, seen2.as_ref(), t0 + t);
+        let (ready, _, _) = heartbeat(Some(&lease(101)), t, seen2.as_ref(), false, t0 + t);
         assert!(ready);
     }
 
@@ -597,12 +624,13 @@ mod tests {
         let t0 = Instant::now();
         // renewTime an hour in the past or future by the hub's calendar: what counts is that it changes.
         for renewed in [-3600, 3600] {
-            let (ready, _, seen) = heartbeat(Some(&lease(renewed)), t, None, t0);
+            let (ready, _, seen) = heartbeat(Some(&lease(renewed)), t, None, false, t0);
             assert!(ready);
             let (ready, _, _) = heartbeat(
                 Some(&lease(renewed + 5)),
                 t,
                 seen.as_ref(),
+                false,
                 t0 + Duration::from_secs(35),
             );
             assert!(ready);
@@ -610,15 +638,50 @@ mod tests {
     }
 
     #[test]
+    fn a_member_the_previous_leader_saw_expire_stays_not_ready_after_a_leader_change() {
+        let t = Duration::from_secs(40);
+        let t0 = Instant::now();
+        // First sight by a new leader, status says this very renewal expired: not ready.
+        let (ready, _, seen) = heartbeat(Some(&lease(100)), t, None, true, t0);
+        assert!(!ready);
+        let (ready, _, _) = heartbeat(
+            Some(&lease(100)),
+            t,
+            seen.as_ref(),
+            false,
+            t0 + Duration::from_secs(1),
+        );
+        assert!(!ready);
+        // It renews: ready again.
+        let (ready, _, _) = heartbeat(
+            Some(&lease(101)),
+            t,
+            seen.as_ref(),
+            false,
+            t0 + Duration::from_secs(2),
+        );
+        assert!(ready);
+    }
+
+    #[test]
     fn a_member_never_heard_from_is_not_ready() {
         assert_eq!(
-            heartbeat(None, Duration::from_secs(40), None, Instant::now()),
+            heartbeat(None, Duration::from_secs(40), None, false, Instant::now()),
             (false, None, None)
         );
         let empty = Lease {
             spec: Some(LeaseSpec::default()),
             ..Default::default()
         };
-        assert!(!heartbeat(Some(&empty), Duration::from_secs(40), None, Instant::now()).0);
+        assert!(
+            !heartbeat(
+                Some(&empty),
+                Duration::from_secs(40),
+                None,
+                false,
+                Instant::now()
+            )
+            .0
+        );
     }
 }

@@ -40,6 +40,8 @@ pub const RESYNC: Duration = Duration::from_secs(5);
 struct InFlight {
     /// Job UID → (attempt decided, GPUs promised).
     by_uid: HashMap<String, (u32, Vec<Reservation>)>,
+    /// `(cluster, model)` series of `gpufed_cluster_free_gpus` set by the last pass.
+    exported: std::collections::HashSet<(String, String)>,
 }
 
 impl InFlight {
@@ -95,8 +97,7 @@ async fn pass(ctx: &Context, in_flight: &mut InFlight) {
             .flat_map(|(_, r)| r.iter().cloned()),
     );
 
-    // Series of members that left disappear with the next pass.
-    ctx.metrics.free_gpus.reset();
+    let mut exported = std::collections::HashSet::new();
     for pool in ctx.stores.pools.state() {
         let pool_name = pool.name_any();
         let pending: Vec<&Arc<ComputeJob>> = jobs
@@ -116,7 +117,7 @@ async fn pass(ctx: &Context, in_flight: &mut InFlight) {
             .filter(|m| m.spec.pool == pool_name)
             .map(|m| snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref()))
             .collect();
-        export_free_gpus(ctx, &clusters, &reservations);
+        exported.extend(export_free_gpus(ctx, &clusters, &reservations));
         if pending.is_empty() {
             continue;
         }
@@ -180,6 +181,11 @@ async fn pass(ctx: &Context, in_flight: &mut InFlight) {
             in_flight.by_uid.insert(uid, (attempt, promised));
         }
     }
+    // Series of members (or models) that are gone disappear, without a gap for the others.
+    for (cluster, model) in in_flight.exported.difference(&exported) {
+        let _ = ctx.metrics.free_gpus.remove_label_values(&[cluster, model]);
+    }
+    in_flight.exported = exported;
 }
 
 /// GPUs a decision takes, as reservations on its planned nodes.
@@ -194,11 +200,13 @@ fn promised(job: &ComputeJob, a: &Assignment) -> Vec<Reservation> {
         .collect()
 }
 
+/// Sets the free-GPU gauge of every `(cluster, model)` and returns the series it set.
 fn export_free_gpus(
     ctx: &Context,
     clusters: &[gpufed_scheduler::ClusterState],
     reservations: &[Reservation],
-) {
+) -> Vec<(String, String)> {
+    let mut set = vec![];
     for c in clusters {
         let mut by_model: BTreeMap<&str, i64> = BTreeMap::new();
         for n in &c.nodes {
@@ -215,8 +223,10 @@ fn export_free_gpus(
                 .free_gpus
                 .with_label_values(&[&c.name, model])
                 .set(free as f64);
+            set.push((c.name.clone(), model.to_string()));
         }
     }
+    set
 }
 
 /// The status of a job just placed by `a`: a new attempt, phase Placed (or Funding in pools with a chain).

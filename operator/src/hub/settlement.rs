@@ -88,6 +88,9 @@ pub struct Settler {
     tx: mpsc::UnboundedSender<SettleRequest>,
     /// Escrow job ids already queued (not yet sent), so a busy reconcile loop queues each once.
     queued: Mutex<HashMap<String, ()>>,
+    /// The newest chain client of each pool: a settlement waiting for a retry is sent with the
+    /// current client (after a key rotation, say), not the one it was queued with.
+    chains: Mutex<HashMap<String, Arc<ChainClient>>>,
 }
 
 impl Settler {
@@ -98,6 +101,7 @@ impl Settler {
             Settler {
                 tx,
                 queued: Mutex::new(HashMap::new()),
+                chains: Mutex::new(HashMap::new()),
             },
             rx,
         )
@@ -105,10 +109,18 @@ impl Settler {
 
     /// Queues `req` unless the same lock is already queued.
     pub async fn queue(&self, req: SettleRequest) {
+        self.chains
+            .lock()
+            .await
+            .insert(req.pool.clone(), req.chain.clone());
         let mut q = self.queued.lock().await;
         if q.insert(req.job_id.clone(), ()).is_none() && self.tx.send(req).is_err() {
             tracing::error!("the settlement worker stopped");
         }
+    }
+
+    async fn chain_for(&self, pool: &str) -> Option<Arc<ChainClient>> {
+        self.chains.lock().await.get(pool).cloned()
     }
 
     async fn done(&self, ids: &[String]) {
@@ -128,9 +140,10 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(300);
 /// as no longer Locked, and sends one `settleBatch` per pool. The job controller, which requeues
 /// settling jobs every few seconds, then records the outcome from the chain.
 ///
-/// A failed batch is retried one settlement at a time, so one that keeps failing (say, a token
-/// that refuses transfers to one provider) cannot hold back the others; each failing settlement
-/// backs off on its own, and nothing waits on a sleep while other pools have work.
+/// A reverted batch is retried one settlement at a time, so one that keeps reverting (say, a token
+/// that refuses transfers to one provider) cannot hold back the others; an RPC failure backs the
+/// whole batch off together. Each failing settlement backs off on its own, is sent with the pool's
+/// newest chain client, and nothing waits on a sleep while other pools have work.
 pub async fn run_worker(
     settler: Arc<Settler>,
     mut rx: mpsc::UnboundedReceiver<SettleRequest>,
@@ -167,41 +180,54 @@ pub async fn run_worker(
             by_pool.entry(r.req.pool.clone()).or_default().push(r);
         }
         for (pool, items) in by_pool {
+            let Some(chain) = settler.chain_for(&pool).await else {
+                continue;
+            };
             let reqs: Vec<SettleRequest> = items.iter().map(|r| r.req.clone()).collect();
-            let groups: Vec<Vec<Retry>> = match settle_pool(&reqs).await {
+            let failed = match settle_pool(&chain, &reqs).await {
                 Ok(sent) => {
                     record_sent(&metrics, &pool, sent);
                     settler.done(&ids(&items)).await;
                     continue;
                 }
-                Err(e) if items.len() > 1 => {
-                    tracing::warn!(%pool, error = %e, jobs = items.len(), "settlement batch failed; retrying one by one");
-                    items.into_iter().map(|r| vec![r]).collect()
-                }
-                Err(_) => vec![items],
-            };
-            for group in groups {
-                let reqs: Vec<SettleRequest> = group.iter().map(|r| r.req.clone()).collect();
-                match settle_pool(&reqs).await {
-                    Ok(sent) => {
-                        record_sent(&metrics, &pool, sent);
-                        settler.done(&ids(&group)).await;
-                    }
-                    Err(e) => {
-                        metrics.settlements.with_label_values(&["error"]).inc();
-                        for mut r in group {
-                            r.failures += 1;
-                            let delay =
-                                crate::backoff::delay(r.failures).min(Duration::from_secs(60));
-                            tracing::warn!(%pool, job_id = %r.req.job_id, error = %e, retry_in = ?delay, "settlement failed; will retry");
-                            r.due = tokio::time::Instant::now() + delay;
-                            retries.push(r);
+                // A revert names no culprit: find it by sending the batch's settlements one by one.
+                Err(e) if items.len() > 1 && reverted(&e) => {
+                    tracing::warn!(%pool, error = %e, jobs = items.len(), "settlement batch reverted; sending one by one");
+                    let mut failed = vec![];
+                    for r in items {
+                        match settle_pool(&chain, std::slice::from_ref(&r.req)).await {
+                            Ok(sent) => {
+                                record_sent(&metrics, &pool, sent);
+                                settler.done(&ids(std::slice::from_ref(&r))).await;
+                            }
+                            Err(e) => failed.push((r, e.to_string())),
                         }
                     }
+                    failed
                 }
+                // Anything else (an RPC down, a timeout) affects the whole batch: back off together.
+                Err(e) => {
+                    let message = e.to_string();
+                    items.into_iter().map(|r| (r, message.clone())).collect()
+                }
+            };
+            if !failed.is_empty() {
+                metrics.settlements.with_label_values(&["error"]).inc();
+            }
+            for (mut r, error) in failed {
+                r.failures += 1;
+                let delay = crate::backoff::delay(r.failures).min(Duration::from_secs(60));
+                tracing::warn!(%pool, job_id = %r.req.job_id, %error, retry_in = ?delay, "settlement failed; will retry");
+                r.due = tokio::time::Instant::now() + delay;
+                retries.push(r);
             }
         }
     }
+}
+
+/// Whether a chain error is the contract refusing (a revert), rather than the RPC failing.
+fn reverted(e: &crate::error::Error) -> bool {
+    matches!(e, crate::error::Error::Chain(m) if m.contains("revert"))
 }
 
 /// A settlement waiting to be (re)sent.
@@ -236,10 +262,7 @@ fn record_sent(metrics: &crate::metrics::Metrics, pool: &str, sent: usize) {
 }
 
 /// Sends one batch for one pool. Returns how many locks it paid.
-async fn settle_pool(items: &[SettleRequest]) -> Result<usize> {
-    let Some(chain) = items.first().map(|r| r.chain.clone()) else {
-        return Ok(0);
-    };
+async fn settle_pool(chain: &ChainClient, items: &[SettleRequest]) -> Result<usize> {
     let mut send = vec![];
     let mut seen = std::collections::HashSet::new();
     for r in items {
@@ -272,6 +295,8 @@ pub struct Step {
     pub locked: u64,
     /// Locks found expired by their payer in this step.
     pub expired: u64,
+    /// Lock transactions that failed in this step.
+    pub lock_errors: u64,
 }
 
 /// Advances the money of `job` (status in `st`, already advanced by the lifecycle): checks funding
@@ -392,10 +417,20 @@ pub async fn advance(
                     break;
                 }
                 Err(e) => {
+                    // Shown on the job (condition Funded=False/LockFailed) and retried.
+                    let message = e.to_string();
+                    if s.message.as_deref() != Some(&message) {
+                        step.events.push((
+                            true,
+                            "LockFailed",
+                            format!("attempt {}: {message}", a.attempt),
+                        ));
+                    }
                     s.state = SettlementState::Locking;
-                    s.message = Some(e.to_string());
+                    s.message = Some(message);
                     step.changed = true;
                     step.again_soon = true;
+                    step.lock_errors += 1;
                 }
             }
         }
@@ -495,6 +530,7 @@ pub fn unsettled(st: &ComputeJobStatus) -> bool {
 
 /// Marks the running attempt of a job being deleted as Cancelled with its last reported usage.
 pub fn cancel_current(
+    job: &ComputeJob,
     st: &mut ComputeJobStatus,
     gpu_seconds: u64,
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
@@ -506,9 +542,11 @@ pub fn cancel_current(
         .iter_mut()
         .filter(|a| a.attempt == current && !a.phase.is_finished())
     {
+        // The same cap as while it ran: never more than its GPUs could have used since placement.
+        let cap = crate::hub::lifecycle::usage_cap(job, a, now);
         a.phase = AttemptPhase::Cancelled;
         a.reason = Some("JobDeleted".into());
-        a.gpu_seconds = a.gpu_seconds.max(gpu_seconds);
+        a.gpu_seconds = a.gpu_seconds.max(gpu_seconds.min(cap));
         a.finish_time = Some(now.clone());
         changed = true;
     }
@@ -528,6 +566,55 @@ pub fn unfunded(job_id: String) -> Settlement {
 mod tests {
     use super::*;
     use gpufed_crds::testing::job;
+
+    #[test]
+    fn only_reverts_split_a_batch_other_chain_errors_back_it_off_whole() {
+        use crate::error::Error;
+        assert!(reverted(&Error::Chain("settlement 0xab reverted".into())));
+        assert!(reverted(&Error::Chain(
+            "sending a settlement: execution reverted: LockNotActive".into()
+        )));
+        assert!(!reverted(&Error::Chain(
+            "sending a settlement: no answer from the RPC within 20s".into()
+        )));
+        assert!(!reverted(&Error::Config("bad key".into())));
+    }
+
+    #[test]
+    fn a_cancelled_attempt_is_paid_no_more_than_its_gpus_could_have_run() {
+        let mut j = job("j").gpus(2).build();
+        let placed = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1000).unwrap(),
+        );
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1010).unwrap(),
+        );
+        let mut st = ComputeJobStatus {
+            attempt: 1,
+            ..Default::default()
+        };
+        st.attempts.push(gpufed_crds::AttemptRecord {
+            attempt: 1,
+            cluster: "a".into(),
+            placement: "p".into(),
+            model: "H100".into(),
+            price_per_gpu_hour: "1".parse().unwrap(),
+            provider: None,
+            phase: AttemptPhase::Running,
+            reason: None,
+            message: None,
+            placed_time: Some(placed),
+            start_time: None,
+            finish_time: None,
+            gpu_seconds: 0,
+            planned_nodes: vec![],
+            settlement: None,
+        });
+        j.status = Some(st.clone());
+        assert!(cancel_current(&j, &mut st, 1_000_000, &now));
+        assert_eq!(st.attempts[0].phase, AttemptPhase::Cancelled);
+        assert_eq!(st.attempts[0].gpu_seconds, 20, "2 GPUs for 10 s");
+    }
 
     #[test]
     fn the_lock_covers_the_price_cap_for_every_gpu_for_the_whole_duration() {
