@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help tools tools-k8s tools-evm build crds lint unit e2e contracts contracts-build test bench demo demo-down clean
+.PHONY: help tools tools-k8s tools-peers tools-evm build crds lint unit e2e contracts contracts-build test bench demo demo-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,7 +48,10 @@ test: lint unit contracts e2e ## Everything CI runs.
 	@echo "make test: all green"
 
 BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench
-bench: tools-k8s contracts build ## Scheduler criterion bench, e2e throughput on real apiservers, settlement gas → docs/benchmarks.md.
+tools-peers: ## Also build Kueue (the peer benchmark of make bench).
+	e2e/tools/build.sh --with-peers
+
+bench: tools-peers contracts build ## Scheduler criterion bench, e2e throughput on real apiservers, settlement gas → docs/benchmarks.md.
 	mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt

@@ -45,7 +45,7 @@ impl Tools {
             Ok(path)
         } else {
             Err(Error::Other(format!(
-                "{} not found: run `make tools` (e2e/tools/build.sh builds the Kubernetes tools into .tools/bin)",
+                "{} not found: run `make tools` (e2e/tools/build.sh builds the Kubernetes tools into .tools/bin; `make tools-peers` adds kueue)",
                 path.display()
             )))
         }

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes test tools from Go modules and links them into .tools/bin/.
 #
-#   kube-apiserver, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes, $K8S_VERSION)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes, $K8S_VERSION)
 #   etcd                                                     (go.etcd.io/etcd/server/v3, $ETCD_VERSION)
 #   kwok                                                     (sigs.k8s.io/kwok, $KWOK_VERSION)
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
-#   kueue (+ its CRDs in kueue-crds/ beside it)              (sigs.k8s.io/kueue, $KUEUE_VERSION; peer benchmark)
+#   kueue (+ its CRDs in kueue-crds/ beside it)              (sigs.k8s.io/kueue, $KUEUE_VERSION; only with
+#                                                             --with-peers: the peer benchmark of make bench)
 #
 # Idempotent: binaries live in a cache outside the checkout, one folder per module keyed by a hash of its
 # go.mod/go.sum and its version flags, so a fresh clone on the same machine reuses them and a second run takes
 # a second; changing one module rebuilds only that one.
 # Versions are pinned in e2e/tools/versions.env (the only place).
 set -euo pipefail
+
+with_peers=0
+for a in "$@"; do
+  case "$a" in
+    --with-peers) with_peers=1 ;;
+    *) echo "usage: $0 [--with-peers]" >&2; exit 2 ;;
+  esac
+done
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -66,8 +75,10 @@ build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/vers
 build k8s kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl -- "$k8s_ld"
-build kueue kueue -- sigs.k8s.io/kueue/cmd/kueue -- "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
-# Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
-kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")
-[ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
-step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler etcd kwok helm"
+if [ "$with_peers" = 1 ]; then
+  build kueue kueue -- sigs.k8s.io/kueue/cmd/kueue -- "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+  # Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
+  kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")
+  [ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
+fi
+step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue')"
