@@ -27,7 +27,7 @@ crds: ## Regenerate the CRD YAML and the API reference (docs/api) from the Rust 
 	$(CARGO) run -q -p gpufed-crds --bin crdgen
 	$(CARGO) run -q -p gpufed-crds --bin apidocs
 
-lint: ## rustfmt check, clippy with warnings as errors, helm lint of both charts.
+lint: tools-k8s ## rustfmt check, clippy with warnings as errors, helm lint of both charts.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	charts/lint.sh
