@@ -202,12 +202,23 @@ pub async fn lost_worker<F: FnOnce(&str) -> Result<(), Error>>(
         Ok(s) => s,
         Err(e) => {
             let s = rec.snapshot();
-            let moved = on_victim
+            let moved: Vec<f64> = on_victim
                 .iter()
-                .filter(|n| s.running_elsewhere(n, &victim).is_some())
-                .count();
+                .filter_map(|n| s.running_elsewhere(n, &victim))
+                .map(|t| t - cut_at)
+                .collect();
+            let when = if moved.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({:.1}–{:.1} s after the cut)",
+                    quantile(&moved, 0.0),
+                    quantile(&moved, 1.0)
+                )
+            };
             return Err(Error::Other(format!(
-                "{e}: {moved} of the {} jobs on {victim} ran elsewhere",
+                "{e}: {} of the {} jobs on {victim} ran elsewhere{when}",
+                moved.len(),
                 on_victim.len()
             )));
         }
