@@ -80,7 +80,7 @@ pub fn crd_dir(tools: &Tools) -> Result<PathBuf, Error> {
         Ok(dir)
     } else {
         Err(Error::Other(format!(
-            "{} not found: run e2e/tools/build.sh (make tools-k8s)",
+            "{} not found: run `make tools-peers` (e2e/tools/build.sh --with-peers)",
             dir.display()
         )))
     }
