@@ -51,13 +51,14 @@ BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench
 tools-peers: ## Also build Kueue (the peer benchmark of make bench).
 	e2e/tools/build.sh --with-peers
 
-bench: tools-peers contracts build ## Scheduler criterion bench, e2e throughput on real apiservers, settlement gas → docs/benchmarks.md.
+bench: tools-peers contracts build ## Scheduler criterion bench, e2e throughput, peer run vs Kueue MultiKueue, settlement gas → docs/benchmarks.md.
 	mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- throughput --jobs 300 --out $(BENCH_DIR)/throughput.json
+	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- peer --jobs 80 --out $(BENCH_DIR)/peer.json
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \
-	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --out docs/benchmarks.md
+	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --peer $(BENCH_DIR)/peer.json --out docs/benchmarks.md
 
 demo: tools-k8s contracts-build build ## Start a local federation (hub, 3 providers, anvil), run the sample jobs, narrate; leaves it running.
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-demo -- up
