@@ -18,6 +18,46 @@ use serde_json::json;
 use crate::process::free_port;
 use crate::{Cluster, Error, Tools, wait_until};
 
+/// A hub cluster for hub tests: API server and controller-manager, the hub CRDs, and the tenant
+/// namespaces `team-a` and `team-b` (plus any `extra_namespaces`).
+pub async fn hub_cluster(
+    tools: &Tools,
+    name: &str,
+    extra_namespaces: &[&str],
+) -> Result<Cluster, Error> {
+    let c = Cluster::start(
+        tools,
+        &crate::ClusterSpec::api_only(name).with_controller_manager(),
+    )
+    .await?;
+    c.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
+        .await?;
+    for ns in ["team-a", "team-b"].iter().chain(extra_namespaces) {
+        c.create_namespace(ns).await?;
+    }
+    Ok(c)
+}
+
+/// Waits until each member in `names` has the condition `condition` equal to `want`.
+pub async fn wait_member_condition(
+    client: &Client,
+    names: &[&str],
+    condition: &str,
+    want: bool,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let api: Api<MemberCluster> = Api::all(client.clone());
+    for name in names {
+        wait_until(timeout, &format!("{name} {condition}={want}"), || async {
+            let s = api.get(name).await.ok()?.status?;
+            let c = gpufed_crds::conditions::find(&s.conditions, condition)?;
+            ((c.status == "True") == want).then_some(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Field manager used when a test stands in for an agent.
 pub const FAKE_AGENT: &str = "e2e-fake-agent";
 

@@ -99,3 +99,68 @@ pub fn init_test_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// Runs the body of an e2e test and fails the test if it has not finished within `deadline`.
+///
+/// The body runs on its own multi-thread runtime, on a thread of its own, so the deadline holds
+/// even where a `tokio::time::timeout` inside the body cannot fire (every worker stuck in a
+/// blocking call, a runtime that never finishes shutting down). When the deadline passes, the
+/// components the test started are killed, their log tails printed, and the test fails with its
+/// captured output; the stuck thread is abandoned and goes with the test process. Tests still
+/// bound each wait on their own: this is the backstop that keeps a test run finite.
+pub fn run_test<F, Fut>(deadline: Duration, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    init_test_logging();
+    // libtest names each test's thread after the test; the runtime's threads take the same name,
+    // which is how the components this test starts are told from those of a test beside it.
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("gpufed-e2e-test")
+        .to_string();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let owner = name.clone();
+    let started = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .thread_name(owner)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = done_tx.send(Err(Box::new(format!("building a tokio runtime: {e}"))
+                        as Box<dyn std::any::Any + Send>));
+                    return;
+                }
+            };
+            let outcome = catch_unwind(AssertUnwindSafe(|| runtime.block_on(body())));
+            // Tasks the body left behind are cancelled; none may hold the test up for long.
+            runtime.shutdown_timeout(Duration::from_secs(10));
+            let _ = done_tx.send(outcome);
+        });
+    if let Err(e) = started {
+        panic!("starting the thread of {name}: {e}");
+    }
+    match done.recv_timeout(deadline) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => resume_unwind(panic),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{name}: the test's thread ended without a result")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            for (component, log) in process::kill_owned_by(&name, 40) {
+                eprintln!("----- {component} (killed at the deadline), last lines -----\n{log}");
+            }
+            panic!(
+                "{name} did not finish within its hard deadline of {deadline:?} and was stopped \
+                 (its components were killed; the tracing output above shows where it was)"
+            );
+        }
+    }
+}

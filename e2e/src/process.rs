@@ -25,6 +25,38 @@ pub fn detached_processes() -> Vec<(String, u32)> {
 }
 static WORK_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+/// A component started by a test, for [`kill_owned_by`]: the name of the thread that started it
+/// (the test's runtime threads carry the test's name), its name, process id and log.
+struct Live {
+    owner: String,
+    name: String,
+    pid: u32,
+    log: PathBuf,
+}
+
+static LIVE: std::sync::Mutex<Vec<Live>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Kills every component still running that a thread named `owner` started, and returns the tail
+/// of each one's log (`lines` lines), for a test that is stuck and will be failed from outside.
+/// The processes stay unreaped until their handles drop, so their ids cannot be reused meanwhile.
+pub fn kill_owned_by(owner: &str, lines: usize) -> Vec<(String, String)> {
+    let mut gone = Vec::new();
+    live().retain(|l| {
+        if l.owner != owner {
+            return true;
+        }
+        kill_group(l.pid, libc::SIGKILL);
+        gone.push((l.name.clone(), tail(&l.log, lines)));
+        false
+    });
+    gone
+}
+
 /// Detached mode (for `make demo`): processes started from now on outlive this process, dropping
 /// their handles leaves them running, and cluster directories are kept.
 pub fn set_detached(detached: bool) {
@@ -87,6 +119,16 @@ impl Process {
                 Ok(mut g) => g.push((name.to_string(), child.id())),
                 Err(p) => p.into_inner().push((name.to_string(), child.id())),
             }
+        } else {
+            live().push(Live {
+                owner: std::thread::current()
+                    .name()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: name.to_string(),
+                pid: child.id(),
+                log: log.to_path_buf(),
+            });
         }
         Ok(Process {
             name: name.to_string(),
@@ -112,9 +154,11 @@ impl Process {
 
     /// Whether the process has exited (and its status, if so).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        // Reaped: its id may be reused from now on.
+        forget(child.id());
+        Some(status)
     }
 
     /// Sends `signal` to the process group (e.g. `libc::SIGSTOP` to freeze a component).
@@ -131,6 +175,7 @@ impl Process {
             kill_group(child.id(), libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
+            forget(child.id());
         }
     }
 
@@ -141,6 +186,7 @@ impl Process {
             let deadline = std::time::Instant::now() + grace;
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
+                    forget(child.id());
                     self.child = None;
                     return;
                 }
@@ -165,6 +211,11 @@ impl Drop for Process {
             self.kill();
         }
     }
+}
+
+/// Drops a reaped process from the live list.
+fn forget(pid: u32) {
+    live().retain(|l| l.pid != pid);
 }
 
 /// Sends `signal` to the process group `pgid` (for stopping detached processes later).

@@ -7,13 +7,17 @@
 use std::time::Duration;
 
 use gpufed_e2e::{
-    Cluster, ClusterSpec, Federation, NodeSpec, Tools, init_test_logging, wait_until,
+    Cluster, ClusterSpec, Federation, NodeSpec, Tools, init_test_logging, run_test, wait_until,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
+
+/// The most a test here may take, start-up included: past it the test fails and its
+/// components are killed (see [`run_test`]).
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
 
 fn gvk(kind: &str) -> ApiResource {
     let plural = format!("{}s", kind.to_lowercase());
@@ -330,287 +334,300 @@ async fn api_cluster(name: &str) -> Cluster {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crds_install_and_the_apiserver_publishes_our_descriptions() {
-    let c = api_cluster("openapi").await;
-    // The apiserver publishes a CRD's OpenAPI shortly after it is Established.
-    let client = c.client();
-    let doc: Value = wait_until(Duration::from_secs(30), "OpenAPI v3 of gpufed.io", || {
-        let client = client.clone();
-        async move {
-            let req = http::Request::get("/openapi/v3/apis/gpufed.io/v1alpha1")
-                .body(Vec::new())
-                .ok()?;
-            let doc: Value = serde_json::from_str(&client.request_text(req).await.ok()?).ok()?;
-            let published = doc["components"]["schemas"].as_object()?.len() >= 6;
-            published.then_some(doc)
-        }
-    })
-    .await
-    .unwrap();
-    let schemas = &doc["components"]["schemas"];
-    let job = &schemas["io.gpufed.v1alpha1.ComputeJob"];
-    let spec = &job["properties"]["spec"]["properties"];
-    // What `kubectl explain computejob.spec.gpusPerReplica` prints comes from here.
-    assert!(
-        spec["gpusPerReplica"]["description"]
-            .as_str()
-            .unwrap()
-            .contains("GPUs per replica"),
-        "{spec}"
-    );
-    assert!(
-        spec["maxPricePerGpuHour"]["description"]
-            .as_str()
-            .unwrap()
-            .contains("per GPU-hour")
-    );
-    for kind in [
-        "GpuPool",
-        "MemberCluster",
-        "ComputeJob",
-        "Placement",
-        "ProviderBond",
-        "GpuNode",
-    ] {
-        let s = &schemas[format!("io.gpufed.v1alpha1.{kind}")];
-        assert!(
-            s["description"].as_str().is_some_and(|d| d.len() > 20),
-            "{kind} has no description"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_manifests_are_rejected_with_a_message_naming_the_field() {
-    let c = api_cluster("hostile").await;
-    let cases = hostile_creates();
-    assert!(cases.len() >= 20);
-    let mut wrong = vec![];
-    for (what, manifest, want) in &cases {
-        match create(&c, manifest).await {
-            Ok(()) => wrong.push(format!("{what}: accepted")),
-            Err(msg) if !msg.contains(want) => {
-                wrong.push(format!("{what}: got {msg:?}, want {want:?}"))
+#[test]
+fn crds_install_and_the_apiserver_publishes_our_descriptions() {
+    run_test(HARD_DEADLINE, || async {
+        let c = api_cluster("openapi").await;
+        // The apiserver publishes a CRD's OpenAPI shortly after it is Established.
+        let client = c.client();
+        let doc: Value = wait_until(Duration::from_secs(30), "OpenAPI v3 of gpufed.io", || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/openapi/v3/apis/gpufed.io/v1alpha1")
+                    .body(Vec::new())
+                    .ok()?;
+                let doc: Value =
+                    serde_json::from_str(&client.request_text(req).await.ok()?).ok()?;
+                let published = doc["components"]["schemas"].as_object()?.len() >= 6;
+                published.then_some(doc)
             }
-            Err(_) => {}
+        })
+        .await
+        .unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let job = &schemas["io.gpufed.v1alpha1.ComputeJob"];
+        let spec = &job["properties"]["spec"]["properties"];
+        // What `kubectl explain computejob.spec.gpusPerReplica` prints comes from here.
+        assert!(
+            spec["gpusPerReplica"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("GPUs per replica"),
+            "{spec}"
+        );
+        assert!(
+            spec["maxPricePerGpuHour"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("per GPU-hour")
+        );
+        for kind in [
+            "GpuPool",
+            "MemberCluster",
+            "ComputeJob",
+            "Placement",
+            "ProviderBond",
+            "GpuNode",
+        ] {
+            let s = &schemas[format!("io.gpufed.v1alpha1.{kind}")];
+            assert!(
+                s["description"].as_str().is_some_and(|d| d.len() > 20),
+                "{kind} has no description"
+            );
         }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} cases wrong:\n{}",
-        wrong.len(),
-        cases.len(),
-        wrong.join("\n")
-    );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn immutable_fields_cannot_change_after_creation() {
-    let c = api_cluster("immutable").await;
-    apply(&c, &good_job("frozen")).await.unwrap();
-    let changes = [
-        ("spec.replicas", json!(2), "spec.replicas is immutable"),
-        (
-            "spec.gpusPerReplica",
-            json!(4),
-            "spec.gpusPerReplica is immutable",
-        ),
-        (
-            "spec.gpu",
-            json!({"models": ["L4"]}),
-            "spec.gpu is immutable",
-        ),
-        (
-            "spec.maxPricePerGpuHour",
-            json!("99"),
-            "spec.maxPricePerGpuHour is immutable",
-        ),
-        (
-            "spec.template",
-            json!({"containers": [{"name": "main", "image": "evil:latest"}]}),
-            "spec.template is immutable",
-        ),
-    ];
-    for (path, value, want) in changes {
-        let err = apply(&c, &with(good_job("frozen"), path, value))
+#[test]
+fn hostile_manifests_are_rejected_with_a_message_naming_the_field() {
+    run_test(HARD_DEADLINE, || async {
+        let c = api_cluster("hostile").await;
+        let cases = hostile_creates();
+        assert!(cases.len() >= 20);
+        let mut wrong = vec![];
+        for (what, manifest, want) in &cases {
+            match create(&c, manifest).await {
+                Ok(()) => wrong.push(format!("{what}: accepted")),
+                Err(msg) if !msg.contains(want) => {
+                    wrong.push(format!("{what}: got {msg:?}, want {want:?}"))
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} cases wrong:\n{}",
+            wrong.len(),
+            cases.len(),
+            wrong.join("\n")
+        );
+    });
+}
+
+#[test]
+fn immutable_fields_cannot_change_after_creation() {
+    run_test(HARD_DEADLINE, || async {
+        let c = api_cluster("immutable").await;
+        apply(&c, &good_job("frozen")).await.unwrap();
+        let changes = [
+            ("spec.replicas", json!(2), "spec.replicas is immutable"),
+            (
+                "spec.gpusPerReplica",
+                json!(4),
+                "spec.gpusPerReplica is immutable",
+            ),
+            (
+                "spec.gpu",
+                json!({"models": ["L4"]}),
+                "spec.gpu is immutable",
+            ),
+            (
+                "spec.maxPricePerGpuHour",
+                json!("99"),
+                "spec.maxPricePerGpuHour is immutable",
+            ),
+            (
+                "spec.template",
+                json!({"containers": [{"name": "main", "image": "evil:latest"}]}),
+                "spec.template is immutable",
+            ),
+        ];
+        for (path, value, want) in changes {
+            let err = apply(&c, &with(good_job("frozen"), path, value))
+                .await
+                .unwrap_err();
+            assert!(err.contains(want), "{path}: {err}");
+        }
+        // Dropping an optional placement field is a change too.
+        let err = apply(
+            &c,
+            &with(good_job("frozen"), "spec.maxPricePerGpuHour", Value::Null),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("maxPricePerGpuHour"), "{err}");
+        // Priority may change.
+        apply(&c, &with(good_job("frozen"), "spec.priority", json!(10)))
+            .await
+            .unwrap();
+
+        // A member cannot move pools.
+        apply(&c, &good_member("alpha")).await.unwrap();
+        let err = apply(&c, &with(good_member("alpha"), "spec.pool", json!("other")))
             .await
             .unwrap_err();
-        assert!(err.contains(want), "{path}: {err}");
-    }
-    // Dropping an optional placement field is a change too.
-    let err = apply(
-        &c,
-        &with(good_job("frozen"), "spec.maxPricePerGpuHour", Value::Null),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.contains("maxPricePerGpuHour"), "{err}");
-    // Priority may change.
-    apply(&c, &with(good_job("frozen"), "spec.priority", json!(10)))
-        .await
-        .unwrap();
+        assert!(err.contains("spec.pool is immutable"), "{err}");
 
-    // A member cannot move pools.
-    apply(&c, &good_member("alpha")).await.unwrap();
-    let err = apply(&c, &with(good_member("alpha"), "spec.pool", json!("other")))
-        .await
-        .unwrap_err();
-    assert!(err.contains("spec.pool is immutable"), "{err}");
-
-    // A Placement never changes.
-    c.create_namespace("gpufed-member-alpha").await.unwrap();
-    let placement = json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
-        "metadata": {"name": "p1", "namespace": "gpufed-member-alpha"},
-        "spec": {"job": {"namespace": "team-a", "name": "frozen", "uid": "u"}, "attempt": 1, "cluster": "alpha",
-                 "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": "H100", "pricePerGpuHour": "2.40",
-                 "maxDuration": "1h", "template": {"containers": [{"name": "main", "image": "busybox"}]}}
+        // A Placement never changes.
+        c.create_namespace("gpufed-member-alpha").await.unwrap();
+        let placement = json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
+            "metadata": {"name": "p1", "namespace": "gpufed-member-alpha"},
+            "spec": {"job": {"namespace": "team-a", "name": "frozen", "uid": "u"}, "attempt": 1, "cluster": "alpha",
+                     "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": "H100", "pricePerGpuHour": "2.40",
+                     "maxDuration": "1h", "template": {"containers": [{"name": "main", "image": "busybox"}]}}
+        });
+        apply(&c, &placement).await.unwrap();
+        let err = apply(&c, &with(placement, "spec.attempt", json!(2)))
+            .await
+            .unwrap_err();
+        assert!(err.contains("Placement.spec is immutable"), "{err}");
     });
-    apply(&c, &placement).await.unwrap();
-    let err = apply(&c, &with(placement, "spec.attempt", json!(2)))
-        .await
-        .unwrap_err();
-    assert!(err.contains("Placement.spec is immutable"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_example_manifest_is_accepted() {
-    let c = api_cluster("examples").await;
-    let dir = Tools::locate().unwrap().root().join("deploy/examples");
-    let mut count = 0;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for path in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-    {
-        let text = std::fs::read_to_string(path).unwrap();
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if value.is_null() {
-                continue;
+#[test]
+fn every_example_manifest_is_accepted() {
+    run_test(HARD_DEADLINE, || async {
+        let c = api_cluster("examples").await;
+        let dir = Tools::locate().unwrap().root().join("deploy/examples");
+        let mut count = 0;
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for path in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        {
+            let text = std::fs::read_to_string(path).unwrap();
+            for doc in serde_norway::Deserializer::from_str(&text) {
+                let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+                if value.is_null() {
+                    continue;
+                }
+                apply(&c, &value)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} rejected: {e}", path.display()));
+                count += 1;
             }
-            apply(&c, &value)
-                .await
-                .unwrap_or_else(|e| panic!("{} rejected: {e}", path.display()));
-            count += 1;
         }
-    }
-    assert!(count >= 8, "only {count} example objects");
+        assert!(count >= 8, "only {count} example objects");
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
-    init_test_logging();
-    let tools = Tools::locate().unwrap();
-    let spec = ClusterSpec::new("jobs")
-        .node(NodeSpec::new("gpu-0", "L4-24GB", 4, "eu-west"))
-        .node(NodeSpec::new("cpu-0", "none", 0, "eu-west"));
-    let c = Cluster::start(&tools, &spec).await.unwrap();
-    c.create_namespace("work").await.unwrap();
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": "gpu-smoke", "namespace": "work"},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{
-                    "name": "main", "image": "busybox",
-                    "env": [{"name": "GPUFED_SIM_DURATION", "value": "2s"}],
-                    "resources": {"limits": {"nvidia.com/gpu": "2"}}
-                }]
-            }}
-        }
-    }))
-    .unwrap();
-    let jobs: Api<Job> = Api::namespaced(c.client(), "work");
-    jobs.create(&PostParams::default(), &job).await.unwrap();
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), "work");
-    let node = wait_until(Duration::from_secs(60), "the Job's pod to be bound", || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&Default::default()).await.ok()?;
-            list.items.first()?.spec.as_ref()?.node_name.clone()
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(node, "gpu-0", "the GPU pod must land on the GPU node");
-    wait_until(Duration::from_secs(90), "the Job to complete", || {
-        let jobs = jobs.clone();
-        async move {
-            let j = jobs.get("gpu-smoke").await.ok()?;
-            let done = j
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Complete" && c.status == "True");
-            done.then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    // The simulated run keeps its start time: the container ran GPUFED_SIM_DURATION (2s).
-    let pod = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .remove(0);
-    let state = pod
-        .status
-        .unwrap()
-        .container_statuses
-        .unwrap()
-        .remove(0)
-        .state
+#[test]
+fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
+    run_test(HARD_DEADLINE, || async {
+        init_test_logging();
+        let tools = Tools::locate().unwrap();
+        let spec = ClusterSpec::new("jobs")
+            .node(NodeSpec::new("gpu-0", "L4-24GB", 4, "eu-west"))
+            .node(NodeSpec::new("cpu-0", "none", 0, "eu-west"));
+        let c = Cluster::start(&tools, &spec).await.unwrap();
+        c.create_namespace("work").await.unwrap();
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "gpu-smoke", "namespace": "work"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "main", "image": "busybox",
+                        "env": [{"name": "GPUFED_SIM_DURATION", "value": "2s"}],
+                        "resources": {"limits": {"nvidia.com/gpu": "2"}}
+                    }]
+                }}
+            }
+        }))
         .unwrap();
-    let t = state.terminated.unwrap();
-    let ran = t
-        .finished_at
-        .unwrap()
-        .0
-        .duration_since(t.started_at.unwrap().0);
-    assert!(
-        ran.as_secs() >= 1,
-        "the terminated state must keep when it started: ran {ran:?}"
-    );
+        let jobs: Api<Job> = Api::namespaced(c.client(), "work");
+        jobs.create(&PostParams::default(), &job).await.unwrap();
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client(), "work");
+        let node = wait_until(Duration::from_secs(60), "the Job's pod to be bound", || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&Default::default()).await.ok()?;
+                list.items.first()?.spec.as_ref()?.node_name.clone()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(node, "gpu-0", "the GPU pod must land on the GPU node");
+        wait_until(Duration::from_secs(90), "the Job to complete", || {
+            let jobs = jobs.clone();
+            async move {
+                let j = jobs.get("gpu-smoke").await.ok()?;
+                let done = j
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True");
+                done.then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        // The simulated run keeps its start time: the container ran GPUFED_SIM_DURATION (2s).
+        let pod = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let state = pod
+            .status
+            .unwrap()
+            .container_statuses
+            .unwrap()
+            .remove(0)
+            .state
+            .unwrap();
+        let t = state.terminated.unwrap();
+        let ran = t
+            .finished_at
+            .unwrap()
+            .0
+            .duration_since(t.started_at.unwrap().0);
+        assert!(
+            ran.as_secs() >= 1,
+            "the terminated state must keep when it started: ran {ran:?}"
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_and_two_members_start_side_by_side() {
-    init_test_logging();
-    let tools = Tools::locate().unwrap();
-    let fed = Federation::start(
-        &tools,
-        ClusterSpec::api_only("hub").with_controller_manager(),
-        vec![
-            ClusterSpec::new("alpha").node(NodeSpec::new("a-0", "H100-SXM-80GB", 8, "eu-west")),
-            ClusterSpec::new("beta").node(NodeSpec::new("b-0", "A100-SXM-40GB", 8, "us-east")),
-        ],
-    )
-    .await
-    .unwrap();
-    eprintln!(
-        "federation of 3 clusters started in {:.1}s",
-        fed.started_in.as_secs_f64()
-    );
-    for c in std::iter::once(&fed.hub).chain(&fed.members) {
-        let v = c.client().apiserver_version().await.unwrap();
-        assert_eq!(
-            format!("{}.{}", v.major, v.minor),
-            "1.33",
-            "{}: /version must be true",
-            c.name()
+#[test]
+fn a_hub_and_two_members_start_side_by_side() {
+    run_test(HARD_DEADLINE, || async {
+        init_test_logging();
+        let tools = Tools::locate().unwrap();
+        let fed = Federation::start(
+            &tools,
+            ClusterSpec::api_only("hub").with_controller_manager(),
+            vec![
+                ClusterSpec::new("alpha").node(NodeSpec::new("a-0", "H100-SXM-80GB", 8, "eu-west")),
+                ClusterSpec::new("beta").node(NodeSpec::new("b-0", "A100-SXM-40GB", 8, "us-east")),
+            ],
+        )
+        .await
+        .unwrap();
+        eprintln!(
+            "federation of 3 clusters started in {:.1}s",
+            fed.started_in.as_secs_f64()
         );
-        assert!(v.git_version.starts_with("v1.33."), "{}", v.git_version);
-    }
-    // Each cluster is its own world: a namespace made on one is not on another.
-    fed.hub.create_namespace("only-on-hub").await.unwrap();
-    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fed.members[0].client());
-    assert!(ns.get_opt("only-on-hub").await.unwrap().is_none());
+        for c in std::iter::once(&fed.hub).chain(&fed.members) {
+            let v = c.client().apiserver_version().await.unwrap();
+            assert_eq!(
+                format!("{}.{}", v.major, v.minor),
+                "1.33",
+                "{}: /version must be true",
+                c.name()
+            );
+            assert!(v.git_version.starts_with("v1.33."), "{}", v.git_version);
+        }
+        // Each cluster is its own world: a namespace made on one is not on another.
+        fed.hub.create_namespace("only-on-hub").await.unwrap();
+        let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fed.members[0].client());
+        assert!(ns.get_opt("only-on-hub").await.unwrap().is_none());
+    });
 }

@@ -6,89 +6,95 @@
 use std::time::Duration;
 
 use gpufed_e2e::demo::{DemoConfig, JOBS, run};
-use gpufed_e2e::{Tools, init_test_logging};
+use gpufed_e2e::{Tools, init_test_logging, run_test};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_places_runs_explains_and_pays_as_it_narrates() {
-    init_test_logging();
-    let tools = Tools::locate().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = DemoConfig {
-        dir: dir.path().to_path_buf(),
-        sim_duration: Duration::from_secs(6),
-        step_timeout: Duration::from_secs(180),
-    };
-    let mut out: Vec<u8> = vec![];
-    let result = run(&tools, &cfg, &mut out).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
-        eprintln!("{text}");
-    }
-    let demo = result.unwrap_or_else(|e| panic!("{e}\n--- narration so far ---\n{text}"));
-    let r = &demo.report;
+/// The most a test here may take, start-up included: past it the test fails and its
+/// components are killed (see [`run_test`]).
+const HARD_DEADLINE: Duration = Duration::from_secs(600);
 
-    // Every job went where the narration says, and the one that cannot fit says why.
-    for (_, key, expected) in JOBS {
-        if let Some(cluster) = expected {
-            assert_eq!(
-                r.placed.get(key).map(String::as_str),
-                Some(cluster),
-                "{key}"
-            );
-            assert!(r.gpu_seconds[key] > 0, "{key} used no GPU-seconds");
+#[test]
+fn the_demo_places_runs_explains_and_pays_as_it_narrates() {
+    run_test(HARD_DEADLINE, || async {
+        init_test_logging();
+        let tools = Tools::locate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DemoConfig {
+            dir: dir.path().to_path_buf(),
+            sim_duration: Duration::from_secs(6),
+            step_timeout: Duration::from_secs(180),
+        };
+        let mut out: Vec<u8> = vec![];
+        let result = run(&tools, &cfg, &mut out).await;
+        let text = String::from_utf8_lossy(&out).to_string();
+        if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
+            eprintln!("{text}");
         }
-    }
-    let (_, why) = r.pending.as_ref().unwrap();
-    assert!(why.contains("alpha: price 2.40 > max 1.00"), "{why}");
-    assert!(why.contains("beta: no H100 (has A100)"), "{why}");
+        let demo = result.unwrap_or_else(|e| panic!("{e}\n--- narration so far ---\n{text}"));
+        let r = &demo.report;
 
-    // Money moved: each provider earned, the treasury took fees, payers paid; and it adds up.
-    let change = |label: &str| -> String {
-        r.balances
+        // Every job went where the narration says, and the one that cannot fit says why.
+        for (_, key, expected) in JOBS {
+            if let Some(cluster) = expected {
+                assert_eq!(
+                    r.placed.get(key).map(String::as_str),
+                    Some(cluster),
+                    "{key}"
+                );
+                assert!(r.gpu_seconds[key] > 0, "{key} used no GPU-seconds");
+            }
+        }
+        let (_, why) = r.pending.as_ref().unwrap();
+        assert!(why.contains("alpha: price 2.40 > max 1.00"), "{why}");
+        assert!(why.contains("beta: no H100 (has A100)"), "{why}");
+
+        // Money moved: each provider earned, the treasury took fees, payers paid; and it adds up.
+        let change = |label: &str| -> String {
+            r.balances
+                .iter()
+                .find(|b| b.0.starts_with(label))
+                .unwrap()
+                .3
+                .clone()
+        };
+        for provider in ["alpha", "beta", "gamma"] {
+            assert!(
+                change(provider).starts_with('+') && change(provider) != "+0.00",
+                "{provider}: {}",
+                change(provider)
+            );
+        }
+        assert!(change("pool treasury").starts_with('+'));
+        assert!(change("team-a payer").starts_with('-'));
+        assert!(change("team-b payer").starts_with('-'));
+        let amount = |s: &str| s[1..].parse::<gpufed_crds::TokenAmount>().unwrap().atto();
+        let earned: u128 = ["alpha", "beta", "gamma", "pool treasury"]
             .iter()
-            .find(|b| b.0.starts_with(label))
-            .unwrap()
-            .3
-            .clone()
-    };
-    for provider in ["alpha", "beta", "gamma"] {
-        assert!(
-            change(provider).starts_with('+') && change(provider) != "+0.00",
-            "{provider}: {}",
-            change(provider)
+            .map(|l| amount(&change(l)))
+            .sum();
+        let spent: u128 = ["team-a payer", "team-b payer"]
+            .iter()
+            .map(|l| amount(&change(l)))
+            .sum();
+        assert_eq!(
+            earned, spent,
+            "what payers spent is exactly what providers and the treasury received"
         );
-    }
-    assert!(change("pool treasury").starts_with('+'));
-    assert!(change("team-a payer").starts_with('-'));
-    assert!(change("team-b payer").starts_with('-'));
-    let amount = |s: &str| s[1..].parse::<gpufed_crds::TokenAmount>().unwrap().atto();
-    let earned: u128 = ["alpha", "beta", "gamma", "pool treasury"]
-        .iter()
-        .map(|l| amount(&change(l)))
-        .sum();
-    let spent: u128 = ["team-a payer", "team-b payer"]
-        .iter()
-        .map(|l| amount(&change(l)))
-        .sum();
-    assert_eq!(
-        earned, spent,
-        "what payers spent is exactly what providers and the treasury received"
-    );
-    let paid: u128 = r
-        .paid
-        .values()
-        .map(|p| p.parse::<gpufed_crds::TokenAmount>().unwrap().atto())
-        .sum();
-    assert_eq!(paid, spent);
+        let paid: u128 = r
+            .paid
+            .values()
+            .map(|p| p.parse::<gpufed_crds::TokenAmount>().unwrap().atto())
+            .sum();
+        assert_eq!(paid, spent);
 
-    // The narration shows the real kubectl and plugin output it promises.
-    for needle in [
-        "━━━ 8/8",
-        "$ kubectl get memberclusters",
-        "$ kubectl gpufed explain too-cheap",
-        "$ kubectl gpufed payments finetune-llama",
-        "make demo-down",
-    ] {
-        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-    }
+        // The narration shows the real kubectl and plugin output it promises.
+        for needle in [
+            "━━━ 8/8",
+            "$ kubectl get memberclusters",
+            "$ kubectl gpufed explain too-cheap",
+            "$ kubectl gpufed payments finetune-llama",
+            "make demo-down",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    });
 }

@@ -10,33 +10,26 @@ use std::time::Duration;
 
 use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase, PlacementPhase, PlacementStatus};
 use gpufed_e2e::hubctl::{
-    apply, create_member, create_pool, keep_heartbeating, node, placements, report_inventory,
+    self, apply, create_member, create_pool, keep_heartbeating, node, placements, report_inventory,
     report_placement, start_hub, wait_job,
 };
-use gpufed_e2e::{Cluster, ClusterSpec, Tools, init_test_logging, wait_until};
+use gpufed_e2e::{Cluster, Tools, init_test_logging, run_test, wait_until};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 
+/// The most a test here may take, start-up included: past it the test fails and its
+/// components are killed (see [`run_test`]).
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+
 const T: Duration = Duration::from_secs(60);
 
 async fn hub_cluster(name: &str) -> (Tools, Cluster) {
     init_test_logging();
     let tools = Tools::locate().unwrap();
-    let c = Cluster::start(
-        &tools,
-        &ClusterSpec::api_only(name).with_controller_manager(),
-    )
-    .await
-    .unwrap();
-    c.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
-        .await
-        .unwrap();
-    for ns in ["team-a", "team-b"] {
-        c.create_namespace(ns).await.unwrap();
-    }
+    let c = hubctl::hub_cluster(&tools, name, &[]).await.unwrap();
     (tools, c)
 }
 
@@ -75,360 +68,359 @@ fn explanation(j: &ComputeJob) -> String {
 }
 
 async fn wait_schedulable(client: &Client, names: &[&str]) {
-    for name in names {
-        let api: Api<gpufed_crds::MemberCluster> = Api::all(client.clone());
-        wait_until(T, &format!("{name} Schedulable"), || async {
-            let m = api.get(name).await.ok()?;
-            let s = m.status?;
-            gpufed_crds::conditions::is_true(&s.conditions, "Schedulable").then_some(())
+    hubctl::wait_member_condition(client, names, "Schedulable", true, T)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-place").await;
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        create_pool(&c, "default", "CheapestFit", "20s")
+            .await
+            .unwrap();
+        create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.40")])
+            .await
+            .unwrap();
+        create_member(&c, "beta", "default", "us-east", &[("A100", "1.20")])
+            .await
+            .unwrap();
+        create_member(&c, "gamma", "default", "ap-south", &[("RTX4090", "0.35")])
+            .await
+            .unwrap();
+        let _beats: Vec<_> = ["alpha", "beta", "gamma"]
+            .iter()
+            .map(|m| keep_heartbeating(c.clone(), m))
+            .collect();
+        report_inventory(
+            &c,
+            "alpha",
+            vec![
+                node("a-0", "H100", 81559, 8, 8),
+                node("a-1", "H100", 81559, 8, 8),
+            ],
+        )
+        .await
+        .unwrap();
+        report_inventory(&c, "beta", vec![node("b-0", "A100", 40960, 8, 8)])
+            .await
+            .unwrap();
+        report_inventory(
+            &c,
+            "gamma",
+            vec![
+                node("g-0", "RTX4090", 24564, 4, 4),
+                node("g-1", "RTX4090", 24564, 4, 4),
+            ],
+        )
+        .await
+        .unwrap();
+        wait_schedulable(&c, &["alpha", "beta", "gamma"]).await;
+
+        submit(
+            &c,
+            "h100-x8",
+            json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
+        )
+        .await;
+        submit(
+            &c,
+            "any-gpu",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["RTX4090", "A100", "H100"]}}),
+        )
+        .await;
+        submit(
+            &c,
+            "big-a100",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["A100"], "minMemoryGiB": 80}}),
+        )
+        .await;
+        submit(&c, "capped", json!({"gpusPerReplica": 1, "gpu": {"models": ["A100", "H100"]}, "maxPricePerGpuHour": "1.00"})).await;
+        submit(
+            &c,
+            "gang",
+            json!({"replicas": 4, "gpusPerReplica": 2, "gpu": {"models": ["A100"]}}),
+        )
+        .await;
+
+        let j = wait_job(&c, "team-a", "h100-x8", T, "h100-x8 placed", placed_on)
+            .await
+            .unwrap();
+        assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
+        let j = wait_job(&c, "team-a", "any-gpu", T, "any-gpu placed", placed_on)
+            .await
+            .unwrap();
+        assert_eq!(
+            cluster_of(&j).as_deref(),
+            Some("gamma"),
+            "the cheapest fitting cluster wins"
+        );
+        assert!(
+            explanation(&j).contains("cheapest of 3 fitting clusters"),
+            "{}",
+            explanation(&j)
+        );
+        let j = wait_job(&c, "team-a", "gang", T, "gang placed", placed_on)
+            .await
+            .unwrap();
+        assert_eq!(cluster_of(&j).as_deref(), Some("beta"));
+        let attempt = &j.status.as_ref().unwrap().attempts[0];
+        assert_eq!(
+            attempt
+                .planned_nodes
+                .iter()
+                .map(|n| n.replicas)
+                .sum::<u32>(),
+            4,
+            "all replicas on one cluster"
+        );
+
+        let j = wait_job(&c, "team-a", "big-a100", T, "big-a100 explained", |j| {
+            explanation(j).contains("0/3 clusters fit")
         })
         .await
         .unwrap();
-    }
+        let e = explanation(&j);
+        assert_eq!(j.status.as_ref().unwrap().phase, JobPhase::Pending);
+        assert!(
+            e.contains("beta: A100 has 40 GiB per GPU, needs 80 GiB"),
+            "{e}"
+        );
+        assert!(e.contains("gamma: no A100 (has RTX4090)"), "{e}");
+        let j = wait_job(&c, "team-a", "capped", T, "capped explained", |j| {
+            explanation(j).contains("0/3 clusters fit")
+        })
+        .await
+        .unwrap();
+        let e = explanation(&j);
+        assert!(e.contains("alpha: price 2.40 > max 1.00"), "{e}");
+        assert!(e.contains("beta: price 1.20 > max 1.00"), "{e}");
+
+        // The Placement carries a frozen copy of what to run, in the member's namespace.
+        // The job controller writes it right after the decision is recorded.
+        let ps = wait_until(T, "alpha's placement", || async {
+            let ps = placements(&c, "alpha").await.ok()?;
+            (!ps.is_empty()).then_some(ps)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            ps.len(),
+            1,
+            "{:?}",
+            ps.iter()
+                .map(|p| (&p.spec.job.name, p.spec.attempt))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(ps[0].spec.job.name, "h100-x8");
+        assert_eq!(
+            (ps[0].spec.total_gpus, ps[0].spec.model.as_str()),
+            (8, "H100")
+        );
+
+        // Capacity the hub promised counts before members report it: another 8-GPU H100 job fits on
+        // alpha's second node, a third does not.
+        submit(
+            &c,
+            "h100-x8-b",
+            json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
+        )
+        .await;
+        submit(
+            &c,
+            "h100-x8-c",
+            json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
+        )
+        .await;
+        wait_job(
+            &c,
+            "team-a",
+            "h100-x8-b",
+            T,
+            "second H100 job placed",
+            placed_on,
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "h100-x8-c", T, "third H100 job waits", |j| {
+            explanation(j).contains("alpha: 0 free GPUs, needs 8")
+        })
+        .await
+        .unwrap();
+        assert_eq!(j.status.unwrap().phase, JobPhase::Pending);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait() {
-    let (tools, mut hub) = hub_cluster("hub-place").await;
-    start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
-    let c = hub.client();
-    create_pool(&c, "default", "CheapestFit", "20s")
-        .await
-        .unwrap();
-    create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.40")])
-        .await
-        .unwrap();
-    create_member(&c, "beta", "default", "us-east", &[("A100", "1.20")])
-        .await
-        .unwrap();
-    create_member(&c, "gamma", "default", "ap-south", &[("RTX4090", "0.35")])
-        .await
-        .unwrap();
-    let _beats: Vec<_> = ["alpha", "beta", "gamma"]
-        .iter()
-        .map(|m| keep_heartbeating(c.clone(), m))
-        .collect();
-    report_inventory(
-        &c,
-        "alpha",
-        vec![
-            node("a-0", "H100", 81559, 8, 8),
-            node("a-1", "H100", 81559, 8, 8),
-        ],
-    )
-    .await
-    .unwrap();
-    report_inventory(&c, "beta", vec![node("b-0", "A100", 40960, 8, 8)])
-        .await
-        .unwrap();
-    report_inventory(
-        &c,
-        "gamma",
-        vec![
-            node("g-0", "RTX4090", 24564, 4, 4),
-            node("g-1", "RTX4090", 24564, 4, 4),
-        ],
-    )
-    .await
-    .unwrap();
-    wait_schedulable(&c, &["alpha", "beta", "gamma"]).await;
-
-    submit(
-        &c,
-        "h100-x8",
-        json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
-    )
-    .await;
-    submit(
-        &c,
-        "any-gpu",
-        json!({"gpusPerReplica": 1, "gpu": {"models": ["RTX4090", "A100", "H100"]}}),
-    )
-    .await;
-    submit(
-        &c,
-        "big-a100",
-        json!({"gpusPerReplica": 1, "gpu": {"models": ["A100"], "minMemoryGiB": 80}}),
-    )
-    .await;
-    submit(&c, "capped", json!({"gpusPerReplica": 1, "gpu": {"models": ["A100", "H100"]}, "maxPricePerGpuHour": "1.00"})).await;
-    submit(
-        &c,
-        "gang",
-        json!({"replicas": 4, "gpusPerReplica": 2, "gpu": {"models": ["A100"]}}),
-    )
-    .await;
-
-    let j = wait_job(&c, "team-a", "h100-x8", T, "h100-x8 placed", placed_on)
-        .await
-        .unwrap();
-    assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
-    let j = wait_job(&c, "team-a", "any-gpu", T, "any-gpu placed", placed_on)
-        .await
-        .unwrap();
-    assert_eq!(
-        cluster_of(&j).as_deref(),
-        Some("gamma"),
-        "the cheapest fitting cluster wins"
-    );
-    assert!(
-        explanation(&j).contains("cheapest of 3 fitting clusters"),
-        "{}",
-        explanation(&j)
-    );
-    let j = wait_job(&c, "team-a", "gang", T, "gang placed", placed_on)
-        .await
-        .unwrap();
-    assert_eq!(cluster_of(&j).as_deref(), Some("beta"));
-    let attempt = &j.status.as_ref().unwrap().attempts[0];
-    assert_eq!(
-        attempt
-            .planned_nodes
-            .iter()
-            .map(|n| n.replicas)
-            .sum::<u32>(),
-        4,
-        "all replicas on one cluster"
-    );
-
-    let j = wait_job(&c, "team-a", "big-a100", T, "big-a100 explained", |j| {
-        explanation(j).contains("0/3 clusters fit")
-    })
-    .await
-    .unwrap();
-    let e = explanation(&j);
-    assert_eq!(j.status.as_ref().unwrap().phase, JobPhase::Pending);
-    assert!(
-        e.contains("beta: A100 has 40 GiB per GPU, needs 80 GiB"),
-        "{e}"
-    );
-    assert!(e.contains("gamma: no A100 (has RTX4090)"), "{e}");
-    let j = wait_job(&c, "team-a", "capped", T, "capped explained", |j| {
-        explanation(j).contains("0/3 clusters fit")
-    })
-    .await
-    .unwrap();
-    let e = explanation(&j);
-    assert!(e.contains("alpha: price 2.40 > max 1.00"), "{e}");
-    assert!(e.contains("beta: price 1.20 > max 1.00"), "{e}");
-
-    // The Placement carries a frozen copy of what to run, in the member's namespace.
-    // The job controller writes it right after the decision is recorded.
-    let ps = wait_until(T, "alpha's placement", || async {
-        let ps = placements(&c, "alpha").await.ok()?;
-        (!ps.is_empty()).then_some(ps)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        ps.len(),
-        1,
-        "{:?}",
-        ps.iter()
-            .map(|p| (&p.spec.job.name, p.spec.attempt))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(ps[0].spec.job.name, "h100-x8");
-    assert_eq!(
-        (ps[0].spec.total_gpus, ps[0].spec.model.as_str()),
-        (8, "H100")
-    );
-
-    // Capacity the hub promised counts before members report it: another 8-GPU H100 job fits on
-    // alpha's second node, a third does not.
-    submit(
-        &c,
-        "h100-x8-b",
-        json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
-    )
-    .await;
-    submit(
-        &c,
-        "h100-x8-c",
-        json!({"gpusPerReplica": 8, "gpu": {"models": ["H100"]}}),
-    )
-    .await;
-    wait_job(
-        &c,
-        "team-a",
-        "h100-x8-b",
-        T,
-        "second H100 job placed",
-        placed_on,
-    )
-    .await
-    .unwrap();
-    let j = wait_job(&c, "team-a", "h100-x8-c", T, "third H100 job waits", |j| {
-        explanation(j).contains("alpha: 0 free GPUs, needs 8")
-    })
-    .await
-    .unwrap();
-    assert_eq!(j.status.unwrap().phase, JobPhase::Pending);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap() {
-    let (tools, mut hub) = hub_cluster("hub-failover").await;
-    start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
-    let c = hub.client();
-    create_pool(&c, "default", "CheapestFit", "15s")
-        .await
-        .unwrap();
-    create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.00")])
-        .await
-        .unwrap();
-    create_member(&c, "beta", "default", "eu-west", &[("H100", "3.00")])
-        .await
-        .unwrap();
-    let alpha_beat = keep_heartbeating(c.clone(), "alpha");
-    let _beta_beat = keep_heartbeating(c.clone(), "beta");
-    report_inventory(&c, "alpha", vec![node("a-0", "H100", 81559, 8, 8)])
-        .await
-        .unwrap();
-    report_inventory(&c, "beta", vec![node("b-0", "H100", 81559, 8, 8)])
-        .await
-        .unwrap();
-    wait_schedulable(&c, &["alpha", "beta"]).await;
-
-    submit(
-        &c,
-        "train",
-        json!({"gpusPerReplica": 2, "gpu": {"models": ["H100"]}}),
-    )
-    .await;
-    wait_job(&c, "team-a", "train", T, "train placed", placed_on)
-        .await
-        .unwrap();
-    let p1 = wait_until(T, "alpha's placement", || async {
-        placements(&c, "alpha").await.ok()?.into_iter().next()
-    })
-    .await
-    .unwrap();
-    // Two GPUs for at least two seconds since the placement: 4 GPU-seconds are plausible.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let running = PlacementStatus {
-        phase: Some(PlacementPhase::Running),
-        active_replicas: 1,
-        start_time: Some(now),
-        gpu_seconds: 4,
-        ..Default::default()
-    };
-    report_placement(&c, &p1, running).await.unwrap();
-    wait_job(&c, "team-a", "train", T, "train running", |j| {
-        j.status
-            .as_ref()
-            .is_some_and(|s| s.phase == JobPhase::Running)
-    })
-    .await
-    .unwrap();
-
-    // alpha goes silent.
-    alpha_beat.abort();
-    let j = wait_job(&c, "team-a", "train", T, "attempt 2 on beta", |j| {
-        j.status
-            .as_ref()
-            .is_some_and(|s| s.attempt == 2 && s.placement.is_some())
-    })
-    .await
-    .unwrap();
-    let st = j.status.unwrap();
-    assert_eq!(st.placement.as_ref().unwrap().cluster, "beta");
-    let lost = &st.attempts[0];
-    assert_eq!(
-        (lost.phase, lost.reason.as_deref()),
-        (AttemptPhase::Lost, Some("HeartbeatExpired"))
-    );
-    assert_eq!(
-        lost.gpu_seconds, 4,
-        "usage reported before the loss is kept"
-    );
-    // Fencing on the hub side: attempt 1's Placement is gone, so alpha can never run it again.
-    assert!(
-        placements(&c, "alpha").await.unwrap().is_empty(),
-        "attempt 1's placement must be deleted"
-    );
-    let betas = wait_until(T, "beta's placement", || async {
-        let ps = placements(&c, "beta").await.ok()?;
-        (!ps.is_empty()).then_some(ps)
-    })
-    .await
-    .unwrap();
-    assert_eq!(betas.len(), 1);
-    assert_eq!(betas[0].spec.attempt, 2);
-
-    // beta completes it; usage adds up over both attempts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let done = PlacementStatus {
-        phase: Some(PlacementPhase::Succeeded),
-        gpu_seconds: 4,
-        finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-        ..Default::default()
-    };
-    report_placement(&c, &betas[0], done).await.unwrap();
-    let j = wait_job(&c, "team-a", "train", T, "train succeeded", |j| {
-        j.status
-            .as_ref()
-            .is_some_and(|s| s.phase == JobPhase::Succeeded)
-    })
-    .await
-    .unwrap();
-    assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_job_removes_its_placements_first() {
-    let (tools, mut hub) = hub_cluster("hub-delete").await;
-    start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
-    let c = hub.client();
-    create_pool(&c, "default", "CheapestFit", "20s")
-        .await
-        .unwrap();
-    create_member(&c, "alpha", "default", "eu-west", &[("L4", "0.50")])
-        .await
-        .unwrap();
-    let _beat = keep_heartbeating(c.clone(), "alpha");
-    report_inventory(&c, "alpha", vec![node("a-0", "L4", 23034, 4, 4)])
-        .await
-        .unwrap();
-    wait_schedulable(&c, &["alpha"]).await;
-    submit(
-        &c,
-        "doomed",
-        json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
-    )
-    .await;
-    wait_until(T, "a placement on alpha", || async {
-        placements(&c, "alpha").await.ok()?.into_iter().next()
-    })
-    .await
-    .unwrap();
-    let job = Api::<ComputeJob>::namespaced(c.clone(), "team-a")
-        .get("doomed")
-        .await
-        .unwrap();
-    assert!(
-        job.metadata
-            .finalizers
-            .unwrap()
-            .contains(&"gpufed.io/cleanup".to_string())
-    );
-
-    Api::<ComputeJob>::namespaced(c.clone(), "team-a")
-        .delete("doomed", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until(T, "the job to be gone", || async {
-        Api::<ComputeJob>::namespaced(c.clone(), "team-a")
-            .get_opt("doomed")
+#[test]
+fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-failover").await;
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        create_pool(&c, "default", "CheapestFit", "15s")
             .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await
-    .unwrap();
-    assert!(placements(&c, "alpha").await.unwrap().is_empty());
+            .unwrap();
+        create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.00")])
+            .await
+            .unwrap();
+        create_member(&c, "beta", "default", "eu-west", &[("H100", "3.00")])
+            .await
+            .unwrap();
+        let alpha_beat = keep_heartbeating(c.clone(), "alpha");
+        let _beta_beat = keep_heartbeating(c.clone(), "beta");
+        report_inventory(&c, "alpha", vec![node("a-0", "H100", 81559, 8, 8)])
+            .await
+            .unwrap();
+        report_inventory(&c, "beta", vec![node("b-0", "H100", 81559, 8, 8)])
+            .await
+            .unwrap();
+        wait_schedulable(&c, &["alpha", "beta"]).await;
+
+        submit(
+            &c,
+            "train",
+            json!({"gpusPerReplica": 2, "gpu": {"models": ["H100"]}}),
+        )
+        .await;
+        wait_job(&c, "team-a", "train", T, "train placed", placed_on)
+            .await
+            .unwrap();
+        let p1 = wait_until(T, "alpha's placement", || async {
+            placements(&c, "alpha").await.ok()?.into_iter().next()
+        })
+        .await
+        .unwrap();
+        // Two GPUs for at least two seconds since the placement: 4 GPU-seconds are plausible.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let running = PlacementStatus {
+            phase: Some(PlacementPhase::Running),
+            active_replicas: 1,
+            start_time: Some(now),
+            gpu_seconds: 4,
+            ..Default::default()
+        };
+        report_placement(&c, &p1, running).await.unwrap();
+        wait_job(&c, "team-a", "train", T, "train running", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.phase == JobPhase::Running)
+        })
+        .await
+        .unwrap();
+
+        // alpha goes silent.
+        alpha_beat.abort();
+        let j = wait_job(&c, "team-a", "train", T, "attempt 2 on beta", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.attempt == 2 && s.placement.is_some())
+        })
+        .await
+        .unwrap();
+        let st = j.status.unwrap();
+        assert_eq!(st.placement.as_ref().unwrap().cluster, "beta");
+        let lost = &st.attempts[0];
+        assert_eq!(
+            (lost.phase, lost.reason.as_deref()),
+            (AttemptPhase::Lost, Some("HeartbeatExpired"))
+        );
+        assert_eq!(
+            lost.gpu_seconds, 4,
+            "usage reported before the loss is kept"
+        );
+        // Fencing on the hub side: attempt 1's Placement is gone, so alpha can never run it again.
+        assert!(
+            placements(&c, "alpha").await.unwrap().is_empty(),
+            "attempt 1's placement must be deleted"
+        );
+        let betas = wait_until(T, "beta's placement", || async {
+            let ps = placements(&c, "beta").await.ok()?;
+            (!ps.is_empty()).then_some(ps)
+        })
+        .await
+        .unwrap();
+        assert_eq!(betas.len(), 1);
+        assert_eq!(betas[0].spec.attempt, 2);
+
+        // beta completes it; usage adds up over both attempts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let done = PlacementStatus {
+            phase: Some(PlacementPhase::Succeeded),
+            gpu_seconds: 4,
+            finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+            ..Default::default()
+        };
+        report_placement(&c, &betas[0], done).await.unwrap();
+        let j = wait_job(&c, "team-a", "train", T, "train succeeded", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.phase == JobPhase::Succeeded)
+        })
+        .await
+        .unwrap();
+        assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
+    });
+}
+
+#[test]
+fn deleting_a_job_removes_its_placements_first() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-delete").await;
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        create_pool(&c, "default", "CheapestFit", "20s")
+            .await
+            .unwrap();
+        create_member(&c, "alpha", "default", "eu-west", &[("L4", "0.50")])
+            .await
+            .unwrap();
+        let _beat = keep_heartbeating(c.clone(), "alpha");
+        report_inventory(&c, "alpha", vec![node("a-0", "L4", 23034, 4, 4)])
+            .await
+            .unwrap();
+        wait_schedulable(&c, &["alpha"]).await;
+        submit(
+            &c,
+            "doomed",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
+        )
+        .await;
+        wait_until(T, "a placement on alpha", || async {
+            placements(&c, "alpha").await.ok()?.into_iter().next()
+        })
+        .await
+        .unwrap();
+        let job = Api::<ComputeJob>::namespaced(c.clone(), "team-a")
+            .get("doomed")
+            .await
+            .unwrap();
+        assert!(
+            job.metadata
+                .finalizers
+                .unwrap()
+                .contains(&"gpufed.io/cleanup".to_string())
+        );
+
+        Api::<ComputeJob>::namespaced(c.clone(), "team-a")
+            .delete("doomed", &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_until(T, "the job to be gone", || async {
+            Api::<ComputeJob>::namespaced(c.clone(), "team-a")
+                .get_opt("doomed")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        assert!(placements(&c, "alpha").await.unwrap().is_empty());
+    });
 }
 
 async fn lease_holder(c: &Client) -> Option<String> {
@@ -454,67 +446,69 @@ async fn metrics(port: u16) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
-    let (tools, mut hub) = hub_cluster("hub-ha").await;
-    let port_a = start_hub(&tools, &mut hub, "hub-a", &[]).unwrap();
-    let c = hub.client();
-    wait_until(T, "hub-a to lead", || async {
-        (lease_holder(&c).await? == "hub-a").then_some(())
-    })
-    .await
-    .unwrap();
-    let port_b = start_hub(&tools, &mut hub, "hub-b", &[]).unwrap();
-    wait_until(T, "hub-b's metrics", || async {
-        metrics(port_b)
+#[test]
+fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-ha").await;
+        let port_a = start_hub(&tools, &mut hub, "hub-a", &[]).unwrap();
+        let c = hub.client();
+        wait_until(T, "hub-a to lead", || async {
+            (lease_holder(&c).await? == "hub-a").then_some(())
+        })
+        .await
+        .unwrap();
+        let port_b = start_hub(&tools, &mut hub, "hub-b", &[]).unwrap();
+        wait_until(T, "hub-b's metrics", || async {
+            metrics(port_b)
+                .await
+                .contains("gpufed_leader 0")
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        assert!(metrics(port_a).await.contains("gpufed_leader 1"));
+
+        create_pool(&c, "default", "CheapestFit", "20s")
             .await
-            .contains("gpufed_leader 0")
-            .then_some(())
-    })
-    .await
-    .unwrap();
-    assert!(metrics(port_a).await.contains("gpufed_leader 1"));
+            .unwrap();
+        create_member(&c, "alpha", "default", "eu-west", &[("L4", "0.50")])
+            .await
+            .unwrap();
+        let _beat = keep_heartbeating(c.clone(), "alpha");
+        report_inventory(&c, "alpha", vec![node("a-0", "L4", 23034, 8, 8)])
+            .await
+            .unwrap();
+        wait_schedulable(&c, &["alpha"]).await;
+        submit(
+            &c,
+            "before",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
+        )
+        .await;
+        wait_job(&c, "team-a", "before", T, "placed by hub-a", placed_on)
+            .await
+            .unwrap();
 
-    create_pool(&c, "default", "CheapestFit", "20s")
+        // The leader dies without a goodbye (SIGKILL): hub-b takes over after the Lease runs out.
+        hub.process_mut("hub-a").unwrap().kill();
+        wait_until(T, "hub-b to lead", || async {
+            (lease_holder(&c).await? == "hub-b").then_some(())
+        })
         .await
         .unwrap();
-    create_member(&c, "alpha", "default", "eu-west", &[("L4", "0.50")])
-        .await
-        .unwrap();
-    let _beat = keep_heartbeating(c.clone(), "alpha");
-    report_inventory(&c, "alpha", vec![node("a-0", "L4", 23034, 8, 8)])
-        .await
-        .unwrap();
-    wait_schedulable(&c, &["alpha"]).await;
-    submit(
-        &c,
-        "before",
-        json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
-    )
-    .await;
-    wait_job(&c, "team-a", "before", T, "placed by hub-a", placed_on)
-        .await
-        .unwrap();
-
-    // The leader dies without a goodbye (SIGKILL): hub-b takes over after the Lease runs out.
-    hub.process_mut("hub-a").unwrap().kill();
-    wait_until(T, "hub-b to lead", || async {
-        (lease_holder(&c).await? == "hub-b").then_some(())
-    })
-    .await
-    .unwrap();
-    submit(
-        &c,
-        "after",
-        json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
-    )
-    .await;
-    let j = wait_job(&c, "team-a", "after", T, "placed by hub-b", placed_on)
-        .await
-        .unwrap();
-    assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
-    assert!(metrics(port_b).await.contains("gpufed_leader 1"));
-    // Only one placement per job: the new leader did not place "before" again.
-    let ps = placements(&c, "alpha").await.unwrap();
-    assert_eq!(ps.iter().filter(|p| p.spec.job.name == "before").count(), 1);
+        submit(
+            &c,
+            "after",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["L4"]}}),
+        )
+        .await;
+        let j = wait_job(&c, "team-a", "after", T, "placed by hub-b", placed_on)
+            .await
+            .unwrap();
+        assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
+        assert!(metrics(port_b).await.contains("gpufed_leader 1"));
+        // Only one placement per job: the new leader did not place "before" again.
+        let ps = placements(&c, "alpha").await.unwrap();
+        assert_eq!(ps.iter().filter(|p| p.spec.job.name == "before").count(), 1);
+    });
 }
