@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use gpufed_e2e::{
-    Cluster, ClusterSpec, Federation, NodeSpec, Tools, init_test_logging, run_test, wait_until,
-};
+use gpufed_e2e::{Cluster, ClusterSpec, Federation, NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -318,7 +316,6 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
 }
 
 async fn api_cluster(name: &str) -> Cluster {
-    init_test_logging();
     let tools = Tools::locate().unwrap();
     let c = Cluster::start(&tools, &ClusterSpec::api_only(name))
         .await
@@ -519,7 +516,6 @@ fn every_example_manifest_is_accepted() {
 #[test]
 fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
     run_test(HARD_DEADLINE, || async {
-        init_test_logging();
         let tools = Tools::locate().unwrap();
         let spec = ClusterSpec::new("jobs")
             .node(NodeSpec::new("gpu-0", "L4-24GB", 4, "eu-west"))
@@ -599,7 +595,6 @@ fn a_gpu_job_lands_on_a_kwok_gpu_node_and_completes() {
 #[test]
 fn a_hub_and_two_members_start_side_by_side() {
     run_test(HARD_DEADLINE, || async {
-        init_test_logging();
         let tools = Tools::locate().unwrap();
         let fed = Federation::start(
             &tools,

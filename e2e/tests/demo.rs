@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gpufed_e2e::demo::{DemoConfig, JOBS, run};
-use gpufed_e2e::{Tools, init_test_logging, run_test};
+use gpufed_e2e::{Tools, run_test};
 
 /// The most a test here may take, start-up included: past it the test fails and its
 /// components are killed (see [`run_test`]).
@@ -15,7 +15,6 @@ const HARD_DEADLINE: Duration = Duration::from_secs(600);
 #[test]
 fn the_demo_places_runs_explains_and_pays_as_it_narrates() {
     run_test(HARD_DEADLINE, || async {
-        init_test_logging();
         let tools = Tools::locate().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cfg = DemoConfig {

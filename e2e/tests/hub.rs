@@ -13,7 +13,7 @@ use gpufed_e2e::hubctl::{
     self, apply, create_member, create_pool, keep_heartbeating, node, placements, report_inventory,
     report_placement, start_hub, wait_job,
 };
-use gpufed_e2e::{Cluster, Tools, init_test_logging, run_test, wait_until};
+use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -27,7 +27,6 @@ const HARD_DEADLINE: Duration = Duration::from_secs(300);
 const T: Duration = Duration::from_secs(60);
 
 async fn hub_cluster(name: &str) -> (Tools, Cluster) {
-    init_test_logging();
     let tools = Tools::locate().unwrap();
     let c = hubctl::hub_cluster(&tools, name, &[]).await.unwrap();
     (tools, c)

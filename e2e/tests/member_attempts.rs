@@ -15,18 +15,16 @@ use futures::StreamExt;
 use gpufed_crds::naming::{local_job_name, member_namespace, placement_name};
 use gpufed_crds::{MemberCluster, Placement, PlacementPhase};
 use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, placement_phase};
-use gpufed_e2e::{NodeSpec, Tools, init_test_logging, run_test, wait_until};
+use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-/// Longest this test may take, start-up of the clusters included.
-const TEST_DEADLINE: Duration = Duration::from_secs(300);
-
-/// The backstop past [`TEST_DEADLINE`], for a test stuck where its own timeout cannot fire.
-const HARD_DEADLINE: Duration = Duration::from_secs(360);
+/// Longest this test may take, start-up of the clusters included: past it the test fails, its
+/// components are killed and their logs printed (see [`run_test`]).
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -126,145 +124,138 @@ async fn wait_job(jobs: &Api<Job>, name: &str, present: bool) {
 #[test]
 fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
     run_test(HARD_DEADLINE, || async {
-        // Fail rather than hang on an apiserver that stopped answering (a timeout drops the clusters
-        // without printing their logs: rerun with GPUFED_E2E_KEEP=1 to read them).
-        tokio::time::timeout(TEST_DEADLINE, async {
-            init_test_logging();
-            let tools = Tools::locate().unwrap();
-            let pool = Pool::join(
-                &tools,
-                "30s",
-                &[MemberPlan::new(
-                    "alpha",
-                    vec![NodeSpec::new("alpha-h100-0", "H100-SXM-80GB", 8, "eu-west")],
-                    "H100",
-                    "2.40",
-                )],
-            )
-            .await
-            .unwrap();
-            let hub = pool.hub.client();
-            let members: Api<MemberCluster> = Api::all(hub.clone());
-            wait_until(Duration::from_secs(120), "alpha's inventory", || {
-                let members = members.clone();
-                async move { (members.get("alpha").await.ok()?.status?.total_gpus == 8).then_some(()) }
-            })
-            .await
-            .unwrap();
-            let alpha = pool.member("alpha").unwrap().client();
-            let jobs: Api<Job> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
-            let (seen, _watch) = record_jobs(jobs.clone()).await;
-            let placements: Api<Placement> = Api::namespaced(hub.clone(), &member_namespace("alpha"));
-            let pp = PostParams::default();
-
-            // Attempt 2 of job U is known before attempt 1 shows up: attempt 1 is never run.
-            let u2 = placement("u", "uid-u", 2, "alpha", "H100", 600);
-            placements.create(&pp, &u2).await.unwrap();
-            wait_phase(
-                &placements,
-                &u2.metadata.name.clone().unwrap(),
-                PlacementPhase::Running,
-            )
-            .await;
-            let u1 = placement("u", "uid-u", 1, "alpha", "H100", 600);
-            placements.create(&pp, &u1).await.unwrap();
-            let rejected = wait_phase(
-                &placements,
-                &u1.metadata.name.clone().unwrap(),
-                PlacementPhase::Rejected,
-            )
-            .await;
-            assert_eq!(
-                placement_phase(&rejected).1.as_deref(),
-                Some("StaleAttempt")
-            );
-            assert!(
-                !seen.lock().unwrap().contains(&local_job_name("uid-u", 1)),
-                "a stale attempt never gets a local Job"
-            );
-
-            // Attempt 1 of job V runs; then attempt 2 arrives: attempt 1's Job is stopped, attempt 2 runs.
-            let v1 = placement("v", "uid-v", 1, "alpha", "H100", 600);
-            placements.create(&pp, &v1).await.unwrap();
-            wait_phase(
-                &placements,
-                &v1.metadata.name.clone().unwrap(),
-                PlacementPhase::Running,
-            )
-            .await;
-            let v2 = placement("v", "uid-v", 2, "alpha", "H100", 600);
-            placements.create(&pp, &v2).await.unwrap();
-            let stale = wait_phase(
-                &placements,
-                &v1.metadata.name.clone().unwrap(),
-                PlacementPhase::Rejected,
-            )
-            .await;
-            assert_eq!(placement_phase(&stale).1.as_deref(), Some("StaleAttempt"));
-            wait_job(&jobs, &local_job_name("uid-v", 1), false).await;
-            wait_phase(
-                &placements,
-                &v2.metadata.name.clone().unwrap(),
-                PlacementPhase::Running,
-            )
-            .await;
-
-            // The hub deletes a Placement (job deleted, attempt lost): its local Job and pods go.
-            let u2_job = local_job_name("uid-u", 2);
-            placements
-                .delete(&u2.metadata.name.clone().unwrap(), &DeleteParams::default())
-                .await
-                .unwrap();
-            wait_job(&jobs, &u2_job, false).await;
-            let pods: Api<Pod> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
-            wait_until(WAIT, "the deleted placement's pods to go", || {
-                let pods = pods.clone();
-                let selector = format!("batch.kubernetes.io/job-name={u2_job}");
-                async move {
-                    pods.list(&ListParams::default().labels(&selector))
-                        .await
-                        .ok()?
-                        .items
-                        .is_empty()
-                        .then_some(())
-                }
-            })
-            .await
-            .unwrap();
-
-            // Placements this member cannot serve are rejected with the reason, and never run.
-            let elsewhere = placement("w", "uid-w", 1, "beta", "H100", 5);
-            let a100 = placement("m", "uid-m", 1, "alpha", "A100", 5);
-            placements.create(&pp, &elsewhere).await.unwrap();
-            placements.create(&pp, &a100).await.unwrap();
-            for (p, reason) in [(&elsewhere, "WrongCluster"), (&a100, "ModelUnavailable")] {
-                let r = wait_phase(
-                    &placements,
-                    &p.metadata.name.clone().unwrap(),
-                    PlacementPhase::Rejected,
-                )
-                .await;
-                assert_eq!(placement_phase(&r).1.as_deref(), Some(reason));
-                assert!(r.status.unwrap().message.is_some());
-            }
-            let seen = seen.lock().unwrap().clone();
-            for uid in ["uid-w", "uid-m"] {
-                assert!(
-                    !seen.contains(&local_job_name(uid, 1)),
-                    "{uid} ran: {seen:?}"
-                );
-            }
-            // Every local Job that ever existed belongs to a current attempt.
-            let expected: BTreeSet<String> = [
-                local_job_name("uid-u", 2),
-                local_job_name("uid-v", 1),
-                local_job_name("uid-v", 2),
-            ]
-            .into_iter()
-            .collect();
-            assert_eq!(seen, expected);
+        let tools = Tools::locate().unwrap();
+        let pool = Pool::join(
+            &tools,
+            "30s",
+            &[MemberPlan::new(
+                "alpha",
+                vec![NodeSpec::new("alpha-h100-0", "H100-SXM-80GB", 8, "eu-west")],
+                "H100",
+                "2.40",
+            )],
+        )
+        .await
+        .unwrap();
+        let hub = pool.hub.client();
+        let members: Api<MemberCluster> = Api::all(hub.clone());
+        wait_until(Duration::from_secs(120), "alpha's inventory", || {
+            let members = members.clone();
+            async move { (members.get("alpha").await.ok()?.status?.total_gpus == 8).then_some(()) }
         })
         .await
-        .expect("the test ran past its deadline");
+        .unwrap();
+        let alpha = pool.member("alpha").unwrap().client();
+        let jobs: Api<Job> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let (seen, _watch) = record_jobs(jobs.clone()).await;
+        let placements: Api<Placement> = Api::namespaced(hub.clone(), &member_namespace("alpha"));
+        let pp = PostParams::default();
+
+        // Attempt 2 of job U is known before attempt 1 shows up: attempt 1 is never run.
+        let u2 = placement("u", "uid-u", 2, "alpha", "H100", 600);
+        placements.create(&pp, &u2).await.unwrap();
+        wait_phase(
+            &placements,
+            &u2.metadata.name.clone().unwrap(),
+            PlacementPhase::Running,
+        )
+        .await;
+        let u1 = placement("u", "uid-u", 1, "alpha", "H100", 600);
+        placements.create(&pp, &u1).await.unwrap();
+        let rejected = wait_phase(
+            &placements,
+            &u1.metadata.name.clone().unwrap(),
+            PlacementPhase::Rejected,
+        )
+        .await;
+        assert_eq!(
+            placement_phase(&rejected).1.as_deref(),
+            Some("StaleAttempt")
+        );
+        assert!(
+            !seen.lock().unwrap().contains(&local_job_name("uid-u", 1)),
+            "a stale attempt never gets a local Job"
+        );
+
+        // Attempt 1 of job V runs; then attempt 2 arrives: attempt 1's Job is stopped, attempt 2 runs.
+        let v1 = placement("v", "uid-v", 1, "alpha", "H100", 600);
+        placements.create(&pp, &v1).await.unwrap();
+        wait_phase(
+            &placements,
+            &v1.metadata.name.clone().unwrap(),
+            PlacementPhase::Running,
+        )
+        .await;
+        let v2 = placement("v", "uid-v", 2, "alpha", "H100", 600);
+        placements.create(&pp, &v2).await.unwrap();
+        let stale = wait_phase(
+            &placements,
+            &v1.metadata.name.clone().unwrap(),
+            PlacementPhase::Rejected,
+        )
+        .await;
+        assert_eq!(placement_phase(&stale).1.as_deref(), Some("StaleAttempt"));
+        wait_job(&jobs, &local_job_name("uid-v", 1), false).await;
+        wait_phase(
+            &placements,
+            &v2.metadata.name.clone().unwrap(),
+            PlacementPhase::Running,
+        )
+        .await;
+
+        // The hub deletes a Placement (job deleted, attempt lost): its local Job and pods go.
+        let u2_job = local_job_name("uid-u", 2);
+        placements
+            .delete(&u2.metadata.name.clone().unwrap(), &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_job(&jobs, &u2_job, false).await;
+        let pods: Api<Pod> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        wait_until(WAIT, "the deleted placement's pods to go", || {
+            let pods = pods.clone();
+            let selector = format!("batch.kubernetes.io/job-name={u2_job}");
+            async move {
+                pods.list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            }
+        })
+        .await
+        .unwrap();
+
+        // Placements this member cannot serve are rejected with the reason, and never run.
+        let elsewhere = placement("w", "uid-w", 1, "beta", "H100", 5);
+        let a100 = placement("m", "uid-m", 1, "alpha", "A100", 5);
+        placements.create(&pp, &elsewhere).await.unwrap();
+        placements.create(&pp, &a100).await.unwrap();
+        for (p, reason) in [(&elsewhere, "WrongCluster"), (&a100, "ModelUnavailable")] {
+            let r = wait_phase(
+                &placements,
+                &p.metadata.name.clone().unwrap(),
+                PlacementPhase::Rejected,
+            )
+            .await;
+            assert_eq!(placement_phase(&r).1.as_deref(), Some(reason));
+            assert!(r.status.unwrap().message.is_some());
+        }
+        let seen = seen.lock().unwrap().clone();
+        for uid in ["uid-w", "uid-m"] {
+            assert!(
+                !seen.contains(&local_job_name(uid, 1)),
+                "{uid} ran: {seen:?}"
+            );
+        }
+        // Every local Job that ever existed belongs to a current attempt.
+        let expected: BTreeSet<String> = [
+            local_job_name("uid-u", 2),
+            local_job_name("uid-v", 1),
+            local_job_name("uid-v", 2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(seen, expected);
     });
 }

@@ -17,7 +17,7 @@ use gpufed_e2e::hubctl::{
     apply, keep_heartbeating, node, placements, report_inventory, report_placement, start_hub,
     wait_job,
 };
-use gpufed_e2e::{Cluster, Tools, init_test_logging, run_test, wait_until};
+use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -41,7 +41,6 @@ struct Market {
 /// providers staked 200, the hub key Secret, and a pool `market` (minimum bond 100) with team-a
 /// and team-b bound to their payers.
 async fn market(name: &str, deposit: u64) -> Market {
-    init_test_logging();
     let tools = Tools::locate().unwrap();
     let hub = gpufed_e2e::hubctl::hub_cluster(&tools, name, &["gpufed-system"])
         .await

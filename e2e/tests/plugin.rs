@@ -20,7 +20,7 @@ use gpufed_e2e::hubctl::{
     report_placement, start_hub, wait_job,
 };
 use gpufed_e2e::process::free_port;
-use gpufed_e2e::{Cluster, ClusterSpec, Tools, init_test_logging, run_test, wait_until};
+use gpufed_e2e::{Cluster, ClusterSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -88,7 +88,6 @@ impl Plugin {
 }
 
 async fn hub_cluster(name: &str) -> (Tools, Cluster) {
-    init_test_logging();
     let tools = Tools::locate().unwrap();
     let c = gpufed_e2e::hubctl::hub_cluster(&tools, name, &[])
         .await
@@ -456,7 +455,6 @@ fn the_plugin_shows_capacity_jobs_members_explanations_joins_and_payments_of_a_r
 #[test]
 fn an_unreachable_hub_and_a_cluster_without_the_crds_are_one_line_errors_with_the_fix() {
     run_test(HARD_DEADLINE, || async {
-        init_test_logging();
         let tools = Tools::locate().unwrap();
         let bare = Cluster::start(&tools, &ClusterSpec::api_only("plugin-bare"))
             .await
