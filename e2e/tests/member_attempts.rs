@@ -1,6 +1,7 @@
 //! Which Placements a member runs, against real apiservers: only the current attempt of a job ever
 //! gets a local Job (a stale one is rejected, and one that was running is stopped), a Placement
-//! the hub deletes takes its local Job and pods with it, and Placements the member cannot serve
+//! the hub deletes takes its local Job and pods with it (and a gang's Service and NetworkPolicy,
+//! which give its replicas names and let only them reach each other), and Placements the member cannot serve
 //! are rejected with the reason. The test plays the hub's part by writing Placements itself.
 //!
 //! Needs `cargo build --bins` first.
@@ -17,7 +18,8 @@ use gpufed_crds::{MemberCluster, Placement, PlacementPhase};
 use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, placement_phase};
 use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -226,6 +228,88 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
         .await
         .unwrap();
 
+        // A gang of two: its replicas get host names under a headless Service of the Job's name,
+        // and a NetworkPolicy that admits only each other; both go with the Job.
+        let mut g1 = placement("g", "uid-g", 1, "alpha", "H100", 600);
+        g1.spec.replicas = 2;
+        g1.spec.total_gpus = 2;
+        placements.create(&pp, &g1).await.unwrap();
+        let g1_name = g1.metadata.name.clone().unwrap();
+        wait_phase(&placements, &g1_name, PlacementPhase::Running).await;
+        let gang = local_job_name("uid-g", 1);
+        let gang_uid = jobs.get(&gang).await.unwrap().metadata.uid.unwrap();
+        let services: Api<Service> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let policies: Api<NetworkPolicy> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let service = wait_until(WAIT, "the gang's Service", || {
+            let services = services.clone();
+            let gang = gang.clone();
+            async move { services.get_opt(&gang).await.ok()? }
+        })
+        .await
+        .unwrap();
+        let policy = policies.get(&gang).await.unwrap();
+        for owners in [
+            service.metadata.owner_references.unwrap(),
+            policy.metadata.owner_references.unwrap(),
+        ] {
+            assert_eq!(owners.len(), 1);
+            assert_eq!(
+                (owners[0].kind.as_str(), owners[0].uid.as_str()),
+                ("Job", gang_uid.as_str())
+            );
+        }
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        let gang_pods = pods
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={gang}")))
+            .await
+            .unwrap()
+            .items;
+        let mut hosts: Vec<String> = gang_pods
+            .iter()
+            .map(|p| {
+                let ps = p.spec.as_ref().unwrap();
+                assert_eq!(ps.subdomain.as_deref(), Some(gang.as_str()));
+                let env = ps.containers[0].env.clone().unwrap_or_default();
+                let coordinator = env.iter().find(|e| e.name == "GPUFED_COORDINATOR");
+                assert_eq!(
+                    coordinator.and_then(|e| e.value.clone()),
+                    Some(format!("{gang}-0.{gang}"))
+                );
+                // The Service selects every replica.
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                assert!(
+                    spec.selector
+                        .iter()
+                        .flatten()
+                        .all(|(k, v)| labels.get(k) == Some(v)),
+                    "{labels:?}"
+                );
+                ps.hostname.clone().unwrap_or_default()
+            })
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, vec![format!("{gang}-0"), format!("{gang}-1")]);
+        placements
+            .delete(&g1_name, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_job(&jobs, &gang, false).await;
+        wait_until(
+            WAIT,
+            "the gang's Service and NetworkPolicy to go with its Job",
+            || {
+                let (services, policies, gang) = (services.clone(), policies.clone(), gang.clone());
+                async move {
+                    let gone = services.get_opt(&gang).await.ok()?.is_none()
+                        && policies.get_opt(&gang).await.ok()?.is_none();
+                    gone.then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+
         // Placements this member cannot serve are rejected with the reason, and never run.
         let elsewhere = placement("w", "uid-w", 1, "beta", "H100", 5);
         let a100 = placement("m", "uid-m", 1, "alpha", "A100", 5);
@@ -250,6 +334,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
         }
         // Every local Job that ever existed belongs to a current attempt.
         let expected: BTreeSet<String> = [
+            local_job_name("uid-g", 1),
             local_job_name("uid-u", 2),
             local_job_name("uid-v", 1),
             local_job_name("uid-v", 2),

@@ -21,6 +21,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -297,6 +298,56 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
             .await
         );
         assert!(!may(&agent, "create", "", "pods/exec", Some(JOBS_NAMESPACE)).await);
+        // A gang's Service and NetworkPolicy: created in the jobs namespace only, never changed or
+        // deleted by the agent (they go with their Job).
+        assert!(may(&agent, "create", "", "services", Some(JOBS_NAMESPACE)).await);
+        assert!(
+            may(
+                &agent,
+                "create",
+                "networking.k8s.io",
+                "networkpolicies",
+                Some(JOBS_NAMESPACE)
+            )
+            .await
+        );
+        assert!(!may(&agent, "create", "", "services", Some("default")).await);
+        assert!(
+            !may(
+                &agent,
+                "create",
+                "networking.k8s.io",
+                "networkpolicies",
+                Some("default")
+            )
+            .await
+        );
+        for verb in ["delete", "update", "patch"] {
+            assert!(
+                !may(
+                    &agent,
+                    verb,
+                    "networking.k8s.io",
+                    "networkpolicies",
+                    Some(JOBS_NAMESPACE)
+                )
+                .await
+            );
+            assert!(!may(&agent, verb, "", "services", Some(JOBS_NAMESPACE)).await);
+        }
+        // The chart's policy admits nothing into the jobs namespace.
+        let isolation = Api::<NetworkPolicy>::namespaced(alpha.client(), JOBS_NAMESPACE)
+            .get("gpufed-jobs-isolation")
+            .await
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_eq!(
+            isolation.pod_selector.unwrap_or_default(),
+            Default::default()
+        );
+        assert_eq!(isolation.policy_types, Some(vec!["Ingress".to_string()]));
+        assert!(isolation.ingress.unwrap_or_default().is_empty());
 
         // The probe reads nodes and writes GpuNodes and node labels…
         assert!(

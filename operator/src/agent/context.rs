@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gpufed_crds::{GpuNode, NodeInventory, Placement};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
@@ -33,6 +33,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Every GpuNode of the member.
     pub gpu_nodes: Store<GpuNode>,
+    /// Gang Services (labelled as managed by gpufed), in the jobs namespace.
+    pub services: Store<Service>,
 }
 
 /// The agent's shared context.

@@ -21,9 +21,13 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Toleration,
+    SeccompProfile, SecurityContext, Service, ServiceSpec, Toleration,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::ObjectMeta;
 
 /// Annotation on the local Job with the hub namespace of its Placement.
@@ -262,6 +266,7 @@ pub fn memory_affinity(min_mib: u64) -> Option<Affinity> {
 pub fn build(placement: &Placement, namespace: &str) -> Job {
     let spec = &placement.spec;
     let labels = labels(placement);
+    let job_name = local_job_name(&spec.job.uid, spec.attempt);
     let containers = spec
         .template
         .containers
@@ -272,16 +277,19 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
             image: Some(c.image.clone()),
             command: (!c.command.is_empty()).then(|| c.command.clone()),
             args: (!c.args.is_empty()).then(|| c.args.clone()),
-            env: (!c.env.is_empty()).then(|| {
-                c.env
+            env: {
+                let env: Vec<EnvVar> = c
+                    .env
                     .iter()
                     .map(|e| EnvVar {
                         name: e.name.clone(),
                         value: Some(e.value.clone()),
                         value_from: None,
                     })
-                    .collect()
-            }),
+                    .chain(gang_env(&job_name, spec.replicas))
+                    .collect();
+                (!env.is_empty()).then_some(env)
+            },
             working_dir: c.working_dir.clone(),
             resources: Some(resources(
                 c.resources.as_ref(),
@@ -302,7 +310,7 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
     }
     Job {
         metadata: ObjectMeta {
-            name: Some(local_job_name(&spec.job.uid, spec.attempt)),
+            name: Some(job_name.clone()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels.clone()),
             annotations: Some(annotations),
@@ -352,6 +360,9 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
                     host_network: Some(false),
                     host_pid: Some(false),
                     host_ipc: Some(false),
+                    // With the gang's headless Service of the same name, replica i is reachable
+                    // at `<job>-<i>.<job>` (the Job controller names Indexed pods' hosts).
+                    subdomain: (spec.replicas > 1).then(|| job_name.clone()),
                     ..Default::default()
                 }),
             },
@@ -359,6 +370,95 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
         }),
         status: None,
     }
+}
+
+/// Environment of a gang's containers: how many replicas there are, and where replica 0 is.
+/// Each pod also gets `JOB_COMPLETION_INDEX` (its replica index) from the Job controller.
+fn gang_env(job_name: &str, replicas: u32) -> Vec<EnvVar> {
+    if replicas <= 1 {
+        return vec![];
+    }
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    vec![
+        var(ENV_REPLICAS, replicas.to_string()),
+        var(ENV_SUBDOMAIN, job_name.to_string()),
+        var(ENV_COORDINATOR, format!("{job_name}-0.{job_name}")),
+    ]
+}
+
+/// Number of replicas of a gang (set only when there are several).
+pub const ENV_REPLICAS: &str = "GPUFED_REPLICAS";
+/// The gang's subdomain (its headless Service): replica `i` is `<job>-<i>.<subdomain>`.
+pub const ENV_SUBDOMAIN: &str = "GPUFED_SUBDOMAIN";
+/// Host name of replica 0, the usual rendezvous (e.g. `MASTER_ADDR` of torch.distributed).
+pub const ENV_COORDINATOR: &str = "GPUFED_COORDINATOR";
+
+/// The network of a gang: a headless Service that gives each replica a DNS name, and a
+/// NetworkPolicy that lets the replicas reach each other. The jobs namespace denies all other
+/// ingress (the member chart's `gpufed-jobs-isolation`), so jobs of different tenants on one member
+/// cannot reach each other. Both are owned by `job`, so they go with it; `None` for a single-pod
+/// Job, or one without the labels and UID the agent gives its Jobs.
+pub fn gang_network(job: &Job) -> Option<(Service, NetworkPolicy)> {
+    let spec = job.spec.as_ref()?;
+    if spec.completions.unwrap_or(1) <= 1 {
+        return None;
+    }
+    let name = job.metadata.name.clone()?;
+    let uid = job.metadata.uid.clone()?;
+    let labels = job.metadata.labels.as_ref()?;
+    let selector: BTreeMap<String, String> = [LABEL_JOB_UID, LABEL_ATTEMPT]
+        .iter()
+        .map(|k| Some((k.to_string(), labels.get(*k)?.clone())))
+        .collect::<Option<_>>()?;
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: job.metadata.namespace.clone(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name,
+            uid,
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: metadata.clone(),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector.clone()),
+            // Replicas find each other before they are Ready (a rendezvous is how they get ready).
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let peers = LabelSelector {
+        match_labels: Some(selector),
+        match_expressions: None,
+    };
+    let policy = NetworkPolicy {
+        metadata,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(peers.clone()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(peers),
+                    ..Default::default()
+                }]),
+                ports: None,
+            }]),
+            egress: None,
+        }),
+    };
+    Some((service, policy))
 }
 
 #[cfg(test)]

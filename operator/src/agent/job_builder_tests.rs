@@ -297,3 +297,120 @@ fn stopped_pods_get_a_short_grace_period_so_fencing_finishes_before_failover() {
     // Fence at 2/3 of the smallest pool timeout (15 s) plus the grace period stays below it.
     const { assert!(10 + TERMINATION_GRACE_SECONDS < 15) };
 }
+
+fn env_of(job: &Job) -> Vec<Vec<(String, String)>> {
+    pod_spec(job)
+        .containers
+        .iter()
+        .map(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A gang Job as the apiserver returns it: with a UID.
+fn created(mut job: Job) -> Job {
+    job.metadata.uid = Some("local-job-uid".into());
+    job
+}
+
+#[test]
+fn a_single_replica_gets_no_subdomain_and_no_gang_environment() {
+    let job = build(&placement("one", 1).build(), "gpufed-jobs");
+    assert_eq!(pod_spec(&job).subdomain, None);
+    assert!(
+        env_of(&job)
+            .iter()
+            .flatten()
+            .all(|(k, _)| ![ENV_REPLICAS, ENV_SUBDOMAIN, ENV_COORDINATOR].contains(&k.as_str())),
+        "{:?}",
+        env_of(&job)
+    );
+    assert_eq!(gang_network(&created(job)), None);
+}
+
+#[test]
+fn gang_replicas_get_a_subdomain_and_are_told_the_size_and_the_coordinator() {
+    let p = placement("train", 2).replicas(4).build();
+    let job = build(&p, "gpufed-jobs");
+    let name = local_job_name("uid-train", 2);
+    assert_eq!(pod_spec(&job).subdomain.as_deref(), Some(name.as_str()));
+    for env in env_of(&job) {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get(ENV_REPLICAS).as_deref(), Some("4"));
+        assert_eq!(get(ENV_SUBDOMAIN), Some(name.clone()));
+        assert_eq!(get(ENV_COORDINATOR), Some(format!("{name}-0.{name}")));
+    }
+}
+
+#[test]
+fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_the_job() {
+    let p = placement("train", 2).replicas(3).build();
+    let job = created(build(&p, "gpufed-jobs"));
+    let (service, policy) = gang_network(&job).unwrap();
+    let name = local_job_name("uid-train", 2);
+    let own_pods = BTreeMap::from([
+        (LABEL_JOB_UID.to_string(), "uid-train".to_string()),
+        (LABEL_ATTEMPT.to_string(), "2".to_string()),
+    ]);
+    for meta in [&service.metadata, &policy.metadata] {
+        assert_eq!(meta.name.as_deref(), Some(name.as_str()));
+        assert_eq!(meta.namespace.as_deref(), Some("gpufed-jobs"));
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .unwrap()
+                .get(LABEL_MANAGED_BY)
+                .map(String::as_str),
+            Some(MANAGED_BY),
+            "the agent watches gang Services by this label"
+        );
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Job", name.as_str(), "local-job-uid")
+        );
+    }
+    let s = service.spec.unwrap();
+    assert_eq!(s.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(s.selector.as_ref(), Some(&own_pods));
+    assert_eq!(s.publish_not_ready_addresses, Some(true));
+    // The pods carry the labels the Service and the policy select on.
+    let pod_labels = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let pod_labels = pod_labels.labels.as_ref().unwrap();
+    assert!(own_pods.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    let np = policy.spec.unwrap();
+    let selects = np.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selects, own_pods);
+    assert_eq!(np.policy_types, Some(vec!["Ingress".to_string()]));
+    let rules = np.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    let from = rules[0].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1, "only the gang's own pods: {from:?}");
+    assert_eq!(
+        from[0].pod_selector.as_ref().unwrap().match_labels.as_ref(),
+        Some(&own_pods)
+    );
+    assert!(from[0].namespace_selector.is_none() && from[0].ip_block.is_none());
+}
+
+#[test]
+fn no_gang_network_for_a_job_not_yet_created() {
+    let job = build(&placement("train", 1).replicas(2).build(), "gpufed-jobs");
+    assert_eq!(
+        gang_network(&job),
+        None,
+        "the owner reference needs the Job's UID"
+    );
+}

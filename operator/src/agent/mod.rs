@@ -39,7 +39,7 @@ use gpufed_crds::naming::{LABEL_MANAGED_BY, MANAGED_BY, heartbeat_lease_name, me
 use gpufed_crds::{GpuNode, Placement};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -219,6 +219,12 @@ pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Healt
             watcher::Config::default(),
             waker(&inventory_changed),
         ),
+        services: reflect(
+            "services",
+            Api::<Service>::namespaced(local.clone(), &args.jobs_namespace),
+            watcher::Config::default().labels(&managed),
+            waker(&sync_wake),
+        ),
     };
     let reporter = |instance: &str| Reporter {
         controller: FIELD_MANAGER.into(),
@@ -247,6 +253,7 @@ pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Healt
             synced(&ctx.stores.pods, "pods").await?;
             tokio::spawn(member_status::run(ctx.clone(), inventory_changed));
             synced(&ctx.stores.jobs, "local Jobs").await?;
+            synced(&ctx.stores.services, "gang Services").await?;
             // Until the Placements are listed, every local Job would look orphaned.
             synced(&ctx.stores.placements, "Placements on the hub").await?;
             tokio::spawn(forward(sync_wake, ctx.clone()));

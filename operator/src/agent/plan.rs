@@ -12,16 +12,19 @@
 //!   again: it is reported `Failed` — `Fenced` if this agent stopped it while cut off from the hub,
 //!   else `LocalJobMissing` once a fresh read confirms the Job is really gone.
 //! * Finished Placements are frozen. Local Jobs whose Placement no longer exists are deleted.
+//! * A running multi-replica Job without its gang Service gets its Service and NetworkPolicy
+//!   ([`job_builder::gang_network`]).
 //! * While fenced off, nothing is planned; [`fence_victims`] are the Jobs the fence task stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_PLACEMENT, local_job_name};
 use gpufed_crds::{NodeInventory, Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -95,6 +98,13 @@ pub enum Step {
         /// Event to publish once written.
         note: Option<Note>,
     },
+    /// Create a gang's headless Service and NetworkPolicy (existing ones are fine).
+    CreateGangNetwork {
+        /// The Service.
+        service: Box<Service>,
+        /// The NetworkPolicy.
+        policy: Box<NetworkPolicy>,
+    },
     /// Read the local Job `job` afresh: only if it really does not exist, write `status`.
     ConfirmMissing {
         /// Placement name.
@@ -120,6 +130,8 @@ pub struct View<'a> {
     pub pods: &'a BTreeMap<String, Vec<Arc<Pod>>>,
     /// GPU nodes of the member.
     pub nodes: &'a [NodeInventory],
+    /// Names of the gang Services in the jobs namespace (one per multi-replica local Job).
+    pub gang_services: &'a BTreeSet<String>,
     /// Placements whose Job this agent deleted while fenced, with when.
     pub fenced_placements: &'a BTreeMap<String, Time>,
     /// Highest attempt seen per job UID so far.
@@ -217,6 +229,21 @@ pub fn plan(view: &View) -> Plan {
                 name: job.name_any(),
                 placement,
                 why: DeleteReason::Orphan,
+            });
+        }
+    }
+    // Running gangs need their network; it is created after the Job (it is owned by it), so a
+    // restart between the two is caught here.
+    for job in view
+        .jobs
+        .iter()
+        .filter(|j| !being_deleted(j) && !job_finished(j))
+        .filter(|j| !view.gang_services.contains(&j.name_any()))
+    {
+        if let Some((service, policy)) = job_builder::gang_network(job) {
+            steps.push(Step::CreateGangNetwork {
+                service: Box::new(service),
+                policy: Box::new(policy),
             });
         }
     }

@@ -9,6 +9,7 @@ struct World {
     nodes: Vec<NodeInventory>,
     fenced_placements: BTreeMap<String, Time>,
     highest: BTreeMap<String, u32>,
+    gang_services: BTreeSet<String>,
 }
 
 impl World {
@@ -20,6 +21,7 @@ impl World {
             nodes: vec![gpu_node("h1", "H100", 8, 8)],
             fenced_placements: BTreeMap::new(),
             highest: BTreeMap::new(),
+            gang_services: BTreeSet::new(),
         }
     }
     fn placement(mut self, p: Placement) -> Self {
@@ -38,6 +40,7 @@ impl World {
             jobs: &self.jobs,
             pods: &self.pods,
             nodes: &self.nodes,
+            gang_services: &self.gang_services,
             fenced_placements: &self.fenced_placements,
             highest: &self.highest,
             now: at(1000),
@@ -331,4 +334,64 @@ fn finished_placements_are_frozen() {
         .job(local_job(&p, JobStatus::default()))
         .plan();
     assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+}
+
+fn gang_job(job: &str, replicas: i32, status: JobStatus) -> Job {
+    let p = placement(job, 1).replicas(replicas as u32).build();
+    let mut j = job_builder::build(&p, "gpufed-jobs");
+    j.metadata.uid = Some(format!("local-{job}"));
+    j.status = Some(status);
+    j
+}
+
+fn gang_networks(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::CreateGangNetwork { service, policy } => {
+                assert_eq!(service.metadata.name, policy.metadata.name);
+                service.metadata.name.clone()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_gang_without_its_service_gets_its_network_and_one_with_it_does_not() {
+    let p = placement("g", 1)
+        .replicas(2)
+        .status(status(PlacementPhase::Running))
+        .build();
+    let mut w = World::new()
+        .placement(p)
+        .job(gang_job("g", 2, JobStatus::default()));
+    assert_eq!(gang_networks(&w.plan()), vec![local_job_name("uid-g", 1)]);
+    w.gang_services.insert(local_job_name("uid-g", 1));
+    assert!(gang_networks(&w.plan()).is_empty());
+}
+
+#[test]
+fn single_replica_and_finished_gangs_get_no_network() {
+    let done = JobStatus {
+        conditions: Some(vec![crate::agent::fixtures::condition(
+            "Complete", "Done", "", 900,
+        )]),
+        ..Default::default()
+    };
+    let w = World::new()
+        .placement(
+            placement("one", 1)
+                .status(status(PlacementPhase::Running))
+                .build(),
+        )
+        .job(gang_job("one", 1, JobStatus::default()))
+        .placement(
+            placement("done", 1)
+                .replicas(2)
+                .status(status(PlacementPhase::Succeeded))
+                .build(),
+        )
+        .job(gang_job("done", 2, done));
+    assert!(gang_networks(&w.plan()).is_empty());
 }

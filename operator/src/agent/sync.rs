@@ -7,14 +7,17 @@
 //! right before it. A hub that fails is retried with backoff; since Job names are deterministic and
 //! an existing Job counts as created, no retry can start a Job twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
@@ -181,6 +184,42 @@ impl Sync {
         Ok(())
     }
 
+    /// Creates a gang's NetworkPolicy, then its Service (whose existence marks both as done).
+    async fn create_gang_network(&self, service: &Service, policy: &NetworkPolicy) -> Result<()> {
+        if self.ctx.shared.is_fenced() {
+            return Ok(());
+        }
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let ns = &self.ctx.args.jobs_namespace;
+        let pp = PostParams::default();
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.ctx.local.clone(), ns);
+        let services: Api<Service> = Api::namespaced(self.ctx.local.clone(), ns);
+        for created in [
+            timed(
+                format!("creating the NetworkPolicy of gang {name}"),
+                API_TIMEOUT,
+                policies.create(&pp, policy),
+            )
+            .await
+            .map(|_| ()),
+            timed(
+                format!("creating the Service of gang {name}"),
+                API_TIMEOUT,
+                services.create(&pp, service),
+            )
+            .await
+            .map(|_| ()),
+        ] {
+            match created {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(job = %name, "gang network ready (headless Service, NetworkPolicy)");
+        Ok(())
+    }
+
     async fn step(&self, step: &Step) -> Result<()> {
         match step {
             Step::CreateJob {
@@ -207,6 +246,9 @@ impl Sync {
                     self.note(placement, note).await;
                 }
                 Ok(())
+            }
+            Step::CreateGangNetwork { service, policy } => {
+                self.create_gang_network(service, policy).await
             }
             Step::ConfirmMissing {
                 placement,
@@ -249,6 +291,13 @@ impl Sync {
         let pods = ctx.job_pods();
         let nodes = ctx.gpu_nodes();
         let fenced_placements = ctx.shared.fenced_placements();
+        let gang_services: BTreeSet<String> = ctx
+            .stores
+            .services
+            .state()
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
         let plan = plan::plan(&View {
             cluster: &ctx.args.cluster,
             jobs_namespace: &ctx.args.jobs_namespace,
@@ -256,6 +305,7 @@ impl Sync {
             jobs: &jobs,
             pods: &pods,
             nodes: &nodes,
+            gang_services: &gang_services,
             fenced_placements: &fenced_placements,
             highest: &self.highest,
             now: Time(Timestamp::now()),
