@@ -377,17 +377,29 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
 
         // The charts' RBAC was enough for the real work: the probe wrote GpuNodes and the agent (with
         // only the chart's rights) reported an inventory built from them.
+        // (The probe and the agent report on their own schedules: Ready does not wait for them.)
         let gpu_nodes: Api<GpuNode> = Api::all(alpha.client());
-        assert_eq!(
-            gpu_nodes
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
-        let m = members.get("alpha").await.unwrap();
-        assert_eq!(m.status.unwrap().model_summary.as_deref(), Some("H100x8"));
+        wait_until(Duration::from_secs(60), "the probe's GpuNode", || {
+            let gpu_nodes = gpu_nodes.clone();
+            async move {
+                let items = gpu_nodes.list(&ListParams::default()).await.ok()?.items;
+                (items.len() == 1).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        wait_until(
+            Duration::from_secs(60),
+            "alpha's inventory from the GpuNode",
+            || {
+                let members = members.clone();
+                async move {
+                    let m = members.get("alpha").await.ok()?;
+                    (m.status?.model_summary.as_deref() == Some("H100x8")).then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
     });
 }

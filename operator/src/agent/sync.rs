@@ -194,27 +194,26 @@ impl Sync {
         let pp = PostParams::default();
         let policies: Api<NetworkPolicy> = Api::namespaced(self.ctx.local.clone(), ns);
         let services: Api<Service> = Api::namespaced(self.ctx.local.clone(), ns);
-        for created in [
-            timed(
-                format!("creating the NetworkPolicy of gang {name}"),
-                API_TIMEOUT,
-                policies.create(&pp, policy),
-            )
-            .await
-            .map(|_| ()),
-            timed(
-                format!("creating the Service of gang {name}"),
-                API_TIMEOUT,
-                services.create(&pp, service),
-            )
-            .await
-            .map(|_| ()),
-        ] {
-            match created {
-                Ok(()) => {}
-                Err(e) if e.is_conflict() => {}
-                Err(e) => return Err(e),
-            }
+        // One after the other: the Service must not exist unless the policy does.
+        let policy_created = timed(
+            format!("creating the NetworkPolicy of gang {name}"),
+            API_TIMEOUT,
+            policies.create(&pp, policy),
+        )
+        .await;
+        match policy_created {
+            Err(e) if !e.is_conflict() => return Err(e),
+            _ => {}
+        }
+        let service_created = timed(
+            format!("creating the Service of gang {name}"),
+            API_TIMEOUT,
+            services.create(&pp, service),
+        )
+        .await;
+        match service_created {
+            Err(e) if !e.is_conflict() => return Err(e),
+            _ => {}
         }
         tracing::info!(job = %name, "gang network ready (headless Service, NetworkPolicy)");
         Ok(())
