@@ -6,6 +6,11 @@ fn pod_spec(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
+fn pod_labels(job: &Job) -> &BTreeMap<String, String> {
+    let template = job.spec.as_ref().unwrap().template.metadata.as_ref();
+    template.unwrap().labels.as_ref().unwrap()
+}
+
 #[test]
 fn the_job_runs_all_replicas_together_once_as_an_indexed_job() {
     let p = placement("train", 2).replicas(4).gpus(8).build();
@@ -139,18 +144,7 @@ fn job_and_pods_are_labelled_back_to_the_hub_job() {
     assert_eq!(l[LABEL_JOB_NAME], "train");
     assert_eq!(l[LABEL_CLUSTER], "alpha");
     assert_eq!(l[LABEL_PLACEMENT], p.metadata.name.clone().unwrap());
-    let pod_labels = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap();
-    assert_eq!(pod_labels, l);
+    assert_eq!(pod_labels(&job), l);
 }
 
 #[test]
@@ -380,16 +374,8 @@ fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_
     assert_eq!(s.selector.as_ref(), Some(&own_pods));
     assert_eq!(s.publish_not_ready_addresses, Some(true));
     // The pods carry the labels the Service and the policy select on.
-    let pod_labels = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap();
-    let pod_labels = pod_labels.labels.as_ref().unwrap();
-    assert!(own_pods.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    let labels = pod_labels(&job);
+    assert!(own_pods.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let np = policy.spec.unwrap();
     let selects = np.pod_selector.unwrap().match_labels.unwrap();
     assert_eq!(selects, own_pods);
