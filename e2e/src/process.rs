@@ -260,8 +260,46 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; components bind it right after).
+/// Lowest port [`free_port`] hands out.
+const PORTS_FROM: u16 = 10_000;
+
+/// Ports handed out so far by this process; never the same one twice.
+static PORTS_GIVEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), 32768 if unreadable.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A free TCP port on 127.0.0.1 for a component to listen on.
+///
+/// Taken below the kernel's ephemeral range, where no outgoing connection is ever given a local
+/// port: a port from there (what binding port 0 returns) can be taken as the source port of some
+/// client's connection between our check and the component's bind, and the component then fails
+/// with "address already in use". Within this process no port is handed out twice; each one is
+/// checked free by binding it; processes start at different offsets.
 pub fn free_port() -> Result<u16, Error> {
+    let end = ephemeral_start();
+    if end <= PORTS_FROM + 1_000 {
+        return any_port();
+    }
+    let span = u32::from(end - PORTS_FROM);
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = PORTS_GIVEN.fetch_add(1, Ordering::SeqCst);
+        let port = PORTS_FROM + u16::try_from((offset + n) % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    any_port()
+}
+
+/// A port the kernel picks (bound and released).
+fn any_port() -> Result<u16, Error> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::io("finding a free port".into(), e))?;
     let port = listener
@@ -269,4 +307,24 @@ pub fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error::io("finding a free port".into(), e))?
         .port();
     Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        let end = ephemeral_start();
+        assert!(
+            ports.iter().all(|p| (PORTS_FROM..end).contains(p)),
+            "{ports:?}"
+        );
+        for p in ports.iter().take(5) {
+            assert!(std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        }
+    }
 }
