@@ -266,12 +266,16 @@ const PORTS_FROM: u16 = 10_000;
 /// Ports handed out so far by this process; never the same one twice.
 static PORTS_GIVEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// The first port of the kernel's ephemeral range (`ip_local_port_range`), 32768 if unreadable.
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), 32768 if unreadable;
+/// read once.
 fn ephemeral_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+    static START: OnceLock<u16> = OnceLock::new();
+    *START.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768)
+    })
 }
 
 /// A free TCP port on 127.0.0.1 for a component to listen on.

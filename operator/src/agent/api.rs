@@ -71,6 +71,20 @@ pub async fn timed_opt<T>(
     }
 }
 
+/// Like [`timed`], for a create where an object of that name already existing (409 Conflict) is
+/// as good as creating it: `Ok(true)` if created, `Ok(false)` if it was there.
+pub async fn timed_create<T>(
+    what: impl Into<String>,
+    after: Duration,
+    call: impl Future<Output = std::result::Result<T, kube::Error>>,
+) -> Result<bool> {
+    match timed(what, after, call).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_conflict() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether the apiserver refused the request as invalid (422 Unprocessable Entity): the object,
 /// not the agent or the network, is at fault.
 pub fn is_invalid(err: &Error) -> bool {
@@ -131,5 +145,23 @@ mod tests {
             .unwrap_err();
         assert!(is_invalid(&invalid));
         assert_eq!(api_message(&invalid), "nope");
+    }
+
+    #[tokio::test]
+    async fn a_create_that_finds_the_object_there_is_not_an_error_but_others_are() {
+        let status = |code| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "nope".into(),
+                ..Default::default()
+            }))
+        };
+        let made = timed_create("create", API_TIMEOUT, async { Ok::<u8, kube::Error>(1) }).await;
+        assert!(matches!(made, Ok(true)));
+        let there = timed_create("create", API_TIMEOUT, async { Err::<u8, _>(status(409)) }).await;
+        assert!(matches!(there, Ok(false)));
+        let refused =
+            timed_create("create", API_TIMEOUT, async { Err::<u8, _>(status(403)) }).await;
+        assert!(refused.is_err());
     }
 }

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
-use super::api::{API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed, timed_opt};
+use super::api::{API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed_create, timed_opt};
 use super::context::Context;
 use super::plan::{self, DeleteReason, Note, Step, View};
 use super::report::ended;
@@ -103,17 +103,17 @@ impl Sync {
             return Ok(());
         }
         let name = job.metadata.name.clone().unwrap_or_default();
-        let created = timed(
+        let created = timed_create(
             format!("creating local Job {name}"),
             API_TIMEOUT,
             self.jobs.create(&PostParams::default(), job),
         )
         .await;
         match created {
-            Ok(_) => {
+            Ok(true) => {
                 tracing::info!(placement, job = %name, "created local Job");
             }
-            Err(e) if e.is_conflict() => {
+            Ok(false) => {
                 tracing::debug!(placement, job = %name, "local Job already exists");
             }
             Err(e) if is_invalid(&e) => {
@@ -195,26 +195,18 @@ impl Sync {
         let policies: Api<NetworkPolicy> = Api::namespaced(self.ctx.local.clone(), ns);
         let services: Api<Service> = Api::namespaced(self.ctx.local.clone(), ns);
         // One after the other: the Service must not exist unless the policy does.
-        let policy_created = timed(
+        timed_create(
             format!("creating the NetworkPolicy of gang {name}"),
             API_TIMEOUT,
             policies.create(&pp, policy),
         )
-        .await;
-        match policy_created {
-            Err(e) if !e.is_conflict() => return Err(e),
-            _ => {}
-        }
-        let service_created = timed(
+        .await?;
+        timed_create(
             format!("creating the Service of gang {name}"),
             API_TIMEOUT,
             services.create(&pp, service),
         )
-        .await;
-        match service_created {
-            Err(e) if !e.is_conflict() => return Err(e),
-            _ => {}
-        }
+        .await?;
         tracing::info!(job = %name, "gang network ready (headless Service, NetworkPolicy)");
         Ok(())
     }
