@@ -16,6 +16,7 @@ use crate::Error;
 use crate::nodes::NodeSpec;
 use crate::pki::Pki;
 use crate::process::{Process, free_port};
+use crate::realnode::{NodeContext, RealNode};
 use crate::tools::Tools;
 use crate::wait::wait_until;
 
@@ -32,6 +33,9 @@ pub struct ClusterSpec {
     pub scheduler: bool,
     /// Start kwok (runs fake nodes and their pods).
     pub kwok: bool,
+    /// A real node (containerd, runc, kubelet) to start once the cluster is up; see
+    /// [`RealNode`](crate::realnode::RealNode).
+    pub real_node: Option<NodeSpec>,
 }
 
 impl ClusterSpec {
@@ -43,6 +47,7 @@ impl ClusterSpec {
             controller_manager: true,
             scheduler: true,
             kwok: true,
+            real_node: None,
         }
     }
 
@@ -54,12 +59,19 @@ impl ClusterSpec {
             controller_manager: false,
             scheduler: false,
             kwok: false,
+            real_node: None,
         }
     }
 
     /// Adds a fake node.
     pub fn node(mut self, node: NodeSpec) -> Self {
         self.nodes.push(node);
+        self
+    }
+
+    /// Adds a real node (pods really run there); kwok still runs the fake nodes beside it.
+    pub fn real_node(mut self, node: NodeSpec) -> Self {
+        self.real_node = Some(node);
         self
     }
 
@@ -79,6 +91,7 @@ pub struct Cluster {
     admin_kubeconfig: PathBuf,
     client: Client,
     processes: Vec<Process>,
+    real_node: Option<RealNode>,
     started_in: Duration,
 }
 
@@ -125,6 +138,14 @@ impl Cluster {
             &[],
             &root.join("etcd.log"),
         )?);
+        // etcd goes last; once it is killed the directory goes too — also when the harness kills a
+        // stuck test's components, whose Cluster is never dropped.
+        let cluster_dir = root.clone();
+        processes[0].on_kill(std::sync::Arc::new(move || {
+            if std::env::var_os("GPUFED_E2E_KEEP").is_none() {
+                let _ = std::fs::remove_dir_all(&cluster_dir);
+            }
+        }));
 
         processes.push(Process::spawn(
             "kube-apiserver",
@@ -158,6 +179,17 @@ impl Cluster {
                 "--max-mutating-requests-inflight=0",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                // How it reaches a real node's kubelet (logs, exec): by its address, with a client
+                // certificate the kubelet checks against the client CA.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                &format!(
+                    "--kubelet-client-certificate={}",
+                    pki.path("apiserver-kubelet-client.crt").display()
+                ),
+                &format!(
+                    "--kubelet-client-key={}",
+                    pki.path("apiserver-kubelet-client.key").display()
+                ),
                 "--v=1",
             ]),
             &[],
@@ -182,6 +214,7 @@ impl Cluster {
             admin_kubeconfig,
             client,
             processes,
+            real_node: None,
             started_in: Duration::ZERO,
         };
         cluster.wait_ready().await?;
@@ -243,7 +276,8 @@ impl Cluster {
                 &args(&[
                     &format!("--kubeconfig={kcfg}"),
                     &format!("--config={}", tools.kwok_stages().display()),
-                    "--manage-all-nodes=true",
+                    // Only the fake nodes: a real node's kubelet runs its own pods.
+                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                     "--cidr=10.0.0.1/16",
                     "--node-ip=10.0.0.1",
                     "--node-lease-duration-seconds=40",
@@ -257,6 +291,28 @@ impl Cluster {
             if spec.kwok {
                 cluster.wait_nodes_ready(spec.nodes.len()).await?;
             }
+        }
+        if let Some(node) = &spec.real_node {
+            let kubeconfig = root.join("kubelet.kubeconfig");
+            cluster.pki.write_user_kubeconfig(
+                &kubeconfig,
+                &spec.name,
+                &cluster.server,
+                &format!("system:node:{}", node.name),
+                &["system:nodes", "system:masters"],
+            )?;
+            let started = RealNode::start(
+                tools,
+                NodeContext {
+                    cluster_dir: &root,
+                    kubeconfig: &kubeconfig,
+                    client_ca: &cluster.pki.path("client-ca.crt"),
+                    client: cluster.client(),
+                },
+                node,
+            )
+            .await?;
+            cluster.real_node = Some(started);
         }
         cluster.check_alive()?;
         cluster.started_in = t0.elapsed();
@@ -343,8 +399,23 @@ impl Cluster {
         client_from_kubeconfig(&path).await
     }
 
+    /// The cluster's real node, if it has one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.real_node.as_ref()
+    }
+
     /// Fails with the log tail of the first component that has exited.
     pub fn check_alive(&mut self) -> Result<(), Error> {
+        if let Some(node) = self.real_node.as_mut()
+            && let Some(status) = node.exited()
+        {
+            return Err(Error::Other(format!(
+                "real node {} of cluster {} exited with {status}; last log lines:\n{}",
+                node.name(),
+                self.name,
+                node.log_tails(30)
+            )));
+        }
         for p in &mut self.processes {
             if let Some(status) = p.exited() {
                 return Err(Error::Other(format!(
@@ -468,6 +539,13 @@ impl Cluster {
 
     /// Prints the last lines of every component's log to stderr.
     pub fn dump_logs(&self, lines: usize) {
+        if let Some(node) = &self.real_node {
+            eprintln!(
+                "===== {} / real node =====\n{}",
+                self.name,
+                node.log_tails(lines)
+            );
+        }
         for p in &self.processes {
             eprintln!(
                 "===== {} / {} ({}) =====\n{}",
@@ -499,6 +577,9 @@ impl Cluster {
         }
         if std::thread::panicking() {
             self.dump_logs(40);
+        }
+        if let Some(mut node) = self.real_node.take() {
+            node.stop();
         }
         while let Some(mut p) = self.processes.pop() {
             p.kill();

@@ -14,11 +14,13 @@ pub mod cluster;
 pub mod demo;
 pub mod federation;
 pub mod hubctl;
+pub mod image;
 pub mod joining;
 pub mod nodes;
 pub mod peer;
 pub mod pki;
 pub mod process;
+pub mod realnode;
 pub mod tools;
 pub mod wait;
 

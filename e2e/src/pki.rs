@@ -41,7 +41,7 @@ fn write(path: &Path, contents: &str) -> Result<(), Error> {
 
 impl Pki {
     /// Makes the CAs, the serving certificate and the service-account key, and writes them to `dir`:
-    /// `serving-ca.crt`, `apiserver.crt/.key`, `client-ca.crt`, `sa.key`, `sa.pub`.
+    /// `serving-ca.crt`, `apiserver.crt/.key`, `client-ca.crt`, `apiserver-kubelet-client.crt/.key`, `sa.key`, `sa.pub`.
     pub fn create(dir: &Path) -> Result<Pki, Error> {
         let serving_ca = ca("gpufed-e2e-serving-ca")?;
         let client_ca = ca("gpufed-e2e-client-ca")?;
@@ -61,15 +61,20 @@ impl Pki {
         write(&dir.join("apiserver.key"), &key.serialize_pem())?;
         write(&dir.join("client-ca.crt"), &client_ca.pem())?;
 
-        let sa = KeyPair::generate().map_err(Error::cert)?;
-        write(&dir.join("sa.key"), &sa.serialize_pem())?;
-        write(&dir.join("sa.pub"), &sa.public_key_pem())?;
-
-        Ok(Pki {
+        let pki = Pki {
             dir: dir.to_path_buf(),
             serving_ca,
             client_ca,
-        })
+        };
+        // The apiserver's identity towards kubelets (logs, exec), checked against the client CA.
+        let (cert, key) = pki.client_cert("kube-apiserver-kubelet-client", &["system:masters"])?;
+        write(&dir.join("apiserver-kubelet-client.crt"), &cert)?;
+        write(&dir.join("apiserver-kubelet-client.key"), &key)?;
+
+        let sa = KeyPair::generate().map_err(Error::cert)?;
+        write(&dir.join("sa.key"), &sa.serialize_pem())?;
+        write(&dir.join("sa.pub"), &sa.public_key_pem())?;
+        Ok(pki)
     }
 
     /// Path of a file written by [`Pki::create`].

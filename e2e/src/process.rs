@@ -6,8 +6,8 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::Error;
@@ -32,6 +32,17 @@ struct Live {
     name: String,
     pid: u32,
     log: PathBuf,
+    cleanup: Option<Cleanup>,
+}
+
+/// What to do on the host after a component's process group is killed (remove what it made
+/// outside its process tree, e.g. a real node's bridge). Runs at most once.
+pub type Cleanup = Arc<dyn Fn() + Send + Sync>;
+
+/// Wraps `f` so that it runs once, however often it is called.
+fn once(f: Cleanup) -> Cleanup {
+    let done = Arc::new(std::sync::Once::new());
+    Arc::new(move || done.call_once(|| f()))
 }
 
 static LIVE: std::sync::Mutex<Vec<Live>> = std::sync::Mutex::new(Vec::new());
@@ -46,14 +57,21 @@ fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
 /// The processes stay unreaped until their handles drop, so their ids cannot be reused meanwhile.
 pub fn kill_owned_by(owner: &str, lines: usize) -> Vec<(String, String)> {
     let mut gone = Vec::new();
+    let mut cleanups = Vec::new();
     live().retain(|l| {
         if l.owner != owner {
             return true;
         }
-        kill_group(l.pid, libc::SIGKILL);
+        // The tail first: a cleanup may remove the directory the log is in.
         gone.push((l.name.clone(), tail(&l.log, lines)));
+        kill_group(l.pid, libc::SIGKILL);
+        cleanups.extend(l.cleanup.clone());
         false
     });
+    // Outside the lock (a cleanup may take its time), once every component is killed.
+    for cleanup in cleanups {
+        cleanup();
+    }
     gone
 }
 
@@ -79,11 +97,22 @@ pub fn work_dir() -> Option<&'static Path> {
 }
 
 /// A running component. Dropping it kills its whole process group (unless detached).
-#[derive(Debug)]
 pub struct Process {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    cleanup: Option<Cleanup>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("log", &self.log)
+            .field("cleanup", &self.cleanup.is_some())
+            .finish()
+    }
 }
 
 impl Process {
@@ -128,13 +157,28 @@ impl Process {
                 name: name.to_string(),
                 pid: child.id(),
                 log: log.to_path_buf(),
+                cleanup: None,
             });
         }
         Ok(Process {
             name: name.to_string(),
             child: Some(child),
             log: log.to_path_buf(),
+            cleanup: None,
         })
+    }
+
+    /// Runs `cleanup` once the process group has been killed: by [`Process::kill`] (and so on
+    /// drop), or by [`kill_owned_by`] when the test that started it is stuck. Not in detached mode,
+    /// where the process outlives its handle.
+    pub fn on_kill(&mut self, cleanup: Cleanup) {
+        let cleanup = once(cleanup);
+        if let Some(pid) = self.pid() {
+            for l in live().iter_mut().filter(|l| l.pid == pid) {
+                l.cleanup = Some(cleanup.clone());
+            }
+        }
+        self.cleanup = Some(cleanup);
     }
 
     /// Component name.
@@ -169,13 +213,16 @@ impl Process {
         }
     }
 
-    /// Kills the process group with SIGKILL and reaps the child. Idempotent.
+    /// Kills the process group with SIGKILL, reaps the child and runs the cleanup. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_group(child.id(), libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
             forget(child.id());
+        }
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
         }
     }
 
@@ -188,7 +235,7 @@ impl Process {
                 if let Ok(Some(_)) = child.try_wait() {
                     forget(child.id());
                     self.child = None;
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

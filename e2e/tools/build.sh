@@ -2,6 +2,8 @@
 # Builds the real Kubernetes test tools from Go modules and links them into .tools/bin/.
 #
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes, $K8S_VERSION)
+#   kubelet (the real-node members; runc, containerd and the CNI  (k8s.io/kubernetes, $K8S_VERSION)
+#            plugins come from Debian: install-node.sh)
 #   etcd                                                     (go.etcd.io/etcd/server/v3, $ETCD_VERSION)
 #   kwok                                                     (sigs.k8s.io/kwok, $KWOK_VERSION)
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
@@ -75,10 +77,13 @@ build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/vers
 build k8s kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl -- "$k8s_ld"
+# The kubelet of real-node members; its own cache folder, so the control plane above is not rebuilt.
+build k8s kubelet -- k8s.io/kubernetes/cmd/kubelet -- "$k8s_ld"
+"$here/install-node.sh"
 if [ "$with_peers" = 1 ]; then
   build kueue kueue -- sigs.k8s.io/kueue/cmd/kueue -- "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
   # Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
   kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")
   [ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
 fi
-step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue')"
+step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue')"
