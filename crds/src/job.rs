@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::member::MODEL_PATTERN;
+use crate::placement::ContainerExit;
 use crate::units::{EvmAddress, KubeDuration, TokenAmount};
 use crate::workload::{DNS_LABEL_PATTERN, WorkloadTemplate};
 
@@ -407,6 +408,10 @@ pub struct AttemptRecord {
     /// GPU-seconds reported by the member for this attempt.
     #[serde(default)]
     pub gpu_seconds: u64,
+    /// How the containers ended, as the member reported (non-zero exits first; at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub exits: Vec<ContainerExit>,
     /// Nodes the hub planned for the replicas when it chose the cluster (`node=replicas`); the
     /// member's own scheduler makes the final choice. Used to account for GPUs in flight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -32,7 +32,9 @@ pub use job::{
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,
 };
-pub use placement::{JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus};
+pub use placement::{
+    ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
+};
 pub use pool::{
     ChainSpec, GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, PayerBinding, SecretKeyRef,
     Strategy,

@@ -165,4 +165,42 @@ pub struct PlacementStatus {
     /// When the agent last wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<Time>,
+    /// How the workload's containers ended, as the member's kubelet reported them: non-zero exits
+    /// first, then by replica and container; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub exits: Vec<ContainerExit>,
+}
+
+/// Most container exits a status lists.
+pub const MAX_EXITS: usize = 16;
+/// Longest termination message kept in a [`ContainerExit`] (bytes).
+pub const MAX_TERMINATION_MESSAGE: usize = 256;
+
+/// How one container of one replica ended.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerExit {
+    /// Replica index (the pod's completion index).
+    pub replica: u32,
+    /// Container name.
+    #[schemars(length(max = 63))]
+    pub container: String,
+    /// Exit code of the container's process.
+    pub exit_code: i32,
+    /// Why it ended, as the kubelet says: `Completed`, `Error`, `OOMKilled`, `DeadlineExceeded`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub reason: Option<String>,
+    /// The container's termination message (what it wrote to `/dev/termination-log`), cut to
+    /// 256 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub message: Option<String>,
+    /// When the container started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }

@@ -158,6 +158,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase, gpu_seconds: u64) -> 
         start_time: Some(ago(3500)),
         finish_time: None,
         gpu_seconds,
+        exits: vec![],
         planned_nodes: vec![PlannedNode {
             node: "a-0".into(),
             replicas: 1,

@@ -97,6 +97,34 @@ pub struct AgentArgs {
     /// How often the inventory is reported.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GPUFED_INVENTORY_INTERVAL")]
     pub inventory_interval: Duration,
+    /// `imagePullPolicy` of the workload containers: `Never` on a member that runs only images it
+    /// already holds (air-gapped, or pre-loaded), `Always` to re-check the registry each start.
+    #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent, env = "GPUFED_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: PullPolicy,
+}
+
+/// A container's `imagePullPolicy`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[value(rename_all = "verbatim")]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the node does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Never pull: the image must already be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The value Kubernetes takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// Flags of `crd`.

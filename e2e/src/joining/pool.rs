@@ -52,6 +52,9 @@ pub struct MemberPlan {
     pub via_proxy: bool,
     /// The provider's wallet (`spec.wallet`), for pools that pay on chain.
     pub wallet: Option<String>,
+    /// A real node (containerd, runc, kubelet) beside the kwok ones: pods placed there really run.
+    /// The agent then never pulls (`--image-pull-policy=Never`): the harness images are imported.
+    pub real_node: Option<NodeSpec>,
 }
 
 impl MemberPlan {
@@ -64,7 +67,14 @@ impl MemberPlan {
             region: "eu-west".into(),
             via_proxy: false,
             wallet: None,
+            real_node: None,
         }
+    }
+
+    /// Adds a real node (see [`crate::realnode`]).
+    pub fn real_node(mut self, node: NodeSpec) -> Self {
+        self.real_node = Some(node);
+        self
     }
 
     /// Sets the region.
@@ -308,6 +318,14 @@ async fn join_member(
             format!("--jobs-namespace={JOBS_NAMESPACE}"),
             "--heartbeat-interval=1s".into(),
             "--inventory-interval=2s".into(),
+            format!(
+                "--image-pull-policy={}",
+                if plan.real_node.is_some() {
+                    "Never"
+                } else {
+                    "IfNotPresent"
+                }
+            ),
         ],
         &env,
     )?;
@@ -354,10 +372,15 @@ impl Pool {
         let member_specs: Vec<ClusterSpec> = plans
             .iter()
             .map(|p| {
-                p.nodes
+                let spec = p
+                    .nodes
                     .iter()
                     .cloned()
-                    .fold(ClusterSpec::new(&p.name), ClusterSpec::node)
+                    .fold(ClusterSpec::new(&p.name), ClusterSpec::node);
+                match &p.real_node {
+                    Some(n) => spec.real_node(n.clone()),
+                    None => spec,
+                }
             })
             .collect();
         let (mut hub, mut members) = futures::try_join!(

@@ -5,8 +5,9 @@
 //! decided here rather than taken from the tenant: one Indexed Job with `replicas` pods run together
 //! (`completions = parallelism = replicas`), no retries on the member (`backoffLimit: 0`: the hub
 //! retries elsewhere), the attempt's `maxDuration` as `activeDeadlineSeconds`, the GPUs on the first
-//! container, a node selector for the model, no ServiceAccount token, no service links, and a
-//! security context that passes the `restricted` Pod Security Standard. The name is a pure function
+//! container, a node selector for the model, no ServiceAccount token, no service links, a
+//! security context that passes the `restricted` Pod Security Standard, a read-only root
+//! filesystem with a writable `/tmp` of the pod's own, and the member's `imagePullPolicy`. The name is a pure function
 //! of job UID and attempt ([`local_job_name`]), so a restarted agent finds the Job it made.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,9 +20,10 @@ use gpufed_crds::naming::{
 use gpufed_crds::{ContainerResources, NodeInventory, Placement};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServiceSpec, Toleration,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceSpec, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -29,6 +31,8 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::ObjectMeta;
+
+use crate::cli::PullPolicy;
 
 /// Annotation on the local Job with the hub namespace of its Placement.
 pub const ANNOTATION_PLACEMENT_NAMESPACE: &str = "gpufed.io/placement-namespace";
@@ -228,6 +232,9 @@ fn restricted_container() -> SecurityContext {
             add: None,
         }),
         privileged: Some(false),
+        // An image cannot be changed by the workload it runs (nor by an attacker inside it); scratch
+        // space is the `/tmp` volume.
+        read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
@@ -236,6 +243,11 @@ fn restricted_container() -> SecurityContext {
         ..Default::default()
     }
 }
+
+/// Name of the writable scratch volume every workload container gets.
+pub const SCRATCH_VOLUME: &str = "gpufed-scratch";
+/// Where the scratch volume is mounted (the root filesystem is read-only).
+pub const SCRATCH_PATH: &str = "/tmp";
 
 /// Seconds a fenced or cancelled workload gets to stop before it is killed.
 pub const TERMINATION_GRACE_SECONDS: i64 = 3;
@@ -263,7 +275,7 @@ pub fn memory_affinity(min_mib: u64) -> Option<Affinity> {
 }
 
 /// The local Job for `placement`, in `namespace`.
-pub fn build(placement: &Placement, namespace: &str) -> Job {
+pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
     let spec = &placement.spec;
     let labels = labels(placement);
     let job_name = local_job_name(&spec.job.uid, spec.attempt);
@@ -291,6 +303,12 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
                 (!env.is_empty()).then_some(env)
             },
             working_dir: c.working_dir.clone(),
+            image_pull_policy: Some(pull.as_str().into()),
+            volume_mounts: Some(vec![VolumeMount {
+                name: SCRATCH_VOLUME.into(),
+                mount_path: SCRATCH_PATH.into(),
+                ..Default::default()
+            }]),
             resources: Some(resources(
                 c.resources.as_ref(),
                 (i == 0).then_some(spec.gpus_per_replica),
@@ -357,6 +375,12 @@ pub fn build(placement: &Placement, namespace: &str) -> Job {
                         }),
                         ..Default::default()
                     }),
+                    // The root filesystem is read-only; `/tmp` is the pod's own scratch space.
+                    volumes: Some(vec![Volume {
+                        name: SCRATCH_VOLUME.into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
                     host_network: Some(false),
                     host_pid: Some(false),
                     host_ipc: Some(false),

@@ -30,6 +30,7 @@ use kube::ResourceExt;
 
 use super::job_builder;
 use super::report::{self, ended};
+use crate::cli::PullPolicy;
 
 pub use gpufed_crds::placement::reasons::FENCED;
 pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
@@ -122,6 +123,8 @@ pub struct View<'a> {
     pub cluster: &'a str,
     /// Local namespace of the Jobs.
     pub jobs_namespace: &'a str,
+    /// `imagePullPolicy` of the workload containers.
+    pub image_pull_policy: PullPolicy,
     /// Placements in this member's namespace on the hub.
     pub placements: &'a [Arc<Placement>],
     /// Local Jobs labelled as managed by gpufed.
@@ -388,7 +391,7 @@ fn placement_steps(
                     write(steps, st, note);
                 }
                 Ok(()) => {
-                    let job = job_builder::build(p, view.jobs_namespace);
+                    let job = job_builder::build(p, view.jobs_namespace, view.image_pull_policy);
                     let status = PlacementStatus {
                         phase: Some(PlacementPhase::Accepted),
                         local_job: Some(job_name.clone()),

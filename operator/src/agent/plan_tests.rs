@@ -36,6 +36,7 @@ impl World {
         plan(&View {
             cluster: "alpha",
             jobs_namespace: "gpufed-jobs",
+            image_pull_policy: PullPolicy::IfNotPresent,
             placements: &self.placements,
             jobs: &self.jobs,
             pods: &self.pods,
@@ -338,7 +339,7 @@ fn finished_placements_are_frozen() {
 
 fn gang_job(job: &str, replicas: i32, status: JobStatus) -> Job {
     let p = placement(job, 1).replicas(replicas as u32).build();
-    let mut j = job_builder::build(&p, "gpufed-jobs");
+    let mut j = job_builder::build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
     j.metadata.uid = Some(format!("local-{job}"));
     j.status = Some(status);
     j

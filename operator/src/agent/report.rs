@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use gpufed_crds::{PlacementPhase, PlacementSpec, PlacementStatus};
+use gpufed_crds::placement::{MAX_EXITS, MAX_TERMINATION_MESSAGE};
+use gpufed_crds::{ContainerExit, PlacementPhase, PlacementSpec, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,15 +24,8 @@ use super::usage::{first_start, gpu_seconds};
 const MAX_MESSAGE: usize = 1000;
 
 /// `s` cut to at most 1000 bytes on a character boundary (status messages and Event notes).
-pub fn cut(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
+pub fn cut(s: String) -> String {
+    cut_to(s, MAX_MESSAGE)
 }
 
 fn true_condition<'a>(
@@ -79,6 +73,69 @@ pub fn pod_failure(pod: &Pod) -> Option<String> {
         })
     })?;
     Some(format!("pod {name}: {detail}"))
+}
+
+/// Annotation (and label) with an Indexed Job pod's completion index: its replica number.
+const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut_to(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// How the pods' containers ended, from their terminated states: non-zero exits first, then by
+/// replica and container, at most [`MAX_EXITS`]; termination messages trimmed and cut to
+/// [`MAX_TERMINATION_MESSAGE`] bytes.
+pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
+    let mut out: Vec<ContainerExit> = pods
+        .iter()
+        .flat_map(|pod| {
+            let replica = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(COMPLETION_INDEX))
+                .or_else(|| pod.metadata.labels.as_ref()?.get(COMPLETION_INDEX))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            pod.status
+                .as_ref()
+                .into_iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .filter_map(move |cs| {
+                    let t = cs.state.as_ref()?.terminated.as_ref()?;
+                    Some(ContainerExit {
+                        replica,
+                        container: cs.name.clone(),
+                        exit_code: t.exit_code,
+                        reason: t.reason.clone(),
+                        message: t
+                            .message
+                            .as_ref()
+                            .map(|m| cut_to(m.trim().to_string(), MAX_TERMINATION_MESSAGE))
+                            .filter(|m| !m.is_empty()),
+                        started_at: t.started_at.clone(),
+                        finished_at: t.finished_at.clone(),
+                    })
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.exit_code == 0, a.replica, &a.container).cmp(&(
+            b.exit_code == 0,
+            b.replica,
+            &b.container,
+        ))
+    });
+    out.truncate(MAX_EXITS);
+    out
 }
 
 /// Why a pod that has not started yet waits, if it is stuck rather than just starting:
@@ -152,6 +209,7 @@ pub fn observe(
         st.reason = Some(reason);
         st.message = Some(cut(message));
     }
+    st.exits = exits(pods);
     let end = st.finish_time.clone().unwrap_or_else(|| now.clone());
     let used = gpu_seconds(pods, spec.gpus_per_replica, &end);
     st.gpu_seconds = used.max(prev.map(|p| p.gpu_seconds).unwrap_or(0));

@@ -115,6 +115,100 @@ fn a_failed_pod_explains_the_failure() {
     assert_eq!(st.gpu_seconds, 30);
 }
 
+fn with_index(mut p: Pod, index: u32, message: Option<&str>) -> Pod {
+    p.metadata.annotations = Some(
+        [(COMPLETION_INDEX.to_string(), index.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    if let Some(m) = message {
+        for cs in p
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .iter_mut()
+            .flatten()
+        {
+            if let Some(t) = cs.state.as_mut().unwrap().terminated.as_mut() {
+                t.message = Some(m.to_string());
+            }
+        }
+    }
+    p
+}
+
+#[test]
+fn exits_list_failures_first_with_their_code_message_and_times() {
+    let ok = with_index(pod("t-0", Some(100), Some((130, 0))), 0, None);
+    let bad = with_index(
+        pod("t-1", Some(101), Some((120, 3))),
+        1,
+        Some("  out of data\n"),
+    );
+    let running = with_index(pod("t-2", Some(102), None), 2, None);
+    let ex = exits(&[&ok, &bad, &running]);
+    assert_eq!(ex.len(), 2, "a running container has not exited");
+    assert_eq!(
+        (ex[0].replica, ex[0].exit_code, ex[0].message.as_deref()),
+        (1, 3, Some("out of data"))
+    );
+    assert_eq!(ex[0].reason.as_deref(), Some("Error"));
+    assert_eq!(ex[0].started_at, Some(at(101)));
+    assert_eq!(ex[0].finished_at, Some(at(120)));
+    assert_eq!(
+        (ex[1].replica, ex[1].exit_code, ex[1].message.as_deref()),
+        (0, 0, None)
+    );
+}
+
+#[test]
+fn exits_are_bounded_and_long_messages_cut_on_a_character_boundary() {
+    let long = "é".repeat(400);
+    let pods: Vec<Pod> = (0..40)
+        .map(|i| {
+            with_index(
+                pod(&format!("t-{i}"), Some(1), Some((2, 1))),
+                i,
+                Some(&long),
+            )
+        })
+        .collect();
+    let refs: Vec<&Pod> = pods.iter().collect();
+    let ex = exits(&refs);
+    assert_eq!(ex.len(), gpufed_crds::placement::MAX_EXITS);
+    assert_eq!(
+        ex.iter().map(|e| e.replica).collect::<Vec<_>>(),
+        (0..16).collect::<Vec<_>>()
+    );
+    let m = ex[0].message.as_deref().unwrap();
+    assert!(m.len() <= gpufed_crds::placement::MAX_TERMINATION_MESSAGE && m.len() >= 254);
+    assert!(m.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn the_status_carries_the_exits_of_a_finished_job() {
+    let p = placement("t", 1).build();
+    let job = job_with(
+        &p,
+        JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![condition(
+                "Failed",
+                "BackoffLimitExceeded",
+                "limit",
+                130,
+            )]),
+            ..Default::default()
+        },
+    );
+    let failed = with_index(pod("t-0-abc", Some(100), Some((130, 7))), 0, Some("bye"));
+    let st = observe(&p.spec, &job, &[&failed], None, &at(300));
+    assert_eq!(st.exits.len(), 1);
+    assert_eq!(st.exits[0].exit_code, 7);
+    assert_eq!(st.exits[0].message.as_deref(), Some("bye"));
+}
+
 #[test]
 fn reported_gpu_seconds_and_start_never_go_back() {
     let p = placement("t", 1).build();

@@ -292,6 +292,7 @@ impl Sync {
         let plan = plan::plan(&View {
             cluster: &ctx.args.cluster,
             jobs_namespace: &ctx.args.jobs_namespace,
+            image_pull_policy: ctx.args.image_pull_policy,
             placements: &placements,
             jobs: &jobs,
             pods: &pods,

@@ -371,6 +371,9 @@ fn sync_from_placement(
     if rec.start_time.is_none() {
         rec.start_time = ps.start_time.clone();
     }
+    if !ps.exits.is_empty() {
+        rec.exits = ps.exits.clone();
+    }
     let cluster = rec.cluster.clone();
     match ps.phase {
         None | Some(PlacementPhase::Accepted) => {

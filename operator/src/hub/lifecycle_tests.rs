@@ -55,6 +55,7 @@ fn record(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
         start_time: None,
         finish_time: None,
         gpu_seconds: 0,
+        exits: vec![],
         planned_nodes: vec![PlannedNode {
             node: "n1".into(),
             replicas: 2,

@@ -336,6 +336,7 @@ mod tests {
                 start_time: None,
                 finish_time: None,
                 gpu_seconds: 0,
+                exits: vec![],
                 planned_nodes: vec![PlannedNode {
                     node: "a-0".into(),
                     replicas: 2,

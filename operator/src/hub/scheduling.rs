@@ -275,6 +275,7 @@ pub fn placed_status(
         start_time: None,
         finish_time: None,
         gpu_seconds: 0,
+        exits: vec![],
         planned_nodes: a
             .nodes
             .iter()

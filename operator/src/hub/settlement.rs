@@ -607,6 +607,7 @@ mod tests {
             start_time: None,
             finish_time: None,
             gpu_seconds: 0,
+            exits: vec![],
             planned_nodes: vec![],
             settlement: None,
         });
@@ -673,6 +674,7 @@ mod tests {
                 start_time: None,
                 finish_time: None,
                 gpu_seconds: 0,
+                exits: vec![],
                 planned_nodes: vec![],
                 provider: None,
                 settlement: Some(Settlement {

@@ -378,6 +378,7 @@ mod tests {
             start_time: None,
             finish_time: None,
             gpu_seconds: 0,
+            exits: vec![],
             planned_nodes: vec![PlannedNode {
                 node: "n1".into(),
                 replicas: 2,

@@ -1,0 +1,314 @@
+//! Jobs that really run: ComputeJobs on the hub placed on a member whose node is real (containerd,
+//! runc, a kubelet; see `gpufed_e2e::realnode`), end to end through the charts, the hub and the
+//! agent. What kwok can only pretend is checked here: exit codes, termination messages, start and
+//! finish times and GPU-seconds from real containers, deadlines that kill, a gang whose pods talk
+//! over the pod network, and a workload restricted as seen from inside its container.
+//!
+//! Needs root and `make tools`, and `cargo build --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase};
+use gpufed_e2e::hubctl::wait_job;
+use gpufed_e2e::image::BUSYBOX;
+use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, member_ready};
+use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+const LONG: Duration = Duration::from_secs(120);
+const TEAM: &str = "team-a";
+
+/// A hub and one member whose only node is real: 4 L4 GPUs (an extended resource) in eu-west.
+async fn pool(tools: &Tools, member: &str) -> Pool {
+    let pool = Pool::join(
+        tools,
+        "30s",
+        &[
+            MemberPlan::new(member, vec![], "L4", "0.80").real_node(NodeSpec::new(
+                &format!("{member}-node"),
+                "L4-24GB",
+                4,
+                "eu-west",
+            )),
+        ],
+    )
+    .await
+    .unwrap();
+    let members: Api<gpufed_crds::MemberCluster> = Api::all(pool.hub.client());
+    wait_until(LONG, "the member Ready with its 4 real-node GPUs", || {
+        let members = members.clone();
+        async move {
+            let m = members.get(member).await.ok()?;
+            (member_ready(&m) && m.status.as_ref()?.free_gpus == 4).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    pool.hub.create_namespace(TEAM).await.unwrap();
+    pool
+}
+
+/// Submits a ComputeJob running `script` with busybox's `sh`, one attempt only.
+async fn submit(hub: &Client, name: &str, script: &str, extra: Value) {
+    let mut spec = json!({
+        "replicas": 1, "gpusPerReplica": 1, "gpu": {"models": ["L4"]},
+        "maxPricePerGpuHour": "1.00", "maxDuration": "5m",
+        "retry": {"maxAttempts": 1},
+        "template": {"containers": [{"name": "main", "image": BUSYBOX,
+                                     "command": ["sh", "-c", script]}]}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    gpufed_e2e::joining::pool::apply(
+        hub,
+        "computejobs",
+        &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                "metadata": {"name": name, "namespace": TEAM}, "spec": spec}),
+    )
+    .await
+    .unwrap();
+}
+
+async fn finished(hub: &Client, name: &str) -> ComputeJob {
+    wait_job(hub, TEAM, name, LONG, &format!("{name} to finish"), |j| {
+        j.status.as_ref().is_some_and(|s| s.phase.is_finished())
+    })
+    .await
+    .unwrap()
+}
+
+/// The member's pods of job `name` (from its attempt's local Job), with their logs.
+async fn pods_and_logs(member: &Client, job: &ComputeJob) -> Vec<(Pod, String)> {
+    let uid = job.uid().unwrap();
+    let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={uid}")))
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for p in list.items {
+        let log = pods
+            .logs(&p.name_any(), &LogParams::default())
+            .await
+            .unwrap();
+        out.push((p, log));
+    }
+    out.sort_by_key(|(p, _)| p.name_any());
+    out
+}
+
+fn seconds(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> i64 {
+    b.0.as_second() - a.0.as_second()
+}
+
+#[test]
+fn real_containers_report_exit_codes_messages_times_and_gpu_seconds_and_deadlines_kill() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let pool = pool(&tools, "metal").await;
+        let hub = pool.hub.client();
+        let member = pool.member("metal").unwrap().client();
+        let node = pool
+            .member("metal")
+            .unwrap()
+            .real_node()
+            .unwrap()
+            .name()
+            .to_string();
+
+        submit(
+            &hub,
+            "exit-3",
+            "echo hello from a real pod; sleep 3; printf 'out of patience' > /dev/termination-log; exit 3",
+            json!({}),
+        )
+        .await;
+        submit(&hub, "ok", "echo all good; sleep 2", json!({})).await;
+        submit(
+            &hub,
+            "too-long",
+            "echo sleeping; exec sleep 600",
+            json!({"maxDuration": "6s"}),
+        )
+        .await;
+
+        // A container that exits 3: the job fails with the real code, message and times.
+        let job = finished(&hub, "exit-3").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Failed, "{st:?}");
+        let a = &st.attempts[0];
+        assert_eq!(a.phase, AttemptPhase::Failed);
+        assert_eq!(a.exits.len(), 1, "{:?}", a.exits);
+        let exit = &a.exits[0];
+        assert_eq!(
+            (exit.replica, exit.container.as_str(), exit.exit_code),
+            (0, "main", 3)
+        );
+        assert_eq!(exit.reason.as_deref(), Some("Error"));
+        assert_eq!(exit.message.as_deref(), Some("out of patience"));
+        let ran = seconds(
+            exit.started_at.as_ref().unwrap(),
+            exit.finished_at.as_ref().unwrap(),
+        );
+        assert!(
+            (3..=4).contains(&ran),
+            "the container ran {ran}s, it sleeps 3 s"
+        );
+        // GPU-seconds: the real run time (1 GPU), within a second.
+        assert!(
+            a.gpu_seconds.abs_diff(ran as u64) <= 1,
+            "{} GPU-s for {ran}s",
+            a.gpu_seconds
+        );
+        assert!(
+            a.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("exited with code 3"),
+            "{:?}",
+            a.message
+        );
+        let runs = pods_and_logs(&member, &job).await;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            runs[0].0.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(node.as_str())
+        );
+        assert_eq!(runs[0].1.trim(), "hello from a real pod");
+
+        // One that exits 0 succeeds, its exit listed too.
+        let job = finished(&hub, "ok").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        let a = &st.attempts[0];
+        assert_eq!(
+            (a.exits[0].exit_code, a.exits[0].reason.as_deref()),
+            (0, Some("Completed"))
+        );
+        let ran = seconds(
+            a.exits[0].started_at.as_ref().unwrap(),
+            a.exits[0].finished_at.as_ref().unwrap(),
+        );
+        assert!((2..=3).contains(&ran), "{ran}");
+        assert!(
+            a.gpu_seconds.abs_diff(ran as u64) <= 1,
+            "{} GPU-s for {ran}s",
+            a.gpu_seconds
+        );
+        assert_eq!(st.usage.unwrap().gpu_seconds, a.gpu_seconds);
+        assert_eq!(pods_and_logs(&member, &job).await[0].1.trim(), "all good");
+
+        // One that outlives maxDuration is stopped by the deadline, and paid only up to it.
+        let job = finished(&hub, "too-long").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Failed, "{st:?}");
+        let a = &st.attempts[0];
+        assert_eq!(a.reason.as_deref(), Some("DeadlineExceeded"), "{a:?}");
+        assert!(
+            a.gpu_seconds <= 7,
+            "stopped at its 6 s deadline: {} GPU-s",
+            a.gpu_seconds
+        );
+    });
+}
+
+#[test]
+fn a_gang_talks_over_the_pod_network_and_the_workload_is_restricted_inside_its_container() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let pool = pool(&tools, "iron").await;
+        let hub = pool.hub.client();
+        let member_cluster = pool.member("iron").unwrap();
+        let member = member_cluster.client();
+        let subnet = member_cluster.real_node().unwrap().pod_subnet().to_string();
+        let prefix = subnet.trim_end_matches("0/24").to_string();
+
+        // Replica 0 listens; replica 1 finds it by trying the first addresses of the node's pod
+        // network (the pods are the node's first, so they are among them) and says hello.
+        let script = format!(
+            r#"if [ "$JOB_COMPLETION_INDEX" = 0 ]; then
+  # A probe whose connect timed out on the other side can still arrive, empty: wait for words.
+  m=""
+  while [ -z "$m" ]; do m=$(nc -l -p 7000); done
+  echo "replica 0 got: $m"
+else
+  msg="hello from $(hostname -i)"
+  for round in $(seq 40); do
+    for i in $(seq 2 8); do
+      if echo "$msg" | nc -w 2 {prefix}$i 7000 2>/dev/null; then
+        echo "replica 1 reached {prefix}$i"; exit 0
+      fi
+    done
+    sleep 1
+  done
+  exit 1
+fi"#
+        );
+        submit(&hub, "gang", &script, json!({"replicas": 2})).await;
+        // From inside: who it runs as, whether the root filesystem takes writes, its privileges.
+        submit(
+            &hub,
+            "inside",
+            "echo uid=$(id -u) gid=$(id -g); \
+             if touch /planted 2>/tmp/err; then echo root-writable; else echo \"root-readonly: $(cat /tmp/err)\"; fi; \
+             grep -E '^(NoNewPrivs|CapEff|CapPrm|Seccomp):' /proc/self/status; \
+             echo scratch > /tmp/ok && echo tmp-writable",
+            json!({}),
+        )
+        .await;
+
+        let job = finished(&hub, "gang").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        let runs = pods_and_logs(&member, &job).await;
+        assert_eq!(runs.len(), 2);
+        let ip_of = |p: &Pod| p.status.as_ref().unwrap().pod_ip.clone().unwrap();
+        let (zero, one) = (&runs[0], &runs[1]);
+        let (ip0, ip1) = (ip_of(&zero.0), ip_of(&one.0));
+        assert_ne!(ip0, ip1);
+        assert!(
+            ip0.starts_with(&prefix) && ip1.starts_with(&prefix),
+            "{ip0} {ip1} in {subnet}"
+        );
+        assert_eq!(
+            zero.1.trim(),
+            format!("replica 0 got: hello from {ip1}"),
+            "replica 1 said: {}",
+            one.1
+        );
+        assert_eq!(one.1.trim(), format!("replica 1 reached {ip0}"));
+        assert_eq!(st.attempts[0].exits.len(), 2);
+
+        let job = finished(&hub, "inside").await;
+        assert_eq!(job.status.as_ref().unwrap().phase, JobPhase::Succeeded);
+        let log = pods_and_logs(&member, &job).await.remove(0).1;
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines[0], "uid=65534 gid=65534", "{log}");
+        assert!(
+            lines[1].starts_with("root-readonly:") && lines[1].contains("Read-only file system"),
+            "{log}"
+        );
+        for expected in [
+            "NoNewPrivs:\t1",
+            "CapEff:\t0000000000000000",
+            "CapPrm:\t0000000000000000",
+            "Seccomp:\t2",
+            "tmp-writable",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "{expected:?} missing from:\n{log}"
+            );
+        }
+    });
+}
