@@ -22,9 +22,10 @@ use serde_json::{Value, json};
 
 use crate::chain::{Chain, Contracts, accounts};
 use crate::hubctl::apply;
-use crate::joining::pool::SYSTEM_NAMESPACE;
+use crate::joining::pool::{JOBS_NAMESPACE, SYSTEM_NAMESPACE};
 use crate::joining::{MemberPlan, Pool};
 use crate::{Error, NodeSpec, Tools, wait_until};
+use gpufed_crds::naming::LABEL_JOB_NAME;
 
 /// Settings of one demo run.
 #[derive(Clone, Debug)]
@@ -56,6 +57,8 @@ pub struct DemoReport {
     pub member_kubeconfigs: BTreeMap<String, PathBuf>,
     /// anvil's RPC URL.
     pub rpc_url: String,
+    /// The log of the job that ran in a real container.
+    pub real_log: String,
 }
 
 /// A running demo federation.
@@ -71,7 +74,7 @@ pub struct Demo {
 }
 
 /// The jobs the demo submits: `(file in deploy/examples, namespace/name, expected cluster or None)`.
-pub const JOBS: [(&str, &str, Option<&str>); 5] = [
+pub const JOBS: [(&str, &str, Option<&str>); 6] = [
     ("job-8-gpu.yaml", "team-a/finetune-llama", Some("alpha")),
     ("job-single-gpu.yaml", "team-a/notebook-eval", Some("gamma")),
     ("job-gang.yaml", "team-b/ddp-resnet", Some("beta")),
@@ -81,7 +84,11 @@ pub const JOBS: [(&str, &str, Option<&str>); 5] = [
         Some("gamma"),
     ),
     ("job-too-cheap.yaml", "team-a/too-cheap", None),
+    ("job-real-node.yaml", "team-b/hello-real", Some("gamma")),
 ];
+
+/// The job of [`JOBS`] that runs in a real container (gamma's real node), and what it logs first.
+pub const REAL_JOB: (&str, &str) = ("team-b/hello-real", "hello from a real container on ");
 
 struct Screen<'a> {
     out: &'a mut (dyn Write + Send),
@@ -185,6 +192,9 @@ fn plans() -> Vec<MemberPlan> {
             "RTX4090",
             "0.35",
         )
+        // One node of gamma is real (containerd, runc, kubelet): its pods really run.
+        .real_node(NodeSpec::new("gamma-real-0", "L4-24GB", 2, "ap-south"))
+        .price("L4", "0.50")
         .region("ap-south")
         .wallet(accounts::GAMMA.1),
     ]
@@ -266,6 +276,41 @@ async fn job(client: &Client, key: &str) -> Option<ComputeJob> {
         .ok()?
 }
 
+/// What the last screen suggests, one command a line; each works as printed in a new shell (the
+/// demo test runs them so).
+pub fn try_lines(root: &str, hub: &Path, gamma: &Path) -> Vec<String> {
+    let (_, real) = REAL_JOB.0.split_once('/').unwrap_or(("", REAL_JOB.0));
+    [
+        format!("cd {root}"),
+        format!(
+            "export PATH=\"{root}/.tools/bin:$PATH\" KUBECONFIG={}",
+            hub.display()
+        ),
+        "kubectl get gpufed".into(),
+        "kubectl describe computejob too-cheap -n team-a".into(),
+        "kubectl gpufed top".into(),
+        "kubectl gpufed explain finetune-llama -n team-a".into(),
+        format!(
+            "kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_NAME}={real}",
+            gamma.display()
+        ),
+        "kubectl delete -f deploy/examples/job-single-gpu.yaml && kubectl apply -f deploy/examples/job-single-gpu.yaml".into(),
+    ]
+    .into_iter()
+    .map(|l| format!("  {l}"))
+    .collect()
+}
+
+/// Links the kubectl plugin next to kubectl in `.tools/bin`, so the PATH the demo suggests finds
+/// `kubectl gpufed`.
+fn link_plugin(tools: &Tools) -> Result<(), Error> {
+    let plugin = tools.workspace_bin("kubectl-gpufed")?;
+    let link = tools.root().join(".tools/bin/kubectl-gpufed");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&plugin, &link)
+        .map_err(|e| Error::Other(format!("linking {}: {e}", link.display())))
+}
+
 /// Runs the whole scenario, narrating to `out`.
 pub async fn run(
     tools: &Tools,
@@ -274,10 +319,11 @@ pub async fn run(
 ) -> Result<Demo, Error> {
     std::fs::create_dir_all(&cfg.dir)
         .map_err(|e| Error::Other(format!("{}: {e}", cfg.dir.display())))?;
+    link_plugin(tools)?;
     let mut screen = Screen {
         out,
         step: 0,
-        total: 8,
+        total: 9,
         t0: Instant::now(),
     };
     let t = cfg.step_timeout;
@@ -293,7 +339,8 @@ pub async fn run(
 
     screen.title("A hub and three providers' clusters join with Helm");
     screen.say(
-        "Starting 4 Kubernetes clusters (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes);\n\
+        "Starting 4 Kubernetes clusters (etcd, kube-apiserver, controller-manager, scheduler, kwok GPU nodes;\n\
+         gamma also gets one real node: containerd, runc and a kubelet, where pods really run);\n\
          installing charts/gpufed-hub on the hub and charts/gpufed-member on each member; the hub, agents and\n\
          gpu-probe (simulated NVML) run as processes with the charts' own ServiceAccount credentials …",
     );
@@ -424,6 +471,49 @@ pub async fn run(
     )
     .await?;
 
+    screen.title("One of them ran in a real container: its log, from gamma's real node");
+    let gamma_kc = pool.member("gamma")?.kubeconfig().to_path_buf();
+    let (real_key, greeting) = REAL_JOB;
+    let real = job(&hub, real_key)
+        .await
+        .ok_or_else(|| Error::Other(format!("{real_key} is gone")))?;
+    let real_name = real_key.split_once('/').map(|(_, n)| n).unwrap_or(real_key);
+    let log = kubectl(
+        tools,
+        &gamma_kc,
+        &[
+            "logs",
+            "-n",
+            JOBS_NAMESPACE,
+            "-l",
+            &format!("{LABEL_JOB_NAME}={real_name}"),
+        ],
+    )
+    .await?;
+    if !log.contains(greeting) {
+        return Err(Error::Other(format!(
+            "the real job's log lacks {greeting:?}: {log}"
+        )));
+    }
+    screen.say(&format!(
+        "$ kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_NAME}={real_name}\n{}",
+        gamma_kc.display(),
+        log.trim_end()
+    ));
+    if let Some(a) = real.status.as_ref().and_then(|s| s.attempts.last()) {
+        for e in &a.exits {
+            screen.say(&format!(
+                "container {} of replica {} exited with code {} ({}); {} GPU-seconds billed",
+                e.container,
+                e.replica,
+                e.exit_code,
+                e.reason.as_deref().unwrap_or("-"),
+                a.gpu_seconds
+            ));
+        }
+    }
+    report.real_log = log;
+
     screen.title(
         "Payment: GPU-seconds × price to each provider, minus the pool fee, the rest refunded",
     );
@@ -483,15 +573,13 @@ pub async fn run(
         .iter()
         .map(|(n, p)| format!("  {n:<6} {}", p.display()))
         .collect();
+    let root = tools.root().display().to_string();
     screen.say(&format!(
-        "Kubeconfigs:\n  hub    {}\n{}\nanvil RPC: {}\n\nTry:\n  export PATH=\"$PWD/.tools/bin:$PATH\" KUBECONFIG={}\n  \
-         kubectl get gpufed\n  kubectl describe computejob too-cheap -n team-a\n  kubectl gpufed top\n  \
-         kubectl gpufed explain finetune-llama -n team-a\n  kubectl apply -f deploy/examples/job-single-gpu.yaml   # after deleting it\n\n\
-         Stop everything with: make demo-down",
+        "Kubeconfigs:\n  hub    {}\n{}\nanvil RPC: {}\n\nTry:\n{}\n\nStop everything with: make demo-down",
         kc.display(),
         member_list.join("\n"),
         chain.url,
-        kc.display()
+        try_lines(&root, &kc, &gamma_kc).join("\n")
     ));
     Ok(Demo {
         pool,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gpufed_e2e::demo::{DemoConfig, JOBS, run};
+use gpufed_e2e::demo::{DemoConfig, JOBS, REAL_JOB, run};
 use gpufed_e2e::{Tools, run_test};
 
 /// The most a test here may take, start-up included: past it the test fails and its
@@ -85,9 +85,41 @@ fn the_demo_places_runs_explains_and_pays_as_it_narrates() {
             .sum();
         assert_eq!(paid, spent);
 
+        // The job on gamma's real node really ran: its log came from the kubelet.
+        assert!(r.real_log.contains(REAL_JOB.1), "real log: {}", r.real_log);
+        assert_eq!(r.placed[REAL_JOB.0], "gamma");
+
+        // Every "Try:" line works as printed, in a new shell that has only what the lines set.
+        let block = text.split("Try:\n").nth(1).unwrap();
+        let lines: Vec<&str> = block
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        assert!(lines.len() >= 6, "{block}");
+        let (setup, commands) = lines.split_at(2);
+        for command in commands {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("{}\n{}\n{command}", setup[0], setup[1]))
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", std::env::var("HOME").unwrap_or_default())
+                .current_dir("/")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "`{command}` failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
         // The narration shows the real kubectl and plugin output it promises.
         for needle in [
-            "━━━ 8/8",
+            "━━━ 9/9",
+            "hello from a real container on ",
             "$ kubectl get memberclusters",
             "$ kubectl gpufed explain too-cheap",
             "$ kubectl gpufed payments finetune-llama",

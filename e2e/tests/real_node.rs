@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gpufed_crds::naming::GPU_RESOURCE;
-use gpufed_e2e::image::BUSYBOX;
+use gpufed_e2e::image::{BUSYBOX, Image};
 use gpufed_e2e::{Cluster, ClusterSpec, NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, LogParams, PostParams};
@@ -165,6 +165,45 @@ fn a_pod_runs_on_the_real_node_and_a_dropped_node_leaves_nothing_behind() {
         let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
         let log = pods.logs("sleeper", &LogParams::default()).await.unwrap();
         assert_eq!(log.trim(), "started");
+
+        // Our own binaries run from images the harness builds: gpu-probe and the operator, with the
+        // libraries they load, as a non-root user on a read-only root filesystem.
+        let node = cluster.real_node().unwrap();
+        for (bin, tag) in [("gpu-probe", "probe"), ("gpufed-operator", "operator")] {
+            let image = format!("docker.io/gpufed/{tag}:e2e");
+            node.import(
+                &Image::new(&image)
+                    .binary(
+                        &tools.workspace_bin(bin).unwrap(),
+                        &format!("usr/local/bin/{bin}"),
+                    )
+                    .unwrap()
+                    .entrypoint(&[&format!("/usr/local/bin/{bin}")])
+                    .user("65534:65534"),
+            )
+            .unwrap();
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": tag},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never",
+                                         "args": ["--version"],
+                                         "securityContext": {"readOnlyRootFilesystem": true,
+                                                             "runAsNonRoot": true}}]}
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            wait_until(LONG, &format!("{tag} to run to completion"), || {
+                let pods = pods.clone();
+                async move {
+                    let p = pods.get(tag).await.ok()?;
+                    (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(())
+                }
+            })
+            .await
+            .unwrap();
+            let log = pods.logs(tag, &LogParams::default()).await.unwrap();
+            assert_eq!(log.trim(), format!("{bin} {}", env!("CARGO_PKG_VERSION")));
+        }
 
         let fp = footprint(&cluster);
         assert!(

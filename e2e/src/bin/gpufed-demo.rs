@@ -50,6 +50,9 @@ fn down(dir: &Path) {
     for pid in &pids {
         signal_group(*pid, libc::SIGKILL);
     }
+    // The real node's bridge and cgroups belong to the `up` process, which is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    gpufed_e2e::realnode::sweep();
     let _ = std::fs::remove_dir_all(dir);
     println!(
         "stopped {} processes and removed {}",

@@ -83,6 +83,12 @@ impl MemberPlan {
         self
     }
 
+    /// Also offers `model` at `price`.
+    pub fn price(mut self, model: &str, price: &str) -> Self {
+        self.prices.push((model.into(), price.into()));
+        self
+    }
+
     /// Sets the provider's wallet.
     pub fn wallet(mut self, wallet: &str) -> Self {
         self.wallet = Some(wallet.into());
