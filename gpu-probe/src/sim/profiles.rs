@@ -49,8 +49,9 @@ pub const PROFILES: &[SimProfile] = &[
         model: "H200",
         memory_mib: 143771,
         power_limit_watts: 700,
-        idle_power_watts: 75,
-        slowdown_celsius: 90,
+        // Idle draw and slowdown threshold as NVML read them on a real H200 (docs/gpu-probe.md).
+        idle_power_watts: 80,
+        slowdown_celsius: 89,
         full_load_celsius: 78,
         default_gpus: 8,
     },
