@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
@@ -29,7 +30,65 @@ use crate::backoff;
 use crate::error::{Error, Result};
 
 /// Debounce after a wake-up, so a burst of watch events becomes one pass.
-const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Most groups of steps (jobs) carried out at once in a pass.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// The steps of a plan grouped by the hub job they concern (`key`), in the order each group first
+/// appears, each group in plan order: groups run concurrently, a job's steps one after the other
+/// (a stale attempt's Job is deleted before the next attempt's is created; a Job exists before
+/// its status says so).
+pub fn group_steps(steps: &[Step], key: impl Fn(&Step) -> String) -> Vec<Vec<&Step>> {
+    let mut order: Vec<String> = vec![];
+    let mut groups: BTreeMap<String, Vec<&Step>> = BTreeMap::new();
+    for step in steps {
+        let k = key(step);
+        if !groups.contains_key(&k) {
+            order.push(k.clone());
+        }
+        groups.entry(k).or_default().push(step);
+    }
+    order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k))
+        .collect()
+}
+
+/// The hub job a step concerns: its UID when the placement, Job or Service shows it, else the
+/// placement's or object's name.
+fn step_key(
+    step: &Step,
+    placement_uid: &BTreeMap<String, String>,
+    job_uid: &BTreeMap<String, String>,
+) -> String {
+    let by_placement = |p: &str| placement_uid.get(p).cloned();
+    let label = |meta: &kube::api::ObjectMeta| {
+        meta.labels
+            .as_ref()?
+            .get(gpufed_crds::naming::LABEL_JOB_UID)
+            .cloned()
+    };
+    match step {
+        Step::CreateJob { placement, job, .. } => label(&job.metadata)
+            .or_else(|| by_placement(placement))
+            .unwrap_or_else(|| placement.clone()),
+        Step::DeleteJob {
+            name, placement, ..
+        } => job_uid
+            .get(name)
+            .cloned()
+            .or_else(|| placement.as_deref().and_then(by_placement))
+            .or_else(|| placement.clone())
+            .unwrap_or_else(|| name.clone()),
+        Step::WriteStatus { placement, .. } | Step::ConfirmMissing { placement, .. } => {
+            by_placement(placement).unwrap_or_else(|| placement.clone())
+        }
+        Step::CreateGangNetwork { service, .. } => {
+            label(&service.metadata).unwrap_or_else(|| service.name_any())
+        }
+    }
+}
 
 /// The server-side apply body of a Placement's status.
 pub fn status_body(
@@ -265,7 +324,8 @@ impl Sync {
         }
     }
 
-    /// One pass; returns the first error (after trying every step).
+    /// One pass: the plan's steps, up to [`MAX_IN_FLIGHT`] jobs at once, each job's in order (a
+    /// job's steps after a failed one wait for the next pass); returns the first error.
     async fn pass(&mut self) -> Result<()> {
         let ctx = self.ctx.clone();
         let placements = ctx.stores.placements.state();
@@ -304,18 +364,39 @@ impl Sync {
             refresh: ctx.args.inventory_interval,
         });
         self.highest = plan.highest;
-        let mut first_error = None;
-        for step in &plan.steps {
-            if ctx.shared.is_fenced() {
-                break;
-            }
-            if let Err(e) = self.step(step).await {
-                tracing::warn!(error = %e, kind = e.kind(), "placement sync step failed");
-                first_error.get_or_insert(e);
-            }
-        }
+        let placement_uid: BTreeMap<String, String> = placements
+            .iter()
+            .map(|p| (p.name_any(), p.spec.job.uid.clone()))
+            .collect();
+        let job_uid: BTreeMap<String, String> = jobs
+            .iter()
+            .filter_map(|j| {
+                let uid = j.labels().get(gpufed_crds::naming::LABEL_JOB_UID)?;
+                Some((j.name_any(), uid.clone()))
+            })
+            .collect();
+        let groups = group_steps(&plan.steps, |s| step_key(s, &placement_uid, &job_uid));
+        let this = &*self;
+        let errors: Vec<Error> = futures::stream::iter(groups)
+            .map(|group| async move {
+                for step in group {
+                    if this.ctx.shared.is_fenced() {
+                        return None;
+                    }
+                    if let Err(e) = this.step(step).await {
+                        tracing::warn!(error = %e, kind = e.kind(), "placement sync step failed");
+                        // The job's later steps depend on this one: they wait for the next pass.
+                        return Some(e);
+                    }
+                }
+                None
+            })
+            .buffer_unordered(MAX_IN_FLIGHT)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
         self.count_phases(&placements);
-        first_error.map_or(Ok(()), Err)
+        errors.into_iter().next().map_or(Ok(()), Err)
     }
 
     fn count_phases(&self, placements: &[Arc<Placement>]) {
@@ -376,6 +457,73 @@ pub async fn run(ctx: Arc<Context>) {
 mod tests {
     use super::*;
     use crate::agent::fixtures::at;
+
+    fn write(placement: &str) -> Step {
+        Step::WriteStatus {
+            placement: placement.into(),
+            status: PlacementStatus::default(),
+            note: None,
+        }
+    }
+
+    fn delete(name: &str, placement: Option<&str>) -> Step {
+        Step::DeleteJob {
+            name: name.into(),
+            placement: placement.map(Into::into),
+            why: DeleteReason::Orphan,
+        }
+    }
+
+    fn names(group: &[&Step]) -> Vec<String> {
+        group
+            .iter()
+            .map(|s| match s {
+                Step::WriteStatus { placement, .. } => format!("write {placement}"),
+                Step::DeleteJob { name, .. } => format!("delete {name}"),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steps_of_one_job_stay_in_order_in_one_group_and_jobs_get_groups_of_their_own() {
+        let placement_uid = BTreeMap::from([
+            ("a-1".to_string(), "uid-a".to_string()),
+            ("a-2".to_string(), "uid-a".to_string()),
+            ("b-1".to_string(), "uid-b".to_string()),
+        ]);
+        let job_uid = BTreeMap::from([("gpufed-a-1".to_string(), "uid-a".to_string())]);
+        // A stale attempt's Job goes before the next attempt is reported; b is independent.
+        let steps = vec![
+            delete("gpufed-a-1", None),
+            write("b-1"),
+            write("a-1"),
+            write("a-2"),
+            delete("orphan", None),
+        ];
+        let groups = group_steps(&steps, |s| step_key(s, &placement_uid, &job_uid));
+        let groups: Vec<Vec<String>> = groups.iter().map(|g| names(g)).collect();
+        assert_eq!(
+            groups,
+            vec![
+                vec!["delete gpufed-a-1", "write a-1", "write a-2"],
+                vec!["write b-1"],
+                vec!["delete orphan"],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_step_whose_job_is_unknown_is_keyed_by_its_own_name() {
+        let none = BTreeMap::new();
+        let steps = vec![write("x-1"), delete("j", Some("x-1")), write("y-1")];
+        let groups = group_steps(&steps, |s| step_key(s, &none, &none));
+        let groups: Vec<Vec<String>> = groups.iter().map(|g| names(g)).collect();
+        assert_eq!(
+            groups,
+            vec![vec!["write x-1", "delete j"], vec!["write y-1"]]
+        );
+    }
 
     #[test]
     fn the_status_body_is_a_placement_status_apply_stamped_with_the_write_time() {
