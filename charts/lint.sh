@@ -17,6 +17,7 @@ member=(--set cluster=alpha --set hub.kubeconfigSecret=gpufed-hub-kubeconfig)
 render() { "$helm" template lint "$@" "${kube[@]}" >/dev/null; }
 render "$here/gpufed-hub" "${hub[@]}"
 render "$here/gpufed-hub" "${hub[@]}" --set serviceMonitor.enabled=true --set memberApiCa=PEM
+render "$here/gpufed-hub" "${hub[@]}" --set apiPriority.enabled=false
 render "$here/gpufed-member" "${member[@]}"
 render "$here/gpufed-member" "${member[@]}" --set probe.backend=sim
 render "$here/gpufed-member" "${member[@]}" --set probe.enabled=false --set jobs.networkPolicy=false

@@ -36,6 +36,9 @@ pub struct ClusterSpec {
     /// A real node (containerd, runc, kubelet) to start once the cluster is up; see
     /// [`RealNode`](crate::realnode::RealNode).
     pub real_node: Option<NodeSpec>,
+    /// Run the apiserver with API Priority and Fairness and its default in-flight limits, as
+    /// production apiservers do (test clusters otherwise run without either, for speed).
+    pub api_priority_and_fairness: bool,
 }
 
 impl ClusterSpec {
@@ -48,6 +51,7 @@ impl ClusterSpec {
             scheduler: true,
             kwok: true,
             real_node: None,
+            api_priority_and_fairness: false,
         }
     }
 
@@ -60,6 +64,7 @@ impl ClusterSpec {
             scheduler: false,
             kwok: false,
             real_node: None,
+            api_priority_and_fairness: false,
         }
     }
 
@@ -72,6 +77,12 @@ impl ClusterSpec {
     /// Adds a real node (pods really run there); kwok still runs the fake nodes beside it.
     pub fn real_node(mut self, node: NodeSpec) -> Self {
         self.real_node = Some(node);
+        self
+    }
+
+    /// Turns API Priority and Fairness on (see [`ClusterSpec::api_priority_and_fairness`]).
+    pub fn with_api_priority_and_fairness(mut self) -> Self {
+        self.api_priority_and_fairness = true;
         self
     }
 
@@ -174,9 +185,6 @@ impl Cluster {
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
-                "--enable-priority-and-fairness=false",
-                "--max-requests-inflight=0",
-                "--max-mutating-requests-inflight=0",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
                 // How it reaches a real node's kubelet (logs, exec): by its address, with a client
@@ -191,7 +199,18 @@ impl Cluster {
                     pki.path("apiserver-kubelet-client.key").display()
                 ),
                 "--v=1",
-            ]),
+            ])
+            .into_iter()
+            .chain(if spec.api_priority_and_fairness {
+                vec![]
+            } else {
+                args(&[
+                    "--enable-priority-and-fairness=false",
+                    "--max-requests-inflight=0",
+                    "--max-mutating-requests-inflight=0",
+                ])
+            })
+            .collect::<Vec<_>>(),
             &[],
             &root.join("kube-apiserver.log"),
         )?);
