@@ -55,6 +55,7 @@ bench: tools-peers contracts build ## Scheduler criterion bench, e2e throughput,
 	mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
+	FOUNDRY_PROFILE=deep contracts/test.sh -- --no-match-path 'test/JobEscrowGas.t.sol' | tee $(BENCH_DIR)/contracts-deep.txt
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- throughput --jobs 300 --out $(BENCH_DIR)/throughput.json
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- peer --jobs 80 --out $(BENCH_DIR)/peer.json
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-bench -- report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \

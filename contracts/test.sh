@@ -5,6 +5,9 @@
 #   contracts/test.sh --update-snapshot  same, but rewrite contracts/.gas-snapshot instead of checking it
 #
 # Extra arguments after `--` go to `forge test` (e.g. `contracts/test.sh -- --match-contract Bond -vv`).
+#
+# Fuzz and invariant runs take a new random seed each time, printed first; FUZZ_SEED=0x… replays a
+# run. FOUNDRY_PROFILE=deep runs many more fuzz and invariant cases (make bench does).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,8 +42,12 @@ cd "$here"
 step "forge build"
 "$forge" build "${common[@]}"
 
-step "forge test"
-"$forge" test "${common[@]}" "${forge_test_args[@]}"
+seed="${FUZZ_SEED:-0x$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')}"
+step "forge test (fuzz seed $seed, profile ${FOUNDRY_PROFILE:-default}; replay with FUZZ_SEED=$seed)"
+if ! "$forge" test "${common[@]}" --fuzz-seed "$seed" "${forge_test_args[@]}"; then
+  echo "[contracts] forge test failed with fuzz seed $seed: replay with FUZZ_SEED=$seed contracts/test.sh" >&2
+  exit 1
+fi
 
 if [ "$update_snapshot" = 1 ]; then
   step "forge snapshot (writing contracts/.gas-snapshot)"

@@ -110,6 +110,9 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
     doc
 }
 
+/// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
+const HOSTILE_MANIFESTS: usize = 33;
+
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
     let job = || good_job("hostile");
@@ -390,7 +393,14 @@ fn hostile_manifests_are_rejected_with_a_message_naming_the_field() {
     run_test(HARD_DEADLINE, || async {
         let c = api_cluster("hostile").await;
         let cases = hostile_creates();
-        assert!(cases.len() >= 20);
+        // The README quotes this count.
+        assert_eq!(cases.len(), HOSTILE_MANIFESTS);
+        let readme = std::fs::read_to_string(Tools::locate().unwrap().root().join("README.md"))
+            .unwrap();
+        assert!(
+            readme.contains(&format!("{HOSTILE_MANIFESTS} hostile manifests rejected")),
+            "README.md must quote the number of hostile manifests tested"
+        );
         let mut wrong = vec![];
         for (what, manifest, want) in &cases {
             match create(&c, manifest).await {
