@@ -143,9 +143,14 @@ pub struct NodeInventory {
     pub allocatable_gpus: u32,
     /// Allocatable GPUs not requested by running or pending pods bound to the node.
     pub free_gpus: u32,
-    /// GPUs that NVML (or the simulator) reports unhealthy; not counted as free.
+    /// GPUs that NVML (or the simulator) reports unhealthy, or all of them while the node's
+    /// telemetry is stale; not counted as free.
     #[serde(default)]
     pub unhealthy_gpus: u32,
+    /// gpu-probe has not reported for this node within the agent's `--telemetry-max-age`: its GPUs'
+    /// health is unknown, so none of them is offered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub telemetry_stale: bool,
     /// Mean GPU utilisation of the node in percent.
     #[serde(default)]
     pub utilization_percent: u32,

@@ -164,6 +164,7 @@ pub fn node(
         allocatable_gpus: allocatable,
         free_gpus: free,
         unhealthy_gpus: 0,
+        telemetry_stale: false,
         utilization_percent: 0,
         ready: true,
     }

@@ -36,6 +36,7 @@ pub fn node(name: &str, model: &str, allocatable: u32, free: u32) -> NodeInvento
         allocatable_gpus: allocatable,
         free_gpus: free,
         unhealthy_gpus: 0,
+        telemetry_stale: false,
         utilization_percent: 25,
         ready: true,
     }

@@ -97,6 +97,10 @@ pub struct AgentArgs {
     /// How often the inventory is reported.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GPUFED_INVENTORY_INTERVAL")]
     pub inventory_interval: Duration,
+    /// A node whose GpuNode gpu-probe has not updated for this long offers no GPUs (their health
+    /// is unknown) until the probe reports again. Keep it several probe intervals long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_TELEMETRY_MAX_AGE")]
+    pub telemetry_max_age: Duration,
     /// `imagePullPolicy` of the workload containers: `Never` on a member that runs only images it
     /// already holds (air-gapped, or pre-loaded), `Always` to re-check the registry each start.
     #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent, env = "GPUFED_IMAGE_PULL_POLICY")]

@@ -324,6 +324,8 @@ async fn join_member(
             format!("--jobs-namespace={JOBS_NAMESPACE}"),
             "--heartbeat-interval=1s".into(),
             "--inventory-interval=2s".into(),
+            // gpu-probe reads every 2 s here: five missed readings make a node's GPUs unknown.
+            "--telemetry-max-age=10s".into(),
             format!(
                 "--image-pull-policy={}",
                 if plan.real_node.is_some() {

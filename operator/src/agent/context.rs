@@ -7,6 +7,8 @@ use std::sync::Arc;
 use gpufed_crds::{GpuNode, NodeInventory, Placement};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
@@ -71,6 +73,10 @@ impl Context {
             &nodes.iter().map(|n| n.as_ref()).collect::<Vec<_>>(),
             &gpu_nodes.iter().map(|g| g.as_ref()).collect::<Vec<_>>(),
             &pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
+            &inventory::Telemetry {
+                now: Time(Timestamp::now()),
+                max_age: self.args.telemetry_max_age,
+            },
         )
     }
 

@@ -126,6 +126,7 @@ pub fn gpu_node(name: &str, model: &str, gpus: u32, free: u32) -> NodeInventory 
         allocatable_gpus: gpus,
         free_gpus: free,
         unhealthy_gpus: 0,
+        telemetry_stale: false,
         utilization_percent: 0,
         ready: true,
     }

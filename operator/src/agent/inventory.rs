@@ -5,6 +5,10 @@
 //! from its GpuNode, else from the Node labels gpu-probe writes; free GPUs are the allocatable ones
 //! not requested by non-terminated pods bound to the node and not reported unhealthy. Totals count
 //! only nodes that are Ready and schedulable, as the scheduler does.
+//!
+//! Telemetry has a freshness: a node whose GpuNode gpu-probe has not updated within
+//! [`Telemetry::max_age`] (a probe that died, hung or lost its apiserver) offers no GPUs — their
+//! health is unknown — and is marked `telemetryStale` until the probe reports again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -102,12 +106,37 @@ fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// When the inventory is taken, and how old a GpuNode's last reading may be.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    /// Now.
+    pub now: Time,
+    /// Oldest reading still believed (the agent's `--telemetry-max-age`).
+    pub max_age: Duration,
+}
+
+impl Telemetry {
+    /// Whether `gpu_node`'s reading is missing or older than the maximum age.
+    pub fn stale(&self, gpu_node: &GpuNode) -> bool {
+        let Some(t) = gpu_node
+            .status
+            .as_ref()
+            .and_then(|s| s.last_update_time.as_ref())
+        else {
+            return true;
+        };
+        let age = self.now.0.duration_since(t.0).as_secs_f64();
+        age > self.max_age.as_secs_f64()
+    }
+}
+
 /// The inventory entry of one node, or `None` if it offers no GPUs or its model is unknown (no
 /// GpuNode model and no `gpufed.io/gpu-model` label: gpu-probe has not seen it yet).
 pub fn node_inventory(
     node: &Node,
     gpu_node: Option<&GpuNode>,
     requested: u32,
+    telemetry: &Telemetry,
 ) -> Option<NodeInventory> {
     let name = node.metadata.name.clone()?;
     let allocatable = gpus_of(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
@@ -124,10 +153,15 @@ pub fn node_inventory(
         .filter(|m| *m > 0)
         .or_else(|| label(node, LABEL_GPU_MEMORY_MIB).and_then(|v| v.parse().ok()))
         .unwrap_or(0);
-    let unhealthy = probe
-        .map(|s| s.gpu_count.saturating_sub(s.healthy_gpus))
-        .unwrap_or(0)
-        .min(allocatable);
+    let stale = gpu_node.is_some_and(|g| telemetry.stale(g));
+    let unhealthy = if stale {
+        allocatable
+    } else {
+        probe
+            .map(|s| s.gpu_count.saturating_sub(s.healthy_gpus))
+            .unwrap_or(0)
+            .min(allocatable)
+    };
     Some(NodeInventory {
         name,
         model,
@@ -137,13 +171,19 @@ pub fn node_inventory(
             .saturating_sub(unhealthy)
             .saturating_sub(requested),
         unhealthy_gpus: unhealthy,
+        telemetry_stale: stale,
         utilization_percent: probe.map(|s| s.utilization_percent.min(100)).unwrap_or(0),
         ready: node_ready(node),
     })
 }
 
 /// The inventory of the whole cluster.
-pub fn take(nodes: &[&Node], gpu_nodes: &[&GpuNode], pods: &[&Pod]) -> Report {
+pub fn take(
+    nodes: &[&Node],
+    gpu_nodes: &[&GpuNode],
+    pods: &[&Pod],
+    telemetry: &Telemetry,
+) -> Report {
     let mut requested: BTreeMap<&str, u32> = BTreeMap::new();
     for pod in pods.iter().filter(|p| holds_resources(p)) {
         if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
@@ -162,6 +202,7 @@ pub fn take(nodes: &[&Node], gpu_nodes: &[&GpuNode], pods: &[&Pod]) -> Report {
                 n,
                 by_node.get(name).copied(),
                 requested.get(name).copied().unwrap_or(0),
+                telemetry,
             )
         })
         .collect();
@@ -274,9 +315,55 @@ mod tests {
             healthy_gpus: healthy,
             utilization_percent: util,
             gpus,
+            last_update_time: Some(Time(Timestamp::from_second(READ_AT).unwrap())),
             ..Default::default()
         });
         g
+    }
+
+    /// When the test GpuNodes were read.
+    const READ_AT: i64 = 1_000;
+
+    /// Now, `secs` after the reading, with a 60 s maximum age.
+    fn after(secs: i64) -> Telemetry {
+        Telemetry {
+            now: Time(Timestamp::from_second(READ_AT + secs).unwrap()),
+            max_age: Duration::from_secs(60),
+        }
+    }
+
+    /// Readings taken 5 s ago.
+    fn fresh() -> Telemetry {
+        after(5)
+    }
+
+    #[test]
+    fn a_node_whose_probe_went_quiet_offers_no_gpus_until_it_reports_again() {
+        let n = node("h1", "8");
+        let g = gpu_node("h1", "H100", 8, 8, 0);
+        let ok = take(&[&n], &[&g], &[], &after(60));
+        assert_eq!((ok.free_gpus, ok.nodes[0].telemetry_stale), (8, false));
+        let stale = take(&[&n], &[&g], &[], &after(61));
+        let inv = &stale.nodes[0];
+        assert!(inv.telemetry_stale);
+        assert_eq!((inv.free_gpus, inv.unhealthy_gpus), (0, 8));
+        assert_eq!((stale.total_gpus, stale.free_gpus), (0, 0));
+        assert_eq!(
+            stale.model_summary, "",
+            "no model is offered while its health is unknown"
+        );
+        // A GpuNode that never reported is no fresher.
+        let mut silent = g.clone();
+        silent.status.as_mut().unwrap().last_update_time = None;
+        assert!(take(&[&n], &[&silent], &[], &fresh()).nodes[0].telemetry_stale);
+    }
+
+    #[test]
+    fn a_node_without_a_gpu_node_keeps_its_labels_and_is_not_stale() {
+        // No probe for this node (probe disabled): the owner's labels are the source, as documented.
+        let n = labelled(node("h1", "4"), "L4", "23034");
+        let r = take(&[&n], &[], &[], &after(10_000));
+        assert_eq!((r.free_gpus, r.nodes[0].telemetry_stale), (4, false));
     }
 
     fn pod(node: &str, gpus: &str, phase: &str) -> Pod {
@@ -306,7 +393,7 @@ mod tests {
     fn model_memory_health_and_utilisation_come_from_the_gpu_node() {
         let n = labelled(node("h1", "8"), "WRONG", "1");
         let g = gpu_node("h1", "H100", 8, 7, 42);
-        let r = take(&[&n], &[&g], &[]);
+        let r = take(&[&n], &[&g], &[], &fresh());
         let inv = &r.nodes[0];
         assert_eq!(inv.model, "H100");
         assert_eq!(inv.gpu_memory_mib, 81559);
@@ -319,7 +406,7 @@ mod tests {
     #[test]
     fn without_a_gpu_node_the_probe_labels_are_used() {
         let n = labelled(node("l1", "4"), "L4", "23034");
-        let r = take(&[&n], &[], &[]);
+        let r = take(&[&n], &[], &[], &fresh());
         assert_eq!(r.nodes[0].model, "L4");
         assert_eq!(r.nodes[0].gpu_memory_mib, 23034);
         assert_eq!(r.nodes[0].unhealthy_gpus, 0);
@@ -329,7 +416,7 @@ mod tests {
     fn nodes_without_gpus_or_without_a_known_model_are_left_out() {
         let cpu = labelled(node("cpu", "0"), "H100", "1");
         let unknown = node("fresh", "8");
-        assert!(take(&[&cpu, &unknown], &[], &[]).nodes.is_empty());
+        assert!(take(&[&cpu, &unknown], &[], &[], &fresh()).nodes.is_empty());
     }
 
     #[test]
@@ -343,7 +430,7 @@ mod tests {
             pod("other", "4", "Running"),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let r = take(&[&n], &[], &refs);
+        let r = take(&[&n], &[], &refs, &fresh());
         assert_eq!(r.nodes[0].free_gpus, 5);
         assert_eq!(r.free_gpus, 5);
     }
@@ -371,7 +458,7 @@ mod tests {
     fn free_never_goes_below_zero() {
         let n = labelled(node("h1", "2"), "H100", "81559");
         let p = pod("h1", "8", "Running");
-        assert_eq!(take(&[&n], &[], &[&p]).nodes[0].free_gpus, 0);
+        assert_eq!(take(&[&n], &[], &[&p], &fresh()).nodes[0].free_gpus, 0);
     }
 
     #[test]
@@ -384,7 +471,7 @@ mod tests {
         let mut down = labelled(node("b", "8"), "H100", "81559");
         down.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "Unknown".into();
         let up = labelled(node("c", "4"), "L4", "23034");
-        let r = take(&[&cordoned, &down, &up], &[], &[]);
+        let r = take(&[&cordoned, &down, &up], &[], &[], &fresh());
         assert_eq!(r.nodes.len(), 3);
         assert!(!r.nodes[0].ready && !r.nodes[1].ready && r.nodes[2].ready);
         assert_eq!((r.total_gpus, r.free_gpus), (4, 4));
@@ -400,7 +487,7 @@ mod tests {
             labelled(node("l2", "4"), "L4", "23034"),
         ];
         let refs: Vec<&Node> = nodes.iter().collect();
-        let r = take(&refs, &[], &[]);
+        let r = take(&refs, &[], &[], &fresh());
         assert_eq!(r.model_summary, "H100x16,L4x8");
         assert_eq!(r.total_gpus, 24);
         let names: Vec<&str> = r.nodes.iter().map(|n| n.name.as_str()).collect();

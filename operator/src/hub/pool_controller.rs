@@ -270,6 +270,7 @@ mod tests {
                         allocatable_gpus: *alloc,
                         free_gpus: *free,
                         unhealthy_gpus: 0,
+                        telemetry_stale: false,
                         utilization_percent: 0,
                         ready: true,
                     })

@@ -261,6 +261,7 @@ mod tests {
                     allocatable_gpus: 8,
                     free_gpus: 6,
                     unhealthy_gpus: 0,
+                    telemetry_stale: false,
                     utilization_percent: 40,
                     ready: true,
                 }],
