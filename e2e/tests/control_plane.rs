@@ -395,8 +395,8 @@ fn hostile_manifests_are_rejected_with_a_message_naming_the_field() {
         let cases = hostile_creates();
         // The README quotes this count.
         assert_eq!(cases.len(), HOSTILE_MANIFESTS);
-        let readme = std::fs::read_to_string(Tools::locate().unwrap().root().join("README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(Tools::locate().unwrap().root().join("README.md")).unwrap();
         assert!(
             readme.contains(&format!("{HOSTILE_MANIFESTS} hostile manifests rejected")),
             "README.md must quote the number of hostile manifests tested"
