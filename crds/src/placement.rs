@@ -21,6 +21,10 @@ pub mod reasons {
     /// The local Job of an accepted placement vanished (deleted by the owner, or while fenced).
     /// Not the workload's fault: the hub retries the job elsewhere.
     pub const LOCAL_JOB_MISSING: &str = "LocalJobMissing";
+    /// The local Job outlived its lease: the member's agent stopped renewing it (it died, or hung)
+    /// and the Job controller stopped the pods. Not the workload's fault: the hub retries the job
+    /// elsewhere.
+    pub const LEASE_EXPIRED: &str = "LeaseExpired";
 }
 
 /// One attempt of a ComputeJob on one member cluster.

@@ -168,7 +168,13 @@ fn members_join_with_the_charts_and_run_a_job_the_hub_sees_succeed() {
             (Some("Indexed"), Some(2), Some(2))
         );
         assert_eq!(spec.backoff_limit, Some(0));
-        assert_eq!(spec.active_deadline_seconds, Some(600));
+        // The deadline is a lease the agent renews up to the attempt's maxDuration (10 m).
+        let deadline = spec.active_deadline_seconds.unwrap();
+        assert!((1..=600).contains(&deadline), "{deadline}");
+        assert_eq!(
+            local.metadata.annotations.as_ref().unwrap()["gpufed.io/max-duration-seconds"],
+            "600"
+        );
         let pods: Api<Pod> = Api::namespaced(alpha, JOBS_NAMESPACE);
         let pods = pods
             .list(&ListParams::default().labels(&format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gpufed_crds::{JobPhase, MemberCluster};
 use gpufed_e2e::hubctl::wait_job;
-use gpufed_e2e::joining::{MemberPlan, Pool, member_ready};
+use gpufed_e2e::joining::{MemberPlan, Pool, wait_ready_with_free};
 use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
@@ -99,15 +99,7 @@ fn a_faulty_gpu_and_a_silent_probe_send_the_job_to_another_member() {
         pool.hub.create_namespace("team-a").await.unwrap();
         let members: Api<MemberCluster> = Api::all(hub.clone());
         for name in ["alpha", "beta"] {
-            wait_until(LONG, &format!("{name} Ready with 8 free"), || {
-                let members = members.clone();
-                async move {
-                    let m = members.get(name).await.ok()?;
-                    (member_ready(&m) && m.status.as_ref()?.free_gpus == 8).then_some(())
-                }
-            })
-            .await
-            .unwrap();
+            wait_ready_with_free(&hub, name, 8, LONG).await.unwrap();
         }
         assert_eq!(
             run_big_job(&hub, "healthy").await,

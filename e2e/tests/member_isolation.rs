@@ -298,6 +298,18 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
             .await
         );
         assert!(!may(&agent, "create", "", "pods/exec", Some(JOBS_NAMESPACE)).await);
+        // Jobs: run, renew their lease (patch) and stop them in the jobs namespace only.
+        for verb in ["create", "patch", "delete"] {
+            assert!(
+                may(&agent, verb, "batch", "jobs", Some(JOBS_NAMESPACE)).await,
+                "{verb}"
+            );
+            assert!(
+                !may(&agent, verb, "batch", "jobs", Some("default")).await,
+                "{verb}"
+            );
+        }
+        assert!(!may(&agent, "update", "batch", "jobs", Some(JOBS_NAMESPACE)).await);
         // A gang's Service and NetworkPolicy: created in the jobs namespace only, never changed or
         // deleted by the agent (they go with their Job).
         assert!(may(&agent, "create", "", "services", Some(JOBS_NAMESPACE)).await);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase};
 use gpufed_e2e::hubctl::wait_job;
 use gpufed_e2e::image::BUSYBOX;
-use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, member_ready};
-use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
+use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
+use gpufed_e2e::{NodeSpec, Tools, run_test};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
@@ -40,16 +40,9 @@ async fn pool(tools: &Tools, member: &str) -> Pool {
     )
     .await
     .unwrap();
-    let members: Api<gpufed_crds::MemberCluster> = Api::all(pool.hub.client());
-    wait_until(LONG, "the member Ready with its 4 real-node GPUs", || {
-        let members = members.clone();
-        async move {
-            let m = members.get(member).await.ok()?;
-            (member_ready(&m) && m.status.as_ref()?.free_gpus == 4).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_ready_with_free(&pool.hub.client(), member, 4, LONG)
+        .await
+        .unwrap();
     pool.hub.create_namespace(TEAM).await.unwrap();
     pool
 }

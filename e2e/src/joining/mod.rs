@@ -27,6 +27,28 @@ pub fn member_ready(member: &gpufed_crds::MemberCluster) -> bool {
     })
 }
 
+/// Waits until the hub reports member `name` Ready with `free` free GPUs.
+pub async fn wait_ready_with_free(
+    hub: &kube::Client,
+    name: &str,
+    free: u32,
+    timeout: std::time::Duration,
+) -> Result<(), crate::Error> {
+    let members: kube::Api<gpufed_crds::MemberCluster> = kube::Api::all(hub.clone());
+    crate::wait_until(
+        timeout,
+        &format!("{name} Ready with {free} free GPUs"),
+        || {
+            let members = members.clone();
+            async move {
+                let m = members.get(name).await.ok()?;
+                (member_ready(&m) && m.status.as_ref()?.free_gpus == free).then_some(())
+            }
+        },
+    )
+    .await
+}
+
 /// The phase and reason a Placement's status reports.
 pub fn placement_phase(
     p: &gpufed_crds::Placement,

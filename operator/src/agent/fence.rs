@@ -21,6 +21,38 @@ pub fn fence_timeout(flag: Option<Duration>, pool_timeout: Option<Duration>) -> 
     flag.unwrap_or_else(|| pool_timeout.unwrap_or(DEFAULT_POOL_TIMEOUT) * 2 / 3)
 }
 
+/// How long a local Job may run without the agent renewing it: half the fence timeout. A Job whose
+/// agent died (so no one fences it) is stopped by the member's Job controller once its
+/// `activeDeadlineSeconds` passes, which the agent keeps pushing forward by at most this much while
+/// it is alive and in touch with the hub. With the fence timeout at ⅔ of the pool's heartbeat
+/// timeout `T` and heartbeats every `T/4` at most, the pods are stopped `T/3` after the agent's last
+/// renewal, plus their 3 s grace, before the hub can give the attempt away (`¾ T` at the earliest;
+/// `T` is at least 15 s).
+pub fn job_lease(fence_timeout: Duration) -> Duration {
+    (fence_timeout / 2).max(Duration::from_secs(1))
+}
+
+/// The `activeDeadlineSeconds` to write on a running local Job, or `None` if it needs no renewal:
+/// `elapsed` seconds since the Job started, `current` its deadline, `max` the attempt's maxDuration.
+/// Renewed once half a lease or less is left, to `elapsed + lease`, never past `max`.
+pub fn renewed_deadline(
+    elapsed: u64,
+    current: Option<i64>,
+    max: u64,
+    lease: Duration,
+) -> Option<i64> {
+    let lease = lease.as_secs().max(1);
+    let current = current.and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
+    if current >= max {
+        return None;
+    }
+    if current.saturating_sub(elapsed) > lease / 2 {
+        return None;
+    }
+    let next = elapsed.saturating_add(lease).min(max);
+    (next > current).then(|| i64::try_from(next).unwrap_or(i64::MAX))
+}
+
 /// Whether the agent must be fenced off: its last successful renewal (or, before the first one,
 /// its start) is at least `timeout` old.
 pub fn must_fence(last_success: Instant, now: Instant, timeout: Duration) -> bool {
@@ -83,6 +115,37 @@ mod tests {
     #[test]
     fn the_flag_overrides_the_pool() {
         assert_eq!(fence_timeout(Some(S(5)), Some(S(30))), S(5));
+    }
+
+    #[test]
+    fn a_jobs_lease_is_renewed_once_half_of_it_is_left_and_never_past_max_duration() {
+        let lease = Duration::from_secs(10);
+        // Plenty left: nothing to do.
+        assert_eq!(renewed_deadline(0, Some(10), 3600, lease), None);
+        assert_eq!(renewed_deadline(4, Some(10), 3600, lease), None);
+        // Half a lease or less left: pushed to elapsed + lease.
+        assert_eq!(renewed_deadline(5, Some(10), 3600, lease), Some(15));
+        assert_eq!(renewed_deadline(100, Some(10), 3600, lease), Some(110));
+        // Never past maxDuration, and a Job already at it is left alone.
+        assert_eq!(renewed_deadline(3595, Some(3598), 3600, lease), Some(3600));
+        assert_eq!(renewed_deadline(3599, Some(3600), 3600, lease), None);
+        // No deadline yet counts as none left.
+        assert_eq!(renewed_deadline(0, None, 3600, lease), Some(10));
+    }
+
+    #[test]
+    fn the_pods_of_a_dead_agent_stop_before_the_hub_can_give_their_attempt_away() {
+        for t in [15u64, 30, 40, 120] {
+            let pool = Duration::from_secs(t);
+            let lease = job_lease(fence_timeout(None, Some(pool)));
+            // Last renewal at most one heartbeat interval (T/4) before the hub's last renewTime.
+            let hub_gives_up = pool.as_secs_f64() * 3.0 / 4.0;
+            let pods_gone = lease.as_secs_f64() + 3.0 + 1.0; // grace + the Job controller's reaction
+            assert!(
+                pods_gone < hub_gives_up,
+                "T={t}s: {pods_gone} >= {hub_gives_up}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! created in a race with the fence going up is deleted too. Each stopped Job's Placement is
 //! remembered, so that once the hub is back the sync reports it `Failed` with reason `Fenced`
 //! instead of running it again.
+//!
+//! While the agent is not fenced the same task renews the lease of every running local Job (its
+//! `activeDeadlineSeconds`, [`renewed_deadline`]): an agent that dies stops renewing, and the
+//! member's Job controller stops the pods before the hub can run the attempt elsewhere.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +21,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
 use super::api::{API_TIMEOUT, timed_opt};
 use super::context::Context;
-use super::fence::{FenceState, Transition, fence_timeout};
+use super::fence::{FenceState, Transition, fence_timeout, job_lease, renewed_deadline};
+use super::job_builder::max_duration_of;
 use super::plan::{DeleteReason, FENCED, fence_victims};
 
 /// How often the fence state is checked.
@@ -77,6 +82,46 @@ async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
     stopped
 }
 
+/// Moves the deadline of every running local Job forward by up to `lease` (see
+/// [`renewed_deadline`]); returns how many it renewed. A Job that has not started yet (no
+/// `startTime`) is not counting down and waits.
+async fn renew_leases(ctx: &Context, lease: Duration) -> usize {
+    let api: Api<Job> = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
+    let now = Timestamp::now();
+    let mut renewed = 0;
+    for job in fence_victims(&ctx.stores.jobs.state()) {
+        let Some(started) = job.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
+            continue;
+        };
+        let Some(max) = max_duration_of(&job) else {
+            continue;
+        };
+        let elapsed = u64::try_from(now.duration_since(started.0).as_secs()).unwrap_or(0);
+        let current = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        let Some(next) = renewed_deadline(elapsed, current, max, lease) else {
+            continue;
+        };
+        let name = job.name_any();
+        let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": next}});
+        match timed_opt(
+            format!("renewing the lease of local Job {name}"),
+            API_TIMEOUT,
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        {
+            Ok(_) => {
+                renewed += 1;
+                tracing::debug!(job = %name, elapsed, deadline = next, "renewed the local Job's lease");
+            }
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, kind = e.kind(), "could not renew the local Job's lease")
+            }
+        }
+    }
+    renewed
+}
+
 /// Watches the fence state until the process ends.
 pub async fn run(ctx: Arc<Context>) {
     let mut state = FenceState::default();
@@ -116,6 +161,8 @@ pub async fn run(ctx: Arc<Context>) {
             if stopped > 0 {
                 tracing::warn!(stopped, "fenced: local Jobs deleted");
             }
+        } else {
+            renew_leases(&ctx, job_lease(timeout)).await;
         }
         tokio::time::sleep(every).await;
     }

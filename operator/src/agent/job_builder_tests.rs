@@ -3,6 +3,11 @@ use crate::agent::fixtures::{gpu_node, placement};
 use crate::cli::PullPolicy;
 use gpufed_crds::naming::local_job_name;
 
+/// The Job the member builds for `p` with the default pull policy.
+fn job_of(p: &Placement) -> Job {
+    build(p, "gpufed-jobs", PullPolicy::IfNotPresent)
+}
+
 fn pod_spec(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
@@ -15,7 +20,7 @@ fn pod_labels(job: &Job) -> &BTreeMap<String, String> {
 #[test]
 fn the_job_runs_all_replicas_together_once_as_an_indexed_job() {
     let p = placement("train", 2).replicas(4).gpus(8).build();
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let spec = job.spec.as_ref().unwrap();
     assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
     assert_eq!(spec.completions, Some(4));
@@ -31,26 +36,18 @@ fn the_job_runs_all_replicas_together_once_as_an_indexed_job() {
 #[test]
 fn the_name_is_the_deterministic_local_job_name_in_the_jobs_namespace() {
     let p = placement("train", 3).build();
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     assert_eq!(
         job.metadata.name.as_deref(),
         Some(local_job_name("uid-train", 3).as_str())
     );
     assert_eq!(job.metadata.namespace.as_deref(), Some("gpufed-jobs"));
-    assert_eq!(
-        build(&p, "gpufed-jobs", PullPolicy::IfNotPresent),
-        job,
-        "same placement, same Job"
-    );
+    assert_eq!(job_of(&p), job, "same placement, same Job");
 }
 
 #[test]
 fn the_deadline_is_the_placements_max_duration() {
-    let job = build(
-        &placement("t", 1).max_duration("1h30m").build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("t", 1).max_duration("1h30m").build());
     assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(5400));
 }
 
@@ -65,7 +62,7 @@ fn the_first_container_gets_the_gpus_and_cpu_memory_requests_equal_limits() {
     sidecar.name = "logger".into();
     sidecar.resources = None;
     p.spec.template.containers.push(sidecar);
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let cs = &pod_spec(&job).containers;
     let r = cs[0].resources.as_ref().unwrap();
     assert_eq!(r.requests, r.limits);
@@ -79,11 +76,7 @@ fn the_first_container_gets_the_gpus_and_cpu_memory_requests_equal_limits() {
 
 #[test]
 fn pods_select_nodes_of_the_placed_model() {
-    let job = build(
-        &placement("t", 1).model("L4").build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("t", 1).model("L4").build());
     assert_eq!(
         pod_spec(&job).node_selector.as_ref().unwrap()[LABEL_GPU_MODEL],
         "L4"
@@ -92,11 +85,7 @@ fn pods_select_nodes_of_the_placed_model() {
 
 #[test]
 fn pods_get_no_token_no_service_links_and_no_host_namespaces() {
-    let job = build(
-        &placement("t", 1).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("t", 1).build());
     let ps = pod_spec(&job);
     assert_eq!(ps.automount_service_account_token, Some(false));
     assert_eq!(ps.enable_service_links, Some(false));
@@ -116,7 +105,7 @@ fn every_container_passes_the_restricted_pod_security_standard() {
     let mut second = p.spec.template.containers[0].clone();
     second.name = "second".into();
     p.spec.template.containers.push(second);
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let ps = pod_spec(&job);
     let pod_sc = ps.security_context.as_ref().unwrap();
     assert_eq!(pod_sc.run_as_non_root, Some(true));
@@ -143,7 +132,7 @@ fn the_root_filesystem_is_read_only_and_every_container_gets_the_scratch_tmp() {
     let mut second = p.spec.template.containers[0].clone();
     second.name = "second".into();
     p.spec.template.containers.push(second);
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let ps = pod_spec(&job);
     let volumes = ps.volumes.as_ref().unwrap();
     assert_eq!(volumes.len(), 1);
@@ -181,11 +170,7 @@ fn containers_take_the_members_image_pull_policy() {
 
 #[test]
 fn the_template_is_copied_as_plain_values() {
-    let job = build(
-        &placement("t", 1).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("t", 1).build());
     let c = &pod_spec(&job).containers[0];
     assert_eq!(c.image.as_deref(), Some("ghcr.io/acme/train:1"));
     assert_eq!(c.command.as_deref().unwrap(), ["python", "train.py"]);
@@ -198,7 +183,7 @@ fn the_template_is_copied_as_plain_values() {
 #[test]
 fn job_and_pods_are_labelled_back_to_the_hub_job() {
     let p = placement("train", 2).build();
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let l = job.metadata.labels.as_ref().unwrap();
     assert_eq!(l[LABEL_MANAGED_BY], MANAGED_BY);
     assert_eq!(l[LABEL_JOB_UID], "uid-train");
@@ -214,7 +199,7 @@ fn job_and_pods_are_labelled_back_to_the_hub_job() {
 fn a_job_name_too_long_for_a_label_is_kept_only_as_an_annotation() {
     let mut p = placement("t", 1).build();
     p.spec.job.name = "x".repeat(100);
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     assert!(!job.metadata.labels.unwrap().contains_key(LABEL_JOB_NAME));
     assert!(job.metadata.annotations.unwrap()[ANNOTATION_JOB_NAME].ends_with(&"x".repeat(100)));
 }
@@ -315,7 +300,7 @@ fn unusable_templates_are_rejected() {
 fn pods_stay_off_nodes_with_too_little_gpu_memory() {
     let mut p = placement("train", 1).build();
     p.spec.min_gpu_memory_mib = 76_185;
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let pod = job.spec.unwrap().template.spec.unwrap();
     let term = &pod
         .affinity
@@ -330,31 +315,23 @@ fn pods_stay_off_nodes_with_too_little_gpu_memory() {
     assert_eq!(req.operator, "Gt");
     assert_eq!(req.values.as_deref(), Some(&["76184".to_string()][..]));
     // No memory requirement, no affinity.
-    let pod = build(
-        &placement("train", 1).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    )
-    .spec
-    .unwrap()
-    .template
-    .spec
-    .unwrap();
+    let pod = job_of(&placement("train", 1).build())
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     assert!(pod.affinity.is_none());
 }
 
 #[test]
 fn stopped_pods_get_a_short_grace_period_so_fencing_finishes_before_failover() {
-    let pod = build(
-        &placement("train", 1).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    )
-    .spec
-    .unwrap()
-    .template
-    .spec
-    .unwrap();
+    let pod = job_of(&placement("train", 1).build())
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
         Some(TERMINATION_GRACE_SECONDS)
@@ -385,11 +362,7 @@ fn created(mut job: Job) -> Job {
 
 #[test]
 fn a_single_replica_gets_no_subdomain_and_no_gang_environment() {
-    let job = build(
-        &placement("one", 1).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("one", 1).build());
     assert_eq!(pod_spec(&job).subdomain, None);
     assert!(
         env_of(&job)
@@ -405,7 +378,7 @@ fn a_single_replica_gets_no_subdomain_and_no_gang_environment() {
 #[test]
 fn gang_replicas_get_a_subdomain_and_are_told_the_size_and_the_coordinator() {
     let p = placement("train", 2).replicas(4).build();
-    let job = build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+    let job = job_of(&p);
     let name = local_job_name("uid-train", 2);
     assert_eq!(pod_spec(&job).subdomain.as_deref(), Some(name.as_str()));
     for env in env_of(&job) {
@@ -419,7 +392,7 @@ fn gang_replicas_get_a_subdomain_and_are_told_the_size_and_the_coordinator() {
 #[test]
 fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_the_job() {
     let p = placement("train", 2).replicas(3).build();
-    let job = created(build(&p, "gpufed-jobs", PullPolicy::IfNotPresent));
+    let job = created(job_of(&p));
     let (service, policy) = gang_network(&job).unwrap();
     let name = local_job_name("uid-train", 2);
     let own_pods = BTreeMap::from([
@@ -468,11 +441,7 @@ fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_
 
 #[test]
 fn no_gang_network_for_a_job_not_yet_created() {
-    let job = build(
-        &placement("train", 1).replicas(2).build(),
-        "gpufed-jobs",
-        PullPolicy::IfNotPresent,
-    );
+    let job = job_of(&placement("train", 1).replicas(2).build());
     assert_eq!(
         gang_network(&job),
         None,

@@ -125,6 +125,8 @@ pub struct View<'a> {
     pub jobs_namespace: &'a str,
     /// `imagePullPolicy` of the workload containers.
     pub image_pull_policy: PullPolicy,
+    /// How far a new Job's deadline reaches before the agent renews it ([`super::fence::job_lease`]).
+    pub job_lease: Duration,
     /// Placements in this member's namespace on the hub.
     pub placements: &'a [Arc<Placement>],
     /// Local Jobs labelled as managed by gpufed.
@@ -391,7 +393,10 @@ fn placement_steps(
                     write(steps, st, note);
                 }
                 Ok(()) => {
-                    let job = job_builder::build(p, view.jobs_namespace, view.image_pull_policy);
+                    let job = job_builder::with_lease(
+                        job_builder::build(p, view.jobs_namespace, view.image_pull_policy),
+                        view.job_lease,
+                    );
                     let status = PlacementStatus {
                         phase: Some(PlacementPhase::Accepted),
                         local_job: Some(job_name.clone()),

@@ -37,6 +37,7 @@ impl World {
             cluster: "alpha",
             jobs_namespace: "gpufed-jobs",
             image_pull_policy: PullPolicy::IfNotPresent,
+            job_lease: Duration::from_secs(10),
             placements: &self.placements,
             jobs: &self.jobs,
             pods: &self.pods,
@@ -104,6 +105,12 @@ fn a_new_placement_becomes_a_local_job_then_reports_accepted() {
     );
     assert_eq!(status.phase, Some(PlacementPhase::Accepted));
     assert_eq!(status.local_job, job.metadata.name);
+    // Its first lease: the agent's 10 s, not the attempt's maxDuration, which the annotation keeps.
+    assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(10));
+    assert_eq!(
+        job_builder::max_duration_of(job),
+        Some(p.spec.max_duration.as_secs_ceil())
+    );
 }
 
 #[test]

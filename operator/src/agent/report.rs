@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use gpufed_crds::placement::reasons::LEASE_EXPIRED;
 use gpufed_crds::placement::{MAX_EXITS, MAX_TERMINATION_MESSAGE};
 use gpufed_crds::{ContainerExit, PlacementPhase, PlacementSpec, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
@@ -194,6 +195,18 @@ pub fn observe(
     } else if let Some(c) = true_condition(job, "Failed") {
         st.phase = Some(PlacementPhase::Failed);
         st.reason = Some(c.reason.clone().unwrap_or_else(|| "Failed".into()));
+        // The deadline that passed was a lease no one renewed, not the attempt's maxDuration.
+        let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        let max = i64::try_from(spec.max_duration.as_secs_ceil()).unwrap_or(i64::MAX);
+        if st.reason.as_deref() == Some("DeadlineExceeded") && deadline.is_some_and(|d| d < max) {
+            st.reason = Some(LEASE_EXPIRED.into());
+            st.message = Some(cut(format!(
+                "the member's agent stopped renewing the Job's lease (deadline {}s of the attempt's {max}s): its pods were stopped so that the hub can run the attempt elsewhere",
+                deadline.unwrap_or(0)
+            )));
+            st.finish_time = c.last_transition_time.clone().or_else(|| Some(now.clone()));
+            return finish(st, spec, pods, prev, now);
+        }
         let mut message = c.message.clone().unwrap_or_default();
         if let Some(f) = failure() {
             if !message.is_empty() {
@@ -209,6 +222,18 @@ pub fn observe(
         st.reason = Some(reason);
         st.message = Some(cut(message));
     }
+    finish(st, spec, pods, prev, now)
+}
+
+/// `st` with what the pods say whatever the phase: exits, GPU-seconds (never less than reported
+/// before) and the first start.
+fn finish(
+    mut st: PlacementStatus,
+    spec: &PlacementSpec,
+    pods: &[&Pod],
+    prev: Option<&PlacementStatus>,
+    now: &Time,
+) -> PlacementStatus {
     st.exits = exits(pods);
     let end = st.finish_time.clone().unwrap_or_else(|| now.clone());
     let used = gpu_seconds(pods, spec.gpus_per_replica, &end);

@@ -88,6 +88,33 @@ fn a_job_past_its_deadline_fails_with_deadline_exceeded() {
 }
 
 #[test]
+fn a_deadline_short_of_max_duration_is_a_lease_no_one_renewed() {
+    let p = placement("t", 1).build();
+    let mut job = job_with(
+        &p,
+        JobStatus {
+            conditions: Some(vec![condition(
+                "Failed",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+                200,
+            )]),
+            ..Default::default()
+        },
+    );
+    job.spec
+        .get_or_insert_with(Default::default)
+        .active_deadline_seconds = Some(20);
+    let running = pod("t-0", Some(100), None);
+    let st = observe(&p.spec, &job, &[&running], None, &at(300));
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some(LEASE_EXPIRED));
+    assert!(st.message.unwrap().contains("stopped renewing"));
+    assert_eq!(st.finish_time, Some(at(200)));
+    assert_eq!(st.gpu_seconds, 100, "paid until the pods were stopped");
+}
+
+#[test]
 fn a_failed_pod_explains_the_failure() {
     let p = placement("t", 1).build();
     let job = job_with(

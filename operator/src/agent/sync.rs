@@ -353,6 +353,10 @@ impl Sync {
             cluster: &ctx.args.cluster,
             jobs_namespace: &ctx.args.jobs_namespace,
             image_pull_policy: ctx.args.image_pull_policy,
+            job_lease: super::fence::job_lease(super::fence::fence_timeout(
+                ctx.args.fence_timeout,
+                ctx.shared.pool_timeout(),
+            )),
             placements: &placements,
             jobs: &jobs,
             pods: &pods,

@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 
 pub use gpufed_crds::placement::reasons::FENCED;
+pub use gpufed_crds::placement::reasons::LEASE_EXPIRED;
 pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
 /// Reason of an attempt whose pods did not start within the pool's start timeout.
 pub const START_TIMEOUT: &str = "StartTimeout";
@@ -464,9 +465,13 @@ fn sync_from_placement(
             rec.reason = Some(reason.clone());
             rec.message = ps.message.clone();
             rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
-            // A member that fenced itself (lost the hub for too long) stopped the pods, or the
-            // local Job vanished: not the workload's fault, so it is retried like a rejection.
-            let fenced = matches!(ps.reason.as_deref(), Some(FENCED | LOCAL_JOB_MISSING));
+            // A member that fenced itself (lost the hub for too long) stopped the pods, its agent
+            // stopped renewing the Job's lease, or the local Job vanished: not the workload's
+            // fault, so it is retried like a rejection.
+            let fenced = matches!(
+                ps.reason.as_deref(),
+                Some(FENCED | LOCAL_JOB_MISSING | LEASE_EXPIRED)
+            );
             let retryable = rejected || fenced || job.spec.retry.retry_on_failure;
             let reason: &'static str = if rejected {
                 "AttemptRejected"

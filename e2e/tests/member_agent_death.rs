@@ -1,0 +1,180 @@
+//! An agent killed outright (`kill -9`) cannot fence its jobs, so the jobs carry a lease: their
+//! `activeDeadlineSeconds`, which the agent keeps pushing forward while it is alive. Here, on real
+//! nodes, the attempt's container is stopped by the member's own Job controller before the hub
+//! gives the attempt to another member, and the two runs never overlap (container times from the
+//! two kubelets).
+//!
+//! Needs root and `make tools`, and `cargo build --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gpufed_crds::{AttemptPhase, JobPhase};
+use gpufed_e2e::hubctl::wait_job;
+use gpufed_e2e::image::BUSYBOX;
+use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
+use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+const LONG: Duration = Duration::from_secs(90);
+
+/// The (start, finish) of the `main` container of the job's pod on `member`, once it has finished
+/// (or just the start while it runs).
+async fn container_times(member: &Client, job_uid: &str) -> Option<(Time, Option<Time>)> {
+    let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
+        .await
+        .ok()?;
+    let pod = list.items.into_iter().next()?;
+    let state = pod.status?.container_statuses?.into_iter().next()?.state?;
+    if let Some(r) = state.running {
+        return Some((r.started_at?, None));
+    }
+    let t = state.terminated?;
+    Some((t.started_at?, Some(t.finished_at?)))
+}
+
+#[test]
+fn a_killed_agents_job_stops_on_its_lease_before_the_hub_runs_it_elsewhere() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let mut pool = Pool::join(
+            &tools,
+            "15s",
+            &[
+                MemberPlan::new("alpha", vec![], "L4", "0.50").real_node(NodeSpec::new(
+                    "alpha-node",
+                    "L4-24GB",
+                    2,
+                    "eu-west",
+                )),
+                MemberPlan::new("beta", vec![], "L4", "0.80").real_node(NodeSpec::new(
+                    "beta-node",
+                    "L4-24GB",
+                    2,
+                    "eu-west",
+                )),
+            ],
+        )
+        .await
+        .unwrap();
+        let hub = pool.hub.client();
+        pool.hub.create_namespace("team-a").await.unwrap();
+        for name in ["alpha", "beta"] {
+            wait_ready_with_free(&hub, name, 2, LONG).await.unwrap();
+        }
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "computejobs",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                    "metadata": {"name": "long", "namespace": "team-a"},
+                    "spec": {"gpusPerReplica": 1, "gpu": {"models": ["L4"]},
+                             "maxPricePerGpuHour": "1.00", "maxDuration": "30m",
+                             "template": {"containers": [{"name": "main", "image": BUSYBOX,
+                                 "command": ["sh", "-c", "exec sleep 600"]}]}}}),
+        )
+        .await
+        .unwrap();
+        let job = wait_job(&hub, "team-a", "long", LONG, "long running on alpha", |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.phase == JobPhase::Running
+                    && s.placement.as_ref().is_some_and(|p| p.cluster == "alpha")
+            })
+        })
+        .await
+        .unwrap();
+        let uid = job.uid().unwrap();
+        let alpha = pool.member("alpha").unwrap().client();
+        let beta = pool.member("beta").unwrap().client();
+        // Running for a while, its lease renewed more than once (30 m maxDuration, 5 s leases).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let local: Api<Job> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let running = local
+            .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={uid}")))
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let deadline = running.spec.unwrap().active_deadline_seconds.unwrap();
+        assert!(
+            (12..1800).contains(&deadline),
+            "the lease moved forward but not to maxDuration: {deadline}"
+        );
+        let (start_1, _) = container_times(&alpha, &uid).await.unwrap();
+
+        // kill -9 of alpha's agent: nothing on alpha can fence the job any more.
+        pool.members
+            .iter_mut()
+            .find(|m| m.name() == "alpha")
+            .unwrap()
+            .process_mut("gpufed-agent")
+            .unwrap()
+            .signal(libc::SIGKILL);
+
+        // Alpha's Job controller stops the container once the lease runs out…
+        let (_, end_1) = wait_until(LONG, "attempt 1's container stopped on alpha", || {
+            let alpha = alpha.clone();
+            let uid = uid.clone();
+            async move {
+                let (s, f) = container_times(&alpha, &uid).await?;
+                Some((s, f?))
+            }
+        })
+        .await
+        .unwrap();
+        let job_1 = local
+            .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={uid}")))
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let failed = job_1.status.unwrap().conditions.unwrap();
+        // FailureTarget first, Failed once the pods are gone (Kubernetes 1.31+).
+        assert!(
+            failed
+                .iter()
+                .any(|c| matches!(c.type_.as_str(), "FailureTarget" | "Failed")
+                    && c.reason.as_deref() == Some("DeadlineExceeded")),
+            "{failed:?}"
+        );
+        // …and the hub, once alpha's heartbeat has expired, runs attempt 2 on beta, later.
+        let (start_2, _) = wait_until(LONG, "attempt 2's container running on beta", || {
+            let beta = beta.clone();
+            let uid = uid.clone();
+            async move { container_times(&beta, &uid).await }
+        })
+        .await
+        .unwrap();
+        assert!(
+            end_1.0 <= start_2.0,
+            "attempt 1 ran {start_1:?}..{end_1:?} on alpha, attempt 2 started {start_2:?} on beta"
+        );
+        let job = wait_job(
+            &hub,
+            "team-a",
+            "long",
+            LONG,
+            "attempt 2 running on beta",
+            |j| {
+                j.status.as_ref().is_some_and(|s| {
+                    s.attempt == 2
+                        && s.phase == JobPhase::Running
+                        && s.placement.as_ref().is_some_and(|p| p.cluster == "beta")
+                })
+            },
+        )
+        .await
+        .unwrap();
+        let attempts = job.status.unwrap().attempts;
+        assert_eq!(attempts[0].cluster, "alpha");
+        assert_eq!(attempts[0].phase, AttemptPhase::Lost, "{:?}", attempts[0]);
+    });
+}
