@@ -45,6 +45,8 @@ pub fn job(name: &str) -> JobBuilder {
                     working_dir: None,
                     resources: None,
                 }],
+                shm_size: None,
+                scratch_size: None,
             },
         },
         status: None,

@@ -24,6 +24,20 @@ pub struct WorkloadTemplate {
     #[schemars(length(min = 1, max = 8))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub containers: Vec<Container>,
+    /// Size of `/dev/shm`, shared by the replica's containers: memory-backed, so it counts against
+    /// the pod's memory. PyTorch data loaders and NCCL want several GiB. Unset: the container
+    /// runtime's default (64 MiB). Between 1Mi and 1Ti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(QUANTITY_PATTERN))]
+    #[x_kube(validation = kube::core::Rule::new("quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0").message("shmSize must be between 1Mi and 1Ti, e.g. 8Gi"))]
+    pub shm_size: Option<String>,
+    /// Size limit of `/tmp`, each replica's writable scratch space (the root filesystem is
+    /// read-only); the member evicts a replica that writes more. Unset: no limit beyond the node's
+    /// disk. Between 1Mi and 64Ti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(QUANTITY_PATTERN))]
+    #[x_kube(validation = kube::core::Rule::new("quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('64Ti')) <= 0").message("scratchSize must be between 1Mi and 64Ti, e.g. 100Gi"))]
+    pub scratch_size: Option<String>,
 }
 
 /// One container of a replica's pod.

@@ -111,13 +111,23 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 33;
+const HOSTILE_MANIFESTS: usize = 35;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
     let job = || good_job("hostile");
     let member = || good_member("hostile");
     vec![
+        (
+            "an empty /dev/shm",
+            with(job(), "spec.template.shmSize", json!("0")),
+            "spec.template.shmSize: Invalid value: \"string\": shmSize must be between 1Mi and 1Ti",
+        ),
+        (
+            "100 PiB of scratch space",
+            with(job(), "spec.template.scratchSize", json!("100Pi")),
+            "scratchSize must be between 1Mi and 64Ti",
+        ),
         (
             "zero GPUs",
             with(job(), "spec.gpusPerReplica", json!(0)),

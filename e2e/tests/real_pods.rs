@@ -47,8 +47,9 @@ async fn pool(tools: &Tools, member: &str) -> Pool {
     pool
 }
 
-/// Submits a ComputeJob running `script` with busybox's `sh`, one attempt only.
-async fn submit(hub: &Client, name: &str, script: &str, extra: Value) {
+/// Submits a ComputeJob running `script` with busybox's `sh`, one attempt only; `extra` adds to
+/// the spec (its `template` keys to the template).
+async fn submit(hub: &Client, name: &str, script: &str, mut extra: Value) {
     let mut spec = json!({
         "replicas": 1, "gpusPerReplica": 1, "gpu": {"models": ["L4"]},
         "maxPricePerGpuHour": "1.00", "maxDuration": "5m",
@@ -56,6 +57,15 @@ async fn submit(hub: &Client, name: &str, script: &str, extra: Value) {
         "template": {"containers": [{"name": "main", "image": BUSYBOX,
                                      "command": ["sh", "-c", script]}]}
     });
+    if let (Some(t), Some(e)) = (
+        spec["template"].as_object_mut(),
+        extra
+            .as_object_mut()
+            .and_then(|e| e.remove("template"))
+            .and_then(|t| t.as_object().cloned()),
+    ) {
+        t.extend(e);
+    }
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
@@ -255,8 +265,10 @@ fi"#
             "echo uid=$(id -u) gid=$(id -g); \
              if touch /planted 2>/tmp/err; then echo root-writable; else echo \"root-readonly: $(cat /tmp/err)\"; fi; \
              grep -E '^(NoNewPrivs|CapEff|CapPrm|Seccomp):' /proc/self/status; \
-             echo scratch > /tmp/ok && echo tmp-writable",
-            json!({}),
+             echo scratch > /tmp/ok && echo tmp-writable; \
+             df -k /dev/shm | tail -1 | awk '{print \"shm-kib=\" $2}'; \
+             dd if=/dev/zero of=/dev/shm/fill bs=1M count=150 2>/dev/null && echo shm-writable",
+            json!({"template": {"shmSize": "200Mi"}}),
         )
         .await;
 
@@ -297,6 +309,9 @@ fi"#
             "CapPrm:\t0000000000000000",
             "Seccomp:\t2",
             "tmp-writable",
+            // The job's 200 MiB /dev/shm (the runtime's default is 64 MiB), and 150 MiB fit in it.
+            "shm-kib=204800",
+            "shm-writable",
         ] {
             assert!(
                 lines.contains(&expected),

@@ -69,6 +69,8 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
                     working_dir: None,
                     resources: None,
                 }],
+                shm_size: None,
+                scratch_size: None,
             },
         },
         status: None,

@@ -17,7 +17,7 @@ use gpufed_crds::naming::{
     LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT,
     MANAGED_BY, local_job_name,
 };
-use gpufed_crds::{ContainerResources, NodeInventory, Placement};
+use gpufed_crds::{ContainerResources, NodeInventory, Placement, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, NodeAffinity, NodeSelector,
@@ -252,6 +252,46 @@ pub const SCRATCH_VOLUME: &str = "gpufed-scratch";
 /// Where the scratch volume is mounted (the root filesystem is read-only).
 pub const SCRATCH_PATH: &str = "/tmp";
 
+/// Name of the memory-backed `/dev/shm` volume of a template with `shmSize`.
+pub const SHM_VOLUME: &str = "gpufed-shm";
+
+/// The pod's volumes: the scratch `/tmp` (limited to `scratchSize`), and a memory-backed
+/// `/dev/shm` of `shmSize` when the template asks for one.
+fn volumes(t: &WorkloadTemplate) -> Vec<Volume> {
+    let empty_dir = |medium: Option<&str>, size: Option<&String>| Volume {
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: medium.map(str::to_string),
+            size_limit: size.map(|s| Quantity(s.clone())),
+        }),
+        ..Default::default()
+    };
+    let mut v = vec![Volume {
+        name: SCRATCH_VOLUME.into(),
+        ..empty_dir(None, t.scratch_size.as_ref())
+    }];
+    if let Some(size) = &t.shm_size {
+        v.push(Volume {
+            name: SHM_VOLUME.into(),
+            ..empty_dir(Some("Memory"), Some(size))
+        });
+    }
+    v
+}
+
+/// Where each container mounts the pod's volumes.
+fn mounts(t: &WorkloadTemplate) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    };
+    let mut m = vec![mount(SCRATCH_VOLUME, SCRATCH_PATH)];
+    if t.shm_size.is_some() {
+        m.push(mount(SHM_VOLUME, "/dev/shm"));
+    }
+    m
+}
+
 /// Seconds a fenced or cancelled workload gets to stop before it is killed.
 pub const TERMINATION_GRACE_SECONDS: i64 = 3;
 
@@ -307,11 +347,7 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
             },
             working_dir: c.working_dir.clone(),
             image_pull_policy: Some(pull.as_str().into()),
-            volume_mounts: Some(vec![VolumeMount {
-                name: SCRATCH_VOLUME.into(),
-                mount_path: SCRATCH_PATH.into(),
-                ..Default::default()
-            }]),
+            volume_mounts: Some(mounts(&spec.template)),
             resources: Some(resources(
                 c.resources.as_ref(),
                 (i == 0).then_some(spec.gpus_per_replica),
@@ -382,11 +418,7 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
                         ..Default::default()
                     }),
                     // The root filesystem is read-only; `/tmp` is the pod's own scratch space.
-                    volumes: Some(vec![Volume {
-                        name: SCRATCH_VOLUME.into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes(&spec.template)),
                     host_network: Some(false),
                     host_pid: Some(false),
                     host_ipc: Some(false),

@@ -155,6 +155,53 @@ fn the_root_filesystem_is_read_only_and_every_container_gets_the_scratch_tmp() {
 }
 
 #[test]
+fn shm_size_gives_every_container_a_memory_backed_dev_shm_and_scratch_size_limits_tmp() {
+    let mut p = placement("t", 1).build();
+    let mut second = p.spec.template.containers[0].clone();
+    second.name = "second".into();
+    p.spec.template.containers.push(second);
+    p.spec.template.shm_size = Some("8Gi".into());
+    p.spec.template.scratch_size = Some("100Gi".into());
+    let job = job_of(&p);
+    let ps = pod_spec(&job);
+    let volumes = ps.volumes.as_ref().unwrap();
+    let shm = volumes.iter().find(|v| v.name == SHM_VOLUME).unwrap();
+    let shm = shm.empty_dir.as_ref().unwrap();
+    assert_eq!(shm.medium.as_deref(), Some("Memory"));
+    assert_eq!(shm.size_limit.as_ref().unwrap().0, "8Gi");
+    let scratch = volumes.iter().find(|v| v.name == SCRATCH_VOLUME).unwrap();
+    let scratch = scratch.empty_dir.as_ref().unwrap();
+    assert_eq!(
+        (
+            scratch.medium.as_deref(),
+            scratch.size_limit.as_ref().unwrap().0.as_str()
+        ),
+        (None, "100Gi")
+    );
+    for c in &ps.containers {
+        let paths: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(paths, ["/tmp", "/dev/shm"], "{}", c.name);
+    }
+    // Without them: the runtime's /dev/shm, and /tmp without a limit.
+    let plain = job_of(&placement("t", 1).build());
+    let ps = pod_spec(&plain);
+    assert_eq!(ps.volumes.as_ref().unwrap().len(), 1);
+    assert!(
+        ps.volumes.as_ref().unwrap()[0]
+            .empty_dir
+            .as_ref()
+            .unwrap()
+            .size_limit
+            .is_none()
+    );
+}
+
+#[test]
 fn containers_take_the_members_image_pull_policy() {
     for pull in [
         PullPolicy::Never,
