@@ -173,13 +173,12 @@ fn real_containers_report_exit_codes_messages_times_and_gpu_seconds_and_deadline
             "{} GPU-s for {ran}s",
             a.gpu_seconds
         );
+        // The message says why, with the last lines of the container's log.
+        let message = a.message.clone().unwrap_or_default();
+        assert!(message.contains("exited with code 3"), "{message}");
         assert!(
-            a.message
-                .as_deref()
-                .unwrap_or_default()
-                .contains("exited with code 3"),
-            "{:?}",
-            a.message
+            message.contains("last lines of") && message.ends_with(": hello from a real pod"),
+            "{message}"
         );
         let runs = pods_and_logs(&member, &job).await;
         assert_eq!(runs.len(), 1);

@@ -77,7 +77,7 @@ pub fn pod_failure(pod: &Pod) -> Option<String> {
 }
 
 /// Annotation (and label) with an Indexed Job pod's completion index: its replica number.
-const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 /// `s` cut to at most `max` bytes on a character boundary.
 fn cut_to(mut s: String, max: usize) -> String {

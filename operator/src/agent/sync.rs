@@ -14,23 +14,29 @@ use std::time::Duration;
 use futures::StreamExt;
 use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
 use super::api::{API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed_create, timed_opt};
 use super::context::Context;
 use super::plan::{self, DeleteReason, Note, Step, View};
-use super::report::ended;
+use super::report::{COMPLETION_INDEX, cut, ended};
 use crate::backoff;
 use crate::error::{Error, Result};
 
 /// Debounce after a wake-up, so a burst of watch events becomes one pass.
 const SETTLE: Duration = Duration::from_millis(50);
+
+/// Lines of a failed container's log added to its placement's message.
+const LOG_TAIL_LINES: i64 = 10;
+/// At most this much of them (the whole message is cut to 1000 bytes).
+const LOG_TAIL_BYTES: i64 = 600;
 
 /// Most groups of steps (jobs) carried out at once in a pass.
 const MAX_IN_FLIGHT: usize = 16;
@@ -270,6 +276,55 @@ impl Sync {
         Ok(())
     }
 
+    /// A Failed status whose workload exited non-zero, with the last lines of that container's log
+    /// appended to its message (what a tenant wants first); any other status as it is. A log that
+    /// cannot be read (the node is gone, a kwok node) leaves the message as it was.
+    async fn with_log_tail(&self, status: &PlacementStatus) -> PlacementStatus {
+        let (Some(PlacementPhase::Failed), Some(job)) = (status.phase, status.local_job.as_ref())
+        else {
+            return status.clone();
+        };
+        let Some(exit) = status.exits.iter().find(|e| e.exit_code != 0) else {
+            return status.clone();
+        };
+        let pods = self.ctx.job_pods();
+        let index = exit.replica.to_string();
+        let Some(pod) = pods.get(job).into_iter().flatten().find(|p| {
+            p.annotations()
+                .get(COMPLETION_INDEX)
+                .or_else(|| p.labels().get(COMPLETION_INDEX))
+                == Some(&index)
+        }) else {
+            return status.clone();
+        };
+        let api: Api<Pod> = Api::namespaced(self.ctx.local.clone(), &self.ctx.args.jobs_namespace);
+        let params = LogParams {
+            container: Some(exit.container.clone()),
+            tail_lines: Some(LOG_TAIL_LINES),
+            limit_bytes: Some(LOG_TAIL_BYTES),
+            ..Default::default()
+        };
+        let name = pod.name_any();
+        match tokio::time::timeout(API_TIMEOUT, api.logs(&name, &params)).await {
+            Ok(Ok(log)) if !log.trim().is_empty() => {
+                let mut st = status.clone();
+                let message = st.message.take().unwrap_or_default();
+                st.message = Some(cut(format!(
+                    "{message}; last lines of {name}/{}: {}",
+                    exit.container,
+                    log.trim_end().lines().collect::<Vec<_>>().join(" | ")
+                )));
+                st
+            }
+            Ok(Ok(_)) => status.clone(),
+            Ok(Err(e)) => {
+                tracing::debug!(pod = %name, error = %e, "no log tail for the failed container");
+                status.clone()
+            }
+            Err(_) => status.clone(),
+        }
+    }
+
     async fn step(&self, step: &Step) -> Result<()> {
         match step {
             Step::CreateJob {
@@ -287,7 +342,8 @@ impl Sync {
                 status,
                 note,
             } => {
-                let written = self.write_status(placement, status).await?;
+                let status = self.with_log_tail(status).await;
+                let written = self.write_status(placement, &status).await?;
                 if status.reason.as_deref() == Some(plan::FENCED) {
                     // Reported, or the hub deleted the Placement meanwhile: either way, done.
                     self.ctx.shared.forget_fenced(placement);
