@@ -8,8 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use gpufed_crds::{AttemptPhase, JobPhase};
 use gpufed_e2e::hubctl::wait_job;
 use gpufed_e2e::image::BUSYBOX;
@@ -19,27 +21,65 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const HARD_DEADLINE: Duration = Duration::from_secs(300);
 const LONG: Duration = Duration::from_secs(90);
 
-/// The (start, finish) of the `main` container of the job's pod on `member`, once it has finished
-/// (or just the start while it runs).
-async fn container_times(member: &Client, job_uid: &str) -> Option<(Time, Option<Time>)> {
-    let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
-        .await
-        .ok()?;
-    let pod = list.items.into_iter().next()?;
-    let state = pod.status?.container_statuses?.into_iter().next()?.state?;
+/// When a container started and, once it has terminated, finished.
+type Times = (Time, Option<Time>);
+
+/// The (start, finish) of the container of a pod (finish once it has terminated).
+fn times(pod: &Pod) -> Option<Times> {
+    let state = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .clone()?;
     if let Some(r) = state.running {
         return Some((r.started_at?, None));
     }
     let t = state.terminated?;
     Some((t.started_at?, Some(t.finished_at?)))
+}
+
+/// The container times of the job's pod on `member`, as a list shows them now.
+async fn container_times(member: &Client, job_uid: &str) -> Option<Times> {
+    let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={job_uid}")))
+        .await
+        .ok()?;
+    times(list.items.first()?)
+}
+
+/// Watches the job's pods on `member` and keeps the last container times seen: a pod stopped by
+/// its Job's deadline is deleted right after its container ends, so a list can miss that moment;
+/// the watch sees the kubelet's status update before the deletion.
+fn watch_times(
+    member: &Client,
+    job_uid: &str,
+) -> (Arc<Mutex<Option<Times>>>, tokio::task::JoinHandle<()>) {
+    let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
+    let config = watcher::Config::default().labels(&format!("gpufed.io/job-uid={job_uid}"));
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(pods, config).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
+                && let Some(t) = times(&p)
+            {
+                *sink.lock().unwrap() = Some(t);
+            }
+        }
+    });
+    (seen, task)
 }
 
 #[test]
@@ -110,6 +150,7 @@ fn a_killed_agents_job_stops_on_its_lease_before_the_hub_runs_it_elsewhere() {
         );
         let (start_1, _) = container_times(&alpha, &uid).await.unwrap();
 
+        let (seen_1, watch_1) = watch_times(&alpha, &uid);
         // kill -9 of alpha's agent: nothing on alpha can fence the job any more.
         pool.members
             .iter_mut()
@@ -121,15 +162,15 @@ fn a_killed_agents_job_stops_on_its_lease_before_the_hub_runs_it_elsewhere() {
 
         // Alpha's Job controller stops the container once the lease runs out…
         let (_, end_1) = wait_until(LONG, "attempt 1's container stopped on alpha", || {
-            let alpha = alpha.clone();
-            let uid = uid.clone();
+            let seen = seen_1.clone();
             async move {
-                let (s, f) = container_times(&alpha, &uid).await?;
+                let (s, f) = seen.lock().unwrap().clone()?;
                 Some((s, f?))
             }
         })
         .await
         .unwrap();
+        watch_1.abort();
         let job_1 = local
             .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={uid}")))
             .await
