@@ -9,8 +9,13 @@
 //! ask for a model nobody has. The batch is sized so that free GPUs run out part-way, so a real
 //! share of decisions are `NoFit` with a reason for every cluster, the expensive kind.
 //!
-//! Two sizes with the same jobs-per-cluster density show how the cost of one decision grows with
-//! the pool: 1,000 jobs on 100 clusters and 10,000 jobs on 1,000 clusters.
+//! Sizes with the same jobs-per-cluster density show how the cost of one decision grows with the
+//! pool. `schedule_batch/clusters/N`: 1,000 jobs on 100 clusters and 10,000 jobs on 1,000 clusters,
+//! all decisions returned together. `place_each/clusters/N`: 10,000 jobs on 1,000 clusters and
+//! 100,000 jobs on 10,000 clusters, decided one after another with `Scheduler::place` in
+//! `schedule_batch`'s order, each decision dropped once made, as a consumer that writes each one out
+//! would. `schedule_batch` cannot run the largest size: it returns every `NoFit` with one reason per
+//! cluster, and ~14,000 no-fit decisions × 10,000 reasons would need over 10 GiB at once.
 //!
 //! Run: `cargo bench -p gpufed-scheduler` (plots are off; criterion writes only its JSON estimates
 //! under `target/criterion`).
@@ -24,8 +29,8 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use gpufed_scheduler::{
-    BondState, ClusterState, Decision, JobRequest, NodeState, ONE_TOKEN, Policy, Strategy,
-    schedule_batch,
+    BondState, ClusterState, Decision, JobRequest, NodeState, ONE_TOKEN, Policy, Scheduler,
+    Strategy, schedule_batch,
 };
 
 /// SplitMix64: a tiny deterministic generator, so the workload is the same on every run.
@@ -172,30 +177,53 @@ fn jobs(n: usize, cluster_count: usize, rng: &mut Rng) -> Vec<JobRequest> {
         .collect()
 }
 
+/// The pool and batch of one size, fixed by the seed.
+fn workload(cluster_count: usize, job_count: usize) -> (Vec<ClusterState>, Vec<JobRequest>) {
+    let mut rng = Rng(42);
+    let snapshot = clusters(cluster_count, &mut rng);
+    let batch = jobs(job_count, cluster_count, &mut rng);
+    (snapshot, batch)
+}
+
+/// Decides `batch` job by job in `schedule_batch`'s order, dropping each decision; returns how
+/// many were placed.
+fn place_each(batch: &[&JobRequest], snapshot: &[ClusterState], policy: &Policy) -> usize {
+    let mut scheduler = Scheduler::new(snapshot, &[], policy).unwrap();
+    batch
+        .iter()
+        .filter(|job| matches!(scheduler.place(job).unwrap(), Decision::Place(_)))
+        .count()
+}
+
+fn describe(snapshot: &[ClusterState], job_count: usize, placed: usize) {
+    let gpus: u64 = snapshot
+        .iter()
+        .flat_map(|c| &c.nodes)
+        .map(|n| u64::from(n.offered_gpus()))
+        .sum();
+    println!(
+        "{} clusters ({gpus} free GPUs), {job_count} jobs: {placed} placed, {} no fit",
+        snapshot.len(),
+        job_count - placed
+    );
+}
+
+const POLICY: Policy = Policy {
+    strategy: Strategy::CheapestFit,
+};
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("schedule_batch");
     group.sampling_mode(SamplingMode::Flat);
     for (cluster_count, job_count) in [(100, 1_000), (1_000, 10_000)] {
-        let mut rng = Rng(42);
-        let snapshot = clusters(cluster_count, &mut rng);
-        let batch = jobs(job_count, cluster_count, &mut rng);
-        let policy = Policy {
-            strategy: Strategy::CheapestFit,
-        };
+        let (snapshot, batch) = workload(cluster_count, job_count);
+        let policy = POLICY;
         let out = schedule_batch(&batch, &snapshot, &[], &policy).unwrap();
         let placed = out
             .iter()
             .filter(|(_, d)| matches!(d, Decision::Place(_)))
             .count();
-        let gpus: u64 = snapshot
-            .iter()
-            .flat_map(|c| &c.nodes)
-            .map(|n| u64::from(n.offered_gpus()))
-            .sum();
-        println!(
-            "{cluster_count} clusters ({gpus} free GPUs), {job_count} jobs: {placed} placed, {} no fit",
-            job_count - placed
-        );
+        describe(&snapshot, job_count, placed);
         group.throughput(Throughput::Elements(job_count as u64));
         group.bench_with_input(
             BenchmarkId::new("clusters", cluster_count),
@@ -203,6 +231,27 @@ fn bench(c: &mut Criterion) {
             |b, (snapshot, batch)| {
                 b.iter(|| schedule_batch(black_box(batch), black_box(snapshot), &[], &policy))
             },
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("place_each");
+    group.sampling_mode(SamplingMode::Flat);
+    for (cluster_count, job_count) in [(1_000, 10_000), (10_000, 100_000)] {
+        let (snapshot, batch) = workload(cluster_count, job_count);
+        let mut order: Vec<&JobRequest> = batch.iter().collect();
+        order.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.order.cmp(&b.order))
+                .then(a.key.cmp(&b.key))
+        });
+        describe(&snapshot, job_count, place_each(&order, &snapshot, &POLICY));
+        group.throughput(Throughput::Elements(job_count as u64));
+        group.bench_with_input(
+            BenchmarkId::new("clusters", cluster_count),
+            &(snapshot, order),
+            |b, (snapshot, order)| b.iter(|| place_each(black_box(order), snapshot, &POLICY)),
         );
     }
     group.finish();

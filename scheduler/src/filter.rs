@@ -24,8 +24,8 @@ pub(crate) struct JobView<'j> {
     pub(crate) job: &'j JobRequest,
     /// Accepted models that some node of the snapshot has, deduplicated, in the job's order.
     pub(crate) models: Vec<u32>,
-    /// Accepted regions known to the snapshot; `None` accepts any.
-    regions: Option<Vec<u32>>,
+    /// Accepted regions known to the snapshot, ascending and deduplicated; `None` accepts any.
+    pub(crate) regions: Option<Vec<u32>>,
     /// Positions of excluded clusters.
     excluded: Vec<usize>,
     /// Positions of clusters where an earlier attempt failed.
@@ -50,10 +50,14 @@ impl<'j> JobView<'j> {
             models.push(id);
         }
         let regions = (!job.regions.is_empty()).then(|| {
-            job.regions
+            let mut ids: Vec<u32> = job
+                .regions
                 .iter()
                 .filter_map(|r| index.region_id(r))
-                .collect()
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
         });
         let positions = |names: &[String]| -> Vec<usize> {
             names
@@ -70,6 +74,13 @@ impl<'j> JobView<'j> {
             need: job.total_gpus(),
             wanted: wanted.into(),
         }
+    }
+}
+
+impl JobView<'_> {
+    /// Whether the job excludes the cluster at `pos` or failed there before.
+    pub(crate) fn blocks(&self, pos: usize) -> bool {
+        self.excluded.contains(&pos) || self.failed.contains(&pos)
     }
 }
 
@@ -158,14 +169,7 @@ pub(crate) fn evaluate(
         let Some(model_pos) = cluster.models.iter().position(|m| m.model == model) else {
             continue;
         };
-        let entry = &cluster.models[model_pos];
-        let outcome = if let Some(b) = banned.iter().find(|b| b.cluster == pos && b.model == model)
-        {
-            Err(Reject::Fragmented { model, fit: b.fit })
-        } else {
-            check_model(entry, model, model_pos, view)
-        };
-        match outcome {
+        match model_outcome(cluster, pos, model_pos, view, banned) {
             Ok(fit) => {
                 fits = true;
                 on_fit(fit);
@@ -175,6 +179,25 @@ pub(crate) fn evaluate(
         }
     }
     if fits { Ok(()) } else { Err(best) }
+}
+
+/// Whether model `model_pos` of `cluster` (at position `pos`) fits `view`, by the model filters
+/// alone: the cluster-level ones are the caller's.
+pub(crate) fn model_outcome(
+    cluster: &ClusterEntry<'_>,
+    pos: usize,
+    model_pos: usize,
+    view: &JobView<'_>,
+    banned: &[Banned],
+) -> Result<Fit, Reject> {
+    let Some(entry) = cluster.models.get(model_pos) else {
+        return Err(Reject::NoModel);
+    };
+    let model = entry.model;
+    if let Some(b) = banned.iter().find(|b| b.cluster == pos && b.model == model) {
+        return Err(Reject::Fragmented { model, fit: b.fit });
+    }
+    check_model(entry, model, model_pos, view)
 }
 
 fn check_model(

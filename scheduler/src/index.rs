@@ -5,6 +5,11 @@
 //! from node free counts, and per (cluster, model) aggregates precomputed so that checking a job
 //! against a cluster touches none of its nodes. Only the chosen cluster's nodes are visited, once
 //! to pack the gang and once to refresh that model's aggregates after the placement.
+//!
+//! On top of that, the clusters a job could fit are listed once per (model, region) as compact
+//! [`Row`]s: only clusters that pass the static gates (ready, inventory, not cordoned, bond) and
+//! price the model. A job reads only the rows of its models and regions, one after another in
+//! memory, and most rows are rejected or accepted from the row alone (see `scan.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +38,27 @@ pub(crate) struct Index<'a> {
     /// Positions of the clusters with nodes of each model id, ascending: the only clusters a job
     /// for that model can fit.
     with_model: Vec<Vec<usize>>,
+    /// Rows of the open clusters (no gate) that price a model, at `model id × regions + region id`,
+    /// ascending by cluster position.
+    rows: Vec<Vec<Row>>,
+}
+
+/// What a scan needs of one (open cluster, priced model) without touching the cluster: its free
+/// GPUs on all the model's nodes, which bound every memory tier, and its price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) price: u128,
+    /// Free GPUs of the model on all its nodes (the tier of the least memory).
+    pub(crate) free: u64,
+    /// Least memory per GPU among the model's nodes: a job needing no more reads `free` and
+    /// `max_free` as its own tier's.
+    pub(crate) min_mem_mib: u64,
+    /// Cluster position.
+    pub(crate) cluster: u32,
+    /// Position in the cluster's [`ClusterEntry::models`].
+    pub(crate) model_pos: u32,
+    /// Most free GPUs of the model on one node.
+    pub(crate) max_free: u32,
 }
 
 /// One cluster of the working copy.
@@ -67,6 +93,8 @@ pub(crate) struct ModelEntry {
     /// One tier per distinct memory size, largest first; each tier aggregates every node with at
     /// least its memory, so a job's tier is the last one that still meets its memory need.
     pub(crate) tiers: Vec<Tier>,
+    /// Where this model's [`Row`] is (list, position), if the cluster is open and prices it.
+    row: Option<(usize, usize)>,
 }
 
 /// Free capacity of the nodes of one model with at least `mem_mib` per GPU.
@@ -113,6 +141,15 @@ impl ModelEntry {
     /// Largest memory per GPU among the model's nodes.
     pub(crate) fn max_mem_mib(&self) -> u64 {
         self.tiers.first().map_or(0, |t| t.mem_mib)
+    }
+
+    /// The row's figures from the tier of all nodes (the last one).
+    fn update_row(&self, row: &mut Row) {
+        if let Some(all) = self.tiers.last() {
+            row.free = all.free;
+            row.max_free = all.max_free;
+            row.min_mem_mib = all.mem_mib;
+        }
     }
 
     fn refresh(&mut self, nodes: &[NodeEntry<'_>]) {
@@ -177,6 +214,7 @@ impl<'a> Index<'a> {
             model_ids,
             region_ids,
             with_model: Vec::new(),
+            rows: Vec::new(),
         };
         index.with_model = vec![Vec::new(); index.model_names.len()];
         for (pos, state) in sorted.into_iter().enumerate() {
@@ -195,7 +233,55 @@ impl<'a> Index<'a> {
                 model.refresh(nodes);
             }
         }
+        index.build_rows();
         Ok(index)
+    }
+
+    fn build_rows(&mut self) {
+        let regions = self.region_ids.len().max(1);
+        let mut rows = vec![Vec::new(); self.model_names.len() * regions];
+        for (pos, cluster) in self.clusters.iter_mut().enumerate() {
+            if cluster.gate.is_some() {
+                continue;
+            }
+            let region = cluster.region as usize;
+            for (model_pos, model) in cluster.models.iter_mut().enumerate() {
+                let Some(price) = model.price else {
+                    continue;
+                };
+                let list_at = model.model as usize * regions + region;
+                let (Some(list), Ok(cluster), Ok(model_pos)) = (
+                    rows.get_mut(list_at),
+                    u32::try_from(pos),
+                    u32::try_from(model_pos),
+                ) else {
+                    continue;
+                };
+                let mut row = Row {
+                    price,
+                    free: 0,
+                    min_mem_mib: 0,
+                    cluster,
+                    model_pos,
+                    max_free: 0,
+                };
+                model.update_row(&mut row);
+                model.row = Some((list_at, list.len()));
+                list.push(row);
+            }
+        }
+        self.rows = rows;
+    }
+
+    /// Rows of the open clusters pricing model `model` in region `region`, by cluster position.
+    pub(crate) fn rows(&self, model: u32, region: u32) -> &[Row] {
+        let at = model as usize * self.region_ids.len().max(1) + region as usize;
+        self.rows.get(at).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of regions known to the snapshot (region ids are `0..regions()`).
+    pub(crate) fn regions(&self) -> u32 {
+        u32::try_from(self.region_ids.len()).unwrap_or(u32::MAX)
     }
 
     fn entry(&self, state: &'a ClusterState) -> Result<ClusterEntry<'a>, ScheduleError> {
@@ -238,6 +324,7 @@ impl<'a> Index<'a> {
                     .copied(),
                 nodes: positions,
                 tiers: Vec::new(),
+                row: None,
             })
             .collect();
         let gate = if !state.ready {
@@ -320,6 +407,12 @@ impl<'a> Index<'a> {
         let ClusterEntry { nodes, models, .. } = entry;
         if let Some(model) = models.get_mut(model_pos) {
             model.refresh(nodes);
+            if let Some(row) = model
+                .row
+                .and_then(|(list, at)| self.rows.get_mut(list)?.get_mut(at))
+            {
+                model.update_row(row);
+            }
         }
     }
 }

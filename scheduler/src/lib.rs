@@ -10,7 +10,7 @@
 //! explanations work, and how fast, is in `docs/scheduler.md`.
 //!
 //! Modules: [`input`] (what goes in), `index` (the per-batch working copy), `filter` (why a
-//! cluster fits or not), `score` (strategies), `packing` (nodes inside the chosen cluster),
+//! cluster fits or not), `scan` (the indexed search for the best fit), `score` (strategies), `packing` (nodes inside the chosen cluster),
 //! [`scheduler`] (entry points), [`decision`] and [`reason`] (what comes out), [`mod@explain`] (text),
 //! [`money`] (token amounts as text), [`error`].
 
@@ -23,6 +23,9 @@ pub mod input;
 pub mod money;
 mod packing;
 pub mod reason;
+#[cfg(any(test, feature = "testing"))]
+pub mod reference;
+mod scan;
 pub mod scheduler;
 mod score;
 #[cfg(any(test, feature = "testing"))]

@@ -4,8 +4,9 @@
 //! from that copy before the next job is looked at, exactly as a [`Reservation`] from an earlier
 //! pass is, so a burst of jobs never over-commits a cluster before its member reports back.
 //!
-//! Picking a cluster is one pass over all clusters keeping only the best key; nothing is allocated
-//! per cluster. Only a job that fits nowhere pays for a second pass that builds the reasons.
+//! Picking a cluster reads only the index rows of the job's models and regions, keeping only the
+//! best key (`scan.rs`); nothing is allocated per cluster. Only a job that fits nowhere pays for a
+//! pass over every cluster that builds the reasons.
 
 use std::collections::BTreeSet;
 
@@ -16,15 +17,20 @@ use crate::index::Index;
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
 use crate::packing::pack;
 use crate::reason::Reason;
+use crate::scan::scan;
 use crate::score::ScoreKey;
 
 /// A scheduling pass over one snapshot: places jobs one after another, each seeing the GPUs taken
 /// by the ones before.
 #[derive(Debug)]
 pub struct Scheduler<'a> {
-    index: Index<'a>,
-    policy: Policy,
+    pub(crate) index: Index<'a>,
+    pub(crate) policy: Policy,
 }
+
+/// How a candidate search finds the best (cluster, model) for a job and counts the clusters that
+/// fit: the indexed scan, or the linear one the tests compare it with.
+pub(crate) type Scan = fn(&Scheduler<'_>, &JobView<'_>, &[Banned]) -> (Option<Best>, usize);
 
 /// What [`Scheduler::choose`] found: a placement and what it takes, or the reasons.
 enum Choice {
@@ -39,10 +45,10 @@ enum Choice {
 
 /// The best candidate of one scan.
 #[derive(Clone, Copy)]
-struct Best {
-    key: ScoreKey,
-    cluster: usize,
-    fit: Fit,
+pub(crate) struct Best {
+    pub(crate) key: ScoreKey,
+    pub(crate) cluster: usize,
+    pub(crate) fit: Fit,
 }
 
 impl<'a> Scheduler<'a> {
@@ -61,7 +67,15 @@ impl<'a> Scheduler<'a> {
 
     /// Decides where `job` goes and, if it is placed, takes its GPUs from the working copy.
     pub fn place(&mut self, job: &JobRequest) -> Result<Decision, ScheduleError> {
-        Ok(match self.choose(job)? {
+        self.place_with(job, indexed)
+    }
+
+    pub(crate) fn place_with(
+        &mut self,
+        job: &JobRequest,
+        scan: Scan,
+    ) -> Result<Decision, ScheduleError> {
+        Ok(match self.choose(job, scan)? {
             Choice::Place {
                 assignment,
                 cluster,
@@ -78,18 +92,18 @@ impl<'a> Scheduler<'a> {
 
     /// Decides where `job` would go without taking its GPUs.
     pub fn evaluate(&self, job: &JobRequest) -> Result<Decision, ScheduleError> {
-        Ok(match self.choose(job)? {
+        Ok(match self.choose(job, indexed)? {
             Choice::Place { assignment, .. } => Decision::Place(assignment),
             Choice::NoFit(reasons) => Decision::NoFit(reasons),
         })
     }
 
-    fn choose(&self, job: &JobRequest) -> Result<Choice, ScheduleError> {
+    fn choose(&self, job: &JobRequest, scan: Scan) -> Result<Choice, ScheduleError> {
         job.validate()?;
         let view = JobView::new(job, &self.index);
         let mut banned: Vec<Banned> = Vec::new();
         loop {
-            let (best, fitting) = self.scan(&view, &banned);
+            let (best, fitting) = scan(self, &view, &banned);
             let candidate = best.and_then(|b| {
                 let cluster = self.index.clusters.get(b.cluster)?;
                 Some((b, cluster, cluster.models.get(b.fit.model_pos)?))
@@ -136,38 +150,6 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// One pass over the clusters that have an accepted model (no other can fit): the best
-    /// candidate and the number of clusters that fit.
-    fn scan(&self, view: &JobView<'_>, banned: &[Banned]) -> (Option<Best>, usize) {
-        let strategy = self.policy.strategy;
-        let mut best: Option<Best> = None;
-        let mut fitting = 0;
-        let lists: Vec<&[usize]> = view
-            .models
-            .iter()
-            .map(|&m| self.index.clusters_with(m))
-            .collect();
-        for_each_in_union(&lists, |pos| {
-            let Some(cluster) = self.index.clusters.get(pos) else {
-                return;
-            };
-            let outcome = evaluate(cluster, pos, view, banned, |fit| {
-                let key = ScoreKey::new(strategy, fit.price, fit.free, view.need, pos, fit.model);
-                if best.as_ref().is_none_or(|b| key < b.key) {
-                    best = Some(Best {
-                        key,
-                        cluster: pos,
-                        fit,
-                    });
-                }
-            });
-            if outcome.is_ok() {
-                fitting += 1;
-            }
-        });
-        (best, fitting)
-    }
-
     /// One reason per cluster, by cluster name, for a job that fits nowhere.
     fn reasons(&self, view: &JobView<'_>, banned: &[Banned]) -> Vec<(String, Reason)> {
         let mut out = Vec::with_capacity(self.index.clusters.len());
@@ -183,30 +165,9 @@ impl<'a> Scheduler<'a> {
     }
 }
 
-/// Calls `visit` once for each value in any of the ascending `lists`, in ascending order.
-fn for_each_in_union(lists: &[&[usize]], mut visit: impl FnMut(usize)) {
-    if let [only] = lists {
-        only.iter().for_each(|&v| visit(v));
-        return;
-    }
-    let mut heads = vec![0usize; lists.len()];
-    loop {
-        let next = lists
-            .iter()
-            .zip(&heads)
-            .filter_map(|(list, &h)| list.get(h))
-            .min()
-            .copied();
-        let Some(v) = next else {
-            return;
-        };
-        visit(v);
-        for (list, h) in lists.iter().zip(heads.iter_mut()) {
-            if list.get(*h) == Some(&v) {
-                *h += 1;
-            }
-        }
-    }
+/// The indexed scan, as a [`Scan`].
+fn indexed(s: &Scheduler<'_>, view: &JobView<'_>, banned: &[Banned]) -> (Option<Best>, usize) {
+    scan(&s.index, s.policy.strategy, view, banned)
 }
 
 /// Decides where one job goes, given the snapshot, the GPUs already promised, and the policy.
@@ -228,6 +189,17 @@ pub fn schedule_batch(
     reservations: &[Reservation],
     policy: &Policy,
 ) -> Result<Vec<(String, Decision)>, ScheduleError> {
+    batch_with(jobs, clusters, reservations, policy, indexed)
+}
+
+/// [`schedule_batch`] with the given candidate search.
+pub(crate) fn batch_with(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+    scan: Scan,
+) -> Result<Vec<(String, Decision)>, ScheduleError> {
     let mut keys = BTreeSet::new();
     for job in jobs {
         job.validate()?;
@@ -247,7 +219,7 @@ pub fn schedule_batch(
     let mut scheduler = Scheduler::new(clusters, reservations, policy)?;
     order
         .into_iter()
-        .map(|job| Ok((job.key.clone(), scheduler.place(job)?)))
+        .map(|job| Ok((job.key.clone(), scheduler.place_with(job, scan)?)))
         .collect()
 }
 

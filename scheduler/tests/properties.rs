@@ -1,12 +1,14 @@
 //! Property tests of the scheduler's invariants over random snapshots, reservations and batches:
 //! no over-commit, price caps, all-or-nothing gangs, only eligible clusters, determinism, one
-//! reason per cluster, and agreement with a naive reference scheduler.
+//! reason per cluster, agreement with a naive reference scheduler, and agreement of the indexed
+//! search with the linear one it replaced (`gpufed_scheduler::reference`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use gpufed_scheduler::{
-    ClusterState, Decision, JobRequest, Policy, Reservation, Strategy, schedule, schedule_batch,
+    ClusterState, Decision, JobRequest, Policy, Reservation, Strategy, reference, schedule,
+    schedule_batch,
 };
 use proptest::prelude::*;
 
@@ -114,6 +116,21 @@ proptest! {
         strategy in strategy(),
     ) {
         check_batch(&jobs, &clusters, &held, strategy)?;
+    }
+
+    #[test]
+    fn the_indexed_search_decides_exactly_what_the_linear_reference_decides(
+        clusters in snapshot(),
+        held in reservations(),
+        jobs in batch(),
+        strategy in strategy(),
+    ) {
+        // Whole batches, so every decision also depends on the GPUs the earlier ones took: the
+        // index's rows must follow each placement exactly as the clusters' tiers do.
+        let policy = Policy { strategy };
+        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        prop_assert_eq!(indexed, linear);
     }
 
     #[test]

@@ -261,19 +261,6 @@ fn malformed_batches_are_refused_before_anything_is_placed() {
 }
 
 #[test]
-fn the_union_of_cluster_lists_visits_each_cluster_once_in_order() {
-    let mut seen = Vec::new();
-    super::for_each_in_union(&[&[1, 4, 7], &[0, 4, 9], &[]], |v| seen.push(v));
-    assert_eq!(seen, [0, 1, 4, 7, 9]);
-    seen.clear();
-    super::for_each_in_union(&[&[2, 3]], |v| seen.push(v));
-    assert_eq!(seen, [2, 3]);
-    seen.clear();
-    super::for_each_in_union(&[], |v| seen.push(v));
-    assert!(seen.is_empty());
-}
-
-#[test]
 fn a_gpu_reporting_a_little_less_than_the_advertised_memory_still_qualifies() {
     // NVML reports 81,559 MiB for an H100 80GB; a job asking 80 GiB must be able to use it.
     let clusters = [cluster("alpha")
