@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::index::{ClusterEntry, Gate, Index};
+use crate::index::{ClusterEntry, Gate, Index, model_mask};
 use crate::input::{BondState, JobRequest};
 use crate::reason::{BondIssue, Reason};
 
@@ -24,6 +24,8 @@ pub(crate) struct JobView<'j> {
     pub(crate) job: &'j JobRequest,
     /// Accepted models that some node of the snapshot has, deduplicated, in the job's order.
     pub(crate) models: Vec<u32>,
+    /// [`model_mask`] of `models`.
+    model_mask: u64,
     /// Accepted regions known to the snapshot, ascending and deduplicated; `None` accepts any.
     pub(crate) regions: Option<Vec<u32>>,
     /// Positions of excluded clusters.
@@ -67,6 +69,7 @@ impl<'j> JobView<'j> {
         };
         JobView {
             job,
+            model_mask: model_mask(models.iter().copied()),
             models,
             regions,
             excluded: positions(&job.exclude),
@@ -162,6 +165,9 @@ pub(crate) fn evaluate(
         && !regions.contains(&cluster.region)
     {
         return Err(Reject::Region);
+    }
+    if cluster.model_mask & view.model_mask == 0 {
+        return Err(Reject::NoModel);
     }
     let mut best = Reject::NoModel;
     let mut fits = false;

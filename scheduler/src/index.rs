@@ -35,9 +35,11 @@ pub(crate) struct Index<'a> {
     pub(crate) model_names: Vec<&'a str>,
     model_ids: BTreeMap<&'a str, u32>,
     region_ids: BTreeMap<&'a str, u32>,
-    /// Positions of the clusters with nodes of each model id, ascending: the only clusters a job
-    /// for that model can fit.
-    with_model: Vec<Vec<usize>>,
+    /// Cluster names back to back, in position order, ending at `name_ends[pos]`: a job that fits
+    /// nowhere copies every name, and reading them from one buffer rather than from each
+    /// `ClusterState` keeps that pass out of cache misses.
+    name_buf: String,
+    name_ends: Vec<usize>,
     /// Rows of the open clusters (no gate) that price a model, at `model id × regions + region id`,
     /// ascending by cluster position.
     rows: Vec<Vec<Row>>,
@@ -71,8 +73,18 @@ pub(crate) struct ClusterEntry<'a> {
     pub(crate) nodes: Vec<NodeEntry<'a>>,
     /// Models the cluster has nodes of, sorted by id.
     pub(crate) models: Vec<ModelEntry>,
-    /// Their names, for `NoModel` reasons.
+    /// Their names, for `NoModel` reasons; one shared list per distinct set of models in the pool.
     pub(crate) has: Arc<[String]>,
+    /// Bit `id` set for each model id below 64 it has; all bits when it has a model id above.
+    pub(crate) model_mask: u64,
+}
+
+/// Bit `id` for each of `ids`, or every bit if an id is 64 or more, so `a & b == 0` proves that
+/// two sets share no id.
+pub(crate) fn model_mask(ids: impl IntoIterator<Item = u32>) -> u64 {
+    ids.into_iter().fold(0, |mask, id| {
+        mask | 1u64.checked_shl(id).unwrap_or(u64::MAX)
+    })
 }
 
 /// One node of the working copy.
@@ -213,17 +225,20 @@ impl<'a> Index<'a> {
             model_names: model_ids.keys().copied().collect(),
             model_ids,
             region_ids,
-            with_model: Vec::new(),
+            name_buf: String::new(),
+            name_ends: Vec::with_capacity(sorted.len()),
             rows: Vec::new(),
         };
-        index.with_model = vec![Vec::new(); index.model_names.len()];
-        for (pos, state) in sorted.into_iter().enumerate() {
-            let entry = index.entry(state)?;
-            for m in &entry.models {
-                if let Some(list) = index.with_model.get_mut(m.model as usize) {
-                    list.push(pos);
-                }
+        let mut lists: BTreeMap<u64, Vec<Arc<[String]>>> = BTreeMap::new();
+        for state in sorted {
+            let mut entry = index.entry(state)?;
+            let same = lists.entry(entry.model_mask).or_default();
+            match same.iter().find(|has| **has == entry.has) {
+                Some(has) => entry.has = Arc::clone(has),
+                None => same.push(Arc::clone(&entry.has)),
             }
+            index.name_buf.push_str(&state.name);
+            index.name_ends.push(index.name_buf.len());
             index.clusters.push(entry);
         }
         index.reserve(reservations);
@@ -309,6 +324,7 @@ impl<'a> Index<'a> {
                 by_model.entry(id).or_default().push(pos);
             }
         }
+        let model_mask = model_mask(by_model.keys().copied());
         let has = by_model
             .keys()
             .map(|&id| self.model_name(id).to_string())
@@ -345,6 +361,7 @@ impl<'a> Index<'a> {
             nodes,
             models,
             has,
+            model_mask,
         })
     }
 
@@ -367,14 +384,20 @@ impl<'a> Index<'a> {
             .ok()
     }
 
+    /// Name of the cluster at `pos`.
+    pub(crate) fn cluster_name(&self, pos: usize) -> &str {
+        let start = pos
+            .checked_sub(1)
+            .and_then(|p| self.name_ends.get(p))
+            .copied()
+            .unwrap_or(0);
+        let end = self.name_ends.get(pos).copied().unwrap_or(start);
+        self.name_buf.get(start..end).unwrap_or("")
+    }
+
     /// Id of a model that some node of the snapshot has.
     pub(crate) fn model_id(&self, name: &str) -> Option<u32> {
         self.model_ids.get(name).copied()
-    }
-
-    /// Positions of the clusters that have nodes of model `id`, ascending.
-    pub(crate) fn clusters_with(&self, id: u32) -> &[usize] {
-        self.with_model.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
     /// Id of a region that some cluster of the snapshot is in.
@@ -418,120 +441,4 @@ impl<'a> Index<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::input::BondState;
-    use crate::testing::{cluster, reservation};
-
-    #[test]
-    fn clusters_are_sorted_by_name_whatever_the_input_order() {
-        let snapshot = [cluster("gamma").build(), cluster("alpha").build()];
-        let index = Index::build(&snapshot, &[]).unwrap();
-        let names: Vec<&str> = index
-            .clusters
-            .iter()
-            .map(|c| c.state.name.as_str())
-            .collect();
-        assert_eq!(names, ["alpha", "gamma"]);
-        assert_eq!(index.cluster_position("gamma"), Some(1));
-        assert_eq!(index.cluster_position("beta"), None);
-    }
-
-    #[test]
-    fn duplicate_cluster_or_node_names_are_refused() {
-        let twice = [cluster("alpha").build(), cluster("alpha").build()];
-        assert_eq!(
-            Index::build(&twice, &[]).unwrap_err(),
-            ScheduleError::DuplicateCluster {
-                name: "alpha".into()
-            }
-        );
-        let nodes = [cluster("alpha")
-            .node("n1", "H100", 80 * 1024, 8)
-            .node("n1", "H100", 80 * 1024, 8)
-            .build()];
-        assert_eq!(
-            Index::build(&nodes, &[]).unwrap_err(),
-            ScheduleError::DuplicateNode {
-                cluster: "alpha".into(),
-                node: "n1".into()
-            }
-        );
-    }
-
-    #[test]
-    fn reservations_reduce_node_free_counts_and_unknown_ones_are_ignored() {
-        let snapshot = [cluster("alpha")
-            .node("n1", "H100", 80 * 1024, 8)
-            .node("n2", "H100", 80 * 1024, 8)
-            .build()];
-        let reservations = [
-            reservation("alpha", "n1", 3),
-            reservation("alpha", "n1", 2),
-            reservation("alpha", "n2", 20),
-            reservation("alpha", "gone", 4),
-            reservation("beta", "n1", 4),
-        ];
-        let index = Index::build(&snapshot, &reservations).unwrap();
-        let free: Vec<u32> = index.clusters[0].nodes.iter().map(|n| n.free).collect();
-        assert_eq!(free, [3, 0]);
-        let tier = index.clusters[0].models[0].tier(0).unwrap();
-        assert_eq!((tier.free, tier.max_free), (3, 3));
-    }
-
-    #[test]
-    fn memory_tiers_aggregate_every_node_with_at_least_that_much_memory() {
-        let snapshot = [cluster("alpha")
-            .node("big", "A100", 80 * 1024, 8)
-            .node("small-1", "A100", 40 * 1024, 4)
-            .node("small-2", "A100", 40 * 1024, 2)
-            .build()];
-        let index = Index::build(&snapshot, &[]).unwrap();
-        let model = &index.clusters[0].models[0];
-        assert_eq!(model.max_mem_mib(), 80 * 1024);
-        let all = model.tier(0).unwrap();
-        assert_eq!((all.free, all.max_free), (14, 8));
-        assert_eq!(all.replicas_fit(2, u64::MAX), 4 + 2 + 1);
-        assert_eq!(all.replicas_fit(4, u64::MAX), 2 + 1);
-        assert_eq!(all.replicas_fit(4, 1), 2, "stops counting once enough fit");
-        let big = model.tier(41 * 1024).unwrap();
-        assert_eq!((big.free, big.max_free), (8, 8));
-        assert!(model.tier(81 * 1024).is_none());
-    }
-
-    #[test]
-    fn static_gates_follow_the_documented_order() {
-        let snapshot = [
-            cluster("a").not_ready().cordoned().build(),
-            cluster("b").no_inventory().cordoned().build(),
-            cluster("c").cordoned().bond(BondState::NoWallet).build(),
-            cluster("d").bond(BondState::Unknown).build(),
-            cluster("e").bond(BondState::Eligible).build(),
-        ];
-        let index = Index::build(&snapshot, &[]).unwrap();
-        let gates: Vec<Option<Gate>> = index.clusters.iter().map(|c| c.gate).collect();
-        assert_eq!(
-            gates,
-            [
-                Some(Gate::NotReady),
-                Some(Gate::NoInventory),
-                Some(Gate::Cordoned),
-                Some(Gate::Bond),
-                None
-            ]
-        );
-    }
-
-    #[test]
-    fn committing_a_placement_updates_node_and_model_free_counts() {
-        let snapshot = [cluster("alpha")
-            .node("n1", "H100", 80 * 1024, 8)
-            .node("n2", "H100", 80 * 1024, 4)
-            .build()];
-        let mut index = Index::build(&snapshot, &[]).unwrap();
-        index.commit(0, 0, 4, &[(0, 1), (1, 1)]);
-        let tier = index.clusters[0].models[0].tier(0).unwrap();
-        assert_eq!((tier.free, tier.max_free), (4, 4));
-        assert_eq!(tier.replicas_fit(4, u64::MAX), 1);
-    }
-}
+mod tests;

@@ -156,7 +156,7 @@ impl<'a> Scheduler<'a> {
         for (pos, cluster) in self.index.clusters.iter().enumerate() {
             if let Err(reject) = evaluate(cluster, pos, view, banned, |_| {}) {
                 out.push((
-                    cluster.state.name.clone(),
+                    self.index.cluster_name(pos).to_string(),
                     reason(reject, cluster, view, &self.index),
                 ));
             }
