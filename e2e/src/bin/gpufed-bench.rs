@@ -212,6 +212,44 @@ fn gas_lines(text: &str) -> Vec<(String, u64)> {
     out
 }
 
+/// The scheduler core's rows (criterion ids, pool and batch sizes) and how one decision's cost
+/// grows with 10× the clusters. `schedule_batch` returns every decision at once; `place_each`
+/// drops each one once made, which is what lets 100,000 jobs on 10,000 clusters fit in memory.
+const SCHEDULER_ROWS: [(&str, &str, u64); 4] = [
+    ("schedule_batch/clusters/100", "`schedule_batch`", 100),
+    ("schedule_batch/clusters/1000", "`schedule_batch`", 1000),
+    ("place_each/clusters/1000", "`place` per job", 1000),
+    ("place_each/clusters/10000", "`place` per job", 10000),
+];
+
+/// The "Scheduler core" section from criterion's estimates under `criterion`.
+fn scheduler_section(criterion: &Path) -> Result<String, String> {
+    let mut md = String::from(
+        "## Scheduler core (criterion, one thread)\n\n| pool | batch | decided with | time per batch | decisions/s |\n|---|---|---|---|---|\n",
+    );
+    let mut per_decision = vec![];
+    for (id, how, clusters) in SCHEDULER_ROWS {
+        let (ns, elements) = criterion_estimate(criterion, id)?;
+        let rate = elements as f64 / (ns / 1e9);
+        per_decision.push(ns / elements as f64);
+        md.push_str(&format!(
+            "| {clusters} clusters | {elements} jobs | {how} | {:.2} ms | {:.0} |\n",
+            ns / 1e6,
+            rate
+        ));
+    }
+    if let [small, mid_batch, mid_each, large] = per_decision[..] {
+        md.push_str(&format!(
+            "\nOne decision costs {:.1}× as much with 10× the clusters from 100 to 1,000 (`schedule_batch`) and \
+             {:.1}× from 1,000 to 10,000 (`place` per job). Goal: at least 20,000 decisions/s with 10,000 clusters \
+             and 100,000 pending jobs.\n\n",
+            mid_batch / small,
+            large / mid_each
+        ));
+    }
+    Ok(md)
+}
+
 fn report(criterion: &Path, tp: &Path, gas: &Path) -> Result<String, String> {
     let mut md = String::from(
         "# Benchmarks\n\n\
@@ -231,25 +269,7 @@ fn report(criterion: &Path, tp: &Path, gas: &Path) -> Result<String, String> {
         .unwrap_or(1);
     md.push_str(&format!("Machine: {cores} cores, {machine}.\n\n"));
 
-    md.push_str("## Scheduler core (criterion, one thread)\n\n| pool | batch | time per batch | decisions/s |\n|---|---|---|---|\n");
-    let mut per_decision = vec![];
-    for clusters in [100u64, 1000] {
-        let (ns, elements) =
-            criterion_estimate(criterion, &format!("schedule_batch/clusters/{clusters}"))?;
-        let rate = elements as f64 / (ns / 1e9);
-        per_decision.push(ns / elements as f64);
-        md.push_str(&format!(
-            "| {clusters} clusters | {elements} jobs | {:.2} ms | {:.0} |\n",
-            ns / 1e6,
-            rate
-        ));
-    }
-    if let [small, large] = per_decision[..] {
-        md.push_str(&format!(
-            "\nOne decision costs {:.1}× as much with 10× the clusters (goal: at least 20,000 decisions/s at 1,000 clusters).\n\n",
-            large / small
-        ));
-    }
+    md.push_str(&scheduler_section(criterion)?);
 
     let results: Vec<ThroughputResult> = serde_json::from_str(
         &std::fs::read_to_string(tp).map_err(|e| format!("{}: {e}", tp.display()))?,
@@ -295,6 +315,42 @@ fn report(criterion: &Path, tp: &Path, gas: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduler_section_lists_every_size_and_both_scaling_ratios() {
+        let dir = std::env::temp_dir().join(format!("gpufed-bench-test-{}", std::process::id()));
+        for (id, ns, jobs) in [
+            ("schedule_batch/clusters/100", 1e6, 1000),
+            ("schedule_batch/clusters/1000", 30e6, 10000),
+            ("place_each/clusters/1000", 30e6, 10000),
+            ("place_each/clusters/10000", 1200e6, 100000),
+        ] {
+            let base = dir.join(id).join("new");
+            std::fs::create_dir_all(&base).unwrap();
+            std::fs::write(
+                base.join("estimates.json"),
+                format!(r#"{{"mean":{{"point_estimate":{ns}}}}}"#),
+            )
+            .unwrap();
+            std::fs::write(
+                base.join("benchmark.json"),
+                format!(r#"{{"throughput":{{"Elements":{jobs}}}}}"#),
+            )
+            .unwrap();
+        }
+        let md = scheduler_section(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            md.contains("| 10000 clusters | 100000 jobs | `place` per job | 1200.00 ms | 83333 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 100 clusters | 1000 jobs | `schedule_batch` | 1.00 ms | 1000000 |"));
+        assert!(
+            md.contains("costs 3.0× as much with 10× the clusters from 100 to 1,000"),
+            "{md}"
+        );
+        assert!(md.contains("and 4.0× from 1,000 to 10,000"), "{md}");
+    }
 
     #[test]
     fn gas_lines_are_read_from_forge_console_output() {
