@@ -12,7 +12,9 @@ use gpufed_scheduler::{
 };
 use proptest::prelude::*;
 
-use support::inputs::{batch, reservations, shuffle, shuffled, snapshot};
+use support::inputs::{
+    batch, long_batch, reservations, shuffle, shuffled, snapshot, wide_snapshot,
+};
 use support::oracle::Oracle;
 
 fn strategy() -> impl proptest::strategy::Strategy<Value = Strategy> {
@@ -127,6 +129,19 @@ proptest! {
     ) {
         // Whole batches, so every decision also depends on the GPUs the earlier ones took: the
         // index's rows must follow each placement exactly as the clusters' tiers do.
+        let policy = Policy { strategy };
+        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        prop_assert_eq!(indexed, linear);
+    }
+
+    #[test]
+    fn the_indexed_search_matches_the_reference_on_wide_pools_and_long_batches(
+        clusters in wide_snapshot(),
+        held in reservations(),
+        jobs in long_batch(),
+        strategy in strategy(),
+    ) {
         let policy = Policy { strategy };
         let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
         let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();

@@ -94,6 +94,11 @@ pub fn snapshot() -> impl Strategy<Value = Vec<ClusterState>> {
     (0usize..=6).prop_flat_map(|n| (0..n).map(cluster).collect::<Vec<_>>())
 }
 
+/// 0 to 40 clusters named `c0`, `c1`, …: enough for several clusters per (model, region) list.
+pub fn wide_snapshot() -> impl Strategy<Value = Vec<ClusterState>> {
+    (0usize..=40).prop_flat_map(|n| (0..n).map(cluster).collect::<Vec<_>>())
+}
+
 /// Reservations on mostly existing, sometimes unknown, clusters and nodes.
 pub fn reservations() -> impl Strategy<Value = Vec<Reservation>> {
     vec((0usize..8, 0usize..7, 0u32..=6), 0..6).prop_map(|rs| {
@@ -158,6 +163,11 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
 /// 1 to 8 jobs with unique keys.
 pub fn batch() -> impl Strategy<Value = Vec<JobRequest>> {
     (1usize..=8).prop_flat_map(|n| (0..n).map(job).collect::<Vec<_>>())
+}
+
+/// 1 to 40 jobs with unique keys: enough to fill a wide snapshot part-way.
+pub fn long_batch() -> impl Strategy<Value = Vec<JobRequest>> {
+    (1usize..=40).prop_flat_map(|n| (0..n).map(job).collect::<Vec<_>>())
 }
 
 /// Shuffles `items` in place, deterministically from `seed` (a small linear congruential generator).
