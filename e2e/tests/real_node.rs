@@ -223,7 +223,8 @@ fn a_stuck_tests_real_node_is_removed_at_its_hard_deadline() {
     let seen: Arc<Mutex<Option<Footprint>>> = Arc::default();
     let seen_in_test = seen.clone();
     let outcome = std::panic::catch_unwind(move || {
-        run_test(Duration::from_secs(75), move || async move {
+        // Long enough for the node (about 5 s here) and the pod to start, even on a busy machine.
+        run_test(Duration::from_secs(45), move || async move {
             let tools = Tools::locate().unwrap();
             let cluster = start_node_cluster(&tools, "rn-stuck").await;
             run_sleeper(&cluster).await;
