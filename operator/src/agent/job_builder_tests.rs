@@ -8,6 +8,15 @@ fn job_of(p: &Placement) -> Job {
     build(p, "gpufed-jobs", PullPolicy::IfNotPresent)
 }
 
+/// A placement whose replicas run two containers (`main` and `second`).
+fn two_containers() -> Placement {
+    let mut p = placement("t", 1).build();
+    let mut second = p.spec.template.containers[0].clone();
+    second.name = "second".into();
+    p.spec.template.containers.push(second);
+    p
+}
+
 fn pod_spec(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
@@ -101,10 +110,7 @@ fn pods_get_no_token_no_service_links_and_no_host_namespaces() {
 
 #[test]
 fn every_container_passes_the_restricted_pod_security_standard() {
-    let mut p = placement("t", 1).build();
-    let mut second = p.spec.template.containers[0].clone();
-    second.name = "second".into();
-    p.spec.template.containers.push(second);
+    let p = two_containers();
     let job = job_of(&p);
     let ps = pod_spec(&job);
     let pod_sc = ps.security_context.as_ref().unwrap();
@@ -128,10 +134,7 @@ fn every_container_passes_the_restricted_pod_security_standard() {
 
 #[test]
 fn the_root_filesystem_is_read_only_and_every_container_gets_the_scratch_tmp() {
-    let mut p = placement("t", 1).build();
-    let mut second = p.spec.template.containers[0].clone();
-    second.name = "second".into();
-    p.spec.template.containers.push(second);
+    let p = two_containers();
     let job = job_of(&p);
     let ps = pod_spec(&job);
     let volumes = ps.volumes.as_ref().unwrap();
@@ -156,10 +159,7 @@ fn the_root_filesystem_is_read_only_and_every_container_gets_the_scratch_tmp() {
 
 #[test]
 fn shm_size_gives_every_container_a_memory_backed_dev_shm_and_scratch_size_limits_tmp() {
-    let mut p = placement("t", 1).build();
-    let mut second = p.spec.template.containers[0].clone();
-    second.name = "second".into();
-    p.spec.template.containers.push(second);
+    let mut p = two_containers();
     p.spec.template.shm_size = Some("8Gi".into());
     p.spec.template.scratch_size = Some("100Gi".into());
     let job = job_of(&p);
