@@ -3,31 +3,44 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {
+    AccessControlDefaultAdminRules
+} from "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 /// @title JobEscrow
 /// @notice Holds payers' ERC-20 deposits, locks part of a deposit for one GPU job, and pays the provider
-///         (minus a protocol fee to the treasury) when the hub settles the job.
+///         (minus a protocol fee to the treasury) when the hub settles the job or the provider claims with a
+///         usage receipt signed by the hub.
 /// @dev Money flow of one job:
-///      1. payer `deposit`s tokens -> free deposit.
-///      2. hub (`SETTLER_ROLE`) `lock`s `amount` of the payer's free deposit for `jobId`, fee rate snapshotted.
-///      3a. hub `settle`s with `paid <= amount`: provider gets `paid - fee`, treasury gets `fee`,
+///      1. payer `deposit`s tokens -> free deposit, and authorises a settler (the hub's key) to lock up to
+///         an amount of it until a time: `approveSpending`, or `permitSpending` with an EIP-712 signature.
+///      2. that settler (`SETTLER_ROLE`) `lock`s `amount` of the payer's free deposit for `jobId` (at most
+///         `maxLockDuration` ahead), which uses up `amount` of its authorisation; fee rate snapshotted.
+///      3a. a settler `settle`s (or `settleBatch`es), or anyone `claim`s with the hub's signed
+///          `UsageReceipt`, with `paid <= amount`: provider gets `paid - fee`, treasury gets `fee`,
 ///          `amount - paid` goes back to the payer's free deposit; or
-///      3b. after `deadline` anyone may `expire` the lock: the whole `amount` goes back to the free deposit.
+///      3b. after `deadline + claimWindow` anyone may `expire` the lock: the whole `amount` goes back to the
+///          free deposit.
 ///      4. payer `withdraw`s free deposit at any time.
 ///      Invariant: token.balanceOf(this) == sum(free deposits) + sum(amount of Locked locks)
 ///      (for tokens without transfer fees/rebasing; deposits are credited with what actually arrived).
-///      Every function that moves tokens is `nonReentrant`. Payouts follow checks-effects-interactions;
-///      deposits credit after the pull because they must measure what actually arrived.
-contract JobEscrow is AccessControl, ReentrancyGuardTransient {
+///      Neither the admin nor a settler key can lock a payer's deposit beyond what that payer authorised that
+///      very key for. Every function that moves tokens is `nonReentrant`. Payouts follow
+///      checks-effects-interactions; deposits credit after the pull because they must measure what actually
+///      arrived.
+contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     // ---------------------------------------------------------------------------------------------
     // Types and constants
     // ---------------------------------------------------------------------------------------------
 
-    /// @notice Role of the hub: may lock deposits and settle jobs.
+    /// @notice Role of the hub's key: may lock deposits (each payer's only within what that payer authorised
+    ///         this very account for), settle locks, and sign usage receipts that providers `claim` with.
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
 
     /// @notice Highest protocol fee the admin can set: 10 %.
@@ -41,6 +54,17 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     uint8 public constant STATE_SETTLED = 2;
     /// @notice See `STATE_NONE`.
     uint8 public constant STATE_EXPIRED = 3;
+
+    /// @notice Longest `maxLockDuration` and `claimWindow` the constructor accepts.
+    uint64 public constant MAX_DURATION_LIMIT = 365 days;
+
+    /// @notice EIP-712 type hash of a payer's spending authorisation (see `permitSpending`).
+    bytes32 public constant SPENDING_PERMIT_TYPEHASH = keccak256(
+        "SpendingPermit(address payer,address settler,uint256 amount,uint64 validUntil,uint256 nonce,uint256 deadline)"
+    );
+
+    /// @notice EIP-712 type hash of a settler's usage receipt for one job (see `claim`).
+    bytes32 public constant USAGE_RECEIPT_TYPEHASH = keccak256("UsageReceipt(bytes32 jobId,uint256 paid)");
 
     uint256 private constant BPS_DENOMINATOR = 10_000;
 
@@ -57,6 +81,16 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         uint96 amount;
     }
 
+    /// @dev What a payer lets one settler lock: up to `remaining` in total, until `validUntil` (inclusive).
+    ///      `everAuthorised` is set by the first non-zero authorisation and never cleared: it is what makes that
+    ///      settler's usage receipts valid for the payer's locks (`claim`), so that revoking or running out of
+    ///      an authorisation does not void receipts for work already done. One storage slot.
+    struct Allowance {
+        uint128 remaining;
+        uint64 validUntil;
+        bool everAuthorised;
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Storage
     // ---------------------------------------------------------------------------------------------
@@ -70,8 +104,17 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     /// @notice Protocol fee in basis points applied to locks created from now on (snapshotted per lock).
     uint16 public feeBps;
 
+    /// @notice Seconds after a lock's deadline during which only a settlement or a claim can close it;
+    ///         `expire` works from `deadline + claimWindow + 1` on. Gives the provider time to claim.
+    uint64 public immutable claimWindow;
+
+    /// @notice Longest time from `lock` to the lock's deadline, in seconds: `lock` reverts with
+    ///         `DeadlineTooFar` for a deadline after `block.timestamp + maxLockDuration`.
+    uint64 public immutable maxLockDuration;
+
     mapping(address payer => uint256) private _deposits;
     mapping(bytes32 jobId => Lock) private _locks;
+    mapping(address payer => mapping(address settler => Allowance)) private _allowances;
 
     // ---------------------------------------------------------------------------------------------
     // Events
@@ -102,6 +145,10 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     );
     /// @notice `jobId` passed its deadline unsettled; `amount` went back to `payer`'s free deposit.
     event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
+    /// @notice `payer` let `settler` lock up to `amount` of its deposit in total until `validUntil` (replacing
+    ///         any earlier authorisation of that settler; 0 revokes). Emitted by `approveSpending` and
+    ///         `permitSpending`.
+    event SpendingApproved(address indexed payer, address indexed settler, uint256 amount, uint64 validUntil);
     /// @notice The fee for future locks changed.
     event FeeBpsUpdated(uint16 oldFeeBps, uint16 newFeeBps);
     /// @notice The fee receiver changed.
@@ -125,14 +172,30 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     error JobAlreadyExists(bytes32 jobId);
     /// @notice A lock's deadline must be strictly after the current block timestamp.
     error DeadlineInPast(uint64 deadline, uint256 currentTime);
-    /// @notice A lock amount above `type(uint96).max`.
+    /// @notice An amount above `max` (`type(uint96).max` for a lock, `type(uint128).max` for an authorisation).
     error AmountTooLarge(uint256 amount, uint256 max);
+    /// @notice A lock's deadline after `max` = `block.timestamp + maxLockDuration`.
+    error DeadlineTooFar(uint64 deadline, uint256 max);
+    /// @notice `payer`'s authorisation of `settler` ended at `validUntil` (non-zero).
+    error SpendingAuthorisationExpired(address payer, address settler, uint64 validUntil);
+    /// @notice `payer` authorised `settler` to lock `remaining` more, less than the `required` amount
+    ///         (`remaining` 0 also when `payer` never authorised `settler`).
+    error SpendingNotAuthorised(address payer, address settler, uint256 remaining, uint256 required);
+    /// @notice A `permitSpending` submitted after its `deadline`.
+    error PermitExpired(uint256 deadline);
+    /// @notice A signature (permit or usage receipt) that does not check out, or a receipt signer that does not
+    ///         hold `SETTLER_ROLE` or was never authorised by the lock's payer.
+    error InvalidSignature();
+    /// @notice Constructor `maxLockDuration` of 0 or above `MAX_DURATION_LIMIT`.
+    error MaxLockDurationOutOfRange(uint64 maxLockDuration, uint64 limit);
+    /// @notice Constructor `claimWindow` above `MAX_DURATION_LIMIT`.
+    error ClaimWindowTooLong(uint64 claimWindow, uint64 limit);
     /// @notice `jobId` is not in state Locked (`state` is its current state: 0 None, 2 Settled, 3 Expired).
     error LockNotActive(bytes32 jobId, uint8 state);
     /// @notice Settlement `paid` exceeds the `locked` amount of `jobId`.
     error PaidExceedsLocked(bytes32 jobId, uint256 paid, uint256 locked);
-    /// @notice `jobId` cannot be expired before its `deadline` has passed.
-    error LockNotExpired(bytes32 jobId, uint64 deadline);
+    /// @notice `jobId` cannot be expired before `expiresAfter` (= its deadline + `claimWindow`) has passed.
+    error LockNotExpired(bytes32 jobId, uint64 expiresAfter);
     /// @notice `settleBatch` arrays of different lengths.
     error LengthMismatch(uint256 jobIds, uint256 paid);
 
@@ -140,20 +203,37 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     // Construction and administration
     // ---------------------------------------------------------------------------------------------
 
-    /// @notice Creates the escrow. The settler (hub) is added afterwards with `grantRole(SETTLER_ROLE, hub)`.
+    /// @notice Creates the escrow. The settler (hub) is added afterwards with `grantRole(SETTLER_ROLE, hub)`;
+    ///         payers then authorise it with `approveSpending`/`permitSpending`.
+    /// @dev A zero `admin` reverts with OpenZeppelin's `AccessControlInvalidDefaultAdmin(address(0))`.
     /// @param token_ ERC-20 held by this escrow.
-    /// @param admin Receives `DEFAULT_ADMIN_ROLE` (manages roles, fee and treasury).
+    /// @param admin Receives `DEFAULT_ADMIN_ROLE` (manages roles, fee and treasury). It can only be handed over
+    ///        in two steps, the second at least `adminDelay` after the first (`AccessControlDefaultAdminRules`).
     /// @param treasury_ Receiver of protocol fees.
     /// @param feeBps_ Initial fee in basis points, at most `MAX_FEE_BPS`.
-    constructor(IERC20 token_, address admin, address treasury_, uint16 feeBps_) {
-        if (address(token_) == address(0) || admin == address(0) || treasury_ == address(0)) {
-            revert ZeroAddress();
-        }
+    /// @param adminDelay Initial delay in seconds of an admin transfer (changeable by the admin, with a delay).
+    /// @param claimWindow_ Seconds after a lock's deadline before it can be expired, at most `MAX_DURATION_LIMIT`.
+    /// @param maxLockDuration_ Longest lock lifetime in seconds, 1 to `MAX_DURATION_LIMIT`.
+    constructor(
+        IERC20 token_,
+        address admin,
+        address treasury_,
+        uint16 feeBps_,
+        uint48 adminDelay,
+        uint64 claimWindow_,
+        uint64 maxLockDuration_
+    ) AccessControlDefaultAdminRules(adminDelay, admin) EIP712("GpuFed JobEscrow", "1") {
+        if (address(token_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
         if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_, MAX_FEE_BPS);
+        if (maxLockDuration_ == 0 || maxLockDuration_ > MAX_DURATION_LIMIT) {
+            revert MaxLockDurationOutOfRange(maxLockDuration_, MAX_DURATION_LIMIT);
+        }
+        if (claimWindow_ > MAX_DURATION_LIMIT) revert ClaimWindowTooLong(claimWindow_, MAX_DURATION_LIMIT);
         token = token_;
         treasury = treasury_;
         feeBps = feeBps_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        claimWindow = claimWindow_;
+        maxLockDuration = maxLockDuration_;
         emit TreasuryUpdated(address(0), treasury_);
         emit FeeBpsUpdated(0, feeBps_);
     }
@@ -211,7 +291,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         token.safeTransfer(msg.sender, amount);
     }
 
-    /// @notice Free (unlocked) deposit of `payer`: what `payer` can withdraw or the hub can lock.
+    /// @notice Free (unlocked) deposit of `payer`: what `payer` can withdraw or an authorised settler can lock.
     /// @param payer Account to query.
     /// @return Free deposit in token base units.
     function deposits(address payer) external view returns (uint256) {
@@ -219,19 +299,111 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // Spending authorisations
+    // ---------------------------------------------------------------------------------------------
+
+    /// @notice Lets `settler` lock up to `amount` of the caller's free deposit in total, until `validUntil`
+    ///         (inclusive, Unix time). Replaces the caller's earlier authorisation of `settler`; `amount` 0
+    ///         revokes it.
+    /// @dev Every `lock` by `settler` uses up its amount; settlement refunds and expiries do not give it
+    ///      back (the allowance caps the total that settler may ever lock from the payer until replaced).
+    ///      Reverts with `ZeroAddress` for settler 0 and `AmountTooLarge` above `type(uint128).max`.
+    ///      Emits `SpendingApproved`.
+    /// @param settler The settler account (the hub's key) being authorised.
+    /// @param amount Total it may lock from now on, in token base units.
+    /// @param validUntil Last Unix time at which it may lock.
+    function approveSpending(address settler, uint256 amount, uint64 validUntil) external {
+        _approveSpending(msg.sender, settler, amount, validUntil);
+    }
+
+    /// @notice Same as `approveSpending` called by `payer`, authorised by `payer`'s EIP-712 signature of
+    ///         `SpendingPermit(address payer,address settler,uint256 amount,uint64 validUntil,uint256 nonce,
+    ///         uint256 deadline)` in the domain `EIP712Domain("GpuFed JobEscrow", "1", chainId, this)`.
+    ///         Anyone may submit it (e.g. the hub, paying the gas).
+    /// @dev `nonce` is `nonces(payer)` and is consumed, so a permit works once and permits apply in order.
+    ///      The signature is checked with OpenZeppelin's `SignatureChecker`: an ECDSA signature of an EOA
+    ///      payer, or ERC-1271 `isValidSignature` of a contract payer (smart wallet). Reverts with
+    ///      `PermitExpired` when `block.timestamp > deadline`, `InvalidSignature` when the signature does not
+    ///      match (wrong signer, fields or nonce), and like `approveSpending` otherwise.
+    /// @param payer Account whose deposit the permit concerns (the signer).
+    /// @param settler The settler account being authorised.
+    /// @param amount Total it may lock from now on, in token base units (0 revokes).
+    /// @param validUntil Last Unix time at which it may lock.
+    /// @param deadline Last Unix time at which the permit can be submitted.
+    /// @param signature `payer`'s signature (65-byte r,s,v for an EOA; whatever its ERC-1271 check accepts).
+    function permitSpending(
+        address payer,
+        address settler,
+        uint256 amount,
+        uint64 validUntil,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        if (block.timestamp > deadline) revert PermitExpired(deadline);
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    SPENDING_PERMIT_TYPEHASH, payer, settler, amount, validUntil, _useNonce(payer), deadline
+                )
+            )
+        );
+        if (!SignatureChecker.isValidSignatureNowCalldata(payer, digest, signature)) {
+            revert InvalidSignature();
+        }
+        _approveSpending(payer, settler, amount, validUntil);
+    }
+
+    /// @notice What `settler` may still lock from `payer`'s deposit, and until when.
+    /// @param payer Account whose deposit it concerns.
+    /// @param settler Settler account.
+    /// @return remaining Amount it may still lock, in token base units.
+    /// @return validUntil Last Unix time at which it may lock (0: never authorised, or revoked with 0).
+    function spendingAllowance(address payer, address settler)
+        external
+        view
+        returns (uint256 remaining, uint64 validUntil)
+    {
+        Allowance storage a = _allowances[payer][settler];
+        return (a.remaining, a.validUntil);
+    }
+
+    /// @notice Whether `payer` has ever given `settler` a non-zero authorisation. If so, `settler`'s usage
+    ///         receipts can settle `payer`'s locks through `claim` (while it holds `SETTLER_ROLE`), even after
+    ///         the authorisation expired, was used up or was revoked.
+    /// @param payer Account whose deposit it concerns.
+    /// @param settler Settler account.
+    /// @return True once `payer` authorised `settler` for a non-zero amount.
+    function everAuthorised(address payer, address settler) external view returns (bool) {
+        return _allowances[payer][settler].everAuthorised;
+    }
+
+    /// @notice The EIP-712 domain separator of this escrow (`name` "GpuFed JobEscrow", `version` "1", this
+    ///         chain's id, this contract's address), for signing `SpendingPermit`s and `UsageReceipt`s.
+    /// @return The domain separator.
+    // forge-lint: disable-next-line(mixed-case-function)
+    function DOMAIN_SEPARATOR() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // Jobs
     // ---------------------------------------------------------------------------------------------
 
-    /// @notice Moves `amount` from `payer`'s free deposit into a lock for `jobId`, payable to `provider`.
-    /// @dev Only `SETTLER_ROLE`. The current `feeBps` is snapshotted into the lock. Reverts with
+    /// @notice Moves `amount` from `payer`'s free deposit into a lock for `jobId`, payable to `provider`, using
+    ///         up `amount` of what `payer` authorised the caller to lock.
+    /// @dev Only `SETTLER_ROLE`, and only within the payer's authorisation of the caller (`approveSpending`,
+    ///      `permitSpending`). The current `feeBps` is snapshotted into the lock. Reverts, in this order, with
     ///      `ZeroJobId`, `JobAlreadyExists` (ids are never reused, even after settlement/expiry),
     ///      `ZeroAddress` (payer or provider), `ZeroAmount`, `AmountTooLarge`, `DeadlineInPast`
-    ///      (`deadline <= block.timestamp`) or `InsufficientDeposit`.
+    ///      (`deadline <= block.timestamp`), `DeadlineTooFar` (`deadline > block.timestamp +
+    ///      maxLockDuration`), `SpendingAuthorisationExpired` (`block.timestamp > validUntil`),
+    ///      `SpendingNotAuthorised` (remaining authorisation below `amount`; also, with `remaining` 0, when the
+    ///      payer never authorised the caller, i.e. `validUntil` is 0) or `InsufficientDeposit`.
     /// @param jobId Unique job id chosen by the hub.
     /// @param payer Account whose free deposit funds the job.
     /// @param provider Account paid on settlement.
     /// @param amount Maximum the job may cost, in token base units.
-    /// @param deadline Unix time after which anyone may `expire` the lock if it is still unsettled.
+    /// @param deadline Unix time after which the lock can be expired once `claimWindow` has passed too.
     function lock(bytes32 jobId, address payer, address provider, uint256 amount, uint64 deadline)
         external
         onlyRole(SETTLER_ROLE)
@@ -244,10 +416,25 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         if (amount == 0) revert ZeroAmount();
         if (amount > type(uint96).max) revert AmountTooLarge(amount, type(uint96).max);
         if (deadline <= block.timestamp) revert DeadlineInPast(deadline, block.timestamp);
+        uint256 maxDeadline = block.timestamp + maxLockDuration;
+        if (deadline > maxDeadline) revert DeadlineTooFar(deadline, maxDeadline);
+        Allowance storage a = _allowances[payer][msg.sender];
+        uint64 validUntil = a.validUntil;
+        if (block.timestamp > validUntil) {
+            // validUntil 0: the payer never authorised the caller (or did so with validUntil 0)
+            if (validUntil == 0) revert SpendingNotAuthorised(payer, msg.sender, 0, amount);
+            revert SpendingAuthorisationExpired(payer, msg.sender, validUntil);
+        }
+        uint256 remaining = a.remaining;
+        if (remaining < amount) revert SpendingNotAuthorised(payer, msg.sender, remaining, amount);
         uint256 available = _deposits[payer];
         if (available < amount) revert InsufficientDeposit(payer, available, amount);
 
         unchecked {
+            // amount <= remaining < 2^128 and amount <= available: no underflow.
+            // casting to 'uint128' is safe because the difference is at most remaining, a uint128
+            // forge-lint: disable-next-line(unsafe-typecast)
+            a.remaining = uint128(remaining - amount);
             _deposits[payer] = available - amount;
         }
         uint16 bps = feeBps;
@@ -264,9 +451,10 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
 
     /// @notice Settles `jobId`: pays `paid - fee` to the provider and `fee = paid * feeBps / 10000` to the
     ///         treasury, and credits `amount - paid` back to the payer's free deposit.
-    /// @dev Only `SETTLER_ROLE`. Allowed while the lock is Locked, also after its deadline as long as nobody
-    ///      expired it. Reverts with `LockNotActive` (unknown, settled or expired) or `PaidExceedsLocked`.
-    ///      `feeBps` is the one snapshotted at lock time.
+    /// @dev Only `SETTLER_ROLE` (any settler, not only the one that locked). Allowed while the lock is Locked:
+    ///      before its deadline, during the claim window, and after it as long as nobody expired it. Reverts
+    ///      with `LockNotActive` (unknown, settled or expired) or `PaidExceedsLocked`. `feeBps` is the one
+    ///      snapshotted at lock time. Pays only the lock's provider, the treasury and the payer's deposit.
     /// @param jobId Job to settle.
     /// @param paid What the job cost, at most the locked amount. 0 refunds everything.
     function settle(bytes32 jobId, uint256 paid) external onlyRole(SETTLER_ROLE) nonReentrant {
@@ -323,16 +511,53 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         if (totalFee != 0) token.safeTransfer(treasury, totalFee);
     }
 
-    /// @notice Returns the whole lock of `jobId` to the payer's free deposit once its deadline has passed.
-    /// @dev Anyone may call it (the payer, the hub, a keeper). Requires `block.timestamp > deadline` and
-    ///      state Locked; reverts with `LockNotExpired` or `LockNotActive`.
+    /// @notice Settles `jobId` with a usage receipt signed by a settler: exactly what `settle(jobId, paid)` by
+    ///         that settler would do (same checks, `Settled` event and transfers). Lets the provider (or
+    ///         anyone) get paid for finished work without waiting for the hub, in particular during the
+    ///         `claimWindow` after the deadline, when the payer cannot expire the lock yet.
+    /// @dev The receipt is the EIP-712 struct `UsageReceipt(bytes32 jobId,uint256 paid)` in this escrow's
+    ///      domain (see `DOMAIN_SEPARATOR`), signed by `signer`; checked with OpenZeppelin's `SignatureChecker`
+    ///      (ECDSA for an EOA, ERC-1271 for a contract). Valid only while `signer` holds `SETTLER_ROLE` and if
+    ///      the lock's payer ever authorised `signer` (`everAuthorised`; the authorisation may since have
+    ///      expired or been used up). A lock settles once, whichever of `settle`, `settleBatch` and `claim`
+    ///      comes first. Reverts with `LockNotActive` (unknown, settled or expired), `InvalidSignature` or
+    ///      `PaidExceedsLocked`.
+    /// @param jobId Job to settle.
+    /// @param paid What the job cost according to the receipt, at most the locked amount.
+    /// @param signer The settler account that signed the receipt.
+    /// @param signature `signer`'s signature of the receipt.
+    function claim(bytes32 jobId, uint256 paid, address signer, bytes calldata signature)
+        external
+        nonReentrant
+    {
+        Lock storage l = _locks[jobId];
+        uint8 state = l.state;
+        if (state != STATE_LOCKED) revert LockNotActive(jobId, state);
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(USAGE_RECEIPT_TYPEHASH, jobId, paid)));
+        if (
+            !hasRole(SETTLER_ROLE, signer) || !_allowances[l.payer][signer].everAuthorised
+                || !SignatureChecker.isValidSignatureNowCalldata(signer, digest, signature)
+        ) revert InvalidSignature();
+
+        (address provider, uint256 toProvider, uint256 fee) = _settle(jobId, paid);
+        if (toProvider != 0) token.safeTransfer(provider, toProvider);
+        if (fee != 0) token.safeTransfer(treasury, fee);
+    }
+
+    /// @notice Returns the whole lock of `jobId` to the payer's free deposit once its deadline and the claim
+    ///         window after it have passed.
+    /// @dev Anyone may call it (the payer, the hub, a keeper). Requires state Locked and
+    ///      `block.timestamp > deadline + claimWindow`; reverts with `LockNotActive` or `LockNotExpired`
+    ///      (which carries `deadline + claimWindow`).
     /// @param jobId Job whose lock expired.
     function expire(bytes32 jobId) external nonReentrant {
         Lock storage l = _locks[jobId];
         uint8 state = l.state;
         if (state != STATE_LOCKED) revert LockNotActive(jobId, state);
-        uint64 deadline = l.deadline;
-        if (block.timestamp <= deadline) revert LockNotExpired(jobId, deadline);
+        // deadline <= lock time + maxLockDuration and both durations are <= MAX_DURATION_LIMIT, so this fits
+        // a uint64 for the next ~580 billion years.
+        uint64 expiresAfter = l.deadline + claimWindow;
+        if (block.timestamp <= expiresAfter) revert LockNotExpired(jobId, expiresAfter);
 
         l.state = STATE_EXPIRED;
         address payer = l.payer;
@@ -377,6 +602,18 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         if (received == 0) revert ZeroAmount();
         _deposits[payer] += received;
         emit Deposited(payer, msg.sender, received);
+    }
+
+    /// @dev Sets `payer`'s authorisation of `settler` (checks and effects of approveSpending/permitSpending).
+    function _approveSpending(address payer, address settler, uint256 amount, uint64 validUntil) private {
+        if (settler == address(0)) revert ZeroAddress();
+        if (amount > type(uint128).max) revert AmountTooLarge(amount, type(uint128).max);
+        mapping(address settler => Allowance) storage ofPayer = _allowances[payer];
+        bool sticky = amount != 0 || ofPayer[settler].everAuthorised;
+        // casting to 'uint128' is safe because amount <= type(uint128).max was checked above
+        // forge-lint: disable-next-line(unsafe-typecast)
+        ofPayer[settler] = Allowance(uint128(amount), validUntil, sticky);
+        emit SpendingApproved(payer, settler, amount, validUntil);
     }
 
     /// @dev Checks and effects of settling one job; the caller does the token transfers afterwards.

@@ -4,6 +4,9 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
+import {
+    IAccessControlDefaultAdminRules
+} from "@openzeppelin/contracts/access/extensions/IAccessControlDefaultAdminRules.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Vm} from "forge-std/Vm.sol";
@@ -50,6 +53,11 @@ contract JobEscrowTest is EscrowFixture {
         assertEq(escrow.MAX_FEE_BPS(), 1_000);
         assertEq(escrow.SETTLER_ROLE(), keccak256("SETTLER_ROLE"));
         assertTrue(escrow.hasRole(escrow.DEFAULT_ADMIN_ROLE(), admin));
+        assertEq(escrow.defaultAdmin(), admin);
+        assertEq(escrow.defaultAdminDelay(), ADMIN_DELAY);
+        assertEq(escrow.claimWindow(), CLAIM_WINDOW);
+        assertEq(escrow.maxLockDuration(), MAX_LOCK);
+        assertEq(escrow.MAX_DURATION_LIMIT(), 365 days);
         assertFalse(escrow.hasRole(escrow.DEFAULT_ADMIN_ROLE(), address(this)));
         assertTrue(escrow.hasRole(settlerRole, hub));
         assertFalse(escrow.hasRole(settlerRole, admin));
@@ -64,31 +72,68 @@ contract JobEscrowTest is EscrowFixture {
         emit TreasuryUpdated(address(0), treasury);
         vm.expectEmit(false, false, false, true);
         emit FeeBpsUpdated(0, 42);
-        new JobEscrow(token, admin, treasury, 42);
+        _newEscrow(token, 42);
     }
 
     function test_constructor_revertsOnZeroToken() public {
         vm.expectRevert(JobEscrow.ZeroAddress.selector);
-        new JobEscrow(IERC20(address(0)), admin, treasury, FEE_BPS);
+        new JobEscrow(IERC20(address(0)), admin, treasury, FEE_BPS, ADMIN_DELAY, CLAIM_WINDOW, MAX_LOCK);
     }
 
     function test_constructor_revertsOnZeroAdmin() public {
-        vm.expectRevert(JobEscrow.ZeroAddress.selector);
-        new JobEscrow(token, address(0), treasury, FEE_BPS);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IAccessControlDefaultAdminRules.AccessControlInvalidDefaultAdmin.selector, address(0)
+            )
+        );
+        new JobEscrow(token, address(0), treasury, FEE_BPS, ADMIN_DELAY, CLAIM_WINDOW, MAX_LOCK);
     }
 
     function test_constructor_revertsOnZeroTreasury() public {
         vm.expectRevert(JobEscrow.ZeroAddress.selector);
-        new JobEscrow(token, admin, address(0), FEE_BPS);
+        new JobEscrow(token, admin, address(0), FEE_BPS, ADMIN_DELAY, CLAIM_WINDOW, MAX_LOCK);
+    }
+
+    function test_constructor_revertsOnZeroMaxLockDuration() public {
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.MaxLockDurationOutOfRange.selector, uint64(0), uint64(365 days))
+        );
+        new JobEscrow(token, admin, treasury, FEE_BPS, ADMIN_DELAY, CLAIM_WINDOW, 0);
+    }
+
+    function test_constructor_revertsOnMaxLockDurationAboveLimit() public {
+        uint64 tooLong = 365 days + 1;
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.MaxLockDurationOutOfRange.selector, tooLong, uint64(365 days))
+        );
+        new JobEscrow(token, admin, treasury, FEE_BPS, ADMIN_DELAY, CLAIM_WINDOW, tooLong);
+    }
+
+    function test_constructor_revertsOnClaimWindowAboveLimit() public {
+        uint64 tooLong = 365 days + 1;
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.ClaimWindowTooLong.selector, tooLong, uint64(365 days))
+        );
+        new JobEscrow(token, admin, treasury, FEE_BPS, ADMIN_DELAY, tooLong, MAX_LOCK);
+    }
+
+    function test_constructor_acceptsLimits() public {
+        JobEscrow e = new JobEscrow(token, admin, treasury, FEE_BPS, 0, 0, 1);
+        assertEq(e.claimWindow(), 0);
+        assertEq(e.maxLockDuration(), 1);
+        assertEq(e.defaultAdminDelay(), 0);
+        e = new JobEscrow(token, admin, treasury, FEE_BPS, type(uint48).max, 365 days, 365 days);
+        assertEq(e.claimWindow(), 365 days);
+        assertEq(e.maxLockDuration(), 365 days);
     }
 
     function test_constructor_revertsOnFeeTooHigh() public {
         vm.expectRevert(abi.encodeWithSelector(JobEscrow.FeeTooHigh.selector, uint16(1_001), uint16(1_000)));
-        new JobEscrow(token, admin, treasury, 1_001);
+        _newEscrow(token, 1_001);
     }
 
     function test_constructor_acceptsMaxFee() public {
-        JobEscrow e = new JobEscrow(token, admin, treasury, 1_000);
+        JobEscrow e = _newEscrow(token, 1_000);
         assertEq(e.feeBps(), 1_000);
     }
 
@@ -284,7 +329,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function test_deposit_feeOnTransferTokenCreditsReceived() public {
         FeeOnTransferToken fot = new FeeOnTransferToken(100); // 1 %
-        JobEscrow e = new JobEscrow(fot, admin, treasury, FEE_BPS);
+        JobEscrow e = _newEscrow(fot, FEE_BPS);
         fot.mint(alice, 1_000);
         vm.startPrank(alice);
         fot.approve(address(e), type(uint256).max);
@@ -298,7 +343,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function test_deposit_revertsWhenNothingArrives() public {
         FeeOnTransferToken fot = new FeeOnTransferToken(10_000); // everything burnt
-        JobEscrow e = new JobEscrow(fot, admin, treasury, FEE_BPS);
+        JobEscrow e = _newEscrow(fot, FEE_BPS);
         fot.mint(alice, 1_000);
         vm.startPrank(alice);
         fot.approve(address(e), type(uint256).max);
@@ -309,7 +354,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function test_withdraw_revertsWhenTokenReturnsFalse() public {
         FalseReturnToken ft = new FalseReturnToken();
-        JobEscrow e = new JobEscrow(ft, admin, treasury, FEE_BPS);
+        JobEscrow e = _newEscrow(ft, FEE_BPS);
         ft.mint(alice, 1_000);
         vm.startPrank(alice);
         ft.approve(address(e), type(uint256).max);
@@ -357,6 +402,7 @@ contract JobEscrowTest is EscrowFixture {
         token.approve(address(escrow), big);
         escrow.deposit(big);
         vm.stopPrank();
+        _authorise(escrow, stranger, hub, big);
         _lock(JOB, stranger, prov1, big, _soon());
         (,, uint128 amount,,) = escrow.getLock(JOB);
         assertEq(amount, big);
@@ -387,7 +433,7 @@ contract JobEscrowTest is EscrowFixture {
     function test_lock_revertsOnReusedJobId_expired() public {
         _deposit(alice, 10e18);
         _lock(JOB, alice, prov1, 1e18, _soon());
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         escrow.expire(JOB);
         vm.expectRevert(abi.encodeWithSelector(JobEscrow.JobAlreadyExists.selector, JOB));
         _lock(JOB, alice, prov1, 1e18, _soon());
@@ -556,7 +602,7 @@ contract JobEscrowTest is EscrowFixture {
     function test_settle_allowedAfterDeadlineUntilExpired() public {
         _deposit(alice, 10e18);
         _lock(JOB, alice, prov1, 10e18, _soon());
-        vm.warp(block.timestamp + 1 days);
+        vm.warp(block.timestamp + 10 days); // past deadline and claim window, nobody expired it
         vm.prank(hub);
         escrow.settle(JOB, 10e18);
         assertEq(_state(JOB), 2);
@@ -581,7 +627,7 @@ contract JobEscrowTest is EscrowFixture {
     function test_settle_revertsAfterExpire() public {
         _deposit(alice, 10e18);
         _lock(JOB, alice, prov1, 10e18, _soon());
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         escrow.expire(JOB);
         vm.prank(hub);
         vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotActive.selector, JOB, uint8(3)));
@@ -613,7 +659,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function test_settle_revertsWhenTokenTransferFails() public {
         FalseReturnToken ft = new FalseReturnToken();
-        JobEscrow e = new JobEscrow(ft, admin, treasury, FEE_BPS);
+        JobEscrow e = _newEscrow(ft, FEE_BPS);
         vm.prank(admin);
         e.grantRole(settlerRole, hub);
         ft.mint(alice, 1_000);
@@ -621,6 +667,7 @@ contract JobEscrowTest is EscrowFixture {
         ft.approve(address(e), type(uint256).max);
         e.deposit(1_000);
         vm.stopPrank();
+        _authorise(e, alice, hub, 1_000);
         vm.prank(hub);
         e.lock(JOB, alice, prov1, 1_000, _soon());
         ft.setFailTransfers(true);
@@ -754,7 +801,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function test_settleBatch_revertsOnExpiredJob() public {
         _threeJobs();
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         escrow.expire(JOB2);
         (bytes32[] memory ids, uint256[] memory paid) = _arrays(JOB, JOB2, JOB3, 1e18, 1e18, 1e18);
         vm.prank(hub);
@@ -791,7 +838,7 @@ contract JobEscrowTest is EscrowFixture {
         _deposit(alice, 10e18);
         uint64 deadline = _soon();
         _lock(JOB, alice, prov1, 6e18, deadline);
-        vm.warp(deadline + 1);
+        vm.warp(_expirable(deadline));
         vm.expectEmit(address(escrow));
         emit Expired(JOB, alice, 6e18);
         vm.prank(stranger);
@@ -806,7 +853,7 @@ contract JobEscrowTest is EscrowFixture {
         _deposit(alice, 10e18);
         uint64 deadline = _soon();
         _lock(JOB, alice, prov1, 6e18, deadline);
-        vm.warp(deadline + 1);
+        vm.warp(_expirable(deadline));
         vm.prank(alice);
         escrow.expire(JOB);
         vm.prank(alice);
@@ -818,7 +865,9 @@ contract JobEscrowTest is EscrowFixture {
         _deposit(alice, 10e18);
         uint64 deadline = _soon();
         _lock(JOB, alice, prov1, 6e18, deadline);
-        vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline + CLAIM_WINDOW)
+        );
         escrow.expire(JOB);
     }
 
@@ -827,8 +876,54 @@ contract JobEscrowTest is EscrowFixture {
         uint64 deadline = _soon();
         _lock(JOB, alice, prov1, 6e18, deadline);
         vm.warp(deadline);
-        vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline + CLAIM_WINDOW)
+        );
         escrow.expire(JOB);
+    }
+
+    /// The payer cannot expire right after the deadline: the provider has the claim window to get paid.
+    function test_expire_revertsDuringClaimWindow() public {
+        _deposit(alice, 10e18);
+        uint64 deadline = _soon();
+        _lock(JOB, alice, prov1, 6e18, deadline);
+        vm.warp(deadline + 1);
+        vm.prank(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline + CLAIM_WINDOW)
+        );
+        escrow.expire(JOB);
+        vm.warp(deadline + CLAIM_WINDOW);
+        vm.prank(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline + CLAIM_WINDOW)
+        );
+        escrow.expire(JOB);
+        vm.warp(deadline + CLAIM_WINDOW + 1);
+        vm.prank(alice);
+        escrow.expire(JOB);
+        assertEq(_state(JOB), 3);
+    }
+
+    /// With a zero claim window, expiry works right after the deadline (the old behaviour).
+    function test_expire_zeroClaimWindow() public {
+        JobEscrow e = new JobEscrow(token, admin, treasury, FEE_BPS, ADMIN_DELAY, 0, MAX_LOCK);
+        vm.prank(admin);
+        e.grantRole(settlerRole, hub);
+        vm.startPrank(alice);
+        token.approve(address(e), type(uint256).max);
+        e.deposit(1e18);
+        vm.stopPrank();
+        _authorise(e, alice, hub, 1e18);
+        uint64 deadline = _soon();
+        vm.prank(hub);
+        e.lock(JOB, alice, prov1, 1e18, deadline);
+        vm.warp(deadline);
+        vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline));
+        e.expire(JOB);
+        vm.warp(deadline + 1);
+        e.expire(JOB);
+        assertEq(e.deposits(alice), 1e18);
     }
 
     function test_expire_revertsOnUnknownJob() public {
@@ -839,7 +934,7 @@ contract JobEscrowTest is EscrowFixture {
     function test_expire_revertsTwice() public {
         _deposit(alice, 10e18);
         _lock(JOB, alice, prov1, 6e18, _soon());
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         escrow.expire(JOB);
         vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotActive.selector, JOB, uint8(3)));
         escrow.expire(JOB);
@@ -851,7 +946,7 @@ contract JobEscrowTest is EscrowFixture {
         _lock(JOB, alice, prov1, 6e18, _soon());
         vm.prank(hub);
         escrow.settle(JOB, 6e18);
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotActive.selector, JOB, uint8(2)));
         escrow.expire(JOB);
     }
@@ -877,7 +972,7 @@ contract JobEscrowTest is EscrowFixture {
 
     function _reentrantSetup() internal returns (ReentrantToken rt, JobEscrow e) {
         rt = new ReentrantToken();
-        e = new JobEscrow(rt, admin, treasury, FEE_BPS);
+        e = _newEscrow(rt, FEE_BPS);
         vm.prank(admin);
         e.grantRole(settlerRole, hub);
         rt.mint(alice, 100e18);
@@ -885,6 +980,7 @@ contract JobEscrowTest is EscrowFixture {
         rt.approve(address(e), type(uint256).max);
         e.deposit(100e18);
         vm.stopPrank();
+        _authorise(e, alice, hub, 100e18);
     }
 
     function test_reentrancy_withdrawCannotReenterWithdraw() public {
@@ -967,6 +1063,7 @@ contract JobEscrowTest is EscrowFixture {
         token.approve(address(escrow), amount);
         escrow.deposit(amount);
         vm.stopPrank();
+        _authorise(escrow, stranger, hub, amount);
         _lock(JOB, stranger, prov1, amount, _soon());
 
         vm.prank(hub);
@@ -1047,16 +1144,18 @@ contract JobEscrowTest is EscrowFixture {
         }
     }
 
-    /// expire works strictly after the deadline and never before, whoever calls it.
+    /// expire works strictly after deadline + claim window and never before, whoever calls it.
     function testFuzz_expireTiming(uint32 lifetime, uint32 waited, address caller) public {
-        lifetime = uint32(bound(lifetime, 1, 365 days));
+        lifetime = uint32(bound(lifetime, 1, MAX_LOCK));
         _deposit(alice, 10e18);
         uint64 deadline = uint64(block.timestamp) + lifetime;
         _lock(JOB, alice, prov1, 10e18, deadline);
         vm.warp(block.timestamp + waited);
         vm.prank(caller);
-        if (block.timestamp <= deadline) {
-            vm.expectRevert(abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline));
+        if (block.timestamp <= deadline + CLAIM_WINDOW) {
+            vm.expectRevert(
+                abi.encodeWithSelector(JobEscrow.LockNotExpired.selector, JOB, deadline + CLAIM_WINDOW)
+            );
             escrow.expire(JOB);
             assertEq(_state(JOB), 1);
         } else {
@@ -1071,7 +1170,7 @@ contract JobEscrowTest is EscrowFixture {
         _deposit(alice, 10e18);
         _lock(JOB, alice, prov1, 10e18, _soon());
         paid = uint96(bound(paid, 0, 10e18));
-        vm.warp(block.timestamp + 2 hours);
+        vm.warp(block.timestamp + 2 days);
         uint8 firstState;
         if (settleFirst) {
             vm.prank(hub);
@@ -1099,8 +1198,9 @@ contract JobEscrowTest is EscrowFixture {
     function testFuzz_settleBatchEqualsSingleSettles(uint256 seed, uint8 count, uint16 bps) public {
         count = uint8(bound(count, 1, 24));
         bps = uint16(bound(bps, 0, 1_000));
-        JobEscrow single = new JobEscrow(token, admin, treasury, bps);
-        JobEscrow batched = new JobEscrow(token, admin, makeAddr("treasury2"), bps);
+        JobEscrow single = _newEscrow(token, bps);
+        JobEscrow batched =
+            new JobEscrow(token, admin, makeAddr("treasury2"), bps, ADMIN_DELAY, CLAIM_WINDOW, MAX_LOCK);
         address[4] memory provs = [prov1, prov2, makeAddr("p3"), makeAddr("p4")];
         address[4] memory provsB = [makeAddr("b1"), makeAddr("b2"), makeAddr("b3"), makeAddr("b4")];
         vm.startPrank(admin);
@@ -1113,6 +1213,8 @@ contract JobEscrowTest is EscrowFixture {
         single.deposit(1_000e18);
         batched.deposit(1_000e18);
         vm.stopPrank();
+        _authorise(single, alice, hub, 1_000e18);
+        _authorise(batched, alice, hub, 1_000e18);
 
         bytes32[] memory ids = new bytes32[](count);
         uint256[] memory paid = new uint256[](count);

@@ -37,7 +37,7 @@ abstract contract SettleGasBase is Test {
     function setUp() public {
         vm.warp(1_700_000_000);
         token = new GpuFedToken(address(this));
-        escrow = new JobEscrow(token, address(this), treasury, 250);
+        escrow = new JobEscrow(token, address(this), treasury, 250, 3 days, 1 days, 30 days);
         escrow.grantRole(escrow.SETTLER_ROLE(), hub);
 
         (uint256 n, uint256 nPayers, uint256 nProviders) = _scenario();
@@ -54,6 +54,7 @@ abstract contract SettleGasBase is Test {
             vm.startPrank(payers[p]);
             token.approve(address(escrow), need[p] + extra);
             escrow.deposit(need[p] + extra); // cold start: exactly what gets locked, free deposit 0 before
+            escrow.approveSpending(hub, need[p], uint64(block.timestamp + 1 days));
             vm.stopPrank();
         }
         if (_steadyState()) {

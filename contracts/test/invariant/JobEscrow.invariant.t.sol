@@ -19,12 +19,16 @@ contract JobEscrowInvariantTest is Test {
         address admin = makeAddr("inv-admin");
         address hub = makeAddr("inv-hub");
         token = new GpuFedToken(address(this));
-        escrow = new JobEscrow(token, admin, makeAddr("inv-treasury"), 250);
+        escrow = new JobEscrow(token, admin, makeAddr("inv-treasury"), 250, 3 days, 1 days, 30 days);
         bytes32 settlerRole = escrow.SETTLER_ROLE();
         vm.prank(admin);
         escrow.grantRole(settlerRole, hub);
         handler = new JobEscrowHandler(token, escrow, hub, admin);
         token.transferOwnership(address(handler)); // the handler mints for payers
+        for (uint256 i; i < handler.payerCount(); ++i) {
+            vm.prank(handler.payers(i));
+            escrow.approveSpending(hub, type(uint128).max, type(uint64).max);
+        }
 
         bytes4[] memory selectors = new bytes4[](11);
         selectors[0] = JobEscrowHandler.deposit.selector;

@@ -166,7 +166,7 @@ contract JobEscrowHandler is Test {
             uint256 idx = (start + i) % openJobs.length;
             bytes32 jobId = openJobs[idx];
             (,,, uint64 deadline,) = escrow.getLock(jobId);
-            if (block.timestamp > deadline) {
+            if (block.timestamp > deadline + escrow.claimWindow()) {
                 vm.prank(caller);
                 escrow.expire(jobId);
                 _close(idx, 3);
