@@ -450,6 +450,22 @@ pub enum SettlementState {
     Settled,
     /// The lock was expired by the payer and refunded in full.
     Expired,
+    /// Nothing was locked for the attempt and nothing is owed (the lock was refused, or the
+    /// attempt ended before its lock was made).
+    Closed,
+}
+
+/// A usage receipt signed by the hub's settlement key (EIP-712 `UsageReceipt(bytes32 jobId,
+/// uint256 paid)`, domain "GpuFed JobEscrow" version 1 of the pool's escrow).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReceipt {
+    /// What the attempt owes, in the token's base units (decimal).
+    pub paid_base_units: String,
+    /// The hub account that signed it.
+    pub signer: String,
+    /// The signature, 0x-hex (65 bytes).
+    pub signature: String,
 }
 
 /// Escrow record of one attempt.
@@ -472,9 +488,19 @@ pub struct Settlement {
     /// Hash of the lock transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_tx: Option<String>,
+    /// Block of the lock transaction (event look-ups start there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_block: Option<u64>,
     /// Hash of the settlement transaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle_tx: Option<String>,
+    /// Block of the settlement; it counts once `spec.chain.confirmations` blocks include it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_block: Option<u64>,
+    /// The hub's signed usage receipt for this attempt: the provider can submit it to
+    /// `JobEscrow.claim` itself if the hub is late or gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<UsageReceipt>,
     /// Latest problem, e.g. the RPC being unreachable (cleared when resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

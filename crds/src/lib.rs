@@ -28,6 +28,7 @@ pub use gpunode::{GpuDevice, GpuNode, GpuNodeSpec, GpuNodeStatus, ProbeBackend};
 pub use job::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobSpec, ComputeJobStatus, GpuRequirements,
     JobPhase, PlacementRef, PlannedNode, RetryPolicy, Settlement, SettlementState, Usage,
+    UsageReceipt,
 };
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,

@@ -110,13 +110,42 @@ pub struct ChainSpec {
     pub bond: Option<EvmAddress>,
     /// Secret holding the hub's settlement key (hex private key). Never logged or shown in status.
     pub hub_key_secret_ref: SecretKeyRef,
-    /// Extra time after a job's maxDuration before its payer may expire an unsettled lock. Default 1h.
+    /// Extra time after a job's maxDuration before its payer may expire an unsettled lock (the
+    /// escrow adds its claim window on top). Default 1h, at most 24h.
     #[serde(default = "default_lock_grace")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('24h')").message("spec.chain.lockGrace must be between 0s and 24h"))]
     pub lock_grace: KubeDuration,
+    /// How long a transaction may wait to be mined before the hub replaces it (same nonce,
+    /// higher fees). Default 60s.
+    #[serde(default = "default_tx_timeout")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.chain.txTimeout must be between 5s and 1h"))]
+    pub tx_timeout: KubeDuration,
+    /// Blocks (counting the one that includes it) a settlement needs before the hub records it as
+    /// Settled; a settlement that a reorganisation removes before then is sent again. Default 1.
+    #[serde(default = "default_confirmations")]
+    #[schemars(range(min = 1, max = 128))]
+    pub confirmations: u32,
+    /// Most blocks one event query (`eth_getLogs`) spans; public RPCs refuse large ranges.
+    /// Default 5000.
+    #[serde(default = "default_log_block_range")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub log_block_range: u32,
 }
 
 fn default_lock_grace() -> KubeDuration {
     KubeDuration::from_secs(3600)
+}
+
+fn default_tx_timeout() -> KubeDuration {
+    KubeDuration::from_secs(60)
+}
+
+fn default_confirmations() -> u32 {
+    1
+}
+
+fn default_log_block_range() -> u32 {
+    5000
 }
 
 /// A key in a Secret.
@@ -177,6 +206,10 @@ pub struct GpuPoolStatus {
     /// The generation of the spec this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The hub's settlement account on the pool's chain: the account payers authorise to lock
+    /// their deposits (`kubectl gpufed authorise`), and the signer of usage receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_account: Option<String>,
     /// Conditions: ChainReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]

@@ -494,7 +494,13 @@ fn retry_or_fail(
     let generation = job.metadata.generation;
     let st = &mut out.status;
     set(st, jc::RUNNING, false, reason, &message, generation, now);
-    let attempts_left = st.attempt < job.spec.retry.max_attempts;
+    // Attempts whose lock was refused never ran and do not count.
+    let ran = st
+        .attempts
+        .iter()
+        .filter(|a| crate::hub::settlement::attempt_ran(a))
+        .count();
+    let attempts_left = ran < job.spec.retry.max_attempts as usize;
     if retryable && attempts_left {
         st.phase = JobPhase::Pending;
         st.placement = None;

@@ -239,6 +239,22 @@ fn losing_the_last_attempt_fails_the_job() {
 }
 
 #[test]
+fn attempts_whose_lock_was_refused_do_not_use_up_retries() {
+    // Attempt 1 was refused by the escrow (never ran); attempt 3 is the second that ran.
+    let mut j = placed(3, "gamma", AttemptPhase::Running);
+    let st = j.status.as_mut().unwrap();
+    st.attempts[0].phase = AttemptPhase::Cancelled;
+    st.attempts[0].reason = Some(crate::hub::settlement::LOCK_REFUSED.into());
+    let w = World {
+        member_ready: None,
+        ..world_ready(None)
+    };
+    let out = reconcile(&j, &w, &at(100));
+    assert_eq!(out.status.phase, JobPhase::Pending, "a third attempt may run");
+    assert!(out.actions.contains(&Action::Schedule));
+}
+
+#[test]
 fn a_placement_deleted_under_a_running_attempt_counts_as_lost() {
     let j = placed(1, "alpha", AttemptPhase::Running);
     let out = reconcile(&j, &world_ready(None), &at(100));

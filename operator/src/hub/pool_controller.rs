@@ -162,6 +162,10 @@ pub fn roll_up(
         running_jobs: running,
         last_update_time: None,
         observed_generation: pool.metadata.generation,
+        settlement_account: pool
+            .status
+            .as_ref()
+            .and_then(|s| s.settlement_account.clone()),
         conditions: pool
             .status
             .as_ref()
@@ -176,14 +180,17 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
     if pool.spec.chain.is_some() {
         let (ok, reason, message) = match ctx.chain(&pool).await {
-            Ok(chain) => match chain.block_number().await {
-                Ok(_) => (
-                    true,
-                    "Connected",
-                    format!("RPC answers; settling as {}", chain.hub_account),
-                ),
-                Err(e) => (false, "RpcUnavailable", e.to_string()),
-            },
+            Ok(chain) => {
+                status.settlement_account = Some(chain.hub_account.to_string());
+                match chain.block_number().await {
+                    Ok(_) => (
+                        true,
+                        "Connected",
+                        format!("RPC answers; settling as {}", chain.hub_account),
+                    ),
+                    Err(e) => (false, "RpcUnavailable", e.to_string()),
+                }
+            }
             Err(e) => (false, "NotConfigured", e.to_string()),
         };
         conditions::set_condition(

@@ -22,7 +22,7 @@ use gpufed_crds::{
 use tokio::sync::{Mutex, mpsc};
 
 use crate::error::Result;
-use crate::hub::chain::{ChainClient, LockRefused, LockState, job_id};
+use crate::hub::chain::{ChainClient, LockState, Refusal, job_id};
 
 /// Tokens to lock for one attempt: the price cap for every GPU for the whole `maxDuration`.
 pub fn lock_amount(job: &ComputeJob) -> Option<TokenAmount> {
@@ -278,8 +278,13 @@ async fn settle_pool(chain: &ChainClient, items: &[SettleRequest]) -> Result<usi
     if send.is_empty() {
         return Ok(0);
     }
-    chain.settle_batch(&send).await?;
-    Ok(send.len())
+    match chain.settle_batch(&send).await? {
+        Ok(_) => Ok(send.len()),
+        // Reported as a revert, so the worker finds the culprit one by one.
+        Err(r) => Err(crate::error::Error::Chain(format!(
+            "settlement reverted: {r}"
+        ))),
+    }
 }
 
 /// What the job controller should do after a settlement step.
@@ -299,8 +304,41 @@ pub struct Step {
     pub lock_errors: u64,
 }
 
+/// Reason of an attempt whose lock the escrow refused (nothing was locked; its number is not reused).
+pub const LOCK_REFUSED: &str = "LockRefused";
+/// Reason of an attempt whose id the chain already holds a lock for that is not this attempt's.
+pub const LOCK_CONFLICT: &str = "LockConflict";
+
+/// Whether an attempt counts against `retry.maxAttempts`: refused or conflicting locks never ran.
+pub fn attempt_ran(a: &gpufed_crds::AttemptRecord) -> bool {
+    !matches!(a.reason.as_deref(), Some(LOCK_REFUSED | LOCK_CONFLICT))
+}
+
+/// Ends the current attempt without running it: nothing was locked for it, nothing is owed.
+fn close_unrun(st: &mut ComputeJobStatus, i: usize, reason: &str, message: String, funding: bool) {
+    let a = &mut st.attempts[i];
+    a.phase = AttemptPhase::Cancelled;
+    a.reason = Some(reason.to_string());
+    a.message = Some(message.clone());
+    if let Some(s) = a.settlement.as_mut() {
+        s.state = SettlementState::Closed;
+        s.message = Some(message.clone());
+    }
+    st.placement = None;
+    st.phase = if funding {
+        JobPhase::Funding
+    } else {
+        JobPhase::Pending
+    };
+    st.explanation = Some(message);
+}
+
 /// Advances the money of `job` (status in `st`, already advanced by the lifecycle): checks funding
 /// of a waiting job, locks a decided attempt, settles finished ones, and records what the chain says.
+///
+/// The chain is the truth at every step: a lock id is recomputed from the job's UID and the
+/// attempt, a lock found on chain is used only if its payer, provider and amount are this
+/// attempt's, and after any error the lock is read again before anything else is decided.
 pub async fn advance(
     chain: &Arc<ChainClient>,
     settler: &Settler,
@@ -324,158 +362,191 @@ pub async fn advance(
         .map(|c| c.lock_grace.as_duration())
         .unwrap_or_default();
 
-    // 1. A job waiting for a cluster must be covered by its payer's deposit.
+    // 0. Lock ids are recomputed, never trusted from status.
+    let uid = kube::ResourceExt::uid(job).unwrap_or_default();
+    for a in st.attempts.iter_mut() {
+        if let Some(s) = a.settlement.as_mut() {
+            let want = gpufed_crds::naming::chain_job_id_hex(&uid, a.attempt);
+            if s.job_id != want {
+                s.job_id = want;
+                step.changed = true;
+            }
+        }
+    }
+
+    // 1. A job waiting for a cluster must be covered by its payer's deposit and authorisation.
     let has_active = st
         .attempts
         .iter()
         .any(|a| a.attempt == st.attempt && !a.phase.is_finished());
     if !has_active && matches!(st.phase, JobPhase::Pending | JobPhase::Funding) {
-        let deposit = chain.deposit_of(&payer).await?;
-        if deposit < required {
-            let message = format!(
-                "payer {payer} has {deposit} deposited in JobEscrow; this job locks {required} \
-                 (maxPricePerGpuHour × {} GPUs × maxDuration {}): deposit at least {} more",
-                job.spec.replicas * job.spec.gpus_per_replica,
-                job.spec.max_duration,
-                required.saturating_sub(deposit)
-            );
+        if let Some((reason, message)) = funding_gap(chain, job, &payer, required, now_secs).await?
+        {
             let before = job.status.as_ref();
             let news = before.is_none_or(|b| {
                 b.phase != JobPhase::Funding || b.explanation.as_deref() != Some(&message)
             });
             st.phase = JobPhase::Funding;
-            st.reason = Some("InsufficientDeposit".into());
+            st.reason = Some(reason.into());
             st.explanation = Some(message.clone());
             step.changed = true;
             if news {
-                step.events.push((true, "InsufficientDeposit", message));
+                step.events.push((true, reason, message));
             }
             step.again_soon = true;
             return Ok(step);
         }
-        if st.reason.as_deref() == Some("InsufficientDeposit") {
+        if matches!(
+            st.reason.as_deref(),
+            Some("InsufficientDeposit" | "SpendingNotAuthorised")
+        ) || st.phase == JobPhase::Funding
+        {
             st.phase = JobPhase::Pending;
             st.reason = None;
-            st.explanation = Some("the deposit covers the lock; waiting for a cluster".into());
+            st.explanation =
+                Some("the deposit and authorisation cover the lock; waiting for a cluster".into());
             step.changed = true;
         }
     }
 
     // 2. Lock the current attempt once the scheduler has decided.
     let current = st.attempt;
-    let mut undo_attempt = false;
-    for a in st.attempts.iter_mut() {
-        let Some(s) = a.settlement.as_mut() else {
-            continue;
-        };
-        let id = job_id(&s.job_id)?;
-        if a.attempt == current
+    if let Some(i) = st.attempts.iter().position(|a| {
+        a.attempt == current
             && !a.phase.is_finished()
-            && matches!(
-                s.state,
-                SettlementState::Unfunded | SettlementState::Locking
-            )
-        {
-            let provider = a.provider.clone();
-            let on_chain = chain.get_lock(id).await?;
-            if on_chain.state == LockState::Locked {
-                s.state = SettlementState::Locked;
-                s.locked = Some(on_chain.amount);
-                s.lock_tx = chain.lock_tx(id).await?;
-                s.message = None;
-                step.changed = true;
-                continue;
-            }
-            let Some(provider) = provider else {
-                s.message = Some("the member has no wallet to be paid into".into());
-                step.changed = true;
-                continue;
-            };
-            let deadline = lock_deadline(now_secs, job, grace);
-            match chain.lock(id, &payer, &provider, required, deadline).await {
-                Ok(Ok(tx)) => {
-                    step.locked += 1;
-                    s.state = SettlementState::Locked;
-                    s.locked = Some(required);
-                    s.lock_tx = Some(tx.clone());
-                    s.message = None;
-                    step.changed = true;
-                    step.events.push((
-                        false,
-                        "Funded",
-                        format!("locked {required} for attempt {} (tx {tx})", a.attempt),
-                    ));
-                }
-                Ok(Err(LockRefused::InsufficientDeposit {
-                    available,
-                    required,
-                })) => {
-                    undo_attempt = true;
-                    st.explanation = Some(format!(
-                        "payer {payer} has {available} deposited; the lock needs {required}: deposit more"
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    // Shown on the job (condition Funded=False/LockFailed) and retried.
-                    let message = e.to_string();
-                    if s.message.as_deref() != Some(&message) {
-                        step.events.push((
-                            true,
-                            "LockFailed",
-                            format!("attempt {}: {message}", a.attempt),
-                        ));
-                    }
-                    s.state = SettlementState::Locking;
-                    s.message = Some(message);
-                    step.changed = true;
-                    step.again_soon = true;
-                    step.lock_errors += 1;
-                }
-            }
+            && a.settlement.as_ref().is_some_and(|s| {
+                matches!(
+                    s.state,
+                    SettlementState::Unfunded | SettlementState::Locking
+                )
+            })
+    }) {
+        lock_current(
+            chain, job, st, i, &payer, required, grace, now_secs, &mut step,
+        )
+        .await?;
+        if st.attempts[i].phase.is_finished() {
+            step.changed = true;
+            step.again_soon = true;
+            return Ok(step);
         }
-    }
-    if undo_attempt {
-        st.attempts.retain(|a| a.attempt != current);
-        st.attempt = current.saturating_sub(1);
-        st.placement = None;
-        st.phase = JobPhase::Funding;
-        st.reason = Some("InsufficientDeposit".into());
-        step.changed = true;
-        step.again_soon = true;
-        step.events.push((
-            true,
-            "InsufficientDeposit",
-            st.explanation.clone().unwrap_or_default(),
-        ));
-        return Ok(step);
     }
 
-    // 3. Settle attempts that ended.
+    // 3. Settle attempts that ended (also those that ended before their lock was made).
+    let head = chain.block_number().await?;
     for a in st.attempts.iter_mut() {
-        let ended = a.phase.is_finished();
+        if !a.phase.is_finished() {
+            continue;
+        }
+        let (attempt, gpu_seconds, price) = (a.attempt, a.gpu_seconds, a.price_per_gpu_hour);
+        let provider = a.provider.clone();
         let Some(s) = a.settlement.as_mut() else {
             continue;
         };
-        if !ended || !matches!(s.state, SettlementState::Locked | SettlementState::Settling) {
+        if !matches!(
+            s.state,
+            SettlementState::Unfunded
+                | SettlementState::Locking
+                | SettlementState::Locked
+                | SettlementState::Settling
+        ) {
             continue;
         }
         let id = job_id(&s.job_id)?;
-        match chain.get_lock(id).await?.state {
-            LockState::Settled => {
-                if let Some(ev) = chain.settled_event(id).await? {
-                    s.paid = Some(ev.paid);
-                    s.refunded = Some(ev.refund);
-                    s.settle_tx = Some(ev.tx.clone());
-                    step.events.push((
-                        false,
-                        "Paid",
-                        format!(
-                            "attempt {}: paid {} ({} GPU-seconds, fee {}), refunded {} (tx {})",
-                            a.attempt, ev.paid, a.gpu_seconds, ev.fee, ev.refund, ev.tx
-                        ),
-                    ));
+        let lock = chain.get_lock(id).await?;
+        let ours = match &provider {
+            Some(p) => {
+                chain
+                    .lock_matches(&lock, &payer, p, s.locked.unwrap_or(required))
+                    .await?
+            }
+            None => false,
+        };
+        if lock.state != LockState::None && !ours {
+            let message = format!(
+                "the chain's lock under {} (payer {}, provider {}, amount {}) is not this \
+                 attempt's: nothing is settled for it",
+                s.job_id, lock.payer, lock.provider, lock.amount
+            );
+            if s.state != SettlementState::Closed {
+                step.events
+                    .push((true, LOCK_CONFLICT, format!("attempt {attempt}: {message}")));
+            }
+            s.state = SettlementState::Closed;
+            s.message = Some(message);
+            step.changed = true;
+            continue;
+        }
+        match lock.state {
+            LockState::None if s.state == SettlementState::Locking => {
+                // A lock was sent and may still be waiting to be mined: cancel it first, so it
+                // cannot land after the attempt is closed; then the chain decides.
+                if chain.cancel_unmined().await?
+                    && chain.get_lock(id).await?.state == LockState::None
+                {
+                    s.state = SettlementState::Closed;
+                    s.message = Some(
+                        "the attempt ended before its lock was mined; the lock transaction was \
+                         cancelled and nothing is owed"
+                            .into(),
+                    );
+                } else {
+                    s.message = Some(
+                        "the attempt ended while its lock transaction was pending; cancelling it"
+                            .into(),
+                    );
+                    step.again_soon = true;
                 }
+                step.changed = true;
+            }
+            LockState::None if s.state == SettlementState::Unfunded => {
+                s.state = SettlementState::Closed;
+                s.message = Some(
+                    "the attempt ended before its lock was made: nothing is locked or owed".into(),
+                );
+                step.changed = true;
+            }
+            LockState::None => {
+                // Locked before, gone now: a reorganisation removed the lock. Wait for the chain.
+                let message = "the chain no longer has this attempt's lock (a reorganisation?); checking again".to_string();
+                if s.message.as_deref() != Some(&message) {
+                    s.message = Some(message);
+                    step.changed = true;
+                }
+                step.again_soon = true;
+            }
+            LockState::Settled => {
+                let Some(ev) = chain.settled_event(id, s.lock_block).await? else {
+                    step.again_soon = true;
+                    continue;
+                };
+                let confirmations = (head + 1).saturating_sub(ev.block);
+                if confirmations < chain.confirmations {
+                    if s.settle_block != Some(ev.block) || s.state != SettlementState::Settling {
+                        s.state = SettlementState::Settling;
+                        s.settle_tx = Some(ev.tx.clone());
+                        s.settle_block = Some(ev.block);
+                        s.message = Some(format!(
+                            "settled in block {}; waiting for {} confirmations",
+                            ev.block, chain.confirmations
+                        ));
+                        step.changed = true;
+                    }
+                    step.again_soon = true;
+                    continue;
+                }
+                s.paid = Some(ev.paid);
+                s.refunded = Some(ev.refund);
+                s.settle_tx = Some(ev.tx.clone());
+                s.settle_block = Some(ev.block);
+                step.events.push((
+                    false,
+                    "Paid",
+                    format!(
+                        "attempt {attempt}: paid {} ({gpu_seconds} GPU-seconds, fee {}), refunded {} (tx {})",
+                        ev.paid, ev.fee, ev.refund, ev.tx
+                    ),
+                ));
                 s.state = SettlementState::Settled;
                 s.message = None;
                 step.changed = true;
@@ -483,11 +554,28 @@ pub async fn advance(
             LockState::Expired => {
                 step.expired += 1;
                 s.state = SettlementState::Expired;
-                s.refunded = s.locked;
+                s.refunded = s.locked.or(Some(lock.amount));
                 step.changed = true;
             }
             LockState::Locked => {
-                let paid = amount_due(a.price_per_gpu_hour, a.gpu_seconds, s.locked);
+                let paid = amount_due(price, gpu_seconds, Some(s.locked.unwrap_or(lock.amount)));
+                if s.locked.is_none() {
+                    s.locked = Some(lock.amount);
+                    step.changed = true;
+                }
+                let paid_base = chain.units().await?.to_base_floor(paid).to_string();
+                if s.receipt
+                    .as_ref()
+                    .is_none_or(|r| r.paid_base_units != paid_base)
+                {
+                    let (base, signature) = chain.sign_receipt(id, paid).await?;
+                    s.receipt = Some(gpufed_crds::UsageReceipt {
+                        paid_base_units: base.to_string(),
+                        signer: chain.hub_account.to_string(),
+                        signature,
+                    });
+                    step.changed = true;
+                }
                 settler
                     .queue(SettleRequest {
                         pool: pool_name.clone(),
@@ -502,10 +590,6 @@ pub async fn advance(
                 }
                 step.again_soon = true;
             }
-            LockState::None => {
-                s.message = Some("the chain has no lock under this id".into());
-                step.changed = true;
-            }
         }
     }
     let cost = total_cost(st);
@@ -514,6 +598,193 @@ pub async fn advance(
         step.changed = true;
     }
     Ok(step)
+}
+
+/// Why `payer` cannot fund a lock of `required` now: (reason, message naming the fix), or `None`.
+async fn funding_gap(
+    chain: &ChainClient,
+    job: &ComputeJob,
+    payer: &gpufed_crds::EvmAddress,
+    required: TokenAmount,
+    now_secs: u64,
+) -> Result<Option<(&'static str, String)>> {
+    let gpus = job.spec.replicas * job.spec.gpus_per_replica;
+    let deposit = chain.deposit_of(payer).await?;
+    if deposit < required {
+        return Ok(Some((
+            "InsufficientDeposit",
+            format!(
+                "payer {payer} has {deposit} deposited in JobEscrow; this job locks {required} \
+                 (maxPricePerGpuHour × {gpus} GPUs × maxDuration {}): deposit at least {} more",
+                job.spec.max_duration,
+                required.saturating_sub(deposit)
+            ),
+        )));
+    }
+    let allowance = chain.allowance_of(payer).await?;
+    if allowance.valid_until < now_secs || allowance.remaining < required {
+        let state = if allowance.valid_until == 0 {
+            "has not authorised".to_string()
+        } else if allowance.valid_until < now_secs {
+            format!(
+                "authorised until unix time {} (expired)",
+                allowance.valid_until
+            )
+        } else {
+            format!("has {} left of its authorisation", allowance.remaining)
+        };
+        return Ok(Some((
+            "SpendingNotAuthorised",
+            format!(
+                "payer {payer} {state} for the hub's account {}; this job locks {required}: \
+                 the payer runs `kubectl gpufed authorise --pool {} --amount <tokens> --valid-for <duration>`",
+                chain.hub_account, job.spec.pool
+            ),
+        )));
+    }
+    Ok(None)
+}
+
+/// Locks the current attempt `st.attempts[i]`, or ends it unrun when the escrow refuses.
+#[allow(clippy::too_many_arguments)]
+async fn lock_current(
+    chain: &ChainClient,
+    job: &ComputeJob,
+    st: &mut ComputeJobStatus,
+    i: usize,
+    payer: &gpufed_crds::EvmAddress,
+    required: TokenAmount,
+    grace: Duration,
+    now_secs: u64,
+    step: &mut Step,
+) -> Result<()> {
+    let attempt = st.attempts[i].attempt;
+    let Some(provider) = st.attempts[i].provider.clone() else {
+        if let Some(s) = st.attempts[i].settlement.as_mut() {
+            s.message = Some("the member has no wallet to be paid into".into());
+        }
+        step.changed = true;
+        return Ok(());
+    };
+    let Some(id_hex) = st.attempts[i].settlement.as_ref().map(|s| s.job_id.clone()) else {
+        return Ok(());
+    };
+    let id = job_id(&id_hex)?;
+    let on_chain = chain.get_lock(id).await?;
+    let sent = if on_chain.state == LockState::None {
+        let deadline =
+            lock_deadline(now_secs, job, grace).min(now_secs + chain.max_lock_duration().await?);
+        Some(chain.lock(id, payer, &provider, required, deadline).await)
+    } else {
+        None
+    };
+    let refusal = match sent {
+        Some(Ok(Ok(mined))) => {
+            step.locked += 1;
+            let s = st.attempts[i]
+                .settlement
+                .get_or_insert_with(Default::default);
+            s.state = SettlementState::Locked;
+            s.locked = Some(required);
+            s.lock_tx = Some(mined.tx.clone());
+            s.lock_block = Some(mined.block);
+            s.message = None;
+            step.changed = true;
+            step.events.push((
+                false,
+                "Funded",
+                format!("locked {required} for attempt {attempt} (tx {})", mined.tx),
+            ));
+            return Ok(());
+        }
+        Some(Ok(Err(r))) => Some(r),
+        Some(Err(e)) => {
+            // The outcome is unknown: the chain says what happened.
+            let again = chain.get_lock(id).await;
+            match again {
+                Ok(l)
+                    if l.state == LockState::Locked
+                        && chain.lock_matches(&l, payer, &provider, required).await? =>
+                {
+                    adopt(chain, id, &l, st, i, step).await?;
+                    return Ok(());
+                }
+                _ => {
+                    let message = e.to_string();
+                    let s = st.attempts[i]
+                        .settlement
+                        .get_or_insert_with(Default::default);
+                    if s.message.as_deref() != Some(&message) {
+                        step.events.push((
+                            true,
+                            "LockFailed",
+                            format!("attempt {attempt}: {message}"),
+                        ));
+                    }
+                    s.state = SettlementState::Locking;
+                    s.message = Some(message);
+                    step.changed = true;
+                    step.again_soon = true;
+                    step.lock_errors += 1;
+                    return Ok(());
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(r) = refusal {
+        let (reason, funding) = match r {
+            Refusal::InsufficientDeposit { .. } => ("InsufficientDeposit", true),
+            Refusal::NotAuthorised { .. } | Refusal::AuthorisationExpired { .. } => {
+                ("SpendingNotAuthorised", true)
+            }
+            Refusal::Other(_) => (LOCK_REFUSED, false),
+        };
+        let message = format!("attempt {attempt} was not locked: {r}");
+        close_unrun(st, i, LOCK_REFUSED, message.clone(), funding);
+        st.reason = Some(reason.into());
+        step.events.push((true, LOCK_REFUSED, message));
+        return Ok(());
+    }
+    // A lock already exists under this attempt's id: ours (a hub stopped before recording it)
+    // or not (then this attempt cannot be locked and ends unrun).
+    if on_chain.state == LockState::Locked
+        && chain
+            .lock_matches(&on_chain, payer, &provider, required)
+            .await?
+    {
+        return adopt(chain, id, &on_chain, st, i, step).await;
+    }
+    let message = format!(
+        "attempt {attempt}'s lock id {id_hex} is already used on chain (payer {}, provider {}, \
+         amount {}, state {:?}): placing a new attempt",
+        on_chain.payer, on_chain.provider, on_chain.amount, on_chain.state
+    );
+    close_unrun(st, i, LOCK_CONFLICT, message.clone(), false);
+    step.events.push((true, LOCK_CONFLICT, message));
+    Ok(())
+}
+
+/// Records a lock found on chain that is this attempt's.
+async fn adopt(
+    chain: &ChainClient,
+    id: alloy::primitives::B256,
+    lock: &crate::hub::chain::LockInfo,
+    st: &mut ComputeJobStatus,
+    i: usize,
+    step: &mut Step,
+) -> Result<()> {
+    let mined = chain.lock_tx(id).await?;
+    let s = st.attempts[i]
+        .settlement
+        .get_or_insert_with(Default::default);
+    s.state = SettlementState::Locked;
+    s.locked = Some(lock.amount);
+    s.lock_tx = mined.as_ref().map(|m| m.tx.clone());
+    s.lock_block = mined.map(|m| m.block);
+    s.message = None;
+    step.changed = true;
+    Ok(())
 }
 
 /// Whether any attempt still has money in flight (locked, not settled).
@@ -615,6 +886,35 @@ mod tests {
         assert!(cancel_current(&j, &mut st, 1_000_000, &now));
         assert_eq!(st.attempts[0].phase, AttemptPhase::Cancelled);
         assert_eq!(st.attempts[0].gpu_seconds, 20, "2 GPUs for 10 s");
+    }
+
+    #[test]
+    fn attempts_whose_lock_was_refused_or_conflicted_never_ran() {
+        let mut a = gpufed_crds::AttemptRecord {
+            attempt: 1,
+            cluster: "a".into(),
+            placement: "p".into(),
+            model: "H100".into(),
+            price_per_gpu_hour: "1".parse().unwrap(),
+            provider: None,
+            phase: AttemptPhase::Cancelled,
+            reason: Some(LOCK_REFUSED.into()),
+            message: None,
+            placed_time: None,
+            start_time: None,
+            finish_time: None,
+            gpu_seconds: 0,
+            exits: vec![],
+            planned_nodes: vec![],
+            settlement: None,
+        };
+        assert!(!attempt_ran(&a));
+        a.reason = Some(LOCK_CONFLICT.into());
+        assert!(!attempt_ran(&a));
+        a.reason = Some("HeartbeatExpired".into());
+        assert!(attempt_ran(&a));
+        a.reason = None;
+        assert!(attempt_ran(&a));
     }
 
     #[test]
