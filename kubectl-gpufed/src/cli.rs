@@ -82,6 +82,31 @@ pub enum Command {
     Join(JoinArgs),
     /// Escrow state of each attempt of a ComputeJob and its total cost.
     Payments(PaymentsArgs),
+    /// As a payer: authorise the hub's settlement account to lock up to an amount of your
+    /// deposit in a pool's escrow until a time (an EIP-712 permit signed with your key).
+    #[command(alias = "authorize")]
+    Authorise(AuthoriseArgs),
+}
+
+/// Arguments of `authorise`.
+#[derive(Args, Debug, Clone)]
+pub struct AuthoriseArgs {
+    /// The GpuPool whose escrow and hub account to authorise.
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+    /// Most the hub may lock from now on, in tokens (e.g. `500` or `12.5`). `0` revokes.
+    #[arg(long, value_name = "TOKENS")]
+    pub amount: gpufed_crds::TokenAmount,
+    /// How long the authorisation lasts, e.g. `720h`.
+    #[arg(long, value_name = "DURATION", default_value = "720h")]
+    pub valid_for: gpufed_crds::KubeDuration,
+    /// File holding the payer's private key (hex). Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Only sign: print the permit (anyone can submit it with `permitSpending`) instead of
+    /// sending it from the payer's account.
+    #[arg(long)]
+    pub sign_only: bool,
 }
 
 /// Arguments of `top`.

@@ -32,6 +32,9 @@ pub enum Error {
         /// The apiserver URL.
         server: String,
     },
+    /// A chain step of `authorise` failed.
+    #[error("{0}")]
+    Chain(String),
     /// The CRDs are not installed.
     #[error(
         "the gpufed.io API is not installed on this cluster (no {resource}): install the gpufed-hub chart"

@@ -2,13 +2,15 @@
 //! see on the hub without reading YAML — capacity and prices ([`view::top`]), jobs
 //! ([`view::jobs`]), member clusters ([`view::members`]), why a job waits or where it went
 //! ([`view::explain`]), how a cluster owner connects a joined member ([`view::join`]) and what
-//! each attempt locked and paid ([`view::payments`]).
+//! each attempt locked and paid ([`view::payments`]); and, for a payer, [`authorise`] signs the
+//! EIP-712 permit that lets the hub lock its deposit.
 //!
 //! Layers: [`cli`] parses kubectl-style flags; [`connect`] loads the kubeconfig; [`fetch`] makes
 //! the API calls and turns failures into one-line [`error::Error`]s with the fix; [`commands`]
 //! glue fetch to the pure [`view`]s, which render tables with [`table`] and [`format`], or the
 //! objects as JSON/YAML with [`output`].
 
+pub mod authorise;
 pub mod cli;
 pub mod commands;
 pub mod connect;
@@ -41,5 +43,6 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
         Command::Explain(args) => commands::explain(&hub, flags, args).await,
         Command::Join(args) => commands::join(&hub, flags, args).await,
         Command::Payments(args) => commands::payments(&hub, flags, args).await,
+        Command::Authorise(args) => authorise::run(&hub, args).await,
     }
 }

@@ -241,6 +241,9 @@ mod tests {
                 key: "key".into(),
             },
             lock_grace: gpufed_crds::KubeDuration::from_secs(3600),
+            tx_timeout: gpufed_crds::KubeDuration::from_secs(60),
+            confirmations: 1,
+            log_block_range: 5000,
         });
         p
     }
@@ -257,6 +260,7 @@ mod tests {
             lock_tx: Some(format!("0x{}", "aa".repeat(32))),
             settle_tx: Some(format!("0x{}", "bb".repeat(32))),
             message: None,
+            ..Default::default()
         });
         st.attempts[1].settlement = Some(Settlement {
             state: SettlementState::Locked,
