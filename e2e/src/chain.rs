@@ -35,6 +35,11 @@ alloy::sol! {
         function getLock(bytes32 jobId) external view
             returns (address payer, address provider, uint128 amount, uint64 deadline, uint8 state);
         function feeBps() external view returns (uint16);
+        function lock(bytes32 jobId, address payer, address provider, uint256 amount, uint64 deadline) external;
+        function approveSpending(address settler, uint256 amount, uint64 validUntil) external;
+        function spendingAllowance(address payer, address settler) external view
+            returns (uint256 remaining, uint64 validUntil);
+        function claim(bytes32 jobId, uint256 paid, address signer, bytes signature) external;
     }
     #[sol(rpc)]
     interface ITestBond {
@@ -95,6 +100,21 @@ pub mod accounts {
 /// One whole token in base units (18 decimals).
 pub fn tokens(n: u64) -> U256 {
     U256::from(n) * U256::from(10u64).pow(U256::from(18u64))
+}
+
+/// JobEscrow's delay before a new admin takes over (`AccessControlDefaultAdminRules`).
+pub const ADMIN_DELAY_SECS: u64 = 3600;
+/// JobEscrow's claim window: after a lock's deadline, this long only settle and claim work.
+pub const CLAIM_WINDOW_SECS: u64 = 600;
+/// JobEscrow's longest lock.
+pub const MAX_LOCK_SECS: u64 = 30 * 24 * 3600;
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Deployed contract addresses.
@@ -233,7 +253,16 @@ impl Chain {
             .deploy(
                 tools,
                 "JobEscrow",
-                (token, admin_addr, treasury, fee_bps).abi_encode_params(),
+                (
+                    token,
+                    admin_addr,
+                    treasury,
+                    fee_bps,
+                    alloy::primitives::Uint::<48, 1>::from(ADMIN_DELAY_SECS),
+                    CLAIM_WINDOW_SECS,
+                    MAX_LOCK_SECS,
+                )
+                    .abi_encode_params(),
             )
             .await?;
         let bond = self
@@ -285,10 +314,14 @@ impl Chain {
             )
             .await?;
         }
+        let a_year = unix_now() + 365 * 24 * 3600;
         for (key, _) in [accounts::PAYER_A, accounts::PAYER_B] {
             if deposit > 0 {
                 self.deposit(&c, key, tokens(deposit)).await?;
             }
+            // Each payer authorises the hub's account to lock up to everything it owns.
+            self.authorise(&c, key, accounts::HUB.1, tokens(funds), a_year)
+                .await?;
         }
         for (key, _) in [accounts::ALPHA, accounts::BETA, accounts::GAMMA] {
             if stake > 0 {
@@ -333,6 +366,156 @@ impl Chain {
         let esc = ITestEscrow::new(c.escrow, &p);
         self.confirm(esc.deposit(amount).send().await, "depositing")
             .await
+    }
+
+    /// `key` (a payer) authorises `settler` to lock up to `amount` of its deposit until `valid_until`.
+    pub async fn authorise(
+        &self,
+        c: &Contracts,
+        key: &str,
+        settler: &str,
+        amount: U256,
+        valid_until: u64,
+    ) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let esc = ITestEscrow::new(c.escrow, &p);
+        self.confirm(
+            esc.approveSpending(address(settler)?, amount, valid_until)
+                .send()
+                .await,
+            "authorising spending",
+        )
+        .await
+    }
+
+    /// What `payer` authorised `settler` to lock: (remaining, valid until).
+    pub async fn allowance(
+        &self,
+        c: &Contracts,
+        payer: &str,
+        settler: &str,
+    ) -> Result<(U256, u64), Error> {
+        let p = self.signer(accounts::ADMIN.0)?;
+        let a = ITestEscrow::new(c.escrow, &p)
+            .spendingAllowance(address(payer)?, address(settler)?)
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("spendingAllowance: {e}")))?;
+        Ok((a.remaining, a.validUntil))
+    }
+
+    /// `key` locks `amount` of `payer`'s deposit for `provider` under `job_id` for an hour (as a
+    /// settler would).
+    pub async fn lock_as(
+        &self,
+        c: &Contracts,
+        key: &str,
+        job_id: &str,
+        payer: &str,
+        provider: &str,
+        amount: U256,
+    ) -> Result<(), Error> {
+        let deadline = unix_now() + 3600;
+        let p = self.signer(key)?;
+        let id = alloy::primitives::B256::from_str(job_id)
+            .map_err(|e| Error::Other(format!("{job_id}: {e}")))?;
+        let esc = ITestEscrow::new(c.escrow, &p);
+        self.confirm(
+            esc.lock(id, address(payer)?, address(provider)?, amount, deadline)
+                .send()
+                .await,
+            "locking",
+        )
+        .await
+    }
+
+    /// `key` submits the hub-signed usage receipt of `job_id` (`JobEscrow.claim`).
+    pub async fn claim(
+        &self,
+        c: &Contracts,
+        key: &str,
+        job_id: &str,
+        paid: U256,
+        signer: &str,
+        signature: &str,
+    ) -> Result<(), Error> {
+        let p = self.signer(key)?;
+        let id = alloy::primitives::B256::from_str(job_id)
+            .map_err(|e| Error::Other(format!("{job_id}: {e}")))?;
+        let sig =
+            alloy::hex::decode(signature).map_err(|e| Error::Other(format!("signature: {e}")))?;
+        let esc = ITestEscrow::new(c.escrow, &p);
+        self.confirm(
+            esc.claim(id, paid, address(signer)?, Bytes::from(sig))
+                .send()
+                .await,
+            "claiming",
+        )
+        .await
+    }
+
+    /// A raw JSON-RPC call (anvil's `evm_*`/`anvil_*` controls).
+    pub async fn rpc(
+        &self,
+        method: &'static str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let p = ProviderBuilder::new()
+            .connect_http(self.url.parse().map_err(|e| Error::Other(format!("{e}")))?);
+        p.raw_request::<_, serde_json::Value>(method.into(), params)
+            .await
+            .map_err(|e| Error::Other(format!("{method}: {e}")))
+    }
+
+    /// Turns anvil's mining of every transaction on arrival on or off.
+    pub async fn set_automine(&self, on: bool) -> Result<(), Error> {
+        self.rpc("evm_setAutomine", serde_json::json!([on]))
+            .await
+            .map(|_| ())
+    }
+
+    /// Mines `n` blocks.
+    pub async fn mine(&self, n: u64) -> Result<(), Error> {
+        self.rpc("anvil_mine", serde_json::json!([format!("0x{n:x}")]))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets `who`'s ether balance (gas money) to `wei`.
+    pub async fn set_balance(&self, who: &str, wei: U256) -> Result<(), Error> {
+        self.rpc(
+            "anvil_setBalance",
+            serde_json::json!([who, format!("0x{wei:x}")]),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Transactions of `who`: (mined, pending) nonces.
+    pub async fn nonces(&self, who: &str) -> Result<(u64, u64), Error> {
+        let p = ProviderBuilder::new()
+            .connect_http(self.url.parse().map_err(|e| Error::Other(format!("{e}")))?);
+        let a = address(who)?;
+        let mined = p
+            .get_transaction_count(a)
+            .latest()
+            .await
+            .map_err(|e| Error::Other(format!("nonce: {e}")))?;
+        let pending = p
+            .get_transaction_count(a)
+            .pending()
+            .await
+            .map_err(|e| Error::Other(format!("nonce: {e}")))?;
+        Ok((mined, pending))
+    }
+
+    /// The latest block number.
+    pub async fn head(&self) -> Result<u64, Error> {
+        let p = ProviderBuilder::new()
+            .connect_http(self.url.parse().map_err(|e| Error::Other(format!("{e}")))?);
+        p.get_block_number()
+            .await
+            .map_err(|e| Error::Other(format!("block number: {e}")))
     }
 
     /// `key` withdraws `amount` of its free deposit.

@@ -16,6 +16,7 @@ pub mod federation;
 pub mod hubctl;
 pub mod image;
 pub mod joining;
+pub mod market;
 pub mod nodes;
 pub mod peer;
 pub mod pki;

@@ -9,149 +9,45 @@
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use gpufed_crds::{
-    ComputeJob, JobPhase, PlacementPhase, PlacementStatus, SettlementState, TokenAmount,
-};
-use gpufed_e2e::chain::{Chain, Contracts, accounts, tokens};
-use gpufed_e2e::hubctl::{
-    apply, keep_heartbeating, node, placements, report_inventory, report_placement, start_hub,
-    wait_job,
-};
-use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use gpufed_crds::{JobPhase, SettlementState, TokenAmount};
+use gpufed_e2e::chain::{accounts, tokens};
+use gpufed_e2e::hubctl::{placements, start_hub, wait_job};
+use gpufed_e2e::market::{self, STEP as T, settled, settlement};
+use gpufed_e2e::{run_test, wait_until};
 use kube::Client;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::Api;
 
 /// The most a test here may take, start-up included: past it the test fails and its
 /// components are killed (see [`run_test`]).
 const HARD_DEADLINE: Duration = Duration::from_secs(360);
 
-const T: Duration = Duration::from_secs(90);
-
-struct Market {
-    tools: Tools,
-    hub: Cluster,
-    chain: Chain,
-    contracts: Contracts,
-}
-
-/// A hub cluster, anvil with the contracts (5 % fee), payers with `deposit` tokens in escrow,
-/// providers staked 200, the hub key Secret, and a pool `market` (minimum bond 100) with team-a
-/// and team-b bound to their payers.
-async fn market(name: &str, deposit: u64) -> Market {
-    let tools = Tools::locate().unwrap();
-    let hub = gpufed_e2e::hubctl::hub_cluster(&tools, name, &["gpufed-system"])
+async fn market(name: &str, deposit: u64) -> market::Market {
+    market::market(name, deposit, serde_json::json!({}))
         .await
-        .unwrap();
-    let chain = Chain::start(&tools, hub.dir().unwrap()).await.unwrap();
-    let contracts = chain
-        .deploy_all(&tools, 500, 10_000, deposit, 200)
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "hub-chain-key", "namespace": "gpufed-system"},
-        "stringData": {"privateKey": accounts::HUB.0}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.client(), "gpufed-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let pool = json!({
-        "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "market"},
-        "spec": {
-            "heartbeatTimeout": "20s", "minBond": "100",
-            "chain": {"rpcUrl": chain.url, "chainId": 31337,
-                      "token": contracts.token.to_string(), "escrow": contracts.escrow.to_string(),
-                      "bond": contracts.bond.to_string(),
-                      "hubKeySecretRef": {"namespace": "gpufed-system", "name": "hub-chain-key", "key": "privateKey"}},
-            "payers": [{"namespace": "team-a", "account": accounts::PAYER_A.1},
-                       {"namespace": "team-b", "account": accounts::PAYER_B.1}]
-        }
-    });
-    apply::<gpufed_crds::GpuPool>(&hub.client(), &pool)
-        .await
-        .unwrap();
-    Market {
-        tools,
-        hub,
-        chain,
-        contracts,
-    }
+        .unwrap()
 }
 
 async fn member(c: &Client, name: &str, wallet: &str, model: &str, price: &str) {
-    let m = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": name},
-                   "spec": {"pool": "market", "region": "eu-west", "wallet": wallet,
-                            "prices": [{"model": model, "pricePerGpuHour": price}]}});
-    apply::<gpufed_crds::MemberCluster>(c, &m).await.unwrap();
-    std::mem::forget(keep_heartbeating(c.clone(), name));
-    report_inventory(
-        c,
-        name,
-        vec![node(&format!("{name}-0"), model, 81559, 8, 8)],
-    )
-    .await
-    .unwrap();
+    market::member(c, name, wallet, model, price).await.unwrap();
 }
 
 async fn wait_condition(c: &Client, member: &str, cond: &str, want: bool) {
-    gpufed_e2e::hubctl::wait_member_condition(c, &[member], cond, want, T)
+    market::wait_condition(c, member, cond, want).await.unwrap();
+}
+
+async fn submit(c: &Client, ns: &str, name: &str, model: &str, gpus: u32, max_price: &str) {
+    market::submit(c, ns, name, model, gpus, max_price)
         .await
         .unwrap();
 }
 
-async fn submit(c: &Client, ns: &str, name: &str, model: &str, gpus: u32, max_price: &str) {
-    let j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                   "metadata": {"name": name, "namespace": ns},
-                   "spec": {"pool": "market", "gpusPerReplica": gpus, "gpu": {"models": [model]},
-                            "maxPricePerGpuHour": max_price, "maxDuration": "1h",
-                            "template": {"containers": [{"name": "main", "image": "busybox"}]}}});
-    apply::<ComputeJob>(c, &j).await.unwrap();
-}
-
-fn settlement(j: &ComputeJob, attempt: u32) -> Option<gpufed_crds::Settlement> {
-    j.status
-        .as_ref()?
-        .attempts
-        .iter()
-        .find(|a| a.attempt == attempt)?
-        .settlement
-        .clone()
-}
-
-/// Waits for the job's Placement on `cluster` and reports it finished with `gpu_seconds`.
 async fn finish(c: &Client, cluster: &str, gpu_seconds: u64) {
-    let p = wait_until(T, "the placement", || async {
-        placements(c, cluster).await.ok()?.into_iter().next()
-    })
-    .await
-    .unwrap();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    report_placement(
-        c,
-        &p,
-        PlacementStatus {
-            phase: Some(PlacementPhase::Succeeded),
-            gpu_seconds,
-            start_time: Some(now.clone()),
-            finish_time: Some(now),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    market::finish(c, cluster, "", gpu_seconds).await.unwrap();
 }
 
 /// A token amount in the ERC-20's base units.
 fn atto(a: TokenAmount) -> U256 {
     U256::from(a.atto())
-}
-
-fn settled(j: &ComputeJob) -> bool {
-    settlement(j, 1).is_some_and(|s| s.state == SettlementState::Settled)
 }
 
 #[test]

@@ -1,0 +1,576 @@
+//! Payments that cannot stall or be taken, against a real anvil and a real apiserver (the hub is a
+//! process; the test stands in for member agents). Each test breaks one thing on the chain side
+//! and checks that every later payment still lands, without restarting the hub:
+//! * a lock the escrow refuses (two jobs, one deposit) costs no nonce and no attempt number;
+//! * a transaction not mined in time is replaced at the same nonce;
+//! * a hub out of gas money recovers when refunded;
+//! * a job deleted while its lock is unmined has the lock cancelled, not orphaned;
+//! * a lock on chain that is not the attempt's is never adopted or settled;
+//! * a settlement counts only after its confirmations, and is sent again after a reorg;
+//! * the provider claims with the hub's signed receipt when the hub cannot settle;
+//! * a payer who has not authorised the hub waits in Funding with the command to run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase, SettlementState, TokenAmount};
+use gpufed_e2e::chain::{accounts, tokens};
+use gpufed_e2e::hubctl::{start_hub, wait_job};
+use gpufed_e2e::market::{self, Market, STEP as T, finish, settled, settlement};
+use gpufed_e2e::{run_test, wait_until};
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+/// The most a test here may take, start-up included.
+const HARD_DEADLINE: Duration = Duration::from_secs(420);
+
+/// A market with a hub running and member alpha (8 H100 at 3.60) schedulable.
+async fn started(name: &str, deposit: u64, chain_extra: serde_json::Value) -> Market {
+    let mut m = market::market(name, deposit, chain_extra).await.unwrap();
+    start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+    let c = m.hub.client();
+    market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+        .await
+        .unwrap();
+    market::wait_condition(&c, "alpha", "Schedulable", true)
+        .await
+        .unwrap();
+    m
+}
+
+async fn submit(m: &Market, ns: &str, name: &str) {
+    market::submit(&m.hub.client(), ns, name, "H100", 1, "3.60")
+        .await
+        .unwrap();
+}
+
+fn in_state(j: &ComputeJob, attempt: u32, state: SettlementState) -> bool {
+    settlement(j, attempt).is_some_and(|s| s.state == state)
+}
+
+/// The hub's account has no transaction waiting: every nonce it used was mined.
+async fn no_nonce_gap(m: &Market) {
+    let (mined, pending) = m.chain.nonces(accounts::HUB.1).await.unwrap();
+    assert_eq!(mined, pending, "the hub's account has transactions waiting");
+}
+
+fn price() -> TokenAmount {
+    "3.60".parse().unwrap()
+}
+
+#[test]
+fn a_refused_lock_costs_no_nonce_and_no_attempt_number_and_later_payments_land() {
+    run_test(HARD_DEADLINE, || async {
+        // No member yet: both jobs pass the funding check (5 ≥ 3.60) before either is locked.
+        let mut m = market::market("pay-refused", 0, json!({})).await.unwrap();
+        m.chain
+            .deposit(&m.contracts, accounts::PAYER_A.0, tokens(5))
+            .await
+            .unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        submit(&m, "team-a", "one").await;
+        submit(&m, "team-a", "two").await;
+        for name in ["one", "two"] {
+            wait_job(&c, "team-a", name, T, "pending", |j| {
+                j.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == JobPhase::Pending)
+            })
+            .await
+            .unwrap();
+        }
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+
+        // One lock lands; the other is refused by the simulation and nothing is sent for it.
+        let api: Api<ComputeJob> = Api::namespaced(c.clone(), "team-a");
+        let (winner, loser) = wait_until(T, "one lock and one refusal", || async {
+            let one = api.get("one").await.ok()?;
+            let two = api.get("two").await.ok()?;
+            let refused = |j: &ComputeJob| {
+                in_state(j, 1, SettlementState::Closed)
+                    && j.status.as_ref().is_some_and(|s| {
+                        s.attempts[0].reason.as_deref() == Some("LockRefused")
+                            && s.phase == JobPhase::Funding
+                    })
+            };
+            if in_state(&one, 1, SettlementState::Locked) && refused(&two) {
+                Some(("one", two))
+            } else if in_state(&two, 1, SettlementState::Locked) && refused(&one) {
+                Some(("two", one))
+            } else {
+                None
+            }
+        })
+        .await
+        .unwrap();
+        let st = loser.status.clone().unwrap();
+        assert_eq!(st.attempts[0].phase, AttemptPhase::Cancelled);
+        let message = st.attempts[0].message.clone().unwrap();
+        assert!(message.contains("deposit more"), "{message}");
+        let refused_id = settlement(&loser, 1).unwrap().job_id;
+        assert_eq!(
+            m.chain
+                .lock_state(&m.contracts, &refused_id)
+                .await
+                .unwrap()
+                .0,
+            0
+        );
+        no_nonce_gap(&m).await;
+
+        // More deposit: the waiting job runs as attempt 2 (attempt 1's number is not reused),
+        // and both jobs are paid.
+        let loser_name = loser.metadata.name.clone().unwrap();
+        m.chain
+            .deposit(&m.contracts, accounts::PAYER_A.0, tokens(10))
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", &loser_name, T, "attempt 2 locked", |j| {
+            in_state(j, 2, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        assert_eq!(j.status.unwrap().attempt, 2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", winner, 3600).await.unwrap();
+        finish(&c, "alpha", &loser_name, 3600).await.unwrap();
+        wait_job(&c, "team-a", winner, T, "settled", settled)
+            .await
+            .unwrap();
+        wait_job(&c, "team-a", &loser_name, T, "attempt 2 settled", |j| {
+            in_state(j, 2, SettlementState::Settled)
+        })
+        .await
+        .unwrap();
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_transaction_not_mined_in_time_is_replaced_at_its_nonce_and_later_payments_land() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-unmined", 1000, json!({"txTimeout": "5s"})).await;
+        let c = m.hub.client();
+        m.chain.set_automine(false).await.unwrap();
+        submit(&m, "team-a", "slow").await;
+        let j = wait_job(
+            &c,
+            "team-a",
+            "slow",
+            T,
+            "the lock shown as not mined",
+            |j| {
+                in_state(j, 1, SettlementState::Locking)
+                    && settlement(j, 1)
+                        .and_then(|s| s.message)
+                        .is_some_and(|m| m.contains("to be mined"))
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            gpufed_crds::conditions::find(&j.status.unwrap().conditions, "Funded")
+                .is_some_and(|c| c.reason == "LockFailed")
+        );
+        // The hub retries: each retry replaces the waiting transaction instead of queueing a
+        // second one behind it.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let pool = m.chain.rpc("txpool_status", json!([])).await.unwrap();
+        let pending = u64::from_str_radix(
+            pool["pending"].as_str().unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        assert_eq!(
+            pending, 1,
+            "one transaction waits, replaced in place: {pool}"
+        );
+
+        m.chain.set_automine(true).await.unwrap();
+        m.chain.mine(1).await.unwrap();
+        wait_job(&c, "team-a", "slow", T, "locked once mined", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "slow", 3600).await.unwrap();
+        wait_job(&c, "team-a", "slow", T, "settled", settled)
+            .await
+            .unwrap();
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_hub_out_of_gas_money_recovers_when_its_account_is_refunded() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-gas", 1000, json!({})).await;
+        let c = m.hub.client();
+        m.chain
+            .set_balance(accounts::HUB.1, U256::ZERO)
+            .await
+            .unwrap();
+        submit(&m, "team-a", "broke").await;
+        let j = wait_job(&c, "team-a", "broke", T, "the lock failing", |j| {
+            in_state(j, 1, SettlementState::Locking)
+        })
+        .await
+        .unwrap();
+        let message = settlement(&j, 1).unwrap().message.unwrap();
+        assert!(message.contains("funds"), "{message}");
+
+        m.chain
+            .set_balance(accounts::HUB.1, tokens(100))
+            .await
+            .unwrap();
+        wait_job(&c, "team-a", "broke", T, "locked after the refund", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "broke", 3600).await.unwrap();
+        wait_job(&c, "team-a", "broke", T, "settled", settled)
+            .await
+            .unwrap();
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_job_deleted_while_its_lock_is_unmined_cancels_the_lock_and_goes_away() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-delete", 1000, json!({"txTimeout": "5s"})).await;
+        let c = m.hub.client();
+        m.chain.set_automine(false).await.unwrap();
+        submit(&m, "team-a", "gone").await;
+        let j = wait_job(&c, "team-a", "gone", T, "the lock pending", |j| {
+            in_state(j, 1, SettlementState::Locking)
+        })
+        .await
+        .unwrap();
+        let id = settlement(&j, 1).unwrap().job_id;
+        let api: Api<ComputeJob> = Api::namespaced(c.clone(), "team-a");
+        api.delete("gone", &DeleteParams::default()).await.unwrap();
+        // Nothing is mined: the hub cannot know the lock will not land, so the job stays.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(api.get_opt("gone").await.unwrap().is_some());
+
+        m.chain.set_automine(true).await.unwrap();
+        m.chain.mine(1).await.unwrap();
+        wait_until(T, "the job removed", || async {
+            api.get_opt("gone").await.ok()?.is_none().then_some(())
+        })
+        .await
+        .unwrap();
+        // What was mined at the lock's nonce is the cancellation: no lock, the deposit whole.
+        assert_eq!(m.chain.lock_state(&m.contracts, &id).await.unwrap().0, 0);
+        assert_eq!(
+            m.chain
+                .deposit_of(&m.contracts, accounts::PAYER_A.1)
+                .await
+                .unwrap(),
+            tokens(1000)
+        );
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_lock_on_chain_that_is_not_the_attempts_is_never_used_and_its_number_never_reused() {
+    run_test(HARD_DEADLINE, || async {
+        let mut m = market::market("pay-conflict", 1000, json!({}))
+            .await
+            .unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        submit(&m, "team-a", "contested").await;
+        let j = wait_job(&c, "team-a", "contested", T, "pending", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.phase == JobPhase::Pending)
+        })
+        .await
+        .unwrap();
+        // Attempt 1's lock id already holds a lock for another provider (an earlier hub's
+        // orphan): it must not be taken for this attempt, nor settled to that provider.
+        let uid = j.metadata.uid.clone().unwrap();
+        let id = gpufed_crds::naming::chain_job_id_hex(&uid, 1);
+        m.chain
+            .lock_as(
+                &m.contracts,
+                accounts::HUB.0,
+                &id,
+                accounts::PAYER_A.1,
+                accounts::BETA.1,
+                tokens(1),
+            )
+            .await
+            .unwrap();
+        let beta_before = m
+            .chain
+            .balance_of(&m.contracts, accounts::BETA.1)
+            .await
+            .unwrap();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "contested", T, "attempt 2 locked", |j| {
+            in_state(j, 2, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let st = j.status.unwrap();
+        assert_eq!(st.attempts[0].reason.as_deref(), Some("LockConflict"));
+        assert!(in_state_record(&st.attempts[0], SettlementState::Closed));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "contested", 3600).await.unwrap();
+        wait_job(&c, "team-a", "contested", T, "attempt 2 settled", |j| {
+            in_state(j, 2, SettlementState::Settled)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            m.chain
+                .balance_of(&m.contracts, accounts::BETA.1)
+                .await
+                .unwrap(),
+            beta_before,
+            "the foreign lock's provider got nothing"
+        );
+        assert_eq!(
+            m.chain.lock_state(&m.contracts, &id).await.unwrap().0,
+            1,
+            "the foreign lock is left for its payer to expire"
+        );
+    });
+}
+
+fn in_state_record(a: &gpufed_crds::AttemptRecord, state: SettlementState) -> bool {
+    a.settlement.as_ref().is_some_and(|s| s.state == state)
+}
+
+#[test]
+fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-reorg", 1000, json!({"confirmations": 3})).await;
+        let c = m.hub.client();
+        let provider_before = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        submit(&m, "team-a", "shaky").await;
+        wait_job(&c, "team-a", "shaky", T, "locked", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        // Bury the lock, so that the reorg below removes only the settlement.
+        m.chain.mine(5).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "shaky", 3600).await.unwrap();
+        let j = wait_job(&c, "team-a", "shaky", T, "settled but unconfirmed", |j| {
+            settlement(j, 1)
+                .is_some_and(|s| s.state == SettlementState::Settling && s.settle_block.is_some())
+        })
+        .await
+        .unwrap();
+        let first = settlement(&j, 1).unwrap();
+        let id = first.job_id.clone();
+        assert_eq!(m.chain.lock_state(&m.contracts, &id).await.unwrap().0, 2);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !settled(
+                &wait_job(&c, "team-a", "shaky", T, "read", |_| true)
+                    .await
+                    .unwrap()
+            ),
+            "one block is not three confirmations"
+        );
+
+        // The block with the settlement is replaced by an empty one.
+        m.chain.rpc("anvil_reorg", json!([1, []])).await.unwrap();
+        // The hub sees the lock Locked again and sends the settlement again.
+        wait_until(T, "the settlement sent again", || async {
+            (m.chain.lock_state(&m.contracts, &id).await.ok()?.0 == 2).then_some(())
+        })
+        .await
+        .unwrap();
+        m.chain.mine(3).await.unwrap();
+        let j = wait_job(&c, "team-a", "shaky", T, "settled and confirmed", settled)
+            .await
+            .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        assert_ne!(
+            s.settle_block, first.settle_block,
+            "the settlement recorded is the one sent again, in a later block"
+        );
+        let paid = s.paid.unwrap();
+        let fee = TokenAmount::from_atto(paid.atto() * 500 / 10_000);
+        let provider_after = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        assert_eq!(
+            provider_after - provider_before,
+            U256::from(paid.checked_sub(fee).unwrap().atto()),
+            "paid exactly once"
+        );
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-claim", 1000, json!({})).await;
+        let c = m.hub.client();
+        submit(&m, "team-a", "claimed").await;
+        wait_job(&c, "team-a", "claimed", T, "locked", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        // The hub can no longer pay for gas: it signs the receipt but cannot settle.
+        m.chain
+            .set_balance(accounts::HUB.1, U256::ZERO)
+            .await
+            .unwrap();
+        let provider_before = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "claimed", 3600).await.unwrap();
+        let j = wait_job(&c, "team-a", "claimed", T, "a signed receipt", |j| {
+            settlement(j, 1).is_some_and(|s| s.receipt.is_some())
+        })
+        .await
+        .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        let receipt = s.receipt.unwrap();
+        assert_eq!(
+            receipt.signer.to_lowercase(),
+            accounts::HUB.1.to_lowercase()
+        );
+        let paid = U256::from_str_radix(&receipt.paid_base_units, 10).unwrap();
+        let used = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+        assert_eq!(
+            paid,
+            U256::from(price().cost_of_gpu_seconds(used).unwrap().atto())
+        );
+
+        // The provider submits it itself.
+        m.chain
+            .claim(
+                &m.contracts,
+                accounts::ALPHA.0,
+                &s.job_id,
+                paid,
+                &receipt.signer,
+                &receipt.signature,
+            )
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "claimed", T, "recorded as settled", settled)
+            .await
+            .unwrap();
+        let recorded = settlement(&j, 1).unwrap().paid.unwrap();
+        assert_eq!(U256::from(recorded.atto()), paid);
+        let fee = paid * U256::from(500u64) / U256::from(10_000u64);
+        let provider_after = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        assert_eq!(provider_after - provider_before, paid - fee);
+    });
+}
+
+#[test]
+fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-authorise", 1000, json!({})).await;
+        let c = m.hub.client();
+        m.chain
+            .authorise(
+                &m.contracts,
+                accounts::PAYER_B.0,
+                accounts::HUB.1,
+                U256::ZERO,
+                0,
+            )
+            .await
+            .unwrap();
+        submit(&m, "team-b", "unsigned").await;
+        let j = wait_job(&c, "team-b", "unsigned", T, "Funding", |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.phase == JobPhase::Funding && s.reason.as_deref() == Some("SpendingNotAuthorised")
+            })
+        })
+        .await
+        .unwrap();
+        let e = j.status.unwrap().explanation.unwrap();
+        assert!(e.contains("kubectl gpufed authorise"), "{e}");
+        assert!(
+            e.contains(&accounts::HUB.1.to_lowercase()) || e.contains(accounts::HUB.1),
+            "{e}"
+        );
+
+        // The payer authorises with the plugin, signing an EIP-712 permit.
+        let key_file = m.hub.dir().unwrap().join("payer-b.key");
+        std::fs::write(&key_file, accounts::PAYER_B.0).unwrap();
+        let out = std::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap())
+            .args([
+                "--kubeconfig",
+                &m.hub.kubeconfig().display().to_string(),
+                "authorise",
+                "--pool",
+                "market",
+                "--amount",
+                "100",
+                "--valid-for",
+                "720h",
+                "--key-file",
+                &key_file.display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (remaining, _) = m
+            .chain
+            .allowance(&m.contracts, accounts::PAYER_B.1, accounts::HUB.1)
+            .await
+            .unwrap();
+        assert_eq!(remaining, tokens(100));
+        wait_job(&c, "team-b", "unsigned", T, "locked once authorised", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let (remaining, _) = m
+            .chain
+            .allowance(&m.contracts, accounts::PAYER_B.1, accounts::HUB.1)
+            .await
+            .unwrap();
+        assert_eq!(
+            remaining,
+            tokens(100) - U256::from(price().atto()),
+            "the lock counts against the authorisation"
+        );
+    });
+}
