@@ -333,7 +333,8 @@ pub async fn run(
     let contracts = chain.deploy_all(tools, 250, 10_000, 500, 200).await?;
     screen.say(&format!(
         "anvil at {}\n  GpuFedToken  {}\n  JobEscrow    {}   (pool fee 2.5 %)\n  ProviderBond {}\n\
-         Payers team-a and team-b deposited 500 tokens each; providers alpha, beta, gamma staked 200 (the pool requires 100).",
+         Payers team-a and team-b deposited 500 tokens each and authorised the hub's account to lock from them;
+  providers alpha, beta, gamma staked 200 (the pool requires 100).",
         chain.url, contracts.token, contracts.escrow, contracts.bond
     ));
 

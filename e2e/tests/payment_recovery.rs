@@ -545,12 +545,16 @@ fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
             ])
             .output()
             .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
+            "{shown}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        assert!(shown.starts_with("authorised 0x"), "{shown}");
+        if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
+            eprintln!("$ kubectl gpufed authorise --pool market --amount 100 --valid-for 720h --key-file payer-b.key\n{shown}");
+        }
         let (remaining, _) = m
             .chain
             .allowance(&m.contracts, accounts::PAYER_B.1, accounts::HUB.1)
