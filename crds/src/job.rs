@@ -468,6 +468,25 @@ pub struct UsageReceipt {
     pub signature: String,
 }
 
+/// A usage receipt with everything needed to submit it without the hub: the chain, the escrow,
+/// the lock id and the signed amount. Put on the attempt's Placement as the annotation
+/// `gpufed.io/usage-receipt`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimableReceipt {
+    /// EVM chain id.
+    pub chain_id: u64,
+    /// The pool's RPC endpoint as the hub uses it.
+    pub rpc_url: String,
+    /// The JobEscrow contract.
+    pub escrow: String,
+    /// The lock id (0x-hex).
+    pub job_id: String,
+    /// The signed receipt.
+    #[serde(flatten)]
+    pub receipt: UsageReceipt,
+}
+
 /// Escrow record of one attempt.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -26,9 +26,9 @@ pub mod workload;
 pub use bond::{ProviderBond, ProviderBondSpec, ProviderBondStatus, SlashRecord};
 pub use gpunode::{GpuDevice, GpuNode, GpuNodeSpec, GpuNodeStatus, ProbeBackend};
 pub use job::{
-    AttemptPhase, AttemptRecord, ComputeJob, ComputeJobSpec, ComputeJobStatus, GpuRequirements,
-    JobPhase, PlacementRef, PlannedNode, RetryPolicy, Settlement, SettlementState, Usage,
-    UsageReceipt,
+    AttemptPhase, AttemptRecord, ClaimableReceipt, ComputeJob, ComputeJobSpec, ComputeJobStatus,
+    GpuRequirements, JobPhase, PlacementRef, PlannedNode, RetryPolicy, Settlement, SettlementState,
+    Usage, UsageReceipt,
 };
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,

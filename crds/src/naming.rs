@@ -30,6 +30,10 @@ pub const LABEL_GPU_MODEL: &str = "gpufed.io/gpu-model";
 pub const LABEL_GPU_MEMORY_MIB: &str = "gpufed.io/gpu-memory-mib";
 /// Node label with the region of the node's cluster.
 pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
+/// Annotation the hub puts on a Placement whose attempt ended in a pool with a chain: the signed
+/// usage receipt ([`ClaimableReceipt`](crate::ClaimableReceipt) as JSON) its provider can submit
+/// to `JobEscrow.claim` itself (`kubectl gpufed claim`) if the hub is late or gone.
+pub const ANNOTATION_USAGE_RECEIPT: &str = "gpufed.io/usage-receipt";
 /// The extended resource that GPUs are requested with.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Label on everything the operator creates.

@@ -469,18 +469,69 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
             U256::from(price().cost_of_gpu_seconds(used).unwrap().atto())
         );
 
-        // The provider submits it itself.
-        m.chain
-            .claim(
-                &m.contracts,
-                accounts::ALPHA.0,
-                &s.job_id,
-                paid,
-                &receipt.signer,
-                &receipt.signature,
-            )
-            .await
-            .unwrap();
+        // The receipt is on the Placement, where the provider's member credentials read it; the
+        // provider submits it itself with the plugin.
+        wait_until(T, "the receipt on the placement", || async {
+            let ps = gpufed_e2e::hubctl::placements(&c, "alpha").await.ok()?;
+            ps.iter()
+                .any(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key("gpufed.io/usage-receipt"))
+                })
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let key_file = m.hub.dir().unwrap().join("alpha.key");
+        std::fs::write(&key_file, accounts::ALPHA.0).unwrap();
+        let claim = |dry: bool| {
+            let mut cmd =
+                std::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap());
+            cmd.args([
+                "--kubeconfig",
+                &m.hub.kubeconfig().display().to_string(),
+                "claim",
+                "--member",
+                "alpha",
+                "--key-file",
+                &key_file.display().to_string(),
+            ]);
+            if dry {
+                cmd.arg("--dry-run");
+            }
+            let out = cmd.output().unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{shown}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
+                eprintln!(
+                    "$ kubectl gpufed claim --member alpha --key-file alpha.key{}\n{shown}",
+                    if dry { " --dry-run" } else { "" }
+                );
+            }
+            shown
+        };
+        let dry = claim(true);
+        assert!(
+            dry.contains(&format!("{} claimable: {paid} base units", s.job_id)),
+            "{dry}"
+        );
+        let done = claim(false);
+        assert!(
+            done.contains(&format!("{} claimed: {paid} base units", s.job_id)),
+            "{done}"
+        );
+        assert_eq!(
+            m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().0,
+            2
+        );
+        let again = claim(false);
+        assert!(again.contains("already settled: skipped"), "{again}");
         let j = wait_job(&c, "team-a", "claimed", T, "recorded as settled", settled)
             .await
             .unwrap();
@@ -553,7 +604,9 @@ fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
         );
         assert!(shown.starts_with("authorised 0x"), "{shown}");
         if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
-            eprintln!("$ kubectl gpufed authorise --pool market --amount 100 --valid-for 720h --key-file payer-b.key\n{shown}");
+            eprintln!(
+                "$ kubectl gpufed authorise --pool market --amount 100 --valid-for 720h --key-file payer-b.key\n{shown}"
+            );
         }
         let (remaining, _) = m
             .chain

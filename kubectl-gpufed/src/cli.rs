@@ -86,6 +86,27 @@ pub enum Command {
     /// deposit in a pool's escrow until a time (an EIP-712 permit signed with your key).
     #[command(alias = "authorize")]
     Authorise(AuthoriseArgs),
+    /// As a provider: submit the hub-signed usage receipts of your member's ended attempts to the
+    /// escrow yourself (`JobEscrow.claim`), for locks the hub has not settled.
+    Claim(ClaimArgs),
+}
+
+/// Arguments of `claim`.
+#[derive(Args, Debug, Clone)]
+pub struct ClaimArgs {
+    /// The MemberCluster whose Placements carry the receipts.
+    #[arg(long, value_name = "MEMBER")]
+    pub member: String,
+    /// File holding the key (hex) of the account that sends the claims and pays their gas (any
+    /// account: the payment goes to the lock's provider). Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// JSON-RPC endpoint to use instead of the one the hub wrote into the receipt.
+    #[arg(long, value_name = "URL")]
+    pub rpc_url: Option<String>,
+    /// Only list the receipts and whether each lock can still be claimed; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `authorise`.

@@ -1,7 +1,7 @@
 //! Every apiserver call of the plugin, each mapped through [`classify`] so a failure reads as
 //! what to fix (unreachable hub, missing CRDs, missing object, RBAC) rather than a client error.
 
-use gpufed_crds::{ComputeJob, GpuPool, MemberCluster};
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -13,6 +13,7 @@ use crate::error::{Call, Result, classify};
 const JOBS: &str = "computejobs.gpufed.io";
 const MEMBERS: &str = "memberclusters.gpufed.io";
 const POOLS: &str = "gpupools.gpufed.io";
+const PLACEMENTS: &str = "placements.gpufed.io";
 
 async fn list<K>(hub: &Hub, api: Api<K>, lp: &ListParams, call: Call) -> Result<Vec<K>>
 where
@@ -142,4 +143,17 @@ pub async fn job_events(hub: &Hub, job: &ComputeJob) -> Result<Vec<Event>> {
             _ => true,
         })
         .collect())
+}
+
+/// The Placements of member `cluster` (its namespace `gpufed-member-<cluster>`).
+pub async fn placements(hub: &Hub, cluster: &str) -> Result<Vec<Placement>> {
+    let namespace = gpufed_crds::naming::member_namespace(cluster);
+    let api = Api::namespaced(hub.client.clone(), &namespace);
+    list(
+        hub,
+        api,
+        &ListParams::default(),
+        Call::list(PLACEMENTS, "placement", Some(&namespace)),
+    )
+    .await
 }

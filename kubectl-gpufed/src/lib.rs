@@ -3,7 +3,8 @@
 //! ([`view::jobs`]), member clusters ([`view::members`]), why a job waits or where it went
 //! ([`view::explain`]), how a cluster owner connects a joined member ([`view::join`]) and what
 //! each attempt locked and paid ([`view::payments`]); and, for a payer, [`authorise`] signs the
-//! EIP-712 permit that lets the hub lock its deposit.
+//! EIP-712 permit that lets the hub lock its deposit, and for a provider, [`claim`] submits the
+//! hub's signed usage receipts itself.
 //!
 //! Layers: [`cli`] parses kubectl-style flags; [`connect`] loads the kubeconfig; [`fetch`] makes
 //! the API calls and turns failures into one-line [`error::Error`]s with the fix; [`commands`]
@@ -11,6 +12,7 @@
 //! objects as JSON/YAML with [`output`].
 
 pub mod authorise;
+pub mod claim;
 pub mod cli;
 pub mod commands;
 pub mod connect;
@@ -44,5 +46,6 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
         Command::Join(args) => commands::join(&hub, flags, args).await,
         Command::Payments(args) => commands::payments(&hub, flags, args).await,
         Command::Authorise(args) => authorise::run(&hub, args).await,
+        Command::Claim(args) => claim::run(&hub, args).await,
     }
 }

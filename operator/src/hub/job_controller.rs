@@ -172,6 +172,63 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
     w
 }
 
+/// Puts each newly signed usage receipt on its attempt's Placement (annotation
+/// `gpufed.io/usage-receipt`), where the provider's member credentials can read it and
+/// `kubectl gpufed claim` submits it if the hub does not settle. Failures are logged: the receipt
+/// stays in the job's status and is published again on the next change.
+async fn publish_receipts(
+    job: &ComputeJob,
+    pool: &GpuPool,
+    st: &gpufed_crds::ComputeJobStatus,
+    ctx: &Context,
+) {
+    let Some(chain) = pool.spec.chain.as_ref() else {
+        return;
+    };
+    for a in &st.attempts {
+        let Some(s) = a.settlement.as_ref() else {
+            continue;
+        };
+        let Some(receipt) = s.receipt.as_ref() else {
+            continue;
+        };
+        let before = job
+            .status
+            .as_ref()
+            .and_then(|b| b.attempts.iter().find(|x| x.attempt == a.attempt))
+            .and_then(|x| x.settlement.as_ref())
+            .and_then(|x| x.receipt.as_ref());
+        if before == Some(receipt) {
+            continue;
+        }
+        let claimable = gpufed_crds::ClaimableReceipt {
+            chain_id: chain.chain_id,
+            rpc_url: chain.rpc_url.clone(),
+            escrow: chain.escrow.to_string(),
+            job_id: s.job_id.clone(),
+            receipt: receipt.clone(),
+        };
+        let Ok(value) = serde_json::to_string(&claimable) else {
+            continue;
+        };
+        let namespace = gpufed_crds::naming::member_namespace(&a.cluster);
+        let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            gpufed_crds::naming::ANNOTATION_USAGE_RECEIPT: value
+        }}});
+        if let Err(e) = api
+            .patch(
+                &a.placement,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(placement = %a.placement, %namespace, error = %e, "could not put the usage receipt on the placement");
+        }
+    }
+}
+
 /// Runs the money step for pools with a chain. Chain errors are shown on the job (condition
 /// `Funded`, reason `ChainUnavailable`) and retried; they never lose the job or a payment.
 async fn money(
@@ -198,6 +255,7 @@ async fn money(
     };
     match result {
         Ok(step) => {
+            publish_receipts(job, &pool, &out.status, ctx).await;
             let counts = ctx.metrics.settlements.clone();
             counts.with_label_values(&["locked"]).inc_by(step.locked);
             counts.with_label_values(&["expired"]).inc_by(step.expired);

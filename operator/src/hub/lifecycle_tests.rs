@@ -250,7 +250,11 @@ fn attempts_whose_lock_was_refused_do_not_use_up_retries() {
         ..world_ready(None)
     };
     let out = reconcile(&j, &w, &at(100));
-    assert_eq!(out.status.phase, JobPhase::Pending, "a third attempt may run");
+    assert_eq!(
+        out.status.phase,
+        JobPhase::Pending,
+        "a third attempt may run"
+    );
     assert!(out.actions.contains(&Action::Schedule));
 }
 
