@@ -244,10 +244,28 @@ impl Chain {
         deposit: u64,
         stake: u64,
     ) -> Result<Contracts, Error> {
+        self.deploy_all_with_token(tools, "GpuFedToken", 18, fee_bps, funds, deposit, stake)
+            .await
+    }
+
+    /// [`deploy_all`](Self::deploy_all) with another token contract of `decimals` decimals
+    /// (built by forge, with GpuFedToken's constructor and `mint`), e.g. `SixDecimalsToken`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deploy_all_with_token(
+        &self,
+        tools: &Tools,
+        token_contract: &str,
+        decimals: u8,
+        fee_bps: u16,
+        funds: u64,
+        deposit: u64,
+        stake: u64,
+    ) -> Result<Contracts, Error> {
+        let tokens = |n: u64| U256::from(n) * U256::from(10u64).pow(U256::from(decimals));
         let admin_addr = address(accounts::ADMIN.1)?;
         let treasury = address(accounts::TREASURY.1)?;
         let token = self
-            .deploy(tools, "GpuFedToken", (admin_addr,).abi_encode_params())
+            .deploy(tools, token_contract, (admin_addr,).abi_encode_params())
             .await?;
         let escrow = self
             .deploy(

@@ -41,10 +41,23 @@ pub async fn market(
     deposit: u64,
     chain_extra: serde_json::Value,
 ) -> Result<Market, Error> {
+    market_with_token(name, deposit, chain_extra, "GpuFedToken", 18).await
+}
+
+/// [`market`] paying in `token_contract` (a forge-built ERC-20 with `decimals` decimals).
+pub async fn market_with_token(
+    name: &str,
+    deposit: u64,
+    chain_extra: serde_json::Value,
+    token_contract: &str,
+    decimals: u8,
+) -> Result<Market, Error> {
     let tools = Tools::locate()?;
     let hub = crate::hubctl::hub_cluster(&tools, name, &["gpufed-system"]).await?;
     let chain = Chain::start(&tools, hub.dir()?).await?;
-    let contracts = chain.deploy_all(&tools, 500, 10_000, deposit, 200).await?;
+    let contracts = chain
+        .deploy_all_with_token(&tools, token_contract, decimals, 500, 10_000, deposit, 200)
+        .await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "hub-chain-key", "namespace": "gpufed-system"},
         "stringData": {"privateKey": accounts::HUB.0}

@@ -8,7 +8,8 @@
 //! * a lock on chain that is not the attempt's is never adopted or settled;
 //! * a settlement counts only after its confirmations, and is sent again after a reorg;
 //! * the provider claims with the hub's signed receipt when the hub cannot settle;
-//! * a payer who has not authorised the hub waits in Funding with the command to run.
+//! * a payer who has not authorised the hub waits in Funding with the command to run;
+//! * a token with 6 decimals is locked and paid in its own base units.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -628,6 +629,62 @@ fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
             remaining,
             tokens(100) - U256::from(price().atto()),
             "the lock counts against the authorisation"
+        );
+    });
+}
+
+#[test]
+fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
+    run_test(HARD_DEADLINE, || async {
+        let mut m =
+            market::market_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6)
+                .await
+                .unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+        let provider_before = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        submit(&m, "team-a", "usdc").await;
+        let j = wait_job(&c, "team-a", "usdc", T, "locked", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        assert_eq!(s.locked.unwrap().to_string(), "3.60");
+        // 3.60 tokens of 6 decimals.
+        assert_eq!(
+            m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().1,
+            3_600_000
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "usdc", 3600).await.unwrap();
+        let j = wait_job(&c, "team-a", "usdc", T, "settled", settled)
+            .await
+            .unwrap();
+        let used = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+        let paid = settlement(&j, 1).unwrap().paid.unwrap();
+        // What the status says was paid is what moved, in 6-decimal units (rounded down).
+        let paid_base = price().cost_of_gpu_seconds(used).unwrap().atto() / 1_000_000_000_000;
+        assert_eq!(paid.atto(), paid_base * 1_000_000_000_000);
+        let fee = paid_base * 500 / 10_000;
+        let provider_after = m
+            .chain
+            .balance_of(&m.contracts, accounts::ALPHA.1)
+            .await
+            .unwrap();
+        assert_eq!(
+            provider_after - provider_before,
+            U256::from(paid_base - fee)
         );
     });
 }
