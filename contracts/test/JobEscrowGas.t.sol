@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test, console} from "forge-std/Test.sol";
+import {console} from "forge-std/Test.sol";
 import {GpuFedToken} from "../src/GpuFedToken.sol";
 import {JobEscrow} from "../src/JobEscrow.sol";
+import {EscrowSigning} from "./utils/Signing.sol";
 
 /// @notice Settlement cost benchmark. Gas is deterministic, so the figures printed here (run with -vv) are
 ///         the ones quoted in docs/contracts.md, and the assertions keep them from regressing.
@@ -15,12 +16,13 @@ import {JobEscrow} from "../src/JobEscrow.sol";
 ///      "execution" = gas of the settle call as seen by the caller (gasleft() difference), including the cold
 ///      access to the escrow and token accounts; "calldata" = what the transaction's input bytes cost
 ///      (16 gas per non-zero byte, 4 per zero byte). A transaction also pays 21,000 once.
-abstract contract SettleGasBase is Test {
+abstract contract SettleGasBase is EscrowSigning {
     uint256 internal constant MAX_GAS_PER_JOB = 15_000;
 
     GpuFedToken internal token;
     JobEscrow internal escrow;
     address internal hub = makeAddr("hub");
+    uint256 internal hubKey = uint256(keccak256("hub")); // makeAddr's key for "hub"
     address internal treasury = makeAddr("treasury");
     address[] internal payers;
     bytes32[] internal ids;
@@ -32,6 +34,11 @@ abstract contract SettleGasBase is Test {
     ///      first settlement), so no zero -> non-zero SSTORE happens. Default: cold start (worst case).
     function _steadyState() internal pure virtual returns (bool) {
         return false;
+    }
+
+    /// @dev Free deposit and authorisation each payer has on top of what the prepared jobs lock. Default 0.
+    function _spare() internal pure virtual returns (uint256) {
+        return 0;
     }
 
     function setUp() public {
@@ -47,14 +54,14 @@ abstract contract SettleGasBase is Test {
             amounts[i] = (10 + (i * 7) % 90) * 1e18;
             need[i % nPayers] += amounts[i];
         }
-        uint256 extra = _steadyState() ? 1 : 0;
+        uint256 extra = (_steadyState() ? 1 : 0) + _spare();
         for (uint256 p; p < nPayers; ++p) {
             payers.push(makeAddr(string.concat("payer", vm.toString(p))));
             token.mint(payers[p], need[p] + extra);
             vm.startPrank(payers[p]);
             token.approve(address(escrow), need[p] + extra);
             escrow.deposit(need[p] + extra); // cold start: exactly what gets locked, free deposit 0 before
-            escrow.approveSpending(hub, need[p], uint64(block.timestamp + 1 days));
+            escrow.approveSpending(hub, need[p] + _spare(), uint64(block.timestamp + 1 days));
             vm.stopPrank();
         }
         if (_steadyState()) {
@@ -112,7 +119,7 @@ abstract contract SettleGasBase is Test {
         for (uint256 p; p < payers.length; ++p) {
             free += escrow.deposits(payers[p]);
         }
-        assertEq(token.balanceOf(address(escrow)), free, "only refunds stay in escrow");
+        assertEq(token.balanceOf(address(escrow)), free, "only refunds (and spare deposits) stay in escrow");
     }
 }
 
@@ -181,5 +188,51 @@ contract SettleSingleGasTest is SettleGasBase {
         console.log("settle: 1 job, execution gas:", execution);
         assertLe(execution, 100_000);
         _checkAllSettled();
+    }
+}
+
+/// One job settled by its provider with claim() and a receipt signed by the hub, for comparison with settle().
+contract ClaimSingleGasTest is SettleGasBase {
+    function _scenario() internal pure override returns (uint256, uint256, uint256) {
+        return (1, 1, 1);
+    }
+
+    function test_gas_claimSingleJob() public {
+        bytes32 jobId = ids[0];
+        uint256 amount = paid[0];
+        bytes memory sig = _signReceipt(hubKey, address(escrow), jobId, amount);
+        address provider = makeAddr("provider0");
+        vm.prank(provider);
+        uint256 before = gasleft();
+        escrow.claim(jobId, amount, hub, sig);
+        uint256 execution = before - gasleft();
+        console.log("claim: 1 job, execution gas:", execution);
+        assertLe(execution, 100_000);
+        _checkAllSettled();
+    }
+}
+
+/// One lock of a fresh job (what the hub pays when it admits a job), with the payer's authorisation check.
+contract LockSingleGasTest is SettleGasBase {
+    function _scenario() internal pure override returns (uint256, uint256, uint256) {
+        return (1, 1, 1);
+    }
+
+    function _spare() internal pure override returns (uint256) {
+        return 100e18;
+    }
+
+    function test_gas_lockSingleJob() public {
+        address payer = payers[0];
+        address provider = makeAddr("provider0");
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        vm.prank(hub);
+        uint256 before = gasleft();
+        escrow.lock(keccak256("gas-lock"), payer, provider, 10e18, deadline);
+        uint256 execution = before - gasleft();
+        console.log("lock: 1 job, execution gas:", execution);
+        assertLe(execution, 100_000);
+        (uint256 remaining,) = escrow.spendingAllowance(payer, hub);
+        assertEq(remaining, 90e18);
     }
 }
