@@ -29,7 +29,20 @@ const HARD_DEADLINE: Duration = Duration::from_secs(420);
 
 /// A market with a hub running and member alpha (8 H100 at 3.60) schedulable.
 async fn started(name: &str, deposit: u64, chain_extra: serde_json::Value) -> Market {
-    let mut m = market::market(name, deposit, chain_extra).await.unwrap();
+    started_with_token(name, deposit, chain_extra, "GpuFedToken", 18).await
+}
+
+/// [`started`] paying in `token` (`decimals` decimals).
+async fn started_with_token(
+    name: &str,
+    deposit: u64,
+    chain_extra: serde_json::Value,
+    token: &str,
+    decimals: u8,
+) -> Market {
+    let mut m = market::market_with_token(name, deposit, chain_extra, token, decimals)
+        .await
+        .unwrap();
     start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
     let c = m.hub.client();
     market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
@@ -55,6 +68,23 @@ fn in_state(j: &ComputeJob, attempt: u32, state: SettlementState) -> bool {
 async fn no_nonce_gap(m: &Market) {
     let (mined, pending) = m.chain.nonces(accounts::HUB.1).await.unwrap();
     assert_eq!(mined, pending, "the hub's account has transactions waiting");
+}
+
+/// Waits for attempt 1 of team-a's job `name` to be locked (`what`), finishes it on alpha, waits
+/// for the settlement and checks that the hub's account left no nonce unmined.
+async fn locked_then_settled(m: &Market, name: &str, what: &str) {
+    let c = m.hub.client();
+    wait_job(&c, "team-a", name, T, what, |j| {
+        in_state(j, 1, SettlementState::Locked)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    finish(&c, "alpha", name, 3600).await.unwrap();
+    wait_job(&c, "team-a", name, T, "settled", settled)
+        .await
+        .unwrap();
+    no_nonce_gap(m).await;
 }
 
 fn price() -> TokenAmount {
@@ -194,17 +224,7 @@ fn a_transaction_not_mined_in_time_is_replaced_at_its_nonce_and_later_payments_l
 
         m.chain.set_automine(true).await.unwrap();
         m.chain.mine(1).await.unwrap();
-        wait_job(&c, "team-a", "slow", T, "locked once mined", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        finish(&c, "alpha", "slow", 3600).await.unwrap();
-        wait_job(&c, "team-a", "slow", T, "settled", settled)
-            .await
-            .unwrap();
-        no_nonce_gap(&m).await;
+        locked_then_settled(&m, "slow", "locked once mined").await;
     });
 }
 
@@ -230,17 +250,7 @@ fn a_hub_out_of_gas_money_recovers_when_its_account_is_refunded() {
             .set_balance(accounts::HUB.1, tokens(100))
             .await
             .unwrap();
-        wait_job(&c, "team-a", "broke", T, "locked after the refund", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        finish(&c, "alpha", "broke", 3600).await.unwrap();
-        wait_job(&c, "team-a", "broke", T, "settled", settled)
-            .await
-            .unwrap();
-        no_nonce_gap(&m).await;
+        locked_then_settled(&m, "broke", "locked after the refund").await;
     });
 }
 
@@ -636,18 +646,8 @@ fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
 #[test]
 fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
     run_test(HARD_DEADLINE, || async {
-        let mut m =
-            market::market_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6)
-                .await
-                .unwrap();
-        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let m = started_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6).await;
         let c = m.hub.client();
-        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
-            .await
-            .unwrap();
-        market::wait_condition(&c, "alpha", "Schedulable", true)
-            .await
-            .unwrap();
         let provider_before = m
             .chain
             .balance_of(&m.contracts, accounts::ALPHA.1)

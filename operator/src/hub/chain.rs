@@ -613,20 +613,7 @@ impl ChainClient {
             }
         }
         // 2. Nonce from the chain; take over a transaction of ours that was never mined.
-        let mined_nonce = read(
-            "reading the hub account's nonce",
-            self.provider
-                .get_transaction_count(self.hub_account)
-                .latest(),
-        )
-        .await?;
-        let pending_nonce = read(
-            "reading the hub account's pending nonce",
-            self.provider
-                .get_transaction_count(self.hub_account)
-                .pending(),
-        )
-        .await?;
+        let (mined_nonce, pending_nonce) = self.nonces().await?;
         let fees = read("estimating fees", self.provider.estimate_eip1559_fees()).await?;
         let estimated = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);
         let (max_fee, priority) = match &lane.unmined {
@@ -717,25 +704,22 @@ impl ChainClient {
         }))
     }
 
+    /// The hub account's (mined, pending) transaction counts.
+    async fn nonces(&self) -> Result<(u64, u64)> {
+        let count = |tag| {
+            let call = self.provider.get_transaction_count(self.hub_account);
+            let call = if tag { call.pending() } else { call.latest() };
+            read("reading the hub account's nonce", call)
+        };
+        Ok((count(false).await?, count(true).await?))
+    }
+
     /// Makes sure no transaction of this account is waiting unmined: one that was not mined in
     /// time is replaced by a transfer of nothing to itself (same nonce, higher fees), so a lock
     /// the hub gave up on cannot land later. `Ok(true)`: nothing is pending any more.
     pub async fn cancel_unmined(&self) -> Result<bool> {
         let mut lane = self.lane.lock().await;
-        let mined_nonce = read(
-            "reading the hub account's nonce",
-            self.provider
-                .get_transaction_count(self.hub_account)
-                .latest(),
-        )
-        .await?;
-        let pending_nonce = read(
-            "reading the hub account's pending nonce",
-            self.provider
-                .get_transaction_count(self.hub_account)
-                .pending(),
-        )
-        .await?;
+        let (mined_nonce, pending_nonce) = self.nonces().await?;
         if pending_nonce <= mined_nonce {
             lane.unmined = None;
             return Ok(true);

@@ -838,6 +838,28 @@ mod tests {
     use super::*;
     use gpufed_crds::testing::job;
 
+    /// Attempt `n` on cluster `a` at 1 token per GPU-hour, in `phase`, nothing else recorded.
+    fn record(n: u32, phase: AttemptPhase) -> gpufed_crds::AttemptRecord {
+        gpufed_crds::AttemptRecord {
+            attempt: n,
+            cluster: "a".into(),
+            placement: "p".into(),
+            model: "H100".into(),
+            price_per_gpu_hour: "1".parse().unwrap(),
+            provider: None,
+            phase,
+            reason: None,
+            message: None,
+            placed_time: None,
+            start_time: None,
+            finish_time: None,
+            gpu_seconds: 0,
+            exits: vec![],
+            planned_nodes: vec![],
+            settlement: None,
+        }
+    }
+
     #[test]
     fn only_reverts_split_a_batch_other_chain_errors_back_it_off_whole() {
         use crate::error::Error;
@@ -865,22 +887,8 @@ mod tests {
             ..Default::default()
         };
         st.attempts.push(gpufed_crds::AttemptRecord {
-            attempt: 1,
-            cluster: "a".into(),
-            placement: "p".into(),
-            model: "H100".into(),
-            price_per_gpu_hour: "1".parse().unwrap(),
-            provider: None,
-            phase: AttemptPhase::Running,
-            reason: None,
-            message: None,
             placed_time: Some(placed),
-            start_time: None,
-            finish_time: None,
-            gpu_seconds: 0,
-            exits: vec![],
-            planned_nodes: vec![],
-            settlement: None,
+            ..record(1, AttemptPhase::Running)
         });
         j.status = Some(st.clone());
         assert!(cancel_current(&j, &mut st, 1_000_000, &now));
@@ -891,22 +899,8 @@ mod tests {
     #[test]
     fn attempts_whose_lock_was_refused_or_conflicted_never_ran() {
         let mut a = gpufed_crds::AttemptRecord {
-            attempt: 1,
-            cluster: "a".into(),
-            placement: "p".into(),
-            model: "H100".into(),
-            price_per_gpu_hour: "1".parse().unwrap(),
-            provider: None,
-            phase: AttemptPhase::Cancelled,
             reason: Some(LOCK_REFUSED.into()),
-            message: None,
-            placed_time: None,
-            start_time: None,
-            finish_time: None,
-            gpu_seconds: 0,
-            exits: vec![],
-            planned_nodes: vec![],
-            settlement: None,
+            ..record(1, AttemptPhase::Cancelled)
         };
         assert!(!attempt_ran(&a));
         a.reason = Some(LOCK_CONFLICT.into());
@@ -962,27 +956,13 @@ mod tests {
             (3, SettlementState::Settled, "0.25"),
         ] {
             st.attempts.push(gpufed_crds::AttemptRecord {
-                attempt: n,
-                cluster: "a".into(),
-                placement: "p".into(),
-                model: "H100".into(),
-                price_per_gpu_hour: "1".parse().unwrap(),
-                phase: AttemptPhase::Succeeded,
-                reason: None,
-                message: None,
-                placed_time: None,
-                start_time: None,
-                finish_time: None,
-                gpu_seconds: 0,
-                exits: vec![],
-                planned_nodes: vec![],
-                provider: None,
                 settlement: Some(Settlement {
                     state,
                     job_id: "0x".into(),
                     paid: Some(paid.parse().unwrap()),
                     ..Default::default()
                 }),
+                ..record(n, AttemptPhase::Succeeded)
             });
         }
         assert_eq!(total_cost(&st).unwrap().to_string(), "1.75");
