@@ -198,6 +198,8 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     error LockNotExpired(bytes32 jobId, uint64 expiresAfter);
     /// @notice `settleBatch` arrays of different lengths.
     error LengthMismatch(uint256 jobIds, uint256 paid);
+    /// @notice `settler` may not settle `jobId`: the lock's `payer` never authorised it (see `approveSpending`).
+    error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
 
     // ---------------------------------------------------------------------------------------------
     // Construction and administration
@@ -451,21 +453,24 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
 
     /// @notice Settles `jobId`: pays `paid - fee` to the provider and `fee = paid * feeBps / 10000` to the
     ///         treasury, and credits `amount - paid` back to the payer's free deposit.
-    /// @dev Only `SETTLER_ROLE` (any settler, not only the one that locked). Allowed while the lock is Locked:
-    ///      before its deadline, during the claim window, and after it as long as nobody expired it. Reverts
-    ///      with `LockNotActive` (unknown, settled or expired) or `PaidExceedsLocked`. `feeBps` is the one
+    /// @dev Only `SETTLER_ROLE`, and only a settler the lock's payer has ever authorised (`everAuthorised`;
+    ///      the authorisation may since have expired or been used up), so a settler the admin creates cannot
+    ///      pay out locks it has no authorisation for. Allowed while the lock is Locked: before its deadline,
+    ///      during the claim window, and after it as long as nobody expired it. Reverts with `LockNotActive`
+    ///      (unknown, settled or expired), `SettlerNotAuthorised` or `PaidExceedsLocked`. `feeBps` is the one
     ///      snapshotted at lock time. Pays only the lock's provider, the treasury and the payer's deposit.
     /// @param jobId Job to settle.
     /// @param paid What the job cost, at most the locked amount. 0 refunds everything.
     function settle(bytes32 jobId, uint256 paid) external onlyRole(SETTLER_ROLE) nonReentrant {
-        (address provider, uint256 toProvider, uint256 fee) = _settle(jobId, paid);
+        (address provider, uint256 toProvider, uint256 fee) = _settle(jobId, paid, msg.sender);
         if (toProvider != 0) token.safeTransfer(provider, toProvider);
         if (fee != 0) token.safeTransfer(treasury, fee);
     }
 
     /// @notice Settles many jobs at once, with the same per-job rules and events as `settle`.
-    /// @dev Only `SETTLER_ROLE`. All or nothing: if any item is invalid (not Locked, duplicated in the batch,
-    ///      `paid` above its lock) the whole call reverts with that item's error, which names its jobId.
+    /// @dev Only `SETTLER_ROLE`, for locks whose payers authorised the caller (as `settle`). All or nothing:
+    ///      if any item is invalid (not Locked, duplicated in the batch, `paid` above its lock, a payer that
+    ///      never authorised the caller) the whole call reverts with that item's error, which names its jobId.
     ///      Token transfers are aggregated: one transfer per distinct provider with a non-zero payout plus
     ///      one transfer of the summed fees to the treasury. Fees are computed (and rounded down) per job,
     ///      so a batch pays exactly what the same `settle` calls would. An empty batch does nothing.
@@ -488,7 +493,7 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         uint256 totalFee;
 
         for (uint256 i; i < n; ++i) {
-            (address provider, uint256 toProvider, uint256 fee) = _settle(jobIds[i], paid[i]);
+            (address provider, uint256 toProvider, uint256 fee) = _settle(jobIds[i], paid[i], msg.sender);
             totalFee += fee;
             uint256 k = last;
             if (distinct == 0 || providers[k] != provider) {
@@ -539,7 +544,7 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
                 || !SignatureChecker.isValidSignatureNowCalldata(signer, digest, signature)
         ) revert InvalidSignature();
 
-        (address provider, uint256 toProvider, uint256 fee) = _settle(jobId, paid);
+        (address provider, uint256 toProvider, uint256 fee) = _settle(jobId, paid, address(0));
         if (toProvider != 0) token.safeTransfer(provider, toProvider);
         if (fee != 0) token.safeTransfer(treasury, fee);
     }
@@ -617,18 +622,23 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     }
 
     /// @dev Checks and effects of settling one job; the caller does the token transfers afterwards.
-    function _settle(bytes32 jobId, uint256 paid)
+    ///      `settler` is the settling account, checked against the payer's authorisations; `claim` passes 0
+    ///      after checking its receipt's signer the same way.
+    function _settle(bytes32 jobId, uint256 paid, address settler)
         private
         returns (address provider, uint256 toProvider, uint256 fee)
     {
         Lock storage l = _locks[jobId];
         uint8 state = l.state;
         if (state != STATE_LOCKED) revert LockNotActive(jobId, state);
+        address payer = l.payer;
+        if (settler != address(0) && !_allowances[payer][settler].everAuthorised) {
+            revert SettlerNotAuthorised(jobId, payer, settler);
+        }
         uint256 amount = l.amount;
         if (paid > amount) revert PaidExceedsLocked(jobId, paid, amount);
 
         l.state = STATE_SETTLED;
-        address payer = l.payer;
         provider = l.provider;
         uint256 refund;
         unchecked {

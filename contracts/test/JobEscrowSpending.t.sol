@@ -495,6 +495,42 @@ contract JobEscrowSpendingTest is EscrowFixture {
         assertEq(token.balanceOf(thief), 0);
     }
 
+    /// Nor can such a settler pay out the locks the hub made: settling needs the payer's authorisation too.
+    function test_unauthorisedSettlerCannotSettleOpenLocks() public {
+        vm.startPrank(carol);
+        escrow.deposit(100e18);
+        escrow.approveSpending(hub, 50e18, uint64(block.timestamp + 1 days));
+        vm.stopPrank();
+        vm.startPrank(hub);
+        escrow.lock(JOB, carol, prov1, 20e18, _soon());
+        escrow.lock(JOB2, carol, prov1, 20e18, _soon());
+        vm.stopPrank();
+        vm.prank(admin);
+        escrow.grantRole(settlerRole, admin);
+
+        vm.prank(admin);
+        vm.expectRevert(abi.encodeWithSelector(JobEscrow.SettlerNotAuthorised.selector, JOB, carol, admin));
+        escrow.settle(JOB, 20e18);
+        bytes32[] memory ids = new bytes32[](2);
+        ids[0] = JOB;
+        ids[1] = JOB2;
+        uint256[] memory paid = new uint256[](2);
+        paid[0] = 0;
+        paid[1] = 20e18;
+        vm.prank(admin);
+        vm.expectRevert(abi.encodeWithSelector(JobEscrow.SettlerNotAuthorised.selector, JOB, carol, admin));
+        escrow.settleBatch(ids, paid);
+        (,,,, uint8 state) = escrow.getLock(JOB);
+        assertEq(state, escrow.STATE_LOCKED());
+        assertEq(token.balanceOf(prov1), 0);
+
+        // the hub, which carol authorised, still settles — also once her authorisation has run out
+        vm.warp(block.timestamp + 2 days);
+        vm.prank(hub);
+        escrow.settleBatch(ids, paid);
+        assertEq(token.balanceOf(prov1), 20e18 - 20e18 * uint256(FEE_BPS) / 10_000);
+    }
+
     /// A stolen *authorised* hub key takes at most what each payer authorised it for.
     function test_stolenHubKeyBoundedByAuthorisation() public {
         vm.startPrank(carol);

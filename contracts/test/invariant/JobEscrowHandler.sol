@@ -79,7 +79,7 @@ contract JobEscrowHandler is EscrowSigning {
     uint256 public expiredCount;
     uint256 public permitCount;
     uint256 public attackCount;
-    uint256 public attackerSettleCount; // settlements by an attacker holding SETTLER_ROLE (allowed)
+    uint256 public attackerSettleCount; // settle attempts by an attacker holding SETTLER_ROLE (all refused)
     uint256 internal nonce;
 
     constructor(IERC20 token_, JobEscrow escrow_, uint256 transferFeeBps_) {
@@ -177,7 +177,12 @@ contract JobEscrowHandler is EscrowSigning {
         if (openJobs.length == 0) return;
         uint256 idx = jobSeed % openJobs.length;
         bytes32 jobId = openJobs[idx];
-        address settler = second && escrow.hasRole(settlerRole, hub2) ? hub2 : hub; // any settler may settle
+        (address payer,,,,) = escrow.getLock(jobId);
+        // any settler holding the role that the payer ever authorised may settle
+        address settler = second && escrow.hasRole(settlerRole, hub2) && escrow.everAuthorised(payer, hub2)
+            ? hub2
+            : hub;
+        if (!escrow.everAuthorised(payer, settler)) return; // (hub2 locked it; the payer never authorised hub)
         paid = bound(paid, 0, lockedAmount[jobId]);
         _settleOne(idx, paid, settler, address(0), "");
     }
@@ -202,8 +207,9 @@ contract JobEscrowHandler is EscrowSigning {
 
     function settleBatch(uint256 seed, uint256 count) external {
         if (openJobs.length == 0) return;
-        count = bound(count, 1, openJobs.length < 12 ? openJobs.length : 12);
-        bytes32[] memory ids = new bytes32[](count);
+        bytes32[] memory ids = _hubSettleable(seed % openJobs.length, count);
+        count = ids.length;
+        if (count == 0) return;
         uint256[] memory paid = new uint256[](count);
         uint256[] memory expectedProvider = new uint256[](providers.length);
         uint256 expectedFee;
@@ -215,12 +221,9 @@ contract JobEscrowHandler is EscrowSigning {
         uint256 treasuryBefore = _treasuryBalances();
         uint256 escrowBefore = token.balanceOf(address(escrow));
 
-        // take `count` distinct open jobs, starting at a random index
-        uint256 start = seed % openJobs.length;
         for (uint256 i; i < count; ++i) {
-            bytes32 jobId = openJobs[(start + i) % openJobs.length];
+            bytes32 jobId = ids[i];
             (, address provider,,,) = escrow.getLock(jobId);
-            ids[i] = jobId;
             paid[i] = bound(uint256(keccak256(abi.encode(seed, i))), 0, lockedAmount[jobId]);
             uint256 fee = paid[i] * escrow.lockFeeBps(jobId) / 10_000;
             expectedFee += fee;
@@ -249,6 +252,24 @@ contract JobEscrowHandler is EscrowSigning {
         }
         settledCount += count;
         ++batchCount;
+    }
+
+    /// @dev 1 to 12 (by `countSeed`) distinct open jobs whose payers ever authorised the hub (only those may
+    ///      it settle), taken from `start` on; empty when there are none.
+    function _hubSettleable(uint256 start, uint256 countSeed) internal view returns (bytes32[] memory ids) {
+        uint256 eligible;
+        for (uint256 i; i < openJobs.length; ++i) {
+            (address payer,,,,) = escrow.getLock(openJobs[(start + i) % openJobs.length]);
+            if (escrow.everAuthorised(payer, hub)) ++eligible;
+        }
+        if (eligible == 0) return new bytes32[](0);
+        ids = new bytes32[](bound(countSeed, 1, eligible < 12 ? eligible : 12));
+        uint256 taken;
+        for (uint256 j; taken < ids.length; ++j) {
+            bytes32 jobId = openJobs[(start + j) % openJobs.length];
+            (address payer,,,,) = escrow.getLock(jobId);
+            if (escrow.everAuthorised(payer, hub)) ids[taken++] = jobId;
+        }
     }
 
     function expire(uint256 jobSeed, address caller) external {
@@ -352,9 +373,8 @@ contract JobEscrowHandler is EscrowSigning {
         } catch {}
     }
 
-    /// An attacker tries to settle an open lock. With SETTLER_ROLE this works (the escrow trusts settlers with
-    /// amounts) but pays only the lock's provider, the treasury and the payer's deposit; without it, it must
-    /// fail.
+    /// An attacker tries to settle an open lock. Without SETTLER_ROLE it must fail; with it (the admin can
+    /// give it, or itself) too, since no payer ever authorised an attacker.
     function attackSettle(uint256 actorSeed, uint256 jobSeed, uint256 paid) external {
         if (openJobs.length == 0) return;
         address actor = attackers[actorSeed % attackers.length];
@@ -362,15 +382,11 @@ contract JobEscrowHandler is EscrowSigning {
         bytes32 jobId = openJobs[idx];
         paid = bound(paid, 0, lockedAmount[jobId]);
         ++attackCount;
-        if (escrow.hasRole(settlerRole, actor)) {
-            _settleOne(idx, paid, actor, address(0), "");
-            ++attackerSettleCount;
-        } else {
-            vm.prank(actor);
-            try escrow.settle(jobId, paid) {
-                ++unexpectedSuccesses;
-            } catch {}
-        }
+        if (escrow.hasRole(settlerRole, actor)) ++attackerSettleCount;
+        vm.prank(actor);
+        try escrow.settle(jobId, paid) {
+            ++unexpectedSuccesses;
+        } catch {}
     }
 
     /// An attacker tries to claim an open lock with a receipt it signed itself (naming itself or a real

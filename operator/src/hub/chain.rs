@@ -70,6 +70,7 @@ alloy::sol! {
         error LockNotActive(bytes32 jobId, uint8 state);
         error PaidExceedsLocked(bytes32 jobId, uint256 paid, uint256 locked);
         error LengthMismatch(uint256 jobIds, uint256 paid);
+        error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
         error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
