@@ -15,8 +15,15 @@ pub struct Tools {
 
 impl Tools {
     /// Finds the repository root (from this crate's manifest directory) and `.tools/bin`.
+    ///
+    /// The directory cargo gives the running test or binary comes first: the one compiled in can
+    /// name another checkout when two share a `CARGO_TARGET_DIR` (`.ci/run` in a fresh clone does),
+    /// since cargo may reuse this library built from the other one.
     pub fn locate() -> Result<Tools, Error> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir
             .parent()
             .map(Path::to_path_buf)
             .ok_or_else(|| Error::Other("e2e crate has no parent directory".into()))?;

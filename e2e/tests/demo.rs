@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use gpufed_e2e::demo::{DemoConfig, JOBS, REAL_JOB, run};
+use gpufed_e2e::wait_until;
 use gpufed_e2e::{Tools, run_test};
 
 /// The most a test here may take, start-up included: past it the test fails and its
@@ -84,6 +85,70 @@ fn the_demo_places_runs_explains_and_pays_as_it_narrates() {
             .map(|p| p.parse::<gpufed_crds::TokenAmount>().unwrap().atto())
             .sum();
         assert_eq!(paid, spent);
+
+        // Each paid attempt's usage receipt, signed by the hub, was kept on its provider's cluster by
+        // the agent, where `kubectl gpufed claim --from-configmap` finds it (already settled).
+        let kept = |m: &gpufed_e2e::Cluster| {
+            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(m.client(), "gpufed-jobs");
+            async move {
+                api.get_opt("gpufed-usage-receipts")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.data)
+                    .unwrap_or_default()
+            }
+        };
+        wait_until(
+            Duration::from_secs(60),
+            "every receipt kept on a member",
+            || async {
+                let mut n = 0;
+                for m in &demo.pool.members {
+                    n += kept(m).await.len();
+                }
+                (n == r.paid.len()).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+        for m in &demo.pool.members {
+            for raw in kept(m).await.values() {
+                let receipt: gpufed_crds::ClaimableReceipt = serde_json::from_str(raw).unwrap();
+                assert_eq!(
+                    receipt.receipt.signer.to_lowercase(),
+                    gpufed_e2e::chain::accounts::HUB.1.to_lowercase()
+                );
+            }
+        }
+        let alpha = demo.pool.member("alpha").unwrap();
+        let key_file = dir.path().join("alpha-gas.key");
+        std::fs::write(&key_file, gpufed_e2e::chain::accounts::ALPHA.0).unwrap();
+        let out = std::process::Command::new(tools.workspace_bin("kubectl-gpufed").unwrap())
+            .args([
+                "--kubeconfig",
+                &alpha.kubeconfig().display().to_string(),
+                "-n",
+                "gpufed-jobs",
+            ])
+            .args(["claim", "--from-configmap", "--dry-run", "--key-file"])
+            .arg(&key_file)
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !shown.is_empty()
+                && shown
+                    .lines()
+                    .all(|l| l.ends_with("already settled: skipped")),
+            "{shown}"
+        );
 
         // The job on gamma's real node really ran: its log came from the kubelet.
         assert!(r.real_log.contains(REAL_JOB.1), "real log: {}", r.real_log);

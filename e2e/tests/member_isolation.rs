@@ -42,6 +42,18 @@ async fn may(
     resource: &str,
     namespace: Option<&str>,
 ) -> bool {
+    may_named(client, verb, group, resource, namespace, None).await
+}
+
+/// [`may`] for the object `name` only.
+async fn may_named(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -49,6 +61,7 @@ async fn may(
                 group: Some(group.into()),
                 resource: Some(resource.into()),
                 namespace: namespace.map(str::to_string),
+                name: name.map(str::to_string),
                 ..Default::default()
             }),
             ..Default::default()
@@ -310,6 +323,35 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
             );
         }
         assert!(!may(&agent, "update", "batch", "jobs", Some(JOBS_NAMESPACE)).await);
+        // The usage receipts ConfigMap, in the jobs namespace only, and no other ConfigMap.
+        assert!(may(&agent, "create", "", "configmaps", Some(JOBS_NAMESPACE)).await);
+        assert!(!may(&agent, "create", "", "configmaps", Some("default")).await);
+        for verb in ["get", "patch"] {
+            let receipts = Some("gpufed-usage-receipts");
+            assert!(
+                may_named(
+                    &agent,
+                    verb,
+                    "",
+                    "configmaps",
+                    Some(JOBS_NAMESPACE),
+                    receipts
+                )
+                .await
+            );
+            assert!(
+                !may_named(
+                    &agent,
+                    verb,
+                    "",
+                    "configmaps",
+                    Some(JOBS_NAMESPACE),
+                    Some("other")
+                )
+                .await
+            );
+        }
+        assert!(!may(&agent, "list", "", "configmaps", Some(JOBS_NAMESPACE)).await);
         // Logs of placed jobs' pods (a failed one's last lines go into its status), nowhere else.
         assert!(may(&agent, "get", "", "pods/log", Some(JOBS_NAMESPACE)).await);
         assert!(!may(&agent, "get", "", "pods/log", Some("default")).await);

@@ -43,15 +43,35 @@ pub fn receipts(placements: &[gpufed_crds::Placement]) -> Vec<(String, Claimable
         .collect()
 }
 
+/// The receipts the agent kept in its ConfigMap: (lock id, receipt), skipping malformed entries.
+pub fn kept(cm: &k8s_openapi::api::core::v1::ConfigMap) -> Vec<(String, ClaimableReceipt)> {
+    cm.data
+        .iter()
+        .flatten()
+        .filter_map(|(k, raw)| Some((k.clone(), serde_json::from_str(raw).ok()?)))
+        .collect()
+}
+
+/// Name of the ConfigMap in which the member agent keeps the receipts.
+pub const RECEIPTS_CONFIGMAP: &str = "gpufed-usage-receipts";
+
 /// Runs `claim` and returns what to print: one line per receipt.
 pub async fn run(hub: &Hub, args: &ClaimArgs) -> Result<String> {
-    let placements = fetch::placements(hub, &args.member).await?;
-    let found = receipts(&placements);
+    let (found, source) = match &args.member {
+        Some(member) => (
+            receipts(&fetch::placements(hub, member).await?),
+            format!("the Placements of member {member}"),
+        ),
+        None => {
+            let cm = fetch::configmap(hub, &hub.namespace, RECEIPTS_CONFIGMAP).await?;
+            (
+                kept(&cm),
+                format!("ConfigMap {}/{RECEIPTS_CONFIGMAP}", hub.namespace),
+            )
+        }
+    };
     if found.is_empty() {
-        return Ok(format!(
-            "no usage receipts on the Placements of member {}: nothing to claim\n",
-            args.member
-        ));
+        return Ok(format!("no usage receipts in {source}: nothing to claim\n"));
     }
     let key = std::fs::read_to_string(&args.key_file).map_err(|e| {
         Error::Chain(format!(
@@ -166,5 +186,24 @@ mod tests {
         assert_eq!(found[0].0, "a");
         assert_eq!(found[0].1.receipt.paid_base_units, "42");
         assert_eq!(found[0].1.chain_id, 31337);
+    }
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+
+    #[test]
+    fn receipts_kept_by_the_agent_are_read_and_bad_entries_skipped() {
+        let good = r#"{"chainId":1,"rpcUrl":"http://rpc","escrow":"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512","jobId":"0x02","paidBaseUnits":"7","signer":"0x976EA74026E726554dB657fA54763abd0C3a0aa9","signature":"0xab"}"#;
+        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": RECEIPTS_CONFIGMAP},
+            "data": {"0x02": good, "0x03": "garbage"}
+        }))
+        .unwrap();
+        let found = kept(&cm);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "0x02");
+        assert_eq!(found[0].1.receipt.paid_base_units, "7");
     }
 }

@@ -93,10 +93,17 @@ pub enum Command {
 
 /// Arguments of `claim`.
 #[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["member", "from_configmap"])))]
 pub struct ClaimArgs {
-    /// The MemberCluster whose Placements carry the receipts.
+    /// Read the receipts from this MemberCluster's Placements on the hub (the kubeconfig is the
+    /// member's hub credential or any that may list them).
     #[arg(long, value_name = "MEMBER")]
-    pub member: String,
+    pub member: Option<String>,
+    /// Read the receipts the agent kept on the member cluster instead (the kubeconfig is the
+    /// member cluster's; the ConfigMap `gpufed-usage-receipts` in `-n`, the agent's jobs
+    /// namespace, e.g. `gpufed-jobs`). Works when the hub is gone.
+    #[arg(long)]
+    pub from_configmap: bool,
     /// File holding the key (hex) of the account that sends the claims and pays their gas (any
     /// account: the payment goes to the lock's provider). Never printed.
     #[arg(long, value_name = "FILE")]

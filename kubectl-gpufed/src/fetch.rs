@@ -2,7 +2,7 @@
 //! what to fix (unreachable hub, missing CRDs, missing object, RBAC) rather than a client error.
 
 use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement};
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
@@ -154,6 +154,18 @@ pub async fn placements(hub: &Hub, cluster: &str) -> Result<Vec<Placement>> {
         api,
         &ListParams::default(),
         Call::list(PLACEMENTS, "placement", Some(&namespace)),
+    )
+    .await
+}
+
+/// The ConfigMap `namespace/name`.
+pub async fn configmap(hub: &Hub, namespace: &str, name: &str) -> Result<ConfigMap> {
+    let api = Api::namespaced(hub.client.clone(), namespace);
+    get(
+        hub,
+        api,
+        name,
+        Call::get("configmaps", "configmap", name, Some(namespace)),
     )
     .await
 }

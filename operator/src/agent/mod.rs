@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod job_builder;
 pub mod member_status;
 pub mod plan;
+pub mod receipts;
 pub mod report;
 pub mod state;
 pub mod sync;

@@ -121,6 +121,8 @@ struct Sync {
     placements: Api<Placement>,
     jobs: Api<Job>,
     highest: BTreeMap<String, u32>,
+    /// Lock ids of the usage receipts already kept in the member's ConfigMap.
+    receipts: BTreeSet<String>,
 }
 
 impl Sync {
@@ -456,6 +458,13 @@ impl Sync {
             .collect()
             .await;
         self.count_phases(&placements);
+        let configmaps = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
+        match super::receipts::save(&configmaps, &placements, &self.receipts).await {
+            Ok(Some(kept)) => self.receipts = kept,
+            Ok(None) => {}
+            // Kept on the Placement meanwhile; tried again next pass.
+            Err(e) => tracing::warn!(error = %e, "could not keep the usage receipts on the member"),
+        }
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
@@ -484,6 +493,7 @@ pub async fn run(ctx: Arc<Context>) {
         jobs: Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace),
         ctx: ctx.clone(),
         highest: BTreeMap::new(),
+        receipts: BTreeSet::new(),
     };
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(ctx.args.inventory_interval);
