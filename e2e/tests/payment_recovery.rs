@@ -7,6 +7,7 @@
 //! * a job deleted while its lock is unmined has the lock cancelled, not orphaned;
 //! * a lock on chain that is not the attempt's is never adopted or settled;
 //! * a settlement counts only after its confirmations, and is sent again after a reorg;
+//! * a lock a reorg removes is made again when the attempt ends, and then settled;
 //! * the provider claims with the hub's signed receipt when the hub cannot settle;
 //! * a payer who has not authorised the hub waits in Funding with the command to run;
 //! * a token with 6 decimals is locked and paid in its own base units.
@@ -434,6 +435,45 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
             provider_after - provider_before,
             U256::from(paid.checked_sub(fee).unwrap().atto()),
             "paid exactly once"
+        );
+        no_nonce_gap(&m).await;
+    });
+}
+
+#[test]
+fn a_lock_removed_by_a_reorg_is_made_again_and_the_work_is_paid() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-relock", 1000, json!({})).await;
+        let c = m.hub.client();
+        submit(&m, "team-a", "rebuilt").await;
+        let j = wait_job(&c, "team-a", "rebuilt", T, "locked", |j| {
+            in_state(j, 1, SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let first = settlement(&j, 1).unwrap();
+        // The block with the lock (the chain's last) is replaced by an empty one.
+        m.chain.rpc("anvil_reorg", json!([1, []])).await.unwrap();
+        assert_eq!(
+            m.chain
+                .lock_state(&m.contracts, &first.job_id)
+                .await
+                .unwrap()
+                .0,
+            0
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        finish(&c, "alpha", "rebuilt", 3600).await.unwrap();
+        let j = wait_job(&c, "team-a", "rebuilt", T, "settled", settled)
+            .await
+            .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        assert_ne!(s.lock_tx, first.lock_tx, "the lock was made again");
+        assert_eq!(
+            s.paid.unwrap(),
+            price()
+                .cost_of_gpu_seconds(j.status.unwrap().attempts[0].gpu_seconds)
+                .unwrap()
         );
         no_nonce_gap(&m).await;
     });

@@ -433,7 +433,7 @@ pub async fn advance(
     }
 
     // 3. Settle attempts that ended (also those that ended before their lock was made).
-    let head = chain.block_number().await?;
+    let mut head: Option<u64> = None;
     for a in st.attempts.iter_mut() {
         if !a.phase.is_finished() {
             continue;
@@ -507,18 +507,62 @@ pub async fn advance(
                 step.changed = true;
             }
             LockState::None => {
-                // Locked before, gone now: a reorganisation removed the lock. Wait for the chain.
-                let message = "the chain no longer has this attempt's lock (a reorganisation?); checking again".to_string();
-                if s.message.as_deref() != Some(&message) {
-                    s.message = Some(message);
-                    step.changed = true;
-                }
+                // Locked before, gone now: a reorganisation removed the lock. It is made again
+                // (same id, payer, provider and amount), so that the work done can be settled.
+                let Some(p) = provider.as_ref() else {
+                    continue;
+                };
+                let amount = s.locked.unwrap_or(required);
+                let deadline = lock_deadline(now_secs, job, grace)
+                    .min(now_secs + chain.max_lock_duration().await?);
                 step.again_soon = true;
+                step.changed = true;
+                match chain.lock(id, &payer, p, amount, deadline).await {
+                    Ok(Ok(mined)) => {
+                        s.state = SettlementState::Locked;
+                        s.lock_tx = Some(mined.tx.clone());
+                        s.lock_block = Some(mined.block);
+                        s.message = Some(format!(
+                            "the lock disappeared from the chain (a reorganisation) and was made again (tx {})",
+                            mined.tx
+                        ));
+                        step.events.push((
+                            true,
+                            "Relocked",
+                            format!(
+                                "attempt {attempt}: {}",
+                                s.message.clone().unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    Ok(Err(r)) => {
+                        let message = format!(
+                            "the lock disappeared from the chain (a reorganisation) and cannot be made \
+                             again: {r}; nothing can be settled for this attempt"
+                        );
+                        step.events.push((
+                            true,
+                            LOCK_REFUSED,
+                            format!("attempt {attempt}: {message}"),
+                        ));
+                        s.state = SettlementState::Closed;
+                        s.message = Some(message);
+                    }
+                    Err(e) => {
+                        s.message = Some(format!(
+                            "the lock disappeared from the chain (a reorganisation); making it again: {e}"
+                        ));
+                    }
+                }
             }
             LockState::Settled => {
                 let Some(ev) = chain.settled_event(id, s.lock_block).await? else {
                     step.again_soon = true;
                     continue;
+                };
+                let head = match head {
+                    Some(h) => h,
+                    None => *head.insert(chain.block_number().await?),
                 };
                 let confirmations = (head + 1).saturating_sub(ev.block);
                 if confirmations < chain.confirmations {
@@ -564,14 +608,17 @@ pub async fn advance(
                     step.changed = true;
                 }
                 let paid_base = chain.units().await?.to_base_floor(paid).to_string();
+                let signer = chain.hub_account.to_string();
+                // Signed again when the amount or the hub's key changed (a rotated key's old
+                // receipts stop counting once its role is revoked).
                 if s.receipt
                     .as_ref()
-                    .is_none_or(|r| r.paid_base_units != paid_base)
+                    .is_none_or(|r| r.paid_base_units != paid_base || r.signer != signer)
                 {
                     let (base, signature) = chain.sign_receipt(id, paid).await?;
                     s.receipt = Some(gpufed_crds::UsageReceipt {
                         paid_base_units: base.to_string(),
-                        signer: chain.hub_account.to_string(),
+                        signer,
                         signature,
                     });
                     step.changed = true;
