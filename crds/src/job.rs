@@ -3,7 +3,7 @@
 //!
 //! Everything that decides where and how a job runs is immutable after creation (CEL transition
 //! rules): changing it in place would make running attempts and escrow locks disagree with the
-//! spec. Only `priority` may change, to reorder pending jobs.
+//! spec. Only `priority` and `priorityClassName` may change, to reorder pending jobs.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -143,11 +143,17 @@ pub struct ComputeJobSpec {
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.retry is immutable after creation; delete and re-create the job"))]
     pub retry: RetryPolicy,
-    /// Pending jobs are placed in priority order (higher first), then by creation time. -1000 to 1000.
-    /// The only field that may change after creation.
+    /// Pending jobs are placed in priority order (higher first), then by creation time. -1000 to 1000,
+    /// and at most the highest priority class the pool grants this namespace (0 when none). May
+    /// change after creation, like `priorityClassName`.
     #[serde(default)]
     #[schemars(range(min = -1000, max = 1000))]
     pub priority: i32,
+    /// A priority class of the pool (`GpuPool.spec.priorityClasses`) granted to this namespace:
+    /// the job is queued at its value. Set either this or `priority`. May change after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub priority_class_name: Option<String>,
     /// What each replica runs.
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.template is immutable after creation; delete and re-create the job"))]
     pub template: WorkloadTemplate,
@@ -280,6 +286,9 @@ pub struct ComputeJobStatus {
     /// The payer account bound to the job's namespace in the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<EvmAddress>,
+    /// The priority the job is queued at: its priority class's value, or `spec.priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
     /// GPU usage over all attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

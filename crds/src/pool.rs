@@ -81,6 +81,107 @@ pub struct GpuPoolSpec {
     #[schemars(length(max = 1000))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
     pub payers: Vec<PayerBinding>,
+    /// Priority classes the pool admin grants. A job names one (`spec.priorityClassName`) to be
+    /// queued at its value; a raw `spec.priority` may not exceed the highest class its namespace
+    /// may use (0 when none), so no tenant can jump the queue on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub priority_classes: Vec<PriorityClass>,
+}
+
+/// A queueing priority the pool admin grants to some or all tenant namespaces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PriorityClass {
+    /// Name jobs use in `spec.priorityClassName`.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// Pending jobs of higher value are placed first. -1000 to 1000.
+    #[schemars(range(min = -1000, max = 1000))]
+    pub value: i32,
+    /// Tenant namespaces that may use it; empty: every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub namespaces: Vec<String>,
+}
+
+impl GpuPoolSpec {
+    /// The queueing priority of a job of namespace `ns` asking for class `class` (or a raw
+    /// `priority`), or why it may not have it: (reason, message naming the fix).
+    pub fn priority_for(
+        &self,
+        ns: &str,
+        class: Option<&str>,
+        priority: i32,
+    ) -> Result<i32, (&'static str, String)> {
+        let usable =
+            |c: &&PriorityClass| c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns);
+        match class {
+            Some(name) => {
+                let Some(c) = self.priority_classes.iter().find(|c| c.name == name) else {
+                    let known: Vec<&str> = self
+                        .priority_classes
+                        .iter()
+                        .filter(usable)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    return Err((
+                        "PriorityClassNotFound",
+                        format!(
+                            "spec.priorityClassName {name:?} is not a priority class of the pool \
+                             (classes namespace {ns:?} may use: {})",
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                };
+                if !usable(&c) {
+                    return Err((
+                        "PriorityClassNotAllowed",
+                        format!(
+                            "namespace {ns:?} may not use priority class {name:?}: ask the pool \
+                             admin to add it to the class's namespaces, or use another class"
+                        ),
+                    ));
+                }
+                if priority != 0 {
+                    return Err((
+                        "PriorityConflict",
+                        format!(
+                            "spec.priority {priority} and spec.priorityClassName {name:?} are both \
+                             set: keep only the class"
+                        ),
+                    ));
+                }
+                Ok(c.value)
+            }
+            None => {
+                let ceiling = self
+                    .priority_classes
+                    .iter()
+                    .filter(usable)
+                    .map(|c| c.value)
+                    .max()
+                    .unwrap_or(0)
+                    .max(0);
+                if priority > ceiling {
+                    return Err((
+                        "PriorityAboveCeiling",
+                        format!(
+                            "spec.priority {priority} is above {ceiling}, the highest priority \
+                             namespace {ns:?} may use in this pool: lower it, or name a priority \
+                             class the pool admin granted (spec.priorityClassName)"
+                        ),
+                    ));
+                }
+                Ok(priority)
+            }
+        }
+    }
 }
 
 fn default_start_timeout() -> KubeDuration {
@@ -237,4 +338,56 @@ pub struct ModelCapacity {
     /// Price index: average price per GPU-hour weighted by free GPUs (by total GPUs when none are free).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_index: Option<TokenAmount>,
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+
+    fn spec(classes: &[(&str, i32, &[&str])]) -> GpuPoolSpec {
+        serde_json::from_value(serde_json::json!({
+            "priorityClasses": classes.iter().map(|(n, v, ns)| serde_json::json!({
+                "name": n, "value": v, "namespaces": ns
+            })).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_class_gives_its_value_to_the_namespaces_it_is_granted_to() {
+        let s = spec(&[("batch", -10, &[]), ("urgent", 500, &["team-a"])]);
+        assert_eq!(s.priority_for("team-a", Some("urgent"), 0), Ok(500));
+        assert_eq!(s.priority_for("team-b", Some("batch"), 0), Ok(-10));
+        let (reason, msg) = s.priority_for("team-b", Some("urgent"), 0).unwrap_err();
+        assert_eq!(reason, "PriorityClassNotAllowed");
+        assert!(msg.contains("team-b"), "{msg}");
+        let (reason, msg) = s.priority_for("team-b", Some("gold"), 0).unwrap_err();
+        assert_eq!(reason, "PriorityClassNotFound");
+        assert!(msg.contains("may use: batch"), "{msg}");
+        assert_eq!(
+            s.priority_for("team-a", Some("urgent"), 7).unwrap_err().0,
+            "PriorityConflict"
+        );
+    }
+
+    #[test]
+    fn a_raw_priority_may_not_exceed_the_namespaces_highest_class_or_zero() {
+        let s = spec(&[("urgent", 500, &["team-a"])]);
+        assert_eq!(s.priority_for("team-a", None, 500), Ok(500));
+        assert_eq!(
+            s.priority_for("team-a", None, 501).unwrap_err().0,
+            "PriorityAboveCeiling"
+        );
+        // team-b has no class: nothing above 0; lowering one's own priority is always allowed.
+        assert_eq!(
+            s.priority_for("team-b", None, 1).unwrap_err().0,
+            "PriorityAboveCeiling"
+        );
+        assert_eq!(s.priority_for("team-b", None, -300), Ok(-300));
+        assert_eq!(spec(&[]).priority_for("any", None, 0), Ok(0));
+        assert_eq!(
+            spec(&[]).priority_for("any", None, 1000).unwrap_err().0,
+            "PriorityAboveCeiling"
+        );
+    }
 }

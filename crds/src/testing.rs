@@ -35,6 +35,7 @@ pub fn job(name: &str) -> JobBuilder {
             exclude_clusters: None,
             retry: RetryPolicy::default(),
             priority: 0,
+            priority_class_name: None,
             template: WorkloadTemplate {
                 containers: vec![Container {
                     name: "main".into(),

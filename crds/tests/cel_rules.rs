@@ -141,6 +141,7 @@ fn heartbeat_timeout_is_bounded() {
                 min_bond: None,
                 chain: None,
                 payers: vec![],
+                priority_classes: vec![],
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");

@@ -211,7 +211,9 @@ fn pool_spec(chain: &Chain, c: &Contracts) -> Value {
             "hubKeySecretRef": {"namespace": SYSTEM_NAMESPACE, "name": "gpufed-hub-chain-key", "key": "privateKey"}
         },
         "payers": [{"namespace": "team-a", "account": accounts::PAYER_A.1},
-                   {"namespace": "team-b", "account": accounts::PAYER_B.1}]
+                   {"namespace": "team-b", "account": accounts::PAYER_B.1}],
+        "priorityClasses": [{"name": "batch", "value": 0},
+                            {"name": "high", "value": 100, "namespaces": ["team-a"]}]
     })
 }
 

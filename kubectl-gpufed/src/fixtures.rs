@@ -96,6 +96,7 @@ pub fn pool(name: &str, capacity: &[(&str, u32, u32, u32, &str, &str, &str)]) ->
             min_bond: None,
             chain: None,
             payers: vec![],
+            priority_classes: vec![],
         },
     );
     p.status = Some(GpuPoolStatus {

@@ -131,7 +131,20 @@ async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Requeue> {
 fn world(job: &ComputeJob, ctx: &Context) -> World {
     let pool = ctx.stores.pool(&job.spec.pool);
     let ns = job.namespace().unwrap_or_default();
+    let (priority, priority_refused) = match pool.as_ref().map(|p| {
+        p.spec.priority_for(
+            &ns,
+            job.spec.priority_class_name.as_deref(),
+            job.spec.priority,
+        )
+    }) {
+        Some(Ok(p)) => (p, None),
+        Some(Err(why)) => (job.spec.priority, Some(why)),
+        None => (job.spec.priority, None),
+    };
     let mut w = World {
+        priority,
+        priority_refused,
         pool_exists: pool.is_some(),
         pool_has_chain: pool.as_ref().is_some_and(|p| p.spec.chain.is_some()),
         payer: pool.as_ref().and_then(|p| {

@@ -49,6 +49,10 @@ pub struct World {
     pub placement_created: Option<Time>,
     /// The pool's start timeout: an attempt not running this long after placement is given up.
     pub start_timeout: std::time::Duration,
+    /// The priority the job may be queued at (`GpuPoolSpec::priority_for`).
+    pub priority: i32,
+    /// Why the job may not have the priority it asks for: (reason, message).
+    pub priority_refused: Option<(&'static str, String)>,
 }
 
 /// Something the controller must do.
@@ -161,6 +165,17 @@ pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
         wait(st, "NoPayerBinding", message);
         return out;
     }
+    // A priority the pool does not grant keeps a waiting job out of the queue; a running attempt is
+    // left alone (the priority only orders pending jobs).
+    let running = st
+        .attempts
+        .iter()
+        .any(|a| a.attempt == st.attempt && st.attempt > 0 && !a.phase.is_finished());
+    if let (Some((reason, message)), false) = (&world.priority_refused, running) {
+        set(st, jc::ADMITTED, false, reason, message, generation, now);
+        wait(st, reason, message.clone());
+        return out;
+    }
     set(
         st,
         jc::ADMITTED,
@@ -171,6 +186,9 @@ pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
         now,
     );
     st.payer = world.payer.clone();
+    if world.priority_refused.is_none() {
+        st.priority = Some(world.priority);
+    }
 
     let current = st
         .attempts

@@ -122,6 +122,42 @@ fn a_namespace_without_a_payer_cannot_spend_in_a_pool_with_a_chain() {
 }
 
 #[test]
+fn a_priority_the_pool_does_not_grant_keeps_a_waiting_job_out_of_the_queue() {
+    let refused = World {
+        pool_exists: true,
+        priority_refused: Some((
+            "PriorityAboveCeiling",
+            "spec.priority 900 is above 0".into(),
+        )),
+        ..Default::default()
+    };
+    let out = reconcile(&job("j").build(), &refused, &at(1));
+    assert_eq!(out.status.reason.as_deref(), Some("PriorityAboveCeiling"));
+    assert!(!conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(!out.actions.contains(&Action::Schedule));
+    // A running attempt is left alone: the priority only orders waiting jobs.
+    let busy = placed(1, "alpha", AttemptPhase::Running);
+    let out = reconcile(
+        &busy,
+        &World {
+            priority_refused: refused.priority_refused.clone(),
+            ..world_ready(Some(Some(running(10))))
+        },
+        &at(100),
+    );
+    assert_eq!(out.status.attempts[0].phase, AttemptPhase::Running);
+    // Granted: the job is queued at the class's value.
+    let granted = World {
+        pool_exists: true,
+        priority: 500,
+        ..Default::default()
+    };
+    let out = reconcile(&job("j").build(), &granted, &at(1));
+    assert_eq!(out.status.priority, Some(500));
+    assert!(out.actions.contains(&Action::Schedule));
+}
+
+#[test]
 fn a_new_job_is_admitted_queued_and_handed_to_the_scheduler() {
     let out = reconcile(
         &job("j").gpus(4).replicas(2).build(),

@@ -250,6 +250,7 @@ mod tests {
                 min_bond: None,
                 chain: None,
                 payers: vec![],
+                priority_classes: vec![],
             },
         )
     }

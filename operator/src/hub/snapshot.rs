@@ -132,7 +132,12 @@ pub fn job_request(job: &ComputeJob, order: u64) -> JobRequest {
         regions: spec.regions.clone().unwrap_or_default(),
         exclude: spec.exclude_clusters.clone().unwrap_or_default(),
         failed_on: failed_on(job),
-        priority: spec.priority,
+        // The priority admission granted (a class's value), else the raw one.
+        priority: job
+            .status
+            .as_ref()
+            .and_then(|s| s.priority)
+            .unwrap_or(spec.priority),
         order,
     }
 }
@@ -236,6 +241,7 @@ mod tests {
                     log_block_range: 5000,
                 }),
                 payers: vec![],
+                priority_classes: vec![],
             },
         )
     }
