@@ -386,6 +386,14 @@ impl Chain {
             .await
     }
 
+    /// The admin mints `amount` base units of the token to `who`.
+    pub async fn mint(&self, c: &Contracts, who: &str, amount: U256) -> Result<(), Error> {
+        let admin = self.signer(accounts::ADMIN.0)?;
+        let tok = ITestToken::new(c.token, &admin);
+        self.confirm(tok.mint(address(who)?, amount).send().await, "minting")
+            .await
+    }
+
     /// `key` (a payer) authorises `settler` to lock up to `amount` of its deposit until `valid_until`.
     pub async fn authorise(
         &self,

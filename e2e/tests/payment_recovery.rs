@@ -10,7 +10,9 @@
 //! * a lock a reorg removes is made again when the attempt ends, and then settled;
 //! * the provider claims with the hub's signed receipt when the hub cannot settle;
 //! * a payer who has not authorised the hub waits in Funding with the command to run;
-//! * a token with 6 decimals is locked and paid in its own base units.
+//! * a token with 6 decimals is locked and paid in its own base units;
+//! * a lock the escrow rejects for good (an amount above its limit) uses up the job's attempts and
+//!   fails it, instead of placing it again forever.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -726,5 +728,71 @@ fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
             provider_after - provider_before,
             U256::from(paid_base - fee)
         );
+    });
+}
+
+#[test]
+fn a_lock_the_escrow_rejects_for_good_uses_up_the_attempts_and_fails_the_job() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-rejected", 1000, json!({})).await;
+        let c = m.hub.client();
+        // Enough deposit and authorisation for a lock above the escrow's limit (2^96 − 1 base units,
+        // about 7.9e10 tokens): 1e11 tokens × 1 GPU × 1 h.
+        let huge = tokens(200_000_000_000);
+        m.chain
+            .mint(&m.contracts, accounts::PAYER_B.1, huge)
+            .await
+            .unwrap();
+        m.chain
+            .deposit(&m.contracts, accounts::PAYER_B.0, huge)
+            .await
+            .unwrap();
+        m.chain
+            .authorise(
+                &m.contracts,
+                accounts::PAYER_B.0,
+                accounts::HUB.1,
+                huge,
+                gpufed_e2e::chain::unix_now() + 86_400,
+            )
+            .await
+            .unwrap();
+        let j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                       "metadata": {"name": "whale", "namespace": "team-b"},
+                       "spec": {"pool": "market", "gpusPerReplica": 1, "gpu": {"models": ["H100"]},
+                                "maxPricePerGpuHour": "100000000000", "maxDuration": "1h",
+                                "retry": {"maxAttempts": 2},
+                                "template": {"containers": [{"name": "main", "image": "busybox"}]}}});
+        gpufed_e2e::hubctl::apply::<ComputeJob>(&c, &j)
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-b", "whale", T, "failed", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.phase == JobPhase::Failed)
+        })
+        .await
+        .unwrap();
+        let st = j.status.unwrap();
+        assert_eq!(st.attempt, 2);
+        for a in &st.attempts {
+            assert_eq!(a.reason.as_deref(), Some("LockRejected"));
+            assert_eq!(
+                a.settlement.as_ref().unwrap().state,
+                SettlementState::Closed
+            );
+        }
+        let message = st.message.unwrap();
+        assert!(
+            message.contains("AmountTooLarge") && message.contains("no attempts left"),
+            "{message}"
+        );
+        assert!(
+            gpufed_e2e::hubctl::placements(&c, "alpha")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        no_nonce_gap(&m).await;
     });
 }

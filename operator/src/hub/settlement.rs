@@ -306,8 +306,17 @@ pub struct Step {
 
 /// Reason of an attempt whose lock the escrow refused (nothing was locked; its number is not reused).
 pub const LOCK_REFUSED: &str = "LockRefused";
+/// Reason of an attempt whose lock the escrow refused for anything but the payer's deposit or
+/// authorisation (e.g. a deadline beyond its `maxLockDuration`): it counts against
+/// `retry.maxAttempts`, so a refusal that repeats ends the job instead of placing it forever.
+pub const LOCK_REJECTED: &str = "LockRejected";
 /// Reason of an attempt whose id the chain already holds a lock for that is not this attempt's.
 pub const LOCK_CONFLICT: &str = "LockConflict";
+
+/// How far the hub's clock may differ from the chain's block time without a lock being refused:
+/// deadlines stay this far inside `maxLockDuration`, and an authorisation must stay valid this much
+/// longer than now before a job is scheduled on it.
+pub const CLOCK_MARGIN_SECS: u64 = 300;
 
 /// Whether an attempt counts against `retry.maxAttempts`: refused or conflicting locks never ran.
 pub fn attempt_ran(a: &gpufed_crds::AttemptRecord) -> bool {
@@ -513,8 +522,13 @@ pub async fn advance(
                     continue;
                 };
                 let amount = s.locked.unwrap_or(required);
-                let deadline = lock_deadline(now_secs, job, grace)
-                    .min(now_secs + chain.max_lock_duration().await?);
+                let deadline = lock_deadline(now_secs, job, grace).min(
+                    now_secs
+                        + chain
+                            .max_lock_duration()
+                            .await?
+                            .saturating_sub(CLOCK_MARGIN_SECS),
+                );
                 step.again_soon = true;
                 step.changed = true;
                 match chain.lock(id, &payer, p, amount, deadline).await {
@@ -669,12 +683,12 @@ async fn funding_gap(
         )));
     }
     let allowance = chain.allowance_of(payer).await?;
-    if allowance.valid_until < now_secs || allowance.remaining < required {
+    if allowance.valid_until < now_secs + CLOCK_MARGIN_SECS || allowance.remaining < required {
         let state = if allowance.valid_until == 0 {
             "has not authorised".to_string()
-        } else if allowance.valid_until < now_secs {
+        } else if allowance.valid_until < now_secs + CLOCK_MARGIN_SECS {
             format!(
-                "authorised until unix time {} (expired)",
+                "authorised until unix time {} (expired, or within {CLOCK_MARGIN_SECS} s of it)",
                 allowance.valid_until
             )
         } else {
@@ -719,8 +733,13 @@ async fn lock_current(
     let id = job_id(&id_hex)?;
     let on_chain = chain.get_lock(id).await?;
     let sent = if on_chain.state == LockState::None {
-        let deadline =
-            lock_deadline(now_secs, job, grace).min(now_secs + chain.max_lock_duration().await?);
+        let deadline = lock_deadline(now_secs, job, grace).min(
+            now_secs
+                + chain
+                    .max_lock_duration()
+                    .await?
+                    .saturating_sub(CLOCK_MARGIN_SECS),
+        );
         Some(chain.lock(id, payer, &provider, required, deadline).await)
     } else {
         None
@@ -785,12 +804,39 @@ async fn lock_current(
             Refusal::NotAuthorised { .. } | Refusal::AuthorisationExpired { .. } => {
                 ("SpendingNotAuthorised", true)
             }
-            Refusal::Other(_) => (LOCK_REFUSED, false),
+            // Anything else may refuse again for the next attempt: it counts as an attempt, so
+            // `retry.maxAttempts` bounds the tries instead of placing again forever.
+            Refusal::Other(_) => (LOCK_REJECTED, false),
         };
+        let attempt_reason = if funding { LOCK_REFUSED } else { LOCK_REJECTED };
         let message = format!("attempt {attempt} was not locked: {r}");
-        close_unrun(st, i, LOCK_REFUSED, message.clone(), funding);
+        close_unrun(st, i, attempt_reason, message.clone(), funding);
         st.reason = Some(reason.into());
-        step.events.push((true, LOCK_REFUSED, message));
+        step.events.push((true, attempt_reason, message.clone()));
+        let ran = st.attempts.iter().filter(|a| attempt_ran(a)).count();
+        let max = job.spec.retry.max_attempts;
+        if !funding && ran >= max as usize {
+            let why = format!("{message}; no attempts left (retry.maxAttempts = {max})");
+            let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now_secs).unwrap_or(0))
+                    .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            );
+            st.phase = JobPhase::Failed;
+            st.message = Some(why.clone());
+            st.explanation = Some(why.clone());
+            st.completion_time = Some(at.clone());
+            gpufed_crds::conditions::set_condition(
+                &mut st.conditions,
+                gpufed_crds::conditions::condition(
+                    gpufed_crds::conditions::job::FINISHED,
+                    true,
+                    "Failed",
+                    why,
+                    job.metadata.generation,
+                    at,
+                ),
+            );
+        }
         return Ok(());
     }
     // A lock already exists under this attempt's id: ours (a hub stopped before recording it)
