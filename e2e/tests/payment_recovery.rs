@@ -63,6 +63,16 @@ async fn submit(m: &Market, ns: &str, name: &str) {
         .unwrap();
 }
 
+/// Submits team-a's job `name` and waits until attempt 1 is locked.
+async fn submit_locked(m: &Market, name: &str) -> ComputeJob {
+    submit(m, "team-a", name).await;
+    wait_job(&m.hub.client(), "team-a", name, T, "locked", |j| {
+        in_state(j, 1, SettlementState::Locked)
+    })
+    .await
+    .unwrap()
+}
+
 fn in_state(j: &ComputeJob, attempt: u32, state: SettlementState) -> bool {
     settlement(j, attempt).is_some_and(|s| s.state == state)
 }
@@ -380,12 +390,7 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
             .balance_of(&m.contracts, accounts::ALPHA.1)
             .await
             .unwrap();
-        submit(&m, "team-a", "shaky").await;
-        wait_job(&c, "team-a", "shaky", T, "locked", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
+        submit_locked(&m, "shaky").await;
         // Bury the lock, so that the reorg below removes only the settlement.
         m.chain.mine(5).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -447,12 +452,7 @@ fn a_lock_removed_by_a_reorg_is_made_again_and_the_work_is_paid() {
     run_test(HARD_DEADLINE, || async {
         let m = started("pay-relock", 1000, json!({})).await;
         let c = m.hub.client();
-        submit(&m, "team-a", "rebuilt").await;
-        let j = wait_job(&c, "team-a", "rebuilt", T, "locked", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
+        let j = submit_locked(&m, "rebuilt").await;
         let first = settlement(&j, 1).unwrap();
         // The block with the lock (the chain's last) is replaced by an empty one.
         m.chain.rpc("anvil_reorg", json!([1, []])).await.unwrap();
@@ -486,12 +486,7 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
     run_test(HARD_DEADLINE, || async {
         let m = started("pay-claim", 1000, json!({})).await;
         let c = m.hub.client();
-        submit(&m, "team-a", "claimed").await;
-        wait_job(&c, "team-a", "claimed", T, "locked", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
+        submit_locked(&m, "claimed").await;
         // The hub can no longer pay for gas: it signs the receipt but cannot settle.
         m.chain
             .set_balance(accounts::HUB.1, U256::ZERO)
@@ -695,12 +690,7 @@ fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
             .balance_of(&m.contracts, accounts::ALPHA.1)
             .await
             .unwrap();
-        submit(&m, "team-a", "usdc").await;
-        let j = wait_job(&c, "team-a", "usdc", T, "locked", |j| {
-            in_state(j, 1, SettlementState::Locked)
-        })
-        .await
-        .unwrap();
+        let j = submit_locked(&m, "usdc").await;
         let s = settlement(&j, 1).unwrap();
         assert_eq!(s.locked.unwrap().to_string(), "3.60");
         // 3.60 tokens of 6 decimals.

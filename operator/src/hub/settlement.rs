@@ -522,13 +522,7 @@ pub async fn advance(
                     continue;
                 };
                 let amount = s.locked.unwrap_or(required);
-                let deadline = lock_deadline(now_secs, job, grace).min(
-                    now_secs
-                        + chain
-                            .max_lock_duration()
-                            .await?
-                            .saturating_sub(CLOCK_MARGIN_SECS),
-                );
+                let deadline = bounded_deadline(chain, job, grace, now_secs).await?;
                 step.again_soon = true;
                 step.changed = true;
                 match chain.lock(id, &payer, p, amount, deadline).await {
@@ -706,6 +700,17 @@ async fn funding_gap(
     Ok(None)
 }
 
+/// [`lock_deadline`], kept [`CLOCK_MARGIN_SECS`] inside the escrow's `maxLockDuration`.
+async fn bounded_deadline(
+    chain: &ChainClient,
+    job: &ComputeJob,
+    grace: Duration,
+    now_secs: u64,
+) -> Result<u64> {
+    let max = chain.max_lock_duration().await?;
+    Ok(lock_deadline(now_secs, job, grace).min(now_secs + max.saturating_sub(CLOCK_MARGIN_SECS)))
+}
+
 /// Locks the current attempt `st.attempts[i]`, or ends it unrun when the escrow refuses.
 #[allow(clippy::too_many_arguments)]
 async fn lock_current(
@@ -733,13 +738,7 @@ async fn lock_current(
     let id = job_id(&id_hex)?;
     let on_chain = chain.get_lock(id).await?;
     let sent = if on_chain.state == LockState::None {
-        let deadline = lock_deadline(now_secs, job, grace).min(
-            now_secs
-                + chain
-                    .max_lock_duration()
-                    .await?
-                    .saturating_sub(CLOCK_MARGIN_SECS),
-        );
+        let deadline = bounded_deadline(chain, job, grace, now_secs).await?;
         Some(chain.lock(id, payer, &provider, required, deadline).await)
     } else {
         None
