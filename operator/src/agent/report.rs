@@ -98,14 +98,7 @@ pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
     let mut out: Vec<ContainerExit> = pods
         .iter()
         .flat_map(|pod| {
-            let replica = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(COMPLETION_INDEX))
-                .or_else(|| pod.metadata.labels.as_ref()?.get(COMPLETION_INDEX))
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0);
+            let replica = super::usage::replica_index(pod);
             pod.status
                 .as_ref()
                 .into_iter()
@@ -236,7 +229,7 @@ fn finish(
 ) -> PlacementStatus {
     st.exits = exits(pods);
     let end = st.finish_time.clone().unwrap_or_else(|| now.clone());
-    let used = gpu_seconds(pods, spec.gpus_per_replica, &end);
+    let used = gpu_seconds(pods, spec.replicas, spec.gpus_per_replica, &end);
     st.gpu_seconds = used.max(prev.map(|p| p.gpu_seconds).unwrap_or(0));
     st.start_time = match (prev.and_then(|p| p.start_time.clone()), first_start(pods)) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),

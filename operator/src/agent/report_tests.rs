@@ -33,13 +33,20 @@ fn the_placement_runs_once_every_replica_has_started() {
         Some(PlacementPhase::Accepted),
         "one of two started"
     );
-    assert_eq!(st.gpu_seconds, 40, "the started one already counts");
+    assert_eq!(
+        st.gpu_seconds, 0,
+        "a gang is billed only once every replica has started"
+    );
     let b = pod("b", Some(105), None);
     let st = observe(&p.spec, &job, &[&a, &b], None, &at(110));
     assert_eq!(st.phase, Some(PlacementPhase::Running));
     assert_eq!(st.active_replicas, 2);
     assert_eq!(st.start_time, Some(at(100)));
-    assert_eq!(st.gpu_seconds, 4 * (10 + 5));
+    assert_eq!(
+        st.gpu_seconds,
+        4 * (5 + 5),
+        "both from 105, when the gang was whole"
+    );
 }
 
 #[test]

@@ -68,13 +68,71 @@ fn seconds(a: &Time, b: &Time) -> u64 {
     u64::try_from(b.0.duration_since(a.0).as_secs()).unwrap_or(0)
 }
 
-/// GPU-seconds of `pods`, each holding `gpus_per_replica` GPUs, up to `now` for running pods.
-pub fn gpu_seconds(pods: &[&Pod], gpus_per_replica: u32, now: &Time) -> u64 {
+/// The replica (completion index) a pod of an Indexed Job runs, if it says.
+pub fn pod_replica(pod: &Pod) -> Option<u32> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::report::COMPLETION_INDEX))
+        .or_else(|| {
+            pod.metadata
+                .labels
+                .as_ref()?
+                .get(super::report::COMPLETION_INDEX)
+        })
+        .and_then(|i| i.parse().ok())
+}
+
+/// The replica a pod runs; 0 when it does not say.
+pub fn replica_index(pod: &Pod) -> u32 {
+    pod_replica(pod).unwrap_or(0)
+}
+
+/// When every one of `replicas` replicas had started a pod: the latest of their first starts, or
+/// `None` while one has not started. A gang is billed only from then on. Pods that do not name
+/// their replica count as replicas of their own.
+pub fn gang_start(pods: &[&Pod], replicas: u32) -> Option<Time> {
+    let mut first: std::collections::BTreeMap<String, Time> = std::collections::BTreeMap::new();
+    for p in pods {
+        let Some(span) = pod_span(p) else {
+            continue;
+        };
+        let key = match pod_replica(p) {
+            Some(i) if i >= replicas => continue,
+            Some(i) => format!("replica {i}"),
+            None => format!("pod {}", p.metadata.name.as_deref().unwrap_or_default()),
+        };
+        first
+            .entry(key)
+            .and_modify(|t| {
+                if span.start.0 < t.0 {
+                    *t = span.start.clone();
+                }
+            })
+            .or_insert(span.start);
+    }
+    let mut starts: Vec<Time> = first.into_values().collect();
+    starts.sort_by_key(|t| t.0);
+    starts.into_iter().nth(replicas.max(1) as usize - 1)
+}
+
+/// GPU-seconds of the `pods` of a placement of `replicas` replicas, each holding
+/// `gpus_per_replica` GPUs, up to `now` for running pods. Counted from the moment every replica
+/// had started ([`gang_start`]): a gang that starts only in part is billed nothing for it.
+pub fn gpu_seconds(pods: &[&Pod], replicas: u32, gpus_per_replica: u32, now: &Time) -> u64 {
+    let Some(from) = gang_start(pods, replicas.max(1)) else {
+        return 0;
+    };
     pods.iter()
         .filter_map(|p| pod_span(p))
         .map(|span| {
+            let start = if span.start.0 < from.0 {
+                &from
+            } else {
+                &span.start
+            };
             let end = span.end.as_ref().unwrap_or(now);
-            seconds(&span.start, end).saturating_mul(u64::from(gpus_per_replica))
+            seconds(start, end).saturating_mul(u64::from(gpus_per_replica))
         })
         .fold(0u64, u64::saturating_add)
 }
@@ -97,20 +155,49 @@ mod tests {
     fn finished_pods_count_from_start_to_finish_times_their_gpus() {
         let a = pod("a", Some(100), Some((160, 0)));
         let b = pod("b", Some(110), Some((130, 1)));
-        assert_eq!(gpu_seconds(&[&a, &b], 4, &at(1000)), 4 * (60 + 20));
+        assert_eq!(gpu_seconds(&[&a, &b], 1, 4, &at(1000)), 4 * (60 + 20));
+    }
+
+    fn replica(mut p: Pod, i: u32) -> Pod {
+        p.metadata.annotations = Some(
+            [(
+                super::super::report::COMPLETION_INDEX.to_string(),
+                i.to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        p
+    }
+
+    #[test]
+    fn a_gang_is_billed_only_from_when_every_replica_had_started() {
+        // Replica 0 started at 100, replica 1 only at 160: both count from 160.
+        let a = replica(pod("a", Some(100), None), 0);
+        let b = replica(pod("b", Some(160), None), 1);
+        assert_eq!(gang_start(&[&a, &b], 2), Some(at(160)));
+        assert_eq!(gpu_seconds(&[&a, &b], 2, 4, &at(200)), 4 * (40 + 40));
+        // Replica 1 never started (say, unschedulable): nothing is billed for the half that ran.
+        let stuck = replica(pod("c", None, None), 1);
+        assert_eq!(gang_start(&[&a, &stuck], 2), None);
+        assert_eq!(gpu_seconds(&[&a, &stuck], 2, 4, &at(10_000)), 0);
+        // A replica that restarted counts from its first start.
+        let retried = replica(pod("b2", Some(170), None), 1);
+        let failed = replica(pod("b1", Some(120), Some((150, 1))), 1);
+        assert_eq!(gang_start(&[&a, &failed, &retried], 2), Some(at(120)));
     }
 
     #[test]
     fn running_pods_count_up_to_now() {
         let a = pod("a", Some(100), None);
-        assert_eq!(gpu_seconds(&[&a], 2, &at(130)), 60);
-        assert_eq!(gpu_seconds(&[&a], 2, &at(131)), 62);
+        assert_eq!(gpu_seconds(&[&a], 1, 2, &at(130)), 60);
+        assert_eq!(gpu_seconds(&[&a], 1, 2, &at(131)), 62);
     }
 
     #[test]
     fn pods_that_never_started_used_nothing() {
         let pending = pod("p", None, None);
-        assert_eq!(gpu_seconds(&[&pending], 8, &at(1000)), 0);
+        assert_eq!(gpu_seconds(&[&pending], 1, 8, &at(1000)), 0);
         assert_eq!(first_start(&[&pending]), None);
     }
 
@@ -144,7 +231,7 @@ mod tests {
             })
         );
         assert_eq!(
-            gpu_seconds(&[&p], 1, &at(1000)),
+            gpu_seconds(&[&p], 1, 1, &at(1000)),
             80,
             "one pod, counted once"
         );
@@ -170,13 +257,13 @@ mod tests {
                 ..Default::default()
             });
         assert_eq!(pod_span(&p).unwrap().end, None);
-        assert_eq!(gpu_seconds(&[&p], 1, &at(200)), 100);
+        assert_eq!(gpu_seconds(&[&p], 1, 1, &at(200)), 100);
     }
 
     #[test]
     fn clock_skew_never_makes_usage_negative() {
         let a = pod("a", Some(200), None);
-        assert_eq!(gpu_seconds(&[&a], 8, &at(100)), 0);
+        assert_eq!(gpu_seconds(&[&a], 1, 8, &at(100)), 0);
     }
 
     #[test]
