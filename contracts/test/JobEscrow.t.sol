@@ -26,20 +26,10 @@ contract JobEscrowTest is EscrowFixture {
         uint64 deadline,
         uint16 feeBps
     );
-    event Settled(
-        bytes32 indexed jobId,
-        address indexed payer,
-        address indexed provider,
-        uint256 paid,
-        uint256 fee,
-        uint256 refund
-    );
     event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
     event FeeBpsUpdated(uint16 oldFeeBps, uint16 newFeeBps);
     event TreasuryUpdated(address indexed oldTreasury, address indexed newTreasury);
 
-    bytes32 internal constant JOB = keccak256("job-1");
-    bytes32 internal constant JOB2 = keccak256("job-2");
     bytes32 internal constant JOB3 = keccak256("job-3");
 
     // ---------------------------------------------------------------------------------------------

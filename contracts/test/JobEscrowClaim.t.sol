@@ -10,18 +10,6 @@ import {ReentrantToken} from "./mocks/MockTokens.sol";
 
 /// @notice The claim window and the provider's own claim with a hub-signed usage receipt.
 contract JobEscrowClaimTest is EscrowFixture {
-    event Settled(
-        bytes32 indexed jobId,
-        address indexed payer,
-        address indexed provider,
-        uint256 paid,
-        uint256 fee,
-        uint256 refund
-    );
-
-    bytes32 internal constant JOB = keccak256("job-1");
-    bytes32 internal constant JOB2 = keccak256("job-2");
-
     address internal hub2;
     uint256 internal hub2Key;
 

@@ -14,17 +14,6 @@ import {MockWallet} from "./mocks/MockWallet.sol";
 ///         deadlines, and what the admin and a stolen or new settler key can no longer do.
 contract JobEscrowSpendingTest is EscrowFixture {
     event SpendingApproved(address indexed payer, address indexed settler, uint256 amount, uint64 validUntil);
-    event Settled(
-        bytes32 indexed jobId,
-        address indexed payer,
-        address indexed provider,
-        uint256 paid,
-        uint256 fee,
-        uint256 refund
-    );
-
-    bytes32 internal constant JOB = keccak256("job-1");
-    bytes32 internal constant JOB2 = keccak256("job-2");
 
     address internal carol; // payer signing permits
     uint256 internal carolKey;

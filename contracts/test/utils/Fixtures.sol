@@ -15,6 +15,18 @@ abstract contract EscrowFixture is EscrowSigning {
     uint48 internal constant ADMIN_DELAY = 3 days;
     uint64 internal constant CLAIM_WINDOW = 1 days;
     uint64 internal constant MAX_LOCK = 30 days;
+    bytes32 internal constant JOB = keccak256("job-1");
+    bytes32 internal constant JOB2 = keccak256("job-2");
+
+    /// JobEscrow's `Settled`, for `vm.expectEmit`.
+    event Settled(
+        bytes32 indexed jobId,
+        address indexed payer,
+        address indexed provider,
+        uint256 paid,
+        uint256 fee,
+        uint256 refund
+    );
 
     GpuFedToken internal token;
     JobEscrow internal escrow;
