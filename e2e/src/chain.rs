@@ -535,15 +535,6 @@ impl Chain {
         Ok((mined, pending))
     }
 
-    /// The latest block number.
-    pub async fn head(&self) -> Result<u64, Error> {
-        let p = ProviderBuilder::new()
-            .connect_http(self.url.parse().map_err(|e| Error::Other(format!("{e}")))?);
-        p.get_block_number()
-            .await
-            .map_err(|e| Error::Other(format!("block number: {e}")))
-    }
-
     /// `key` withdraws `amount` of its free deposit.
     pub async fn withdraw(&self, c: &Contracts, key: &str, amount: U256) -> Result<(), Error> {
         let p = self.signer(key)?;

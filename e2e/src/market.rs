@@ -32,6 +32,23 @@ pub struct Market {
     pub contracts: Contracts,
 }
 
+impl Market {
+    /// Token balance of `who`.
+    pub async fn balance(&self, who: &str) -> Result<alloy::primitives::U256, Error> {
+        self.chain.balance_of(&self.contracts, who).await
+    }
+
+    /// Free escrow deposit of `who`.
+    pub async fn deposit(&self, who: &str) -> Result<alloy::primitives::U256, Error> {
+        self.chain.deposit_of(&self.contracts, who).await
+    }
+
+    /// State of the lock under `job_id` (0 none, 1 locked, 2 settled, 3 expired).
+    pub async fn lock_state(&self, job_id: &str) -> Result<u8, Error> {
+        Ok(self.chain.lock_state(&self.contracts, job_id).await?.0)
+    }
+}
+
 /// A hub cluster `name`, anvil with the contracts (5 % fee), payers with `deposit` tokens in
 /// escrow who authorised the hub's account, providers staked 200, the hub key Secret, and a pool
 /// `market` (minimum bond 100) with team-a and team-b bound to their payers. `chain_extra` is

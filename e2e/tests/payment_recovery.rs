@@ -157,14 +157,7 @@ fn a_refused_lock_costs_no_nonce_and_no_attempt_number_and_later_payments_land()
         let message = st.attempts[0].message.clone().unwrap();
         assert!(message.contains("deposit more"), "{message}");
         let refused_id = settlement(&loser, 1).unwrap().job_id;
-        assert_eq!(
-            m.chain
-                .lock_state(&m.contracts, &refused_id)
-                .await
-                .unwrap()
-                .0,
-            0
-        );
+        assert_eq!(m.lock_state(&refused_id).await.unwrap(), 0);
         no_nonce_gap(&m).await;
 
         // More deposit: the waiting job runs as attempt 2 (attempt 1's number is not reused),
@@ -294,14 +287,8 @@ fn a_job_deleted_while_its_lock_is_unmined_cancels_the_lock_and_goes_away() {
         .await
         .unwrap();
         // What was mined at the lock's nonce is the cancellation: no lock, the deposit whole.
-        assert_eq!(m.chain.lock_state(&m.contracts, &id).await.unwrap().0, 0);
-        assert_eq!(
-            m.chain
-                .deposit_of(&m.contracts, accounts::PAYER_A.1)
-                .await
-                .unwrap(),
-            tokens(1000)
-        );
+        assert_eq!(m.lock_state(&id).await.unwrap(), 0);
+        assert_eq!(m.deposit(accounts::PAYER_A.1).await.unwrap(), tokens(1000));
         no_nonce_gap(&m).await;
     });
 }
@@ -337,11 +324,7 @@ fn a_lock_on_chain_that_is_not_the_attempts_is_never_used_and_its_number_never_r
             )
             .await
             .unwrap();
-        let beta_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::BETA.1)
-            .await
-            .unwrap();
+        let beta_before = m.balance(accounts::BETA.1).await.unwrap();
         market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
             .await
             .unwrap();
@@ -361,15 +344,12 @@ fn a_lock_on_chain_that_is_not_the_attempts_is_never_used_and_its_number_never_r
         .await
         .unwrap();
         assert_eq!(
-            m.chain
-                .balance_of(&m.contracts, accounts::BETA.1)
-                .await
-                .unwrap(),
+            m.balance(accounts::BETA.1).await.unwrap(),
             beta_before,
             "the foreign lock's provider got nothing"
         );
         assert_eq!(
-            m.chain.lock_state(&m.contracts, &id).await.unwrap().0,
+            m.lock_state(&id).await.unwrap(),
             1,
             "the foreign lock is left for its payer to expire"
         );
@@ -385,11 +365,7 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
     run_test(HARD_DEADLINE, || async {
         let m = started("pay-reorg", 1000, json!({"confirmations": 3})).await;
         let c = m.hub.client();
-        let provider_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
         submit_locked(&m, "shaky").await;
         // Bury the lock, so that the reorg below removes only the settlement.
         m.chain.mine(5).await.unwrap();
@@ -403,7 +379,7 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
         .unwrap();
         let first = settlement(&j, 1).unwrap();
         let id = first.job_id.clone();
-        assert_eq!(m.chain.lock_state(&m.contracts, &id).await.unwrap().0, 2);
+        assert_eq!(m.lock_state(&id).await.unwrap(), 2);
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
             !settled(
@@ -418,7 +394,7 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
         m.chain.rpc("anvil_reorg", json!([1, []])).await.unwrap();
         // The hub sees the lock Locked again and sends the settlement again.
         wait_until(T, "the settlement sent again", || async {
-            (m.chain.lock_state(&m.contracts, &id).await.ok()?.0 == 2).then_some(())
+            (m.lock_state(&id).await.ok()? == 2).then_some(())
         })
         .await
         .unwrap();
@@ -433,11 +409,7 @@ fn a_settlement_counts_after_its_confirmations_and_is_sent_again_after_a_reorg()
         );
         let paid = s.paid.unwrap();
         let fee = TokenAmount::from_atto(paid.atto() * 500 / 10_000);
-        let provider_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
         assert_eq!(
             provider_after - provider_before,
             U256::from(paid.checked_sub(fee).unwrap().atto()),
@@ -456,14 +428,7 @@ fn a_lock_removed_by_a_reorg_is_made_again_and_the_work_is_paid() {
         let first = settlement(&j, 1).unwrap();
         // The block with the lock (the chain's last) is replaced by an empty one.
         m.chain.rpc("anvil_reorg", json!([1, []])).await.unwrap();
-        assert_eq!(
-            m.chain
-                .lock_state(&m.contracts, &first.job_id)
-                .await
-                .unwrap()
-                .0,
-            0
-        );
+        assert_eq!(m.lock_state(&first.job_id).await.unwrap(), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         finish(&c, "alpha", "rebuilt", 3600).await.unwrap();
         let j = wait_job(&c, "team-a", "rebuilt", T, "settled", settled)
@@ -492,11 +457,7 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
             .set_balance(accounts::HUB.1, U256::ZERO)
             .await
             .unwrap();
-        let provider_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         finish(&c, "alpha", "claimed", 3600).await.unwrap();
         let j = wait_job(&c, "team-a", "claimed", T, "a signed receipt", |j| {
@@ -574,10 +535,7 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
             done.contains(&format!("{} claimed: {paid} base units", s.job_id)),
             "{done}"
         );
-        assert_eq!(
-            m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().0,
-            2
-        );
+        assert_eq!(m.lock_state(&s.job_id).await.unwrap(), 2);
         let again = claim(false);
         assert!(again.contains("already settled: skipped"), "{again}");
         let j = wait_job(&c, "team-a", "claimed", T, "recorded as settled", settled)
@@ -586,11 +544,7 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
         let recorded = settlement(&j, 1).unwrap().paid.unwrap();
         assert_eq!(U256::from(recorded.atto()), paid);
         let fee = paid * U256::from(500u64) / U256::from(10_000u64);
-        let provider_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
         assert_eq!(provider_after - provider_before, paid - fee);
     });
 }
@@ -685,11 +639,7 @@ fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
     run_test(HARD_DEADLINE, || async {
         let m = started_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6).await;
         let c = m.hub.client();
-        let provider_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
         let j = submit_locked(&m, "usdc").await;
         let s = settlement(&j, 1).unwrap();
         assert_eq!(s.locked.unwrap().to_string(), "3.60");
@@ -709,11 +659,7 @@ fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
         let paid_base = price().cost_of_gpu_seconds(used).unwrap().atto() / 1_000_000_000_000;
         assert_eq!(paid.atto(), paid_base * 1_000_000_000_000);
         let fee = paid_base * 500 / 10_000;
-        let provider_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
         assert_eq!(
             provider_after - provider_before,
             U256::from(paid_base - fee)

@@ -58,16 +58,8 @@ fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest() {
         let c = m.hub.client();
         member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60").await;
         wait_condition(&c, "alpha", "Schedulable", true).await;
-        let provider_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
-        let treasury_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::TREASURY.1)
-            .await
-            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
+        let treasury_before = m.balance(accounts::TREASURY.1).await.unwrap();
 
         submit(&c, "team-a", "train", "H100", 1, "3.60").await;
         // No lock, no run: the Placement appears only after the escrow holds 3.60 × 1 GPU × 1 h.
@@ -79,15 +71,9 @@ fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest() {
         let s = settlement(&j, 1).unwrap();
         assert_eq!(s.locked.unwrap().to_string(), "3.60");
         assert!(s.lock_tx.is_some());
+        assert_eq!(m.lock_state(&s.job_id).await.unwrap(), 1);
         assert_eq!(
-            m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().0,
-            1
-        );
-        assert_eq!(
-            m.chain
-                .deposit_of(&m.contracts, accounts::PAYER_A.1)
-                .await
-                .unwrap(),
+            m.deposit(accounts::PAYER_A.1).await.unwrap(),
             tokens(1000) - tokens(36) / U256::from(10)
         );
 
@@ -114,32 +100,18 @@ fn a_completed_job_pays_usage_times_price_minus_fee_and_refunds_the_rest() {
         assert_eq!(s.refunded, Some(locked.checked_sub(paid).unwrap()));
         assert!(s.settle_tx.is_some());
         assert_eq!(st.cost, Some(paid));
-        let provider_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
-        let treasury_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::TREASURY.1)
-            .await
-            .unwrap();
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
+        let treasury_after = m.balance(accounts::TREASURY.1).await.unwrap();
         assert_eq!(
             provider_after - provider_before,
             atto(paid.checked_sub(fee).unwrap())
         );
         assert_eq!(treasury_after - treasury_before, atto(fee));
         assert_eq!(
-            m.chain
-                .deposit_of(&m.contracts, accounts::PAYER_A.1)
-                .await
-                .unwrap(),
+            m.deposit(accounts::PAYER_A.1).await.unwrap(),
             tokens(1000) - atto(paid)
         );
-        assert_eq!(
-            m.chain.lock_state(&m.contracts, &s.job_id).await.unwrap().0,
-            2
-        );
+        assert_eq!(m.lock_state(&s.job_id).await.unwrap(), 2);
     });
 }
 
@@ -198,11 +170,7 @@ fn a_hub_killed_between_sending_a_settlement_and_recording_it_settles_exactly_on
         let c = m.hub.client();
         member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60").await;
         wait_condition(&c, "alpha", "Schedulable", true).await;
-        let provider_before = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
         submit(&c, "team-a", "crashy", "H100", 1, "3.60").await;
         let j = wait_job(&c, "team-a", "crashy", T, "locked", |j| {
             settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
@@ -223,7 +191,7 @@ fn a_hub_killed_between_sending_a_settlement_and_recording_it_settles_exactly_on
             .unwrap()
             .signal(libc::SIGSTOP);
         wait_until(T, "the chain to show the lock settled", || async {
-            (m.chain.lock_state(&m.contracts, &job_id).await.ok()?.0 == 2).then_some(())
+            (m.lock_state(&job_id).await.ok()? == 2).then_some(())
         })
         .await
         .unwrap();
@@ -247,11 +215,7 @@ fn a_hub_killed_between_sending_a_settlement_and_recording_it_settles_exactly_on
             .unwrap();
         assert_eq!(s.paid, Some(paid));
         let fee = TokenAmount::from_atto(paid.atto() * 500 / 10_000);
-        let provider_after = m
-            .chain
-            .balance_of(&m.contracts, accounts::ALPHA.1)
-            .await
-            .unwrap();
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
         // The provider's share, exactly once.
         assert_eq!(
             provider_after - provider_before,
