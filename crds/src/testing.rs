@@ -6,10 +6,35 @@
 
 use kube::core::ObjectMeta;
 
-use crate::job::{ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy};
+use crate::job::{
+    AttemptPhase, AttemptRecord, ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy,
+};
 use crate::member::{MemberCluster, MemberClusterSpec, ModelPrice};
 use crate::units::KubeDuration;
 use crate::workload::{Container, WorkloadTemplate};
+
+/// Attempt `n` of a job on `cluster` in `phase`: Placement `p<n>`, H100 at 1 token per GPU-hour,
+/// nothing else recorded. Tests set the fields they care about with `..attempt(…)`.
+pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
+    AttemptRecord {
+        attempt: n,
+        cluster: cluster.into(),
+        placement: format!("p{n}"),
+        model: "H100".into(),
+        price_per_gpu_hour: "1".parse().expect("price literal"),
+        provider: None,
+        phase,
+        reason: None,
+        message: None,
+        placed_time: None,
+        start_time: None,
+        finish_time: None,
+        gpu_seconds: 0,
+        exits: vec![],
+        planned_nodes: vec![],
+        settlement: None,
+    }
+}
 
 /// Builds a [`ComputeJob`] in namespace `team-a` with one replica of one GPU of any of H100/A100.
 pub fn job(name: &str) -> JobBuilder {

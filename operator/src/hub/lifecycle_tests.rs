@@ -42,25 +42,14 @@ fn placed(n: u32, cluster: &str, phase: AttemptPhase) -> ComputeJob {
 
 fn record(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
     AttemptRecord {
-        attempt: n,
-        cluster: cluster.into(),
         placement: format!("train-{n}"),
-        model: "H100".into(),
         price_per_gpu_hour: "2".parse().unwrap(),
-        provider: None,
-        phase,
-        reason: None,
-        message: None,
         placed_time: Some(at(10)),
-        start_time: None,
-        finish_time: None,
-        gpu_seconds: 0,
-        exits: vec![],
         planned_nodes: vec![PlannedNode {
             node: "n1".into(),
             replicas: 2,
         }],
-        settlement: None,
+        ..gpufed_crds::testing::attempt(n, cluster, phase)
     }
 }
 

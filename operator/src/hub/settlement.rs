@@ -932,24 +932,7 @@ mod tests {
 
     /// Attempt `n` on cluster `a` at 1 token per GPU-hour, in `phase`, nothing else recorded.
     fn record(n: u32, phase: AttemptPhase) -> gpufed_crds::AttemptRecord {
-        gpufed_crds::AttemptRecord {
-            attempt: n,
-            cluster: "a".into(),
-            placement: "p".into(),
-            model: "H100".into(),
-            price_per_gpu_hour: "1".parse().unwrap(),
-            provider: None,
-            phase,
-            reason: None,
-            message: None,
-            placed_time: None,
-            start_time: None,
-            finish_time: None,
-            gpu_seconds: 0,
-            exits: vec![],
-            planned_nodes: vec![],
-            settlement: None,
-        }
+        gpufed_crds::testing::attempt(n, "a", phase)
     }
 
     #[test]

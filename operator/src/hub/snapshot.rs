@@ -375,25 +375,11 @@ mod tests {
 
     fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
         AttemptRecord {
-            attempt: n,
-            cluster: cluster.into(),
-            placement: format!("p{n}"),
-            model: "H100".into(),
-            price_per_gpu_hour: "1".parse().unwrap(),
-            provider: None,
-            phase,
-            reason: None,
-            message: None,
-            placed_time: None,
-            start_time: None,
-            finish_time: None,
-            gpu_seconds: 0,
-            exits: vec![],
             planned_nodes: vec![PlannedNode {
                 node: "n1".into(),
                 replicas: 2,
             }],
-            settlement: None,
+            ..gpufed_crds::testing::attempt(n, cluster, phase)
         }
     }
 
