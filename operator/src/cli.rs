@@ -25,6 +25,23 @@ pub struct Cli {
         env = "GPUFED_METRICS_ADDR"
     )]
     pub metrics_addr: SocketAddr,
+    /// Requests per second this process sends to each apiserver it talks to, on average
+    /// (client-side limit, like client-go's QPS; watches count when opened).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 500.0,
+        env = "GPUFED_KUBE_API_QPS"
+    )]
+    pub kube_api_qps: f64,
+    /// Requests that may go out back to back above `--kube-api-qps` after an idle spell.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 1000,
+        env = "GPUFED_KUBE_API_BURST"
+    )]
+    pub kube_api_burst: u32,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -97,6 +114,11 @@ pub struct AgentArgs {
     /// How often the inventory is reported.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GPUFED_INVENTORY_INTERVAL")]
     pub inventory_interval: Duration,
+    /// How often a running placement's GPU-seconds are written to the hub between its phase
+    /// changes (a checkpoint; the final figure is always written when the placement ends). Each
+    /// checkpoint costs a Placement and a ComputeJob status write per running job.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_USAGE_REPORT_INTERVAL")]
+    pub usage_report_interval: Duration,
     /// A node whose GpuNode gpu-probe has not updated for this long offers no GPUs (their health
     /// is unknown) until the probe reports again. Keep it several probe intervals long.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_TELEMETRY_MAX_AGE")]
@@ -118,6 +140,16 @@ pub enum PullPolicy {
     IfNotPresent,
     /// Never pull: the image must already be on the node.
     Never,
+}
+
+impl Cli {
+    /// The client-side rate limit of every Kubernetes client of this process.
+    pub fn rate_limit(&self) -> crate::kube_client::RateLimit {
+        crate::kube_client::RateLimit {
+            qps: self.kube_api_qps,
+            burst: self.kube_api_burst,
+        }
+    }
 }
 
 impl PullPolicy {
@@ -164,12 +196,13 @@ mod tests {
     #[test]
     fn hub_flags_parse_with_defaults() {
         let cli = Cli::try_parse_from(["gpufed-operator", "hub"]).unwrap();
-        let Command::Hub(h) = cli.command else {
+        let Command::Hub(ref h) = cli.command else {
             panic!("not hub")
         };
         assert_eq!(h.namespace, "gpufed-system");
         assert_eq!(h.lease_duration, Duration::from_secs(15));
         assert_eq!(cli.log_format, LogFormat::Text);
+        assert_eq!(cli.rate_limit().window().unwrap(), Duration::from_secs(2));
     }
 
     #[test]

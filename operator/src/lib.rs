@@ -14,7 +14,9 @@ pub mod agent;
 pub mod backoff;
 pub mod cli;
 pub mod error;
+pub mod events;
 pub mod hub;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod server;
@@ -92,10 +94,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     let config = kube_config(cli.kubeconfig.as_deref()).await?;
-    let client = kube::Client::try_from(config.clone())?;
+    let limit = cli.rate_limit();
+    let client = kube_client::client(&config, limit)?;
     match cli.command {
         Command::Hub(args) => hub::run(client, &config, args, metrics, health).await?,
-        Command::Agent(args) => agent::run(client, args, metrics, health).await?,
+        Command::Agent(args) => agent::run(client, args, limit, metrics, health).await?,
         Command::Crd(_) => {}
     }
     Ok(())

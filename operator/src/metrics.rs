@@ -36,6 +36,8 @@ pub struct Metrics {
     pub settlements: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
     pub members: IntGaugeVec,
+    /// Events not published, per reason (`queue_full`, `spam`).
+    pub events_dropped: IntCounterVec,
     /// Agent: heartbeat Lease renewals that failed.
     pub agent_heartbeat_failures: IntCounter,
     /// Agent: this member's Placements per reported phase (`none` before the first report).
@@ -142,6 +144,14 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(settlements.clone()))?;
         registry.register(Box::new(members.clone()))?;
+        let events_dropped = IntCounterVec::new(
+            Opts::new(
+                "gpufed_events_dropped_total",
+                "Kubernetes Events not published: the queue was full, or the object had too many lately.",
+            ),
+            &["why"],
+        )?;
+        registry.register(Box::new(events_dropped.clone()))?;
         let agent_heartbeat_failures = IntCounter::new(
             "gpufed_agent_heartbeat_failures_total",
             "Heartbeat Lease renewals of the member agent that failed.",
@@ -187,6 +197,7 @@ impl Metrics {
             leader,
             settlements,
             members,
+            events_dropped,
             agent_heartbeat_failures,
             agent_placements,
             agent_fenced,

@@ -9,7 +9,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
@@ -58,9 +57,9 @@ pub struct Context {
     /// Readiness.
     pub health: Health,
     /// Events on the hub (about Placements, in the member namespace).
-    pub hub_events: Recorder,
+    pub hub_events: crate::events::Events,
     /// Events on the member (about local Jobs).
-    pub local_events: Recorder,
+    pub local_events: crate::events::Events,
 }
 
 impl Context {
@@ -101,35 +100,15 @@ impl Context {
         out
     }
 
-    /// Publishes an Event about `obj` with `recorder`; failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        recorder: &Recorder,
+    /// Queues an Event about `obj` on `events`' cluster; never waits (the hub may be unreachable
+    /// while the fencer reports), never fails.
+    pub fn event<K: Resource<DynamicType = ()>>(
+        events: &crate::events::Events,
         obj: &K,
         warning: bool,
         reason: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(super::report::cut(note)),
-            action: reason.into(),
-            secondary: None,
-        };
-        let reference = obj.object_ref(&());
-        let publish = recorder.publish(&ev, &reference);
-        match tokio::time::timeout(super::api::API_TIMEOUT, publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, object = %obj.name_any(), reason, "publishing event")
-            }
-            Err(_) => {
-                tracing::warn!(object = %obj.name_any(), reason, "publishing event timed out")
-            }
-        }
+        events.publish(obj, warning, reason, reason, &super::report::cut(note));
     }
 }

@@ -70,8 +70,7 @@ async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
                             since.as_secs(),
                             timeout.as_secs()
                         ),
-                    )
-                    .await;
+                    );
                 }
             }
             Err(e) => {

@@ -25,6 +25,7 @@ pub mod member_status;
 pub mod plan;
 pub mod receipts;
 pub mod report;
+pub mod slim;
 pub mod state;
 pub mod sync;
 pub mod usage;
@@ -42,7 +43,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -83,6 +83,7 @@ fn reflect<K>(
     what: &'static str,
     api: Api<K>,
     config: watcher::Config,
+    mut slim: impl FnMut(&mut K) + Send + 'static,
     on_change: impl Fn(Option<&K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -99,7 +100,10 @@ where
         writer,
         watcher(api, config)
             .backoff(api::WatchBackoff::default())
-            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                slim(o);
+            }),
     );
     tokio::spawn(stream.for_each(move |event| {
         match &event {
@@ -139,7 +143,13 @@ where
 }
 
 /// Runs the agent until SIGTERM or SIGINT. Local Jobs keep running across agent restarts.
-pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Health) -> Result<()> {
+pub async fn run(
+    local: Client,
+    args: AgentArgs,
+    limit: crate::kube_client::RateLimit,
+    metrics: Metrics,
+    health: Health,
+) -> Result<()> {
     let hub_config = crate::kube_config(Some(&args.hub_kubeconfig))
         .await
         .map_err(|e| {
@@ -148,7 +158,8 @@ pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Healt
                 args.hub_kubeconfig.display()
             ))
         })?;
-    let hub = Client::try_from(hub_config).map_err(Error::kube("building the hub client"))?;
+    let hub = crate::kube_client::client(&hub_config, limit)
+        .map_err(|e| Error::Config(format!("building the hub client: {e:#}")))?;
     let jobs_ns = timed_opt(
         format!("reading the jobs namespace {}", args.jobs_namespace),
         API_TIMEOUT,
@@ -194,46 +205,56 @@ pub async fn run(local: Client, args: AgentArgs, metrics: Metrics, health: Healt
             "placements",
             Api::<Placement>::namespaced(hub.clone(), &member_ns),
             watcher::Config::default(),
+            |_: &mut _| {},
             waker(&sync_wake),
         ),
         jobs: reflect(
             "jobs",
             Api::<Job>::namespaced(local.clone(), &args.jobs_namespace),
             watcher::Config::default().labels(&managed),
+            |_: &mut _| {},
             waker(&sync_wake),
         ),
         pods: reflect(
             "pods",
             Api::<Pod>::all(local.clone()),
             watcher::Config::default(),
+            {
+                let ns = args.jobs_namespace.clone();
+                move |p: &mut Pod| slim::pod(p, &ns)
+            },
             pods_changed,
         ),
         nodes: reflect(
             "nodes",
             Api::<Node>::all(local.clone()),
             watcher::Config::default(),
+            slim::node,
             waker(&inventory_changed),
         ),
         gpu_nodes: reflect(
             "gpunodes",
             Api::<GpuNode>::all(local.clone()),
             watcher::Config::default(),
+            |_: &mut _| {},
             waker(&inventory_changed),
         ),
         services: reflect(
             "services",
             Api::<Service>::namespaced(local.clone(), &args.jobs_namespace),
             watcher::Config::default().labels(&managed),
+            |_: &mut _| {},
             waker(&sync_wake),
         ),
     };
-    let reporter = |instance: &str| Reporter {
+    let reporter = |instance: &str| crate::events::Reporter {
         controller: FIELD_MANAGER.into(),
-        instance: Some(instance.to_string()),
+        instance: instance.to_string(),
     };
+    let dropped = metrics.events_dropped.clone();
     let ctx = Arc::new(Context {
-        hub_events: Recorder::new(hub.clone(), reporter(&identity)),
-        local_events: Recorder::new(local.clone(), reporter(&identity)),
+        hub_events: crate::events::Events::start(hub.clone(), reporter(&identity), dropped.clone()),
+        local_events: crate::events::Events::start(local.clone(), reporter(&identity), dropped),
         identity,
         args,
         hub,

@@ -142,8 +142,7 @@ impl Sync {
                 note.warning,
                 note.reason,
                 note.message.clone(),
-            )
-            .await;
+            );
         }
     }
 
@@ -423,7 +422,7 @@ impl Sync {
             fenced_placements: &fenced_placements,
             highest: &self.highest,
             now: Time(Timestamp::now()),
-            refresh: ctx.args.inventory_interval,
+            refresh: ctx.args.usage_report_interval,
         });
         self.highest = plan.highest;
         let placement_uid: BTreeMap<String, String> = placements

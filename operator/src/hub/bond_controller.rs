@@ -185,8 +185,7 @@ async fn sync_pool(ctx: &Context, pool: &GpuPool) -> Result<()> {
             } else {
                 "NotEligible"
             };
-            ctx.event(member.as_ref(), warning, reason, "BondSync", message)
-                .await;
+            ctx.event(member.as_ref(), warning, reason, "BondSync", message);
         }
     }
     Ok(())

@@ -8,7 +8,6 @@ use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement, ProviderBond};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::{Mutex, Notify};
@@ -52,6 +51,37 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Resolves once every cache has its first full list; an error if a watch stopped first.
+    pub async fn synced(&self) -> Result<()> {
+        let not_synced =
+            |what: &str| Error::Config(format!("the {what} cache stopped before it synced"));
+        self.jobs
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("ComputeJob"))?;
+        self.members
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("MemberCluster"))?;
+        self.pools
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("GpuPool"))?;
+        self.bonds
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("ProviderBond"))?;
+        self.placements
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("Placement"))?;
+        self.leases
+            .wait_until_ready()
+            .await
+            .map_err(|_| not_synced("Lease"))?;
+        Ok(())
+    }
+
     /// The pool named `name`.
     pub fn pool(&self, name: &str) -> Option<Arc<GpuPool>> {
         self.pools.get(&ObjectRef::new(name))
@@ -82,8 +112,8 @@ impl Stores {
 pub struct Context {
     /// API client of the hub cluster.
     pub client: Client,
-    /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    /// Publishes Kubernetes Events (bounded queue, never awaited).
+    pub events: crate::events::Events,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Settings.
@@ -138,21 +168,23 @@ impl Context {
         config: HubConfig,
         stores: Stores,
         settler: Arc<Settler>,
+        schedule: Arc<Notify>,
     ) -> Self {
-        let recorder = Recorder::new(
+        let events = crate::events::Events::start(
             client.clone(),
-            Reporter {
+            crate::events::Reporter {
                 controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
+                instance: std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.into()),
             },
+            metrics.events_dropped.clone(),
         );
         Context {
             client,
-            recorder,
+            events,
             metrics,
             config,
             stores,
-            schedule: Arc::new(Notify::new()),
+            schedule,
             backoffs: Backoffs::default(),
             settler,
             chains: Mutex::new(HashMap::new()),
@@ -227,8 +259,8 @@ impl Context {
         Ok(client)
     }
 
-    /// Publishes an Event about `obj`; failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    /// Queues an Event about `obj` (see [`crate::events`]); never waits, never fails.
+    pub fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         warning: bool,
@@ -236,20 +268,7 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, object = %obj.name_any(), reason, "publishing event");
-        }
+        self.events.publish(obj, warning, reason, action, &note);
     }
 }
 

@@ -18,9 +18,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use crate::error::{Error, Result};
+use crate::hub::JobSubscriptions;
 use crate::hub::context::{Context, now};
 use crate::hub::lifecycle::{self, Action, World};
 use crate::hub::settlement;
@@ -33,53 +33,85 @@ const CONTROLLER: &str = "computejob";
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    subs: JobSubscriptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
     let jobs_by_member = ctx.stores.jobs.clone();
+    let members = ctx.stores.members.clone();
     let jobs_by_pool = ctx.stores.jobs.clone();
-    Controller::new(
-        Api::<ComputeJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<Placement>::all(client.clone()),
-        watcher::Config::default(),
-        |p: Placement| Some(ObjectRef::new(&p.spec.job.name).within(&p.spec.job.namespace)),
-    )
-    .watches(
-        Api::<MemberCluster>::all(client.clone()),
-        watcher::Config::default(),
-        move |m: MemberCluster| {
+    let pools = ctx.stores.pools.clone();
+    let member_seen = Changes::default();
+    let pool_seen = Changes::default();
+    Controller::for_shared_stream(subs.jobs, ctx.stores.jobs.clone())
+        .watches_shared_stream(subs.placements, |p: Arc<Placement>| {
+            Some(ObjectRef::new(&p.spec.job.name).within(&p.spec.job.namespace))
+        })
+        .watches_shared_stream(subs.members, move |m: Arc<MemberCluster>| {
+            // Only readiness (and removal) matters to the jobs on a member: its inventory and
+            // heartbeat updates do not wake them.
             let name = m.name_any();
-            jobs_by_member
-                .state_filter(|j| {
+            let gone = members.get(&ObjectRef::new(&name)).is_none();
+            let ready = m
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY));
+            let changed = member_seen.changed(&name, (ready, gone));
+            let jobs = if changed {
+                jobs_by_member.state_filter(|j| {
                     j.status
                         .as_ref()
                         .and_then(|s| s.placement.as_ref())
                         .is_some_and(|p| p.cluster == name)
                 })
-                .into_iter()
+            } else {
+                vec![]
+            };
+            jobs.into_iter()
                 .map(|j| ObjectRef::from_obj(j.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    )
-    .watches(
-        Api::<GpuPool>::all(client),
-        watcher::Config::default(),
-        move |p: GpuPool| {
+        })
+        .watches_shared_stream(subs.pools, move |p: Arc<GpuPool>| {
+            // Only a spec change (or removal) matters to the pool's jobs, not its status roll-up.
             let name = p.name_any();
-            jobs_by_pool
-                .state_filter(|j| j.spec.pool == name)
-                .into_iter()
+            let gone = pools.get(&ObjectRef::new(&name)).is_none();
+            let changed = pool_seen.changed(&name, (p.metadata.generation, gone));
+            let jobs = if changed {
+                jobs_by_pool.state_filter(|j| j.spec.pool == name)
+            } else {
+                vec![]
+            };
+            jobs.into_iter()
                 .map(|j| ObjectRef::from_obj(j.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// The last value of what a watch mapper cares about, per object: so an update that changes
+/// nothing relevant wakes nobody.
+struct Changes<T>(std::sync::Mutex<std::collections::HashMap<String, T>>);
+
+impl<T> Default for Changes<T> {
+    fn default() -> Self {
+        Changes(std::sync::Mutex::new(std::collections::HashMap::new()))
+    }
+}
+
+impl<T: PartialEq> Changes<T> {
+    /// Records `value` for `name`; whether it differs from the last one (true the first time).
+    fn changed(&self, name: &str, value: T) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return true;
+        };
+        if seen.get(name) == Some(&value) {
+            return false;
+        }
+        seen.insert(name.to_string(), value);
+        true
+    }
 }
 
 fn key(job: &ComputeJob) -> String {
@@ -385,7 +417,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
             Action::DeletePlacement { namespace, name } => {
                 delete_placement(ctx, namespace, name).await?
             }
-            Action::Schedule => ctx.schedule.notify_one(),
+            // The scheduler is woken by the watch once the cache shows the job waiting.
+            Action::Schedule => {}
         }
     }
     if job.status.as_ref() != Some(&out.status) {
@@ -400,8 +433,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 note.reason,
                 "Reconcile",
                 note.message.clone(),
-            )
-            .await;
+            );
         }
         if out
             .actions
@@ -418,7 +450,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     let mut advanced = job.as_ref().clone();
     advanced.status = Some(out.status.clone());
     let deadline = lifecycle::start_deadline(&advanced, &world_now, &now());
-    let next = [again, deadline, Some(Duration::from_secs(300))]
+    let recheck = lifecycle::usage_recheck(&job, &out.status, &world_now);
+    let next = [again, deadline, recheck, Some(Duration::from_secs(300))]
         .into_iter()
         .flatten()
         .min()
@@ -426,7 +459,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     Ok(Requeue::requeue(next))
 }
 
-async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
+/// Creates `p`; one that already exists is fine (the scheduler may have written it first).
+pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
     let ns = p
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
@@ -532,8 +566,7 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 "deleted {} placement(s) before removing the job",
                 placements.items.len()
             ),
-        )
-        .await;
+        );
     }
     let left = api
         .list(&lp)

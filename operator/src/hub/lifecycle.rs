@@ -261,15 +261,19 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                     .push(Action::CreatePlacement(Box::new(placement_for(
                         job, &record,
                     ))));
-                set(
-                    &mut out.status,
-                    jc::SCHEDULED,
-                    true,
-                    "Placed",
-                    &format!("placed on {}", record.cluster),
-                    generation,
-                    now,
-                );
+                // The scheduler's explanation stays; a status write only to reword it would be
+                // one more write per job.
+                if !conditions::is_true(&out.status.conditions, jc::SCHEDULED) {
+                    set(
+                        &mut out.status,
+                        jc::SCHEDULED,
+                        true,
+                        "Placed",
+                        &format!("placed on {}", record.cluster),
+                        generation,
+                        now,
+                    );
+                }
                 out.status.phase = JobPhase::Placed;
                 return;
             }
@@ -335,6 +339,24 @@ pub fn start_deadline(job: &ComputeJob, world: &World, now: &Time) -> Option<std
     let waited = now.0.duration_since(since.0).as_secs_f64().max(0.0);
     let left = world.start_timeout.as_secs_f64() - waited;
     Some(std::time::Duration::from_secs_f64(left.max(0.0) + 1.0))
+}
+
+/// How long until a capped usage report of the current attempt can be believed in full: a member
+/// may report GPU-seconds before the hub's clock allows them (clocks differ, the report raced the
+/// placement), and nothing else may wake the job before its next report.
+pub fn usage_recheck(
+    job: &ComputeJob,
+    status: &ComputeJobStatus,
+    world: &World,
+) -> Option<std::time::Duration> {
+    let reported = world.placement.as_ref()?.as_ref()?.gpu_seconds;
+    let rec = status
+        .attempts
+        .iter()
+        .find(|a| a.attempt == status.attempt && !a.phase.is_finished())?;
+    let missing = reported.checked_sub(rec.gpu_seconds).filter(|m| *m > 0)?;
+    let gpus = u64::from(job.spec.replicas * job.spec.gpus_per_replica).max(1);
+    Some(std::time::Duration::from_secs(missing.div_ceil(gpus) + 1))
 }
 
 /// Gives up an attempt whose pods did not start within the pool's start timeout: its Placement is

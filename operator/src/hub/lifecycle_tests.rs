@@ -406,6 +406,26 @@ fn a_member_cannot_report_more_gpu_seconds_than_its_gpus_could_have_run() {
     let out = reconcile(&j, &world_ready(Some(Some(running(300)))), &at(110));
     assert_eq!(out.status.attempts[0].gpu_seconds, 300);
     assert!(!out.events.iter().any(|e| e.reason == "UsageCapped"));
+    assert_eq!(
+        usage_recheck(&j, &out.status, &world_ready(Some(Some(running(300))))),
+        None
+    );
+}
+
+#[test]
+fn a_report_ahead_of_the_hubs_clock_is_looked_at_again_once_it_can_be_true() {
+    // 4 GPUs placed at t=10; at t=12 a report of 40 GPU-seconds is capped at 8. The hub comes
+    // back once 32 more GPU-seconds can have passed (8 s, plus one), without another report.
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let w = world_ready(Some(Some(running(40))));
+    let out = reconcile(&j, &w, &at(12));
+    assert_eq!(out.status.attempts[0].gpu_seconds, 8);
+    let again = usage_recheck(&j, &out.status, &w).unwrap();
+    assert_eq!(again, std::time::Duration::from_secs(9));
+    let mut later = j.clone();
+    later.status = Some(out.status);
+    let out = reconcile(&later, &w, &at(12 + 9));
+    assert_eq!(out.status.attempts[0].gpu_seconds, 40);
 }
 
 #[test]

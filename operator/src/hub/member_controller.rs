@@ -22,7 +22,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,30 +38,25 @@ const CONTROLLER: &str = "membercluster";
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    subs: (
+        crate::hub::Subscription<MemberCluster>,
+        crate::hub::Subscription<Lease>,
+        crate::hub::Subscription<gpufed_crds::ProviderBond>,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let leases = watcher::Config::default().labels(&format!(
-        "{}={}",
-        gpufed_crds::naming::LABEL_MANAGED_BY,
-        gpufed_crds::naming::MANAGED_BY
-    ));
-    Controller::new(
-        Api::<MemberCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(Api::<Lease>::all(client.clone()), leases, |l: Lease| {
-        l.labels().get(LABEL_CLUSTER).map(|c| ObjectRef::new(c))
-    })
-    .watches(
-        Api::<gpufed_crds::ProviderBond>::all(client.clone()),
-        watcher::Config::default(),
-        |b: gpufed_crds::ProviderBond| Some(ObjectRef::new(&b.spec.member_cluster)),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    let (members, leases, bonds) = subs;
+    Controller::for_shared_stream(members, ctx.stores.members.clone())
+        .watches_shared_stream(leases, |l: Arc<Lease>| {
+            l.labels().get(LABEL_CLUSTER).map(|c| ObjectRef::new(c))
+        })
+        .watches_shared_stream(bonds, |b: Arc<gpufed_crds::ProviderBond>| {
+            Some(ObjectRef::new(&b.spec.member_cluster))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(member: Arc<MemberCluster>, err: &Error, ctx: Arc<Context>) -> Requeue {
@@ -514,8 +508,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
                     format!("{name}: no heartbeat for more than {timeout}; its attempts fail over"),
                 )
             };
-            ctx.event(member.as_ref(), warning, reason, "Heartbeat", note)
-                .await;
+            ctx.event(member.as_ref(), warning, reason, "Heartbeat", note);
         }
     }
     // Come back when the heartbeat would expire, to notice it on time.
@@ -569,8 +562,7 @@ async fn cleanup(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         "Left",
         "Delete",
         format!("{name} left the pool; its credentials are revoked"),
-    )
-    .await;
+    );
     Ok(Requeue::await_change())
 }
 

@@ -36,7 +36,32 @@ use crate::server::Health;
 use crate::shutdown_signal;
 use context::{Context, HubConfig, Stores};
 
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// Objects a subscriber hears about: every applied object (from the shared reflector) and every
+/// deleted one (which kube's shared streams do not pass on).
+pub type Subscription<K> = futures::stream::BoxStream<'static, Arc<K>>;
+
+/// Events buffered per subscriber before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// What the hub's cache keeps of an object's metadata: no managedFields and no kubectl
+/// last-applied copy (the hub reads neither, and they are most of a small object's size).
+fn slim_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// One watch of a kind, shared by the cache (`Store`) and `subscribers` controller streams.
+/// `slim` trims each object before it is cached; `on_apply` sees each applied object once the
+/// cache holds it. Every subscription must be consumed: a full subscriber holds the watch back.
+fn watch_shared<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    subscribers: usize,
+    mut slim: impl FnMut(&mut K) + Send + 'static,
+    on_apply: impl Fn(&K) + Send + 'static,
+) -> Result<(Store<K>, Vec<Subscription<K>>)>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -46,58 +71,158 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-    reader
+    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+    let mut subscriptions = Vec::with_capacity(subscribers);
+    let mut deleted = Vec::with_capacity(subscribers);
+    for _ in 0..subscribers {
+        let applied = writer
+            .subscribe()
+            .ok_or_else(|| Error::Config(format!("the {} cache cannot be shared", K::kind(&()))))?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<K>>();
+        deleted.push(tx);
+        let gone = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        subscriptions.push(futures::stream::select(applied, gone).boxed());
+    }
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |obj: &mut K| {
+            slim_meta(obj.meta_mut());
+            slim(obj);
+        })
+        .reflect_shared(writer)
+        .for_each(move |event| {
+            match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => on_apply(&obj),
+                Ok(watcher::Event::Delete(obj)) => {
+                    let obj = Arc::new(obj);
+                    for tx in &deleted {
+                        let _ = tx.send(obj.clone());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying")
+                }
+            }
+            futures::future::ready(())
+        });
+    tokio::spawn(stream);
+    Ok((reader, subscriptions))
 }
 
-async fn start_stores(client: &Client) -> Result<Stores> {
+/// What each controller subscribes to.
+pub struct Subscriptions {
+    /// The ComputeJob controller: jobs, placements, members, pools.
+    pub job: JobSubscriptions,
+    /// The MemberCluster controller: members, heartbeat Leases, bonds.
+    pub member: (
+        Subscription<MemberCluster>,
+        Subscription<Lease>,
+        Subscription<ProviderBond>,
+    ),
+    /// The GpuPool controller: pools, members.
+    pub pool: (Subscription<GpuPool>, Subscription<MemberCluster>),
+}
+
+/// The ComputeJob controller's subscriptions.
+pub struct JobSubscriptions {
+    /// Jobs (the controller's own kind).
+    pub jobs: Subscription<ComputeJob>,
+    /// Placements (mapped to their job).
+    pub placements: Subscription<Placement>,
+    /// Members (mapped to the jobs running there, when readiness changes).
+    pub members: Subscription<MemberCluster>,
+    /// Pools (mapped to their jobs, when the spec changes).
+    pub pools: Subscription<GpuPool>,
+}
+
+fn take<K>(subs: &mut Vec<Subscription<K>>) -> Result<Subscription<K>> {
+    subs.pop()
+        .ok_or_else(|| Error::Config("a cache has fewer subscriptions than controllers".into()))
+}
+
+/// Starts one watch per kind; `schedule` is woken whenever the cache shows a job waiting for the
+/// scheduler (the queue is driven by the watch, not by whoever wrote the job).
+fn start_stores(
+    client: &Client,
+    schedule: Arc<tokio::sync::Notify>,
+) -> Result<(Stores, Subscriptions)> {
     let all = watcher::Config::default;
-    let stores = Stores {
-        jobs: reflect(Api::<ComputeJob>::all(client.clone()), all()),
-        members: reflect(Api::<MemberCluster>::all(client.clone()), all()),
-        pools: reflect(Api::<GpuPool>::all(client.clone()), all()),
-        bonds: reflect(Api::<ProviderBond>::all(client.clone()), all()),
-        placements: reflect(Api::<Placement>::all(client.clone()), all()),
-        leases: reflect(
-            Api::<Lease>::all(client.clone()),
-            all().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+    let (jobs, mut job_subs) = watch_shared(
+        Api::<ComputeJob>::all(client.clone()),
+        all(),
+        1,
+        |j: &mut ComputeJob| {
+            // A finished job never gets another Placement: its pod template is not needed.
+            if j.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+                j.spec.template = Default::default();
+            }
+        },
+        move |j: &ComputeJob| {
+            if scheduling::is_pending(j) {
+                schedule.notify_one();
+            }
+        },
+    )?;
+    let (placements, mut placement_subs) = watch_shared(
+        Api::<Placement>::all(client.clone()),
+        all(),
+        1,
+        // The hub wrote the template and never reads it back.
+        |p: &mut Placement| p.spec.template = Default::default(),
+        |_: &Placement| {},
+    )?;
+    let (members, mut member_subs) = watch_shared(
+        Api::<MemberCluster>::all(client.clone()),
+        all(),
+        3,
+        |_: &mut MemberCluster| {},
+        |_: &MemberCluster| {},
+    )?;
+    let (pools, mut pool_subs) = watch_shared(
+        Api::<GpuPool>::all(client.clone()),
+        all(),
+        2,
+        |_: &mut GpuPool| {},
+        |_: &GpuPool| {},
+    )?;
+    let (bonds, mut bond_subs) = watch_shared(
+        Api::<ProviderBond>::all(client.clone()),
+        all(),
+        1,
+        |_: &mut ProviderBond| {},
+        |_: &ProviderBond| {},
+    )?;
+    let (leases, mut lease_subs) = watch_shared(
+        Api::<Lease>::all(client.clone()),
+        all().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+        1,
+        |_: &mut Lease| {},
+        |_: &Lease| {},
+    )?;
+    let subscriptions = Subscriptions {
+        job: JobSubscriptions {
+            jobs: take(&mut job_subs)?,
+            placements: take(&mut placement_subs)?,
+            members: take(&mut member_subs)?,
+            pools: take(&mut pool_subs)?,
+        },
+        member: (
+            take(&mut member_subs)?,
+            take(&mut lease_subs)?,
+            take(&mut bond_subs)?,
         ),
+        pool: (take(&mut pool_subs)?, take(&mut member_subs)?),
     };
-    let not_synced =
-        |what: &str| Error::Config(format!("the {what} cache stopped before it synced"));
-    stores
-        .jobs
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("ComputeJob"))?;
-    stores
-        .members
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("MemberCluster"))?;
-    stores
-        .pools
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("GpuPool"))?;
-    stores
-        .bonds
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("ProviderBond"))?;
-    stores
-        .placements
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("Placement"))?;
-    stores
-        .leases
-        .wait_until_ready()
-        .await
-        .map_err(|_| not_synced("Lease"))?;
-    Ok(stores)
+    let stores = Stores {
+        jobs,
+        members,
+        pools,
+        bonds,
+        placements,
+        leases,
+    };
+    Ok((stores, subscriptions))
 }
 
 /// PEM text of DER certificates.
@@ -183,7 +308,14 @@ pub async fn run(
     }
     metrics.leader.set(1);
 
-    let stores = start_stores(&client).await?;
+    let schedule = Arc::new(tokio::sync::Notify::new());
+    let (stores, subs) = start_stores(&client, schedule.clone())?;
+    // Every cache has its first list before anything decides (a pool or member not listed yet is
+    // not a missing one). One waiter per cache: kube's readiness future wakes only the last task
+    // that polled it, so the controllers start after this, on ready caches. A cache is ready
+    // before it hands its objects to subscribers, so waiting here cannot block a watch.
+    stores.synced().await?;
+    tracing::info!("hub caches synced");
     let (settler, settle_rx) = settlement::Settler::new();
     let settler = Arc::new(settler);
     let ctx = Arc::new(Context::new(
@@ -192,13 +324,15 @@ pub async fn run(
         config,
         stores,
         settler.clone(),
+        schedule,
     ));
     tokio::spawn(settlement::run_worker(settler, settle_rx, metrics.clone()));
+    let Subscriptions { job, member, pool } = subs;
     let controllers = async {
         tokio::join!(
-            job_controller::run(ctx.clone(), shutdown_signal()),
-            member_controller::run(ctx.clone(), shutdown_signal()),
-            pool_controller::run(ctx.clone(), shutdown_signal()),
+            job_controller::run(ctx.clone(), job, shutdown_signal()),
+            member_controller::run(ctx.clone(), member, shutdown_signal()),
+            pool_controller::run(ctx.clone(), pool, shutdown_signal()),
         );
     };
     tracing::info!("hub controllers started");

@@ -12,10 +12,8 @@ use gpufed_crds::{
     ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, TokenAmount,
 };
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use crate::error::{Error, Result};
 use crate::hub::context::{Context, now};
@@ -26,22 +24,21 @@ const CONTROLLER: &str = "gpupool";
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    subs: (
+        crate::hub::Subscription<GpuPool>,
+        crate::hub::Subscription<MemberCluster>,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    Controller::new(
-        Api::<GpuPool>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<MemberCluster>::all(client),
-        watcher::Config::default(),
-        |m: MemberCluster| Some(ObjectRef::new(&m.spec.pool)),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    let (pools, members) = subs;
+    Controller::for_shared_stream(pools, ctx.stores.pools.clone())
+        .watches_shared_stream(members, |m: Arc<MemberCluster>| {
+            Some(ObjectRef::new(&m.spec.pool))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 fn error_policy(pool: Arc<GpuPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
@@ -85,10 +82,10 @@ pub fn roll_up(
     }
     let mut by_model: BTreeMap<String, Acc> = BTreeMap::new();
     let (mut total, mut free) = (0u32, 0u32);
-    let by_name: BTreeMap<String, MemberCluster> =
-        mine.iter().map(|m| (m.name_any(), (*m).clone())).collect();
-    let owned_jobs: Vec<ComputeJob> = jobs.iter().map(|j| j.as_ref().clone()).collect();
-    let reservations = crate::hub::snapshot::reservations(&owned_jobs, &by_name);
+    let by_name: BTreeMap<String, &MemberCluster> =
+        mine.iter().map(|m| (m.name_any(), *m)).collect();
+    let reservations = crate::hub::snapshot::reservations(jobs, &by_name);
+    let reserved_on = crate::hub::snapshot::reserved_by_node(&reservations);
     for m in &ready {
         let member_name = m.name_any();
         let Some(inv) = m.status.as_ref().and_then(|s| s.inventory.as_ref()) else {
@@ -102,11 +99,10 @@ pub fn roll_up(
             let price = price.price_per_gpu_hour.atto();
             let healthy = n.allocatable_gpus.saturating_sub(n.unhealthy_gpus);
             // GPUs promised to attempts the member has not reported yet are not free.
-            let reserved: u32 = reservations
-                .iter()
-                .filter(|r| r.cluster == member_name && r.node == n.name)
-                .map(|r| r.gpus)
-                .sum();
+            let reserved = reserved_on
+                .get(&(member_name.as_str(), n.name.as_str()))
+                .copied()
+                .unwrap_or(0);
             let node_free = n.free_gpus.min(healthy).saturating_sub(reserved);
             let acc = by_model.entry(n.model.clone()).or_default();
             if seen.insert(n.model.clone()) {

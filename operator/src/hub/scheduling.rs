@@ -1,19 +1,22 @@
 //! The scheduling loop: like kube-scheduler's queue, one task takes *all* pending jobs of a pool,
 //! orders them by priority then age, and runs the pure core over a snapshot of the members, so
-//! priorities hold across jobs and a burst never over-commits a cluster. It wakes when a job
-//! becomes pending, when capacity changes (member inventory, an attempt ending) and every few
-//! seconds regardless.
+//! priorities hold across jobs and a burst never over-commits a cluster. It is woken by the
+//! jobs watch whenever the cache shows a job waiting (and by capacity changes, and every
+//! [`RESYNC`] regardless).
 //!
 //! A decision is written into the job's status (the new attempt, its cluster, model, price and
-//! planned nodes) guarded by the resourceVersion it was computed from; the job controller then
-//! creates the Placement. Until the hub's cache shows a decision, the loop keeps the GPUs it just
-//! promised in memory, so a stale cache cannot hand them out twice.
+//! planned nodes) guarded by the resourceVersion it was computed from; right after, for a pool
+//! without a chain, the loop creates the Placement itself (the job controller creates it too if
+//! that fails, and after the escrow lock in pools with a chain). Writes are not awaited by the
+//! pass: up to [`WRITES_IN_FLIGHT`] run at once, across passes. The GPUs of a decision are
+//! promised (in [`InFlight`]) *before* its write starts and until the hub's cache shows it, so
+//! neither a later pass nor a stale cache can hand them out twice; a write that fails or loses
+//! a race gives them back and wakes the loop.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::naming::{chain_job_id_hex, member_namespace, placement_name};
 use gpufed_crds::{
@@ -21,171 +24,320 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Decision, Reservation, explain, explain_placement, schedule_batch,
+    Assignment, Decision, Reason, Reservation, explain, explain_placement, schedule_batch,
 };
 use kube::ResourceExt;
+use tokio::sync::Semaphore;
 
 use crate::hub::context::{Context, now};
-use crate::hub::snapshot;
 use crate::hub::status::{Written, write_namespaced};
+use crate::hub::{lifecycle, snapshot};
 
-/// Status writes of one pass in flight at once.
-pub const WRITE_CONCURRENCY: usize = 8;
+/// Status writes (decisions, reasons to wait) in flight at once, across passes.
+pub const WRITES_IN_FLIGHT: usize = 64;
 
 /// How often the queue is re-evaluated without any trigger.
 pub const RESYNC: Duration = Duration::from_secs(5);
 
-/// GPUs this loop promised to jobs whose new status the cache does not show yet.
-#[derive(Default)]
-struct InFlight {
-    /// Job UID → (attempt decided, GPUs promised).
+/// How long a pass waits after a trigger, so a burst of jobs is decided in one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// What the loop has decided that the hub's cache does not show yet.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Job UID → (attempt decided, GPUs promised), from before the write until the cache shows it.
     by_uid: HashMap<String, (u32, Vec<Reservation>)>,
-    /// `(cluster, model)` series of `gpufed_cluster_free_gpus` set by the last pass.
-    exported: std::collections::HashSet<(String, String)>,
+    /// Job UID → signature of the reasons to wait last written (or being written), so a waiting
+    /// job's status is rewritten only when why it waits changes, not when a count in it does.
+    waiting: HashMap<String, u64>,
 }
 
 impl InFlight {
-    /// Forgets decisions the cache now shows (or whose job is gone).
-    fn prune(&mut self, jobs: &[Arc<ComputeJob>]) {
-        let seen: HashMap<String, u32> = jobs
+    /// Forgets decisions the cache now shows (or whose job is gone), and the reasons to wait of
+    /// jobs no longer waiting.
+    pub fn prune<J: std::borrow::Borrow<ComputeJob>>(&mut self, jobs: &[J]) {
+        let seen: HashMap<String, (u32, bool)> = jobs
             .iter()
-            .filter_map(|j| Some((j.uid()?, j.status.as_ref().map(|s| s.attempt).unwrap_or(0))))
+            .map(std::borrow::Borrow::borrow)
+            .filter_map(|j| {
+                let attempt = j.status.as_ref().map(|s| s.attempt).unwrap_or(0);
+                Some((j.uid()?, (attempt, is_pending(j))))
+            })
             .collect();
         self.by_uid
-            .retain(|uid, (attempt, _)| seen.get(uid).is_some_and(|cached| cached < attempt));
+            .retain(|uid, (attempt, _)| seen.get(uid).is_some_and(|(cached, _)| cached < attempt));
+        self.waiting
+            .retain(|uid, _| seen.get(uid).is_some_and(|(_, pending)| *pending));
     }
+
+    /// Promises `gpus` to attempt `attempt` of job `uid` while its decision is written.
+    pub fn promise(&mut self, uid: &str, attempt: u32, gpus: Vec<Reservation>) {
+        self.by_uid.insert(uid.to_string(), (attempt, gpus));
+        self.waiting.remove(uid);
+    }
+
+    /// Gives back what was promised to `uid` (its write failed or lost a race).
+    pub fn release(&mut self, uid: &str) {
+        self.by_uid.remove(uid);
+    }
+
+    /// Whether a decision for `uid` is being written or not yet in the cache.
+    pub fn deciding(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
+    /// Every promised GPU.
+    pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.by_uid.values().flat_map(|(_, r)| r.iter())
+    }
+
+    /// Records that `uid` waits for `signature`; false if that is already recorded (nothing to
+    /// write).
+    pub fn wait_for(&mut self, uid: &str, signature: u64) -> bool {
+        self.waiting.insert(uid.to_string(), signature) != Some(signature)
+    }
+
+    /// Forgets the recorded reasons of `uid` (its write failed), so the next pass writes again.
+    pub fn forget_wait(&mut self, uid: &str) {
+        self.waiting.remove(uid);
+    }
+}
+
+/// A signature of why a job waits: which clusters give which kind of reason, not the live
+/// numbers in them (free GPUs), so a capacity change elsewhere does not rewrite every waiting job.
+pub fn wait_signature(reasons: &[(String, Reason)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (cluster, reason) in reasons {
+        cluster.hash(&mut h);
+        reason.kind().as_str().hash(&mut h);
+    }
+    h.finish()
+}
+
+type Shared = Arc<Mutex<InFlight>>;
+
+fn locked(state: &Shared) -> std::sync::MutexGuard<'_, InFlight> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the loop until the task is dropped.
 pub async fn run(ctx: Arc<Context>) {
-    let mut in_flight = InFlight::default();
+    let state: Shared = Arc::default();
+    let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let mut exported = HashSet::new();
     loop {
         tokio::select! {
             _ = ctx.schedule.notified() => {}
             _ = tokio::time::sleep(RESYNC) => {}
         }
         // Let a burst of triggers settle into one pass.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        pass(&ctx, &mut in_flight).await;
+        tokio::time::sleep(DEBOUNCE).await;
+        pass(&ctx, &state, &writes, &mut exported).await;
     }
 }
 
 /// Whether `job` waits for the scheduler: admitted, Pending, not being deleted.
-fn is_pending(job: &ComputeJob) -> bool {
+pub fn is_pending(job: &ComputeJob) -> bool {
     job.metadata.deletion_timestamp.is_none()
         && job.status.as_ref().is_some_and(|s| {
             s.phase == JobPhase::Pending && conditions::is_true(&s.conditions, jc::ADMITTED)
         })
 }
 
-async fn pass(ctx: &Context, in_flight: &mut InFlight) {
+async fn pass(
+    ctx: &Arc<Context>,
+    state: &Shared,
+    writes: &Arc<Semaphore>,
+    exported_before: &mut HashSet<(String, String)>,
+) {
     let jobs = ctx.stores.jobs.state();
-    in_flight.prune(&jobs);
-    let members: BTreeMap<String, MemberCluster> = ctx
+    let members: BTreeMap<String, Arc<MemberCluster>> = ctx
         .stores
         .members
         .state()
         .into_iter()
-        .map(|m| (m.name_any(), m.as_ref().clone()))
+        .map(|m| (m.name_any(), m))
         .collect();
-    let all_jobs: Vec<ComputeJob> = jobs.iter().map(|j| j.as_ref().clone()).collect();
-    let mut reservations = snapshot::reservations(&all_jobs, &members);
-    reservations.extend(
-        in_flight
-            .by_uid
-            .values()
-            .flat_map(|(_, r)| r.iter().cloned()),
-    );
+    let mut reservations = snapshot::reservations(&jobs, &members);
+    {
+        let mut s = locked(state);
+        s.prune(&jobs);
+        reservations.extend(s.reservations().cloned());
+    }
 
-    let mut exported = std::collections::HashSet::new();
+    let mut exported = HashSet::new();
     for pool in ctx.stores.pools.state() {
         let pool_name = pool.name_any();
-        let pending: Vec<&Arc<ComputeJob>> = jobs
-            .iter()
-            .filter(|j| j.spec.pool == pool_name && is_pending(j))
-            .filter(|j| {
-                j.uid()
-                    .is_some_and(|uid| !in_flight.by_uid.contains_key(&uid))
-            })
-            .collect();
-        ctx.metrics
-            .pending_jobs
-            .with_label_values(&[&pool_name])
-            .set(pending.len() as i64);
         let clusters: Vec<_> = members
             .values()
             .filter(|m| m.spec.pool == pool_name)
             .map(|m| snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref()))
             .collect();
         exported.extend(export_free_gpus(ctx, &clusters, &reservations));
-        if pending.is_empty() {
-            continue;
-        }
-        ctx.metrics
-            .scheduling_passes
-            .with_label_values(&[&pool_name])
-            .inc();
-        let requests: Vec<_> = pending
-            .iter()
-            .map(|j| snapshot::job_request(j, snapshot::creation_order(j)))
-            .collect();
-        let policy = snapshot::policy(&pool);
-        let decisions = match schedule_batch(&requests, &clusters, &reservations, &policy) {
-            Ok(d) => d,
+        let round = {
+            let mut s = locked(state);
+            decide(&jobs, &pool, &clusters, &mut reservations, &mut s)
+        };
+        let round = match round {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(pool = %pool_name, error = %e, "scheduling pass failed");
                 continue;
             }
         };
-        let by_key: HashMap<String, &Arc<ComputeJob>> =
-            pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
-        // Decisions are independent once the batch is computed: write them a few at a time.
-        let outcomes: Vec<Option<(String, u32, Vec<Reservation>)>> = futures::stream::iter(
-            decisions,
-        )
-        .map(|(key, decision)| {
-            let job = by_key.get(&key).map(|j| (*j).clone());
-            let pool = pool.clone();
-            async move {
-                let job = job?;
-                match decision {
-                    Decision::Place(a) => {
-                        let promised = promised(&job, &a);
-                        match record_placement(ctx, &job, &pool, &a, policy.strategy).await {
-                            Ok(true) => {
-                                let attempt =
-                                    job.status.as_ref().map(|s| s.attempt).unwrap_or(0) + 1;
-                                job.uid().map(|uid| (uid, attempt, promised))
-                            }
-                            Ok(false) => None,
-                            Err(e) => {
-                                tracing::warn!(job = %key, error = %e, "recording a placement");
-                                None
-                            }
+        ctx.metrics
+            .pending_jobs
+            .with_label_values(&[&pool_name])
+            .set(round.pending as i64);
+        if round.pending > 0 {
+            ctx.metrics
+                .scheduling_passes
+                .with_label_values(&[&pool_name])
+                .inc();
+        }
+        let strategy = snapshot::policy(&pool).strategy;
+        for (job, write) in round.writes {
+            // Backpressure: a pass waits only when WRITES_IN_FLIGHT writes are already out.
+            let Ok(permit) = writes.clone().acquire_owned().await else {
+                return;
+            };
+            let (ctx, state, pool) = (ctx.clone(), state.clone(), pool.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let uid = job.uid().unwrap_or_default();
+                match write {
+                    Write::Place(a) => {
+                        if !place(&ctx, &job, &pool, &a, strategy).await {
+                            locked(&state).release(&uid);
+                            ctx.schedule.notify_one();
                         }
                     }
-                    Decision::NoFit(reasons) => {
-                        if let Err(e) = record_no_fit(ctx, &job, &explain(&reasons)).await {
+                    Write::Wait(explanation) => {
+                        if let Err(e) = record_no_fit(&ctx, &job, &explanation).await {
+                            let key = snapshot::job_key(&job);
                             tracing::warn!(job = %key, error = %e, "recording why a job waits");
+                            locked(&state).forget_wait(&uid);
                         }
-                        None
                     }
                 }
-            }
-        })
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect()
-        .await;
-        for (uid, attempt, promised) in outcomes.into_iter().flatten() {
-            reservations.extend(promised.iter().cloned());
-            in_flight.by_uid.insert(uid, (attempt, promised));
+            });
         }
     }
     // Series of members (or models) that are gone disappear, without a gap for the others.
-    for (cluster, model) in in_flight.exported.difference(&exported) {
+    for (cluster, model) in exported_before.difference(&exported) {
         let _ = ctx.metrics.free_gpus.remove_label_values(&[cluster, model]);
     }
-    in_flight.exported = exported;
+    *exported_before = exported;
+}
+
+/// What one pool's share of a pass decided.
+pub struct Round {
+    /// Jobs of the pool waiting for a decision (not counting those being written).
+    pub pending: usize,
+    /// The writes to make, per job.
+    pub writes: Vec<(Arc<ComputeJob>, Write)>,
+}
+
+/// Decides the pending jobs of `pool` (those not already being decided) against `clusters` and
+/// `reservations` (the cache's and every promise in flight), and updates `in_flight` *before*
+/// anything is written: a placement's GPUs are promised (and added to `reservations` for the
+/// pools after this one), a reason to wait is recorded. Returns the writes still to make: a
+/// reason to wait that is already recorded is not written again.
+pub fn decide(
+    jobs: &[Arc<ComputeJob>],
+    pool: &GpuPool,
+    clusters: &[gpufed_scheduler::ClusterState],
+    reservations: &mut Vec<Reservation>,
+    in_flight: &mut InFlight,
+) -> Result<Round, gpufed_scheduler::ScheduleError> {
+    let pool_name = pool.name_any();
+    let pending: Vec<&Arc<ComputeJob>> = jobs
+        .iter()
+        .filter(|j| j.spec.pool == pool_name && is_pending(j))
+        .filter(|j| j.uid().is_some_and(|uid| !in_flight.deciding(&uid)))
+        .collect();
+    let mut round = Round {
+        pending: pending.len(),
+        writes: vec![],
+    };
+    if pending.is_empty() {
+        return Ok(round);
+    }
+    let requests: Vec<_> = pending
+        .iter()
+        .map(|j| snapshot::job_request(j, snapshot::creation_order(j)))
+        .collect();
+    let decisions = schedule_batch(&requests, clusters, reservations, &snapshot::policy(pool))?;
+    let by_key: HashMap<String, &Arc<ComputeJob>> =
+        pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
+    for (key, decision) in decisions {
+        let Some(job) = by_key.get(&key).map(|j| Arc::clone(j)) else {
+            continue;
+        };
+        let Some(uid) = job.uid() else {
+            continue;
+        };
+        match decision {
+            Decision::Place(a) => {
+                let attempt = job.status.as_ref().map(|s| s.attempt).unwrap_or(0) + 1;
+                let gpus = promised(&job, &a);
+                reservations.extend(gpus.iter().cloned());
+                in_flight.promise(&uid, attempt, gpus);
+                round.writes.push((job, Write::Place(a)));
+            }
+            Decision::NoFit(reasons) => {
+                if in_flight.wait_for(&uid, wait_signature(&reasons)) {
+                    round.writes.push((job, Write::Wait(explain(&reasons))));
+                }
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// A write a decision needs.
+#[derive(Debug)]
+pub enum Write {
+    /// Record the placement (then create the Placement).
+    Place(Assignment),
+    /// Record why the job waits (the explanation).
+    Wait(String),
+}
+
+/// Records a placement decision and, for a pool without a chain, creates its Placement. Returns
+/// whether the decision was recorded (false: the job changed meanwhile, or the write failed).
+async fn place(
+    ctx: &Context,
+    job: &ComputeJob,
+    pool: &GpuPool,
+    a: &Assignment,
+    strategy: gpufed_scheduler::Strategy,
+) -> bool {
+    let key = snapshot::job_key(job);
+    let status = match record_placement(ctx, job, pool, a, strategy).await {
+        Ok(Some(status)) => status,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(job = %key, error = %e, "recording a placement");
+            return false;
+        }
+    };
+    if pool.spec.chain.is_some() {
+        // The Placement waits for the escrow lock (the job controller's money step).
+        return true;
+    }
+    let Some(record) = status.attempts.iter().find(|r| r.attempt == status.attempt) else {
+        return true;
+    };
+    let placement = lifecycle::placement_for(job, record);
+    if let Err(e) = crate::hub::job_controller::create_placement(ctx, &placement).await {
+        // Not lost: the job controller creates any missing Placement of a placed attempt.
+        tracing::warn!(job = %key, error = %e, "creating the placement; the job controller will retry");
+    }
+    true
 }
 
 /// GPUs a decision takes, as reservations on its planned nodes.
@@ -206,15 +358,15 @@ fn export_free_gpus(
     clusters: &[gpufed_scheduler::ClusterState],
     reservations: &[Reservation],
 ) -> Vec<(String, String)> {
+    let reserved_on = snapshot::reserved_by_node(reservations);
     let mut set = vec![];
     for c in clusters {
         let mut by_model: BTreeMap<&str, i64> = BTreeMap::new();
         for n in &c.nodes {
-            let reserved: u32 = reservations
-                .iter()
-                .filter(|r| r.cluster == c.name && r.node == n.name)
-                .map(|r| r.gpus)
-                .sum();
+            let reserved = reserved_on
+                .get(&(c.name.as_str(), n.name.as_str()))
+                .copied()
+                .unwrap_or(0);
             *by_model.entry(n.model.as_str()).or_default() +=
                 i64::from(n.offered_gpus().saturating_sub(reserved));
         }
@@ -307,7 +459,7 @@ async fn record_placement(
     pool: &GpuPool,
     a: &Assignment,
     strategy: gpufed_scheduler::Strategy,
-) -> crate::error::Result<bool> {
+) -> crate::error::Result<Option<ComputeJobStatus>> {
     let at = now();
     let explanation = explain_placement(a, a.fitting_clusters, strategy);
     let provider = ctx
@@ -316,7 +468,7 @@ async fn record_placement(
         .and_then(|m| m.spec.wallet.clone());
     let status = placed_status(job, pool, a, provider, explanation.clone(), &at);
     if write_namespaced(&ctx.client, job, &status).await? == Written::Conflict {
-        return Ok(false);
+        return Ok(None);
     }
     ctx.metrics.decisions.with_label_values(&["placed"]).inc();
     // Waiting started when the job was queued, or when its previous attempt ended.
@@ -345,9 +497,8 @@ async fn record_placement(
         "Placed",
         "Schedule",
         format!("attempt {}: {explanation}", status.attempt),
-    )
-    .await;
-    Ok(true)
+    );
+    Ok(Some(status))
 }
 
 async fn record_no_fit(
@@ -378,8 +529,7 @@ async fn record_no_fit(
         ),
     );
     if write_namespaced(&ctx.client, job, &st).await? == Written::Yes {
-        ctx.event(job, true, "Pending", "Schedule", explanation.to_string())
-            .await;
+        ctx.event(job, true, "Pending", "Schedule", explanation.to_string());
     }
     Ok(())
 }
@@ -467,7 +617,11 @@ mod tests {
         f.prune(&[Arc::new(j)]);
         assert!(f.by_uid.is_empty());
         f.by_uid.insert("gone".into(), (1, vec![]));
-        f.prune(&[]);
+        f.prune::<ComputeJob>(&[]);
         assert!(f.by_uid.is_empty(), "deleted jobs are forgotten");
     }
 }
+
+#[cfg(test)]
+#[path = "scheduling_props.rs"]
+mod props;

@@ -1,0 +1,236 @@
+//! Property test of the scheduling loop's accounting with many writes in flight: passes run while
+//! earlier decisions are still being written, writes finish in any order or lose a race, and the
+//! cache shows each job's new status late and at its own time. Whatever the order, the decisions
+//! the apiserver accepted never promise a node more GPUs than it has, and a job never has two
+//! decisions in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gpufed_crds::conditions::{self, job as jc, member as mc};
+use gpufed_crds::testing::{job, member};
+use gpufed_crds::{
+    ComputeJob, ComputeJobStatus, GpuPool, GpuPoolSpec, Inventory, JobPhase, MemberCluster,
+    MemberClusterStatus, NodeInventory,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proptest::prelude::*;
+
+use super::*;
+use crate::hub::snapshot;
+
+const NODE_GPUS: u32 = 4;
+const CLUSTERS: [&str; 2] = ["alpha", "beta"];
+const NODES: [&str; 2] = ["n0", "n1"];
+
+fn at(secs: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+}
+
+fn pool() -> GpuPool {
+    GpuPool::new(
+        "default",
+        GpuPoolSpec {
+            strategy: Default::default(),
+            heartbeat_timeout: "40s".parse().unwrap(),
+            start_timeout: "10m".parse().unwrap(),
+            min_bond: None,
+            chain: None,
+            payers: vec![],
+            priority_classes: vec![],
+        },
+    )
+}
+
+fn members() -> BTreeMap<String, Arc<MemberCluster>> {
+    CLUSTERS
+        .iter()
+        .map(|name| {
+            let mut m = member(name, "H100", "2.40").build();
+            m.status = Some(MemberClusterStatus {
+                conditions: vec![conditions::condition(
+                    mc::READY,
+                    true,
+                    "Heartbeat",
+                    "",
+                    None,
+                    at(1),
+                )],
+                inventory: Some(Inventory {
+                    update_time: Some(at(100)),
+                    nodes: NODES
+                        .iter()
+                        .map(|n| NodeInventory {
+                            name: format!("{name}-{n}"),
+                            model: "H100".into(),
+                            gpu_memory_mib: 81559,
+                            allocatable_gpus: NODE_GPUS,
+                            free_gpus: NODE_GPUS,
+                            unhealthy_gpus: 0,
+                            telemetry_stale: false,
+                            utilization_percent: 0,
+                            ready: true,
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            });
+            (name.to_string(), Arc::new(m))
+        })
+        .collect()
+}
+
+/// An admitted job waiting for the scheduler.
+fn pending(i: usize, gpus: u32) -> ComputeJob {
+    let mut j = job(&format!("j{i}")).gpus(gpus).models(&["H100"]).build();
+    j.metadata.uid = Some(format!("uid-{i}"));
+    j.metadata.resource_version = Some("1".into());
+    j.metadata.creation_timestamp = Some(at(i as i64));
+    let mut st = ComputeJobStatus {
+        phase: JobPhase::Pending,
+        ..Default::default()
+    };
+    conditions::set_condition(
+        &mut st.conditions,
+        conditions::condition(jc::ADMITTED, true, "Accepted", "", None, at(1)),
+    );
+    j.status = Some(st);
+    j
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A scheduling pass over the cache.
+    Pass,
+    /// The `n`th write in flight ends: accepted by the apiserver (if the job did not change
+    /// since it was read) or failed.
+    Complete { n: usize, ok: bool },
+    /// The cache catches up with the apiserver for job `n`.
+    Sync { n: usize },
+    /// Job `n`'s attempt ends on the member (its GPUs are free again).
+    Finish { n: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Pass),
+        3 => (any::<usize>(), prop::bool::weighted(0.8)).prop_map(|(n, ok)| Op::Complete { n, ok }),
+        3 => any::<usize>().prop_map(|n| Op::Sync { n }),
+        1 => any::<usize>().prop_map(|n| Op::Finish { n }),
+    ]
+}
+
+/// A write in flight: the job it was computed from and the status it writes.
+struct Pending {
+    uid: String,
+    index: usize,
+    read_version: String,
+    status: ComputeJobStatus,
+}
+
+/// GPUs the apiserver's jobs hold per node (active attempts' planned nodes).
+fn held(server: &[ComputeJob]) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for j in server {
+        let Some(st) = j.status.as_ref() else {
+            continue;
+        };
+        if st.phase.is_finished() {
+            continue;
+        }
+        for a in st.attempts.iter().filter(|a| a.attempt == st.attempt) {
+            if a.phase.is_finished() {
+                continue;
+            }
+            for n in &a.planned_nodes {
+                *out.entry(n.node.clone()).or_default() += n.replicas * j.spec.gpus_per_replica;
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn promises_in_flight_never_overcommit_a_node(
+        sizes in prop::collection::vec(1u32..=NODE_GPUS, 1..12),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let pool = pool();
+        let members = members();
+        let mut server: Vec<ComputeJob> = sizes.iter().enumerate().map(|(i, g)| pending(i, *g)).collect();
+        let mut cache: Vec<Arc<ComputeJob>> = server.iter().cloned().map(Arc::new).collect();
+        let mut in_flight = InFlight::default();
+        let mut writes: Vec<Pending> = vec![];
+        let mut version = 1u64;
+        let mut bump = |j: &mut ComputeJob| {
+            version += 1;
+            j.metadata.resource_version = Some(version.to_string());
+        };
+        for op in ops {
+            match op {
+                Op::Pass => {
+                    let mut reservations = snapshot::reservations(&cache, &members);
+                    in_flight.prune(&cache);
+                    reservations.extend(in_flight.reservations().cloned());
+                    let clusters: Vec<_> = members
+                        .values()
+                        .map(|m| snapshot::cluster_state(&pool, m, None))
+                        .collect();
+                    let round = decide(&cache, &pool, &clusters, &mut reservations, &mut in_flight).unwrap();
+                    for (j, write) in round.writes {
+                        let Write::Place(a) = write else { continue };
+                        let uid = j.uid().unwrap();
+                        prop_assert!(
+                            !writes.iter().any(|w| w.uid == uid),
+                            "two decisions in flight for {uid}"
+                        );
+                        let index = cache.iter().position(|c| c.uid() == j.uid()).unwrap();
+                        writes.push(Pending {
+                            uid,
+                            index,
+                            read_version: j.resource_version().unwrap(),
+                            status: placed_status(&j, &pool, &a, None, String::new(), &at(200)),
+                        });
+                    }
+                }
+                Op::Complete { n, ok } => {
+                    if writes.is_empty() {
+                        continue;
+                    }
+                    let w = writes.remove(n % writes.len());
+                    let target = &mut server[w.index];
+                    if ok && target.resource_version().as_deref() == Some(w.read_version.as_str()) {
+                        target.status = Some(w.status);
+                        bump(target);
+                    } else {
+                        // A conflict or a failed write: the loop gives the GPUs back.
+                        in_flight.release(&w.uid);
+                    }
+                }
+                Op::Sync { n } => {
+                    let i = n % server.len();
+                    cache[i] = Arc::new(server[i].clone());
+                }
+                Op::Finish { n } => {
+                    let i = n % server.len();
+                    let j = &mut server[i];
+                    let Some(st) = j.status.as_mut() else { continue };
+                    if st.attempt == 0 || st.phase.is_finished() {
+                        continue;
+                    }
+                    st.phase = JobPhase::Succeeded;
+                    for a in st.attempts.iter_mut() {
+                        a.phase = gpufed_crds::AttemptPhase::Succeeded;
+                    }
+                    bump(j);
+                }
+            }
+            for (node, gpus) in held(&server) {
+                prop_assert!(gpus <= NODE_GPUS, "{node} holds {gpus} GPUs > {NODE_GPUS}");
+            }
+        }
+    }
+}
