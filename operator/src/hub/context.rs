@@ -133,6 +133,10 @@ pub struct Context {
     pub registered: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// The last inventory time of each member the scheduler was woken for.
     pub inventory_seen: Mutex<HashMap<String, Option<Time>>>,
+    /// Unfinished jobs placed per cluster, and when that was counted (see `active_placements`).
+    active_by_cluster: std::sync::Mutex<(Option<std::time::Instant>, HashMap<String, u32>)>,
+    /// When each pool's status was last rolled up, and for which generation (throttling).
+    pub pool_rollups: std::sync::Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
     /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
     pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
 }
@@ -191,6 +195,8 @@ impl Context {
             registered: Mutex::new(HashMap::new()),
             inventory_seen: Mutex::new(HashMap::new()),
             heartbeats_seen: Mutex::new(HashMap::new()),
+            pool_rollups: std::sync::Mutex::new(HashMap::new()),
+            active_by_cluster: std::sync::Mutex::new((None, HashMap::new())),
         }
     }
 
@@ -259,6 +265,22 @@ impl Context {
         Ok(client)
     }
 
+    /// Unfinished jobs placed on `cluster`. Counted for every cluster at once, at most once per
+    /// [`ACTIVE_RECOUNT`]: each member's heartbeat reconciles it, and a count per reconcile would
+    /// read every job each time.
+    pub fn active_placements(&self, cluster: &str) -> u32 {
+        let mut guard = self
+            .active_by_cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (counted, by_cluster) = &mut *guard;
+        if counted.is_none_or(|t| t.elapsed() >= ACTIVE_RECOUNT) {
+            *by_cluster = active_by_cluster(&self.stores.jobs.state());
+            *counted = Some(std::time::Instant::now());
+        }
+        by_cluster.get(cluster).copied().unwrap_or(0)
+    }
+
     /// Queues an Event about `obj` (see [`crate::events`]); never waits, never fails.
     pub fn event<K: Resource<DynamicType = ()>>(
         &self,
@@ -270,6 +292,20 @@ impl Context {
     ) {
         self.events.publish(obj, warning, reason, action, &note);
     }
+}
+
+/// How stale `MemberCluster.status.activePlacements` may be.
+pub const ACTIVE_RECOUNT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Unfinished jobs per cluster of their current placement.
+pub fn active_by_cluster(jobs: &[Arc<ComputeJob>]) -> HashMap<String, u32> {
+    let mut out: HashMap<String, u32> = HashMap::new();
+    for s in jobs.iter().filter_map(|j| j.status.as_ref()) {
+        if let Some(p) = s.placement.as_ref().filter(|_| !s.phase.is_finished()) {
+            *out.entry(p.cluster.clone()).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// The current time as a Kubernetes timestamp.
@@ -287,4 +323,41 @@ pub fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::testing::job;
+    use gpufed_crds::{ComputeJobStatus, JobPhase, PlacementRef, TokenAmount};
+
+    fn on(cluster: &str, phase: JobPhase) -> Arc<ComputeJob> {
+        let mut j = job("j").build();
+        j.status = Some(ComputeJobStatus {
+            phase,
+            placement: Some(PlacementRef {
+                cluster: cluster.into(),
+                namespace: String::new(),
+                name: String::new(),
+                model: "H100".into(),
+                price_per_gpu_hour: TokenAmount::from_atto(0),
+            }),
+            ..Default::default()
+        });
+        Arc::new(j)
+    }
+
+    #[test]
+    fn only_unfinished_placed_jobs_count_per_cluster() {
+        let jobs = vec![
+            on("alpha", JobPhase::Running),
+            on("alpha", JobPhase::Placed),
+            on("alpha", JobPhase::Succeeded),
+            on("beta", JobPhase::Failed),
+            Arc::new(job("waiting").build()),
+        ];
+        let counts = active_by_cluster(&jobs);
+        assert_eq!(counts.get("alpha"), Some(&2));
+        assert_eq!(counts.get("beta"), None);
+    }
 }

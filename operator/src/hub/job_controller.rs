@@ -451,7 +451,14 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     advanced.status = Some(out.status.clone());
     let deadline = lifecycle::start_deadline(&advanced, &world_now, &now());
     let recheck = lifecycle::usage_recheck(&job, &out.status, &world_now);
-    let next = [again, deadline, recheck, Some(Duration::from_secs(300))]
+    let grace = out
+        .status
+        .attempts
+        .iter()
+        .find(|a| a.attempt == out.status.attempt && world_now.placement.is_none())
+        .and_then(|a| lifecycle::placement_grace(a, &world_now, &now()))
+        .map(|left| left + Duration::from_millis(100));
+    let next = [again, deadline, recheck, grace, Some(Duration::from_secs(300))]
         .into_iter()
         .flatten()
         .min()

@@ -32,6 +32,11 @@ pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
 /// Reason of an attempt whose pods did not start within the pool's start timeout.
 pub const START_TIMEOUT: &str = "StartTimeout";
 
+/// In a pool without a chain the scheduling loop creates the Placement right after its decision;
+/// the controller creates one only if it is still missing this long after the decision (so the two
+/// do not race to create it while the cache catches up).
+pub const PLACEMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the hub knows about the world around one job.
 #[derive(Clone, Debug, Default)]
 pub struct World {
@@ -256,6 +261,13 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                 out.status.phase = JobPhase::Funding;
                 return;
             }
+            None if record.phase == AttemptPhase::Placed
+                && placement_grace(&record, world, now).is_some() =>
+            {
+                // The scheduling loop is creating it; the controller comes back after the grace.
+                out.status.phase = JobPhase::Placed;
+                return;
+            }
             None if record.phase == AttemptPhase::Placed => {
                 out.actions
                     .push(Action::CreatePlacement(Box::new(placement_for(
@@ -339,6 +351,22 @@ pub fn start_deadline(job: &ComputeJob, world: &World, now: &Time) -> Option<std
     let waited = now.0.duration_since(since.0).as_secs_f64().max(0.0);
     let left = world.start_timeout.as_secs_f64() - waited;
     Some(std::time::Duration::from_secs_f64(left.max(0.0) + 1.0))
+}
+
+/// How long the controller leaves the creation of `record`'s Placement to the scheduling loop
+/// (pools without a chain, within [`PLACEMENT_GRACE`] of the decision); `None` once it is its own.
+pub fn placement_grace(
+    record: &AttemptRecord,
+    world: &World,
+    now: &Time,
+) -> Option<std::time::Duration> {
+    if world.pool_has_chain || record.phase != AttemptPhase::Placed {
+        return None;
+    }
+    let placed = record.placed_time.as_ref()?;
+    let since = now.0.duration_since(placed.0).as_secs_f64().max(0.0);
+    let left = PLACEMENT_GRACE.as_secs_f64() - since;
+    (left > 0.0).then(|| std::time::Duration::from_secs_f64(left))
 }
 
 /// How long until a capped usage report of the current attempt can be believed in full: a member
@@ -617,7 +645,7 @@ fn record_usage(
 }
 
 /// Sums GPU-seconds over attempts and records when the first started and the last finished.
-fn refresh_usage(st: &mut ComputeJobStatus) {
+pub(crate) fn refresh_usage(st: &mut ComputeJobStatus) {
     if st.attempts.is_empty() {
         return;
     }

@@ -163,7 +163,17 @@ fn a_new_job_is_admitted_queued_and_handed_to_the_scheduler() {
 #[test]
 fn a_decided_attempt_gets_its_placement_in_the_member_namespace() {
     let j = placed(1, "alpha", AttemptPhase::Placed);
+    // Placed at t=10: the scheduling loop creates the Placement; the controller waits its grace.
     let out = reconcile(&j, &world_ready(None), &at(11));
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    assert_eq!(out.status.phase, JobPhase::Placed);
+    let rec = &j.status.as_ref().unwrap().attempts[0];
+    assert_eq!(
+        placement_grace(rec, &world_ready(None), &at(11)),
+        Some(PLACEMENT_GRACE - std::time::Duration::from_secs(1))
+    );
+    // Still missing after the grace: the controller creates it.
+    let out = reconcile(&j, &world_ready(None), &at(16));
     let [Action::CreatePlacement(p)] = &out.actions[..] else {
         panic!("{:?}", out.actions)
     };
@@ -477,7 +487,7 @@ fn an_attempt_whose_pods_never_start_is_given_up_after_the_start_timeout() {
 fn a_long_job_name_goes_into_an_annotation_when_it_cannot_be_a_label() {
     let mut j = placed(1, "alpha", AttemptPhase::Placed);
     j.metadata.name = Some("x".repeat(100));
-    let out = reconcile(&j, &world_ready(None), &at(11));
+    let out = reconcile(&j, &world_ready(None), &at(16));
     let [Action::CreatePlacement(p)] = &out.actions[..] else {
         panic!("{:?}", out.actions)
     };
@@ -495,7 +505,7 @@ fn a_long_job_name_goes_into_an_annotation_when_it_cannot_be_a_label() {
     let out = reconcile(
         &placed(1, "alpha", AttemptPhase::Placed),
         &world_ready(None),
-        &at(11),
+        &at(16),
     );
     let [Action::CreatePlacement(p)] = &out.actions[..] else {
         panic!()

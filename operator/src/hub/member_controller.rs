@@ -430,15 +430,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     };
     set(&mut conds, mc::SCHEDULABLE, schedulable, reason, msg);
 
-    let active = ctx
-        .stores
-        .jobs
-        .state_filter(|j| {
-            j.status.as_ref().is_some_and(|s| {
-                !s.phase.is_finished() && s.placement.as_ref().is_some_and(|p| p.cluster == name)
-            })
-        })
-        .len() as u32;
+    let active = ctx.active_placements(&name);
     // Write the heartbeat time coarsely (a quarter of the timeout) to avoid a status write per
     // renewal — but exactly once the member is not ready, so a later leader can tell that this
     // very renewal already expired.

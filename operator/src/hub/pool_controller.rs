@@ -41,6 +41,25 @@ pub async fn run(
         .await;
 }
 
+/// A pool's status is rolled up at most this often for the same spec: every member update (each
+/// inventory report, every few seconds per member) triggers a reconcile, and a roll-up reads every
+/// job of the pool and asks the chain's RPC.
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(2);
+
+/// How long to wait before rolling up pool `name` again, if its last roll-up of the same
+/// `generation` was less than [`ROLLUP_EVERY`] ago.
+fn throttled(
+    rollups: &std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<i64>)>>,
+    name: &str,
+    generation: Option<i64>,
+    now: Instant,
+) -> Option<Duration> {
+    let r = rollups.lock().ok()?;
+    let (at, seen) = r.get(name)?;
+    let since = now.duration_since(*at);
+    (*seen == generation && since < ROLLUP_EVERY).then(|| ROLLUP_EVERY - since)
+}
+
 fn error_policy(pool: Arc<GpuPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
     let delay = ctx.backoffs.next(&format!("pool/{}", pool.name_any()));
     tracing::warn!(pool = %pool.name_any(), error = %err, kind = err.kind(), "reconcile failed");
@@ -171,6 +190,15 @@ pub fn roll_up(
 }
 
 async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
+    let name = pool.name_any();
+    if let Some(wait) = throttled(
+        &ctx.pool_rollups,
+        &name,
+        pool.metadata.generation,
+        Instant::now(),
+    ) {
+        return Ok(Requeue::requeue(wait));
+    }
     let t0 = Instant::now();
     let members = ctx.stores.members.state();
     let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
@@ -223,7 +251,10 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
         .members
         .with_label_values(&["not_ready"])
         .set(members.len() as i64 - ready);
-    ctx.backoffs.reset(&format!("pool/{}", pool.name_any()));
+    ctx.backoffs.reset(&format!("pool/{name}"));
+    if let Ok(mut r) = ctx.pool_rollups.lock() {
+        r.insert(name, (Instant::now(), pool.metadata.generation));
+    }
     ctx.metrics.reconciled(CONTROLLER, t0.elapsed());
     // Job counts change without a pool event: refresh regularly.
     Ok(Requeue::requeue(Duration::from_secs(10)))
@@ -232,6 +263,36 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_is_rolled_up_at_most_every_interval_unless_its_spec_changed() {
+        let rollups = std::sync::Mutex::new(std::collections::HashMap::new());
+        let t0 = Instant::now();
+        assert_eq!(
+            throttled(&rollups, "default", Some(1), t0),
+            None,
+            "never rolled up"
+        );
+        rollups
+            .lock()
+            .unwrap()
+            .insert("default".to_string(), (t0, Some(1)));
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(
+            throttled(&rollups, "default", Some(1), soon),
+            Some(ROLLUP_EVERY - Duration::from_millis(500))
+        );
+        assert_eq!(
+            throttled(&rollups, "default", Some(2), soon),
+            None,
+            "new spec"
+        );
+        assert_eq!(throttled(&rollups, "other", Some(1), soon), None);
+        assert_eq!(
+            throttled(&rollups, "default", Some(1), t0 + ROLLUP_EVERY),
+            None
+        );
+    }
     use gpufed_crds::testing::member;
     use gpufed_crds::{GpuPoolSpec, Inventory, MemberClusterStatus, NodeInventory};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

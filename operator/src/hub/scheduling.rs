@@ -450,6 +450,8 @@ pub fn placed_status(
             at.clone(),
         ),
     );
+    // What the job controller would add next, written now so it has nothing to rewrite.
+    lifecycle::refresh_usage(&mut st);
     st
 }
 
