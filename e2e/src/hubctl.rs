@@ -61,12 +61,39 @@ pub async fn wait_member_condition(
 /// Field manager used when a test stands in for an agent.
 pub const FAKE_AGENT: &str = "e2e-fake-agent";
 
+/// The hub's log filter in tests: the operator at debug, for the logs printed when a test fails.
+pub const TEST_HUB_LOG: &str = "info,gpufed_operator=debug";
+
+/// The leader Lease of a hub in tests: short, so takeover tests stay quick.
+pub const TEST_LEASE_DURATION: &str = "4s";
+
 /// Starts `gpufed-operator hub` as a process of `cluster` named `name`, with a short leader
 /// Lease so takeover tests stay quick. Returns the metrics port.
 pub fn start_hub(
     tools: &Tools,
     cluster: &mut Cluster,
     name: &str,
+    extra: &[&str],
+) -> Result<u16, Error> {
+    start_hub_with(
+        tools,
+        cluster,
+        name,
+        TEST_LEASE_DURATION,
+        TEST_HUB_LOG,
+        extra,
+    )
+}
+
+/// Starts `gpufed-operator hub` like [`start_hub`], with the leader Lease lasting
+/// `lease_duration` and `RUST_LOG` set to `rust_log` (the benchmark runs it at the operator's
+/// own default, as the chart does). Returns the metrics port.
+pub fn start_hub_with(
+    tools: &Tools,
+    cluster: &mut Cluster,
+    name: &str,
+    lease_duration: &str,
+    rust_log: &str,
     extra: &[&str],
 ) -> Result<u16, Error> {
     let port = free_port()?;
@@ -77,13 +104,10 @@ pub fn start_hub(
         "hub".into(),
         "--namespace=gpufed-system".into(),
         format!("--identity={name}"),
-        "--lease-duration=4s".into(),
+        format!("--lease-duration={lease_duration}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let env = vec![(
-        "RUST_LOG".to_string(),
-        "info,gpufed_operator=debug".to_string(),
-    )];
+    let env = vec![("RUST_LOG".to_string(), rust_log.to_string())];
     cluster.spawn(name, &tools.workspace_bin("gpufed-operator")?, &args, &env)?;
     Ok(port)
 }
