@@ -3,7 +3,8 @@
 //! gas figures — every figure from the same run, compared as ratios.
 //!
 //! ```text
-//! gpufed-bench throughput [--jobs N] [--out FILE]     # hub + fake agents, 3 and 30 members
+//! gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE]
+//!                                                     # hub + fake agents vs the apiserver's ceiling
 //! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
 //!                   [--only gpufed|kueue] [--out FILE]  # gpufed vs Kueue MultiKueue (gpufed_e2e::peer)
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] --out docs/benchmarks.md
@@ -15,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use gpufed_e2e::bench::{ThroughputConfig, ThroughputResult, throughput};
+use gpufed_e2e::bench::settings::compare;
+use gpufed_e2e::bench::{
+    BinaryInfo, ThroughputConfig, ThroughputReport, bench_hub, checkout, throughput,
+};
 use gpufed_e2e::peer::{PeerConfig, PeerResult};
 use gpufed_e2e::{Tools, init_test_logging};
 
@@ -36,40 +40,82 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => {
             init_test_logging();
-            let jobs: usize = arg(&args, "--jobs")
-                .map_or(Ok(300), |s| s.parse())
-                .unwrap_or_else(|e| fail(e));
+            let number = |name: &str, default: usize| -> usize {
+                arg(&args, name)
+                    .map_or(Ok(default), |s| s.parse())
+                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
+            };
+            let jobs = number("--jobs", 300);
+            let open_jobs = number("--open-jobs", 200);
+            let sizes: Vec<usize> = arg(&args, "--members")
+                .unwrap_or_else(|| "3,30".into())
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("--members: {e}")))
+                })
+                .collect();
             let out = PathBuf::from(
                 arg(&args, "--out").unwrap_or_else(|| "target/bench/throughput.json".into()),
             );
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
-            let mut results = vec![];
-            for members in [3, 30] {
-                // Enough GPUs for every job on the small federation too.
-                let nodes_per_member = jobs.div_ceil(members * 8).max(1) + 1;
-                let cfg = ThroughputConfig {
-                    members,
-                    nodes_per_member,
-                    jobs,
-                };
+            let hub_bin = tools
+                .workspace_bin("gpufed-operator")
+                .unwrap_or_else(|e| fail(e));
+            let hub_settings = bench_hub(&tools).unwrap_or_else(|e| fail(e));
+            let mut report = ThroughputReport {
+                hub_binary: BinaryInfo::of(&hub_bin).unwrap_or_else(|e| fail(e)),
+                checkout: checkout(tools.root()),
+                settings: compare(tools.root(), &hub_settings).unwrap_or_else(|e| fail(e)),
+                runs: vec![],
+            };
+            eprintln!(
+                "throughput: hub {} (modified {}, sha256 {}…)",
+                report.hub_binary.path, report.hub_binary.modified, report.hub_binary.sha256
+            );
+            for members in sizes {
+                let cfg = ThroughputConfig::new(members, jobs, open_jobs);
                 eprintln!(
-                    "throughput: {members} members × {nodes_per_member} nodes, {jobs} jobs …"
+                    "throughput: {members} members × {} nodes, {jobs} jobs closed-loop, {open_jobs} per open-loop rate …",
+                    cfg.nodes_per_member
                 );
-                let r = throughput(&tools, &cfg).await.unwrap_or_else(|e| fail(e));
+                let r = throughput(&tools, &hub_settings, &cfg)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
+                let ceilings: Vec<String> = r
+                    .ceilings
+                    .iter()
+                    .map(|c| format!("{:.1}/s at {} in flight", c.rate(), c.in_flight))
+                    .collect();
                 eprintln!(
-                    "  ingest {:.1}/s, placed {:.1}/s (decided in {:.2}s, placed in {:.2}s)",
+                    "  created {:.1}/s, placed {:.1}/s (in {:.2}s; p50 {:.2}s, p99 {:.2}s); ceiling {}",
                     r.ingest_rate(),
                     r.placed_rate(),
-                    r.decided_secs,
-                    r.placed_secs
+                    r.placed_secs,
+                    r.latency.p50_secs,
+                    r.latency.p99_secs,
+                    ceilings.join(", ")
                 );
-                results.push(r);
+                for o in &r.open_loop {
+                    eprintln!(
+                        "  open loop {:.0}/s: {} jobs submitted in {:.2}s, placed after {:.2}s; p50 {:.2}s, p99 {:.2}s",
+                        o.rate,
+                        o.jobs,
+                        o.submit_secs,
+                        o.placed_secs,
+                        o.latency.p50_secs,
+                        o.latency.p99_secs
+                    );
+                }
+                report.runs.push(r);
             }
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
             }
-            let text = serde_json::to_string_pretty(&results).unwrap_or_else(|e| fail(e));
+            let text = serde_json::to_string_pretty(&report).unwrap_or_else(|e| fail(e));
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            eprintln!("wrote {}", out.display());
         }
         Some("peer") => {
             init_test_logging();
@@ -163,7 +209,7 @@ async fn main() {
             println!("wrote {}", out.display());
         }
         _ => fail(
-            "usage: gpufed-bench throughput [--jobs N] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
+            "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed|kueue] [--out FILE] | report --criterion DIR \
              --throughput FILE --gas FILE [--peer FILE] --out FILE",
         ),
@@ -271,37 +317,11 @@ fn report(criterion: &Path, tp: &Path, gas: &Path) -> Result<String, String> {
 
     md.push_str(&scheduler_section(criterion)?);
 
-    let results: Vec<ThroughputResult> = serde_json::from_str(
+    let throughput: ThroughputReport = serde_json::from_str(
         &std::fs::read_to_string(tp).map_err(|e| format!("{}: {e}", tp.display()))?,
     )
-    .map_err(|e| e.to_string())?;
-    md.push_str(
-        "## Hub against a real apiserver (e2e throughput)\n\n\
-         A harness hub cluster (etcd + kube-apiserver + controller-manager), the hub as a process, members stood in \
-         for by fake agents; single-GPU jobs created 16 at a time. *Ingest* is the apiserver taking the jobs (the \
-         baseline); *placed* is every job's Placement written in its member namespace.\n\n\
-         | members | jobs | ingest jobs/s | decided in | placed in | placed jobs/s | placed ÷ ingest |\n|---|---|---|---|---|---|---|\n",
-    );
-    for r in &results {
-        md.push_str(&format!(
-            "| {} | {} | {:.1} | {:.2} s | {:.2} s | {:.1} | {:.2} |\n",
-            r.members,
-            r.jobs,
-            r.ingest_rate(),
-            r.decided_secs,
-            r.placed_secs,
-            r.placed_rate(),
-            r.placed_rate() / r.ingest_rate()
-        ));
-    }
-    if let [a, b] = &results[..] {
-        md.push_str(&format!(
-            "\nGoing from {} to {} members changes the placement rate by ×{:.2}.\n\n",
-            a.members,
-            b.members,
-            b.placed_rate() / a.placed_rate()
-        ));
-    }
+    .map_err(|e| format!("{}: {e}", tp.display()))?;
+    md.push_str(&gpufed_e2e::bench::report::markdown(&throughput));
 
     let gas_text = std::fs::read_to_string(gas).map_err(|e| format!("{}: {e}", gas.display()))?;
     md.push_str("## Settlement gas (forge, deterministic)\n\n| scenario | execution gas per settled job |\n|---|---|\n");
