@@ -59,17 +59,48 @@ pub fn vm_hwm_kib(pid: u32) -> Result<u64, Error> {
     parse_vm_hwm_kib(&text).ok_or_else(|| Error::Other(format!("no VmHWM in {path}")))
 }
 
-/// CPU seconds of every process of a cluster at one moment, by component name.
+/// Busy CPU seconds of the whole machine, all cores, from the `cpu` line of `/proc/stat`
+/// (user, nice, system, irq, softirq and steal; guest time is inside user).
+pub fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal …
+    Some(v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0))
+}
+
+/// Busy CPU seconds of the whole machine so far.
+pub fn machine_busy_seconds() -> Result<f64, Error> {
+    let text =
+        std::fs::read_to_string("/proc/stat").map_err(|e| Error::io("/proc/stat".into(), e))?;
+    let ticks = parse_machine_busy_ticks(&text)
+        .ok_or_else(|| Error::Other("unreadable /proc/stat".into()))?;
+    Ok(ticks as f64 / clock_ticks() as f64)
+}
+
+/// The entry of a [`CpuSample`] for the benchmark's own process (its clients, watches, replay).
+pub const BENCH: &str = "gpufed-bench";
+/// The entry of a [`CpuSample`] for the whole machine, every process on it.
+pub const MACHINE: &str = "machine";
+
+/// CPU seconds of every process of a cluster at one moment, by component name, with the
+/// benchmark's own ([`BENCH`]) and the whole machine's ([`MACHINE`]), so that what other
+/// processes on the machine took meanwhile shows.
 #[derive(Clone, Debug, Default)]
 pub struct CpuSample(BTreeMap<String, f64>);
 
 impl CpuSample {
-    /// Reads every running component of `cluster`.
+    /// Reads every running component of `cluster`, this process and the machine.
     pub fn take(cluster: &Cluster) -> Result<CpuSample, Error> {
         let mut out = BTreeMap::new();
         for (name, pid) in cluster.pids() {
             out.insert(name, cpu_seconds(pid)?);
         }
+        out.insert(BENCH.into(), cpu_seconds(std::process::id())?);
+        out.insert(MACHINE.into(), machine_busy_seconds()?);
         Ok(CpuSample(out))
     }
 
@@ -106,6 +137,15 @@ mod tests {
         let stat = "4242 (kube api) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 12 0 99 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(1234 + 567));
         assert_eq!(parse_stat_ticks("1 (short) S 1"), None);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
+        assert_eq!(
+            parse_machine_busy_ticks(stat),
+            Some(100 + 5 + 50 + 3 + 2 + 1)
+        );
     }
 
     #[test]

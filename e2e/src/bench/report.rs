@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::apimetrics::{RequestCount, RequestKey};
+use super::procstat::{BENCH, CpuUse, MACHINE};
 use super::{HUB, ThroughputReport, ThroughputResult};
 
 /// The section, in Markdown.
@@ -157,7 +158,7 @@ fn writes(md: &mut String, runs: &[ThroughputResult]) {
          first create of the closed loop until two seconds passed with no write but Lease renewals, divided by the \
          jobs. The benchmark's own writes are taken out ({}); what is left is the hub's, and anything the \
          controller-manager wrote meanwhile. *Failed*: answered other than 2xx (409 conflicts, …).\n\n\
-         | resource | verb |{} \n|---|---|{}\n",
+         | resource | verb |{}\n|---|---|{}\n",
         harness.join("; "),
         runs.iter()
             .map(|r| format!(" per job, {} members |", r.members))
@@ -208,7 +209,7 @@ fn writes(md: &mut String, runs: &[ThroughputResult]) {
 }
 
 /// CPU seconds per 1,000 jobs of `component` in `cpu`, or "—".
-fn cpu_cell(cpu: &[super::procstat::CpuUse], component: &str, jobs: usize) -> String {
+fn cpu_cell(cpu: &[CpuUse], component: &str, jobs: usize) -> String {
     cpu.iter()
         .find(|c| c.component == component)
         .map_or("—".into(), |c| {
@@ -216,23 +217,45 @@ fn cpu_cell(cpu: &[super::procstat::CpuUse], component: &str, jobs: usize) -> St
         })
 }
 
+/// CPU seconds per 1,000 jobs of what else ran on the machine: its busy time less every process
+/// the sample names.
+fn others_cell(cpu: &[CpuUse], jobs: usize) -> String {
+    let Some(machine) = cpu.iter().find(|c| c.component == MACHINE) else {
+        return "—".into();
+    };
+    let ours: f64 = cpu
+        .iter()
+        .filter(|c| c.component != MACHINE)
+        .map(|c| c.secs)
+        .sum();
+    format!(
+        "{:.1} s",
+        (machine.secs - ours).max(0.0) * 1000.0 / jobs.max(1) as f64
+    )
+}
+
 fn cpu(md: &mut String, runs: &[ThroughputResult]) {
     md.push_str(
         "### CPU per 1,000 jobs, and the hub's memory\n\n\
          User + system CPU (`/proc/<pid>/stat`, all threads) per 1,000 jobs: while the hub placed the closed \
          loop's jobs (first create to last Placement; the apiserver's and etcd's share includes taking the creates), \
-         and while the benchmark replayed the same writes with no hub.\n\n\
-         | members | phase | kube-apiserver | etcd | hub | kube-controller-manager |\n|---|---|---|---|---|---|\n",
+         and while the benchmark replayed the same writes with no hub. *Benchmark* is the benchmark's own process \
+         (its clients, the watch, the replay); *rest of the machine* is the machine's busy time (`/proc/stat`) less \
+         every process in the row: anything else running meanwhile, which competed for the same cores.\n\n\
+         | members | phase | kube-apiserver | etcd | hub | kube-controller-manager | benchmark | rest of the machine |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
-        let row = |phase: String, cpu: &[super::procstat::CpuUse], jobs: usize| {
+        let row = |phase: String, cpu: &[CpuUse], jobs: usize| {
             format!(
-                "| {} | {phase} | {} | {} | {} | {} |\n",
+                "| {} | {phase} | {} | {} | {} | {} | {} | {} |\n",
                 r.members,
                 cpu_cell(cpu, "kube-apiserver", jobs),
                 cpu_cell(cpu, "etcd", jobs),
                 cpu_cell(cpu, HUB, jobs),
-                cpu_cell(cpu, "kube-controller-manager", jobs)
+                cpu_cell(cpu, "kube-controller-manager", jobs),
+                cpu_cell(cpu, BENCH, jobs),
+                others_cell(cpu, jobs)
             )
         };
         md.push_str(&row("hub placing".into(), &r.cpu, r.jobs));
@@ -309,7 +332,6 @@ fn latency(md: &mut String, runs: &[ThroughputResult]) {
 #[cfg(test)]
 mod tests {
     use super::super::latency::Latency;
-    use super::super::procstat::CpuUse;
     use super::super::settings::Setting;
     use super::super::writemix::Ceiling;
     use super::super::{BinaryInfo, OpenLoop};
@@ -367,6 +389,10 @@ mod tests {
                 CpuUse {
                     component: HUB.into(),
                     secs: 1.0,
+                },
+                CpuUse {
+                    component: MACHINE.into(),
+                    secs: 4.5,
                 },
             ],
             hub_vm_hwm_kib: 51200,
@@ -432,7 +458,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| 3 | hub placing | 30.0 s | — | 10.0 s | — |"),
+            md.contains("| 3 | hub placing | 30.0 s | — | 10.0 s | — | — | 5.0 s |"),
             "{md}"
         );
         assert!(md.contains("50.0 MiB with 3 members and 150 jobs"), "{md}");
