@@ -1,10 +1,11 @@
 //! `make bench`'s driver: runs the e2e throughput measurement against real apiservers and writes
 //! `docs/benchmarks.md` from it, criterion's estimates of the scheduler core and forge's settlement
-//! gas figures — every figure from the same run, compared as ratios.
+//! gas figures — every figure from the same run, compared as ratios. `make bench` runs it from a
+//! release build with `GPUFED_E2E_PROFILE=release`, so the hub it starts is a release build too.
 //!
 //! ```text
 //! gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE]
-//!                                                     # hub + fake agents vs the apiserver's ceiling
+//!                         # the hub + fake agents against the same apiserver's ceiling (gpufed_e2e::bench)
 //! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
 //!                   [--only gpufed|kueue] [--out FILE]  # gpufed vs Kueue MultiKueue (gpufed_e2e::peer)
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] --out docs/benchmarks.md
