@@ -26,6 +26,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Scheduling passes.
     pub scheduling_passes: IntCounterVec,
+    /// Time one scheduling pass takes: decisions made and writes started (a wait for a free write slot counts).
+    pub scheduling_pass_duration: prometheus::Histogram,
     /// Free GPUs per cluster and model, as the hub sees them (after reservations).
     pub free_gpus: GaugeVec,
     /// Attempts re-placed after their member was lost, per reason.
@@ -99,6 +101,16 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let scheduling_pass_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "gpufed_scheduling_pass_duration_seconds",
+                "Time one scheduling pass takes: every pool decided, and its writes started (waiting for a free write slot counts).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(scheduling_pass_duration.clone()))?;
         let scheduling_passes = IntCounterVec::new(
             Opts::new(
                 "gpufed_scheduling_passes_total",
@@ -192,6 +204,7 @@ impl Metrics {
             placement_latency,
             decisions,
             scheduling_passes,
+            scheduling_pass_duration,
             free_gpus,
             failovers,
             leader,

@@ -458,11 +458,17 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         .find(|a| a.attempt == out.status.attempt && world_now.placement.is_none())
         .and_then(|a| lifecycle::placement_grace(a, &world_now, &now()))
         .map(|left| left + Duration::from_millis(100));
-    let next = [again, deadline, recheck, grace, Some(Duration::from_secs(300))]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::from_secs(300));
+    let next = [
+        again,
+        deadline,
+        recheck,
+        grace,
+        Some(Duration::from_secs(300)),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(Duration::from_secs(300));
     Ok(Requeue::requeue(next))
 }
 

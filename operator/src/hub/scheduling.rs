@@ -153,6 +153,7 @@ async fn pass(
     writes: &Arc<Semaphore>,
     exported_before: &mut HashSet<(String, String)>,
 ) {
+    let _timer = ctx.metrics.scheduling_pass_duration.start_timer();
     let jobs = ctx.stores.jobs.state();
     let members: BTreeMap<String, Arc<MemberCluster>> = ctx
         .stores
