@@ -1,15 +1,15 @@
 //! The scheduler's output for one job: where its gang goes, or why no cluster can take it.
 
-use crate::reason::Reason;
+use crate::nofit::NoFit;
 
 /// What the scheduler decided for one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Place the whole gang here.
     Place(Assignment),
-    /// No cluster fits now: exactly one reason per cluster of the snapshot, sorted by cluster name.
-    /// Empty when the snapshot has no clusters.
-    NoFit(Vec<(String, Reason)>),
+    /// No cluster fits now: exactly one reason per cluster of the snapshot, sorted by cluster name,
+    /// kept compact (see [`NoFit`]). Empty when the snapshot has no clusters.
+    NoFit(NoFit),
 }
 
 /// Where a gang goes: every replica on one cluster, each replica's GPUs on one node, one model.

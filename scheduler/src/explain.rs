@@ -6,12 +6,18 @@
 //! waiting job's line is bounded by [`MAX_EXPLANATION_LEN`]: when listing every cluster would be
 //! longer, clusters are counted per reason kind (`412 clusters: no H100; 80 clusters: not ready`),
 //! largest group first, and what still does not fit ends in `…and N more clusters`.
+//!
+//! [`explain`] reads any [`ReasonList`]: a [`NoFit`] or a plain list of `(cluster, Reason)` pairs
+//! give the same text for the same reasons. It builds only the reasons it prints: the listing
+//! stops as soon as it is over the limit, and the counted form reads kinds and one reason per kind.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use crate::decision::Assignment;
 use crate::input::Strategy;
 use crate::money::format_tokens;
+use crate::nofit::NoFit;
 use crate::reason::{Reason, ReasonKind};
 
 /// Longest explanation in bytes (so also in characters).
@@ -20,39 +26,121 @@ pub const MAX_EXPLANATION_LEN: usize = 1024;
 /// Longest text of one aggregated group, so that one long model list cannot crowd out the rest.
 const MAX_GROUP_LEN: usize = 160;
 
+/// One reason per cluster, sorted by cluster name: what [`explain`] reads. A [`NoFit`] is one, and
+/// so is a plain list of `(cluster, Reason)` pairs (a slice, an array or a `Vec`).
+pub trait ReasonList {
+    /// Number of clusters.
+    fn clusters(&self) -> usize;
+    /// The `i`th cluster's name and reason.
+    fn at(&self, i: usize) -> Option<(&str, Cow<'_, Reason>)>;
+    /// Calls `f` with each cluster's reason kind, in order.
+    fn each_kind(&self, f: &mut dyn FnMut(ReasonKind));
+}
+
+impl ReasonList for [(String, Reason)] {
+    fn clusters(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> Option<(&str, Cow<'_, Reason>)> {
+        self.get(i).map(|(c, r)| (c.as_str(), Cow::Borrowed(r)))
+    }
+    fn each_kind(&self, f: &mut dyn FnMut(ReasonKind)) {
+        self.iter().for_each(|(_, r)| f(r.kind()));
+    }
+}
+
+impl<const N: usize> ReasonList for [(String, Reason); N] {
+    fn clusters(&self) -> usize {
+        N
+    }
+    fn at(&self, i: usize) -> Option<(&str, Cow<'_, Reason>)> {
+        self.as_slice().at(i)
+    }
+    fn each_kind(&self, f: &mut dyn FnMut(ReasonKind)) {
+        self.as_slice().each_kind(f);
+    }
+}
+
+impl ReasonList for Vec<(String, Reason)> {
+    fn clusters(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> Option<(&str, Cow<'_, Reason>)> {
+        self.as_slice().at(i)
+    }
+    fn each_kind(&self, f: &mut dyn FnMut(ReasonKind)) {
+        self.as_slice().each_kind(f);
+    }
+}
+
+impl ReasonList for NoFit {
+    fn clusters(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> Option<(&str, Cow<'_, Reason>)> {
+        self.get(i).map(|(c, r)| (c, Cow::Owned(r)))
+    }
+    fn each_kind(&self, f: &mut dyn FnMut(ReasonKind)) {
+        self.each_kind_at(|_, _, kind| f(kind));
+    }
+}
+
 /// Explains why a job fits nowhere, from the reasons of [`crate::Decision::NoFit`].
-pub fn explain(reasons: &[(String, Reason)]) -> String {
+pub fn explain<L: ReasonList + ?Sized>(reasons: &L) -> String {
     explain_within(reasons, MAX_EXPLANATION_LEN)
 }
 
 /// [`explain`] with a limit of `max` bytes.
-fn explain_within(reasons: &[(String, Reason)], max: usize) -> String {
-    let total = reasons.len();
+fn explain_within<L: ReasonList + ?Sized>(reasons: &L, max: usize) -> String {
+    let total = reasons.clusters();
     let head = format!("0/{total} clusters fit");
     if total == 0 {
         return format!("{head}: the pool has no member clusters");
     }
-    let listed: Vec<String> = reasons
-        .iter()
-        .map(|(cluster, reason)| format!("{cluster}: {reason}"))
-        .collect();
-    let full = format!("{head}: {}", listed.join("; "));
+    // Every cluster in turn, until the line is over the limit: then the counted form.
+    let mut full = format!("{head}: ");
+    for i in 0..total {
+        let Some((cluster, reason)) = reasons.at(i) else {
+            break;
+        };
+        let sep = if i == 0 { "" } else { "; " };
+        let _ = write!(full, "{sep}{cluster}: {reason}");
+        if full.len() > max {
+            break;
+        }
+    }
     if full.len() <= max {
         return full;
     }
-    let mut groups: BTreeMap<ReasonKind, (usize, &Reason)> = BTreeMap::new();
-    for (_, reason) in reasons {
-        groups.entry(reason.kind()).or_insert((0, reason)).0 += 1;
-    }
-    let mut groups: Vec<(ReasonKind, usize, &Reason)> =
-        groups.into_iter().map(|(k, (n, r))| (k, n, r)).collect();
+    // Per kind: how many clusters, and the first one's position (its reason gives the summary).
+    let mut counts = [(0usize, 0usize); ReasonKind::ALL.len()];
+    let mut at = 0;
+    reasons.each_kind(&mut |kind| {
+        if let Some((count, first)) = counts.get_mut(kind as usize) {
+            if *count == 0 {
+                *first = at;
+            }
+            *count += 1;
+        }
+        at += 1;
+    });
+    let mut groups: Vec<(ReasonKind, usize, usize)> = ReasonKind::ALL
+        .into_iter()
+        .zip(counts)
+        .filter(|(_, (count, _))| *count > 0)
+        .map(|(kind, (count, first))| (kind, count, first))
+        .collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 
     let mut out = format!("{head}: ");
     let mut shown = 0;
-    for (i, &(_, count, reason)) in groups.iter().enumerate() {
+    for (i, &(_, count, first)) in groups.iter().enumerate() {
+        let summary = reasons
+            .at(first)
+            .map(|(_, r)| r.summary())
+            .unwrap_or_default();
         let part = truncate(
-            &format!("{count} {}: {}", clusters(count), reason.summary()),
+            &format!("{count} {}: {summary}", clusters(count)),
             MAX_GROUP_LEN.min(max),
         );
         let sep = if i == 0 { "" } else { "; " };

@@ -9,14 +9,14 @@
 //! ties.
 //!
 //! Checks here work on a [`JobView`] (the job's names turned into the index's integer ids) and
-//! the index's aggregates, so they allocate nothing; a [`Reason`] with text is only built for jobs
-//! that fit nowhere.
+//! the index's aggregates, so they allocate nothing. A failure is a [`Reject`]: a small `Copy`
+//! code that a [`crate::NoFit`] keeps and turns into a [`crate::Reason`] with text only when asked.
 
 use std::sync::Arc;
 
 use crate::index::{ClusterEntry, Gate, Index, model_mask};
-use crate::input::{BondState, JobRequest};
-use crate::reason::{BondIssue, Reason};
+use crate::input::JobRequest;
+use crate::nofit::JobTerms;
 
 /// A job with names resolved against one index.
 #[derive(Debug)]
@@ -25,31 +25,25 @@ pub(crate) struct JobView<'j> {
     /// Accepted models that some node of the snapshot has, deduplicated, in the job's order.
     pub(crate) models: Vec<u32>,
     /// [`model_mask`] of `models`.
-    model_mask: u64,
+    pub(crate) model_mask: u64,
     /// Accepted regions known to the snapshot, ascending and deduplicated; `None` accepts any.
     pub(crate) regions: Option<Vec<u32>>,
     /// Positions of excluded clusters.
-    excluded: Vec<usize>,
+    pub(crate) excluded: Vec<usize>,
     /// Positions of clusters where an earlier attempt failed.
-    failed: Vec<usize>,
+    pub(crate) failed: Vec<usize>,
     /// GPUs of the whole gang.
     pub(crate) need: u64,
-    /// The job's models as given, deduplicated, for `NoModel` reasons.
-    wanted: Arc<[String]>,
 }
 
 impl<'j> JobView<'j> {
     /// Resolves `job`'s names against `index`. Names the snapshot does not know match nothing.
     pub(crate) fn new(job: &'j JobRequest, index: &Index<'_>) -> JobView<'j> {
-        let mut wanted: Vec<String> = Vec::with_capacity(job.models.len());
-        for m in &job.models {
-            if !wanted.contains(m) {
-                wanted.push(m.clone());
+        let mut models = Vec::with_capacity(job.models.len());
+        for id in job.models.iter().filter_map(|m| index.model_id(m)) {
+            if !models.contains(&id) {
+                models.push(id);
             }
-        }
-        let mut models = Vec::with_capacity(wanted.len());
-        for id in wanted.iter().filter_map(|m| index.model_id(m)) {
-            models.push(id);
         }
         let regions = (!job.regions.is_empty()).then(|| {
             let mut ids: Vec<u32> = job
@@ -75,7 +69,34 @@ impl<'j> JobView<'j> {
             excluded: positions(&job.exclude),
             failed: positions(&job.failed_on),
             need: job.total_gpus(),
-            wanted: wanted.into(),
+        }
+    }
+
+    /// The job's models as given, deduplicated, in the job's order, for `NoModel` reasons.
+    pub(crate) fn wanted(&self) -> Arc<[String]> {
+        let mut wanted: Vec<String> = Vec::with_capacity(self.job.models.len());
+        for m in &self.job.models {
+            if !wanted.contains(m) {
+                wanted.push(m.clone());
+            }
+        }
+        wanted.into()
+    }
+
+    /// What a no-fit decision keeps of the job to explain itself after the pass.
+    pub(crate) fn into_terms(self) -> JobTerms {
+        JobTerms {
+            wanted: self.wanted(),
+            models: self.models,
+            model_mask: self.model_mask,
+            regions: self.regions,
+            excluded: self.excluded,
+            failed: self.failed,
+            need: self.need,
+            replicas: self.job.replicas,
+            gpus_per_replica: self.job.gpus_per_replica,
+            need_mib: self.job.min_gpu_memory_mib,
+            max_price: self.job.max_price,
         }
     }
 }
@@ -108,7 +129,9 @@ pub(crate) struct Banned {
     pub(crate) fit: u64,
 }
 
-/// Why a cluster failed, without text; variants in filter order.
+/// Why a cluster failed, without text; variants in filter order. Only what belongs to the cluster
+/// and can change within a pass is kept, in 16 bytes: the job's terms and the names are looked up
+/// when a [`crate::Reason`] is built, and so is the cluster's price of a `Price` reject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reject {
     Gate(Gate),
@@ -118,7 +141,7 @@ pub(crate) enum Reject {
     NoModel,
     NoPrice { model: u32 },
     Memory { model: u32, has_mib: u64 },
-    Price { model: u32, price: u128 },
+    Price { model: u32 },
     Capacity { model: u32, free: u64 },
     NodeSize { model: u32, largest_free: u32 },
     Fragmented { model: u32, fit: u64 },
@@ -126,7 +149,7 @@ pub(crate) enum Reject {
 
 impl Reject {
     /// How far down the model filters this got; higher is more informative.
-    fn depth(self) -> u8 {
+    pub(crate) fn depth(self) -> u8 {
         match self {
             Reject::Gate(_)
             | Reject::Excluded
@@ -145,6 +168,11 @@ impl Reject {
 
 /// Checks `cluster` (at position `pos`) against `view`, calling `on_fit` for each accepted model
 /// that fits. Returns the most informative reason when none does.
+///
+/// This is every filter in its documented order, in one place. The scheduler itself does the same
+/// work split in two (the index rows in `scan.rs`, the cluster-level reasons in `nofit.rs`), and
+/// the linear reference built on this function checks both.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn evaluate(
     cluster: &ClusterEntry<'_>,
     pos: usize,
@@ -223,7 +251,7 @@ fn check_model(
         });
     };
     if job.max_price.is_some_and(|max| price > max) {
-        return Err(Reject::Price { model, price });
+        return Err(Reject::Price { model });
     }
     if tier.free < view.need {
         return Err(Reject::Capacity {
@@ -249,68 +277,6 @@ fn check_model(
         price,
         free: tier.free,
     })
-}
-
-/// Turns a [`Reject`] of `cluster` into a [`Reason`] with the details a person needs.
-pub(crate) fn reason(
-    reject: Reject,
-    cluster: &ClusterEntry<'_>,
-    view: &JobView<'_>,
-    index: &Index<'_>,
-) -> Reason {
-    let job = view.job;
-    let name = |id: u32| index.model_name(id).to_string();
-    match reject {
-        Reject::Gate(Gate::NotReady) => Reason::NotReady,
-        Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
-        Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
-        Reject::Gate(Gate::Bond) => Reason::Bond(match cluster.state.bond {
-            BondState::Insufficient { bonded, required } => {
-                BondIssue::Insufficient { bonded, required }
-            }
-            BondState::NoWallet => BondIssue::NoWallet,
-            BondState::Unknown | BondState::NotRequired | BondState::Eligible => BondIssue::Unknown,
-        }),
-        Reject::Excluded => Reason::Excluded,
-        Reject::FailedBefore => Reason::FailedBefore,
-        Reject::Region => Reason::Region {
-            region: cluster.state.region.clone(),
-        },
-        Reject::NoModel => Reason::NoModel {
-            wanted: Arc::clone(&view.wanted),
-            has: Arc::clone(&cluster.has),
-        },
-        Reject::NoPrice { model } => Reason::NoPrice { model: name(model) },
-        Reject::Memory { model, has_mib } => Reason::Memory {
-            model: name(model),
-            has_mib,
-            need_mib: job.min_gpu_memory_mib,
-        },
-        Reject::Price { model, price } => Reason::Price {
-            model: name(model),
-            price,
-            max: job.max_price.unwrap_or(price),
-        },
-        Reject::Capacity { model, free } => Reason::Capacity {
-            model: name(model),
-            free,
-            need: view.need,
-        },
-        Reject::NodeSize {
-            model,
-            largest_free,
-        } => Reason::NodeSize {
-            model: name(model),
-            largest_free,
-            need_per_replica: job.gpus_per_replica,
-        },
-        Reject::Fragmented { model, fit } => Reason::Fragmented {
-            model: name(model),
-            fit,
-            replicas: job.replicas,
-            need_per_replica: job.gpus_per_replica,
-        },
-    }
 }
 
 #[cfg(test)]

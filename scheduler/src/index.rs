@@ -10,12 +10,16 @@
 //! [`Row`]s: only clusters that pass the static gates (ready, inventory, not cordoned, bond) and
 //! price the model. A job reads only the rows of its models and regions, one after another in
 //! memory, and most rows are rejected or accepted from the row alone (see `scan.rs`).
+//!
+//! What does not change within the pass and a no-fit decision needs after it (names, gates,
+//! regions, models and prices) is copied once into a shared [`Roster`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::ScheduleError;
 use crate::input::{ClusterState, NodeState, Reservation};
+use crate::roster::Roster;
 
 /// A cluster-level reason that does not depend on the job, computed once per pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +39,8 @@ pub(crate) struct Index<'a> {
     pub(crate) model_names: Vec<&'a str>,
     model_ids: BTreeMap<&'a str, u32>,
     region_ids: BTreeMap<&'a str, u32>,
-    /// Cluster names back to back, in position order, ending at `name_ends[pos]`: a job that fits
-    /// nowhere copies every name, and reading them from one buffer rather than from each
-    /// `ClusterState` keeps that pass out of cache misses.
-    name_buf: String,
-    name_ends: Vec<usize>,
+    /// Names and static facts of the clusters, shared with every no-fit decision of the pass.
+    pub(crate) roster: Arc<Roster>,
     /// Rows of the open clusters (no gate) that price a model, at `model id × regions + region id`,
     /// ascending by cluster position.
     rows: Vec<Vec<Row>>,
@@ -73,8 +74,6 @@ pub(crate) struct ClusterEntry<'a> {
     pub(crate) nodes: Vec<NodeEntry<'a>>,
     /// Models the cluster has nodes of, sorted by id.
     pub(crate) models: Vec<ModelEntry>,
-    /// Their names, for `NoModel` reasons; one shared list per distinct set of models in the pool.
-    pub(crate) has: Arc<[String]>,
     /// Bit `id` set for each model id below 64 it has; all bits when it has a model id above.
     pub(crate) model_mask: u64,
 }
@@ -225,22 +224,15 @@ impl<'a> Index<'a> {
             model_names: model_ids.keys().copied().collect(),
             model_ids,
             region_ids,
-            name_buf: String::new(),
-            name_ends: Vec::with_capacity(sorted.len()),
+            roster: Arc::default(),
             rows: Vec::new(),
         };
-        let mut lists: BTreeMap<u64, Vec<Arc<[String]>>> = BTreeMap::new();
         for state in sorted {
-            let mut entry = index.entry(state)?;
-            let same = lists.entry(entry.model_mask).or_default();
-            match same.iter().find(|has| **has == entry.has) {
-                Some(has) => entry.has = Arc::clone(has),
-                None => same.push(Arc::clone(&entry.has)),
-            }
-            index.name_buf.push_str(&state.name);
-            index.name_ends.push(index.name_buf.len());
+            let entry = index.entry(state)?;
             index.clusters.push(entry);
         }
+        let regions: Vec<&str> = index.region_ids.keys().copied().collect();
+        index.roster = Arc::new(Roster::build(&index.clusters, &index.model_names, &regions));
         index.reserve(reservations);
         for cluster in &mut index.clusters {
             let ClusterEntry { nodes, models, .. } = cluster;
@@ -325,10 +317,6 @@ impl<'a> Index<'a> {
             }
         }
         let model_mask = model_mask(by_model.keys().copied());
-        let has = by_model
-            .keys()
-            .map(|&id| self.model_name(id).to_string())
-            .collect();
         let models = by_model
             .into_iter()
             .map(|(model, positions)| ModelEntry {
@@ -360,7 +348,6 @@ impl<'a> Index<'a> {
             gate,
             nodes,
             models,
-            has,
             model_mask,
         })
     }
@@ -382,17 +369,6 @@ impl<'a> Index<'a> {
         self.clusters
             .binary_search_by(|c| c.state.name.as_str().cmp(name))
             .ok()
-    }
-
-    /// Name of the cluster at `pos`.
-    pub(crate) fn cluster_name(&self, pos: usize) -> &str {
-        let start = pos
-            .checked_sub(1)
-            .and_then(|p| self.name_ends.get(p))
-            .copied()
-            .unwrap_or(0);
-        let end = self.name_ends.get(pos).copied().unwrap_or(start);
-        self.name_buf.get(start..end).unwrap_or("")
     }
 
     /// Id of a model that some node of the snapshot has.

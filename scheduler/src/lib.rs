@@ -9,10 +9,12 @@
 //! from its CRDs; this crate does not depend on them. How filters, scoring, reservations and
 //! explanations work, and how fast, is in `docs/scheduler.md`.
 //!
-//! Modules: [`input`] (what goes in), `index` (the per-batch working copy), `filter` (why a
-//! cluster fits or not), `scan` (the indexed search for the best fit), `score` (strategies), `packing` (nodes inside the chosen cluster),
-//! [`scheduler`] (entry points), [`decision`] and [`reason`] (what comes out), [`mod@explain`] (text),
-//! [`money`] (token amounts as text), [`error`].
+//! Modules: [`input`] (what goes in), `index` (the per-batch working copy), `roster` (what a
+//! no-fit decision keeps of the snapshot), `filter` (why a cluster fits or not), `scan` (the
+//! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
+//! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
+//! [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
+//! (token amounts as text), [`error`].
 
 pub mod decision;
 pub mod error;
@@ -21,10 +23,12 @@ mod filter;
 mod index;
 pub mod input;
 pub mod money;
+pub mod nofit;
 mod packing;
 pub mod reason;
 #[cfg(any(test, feature = "testing"))]
 pub mod reference;
+mod roster;
 mod scan;
 pub mod scheduler;
 mod score;
@@ -33,11 +37,12 @@ pub mod testing;
 
 pub use decision::{Assignment, Decision};
 pub use error::{MoneyError, ScheduleError};
-pub use explain::{MAX_EXPLANATION_LEN, explain, explain_placement};
+pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};
 pub use input::{
     BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
     Strategy,
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
+pub use nofit::{NoFit, NoFitSignature};
 pub use reason::{BondIssue, Reason, ReasonKind};
 pub use scheduler::{Scheduler, schedule, schedule_batch};

@@ -147,6 +147,26 @@ pub enum ReasonKind {
 }
 
 impl ReasonKind {
+    /// Every kind, in filter order: `ALL[kind as usize] == kind`.
+    pub(crate) const ALL: [ReasonKind; 16] = [
+        ReasonKind::NotReady,
+        ReasonKind::NoInventory,
+        ReasonKind::Cordoned,
+        ReasonKind::BondInsufficient,
+        ReasonKind::NoWallet,
+        ReasonKind::BondUnknown,
+        ReasonKind::Excluded,
+        ReasonKind::FailedBefore,
+        ReasonKind::Region,
+        ReasonKind::NoModel,
+        ReasonKind::NoPrice,
+        ReasonKind::Memory,
+        ReasonKind::Price,
+        ReasonKind::Capacity,
+        ReasonKind::NodeSize,
+        ReasonKind::Fragmented,
+    ];
+
     /// A stable CamelCase name, e.g. for a condition reason or a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -472,5 +492,32 @@ mod tests {
             Reason::Bond(BondIssue::NoWallet).kind().as_str(),
             "NoWallet"
         );
+    }
+
+    #[test]
+    fn the_list_of_every_kind_is_complete_and_indexed_by_the_kind() {
+        for (i, kind) in ReasonKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i);
+            // A kind added to the enum but not to the list fails to compile here.
+            match kind {
+                ReasonKind::NotReady
+                | ReasonKind::NoInventory
+                | ReasonKind::Cordoned
+                | ReasonKind::BondInsufficient
+                | ReasonKind::NoWallet
+                | ReasonKind::BondUnknown
+                | ReasonKind::Excluded
+                | ReasonKind::FailedBefore
+                | ReasonKind::Region
+                | ReasonKind::NoModel
+                | ReasonKind::NoPrice
+                | ReasonKind::Memory
+                | ReasonKind::Price
+                | ReasonKind::Capacity
+                | ReasonKind::NodeSize
+                | ReasonKind::Fragmented => {}
+            }
+        }
+        assert_eq!(ReasonKind::ALL.len(), ReasonKind::Fragmented as usize + 1);
     }
 }

@@ -10,12 +10,16 @@
 //! the cost of a decision is the number of rows of its models and regions, a few integers each,
 //! read in order from one array, rather than every cluster with a pointer chase for each.
 //!
-//! The result is exactly what a pass over every cluster with [`crate::filter::evaluate`] gives
-//! (`reference.rs` keeps that pass; the property tests compare the two): the same best key (keys
+//! The result is exactly what a pass over every cluster with the filters gives (`reference.rs`
+//! keeps that pass; the property tests compare the two): the same best key (keys
 //! end with cluster position and model id, so the visiting order does not matter) and the same
 //! count, each fitting cluster counted once even when several of the job's models fit it.
+//!
+//! For a job that fits nowhere, [`misses`] reads the same rows once more and records why each of
+//! those clusters does not fit, mostly from the row alone: those are the only clusters whose reason
+//! depends on free GPUs, so a [`crate::NoFit`] works out every other cluster's reason later.
 
-use crate::filter::{Banned, Fit, JobView, model_outcome};
+use crate::filter::{Banned, Fit, JobView, Reject, model_outcome};
 use crate::index::{Index, Row};
 use crate::input::Strategy;
 use crate::scheduler::Best;
@@ -42,20 +46,99 @@ pub(crate) fn scan(
         fitting: 0,
     };
     for (nth, &model) in view.models.iter().enumerate() {
-        match &view.regions {
-            Some(regions) => {
-                for &region in regions {
-                    search.rows(index.rows(model, region), nth, model);
+        for rows in row_lists(index, view, model) {
+            search.rows(rows, nth, model);
+        }
+    }
+    (search.best, search.fitting)
+}
+
+/// The row lists of `model` in the job's regions (every region when it names none).
+fn row_lists<'i>(
+    index: &'i Index<'_>,
+    view: &'i JobView<'_>,
+    model: u32,
+) -> impl Iterator<Item = &'i [Row]> + 'i {
+    let every = match &view.regions {
+        Some(_) => 0..0,
+        None => 0..index.regions(),
+    };
+    let named = view.regions.as_deref().unwrap_or(&[]).iter().copied();
+    named
+        .chain(every)
+        .map(move |region| index.rows(model, region))
+}
+
+/// For a job that fits nowhere: why each cluster that has a row of one of its models (open, in an
+/// accepted region, pricing the model) and that the job does not exclude fails, ascending by
+/// cluster position, one entry per cluster. With several of the job's models, a cluster keeps the
+/// reject that got furthest down the filters, the earlier model in the job's list winning ties,
+/// as the filters do.
+///
+/// A row decides by itself whenever the job's memory need is met by every node of the model
+/// (then the row's figures are the job's tier): price, total free GPUs, fullest node. Only a
+/// fragmentation check, a memory tier or a banned candidate reads the cluster's tiers.
+pub(crate) fn misses(
+    index: &Index<'_>,
+    view: &JobView<'_>,
+    banned: &[Banned],
+) -> Vec<(u32, Reject)> {
+    let job = view.job;
+    let threshold = job.memory_threshold_mib();
+    let mut out: Vec<(u32, Reject)> = Vec::new();
+    for &model in &view.models {
+        for rows in row_lists(index, view, model) {
+            for row in rows {
+                let pos = row.cluster as usize;
+                if view.blocks(pos) {
+                    continue;
                 }
-            }
-            None => {
-                for region in 0..index.regions() {
-                    search.rows(index.rows(model, region), nth, model);
+                let quick = if banned.is_empty() && threshold <= row.min_mem_mib {
+                    if job.max_price.is_some_and(|max| row.price > max) {
+                        Some(Reject::Price { model })
+                    } else if row.free < view.need {
+                        Some(Reject::Capacity {
+                            model,
+                            free: row.free,
+                        })
+                    } else if row.max_free < job.gpus_per_replica {
+                        Some(Reject::NodeSize {
+                            model,
+                            largest_free: row.max_free,
+                        })
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                };
+                let reject = quick.or_else(|| {
+                    let cluster = index.clusters.get(pos)?;
+                    model_outcome(cluster, pos, row.model_pos as usize, view, banned).err()
+                });
+                if let Some(reject) = reject {
+                    out.push((row.cluster, reject));
                 }
             }
         }
     }
-    (search.best, search.fitting)
+    // Each list is ascending and the lists of one model are disjoint (one region each), so a stable
+    // sort only merges runs; equal positions (several models) stay in the job's model order.
+    if !out.is_sorted_by_key(|&(pos, _)| pos) {
+        out.sort_by_key(|&(pos, _)| pos);
+    }
+    if view.models.len() > 1 {
+        out.dedup_by(|later, kept| {
+            if later.0 != kept.0 {
+                return false;
+            }
+            if later.1.depth() > kept.1.depth() {
+                kept.1 = later.1;
+            }
+            true
+        });
+    }
+    out
 }
 
 /// One job's search in progress.

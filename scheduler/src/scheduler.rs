@@ -5,19 +5,21 @@
 //! pass is, so a burst of jobs never over-commits a cluster before its member reports back.
 //!
 //! Picking a cluster reads only the index rows of the job's models and regions, keeping only the
-//! best key (`scan.rs`); nothing is allocated per cluster. Only a job that fits nowhere pays for a
-//! pass over every cluster that builds the reasons.
+//! best key (`scan.rs`); nothing is allocated per cluster. A job that fits nowhere reads the same
+//! rows once more to record the reasons that depend on free GPUs; its [`NoFit`] works out every
+//! other cluster's reason when it is read.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::decision::{Assignment, Decision};
 use crate::error::ScheduleError;
-use crate::filter::{Banned, Fit, JobView, evaluate, reason};
+use crate::filter::{Banned, Fit, JobView};
 use crate::index::Index;
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
+use crate::nofit::NoFit;
 use crate::packing::pack;
-use crate::reason::Reason;
-use crate::scan::scan;
+use crate::scan::{misses, scan};
 use crate::score::ScoreKey;
 
 /// A scheduling pass over one snapshot: places jobs one after another, each seeing the GPUs taken
@@ -32,15 +34,19 @@ pub struct Scheduler<'a> {
 /// fit: the indexed scan, or the linear one the tests compare it with.
 pub(crate) type Scan = fn(&Scheduler<'_>, &JobView<'_>, &[Banned]) -> (Option<Best>, usize);
 
-/// What [`Scheduler::choose`] found: a placement and what it takes, or the reasons.
-enum Choice {
+/// What [`Scheduler::choose`] found: a placement and what it takes, or the job as resolved
+/// against the index and the candidates refused while packing, to build the reasons from.
+pub(crate) enum Choice<'j> {
     Place {
         assignment: Assignment,
         cluster: usize,
         model_pos: usize,
         picks: Vec<(usize, u32)>,
     },
-    NoFit(Vec<(String, Reason)>),
+    NoFit {
+        view: JobView<'j>,
+        banned: Vec<Banned>,
+    },
 }
 
 /// The best candidate of one scan.
@@ -67,38 +73,52 @@ impl<'a> Scheduler<'a> {
 
     /// Decides where `job` goes and, if it is placed, takes its GPUs from the working copy.
     pub fn place(&mut self, job: &JobRequest) -> Result<Decision, ScheduleError> {
-        self.place_with(job, indexed)
+        let choice = self.place_with(job, indexed)?;
+        Ok(self.decision(choice))
     }
 
-    pub(crate) fn place_with(
+    /// Chooses with `scan` and, if the job is placed, takes its GPUs from the working copy.
+    pub(crate) fn place_with<'j>(
         &mut self,
-        job: &JobRequest,
+        job: &'j JobRequest,
         scan: Scan,
-    ) -> Result<Decision, ScheduleError> {
-        Ok(match self.choose(job, scan)? {
-            Choice::Place {
-                assignment,
-                cluster,
-                model_pos,
-                picks,
-            } => {
-                self.index
-                    .commit(cluster, model_pos, job.gpus_per_replica, &picks);
-                Decision::Place(assignment)
-            }
-            Choice::NoFit(reasons) => Decision::NoFit(reasons),
-        })
+    ) -> Result<Choice<'j>, ScheduleError> {
+        let choice = self.choose(job, scan)?;
+        if let Choice::Place {
+            cluster,
+            model_pos,
+            picks,
+            ..
+        } = &choice
+        {
+            self.index
+                .commit(*cluster, *model_pos, job.gpus_per_replica, picks);
+        }
+        Ok(choice)
     }
 
     /// Decides where `job` would go without taking its GPUs.
     pub fn evaluate(&self, job: &JobRequest) -> Result<Decision, ScheduleError> {
-        Ok(match self.choose(job, indexed)? {
-            Choice::Place { assignment, .. } => Decision::Place(assignment),
-            Choice::NoFit(reasons) => Decision::NoFit(reasons),
-        })
+        let choice = self.choose(job, indexed)?;
+        Ok(self.decision(choice))
     }
 
-    fn choose(&self, job: &JobRequest, scan: Scan) -> Result<Choice, ScheduleError> {
+    /// The decision of a choice: a job that fits nowhere gets its compact reasons.
+    fn decision(&self, choice: Choice<'_>) -> Decision {
+        match choice {
+            Choice::Place { assignment, .. } => Decision::Place(assignment),
+            Choice::NoFit { view, banned } => {
+                let misses = misses(&self.index, &view, &banned);
+                Decision::NoFit(NoFit::new(
+                    Arc::clone(&self.index.roster),
+                    view.into_terms(),
+                    misses,
+                ))
+            }
+        }
+    }
+
+    fn choose<'j>(&self, job: &'j JobRequest, scan: Scan) -> Result<Choice<'j>, ScheduleError> {
         job.validate()?;
         let view = JobView::new(job, &self.index);
         let mut banned: Vec<Banned> = Vec::new();
@@ -109,7 +129,7 @@ impl<'a> Scheduler<'a> {
                 Some((b, cluster, cluster.models.get(b.fit.model_pos)?))
             });
             let Some((best, cluster, model)) = candidate else {
-                return Ok(Choice::NoFit(self.reasons(&view, &banned)));
+                return Ok(Choice::NoFit { view, banned });
             };
             let picks = pack(
                 &cluster.nodes,
@@ -149,20 +169,6 @@ impl<'a> Scheduler<'a> {
             });
         }
     }
-
-    /// One reason per cluster, by cluster name, for a job that fits nowhere.
-    fn reasons(&self, view: &JobView<'_>, banned: &[Banned]) -> Vec<(String, Reason)> {
-        let mut out = Vec::with_capacity(self.index.clusters.len());
-        for (pos, cluster) in self.index.clusters.iter().enumerate() {
-            if let Err(reject) = evaluate(cluster, pos, view, banned, |_| {}) {
-                out.push((
-                    self.index.cluster_name(pos).to_string(),
-                    reason(reject, cluster, view, &self.index),
-                ));
-            }
-        }
-        out
-    }
 }
 
 /// The indexed scan, as a [`Scan`].
@@ -189,17 +195,17 @@ pub fn schedule_batch(
     reservations: &[Reservation],
     policy: &Policy,
 ) -> Result<Vec<(String, Decision)>, ScheduleError> {
-    batch_with(jobs, clusters, reservations, policy, indexed)
+    batch_with(jobs, clusters, reservations, policy, |s, job| s.place(job))
 }
 
-/// [`schedule_batch`] with the given candidate search.
-pub(crate) fn batch_with(
+/// [`schedule_batch`] with each job decided by `decide`.
+pub(crate) fn batch_with<T>(
     jobs: &[JobRequest],
     clusters: &[ClusterState],
     reservations: &[Reservation],
     policy: &Policy,
-    scan: Scan,
-) -> Result<Vec<(String, Decision)>, ScheduleError> {
+    mut decide: impl FnMut(&mut Scheduler<'_>, &JobRequest) -> Result<T, ScheduleError>,
+) -> Result<Vec<(String, T)>, ScheduleError> {
     let mut keys = BTreeSet::new();
     for job in jobs {
         job.validate()?;
@@ -219,7 +225,7 @@ pub(crate) fn batch_with(
     let mut scheduler = Scheduler::new(clusters, reservations, policy)?;
     order
         .into_iter()
-        .map(|job| Ok((job.key.clone(), scheduler.place_with(job, scan)?)))
+        .map(|job| Ok((job.key.clone(), decide(&mut scheduler, job)?)))
         .collect()
 }
 

@@ -1,14 +1,16 @@
 //! Property tests of the scheduler's invariants over random snapshots, reservations and batches:
 //! no over-commit, price caps, all-or-nothing gangs, only eligible clusters, determinism, one
 //! reason per cluster, agreement with a naive reference scheduler, and agreement of the indexed
-//! search with the linear one it replaced (`gpufed_scheduler::reference`).
+//! search and the compact no-fit reasons with the linear scheduler they replaced
+//! (`gpufed_scheduler::reference`), down to the explanation text.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
+use gpufed_scheduler::reference::Expanded;
 use gpufed_scheduler::{
-    ClusterState, Decision, JobRequest, Policy, Reservation, Strategy, reference, schedule,
-    schedule_batch,
+    ClusterState, Decision, JobRequest, NoFit, Policy, Reservation, Strategy, explain, reference,
+    schedule, schedule_batch,
 };
 use proptest::prelude::*;
 
@@ -44,9 +46,10 @@ fn check_batch(
         match decision {
             Decision::NoFit(reasons) => {
                 prop_assert_eq!(expected, None, "{} fits somewhere", key);
-                let listed: Vec<&str> = reasons.iter().map(|(c, _)| c.as_str()).collect();
+                let listed: Vec<&str> = reasons.iter().map(|(c, _)| c).collect();
                 prop_assert_eq!(&listed, &names, "one reason per cluster, by name");
-                for (name, reason) in reasons {
+                for (i, (name, reason)) in reasons.iter().enumerate() {
+                    prop_assert_eq!(reasons.get(i), Some((name, reason.clone())));
                     let c = oracle.cluster(name).unwrap();
                     let kind = reason.kind().as_str();
                     match Oracle::cluster_gate(c, job) {
@@ -107,6 +110,46 @@ fn check_batch(
     Ok(())
 }
 
+/// Compares a batch's decisions with the reference's, reasons and explanations included, and
+/// checks that the no-fit signatures follow the (cluster, kind) pairs and nothing else.
+fn check_against_reference(
+    indexed: &[(String, Decision)],
+    linear: &[(String, Expanded)],
+) -> Result<(), TestCaseError> {
+    let expanded: Vec<(String, Expanded)> = indexed
+        .iter()
+        .map(|(key, d)| (key.clone(), Expanded::from(d)))
+        .collect();
+    prop_assert_eq!(&expanded, linear);
+    let mut no_fits: Vec<&NoFit> = Vec::new();
+    for ((_, decision), (_, spelled)) in indexed.iter().zip(linear) {
+        if let (Decision::NoFit(no_fit), Expanded::NoFit(list)) = (decision, spelled) {
+            prop_assert_eq!(
+                explain(no_fit),
+                explain(list),
+                "the same text from either form"
+            );
+            let kinds: Vec<_> = no_fit.kinds().collect();
+            let from_reasons: Vec<_> = list.iter().map(|(c, r)| (c.as_str(), r.kind())).collect();
+            prop_assert_eq!(kinds, from_reasons);
+            no_fits.push(no_fit);
+        }
+    }
+    for a in &no_fits {
+        for b in &no_fits {
+            let same_kinds = a.kinds().eq(b.kinds());
+            prop_assert_eq!(
+                same_kinds,
+                a.signature() == b.signature(),
+                "{:?} / {:?}",
+                a,
+                b
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -132,7 +175,7 @@ proptest! {
         let policy = Policy { strategy };
         let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
         let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        prop_assert_eq!(indexed, linear);
+        check_against_reference(&indexed, &linear)?;
     }
 
     #[test]
@@ -145,7 +188,7 @@ proptest! {
         let policy = Policy { strategy };
         let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
         let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        prop_assert_eq!(indexed, linear);
+        check_against_reference(&indexed, &linear)?;
     }
 
     #[test]
@@ -167,6 +210,11 @@ proptest! {
         shuffle(&mut jobs2, &mut seed2);
         let other = schedule_batch(&jobs2, &shuffled(&clusters, seed), &held2, &policy).unwrap();
         prop_assert_eq!(&first, &other);
+        for ((_, a), (_, b)) in first.iter().zip(&other) {
+            if let (Decision::NoFit(a), Decision::NoFit(b)) = (a, b) {
+                prop_assert_eq!(a.signature(), b.signature(), "the same reasons, another pass");
+            }
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn decide(j: JobBuilder, clusters: &[ClusterState]) -> Decision {
 /// The reason of the only cluster, for a job that fits nowhere.
 fn reason(j: JobBuilder, c: ClusterBuilder) -> Reason {
     match decide(j, &[c.build()]) {
-        Decision::NoFit(mut reasons) if reasons.len() == 1 => reasons.remove(0).1,
+        Decision::NoFit(reasons) if reasons.len() == 1 => reasons.to_vec().remove(0).1,
         other => panic!("expected one reason, got {other:?}"),
     }
 }

@@ -173,12 +173,12 @@ fn names_come_from_one_buffer_and_equal_model_lists_are_shared() {
         cluster("gamma").node("n1", "H100", 80 * 1024, 8).build(),
     ];
     let index = Index::build(&snapshot, &[]).unwrap();
-    let names: Vec<&str> = (0..3).map(|p| index.cluster_name(p)).collect();
+    let names: Vec<&str> = (0..3).map(|p| index.roster.name(p)).collect();
     assert_eq!(names, ["alpha", "beta", "gamma"]);
-    assert_eq!(index.cluster_name(3), "");
-    let has = |p: usize| &index.clusters[p].has;
-    assert!(Arc::ptr_eq(has(0), has(1)));
-    assert_eq!(**has(2), ["H100".to_string()]);
+    assert_eq!(index.roster.name(3), "");
+    let has = |p: usize| index.roster.has(p);
+    assert!(Arc::ptr_eq(&has(0), &has(1)));
+    assert_eq!(*has(2), ["H100".to_string()]);
 }
 
 #[test]

@@ -1,0 +1,305 @@
+//! Why a job fits nowhere, kept compact: [`NoFit`] holds a code per cluster that the job's numbers
+//! matter for, and turns codes into [`Reason`]s with text only when asked.
+//!
+//! A pool of 10,000 clusters gives 10,000 reasons per waiting job. Most of them do not depend on
+//! the job's numbers at all: a cluster that is not ready, cordoned, excluded, in another region or
+//! without any of the job's models gives the same reason to every job with the same terms. So a
+//! `NoFit` keeps three things: the pass's shared `Roster` (names, gates, regions, models, prices:
+//! one `Arc` for every decision of the pass), the job's terms, and one 24-byte code for each open
+//! cluster of an accepted region that prices one of the job's models, the only clusters whose
+//! reason depends on free GPUs. Every other cluster's reason is worked out from the roster and the
+//! terms when it is read, in the filters' order. Building one costs one pass over the job's index
+//! rows (as the search did) and two allocations, whatever the size of the pool.
+//!
+//! [`NoFit::signature`] condenses the (cluster, [`ReasonKind`]) pairs into a [`NoFitSignature`]
+//! that the hub compares between passes to rewrite a waiting job's status only when the reasons
+//! change in kind, not each time a free GPU count moves.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::filter::Reject;
+use crate::index::Gate;
+use crate::reason::{Reason, ReasonKind};
+use crate::roster::{Facts, Roster};
+
+/// Why a job fits nowhere: exactly one reason per cluster of the snapshot, sorted by cluster name
+/// (none when the snapshot has no clusters).
+///
+/// Read it with [`NoFit::iter`] / [`NoFit::get`] (each [`Reason`] is built on demand),
+/// [`NoFit::kinds`] (no allocation), [`crate::explain()`] (one line of text) or
+/// [`NoFit::signature`]. It stays valid after the [`crate::Scheduler`] that made it is dropped.
+/// Two `NoFit`s are equal when they list the same clusters with the same reasons.
+#[derive(Clone)]
+pub struct NoFit {
+    roster: Arc<Roster>,
+    job: Box<JobTerms>,
+    /// `(cluster position, reject)` of the clusters whose reason depends on the job's numbers,
+    /// ascending by position.
+    misses: Vec<(u32, Reject)>,
+}
+
+/// What a [`NoFit`] keeps of its job to explain itself: the terms its reasons quote and the
+/// choices that decide the cluster-level ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JobTerms {
+    /// The job's models as given, deduplicated, in the job's order.
+    pub(crate) wanted: Arc<[String]>,
+    /// Ids of the accepted models the snapshot knows, in the job's order.
+    pub(crate) models: Vec<u32>,
+    pub(crate) model_mask: u64,
+    /// Accepted region ids, ascending; `None` accepts any.
+    pub(crate) regions: Option<Vec<u32>>,
+    /// Positions of excluded clusters.
+    pub(crate) excluded: Vec<usize>,
+    /// Positions of clusters where an earlier attempt failed.
+    pub(crate) failed: Vec<usize>,
+    /// GPUs of the whole gang.
+    pub(crate) need: u64,
+    pub(crate) replicas: u32,
+    pub(crate) gpus_per_replica: u32,
+    /// Memory per GPU the job asks for (the advertised size), MiB.
+    pub(crate) need_mib: u64,
+    pub(crate) max_price: Option<u128>,
+}
+
+/// A fingerprint of a [`NoFit`]'s (cluster name, [`ReasonKind`]) pairs and of nothing else: free
+/// GPU counts, prices and bond amounts do not enter it.
+///
+/// The hub keeps the signature of the explanation it last wrote for a waiting job and rewrites the
+/// job's status only when the new one differs, so a busy pool does not cost a status write per
+/// job per pass while counts move. Equal signatures mean equal pairs except with a chance of about
+/// 2^-64 per comparison. The value is computed the same way in every process (no random seed), so
+/// it may be stored; it changes when the crate's [`ReasonKind`]s change, which costs one rewrite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NoFitSignature(pub u64);
+
+impl fmt::Display for NoFitSignature {
+    /// 16 lowercase hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl NoFit {
+    pub(crate) fn new(roster: Arc<Roster>, job: JobTerms, misses: Vec<(u32, Reject)>) -> NoFit {
+        NoFit {
+            roster,
+            job: Box::new(job),
+            misses,
+        }
+    }
+
+    /// Number of clusters, each with one reason.
+    pub fn len(&self) -> usize {
+        self.roster.len()
+    }
+
+    /// Whether the snapshot had no clusters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name and reason of the `i`th cluster by name.
+    pub fn get(&self, i: usize) -> Option<(&str, Reason)> {
+        let facts = self.roster.facts(i)?;
+        let miss = u32::try_from(i).ok().and_then(|at| {
+            let found = self
+                .misses
+                .binary_search_by_key(&at, |(pos, _)| *pos)
+                .ok()?;
+            self.misses.get(found).map(|(_, r)| *r)
+        });
+        let reject = self.reject(i, facts, miss);
+        Some((self.roster.name(i), self.reason(i, facts, reject)))
+    }
+
+    /// Every cluster's name and reason, by name. Each [`Reason`] is built as it is read (most
+    /// allocate a model name); [`NoFit::kinds`] does not allocate.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Reason)> + '_ {
+        self.rejects()
+            .map(|(pos, facts, reject)| (self.roster.name(pos), self.reason(pos, facts, reject)))
+    }
+
+    /// Every cluster's name and reason kind, by name, without building the reasons.
+    pub fn kinds(&self) -> impl Iterator<Item = (&str, ReasonKind)> + '_ {
+        self.rejects()
+            .map(|(pos, facts, reject)| (self.roster.name(pos), Self::kind(facts, reject)))
+    }
+
+    /// Calls `f` with each cluster's position, facts and reason kind, in position order.
+    pub(crate) fn each_kind_at(&self, mut f: impl FnMut(usize, &Facts, ReasonKind)) {
+        for (pos, facts, reject) in self.rejects() {
+            f(pos, facts, Self::kind(facts, reject));
+        }
+    }
+
+    /// The reasons as `(cluster, Reason)` pairs, by cluster name.
+    pub fn to_vec(&self) -> Vec<(String, Reason)> {
+        self.iter().map(|(c, r)| (c.to_string(), r)).collect()
+    }
+
+    /// The [`NoFitSignature`] of these reasons: one pass over the clusters, no allocation.
+    ///
+    /// Names are unique, so the pairs are a set: each pair is hashed on its own and the hashes are
+    /// added up, which keeps the pass free of a chain of dependent multiplications.
+    pub fn signature(&self) -> NoFitSignature {
+        let mut sum = mix(self.len() as u64);
+        self.each_kind_at(|_, facts, kind| {
+            let kind = (kind as u64 + 1).wrapping_mul(KIND_SALT);
+            sum = sum.wrapping_add(mix(facts.name_hash ^ kind));
+        });
+        NoFitSignature(mix(sum))
+    }
+
+    /// Each cluster's position, facts and reject, in position order.
+    fn rejects(&self) -> impl Iterator<Item = (usize, &Facts, Reject)> + '_ {
+        let mut misses = self.misses.iter().peekable();
+        (0..self.roster.len()).filter_map(move |pos| {
+            let facts = self.roster.facts(pos)?;
+            let miss = misses
+                .next_if(|(at, _)| *at as usize == pos)
+                .map(|(_, r)| *r);
+            Some((pos, facts, self.reject(pos, facts, miss)))
+        })
+    }
+
+    /// The first filter the cluster at `pos` fails, in the order of `filter::evaluate`: the
+    /// cluster-level ones from the roster and the job's choices, then the model-level one the
+    /// search recorded (`miss`), or else `NoModel` / `NoPrice`, the only model-level reasons of a
+    /// cluster that prices none of the job's models.
+    #[inline(always)]
+    fn reject(&self, pos: usize, facts: &Facts, miss: Option<Reject>) -> Reject {
+        let job = &self.job;
+        if let Some(gate) = facts.gate {
+            return Reject::Gate(gate);
+        }
+        if job.excluded.contains(&pos) {
+            return Reject::Excluded;
+        }
+        if job.failed.contains(&pos) {
+            return Reject::FailedBefore;
+        }
+        if let Some(regions) = &job.regions
+            && !regions.contains(&facts.region)
+        {
+            return Reject::Region;
+        }
+        if let Some(miss) = miss {
+            return miss;
+        }
+        if facts.model_mask & job.model_mask == 0 {
+            return Reject::NoModel;
+        }
+        let has = self.roster.models(pos);
+        job.models
+            .iter()
+            .find(|m| has.binary_search(m).is_ok())
+            .map_or(Reject::NoModel, |&model| Reject::NoPrice { model })
+    }
+
+    #[inline(always)]
+    fn kind(facts: &Facts, reject: Reject) -> ReasonKind {
+        match reject {
+            Reject::Gate(_) => facts.gate_kind.unwrap_or(ReasonKind::BondUnknown),
+            Reject::Excluded => ReasonKind::Excluded,
+            Reject::FailedBefore => ReasonKind::FailedBefore,
+            Reject::Region => ReasonKind::Region,
+            Reject::NoModel => ReasonKind::NoModel,
+            Reject::NoPrice { .. } => ReasonKind::NoPrice,
+            Reject::Memory { .. } => ReasonKind::Memory,
+            Reject::Price { .. } => ReasonKind::Price,
+            Reject::Capacity { .. } => ReasonKind::Capacity,
+            Reject::NodeSize { .. } => ReasonKind::NodeSize,
+            Reject::Fragmented { .. } => ReasonKind::Fragmented,
+        }
+    }
+
+    /// The [`Reason`] of `reject` for the cluster at `pos`, with the details a person needs.
+    fn reason(&self, pos: usize, facts: &Facts, reject: Reject) -> Reason {
+        let job = &self.job;
+        let name = |id: u32| self.roster.model_name(id).to_string();
+        match reject {
+            Reject::Gate(Gate::NotReady) => Reason::NotReady,
+            Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
+            Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
+            Reject::Gate(Gate::Bond) => Reason::Bond(self.roster.bond(pos)),
+            Reject::Excluded => Reason::Excluded,
+            Reject::FailedBefore => Reason::FailedBefore,
+            Reject::Region => Reason::Region {
+                region: self.roster.region_name(facts.region).to_string(),
+            },
+            Reject::NoModel => Reason::NoModel {
+                wanted: Arc::clone(&job.wanted),
+                has: self.roster.has(pos),
+            },
+            Reject::NoPrice { model } => Reason::NoPrice { model: name(model) },
+            Reject::Memory { model, has_mib } => Reason::Memory {
+                model: name(model),
+                has_mib,
+                need_mib: job.need_mib,
+            },
+            Reject::Price { model } => {
+                let price = self.roster.price(pos, model).unwrap_or(0);
+                Reason::Price {
+                    model: name(model),
+                    price,
+                    max: job.max_price.unwrap_or(price),
+                }
+            }
+            Reject::Capacity { model, free } => Reason::Capacity {
+                model: name(model),
+                free,
+                need: job.need,
+            },
+            Reject::NodeSize {
+                model,
+                largest_free,
+            } => Reason::NodeSize {
+                model: name(model),
+                largest_free,
+                need_per_replica: job.gpus_per_replica,
+            },
+            Reject::Fragmented { model, fit } => Reason::Fragmented {
+                model: name(model),
+                fit,
+                replicas: job.replicas,
+                need_per_replica: job.gpus_per_replica,
+            },
+        }
+    }
+}
+
+/// Spreads each reason kind over the whole word before it is mixed in.
+const KIND_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's finaliser: every input bit moves about half the output bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl PartialEq for NoFit {
+    fn eq(&self, other: &NoFit) -> bool {
+        if Arc::ptr_eq(&self.roster, &other.roster)
+            && self.job == other.job
+            && self.misses == other.misses
+        {
+            return true;
+        }
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for NoFit {}
+
+impl fmt::Debug for NoFit {
+    /// The `(cluster, Reason)` pairs, as a list.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
