@@ -103,6 +103,7 @@ impl<'j> JobView<'j> {
 
 impl JobView<'_> {
     /// Whether the job excludes the cluster at `pos` or failed there before.
+    #[inline]
     pub(crate) fn blocks(&self, pos: usize) -> bool {
         self.excluded.contains(&pos) || self.failed.contains(&pos)
     }

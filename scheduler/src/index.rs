@@ -46,8 +46,14 @@ pub(crate) struct Index<'a> {
     rows: Vec<Vec<Row>>,
 }
 
+/// Replica sizes (GPUs per replica) whose fit a [`Row`] records: 1 to 8, the sizes of the GPU
+/// nodes in use, so the row decides almost every job without reading the cluster's tiers.
+pub(crate) const ROW_REPLICA_SIZES: usize = 8;
+
 /// What a scan needs of one (open cluster, priced model) without touching the cluster: its free
-/// GPUs on all the model's nodes, which bound every memory tier, and its price.
+/// GPUs on all the model's nodes, which bound every memory tier, how many replicas of each common
+/// size those nodes hold, the least and most memory per GPU, and its price. 64 bytes, one cache
+/// line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Row {
     pub(crate) price: u128,
@@ -56,12 +62,39 @@ pub(crate) struct Row {
     /// Least memory per GPU among the model's nodes: a job needing no more reads `free` and
     /// `max_free` as its own tier's.
     pub(crate) min_mem_mib: u64,
+    /// Most memory per GPU among the model's nodes: a job needing more fails on memory.
+    pub(crate) max_mem_mib: u64,
     /// Cluster position.
     pub(crate) cluster: u32,
     /// Position in the cluster's [`ClusterEntry::models`].
     pub(crate) model_pos: u32,
     /// Most free GPUs of the model on one node.
     pub(crate) max_free: u32,
+    /// `fits[g - 1]`: replicas of `g` GPUs the model's nodes hold, each on one node
+    /// ([`Tier::replicas_fit`] of the tier of all nodes); `u8::MAX` stands for that many or more.
+    fits: [u8; ROW_REPLICA_SIZES],
+}
+
+/// How many replicas of one size a [`Row`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RowFit {
+    /// Exactly this many.
+    Exactly(u64),
+    /// This many or more.
+    AtLeast(u64),
+}
+
+impl Row {
+    /// Replicas of `gpus` GPUs the model's nodes hold, if the row records that size.
+    pub(crate) fn replicas_fit(&self, gpus: u32) -> Option<RowFit> {
+        let at = usize::try_from(gpus).ok()?.checked_sub(1)?;
+        let fit = *self.fits.get(at)?;
+        Some(if fit < u8::MAX {
+            RowFit::Exactly(u64::from(fit))
+        } else {
+            RowFit::AtLeast(u64::from(fit))
+        })
+    }
 }
 
 /// One cluster of the working copy.
@@ -160,6 +193,11 @@ impl ModelEntry {
             row.free = all.free;
             row.max_free = all.max_free;
             row.min_mem_mib = all.mem_mib;
+            row.max_mem_mib = self.max_mem_mib();
+            for (gpus, fit) in (1u32..).zip(row.fits.iter_mut()) {
+                let n = all.replicas_fit(gpus, u64::from(u8::MAX));
+                *fit = u8::try_from(n).unwrap_or(u8::MAX);
+            }
         }
     }
 
@@ -268,9 +306,11 @@ impl<'a> Index<'a> {
                     price,
                     free: 0,
                     min_mem_mib: 0,
+                    max_mem_mib: 0,
                     cluster,
                     model_pos,
                     max_free: 0,
+                    fits: [0; ROW_REPLICA_SIZES],
                 };
                 model.update_row(&mut row);
                 model.row = Some((list_at, list.len()));

@@ -166,6 +166,50 @@ fn rows_list_only_open_clusters_that_price_the_model_and_follow_placements() {
 }
 
 #[test]
+fn rows_record_how_many_replicas_of_each_common_size_their_nodes_hold() {
+    let snapshot = [
+        cluster("alpha")
+            .node_free("n1", "H100", 80 * 1024, 8, 8)
+            .node_free("n2", "H100", 80 * 1024, 8, 5)
+            .node_free("n3", "H100", 40 * 1024, 8, 3)
+            .price("H100", "2.00")
+            .build(),
+        cluster("beta")
+            .node("n1", "H100", 80 * 1024, 600)
+            .price("H100", "2.00")
+            .build(),
+    ];
+    let mut index = Index::build(&snapshot, &[]).unwrap();
+    let h100 = index.model_id("H100").unwrap();
+    let fits = |index: &Index<'_>, at: usize| -> Vec<Option<RowFit>> {
+        (0..=9)
+            .map(|g| index.rows(h100, 0)[at].replicas_fit(g))
+            .collect()
+    };
+    let exactly = |v: &[u64]| -> Vec<Option<RowFit>> {
+        let mut out = vec![None];
+        out.extend(v.iter().map(|&n| Some(RowFit::Exactly(n))));
+        out.push(None);
+        out
+    };
+    assert_eq!(fits(&index, 0), exactly(&[16, 7, 4, 3, 2, 1, 1, 1]));
+    let alpha = index.rows(h100, 0)[0];
+    assert_eq!(
+        (alpha.min_mem_mib, alpha.max_mem_mib),
+        (40 * 1024, 80 * 1024)
+    );
+    // n1 gives 6 GPUs: 2, 5 and 3 free are left.
+    index.commit(0, 0, 3, &[(0, 2)]);
+    assert_eq!(fits(&index, 0), exactly(&[10, 4, 2, 1, 1, 0, 0, 0]));
+    // Past 254 replicas a row only says "at least".
+    let beta = fits(&index, 1);
+    assert_eq!(beta[1], Some(RowFit::AtLeast(255)));
+    assert_eq!(beta[2], Some(RowFit::AtLeast(255)));
+    assert_eq!(beta[3], Some(RowFit::Exactly(200)));
+    assert_eq!(std::mem::size_of::<Row>(), 64);
+}
+
+#[test]
 fn names_come_from_one_buffer_and_equal_model_lists_are_shared() {
     let snapshot = [
         cluster("beta").node("n1", "L4", 24 * 1024, 4).build(),
