@@ -14,8 +14,12 @@
 //! all decisions returned together. `place_each/clusters/N`: 10,000 jobs on 1,000 clusters and
 //! 100,000 jobs on 10,000 clusters, decided one after another with `Scheduler::place` in
 //! `schedule_batch`'s order, each decision dropped once made, as a consumer that writes each one out
-//! would. `schedule_batch` cannot run the largest size: it returns every `NoFit` with one reason per
-//! cluster, and ~14,000 no-fit decisions × 10,000 reasons would need over 10 GiB at once.
+//! would. The largest size is not run through `schedule_batch`, which holds every decision at once
+//! (~0.7 GB of compact `NoFit`s there) and would add its set-up to every run.
+//!
+//! `read_no_fit/{explain,signature}/N`: what the hub pays afterwards for each waiting job, one
+//! `explain` or one `NoFit::signature` (one element = one `NoFit` read), over every 20th no-fit
+//! decision of the `place_each` batch of N clusters, so most come from the full end of the batch.
 //!
 //! Run: `cargo bench -p gpufed-scheduler` (plots are off; criterion writes only its JSON estimates
 //! under `target/criterion`).
@@ -29,8 +33,8 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use gpufed_scheduler::{
-    BondState, ClusterState, Decision, JobRequest, NodeState, ONE_TOKEN, Policy, Scheduler,
-    Strategy, schedule_batch,
+    BondState, ClusterState, Decision, JobRequest, NoFit, NodeState, ONE_TOKEN, Policy, Scheduler,
+    Strategy, explain, schedule_batch,
 };
 
 /// SplitMix64: a tiny deterministic generator, so the workload is the same on every run.
@@ -195,6 +199,34 @@ fn place_each(batch: &[&JobRequest], snapshot: &[ClusterState], policy: &Policy)
         .count()
 }
 
+/// Every 20th no-fit decision of `batch`, decided as `place_each` does.
+fn sample_no_fits(batch: &[&JobRequest], snapshot: &[ClusterState], policy: &Policy) -> Vec<NoFit> {
+    let mut scheduler = Scheduler::new(snapshot, &[], policy).unwrap();
+    let mut no_fits = Vec::new();
+    let mut seen = 0;
+    for job in batch {
+        if let Decision::NoFit(no_fit) = scheduler.place(job).unwrap() {
+            if seen % 20 == 0 {
+                no_fits.push(no_fit);
+            }
+            seen += 1;
+        }
+    }
+    no_fits
+}
+
+/// `batch` in `schedule_batch`'s order.
+fn in_order(batch: &[JobRequest]) -> Vec<&JobRequest> {
+    let mut order: Vec<&JobRequest> = batch.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.order.cmp(&b.order))
+            .then(a.key.cmp(&b.key))
+    });
+    order
+}
+
 fn describe(snapshot: &[ClusterState], job_count: usize, placed: usize) {
     let gpus: u64 = snapshot
         .iter()
@@ -239,19 +271,49 @@ fn bench(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     for (cluster_count, job_count) in [(1_000, 10_000), (10_000, 100_000)] {
         let (snapshot, batch) = workload(cluster_count, job_count);
-        let mut order: Vec<&JobRequest> = batch.iter().collect();
-        order.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.order.cmp(&b.order))
-                .then(a.key.cmp(&b.key))
-        });
+        let order = in_order(&batch);
         describe(&snapshot, job_count, place_each(&order, &snapshot, &POLICY));
         group.throughput(Throughput::Elements(job_count as u64));
         group.bench_with_input(
             BenchmarkId::new("clusters", cluster_count),
             &(snapshot, order),
             |b, (snapshot, order)| b.iter(|| place_each(black_box(order), snapshot, &POLICY)),
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("read_no_fit");
+    group.sampling_mode(SamplingMode::Flat);
+    for (cluster_count, job_count) in [(1_000, 10_000), (10_000, 100_000)] {
+        let (snapshot, batch) = workload(cluster_count, job_count);
+        let no_fits = sample_no_fits(&in_order(&batch), &snapshot, &POLICY);
+        println!(
+            "{cluster_count} clusters: {} no-fit decisions read",
+            no_fits.len()
+        );
+        group.throughput(Throughput::Elements(no_fits.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("explain", cluster_count),
+            &no_fits,
+            |b, no_fits| {
+                b.iter(|| {
+                    no_fits
+                        .iter()
+                        .map(|n| explain(black_box(n)).len())
+                        .sum::<usize>()
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("signature", cluster_count),
+            &no_fits,
+            |b, no_fits| {
+                b.iter(|| {
+                    no_fits
+                        .iter()
+                        .fold(0u64, |acc, n| acc ^ black_box(n).signature().0)
+                })
+            },
         );
     }
     group.finish();
