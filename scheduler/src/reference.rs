@@ -13,9 +13,9 @@ use crate::error::ScheduleError;
 use crate::filter::{Banned, JobView, Reject, evaluate};
 use crate::index::{ClusterEntry, Gate, Index};
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
-use crate::nofit::NoFit;
+use crate::nofit::{NoFit, NoFitSignature};
 use crate::reason::Reason;
-use crate::roster::bond_issue;
+use crate::roster::{bond_issue, mix, name_hash, pair_hash};
 use crate::scheduler::{Best, Choice, Scheduler, batch_with};
 use crate::score::ScoreKey;
 
@@ -42,6 +42,17 @@ impl From<&NoFit> for Expanded {
     fn from(no_fit: &NoFit) -> Expanded {
         Expanded::NoFit(no_fit.to_vec())
     }
+}
+
+/// [`NoFit::signature`] the long way: every `(cluster, kind)` pair of [`NoFit::kinds`] hashed and
+/// added up.
+pub fn signature(no_fit: &NoFit) -> NoFitSignature {
+    let sum = no_fit
+        .kinds()
+        .fold(mix(no_fit.len() as u64), |sum, (name, kind)| {
+            sum.wrapping_add(pair_hash(name_hash(name), kind))
+        });
+    NoFitSignature(mix(sum))
 }
 
 /// [`crate::schedule_batch`] with the linear search and reasons built cluster by cluster.

@@ -33,6 +33,16 @@ pub(crate) struct Roster {
     region_names: Vec<String>,
     /// What is wrong with the bond of each cluster gated by it, by position.
     bonds: Vec<(usize, BondIssue)>,
+    /// For [`crate::NoFit::signature`]: the sum of [`pair_hash`] over the gated clusters, with
+    /// their gate's kind.
+    pub(crate) gated_sum: u64,
+    /// Per region id, the sums of [`pair_hash`] over its open clusters as if each gave `Region`,
+    /// and as if each gave `NoModel`: the reason of every open cluster a job's codes do not cover,
+    /// unless it is blocked or has one of the job's models without a price.
+    pub(crate) region_sums: Vec<(u64, u64)>,
+    /// Positions of the open clusters that have a model but ask no price for it, per
+    /// `model id × regions + region id`, ascending.
+    unpriced: Vec<Vec<u32>>,
 }
 
 /// What one cluster's reason kind depends on, whatever the job: 24 bytes, read for every cluster
@@ -69,6 +79,9 @@ impl Roster {
             model_names: model_names.iter().map(|m| m.to_string()).collect(),
             region_names: region_names.iter().map(|r| r.to_string()).collect(),
             bonds: Vec::new(),
+            gated_sum: 0,
+            region_sums: vec![(0, 0); region_names.len()],
+            unpriced: vec![Vec::new(); model_names.len() * region_names.len().max(1)],
         };
         // Most clusters of a big pool share a handful of model sets: one list per set.
         let mut lists: BTreeMap<u64, Vec<Arc<[String]>>> = BTreeMap::new();
@@ -111,8 +124,31 @@ impl Roster {
                     kind
                 }
             });
+            let hash = name_hash(name);
+            match gate_kind {
+                Some(kind) => {
+                    roster.gated_sum = roster.gated_sum.wrapping_add(pair_hash(hash, kind))
+                }
+                None => {
+                    if let Some((region, no_model)) =
+                        roster.region_sums.get_mut(entry.region as usize)
+                    {
+                        *region = region.wrapping_add(pair_hash(hash, ReasonKind::Region));
+                        *no_model = no_model.wrapping_add(pair_hash(hash, ReasonKind::NoModel));
+                    }
+                    let regions = region_names.len().max(1);
+                    for model in entry.models.iter().filter(|m| m.price.is_none()) {
+                        let at = model.model as usize * regions + entry.region as usize;
+                        if let (Some(list), Ok(pos)) =
+                            (roster.unpriced.get_mut(at), u32::try_from(pos))
+                        {
+                            list.push(pos);
+                        }
+                    }
+                }
+            }
             roster.clusters.push(Facts {
-                name_hash: name_hash(name),
+                name_hash: hash,
                 model_mask: entry.model_mask,
                 region: entry.region,
                 gate: entry.gate,
@@ -120,6 +156,17 @@ impl Roster {
             });
         }
         roster
+    }
+
+    /// Number of regions (region ids are `0..regions()`).
+    pub(crate) fn regions(&self) -> u32 {
+        u32::try_from(self.region_names.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Open clusters in `region` that have `model` without a price, by position.
+    pub(crate) fn unpriced(&self, model: u32, region: u32) -> &[u32] {
+        let at = model as usize * self.region_names.len().max(1) + region as usize;
+        self.unpriced.get(at).map_or(&[], Vec::as_slice)
     }
 
     /// Number of clusters.
@@ -211,8 +258,25 @@ pub(crate) fn bond_issue(bond: &BondState) -> BondIssue {
 
 /// 64-bit FNV-1a of a cluster name: fixed, so a signature computed in one pass (or process)
 /// compares with one from another.
-fn name_hash(name: &str) -> u64 {
+pub(crate) fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The hash of one (cluster, reason kind) pair, from the cluster's [`name_hash`]. A signature is
+/// the wrapping sum of these over every cluster (the pairs are a set: names are unique), so a
+/// cluster's term can be taken out and another put in.
+pub(crate) fn pair_hash(name_hash: u64, kind: ReasonKind) -> u64 {
+    mix(name_hash ^ (kind as u64 + 1).wrapping_mul(KIND_SALT))
+}
+
+/// Spreads each reason kind over the whole word before it is mixed in.
+const KIND_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's finaliser: every input bit moves about half the output bits.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -132,6 +132,12 @@ fn check_against_reference(
             let kinds: Vec<_> = no_fit.kinds().collect();
             let from_reasons: Vec<_> = list.iter().map(|(c, r)| (c.as_str(), r.kind())).collect();
             prop_assert_eq!(kinds, from_reasons);
+            prop_assert_eq!(
+                no_fit.signature(),
+                reference::signature(no_fit),
+                "{:?}",
+                no_fit
+            );
             no_fits.push(no_fit);
         }
     }
