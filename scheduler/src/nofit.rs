@@ -9,7 +9,7 @@
 //! cluster of an accepted region that prices one of the job's models, the only clusters whose
 //! reason depends on free GPUs. Every other cluster's reason is worked out from the roster and the
 //! terms when it is read, in the filters' order. Building one costs one pass over the job's index
-//! rows (as the search did) and two allocations, whatever the size of the pool.
+//! rows (as the search did) and a few allocations, none of them per cluster.
 //!
 //! [`NoFit::signature`] condenses the (cluster, [`ReasonKind`]) pairs into a [`NoFitSignature`]
 //! that the hub compares between passes to rewrite a waiting job's status only when the reasons

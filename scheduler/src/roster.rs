@@ -1,6 +1,6 @@
-//! What a [`crate::NoFit`] needs of the snapshot after the pass is over: cluster names, and the
+//! What a [`crate::NoFit`] needs of the snapshot after the pass is over: cluster names, the
 //! per-cluster facts that do not change within a pass (gate, region, models and their prices,
-//! bond). Built once per [`crate::Scheduler`] from the index and shared by `Arc` with every
+//! bond), and the sums a signature starts from. Built once per [`crate::Scheduler`] from the index and shared by `Arc` with every
 //! no-fit decision of the pass, so a decision owns nothing per cluster but the few clusters whose
 //! reason depends on the job's numbers.
 
