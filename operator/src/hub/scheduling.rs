@@ -24,7 +24,7 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Decision, Reason, Reservation, explain, explain_placement, schedule_batch,
+    Assignment, Decision, Reservation, explain, explain_placement, schedule_batch,
 };
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
@@ -101,18 +101,6 @@ impl InFlight {
     pub fn forget_wait(&mut self, uid: &str) {
         self.waiting.remove(uid);
     }
-}
-
-/// A signature of why a job waits: which clusters give which kind of reason, not the live
-/// numbers in them (free GPUs), so a capacity change elsewhere does not rewrite every waiting job.
-pub fn wait_signature(reasons: &[(String, Reason)]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (cluster, reason) in reasons {
-        cluster.hash(&mut h);
-        reason.kind().as_str().hash(&mut h);
-    }
-    h.finish()
 }
 
 type Shared = Arc<Mutex<InFlight>>;
@@ -290,7 +278,9 @@ pub fn decide(
                 round.writes.push((job, Write::Place(a)));
             }
             Decision::NoFit(reasons) => {
-                if in_flight.wait_for(&uid, wait_signature(&reasons)) {
+                // Which clusters give which kind of reason, not the live numbers in them (free
+                // GPUs): a capacity change elsewhere does not rewrite every waiting job.
+                if in_flight.wait_for(&uid, reasons.signature().0) {
                     round.writes.push((job, Write::Wait(explain(&reasons))));
                 }
             }
