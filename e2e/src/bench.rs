@@ -25,6 +25,7 @@ pub mod apimetrics;
 pub mod latency;
 pub mod procstat;
 pub mod report;
+pub mod scale;
 pub mod settings;
 pub mod writemix;
 

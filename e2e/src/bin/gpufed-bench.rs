@@ -8,7 +8,9 @@
 //!                         # the hub + fake agents against the same apiserver's ceiling (gpufed_e2e::bench)
 //! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
 //!                   [--only gpufed|kueue] [--out FILE]  # gpufed vs Kueue MultiKueue (gpufed_e2e::peer)
-//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] --out docs/benchmarks.md
+//! gpufed-bench scale [--members 1000] [--jobs 1000,10000] [--running-fraction 0.1] [--window SECS] [--out FILE]
+//!                    # one hub, simulated agents of every member, growing job counts (gpufed_e2e::bench::scale)
+//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out docs/benchmarks.md
 //! ```
 
 #![allow(clippy::print_stdout)]
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use gpufed_e2e::bench::scale::{ScaleConfig, ScaleReport, scale};
 use gpufed_e2e::bench::settings::compare;
 use gpufed_e2e::bench::{
     BinaryInfo, ThroughputConfig, ThroughputReport, bench_hub, checkout, throughput,
@@ -118,6 +121,86 @@ async fn main() {
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             eprintln!("wrote {}", out.display());
         }
+        Some("scale") => {
+            init_test_logging();
+            let members: usize = arg(&args, "--members")
+                .map_or(Ok(1000), |s| s.parse())
+                .unwrap_or_else(|e| fail(format!("--members: {e}")));
+            let mut sizes: Vec<usize> = arg(&args, "--jobs")
+                .unwrap_or_else(|| "1000,10000".into())
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("--jobs: {e}")))
+                })
+                .collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            let running_fraction: f64 = arg(&args, "--running-fraction")
+                .map_or(Ok(0.1), |s| s.parse())
+                .unwrap_or_else(|e| fail(format!("--running-fraction: {e}")));
+            if !(0.0..=1.0).contains(&running_fraction) {
+                fail("--running-fraction must be between 0 and 1");
+            }
+            let window: u64 = arg(&args, "--window")
+                .map_or(Ok(60), |s| s.parse())
+                .unwrap_or_else(|e| fail(format!("--window: {e}")));
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/scale.json".into()),
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            let hub_bin = tools
+                .workspace_bin("gpufed-operator")
+                .unwrap_or_else(|e| fail(e));
+            let hub_settings = bench_hub(&tools).unwrap_or_else(|e| fail(e));
+            let hub_binary = BinaryInfo::of(&hub_bin).unwrap_or_else(|e| fail(e));
+            eprintln!(
+                "scale: hub {} (modified {}, sha256 {}…); {members} members, jobs {sizes:?}, {:.0} % running, {window} s windows …",
+                hub_binary.path,
+                hub_binary.modified,
+                hub_binary.sha256,
+                running_fraction * 100.0
+            );
+            let cfg = ScaleConfig {
+                members,
+                sizes,
+                running_fraction,
+                window: Duration::from_secs(window),
+            };
+            let r = scale(
+                &tools,
+                &hub_settings,
+                &cfg,
+                hub_binary,
+                checkout(tools.root()),
+            )
+            .await
+            .unwrap_or_else(|e| fail(e));
+            eprintln!("  members Schedulable after {:.0} s", r.setup_secs);
+            for s in &r.sizes {
+                eprintln!(
+                    "  {} jobs ({} running): created {:.1}/s, settled after {:.0} s; hub VmHWM {:.1} MiB; steady pass {:?}; {} writes/s ({} the simulator's)",
+                    s.jobs,
+                    s.running,
+                    s.ingest_rate(),
+                    s.settled_secs,
+                    s.hub_vm_hwm_kib as f64 / 1024.0,
+                    s.pass_steady.and_then(|p| p.mean_secs),
+                    s.writes.iter().map(|c| c.total).sum::<u64>() as f64 / s.window_secs,
+                    s.sim.writes().iter().map(|c| c.total).sum::<u64>() as f64 / s.window_secs,
+                );
+            }
+            if let Some(why) = &r.stopped {
+                eprintln!("  stopped {why}");
+            }
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            }
+            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            eprintln!("wrote {}", out.display());
+        }
         Some("peer") => {
             init_test_logging();
             let number = |name: &str, default: u64| -> u64 {
@@ -200,19 +283,25 @@ async fn main() {
             );
             let gas = PathBuf::from(arg(&args, "--gas").unwrap_or_else(|| fail("--gas FILE")));
             let peer = arg(&args, "--peer").map(PathBuf::from);
+            let scale = arg(&args, "--scale").map(PathBuf::from);
             let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| fail("--out FILE")));
             let mut text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
             if let Some(peer) = peer {
                 text.push('\n');
                 text.push_str(&peer_section(&peer).unwrap_or_else(|e| fail(e)));
             }
+            if let Some(scale) = scale {
+                text.push('\n');
+                text.push_str(&scale_section(&scale).unwrap_or_else(|e| fail(e)));
+            }
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             println!("wrote {}", out.display());
         }
         _ => fail(
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
-             [--kueue-worker-lost-timeout SECS|default] [--only gpufed|kueue] [--out FILE] | report --criterion DIR \
-             --throughput FILE --gas FILE [--peer FILE] --out FILE",
+             [--kueue-worker-lost-timeout SECS|default] [--only gpufed|kueue] [--out FILE] | scale [--members N] \
+             [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | report --criterion DIR \
+             --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out FILE",
         ),
     }
 }
@@ -223,6 +312,14 @@ fn peer_section(path: &Path) -> Result<String, String> {
     let r: PeerResult =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(gpufed_e2e::peer::report::markdown(&r))
+}
+
+/// The "Scale" section from the JSON `gpufed-bench scale` wrote.
+fn scale_section(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: ScaleReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(gpufed_e2e::bench::scale::report::markdown(&r))
 }
 
 /// Mean nanoseconds per iteration and elements per iteration of one criterion benchmark.

@@ -1,0 +1,586 @@
+//! The scale run of `make bench` (issue 11): one hub apiserver, the hub as the chart runs it,
+//! `members` member clusters whose agents are all stood in for by one light simulator
+//! ([`sim`]: heartbeats, inventories and Placement status at the member chart's default
+//! intervals), and a growing number of jobs of which a fixed fraction keeps running and the rest
+//! succeed at once.
+//!
+//! Sizes run one after the other on the same hub (jobs are added, never removed). At each size,
+//! once every job has reached the phase the simulator drives it to, a steady window of
+//! `window` seconds measures:
+//!
+//! * the hub's peak resident memory (`VmHWM`) at its end;
+//! * the hub's scheduling pass time, from its own histogram
+//!   (`gpufed_scheduling_pass_duration_seconds`: sum and count deltas give the mean), over the
+//!   steady window and over the ingest before it (absent from hubs built before it existed);
+//! * the writes per second the apiserver counted ([`apimetrics`](super::apimetrics)), split into
+//!   the simulator's (it counts its own) and everyone else's (the hub's, and the
+//!   controller-manager's);
+//! * CPU seconds of the apiserver, etcd, the hub and the rest ([`procstat`](super::procstat)).
+//!
+//! No test asserts on any of it.
+
+pub mod report;
+pub mod sim;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gpufed_crds::{ComputeJob, JobPhase, MemberCluster};
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+
+use super::apimetrics::{self, Counters, RequestCount};
+use super::latency::create_job;
+use super::procstat::{self, CpuSample, CpuUse};
+use super::settings::BenchHub;
+use super::{BinaryInfo, HUB};
+use crate::hubctl::{create_member, create_pool, start_hub_with};
+use crate::{Cluster, ClusterSpec, Error, Tools};
+use sim::{Intervals, SimTotals, Simulator, running_of};
+
+/// Namespace of the scale run's jobs.
+const JOBS_NAMESPACE: &str = "bench";
+/// Creates in flight while adding jobs (as the throughput bench's closed loop).
+const CREATES_IN_FLIGHT: usize = 16;
+/// The hub's scheduling pass histogram.
+pub const PASS_HISTOGRAM: &str = "gpufed_scheduling_pass_duration_seconds";
+
+/// Settings of a scale run.
+#[derive(Clone, Debug)]
+pub struct ScaleConfig {
+    /// Member clusters.
+    pub members: usize,
+    /// Total jobs at each size, ascending.
+    pub sizes: Vec<usize>,
+    /// Share of the jobs that keep running (the rest succeed at once).
+    pub running_fraction: f64,
+    /// The steady window at each size.
+    pub window: Duration,
+}
+
+impl ScaleConfig {
+    /// Running jobs per million jobs.
+    pub fn running_per_million(&self) -> u64 {
+        (self.running_fraction.clamp(0.0, 1.0) * 1e6).round() as u64
+    }
+
+    /// 8-GPU nodes per member: room for the running jobs of the largest size half again over,
+    /// at least one.
+    pub fn nodes_per_member(&self) -> usize {
+        let largest = self.sizes.iter().copied().max().unwrap_or(0) as u64;
+        let running = running_of(largest, self.running_per_million()) * 3 / 2;
+        let per_member = u64::from(sim::GPUS_PER_NODE) * self.members.max(1) as u64;
+        usize::try_from(running.div_ceil(per_member).max(1)).unwrap_or(1)
+    }
+}
+
+/// Mean pass time over a stretch, from the histogram's sum and count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassTime {
+    /// Passes.
+    pub passes: u64,
+    /// Mean seconds per pass (none without passes).
+    pub mean_secs: Option<f64>,
+}
+
+/// `(sum, count)` of the histogram `name` over all its series in a Prometheus text exposition,
+/// if the text has it.
+pub fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, u64)> {
+    let value = |suffix: &str| -> Option<f64> {
+        let series = format!("{name}{suffix}");
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(&series)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    Some((value("_sum")?, value("_count")?.max(0.0).round() as u64))
+}
+
+impl PassTime {
+    /// From two scrapes of the hub's `/metrics` (none when either lacks the histogram).
+    pub fn between(before: &str, after: &str) -> Option<PassTime> {
+        let (s0, n0) = histogram_sum_count(before, PASS_HISTOGRAM)?;
+        let (s1, n1) = histogram_sum_count(after, PASS_HISTOGRAM)?;
+        let passes = n1.saturating_sub(n0);
+        Some(PassTime {
+            passes,
+            mean_secs: (passes > 0).then(|| (s1 - s0).max(0.0) / passes as f64),
+        })
+    }
+}
+
+/// One size of the scale run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSize {
+    /// Jobs on the hub.
+    pub jobs: usize,
+    /// Of those, running (the rest succeeded).
+    pub running: usize,
+    /// Jobs created for this size.
+    pub added: usize,
+    /// Seconds to create them.
+    pub ingest_secs: f64,
+    /// Seconds from the first create to every job in its final phase for the run.
+    pub settled_secs: f64,
+    /// Pass time from the first create to settled.
+    pub pass_ingest: Option<PassTime>,
+    /// Pass time over the steady window.
+    pub pass_steady: Option<PassTime>,
+    /// The steady window, seconds.
+    pub window_secs: f64,
+    /// Writes the apiserver counted over the window.
+    pub writes: Vec<RequestCount>,
+    /// The simulator's requests over the window.
+    pub sim: SimTotals,
+    /// CPU over the window.
+    pub cpu: Vec<CpuUse>,
+    /// Longest heartbeat round and inventory round in the window, seconds.
+    pub sim_round_max_secs: (f64, f64),
+    /// Members Schedulable at the end of the window.
+    pub members_schedulable: usize,
+    /// The hub's `VmHWM` at the end of the window, KiB.
+    pub hub_vm_hwm_kib: u64,
+    /// The hub's `VmRSS` then, KiB.
+    pub hub_vm_rss_kib: u64,
+}
+
+impl ScaleSize {
+    /// Writes over the window that are not the simulator's.
+    pub fn hub_writes(&self) -> Vec<RequestCount> {
+        apimetrics::subtract(&self.writes, &self.sim.writes())
+    }
+    /// Jobs created per second for this size.
+    pub fn ingest_rate(&self) -> f64 {
+        self.added as f64 / self.ingest_secs.max(f64::EPSILON)
+    }
+}
+
+/// Everything `gpufed-bench scale` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleReport {
+    /// The hub binary.
+    pub hub_binary: BinaryInfo,
+    /// The checkout the benchmark ran from.
+    pub checkout: String,
+    /// Member clusters.
+    pub members: usize,
+    /// 8-GPU nodes per member.
+    pub nodes_per_member: usize,
+    /// Share of jobs kept running.
+    pub running_fraction: f64,
+    /// Sizes asked for.
+    pub sizes_asked: Vec<usize>,
+    /// The simulator's intervals (the member chart's defaults).
+    pub intervals: Intervals,
+    /// Seconds from the first member created to every member Schedulable.
+    pub setup_secs: f64,
+    /// The sizes measured, ascending.
+    pub sizes: Vec<ScaleSize>,
+    /// Why the run stopped before the last size asked for, if it did.
+    pub stopped: Option<String>,
+}
+
+/// The member chart's agent intervals and the pool timeout the benchmark runs with.
+pub fn chart_intervals(root: &Path, hub: &BenchHub) -> Result<Intervals, Error> {
+    let path = root.join("charts/gpufed-member/values.yaml");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let values: serde_json::Value = serde_norway::from_str(&text)
+        .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let duration = |key: &str| -> Result<Duration, Error> {
+        let v = values["agent"][key]
+            .as_str()
+            .ok_or_else(|| Error::Other(format!("{}: no agent.{key}", path.display())))?;
+        parse_duration(v).map_err(|e| Error::Other(format!("agent.{key}: {e}")))
+    };
+    Ok(Intervals {
+        heartbeat: duration("heartbeatInterval")?,
+        inventory: duration("inventoryInterval")?,
+        usage: duration("usageReportInterval")?,
+        pool_timeout: parse_duration(&hub.pool_heartbeat_timeout)
+            .map_err(|e| Error::Other(format!("pool heartbeat timeout: {e}")))?,
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<gpufed_crds::KubeDuration>()
+        .map(|d| d.as_duration())
+        .map_err(|e| format!("{s}: {e}"))
+}
+
+/// `GET /metrics` of the hub on 127.0.0.1:`port` (empty if it does not answer).
+async fn hub_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Ok(text)) => text,
+        _ => String::new(),
+    }
+}
+
+/// `VmRSS` in KiB from `/proc/<pid>/status`.
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Every job's phase, from a watch.
+struct JobPhases {
+    phases: Arc<Mutex<HashMap<String, JobPhase>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobPhases {
+    fn start(client: &Client) -> JobPhases {
+        let phases: Arc<Mutex<HashMap<String, JobPhase>>> = Arc::default();
+        let api: Api<ComputeJob> = Api::namespaced(client.clone(), JOBS_NAMESPACE);
+        let task = {
+            let phases = phases.clone();
+            tokio::spawn(async move {
+                let mut events = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
+                while let Some(event) = events.next().await {
+                    if let Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) = event {
+                        let phase = j.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                        if let Ok(mut p) = phases.lock() {
+                            p.insert(j.name_any(), phase);
+                        }
+                    }
+                }
+            })
+        };
+        JobPhases { phases, task }
+    }
+
+    /// (Running, Succeeded) jobs.
+    fn counts(&self) -> (usize, usize) {
+        self.phases.lock().map_or((0, 0), |p| {
+            let n = |want: JobPhase| p.values().filter(|ph| **ph == want).count();
+            (n(JobPhase::Running), n(JobPhase::Succeeded))
+        })
+    }
+}
+
+impl Drop for JobPhases {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Members whose `Schedulable` condition is true.
+async fn schedulable(c: &Client) -> Result<usize, Error> {
+    let list = Api::<MemberCluster>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing members"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| gpufed_crds::conditions::is_true(&s.conditions, "Schedulable"))
+        })
+        .count())
+}
+
+/// Runs the scale measurement, size after size; a size that fails ends the run with what was
+/// measured before it (and why, in `stopped`).
+pub async fn scale(
+    tools: &Tools,
+    hub_settings: &BenchHub,
+    cfg: &ScaleConfig,
+    hub_binary: BinaryInfo,
+    checkout: String,
+) -> Result<ScaleReport, Error> {
+    let intervals = chart_intervals(tools.root(), hub_settings)?;
+    let mut hub = Cluster::start(
+        tools,
+        &ClusterSpec::api_only("bench-scale").with_controller_manager(),
+    )
+    .await?;
+    hub.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
+        .await?;
+    hub.create_namespace(JOBS_NAMESPACE).await?;
+    let log_format = format!("--log-format={}", hub_settings.log_format);
+    let port = start_hub_with(
+        tools,
+        &mut hub,
+        HUB,
+        &hub_settings.lease_duration,
+        &hub_settings.rust_log,
+        &[&log_format],
+    )?;
+    let c = hub.client();
+    let setup = Instant::now();
+    create_pool(
+        &c,
+        "default",
+        "CheapestFit",
+        &hub_settings.pool_heartbeat_timeout,
+    )
+    .await?;
+    let names: Vec<String> = (0..cfg.members).map(|m| format!("m{m:04}")).collect();
+    let created: Vec<Result<(), Error>> = futures::stream::iter(names.iter().enumerate())
+        .map(|(m, name)| {
+            let c = &c;
+            async move {
+                let price = format!("2.{:02}", 10 + m % 80);
+                create_member(c, name, "default", "eu-west", &[("H100", &price)])
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATES_IN_FLIGHT)
+        .collect()
+        .await;
+    created.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    let sim = Simulator::start(
+        c.clone(),
+        names,
+        cfg.nodes_per_member(),
+        intervals,
+        cfg.running_per_million(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = schedulable(&c).await?;
+        if n == cfg.members {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("every member Schedulable ({n} of {})", cfg.members),
+                after: Duration::from_secs(600),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+    tracing::info!(members = cfg.members, setup_secs, "members Schedulable");
+
+    let hub_pid = hub
+        .pids()
+        .into_iter()
+        .find(|(name, _)| name == HUB)
+        .map(|(_, pid)| pid)
+        .ok_or_else(|| Error::Other("the hub is not running".into()))?;
+    let phases = JobPhases::start(&c);
+    let mut report = ScaleReport {
+        hub_binary,
+        checkout,
+        members: cfg.members,
+        nodes_per_member: cfg.nodes_per_member(),
+        running_fraction: cfg.running_fraction,
+        sizes_asked: cfg.sizes.clone(),
+        intervals,
+        setup_secs,
+        sizes: vec![],
+        stopped: None,
+    };
+    let mut have = 0;
+    for &size in &cfg.sizes {
+        if size <= have {
+            continue;
+        }
+        let step = Step {
+            hub: &mut hub,
+            client: &c,
+            sim: &sim,
+            phases: &phases,
+            port,
+            hub_pid,
+            cfg,
+        };
+        match step.run(have, size).await {
+            Ok(s) => {
+                tracing::info!(jobs = size, hwm_kib = s.hub_vm_hwm_kib, "size measured");
+                report.sizes.push(s);
+                have = size;
+            }
+            Err(e) => {
+                report.stopped = Some(format!("at {size} jobs: {e}"));
+                break;
+            }
+        }
+    }
+    drop(phases);
+    drop(sim);
+    hub.stop_process(HUB, Duration::from_secs(5));
+    Ok(report)
+}
+
+/// One size of the run, on the running hub.
+struct Step<'a> {
+    hub: &'a mut Cluster,
+    client: &'a Client,
+    sim: &'a Simulator,
+    phases: &'a JobPhases,
+    port: u16,
+    hub_pid: u32,
+    cfg: &'a ScaleConfig,
+}
+
+impl Step<'_> {
+    async fn run(self, have: usize, size: usize) -> Result<ScaleSize, Error> {
+        let running = usize::try_from(running_of(size as u64, self.cfg.running_per_million()))
+            .unwrap_or(size);
+        tracing::info!(jobs = size, running, "adding jobs");
+        let metrics_before = hub_metrics(self.port).await;
+        let t0 = Instant::now();
+        let created: Vec<Result<ComputeJob, Error>> = futures::stream::iter(have..size)
+            .map(|i| {
+                let c = self.client;
+                async move { create_job(c, JOBS_NAMESPACE, &format!("job-{i:06}")).await }
+            })
+            .buffer_unordered(CREATES_IN_FLIGHT)
+            .collect()
+            .await;
+        created.into_iter().collect::<Result<Vec<_>, Error>>()?;
+        let ingest_secs = t0.elapsed().as_secs_f64();
+        let added = size - have;
+        let timeout = Duration::from_secs(300 + added as u64 / 10);
+        loop {
+            let (r, s) = self.phases.counts();
+            if r == running && s == size - running {
+                break;
+            }
+            if t0.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{size} jobs settled ({r} of {running} Running, {s} of {} Succeeded)",
+                        size - running
+                    ),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let settled_secs = t0.elapsed().as_secs_f64();
+        let metrics_settled = hub_metrics(self.port).await;
+        tracing::info!(jobs = size, settled_secs, "settled; steady window");
+
+        // The steady window.
+        self.sim.take_round_max();
+        let counters0 = Counters::scrape(self.client).await?;
+        let sim0 = self.sim.totals();
+        let cpu0 = CpuSample::take(self.hub)?;
+        let w0 = Instant::now();
+        tokio::time::sleep(self.cfg.window).await;
+        let counters1 = Counters::scrape(self.client).await?;
+        let sim1 = self.sim.totals();
+        let cpu = CpuSample::take(self.hub)?.since(&cpu0);
+        let window_secs = w0.elapsed().as_secs_f64();
+        let metrics_after = hub_metrics(self.port).await;
+        let sim_round_max_secs = self.sim.take_round_max();
+        let hub_vm_hwm_kib = procstat::vm_hwm_kib(self.hub_pid)?;
+        let hub_vm_rss_kib = vm_rss_kib(self.hub_pid).unwrap_or(0);
+        self.hub.check_alive()?;
+        Ok(ScaleSize {
+            jobs: size,
+            running,
+            added,
+            ingest_secs,
+            settled_secs,
+            pass_ingest: PassTime::between(&metrics_before, &metrics_settled),
+            pass_steady: PassTime::between(&metrics_settled, &metrics_after),
+            window_secs,
+            writes: counters1.writes_since(&counters0),
+            sim: sim1.since(&sim0),
+            cpu,
+            sim_round_max_secs,
+            members_schedulable: schedulable(self.client).await?,
+            hub_vm_hwm_kib,
+            hub_vm_rss_kib,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "# TYPE gpufed_scheduling_pass_duration_seconds histogram\n\
+gpufed_scheduling_pass_duration_seconds_bucket{le=\"0.005\"} 3\n\
+gpufed_scheduling_pass_duration_seconds_sum 0.5\n\
+gpufed_scheduling_pass_duration_seconds_count 10\n\
+gpufed_scheduling_passes_total{pool=\"default\"} 4\n";
+    const AFTER: &str = "gpufed_scheduling_pass_duration_seconds_sum 2.5\n\
+gpufed_scheduling_pass_duration_seconds_count 30\n";
+
+    #[test]
+    fn the_mean_pass_time_comes_from_the_histograms_sum_and_count_deltas() {
+        assert_eq!(histogram_sum_count(BEFORE, PASS_HISTOGRAM), Some((0.5, 10)));
+        let p = PassTime::between(BEFORE, AFTER).unwrap();
+        assert_eq!(p.passes, 20);
+        assert!((p.mean_secs.unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(PassTime::between(BEFORE, BEFORE).unwrap().mean_secs, None);
+    }
+
+    #[test]
+    fn a_hub_without_the_histogram_has_no_pass_time() {
+        assert_eq!(PassTime::between("gpufed_leader 1\n", AFTER), None);
+        assert_eq!(PassTime::between("", ""), None);
+    }
+
+    #[test]
+    fn labelled_series_are_summed() {
+        let text = "x_sum{pool=\"a\"} 1\nx_sum{pool=\"b\"} 2\nx_count{pool=\"a\"} 3\nx_count{pool=\"b\"} 4\nx_sumx 9\n";
+        assert_eq!(histogram_sum_count(text, "x"), Some((3.0, 7)));
+    }
+
+    #[test]
+    fn nodes_leave_room_for_the_largest_sizes_running_jobs() {
+        let mut cfg = ScaleConfig {
+            members: 1000,
+            sizes: vec![1000, 10_000],
+            running_fraction: 0.1,
+            window: Duration::from_secs(60),
+        };
+        assert_eq!(cfg.nodes_per_member(), 1);
+        cfg.sizes.push(100_000);
+        // 10,000 running × 1.5 over 1,000 members of 8 GPUs a node.
+        assert_eq!(cfg.nodes_per_member(), 2);
+    }
+
+    #[test]
+    fn the_chart_intervals_are_read_from_the_checkout() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let hub = BenchHub {
+            lease_duration: "15s".into(),
+            log_format: "json".into(),
+            rust_log: String::new(),
+            pool_heartbeat_timeout: "40s".into(),
+            heartbeat_interval: "5s".into(),
+        };
+        let i = chart_intervals(root, &hub).unwrap();
+        assert!(i.heartbeat > Duration::ZERO && i.heartbeat < i.pool_timeout);
+        assert!(i.inventory >= i.heartbeat);
+        assert!(i.usage >= i.inventory);
+        assert_eq!(i.pool_timeout, Duration::from_secs(40));
+    }
+}
