@@ -463,11 +463,17 @@ impl Step<'_> {
         created.into_iter().collect::<Result<Vec<_>, Error>>()?;
         let ingest_secs = t0.elapsed().as_secs_f64();
         let added = size - have;
+        tracing::info!(jobs = size, ingest_secs, "created");
         let timeout = Duration::from_secs(300 + added as u64 / 10);
+        let mut told = Instant::now();
         loop {
             let (r, s) = self.phases.counts();
             if r == running && s == size - running {
                 break;
+            }
+            if told.elapsed() >= Duration::from_secs(30) {
+                tracing::info!(jobs = size, running = r, succeeded = s, "settling");
+                told = Instant::now();
             }
             if t0.elapsed() >= timeout {
                 return Err(Error::Timeout {

@@ -187,8 +187,34 @@ struct Counts {
     member_reads: AtomicU64,
     running: AtomicU64,
     succeeded: AtomicU64,
-    heartbeat_round_max_ms: AtomicU64,
-    inventory_round_max_ms: AtomicU64,
+    heartbeat_round: Round,
+    inventory_round: Round,
+}
+
+/// The longest round of a periodic task since it was last taken, counting the round in progress.
+#[derive(Default)]
+struct Round {
+    max: Mutex<Duration>,
+    started: Mutex<Option<Instant>>,
+}
+
+impl Round {
+    fn start(&self) {
+        *lock(&self.started) = Some(Instant::now());
+    }
+
+    fn end(&self) {
+        if let Some(t) = lock(&self.started).take() {
+            let mut max = lock(&self.max);
+            *max = (*max).max(t.elapsed());
+        }
+    }
+
+    /// The longest round since the last call, the one still running included; resets.
+    fn take(&self) -> Duration {
+        let running = lock(&self.started).map_or(Duration::ZERO, |t| t.elapsed());
+        std::mem::take(&mut *lock(&self.max)).max(running)
+    }
 }
 
 fn count<T, E>(total: &AtomicU64, failed: &AtomicU64, r: &Result<T, E>) {
@@ -278,14 +304,14 @@ impl Simulator {
         }
     }
 
-    /// The longest heartbeat round and inventory round since the last call, in seconds: a round
-    /// longer than its interval means the simulator (or the apiserver) did not keep up.
+    /// The longest heartbeat round and inventory round since the last call (a round still
+    /// running counts for as long as it has run), in seconds: a round longer than its interval
+    /// means the simulator, or the apiserver, did not keep up.
     pub fn take_round_max(&self) -> (f64, f64) {
         let c = &self.state.counts;
-        let take = |a: &AtomicU64| a.swap(0, Ordering::Relaxed) as f64 / 1000.0;
         (
-            take(&c.heartbeat_round_max_ms),
-            take(&c.inventory_round_max_ms),
+            c.heartbeat_round.take().as_secs_f64(),
+            c.inventory_round.take().as_secs_f64(),
         )
     }
 }
@@ -296,11 +322,6 @@ impl Drop for Simulator {
             t.abort();
         }
     }
-}
-
-fn note_round(max: &AtomicU64, started: Instant) {
-    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    max.fetch_max(ms, Ordering::Relaxed);
 }
 
 fn ticker(every: Duration) -> tokio::time::Interval {
@@ -314,7 +335,7 @@ async fn heartbeats(state: Arc<State>) {
     let secs = i32::try_from(state.intervals.pool_timeout.as_secs().max(1)).unwrap_or(i32::MAX);
     loop {
         tick.tick().await;
-        let started = Instant::now();
+        state.counts.heartbeat_round.start();
         futures::stream::iter(&state.members)
             .for_each_concurrent(HEARTBEATS_IN_FLIGHT, |m| {
                 let state = &state;
@@ -339,7 +360,7 @@ async fn heartbeats(state: Arc<State>) {
                 }
             })
             .await;
-        note_round(&state.counts.heartbeat_round_max_ms, started);
+        state.counts.heartbeat_round.end();
     }
 }
 
@@ -347,7 +368,7 @@ async fn inventories(state: Arc<State>) {
     let mut tick = ticker(state.intervals.inventory);
     loop {
         tick.tick().await;
-        let started = Instant::now();
+        state.counts.inventory_round.start();
         let mut used: HashMap<String, u32> = HashMap::new();
         for r in lock(&state.running).values() {
             *used.entry(r.member.clone()).or_default() += r.gpus;
@@ -359,7 +380,7 @@ async fn inventories(state: Arc<State>) {
                 async move { report_inventory(state, m, used).await }
             })
             .await;
-        note_round(&state.counts.inventory_round_max_ms, started);
+        state.counts.inventory_round.end();
     }
 }
 
@@ -573,6 +594,24 @@ async fn usage_reports(state: Arc<State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_still_running_counts_as_long_as_it_has_run() {
+        let r = Round::default();
+        r.start();
+        r.end();
+        assert!(r.take() < Duration::from_secs(1));
+        r.start();
+        *lock(&r.started) = Some(Instant::now() - Duration::from_secs(30));
+        assert!(r.take() >= Duration::from_secs(30));
+        assert!(r.take() >= Duration::from_secs(30), "still running");
+        r.end();
+        assert!(
+            r.take() >= Duration::from_secs(30),
+            "the longest finished round"
+        );
+        assert_eq!(r.take(), Duration::ZERO);
+    }
 
     #[test]
     fn exactly_the_fraction_of_jobs_keeps_running_spread_evenly() {
