@@ -5,10 +5,11 @@
 //!    hub without nodes) and `gpufed-operator hub` runs as a process **with the chart's
 //!    ServiceAccount token**, so the chart's ClusterRole is what the hub really has;
 //! 2. the admin creates a GpuPool and the MemberClusters; the hub registers them;
-//! 3. each owner copies the hub-made kubeconfig Secret into its cluster, `helm install`s the member
-//!    chart (`probe.backend=sim`), and runs `gpu-probe --backend sim --all-nodes` and
-//!    `gpufed-operator agent` as processes with the chart's ServiceAccount tokens and the hub-made
-//!    kubeconfig — so the charts' and the hub's RBAC for members are exactly what is exercised.
+//! 3. each owner (all of them at once, as separate owners would) copies the hub-made kubeconfig
+//!    Secret into its cluster, `helm install`s the member chart (`probe.backend=sim`), and runs
+//!    `gpu-probe --backend sim --all-nodes` and `gpufed-operator agent` as processes with the
+//!    chart's ServiceAccount tokens and the hub-made kubeconfig — so the charts' and the hub's RBAC
+//!    for members are exactly what is exercised.
 //!
 //! kwok runs no containers, which is why the components run as host processes.
 
@@ -348,7 +349,8 @@ async fn join_member(
 
 impl Pool {
     /// Starts the hub and the members, installs the charts, runs the hub, creates the pool
-    /// `default` (with `heartbeat_timeout`) and the MemberClusters, and joins every member.
+    /// `default` (with `heartbeat_timeout`) and the MemberClusters, and joins every member (all at
+    /// once).
     pub async fn join(
         tools: &Tools,
         heartbeat_timeout: &str,
@@ -450,29 +452,43 @@ impl Pool {
                     "spec": pool_spec}),
         )
         .await?;
-        for p in plans {
-            let prices: Vec<Value> = p
-                .prices
-                .iter()
-                .map(|(m, price)| json!({"model": m, "pricePerGpuHour": price}))
-                .collect();
-            let mut spec = json!({"pool": "default", "region": p.region, "displayName": format!("{} GPUs", p.name), "prices": prices});
-            if let Some(w) = &p.wallet {
-                spec["wallet"] = json!(w);
+        // The MemberClusters, then each owner's side of joining: one owner never waits on another,
+        // so every member joins at once (as separate owners would) rather than one after the other.
+        try_join_all(plans.iter().map(|p| {
+            let admin = &admin;
+            async move {
+                let prices: Vec<Value> = p
+                    .prices
+                    .iter()
+                    .map(|(m, price)| json!({"model": m, "pricePerGpuHour": price}))
+                    .collect();
+                let mut spec = json!({"pool": "default", "region": p.region, "displayName": format!("{} GPUs", p.name), "prices": prices});
+                if let Some(w) = &p.wallet {
+                    spec["wallet"] = json!(w);
+                }
+                apply(
+                    admin,
+                    "memberclusters",
+                    &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": p.name},
+                            "spec": spec}),
+                )
+                .await
             }
-            apply(
-                &admin,
-                "memberclusters",
-                &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": p.name},
-                        "spec": spec}),
-            )
-            .await?;
-        }
-        let mut joined = BTreeMap::new();
-        for (plan, member) in plans.iter().zip(members.iter_mut()) {
-            let j = join_member(tools, &hub, member, plan).await?;
-            joined.insert(plan.name.clone(), j);
-        }
+        }))
+        .await?;
+        let hub_ref = &hub;
+        let joined: BTreeMap<String, Joined> = try_join_all(
+            plans
+                .iter()
+                .zip(members.iter_mut())
+                .map(|(plan, member)| async move {
+                    let j = join_member(tools, hub_ref, member, plan).await?;
+                    Ok::<_, Error>((plan.name.clone(), j))
+                }),
+        )
+        .await?
+        .into_iter()
+        .collect();
         hub.check_alive()?;
         Ok(Pool {
             hub,
