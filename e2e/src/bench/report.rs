@@ -27,11 +27,15 @@ pub fn markdown(r: &ThroughputReport) -> String {
     writes(&mut md, &r.runs);
     cpu(&mut md, &r.runs);
     latency(&mut md, &r.runs);
-    md.push_str(
-        "### What differs from an installation with the charts' defaults\n\n\
-         | setting | charts' default | this benchmark | same |\n|---|---|---|---|\n",
-    );
-    for s in &r.settings {
+    md.push_str("### What differs from an installation with the charts' defaults\n\n");
+    settings_table(&mut md, &r.settings);
+    md
+}
+
+/// A table of `settings`: each with the charts' default, what ran, and whether they are the same.
+pub fn settings_table(md: &mut String, settings: &[super::settings::Setting]) {
+    md.push_str("| setting | charts' default | this benchmark | same |\n|---|---|---|---|\n");
+    for s in settings {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
@@ -42,7 +46,6 @@ pub fn markdown(r: &ThroughputReport) -> String {
         );
     }
     md.push('\n');
-    md
 }
 
 /// The concurrencies of the write-mix replay, as run.

@@ -42,28 +42,21 @@ pub const OPERATOR_DEFAULT_LOG: &str = "info,kube_runtime=warn,kube_client=warn"
 
 /// The hub chart's default `leaseDuration`, which the benchmark runs the hub with.
 pub fn chart_lease_duration(root: &Path) -> Result<String, Error> {
-    let v = at(
-        &read_values(&root.join("charts/gpufed-hub/values.yaml"))?,
-        "leaseDuration",
-    );
-    if v == "?" {
-        return Err(Error::Other(
-            "charts/gpufed-hub/values.yaml has no leaseDuration".into(),
-        ));
-    }
-    Ok(v)
+    chart_value(root, "gpufed-hub", "leaseDuration")
 }
 
 /// The hub chart's default `logFormat`.
 pub fn chart_log_format(root: &Path) -> Result<String, Error> {
-    let v = at(
-        &read_values(&root.join("charts/gpufed-hub/values.yaml"))?,
-        "logFormat",
-    );
+    chart_value(root, "gpufed-hub", "logFormat")
+}
+
+/// The scalar at `path` (`a.b.c`) of `charts/<chart>/values.yaml` under `root`; an error if the
+/// file or the value is missing.
+pub fn chart_value(root: &Path, chart: &str, path: &str) -> Result<String, Error> {
+    let file = root.join("charts").join(chart).join("values.yaml");
+    let v = at(&read_values(&file)?, path);
     if v == "?" {
-        return Err(Error::Other(
-            "charts/gpufed-hub/values.yaml has no logFormat".into(),
-        ));
+        return Err(Error::Other(format!("{} has no {path}", file.display())));
     }
     Ok(v)
 }
@@ -184,6 +177,139 @@ pub fn compare(root: &Path, hub: &BenchHub) -> Result<Vec<Setting>, Error> {
     ])
 }
 
+/// How the peer run's gpufed side (a [`crate::joining::Pool`]: the hub and the agents as
+/// processes, see [`crate::joining::pool::flags`]) runs, next to the charts' defaults read under
+/// `root`; `heartbeat_timeout` is the pool's, as run.
+pub fn compare_pool(root: &Path, heartbeat_timeout: &str) -> Result<Vec<Setting>, Error> {
+    use crate::joining::pool::flags;
+    let hub = read_values(&root.join("charts/gpufed-hub/values.yaml"))?;
+    let member = read_values(&root.join("charts/gpufed-member/values.yaml"))?;
+    let same_row = |what: &str, chart: String, bench: &str| {
+        let same = chart == bench;
+        row(what, chart, bench.to_string(), same)
+    };
+    let pool_default = serde_json::from_value::<gpufed_crds::GpuPoolSpec>(serde_json::json!({}))
+        .map(|s| s.heartbeat_timeout.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let rate = |v: &serde_json::Value, at_: &str| {
+        format!(
+            "{} / {}",
+            at(v, &format!("{at_}.qps")),
+            at(v, &format!("{at_}.burst"))
+        )
+    };
+    Ok(vec![
+        row(
+            "hub replicas",
+            at(&hub, "replicas"),
+            "1 (one process, no standby)".into(),
+            false,
+        ),
+        same_row(
+            "hub `--lease-duration`",
+            at(&hub, "leaseDuration"),
+            flags::HUB_LEASE_DURATION,
+        ),
+        row(
+            "hub and agent client rate limit (`kubeApi`: qps / burst)",
+            format!(
+                "{}; agent {}",
+                rate(&hub, "kubeApi"),
+                rate(&member, "agent.kubeApi")
+            ),
+            "the charts' values, passed as flags".into(),
+            true,
+        ),
+        row(
+            "hub and agent credentials",
+            "the charts' ServiceAccounts; the agent reaches the hub with the hub-made kubeconfig"
+                .into(),
+            "the same (ServiceAccount tokens as kubeconfigs; the hub-made kubeconfig)".into(),
+            true,
+        ),
+        row(
+            "`--log-format` (hub / agent / gpu-probe)",
+            format!(
+                "{} / {} / {}",
+                at(&hub, "logFormat"),
+                at(&member, "agent.logFormat"),
+                at(&member, "probe.logFormat")
+            ),
+            flags::LOG_FORMAT.into(),
+            [
+                at(&hub, "logFormat"),
+                at(&member, "agent.logFormat"),
+                at(&member, "probe.logFormat"),
+            ]
+            .iter()
+            .all(|f| f == flags::LOG_FORMAT),
+        ),
+        row(
+            "log filter (`RUST_LOG`): hub / agent and gpu-probe",
+            "unset: the binaries' defaults".into(),
+            format!("`{}` / `{}`", flags::HUB_RUST_LOG, flags::MEMBER_RUST_LOG),
+            false,
+        ),
+        row(
+            "hub and agent resources",
+            format!(
+                "requests cpu {} / {}",
+                at(&hub, "resources.requests.cpu"),
+                at(&member, "agent.resources.requests.cpu")
+            ),
+            "none (processes on the host)".into(),
+            false,
+        ),
+        row(
+            "agent's route to the hub",
+            "direct".into(),
+            "through a TCP proxy in the benchmark process (so the run can cut it)".into(),
+            false,
+        ),
+        row(
+            "apiservers: API Priority and Fairness",
+            format!(
+                "`apiPriority.enabled: {}` on the hub",
+                at(&hub, "apiPriority.enabled")
+            ),
+            "off, no in-flight limits, on every cluster (Kueue's clusters too)".into(),
+            false,
+        ),
+        row(
+            "pool `heartbeatTimeout`",
+            format!("{pool_default} (CRD default)"),
+            heartbeat_timeout.into(),
+            pool_default == heartbeat_timeout,
+        ),
+        same_row(
+            "agent `heartbeatInterval`",
+            at(&member, "agent.heartbeatInterval"),
+            flags::AGENT_HEARTBEAT_INTERVAL,
+        ),
+        same_row(
+            "agent `inventoryInterval`",
+            at(&member, "agent.inventoryInterval"),
+            flags::AGENT_INVENTORY_INTERVAL,
+        ),
+        same_row(
+            "agent `telemetryMaxAge`",
+            at(&member, "agent.telemetryMaxAge"),
+            flags::AGENT_TELEMETRY_MAX_AGE,
+        ),
+        row(
+            "agent `usageReportInterval`",
+            at(&member, "agent.usageReportInterval"),
+            "the chart's value, passed as a flag".into(),
+            true,
+        ),
+        same_row(
+            "gpu-probe `interval`",
+            at(&member, "probe.interval"),
+            flags::PROBE_INTERVAL,
+        ),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +331,27 @@ mod tests {
         let log = rows.iter().find(|r| r.what.contains("RUST_LOG")).unwrap();
         assert!(log.same, "{log:?}");
         assert!(rows.iter().all(|r| !r.chart.contains('?')), "{rows:?}");
+    }
+
+    #[test]
+    fn the_pools_departures_from_the_charts_are_read_from_the_checkout() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let rows = compare_pool(root, "20s").unwrap();
+        assert!(rows.iter().all(|r| !r.chart.contains('?')), "{rows:?}");
+        let timeout = rows
+            .iter()
+            .find(|r| r.what.contains("heartbeatTimeout"))
+            .unwrap();
+        assert_eq!(timeout.bench, "20s");
+        assert_eq!(timeout.same, timeout.chart.starts_with("20s "));
+        let hb = rows
+            .iter()
+            .find(|r| r.what.contains("heartbeatInterval"))
+            .unwrap();
+        assert_eq!(
+            hb.bench,
+            crate::joining::pool::flags::AGENT_HEARTBEAT_INTERVAL
+        );
+        assert!(!hb.chart.is_empty());
     }
 }

@@ -28,6 +28,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::{Helm, TcpProxy, service_account_kubeconfig};
+use crate::bench::settings::chart_value;
 use crate::process::free_port;
 use crate::{Cluster, ClusterSpec, Error, NodeSpec, Tools, wait_until};
 
@@ -37,6 +38,29 @@ pub const SYSTEM_NAMESPACE: &str = "gpufed-system";
 pub const HUB_KUBECONFIG_SECRET: &str = "gpufed-hub-kubeconfig";
 /// The member chart's jobs namespace.
 pub const JOBS_NAMESPACE: &str = "gpufed-jobs";
+
+/// Where the components of a [`Pool`] run differently from the charts' defaults, for quick tests;
+/// the peer benchmark lists each against the charts (`bench::settings::compare_pool`). The client
+/// rate limits and the usage-report interval are read from the charts' values instead.
+pub mod flags {
+    /// The hub's `--lease-duration`.
+    pub const HUB_LEASE_DURATION: &str = "4s";
+    /// `--log-format` of the hub, the agents and gpu-probe.
+    pub const LOG_FORMAT: &str = "text";
+    /// `RUST_LOG` of the hub.
+    pub const HUB_RUST_LOG: &str = "info,gpufed_operator=debug";
+    /// `RUST_LOG` of the agents and gpu-probe.
+    pub const MEMBER_RUST_LOG: &str = "info,gpufed_operator=debug,gpu_probe=info";
+    /// The agents' `--heartbeat-interval`.
+    pub const AGENT_HEARTBEAT_INTERVAL: &str = "1s";
+    /// The agents' `--inventory-interval`.
+    pub const AGENT_INVENTORY_INTERVAL: &str = "2s";
+    /// The agents' `--telemetry-max-age`: gpu-probe reads every [`PROBE_INTERVAL`] here, so five
+    /// missed readings make a node's GPUs unknown.
+    pub const AGENT_TELEMETRY_MAX_AGE: &str = "10s";
+    /// gpu-probe's `--interval`.
+    pub const PROBE_INTERVAL: &str = "2s";
+}
 
 /// One member cluster to join.
 #[derive(Clone, Debug)]
@@ -295,10 +319,8 @@ async fn join_member(
     )
     .await?;
 
-    let env = vec![(
-        "RUST_LOG".to_string(),
-        "info,gpufed_operator=debug,gpu_probe=info".to_string(),
-    )];
+    let env = vec![("RUST_LOG".to_string(), flags::MEMBER_RUST_LOG.to_string())];
+    let values = |path: &str| chart_value(tools.root(), "gpufed-member", path);
     let agent_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     member.spawn(
         "gpu-probe",
@@ -307,9 +329,9 @@ async fn join_member(
             "--backend=sim".into(),
             "--all-nodes".into(),
             format!("--kubeconfig={}", probe_kubeconfig.display()),
-            "--interval=2s".into(),
+            format!("--interval={}", flags::PROBE_INTERVAL),
             format!("--metrics-addr=127.0.0.1:{}", free_port()?),
-            "--log-format=text".into(),
+            format!("--log-format={}", flags::LOG_FORMAT),
         ],
         &env,
     )?;
@@ -319,14 +341,20 @@ async fn join_member(
         &[
             format!("--kubeconfig={}", agent_kubeconfig.display()),
             format!("--metrics-addr={agent_metrics}"),
+            format!("--log-format={}", flags::LOG_FORMAT),
+            format!("--kube-api-qps={}", values("agent.kubeApi.qps")?),
+            format!("--kube-api-burst={}", values("agent.kubeApi.burst")?),
             "agent".into(),
             format!("--cluster={name}"),
             format!("--hub-kubeconfig={}", hub_kubeconfig.display()),
             format!("--jobs-namespace={JOBS_NAMESPACE}"),
-            "--heartbeat-interval=1s".into(),
-            "--inventory-interval=2s".into(),
-            // gpu-probe reads every 2 s here: five missed readings make a node's GPUs unknown.
-            "--telemetry-max-age=10s".into(),
+            format!("--heartbeat-interval={}", flags::AGENT_HEARTBEAT_INTERVAL),
+            format!("--inventory-interval={}", flags::AGENT_INVENTORY_INTERVAL),
+            format!(
+                "--usage-report-interval={}",
+                values("agent.usageReportInterval")?
+            ),
+            format!("--telemetry-max-age={}", flags::AGENT_TELEMETRY_MAX_AGE),
             format!(
                 "--image-pull-policy={}",
                 if plan.real_node.is_some() {
@@ -432,16 +460,22 @@ impl Pool {
             &[
                 format!("--kubeconfig={}", hub_sa.display()),
                 format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+                format!("--log-format={}", flags::LOG_FORMAT),
+                format!(
+                    "--kube-api-qps={}",
+                    chart_value(tools.root(), "gpufed-hub", "kubeApi.qps")?
+                ),
+                format!(
+                    "--kube-api-burst={}",
+                    chart_value(tools.root(), "gpufed-hub", "kubeApi.burst")?
+                ),
                 "hub".into(),
                 format!("--namespace={SYSTEM_NAMESPACE}"),
                 "--identity=hub-0".into(),
-                "--lease-duration=4s".into(),
+                format!("--lease-duration={}", flags::HUB_LEASE_DURATION),
                 format!("--member-api-server={server}"),
             ],
-            &[(
-                "RUST_LOG".to_string(),
-                "info,gpufed_operator=debug".to_string(),
-            )],
+            &[("RUST_LOG".to_string(), flags::HUB_RUST_LOG.to_string())],
         )?;
 
         let admin = hub.client();
