@@ -9,6 +9,9 @@
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
 #   kueue (+ its CRDs in kueue-crds/ beside it)              (sigs.k8s.io/kueue, $KUEUE_VERSION; only with
 #                                                             --with-peers: the peer benchmark of make bench)
+#   kueue-worker-rate                                        (the same module with kueue/multikueue-worker-rate.patch:
+#                                                             MultiKueue's worker clients rate-limited from the
+#                                                             environment; --with-peers, the peer run's 2nd Kueue row)
 #
 # Idempotent: binaries live in a cache outside the checkout, one folder per module keyed by a hash of its
 # go.mod/go.sum and its version flags, so a fresh clone on the same machine reuses them and a second run takes
@@ -65,6 +68,32 @@ build() {
   done
 }
 
+# The same Kueue with kueue/multikueue-worker-rate.patch applied to a copy of its module, built through a
+# `replace` in a copy of kueue/go.mod (same dependencies, same go.sum); cached like build() by a hash of
+# go.mod, go.sum, the patch and the flags. Only the peer benchmark's second Kueue row uses it.
+build_patched_kueue() {
+  local patch="$here/kueue/multikueue-worker-rate.patch"
+  local ld="-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+  local key
+  key=$(printf '%s\n' "$ld" | cat - "$here/kueue/go.mod" "$here/kueue/go.sum" "$patch" | sha256sum | cut -c1-12)
+  local out="$cache_root/kueue-worker-rate-$key"
+  if [ ! -f "$out/.ok" ]; then
+    step "building kueue-worker-rate: Kueue with $(basename "$patch") (first build only; reuses kueue's build cache)"
+    local t0=$SECONDS
+    rm -rf "$out" && mkdir -p "$out/src"
+    cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)" "$out/src/kueue"
+    chmod -R u+w "$out/src/kueue"
+    patch --quiet -d "$out/src/kueue" -p1 < "$patch"
+    mkdir "$out/src/main" && cp "$here/kueue/go.mod" "$here/kueue/go.sum" "$out/src/main/"
+    (cd "$out/src/main" && go mod edit -replace sigs.k8s.io/kueue=../kueue \
+      && go build -trimpath -ldflags "$ld" -o "$out/kueue-worker-rate" sigs.k8s.io/kueue/cmd/kueue)
+    rm -rf "$out/src"
+    touch "$out/.ok"
+    step "built kueue-worker-rate in $((SECONDS - t0))s"
+  fi
+  ln -sfn "$out/kueue-worker-rate" "$root/.tools/bin/kueue-worker-rate"
+}
+
 minor=$(echo "$K8S_VERSION" | cut -d. -f2)
 k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 \
 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean \
@@ -85,5 +114,6 @@ if [ "$with_peers" = 1 ]; then
   # Kueue's CRDs come from its module (config/components/crd/bases), kept beside the binary for the harness.
   kueue_out=$(dirname "$(readlink -f "$root/.tools/bin/kueue")")
   [ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
+  build_patched_kueue
 fi
-step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue')"
+step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue kueue-worker-rate')"
