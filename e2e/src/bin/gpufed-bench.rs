@@ -7,7 +7,8 @@
 //! gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE]
 //!                         # the hub + fake agents against the same apiserver's ceiling (gpufed_e2e::bench)
 //! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
-//!                   [--only gpufed|kueue] [--out FILE]  # gpufed vs Kueue MultiKueue (gpufed_e2e::peer)
+//!                   [--only gpufed,kueue,kueue-matched] [--out FILE]
+//!                   # gpufed vs Kueue MultiKueue as shipped and with its clients at gpufed's rate (gpufed_e2e::peer)
 //! gpufed-bench scale [--members 1000] [--jobs 1000,10000] [--running-fraction 0.1] [--window SECS] [--out FILE]
 //!                    # one hub, simulated agents of every member, growing job counts (gpufed_e2e::bench::scale)
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out docs/benchmarks.md
@@ -223,11 +224,18 @@ async fn main() {
                     })))
                 }
             };
-            match arg(&args, "--only").as_deref() {
-                None => {}
-                Some("gpufed") => cfg.run_kueue = false,
-                Some("kueue") => cfg.run_gpufed = false,
-                Some(other) => fail(format!("--only gpufed|kueue, not {other}")),
+            if let Some(only) = arg(&args, "--only") {
+                let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+                for w in &wanted {
+                    if !["gpufed", "kueue", "kueue-matched"].contains(w) {
+                        fail(format!(
+                            "--only takes gpufed, kueue, kueue-matched (comma-separated), not {w}"
+                        ));
+                    }
+                }
+                cfg.run_gpufed = wanted.contains(&"gpufed");
+                cfg.run_kueue = wanted.contains(&"kueue");
+                cfg.run_kueue_matched = wanted.contains(&"kueue-matched");
             }
             let out = PathBuf::from(
                 arg(&args, "--out").unwrap_or_else(|| "target/bench/peer.json".into()),
@@ -245,7 +253,12 @@ async fn main() {
             let r = gpufed_e2e::peer::run(&tools, &cfg)
                 .await
                 .unwrap_or_else(|e| fail(e));
-            for (name, run) in [("gpufed", &r.gpufed), ("kueue", &r.kueue)] {
+            let mut runs = vec![("gpufed", &r.gpufed), ("kueue", &r.kueue)];
+            if let Some(m) = &r.kueue_matched {
+                runs.push(("kueue-matched", m));
+            }
+            for (name, run) in runs {
+                eprintln!("  {name}: set-up {:.1}s", run.setup_secs);
                 match &run.dispatch {
                     Some(d) => eprintln!(
                         "  {name}: dispatch {:.1} jobs/s (all running in {:.2}s), {:.2} workers got a copy per job",
@@ -299,7 +312,7 @@ async fn main() {
         }
         _ => fail(
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
-             [--kueue-worker-lost-timeout SECS|default] [--only gpufed|kueue] [--out FILE] | scale [--members N] \
+             [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
              [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | report --criterion DIR \
              --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out FILE",
         ),

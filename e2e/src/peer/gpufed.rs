@@ -37,8 +37,7 @@ async fn start(tools: &Tools, cfg: &PeerConfig) -> Result<Pool, Error> {
             MemberPlan::new(&name, nodes, "H100", "2.40").via_proxy()
         })
         .collect();
-    let timeout = format!("{}s", cfg.heartbeat_timeout.as_secs());
-    let pool = Pool::join(tools, &timeout, &plans).await?;
+    let pool = Pool::join(tools, &cfg.heartbeat_timeout_text(), &plans).await?;
     pool.hub.create_namespace(NAMESPACE).await?;
     let members: Api<MemberCluster> = Api::all(pool.hub.client());
     let total = i64::try_from(nodes * 8).unwrap_or(i64::MAX);

@@ -8,7 +8,10 @@
 //! * `kueue` (the controller manager) as a process of each cluster with a configuration file:
 //!   leader election off, the `batch/job` integration, the shipped manifest's client QPS and
 //!   concurrency, the visibility server off, and — on the manager — MultiKueue's
-//!   `workerLostTimeout` as asked. No webhook configuration is installed, so the apiserver never
+//!   `workerLostTimeout` as asked. [`KueueSetup::Matched`] instead runs `kueue-worker-rate` (Kueue
+//!   with `e2e/tools/kueue/multikueue-worker-rate.patch`) with every client at gpufed's rate: its
+//!   own client through `clientConnection`, MultiKueue's worker clients through the patch, which
+//!   Kueue has no setting for. No webhook configuration is installed, so the apiserver never
 //!   calls Kueue; jobs are submitted with what Kueue's Job webhook would have defaulted
 //!   (`suspend: true`, `managedBy: kueue.x-k8s.io/multikueue`);
 //! * on the manager: a ResourceFlavor, a ClusterQueue with an `nvidia.com/gpu` quota (the
@@ -28,6 +31,7 @@ use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 
+pub use super::kueue_setup::{KueueSetup, SHIPPED_CLIENT_RATE, WORKER_RATE_BINARY};
 use super::observe::{JobKey, Recorder};
 use super::{PeerConfig, SystemRun, phases};
 use crate::joining::TcpProxy;
@@ -126,7 +130,14 @@ pub fn load_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>, Error> {
 }
 
 /// The Kueue configuration file for one cluster.
-fn config(health_port: u16, webhook_port: u16, cert_dir: &Path, lost: Option<Duration>) -> Value {
+fn config(
+    health_port: u16,
+    webhook_port: u16,
+    cert_dir: &Path,
+    lost: Option<Duration>,
+    setup: KueueSetup,
+) -> Value {
+    let (qps, burst) = setup.client_rate();
     let mut cfg = json!({
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -136,11 +147,12 @@ fn config(health_port: u16, webhook_port: u16, cert_dir: &Path, lost: Option<Dur
         "metrics": {"bindAddress": "0"},
         "webhook": {"port": webhook_port, "host": "127.0.0.1", "certDir": cert_dir.display().to_string()},
         "leaderElection": {"leaderElect": false},
-        // As in Kueue's shipped manifest (config/components/manager/controller_manager_config.yaml).
+        // As in Kueue's shipped manifest (config/components/manager/controller_manager_config.yaml);
+        // the client rate too, unless the setup matches it to gpufed's.
         "controller": {"groupKindConcurrency": {
             "Job.batch": 5, "Pod": 5, "Workload.kueue.x-k8s.io": 5, "LocalQueue.kueue.x-k8s.io": 1,
             "Cohort.kueue.x-k8s.io": 1, "ClusterQueue.kueue.x-k8s.io": 1, "ResourceFlavor.kueue.x-k8s.io": 1}},
-        "clientConnection": {"qps": 50, "burst": 100},
+        "clientConnection": {"qps": qps, "burst": burst},
         "integrations": {"frameworks": ["batch/job"]},
         // The visibility server would bind the same fixed port (8082) for each of the four
         // instances; nothing here reads it.
@@ -159,6 +171,7 @@ async fn start_kueue(
     cluster: &mut Cluster,
     crds: &[CustomResourceDefinition],
     lost: Option<Duration>,
+    setup: KueueSetup,
 ) -> Result<(), Error> {
     cluster.install_crds(crds).await?;
     cluster.create_namespace(KUEUE_NAMESPACE).await?;
@@ -192,16 +205,21 @@ async fn start_kueue(
             .map_err(|e| Error::Other(format!("writing {file}: {e}")))?;
     }
     let cfg_path = dir.join("config.yaml");
-    crate::pki::write_yaml(&cfg_path, &config(free_port()?, free_port()?, &certs, lost))?;
-    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let cfg = config(free_port()?, free_port()?, &certs, lost, setup);
+    crate::pki::write_yaml(&cfg_path, &cfg)?;
+    let mut env = setup.env();
+    env.push((
+        "KUBECONFIG".to_string(),
+        cluster.kubeconfig().display().to_string(),
+    ));
     cluster.spawn(
         "kueue",
-        &tools.bin("kueue")?,
+        &tools.bin(setup.binary())?,
         &[
             format!("--config={}", cfg_path.display()),
             "--zap-log-level=2".into(),
         ],
-        &[("KUBECONFIG".to_string(), kubeconfig)],
+        &env,
     )?;
     Ok(())
 }
@@ -309,6 +327,7 @@ impl KueueFederation {
         workers: usize,
         nodes_per_worker: usize,
         worker_lost_timeout: Option<Duration>,
+        setup: KueueSetup,
     ) -> Result<KueueFederation, Error> {
         let crds = load_crds(&crd_dir(tools)?)?;
         let manager_spec = ClusterSpec::api_only("kueue-manager").with_controller_manager();
@@ -329,9 +348,9 @@ impl KueueFederation {
             Cluster::start(tools, &manager_spec),
             try_join_all(worker_specs.iter().map(|s| Cluster::start(tools, s)))
         )?;
-        start_kueue(tools, &mut manager, &crds, worker_lost_timeout).await?;
+        start_kueue(tools, &mut manager, &crds, worker_lost_timeout, setup).await?;
         for w in &mut worker_clusters {
-            start_kueue(tools, w, &crds, None).await?;
+            start_kueue(tools, w, &crds, None, setup).await?;
         }
         let per_worker = u32::try_from(nodes_per_worker * 8).unwrap_or(u32::MAX);
         for w in &worker_clusters {
@@ -451,8 +470,8 @@ pub fn job(name: &str, sim_duration: &str) -> Value {
     })
 }
 
-/// Runs both phases on a fresh MultiKueue set-up.
-pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
+/// Runs both phases on a fresh MultiKueue set-up of `setup`.
+pub async fn run(tools: &Tools, cfg: &PeerConfig, setup: KueueSetup) -> SystemRun {
     let origin = std::time::Instant::now();
     let fed = match super::set_up("Kueue", || {
         KueueFederation::start(
@@ -460,6 +479,7 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
             cfg.workers,
             cfg.nodes_per_worker(),
             cfg.worker_lost_timeout,
+            setup,
         )
     })
     .await
@@ -526,12 +546,37 @@ mod tests {
     #[test]
     fn the_worker_lost_timeout_is_set_only_when_asked() {
         let dir = Path::new("/tmp/c");
-        let with = config(1, 2, dir, Some(Duration::from_secs(20)));
+        let with = config(
+            1,
+            2,
+            dir,
+            Some(Duration::from_secs(20)),
+            KueueSetup::Shipped,
+        );
         assert_eq!(with["multiKueue"]["workerLostTimeout"], "20s");
-        let without = config(1, 2, dir, None);
+        let without = config(1, 2, dir, None, KueueSetup::Shipped);
         assert!(without.get("multiKueue").is_none());
         assert_eq!(without["leaderElection"]["leaderElect"], false);
         assert_eq!(without["integrations"]["frameworks"], json!(["batch/job"]));
+    }
+
+    #[test]
+    fn the_client_rate_of_the_setup_is_kueues_client_connection() {
+        let dir = Path::new("/tmp/c");
+        let shipped = config(1, 2, dir, None, KueueSetup::Shipped);
+        assert_eq!(
+            shipped["clientConnection"],
+            json!({"qps": SHIPPED_CLIENT_RATE.0, "burst": SHIPPED_CLIENT_RATE.1})
+        );
+        let matched = KueueSetup::Matched {
+            qps: 500.0,
+            burst: 1000,
+        };
+        let cfg = config(1, 2, dir, None, matched);
+        assert_eq!(
+            cfg["clientConnection"],
+            json!({"qps": 500.0, "burst": 1000})
+        );
     }
 
     #[test]

@@ -19,12 +19,19 @@
 //!    still run on the cut-off worker at that point. Both systems are given the same timeout
 //!    (gpufed: the pool's heartbeat timeout; Kueue: MultiKueue's `workerLostTimeout`).
 //!
+//! Kueue runs twice: as shipped, and with every client at gpufed's rate
+//! ([`kueue::KueueSetup::Matched`]: the rate of the hub chart's `kubeApi`; MultiKueue's worker
+//! clients have no setting, so that run uses Kueue built with a patch, see `e2e/tools/build.sh`).
+//! The report also lists where the gpufed side departs from the charts' defaults
+//! ([`crate::bench::settings::compare_pool`]).
+//!
 //! A phase that fails is recorded with its error instead of a figure, and the run goes on.
 //!
 //! [`TcpProxy`]: crate::joining::TcpProxy
 
 pub mod gpufed;
 pub mod kueue;
+pub mod kueue_setup;
 pub mod observe;
 pub mod phases;
 pub mod report;
@@ -34,6 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::settings::{self, Setting};
 use crate::{Error, Tools};
 
 /// Settings of one peer run.
@@ -55,8 +63,10 @@ pub struct PeerConfig {
     pub concurrency: usize,
     /// Run gpufed's side (both run in `make bench`; one alone is for debugging a side).
     pub run_gpufed: bool,
-    /// Run Kueue's side.
+    /// Run Kueue's side as shipped.
     pub run_kueue: bool,
+    /// Run Kueue's side with its clients at gpufed's rate.
+    pub run_kueue_matched: bool,
 }
 
 impl PeerConfig {
@@ -74,7 +84,13 @@ impl PeerConfig {
             concurrency: 16,
             run_gpufed: true,
             run_kueue: true,
+            run_kueue_matched: true,
         }
+    }
+
+    /// The pool's heartbeat timeout as the GpuPool spells it (`20s`).
+    pub fn heartbeat_timeout_text(&self) -> String {
+        format!("{}s", self.heartbeat_timeout.as_secs())
     }
 
     /// 8-GPU nodes per worker: enough for every dispatch-phase job at once, plus one node.
@@ -213,8 +229,37 @@ pub struct PeerResult {
     pub hold_secs: f64,
     /// gpufed.
     pub gpufed: SystemRun,
-    /// Kueue MultiKueue.
+    /// Kueue MultiKueue, as shipped.
     pub kueue: SystemRun,
+    /// Kueue MultiKueue with every client at gpufed's rate (absent from runs before it existed).
+    #[serde(default)]
+    pub kueue_matched: Option<SystemRun>,
+    /// Kueue's client rate as shipped: QPS, burst.
+    #[serde(default = "shipped_rate")]
+    pub kueue_shipped_rate: (f64, u32),
+    /// The rate of every client of the matched Kueue run (gpufed's, the hub chart's `kubeApi`).
+    #[serde(default)]
+    pub kueue_matched_rate: Option<(f64, u32)>,
+    /// Where gpufed's side departs from the charts' defaults.
+    #[serde(default)]
+    pub gpufed_settings: Vec<Setting>,
+}
+
+fn shipped_rate() -> (f64, u32) {
+    kueue::SHIPPED_CLIENT_RATE
+}
+
+/// gpufed's client rate: the hub chart's `kubeApi` (the member chart's agents have their own,
+/// compared in the settings).
+pub fn gpufed_client_rate(tools: &Tools) -> Result<(f64, u32), Error> {
+    let get = |path: &str| settings::chart_value(tools.root(), "gpufed-hub", path);
+    let qps = get("kubeApi.qps")?
+        .parse()
+        .map_err(|e| Error::Other(format!("gpufed-hub kubeApi.qps: {e}")))?;
+    let burst = get("kubeApi.burst")?
+        .parse()
+        .map_err(|e| Error::Other(format!("gpufed-hub kubeApi.burst: {e}")))?;
+    Ok((qps, burst))
 }
 
 /// A `NAME=value` line of `e2e/tools/versions.env`.
@@ -231,12 +276,18 @@ pub fn pinned(tools: &Tools, name: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Runs gpufed, then Kueue MultiKueue, and returns both.
+/// Runs gpufed, then Kueue MultiKueue as shipped, then with its clients at gpufed's rate, and
+/// returns all three.
 pub async fn run(tools: &Tools, cfg: &PeerConfig) -> Result<PeerResult, Error> {
     // Fail before starting anything if Kueue was not built.
-    if cfg.run_kueue {
+    if cfg.run_kueue || cfg.run_kueue_matched {
         kueue::crd_dir(tools)?;
     }
+    if cfg.run_kueue_matched {
+        tools.bin(kueue::WORKER_RATE_BINARY)?;
+    }
+    let (qps, burst) = gpufed_client_rate(tools)?;
+    let gpufed_settings = settings::compare_pool(tools.root(), &cfg.heartbeat_timeout_text())?;
     let gpufed = if cfg.run_gpufed {
         tracing::info!(jobs = cfg.jobs, workers = cfg.workers, "peer: gpufed");
         gpufed::run(tools, cfg).await
@@ -249,9 +300,21 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> Result<PeerResult, Error> {
             workers = cfg.workers,
             "peer: Kueue MultiKueue"
         );
-        kueue::run(tools, cfg).await
+        kueue::run(tools, cfg, kueue::KueueSetup::Shipped).await
     } else {
         SystemRun::skipped()
+    };
+    let kueue_matched = if cfg.run_kueue_matched {
+        tracing::info!(
+            jobs = cfg.jobs,
+            workers = cfg.workers,
+            qps,
+            burst,
+            "peer: Kueue MultiKueue, clients at gpufed's rate"
+        );
+        Some(kueue::run(tools, cfg, kueue::KueueSetup::Matched { qps, burst }).await)
+    } else {
+        None
     };
     Ok(PeerResult {
         kubernetes_version: pinned(tools, "K8S_VERSION"),
@@ -267,6 +330,10 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> Result<PeerResult, Error> {
         hold_secs: cfg.hold.as_secs_f64(),
         gpufed,
         kueue,
+        kueue_matched_rate: kueue_matched.is_some().then_some((qps, burst)),
+        kueue_matched,
+        kueue_shipped_rate: kueue::SHIPPED_CLIENT_RATE,
+        gpufed_settings,
     })
 }
 

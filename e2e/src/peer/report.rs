@@ -1,6 +1,7 @@
 //! The "Peer: Kueue MultiKueue" section of `docs/benchmarks.md`, written from a [`PeerResult`]:
 //! every figure is read from the run's JSON, ratios are computed here, and a phase that failed
-//! shows its error where its figures would be.
+//! shows its error where its figures would be. Kueue has a column per configuration run: as
+//! shipped, and (when run) with every client at gpufed's rate.
 
 use std::fmt::Write as _;
 
@@ -28,13 +29,75 @@ fn lost_cell<T>(run: &SystemRun, get: impl Fn(&Lost) -> T, show: impl Fn(T) -> S
     }
 }
 
-fn row(md: &mut String, what: &str, a: String, b: String) {
-    let _ = writeln!(md, "| {what} | {a} | {b} |");
+/// A client rate as the report shows it.
+fn rate((qps, burst): (f64, u32)) -> String {
+    format!("{qps}/s (burst {burst})")
+}
+
+/// The systems of a run, in column order, with their column titles.
+fn systems(r: &PeerResult) -> Vec<(String, &SystemRun)> {
+    let mut out = vec![
+        ("gpufed".to_string(), &r.gpufed),
+        (
+            if r.kueue_matched.is_some() {
+                "Kueue MultiKueue, as shipped".to_string()
+            } else {
+                "Kueue MultiKueue".to_string()
+            },
+            &r.kueue,
+        ),
+    ];
+    if let Some(m) = &r.kueue_matched {
+        let title = match r.kueue_matched_rate {
+            Some(q) => format!("Kueue MultiKueue, clients at {} (patched)", rate(q)),
+            None => "Kueue MultiKueue, clients at gpufed's rate (patched)".to_string(),
+        };
+        out.push((title, m));
+    }
+    out
+}
+
+fn header(md: &mut String, systems: &[(String, &SystemRun)]) {
+    let titles: Vec<&str> = systems.iter().map(|(t, _)| t.as_str()).collect();
+    let _ = writeln!(
+        md,
+        "| | {} |\n|---|{}",
+        titles.join(" | "),
+        "---|".repeat(titles.len())
+    );
+}
+
+fn row(md: &mut String, what: &str, cells: Vec<String>) {
+    let _ = writeln!(md, "| {what} | {} |", cells.join(" | "));
+}
+
+/// The throttling caveat that goes with the ratios: what paced each Kueue column.
+fn throttling(r: &PeerResult) -> String {
+    let mut t = format!(
+        "MultiKueue's manager reaches each worker through clients it builds from the kubeconfig alone \
+         (`newClientWithWatch`, `pkg/controller/admissionchecks/multikueue/multikueuecluster.go` of Kueue {}), so \
+         at client-go's default of 5 requests/s (burst 10) per API type and worker; Kueue has no setting for it, and \
+         the figures of Kueue as shipped include that pacing (its own client: the shipped manifest's {}).",
+        r.kueue_version,
+        rate(r.kueue_shipped_rate)
+    );
+    if let (Some(_), Some(q)) = (&r.kueue_matched, r.kueue_matched_rate) {
+        let _ = write!(
+            t,
+            " The patched column lifts it: Kueue built with `e2e/tools/kueue/multikueue-worker-rate.patch`, which gives \
+             each worker's client one token bucket of {q} (the way Kueue's `cmd/kueue/main.go` limits its own client), \
+             and its own client set to the same rate (`clientConnection`) — gpufed's rate, the hub chart's \
+             `kubeApi`.",
+            q = rate(q)
+        );
+    }
+    t
 }
 
 /// The markdown section.
 pub fn markdown(r: &PeerResult) -> String {
-    let (g, k) = (&r.gpufed, &r.kueue);
+    let sys = systems(r);
+    let g = &r.gpufed;
     let mut md = String::from("## Peer: Kueue MultiKueue\n\n");
     let _ = writeln!(
         md,
@@ -42,69 +105,69 @@ pub fn markdown(r: &PeerResult) -> String {
          other in the same run: a manager/hub (etcd, kube-apiserver, controller-manager) and {w} workers (plus \
          kube-scheduler, the Job controller and kwok) with {n} kwok nodes of 8 GPUs each. gpufed: the hub and member \
          charts with real agents (pull). Kueue: a manager with MultiKueue and Kueue on every worker, batch/v1 Jobs \
-         with the queue label on the manager. Jobs are single-GPU, submitted {c} requests at a time; every time below \
-         is read from the workers' apiservers (watches on Pods, Jobs and Kueue Workloads).\n",
+         with the queue label on the manager{twice}. Jobs are single-GPU, submitted {c} requests at a time; every time \
+         below is read from the workers' apiservers (watches on Pods, Jobs and Kueue Workloads).\n",
         kv = r.kueue_version,
         k8s = r.kubernetes_version,
         w = r.workers,
         n = r.nodes_per_worker,
         c = r.concurrency,
+        twice = if r.kueue_matched.is_some() {
+            "; Kueue runs twice, as shipped and with its clients at gpufed's rate"
+        } else {
+            ""
+        },
     );
     let _ = writeln!(
         md,
-        "### Dispatch: {} jobs until each one's pod runs on a worker\n\n| | gpufed | Kueue MultiKueue |\n|---|---|---|",
+        "### Dispatch: {} jobs until each one's pod runs on a worker\n",
         r.jobs
     );
+    header(&mut md, &sys);
+    let each = |f: &dyn Fn(&SystemRun) -> String| sys.iter().map(|(_, run)| f(run)).collect();
     row(
         &mut md,
         "set-up until jobs are taken",
-        secs(g.setup_secs),
-        secs(k.setup_secs),
+        each(&|run| secs(run.setup_secs)),
     );
     let ingest = |d: &Dispatch| (d.ingest_secs, d.jobs as f64 / d.ingest_secs);
     let show_ingest = |(s, rate): (f64, f64)| format!("{} ({rate:.1} jobs/s)", secs(s));
     row(
         &mut md,
         "submitted (apiserver answers)",
-        cell(g, ingest, show_ingest),
-        cell(k, ingest, show_ingest),
+        each(&|run| cell(run, ingest, show_ingest)),
     );
     let all = |d: &Dispatch| (d.all_running_secs, d.rate());
     let show_all = |(s, rate): (f64, f64)| format!("{} (**{rate:.1} jobs/s**)", secs(s));
     row(
         &mut md,
         "every job running",
-        cell(g, all, show_all),
-        cell(k, all, show_all),
+        each(&|run| cell(run, all, show_all)),
     );
     let lat = |d: &Dispatch| (d.latency_p50_secs, d.latency_p95_secs, d.latency_max_secs);
     let show_lat = |(a, b, c): (f64, f64, f64)| format!("{} / {} / {}", secs(a), secs(b), secs(c));
     row(
         &mut md,
         "per job, submission → running: median / p95 / max",
-        cell(g, lat, show_lat),
-        cell(k, lat, show_lat),
+        each(&|run| cell(run, lat, show_lat)),
     );
     let copies = |d: &Dispatch| (d.workers_with_a_copy_mean, d.workers_with_a_copy_max);
     let show_copies = |(m, x): (f64, usize)| format!("{m:.2} (most: {x})");
     row(
         &mut md,
         "workers that received a copy of a job (mean)",
-        cell(g, copies, show_copies),
-        cell(k, copies, show_copies),
+        each(&|run| cell(run, copies, show_copies)),
     );
     let show_f = |v: f64| format!("{v:.2}");
     row(
         &mut md,
         "… of which Kueue Workloads",
-        cell(g, |d| d.workload_copies_mean, show_f),
-        cell(k, |d| d.workload_copies_mean, show_f),
+        each(&|run| cell(run, |d| d.workload_copies_mean, show_f)),
     );
     row(
         &mut md,
         "… of which batch Jobs",
-        cell(g, |d| d.job_copies_mean, show_f),
-        cell(k, |d| d.job_copies_mean, show_f),
+        each(&|run| cell(run, |d| d.job_copies_mean, show_f)),
     );
     let spread = |d: &Dispatch| {
         d.ran_on
@@ -116,46 +179,63 @@ pub fn markdown(r: &PeerResult) -> String {
     row(
         &mut md,
         "jobs run per worker",
-        cell(g, spread, |s| s),
-        cell(k, spread, |s| s),
+        each(&|run| cell(run, spread, |s| s)),
     );
-    if let (Some(gd), Some(kd)) = (&g.dispatch, &k.dispatch) {
-        let _ = writeln!(
-            md,
-            "\ngpufed got every job running at **{:.2}×** MultiKueue's rate, and its median job ran {:.2}× sooner after \
-             submission; MultiKueue put a copy of each job on {:.2} workers on average, gpufed on {:.2}.",
-            gd.rate() / kd.rate(),
-            kd.latency_p50_secs / gd.latency_p50_secs,
-            kd.workers_with_a_copy_mean,
-            gd.workers_with_a_copy_mean
-        );
+    if let Some(gd) = &g.dispatch {
+        let ratios: Vec<String> = sys
+            .iter()
+            .skip(1)
+            .filter_map(|(title, run)| {
+                let kd = run.dispatch.as_ref()?;
+                Some(format!(
+                    "**{:.2}×** the rate of {title} (median job {:.2}× sooner after submission; {:.2} workers got a \
+                     copy of each job on average, gpufed's {:.2})",
+                    gd.rate() / kd.rate(),
+                    kd.latency_p50_secs / gd.latency_p50_secs,
+                    kd.workers_with_a_copy_mean,
+                    gd.workers_with_a_copy_mean
+                ))
+            })
+            .collect();
+        if !ratios.is_empty() {
+            let _ = writeln!(
+                md,
+                "\ngpufed got every job running at {}. {}",
+                ratios.join(", and at "),
+                throttling(r)
+            );
+        }
     }
 
+    let hold = sys
+        .iter()
+        .find_map(|(_, run)| run.lost.as_ref())
+        .map_or(0.0, |l| l.hold_secs);
     let _ = writeln!(
         md,
         "\n### Lost worker: the network between the manager/hub and one worker is cut\n\n{} long jobs run; after they \
          have run for {} the worker running most of them is cut off (a TCP proxy in front of the hub for that member's \
-         agent; in front of the worker's apiserver for Kueue's manager). The worker itself keeps running.\n\n\
-         | | gpufed | Kueue MultiKueue |\n|---|---|---|",
+         agent; in front of the worker's apiserver for Kueue's manager). The worker itself keeps running.\n",
         r.lost_jobs,
-        secs(
-            g.lost
-                .as_ref()
-                .or(k.lost.as_ref())
-                .map_or(0.0, |l| l.hold_secs)
-        ),
+        secs(hold),
     );
-    row(
-        &mut md,
-        "timeout",
-        format!("pool heartbeatTimeout {}", secs(r.heartbeat_timeout_secs)),
-        format!("workerLostTimeout {}", secs(r.worker_lost_timeout_secs)),
-    );
+    header(&mut md, &sys);
+    let mut timeouts = vec![format!(
+        "pool heartbeatTimeout {}",
+        secs(r.heartbeat_timeout_secs)
+    )];
+    for _ in 1..sys.len() {
+        timeouts.push(format!(
+            "workerLostTimeout {}",
+            secs(r.worker_lost_timeout_secs)
+        ));
+    }
+    row(&mut md, "timeout", timeouts);
+    let each_lost = |f: &dyn Fn(&SystemRun) -> String| sys.iter().map(|(_, run)| f(run)).collect();
     row(
         &mut md,
         "jobs on the cut-off worker",
-        lost_cell(g, |l| l.jobs_on_victim, |v| v.to_string()),
-        lost_cell(k, |l| l.jobs_on_victim, |v| v.to_string()),
+        each_lost(&|run| lost_cell(run, |l| l.jobs_on_victim, |v| v.to_string())),
     );
     let rec = |l: &Lost| {
         (
@@ -169,20 +249,17 @@ pub fn markdown(r: &PeerResult) -> String {
     row(
         &mut md,
         "cut → running on another worker: first / median / last",
-        lost_cell(g, rec, show_rec),
-        lost_cell(k, rec, show_rec),
+        each_lost(&|run| lost_cell(run, rec, show_rec)),
     );
     row(
         &mut md,
         "of them still running on the cut-off worker then (running twice)",
-        lost_cell(g, |l| l.still_running_on_victim, |v| v.to_string()),
-        lost_cell(k, |l| l.still_running_on_victim, |v| v.to_string()),
+        each_lost(&|run| lost_cell(run, |l| l.still_running_on_victim, |v| v.to_string())),
     );
     row(
         &mut md,
         "workers that received a copy of such a job (mean)",
-        lost_cell(g, |l| l.workers_with_a_copy_mean, show_f),
-        lost_cell(k, |l| l.workers_with_a_copy_mean, show_f),
+        each_lost(&|run| lost_cell(run, |l| l.workers_with_a_copy_mean, show_f)),
     );
     let default = r.default_worker_lost_timeout_secs;
     let _ = writeln!(
@@ -217,16 +294,16 @@ pub fn markdown(r: &PeerResult) -> String {
     }
 
     let mut errors = vec![];
-    for (sys, run) in [("gpufed", g), ("Kueue MultiKueue", k)] {
+    for (sys_name, run) in &sys {
         if let Some(e) = &run.dispatch_error {
-            errors.push(format!("* {sys}, dispatch: `{e}`"));
+            errors.push(format!("* {sys_name}, dispatch: `{e}`"));
         }
         if let Some(e) = &run.lost_error {
-            errors.push(format!("* {sys}, lost worker: `{e}`"));
+            errors.push(format!("* {sys_name}, lost worker: `{e}`"));
         }
         if run.watch_errors > 0 {
             errors.push(format!(
-                "* {sys}: the recording watches restarted {} times (a short-lived copy may be uncounted)",
+                "* {sys_name}: the recording watches restarted {} times (a short-lived copy may be uncounted)",
                 run.watch_errors
             ));
         }
@@ -236,16 +313,26 @@ pub fn markdown(r: &PeerResult) -> String {
         md.push_str(&errors.join("\n"));
         md.push('\n');
     }
-    md.push_str(
-        "\nCaveats: Kueue runs out of cluster without webhooks (no webhook configuration is installed), so jobs are \
+    if !r.gpufed_settings.is_empty() {
+        md.push_str(
+            "\n### gpufed in this run against an installation with the charts' defaults\n\n\
+             The hub and the agents run as processes with the charts' RBAC and client rate, but with shorter intervals \
+             for a quick run:\n\n",
+        );
+        crate::bench::report::settings_table(&mut md, &r.gpufed_settings);
+    } else {
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "Caveats: Kueue runs out of cluster without webhooks (no webhook configuration is installed), so jobs are \
          submitted already carrying what its Job webhook would set (`suspend: true`, `managedBy: \
-         kueue.x-k8s.io/multikueue`); its client QPS and concurrency are those of its shipped manifest. MultiKueue \
-         reaches workers with a `system:masters` client certificate, through clients built from the kubeconfig alone, \
-         so at client-go's default 5 requests/s (burst 10) per worker — Kueue 0.17 has no setting for it, and its \
-         dispatch figures include that pacing. gpufed's members reach the hub with the \
+         kueue.x-k8s.io/multikueue`); its reconcile concurrency is that of its shipped manifest. {} MultiKueue \
+         reaches workers with a `system:masters` client certificate; gpufed's members reach the hub with the \
          charts' credentials. Both use the default dispatch behaviour (MultiKueue: AllAtOnce; gpufed: CheapestFit with \
          equal prices). kwok pods do no work: these are control-plane figures. See \
-         docs/adr/0009-peer-benchmark.md.\n",
+         docs/adr/0009-peer-benchmark.md.",
+        throttling(r)
     );
     md
 }
@@ -312,6 +399,10 @@ mod tests {
                 lost: kueue_lost,
                 watch_errors: 0,
             },
+            kueue_matched: None,
+            kueue_shipped_rate: (50.0, 100),
+            kueue_matched_rate: None,
+            gpufed_settings: vec![],
         }
     }
 
@@ -333,6 +424,75 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("* Kueue MultiKueue, lost worker: `timed out`"));
+    }
+
+    #[test]
+    fn a_matched_kueue_run_gets_its_own_column_ratio_and_throttling_caveat() {
+        let mut r = result(None);
+        r.kueue_matched = Some(SystemRun {
+            setup_secs: 20.0,
+            dispatch: Some(dispatch(8.0, 3.0)),
+            dispatch_error: None,
+            lost: None,
+            lost_error: Some("timed out".into()),
+            watch_errors: 0,
+        });
+        r.kueue_matched_rate = Some((500.0, 1000));
+        let md = markdown(&r);
+        assert!(
+            md.contains(
+                "| | gpufed | Kueue MultiKueue, as shipped | Kueue MultiKueue, clients at 500/s (burst 1000) (patched) |\n|---|---|---|---|"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| workers that received a copy of a job (mean) | 1.00 (most: 1) | 3.00 (most: 3) | 3.00 (most: 3) |"),
+            "{md}"
+        );
+        let ratios = md
+            .lines()
+            .find(|l| l.starts_with("gpufed got every job running at"))
+            .unwrap();
+        assert!(
+            ratios.contains("**2.00×** the rate of Kueue MultiKueue, as shipped"),
+            "{ratios}"
+        );
+        assert!(
+            ratios.contains("**1.33×** the rate of Kueue MultiKueue, clients at 500/s"),
+            "{ratios}"
+        );
+        assert!(
+            ratios.contains("5 requests/s (burst 10) per API type and worker"),
+            "{ratios}"
+        );
+        assert!(ratios.contains("multikueue-worker-rate.patch"), "{ratios}");
+        assert!(md.contains(
+            "* Kueue MultiKueue, clients at 500/s (burst 1000) (patched), lost worker: `timed out`"
+        ));
+    }
+
+    #[test]
+    fn a_run_from_before_the_matched_kueue_still_reads_and_shows_two_columns() {
+        let mut v = serde_json::to_value(result(None)).unwrap();
+        for k in [
+            "kueue_matched",
+            "kueue_shipped_rate",
+            "kueue_matched_rate",
+            "gpufed_settings",
+        ] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let r: PeerResult = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            r.kueue_shipped_rate,
+            crate::peer::kueue::SHIPPED_CLIENT_RATE
+        );
+        let md = markdown(&r);
+        assert!(
+            md.contains("| | gpufed | Kueue MultiKueue |\n|---|---|---|"),
+            "{md}"
+        );
+        assert!(!md.contains("patched column"));
     }
 
     #[test]
