@@ -48,6 +48,9 @@ test: lint unit contracts e2e ## Everything CI runs.
 	@echo "make test: all green"
 
 BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench
+# Job counts of the scale run (one hub, 1,000 simulated members); a size that does not fit is
+# reported with the reason and the run keeps what it measured before it.
+SCALE_JOBS ?= 1000,10000,100000
 # The bench runs release builds of everything it starts (the hub, agents, gpu-probe, the kubectl
 # plugin) and of itself: GPUFED_E2E_PROFILE tells the harness which of cargo's profiles to start.
 BENCH_RUN := GPUFED_E2E_PROFILE=release $(CARGO) run --release -q -p gpufed-e2e --bin gpufed-bench --

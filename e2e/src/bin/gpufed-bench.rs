@@ -6,7 +6,7 @@
 //! ```text
 //! gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE]
 //!                         # the hub + fake agents against the same apiserver's ceiling (gpufed_e2e::bench)
-//! gpufed-bench peer [--jobs N] [--lost-jobs N] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
+//! gpufed-bench peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] [--kueue-worker-lost-timeout SECS|default]
 //!                   [--only gpufed,kueue,kueue-matched] [--out FILE]
 //!                   # gpufed vs Kueue MultiKueue as shipped and with its clients at gpufed's rate (gpufed_e2e::peer)
 //! gpufed-bench scale [--members 1000] [--jobs 1000,10000] [--running-fraction 0.1] [--window SECS] [--out FILE]
@@ -212,6 +212,13 @@ async fn main() {
             let to_usize = |v: u64| usize::try_from(v).unwrap_or_else(|e| fail(e));
             let mut cfg = PeerConfig::new(to_usize(number("--jobs", 80)));
             cfg.lost_jobs = to_usize(number("--lost-jobs", 12));
+            cfg.open_jobs = to_usize(number("--open-jobs", 250));
+            cfg.open_rate = arg(&args, "--open-rate")
+                .map_or(Ok(50.0), |s| s.parse::<f64>())
+                .unwrap_or_else(|e| fail(format!("--open-rate: {e}")));
+            if cfg.open_rate <= 0.0 {
+                fail("--open-rate must be above 0");
+            }
             let timeout = Duration::from_secs(number("--timeout", 20));
             cfg.heartbeat_timeout = timeout;
             cfg.hold = timeout / 2;
@@ -281,6 +288,18 @@ async fn main() {
                         run.lost_error.as_deref().unwrap_or("")
                     ),
                 }
+                match (&run.open, &run.open_error) {
+                    (Some(o), _) => eprintln!(
+                        "  {name}: open loop {:.1} jobs/s, p99 submit→Placement {:.2}s, Placement→local Job {:.2}s, local Job→Running {:.2}s, submit→Running {:.2}s",
+                        o.achieved_rate,
+                        o.submit_to_placement.p99_secs,
+                        o.placement_to_local_job.p99_secs,
+                        o.local_job_to_running.p99_secs,
+                        o.submit_to_running.p99_secs
+                    ),
+                    (None, Some(e)) => eprintln!("  {name}: open loop failed: {e}"),
+                    (None, None) => {}
+                }
             }
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
@@ -311,7 +330,7 @@ async fn main() {
             println!("wrote {}", out.display());
         }
         _ => fail(
-            "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--timeout SECS] \
+            "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
              [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | report --criterion DIR \
              --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out FILE",

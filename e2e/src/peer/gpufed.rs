@@ -1,6 +1,7 @@
 //! gpufed's side of the peer run: a hub and members joined with the charts and the real agents
 //! ([`Pool::join`]), each agent reaching the hub through a proxy the run can cut; ComputeJobs on
-//! the hub; the same phases and recorder as Kueue's side.
+//! the hub; the same phases and recorder as Kueue's side, and an open-loop phase of its own that
+//! splits each job's path at its Placement and its local Job.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::observe::{JobKey, Recorder};
 use super::{DISPATCH_TIMEOUT, Error, PeerConfig, SystemRun, lost_timeout, phases};
+use crate::bench::latency::PlacementWatch;
 use crate::joining::{JOBS_NAMESPACE, MemberPlan, Pool, member_ready};
 use crate::{Cluster, NodeSpec, Tools, wait_until};
 
@@ -90,6 +92,37 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
     }
     .await;
 
+    let open = async {
+        if cfg.open_jobs == 0 {
+            return Err(Error::Other("not run (--open-jobs 0)".into()));
+        }
+        let placements = PlacementWatch::start(&hub).await?;
+        let names: Vec<String> = (0..cfg.open_jobs).map(|i| format!("open-{i:05}")).collect();
+        let docs = names
+            .iter()
+            .map(|n| (n.clone(), compute_job(n, super::OPEN_JOB_RUNS)))
+            .collect();
+        let (created, submit_secs) =
+            phases::submit_open(&hub, &ar, docs, cfg.open_rate, &rec).await?;
+        let snap = phases::wait_running(&rec, &names, DISPATCH_TIMEOUT).await?;
+        let placed = names
+            .iter()
+            .filter_map(|n| {
+                let t = placements.seen(&(NAMESPACE.to_string(), n.clone()))?;
+                Some((n.clone(), t.checked_duration_since(origin)?.as_secs_f64()))
+            })
+            .collect();
+        Ok::<_, Error>(phases::open_loop_figures(
+            &snap,
+            &names,
+            &created,
+            &placed,
+            cfg.open_rate,
+            submit_secs,
+        ))
+    }
+    .await;
+
     let lost_names: Vec<String> = (0..cfg.lost_jobs).map(|i| format!("lost-{i:05}")).collect();
     let docs = lost_names
         .iter()
@@ -125,6 +158,8 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
         dispatch: dispatch.ok(),
         lost_error: lost.as_ref().err().map(ToString::to_string),
         lost: lost.ok(),
+        open_error: open.as_ref().err().map(ToString::to_string),
+        open: open.ok(),
         watch_errors,
     }
 }

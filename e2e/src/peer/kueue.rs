@@ -535,6 +535,8 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig, setup: KueueSetup) -> SystemRu
         dispatch: dispatch.ok(),
         lost_error: lost.as_ref().err().map(ToString::to_string),
         lost: lost.ok(),
+        open: None,
+        open_error: None,
         watch_errors,
     }
 }

@@ -19,6 +19,12 @@
 //!    still run on the cut-off worker at that point. Both systems are given the same timeout
 //!    (gpufed: the pool's heartbeat timeout; Kueue: MultiKueue's `workerLostTimeout`).
 //!
+//! 3. **Open loop** (gpufed only, between the two): `open_jobs` short jobs submitted at
+//!    `open_rate` jobs/s whether or not earlier ones were answered, and each job's path split
+//!    into submit → Placement on the hub, Placement → local Job on the member (delivery), and
+//!    local Job → pod Running (the member's own Job controller, kube-scheduler and kubelet) —
+//!    the latency goals of issue 11, measured with real agents.
+//!
 //! Kueue runs twice: as shipped, and with every client at gpufed's rate
 //! ([`kueue::KueueSetup::Matched`]: the rate of the hub chart's `kubeApi`; MultiKueue's worker
 //! clients have no setting, so that run uses Kueue built with a patch, see `e2e/tools/build.sh`).
@@ -41,6 +47,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::latency::Latency;
 use crate::bench::settings::{self, Setting};
 use crate::{Error, Tools};
 
@@ -61,6 +68,10 @@ pub struct PeerConfig {
     pub hold: Duration,
     /// Requests in flight while submitting.
     pub concurrency: usize,
+    /// Jobs of gpufed's open-loop phase (0 skips it).
+    pub open_jobs: usize,
+    /// Their submission rate, jobs/s.
+    pub open_rate: f64,
     /// Run gpufed's side (both run in `make bench`; one alone is for debugging a side).
     pub run_gpufed: bool,
     /// Run Kueue's side as shipped.
@@ -82,6 +93,8 @@ impl PeerConfig {
             worker_lost_timeout: Some(timeout),
             hold: timeout / 2,
             concurrency: 16,
+            open_jobs: 250,
+            open_rate: 50.0,
             run_gpufed: true,
             run_kueue: true,
             run_kueue_matched: true,
@@ -93,9 +106,15 @@ impl PeerConfig {
         format!("{}s", self.heartbeat_timeout.as_secs())
     }
 
-    /// 8-GPU nodes per worker: enough for every dispatch-phase job at once, plus one node.
+    /// 8-GPU nodes per worker: enough for every dispatch-phase job and the open-loop jobs of
+    /// [`OPEN_HOLD`] at once, plus one node, so that no job of either waits for a free GPU.
     pub fn nodes_per_worker(&self) -> usize {
-        self.jobs.div_ceil(self.workers.max(1) * 8) + 1
+        let open = if self.open_jobs == 0 {
+            0
+        } else {
+            (self.open_rate * OPEN_HOLD.as_secs_f64()).ceil() as usize
+        };
+        (self.jobs + open.min(self.open_jobs)).div_ceil(self.workers.max(1) * 8) + 1
     }
 
     /// Kueue's effective `workerLostTimeout`.
@@ -139,6 +158,33 @@ impl Dispatch {
     }
 }
 
+/// How long an open-loop job is counted as holding its GPU when sizing the workers: its run
+/// ([`OPEN_JOB_RUNS`]) and time to spare for its path there and its end to be seen.
+pub const OPEN_HOLD: Duration = Duration::from_secs(4);
+/// How long each open-loop job's pod runs (kwok).
+pub const OPEN_JOB_RUNS: &str = "1s";
+
+/// gpufed's open-loop phase: each job's path split at the Placement and the local Job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OpenLoop {
+    /// Submission rate asked for, jobs/s.
+    pub rate: f64,
+    /// Jobs submitted.
+    pub jobs: usize,
+    /// Rate reached: jobs over the seconds from the first submission to the last one started.
+    pub achieved_rate: f64,
+    /// The create's answer → the job's Placement seen on the hub.
+    pub submit_to_placement: Latency,
+    /// The Placement seen on the hub → the local batch Job seen on the member (the agent's
+    /// delivery).
+    pub placement_to_local_job: Latency,
+    /// The local Job → one of its pods Running (the member's Job controller, scheduler and
+    /// kubelet).
+    pub local_job_to_running: Latency,
+    /// The create's answer → a pod Running.
+    pub submit_to_running: Latency,
+}
+
 /// The lost-worker phase of one system.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lost {
@@ -174,6 +220,12 @@ pub struct SystemRun {
     pub lost: Option<Lost>,
     /// Why it did not.
     pub lost_error: Option<String>,
+    /// gpufed's open-loop phase, if it ran and worked (absent from runs before it existed).
+    #[serde(default)]
+    pub open: Option<OpenLoop>,
+    /// Why it did not work (`None` for a system that has no such phase).
+    #[serde(default)]
+    pub open_error: Option<String>,
     /// Restarts of the recording watches (0 means nothing can have been missed).
     pub watch_errors: usize,
 }
@@ -186,6 +238,8 @@ impl SystemRun {
             dispatch_error: Some("not run (--only)".into()),
             lost: None,
             lost_error: Some("not run (--only)".into()),
+            open: None,
+            open_error: None,
             watch_errors: 0,
         }
     }
@@ -197,6 +251,8 @@ impl SystemRun {
             dispatch_error: Some(format!("set-up failed: {e}")),
             lost: None,
             lost_error: Some("not run: set-up failed".into()),
+            open: None,
+            open_error: None,
             watch_errors: 0,
         }
     }

@@ -200,6 +200,11 @@ impl Recorder {
         self.origin.elapsed().as_secs_f64()
     }
 
+    /// The instant the recorder's seconds count from.
+    pub fn clock(&self) -> Instant {
+        self.origin
+    }
+
     /// A copy of what is recorded so far.
     pub fn snapshot(&self) -> Snapshot {
         match self.state.lock() {
@@ -233,6 +238,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// When a batch Job for job `name` first appeared on any worker.
+    pub fn first_job_created(&self, name: &str) -> Option<f64> {
+        self.jobs
+            .get(name)?
+            .values()
+            .filter_map(|s| s.job_created)
+            .min_by(f64::total_cmp)
+    }
+
     /// When job `name` first ran anywhere, and on which worker.
     pub fn first_running(&self, name: &str) -> Option<(f64, &str)> {
         self.jobs

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::observe::{JobKey, Recorder, Snapshot};
 use super::{Dispatch, Lost};
+use crate::bench::latency::Latency;
 use crate::{Cluster, Error, wait_until};
 
 /// The value at quantile `q` (0..=1) of `values`, nearest rank; 0 for none.
@@ -69,6 +70,97 @@ pub async fn submit(
     let created = results.into_iter().collect::<Result<BTreeMap<_, _>, _>>()?;
     let last = created.values().copied().fold(t0, f64::max);
     Ok((created, last - t0))
+}
+
+/// Creates `docs` (kind `ar`) on `client` in open loop: one create started every `1/rate`
+/// seconds on its own task, whether or not earlier ones were answered. Returns each job's
+/// creation time (recorder seconds, when the apiserver answered) and the seconds from the first
+/// create started to the last one started.
+pub async fn submit_open(
+    client: &Client,
+    ar: &ApiResource,
+    docs: Vec<(String, Value)>,
+    rate: f64,
+    rec: &Recorder,
+) -> Result<(BTreeMap<String, f64>, f64), Error> {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (mut first, mut last) = (None, 0.0);
+    let mut tasks = Vec::with_capacity(docs.len());
+    for (name, doc) in docs {
+        ticks.tick().await;
+        last = rec.now();
+        first.get_or_insert(last);
+        let (client, ar, origin) = (client.clone(), ar.clone(), rec.clock());
+        tasks.push(tokio::spawn(async move {
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+            let obj: DynamicObject =
+                serde_json::from_value(doc).map_err(|e| Error::Other(e.to_string()))?;
+            api.create(&PostParams::default(), &obj)
+                .await
+                .map_err(Error::kube("submitting a job"))?;
+            Ok::<_, Error>((name, origin.elapsed().as_secs_f64()))
+        }));
+    }
+    let mut created = BTreeMap::new();
+    for t in tasks {
+        let (name, at) = t
+            .await
+            .map_err(|e| Error::Other(format!("a submit task: {e}")))??;
+        created.insert(name, at);
+    }
+    Ok((created, last - first.unwrap_or(last)))
+}
+
+/// Each job's path split at its Placement (`placed`: recorder seconds when the hub's Placement
+/// was seen) and its first local Job, from its creation (`created`) to its first pod Running.
+/// Jobs missing a point are left out of the stretches that need it.
+pub fn open_loop_figures(
+    snap: &Snapshot,
+    names: &[String],
+    created: &BTreeMap<String, f64>,
+    placed: &BTreeMap<String, f64>,
+    rate: f64,
+    submit_secs: f64,
+) -> super::OpenLoop {
+    let (mut to_placement, mut delivery, mut to_running, mut total) =
+        (vec![], vec![], vec![], vec![]);
+    for n in names {
+        let c = created.get(n).copied();
+        let p = placed.get(n).copied();
+        let local = snap.first_job_created(n);
+        let running = snap.first_running(n).map(|(t, _)| t);
+        if let (Some(c), Some(p)) = (c, p) {
+            to_placement.push(p - c);
+        }
+        if let (Some(p), Some(l)) = (p, local) {
+            delivery.push(l - p);
+        }
+        if let (Some(l), Some(r)) = (local, running) {
+            to_running.push(r - l);
+        }
+        if let (Some(c), Some(r)) = (c, running) {
+            total.push(r - c);
+        }
+    }
+    let achieved_rate = if submit_secs > 0.0 {
+        names.len().saturating_sub(1) as f64 / submit_secs
+    } else {
+        0.0
+    };
+    super::OpenLoop {
+        rate,
+        jobs: names.len(),
+        achieved_rate,
+        submit_to_placement: Latency::of(&to_placement),
+        placement_to_local_job: Latency::of(&delivery),
+        local_job_to_running: Latency::of(&to_running),
+        submit_to_running: Latency::of(&total),
+    }
 }
 
 /// Waits until every job in `names` has run on some worker; on time-out, names those that never did.
@@ -319,6 +411,39 @@ mod tests {
         assert_eq!(d.workload_copies_mean, 1.5);
         assert_eq!(d.job_copies_mean, 1.0);
         assert_eq!(d.ran_on["w0"], 1);
+    }
+
+    #[test]
+    fn the_open_loop_split_cuts_each_path_at_its_placement_and_first_local_job() {
+        let mut s = Snapshot::default();
+        // a: created 1.0, placed 1.2, local Job 1.5 on w0, Running 2.5.
+        ran(&mut s, "a", "w0", 1.5, 2.5);
+        // b: a stale copy on w1 seen later than the first local Job on w0; running on w0 first.
+        ran(&mut s, "b", "w0", 2.0, 3.0);
+        ran(&mut s, "b", "w1", 2.6, 3.5);
+        // c: placed but never delivered.
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let created = BTreeMap::from([
+            ("a".to_string(), 1.0),
+            ("b".to_string(), 1.5),
+            ("c".to_string(), 2.0),
+        ]);
+        let placed = BTreeMap::from([
+            ("a".to_string(), 1.25),
+            ("b".to_string(), 1.75),
+            ("c".to_string(), 2.5),
+        ]);
+        let o = open_loop_figures(&s, &names, &created, &placed, 50.0, 0.04);
+        assert_eq!(o.jobs, 3);
+        assert_eq!(o.achieved_rate, 50.0);
+        assert_eq!(o.submit_to_placement.n, 3);
+        assert_eq!(o.submit_to_placement.max_secs, 0.5);
+        assert_eq!(o.placement_to_local_job.n, 2);
+        assert_eq!(o.placement_to_local_job.p50_secs, 0.25);
+        assert_eq!(o.local_job_to_running.n, 2);
+        assert_eq!(o.local_job_to_running.max_secs, 1.0);
+        assert_eq!(o.submit_to_running.n, 2);
+        assert_eq!(o.submit_to_running.max_secs, 1.5);
     }
 
     #[test]

@@ -94,6 +94,71 @@ fn throttling(r: &PeerResult) -> String {
     t
 }
 
+/// Milliseconds, as the latency goals are written.
+fn ms(v: f64) -> String {
+    format!("{:.0} ms", v * 1000.0)
+}
+
+/// gpufed's open-loop phase: each stretch of a job's path with the goal it is held to.
+fn open_loop(md: &mut String, run: &SystemRun) {
+    let o = match (&run.open, &run.open_error) {
+        (Some(o), _) => o,
+        (None, Some(e)) => {
+            let _ = writeln!(
+                md,
+                "
+### gpufed, open loop
+
+Not measured in this run: `{e}`"
+            );
+            return;
+        }
+        (None, None) => return,
+    };
+    let _ = writeln!(
+        md,
+        "
+### gpufed, open loop: {} jobs submitted at {:.0} jobs/s, each job's path
+
+         One create started every {:.0} ms whether or not earlier ones were answered (reached: {:.1} jobs/s); each pod          runs {}. Times run from the create's answer; the Placement is seen by a watch on the hub, the local Job and          the Running pod by watches on the members. The same pool as the dispatch phase, with GPUs for every job.
+
+         | stretch | jobs | p50 | p99 | max | goal (p99) |\n|---|---|---|---|---|---|",
+        o.jobs,
+        o.rate,
+        1000.0 / o.rate,
+        o.achieved_rate,
+        super::OPEN_JOB_RUNS,
+    );
+    let rows = [
+        (
+            "submit → Placement on the hub",
+            &o.submit_to_placement,
+            "≤ 500 ms",
+        ),
+        (
+            "Placement → local Job on the member (delivery)",
+            &o.placement_to_local_job,
+            "≤ 500 ms",
+        ),
+        (
+            "local Job → pod Running (the member's Job controller, scheduler, kwok)",
+            &o.local_job_to_running,
+            "",
+        ),
+        ("submit → pod Running", &o.submit_to_running, "≤ 2 s"),
+    ];
+    for (what, l, goal) in rows {
+        let _ = writeln!(
+            md,
+            "| {what} | {} | {} | {} | {} | {goal} |",
+            l.n,
+            ms(l.p50_secs),
+            ms(l.p99_secs),
+            ms(l.max_secs)
+        );
+    }
+}
+
 /// The markdown section.
 pub fn markdown(r: &PeerResult) -> String {
     let sys = systems(r);
@@ -206,6 +271,8 @@ pub fn markdown(r: &PeerResult) -> String {
             );
         }
     }
+
+    open_loop(&mut md, &r.gpufed);
 
     let hold = sys
         .iter()
@@ -360,6 +427,41 @@ mod tests {
         }
     }
 
+    fn open_loop_run() -> super::super::OpenLoop {
+        let l = |p50: f64, p99: f64| crate::bench::latency::Latency {
+            n: 250,
+            p50_secs: p50,
+            p99_secs: p99,
+            max_secs: p99 + 0.1,
+        };
+        super::super::OpenLoop {
+            rate: 50.0,
+            jobs: 250,
+            achieved_rate: 49.8,
+            submit_to_placement: l(0.05, 0.2),
+            placement_to_local_job: l(0.03, 0.12),
+            local_job_to_running: l(0.4, 0.9),
+            submit_to_running: l(0.5, 1.234),
+        }
+    }
+
+    #[test]
+    fn gpufeds_open_loop_split_is_shown_with_its_goals_or_its_error() {
+        let md = markdown(&result(None));
+        assert!(md.contains("### gpufed, open loop: 250 jobs submitted at 50 jobs/s"));
+        assert!(md.contains("reached: 49.8 jobs/s"));
+        assert!(md.contains("| Placement → local Job on the member (delivery) | 250 | 30 ms | 120 ms | 220 ms | ≤ 500 ms |"));
+        assert!(md.contains("| submit → pod Running | 250 | 500 ms | 1234 ms | 1334 ms | ≤ 2 s |"));
+        let mut r = result(None);
+        r.gpufed.open = None;
+        r.gpufed.open_error = Some("every job running on a worker: timed out".into());
+        let md = markdown(&r);
+        assert!(
+            md.contains("Not measured in this run: `every job running on a worker: timed out`")
+        );
+        assert!(!md.contains("| submit → pod Running |"));
+    }
+
     fn result(kueue_lost: Option<Lost>) -> PeerResult {
         let lost = Lost {
             victim: "w0".into(),
@@ -389,6 +491,8 @@ mod tests {
                 dispatch_error: None,
                 lost: Some(lost),
                 lost_error: None,
+                open: Some(open_loop_run()),
+                open_error: None,
                 watch_errors: 0,
             },
             kueue: SystemRun {
@@ -397,6 +501,8 @@ mod tests {
                 dispatch_error: None,
                 lost_error: kueue_lost.is_none().then(|| "timed out".to_string()),
                 lost: kueue_lost,
+                open: None,
+                open_error: None,
                 watch_errors: 0,
             },
             kueue_matched: None,
@@ -435,6 +541,8 @@ mod tests {
             dispatch_error: None,
             lost: None,
             lost_error: Some("timed out".into()),
+            open: None,
+            open_error: None,
             watch_errors: 0,
         });
         r.kueue_matched_rate = Some((500.0, 1000));
