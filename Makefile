@@ -60,7 +60,7 @@ tools-peers: ## Also build Kueue (the peer benchmark of make bench).
 bench-build: ## Release builds of every binary make bench starts.
 	$(CARGO) build --release --bins -p gpufed-operator -p kubectl-gpufed -p gpu-probe -p gpufed-e2e
 
-bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throughput vs the apiserver's ceiling, peer run vs Kueue MultiKueue, 1,000-member scale run, settlement gas → docs/benchmarks.md.
+bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throughput vs the apiserver's ceiling, peer run vs Kueue MultiKueue, 1,000-member scale run, agent with 10,000 pods, settlement gas → docs/benchmarks.md.
 	mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
@@ -68,9 +68,10 @@ bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throu
 	$(BENCH_RUN) throughput --jobs 300 --open-jobs 200 --out $(BENCH_DIR)/throughput.json
 	$(BENCH_RUN) peer --jobs 80 --out $(BENCH_DIR)/peer.json
 	$(BENCH_RUN) scale --members 1000 --jobs $(SCALE_JOBS) --out $(BENCH_DIR)/scale.json
+	$(BENCH_RUN) agent --pods 10000 --out $(BENCH_DIR)/agent.json
 	$(BENCH_RUN) report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \
 	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --peer $(BENCH_DIR)/peer.json \
-	  --scale $(BENCH_DIR)/scale.json --out docs/benchmarks.md
+	  --scale $(BENCH_DIR)/scale.json --agent $(BENCH_DIR)/agent.json --out docs/benchmarks.md
 
 demo: tools-k8s contracts-build build ## Start a local federation (hub, 3 providers, anvil), run the sample jobs, narrate; leaves it running.
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-demo -- up

@@ -20,6 +20,7 @@
 //! Figures are reported as rates and ratios within the run (`report::markdown`), so runs on
 //! different machines compare. No test asserts on these times.
 
+pub mod agent_scale;
 pub mod agents;
 pub mod apimetrics;
 pub mod latency;

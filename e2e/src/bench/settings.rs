@@ -247,8 +247,17 @@ pub fn compare_pool(root: &Path, heartbeat_timeout: &str) -> Result<Vec<Setting>
         row(
             "log filter (`RUST_LOG`): hub / agent and gpu-probe",
             "unset: the binaries' defaults".into(),
-            format!("`{}` / `{}`", flags::HUB_RUST_LOG, flags::MEMBER_RUST_LOG),
-            false,
+            if flags::default_logs() {
+                "the binaries' default filters, set explicitly (release builds, as `make bench` runs them)".into()
+            } else {
+                format!(
+                    "`{}` / `{}`, `{}`",
+                    flags::TEST_RUST_LOG,
+                    flags::TEST_RUST_LOG,
+                    flags::TEST_PROBE_RUST_LOG
+                )
+            },
+            flags::default_logs(),
         ),
         row(
             "hub and agent resources",

@@ -11,7 +11,10 @@
 //!                   # gpufed vs Kueue MultiKueue as shipped and with its clients at gpufed's rate (gpufed_e2e::peer)
 //! gpufed-bench scale [--members 1000] [--jobs 1000,10000] [--running-fraction 0.1] [--window SECS] [--out FILE]
 //!                    # one hub, simulated agents of every member, growing job counts (gpufed_e2e::bench::scale)
-//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out docs/benchmarks.md
+//! gpufed-bench agent [--pods 10000] [--window SECS] [--out FILE]
+//!                    # one member's agent with that many running pods: its peak memory (gpufed_e2e::bench::agent_scale)
+//! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE]
+//!                     --out docs/benchmarks.md
 //! ```
 
 #![allow(clippy::print_stdout)]
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use gpufed_e2e::bench::agent_scale::{AgentScaleConfig, AgentScaleReport, agent_scale};
 use gpufed_e2e::bench::scale::{ScaleConfig, ScaleReport, scale};
 use gpufed_e2e::bench::settings::compare;
 use gpufed_e2e::bench::{
@@ -307,6 +311,54 @@ async fn main() {
             let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
         }
+        Some("agent") => {
+            init_test_logging();
+            let number = |name: &str, default: u64| -> u64 {
+                arg(&args, name)
+                    .map_or(Ok(default), |s| s.parse())
+                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
+            };
+            let cfg = AgentScaleConfig {
+                pods: usize::try_from(number("--pods", 10_000)).unwrap_or_else(|e| fail(e)),
+                window: Duration::from_secs(number("--window", 90)),
+            };
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/agent.json".into()),
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            let bin = tools
+                .workspace_bin("gpufed-operator")
+                .unwrap_or_else(|e| fail(e));
+            let binary = BinaryInfo::of(&bin).unwrap_or_else(|e| fail(e));
+            eprintln!(
+                "agent: {} pods on {} nodes, {} s window, agent {} (sha256 {}…) …",
+                cfg.pods,
+                cfg.nodes(),
+                cfg.window.as_secs(),
+                binary.path,
+                binary.sha256
+            );
+            let r = agent_scale(&tools, &cfg, binary, checkout(tools.root()))
+                .await
+                .unwrap_or_else(|e| fail(e));
+            eprintln!(
+                "  agent VmHWM joined {:.1} MiB, running {:?} MiB, end {:?} MiB; {} pods running{}",
+                r.agent_joined.vm_hwm_kib as f64 / 1024.0,
+                r.agent_running.map(|p| p.vm_hwm_kib as f64 / 1024.0),
+                r.agent_end.map(|p| p.vm_hwm_kib as f64 / 1024.0),
+                r.running,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            }
+            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            eprintln!("wrote {}", out.display());
+        }
         Some("report") => {
             let criterion =
                 PathBuf::from(arg(&args, "--criterion").unwrap_or_else(|| fail("--criterion DIR")));
@@ -316,6 +368,7 @@ async fn main() {
             let gas = PathBuf::from(arg(&args, "--gas").unwrap_or_else(|| fail("--gas FILE")));
             let peer = arg(&args, "--peer").map(PathBuf::from);
             let scale = arg(&args, "--scale").map(PathBuf::from);
+            let agent = arg(&args, "--agent").map(PathBuf::from);
             let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| fail("--out FILE")));
             let mut text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
             if let Some(peer) = peer {
@@ -326,14 +379,19 @@ async fn main() {
                 text.push('\n');
                 text.push_str(&scale_section(&scale).unwrap_or_else(|e| fail(e)));
             }
+            if let Some(agent) = agent {
+                text.push('\n');
+                text.push_str(&agent_section(&agent).unwrap_or_else(|e| fail(e)));
+            }
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             println!("wrote {}", out.display());
         }
         _ => fail(
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
-             [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | report --criterion DIR \
-             --throughput FILE --gas FILE [--peer FILE] [--scale FILE] --out FILE",
+             [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | agent [--pods N] [--window SECS] \
+             [--out FILE] | report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE] \
+             --out FILE",
         ),
     }
 }
@@ -352,6 +410,14 @@ fn scale_section(path: &Path) -> Result<String, String> {
     let r: ScaleReport =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(gpufed_e2e::bench::scale::report::markdown(&r))
+}
+
+/// The "Member agent" section from the JSON `gpufed-bench agent` wrote.
+fn agent_section(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: AgentScaleReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(gpufed_e2e::bench::agent_scale::markdown(&r))
 }
 
 /// Mean nanoseconds per iteration and elements per iteration of one criterion benchmark.

@@ -47,10 +47,38 @@ pub mod flags {
     pub const HUB_LEASE_DURATION: &str = "4s";
     /// `--log-format` of the hub, the agents and gpu-probe.
     pub const LOG_FORMAT: &str = "text";
-    /// `RUST_LOG` of the hub.
-    pub const HUB_RUST_LOG: &str = "info,gpufed_operator=debug";
-    /// `RUST_LOG` of the agents and gpu-probe.
-    pub const MEMBER_RUST_LOG: &str = "info,gpufed_operator=debug,gpu_probe=info";
+    /// `RUST_LOG` of the hub and the agents in tests.
+    pub const TEST_RUST_LOG: &str = "info,gpufed_operator=debug";
+    /// `RUST_LOG` of gpu-probe in tests.
+    pub const TEST_PROBE_RUST_LOG: &str = "info,gpu_probe=info";
+    /// gpu-probe's log filter when `RUST_LOG` is unset (`gpu-probe/src/main.rs`).
+    pub const PROBE_DEFAULT_LOG: &str = "info";
+
+    /// Whether the components run as the charts run them in this respect: release builds
+    /// (`GPUFED_E2E_PROFILE=release`, what `make bench` sets) log at the binaries' defaults, test
+    /// builds at debug level for gpufed's own crates.
+    pub fn default_logs() -> bool {
+        std::env::var("GPUFED_E2E_PROFILE").is_ok_and(|p| p == "release")
+    }
+
+    /// `RUST_LOG` of the hub and the agents: the operator's default (what the charts run with,
+    /// they set none) under [`default_logs`], else [`TEST_RUST_LOG`].
+    pub fn operator_rust_log() -> &'static str {
+        if default_logs() {
+            crate::bench::settings::OPERATOR_DEFAULT_LOG
+        } else {
+            TEST_RUST_LOG
+        }
+    }
+
+    /// `RUST_LOG` of gpu-probe, likewise.
+    pub fn probe_rust_log() -> &'static str {
+        if default_logs() {
+            PROBE_DEFAULT_LOG
+        } else {
+            TEST_PROBE_RUST_LOG
+        }
+    }
     /// The agents' `--heartbeat-interval`.
     pub const AGENT_HEARTBEAT_INTERVAL: &str = "1s";
     /// The agents' `--inventory-interval`.
@@ -319,7 +347,11 @@ async fn join_member(
     )
     .await?;
 
-    let env = vec![("RUST_LOG".to_string(), flags::MEMBER_RUST_LOG.to_string())];
+    let probe_env = vec![("RUST_LOG".to_string(), flags::probe_rust_log().to_string())];
+    let env = vec![(
+        "RUST_LOG".to_string(),
+        flags::operator_rust_log().to_string(),
+    )];
     let values = |path: &str| chart_value(tools.root(), "gpufed-member", path);
     let agent_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     member.spawn(
@@ -333,7 +365,7 @@ async fn join_member(
             format!("--metrics-addr=127.0.0.1:{}", free_port()?),
             format!("--log-format={}", flags::LOG_FORMAT),
         ],
-        &env,
+        &probe_env,
     )?;
     member.spawn(
         "gpufed-agent",
@@ -475,7 +507,10 @@ impl Pool {
                 format!("--lease-duration={}", flags::HUB_LEASE_DURATION),
                 format!("--member-api-server={server}"),
             ],
-            &[("RUST_LOG".to_string(), flags::HUB_RUST_LOG.to_string())],
+            &[(
+                "RUST_LOG".to_string(),
+                flags::operator_rust_log().to_string(),
+            )],
         )?;
 
         let admin = hub.client();
