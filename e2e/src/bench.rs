@@ -310,7 +310,6 @@ pub async fn throughput(
             latency: Latency::of(&latencies(&watch, &submitted)),
         });
     }
-    drop(watch);
 
     let hub_pid = hub
         .pids()
@@ -343,6 +342,8 @@ pub async fn throughput(
             .await?,
         );
     }
+    // Open through the ceilings too: the apiserver serves the same watch in both.
+    drop(watch);
     drop(heartbeats);
 
     Ok(ThroughputResult {

@@ -65,14 +65,30 @@ fn headline(md: &mut String, runs: &[ThroughputResult]) {
         .collect::<Vec<_>>()
         .join(" / ");
     let in_flight = runs.first().map_or(0, |r| r.in_flight);
+    let with_creates = runs
+        .iter()
+        .flat_map(|r| &r.ceilings)
+        .all(|c| c.with_creates);
+    let (ceiling_work, ceiling_note) = if with_creates {
+        (
+            "each job's create followed by the hub's writes for it",
+            " The closed loop's time includes the creates, so a hub costing the apiserver nothing beyond \
+             its writes would reach 1.0.",
+        )
+    } else {
+        (
+            "the hub's writes per job against jobs created beforehand",
+            " The closed loop's time includes the creates and the ceiling's does not.",
+        )
+    };
     let _ = write!(
         md,
         "### Placement rate against the apiserver's ceiling\n\n\
          *Placed*: jobs created {in_flight} at a time, until a watch on Placements has seen every job's Placement. \
-         *Ceiling*: the same apiserver's rate for the hub's writes per job — the finalizer patch, the admission \
+         *Ceiling*: the same apiserver's rate for {ceiling_work} — the finalizer patch, the admission \
          status apply, the decision status apply (guarded by resourceVersion), the Placement create and one Event — \
-         replayed by the benchmark itself against jobs created beforehand, with the hub stopped, {level_text} jobs in \
-         flight (`e2e/src/bench/writemix.rs`).\n\n\
+         replayed by the benchmark itself with the hub stopped, {level_text} jobs in flight, the same watch on \
+         Placements open (`e2e/src/bench/writemix.rs`).{ceiling_note}\n\n\
          | members | jobs | created jobs/s | placed in | placed jobs/s | ceiling jobs/s ({level_text} in flight) | \
          **placed ÷ ceiling** ({level_text}) |\n|---|---|---|---|---|---|---|\n"
     );
@@ -413,6 +429,7 @@ mod tests {
                     secs: 2.0,
                     writes: vec![count("gpufed.io", "placements", "", "POST", 100, 0)],
                     cpu: vec![],
+                    with_creates: true,
                 },
                 Ceiling {
                     in_flight: 64,
@@ -420,6 +437,7 @@ mod tests {
                     secs: 1.0,
                     writes: vec![],
                     cpu: vec![],
+                    with_creates: true,
                 },
             ],
         }
@@ -453,6 +471,22 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("changes the placement rate by ×0.80"), "{md}");
+        assert!(
+            md.contains("each job's create followed by the hub's writes for it"),
+            "{md}"
+        );
+        let mut old = r.clone();
+        for run in &mut old.runs {
+            for c in &mut run.ceilings {
+                c.with_creates = false;
+            }
+        }
+        assert!(
+            markdown(&old).contains(
+                "The closed loop's time includes the creates and the ceiling's does not."
+            ),
+            "a ceiling read from a run before the creates were replayed says what it timed"
+        );
         // The harness's creates and heartbeats are out; the hub's status applies stay.
         assert!(md.contains("| computejobs/status (gpufed.io) | APPLY | 3.10 (0.10 failed) | 3.10 (0.10 failed) |"), "{md}");
         assert!(!md.contains("| leases"), "{md}");
