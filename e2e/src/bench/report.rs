@@ -85,8 +85,8 @@ fn headline(md: &mut String, runs: &[ThroughputResult]) {
         md,
         "### Placement rate against the apiserver's ceiling\n\n\
          *Placed*: jobs created {in_flight} at a time, until a watch on Placements has seen every job's Placement. \
-         *Ceiling*: the same apiserver's rate for {ceiling_work} — the finalizer patch, the admission \
-         status apply, the decision status apply (guarded by resourceVersion), the Placement create and one Event — \
+         *Ceiling*: the same apiserver's rate for {ceiling_work} — the finalizer patch, one status apply \
+         with the admission and the decision (guarded by resourceVersion), the Placement create and one Event — \
          replayed by the benchmark itself with the hub stopped, {level_text} jobs in flight, the same watch on \
          Placements open (`e2e/src/bench/writemix.rs`).{ceiling_note}\n\n\
          | members | jobs | created jobs/s | placed in | placed jobs/s | ceiling jobs/s ({level_text} in flight) | \

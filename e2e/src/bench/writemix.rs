@@ -5,15 +5,17 @@
 //! would reach 1.0. For a pool without a chain, placing one job costs the hub, in order:
 //!
 //! 1. a JSON patch adding its finalizer to `metadata.finalizers` (kube-runtime's finalizer helper);
-//! 2. a server-side-apply status patch: admitted (phase Pending, condition `Admitted`);
-//! 3. a second server-side-apply status patch, the decision (attempt record, placement reference,
-//!    condition `Scheduled`), guarded by the resourceVersion it was computed from;
-//! 4. the create of the Placement in the member's namespace;
-//! 5. one `events.k8s.io/v1` Event (`Placed`).
+//! 2. one server-side-apply status patch with the admission (condition `Admitted`) and the
+//!    decision (attempt record, placement reference, condition `Scheduled`), guarded by the
+//!    resourceVersion it was computed from (the scheduling loop writes a new job's admission with
+//!    its first decision, ADR 0015);
+//! 3. the create of the Placement in the member's namespace;
+//! 4. one `events.k8s.io/v1` Event (`Placed`).
 //!
 //! Each job's create and writes run one after the other (each needs the previous answer's
-//! resourceVersion), with `in_flight` jobs at once. The objects have the shape the hub writes (the Placement as
-//! `operator/src/hub/lifecycle.rs` `placement_for` builds it), under the hub's field manager.
+//! resourceVersion), with `in_flight` jobs at once. The objects have the shape the hub writes
+//! (the Placement as `operator/src/hub/lifecycle.rs` `placement_for` builds it), under the hub's
+//! field manager.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -129,7 +131,7 @@ pub async fn ceiling(
     })
 }
 
-/// One job's create (as a user submits it) and the hub's five writes for it.
+/// One job's create (as a user submits it) and the hub's four writes for it.
 async fn one_job(
     client: &Client,
     recorder: &Recorder,
@@ -139,9 +141,9 @@ async fn one_job(
 ) -> Result<(), Error> {
     create_job(client, namespace, name).await?;
     let job = add_finalizer(client, namespace, name).await?;
-    let admitted = admission_status(&job);
-    let job = write_status(client, &job, &admitted).await?;
-    let (decided, record) = decision_status(&job, admitted, member);
+    // The admission and the decision in one status write, as the scheduling loop writes a new
+    // job's first decision.
+    let (decided, record) = decision_status(&job, admission_status(&job), member);
     let job = write_status(client, &job, &decided).await?;
     let placement = placement_for(&job, &record);
     Api::<Placement>::namespaced(client.clone(), &member_namespace(member))

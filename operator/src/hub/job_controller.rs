@@ -162,38 +162,7 @@ async fn reconcile(job: Arc<ComputeJob>, ctx: Arc<Context>) -> Result<Requeue> {
 /// What the hub sees around `job`, from its caches.
 fn world(job: &ComputeJob, ctx: &Context) -> World {
     let pool = ctx.stores.pool(&job.spec.pool);
-    let ns = job.namespace().unwrap_or_default();
-    let (priority, priority_refused) = match pool.as_ref().map(|p| {
-        p.spec.priority_for(
-            &ns,
-            job.spec.priority_class_name.as_deref(),
-            job.spec.priority,
-        )
-    }) {
-        Some(Ok(p)) => (p, None),
-        Some(Err(why)) => (job.spec.priority, Some(why)),
-        None => (job.spec.priority, None),
-    };
-    let mut w = World {
-        priority,
-        priority_refused,
-        pool_exists: pool.is_some(),
-        pool_has_chain: pool.as_ref().is_some_and(|p| p.spec.chain.is_some()),
-        payer: pool.as_ref().and_then(|p| {
-            p.spec
-                .payers
-                .iter()
-                .find(|b| b.namespace == ns)
-                .map(|b| b.account.clone())
-        }),
-        member_ready: None,
-        placement: None,
-        placement_created: None,
-        start_timeout: pool
-            .as_ref()
-            .map(|p| p.spec.start_timeout.as_duration())
-            .unwrap_or(std::time::Duration::from_secs(600)),
-    };
+    let mut w = lifecycle::admission_world(job, pool.as_deref());
     let current = job.status.as_ref().and_then(|s| {
         s.attempts
             .iter()
@@ -389,6 +358,22 @@ async fn money(
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     let world_now = world(&job, ctx);
     let mut out = lifecycle::reconcile(&job, &world_now, &now());
+    if lifecycle::admission_deferred(&job, &world_now, &out) {
+        // The scheduling loop writes the admission with the job's first decision; the job
+        // controller writes it only if the loop has not within the deferral.
+        let age = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Duration::try_from(now().0.duration_since(t.0)).unwrap_or(Duration::ZERO))
+            .unwrap_or(lifecycle::ADMISSION_DEFERRAL);
+        if let Some(left) = lifecycle::ADMISSION_DEFERRAL.checked_sub(age)
+            && !left.is_zero()
+        {
+            ctx.schedule.notify_one();
+            return Ok(Requeue::requeue(left));
+        }
+    }
     let again = money(&job, ctx, &mut out).await?;
     if again.is_none() {
         ctx.backoffs.reset(&format!("chain/{}", key(&job)));

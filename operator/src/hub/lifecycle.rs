@@ -60,6 +60,66 @@ pub struct World {
     pub priority_refused: Option<(&'static str, String)>,
 }
 
+/// What the hub knows about a job that has no attempt yet, from its pool alone: whether the pool
+/// exists and pays on chain, the payer bound to the job's namespace, and the priority the job may
+/// be queued at. The job controller adds the current attempt's member and Placement.
+pub fn admission_world(job: &ComputeJob, pool: Option<&gpufed_crds::GpuPool>) -> World {
+    let ns = job.metadata.namespace.as_deref().unwrap_or_default();
+    let (priority, priority_refused) = match pool.map(|p| {
+        p.spec.priority_for(
+            ns,
+            job.spec.priority_class_name.as_deref(),
+            job.spec.priority,
+        )
+    }) {
+        Some(Ok(p)) => (p, None),
+        Some(Err(why)) => (job.spec.priority, Some(why)),
+        None => (job.spec.priority, None),
+    };
+    World {
+        priority,
+        priority_refused,
+        pool_exists: pool.is_some(),
+        pool_has_chain: pool.is_some_and(|p| p.spec.chain.is_some()),
+        payer: pool.and_then(|p| {
+            p.spec
+                .payers
+                .iter()
+                .find(|b| b.namespace == ns)
+                .map(|b| b.account.clone())
+        }),
+        member_ready: None,
+        placement: None,
+        placement_created: None,
+        start_timeout: pool
+            .map(|p| p.spec.start_timeout.as_duration())
+            .unwrap_or(std::time::Duration::from_secs(600)),
+    }
+}
+
+/// Whether `out` (computed for `job` in `world`) only admits a job that was never admitted nor
+/// refused into the queue, in a pool without a chain. Such a first admission is written by the
+/// scheduling loop together with the job's first decision — one status write instead of two
+/// (ADR 0015) — and the job controller leaves it alone for [`ADMISSION_DEFERRAL`].
+pub fn admission_deferred(job: &ComputeJob, world: &World, out: &Outcome) -> bool {
+    let never_admitted = job
+        .status
+        .as_ref()
+        .is_none_or(|s| conditions::find(&s.conditions, jc::ADMITTED).is_none());
+    never_admitted
+        && !world.pool_has_chain
+        && out.events.is_empty()
+        && out.actions == [Action::Schedule]
+        && out.status.phase == JobPhase::Pending
+        && out.status.attempt == 0
+        && conditions::is_true(&out.status.conditions, jc::ADMITTED)
+}
+
+/// How long the job controller leaves a first admission to the scheduling loop
+/// ([`admission_deferred`]) before it writes the admission itself, so that a job shows it is
+/// queued even while the loop works through a burst.
+pub const ADMISSION_DEFERRAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Something the controller must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {

@@ -540,3 +540,50 @@ fn time_spent_waiting_for_the_escrow_lock_does_not_count_against_the_member() {
     let out = reconcile(&j, &w, &at(720));
     assert_eq!(out.status.phase, JobPhase::Placed);
 }
+
+#[test]
+fn only_a_plain_first_admission_in_a_pool_without_a_chain_is_left_to_the_scheduler() {
+    let open = World {
+        pool_exists: true,
+        priority: 100,
+        ..Default::default()
+    };
+    let new = job("j").build();
+    let out = reconcile(&new, &open, &at(1));
+    assert!(admission_deferred(&new, &open, &out));
+    assert_eq!(out.status.priority, Some(100), "the loop queues it at this");
+
+    // A pool with a chain: the money step needs the admitted job first.
+    let chain = World {
+        pool_has_chain: true,
+        payer: Some(
+            "0x1111111111111111111111111111111111111111"
+                .parse()
+                .unwrap(),
+        ),
+        ..open.clone()
+    };
+    let priced = job("j").max_price("2").build();
+    let out = reconcile(&priced, &chain, &at(1));
+    assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(!admission_deferred(&priced, &chain, &out));
+
+    // A refusal is the controller's to write.
+    let refused = World {
+        priority_refused: Some(("PriorityAboveCeiling", "too high".into())),
+        ..open.clone()
+    };
+    let out = reconcile(&new, &refused, &at(1));
+    assert!(!admission_deferred(&new, &refused, &out));
+
+    // Already admitted (waiting), or refused before and fixed in place: not a first admission.
+    let mut waiting = new.clone();
+    waiting.status = Some(reconcile(&new, &open, &at(1)).status);
+    let out = reconcile(&waiting, &open, &at(2));
+    assert!(!admission_deferred(&waiting, &open, &out));
+    let mut fixed = new.clone();
+    fixed.status = Some(reconcile(&new, &refused, &at(1)).status);
+    let out = reconcile(&fixed, &open, &at(2));
+    assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(!admission_deferred(&fixed, &open, &out));
+}

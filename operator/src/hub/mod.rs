@@ -159,7 +159,7 @@ fn start_stores(
             }
         },
         move |j: &ComputeJob| {
-            if scheduling::is_pending(j) {
+            if scheduling::is_queued(j) {
                 schedule.notify_one();
             }
         },

@@ -61,7 +61,7 @@ impl InFlight {
             .map(std::borrow::Borrow::borrow)
             .filter_map(|j| {
                 let attempt = j.status.as_ref().map(|s| s.attempt).unwrap_or(0);
-                Some((j.uid()?, (attempt, is_pending(j))))
+                Some((j.uid()?, (attempt, is_queued(j))))
             })
             .collect();
         self.by_uid
@@ -135,6 +135,27 @@ pub fn is_pending(job: &ComputeJob) -> bool {
         })
 }
 
+/// Whether `job` is new to the hub: it carries the hub's finalizer (so a Placement made for it
+/// is cleaned up) but was never admitted nor refused. The loop admits such a job with its first
+/// decision when the job controller would only admit it (`lifecycle::admission_deferred`).
+pub fn awaiting_admission(job: &ComputeJob) -> bool {
+    job.metadata.deletion_timestamp.is_none()
+        && job
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == crate::hub::job_controller::FINALIZER))
+        && job
+            .status
+            .as_ref()
+            .is_none_or(|s| conditions::find(&s.conditions, jc::ADMITTED).is_none())
+}
+
+/// Whether `job` is one the loop decides: waiting, or new to the hub.
+pub fn is_queued(job: &ComputeJob) -> bool {
+    is_pending(job) || awaiting_admission(job)
+}
+
 async fn pass(
     ctx: &Arc<Context>,
     state: &Shared,
@@ -168,7 +189,7 @@ async fn pass(
         exported.extend(export_free_gpus(ctx, &clusters, &reservations));
         let round = {
             let mut s = locked(state);
-            decide(&jobs, &pool, &clusters, &mut reservations, &mut s)
+            decide(&jobs, &pool, &clusters, &mut reservations, &mut s, &now())
         };
         let round = match round {
             Ok(r) => r,
@@ -188,7 +209,12 @@ async fn pass(
                 .inc();
         }
         let strategy = snapshot::policy(&pool).strategy;
-        for (job, write) in round.writes {
+        for Planned {
+            job,
+            admitted,
+            write,
+        } in round.writes
+        {
             // Backpressure: a pass waits only when WRITES_IN_FLIGHT writes are already out.
             let Ok(permit) = writes.clone().acquire_owned().await else {
                 return;
@@ -197,6 +223,15 @@ async fn pass(
             tokio::spawn(async move {
                 let _permit = permit;
                 let uid = job.uid().unwrap_or_default();
+                let job = match admitted {
+                    // A new job: its decision is written with its admission, as one status.
+                    Some(status) => {
+                        let mut j = ComputeJob::clone(&job);
+                        j.status = Some(*status);
+                        Arc::new(j)
+                    }
+                    None => job,
+                };
                 match write {
                     Write::Place(a) => {
                         if !place(&ctx, &job, &pool, &a, strategy).await {
@@ -226,27 +261,57 @@ async fn pass(
 pub struct Round {
     /// Jobs of the pool waiting for a decision (not counting those being written).
     pub pending: usize,
-    /// The writes to make, per job.
-    pub writes: Vec<(Arc<ComputeJob>, Write)>,
+    /// The writes to make.
+    pub writes: Vec<Planned>,
+}
+
+/// One job's write.
+pub struct Planned {
+    /// The job as the cache shows it (its resourceVersion guards the write).
+    pub job: Arc<ComputeJob>,
+    /// For a job new to the hub, its status once admitted: the write starts from it.
+    pub admitted: Option<Box<ComputeJobStatus>>,
+    /// What to write.
+    pub write: Write,
 }
 
 /// Decides the pending jobs of `pool` (those not already being decided) against `clusters` and
 /// `reservations` (the cache's and every promise in flight), and updates `in_flight` *before*
 /// anything is written: a placement's GPUs are promised (and added to `reservations` for the
-/// pools after this one), a reason to wait is recorded. Returns the writes still to make: a
-/// reason to wait that is already recorded is not written again.
+/// pools after this one), a reason to wait is recorded. Jobs new to the hub are decided too when
+/// admitting them is all the job controller would do (`lifecycle::admission_deferred`, at `now`):
+/// their write carries the admission. Returns the writes still to make: a reason to wait that is
+/// already recorded is not written again.
 pub fn decide(
     jobs: &[Arc<ComputeJob>],
     pool: &GpuPool,
     clusters: &[gpufed_scheduler::ClusterState],
     reservations: &mut Vec<Reservation>,
     in_flight: &mut InFlight,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> Result<Round, gpufed_scheduler::ScheduleError> {
     let pool_name = pool.name_any();
+    let mut admitted: HashMap<String, Box<ComputeJobStatus>> = HashMap::new();
     let pending: Vec<&Arc<ComputeJob>> = jobs
         .iter()
-        .filter(|j| j.spec.pool == pool_name && is_pending(j))
+        .filter(|j| j.spec.pool == pool_name)
         .filter(|j| j.uid().is_some_and(|uid| !in_flight.deciding(&uid)))
+        .filter(|j| {
+            if is_pending(j) {
+                return true;
+            }
+            if !awaiting_admission(j) {
+                return false;
+            }
+            let world = lifecycle::admission_world(j, Some(pool));
+            let out = lifecycle::reconcile(j, &world, now);
+            if !lifecycle::admission_deferred(j, &world, &out) {
+                // Refused, or in a pool with a chain: the job controller writes its admission.
+                return false;
+            }
+            admitted.insert(snapshot::job_key(j), Box::new(out.status));
+            true
+        })
         .collect();
     let mut round = Round {
         pending: pending.len(),
@@ -257,7 +322,14 @@ pub fn decide(
     }
     let requests: Vec<_> = pending
         .iter()
-        .map(|j| snapshot::job_request(j, snapshot::creation_order(j)))
+        .map(|j| {
+            let mut r = snapshot::job_request(j, snapshot::creation_order(j));
+            // A new job is queued at the priority its admission grants.
+            if let Some(p) = admitted.get(&r.key).and_then(|s| s.priority) {
+                r.priority = p;
+            }
+            r
+        })
         .collect();
     let decisions = schedule_batch(&requests, clusters, reservations, &snapshot::policy(pool))?;
     let by_key: HashMap<String, &Arc<ComputeJob>> =
@@ -275,13 +347,21 @@ pub fn decide(
                 let gpus = promised(&job, &a);
                 reservations.extend(gpus.iter().cloned());
                 in_flight.promise(&uid, attempt, gpus);
-                round.writes.push((job, Write::Place(a)));
+                round.writes.push(Planned {
+                    admitted: admitted.remove(&key),
+                    job,
+                    write: Write::Place(a),
+                });
             }
             Decision::NoFit(reasons) => {
                 // Which clusters give which kind of reason, not the live numbers in them (free
                 // GPUs): a capacity change elsewhere does not rewrite every waiting job.
                 if in_flight.wait_for(&uid, reasons.signature().0) {
-                    round.writes.push((job, Write::Wait(explain(&reasons))));
+                    round.writes.push(Planned {
+                        admitted: admitted.remove(&key),
+                        job,
+                        write: Write::Wait(explain(&reasons)),
+                    });
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! Property test of the scheduling loop's accounting with many writes in flight: passes run while
 //! earlier decisions are still being written, writes finish in any order or lose a race, and the
 //! cache shows each job's new status late and at its own time. Whatever the order, the decisions
-//! the apiserver accepted never promise a node more GPUs than it has, and a job never has two
-//! decisions in flight.
+//! the apiserver accepted never promise a node more GPUs than it has, a job never has two
+//! decisions in flight, and a job new to the hub (never admitted) is admitted by the very write
+//! that records its decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -98,6 +99,14 @@ fn pending(i: usize, gpus: u32) -> ComputeJob {
     j
 }
 
+/// A job new to the hub: its finalizer is on, it was never admitted (no status yet).
+fn new_job(i: usize, gpus: u32) -> ComputeJob {
+    let mut j = pending(i, gpus);
+    j.status = None;
+    j.metadata.finalizers = Some(vec![crate::hub::job_controller::FINALIZER.to_string()]);
+    j
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// A scheduling pass over the cache.
@@ -155,12 +164,16 @@ proptest! {
 
     #[test]
     fn promises_in_flight_never_overcommit_a_node(
-        sizes in prop::collection::vec(1u32..=NODE_GPUS, 1..12),
+        sizes in prop::collection::vec((1u32..=NODE_GPUS, any::<bool>()), 1..12),
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let pool = pool();
         let members = members();
-        let mut server: Vec<ComputeJob> = sizes.iter().enumerate().map(|(i, g)| pending(i, *g)).collect();
+        let mut server: Vec<ComputeJob> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, (g, new))| if *new { new_job(i, *g) } else { pending(i, *g) })
+            .collect();
         let mut cache: Vec<Arc<ComputeJob>> = server.iter().cloned().map(Arc::new).collect();
         let mut in_flight = InFlight::default();
         let mut writes: Vec<Pending> = vec![];
@@ -179,9 +192,18 @@ proptest! {
                         .values()
                         .map(|m| snapshot::cluster_state(&pool, m, None))
                         .collect();
-                    let round = decide(&cache, &pool, &clusters, &mut reservations, &mut in_flight).unwrap();
-                    for (j, write) in round.writes {
+                    let round = decide(&cache, &pool, &clusters, &mut reservations, &mut in_flight, &at(150)).unwrap();
+                    for Planned { job: j, admitted, write } in round.writes {
                         let Write::Place(a) = write else { continue };
+                        // The write starts from the admitted status of a job new to the hub.
+                        let base = match admitted {
+                            Some(st) => {
+                                let mut c = ComputeJob::clone(&j);
+                                c.status = Some(*st);
+                                c
+                            }
+                            None => ComputeJob::clone(&j),
+                        };
                         let uid = j.uid().unwrap();
                         prop_assert!(
                             !writes.iter().any(|w| w.uid == uid),
@@ -192,8 +214,13 @@ proptest! {
                             uid,
                             index,
                             read_version: j.resource_version().unwrap(),
-                            status: placed_status(&j, &pool, &a, None, String::new(), &at(200)),
+                            status: placed_status(&base, &pool, &a, None, String::new(), &at(200)),
                         });
+                        let written = &writes[writes.len() - 1].status;
+                        prop_assert!(
+                            conditions::is_true(&written.conditions, jc::ADMITTED),
+                            "a decision written without the job's admission"
+                        );
                     }
                 }
                 Op::Complete { n, ok } => {
