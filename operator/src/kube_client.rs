@@ -8,6 +8,9 @@
 //!   QPS/Burst): a runaway loop slows down instead of flooding the apiserver. Watches count once,
 //!   when they are opened. The apiserver's own protection (API Priority and Fairness, a FlowSchema
 //!   in the hub chart) stays the real limit between tenants.
+//!
+//! The hub's controllers get a client with one more layer, innermost: the leadership fence
+//! ([`crate::fenced`]), which refuses writes once the replica may have lost the leader Lease.
 
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ use kube::client::retry::RetryPolicy;
 use tower::ServiceBuilder;
 use tower::limit::RateLimitLayer;
 use tower::retry::RetryLayer;
+
+use crate::fenced::FenceLayer;
 
 /// How many requests the client may send: `qps` on average, up to `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,6 +52,16 @@ impl RateLimit {
 
 /// A client for `config` with TCP_NODELAY and `limit`.
 pub fn client(config: &kube::Config, limit: RateLimit) -> anyhow::Result<Client> {
+    fenced_client(config, limit, None)
+}
+
+/// A client like [`client`] whose requests pass `fence` last, right before the connection (so a
+/// request held by the rate limiter, and each retry, is checked when it is really sent).
+pub fn fenced_client(
+    config: &kube::Config,
+    limit: RateLimit,
+    fence: Option<FenceLayer>,
+) -> anyhow::Result<Client> {
     let window = limit.window().map_err(anyhow::Error::msg)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -68,6 +83,7 @@ pub fn client(config: &kube::Config, limit: RateLimit) -> anyhow::Result<Client>
         )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        .option_layer(fence)
         .map_err(tower::BoxError::from)
         .service(hyper);
     Ok(Client::new(service, config.default_namespace.clone()))

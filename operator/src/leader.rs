@@ -5,11 +5,21 @@
 //!
 //! Only the holder runs the hub's controllers. A holder that cannot renew within `renew_deadline`
 //! stops acting (the process exits and is restarted as a standby), which is how two hub replicas
-//! stay safe. On a clean stop the holder clears the Lease so a standby takes over at once. kube-rs
+//! stay safe. On a clean stop the holder clears the Lease so a standby takes over at once.
+//!
+//! Exiting is not enough when the holder is paused (SIGSTOP, CPU starvation): it resumes and
+//! writes before its renew loop runs again. So the holder also keeps a [`Leadership`]: the
+//! instant on its monotonic clock up to which no standby can have taken the Lease over (the send
+//! time of its last successful renewal plus the lease duration, less a margin). The hub refuses
+//! every write after that instant (`crate::fenced`; docs/adr/0016-leadership-fenced-writes.md).
+//! A standby honours the duration the holder wrote in the Lease, as client-go does, so the
+//! holder's promise holds even when the replicas' `--lease-duration` differ. kube-rs
 //! has no leader election of its own; of the crates that offer one, kube-leader-election needs kube
 //! 4 and kube-lease-manager judges expiry by comparing timestamps across clocks (see
 //! docs/adr/0004-leader-election.md).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -34,6 +44,9 @@ pub struct LeaderConfig {
     pub renew_deadline: Duration,
     /// How often to try to acquire or renew.
     pub retry_period: Duration,
+    /// How long before the Lease could be taken over this replica stops writing: room for a write
+    /// that passed the check to reach the apiserver (see [`write_deadline`]).
+    pub fence_margin: Duration,
 }
 
 impl LeaderConfig {
@@ -46,7 +59,104 @@ impl LeaderConfig {
             lease_duration,
             renew_deadline: lease_duration * 2 / 3,
             retry_period: (lease_duration / 5).max(Duration::from_millis(200)),
+            fence_margin: lease_duration / 5,
         }
+    }
+
+    /// The lease duration written in the Lease (whole seconds, rounded up, at least one): what
+    /// standbys wait for, never less than this replica's own `lease_duration`.
+    pub fn lease_seconds(&self) -> i32 {
+        let secs = self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
+        i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
+    }
+}
+
+/// Until when a replica that sent a successful renewal (or acquisition) at `sent_at` may write.
+///
+/// A standby takes over only after it has seen the Lease unchanged for `lease_duration` on its own
+/// clock, and it can only see the renewal after the apiserver applied it, which is after it was
+/// sent. So no takeover lands before `sent_at + lease_duration` (real time, up to the clocks'
+/// rate difference), and no write of the next leader before that. `margin` is left for a write
+/// that passes the check just before the deadline to reach the apiserver.
+pub fn write_deadline(sent_at: Instant, lease_duration: Duration, margin: Duration) -> Instant {
+    sent_at + lease_duration.saturating_sub(margin)
+}
+
+/// Whether this replica may write now: a deadline on its monotonic clock, extended by each
+/// successful renewal and dropped as soon as it learns that the Lease is not its own. Cheap to
+/// check (one atomic load and a clock read), shared by every write path of the hub.
+///
+/// `Instant` is `CLOCK_MONOTONIC` on Linux, which keeps counting while a process is stopped
+/// (SIGSTOP, a frozen cgroup) or starved of CPU, so a replica that resumes after such a pause
+/// finds its deadline passed. It does not count a suspended machine, nor a virtual machine
+/// whose clock the hypervisor holds while it is paused: see ADR 0016 for what covers those.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    inner: Arc<Deadline>,
+}
+
+#[derive(Debug)]
+struct Deadline {
+    /// The instant the offsets count from.
+    origin: Instant,
+    /// Nanoseconds after `origin` up to which writes are allowed; 0 when not leader.
+    until: AtomicU64,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership::new()
+    }
+}
+
+impl Leadership {
+    /// Not leader.
+    pub fn new() -> Self {
+        Leadership {
+            inner: Arc::new(Deadline {
+                origin: Instant::now(),
+                until: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn offset(&self, t: Instant) -> u64 {
+        // 1 at least: 0 means "not leader".
+        u64::try_from(t.saturating_duration_since(self.inner.origin).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Allows writes until `until` (a later deadline than the current one only).
+    pub fn extend(&self, until: Instant) {
+        self.inner
+            .until
+            .fetch_max(self.offset(until), Ordering::SeqCst);
+    }
+
+    /// Refuses writes from now on, until the next [`extend`](Self::extend).
+    pub fn revoke(&self) {
+        self.inner.until.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether writes are allowed at `now`.
+    pub fn allows_at(&self, now: Instant) -> bool {
+        let until = self.inner.until.load(Ordering::SeqCst);
+        until != 0 && self.offset(now) < until
+    }
+
+    /// Whether writes are allowed now.
+    pub fn still_leader(&self) -> bool {
+        self.allows_at(Instant::now())
+    }
+
+    /// How long ago the deadline passed (zero while it has not, or when there was none).
+    pub fn lapsed_for(&self, now: Instant) -> Duration {
+        let until = self.inner.until.load(Ordering::SeqCst);
+        if until == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.offset(now).saturating_sub(until))
     }
 }
 
@@ -76,6 +186,10 @@ pub struct Observed {
 
 /// Decides the next step from the Lease (if any), what we observed before, and `now`.
 /// Returns the step and the updated observation. Pure: no I/O, the clock is passed in.
+///
+/// A Lease held by another replica is taken over after it stayed unchanged for the duration its
+/// holder wrote in it (`leaseDurationSeconds`, as client-go does), or `lease_duration` when it
+/// wrote none: the holder fences its writes by the duration it promised.
 pub fn decide(
     spec: Option<&LeaseSpec>,
     identity: &str,
@@ -97,9 +211,14 @@ pub fn decide(
             _ => now,
         },
     };
+    let promised = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+        .map_or(lease_duration, Duration::from_secs);
     let step = if holder == identity {
         Step::Renew
-    } else if holder.is_empty() || now.duration_since(observed.seen_changed_at) >= lease_duration {
+    } else if holder.is_empty() || now.duration_since(observed.seen_changed_at) >= promised {
         Step::TakeOver
     } else {
         Step::Wait { holder }
@@ -112,6 +231,7 @@ pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaderConfig,
     observed: Option<Observed>,
+    leadership: Leadership,
 }
 
 impl LeaderElector {
@@ -121,11 +241,21 @@ impl LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: None,
+            leadership: Leadership::new(),
         }
+    }
+
+    /// The write fence this elector keeps: extended by each successful renewal, revoked when
+    /// the Lease is lost or released.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
     }
 
     /// Tries once to acquire or renew. Returns whether we hold the Lease afterwards.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
+        // Before anything is sent: the deadline counts from a moment no later than the apiserver
+        // applying the renewal.
+        let sent_at = Instant::now();
         let current = self
             .api
             .get_opt(&self.config.name)
@@ -140,10 +270,11 @@ impl LeaderElector {
         );
         self.observed = observed;
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let duration_secs = self.config.lease_seconds();
         let result = match step {
             Step::Wait { holder } => {
                 tracing::debug!(%holder, "leader Lease held by another replica");
+                self.leadership.revoke();
                 return Ok(false);
             }
             Step::Create => {
@@ -185,7 +316,14 @@ impl LeaderElector {
             }
         };
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.leadership.extend(write_deadline(
+                    sent_at,
+                    self.config.lease_duration,
+                    self.config.fence_margin,
+                ));
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(Error::kube("writing the leader Lease")(e)),
         }
@@ -209,6 +347,8 @@ impl LeaderElector {
     /// Gives the Lease up (holder cleared), so a standby takes over at once instead of after
     /// `lease_duration`. Used on a clean shutdown; errors are logged, the Lease then simply expires.
     pub async fn release(&mut self) {
+        // No write of ours may land after a standby could take over.
+        self.leadership.revoke();
         let lease = match self.api.get_opt(&self.config.name).await {
             Ok(Some(l)) => l,
             Ok(None) => return,
@@ -236,31 +376,45 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the Lease until renewal fails for `renew_deadline` or another replica holds it;
-    /// then returns [`Error::LostLeadership`].
+    /// Renews the Lease until renewal fails for `renew_deadline`, another replica holds it, or the
+    /// write deadline passed (the process was paused); then revokes the write fence and returns
+    /// [`Error::LostLeadership`]. Each attempt is bounded by `renew_deadline`, so a renewal that
+    /// hangs cannot keep a holder that stopped renewing running.
     pub async fn hold(&mut self) -> Error {
         let mut last_renewed = Instant::now();
-        loop {
+        let lost = loop {
             tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => {
+            match tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew())
+                .await
+            {
+                Ok(Ok(true)) => last_renewed = Instant::now(),
+                Ok(Ok(false)) => {
                     if self
                         .observed
                         .as_ref()
                         .is_some_and(|o| o.holder != self.config.identity)
                     {
                         tracing::error!("another replica took the leader Lease");
-                        return Error::LostLeadership;
+                        break Error::LostLeadership;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing the leader Lease"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "renewing the leader Lease"),
+                Err(_) => tracing::warn!(after = ?self.config.renew_deadline, "renewing the leader Lease: no answer"),
             }
             if last_renewed.elapsed() >= self.config.renew_deadline {
                 tracing::error!(deadline = ?self.config.renew_deadline, "could not renew the leader Lease in time");
-                return Error::LostLeadership;
+                break Error::LostLeadership;
             }
-        }
+            if !self.leadership.still_leader() {
+                tracing::error!(
+                    lapsed = ?self.leadership.lapsed_for(Instant::now()),
+                    "the leader Lease may have been taken over (this replica was paused past it)"
+                );
+                break Error::LostLeadership;
+            }
+        };
+        self.leadership.revoke();
+        lost
     }
 }
 
@@ -333,5 +487,97 @@ mod tests {
         let c = LeaderConfig::new("ns", "l", "me", Duration::from_secs(15));
         assert_eq!(c.renew_deadline, Duration::from_secs(10));
         assert_eq!(c.retry_period, Duration::from_secs(3));
+    }
+
+    fn lease_for(holder: &str, renew_secs: i64, duration_secs: i32) -> LeaseSpec {
+        LeaseSpec {
+            lease_duration_seconds: Some(duration_secs),
+            ..lease(holder, renew_secs)
+        }
+    }
+
+    #[test]
+    fn a_standby_waits_for_the_duration_the_holder_wrote_not_its_own() {
+        let t0 = Instant::now();
+        let held = lease_for("b", 1, 30);
+        let (_, obs) = decide(Some(&held), "a", None, D, t0);
+        let (step, obs) = decide(Some(&held), "a", obs.as_ref(), D, t0 + D);
+        assert_eq!(step, Step::Wait { holder: "b".into() });
+        let (step, _) = decide(Some(&held), "a", obs.as_ref(), D, t0 + Duration::from_secs(30));
+        assert_eq!(step, Step::TakeOver);
+    }
+
+    #[test]
+    fn the_written_duration_is_rounded_up_to_whole_seconds() {
+        let c = |ms| LeaderConfig::new("ns", "l", "me", Duration::from_millis(ms)).lease_seconds();
+        assert_eq!(c(15_000), 15);
+        assert_eq!(c(2_500), 3);
+        assert_eq!(c(300), 1);
+    }
+
+    #[test]
+    fn writes_stop_a_margin_before_the_lease_could_be_taken_over() {
+        let c = LeaderConfig::new("ns", "l", "me", D);
+        let sent = Instant::now();
+        let until = write_deadline(sent, c.lease_duration, c.fence_margin);
+        assert_eq!(until, sent + Duration::from_secs(12));
+        // A standby reads the renewal no earlier than it was sent, and takes over one written
+        // duration after that at the soonest: always after the holder's deadline.
+        let held = lease_for("a", 1, c.lease_seconds());
+        let (_, obs) = decide(Some(&held), "b", None, c.lease_duration, sent);
+        let mut t = sent;
+        let mut obs = obs;
+        loop {
+            let (step, o) = decide(Some(&held), "b", obs.as_ref(), c.lease_duration, t);
+            obs = o;
+            if step == Step::TakeOver {
+                break;
+            }
+            assert!(t < sent + D, "{t:?}");
+            t += Duration::from_millis(100);
+        }
+        assert!(until + c.fence_margin <= t);
+    }
+
+    #[test]
+    fn leadership_holds_until_the_deadline_and_only_moves_forward() {
+        let l = Leadership::new();
+        let t0 = Instant::now();
+        assert!(!l.allows_at(t0), "a replica that never renewed may not write");
+        l.extend(t0 + Duration::from_secs(10));
+        assert!(l.allows_at(t0 + Duration::from_secs(9)));
+        assert!(!l.allows_at(t0 + Duration::from_secs(10)));
+        // An older renewal answered late does not shorten it.
+        l.extend(t0 + Duration::from_secs(5));
+        assert!(l.allows_at(t0 + Duration::from_secs(9)));
+        assert_eq!(
+            l.lapsed_for(t0 + Duration::from_secs(12)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(l.lapsed_for(t0 + Duration::from_secs(1)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_replica_paused_past_its_deadline_may_not_write_when_it_resumes() {
+        // Renewed at t0; the process is stopped; the monotonic clock keeps counting, so when it
+        // runs again `now` is past the deadline, whatever its tasks were about to do.
+        let c = LeaderConfig::new("ns", "l", "me", D);
+        let l = Leadership::new();
+        let t0 = Instant::now();
+        l.extend(write_deadline(t0, c.lease_duration, c.fence_margin));
+        assert!(l.allows_at(t0 + c.renew_deadline));
+        assert!(!l.allows_at(t0 + D));
+        assert!(!l.allows_at(t0 + D * 10));
+    }
+
+    #[test]
+    fn a_revoked_leadership_refuses_at_once_and_a_new_term_allows_again() {
+        let l = Leadership::new();
+        let t0 = Instant::now();
+        l.extend(t0 + D);
+        l.revoke();
+        assert!(!l.allows_at(t0));
+        l.extend(t0 + D);
+        assert!(l.allows_at(t0));
     }
 }

@@ -8,13 +8,15 @@
 //!   credentials to a member).
 //!
 //! Shared pieces: command line ([`cli`]), logging ([`telemetry`]), metrics and health endpoints
-//! ([`metrics`], [`server`]), leader election ([`leader`]), errors ([`error`]).
+//! ([`metrics`], [`server`]), leader election ([`leader`]) and the writes it fences ([`fenced`]),
+//! errors ([`error`]).
 
 pub mod agent;
 pub mod backoff;
 pub mod cli;
 pub mod error;
 pub mod events;
+pub mod fenced;
 pub mod hub;
 pub mod kube_client;
 pub mod leader;
@@ -97,7 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let limit = cli.rate_limit();
     let client = kube_client::client(&config, limit)?;
     match cli.command {
-        Command::Hub(args) => hub::run(client, &config, args, metrics, health).await?,
+        Command::Hub(args) => hub::run(client, &config, limit, args, metrics, health).await?,
         Command::Agent(args) => agent::run(client, args, limit, metrics, health).await?,
         Command::Crd(_) => {}
     }

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     /// Whether this replica holds the leader Lease (1) or not (0).
     pub leader: IntGauge,
+    /// Hub writes refused because this replica may have lost the leader Lease, per target
+    /// (`kube`, `chain`).
+    pub hub_writes_refused: IntCounterVec,
     /// Settlement outcomes (`locked`, `settled`, `expired`, `error`).
     pub settlements: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
@@ -136,6 +139,13 @@ impl Metrics {
             "gpufed_leader",
             "1 while this replica holds the leader Lease.",
         )?;
+        let hub_writes_refused = IntCounterVec::new(
+            Opts::new(
+                "gpufed_hub_writes_refused_total",
+                "Hub writes refused because this replica may have lost the leader Lease, per target.",
+            ),
+            &["target"],
+        )?;
         let settlements = IntCounterVec::new(
             Opts::new("gpufed_settlements_total", "Escrow operations per outcome."),
             &["outcome"],
@@ -154,6 +164,7 @@ impl Metrics {
         registry.register(Box::new(free_gpus.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(hub_writes_refused.clone()))?;
         registry.register(Box::new(settlements.clone()))?;
         registry.register(Box::new(members.clone()))?;
         let events_dropped = IntCounterVec::new(
@@ -208,6 +219,7 @@ impl Metrics {
             free_gpus,
             failovers,
             leader,
+            hub_writes_refused,
             settlements,
             members,
             events_dropped,

@@ -384,6 +384,9 @@ pub struct ChainClient {
     pub confirmations: u64,
     /// The settlement account (public address only).
     pub hub_account: Address,
+    /// Checked right before each transaction is handed to the node: a replica that may have lost
+    /// the leader Lease sends nothing.
+    fence: crate::fenced::WriteFence,
 }
 
 impl std::fmt::Debug for ChainClient {
@@ -397,7 +400,11 @@ impl std::fmt::Debug for ChainClient {
 
 impl ChainClient {
     /// Connects to `spec.rpcUrl` signing with `key_hex` (a 0x-prefixed or bare hex private key).
-    pub fn new(spec: &ChainSpec, key_hex: &str) -> Result<Arc<ChainClient>> {
+    pub fn new(
+        spec: &ChainSpec,
+        key_hex: &str,
+        fence: crate::fenced::WriteFence,
+    ) -> Result<Arc<ChainClient>> {
         let mut signer = PrivateKeySigner::from_str(key_hex.trim()).map_err(|_| {
             Error::Config("the hub key Secret does not hold a valid hex private key".into())
         })?;
@@ -428,6 +435,7 @@ impl ChainClient {
             log_range: u64::from(spec.log_block_range),
             confirmations: u64::from(spec.confirmations),
             hub_account,
+            fence,
         }))
     }
 
@@ -666,6 +674,9 @@ impl ChainClient {
             )));
         }
         // 3. Send. An error here means the node did not take it: nothing to remember.
+        self.fence
+            .permits("chain", &what)
+            .map_err(|e| Error::Chain(e.to_string()))?;
         let pending = read(
             &format!("sending {what}"),
             self.provider.send_transaction(tx),
@@ -745,6 +756,9 @@ impl ChainClient {
             nonce = mined_nonce,
             "cancelling a transaction that was not mined in time"
         );
+        self.fence
+            .permits("chain", &"a cancellation")
+            .map_err(|e| Error::Chain(e.to_string()))?;
         let sent = read("sending a cancellation", self.provider.send_transaction(tx)).await?;
         let hash = *sent.tx_hash();
         match timed(

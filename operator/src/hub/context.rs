@@ -110,8 +110,10 @@ impl Stores {
 
 /// What every hub controller gets.
 pub struct Context {
-    /// API client of the hub cluster.
+    /// API client of the hub cluster (its writes fenced by leadership).
     pub client: Client,
+    /// The leadership check of chain transactions (the same deadline as `client`'s).
+    pub fence: crate::fenced::WriteFence,
     /// Publishes Kubernetes Events (bounded queue, never awaited).
     pub events: crate::events::Events,
     /// Prometheus metrics.
@@ -168,6 +170,7 @@ impl Context {
     /// A new context.
     pub fn new(
         client: Client,
+        fence: crate::fenced::WriteFence,
         metrics: Metrics,
         config: HubConfig,
         stores: Stores,
@@ -184,6 +187,7 @@ impl Context {
         );
         Context {
             client,
+            fence,
             events,
             metrics,
             config,
@@ -251,7 +255,7 @@ impl Context {
             c.key_read_at = std::time::Instant::now();
             return Ok(c.client.clone());
         }
-        let client = ChainClient::new(spec, &key)?;
+        let client = ChainClient::new(spec, &key, self.fence.clone())?;
         tracing::info!(pool = %name, account = %client.hub_account, "connected the pool's chain");
         chains.insert(
             name,

@@ -1,6 +1,7 @@
 //! `gpufed-operator hub`: waits to become leader (a second replica stands by), then runs the
 //! ComputeJob, MemberCluster and GpuPool controllers and the scheduling loop over shared caches,
-//! until it loses the Lease or is asked to stop.
+//! until it loses the Lease or is asked to stop. Every write it makes as leader is fenced by the
+//! Lease ([`crate::fenced`]): refused once this replica cannot be sure it still holds it.
 
 pub mod bond_controller;
 pub mod chain;
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::HubArgs;
 use crate::error::{Error, Result};
+use crate::fenced::WriteFence;
 use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::Metrics;
 use crate::server::Health;
@@ -257,10 +259,13 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     }
 }
 
-/// Runs the hub until it loses leadership (an error) or receives SIGTERM/SIGINT.
+/// Runs the hub until it loses leadership (an error) or receives SIGTERM/SIGINT. `client` (plain)
+/// serves the election; the hub's own work gets a client built from `kube_config` and `limit`
+/// with the leadership fence.
 pub async fn run(
     client: Client,
     kube_config: &kube::Config,
+    limit: crate::kube_client::RateLimit,
     args: HubArgs,
     metrics: Metrics,
     health: Health,
@@ -301,6 +306,11 @@ pub async fn run(
             args.lease_duration,
         ),
     );
+    // The election keeps the plain client; everything the hub writes as leader goes through a
+    // client fenced by the election's write deadline (docs/adr/0016-leadership-fenced-writes.md).
+    let fence = WriteFence::new(elector.leadership(), metrics.hub_writes_refused.clone());
+    let client = crate::kube_client::fenced_client(kube_config, limit, Some(fence.layer()))
+        .map_err(|e| Error::Config(format!("building the hub's API client: {e}")))?;
     tracing::info!(%identity, lease = %args.lease_name, "waiting to become leader");
     tokio::select! {
         _ = elector.acquire() => {}
@@ -308,39 +318,48 @@ pub async fn run(
     }
     metrics.leader.set(1);
 
-    let schedule = Arc::new(tokio::sync::Notify::new());
-    let (stores, subs) = start_stores(&client, schedule.clone())?;
-    // Every cache has its first list before anything decides (a pool or member not listed yet is
-    // not a missing one). One waiter per cache: kube's readiness future wakes only the last task
-    // that polled it, so the controllers start after this, on ready caches. A cache is ready
-    // before it hands its objects to subscribers, so waiting here cannot block a watch.
-    stores.synced().await?;
-    tracing::info!("hub caches synced");
-    let (settler, settle_rx) = settlement::Settler::new();
-    let settler = Arc::new(settler);
-    let ctx = Arc::new(Context::new(
-        client,
-        metrics.clone(),
-        config,
-        stores,
-        settler.clone(),
-        schedule,
-    ));
-    tokio::spawn(settlement::run_worker(settler, settle_rx, metrics.clone()));
-    let Subscriptions { job, member, pool } = subs;
-    let controllers = async {
-        tokio::join!(
-            job_controller::run(ctx.clone(), job, shutdown_signal()),
-            member_controller::run(ctx.clone(), member, shutdown_signal()),
-            pool_controller::run(ctx.clone(), pool, shutdown_signal()),
-        );
+    let lead = async {
+        let schedule = Arc::new(tokio::sync::Notify::new());
+        let (stores, subs) = start_stores(&client, schedule.clone())?;
+        // Every cache has its first list before anything decides (a pool or member not listed
+        // yet is not a missing one). One waiter per cache: kube's readiness future wakes only the
+        // last task that polled it, so the controllers start after this, on ready caches. A cache
+        // is ready before it hands its objects to subscribers, so waiting here cannot block a
+        // watch.
+        stores.synced().await?;
+        tracing::info!("hub caches synced");
+        let (settler, settle_rx) = settlement::Settler::new();
+        let settler = Arc::new(settler);
+        let ctx = Arc::new(Context::new(
+            client,
+            fence,
+            metrics.clone(),
+            config,
+            stores,
+            settler.clone(),
+            schedule,
+        ));
+        tokio::spawn(settlement::run_worker(settler, settle_rx, metrics.clone()));
+        let Subscriptions { job, member, pool } = subs;
+        let controllers = async {
+            tokio::join!(
+                job_controller::run(ctx.clone(), job, shutdown_signal()),
+                member_controller::run(ctx.clone(), member, shutdown_signal()),
+                pool_controller::run(ctx.clone(), pool, shutdown_signal()),
+            );
+        };
+        tracing::info!("hub controllers started");
+        tokio::select! {
+            _ = controllers => {},
+            _ = scheduling::run(ctx.clone()) => {},
+            _ = bond_controller::run(ctx.clone()) => {},
+        }
+        Ok(())
     };
-    tracing::info!("hub controllers started");
+    // The Lease is renewed from the moment it is held, also while the caches sync.
     let result = tokio::select! {
         lost = elector.hold() => Err(lost),
-        _ = controllers => Ok(()),
-        _ = scheduling::run(ctx.clone()) => Ok(()),
-        _ = bond_controller::run(ctx.clone()) => Ok(()),
+        done = lead => done,
     };
     metrics.leader.set(0);
     if result.is_ok() {
