@@ -39,6 +39,9 @@ pub struct ClusterSpec {
     /// Run the apiserver with API Priority and Fairness and its default in-flight limits, as
     /// production apiservers do (test clusters otherwise run without either, for speed).
     pub api_priority_and_fairness: bool,
+    /// Record every write request (who, what, when it was received) in an audit log, for tests
+    /// that must show that some client wrote nothing ([`Cluster::audited_writes`]).
+    pub audit_writes: bool,
 }
 
 impl ClusterSpec {
@@ -52,6 +55,7 @@ impl ClusterSpec {
             kwok: true,
             real_node: None,
             api_priority_and_fairness: false,
+            audit_writes: false,
         }
     }
 
@@ -65,6 +69,7 @@ impl ClusterSpec {
             kwok: false,
             real_node: None,
             api_priority_and_fairness: false,
+            audit_writes: false,
         }
     }
 
@@ -83,6 +88,12 @@ impl ClusterSpec {
     /// Turns API Priority and Fairness on (see [`ClusterSpec::api_priority_and_fairness`]).
     pub fn with_api_priority_and_fairness(mut self) -> Self {
         self.api_priority_and_fairness = true;
+        self
+    }
+
+    /// Turns the write audit on (see [`ClusterSpec::audit_writes`]).
+    pub fn with_write_audit(mut self) -> Self {
+        self.audit_writes = true;
         self
     }
 
@@ -209,6 +220,11 @@ impl Cluster {
                     "--max-requests-inflight=0",
                     "--max-mutating-requests-inflight=0",
                 ])
+            })
+            .chain(if spec.audit_writes {
+                audit_args(&root)?
+            } else {
+                vec![]
             })
             .collect::<Vec<_>>(),
             &[],
@@ -410,6 +426,15 @@ impl Cluster {
         self.pki
             .write_user_kubeconfig(&path, &self.name, &self.server, user, groups)?;
         Ok(path)
+    }
+
+    /// Every write request the apiserver received, in order, from its audit log (the cluster must
+    /// have been started [`with_write_audit`](ClusterSpec::with_write_audit)).
+    pub fn audited_writes(&self) -> Result<Vec<AuditedWrite>, Error> {
+        let path = self.dir()?.join(AUDIT_LOG);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Ok(text.lines().filter_map(AuditedWrite::parse).collect())
     }
 
     /// A client acting as `user` in `groups` (for RBAC tests).
@@ -636,4 +661,83 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
         .map_err(|e| Error::Other(format!("loading {}: {e}", path.display())))?;
     config.connect_timeout = Some(Duration::from_secs(10));
     Client::try_from(config).map_err(Error::kube("building client"))
+}
+
+/// The audit log of a cluster started [`with_write_audit`](ClusterSpec::with_write_audit).
+const AUDIT_LOG: &str = "audit.log";
+
+/// Audit policy: metadata of every write, nothing else; one event per request, when the response
+/// is complete (so it carries the response code).
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+"#;
+
+fn audit_args(root: &Path) -> Result<Vec<String>, Error> {
+    let policy = root.join("audit-policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY)
+        .map_err(|e| Error::io(format!("writing {}", policy.display()), e))?;
+    Ok(vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", root.join(AUDIT_LOG).display()),
+        "--audit-log-format=json".into(),
+        // Written before the response is sent: a write the client saw answered is in the log.
+        "--audit-log-mode=blocking".into(),
+    ])
+}
+
+/// One write request as the apiserver's audit log has it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditedWrite {
+    /// Who sent it.
+    pub user: String,
+    /// `create`, `update`, `patch`, `delete`…
+    pub verb: String,
+    /// The request path.
+    pub uri: String,
+    /// When the apiserver received it.
+    pub received: k8s_openapi::jiff::Timestamp,
+    /// The response code.
+    pub code: Option<i64>,
+}
+
+impl AuditedWrite {
+    fn parse(line: &str) -> Option<AuditedWrite> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        Some(AuditedWrite {
+            user: v["user"]["username"].as_str()?.to_string(),
+            verb: v["verb"].as_str()?.to_string(),
+            uri: v["requestURI"].as_str()?.to_string(),
+            received: v["requestReceivedTimestamp"].as_str()?.parse().ok()?,
+            code: v["responseStatus"]["code"].as_i64(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_line_gives_who_wrote_what_and_when_it_was_received() {
+        let line = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x","stage":"ResponseComplete","requestURI":"/apis/gpufed.io/v1alpha1/memberclusters/alpha/status?fieldManager=gpufed-hub\u0026force=true","verb":"patch","user":{"username":"hub-a","groups":["system:masters","system:authenticated"]},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-12-04T09:50:01.123456Z","stageTimestamp":"2026-12-04T09:50:01.125000Z"}"#;
+        let w = AuditedWrite::parse(line).unwrap();
+        assert_eq!((w.user.as_str(), w.verb.as_str()), ("hub-a", "patch"));
+        assert!(
+            w.uri
+                .starts_with("/apis/gpufed.io/v1alpha1/memberclusters/alpha/status")
+        );
+        assert_eq!(w.code, Some(200));
+        assert_eq!(
+            w.received,
+            "2026-12-04T09:50:01.123456Z"
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .unwrap()
+        );
+        assert!(AuditedWrite::parse("not json").is_none());
+    }
 }

@@ -25,11 +25,37 @@ pub async fn hub_cluster(
     name: &str,
     extra_namespaces: &[&str],
 ) -> Result<Cluster, Error> {
-    let c = Cluster::start(
+    hub_cluster_from(
         tools,
-        &crate::ClusterSpec::api_only(name).with_controller_manager(),
+        crate::ClusterSpec::api_only(name).with_controller_manager(),
+        extra_namespaces,
     )
-    .await?;
+    .await
+}
+
+/// A hub cluster like [`hub_cluster`] whose apiserver records every write in an audit log
+/// ([`Cluster::audited_writes`]), to tell which replica wrote what.
+pub async fn audited_hub_cluster(
+    tools: &Tools,
+    name: &str,
+    extra_namespaces: &[&str],
+) -> Result<Cluster, Error> {
+    hub_cluster_from(
+        tools,
+        crate::ClusterSpec::api_only(name)
+            .with_controller_manager()
+            .with_write_audit(),
+        extra_namespaces,
+    )
+    .await
+}
+
+async fn hub_cluster_from(
+    tools: &Tools,
+    spec: crate::ClusterSpec,
+    extra_namespaces: &[&str],
+) -> Result<Cluster, Error> {
+    let c = Cluster::start(tools, &spec).await?;
     c.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
         .await?;
     for ns in ["team-a", "team-b"].iter().chain(extra_namespaces) {
@@ -96,8 +122,50 @@ pub fn start_hub_with(
     rust_log: &str,
     extra: &[&str],
 ) -> Result<u16, Error> {
+    let kubeconfig = cluster.kubeconfig().to_path_buf();
+    spawn_hub(
+        tools,
+        cluster,
+        name,
+        &kubeconfig,
+        lease_duration,
+        rust_log,
+        extra,
+    )
+}
+
+/// Starts `gpufed-operator hub` like [`start_hub`], authenticated as a user of its own (named
+/// `name`, in `system:masters`), so the apiserver's audit log tells its requests from another
+/// replica's. Returns the metrics port.
+pub fn start_hub_as_own_user(
+    tools: &Tools,
+    cluster: &mut Cluster,
+    name: &str,
+    extra: &[&str],
+) -> Result<u16, Error> {
+    let kubeconfig = cluster.user_kubeconfig(name, &["system:masters"])?;
+    spawn_hub(
+        tools,
+        cluster,
+        name,
+        &kubeconfig,
+        TEST_LEASE_DURATION,
+        TEST_HUB_LOG,
+        extra,
+    )
+}
+
+fn spawn_hub(
+    tools: &Tools,
+    cluster: &mut Cluster,
+    name: &str,
+    kubeconfig: &std::path::Path,
+    lease_duration: &str,
+    rust_log: &str,
+    extra: &[&str],
+) -> Result<u16, Error> {
     let port = free_port()?;
-    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let kubeconfig = kubeconfig.display().to_string();
     let mut args: Vec<String> = vec![
         format!("--kubeconfig={kubeconfig}"),
         format!("--metrics-addr=127.0.0.1:{port}"),

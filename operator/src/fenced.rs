@@ -197,7 +197,10 @@ mod tests {
         leadership.extend(Instant::now() - Duration::from_millis(1));
         let err = svc.call(request(Method::PATCH)).await.unwrap_err();
         let refusal = err.downcast_ref::<NotLeader>().unwrap();
-        assert!(refusal.what.starts_with("PATCH /apis/gpufed.io"), "{refusal}");
+        assert!(
+            refusal.what.starts_with("PATCH /apis/gpufed.io"),
+            "{refusal}"
+        );
         assert_eq!(reached.0.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(refused.with_label_values(&["kube"]).get(), 1);
 

@@ -66,7 +66,8 @@ impl LeaderConfig {
     /// The lease duration written in the Lease (whole seconds, rounded up, at least one): what
     /// standbys wait for, never less than this replica's own `lease_duration`.
     pub fn lease_seconds(&self) -> i32 {
-        let secs = self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
+        let secs =
+            self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
         i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
     }
 }
@@ -399,7 +400,9 @@ impl LeaderElector {
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing the leader Lease"),
-                Err(_) => tracing::warn!(after = ?self.config.renew_deadline, "renewing the leader Lease: no answer"),
+                Err(_) => {
+                    tracing::warn!(after = ?self.config.renew_deadline, "renewing the leader Lease: no answer")
+                }
             }
             if last_renewed.elapsed() >= self.config.renew_deadline {
                 tracing::error!(deadline = ?self.config.renew_deadline, "could not renew the leader Lease in time");
@@ -503,7 +506,13 @@ mod tests {
         let (_, obs) = decide(Some(&held), "a", None, D, t0);
         let (step, obs) = decide(Some(&held), "a", obs.as_ref(), D, t0 + D);
         assert_eq!(step, Step::Wait { holder: "b".into() });
-        let (step, _) = decide(Some(&held), "a", obs.as_ref(), D, t0 + Duration::from_secs(30));
+        let (step, _) = decide(
+            Some(&held),
+            "a",
+            obs.as_ref(),
+            D,
+            t0 + Duration::from_secs(30),
+        );
         assert_eq!(step, Step::TakeOver);
     }
 
@@ -543,7 +552,10 @@ mod tests {
     fn leadership_holds_until_the_deadline_and_only_moves_forward() {
         let l = Leadership::new();
         let t0 = Instant::now();
-        assert!(!l.allows_at(t0), "a replica that never renewed may not write");
+        assert!(
+            !l.allows_at(t0),
+            "a replica that never renewed may not write"
+        );
         l.extend(t0 + Duration::from_secs(10));
         assert!(l.allows_at(t0 + Duration::from_secs(9)));
         assert!(!l.allows_at(t0 + Duration::from_secs(10)));
