@@ -396,6 +396,22 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         out.actions.extend(again.actions);
         out.status = again.status;
     }
+    let uid = job.uid().unwrap_or_default();
+    let mine = ctx.stores.placements_of(&uid);
+    let stale = lifecycle::superseded(
+        job.status.as_ref(),
+        mine.iter().map(|p| {
+            (
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.spec.attempt,
+            )
+        }),
+    );
+    for (namespace, name) in &stale {
+        tracing::warn!(placement = %name, %namespace, "deleting a Placement of an attempt the job moved past");
+        delete_placement(ctx, namespace, name).await?;
+    }
     for action in &out.actions {
         match action {
             Action::CreatePlacement(p) => create_placement(ctx, p).await?,

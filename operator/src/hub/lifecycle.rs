@@ -779,6 +779,33 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
     }
 }
 
+/// The Placements among `placements` (this job's, as `(namespace, name, attempt)`) that must not
+/// exist: those of attempts lower than the job's recorded current one that ended `Lost` or timed
+/// out before starting — the controller deleted their Placements when they ended (other ended
+/// attempts keep theirs, for the member's final report and the usage receipt). One still there was
+/// created late, by a write in flight when the attempt ended — for example from a replica that
+/// lost the leader Lease meanwhile (docs/adr/0016-leadership-fenced-writes.md) — and a member that
+/// never saw the later attempt would run it.
+pub fn superseded<'a>(
+    status: Option<&ComputeJobStatus>,
+    placements: impl IntoIterator<Item = (&'a str, &'a str, u32)>,
+) -> Vec<(String, String)> {
+    let Some(st) = status else {
+        return vec![];
+    };
+    let removed = |attempt: u32| {
+        st.attempts.iter().any(|a| {
+            a.attempt == attempt
+                && (a.phase == AttemptPhase::Lost || a.reason.as_deref() == Some(START_TIMEOUT))
+        })
+    };
+    placements
+        .into_iter()
+        .filter(|(_, _, attempt)| *attempt < st.attempt && removed(*attempt))
+        .map(|(ns, name, _)| (ns.to_string(), name.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;

@@ -586,4 +586,30 @@ fn only_a_plain_first_admission_in_a_pool_without_a_chain_is_left_to_the_schedul
     let out = reconcile(&fixed, &open, &at(2));
     assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
     assert!(!admission_deferred(&fixed, &open, &out));
+
+fn a_placement_of_a_lost_attempt_the_job_moved_past_is_removed_and_others_stay() {
+    // Attempts 1 and 2 were lost (their Placements deleted then), 3 failed and was retried (its
+    // Placement keeps the final report and receipt), 4 is current.
+    let mut j = placed(4, "beta", AttemptPhase::Placed);
+    let st = j.status.as_mut().unwrap();
+    st.attempts[2].phase = AttemptPhase::Failed;
+    let ps = [
+        ("gpufed-member-alpha", "p-1", 1),
+        ("gpufed-member-gamma", "p-2", 2),
+        ("gpufed-member-delta", "p-3", 3),
+        ("gpufed-member-beta", "p-4", 4),
+        // A later attempt than the cache's job shows: the decision is newer than the cache.
+        ("gpufed-member-beta", "p-5", 5),
+    ];
+    assert_eq!(
+        superseded(j.status.as_ref(), ps),
+        vec![
+            ("gpufed-member-alpha".to_string(), "p-1".to_string()),
+            ("gpufed-member-gamma".to_string(), "p-2".to_string()),
+        ]
+    );
+    assert!(
+        superseded(None, ps).is_empty(),
+        "no status, nothing decided"
+    );
 }
