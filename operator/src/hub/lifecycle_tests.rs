@@ -586,7 +586,9 @@ fn only_a_plain_first_admission_in_a_pool_without_a_chain_is_left_to_the_schedul
     let out = reconcile(&fixed, &open, &at(2));
     assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
     assert!(!admission_deferred(&fixed, &open, &out));
+}
 
+#[test]
 fn a_placement_of_a_lost_attempt_the_job_moved_past_is_removed_and_others_stay() {
     // Attempts 1 and 2 were lost (their Placements deleted then), 3 failed and was retried (its
     // Placement keeps the final report and receipt), 4 is current.
