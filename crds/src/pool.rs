@@ -253,7 +253,8 @@ fn default_log_block_range() -> u32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Namespace of the Secret (usually the hub's own namespace).
+    /// Namespace of the Secret. For `hubKeySecretRef`: the hub's own namespace (where the hub chart
+    /// is installed), the only one where the hub may read Secrets; the hub refuses any other.
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
     pub namespace: String,
     /// Name of the Secret.

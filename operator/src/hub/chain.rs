@@ -293,6 +293,20 @@ pub fn job_id(hex: &str) -> Result<B256> {
     })
 }
 
+/// Refuses a pool whose key Secret is outside the hub's own namespace, the only one where the hub
+/// chart lets it read Secrets (ADR 0017), with a message that names the field and the fix instead
+/// of the apiserver's bare Forbidden.
+pub fn check_key_secret_namespace(spec: &ChainSpec, hub_namespace: &str) -> Result<()> {
+    let r = &spec.hub_key_secret_ref;
+    if r.namespace == hub_namespace {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "spec.chain.hubKeySecretRef.namespace is {:?}, but the hub reads chain key Secrets only in its own namespace {hub_namespace:?}: move Secret {:?} there and set spec.chain.hubKeySecretRef.namespace to {hub_namespace:?}",
+        r.namespace, r.name
+    )))
+}
+
 async fn timed<T, E: std::fmt::Display>(
     what: &str,
     limit: Duration,
@@ -922,6 +936,27 @@ impl ChainClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_secret_outside_the_hub_namespace_is_refused_naming_the_field_and_the_fix() {
+        let mut spec: ChainSpec = serde_json::from_value(serde_json::json!({
+            "rpcUrl": "http://127.0.0.1:8545", "chainId": 31337,
+            "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "escrow": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "hubKeySecretRef": {"namespace": "gpufed-system", "name": "k", "key": "privateKey"}
+        }))
+        .unwrap();
+        assert!(check_key_secret_namespace(&spec, "gpufed-system").is_ok());
+        spec.hub_key_secret_ref.namespace = "team-a".into();
+        let msg = check_key_secret_namespace(&spec, "gpufed-system")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("spec.chain.hubKeySecretRef.namespace is \"team-a\"")
+                && msg.contains("set spec.chain.hubKeySecretRef.namespace to \"gpufed-system\""),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn amounts_convert_with_the_tokens_own_decimals() {

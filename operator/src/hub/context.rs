@@ -225,6 +225,7 @@ impl Context {
         {
             return Ok(c.client.clone());
         }
+        crate::hub::chain::check_key_secret_namespace(spec, &self.config.namespace)?;
         let r = &spec.hub_key_secret_ref;
         let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
             self.client.clone(),

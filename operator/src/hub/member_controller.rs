@@ -14,9 +14,13 @@ use gpufed_crds::naming::{
 };
 use gpufed_crds::{KubeDuration, MemberCluster};
 use gpufed_scheduler::BondState;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -121,6 +125,14 @@ async fn register(name: &str, ctx: &Context) -> Result<Option<String>> {
         &registration::namespace(name),
     )
     .await?;
+    // The hub may write Secrets, ServiceAccounts, Roles and Leases only in member namespaces,
+    // through its own binding in each (ADR 0017): that binding first, effective before the rest.
+    ssa(
+        Api::<RoleBinding>::namespaced(c.clone(), &ns),
+        &registration::hub_role_binding(name, hub_subject(c).await?),
+    )
+    .await?;
+    member_namespace_rights_effective(c, &ns).await?;
     ssa(
         Api::<ServiceAccount>::namespaced(c.clone(), &ns),
         &registration::service_account(name),
@@ -180,6 +192,72 @@ async fn register(name: &str, ctx: &Context) -> Result<Option<String>> {
     .map_err(|e| Error::Config(format!("writing the member kubeconfig: {e}")))?;
     ssa(secrets, &registration::kubeconfig_secret(name, kubeconfig)).await?;
     Ok(Some(member_kubeconfig_secret(name)))
+}
+
+/// Who the hub is, as the apiserver authenticates it: asked once per process.
+static HUB_SUBJECT: tokio::sync::OnceCell<Subject> = tokio::sync::OnceCell::const_new();
+
+/// The hub's own RBAC subject, from a SelfSubjectReview (which every authenticated user may make).
+async fn hub_subject(client: &kube::Client) -> Result<Subject> {
+    HUB_SUBJECT
+        .get_or_try_init(|| async {
+            let review = Api::<SelfSubjectReview>::all(client.clone())
+                .create(&PostParams::default(), &SelfSubjectReview::default())
+                .await
+                .map_err(Error::kube("asking the apiserver who the hub is"))?;
+            let username = review
+                .status
+                .and_then(|s| s.user_info)
+                .and_then(|u| u.username)
+                .ok_or(Error::MissingObjectKey(".status.userInfo.username"))?;
+            Ok(registration::subject_of(&username))
+        })
+        .await
+        .cloned()
+}
+
+/// How long a new binding of the hub may take to reach the apiserver's RBAC authorizer (which
+/// learns of bindings through a watch, usually within milliseconds).
+const BINDING_EFFECTIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until the hub's binding in member namespace `ns` is in force (a SelfSubjectAccessReview
+/// for creating Secrets there), so the writes after it are not refused while the authorizer
+/// catches up.
+async fn member_namespace_rights_effective(client: &kube::Client, ns: &str) -> Result<()> {
+    let api = Api::<SelfSubjectAccessReview>::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_string()),
+                verb: Some("create".into()),
+                resource: Some("secrets".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let deadline = Instant::now() + BINDING_EFFECTIVE_WITHIN;
+    loop {
+        let allowed = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(Error::kube(format!(
+                "asking whether the hub may write Secrets in {ns}"
+            )))?
+            .status
+            .is_some_and(|s| s.allowed);
+        if allowed {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Config(format!(
+                "the hub may not write Secrets in {ns} {BINDING_EFFECTIVE_WITHIN:?} after binding itself to the ClusterRole {} there: install or upgrade the hub chart, which ships that ClusterRole",
+                registration::HUB_MEMBER_NAMESPACE_ROLE
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A renewal of a member's heartbeat Lease as the hub observed it.

@@ -3,9 +3,14 @@
 //! heartbeat Lease; its own MemberCluster's status, by `resourceNames`), the heartbeat Lease, a
 //! token Secret, and the kubeconfig Secret the cluster owner hands to the member chart.
 //!
+//! Before any of that, right after the namespace, the hub binds itself to the ClusterRole
+//! [`HUB_MEMBER_NAMESPACE_ROLE`] in that namespace ([`hub_role_binding`]): the hub chart gives it
+//! Secrets, ServiceAccounts, Roles and Leases nowhere else (ADR 0017).
+//!
 //! Pure builders: no API calls here, so the exact permissions are unit-tested; the member
 //! controller applies them, and the e2e suite proves against a real apiserver that they are
-//! enough and no more (member A gets Forbidden on member B's objects).
+//! enough and no more (member A gets Forbidden on member B's objects; the hub's own rights are
+//! an exact allow-list, `e2e/tests/hub_rbac.rs`).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +30,15 @@ use kube::api::ObjectMeta;
 pub const AGENT_ROLE: &str = "gpufed-agent";
 /// Key of the kubeconfig in the kubeconfig Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// The ClusterRole of the hub chart that holds what the hub does inside a member namespace. The
+/// chart binds it to nobody; the hub binds itself to it in each member namespace, which its
+/// ClusterRole allows by `bind` on this one name.
+pub const HUB_MEMBER_NAMESPACE_ROLE: &str = "gpufed-hub-member-namespace";
+/// Name of the hub's own RoleBinding in a member namespace.
+pub const HUB_ROLE_BINDING: &str = "gpufed-hub";
+/// How the apiserver names a ServiceAccount it authenticated.
+const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
 
 /// Name of the token Secret of a member's ServiceAccount.
 pub fn token_secret_name(cluster: &str) -> String {
@@ -63,6 +77,42 @@ pub fn namespace(cluster: &str) -> Namespace {
     Namespace {
         metadata: meta(&member_namespace(cluster), None, cluster),
         ..Default::default()
+    }
+}
+
+/// The RBAC subject of the user the apiserver authenticated as `username` (from a
+/// SelfSubjectReview): a ServiceAccount for `system:serviceaccount:<namespace>:<name>`, else a User.
+pub fn subject_of(username: &str) -> Subject {
+    match username
+        .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((namespace, name)) => Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(namespace.into()),
+            api_group: None,
+        },
+        None => Subject {
+            kind: "User".into(),
+            name: username.into(),
+            namespace: None,
+            api_group: Some("rbac.authorization.k8s.io".into()),
+        },
+    }
+}
+
+/// Binds the hub (`hub`, as [`subject_of`] its own identity) to [`HUB_MEMBER_NAMESPACE_ROLE`] in
+/// the member namespace: what it needs to create the rest of the member's objects there.
+pub fn hub_role_binding(cluster: &str, hub: Subject) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(HUB_ROLE_BINDING, Some(&member_namespace(cluster)), cluster),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: HUB_MEMBER_NAMESPACE_ROLE.into(),
+        },
+        subjects: Some(vec![hub]),
     }
 }
 
@@ -308,6 +358,31 @@ mod tests {
     }
 
     #[test]
+    fn the_hub_binds_only_itself_and_only_to_the_member_namespace_role() {
+        let b = hub_role_binding(
+            "alpha",
+            subject_of("system:serviceaccount:gpufed-system:gpufed-hub"),
+        );
+        assert_eq!(b.metadata.namespace.as_deref(), Some("gpufed-member-alpha"));
+        assert_eq!(b.role_ref.kind, "ClusterRole");
+        assert_eq!(b.role_ref.name, "gpufed-hub-member-namespace");
+        let subjects = b.subjects.unwrap();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "gpufed-hub");
+        assert_eq!(subjects[0].namespace.as_deref(), Some("gpufed-system"));
+    }
+
+    #[test]
+    fn a_hub_running_as_a_user_binds_that_user() {
+        let s = subject_of("e2e-admin");
+        assert_eq!((s.kind.as_str(), s.name.as_str()), ("User", "e2e-admin"));
+        assert_eq!(s.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+        // A malformed ServiceAccount name is not mistaken for a ServiceAccount.
+        assert_eq!(subject_of("system:serviceaccount:nocolon").kind, "User");
+    }
+
+    #[test]
     fn the_kubeconfig_uses_the_token_and_defaults_to_the_member_namespace() {
         let y = kubeconfig_yaml("alpha", "https://hub:6443", b"PEM", "tok").unwrap();
         let v: serde_json::Value = serde_norway::from_str(&y).unwrap();
@@ -330,6 +405,7 @@ mod tests {
             service_account("a").metadata,
             role("a").metadata,
             role_binding("a").metadata,
+            hub_role_binding("a", subject_of("hub")).metadata,
             cluster_role("a").metadata,
             cluster_role_binding("a").metadata,
             token_secret("a").metadata,
