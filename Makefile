@@ -65,7 +65,7 @@ bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throu
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
 	FOUNDRY_PROFILE=deep contracts/test.sh -- --no-match-path 'test/JobEscrowGas.t.sol' | tee $(BENCH_DIR)/contracts-deep.txt
-	$(BENCH_RUN) throughput --jobs 300 --open-jobs 200 --out $(BENCH_DIR)/throughput.json
+	$(BENCH_RUN) throughput --jobs 1500 --open-jobs 200 --out $(BENCH_DIR)/throughput.json
 	$(BENCH_RUN) peer --jobs 80 --out $(BENCH_DIR)/peer.json
 	$(BENCH_RUN) scale --members 1000 --jobs $(SCALE_JOBS) --out $(BENCH_DIR)/scale.json
 	$(BENCH_RUN) agent --pods 10000 --out $(BENCH_DIR)/agent.json

@@ -77,9 +77,9 @@ pub struct ThroughputConfig {
 
 impl ThroughputConfig {
     /// `members` members with `jobs` jobs in the closed loop and as many in each replay, the open
-    /// loop at 25, 50 and 100 jobs/s with `open_jobs` each, and enough GPUs for all of them.
+    /// loop at 25, 50, 100 and 200 jobs/s with `open_jobs` each, and enough GPUs for all of them.
     pub fn new(members: usize, jobs: usize, open_jobs: usize) -> ThroughputConfig {
-        let open_rates = vec![25.0, 50.0, 100.0];
+        let open_rates = vec![25.0, 50.0, 100.0, 200.0];
         let hub_jobs = jobs + open_jobs * open_rates.len();
         ThroughputConfig {
             members,

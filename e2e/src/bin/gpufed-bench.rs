@@ -54,7 +54,7 @@ async fn main() {
                     .map_or(Ok(default), |s| s.parse())
                     .unwrap_or_else(|e| fail(format!("{name}: {e}")))
             };
-            let jobs = number("--jobs", 300);
+            let jobs = number("--jobs", 1500);
             let open_jobs = number("--open-jobs", 200);
             let sizes: Vec<usize> = arg(&args, "--members")
                 .unwrap_or_else(|| "3,30".into())
