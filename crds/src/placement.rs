@@ -25,6 +25,13 @@ pub mod reasons {
     /// and the Job controller stopped the pods. Not the workload's fault: the hub retries the job
     /// elsewhere.
     pub const LEASE_EXPIRED: &str = "LeaseExpired";
+    /// A replica of a multi-replica job (a gang) stayed unschedulable on the member (kube-scheduler
+    /// found no node for it, e.g. another workload took the GPUs after the hub placed the gang) for
+    /// longer than the agent's `--gang-unschedulable-grace`. The agent stopped the local Job, so the
+    /// replicas that did start released their GPUs; GPU-seconds count only once every replica has
+    /// started, so a gang that never fully started is billed nothing. Not the workload's fault: the
+    /// hub retries the job elsewhere.
+    pub const GANG_UNSCHEDULABLE: &str = "GangUnschedulable";
 }
 
 /// One attempt of a ComputeJob on one member cluster.

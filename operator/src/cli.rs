@@ -123,6 +123,13 @@ pub struct AgentArgs {
     /// is unknown) until the probe reports again. Keep it several probe intervals long.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_TELEMETRY_MAX_AGE")]
     pub telemetry_max_age: Duration,
+    /// A replica of a multi-replica job that kube-scheduler has marked `Unschedulable` for this long
+    /// fails the whole attempt (`GangUnschedulable`): the agent stops the local Job, so the replicas
+    /// that started release their GPUs, and the hub runs the job elsewhere instead of waiting out
+    /// the pool's `startTimeout`. Shorter-lived Unschedulable marks are kube-scheduler retrying and
+    /// are ignored. `0s` turns fast failing off. Raise it on a cluster whose autoscaler adds nodes.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_GANG_UNSCHEDULABLE_GRACE")]
+    pub gang_unschedulable_grace: Duration,
     /// `imagePullPolicy` of the workload containers: `Never` on a member that runs only images it
     /// already holds (air-gapped, or pre-loaded), `Always` to re-check the registry each start.
     #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent, env = "GPUFED_IMAGE_PULL_POLICY")]
@@ -226,6 +233,7 @@ mod tests {
         };
         assert_eq!(a.cluster, "alpha");
         assert_eq!(a.fence_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(a.gang_unschedulable_grace, Duration::from_secs(60));
         assert_eq!(cli.log_format, LogFormat::Json);
     }
 

@@ -13,8 +13,8 @@ use gpufed_crds::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod, PodSpec,
-    PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
+    PodCondition, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -215,4 +215,20 @@ pub fn pod(name: &str, started: Option<i64>, finished: Option<(i64, i32)>) -> Po
             ..Default::default()
         }),
     }
+}
+
+/// A pod of a Job that kube-scheduler has found no node for since `since`.
+pub fn unschedulable(name: &str, since: i64) -> Pod {
+    let mut p = pod(name, None, None);
+    if let Some(s) = p.status.as_mut() {
+        s.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/2 nodes are available: 2 Insufficient nvidia.com/gpu. ".into()),
+            last_transition_time: Some(at(since)),
+            ..Default::default()
+        }]);
+    }
+    p
 }

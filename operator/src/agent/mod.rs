@@ -10,7 +10,7 @@
 //! * fences itself — stops its Jobs — when it cannot reach the hub for too long, before the hub can
 //!   give its work to another member ([`fence`], [`fencer`]).
 //!
-//! Pure decisions live in `fence`, `inventory`, `job_builder`, `plan`, `report` and `usage`; the
+//! Pure decisions live in `fence`, `gang`, `inventory`, `job_builder`, `plan`, `report` and `usage`; the
 //! tasks that talk to apiservers are `heartbeat`, `member_status`, `fencer` and `sync`, over the
 //! caches and shared state of [`context`] and [`state`].
 
@@ -18,6 +18,7 @@ pub mod api;
 pub mod context;
 pub mod fence;
 pub mod fencer;
+pub mod gang;
 pub mod heartbeat;
 pub mod inventory;
 pub mod job_builder;

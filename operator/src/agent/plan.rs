@@ -12,6 +12,11 @@
 //!   again: it is reported `Failed` — `Fenced` if this agent stopped it while cut off from the hub,
 //!   else `LocalJobMissing` once a fresh read confirms the Job is really gone.
 //! * Finished Placements are frozen. Local Jobs whose Placement no longer exists are deleted.
+//! * A gang (multi-replica placement) with a replica kube-scheduler has marked `Unschedulable` for
+//!   longer than the grace ([`gang`]) is reported `Failed` (`GangUnschedulable`) and its local Job
+//!   deleted, so the started replicas release their GPUs and the hub runs the job elsewhere at once
+//!   rather than after the pool's start timeout. Such a placement's Job is deleted on every pass
+//!   until it is gone (a write that succeeded before the delete failed).
 //! * A running multi-replica Job without its gang Service gets its Service and NetworkPolicy
 //!   ([`job_builder::gang_network`]).
 //! * While fenced off, nothing is planned; [`fence_victims`] are the Jobs the fence task stops.
@@ -28,11 +33,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::job_builder;
 use super::report::{self, ended};
+use super::{gang, job_builder};
 use crate::cli::PullPolicy;
 
 pub use gpufed_crds::placement::reasons::FENCED;
+pub use gpufed_crds::placement::reasons::GANG_UNSCHEDULABLE;
 pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
 pub use gpufed_crds::placement::reasons::STALE_ATTEMPT;
 
@@ -45,6 +51,8 @@ pub enum DeleteReason {
     Stale,
     /// The agent is fenced off from the hub.
     Fenced,
+    /// A replica of its gang could not be scheduled ([`gang`]).
+    GangUnschedulable,
 }
 
 impl DeleteReason {
@@ -54,6 +62,7 @@ impl DeleteReason {
             DeleteReason::Orphan => "orphan",
             DeleteReason::Stale => "stale",
             DeleteReason::Fenced => "fenced",
+            DeleteReason::GangUnschedulable => "gang_unschedulable",
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct View<'a> {
     pub now: Time,
     /// How often running placements' GPU-seconds are refreshed.
     pub refresh: Duration,
+    /// How long a gang's replica may stay unschedulable before the attempt fails (zero: never).
+    pub gang_grace: Duration,
 }
 
 /// The steps, and the highest attempt per job UID to remember.
@@ -326,6 +337,14 @@ fn placement_steps(
         return;
     }
     if finished {
+        let failed_gang = prev.and_then(|s| s.reason.as_deref()) == Some(GANG_UNSCHEDULABLE);
+        if let Some(job) = local.filter(|j| failed_gang && !job_finished(j)) {
+            steps.push(Step::DeleteJob {
+                name: job.name_any(),
+                placement: Some(name.clone()),
+                why: DeleteReason::GangUnschedulable,
+            });
+        }
         return;
     }
     if let Some(when) = view.fenced_placements.get(&name) {
@@ -358,6 +377,34 @@ fn placement_steps(
                 .map(|ps| ps.iter().map(|p| p.as_ref()).collect())
                 .unwrap_or_default();
             let next = report::observe(spec, job, &pods, prev, &view.now);
+            let stuck = (!job_finished(job))
+                .then(|| gang::stuck(spec.replicas, &pods, &view.now, view.gang_grace))
+                .flatten();
+            if let Some(stuck) = stuck {
+                // Reported first, then stopped: a Job left behind by a failed delete is deleted
+                // on the next pass (above), while a Job deleted before a failed report would be
+                // reported LocalJobMissing.
+                let message = gang::message(&stuck, spec.replicas, &job_name, view.gang_grace);
+                let st = ended(
+                    Some(&next),
+                    PlacementPhase::Failed,
+                    GANG_UNSCHEDULABLE,
+                    message.clone(),
+                    &view.now,
+                );
+                let note = Note {
+                    warning: true,
+                    reason: GANG_UNSCHEDULABLE,
+                    message,
+                };
+                write(steps, st, Some(note));
+                steps.push(Step::DeleteJob {
+                    name: job_name.clone(),
+                    placement: Some(name.clone()),
+                    why: DeleteReason::GangUnschedulable,
+                });
+                return;
+            }
             if report::needs_write(prev, &next, &view.now, view.refresh) {
                 let note = match (phase(prev), next.phase) {
                     (Some(a), Some(b)) if a == b => None,

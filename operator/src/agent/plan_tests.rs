@@ -1,5 +1,5 @@
 use super::*;
-use crate::agent::fixtures::{at, gpu_node, local_job, placement, pod, uid};
+use crate::agent::fixtures::{at, gpu_node, local_job, placement, pod, uid, unschedulable};
 use k8s_openapi::api::batch::v1::JobStatus;
 
 struct World {
@@ -10,6 +10,7 @@ struct World {
     fenced_placements: BTreeMap<String, Time>,
     highest: BTreeMap<String, u32>,
     gang_services: BTreeSet<String>,
+    gang_grace: Duration,
 }
 
 impl World {
@@ -22,6 +23,7 @@ impl World {
             fenced_placements: BTreeMap::new(),
             highest: BTreeMap::new(),
             gang_services: BTreeSet::new(),
+            gang_grace: Duration::from_secs(60),
         }
     }
     fn placement(mut self, p: Placement) -> Self {
@@ -47,6 +49,7 @@ impl World {
             highest: &self.highest,
             now: at(1000),
             refresh: Duration::from_secs(10),
+            gang_grace: self.gang_grace,
         })
     }
 }
@@ -402,4 +405,108 @@ fn single_replica_and_finished_gangs_get_no_network() {
         )
         .job(gang_job("done", 2, done));
     assert!(gang_networks(&w.plan()).is_empty());
+}
+
+/// A 2-replica gang accepted on this member whose replica 0 runs since t=900 and replica 1 has
+/// been unschedulable since `since`.
+fn half_started_gang(since: i64) -> (World, Placement) {
+    let p = placement("train", 1)
+        .replicas(2)
+        .status(PlacementStatus {
+            phase: Some(PlacementPhase::Accepted),
+            last_update_time: Some(at(999)),
+            ..Default::default()
+        })
+        .build();
+    let job = local_job(&p, JobStatus::default());
+    let mut w = World::new().placement(p.clone()).job(job);
+    w.nodes = vec![gpu_node("h1", "H100", 8, 0), gpu_node("h2", "H100", 8, 0)];
+    w.pods.insert(
+        local_job_name(&uid("train"), 1),
+        vec![
+            Arc::new(pod("train-0", Some(900), None)),
+            Arc::new(unschedulable("train-1", since)),
+        ],
+    );
+    (w, p)
+}
+
+#[test]
+fn a_gang_with_a_replica_unschedulable_past_the_grace_fails_and_stops_its_job() {
+    // Unschedulable since t=940, now t=1000, grace 60 s.
+    let (w, p) = half_started_gang(940);
+    let plan = w.plan();
+    let job = local_job_name(&uid("train"), 1);
+    let [
+        Step::WriteStatus {
+            status: st,
+            note: Some(note),
+            ..
+        },
+        Step::DeleteJob { name, why, .. },
+    ] = &plan.steps[..]
+    else {
+        panic!("{:?}", plan.steps)
+    };
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some(GANG_UNSCHEDULABLE));
+    let message = st.message.as_deref().unwrap();
+    assert!(message.starts_with(&format!("1 of 2 replicas of local Job {job}")));
+    assert!(message.contains("pod train-1: 0/2 nodes are available"));
+    assert_eq!(st.gpu_seconds, 0, "the gang never started: nothing to bill");
+    assert_eq!(st.finish_time, Some(at(1000)));
+    assert_eq!(note.reason, GANG_UNSCHEDULABLE);
+    assert_eq!(
+        (name.as_str(), *why),
+        (job.as_str(), DeleteReason::GangUnschedulable)
+    );
+}
+
+#[test]
+fn a_gang_unschedulable_for_less_than_the_grace_keeps_waiting() {
+    let (w, p) = half_started_gang(941);
+    let plan = w.plan();
+    assert!(deleted(&plan).is_empty());
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Accepted));
+    assert_eq!(st.reason.as_deref(), Some("Unschedulable"));
+
+    let (mut w, _) = half_started_gang(0);
+    w.gang_grace = Duration::ZERO;
+    assert!(deleted(&w.plan()).is_empty(), "a zero grace turns it off");
+}
+
+#[test]
+fn the_job_of_a_gang_reported_unschedulable_is_deleted_until_it_is_gone() {
+    let failed = |reason: &str| PlacementStatus {
+        reason: Some(reason.into()),
+        ..status(PlacementPhase::Failed)
+    };
+    let p = placement("train", 1)
+        .replicas(2)
+        .status(failed(GANG_UNSCHEDULABLE))
+        .build();
+    let plan = World::new()
+        .placement(p.clone())
+        .job(local_job(&p, JobStatus::default()))
+        .plan();
+    assert_eq!(
+        deleted(&plan),
+        [(
+            local_job_name(&uid("train"), 1),
+            DeleteReason::GangUnschedulable
+        )]
+    );
+    assert_eq!(written(&plan, &p), None, "the report is frozen");
+
+    // Other finished placements keep their Jobs (for the final report).
+    let p = placement("train", 1)
+        .replicas(2)
+        .status(failed("BackoffLimitExceeded"))
+        .build();
+    let plan = World::new()
+        .placement(p.clone())
+        .job(local_job(&p, JobStatus::default()))
+        .plan();
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
 }

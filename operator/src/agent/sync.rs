@@ -423,6 +423,7 @@ impl Sync {
             highest: &self.highest,
             now: Time(Timestamp::now()),
             refresh: ctx.args.usage_report_interval,
+            gang_grace: ctx.args.gang_unschedulable_grace,
         });
         self.highest = plan.highest;
         let placement_uid: BTreeMap<String, String> = placements

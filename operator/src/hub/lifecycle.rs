@@ -8,8 +8,10 @@
 //!   that comes back finds nothing to run) and the job is re-placed with `attempt + 1` elsewhere,
 //!   while attempts remain; usage reported before the loss is kept;
 //! * a Placement that vanished under a running attempt is treated the same way;
-//! * a failed attempt is retried only when `retry.retryOnFailure` is set; a rejected one, or one
-//!   the member stopped while fenced off from the hub, always;
+//! * a failed attempt is retried only when `retry.retryOnFailure` is set; a rejected one, one the
+//!   member stopped while fenced off from the hub, and one whose gang the member could not schedule
+//!   (`GangUnschedulable`, the member's early form of a start timeout), always — each counts
+//!   against `retry.maxAttempts`, like a start timeout;
 //! * a job with no active attempt waits in Pending for the scheduling loop.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 
 pub use gpufed_crds::placement::reasons::FENCED;
+pub use gpufed_crds::placement::reasons::GANG_UNSCHEDULABLE;
 pub use gpufed_crds::placement::reasons::LEASE_EXPIRED;
 pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
 /// Reason of an attempt whose pods did not start within the pool's start timeout.
@@ -594,11 +597,12 @@ fn sync_from_placement(
             rec.message = ps.message.clone();
             rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
             // A member that fenced itself (lost the hub for too long) stopped the pods, its agent
-            // stopped renewing the Job's lease, or the local Job vanished: not the workload's
-            // fault, so it is retried like a rejection.
+            // stopped renewing the Job's lease, the local Job vanished, or the member could not
+            // schedule the whole gang (what the start timeout would have ended, found early): not
+            // the workload's fault, so it is retried like a rejection.
             let fenced = matches!(
                 ps.reason.as_deref(),
-                Some(FENCED | LOCAL_JOB_MISSING | LEASE_EXPIRED)
+                Some(FENCED | LOCAL_JOB_MISSING | LEASE_EXPIRED | GANG_UNSCHEDULABLE)
             );
             let retryable = rejected || fenced || job.spec.retry.retry_on_failure;
             let reason: &'static str = if rejected {

@@ -526,6 +526,32 @@ fn a_local_job_that_vanished_is_retried_like_fencing() {
 }
 
 #[test]
+fn a_gang_the_member_could_not_schedule_is_retried_elsewhere_and_counts_as_an_attempt() {
+    let j = placed(1, "alpha", AttemptPhase::Accepted);
+    assert!(!j.spec.retry.retry_on_failure);
+    let stuck = PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some(GANG_UNSCHEDULABLE.into()),
+        message: Some("1 of 2 replicas of local Job gpufed-x-1 could not be scheduled".into()),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(stuck.clone()))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    let rec = &out.status.attempts[0];
+    assert_eq!(rec.phase, AttemptPhase::Failed);
+    assert_eq!(rec.reason.as_deref(), Some(GANG_UNSCHEDULABLE));
+    assert_eq!(rec.gpu_seconds, 0);
+    assert!(out.actions.contains(&Action::Schedule));
+
+    // It used up an attempt: with none left, the job fails.
+    let mut last = j.clone();
+    last.spec.retry.max_attempts = 1;
+    let out = reconcile(&last, &world_ready(Some(Some(stuck))), &at(60));
+    assert_eq!(out.status.phase, JobPhase::Failed);
+    assert!(out.status.message.unwrap().contains("no attempts left"));
+}
+
+#[test]
 fn time_spent_waiting_for_the_escrow_lock_does_not_count_against_the_member() {
     // Decided at t=10, the lock took until t=700, the Placement was written then: not timed out.
     let j = placed(1, "alpha", AttemptPhase::Placed);
