@@ -108,6 +108,8 @@ pub struct MemberPlan {
     /// A real node (containerd, runc, kubelet) beside the kwok ones: pods placed there really run.
     /// The agent then never pulls (`--image-pull-policy=Never`): the harness images are imported.
     pub real_node: Option<NodeSpec>,
+    /// The agent's `--gang-unschedulable-grace`, if not the chart's default.
+    pub gang_unschedulable_grace: Option<String>,
 }
 
 impl MemberPlan {
@@ -121,7 +123,14 @@ impl MemberPlan {
             via_proxy: false,
             wallet: None,
             real_node: None,
+            gang_unschedulable_grace: None,
         }
+    }
+
+    /// Sets the agent's `--gang-unschedulable-grace` (e.g. `"2s"`, for a test that waits on it).
+    pub fn gang_unschedulable_grace(mut self, grace: &str) -> Self {
+        self.gang_unschedulable_grace = Some(grace.into());
+        self
     }
 
     /// Adds a real node (see [`crate::realnode`]).
@@ -387,6 +396,13 @@ async fn join_member(
                 values("agent.usageReportInterval")?
             ),
             format!("--telemetry-max-age={}", flags::AGENT_TELEMETRY_MAX_AGE),
+            format!(
+                "--gang-unschedulable-grace={}",
+                match &plan.gang_unschedulable_grace {
+                    Some(g) => g.clone(),
+                    None => values("agent.gangUnschedulableGrace")?,
+                }
+            ),
             format!(
                 "--image-pull-policy={}",
                 if plan.real_node.is_some() {

@@ -439,15 +439,16 @@ fn a_gang_with_a_replica_unschedulable_past_the_grace_fails_and_stops_its_job() 
     let job = local_job_name(&uid("train"), 1);
     let [
         Step::WriteStatus {
+            placement,
             status: st,
             note: Some(note),
-            ..
         },
         Step::DeleteJob { name, why, .. },
     ] = &plan.steps[..]
     else {
         panic!("{:?}", plan.steps)
     };
+    assert_eq!(Some(placement), p.metadata.name.as_ref());
     assert_eq!(st.phase, Some(PlacementPhase::Failed));
     assert_eq!(st.reason.as_deref(), Some(GANG_UNSCHEDULABLE));
     let message = st.message.as_deref().unwrap();
