@@ -16,9 +16,12 @@ const HARD_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The (FlowSchema UID, PriorityLevel UID) the apiserver classified a request of `client` into.
 async fn classified(client: &Client) -> (String, String) {
-    let req = http::Request::get("/apis/gpufed.io/v1alpha1/computejobs")
-        .body(Vec::new())
-        .unwrap();
+    classified_at(client, "/apis/gpufed.io/v1alpha1/computejobs").await
+}
+
+/// The same for a GET of `path` (answered or not: APF classifies before the handler runs).
+async fn classified_at(client: &Client, path: &str) -> (String, String) {
+    let req = http::Request::get(path).body(Vec::new()).unwrap();
     let res = client.send(req.map(Into::into)).await.unwrap();
     let header = |name: &str| {
         res.headers()
@@ -33,7 +36,8 @@ async fn classified(client: &Client) -> (String, String) {
 }
 
 #[test]
-fn the_hubs_requests_get_the_charts_priority_level_and_no_one_elses_do() {
+fn the_hubs_requests_get_the_charts_priority_level_its_lease_the_leader_election_one_and_no_one_elses_do()
+ {
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
         let hub = Cluster::start(
@@ -82,6 +86,33 @@ fn the_hubs_requests_get_the_charts_priority_level_and_no_one_elses_do() {
                 let as_hub = as_hub.clone();
                 let expected = expected.clone();
                 async move { (classified(&as_hub).await == expected).then_some(()) }
+            },
+        )
+        .await
+        .unwrap();
+
+        // The hub's leader Lease goes to the built-in leader-election level, as the controller
+        // manager's does: its renewals never queue behind the hub's own writes.
+        let lease_schema = Api::<FlowSchema>::all(hub.client())
+            .get("gpufed-hub-leader-election")
+            .await
+            .unwrap();
+        let election = Api::<PriorityLevelConfiguration>::all(hub.client())
+            .get("leader-election")
+            .await
+            .unwrap();
+        let lease_path =
+            format!("/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/leases/gpufed-hub");
+        let want = (
+            lease_schema.metadata.uid.clone().unwrap(),
+            election.metadata.uid.clone().unwrap(),
+        );
+        wait_until(
+            Duration::from_secs(30),
+            "the hub's Lease requests at the leader-election level",
+            || {
+                let (as_hub, lease_path, want) = (as_hub.clone(), lease_path.clone(), want.clone());
+                async move { (classified_at(&as_hub, &lease_path).await == want).then_some(()) }
             },
         )
         .await

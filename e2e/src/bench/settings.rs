@@ -208,7 +208,7 @@ pub fn compare_pool(root: &Path, heartbeat_timeout: &str) -> Result<Vec<Setting>
         same_row(
             "hub `--lease-duration`",
             at(&hub, "leaseDuration"),
-            flags::HUB_LEASE_DURATION,
+            &flags::hub_lease_duration(root)?,
         ),
         row(
             "hub and agent client rate limit (`kubeApi`: qps / burst)",

@@ -45,6 +45,18 @@ pub const JOBS_NAMESPACE: &str = "gpufed-jobs";
 pub mod flags {
     /// The hub's `--lease-duration`.
     pub const HUB_LEASE_DURATION: &str = "4s";
+
+    /// The hub's `--lease-duration`: the hub chart's `leaseDuration` under release builds
+    /// ([`default_logs`]: what `make bench` runs — a 4 s lease leaves a loaded 2-core machine
+    /// under 3 s to renew, and a hub that cannot renew in time stops writing and exits), else
+    /// [`HUB_LEASE_DURATION`] so that failover tests take over quickly.
+    pub fn hub_lease_duration(root: &std::path::Path) -> Result<String, crate::Error> {
+        if default_logs() {
+            crate::bench::settings::chart_value(root, "gpufed-hub", "leaseDuration")
+        } else {
+            Ok(HUB_LEASE_DURATION.to_string())
+        }
+    }
     /// `--log-format` of the hub, the agents and gpu-probe.
     pub const LOG_FORMAT: &str = "text";
     /// `RUST_LOG` of the hub and the agents in tests.
@@ -520,7 +532,10 @@ impl Pool {
                 "hub".into(),
                 format!("--namespace={SYSTEM_NAMESPACE}"),
                 "--identity=hub-0".into(),
-                format!("--lease-duration={}", flags::HUB_LEASE_DURATION),
+                format!(
+                    "--lease-duration={}",
+                    flags::hub_lease_duration(tools.root())?
+                ),
                 format!("--member-api-server={server}"),
             ],
             &[(
