@@ -38,6 +38,8 @@ const MEMBER: &str = "gpufed-a0";
 const HUB_NAMESPACE: &str = "bench";
 /// Creates in flight while submitting.
 const IN_FLIGHT: usize = 16;
+/// The pool's heartbeat timeout: GpuPool's default.
+const HEARTBEAT_TIMEOUT_SECS: u64 = 40;
 /// How long every pod may take to run.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 
@@ -112,6 +114,14 @@ pub struct AgentScaleReport {
     pub checkout: String,
     /// Why the run stopped early, if it did.
     pub error: Option<String>,
+    /// The pool's heartbeat timeout `T`, seconds (the agent renews each running Job's lease every
+    /// `T/6`).
+    #[serde(default)]
+    pub heartbeat_timeout_secs: f64,
+    /// Local Jobs the member's Job controller stopped because their lease ran out
+    /// (`DeadlineExceeded`), counted at the end.
+    #[serde(default)]
+    pub deadline_exceeded: Option<usize>,
 }
 
 fn pid(cluster: &Cluster, component: &str) -> Result<u32, Error> {
@@ -188,7 +198,8 @@ pub async fn agent_scale(
         })
         .collect();
     let plans = [MemberPlan::new(MEMBER, nodes, "H100", "2.40")];
-    let pool = crate::peer::set_up("agent-scale", || Pool::join(tools, "30s", &plans)).await?;
+    let timeout = format!("{HEARTBEAT_TIMEOUT_SECS}s");
+    let pool = crate::peer::set_up("agent-scale", || Pool::join(tools, &timeout, &plans)).await?;
     pool.hub.create_namespace(HUB_NAMESPACE).await?;
     let member = pool.member(MEMBER)?;
     let total = cfg.nodes() * PODS_PER_NODE;
@@ -224,12 +235,38 @@ pub async fn agent_scale(
         agent_binary,
         checkout,
         error: None,
+        heartbeat_timeout_secs: HEARTBEAT_TIMEOUT_SECS as f64,
+        deadline_exceeded: None,
     };
     if let Err(e) = measure(&pool, member, agent, cfg, &mut report).await {
         tracing::warn!(error = %e, "agent scale run stopped");
         report.error = Some(e.to_string());
     }
+    report.deadline_exceeded = deadline_exceeded(member).await.ok();
     Ok(report)
+}
+
+/// Local Jobs whose `activeDeadlineSeconds` (the agent's lease) ran out.
+async fn deadline_exceeded(member: &Cluster) -> Result<usize, Error> {
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(member.client(), JOBS_NAMESPACE);
+    let list = jobs
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::kube("listing the local Jobs"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.reason.as_deref() == Some("DeadlineExceeded"))
+                })
+        })
+        .count())
 }
 
 async fn measure(
@@ -359,6 +396,20 @@ pub fn markdown(r: &AgentScaleReport) -> String {
             r.running, r.pods
         );
     }
+    if let Some(n) = r.deadline_exceeded.filter(|n| *n > 0) {
+        let every = r.heartbeat_timeout_secs / 6.0;
+        let _ = writeln!(
+            md,
+            "{n} local Jobs were stopped by the member's Job controller because their lease ran out \
+             (`DeadlineExceeded`): the agent pushes each running Job's `activeDeadlineSeconds` forward every `T/6` \
+             (ADR 0012; here every {every:.1} s with the pool's heartbeat timeout of {:.0} s), so {} running jobs ask \
+             the member's apiserver for about {:.0} PATCHes per second besides everything else, and renewals that \
+             came late let Jobs die.\n",
+            r.heartbeat_timeout_secs,
+            thousands(r.pods),
+            r.pods as f64 / every.max(f64::EPSILON)
+        );
+    }
     if let (Some(probe), Some(hub)) = (r.probe_end, r.hub_end) {
         let _ = writeln!(
             md,
@@ -432,6 +483,8 @@ mod tests {
             },
             checkout: "abc1234".into(),
             error: None,
+            heartbeat_timeout_secs: 40.0,
+            deadline_exceeded: Some(0),
         }
     }
 
@@ -459,8 +512,14 @@ mod tests {
         r.agent_end = None;
         r.running = 6_400;
         r.error = Some("every pod running: timed out".into());
+        r.deadline_exceeded = Some(1241);
         let md = markdown(&r);
         assert!(md.contains("stopped early with 6400 of 10000 pods running"));
+        assert!(
+            md.contains("1241 local Jobs were stopped")
+                && md.contains("about 1500 PATCHes per second"),
+            "{md}"
+        );
         assert!(md.contains("not measured at 10,000 pods in this run"));
         assert!(!md.contains("every pod Running ("));
     }
