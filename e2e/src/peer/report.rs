@@ -117,11 +117,11 @@ Not measured in this run: `{e}`"
     };
     let _ = writeln!(
         md,
-        "
-### gpufed, open loop: {} jobs submitted at {:.0} jobs/s, each job's path
-
-         One create started every {:.0} ms whether or not earlier ones were answered (reached: {:.1} jobs/s); each pod          runs {}. Times run from the create's answer; the Placement is seen by a watch on the hub, the local Job and          the Running pod by watches on the members. The same pool as the dispatch phase, with GPUs for every job.
-
+        "\n### gpufed, open loop: {} jobs submitted at {:.0} jobs/s, each job's path\n\n\
+         One create started every {:.0} ms whether or not earlier ones were answered (reached: {:.1} jobs/s); \
+         each pod runs {}. Times run from the create's answer; the Placement is seen by a watch on the hub, the \
+         local Job and the Running pod by watches on the members. The same pool as the dispatch phase, with GPUs \
+         for every job.\n\n\
          | stretch | jobs | p50 | p99 | max | goal (p99) |\n|---|---|---|---|---|---|",
         o.jobs,
         o.rate,
@@ -468,6 +468,8 @@ mod tests {
         let md = markdown(&result(None));
         assert!(md.contains("### gpufed, open loop: 250 jobs submitted at 50 jobs/s"));
         assert!(md.contains("reached: 49.8 jobs/s"));
+        assert!(md.contains("for every job.\n\n| stretch | jobs | p50 |"), "{md}");
+        assert!(!md.contains("  runs"), "no indentation leaks into the text: {md}");
         assert!(md.contains("| Placement → local Job on the member (delivery) | 250 | 30 ms | 120 ms | 220 ms | ≤ 500 ms |"));
         assert!(md.contains("| submit → pod Running | 250 | 500 ms | 1234 ms | 1334 ms | ≤ 2 s |"));
         assert!(!md.contains("Not every goal is met"), "{md}");
