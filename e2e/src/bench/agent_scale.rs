@@ -380,9 +380,13 @@ pub fn markdown(r: &AgentScaleReport) -> String {
         );
     }
     if let Some(p) = r.agent_end {
+        let during = match r.deadline_exceeded.filter(|n| *n > 0) {
+            Some(n) => format!("{n} local Jobs stopped by their lease by the end (below)"),
+            None => "with every pod running".to_string(),
+        };
         let _ = writeln!(
             md,
-            "| after a further {:.0} s with every pod running | {} | {:.1} |",
+            "| after a further {:.0} s, {during} | {} | {:.1} |",
             r.window_secs,
             mib(p.vm_hwm_kib),
             p.cpu_secs
@@ -493,7 +497,7 @@ mod tests {
         let md = markdown(&report());
         assert!(md.starts_with("## Member agent with 10,000 pods"));
         assert!(md.contains("| every pod Running (300 s after the first create; submitted in 120 s) | 50.0 MiB | 30.0 |"));
-        assert!(md.contains("| after a further 90 s with every pod running | 58.0 MiB | 40.0 |"));
+        assert!(md.contains("| after a further 90 s, with every pod running | 58.0 MiB | 40.0 |"));
         assert!(md.contains("— met; this run's peak: 58.0 MiB."));
         assert!(md.contains("13× as many Node objects"));
         let mut over = report();

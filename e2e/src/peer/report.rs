@@ -468,8 +468,14 @@ mod tests {
         let md = markdown(&result(None));
         assert!(md.contains("### gpufed, open loop: 250 jobs submitted at 50 jobs/s"));
         assert!(md.contains("reached: 49.8 jobs/s"));
-        assert!(md.contains("for every job.\n\n| stretch | jobs | p50 |"), "{md}");
-        assert!(!md.contains("  runs"), "no indentation leaks into the text: {md}");
+        assert!(
+            md.contains("for every job.\n\n| stretch | jobs | p50 |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("  runs"),
+            "no indentation leaks into the text: {md}"
+        );
         assert!(md.contains("| Placement → local Job on the member (delivery) | 250 | 30 ms | 120 ms | 220 ms | ≤ 500 ms |"));
         assert!(md.contains("| submit → pod Running | 250 | 500 ms | 1234 ms | 1334 ms | ≤ 2 s |"));
         assert!(!md.contains("Not every goal is met"), "{md}");
