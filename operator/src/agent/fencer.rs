@@ -81,44 +81,55 @@ async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
     stopped
 }
 
+/// Lease renewals in flight at once: a member with thousands of running Jobs needs one PATCH per
+/// Job every half lease, which one request after another cannot keep up with.
+pub const RENEWALS_IN_FLIGHT: usize = 32;
+
 /// Moves the deadline of every running local Job forward by up to `lease` (see
-/// [`renewed_deadline`]); returns how many it renewed. A Job that has not started yet (no
-/// `startTime`) is not counting down and waits.
+/// [`renewed_deadline`]), [`RENEWALS_IN_FLIGHT`] at a time; returns how many it renewed. A Job
+/// that has not started yet (no `startTime`) is not counting down and waits.
 async fn renew_leases(ctx: &Context, lease: Duration) -> usize {
+    use futures::StreamExt;
     let api: Api<Job> = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
     let now = Timestamp::now();
-    let mut renewed = 0;
-    for job in fence_victims(&ctx.stores.jobs.state()) {
-        let Some(started) = job.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
-            continue;
-        };
-        let Some(max) = max_duration_of(&job) else {
-            continue;
-        };
-        let elapsed = u64::try_from(now.duration_since(started.0).as_secs()).unwrap_or(0);
-        let current = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
-        let Some(next) = renewed_deadline(elapsed, current, max, lease) else {
-            continue;
-        };
-        let name = job.name_any();
-        let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": next}});
-        match timed_opt(
-            format!("renewing the lease of local Job {name}"),
-            API_TIMEOUT,
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-        )
+    let due: Vec<(String, u64, i64)> = fence_victims(&ctx.stores.jobs.state())
+        .into_iter()
+        .filter_map(|job| {
+            let started = job.status.as_ref()?.start_time.as_ref()?;
+            let max = max_duration_of(&job)?;
+            let elapsed = u64::try_from(now.duration_since(started.0).as_secs()).unwrap_or(0);
+            let current = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+            let next = renewed_deadline(elapsed, current, max, lease)?;
+            Some((job.name_any(), elapsed, next))
+        })
+        .collect();
+    futures::stream::iter(due)
+        .map(|(name, elapsed, next)| {
+            let api = api.clone();
+            async move {
+                let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": next}});
+                match timed_opt(
+                    format!("renewing the lease of local Job {name}"),
+                    API_TIMEOUT,
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await
+                {
+                    Ok(_) => {
+                        tracing::debug!(job = %name, elapsed, deadline = next, "renewed the local Job's lease");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %name, error = %e, kind = e.kind(), "could not renew the local Job's lease");
+                        false
+                    }
+                }
+            }
+        })
+        .buffer_unordered(RENEWALS_IN_FLIGHT)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
         .await
-        {
-            Ok(_) => {
-                renewed += 1;
-                tracing::debug!(job = %name, elapsed, deadline = next, "renewed the local Job's lease");
-            }
-            Err(e) => {
-                tracing::warn!(job = %name, error = %e, kind = e.kind(), "could not renew the local Job's lease")
-            }
-        }
-    }
-    renewed
 }
 
 /// Watches the fence state until the process ends.
