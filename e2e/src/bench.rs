@@ -311,12 +311,7 @@ pub async fn throughput(
         });
     }
 
-    let hub_pid = hub
-        .pids()
-        .into_iter()
-        .find(|(name, _)| name == HUB)
-        .map(|(_, pid)| pid)
-        .ok_or_else(|| Error::Other("the hub is not running".into()))?;
+    let hub_pid = hub.pid_of(HUB)?;
     let hub_vm_hwm_kib = procstat::vm_hwm_kib(hub_pid)?;
     hub.check_alive()?;
     hub.stop_process(HUB, Duration::from_secs(5));

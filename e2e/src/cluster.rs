@@ -609,6 +609,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The process id of running component `component`.
+    pub fn pid_of(&self, component: &str) -> Result<u32, Error> {
+        self.pids()
+            .into_iter()
+            .find_map(|(name, pid)| (name == component).then_some(pid))
+            .ok_or_else(|| Error::Other(format!("{} runs no {component}", self.name)))
+    }
+
     /// Stops everything (kwok and controllers first, etcd last) and removes the directory; in
     /// detached mode leaves both for `gpufed-demo down`.
     pub fn shutdown(&mut self) {

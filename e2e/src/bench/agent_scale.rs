@@ -124,14 +124,6 @@ pub struct AgentScaleReport {
     pub deadline_exceeded: Option<usize>,
 }
 
-fn pid(cluster: &Cluster, component: &str) -> Result<u32, Error> {
-    cluster
-        .pids()
-        .into_iter()
-        .find_map(|(name, pid)| (name == component).then_some(pid))
-        .ok_or_else(|| Error::Other(format!("{} runs no {component}", cluster.name())))
-}
-
 /// Watches the member's jobs namespace and counts the pods that reached Running (or beyond).
 struct RunningPods {
     seen: Arc<Mutex<HashSet<String>>>,
@@ -212,7 +204,7 @@ pub async fn agent_scale(
     )
     .await?;
     let setup_secs = origin.elapsed().as_secs_f64();
-    let agent = pid(member, "gpufed-agent")?;
+    let agent = member.pid_of("gpufed-agent")?;
     let mut report = AgentScaleReport {
         pods: cfg.pods,
         nodes: cfg.nodes(),
@@ -321,8 +313,8 @@ async fn measure(
     tokio::time::sleep(cfg.window).await;
     report.running = running.count();
     report.agent_end = Some(ProcReading::take(agent)?);
-    report.probe_end = Some(ProcReading::take(pid(member, "gpu-probe")?)?);
-    report.hub_end = Some(ProcReading::take(pid(&pool.hub, "gpufed-hub")?)?);
+    report.probe_end = Some(ProcReading::take(member.pid_of("gpu-probe")?)?);
+    report.hub_end = Some(ProcReading::take(pool.hub.pid_of("gpufed-hub")?)?);
     Ok(())
 }
 

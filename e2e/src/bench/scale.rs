@@ -383,12 +383,7 @@ pub async fn scale(
     let setup_secs = setup.elapsed().as_secs_f64();
     tracing::info!(members = cfg.members, setup_secs, "members Schedulable");
 
-    let hub_pid = hub
-        .pids()
-        .into_iter()
-        .find(|(name, _)| name == HUB)
-        .map(|(_, pid)| pid)
-        .ok_or_else(|| Error::Other("the hub is not running".into()))?;
+    let hub_pid = hub.pid_of(HUB)?;
     let phases = JobPhases::start(&c);
     let mut report = ScaleReport {
         hub_binary,
