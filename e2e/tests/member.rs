@@ -168,9 +168,17 @@ fn members_join_with_the_charts_and_run_a_job_the_hub_sees_succeed() {
             (Some("Indexed"), Some(2), Some(2))
         );
         assert_eq!(spec.backoff_limit, Some(0));
-        // The deadline is a lease the agent renews up to the attempt's maxDuration (10 m).
-        let deadline = spec.active_deadline_seconds.unwrap();
-        assert!((1..=600).contains(&deadline), "{deadline}");
+        // The deadline is the attempt's maxDuration (10 m); the Job is owned by the member's lease
+        // Job, which the agent renews (ADR 0021).
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        let owners = local.metadata.owner_references.clone().unwrap();
+        assert_eq!(
+            owners
+                .iter()
+                .map(|o| (o.kind.as_str(), o.name.as_str()))
+                .collect::<Vec<_>>(),
+            [("Job", "gpufed-member-lease")]
+        );
         assert_eq!(
             local.metadata.annotations.as_ref().unwrap()["gpufed.io/max-duration-seconds"],
             "600"
@@ -210,12 +218,12 @@ fn members_join_with_the_charts_and_run_a_job_the_hub_sees_succeed() {
         })
         .await
         .unwrap();
-        // beta never saw the job.
+        // beta never saw the job (its only Job is its member lease).
         let beta_jobs: Api<Job> =
             Api::namespaced(pool.member("beta").unwrap().client(), JOBS_NAMESPACE);
         assert!(
             beta_jobs
-                .list(&ListParams::default())
+                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=gpufed"))
                 .await
                 .unwrap()
                 .items

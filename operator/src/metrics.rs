@@ -53,6 +53,11 @@ pub struct Metrics {
     pub agent_jobs_deleted: IntCounterVec,
     /// Agent: the fence timeout in force (flag, or two thirds of the pool's heartbeat timeout).
     pub agent_fence_timeout: Gauge,
+    /// Agent: renewals of the member's lease Job (ADR 0021).
+    pub agent_lease_renewals: IntCounter,
+    /// Agent: times the agent found the member's lease Job run out (every local Job it owned is
+    /// deleted by the member's garbage collector).
+    pub agent_lease_lapsed: IntCounter,
 }
 
 impl Metrics {
@@ -206,6 +211,16 @@ impl Metrics {
             "The agent's fence timeout: the flag, or two thirds of the pool's heartbeat timeout.",
         )?;
         registry.register(Box::new(agent_fence_timeout.clone()))?;
+        let agent_lease_renewals = IntCounter::new(
+            "gpufed_agent_member_lease_renewals_total",
+            "Renewals of the member's lease Job, which owns every local gpufed Job.",
+        )?;
+        let agent_lease_lapsed = IntCounter::new(
+            "gpufed_agent_member_lease_lapsed_total",
+            "Times the member's lease Job was found run out: the member's control plane deleted every local Job it owned.",
+        )?;
+        registry.register(Box::new(agent_lease_renewals.clone()))?;
+        registry.register(Box::new(agent_lease_lapsed.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
@@ -228,6 +243,8 @@ impl Metrics {
             agent_fenced,
             agent_jobs_deleted,
             agent_fence_timeout,
+            agent_lease_renewals,
+            agent_lease_lapsed,
         })
     }
 

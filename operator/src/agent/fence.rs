@@ -21,35 +21,29 @@ pub fn fence_timeout(flag: Option<Duration>, pool_timeout: Option<Duration>) -> 
     flag.unwrap_or_else(|| pool_timeout.unwrap_or(DEFAULT_POOL_TIMEOUT) * 2 / 3)
 }
 
-/// How long a local Job may run without the agent renewing it: half the fence timeout. A Job whose
-/// agent died (so no one fences it) is stopped by the member's Job controller once its
-/// `activeDeadlineSeconds` passes, which the agent keeps pushing forward by at most this much while
-/// it is alive and in touch with the hub. With the fence timeout at ⅔ of the pool's heartbeat
-/// timeout `T` and heartbeats every `T/4` at most, the pods are stopped `T/3` after the agent's last
-/// renewal, plus their 3 s grace, before the hub can give the attempt away (`¾ T` at the earliest;
-/// `T` is at least 15 s).
+/// How long the member's work may run without the agent renewing the member's lease
+/// ([`super::member_lease`], ADR 0021): half the fence timeout. When the agent dies (so no one
+/// fences), the member's control plane fails the lease Job once its `activeDeadlineSeconds` passes,
+/// deletes it, and garbage-collects every local Job it owns. With the fence timeout at ⅔ of the
+/// pool's heartbeat timeout `T` and heartbeats every `T/4` at most, the pods are stopped `T/3`
+/// after the agent's last renewal, plus the controllers' reaction and the pods' 3 s grace, before
+/// the hub can give the attempts away (`¾ T` at the earliest; `T` is at least 15 s).
 pub fn job_lease(fence_timeout: Duration) -> Duration {
     (fence_timeout / 2).max(Duration::from_secs(1))
 }
 
-/// The `activeDeadlineSeconds` to write on a running local Job, or `None` if it needs no renewal:
-/// `elapsed` seconds since the Job started, `current` its deadline, `max` the attempt's maxDuration.
-/// Renewed once half a lease or less is left, to `elapsed + lease`, never past `max`.
-pub fn renewed_deadline(
-    elapsed: u64,
-    current: Option<i64>,
-    max: u64,
-    lease: Duration,
-) -> Option<i64> {
+/// The `activeDeadlineSeconds` to write on the lease Job, or `None` if it needs no renewal yet:
+/// `elapsed` seconds since it started, `current` its deadline. Renewed to `elapsed + lease` once a
+/// third of the lease has passed since the last renewal (two thirds or less left), so a renewal
+/// that meets a slow apiserver still has most of a lease to get through: one late renewal now
+/// stops every Job of the member, not one.
+pub fn lease_renewal(elapsed: u64, current: Option<i64>, lease: Duration) -> Option<i64> {
     let lease = lease.as_secs().max(1);
     let current = current.and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
-    if current >= max {
+    if current.saturating_sub(elapsed) > lease * 2 / 3 {
         return None;
     }
-    if current.saturating_sub(elapsed) > lease / 2 {
-        return None;
-    }
-    let next = elapsed.saturating_add(lease).min(max);
+    let next = elapsed.saturating_add(lease);
     (next > current).then(|| i64::try_from(next).unwrap_or(i64::MAX))
 }
 
@@ -118,19 +112,19 @@ mod tests {
     }
 
     #[test]
-    fn a_jobs_lease_is_renewed_once_half_of_it_is_left_and_never_past_max_duration() {
-        let lease = Duration::from_secs(10);
+    fn the_lease_is_renewed_once_a_third_of_it_has_passed() {
+        let lease = Duration::from_secs(12);
         // Plenty left: nothing to do.
-        assert_eq!(renewed_deadline(0, Some(10), 3600, lease), None);
-        assert_eq!(renewed_deadline(4, Some(10), 3600, lease), None);
-        // Half a lease or less left: pushed to elapsed + lease.
-        assert_eq!(renewed_deadline(5, Some(10), 3600, lease), Some(15));
-        assert_eq!(renewed_deadline(100, Some(10), 3600, lease), Some(110));
-        // Never past maxDuration, and a Job already at it is left alone.
-        assert_eq!(renewed_deadline(3595, Some(3598), 3600, lease), Some(3600));
-        assert_eq!(renewed_deadline(3599, Some(3600), 3600, lease), None);
+        assert_eq!(lease_renewal(0, Some(12), lease), None);
+        assert_eq!(lease_renewal(3, Some(12), lease), None);
+        // Two thirds or less left: pushed to elapsed + lease.
+        assert_eq!(lease_renewal(4, Some(12), lease), Some(16));
+        assert_eq!(lease_renewal(100, Some(12), lease), Some(112));
         // No deadline yet counts as none left.
-        assert_eq!(renewed_deadline(0, None, 3600, lease), Some(10));
+        assert_eq!(lease_renewal(0, None, lease), Some(12));
+        // A one-second lease is renewed once it runs out, every second.
+        assert_eq!(lease_renewal(5, Some(6), Duration::from_secs(1)), None);
+        assert_eq!(lease_renewal(6, Some(6), Duration::from_secs(1)), Some(7));
     }
 
     #[test]
@@ -140,7 +134,9 @@ mod tests {
             let lease = job_lease(fence_timeout(None, Some(pool)));
             // Last renewal at most one heartbeat interval (T/4) before the hub's last renewTime.
             let hub_gives_up = pool.as_secs_f64() * 3.0 / 4.0;
-            let pods_gone = lease.as_secs_f64() + 3.0 + 1.0; // grace + the Job controller's reaction
+            // Grace, plus the reaction of three controllers: the Job controller fails the lease
+            // Job, the TTL controller deletes it, the garbage collector deletes the Jobs it owns.
+            let pods_gone = lease.as_secs_f64() + 3.0 + 2.0;
             assert!(
                 pods_gone < hub_gives_up,
                 "T={t}s: {pods_gone} >= {hub_gives_up}"

@@ -9,24 +9,26 @@
 //! remembered, so that once the hub is back the sync reports it `Failed` with reason `Fenced`
 //! instead of running it again.
 //!
-//! While the agent is not fenced the same task renews the lease of every running local Job (its
-//! `activeDeadlineSeconds`, [`renewed_deadline`]): an agent that dies stops renewing, and the
-//! member's Job controller stops the pods before the hub can run the attempt elsewhere.
+//! While the agent is not fenced the same task keeps the member's lease Job live
+//! ([`member_lease`], ADR 0021): every local Job is owned by it, and an agent that dies stops
+//! renewing it, so the member's own controllers delete it and every Job it owns before the hub can
+//! run their attempts elsewhere.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gpufed_crds::naming::LABEL_PLACEMENT;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
-use super::api::{API_TIMEOUT, timed_opt};
+use super::api::{API_TIMEOUT, timed, timed_create, timed_opt};
 use super::context::Context;
-use super::fence::{FenceState, Transition, fence_timeout, job_lease, renewed_deadline};
+use super::fence::{FenceState, Transition, fence_timeout, job_lease, lease_renewal};
 use super::job_builder::max_duration_of;
+use super::member_lease::{self, LEASE_JOB};
 use super::plan::{DeleteReason, FENCED, fence_victims};
 
 /// How often the fence state is checked.
@@ -81,60 +83,153 @@ async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
     stopped
 }
 
-/// Lease renewals in flight at once: a member with thousands of running Jobs needs one PATCH per
-/// Job every half lease, which one request after another cannot keep up with.
-pub const RENEWALS_IN_FLIGHT: usize = 32;
-
-/// Moves the deadline of every running local Job forward by up to `lease` (see
-/// [`renewed_deadline`]), [`RENEWALS_IN_FLIGHT`] at a time; returns how many it renewed. A Job
-/// that has not started yet (no `startTime`) is not counting down and waits.
-async fn renew_leases(ctx: &Context, lease: Duration) -> usize {
-    use futures::StreamExt;
+/// Keeps the member's lease Job ([`member_lease`], ADR 0021) live while the agent is not fenced:
+/// creates it when there is none, renews its deadline ([`lease_renewal`]), publishes it as the
+/// owner of new local Jobs, and puts running Jobs of an older agent under it. `cached` is the lease
+/// Job as last read or written, so that a live lease costs no request between renewals. Errors
+/// are logged and retried at the next check.
+async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
     let api: Api<Job> = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
     let now = Timestamp::now();
-    let due: Vec<(String, u64, i64)> = fence_victims(&ctx.stores.jobs.state())
-        .into_iter()
-        .filter_map(|job| {
-            let started = job.status.as_ref()?.start_time.as_ref()?;
-            let max = max_duration_of(&job)?;
-            let elapsed = u64::try_from(now.duration_since(started.0).as_secs()).unwrap_or(0);
-            let current = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
-            let next = renewed_deadline(elapsed, current, max, lease)?;
-            Some((job.name_any(), elapsed, next))
-        })
-        .collect();
-    futures::stream::iter(due)
-        .map(|(name, elapsed, next)| {
-            let api = api.clone();
-            async move {
-                let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": next}});
-                match timed_opt(
-                    format!("renewing the lease of local Job {name}"),
+    let due = match cached.as_ref().map(|j| member_lease::state(Some(j), now)) {
+        Some(member_lease::LeaseState::Live {
+            elapsed, deadline, ..
+        }) => lease_renewal(elapsed, deadline, lease).map(|next| (elapsed, next)),
+        // Not started, lapsed or never read: read it again.
+        _ => {
+            match timed(
+                "reading the member's lease Job".to_string(),
+                API_TIMEOUT,
+                api.get_opt(LEASE_JOB),
+            )
+            .await
+            {
+                Ok(found) => *cached = found,
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = e.kind(), "could not read the member's lease Job");
+                    return;
+                }
+            }
+            None
+        }
+    };
+    if let Some((elapsed, next)) = due {
+        let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": next}});
+        match timed_opt(
+            "renewing the member's lease Job".to_string(),
+            API_TIMEOUT,
+            api.patch(LEASE_JOB, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        {
+            Ok(renewed) => {
+                tracing::debug!(elapsed, deadline = next, "renewed the member's lease");
+                ctx.metrics.agent_lease_renewals.inc();
+                *cached = renewed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind(), "could not renew the member's lease");
+                return;
+            }
+        }
+    }
+    let state = member_lease::state(cached.as_ref(), Timestamp::now());
+    let owner = match state {
+        member_lease::LeaseState::Absent => {
+            let job = member_lease::lease_job(&ctx.args.jobs_namespace, lease.as_secs());
+            match timed_create(
+                "creating the member's lease Job".to_string(),
+                API_TIMEOUT,
+                api.create(&PostParams::default(), &job),
+            )
+            .await
+            {
+                Ok(true) => tracing::info!(
+                    job = LEASE_JOB,
+                    lease_seconds = lease.as_secs(),
+                    "created the member's lease Job: it owns every local Job from now on"
+                ),
+                Ok(false) => tracing::debug!("the member's lease Job already exists"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = e.kind(), "could not create the member's lease Job")
+                }
+            }
+            // Read back (with its UID) at the next check.
+            *cached = None;
+            None
+        }
+        member_lease::LeaseState::Lapsed { why } => {
+            if ctx.shared.lease_owner().is_some() {
+                ctx.metrics.agent_lease_lapsed.inc();
+            }
+            // Its Jobs are being garbage-collected; once it is gone a new lease is created. The
+            // agent deletes it itself rather than wait for the TTL controller.
+            let deleting = cached
+                .as_ref()
+                .is_some_and(|j| j.metadata.deletion_timestamp.is_some());
+            if !deleting {
+                tracing::warn!(
+                    job = LEASE_JOB,
+                    %why,
+                    "the member's lease ran out: the member's control plane deletes every local Job it owned; no Job starts until a new lease exists"
+                );
+                if let Err(e) = timed_opt(
+                    "deleting the lapsed lease Job".to_string(),
                     API_TIMEOUT,
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                    api.delete(LEASE_JOB, &DeleteParams::background()),
                 )
                 .await
                 {
-                    Ok(_) => {
-                        tracing::debug!(job = %name, elapsed, deadline = next, "renewed the local Job's lease");
-                        true
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %name, error = %e, kind = e.kind(), "could not renew the local Job's lease");
-                        false
-                    }
+                    tracing::warn!(error = %e, kind = e.kind(), "could not delete the lapsed lease Job");
                 }
             }
-        })
-        .buffer_unordered(RENEWALS_IN_FLIGHT)
-        .filter(|ok| futures::future::ready(*ok))
-        .count()
+            *cached = None;
+            None
+        }
+        member_lease::LeaseState::Starting { owner }
+        | member_lease::LeaseState::Live { owner, .. } => Some(owner),
+    };
+    if ctx.shared.set_lease_owner(owner.clone()) {
+        // Placements waiting for a lease can start now (or must wait for a new one).
+        ctx.shared.wake.notify_one();
+    }
+    if let Some(owner) = owner {
+        adopt(ctx, &api, &owner).await;
+    }
+}
+
+/// Puts running local Jobs of an older agent (each with its own renewed deadline) under the
+/// member's lease, once each.
+async fn adopt(ctx: &Context, api: &Api<Job>, owner: &OwnerReference) {
+    for job in fence_victims(&ctx.stores.jobs.state()) {
+        let Some(max) = max_duration_of(&job) else {
+            continue;
+        };
+        let Some(patch) = member_lease::adoption(&job, owner, max) else {
+            continue;
+        };
+        let name = job.name_any();
+        match timed_opt(
+            format!("putting local Job {name} under the member's lease"),
+            API_TIMEOUT,
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
         .await
+        {
+            Ok(_) => {
+                tracing::info!(job = %name, "local Job of an older agent now owned by the member's lease")
+            }
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, kind = e.kind(), "could not put a local Job under the member's lease")
+            }
+        }
+    }
 }
 
 /// Watches the fence state until the process ends.
 pub async fn run(ctx: Arc<Context>) {
     let mut state = FenceState::default();
+    let mut lease = None;
     let every = check_every(ctx.args.heartbeat_interval);
     loop {
         let last = ctx.shared.last_heartbeat_or_start();
@@ -171,8 +266,13 @@ pub async fn run(ctx: Arc<Context>) {
             if stopped > 0 {
                 tracing::warn!(stopped, "fenced: local Jobs deleted");
             }
+            if ctx.shared.set_lease_owner(None) {
+                tracing::info!(
+                    "fenced: no local Job starts, and the member's lease is left to run out"
+                );
+            }
         } else {
-            renew_leases(&ctx, job_lease(timeout)).await;
+            keep_lease(&ctx, job_lease(timeout), &mut lease).await;
         }
         tokio::time::sleep(every).await;
     }

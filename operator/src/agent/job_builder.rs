@@ -38,8 +38,9 @@ use crate::cli::PullPolicy;
 pub const ANNOTATION_PLACEMENT_NAMESPACE: &str = "gpufed.io/placement-namespace";
 /// Annotation with the ComputeJob's name (its label is dropped when the name is no valid label value).
 pub const ANNOTATION_JOB_NAME: &str = "gpufed.io/job-name";
-/// Annotation with the attempt's maxDuration in seconds: the furthest the agent ever moves the
-/// Job's `activeDeadlineSeconds` (its lease, see [`with_lease`]).
+/// Annotation with the attempt's maxDuration in seconds (also the Job's `activeDeadlineSeconds`;
+/// a Job of an older agent, whose deadline was its lease, gets it back when adopted by the member's
+/// lease, see [`super::member_lease::adoption`]).
 pub const ANNOTATION_MAX_DURATION: &str = "gpufed.io/max-duration-seconds";
 /// User and group the workload runs as: `nobody`. Images built to run as root still start, and none
 /// runs as root (see docs/adr/0005-member-agent.md).
@@ -432,18 +433,6 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
         }),
         status: None,
     }
-}
-
-/// `job` with its first lease: `activeDeadlineSeconds` no further than `lease` (the agent renews it
-/// while it is alive; see `fence::renewed_deadline`), so a Job whose agent dies right after creating
-/// it stops on its own.
-pub fn with_lease(mut job: Job, lease: std::time::Duration) -> Job {
-    if let Some(spec) = job.spec.as_mut() {
-        let lease = i64::try_from(lease.as_secs().max(1)).unwrap_or(i64::MAX);
-        spec.active_deadline_seconds =
-            Some(spec.active_deadline_seconds.map_or(lease, |d| d.min(lease)));
-    }
-    job
 }
 
 /// The attempt's maxDuration in seconds, from the Job's annotation.

@@ -22,6 +22,7 @@ pub mod gang;
 pub mod heartbeat;
 pub mod inventory;
 pub mod job_builder;
+pub mod member_lease;
 pub mod member_status;
 pub mod plan;
 pub mod receipts;

@@ -20,6 +20,8 @@
 //! * A running multi-replica Job without its gang Service gets its Service and NetworkPolicy
 //!   ([`job_builder::gang_network`]).
 //! * While fenced off, nothing is planned; [`fence_victims`] are the Jobs the fence task stops.
+//! * A new local Job is owned by the member's lease Job ([`super::member_lease`]); while there is
+//!   no live lease, new Placements wait (nothing would stop their Jobs if the agent died).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use gpufed_crds::{NodeInventory, Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::ResourceExt;
 
 use super::report::{self, ended};
@@ -134,8 +136,9 @@ pub struct View<'a> {
     pub jobs_namespace: &'a str,
     /// `imagePullPolicy` of the workload containers.
     pub image_pull_policy: PullPolicy,
-    /// How far a new Job's deadline reaches before the agent renews it ([`super::fence::job_lease`]).
-    pub job_lease: Duration,
+    /// The member's live lease Job, which every new local Job is owned by
+    /// ([`super::member_lease`]); while there is none, no Job is created.
+    pub lease_owner: Option<&'a OwnerReference>,
     /// Placements in this member's namespace on the hub.
     pub placements: &'a [Arc<Placement>],
     /// Local Jobs labelled as managed by gpufed.
@@ -440,10 +443,13 @@ fn placement_steps(
                     write(steps, st, note);
                 }
                 Ok(()) => {
-                    let job = job_builder::with_lease(
-                        job_builder::build(p, view.jobs_namespace, view.image_pull_policy),
-                        view.job_lease,
-                    );
+                    // Without a live lease nothing would stop the Job if the agent died: it waits.
+                    let Some(owner) = view.lease_owner else {
+                        return;
+                    };
+                    let mut job =
+                        job_builder::build(p, view.jobs_namespace, view.image_pull_policy);
+                    job.metadata.owner_references = Some(vec![owner.clone()]);
                     let status = PlacementStatus {
                         phase: Some(PlacementPhase::Accepted),
                         local_job: Some(job_name.clone()),
@@ -458,7 +464,7 @@ fn placement_steps(
             },
             Some(_) => {
                 let message = format!(
-                    "local Job {job_name} no longer exists on the member (deleted outside gpufed, or stopped while the agent was fenced off before it restarted); an accepted placement is never run twice"
+                    "local Job {job_name} no longer exists on the member (deleted outside gpufed, stopped while the agent was fenced off before it restarted, or deleted with the member's lease when the agent stopped renewing it); an accepted placement is never run twice"
                 );
                 steps.push(Step::ConfirmMissing {
                     placement: name.clone(),

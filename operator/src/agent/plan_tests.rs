@@ -11,6 +11,17 @@ struct World {
     highest: BTreeMap<String, u32>,
     gang_services: BTreeSet<String>,
     gang_grace: Duration,
+    lease_owner: Option<OwnerReference>,
+}
+
+fn lease_owner() -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: super::super::member_lease::LEASE_JOB.into(),
+        uid: "lease-uid-1".into(),
+        ..Default::default()
+    }
 }
 
 impl World {
@@ -24,6 +35,7 @@ impl World {
             highest: BTreeMap::new(),
             gang_services: BTreeSet::new(),
             gang_grace: Duration::from_secs(60),
+            lease_owner: Some(lease_owner()),
         }
     }
     fn placement(mut self, p: Placement) -> Self {
@@ -39,7 +51,7 @@ impl World {
             cluster: "alpha",
             jobs_namespace: "gpufed-jobs",
             image_pull_policy: PullPolicy::IfNotPresent,
-            job_lease: Duration::from_secs(10),
+            lease_owner: self.lease_owner.as_ref(),
             placements: &self.placements,
             jobs: &self.jobs,
             pods: &self.pods,
@@ -108,12 +120,26 @@ fn a_new_placement_becomes_a_local_job_then_reports_accepted() {
     );
     assert_eq!(status.phase, Some(PlacementPhase::Accepted));
     assert_eq!(status.local_job, job.metadata.name);
-    // Its first lease: the agent's 10 s, not the attempt's maxDuration, which the annotation keeps.
-    assert_eq!(job.spec.as_ref().unwrap().active_deadline_seconds, Some(10));
+    // Owned by the member's lease (it goes when the lease lapses); its own deadline is the
+    // attempt's maxDuration, which the annotation keeps too.
     assert_eq!(
-        job_builder::max_duration_of(job),
-        Some(p.spec.max_duration.as_secs_ceil())
+        job.metadata.owner_references.as_deref(),
+        Some(&[lease_owner()][..])
     );
+    let max = p.spec.max_duration.as_secs_ceil();
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(i64::try_from(max).unwrap())
+    );
+    assert_eq!(job_builder::max_duration_of(job), Some(max));
+}
+
+#[test]
+fn without_a_live_member_lease_a_new_placement_waits() {
+    let p = placement("train", 1).build();
+    let mut world = World::new().placement(p);
+    world.lease_owner = None;
+    assert_eq!(world.plan().steps, vec![]);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use tokio::sync::Notify;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -25,6 +25,7 @@ pub struct Shared {
     fenced: AtomicBool,
     inventory_written: AtomicBool,
     fenced_placements: Mutex<BTreeMap<String, Time>>,
+    lease_owner: Mutex<Option<OwnerReference>>,
     /// Wakes the placement sync (a watched object changed, or the fence state did).
     pub wake: Notify,
     /// Fires when the agent is fenced off or recovers (cuts a retry backoff short).
@@ -41,6 +42,7 @@ impl Shared {
             fenced: AtomicBool::new(false),
             inventory_written: AtomicBool::new(false),
             fenced_placements: Mutex::new(BTreeMap::new()),
+            lease_owner: Mutex::new(None),
             wake: Notify::new(),
             fence_changed: Notify::new(),
         }
@@ -100,6 +102,20 @@ impl Shared {
     /// Placements stopped by fencing and not yet reported.
     pub fn fenced_placements(&self) -> BTreeMap<String, Time> {
         lock(&self.fenced_placements).clone()
+    }
+
+    /// The member's live lease Job, as the owner reference every new local Job carries
+    /// ([`super::member_lease`]); `None` while there is none (no Job may start then).
+    pub fn lease_owner(&self) -> Option<OwnerReference> {
+        lock(&self.lease_owner).clone()
+    }
+
+    /// Sets the member's lease owner; returns whether it changed.
+    pub fn set_lease_owner(&self, owner: Option<OwnerReference>) -> bool {
+        let mut current = lock(&self.lease_owner);
+        let changed = current.as_ref().map(|o| &o.uid) != owner.as_ref().map(|o| &o.uid);
+        *current = owner;
+        changed
     }
 
     /// Forgets a fenced placement (reported, or gone from the hub).

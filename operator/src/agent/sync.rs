@@ -399,6 +399,7 @@ impl Sync {
         let pods = ctx.job_pods();
         let nodes = ctx.gpu_nodes();
         let fenced_placements = ctx.shared.fenced_placements();
+        let lease_owner = ctx.shared.lease_owner();
         let gang_services: BTreeSet<String> = ctx
             .stores
             .services
@@ -410,10 +411,7 @@ impl Sync {
             cluster: &ctx.args.cluster,
             jobs_namespace: &ctx.args.jobs_namespace,
             image_pull_policy: ctx.args.image_pull_policy,
-            job_lease: super::fence::job_lease(super::fence::fence_timeout(
-                ctx.args.fence_timeout,
-                ctx.shared.pool_timeout(),
-            )),
+            lease_owner: lease_owner.as_ref(),
             placements: &placements,
             jobs: &jobs,
             pods: &pods,
