@@ -63,7 +63,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Every local Job name ever seen in the jobs namespace, from a watch started before any Placement.
+/// Every local gpufed Job name ever seen in the jobs namespace, from a watch started before any
+/// Placement.
 /// The watch backs off on errors: without that, a watch of an apiserver that went away retries in
 /// a loop that never yields, and the test's runtime could never shut down.
 async fn record_jobs(jobs: Api<Job>) -> (Arc<Mutex<BTreeSet<String>>>, StopOnDrop) {
@@ -72,9 +73,9 @@ async fn record_jobs(jobs: Api<Job>) -> (Arc<Mutex<BTreeSet<String>>>, StopOnDro
     let mut ready_tx = Some(ready_tx);
     let sink = seen.clone();
     let task = tokio::spawn(async move {
-        let mut stream = watcher(jobs, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        // gpufed's local Jobs, not the member's lease Job (ADR 0021).
+        let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=gpufed");
+        let mut stream = watcher(jobs, managed).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) => {

@@ -13,9 +13,10 @@ use gpufed_crds::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodCondition, PodSpec, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, PodCondition,
 };
+
+use super::cached::{ContainerStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use super::cached::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The `PodScheduled` reason kube-scheduler sets when no node fits a pod.

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use gpufed_crds::naming::{GPU_RESOURCE, LABEL_GPU_MEMORY_MIB, LABEL_GPU_MODEL};
 use gpufed_crds::{GpuNode, NodeInventory};
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::Node;
+
+use super::cached::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -253,10 +255,9 @@ pub fn needs_write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::cached::{PodSpec, PodStatus};
     use gpufed_crds::{GpuDevice, GpuNodeSpec, GpuNodeStatus};
-    use k8s_openapi::api::core::v1::{
-        NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, ResourceRequirements,
-    };
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, ResourceRequirements};
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
 
@@ -378,7 +379,6 @@ mod tests {
                         limits: Some(res),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 }],
                 ..Default::default()
             }),

@@ -15,6 +15,7 @@
 //! caches and shared state of [`context`] and [`state`].
 
 pub mod api;
+pub mod cached;
 pub mod context;
 pub mod fence;
 pub mod fencer;
@@ -43,7 +44,7 @@ use gpufed_crds::naming::{LABEL_MANAGED_BY, MANAGED_BY, heartbeat_lease_name, me
 use gpufed_crds::{GpuNode, Placement};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -56,6 +57,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use api::{API_TIMEOUT, FIELD_MANAGER, timed_opt};
+use cached::Pod;
 use context::{Context, Stores};
 use state::Shared;
 
@@ -207,14 +209,14 @@ pub async fn run(
             "placements",
             Api::<Placement>::namespaced(hub.clone(), &member_ns),
             watcher::Config::default(),
-            |_: &mut _| {},
+            slim::placement,
             waker(&sync_wake),
         ),
         jobs: reflect(
             "jobs",
             Api::<Job>::namespaced(local.clone(), &args.jobs_namespace),
             watcher::Config::default().labels(&managed),
-            |_: &mut _| {},
+            slim::job,
             waker(&sync_wake),
         ),
         pods: reflect(

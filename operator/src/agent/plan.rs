@@ -30,11 +30,12 @@ use std::time::Duration;
 use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_PLACEMENT, local_job_name};
 use gpufed_crds::{NodeInventory, Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::ResourceExt;
 
+use super::cached::Pod;
 use super::report::{self, ended};
 use super::{gang, job_builder};
 use crate::cli::PullPolicy;

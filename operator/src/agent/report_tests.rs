@@ -1,9 +1,8 @@
 use super::*;
+use crate::agent::cached::ContainerStatus;
 use crate::agent::fixtures::{at, condition, local_job, placement, pod};
 use k8s_openapi::api::batch::v1::JobStatus;
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, PodCondition};
 
 fn job_with(p: &gpufed_crds::Placement, status: JobStatus) -> Job {
     local_job(p, status)

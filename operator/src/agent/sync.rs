@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -298,7 +297,8 @@ impl Sync {
         }) else {
             return status.clone();
         };
-        let api: Api<Pod> = Api::namespaced(self.ctx.local.clone(), &self.ctx.args.jobs_namespace);
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.ctx.local.clone(), &self.ctx.args.jobs_namespace);
         let params = LogParams {
             container: Some(exit.container.clone()),
             tail_lines: Some(LOG_TAIL_LINES),

@@ -6,7 +6,7 @@
 //! Seconds are counted per pod, not per container, so a sidecar never doubles the bill, and
 //! multiplied by the GPUs each replica holds.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use super::cached::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// When one pod held its GPUs: the first container start and, once every started container has

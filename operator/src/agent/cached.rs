@@ -1,0 +1,188 @@
+//! The agent's own Pod type: the fields of `core/v1` Pod that the agent reads, with the API's names
+//! and shapes, and nothing else.
+//!
+//! The agent watches every pod of its member (free GPUs are counted from them) and keeps them in
+//! memory. `k8s_openapi`'s `Pod` is 2,176 bytes before anything is allocated (every field of
+//! `PodSpec` is inline) and each `Container` 2,120 more, so even a pod trimmed to a few fields cost
+//! about 7 KiB in the cache; the agent bench measured the pod cache as the largest part of the
+//! agent's heap. These types deserialize straight from the API's JSON (unknown fields are skipped,
+//! so nothing else is ever allocated) and keep the field names of the API types, so code written
+//! against `core/v1` Pods reads them unchanged. [`super::slim::pod`] trims them further.
+
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::{ContainerState, PodCondition, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// A Pod as the agent caches it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
+    /// Standard metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The part of the spec the agent reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PodSpec>,
+    /// The part of the status the agent reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+/// `PodSpec`: where the pod runs and what its containers ask for.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// The node it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Its containers (GPUs are counted from their resources).
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    /// Its init containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: Option<Vec<Container>>,
+}
+
+/// `Container`: its name and resources.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// Container name.
+    #[serde(default)]
+    pub name: String,
+    /// Requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// `PodStatus`: what the usage, failure and gang reports read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why the pod is in this state (e.g. `Evicted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human text about the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the kubelet acknowledged the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// Conditions (`PodScheduled` tells an unschedulable gang replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<PodCondition>>,
+    /// The containers' states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_statuses: Option<Vec<ContainerStatus>>,
+    /// The init containers' states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_container_statuses: Option<Vec<ContainerStatus>>,
+}
+
+/// `ContainerStatus`: a container's state, current and last.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Container name.
+    #[serde(default)]
+    pub name: String,
+    /// Whether it passes its readiness probe.
+    #[serde(default)]
+    pub ready: bool,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restart_count: i32,
+    /// Whether it has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
+    /// Its state now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ContainerState>,
+    /// Its state before the last restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<ContainerState>,
+}
+
+impl kube::Resource for Pod {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Pod")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("pods")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+
+    #[test]
+    fn a_cached_pod_reads_the_apis_json_and_keeps_only_its_fields() {
+        let api: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "gpufed-jobs", "labels": {"a": "b"}},
+            "spec": {"nodeName": "n1", "volumes": [{"name": "v", "emptyDir": {}}],
+                     "containers": [{"name": "main", "image": "busybox", "env": [{"name": "A", "value": "x"}],
+                                     "resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "startTime": "2026-01-01T00:00:00Z",
+                       "conditions": [{"type": "PodScheduled", "status": "True"}],
+                       "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "", "ready": true,
+                                              "restartCount": 1,
+                                              "state": {"terminated": {"exitCode": 3, "message": "m"}}}]}
+        }))
+        .unwrap();
+        let json = serde_json::to_value(&api).unwrap();
+        let cached: Pod = serde_json::from_value(json).unwrap();
+        assert_eq!(cached.metadata, api.metadata);
+        let spec = cached.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(
+            spec.containers[0].resources,
+            api.spec.as_ref().unwrap().containers[0].resources
+        );
+        let (st, api_st) = (
+            cached.status.as_ref().unwrap(),
+            api.status.as_ref().unwrap(),
+        );
+        assert_eq!(st.phase, api_st.phase);
+        assert_eq!(st.start_time, api_st.start_time);
+        assert_eq!(st.conditions, api_st.conditions);
+        let (cs, api_cs) = (
+            &st.container_statuses.as_ref().unwrap()[0],
+            &api_st.container_statuses.as_ref().unwrap()[0],
+        );
+        assert_eq!(
+            (&cs.name, cs.ready, cs.restart_count, &cs.state),
+            (
+                &api_cs.name,
+                api_cs.ready,
+                api_cs.restart_count,
+                &api_cs.state
+            )
+        );
+        assert_eq!(Pod::plural(&()), "pods");
+        assert_eq!(Pod::api_version(&()), "v1");
+        assert!(
+            std::mem::size_of::<Pod>() * 2 < std::mem::size_of::<k8s_openapi::api::core::v1::Pod>()
+        );
+    }
+}
