@@ -537,3 +537,42 @@ fn the_job_of_a_gang_reported_unschedulable_is_deleted_until_it_is_gone() {
         .plan();
     assert!(plan.steps.is_empty(), "{:?}", plan.steps);
 }
+
+#[test]
+fn a_burst_of_new_placements_is_created_a_bounded_number_per_plan_in_name_order() {
+    let mut world = World::new();
+    let n = MAX_NEW_JOBS_PER_PLAN + 5;
+    for i in 0..n {
+        world = world.placement(placement(&format!("p{i:04}"), 1).build());
+    }
+    let plan = world.plan();
+    let created: Vec<&String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::CreateJob { placement, .. } => Some(placement),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), MAX_NEW_JOBS_PER_PLAN);
+    assert_eq!(plan.deferred, 5);
+    let mut sorted = created.clone();
+    sorted.sort();
+    assert_eq!(created, sorted);
+    // Once those Jobs exist, the next plan creates the rest and defers nothing.
+    let mut next = World::new();
+    for p in world.placements.iter() {
+        let made = created.iter().any(|c| Some(*c) == p.metadata.name.as_ref());
+        next = next.placement((**p).clone());
+        if made {
+            next = next.job(local_job(p, JobStatus::default()));
+        }
+    }
+    let plan = next.plan();
+    let again = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::CreateJob { .. }))
+        .count();
+    assert_eq!((again, plan.deferred), (5, 0));
+}

@@ -424,6 +424,14 @@ impl Sync {
             gang_grace: ctx.args.gang_unschedulable_grace,
         });
         self.highest = plan.highest;
+        if plan.deferred > 0 {
+            tracing::debug!(
+                deferred = plan.deferred,
+                "more new placements than one plan creates: the next pass takes them"
+            );
+            // Not an event of any watch: the sync's loop must come back by itself.
+            ctx.shared.wake.notify_one();
+        }
         let placement_uid: BTreeMap<String, String> = placements
             .iter()
             .map(|p| (p.name_any(), p.spec.job.uid.clone()))
