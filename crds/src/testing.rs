@@ -10,6 +10,7 @@ use crate::job::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobSpec, GpuRequirements, RetryPolicy,
 };
 use crate::member::{MemberCluster, MemberClusterSpec, ModelPrice};
+use crate::pool::{GpuPool, GpuPoolSpec};
 use crate::units::KubeDuration;
 use crate::workload::{Container, WorkloadTemplate};
 
@@ -198,4 +199,24 @@ impl MemberBuilder {
     pub fn build(self) -> MemberCluster {
         self.0
     }
+}
+
+/// A pool's spec with the defaults a fresh GpuPool gets (`CheapestFit`, 40 s heartbeat timeout,
+/// 10 m start timeout, no bond, no chain, no payers, no priority classes). Tests change the fields
+/// they care about with `..pool_spec()`.
+pub fn pool_spec() -> GpuPoolSpec {
+    GpuPoolSpec {
+        strategy: Default::default(),
+        heartbeat_timeout: KubeDuration::from_secs(40),
+        start_timeout: KubeDuration::from_secs(600),
+        min_bond: None,
+        chain: None,
+        payers: vec![],
+        priority_classes: vec![],
+    }
+}
+
+/// The pool `name` with [`pool_spec`].
+pub fn pool(name: &str) -> GpuPool {
+    GpuPool::new(name, pool_spec())
 }

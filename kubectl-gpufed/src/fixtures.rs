@@ -91,12 +91,7 @@ pub fn pool(name: &str, capacity: &[(&str, u32, u32, u32, &str, &str, &str)]) ->
         name,
         GpuPoolSpec {
             strategy: Strategy::CheapestFit,
-            heartbeat_timeout: KubeDuration::from_secs(40),
-            start_timeout: KubeDuration::from_secs(600),
-            min_bond: None,
-            chain: None,
-            payers: vec![],
-            priority_classes: vec![],
+            ..gpufed_crds::testing::pool_spec()
         },
     );
     p.status = Some(GpuPoolStatus {

@@ -294,22 +294,11 @@ mod tests {
         );
     }
     use gpufed_crds::testing::member;
-    use gpufed_crds::{GpuPoolSpec, Inventory, MemberClusterStatus, NodeInventory};
+    use gpufed_crds::{Inventory, MemberClusterStatus, NodeInventory};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn pool() -> GpuPool {
-        GpuPool::new(
-            "default",
-            GpuPoolSpec {
-                strategy: Default::default(),
-                heartbeat_timeout: "40s".parse().unwrap(),
-                start_timeout: "10m".parse().unwrap(),
-                min_bond: None,
-                chain: None,
-                payers: vec![],
-                priority_classes: vec![],
-            },
-        )
+        gpufed_crds::testing::pool("default")
     }
 
     fn with_nodes(

@@ -610,7 +610,6 @@ async fn record_no_fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gpufed_crds::GpuPoolSpec;
     use gpufed_crds::testing::job;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -626,18 +625,7 @@ mod tests {
     }
 
     fn pool() -> GpuPool {
-        GpuPool::new(
-            "default",
-            GpuPoolSpec {
-                strategy: Default::default(),
-                heartbeat_timeout: "40s".parse().unwrap(),
-                start_timeout: "10m".parse().unwrap(),
-                min_bond: None,
-                chain: None,
-                payers: vec![],
-                priority_classes: vec![],
-            },
-        )
+        gpufed_crds::testing::pool("default")
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use gpufed_crds::conditions::{self, job as jc, member as mc};
 use gpufed_crds::testing::{job, member};
 use gpufed_crds::{
-    ComputeJob, ComputeJobStatus, GpuPool, GpuPoolSpec, Inventory, JobPhase, MemberCluster,
-    MemberClusterStatus, NodeInventory,
+    ComputeJob, ComputeJobStatus, GpuPool, Inventory, JobPhase, MemberCluster, MemberClusterStatus,
+    NodeInventory,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
@@ -29,18 +29,7 @@ fn at(secs: i64) -> Time {
 }
 
 fn pool() -> GpuPool {
-    GpuPool::new(
-        "default",
-        GpuPoolSpec {
-            strategy: Default::default(),
-            heartbeat_timeout: "40s".parse().unwrap(),
-            start_timeout: "10m".parse().unwrap(),
-            min_bond: None,
-            chain: None,
-            payers: vec![],
-            priority_classes: vec![],
-        },
-    )
+    gpufed_crds::testing::pool("default")
 }
 
 fn members() -> BTreeMap<String, Arc<MemberCluster>> {

@@ -234,8 +234,6 @@ mod tests {
             "default",
             GpuPoolSpec {
                 strategy: Strategy::BinPack,
-                heartbeat_timeout: "40s".parse().unwrap(),
-                start_timeout: "10m".parse().unwrap(),
                 min_bond: min_bond.map(|b| b.parse().unwrap()),
                 chain: chain.then(|| ChainSpec {
                     rpc_url: "http://127.0.0.1:8545".into(),
@@ -253,8 +251,7 @@ mod tests {
                     confirmations: 1,
                     log_block_range: 5000,
                 }),
-                payers: vec![],
-                priority_classes: vec![],
+                ..gpufed_crds::testing::pool_spec()
             },
         )
     }
