@@ -163,8 +163,11 @@ fn real_containers_report_exit_codes_messages_times_and_gpu_seconds_and_deadline
             exit.started_at.as_ref().unwrap(),
             exit.finished_at.as_ref().unwrap(),
         );
+        // Whole seconds from the kubelet, and containerd records the start once its Start call
+        // returns, which on a loaded machine can be a second after the process began: 3 s of
+        // sleep shows as 2 to 4.
         assert!(
-            (3..=4).contains(&ran),
+            (2..=4).contains(&ran),
             "the container ran {ran}s, it sleeps 3 s"
         );
         // GPU-seconds: the real run time (1 GPU), within a second.
@@ -201,7 +204,8 @@ fn real_containers_report_exit_codes_messages_times_and_gpu_seconds_and_deadline
             a.exits[0].started_at.as_ref().unwrap(),
             a.exits[0].finished_at.as_ref().unwrap(),
         );
-        assert!((2..=3).contains(&ran), "{ran}");
+        // 2 s of sleep, in whole seconds with a start recorded up to a second late (above).
+        assert!((1..=3).contains(&ran), "{ran}");
         assert!(
             a.gpu_seconds.abs_diff(ran as u64) <= 1,
             "{} GPU-s for {ran}s",
