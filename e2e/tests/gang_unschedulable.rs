@@ -40,7 +40,11 @@ fn a_gang_that_cannot_start_on_its_member_fails_fast_unbilled_and_runs_elsewhere
         let mut pool = Pool::join_with(
             &tools,
             // A start timeout far beyond this test: only the agent's fast path can end attempt 1.
-            json!({"heartbeatTimeout": "30s", "startTimeout": "10m"}),
+            // A long heartbeat timeout: alpha's agent is paused while the hub places the job, and
+            // on a loaded machine that could outlast the fence of a 30 s timeout (⅔ T, 20 s),
+            // after which alpha stops its Jobs as fenced rather than failing the gang (a full e2e
+            // run here once timed out waiting for GangUnschedulable; this rules that cause out).
+            json!({"heartbeatTimeout": "90s", "startTimeout": "10m"}),
             &[
                 MemberPlan::new("alpha", nodes("alpha"), "H100", "1.00")
                     .gang_unschedulable_grace("2s"),
