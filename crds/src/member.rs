@@ -87,6 +87,11 @@ pub struct MemberClusterStatus {
     /// The pool's heartbeat timeout, copied here so the agent can fence itself before it runs out (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout: Option<KubeDuration>,
+    /// The agent's public X25519 key (base64, 32 bytes), to which the hub seals the tenant
+    /// Secrets of the Placements it sends this member. A new one at each agent start (agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), pattern(r"^[A-Za-z0-9+/]{43}=$"))]
+    pub sealing_key: Option<String>,
     /// Version of the member's agent (agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,

@@ -32,6 +32,11 @@ pub mod reasons {
     /// started, so a gang that never fully started is billed nothing. Not the workload's fault: the
     /// hub retries the job elsewhere.
     pub const GANG_UNSCHEDULABLE: &str = "GangUnschedulable";
+    /// The agent could not open the placement's sealed Secrets with its key, or they were sealed
+    /// for another job, attempt or member (the agent restarted with a new key since the hub sealed
+    /// them, or the blob was copied from another Placement). Nothing ran; the hub retries the job
+    /// and seals again to the member's current key.
+    pub const SEALED_SECRETS_INVALID: &str = "SealedSecretsInvalid";
 }
 
 /// One attempt of a ComputeJob on one member cluster.
@@ -100,7 +105,17 @@ pub struct PlacementSpec {
     pub chain_job_id: Option<String>,
     /// What each replica runs.
     pub template: WorkloadTemplate,
+    /// The Secrets the template refers to, sealed by the hub to this member's public key
+    /// (`MemberCluster.status.sealingKey`) and bound to this job, attempt and member: base64 of a
+    /// libsodium sealed box. Only the member's agent can open it, and only for this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 262144), pattern(r"^[A-Za-z0-9+/]+=*$"))]
+    pub sealed_secrets: Option<String>,
 }
+
+/// Longest `sealedSecrets` a Placement holds (base64 characters): 256 KiB, well under the 1.5 MiB
+/// an apiserver accepts per object.
+pub const MAX_SEALED_SECRETS: usize = 262_144;
 
 /// Identifies a ComputeJob on the hub.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -3,7 +3,8 @@
 //! This is deliberately a small, safe subset of a pod template (containers with image, command,
 //! environment and CPU/memory), not a full `PodTemplateSpec`: the pods run on clusters owned by
 //! other people, so volumes, host access, privileges, service accounts and node selection are not
-//! the tenant's to choose. The agent adds GPUs, the node selector for the model, a restricted
+//! the tenant's to choose. Secrets come only from the tenant's own namespace on the hub, sealed by
+//! the hub to the one member that runs the attempt (`docs/adr/0020-sealed-secrets.md`). The agent adds GPUs, the node selector for the model, a restricted
 //! security context and a deadline. See `docs/adr/0003-restricted-workload-template.md`.
 
 use kube::KubeSchema;
@@ -38,6 +39,138 @@ pub struct WorkloadTemplate {
     #[schemars(length(max = 32), pattern(QUANTITY_PATTERN))]
     #[x_kube(validation = kube::core::Rule::new("quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('64Ti')) <= 0").message("scratchSize must be between 1Mi and 64Ti, e.g. 100Gi"))]
     pub scratch_size: Option<String>,
+    /// Files from Secrets of the job's namespace on the hub, mounted read-only into every
+    /// container. The hub seals them to the member that runs the attempt; the member gets them
+    /// for that attempt only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub secret_files: Vec<SecretFiles>,
+    /// Secrets of the job's namespace on the hub (type `kubernetes.io/dockerconfigjson`) used to
+    /// pull the images from private registries; sealed like other secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub image_pull_secrets: Vec<SecretReference>,
+}
+
+impl WorkloadTemplate {
+    /// Names of the hub Secrets the template refers to, each once, sorted.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<&str> {
+        let mut out = std::collections::BTreeSet::new();
+        for c in &self.containers {
+            for e in &c.env {
+                if let Some(r) = e.value_from.as_ref().map(|v| &v.secret_key_ref) {
+                    out.insert(r.name.as_str());
+                }
+            }
+            for e in &c.env_from {
+                out.insert(e.secret_ref.name.as_str());
+            }
+        }
+        out.extend(self.secret_files.iter().map(|f| f.secret_name.as_str()));
+        out.extend(self.image_pull_secrets.iter().map(|r| r.name.as_str()));
+        out
+    }
+
+    /// Whether the template refers to any hub Secret.
+    pub fn uses_secrets(&self) -> bool {
+        !self.secret_names().is_empty()
+    }
+}
+
+/// Pattern of a Secret name (a DNS subdomain, at most 253 characters).
+pub const SECRET_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// Pattern of a key in a Secret's data.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
+/// A Secret in the job's namespace on the hub.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret, e.g. `registry-creds`.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
+    pub name: String,
+}
+
+/// One key of a Secret in the job's namespace on the hub.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret, e.g. `hf-token`.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
+    pub name: String,
+    /// Key in the Secret's data, e.g. `token`.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    /// A key of a Secret in the job's namespace on the hub, sealed to the member of the attempt.
+    pub secret_key_ref: SecretKeySelector,
+}
+
+/// Every key of a Secret as environment variables.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromSource {
+    /// The Secret in the job's namespace on the hub; keys that are not valid variable names are
+    /// skipped by the kubelet.
+    pub secret_ref: SecretReference,
+    /// Prefix put before each key, e.g. `AWS_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), pattern(ENV_NAME_PATTERN))]
+    pub prefix: Option<String>,
+}
+
+/// Files from one Secret of the job's namespace on the hub, mounted read-only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.items.all(i, self.items.filter(j, j.path == i.path).size() == 1)").message("secretFiles[].items[].path must be unique within one entry"))]
+pub struct SecretFiles {
+    /// Name of this set of files (a DNS label, unique in the template), e.g. `gcs-key`.
+    #[schemars(length(min = 1, max = 40), pattern(DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// Name of the Secret in the job's namespace on the hub.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
+    pub secret_name: String,
+    /// Absolute directory the files appear in, e.g. `/var/run/secrets/gcs`. Not `/`, not under
+    /// `/tmp`, `/dev`, `/proc` or `/sys`, no `..`, and not inside another entry's directory.
+    #[schemars(
+        length(min = 2, max = 256),
+        pattern(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
+    )]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('/../') && !self.endsWith('/..') && !self.contains('//') && !['/tmp', '/dev', '/proc', '/sys'].exists(p, self == p || self.startsWith(p + '/'))").message("secretFiles[].mountPath must be an absolute directory such as /var/run/secrets/app: not /, not under /tmp, /dev, /proc or /sys, without .. or //"))]
+    pub mount_path: String,
+    /// Which keys become which files (relative paths). Empty: every key, as a file named after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub items: Vec<SecretFileItem>,
+    /// Permission bits of the files, 0 to 0777 (decimal 0 to 511); the kubelet's default 0644
+    /// when unset. The workload runs as user 65534, which owns nothing: keep them readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 511))]
+    pub default_mode: Option<i32>,
+}
+
+/// One key of a Secret as one file.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretFileItem {
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
+    pub key: String,
+    /// Relative file path under `mountPath`, e.g. `key.json`; no `..`, no leading `/`.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    )]
+    #[x_kube(validation = kube::core::Rule::new("!self.split('/').exists(s, s == '..' || s == '.')").message("secretFiles[].items[].path must be a relative path without . or .. segments, e.g. key.json"))]
+    pub path: String,
 }
 
 /// One container of a replica's pod.
@@ -58,11 +191,16 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(max = 4096)))]
     pub args: Vec<String>,
-    /// Environment variables as plain name/value pairs (no references to the member's Secrets).
+    /// Environment variables: plain values, or keys of Secrets in the job's namespace on the hub
+    /// (never the member's Secrets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub env: Vec<EnvVar>,
+    /// Every key of Secrets in the job's namespace on the hub, as environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub env_from: Vec<EnvFromSource>,
     /// Working directory inside the container; the image's WORKDIR when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -72,9 +210,10 @@ pub struct Container {
     pub resources: Option<ContainerResources>,
 }
 
-/// A plain environment variable.
+/// An environment variable: a plain value, or a key of a Secret of the job's namespace on the hub.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.valueFrom) || !has(self.value) || self.value == ''").message("env[].value and env[].valueFrom exclude each other: keep one"))]
 pub struct EnvVar {
     /// Variable name, e.g. `EPOCHS`.
     #[schemars(length(min = 1, max = 128), pattern(ENV_NAME_PATTERN))]
@@ -83,6 +222,9 @@ pub struct EnvVar {
     #[serde(default)]
     #[schemars(length(max = 4096))]
     pub value: String,
+    /// Where the value comes from instead: `secretKeyRef` to a Secret in the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
 
 /// CPU and memory of a container, as Kubernetes quantities. Requests and limits are set to these values.

@@ -111,13 +111,63 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 35;
+const HOSTILE_MANIFESTS: usize = 40;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
     let job = || good_job("hostile");
     let member = || good_member("hostile");
+    let files = |mount: &str, path: &str| {
+        json!([{"name": "creds", "secretName": "gcs", "mountPath": mount,
+                "items": [{"key": "key.json", "path": path}]}])
+    };
     vec![
+        (
+            "an env var with both a value and a secretKeyRef",
+            with(
+                job(),
+                "spec.template.containers.0.env",
+                json!([{"name": "TOKEN", "value": "x",
+                        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]),
+            ),
+            "env[].value and env[].valueFrom exclude each other",
+        ),
+        (
+            "secret files over the scratch space",
+            with(
+                job(),
+                "spec.template.secretFiles",
+                files("/tmp/creds", "key.json"),
+            ),
+            "secretFiles[].mountPath must be an absolute directory",
+        ),
+        (
+            "secret files climbing out of their directory",
+            with(
+                job(),
+                "spec.template.secretFiles",
+                files("/var/run/../../etc", "key.json"),
+            ),
+            "secretFiles[].mountPath must be an absolute directory",
+        ),
+        (
+            "a secret file path with ..",
+            with(
+                job(),
+                "spec.template.secretFiles",
+                files("/var/run/creds", "../key.json"),
+            ),
+            "secretFiles[].items[].path must be a relative path",
+        ),
+        (
+            "an image pull secret that is no Secret name",
+            with(
+                job(),
+                "spec.template.imagePullSecrets",
+                json!([{"name": "Not_A_Name"}]),
+            ),
+            "spec.template.imagePullSecrets[0].name",
+        ),
         (
             "an empty /dev/shm",
             with(job(), "spec.template.shmSize", json!("0")),

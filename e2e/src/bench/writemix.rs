@@ -345,6 +345,7 @@ fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             max_duration: job.spec.max_duration,
             chain_job_id: None,
             template: job.spec.template.clone(),
+            sealed_secrets: None,
         },
         status: None,
     }

@@ -57,6 +57,7 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
             price_per_gpu_hour: "2.40".parse().unwrap(),
             max_duration: KubeDuration::from_secs(3600),
             chain_job_id: None,
+            sealed_secrets: None,
             template: WorkloadTemplate {
                 containers: vec![TemplateContainer {
                     name: "main".into(),
@@ -66,12 +67,16 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
                     env: vec![EnvVar {
                         name: "EPOCHS".into(),
                         value: "3".into(),
+                        value_from: None,
                     }],
+                    env_from: vec![],
                     working_dir: None,
                     resources: None,
                 }],
                 shm_size: None,
                 scratch_size: None,
+                secret_files: vec![],
+                image_pull_secrets: vec![],
             },
         },
         status: None,

@@ -778,6 +778,8 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             max_duration: job.spec.max_duration,
             chain_job_id,
             template: job.spec.template.clone(),
+            // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
+            sealed_secrets: None,
         },
         status: None,
     }
