@@ -9,7 +9,7 @@
 //!
 //! Shared pieces: command line ([`cli`]), logging ([`telemetry`]), metrics and health endpoints
 //! ([`metrics`], [`server`]), leader election ([`leader`]) and the writes it fences ([`fenced`]),
-//! errors ([`error`]).
+//! errors ([`error`]), tenant Secrets sealed to one member ([`sealing`]).
 
 pub mod agent;
 pub mod backoff;
@@ -21,6 +21,7 @@ pub mod hub;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod sealing;
 pub mod server;
 pub mod telemetry;
 
