@@ -62,6 +62,9 @@ pub struct Context {
     pub hub_events: crate::events::Events,
     /// Events on the member (about local Jobs).
     pub local_events: crate::events::Events,
+    /// This agent's key pair for sealed tenant Secrets, new at each start; its public half is
+    /// published in `MemberCluster.status.sealingKey` (docs/adr/0020-sealed-secrets.md).
+    pub sealing: crate::sealing::SealingKey,
 }
 
 impl Context {

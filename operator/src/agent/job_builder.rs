@@ -20,10 +20,11 @@ use gpufed_crds::naming::{
 use gpufed_crds::{ContainerResources, NodeInventory, Placement, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceSpec, Toleration,
-    Volume, VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, Secret, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -179,6 +180,27 @@ fn validate_template(placement: &Placement) -> Result<(), Rejection> {
             return invalid(format!("container {:?} has no usable image", c.name));
         }
     }
+    for f in &spec.template.secret_files {
+        let p = f.mount_path.as_str();
+        let reserved = ["/tmp", "/dev", "/proc", "/sys"]
+            .iter()
+            .any(|r| p == *r || p.starts_with(&format!("{r}/")));
+        if !p.starts_with('/') || p == "/" || p.split('/').any(|s| s == "..") || reserved {
+            return invalid(format!(
+                "secretFiles {:?}: mountPath {p:?} is not an absolute directory outside /, /tmp, /dev, /proc and /sys",
+                f.name
+            ));
+        }
+        if f.items
+            .iter()
+            .any(|i| i.path.starts_with('/') || i.path.split('/').any(|s| s == ".."))
+        {
+            return invalid(format!(
+                "secretFiles {:?}: an item path leaves its directory",
+                f.name
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -258,7 +280,7 @@ pub const SHM_VOLUME: &str = "gpufed-shm";
 
 /// The pod's volumes: the scratch `/tmp` (limited to `scratchSize`), and a memory-backed
 /// `/dev/shm` of `shmSize` when the template asks for one.
-fn volumes(t: &WorkloadTemplate) -> Vec<Volume> {
+fn volumes(t: &WorkloadTemplate, job_name: &str) -> Vec<Volume> {
     let empty_dir = |medium: Option<&str>, size: Option<&String>| Volume {
         empty_dir: Some(EmptyDirVolumeSource {
             medium: medium.map(str::to_string),
@@ -276,8 +298,87 @@ fn volumes(t: &WorkloadTemplate) -> Vec<Volume> {
             ..empty_dir(Some("Memory"), Some(size))
         });
     }
+    for f in &t.secret_files {
+        v.push(Volume {
+            name: secret_volume(&f.name),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(local_secret_name(job_name, t, &f.secret_name)),
+                items: (!f.items.is_empty()).then(|| {
+                    f.items
+                        .iter()
+                        .map(|i| KeyToPath {
+                            key: i.key.clone(),
+                            path: i.path.clone(),
+                            mode: None,
+                        })
+                        .collect()
+                }),
+                default_mode: f.default_mode,
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
     v
 }
+
+/// Name of the pod volume of the template's `secretFiles` entry `name`.
+fn secret_volume(name: &str) -> String {
+    format!("gpufed-secret-{name}")
+}
+
+/// Name of the local Secret that holds hub Secret `hub_name` for local Job `job_name`: the Job's
+/// name and the Secret's position among those the template refers to, so the Job can be written
+/// before the sealed Secrets are opened, and a restarted agent finds the same names.
+pub fn local_secret_name(job_name: &str, t: &WorkloadTemplate, hub_name: &str) -> String {
+    let i = t
+        .secret_names()
+        .iter()
+        .position(|n| *n == hub_name)
+        .unwrap_or(usize::MAX);
+    format!("{job_name}-secret-{i}")
+}
+
+/// The local Secrets of `job` (already created, so it has a UID) holding the opened `secrets`,
+/// each owned by the Job so it goes with it.
+pub fn local_secrets(
+    job: &Job,
+    t: &WorkloadTemplate,
+    secrets: &BTreeMap<String, crate::sealing::SecretPayload>,
+) -> Vec<Secret> {
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job_name.clone(),
+        uid: job.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    secrets
+        .iter()
+        .map(|(hub_name, payload)| Secret {
+            metadata: ObjectMeta {
+                name: Some(local_secret_name(&job_name, t, hub_name)),
+                namespace: job.metadata.namespace.clone(),
+                labels: job.metadata.labels.clone(),
+                annotations: Some(BTreeMap::from([(
+                    ANNOTATION_HUB_SECRET.to_string(),
+                    hub_name.clone(),
+                )])),
+                owner_references: Some(vec![owner.clone()]),
+                ..Default::default()
+            },
+            type_: Some(payload.type_.clone()),
+            data: Some(payload.data.clone()),
+            immutable: Some(true),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Annotation on a local Secret with the name of the hub Secret it holds.
+pub const ANNOTATION_HUB_SECRET: &str = "gpufed.io/hub-secret";
 
 /// Where each container mounts the pod's volumes.
 fn mounts(t: &WorkloadTemplate) -> Vec<VolumeMount> {
@@ -289,6 +390,12 @@ fn mounts(t: &WorkloadTemplate) -> Vec<VolumeMount> {
     let mut m = vec![mount(SCRATCH_VOLUME, SCRATCH_PATH)];
     if t.shm_size.is_some() {
         m.push(mount(SHM_VOLUME, "/dev/shm"));
+    }
+    for f in &t.secret_files {
+        m.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(&secret_volume(&f.name), &f.mount_path)
+        });
     }
     m
 }
@@ -337,15 +444,46 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
                 let env: Vec<EnvVar> = c
                     .env
                     .iter()
-                    .map(|e| EnvVar {
-                        name: e.name.clone(),
-                        value: Some(e.value.clone()),
-                        value_from: None,
+                    .map(|e| match &e.value_from {
+                        Some(from) => EnvVar {
+                            name: e.name.clone(),
+                            value: None,
+                            value_from: Some(EnvVarSource {
+                                secret_key_ref: Some(SecretKeySelector {
+                                    name: local_secret_name(
+                                        &job_name,
+                                        &spec.template,
+                                        &from.secret_key_ref.name,
+                                    ),
+                                    key: from.secret_key_ref.key.clone(),
+                                    optional: Some(false),
+                                }),
+                                ..Default::default()
+                            }),
+                        },
+                        None => EnvVar {
+                            name: e.name.clone(),
+                            value: Some(e.value.clone()),
+                            value_from: None,
+                        },
                     })
                     .chain(gang_env(&job_name, spec.replicas))
                     .collect();
                 (!env.is_empty()).then_some(env)
             },
+            env_from: (!c.env_from.is_empty()).then(|| {
+                c.env_from
+                    .iter()
+                    .map(|e| EnvFromSource {
+                        prefix: e.prefix.clone(),
+                        secret_ref: Some(SecretEnvSource {
+                            name: local_secret_name(&job_name, &spec.template, &e.secret_ref.name),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
             working_dir: c.working_dir.clone(),
             image_pull_policy: Some(pull.as_str().into()),
             volume_mounts: Some(mounts(&spec.template)),
@@ -419,7 +557,16 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
                         ..Default::default()
                     }),
                     // The root filesystem is read-only; `/tmp` is the pod's own scratch space.
-                    volumes: Some(volumes(&spec.template)),
+                    volumes: Some(volumes(&spec.template, &job_name)),
+                    image_pull_secrets: (!spec.template.image_pull_secrets.is_empty()).then(|| {
+                        spec.template
+                            .image_pull_secrets
+                            .iter()
+                            .map(|r| LocalObjectReference {
+                                name: local_secret_name(&job_name, &spec.template, &r.name),
+                            })
+                            .collect()
+                    }),
                     host_network: Some(false),
                     host_pid: Some(false),
                     host_ipc: Some(false),

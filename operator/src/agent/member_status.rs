@@ -1,5 +1,5 @@
 //! Writes the agent's part of `MemberCluster.status` on the hub — inventory (with `updateTime`),
-//! `totalGpus`, `freeGpus`, `modelSummary`, `agentVersion` — with server-side apply under the
+//! `totalGpus`, `freeGpus`, `modelSummary`, `agentVersion`, `sealingKey` — with server-side apply under the
 //! agent's own field manager, so the hub's fields (conditions, heartbeat, namespace…) are never
 //! touched. It also reads the pool's heartbeat timeout that the hub copies into the status, which
 //! sets the fence timeout.
@@ -26,7 +26,12 @@ use crate::error::Result;
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The server-side apply body of the agent's status fields.
-pub fn apply_body(cluster: &str, report: &Report, taken: &Time) -> serde_json::Value {
+pub fn apply_body(
+    cluster: &str,
+    report: &Report,
+    taken: &Time,
+    sealing_key: &str,
+) -> serde_json::Value {
     let inventory = Inventory {
         update_time: Some(taken.clone()),
         nodes: report.nodes.clone(),
@@ -41,6 +46,7 @@ pub fn apply_body(cluster: &str, report: &Report, taken: &Time) -> serde_json::V
             "freeGpus": report.free_gpus,
             "modelSummary": report.model_summary,
             "agentVersion": AGENT_VERSION,
+            "sealingKey": sealing_key,
         }
     })
 }
@@ -82,7 +88,12 @@ async fn write(
         api.patch_status(
             cluster,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(apply_body(cluster, report, taken)),
+            &Patch::Apply(apply_body(
+                cluster,
+                report,
+                taken,
+                &ctx.sealing.public_base64(),
+            )),
         ),
     )
     .await?;
@@ -146,7 +157,7 @@ mod tests {
     #[test]
     fn the_apply_body_holds_only_the_agents_status_fields() {
         let report = inventory::summarise(vec![gpu_node("h1", "H100", 8, 6)]);
-        let body = apply_body("alpha", &report, &at(100));
+        let body = apply_body("alpha", &report, &at(100), "a2V5");
         assert_eq!(body["metadata"]["name"], "alpha");
         assert!(body.get("spec").is_none(), "never the admin's spec");
         let status = body["status"].as_object().unwrap();
@@ -159,6 +170,7 @@ mod tests {
                 "freeGpus",
                 "inventory",
                 "modelSummary",
+                "sealingKey",
                 "totalGpus"
             ]
         );

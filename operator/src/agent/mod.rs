@@ -267,6 +267,7 @@ pub async fn run(
         shared: shared.clone(),
         metrics,
         health,
+        sealing: crate::sealing::SealingKey::generate(),
     });
     // Fencing needs only the local Jobs; it must work while the hub is unreachable.
     tokio::spawn(fencer::run(ctx.clone()));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gpufed_crds::{Placement, PlacementPhase, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -22,12 +22,16 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
-use super::api::{API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed_create, timed_opt};
+use super::api::{
+    API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed, timed_create, timed_opt,
+};
 use super::context::Context;
+use super::job_builder;
 use super::plan::{self, DeleteReason, Note, Step, View};
 use super::report::{COMPLETION_INDEX, cut, ended};
 use crate::backoff;
 use crate::error::{Error, Result};
+use gpufed_crds::placement::reasons::SEALED_SECRETS_INVALID;
 
 /// Debounce after a wake-up, so a burst of watch events becomes one pass.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -163,17 +167,121 @@ impl Sync {
         Ok(written.is_some())
     }
 
+    /// Refuses the attempt (Rejected, `reason`) with `message`, and says so in an Event.
+    async fn refuse(&self, placement: &str, reason: &'static str, message: String) -> Result<()> {
+        let rejected = ended(
+            None,
+            PlacementPhase::Rejected,
+            reason,
+            message.clone(),
+            &Time(Timestamp::now()),
+        );
+        if self.write_status(placement, &rejected).await? {
+            self.note(
+                placement,
+                &Note {
+                    warning: true,
+                    reason: "Rejected",
+                    message: format!("{reason}: {message}"),
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The tenant Secrets sealed into `placement`, opened with this agent's key: `Ok(None)` when
+    /// the template uses none; `Err` with the message of a blob that is missing, does not open or
+    /// is bound to another placement — the attempt is refused then, never run without them.
+    fn open_secrets(
+        &self,
+        placement: &str,
+    ) -> std::result::Result<Option<BTreeMap<String, crate::sealing::SecretPayload>>, String> {
+        let Some(p) = self.placement(placement) else {
+            return Ok(None);
+        };
+        match crate::sealing::open(&self.ctx.sealing, &p) {
+            Some(Ok(secrets)) => Ok(Some(secrets)),
+            Some(Err(e)) => Err(e.to_string()),
+            None if p.spec.template.uses_secrets() => Err(
+                "the template refers to Secrets but the placement carries none sealed (spec.sealedSecrets)"
+                    .into(),
+            ),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates the local Secrets of `job` from the opened `secrets`; on failure deletes the Job
+    /// again, so that the next pass creates both (the Accepted status is not written yet).
+    async fn create_secrets(
+        &self,
+        placement: &str,
+        job: &Job,
+        secrets: &BTreeMap<String, crate::sealing::SecretPayload>,
+    ) -> Result<()> {
+        let Some(p) = self.placement(placement) else {
+            return Ok(());
+        };
+        let ns = &self.ctx.args.jobs_namespace;
+        let api: Api<Secret> = Api::namespaced(self.ctx.local.clone(), ns);
+        for secret in job_builder::local_secrets(job, &p.spec.template, secrets) {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let made = timed_create(
+                format!("creating local Secret {name}"),
+                API_TIMEOUT,
+                api.create(&PostParams::default(), &secret),
+            )
+            .await;
+            if let Err(e) = made {
+                let job_name = job.metadata.name.clone().unwrap_or_default();
+                tracing::warn!(placement, job = %job_name, error = %e, "creating a local Secret failed; deleting the Job to try both again");
+                let _ = timed_opt(
+                    format!("deleting local Job {job_name}"),
+                    API_TIMEOUT,
+                    self.jobs.delete(&job_name, &DeleteParams::background()),
+                )
+                .await;
+                return Err(e);
+            }
+        }
+        tracing::info!(
+            placement,
+            secrets = secrets.len(),
+            "created the attempt's local Secrets"
+        );
+        Ok(())
+    }
+
     async fn create_job(&self, placement: &str, job: &Job, status: &PlacementStatus) -> Result<()> {
         if self.ctx.shared.is_fenced() {
             return Ok(());
         }
         let name = job.metadata.name.clone().unwrap_or_default();
-        let created = timed_create(
+        let secrets = match self.open_secrets(placement) {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::warn!(placement, %message, "refusing a placement whose sealed secrets are unusable");
+                return self
+                    .refuse(placement, SEALED_SECRETS_INVALID, message)
+                    .await;
+            }
+        };
+        let created = timed(
             format!("creating local Job {name}"),
             API_TIMEOUT,
             self.jobs.create(&PostParams::default(), job),
         )
         .await;
+        let created = match created {
+            Err(e) if e.is_conflict() => Ok(false),
+            Ok(made) => {
+                if let Some(secrets) = &secrets {
+                    self.create_secrets(placement, &made, secrets).await?;
+                }
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
         match created {
             Ok(true) => {
                 tracing::info!(placement, job = %name, "created local Job");

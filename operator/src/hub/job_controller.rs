@@ -356,7 +356,8 @@ async fn money(
 }
 
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
-    let world_now = world(&job, ctx);
+    let mut world_now = world(&job, ctx);
+    world_now.secrets_unavailable = secrets_unavailable(&job, ctx).await?;
     let mut out = lifecycle::reconcile(&job, &world_now, &now());
     if lifecycle::admission_deferred(&job, &world_now, &out) {
         // The scheduling loop writes the admission with the job's first decision; the job
@@ -459,11 +460,15 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         .find(|a| a.attempt == out.status.attempt && world_now.placement.is_none())
         .and_then(|a| lifecycle::placement_grace(a, &world_now, &now()))
         .map(|left| left + Duration::from_millis(100));
+    // Secrets cannot be watched (the hub may only `get` them, and only where the tenant allowed
+    // it): a job waiting for one looks again every few seconds.
+    let secrets_poll = world_now.secrets_unavailable.as_ref().map(|_| SECRETS_POLL);
     let next = [
         again,
         deadline,
         recheck,
         grace,
+        secrets_poll,
         Some(Duration::from_secs(300)),
     ]
     .into_iter()
@@ -473,12 +478,44 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     Ok(Requeue::requeue(next))
 }
 
+/// How often a job waiting for a Secret (missing, or not shared with the hub) checks again.
+pub const SECRETS_POLL: Duration = Duration::from_secs(5);
+
+/// Why the Secrets of `job` cannot be delivered, checked only while it waits for a placement
+/// (a running attempt already has them sealed into its Placement).
+async fn secrets_unavailable(
+    job: &ComputeJob,
+    ctx: &Context,
+) -> Result<Option<crate::sealing::Unavailable>> {
+    let waiting = job.status.as_ref().is_none_or(|s| {
+        !s.phase.is_finished()
+            && !s
+                .attempts
+                .iter()
+                .any(|a| a.attempt == s.attempt && s.attempt > 0 && !a.phase.is_finished())
+    });
+    if !waiting || !job.spec.template.uses_secrets() || job.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let ns = job.namespace().unwrap_or_default();
+    crate::hub::secrets::check(ctx, &ns, &job.spec.template).await
+}
+
 /// Creates `p`; one that already exists is fine (the scheduler may have written it first).
+/// Its template's Secrets are sealed to the member first (`hub::secrets`): plaintext never goes
+/// into a Placement.
 pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
     let ns = p
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &ns);
+    if p.spec.template.uses_secrets() && ctx.stores.placement(&ns, &p.name_any()).is_some() {
+        // Already there (the cache says so): no need to read and seal the Secrets again.
+        return Ok(());
+    }
+    let mut p = p.clone();
+    crate::hub::secrets::seal_into(ctx, &mut p).await?;
+    let p = &p;
     match api.create(&PostParams::default(), p).await {
         Ok(_) => {
             tracing::info!(placement = %p.name_any(), %ns, "created placement");

@@ -61,6 +61,8 @@ pub struct World {
     pub priority: i32,
     /// Why the job may not have the priority it asks for: (reason, message).
     pub priority_refused: Option<(&'static str, String)>,
+    /// Why the Secrets the job refers to cannot be delivered (checked while it waits).
+    pub secrets_unavailable: Option<crate::sealing::Unavailable>,
 }
 
 /// What the hub knows about a job that has no attempt yet, from its pool alone: whether the pool
@@ -82,6 +84,7 @@ pub fn admission_world(job: &ComputeJob, pool: Option<&gpufed_crds::GpuPool>) ->
     World {
         priority,
         priority_refused,
+        secrets_unavailable: None,
         pool_exists: pool.is_some(),
         pool_has_chain: pool.is_some_and(|p| p.spec.chain.is_some()),
         payer: pool.and_then(|p| {
@@ -110,6 +113,8 @@ pub fn admission_deferred(job: &ComputeJob, world: &World, out: &Outcome) -> boo
         .as_ref()
         .is_none_or(|s| conditions::find(&s.conditions, jc::ADMITTED).is_none());
     never_admitted
+        // The loop cannot read Secrets: a job that refers to some is admitted by the controller.
+        && !job.spec.template.uses_secrets()
         && !world.pool_has_chain
         && out.events.is_empty()
         && out.actions == [Action::Schedule]
@@ -242,6 +247,29 @@ pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
     if let (Some((reason, message)), false) = (&world.priority_refused, running) {
         set(st, jc::ADMITTED, false, reason, message, generation, now);
         wait(st, reason, message.clone());
+        return out;
+    }
+    // A Secret the job refers to is missing (or not shared with the hub): nothing is placed until
+    // it is there; the job controller checks again on every pass.
+    if let (Some(why), false) = (&world.secrets_unavailable, running) {
+        if st.reason.as_deref() != Some(why.reason) || st.explanation.as_ref() != Some(&why.message)
+        {
+            out.events.push(Note {
+                warning: true,
+                reason: why.reason,
+                message: why.message.clone(),
+            });
+        }
+        set(
+            st,
+            jc::ADMITTED,
+            false,
+            why.reason,
+            &why.message,
+            generation,
+            now,
+        );
+        wait(st, why.reason, why.message.clone());
         return out;
     }
     set(

@@ -12,6 +12,7 @@ pub mod member_controller;
 pub mod pool_controller;
 pub mod registration;
 pub mod scheduling;
+pub mod secrets;
 pub mod settlement;
 pub mod snapshot;
 pub mod status;

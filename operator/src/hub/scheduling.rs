@@ -137,9 +137,12 @@ pub fn is_pending(job: &ComputeJob) -> bool {
 
 /// Whether `job` is new to the hub: it carries the hub's finalizer (so a Placement made for it
 /// is cleaned up) but was never admitted nor refused. The loop admits such a job with its first
-/// decision when the job controller would only admit it (`lifecycle::admission_deferred`).
+/// decision when the job controller would only admit it (`lifecycle::admission_deferred`) —
+/// except a job that refers to Secrets, which the controller admits once it has read them.
 pub fn awaiting_admission(job: &ComputeJob) -> bool {
     job.metadata.deletion_timestamp.is_none()
+        // Its Secrets are checked by the job controller before it is admitted.
+        && !job.spec.template.uses_secrets()
         && job
             .metadata
             .finalizers
