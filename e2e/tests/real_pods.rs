@@ -323,3 +323,59 @@ fi"#
         }
     });
 }
+
+#[test]
+fn a_real_container_reads_its_sealed_secret_as_env_and_as_a_file() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let pool = pool(&tools, "vault").await;
+        let hub = pool.hub.client();
+        // The tenant lets the hub read its Secrets (docs/platform-teams.md, "Secrets").
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "rolebindings",
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "gpufed-hub-secrets", "namespace": TEAM},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "gpufed-hub-tenant-secrets"},
+                "subjects": [{"kind": "ServiceAccount", "name": "gpufed-hub",
+                    "namespace": gpufed_e2e::joining::SYSTEM_NAMESPACE}]
+            }),
+        )
+        .await
+        .unwrap();
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "secrets",
+            &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": "app", "namespace": TEAM},
+                    "stringData": {"token": "tok-from-env", "key.txt": "from-a-file"}}),
+        )
+        .await
+        .unwrap();
+        submit(
+            &hub,
+            "reads-secrets",
+            "printf '%s|%s' \"$TOKEN\" \"$(cat /var/run/secrets/app/key.txt)\" > /dev/termination-log",
+            json!({"template": {
+                "containers": [{"name": "main", "image": BUSYBOX,
+                    "command": ["sh", "-c",
+                        "printf '%s|%s' \"$TOKEN\" \"$(cat /var/run/secrets/app/key.txt)\" > /dev/termination-log"],
+                    "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "app", "key": "token"}}}]}],
+                "secretFiles": [{"name": "app", "secretName": "app", "mountPath": "/var/run/secrets/app",
+                    "items": [{"key": "key.txt", "path": "key.txt"}]}]
+            }}),
+        )
+        .await;
+        let job = finished(&hub, "reads-secrets").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        let exit = &st.attempts[0].exits[0];
+        assert_eq!(
+            exit.message.as_deref(),
+            Some("tok-from-env|from-a-file"),
+            "{exit:?}"
+        );
+    });
+}
