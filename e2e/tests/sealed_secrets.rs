@@ -3,7 +3,8 @@
 //! with a message naming it, until the tenant shares its namespace's Secrets with the hub and
 //! creates the Secret; then the Placement holds only a sealed blob (never the value), the member
 //! gets a local Secret owned by the local Job with the value, wired into the pod, gone with the
-//! Job; and the member's hub credential still cannot read the tenant's Secrets.
+//! Job; a blob replayed into another Placement is refused; and the member's hub credential still
+//! cannot read the tenant's Secrets.
 //!
 //! Needs `cargo build --bins` first.
 
@@ -310,7 +311,45 @@ fn secrets_reach_the_member_sealed_for_one_attempt_and_go_with_its_job() {
             &tenant_secrets.list(&ListParams::default()).await
         ));
 
-        // 7. The job ends (deleted by its tenant): the local Job goes, and its Secrets with it.
+        // 7. The blob replayed into another Placement (another job, as an admin of the hub could
+        // copy it): the agent refuses it, and creates no Job for it.
+        let mut replay = p.clone();
+        replay.metadata = kube::api::ObjectMeta {
+            name: Some("replayed".into()),
+            namespace: p.metadata.namespace.clone(),
+            ..Default::default()
+        };
+        replay.spec.job.uid = "0d9c2a55-0000-4000-8000-000000000000".into();
+        replay.status = None;
+        placements
+            .create(&kube::api::PostParams::default(), &replay)
+            .await
+            .unwrap();
+        let refused = wait_until(LONG, "the replayed Placement to be rejected", || {
+            let placements = placements.clone();
+            async move {
+                let s = placements.get("replayed").await.ok()?.status?;
+                (s.phase == Some(gpufed_crds::PlacementPhase::Rejected)).then_some(s)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            refused.reason.as_deref(),
+            Some("SealedSecretsInvalid"),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("refusing a replayed blob"),
+            "{refused:?}"
+        );
+        assert!(refused.local_job.is_none());
+
+        // 8. The job ends (deleted by its tenant): the local Job goes, and its Secrets with it.
         jobs.delete("finetune", &DeleteParams::default())
             .await
             .unwrap();
