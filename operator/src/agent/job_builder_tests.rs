@@ -495,3 +495,96 @@ fn no_gang_network_for_a_job_not_yet_created() {
         "the owner reference needs the Job's UID"
     );
 }
+
+#[test]
+fn secret_references_point_at_the_local_secrets_owned_by_the_job() {
+    let mut p = placement("train", 1).build();
+    p.spec.template = serde_json::from_value(serde_json::json!({
+        "containers": [{"name": "main", "image": "x",
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+            "envFrom": [{"secretRef": {"name": "aws"}, "prefix": "S3_"}]}],
+        "secretFiles": [{"name": "gcs", "secretName": "gcs", "mountPath": "/var/run/gcs",
+            "items": [{"key": "key.json", "path": "key.json"}], "defaultMode": 256}],
+        "imagePullSecrets": [{"name": "registry"}]
+    }))
+    .unwrap();
+    let mut job = job_of(&p);
+    job.metadata.uid = Some("job-uid".into());
+    let spec = pod_spec(&job).clone();
+    let c = &spec.containers[0];
+    let env_ref = c.env.as_ref().unwrap()[0]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .clone()
+        .unwrap();
+    let env_from = c.env_from.as_ref().unwrap()[0].clone();
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/var/run/gcs")
+        .unwrap()
+        .clone();
+    assert_eq!(mount.read_only, Some(true));
+    let volume = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap()
+        .secret
+        .clone()
+        .unwrap();
+    assert_eq!(volume.default_mode, Some(256));
+    let opened = ["aws", "gcs", "hf", "registry"]
+        .into_iter()
+        .map(|n| (n.to_string(), crate::sealing::SecretPayload::default()))
+        .collect();
+    let secrets = local_secrets(&job, &p.spec.template, &opened);
+    let name_of = |hub: &str| {
+        secrets
+            .iter()
+            .find(|s| s.metadata.annotations.as_ref().unwrap()[ANNOTATION_HUB_SECRET] == hub)
+            .unwrap()
+            .metadata
+            .name
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(env_ref.name, name_of("hf"));
+    assert_eq!(env_from.secret_ref.unwrap().name, name_of("aws"));
+    assert_eq!(env_from.prefix.as_deref(), Some("S3_"));
+    assert_eq!(volume.secret_name, Some(name_of("gcs")));
+    assert_eq!(
+        spec.image_pull_secrets.unwrap()[0].name,
+        name_of("registry")
+    );
+    for s in &secrets {
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Job", "job-uid")
+        );
+        assert_eq!(s.immutable, Some(true));
+    }
+}
+
+#[test]
+fn secret_files_over_reserved_paths_are_refused_by_the_agent_too() {
+    for path in ["/tmp/x", "/", "/var/../etc", "/dev/shm/k", "relative"] {
+        let mut p = placement("train", 1).build();
+        p.spec.template.secret_files = vec![gpufed_crds::workload::SecretFiles {
+            name: "k".into(),
+            secret_name: "k".into(),
+            mount_path: path.into(),
+            items: vec![],
+            default_mode: None,
+        }];
+        let err = validate_template(&p).unwrap_err();
+        assert_eq!(err.reason, "InvalidTemplate", "{path}");
+    }
+}

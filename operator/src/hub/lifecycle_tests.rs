@@ -641,3 +641,52 @@ fn a_placement_of_a_lost_attempt_the_job_moved_past_is_removed_and_others_stay()
         "no status, nothing decided"
     );
 }
+
+#[test]
+fn a_job_whose_secret_is_missing_waits_unadmitted_with_the_reason_and_one_event() {
+    let why = crate::sealing::Unavailable {
+        reason: "SecretNotFound",
+        message:
+            "container \"main\" env \"TOKEN\" refers to Secret team-a/hf, which does not exist"
+                .into(),
+    };
+    let w = World {
+        secrets_unavailable: Some(why.clone()),
+        ..world_ready(None)
+    };
+    let j = job("j").build();
+    let out = reconcile(&j, &w, &at(1));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.reason.as_deref(), Some("SecretNotFound"));
+    assert_eq!(
+        out.status.explanation.as_deref(),
+        Some(why.message.as_str())
+    );
+    assert!(!conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(
+        !out.actions.contains(&Action::Schedule),
+        "nothing is placed"
+    );
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(out.events[0].reason, "SecretNotFound");
+    // The same reason again: no second Event.
+    let mut again = j.clone();
+    again.status = Some(out.status);
+    assert!(reconcile(&again, &w, &at(2)).events.is_empty());
+    // The Secret appears: admitted and queued.
+    let out = reconcile(&again, &world_ready(None), &at(3));
+    assert!(conditions::is_true(&out.status.conditions, jc::ADMITTED));
+    assert!(out.actions.contains(&Action::Schedule));
+}
+
+#[test]
+fn a_job_with_secrets_is_admitted_by_the_controller_not_deferred_to_the_loop() {
+    let mut j = job("j").build();
+    let plain = reconcile(&j, &world_ready(None), &at(1));
+    assert!(admission_deferred(&j, &world_ready(None), &plain));
+    j.spec.template.image_pull_secrets = vec![gpufed_crds::workload::SecretReference {
+        name: "registry".into(),
+    }];
+    let out = reconcile(&j, &world_ready(None), &at(1));
+    assert!(!admission_deferred(&j, &world_ready(None), &out));
+}
