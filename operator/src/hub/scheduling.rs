@@ -190,9 +190,18 @@ async fn pass(
             .map(|m| snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref()))
             .collect();
         exported.extend(export_free_gpus(ctx, &clusters, &reservations));
+        let keyless = snapshot::keyless_members(members.values().map(|m| m.as_ref()));
         let round = {
             let mut s = locked(state);
-            decide(&jobs, &pool, &clusters, &mut reservations, &mut s, &now())
+            decide(
+                &jobs,
+                &pool,
+                &clusters,
+                &keyless,
+                &mut reservations,
+                &mut s,
+                &now(),
+            )
         };
         let round = match round {
             Ok(r) => r,
@@ -284,11 +293,13 @@ pub struct Planned {
 /// pools after this one), a reason to wait is recorded. Jobs new to the hub are decided too when
 /// admitting them is all the job controller would do (`lifecycle::admission_deferred`, at `now`):
 /// their write carries the admission. Returns the writes still to make: a reason to wait that is
-/// already recorded is not written again.
+/// already recorded is not written again. Jobs that use Secrets are not placed on the `keyless`
+/// members (those that published no sealing key, ADR 0020).
 pub fn decide(
     jobs: &[Arc<ComputeJob>],
     pool: &GpuPool,
     clusters: &[gpufed_scheduler::ClusterState],
+    keyless: &[String],
     reservations: &mut Vec<Reservation>,
     in_flight: &mut InFlight,
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
@@ -327,6 +338,9 @@ pub fn decide(
         .iter()
         .map(|j| {
             let mut r = snapshot::job_request(j, snapshot::creation_order(j));
+            if j.spec.template.uses_secrets() {
+                r.exclude.extend(keyless.iter().cloned());
+            }
             // A new job is queued at the priority its admission grants.
             if let Some(p) = admitted.get(&r.key).and_then(|s| s.priority) {
                 r.priority = p;

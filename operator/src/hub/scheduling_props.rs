@@ -181,7 +181,7 @@ proptest! {
                         .values()
                         .map(|m| snapshot::cluster_state(&pool, m, None))
                         .collect();
-                    let round = decide(&cache, &pool, &clusters, &mut reservations, &mut in_flight, &at(150)).unwrap();
+                    let round = decide(&cache, &pool, &clusters, &[], &mut reservations, &mut in_flight, &at(150)).unwrap();
                     for Planned { job: j, admitted, write } in round.writes {
                         let Write::Place(a) = write else { continue };
                         // The write starts from the admitted status of a job new to the hub.
@@ -249,4 +249,52 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_job_with_secrets_is_placed_only_on_members_that_published_a_sealing_key() {
+    let members = members();
+    let clusters: Vec<_> = members
+        .values()
+        .map(|m| snapshot::cluster_state(&pool(), m, None))
+        .collect();
+    let mut with_secrets = pending(1, 1);
+    with_secrets.spec.template.image_pull_secrets = vec![gpufed_crds::workload::SecretReference {
+        name: "registry".into(),
+    }];
+    let jobs = vec![Arc::new(with_secrets), Arc::new(pending(2, 1))];
+    let decide_with = |keyless: &[String]| {
+        let mut reservations = vec![];
+        let mut in_flight = InFlight::default();
+        let round = decide(
+            &jobs,
+            &pool(),
+            &clusters,
+            keyless,
+            &mut reservations,
+            &mut in_flight,
+            &at(150),
+        )
+        .unwrap();
+        round
+            .writes
+            .into_iter()
+            .map(|p| {
+                (
+                    p.job.name_any(),
+                    match p.write {
+                        Write::Place(a) => a.cluster,
+                        Write::Wait(why) => format!("wait: {why}"),
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    // alpha has no key: the job with secrets goes to beta; the plain job may go anywhere.
+    let placed = decide_with(&["alpha".to_string()]);
+    assert_eq!(placed["j1"], "beta", "{placed:?}");
+    // No member has a key: it waits, and says why.
+    let placed = decide_with(&["alpha".to_string(), "beta".to_string()]);
+    assert!(placed["j1"].starts_with("wait: "), "{placed:?}");
+    assert!(!placed["j2"].starts_with("wait: "), "{placed:?}");
 }

@@ -120,6 +120,21 @@ pub fn failed_on(job: &ComputeJob) -> Vec<String> {
     clusters
 }
 
+/// Members that published no sealing key (`status.sealingKey`, ADR 0020): an agent older than
+/// sealed secrets, or one that has not reported yet. Jobs that use Secrets are not placed there.
+pub fn keyless_members<'a>(members: impl IntoIterator<Item = &'a MemberCluster>) -> Vec<String> {
+    members
+        .into_iter()
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.sealing_key.as_deref())
+                .is_none_or(str::is_empty)
+        })
+        .map(|m| m.metadata.name.clone().unwrap_or_default())
+        .collect()
+}
+
 /// A pending job as the scheduler sees it. `order` is its place in the queue (creation order).
 pub fn job_request(job: &ComputeJob, order: u64) -> JobRequest {
     let spec = &job.spec;
@@ -354,6 +369,14 @@ mod tests {
             bond_state(&pool(true, Some("100")), &with_wallet, Some(&bond)),
             BondState::Eligible
         );
+    }
+
+    #[test]
+    fn members_without_a_sealing_key_are_listed_as_keyless() {
+        let old = member("old", "H100", "2").build();
+        let mut new = member("new", "H100", "2").build();
+        new.status.get_or_insert_with(Default::default).sealing_key = Some("a2V5".into());
+        assert_eq!(keyless_members([&old, &new]), ["old"]);
     }
 
     #[test]
