@@ -1,6 +1,7 @@
 //! The scheduler's output for one job: where its gang goes, or why no cluster can take it.
 
 use crate::nofit::NoFit;
+use crate::quota::OverQuota;
 
 /// What the scheduler decided for one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +11,9 @@ pub enum Decision {
     /// No cluster fits now: exactly one reason per cluster of the snapshot, sorted by cluster name,
     /// kept compact (see [`NoFit`]). Empty when the snapshot has no clusters.
     NoFit(NoFit),
+    /// The job's namespace has no room in its quota for any accepted model (no cluster was
+    /// looked at): it waits until its own jobs end or its cohort has idle quota to lend.
+    OverQuota(Box<OverQuota>),
 }
 
 /// Where a gang goes: every replica on one cluster, each replica's GPUs on one node, one model.
@@ -42,7 +46,7 @@ impl Decision {
     pub fn assignment(&self) -> Option<&Assignment> {
         match self {
             Decision::Place(a) => Some(a),
-            Decision::NoFit(_) => None,
+            Decision::NoFit(_) | Decision::OverQuota(_) => None,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! no-fit decision keeps of the snapshot), `filter` (why a cluster fits or not), `scan` (the
 //! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
 //! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
-//! [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
+//! [`quota`] (namespace quotas and cohort borrowing), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
 //! (token amounts as text), [`error`].
 
 pub mod decision;
@@ -25,6 +25,7 @@ pub mod input;
 pub mod money;
 pub mod nofit;
 mod packing;
+pub mod quota;
 pub mod reason;
 #[cfg(any(test, feature = "testing"))]
 pub mod reference;
@@ -44,5 +45,6 @@ pub use input::{
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use nofit::{NoFit, NoFitSignature};
+pub use quota::{GroupQuota, NamespaceQuota, OverQuota, QuotaBook, QuotaUse, Usage};
 pub use reason::{BondIssue, Reason, ReasonKind};
-pub use scheduler::{Scheduler, schedule, schedule_batch};
+pub use scheduler::{Scheduler, schedule, schedule_batch, schedule_batch_with_quotas};

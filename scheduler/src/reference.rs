@@ -14,6 +14,7 @@ use crate::filter::{Banned, JobView, Reject, evaluate};
 use crate::index::{ClusterEntry, Gate, Index};
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
 use crate::nofit::{NoFit, NoFitSignature};
+use crate::quota::{GroupQuota, NamespaceQuota, OverQuota, Usage, namespace_of};
 use crate::reason::Reason;
 use crate::roster::{bond_issue, mix, name_hash, pair_hash};
 use crate::scheduler::{Best, Choice, Scheduler, batch_with};
@@ -27,6 +28,8 @@ pub enum Expanded {
     Place(Assignment),
     /// One reason per cluster, by cluster name.
     NoFit(Vec<(String, Reason)>),
+    /// The job's namespace is over quota.
+    OverQuota(Box<OverQuota>),
 }
 
 impl From<&Decision> for Expanded {
@@ -34,6 +37,7 @@ impl From<&Decision> for Expanded {
         match decision {
             Decision::Place(a) => Expanded::Place(a.clone()),
             Decision::NoFit(no_fit) => Expanded::NoFit(no_fit.to_vec()),
+            Decision::OverQuota(q) => Expanded::OverQuota(q.clone()),
         }
     }
 }
@@ -181,4 +185,150 @@ fn reason(
             need_per_replica: job.gpus_per_replica,
         },
     }
+}
+
+/// [`crate::schedule_batch_with_quotas`] the straightforward way: before each job, every
+/// namespace's GPUs held per group and every cohort's sums are recounted from `usage` and the
+/// placements made so far in the pass, and each accepted model is checked against them; then the
+/// reference search above decides the job on the models that pass.
+pub fn schedule_batch_with_quotas(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+    quotas: &[NamespaceQuota],
+    usage: &[Usage],
+) -> Result<Vec<(String, Expanded)>, ScheduleError> {
+    let mut held: Vec<Usage> = usage.to_vec();
+    batch_with(jobs, clusters, reservations, policy, |s, job| {
+        let ns = namespace_of(&job.key);
+        let narrowed = match quota_models(quotas, &held, job) {
+            Err(over) => return Ok(Expanded::OverQuota(over)),
+            Ok(models) => JobRequest {
+                models,
+                ..job.clone()
+            },
+        };
+        Ok(match s.place_with(&narrowed, linear)? {
+            Choice::Place { assignment, .. } => {
+                held.push(Usage {
+                    namespace: ns.to_string(),
+                    model: assignment.model.clone(),
+                    gpus: job.total_gpus(),
+                });
+                Expanded::Place(assignment)
+            }
+            Choice::NoFit { view, banned } => Expanded::NoFit(reasons(&s.index, &view, &banned)),
+        })
+    })
+}
+
+/// The quota of `ns`: its first entry.
+fn quota_of<'q>(quotas: &'q [NamespaceQuota], ns: &str) -> Option<&'q NamespaceQuota> {
+    quotas.iter().find(|q| q.namespace == ns)
+}
+
+/// The group of `q` counting `model`: one naming it, else one naming no model.
+fn group_for<'q>(q: &'q NamespaceQuota, model: &str) -> Option<&'q GroupQuota> {
+    q.groups
+        .iter()
+        .find(|g| g.models.iter().any(|m| m == model))
+        .or_else(|| q.groups.iter().find(|g| g.models.is_empty()))
+}
+
+/// GPUs `ns` holds in its group named `group`, recounted from `held`.
+fn held_in(quotas: &[NamespaceQuota], held: &[Usage], ns: &str, group: &str) -> u64 {
+    let Some(q) = quota_of(quotas, ns) else {
+        return 0;
+    };
+    held.iter()
+        .filter(|u| u.namespace == ns)
+        .filter(|u| group_for(q, &u.model).is_some_and(|g| g.name == group))
+        .map(|u| u.gpus)
+        .sum()
+}
+
+/// The job's models its quota allows, or the refusal of its first model.
+fn quota_models(
+    quotas: &[NamespaceQuota],
+    held: &[Usage],
+    job: &JobRequest,
+) -> Result<Vec<String>, Box<OverQuota>> {
+    let ns = namespace_of(&job.key);
+    let Some(q) = quota_of(quotas, ns) else {
+        return Ok(job.models.clone());
+    };
+    let need = job.total_gpus();
+    let mut allowed = vec![];
+    let mut refusals = vec![];
+    for model in &job.models {
+        let Some(g) = group_for(q, model) else {
+            refusals.push(OverQuota {
+                namespace: ns.to_string(),
+                group: None,
+                model: model.clone(),
+                used: 0,
+                nominal: 0,
+                need,
+                cohort: None,
+                borrowable: 0,
+            });
+            continue;
+        };
+        let used = held_in(quotas, held, ns, &g.name);
+        // The cohort's members (first entries only), their nominal quotas and GPUs held.
+        let (mut cohort_nominal, mut cohort_held) = (0u64, 0u64);
+        if let Some(c) = &q.cohort {
+            let mut seen: Vec<&str> = vec![];
+            for member in quotas {
+                if seen.contains(&member.namespace.as_str()) {
+                    continue;
+                }
+                seen.push(&member.namespace);
+                if member.cohort.as_deref() != Some(c.as_str()) {
+                    continue;
+                }
+                for mg in member.groups.iter().filter(|mg| mg.name == g.name) {
+                    cohort_nominal += mg.nominal;
+                }
+                cohort_held += held_in(quotas, held, &member.namespace, &g.name);
+            }
+        }
+        let borrowed_after = (used + need).saturating_sub(g.nominal);
+        let within_limit = g
+            .borrowing_limit
+            .is_none_or(|limit| borrowed_after <= limit);
+        let ok = used + need <= g.nominal
+            || (q.cohort.is_some() && cohort_held + need <= cohort_nominal && within_limit);
+        if ok {
+            allowed.push(model.clone());
+        } else {
+            let idle = cohort_nominal.saturating_sub(cohort_held);
+            let own = g.nominal.saturating_sub(used);
+            let mut borrowable = if q.cohort.is_some() {
+                idle.saturating_sub(own)
+            } else {
+                0
+            };
+            if let Some(limit) = g.borrowing_limit {
+                borrowable = borrowable.min(limit.saturating_sub(used.saturating_sub(g.nominal)));
+            }
+            refusals.push(OverQuota {
+                namespace: ns.to_string(),
+                group: Some(g.name.clone()),
+                model: model.clone(),
+                used,
+                nominal: g.nominal,
+                need,
+                cohort: q.cohort.clone(),
+                borrowable,
+            });
+        }
+    }
+    if allowed.is_empty()
+        && let Some(first) = refusals.into_iter().next()
+    {
+        return Err(Box::new(first));
+    }
+    Ok(allowed)
 }

@@ -19,6 +19,7 @@ use crate::index::Index;
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
 use crate::nofit::NoFit;
 use crate::packing::pack;
+use crate::quota::QuotaBook;
 use crate::scan::{misses, scan};
 use crate::score::ScoreKey;
 
@@ -196,6 +197,50 @@ pub fn schedule_batch(
     policy: &Policy,
 ) -> Result<Vec<(String, Decision)>, ScheduleError> {
     batch_with(jobs, clusters, reservations, policy, |s, job| s.place(job))
+}
+
+/// [`schedule_batch`] with the quota filter in the same pass: a job whose namespace has no room
+/// in `quotas` for an accepted model is decided without that model, and one with no model left is
+/// [`Decision::OverQuota`]. Each placement is charged to `quotas` before the next job is decided,
+/// so `quotas` ends the pass holding what the pass placed (see [`QuotaBook::report`]).
+pub fn schedule_batch_with_quotas(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+    quotas: &mut QuotaBook,
+) -> Result<Vec<(String, Decision)>, ScheduleError> {
+    if quotas.is_empty() {
+        return schedule_batch(jobs, clusters, reservations, policy);
+    }
+    batch_with(jobs, clusters, reservations, policy, |s, job| {
+        place_within_quota(s, job, quotas, |s, job| s.place(job))
+    })
+}
+
+/// Decides `job` with `decide` on the models its quota has room for, and charges a placement.
+pub(crate) fn place_within_quota(
+    s: &mut Scheduler<'_>,
+    job: &JobRequest,
+    quotas: &mut QuotaBook,
+    decide: impl FnOnce(&mut Scheduler<'_>, &JobRequest) -> Result<Decision, ScheduleError>,
+) -> Result<Decision, ScheduleError> {
+    let decision = match quotas.admit(job) {
+        Err(over) => return Ok(Decision::OverQuota(over)),
+        Ok(None) => decide(s, job)?,
+        Ok(Some(models)) if models.len() == job.models.len() => decide(s, job)?,
+        Ok(Some(models)) => {
+            let narrowed = JobRequest {
+                models,
+                ..job.clone()
+            };
+            decide(s, &narrowed)?
+        }
+    };
+    if let Decision::Place(a) = &decision {
+        quotas.charge(&job.key, &a.model, job.total_gpus());
+    }
+    Ok(decision)
 }
 
 /// [`schedule_batch`] with each job decided by `decide`.

@@ -105,6 +105,9 @@ fn check_batch(
                     }
                 }
             }
+            Decision::OverQuota(q) => {
+                return Err(TestCaseError::fail(format!("no quotas given: {q}")));
+            }
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ fn no_fit(j: &JobRequest, clusters: &[ClusterState]) -> NoFit {
     match schedule(j, clusters, &[], &Policy::default()).unwrap() {
         Decision::NoFit(n) => n,
         Decision::Place(a) => panic!("placed on {}", a.cluster),
+        Decision::OverQuota(q) => panic!("{q}"),
     }
 }
 
@@ -174,7 +175,7 @@ fn a_no_fit_outlives_its_scheduler_and_the_snapshot() {
         let scheduler = Scheduler::new(&clusters, &[], &Policy::default()).unwrap();
         match scheduler.evaluate(&job("ns/j").gpus(8).build()).unwrap() {
             Decision::NoFit(n) => n,
-            Decision::Place(_) => panic!("must not fit"),
+            Decision::Place(_) | Decision::OverQuota(_) => panic!("must not fit"),
         }
     };
     assert_eq!(explain(&n), "0/1 clusters fit: alpha: 2 free GPUs, needs 8");
