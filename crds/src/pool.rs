@@ -88,6 +88,56 @@ pub struct GpuPoolSpec {
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub priority_classes: Vec<PriorityClass>,
+    /// GPUs each tenant namespace may hold at once, per group of GPU models, and the cohorts whose
+    /// members lend each other idle quota (ADR 0019). A namespace not listed is not limited; a
+    /// listed namespace may use only the models its groups count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(q, has(q.cohort) || q.groups.all(g, !has(g.borrowingLimit)))").message("spec.quotas[].groups[].borrowingLimit needs spec.quotas[].cohort: a namespace borrows only from its cohort; set cohort or remove borrowingLimit"))]
+    pub quotas: Vec<NamespaceQuota>,
+}
+
+/// The quota of one tenant namespace in a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceQuota {
+    /// The tenant namespace on the hub.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// Namespaces naming the same cohort lend each other their idle quota, group by group (groups
+    /// of the same name). Without it the namespace never holds more than its nominal quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub cohort: Option<String>,
+    /// GPUs the namespace may hold, per group of models. A model no group counts may not be used.
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = kube::core::Rule::new("self.filter(g, !has(g.models) || size(g.models) == 0).size() <= 1").message("spec.quotas[].groups: at most one group may leave models empty (it counts every model the others do not name); list the models of the others"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(g, self.all(h, g.name == h.name || !has(g.models) || !has(h.models) || g.models.all(m, !(m in h.models))))").message("spec.quotas[].groups: a model may be counted by one group only; remove it from all but one"))]
+    pub groups: Vec<QuotaGroup>,
+}
+
+/// GPUs of some models one namespace may hold at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaGroup {
+    /// Name of the group; groups of the same name lend to each other within a cohort.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// Normalised GPU models the group counts (`H100`, `A100`, ...). Empty: every model no other
+    /// group of the namespace names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub models: Vec<String>,
+    /// GPUs the namespace may always hold in this group (its nominal quota). 0 to 100000.
+    #[schemars(range(max = 100000))]
+    pub gpus: u32,
+    /// At most this many GPUs beyond `gpus` borrowed from idle quota of the cohort; without it,
+    /// as many as the cohort has idle. Needs `cohort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub borrowing_limit: Option<u32>,
 }
 
 /// A queueing priority the pool admin grants to some or all tenant namespaces.
@@ -312,10 +362,46 @@ pub struct GpuPoolStatus {
     /// their deposits (`kubectl gpufed authorise`), and the signer of usage receipts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_account: Option<String>,
+    /// GPUs each namespace with a quota holds per group, as of the last scheduling pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota_usage: Vec<QuotaUsage>,
+    /// Pool GPU-hours allocated ÷ available over a recent window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<Utilization>,
     /// Conditions: ChainReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One namespace's use of one quota group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsage {
+    /// The tenant namespace.
+    pub namespace: String,
+    /// The quota group.
+    pub group: String,
+    /// GPUs held (placed or running jobs).
+    pub used: u64,
+    /// The group's nominal quota (`spec.quotas[].groups[].gpus`).
+    pub limit: u64,
+    /// GPUs held beyond `limit`, borrowed from idle quota of the cohort.
+    pub borrowed: u64,
+}
+
+/// GPU-hours allocated to jobs ÷ GPU-hours available, over a window ending at the last roll-up.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Utilization {
+    /// The window, e.g. `1h` (shorter while the hub has been up less long).
+    pub window: String,
+    /// GPU-seconds allocated (GPUs of Ready members not free, integrated over the window).
+    pub allocated_gpu_seconds: u64,
+    /// GPU-seconds available (allocatable GPUs of Ready members, integrated over the window).
+    pub available_gpu_seconds: u64,
+    /// allocated ÷ available in percent, rounded down; 0 when nothing was available.
+    pub percent: u32,
 }
 
 /// Capacity and price index of one GPU model in a pool.

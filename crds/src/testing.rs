@@ -205,7 +205,7 @@ impl MemberBuilder {
 }
 
 /// A pool's spec with the defaults a fresh GpuPool gets (`CheapestFit`, 40 s heartbeat timeout,
-/// 10 m start timeout, no bond, no chain, no payers, no priority classes). Tests change the fields
+/// 10 m start timeout, no bond, no chain, no payers, no priority classes, no quotas). Tests change the fields
 /// they care about with `..pool_spec()`.
 pub fn pool_spec() -> GpuPoolSpec {
     GpuPoolSpec {
@@ -216,6 +216,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         chain: None,
         payers: vec![],
         priority_classes: vec![],
+        quotas: vec![],
     }
 }
 

@@ -142,6 +142,7 @@ fn heartbeat_timeout_is_bounded() {
                 chain: None,
                 payers: vec![],
                 priority_classes: vec![],
+                quotas: vec![],
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
@@ -165,4 +166,55 @@ fn placement_spec_never_changes() {
     moved.spec.attempt = 2;
     assert!(errors_of(validate_cel_update(&moved, &p)).contains("Placement.spec is immutable"));
     assert_eq!(errors_of(validate_cel_update(&p.clone(), &p)), "");
+}
+
+fn pool_with_quotas(quotas: serde_json::Value) -> GpuPool {
+    let spec: GpuPoolSpec =
+        serde_json::from_value(serde_json::json!({ "quotas": quotas })).unwrap();
+    GpuPool::new("p", spec)
+}
+
+#[test]
+fn quotas_with_groups_and_a_cohort_pass() {
+    let pool = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "cohort": "research", "groups": [
+            {"name": "h100", "models": ["H100", "H200"], "gpus": 8, "borrowingLimit": 4},
+            {"name": "rest", "gpus": 16}]},
+        {"namespace": "team-b", "groups": [{"name": "rest", "gpus": 4}]},
+    ]));
+    assert_eq!(errors_of(validate_cel(&pool)), "");
+}
+
+#[test]
+fn a_borrowing_limit_without_a_cohort_is_refused_naming_the_fix() {
+    let pool = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "groups": [{"name": "all", "gpus": 8, "borrowingLimit": 4}]},
+    ]));
+    let errors = errors_of(validate_cel(&pool));
+    assert!(
+        errors.contains("borrowingLimit needs spec.quotas[].cohort"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn quota_groups_must_not_count_a_model_twice_or_have_two_catch_alls() {
+    let twice = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "groups": [
+            {"name": "a", "models": ["H100"], "gpus": 8},
+            {"name": "b", "models": ["L4", "H100"], "gpus": 8}]},
+    ]));
+    let errors = errors_of(validate_cel(&twice));
+    assert!(
+        errors.contains("a model may be counted by one group only"),
+        "{errors}"
+    );
+    let two_catch_alls = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "groups": [{"name": "a", "gpus": 8}, {"name": "b", "gpus": 8}]},
+    ]));
+    let errors = errors_of(validate_cel(&two_catch_alls));
+    assert!(
+        errors.contains("at most one group may leave models empty"),
+        "{errors}"
+    );
 }
