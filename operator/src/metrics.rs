@@ -30,6 +30,14 @@ pub struct Metrics {
     pub scheduling_pass_duration: prometheus::Histogram,
     /// Free GPUs per cluster and model, as the hub sees them (after reservations).
     pub free_gpus: GaugeVec,
+    /// GPUs held per pool, namespace and quota group.
+    pub quota_used: IntGaugeVec,
+    /// Nominal quota per pool, namespace and group.
+    pub quota_limit: IntGaugeVec,
+    /// GPUs held beyond nominal quota (borrowed from the cohort) per pool, namespace and group.
+    pub quota_borrowed: IntGaugeVec,
+    /// GPU-hours allocated ÷ available over the last hour, per pool.
+    pub pool_utilization: GaugeVec,
     /// Attempts re-placed after their member was lost, per reason.
     pub failovers: IntCounterVec,
     /// Whether this replica holds the leader Lease (1) or not (0).
@@ -133,6 +141,39 @@ impl Metrics {
             ),
             &["cluster", "model"],
         )?;
+        let quota_labels = ["pool", "namespace", "group"];
+        let quota_used = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_quota_used_gpus",
+                "GPUs held by placed or running jobs, per pool, namespace and quota group.",
+            ),
+            &quota_labels,
+        )?;
+        let quota_limit = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_quota_limit_gpus",
+                "Nominal quota in GPUs, per pool, namespace and quota group.",
+            ),
+            &quota_labels,
+        )?;
+        let quota_borrowed = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_quota_borrowed_gpus",
+                "GPUs held beyond nominal quota, borrowed from idle quota of the cohort.",
+            ),
+            &quota_labels,
+        )?;
+        let pool_utilization = GaugeVec::new(
+            Opts::new(
+                "gpufed_pool_utilization_ratio",
+                "Pool GPU-hours allocated divided by GPU-hours available over the last hour (0 to 1).",
+            ),
+            &["pool"],
+        )?;
+        registry.register(Box::new(quota_used.clone()))?;
+        registry.register(Box::new(quota_limit.clone()))?;
+        registry.register(Box::new(quota_borrowed.clone()))?;
+        registry.register(Box::new(pool_utilization.clone()))?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "gpufed_failovers_total",
@@ -232,6 +273,10 @@ impl Metrics {
             scheduling_passes,
             scheduling_pass_duration,
             free_gpus,
+            quota_used,
+            quota_limit,
+            quota_borrowed,
+            pool_utilization,
             failovers,
             leader,
             hub_writes_refused,

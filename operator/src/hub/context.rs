@@ -139,6 +139,8 @@ pub struct Context {
     active_by_cluster: std::sync::Mutex<(Option<std::time::Instant>, HashMap<String, u32>)>,
     /// When each pool's status was last rolled up, and for which generation (throttling).
     pub pool_rollups: std::sync::Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
+    /// Each pool's utilisation samples (see `utilisation`).
+    pub utilisation: crate::hub::utilisation::Trackers,
     /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
     pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
 }
@@ -200,6 +202,7 @@ impl Context {
             inventory_seen: Mutex::new(HashMap::new()),
             heartbeats_seen: Mutex::new(HashMap::new()),
             pool_rollups: std::sync::Mutex::new(HashMap::new()),
+            utilisation: std::sync::Mutex::new(HashMap::new()),
             active_by_cluster: std::sync::Mutex::new((None, HashMap::new())),
         }
     }

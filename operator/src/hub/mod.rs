@@ -16,6 +16,7 @@ pub mod secrets;
 pub mod settlement;
 pub mod snapshot;
 pub mod status;
+pub mod utilisation;
 
 use std::sync::Arc;
 

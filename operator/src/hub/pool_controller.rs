@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use gpufed_crds::conditions::{self, member as mc, pool as pool_cond};
 use gpufed_crds::{
-    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, TokenAmount,
+    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, QuotaUsage,
+    TokenAmount,
 };
 use kube::ResourceExt;
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -177,6 +178,17 @@ pub fn roll_up(
         running_jobs: running,
         last_update_time: None,
         observed_generation: pool.metadata.generation,
+        quota_usage: crate::hub::snapshot::quota_report(pool, jobs)
+            .into_iter()
+            .map(|q| QuotaUsage {
+                namespace: q.namespace,
+                group: q.group,
+                used: q.used,
+                limit: q.nominal,
+                borrowed: q.borrowed,
+            })
+            .collect(),
+        utilization: pool.status.as_ref().and_then(|s| s.utilization.clone()),
         settlement_account: pool
             .status
             .as_ref()
@@ -202,6 +214,38 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
     let t0 = Instant::now();
     let members = ctx.stores.members.state();
     let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
+    if let Ok(mut trackers) = ctx.utilisation.lock() {
+        let figure = trackers.entry(name.clone()).or_default().record(
+            Instant::now(),
+            status.total_gpus.saturating_sub(status.free_gpus),
+            status.total_gpus,
+        );
+        let ratio = match figure.available_gpu_seconds {
+            0 => 0.0,
+            avail => figure.allocated_gpu_seconds as f64 / avail as f64,
+        };
+        ctx.metrics
+            .pool_utilization
+            .with_label_values(&[&name])
+            .set(ratio);
+        status.utilization = Some(figure);
+    }
+    for q in &status.quota_usage {
+        let labels = [name.as_str(), q.namespace.as_str(), q.group.as_str()];
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        ctx.metrics
+            .quota_used
+            .with_label_values(&labels)
+            .set(gauge(q.used));
+        ctx.metrics
+            .quota_limit
+            .with_label_values(&labels)
+            .set(gauge(q.limit));
+        ctx.metrics
+            .quota_borrowed
+            .with_label_values(&labels)
+            .set(gauge(q.borrowed));
+    }
     if pool.spec.chain.is_some() {
         let (ok, reason, message) = match ctx.chain(&pool).await {
             Ok(chain) => {

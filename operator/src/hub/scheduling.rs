@@ -24,7 +24,8 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Decision, Reservation, explain, explain_placement, schedule_batch,
+    Assignment, Decision, QuotaBook, Reservation, Usage, explain, explain_placement,
+    schedule_batch_with_quotas,
 };
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
@@ -47,6 +48,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(20);
 pub struct InFlight {
     /// Job UID → (attempt decided, GPUs promised), from before the write until the cache shows it.
     by_uid: HashMap<String, (u32, Vec<Reservation>)>,
+    /// Job UID → GPUs its decision in flight counts against its namespace's quota.
+    quota: HashMap<String, Usage>,
     /// Job UID → signature of the reasons to wait last written (or being written), so a waiting
     /// job's status is rewritten only when why it waits changes, not when a count in it does.
     waiting: HashMap<String, u64>,
@@ -66,6 +69,8 @@ impl InFlight {
             .collect();
         self.by_uid
             .retain(|uid, (attempt, _)| seen.get(uid).is_some_and(|(cached, _)| cached < attempt));
+        let by_uid = &self.by_uid;
+        self.quota.retain(|uid, _| by_uid.contains_key(uid));
         self.waiting
             .retain(|uid, _| seen.get(uid).is_some_and(|(_, pending)| *pending));
     }
@@ -79,6 +84,17 @@ impl InFlight {
     /// Gives back what was promised to `uid` (its write failed or lost a race).
     pub fn release(&mut self, uid: &str) {
         self.by_uid.remove(uid);
+        self.quota.remove(uid);
+    }
+
+    /// Records the quota use of the decision in flight for `uid` (see [`InFlight::promise`]).
+    pub fn charge(&mut self, uid: &str, usage: Usage) {
+        self.quota.insert(uid.to_string(), usage);
+    }
+
+    /// The quota use of the decision in flight for `uid`, if any.
+    pub fn charged(&self, uid: &str) -> Option<&Usage> {
+        self.quota.get(uid)
     }
 
     /// Whether a decision for `uid` is being written or not yet in the cache.
@@ -251,8 +267,8 @@ async fn pass(
                             ctx.schedule.notify_one();
                         }
                     }
-                    Write::Wait(explanation) => {
-                        if let Err(e) = record_no_fit(&ctx, &job, &explanation).await {
+                    Write::Wait(reason, explanation) => {
+                        if let Err(e) = record_wait(&ctx, &job, reason, &explanation).await {
                             let key = snapshot::job_key(&job);
                             tracing::warn!(job = %key, error = %e, "recording why a job waits");
                             locked(&state).forget_wait(&uid);
@@ -348,7 +364,25 @@ pub fn decide(
             r
         })
         .collect();
-    let decisions = schedule_batch(&requests, clusters, reservations, &snapshot::policy(pool))?;
+    // GPUs each namespace holds: the cache's unfinished attempts, or the decision in flight.
+    let usage: Vec<Usage> = jobs
+        .iter()
+        .filter(|j| j.spec.pool == pool_name)
+        .filter_map(
+            |j| match j.uid().and_then(|uid| in_flight.charged(&uid).cloned()) {
+                Some(u) => Some(u),
+                None => snapshot::quota_usage(j),
+            },
+        )
+        .collect();
+    let mut book = QuotaBook::new(&snapshot::quotas(pool), &usage);
+    let decisions = schedule_batch_with_quotas(
+        &requests,
+        clusters,
+        reservations,
+        &snapshot::policy(pool),
+        &mut book,
+    )?;
     let by_key: HashMap<String, &Arc<ComputeJob>> =
         pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
     for (key, decision) in decisions {
@@ -364,6 +398,14 @@ pub fn decide(
                 let gpus = promised(&job, &a);
                 reservations.extend(gpus.iter().cloned());
                 in_flight.promise(&uid, attempt, gpus);
+                in_flight.charge(
+                    &uid,
+                    Usage {
+                        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+                        model: a.model.clone(),
+                        gpus: u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica),
+                    },
+                );
                 round.writes.push(Planned {
                     admitted: admitted.remove(&key),
                     job,
@@ -377,7 +419,18 @@ pub fn decide(
                     round.writes.push(Planned {
                         admitted: admitted.remove(&key),
                         job,
-                        write: Write::Wait(explain(&reasons)),
+                        write: Write::Wait(WAIT_NO_FIT, explain(&reasons)),
+                    });
+                }
+            }
+            Decision::OverQuota(over) => {
+                // Rewritten when the group it waits on changes, not when the counts in it do.
+                let signature = over_quota_signature(&over);
+                if in_flight.wait_for(&uid, signature) {
+                    round.writes.push(Planned {
+                        admitted: admitted.remove(&key),
+                        job,
+                        write: Write::Wait(WAIT_OVER_QUOTA, over.to_string()),
                     });
                 }
             }
@@ -391,8 +444,34 @@ pub fn decide(
 pub enum Write {
     /// Record the placement (then create the Placement).
     Place(Assignment),
-    /// Record why the job waits (the explanation).
-    Wait(String),
+    /// Record why the job waits: the reason (`NoFit`, `OverQuota`) and the explanation.
+    Wait(&'static str, String),
+}
+
+/// The reason of a job that no cluster fits.
+pub const WAIT_NO_FIT: &str = "NoFit";
+
+/// The reason of a job whose namespace has no quota left for it (ADR 0019).
+pub const WAIT_OVER_QUOTA: &str = "OverQuota";
+
+/// A fingerprint of what an over-quota job waits on (namespace, group, model), not the counts;
+/// it never equals a no-fit signature of the same job in practice (64-bit hashes of different
+/// inputs).
+fn over_quota_signature(over: &gpufed_scheduler::OverQuota) -> u64 {
+    // FNV-1a: the same value in every process, like NoFit::signature.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [
+        "over-quota",
+        over.namespace.as_str(),
+        over.group.as_deref().unwrap_or("-"),
+        over.model.as_str(),
+    ] {
+        for b in part.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Records a placement decision and, for a pool without a chain, creates its Placement. Returns
@@ -591,28 +670,34 @@ async fn record_placement(
     Ok(Some(status))
 }
 
-async fn record_no_fit(
+async fn record_wait(
     ctx: &Context,
     job: &ComputeJob,
+    reason: &'static str,
     explanation: &str,
 ) -> crate::error::Result<()> {
     let current = job.status.clone().unwrap_or_default();
     if current.explanation.as_deref() == Some(explanation)
-        && current.reason.as_deref() == Some("NoFit")
+        && current.reason.as_deref() == Some(reason)
     {
         return Ok(());
     }
     // Counted when the reason a job waits changes, not at every pass.
-    ctx.metrics.decisions.with_label_values(&["nofit"]).inc();
+    let result = if reason == WAIT_OVER_QUOTA {
+        "overquota"
+    } else {
+        "nofit"
+    };
+    ctx.metrics.decisions.with_label_values(&[result]).inc();
     let mut st: ComputeJobStatus = current;
-    st.reason = Some("NoFit".into());
+    st.reason = Some(reason.into());
     st.explanation = Some(explanation.to_string());
     conditions::set_condition(
         &mut st.conditions,
         conditions::condition(
             jc::SCHEDULED,
             false,
-            "NoFit",
+            reason,
             explanation,
             job.metadata.generation,
             now(),

@@ -298,3 +298,105 @@ fn a_job_with_secrets_is_placed_only_on_members_that_published_a_sealing_key() {
     assert!(placed["j1"].starts_with("wait: "), "{placed:?}");
     assert!(!placed["j2"].starts_with("wait: "), "{placed:?}");
 }
+
+/// A pool where namespace team-a may hold `gpus` GPUs.
+fn pool_with_quota(gpus: u32) -> GpuPool {
+    let mut p = pool();
+    p.spec.quotas = serde_json::from_value(serde_json::json!([
+        {"namespace": "team-a", "groups": [{"name": "all", "gpus": gpus}]}
+    ]))
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
+    let members = members();
+    let p = pool_with_quota(4);
+    let clusters: Vec<_> = members
+        .values()
+        .map(|m| snapshot::cluster_state(&p, m, None))
+        .collect();
+    let mut in_flight = InFlight::default();
+    let first = vec![Arc::new(pending(0, 4))];
+    let mut reservations = vec![];
+    let round = decide(
+        &first,
+        &p,
+        &clusters,
+        &mut reservations,
+        &mut in_flight,
+        &at(200),
+    )
+    .unwrap();
+    assert!(matches!(round.writes[0].write, Write::Place(_)));
+    // The next pass: the cache does not show j0's attempt yet, j1 asks for 4 more.
+    let both = vec![Arc::new(pending(0, 4)), Arc::new(pending(1, 4))];
+    let round = decide(
+        &both,
+        &p,
+        &clusters,
+        &mut reservations,
+        &mut in_flight,
+        &at(201),
+    )
+    .unwrap();
+    let [planned] = round.writes.as_slice() else {
+        panic!("one write expected, got {}", round.writes.len());
+    };
+    match &planned.write {
+        Write::Wait(reason, text) => {
+            assert_eq!(*reason, WAIT_OVER_QUOTA);
+            assert_eq!(
+                text,
+                "over quota: namespace team-a holds 4 of its 4 GPUs of group all and needs 4 \
+                 more; no cohort to borrow from"
+            );
+        }
+        Write::Place(a) => panic!("placed on {} over quota", a.cluster),
+    }
+    // The same reason is not written again at the next pass.
+    let round = decide(
+        &both,
+        &p,
+        &clusters,
+        &mut reservations,
+        &mut in_flight,
+        &at(202),
+    )
+    .unwrap();
+    assert!(round.writes.is_empty());
+    // Once j0's write failed and was given back, j1 fits the quota.
+    in_flight.release("uid-0");
+    let round = decide(
+        &both[1..],
+        &p,
+        &clusters,
+        &mut reservations,
+        &mut in_flight,
+        &at(203),
+    )
+    .unwrap();
+    assert!(matches!(round.writes[0].write, Write::Place(_)));
+}
+
+#[test]
+fn the_pool_status_reports_each_namespaces_quota_use() {
+    let p = pool_with_quota(4);
+    let mut running = pending(0, 2);
+    let st = running.status.as_mut().unwrap();
+    st.phase = JobPhase::Running;
+    st.attempt = 1;
+    st.attempts = vec![gpufed_crds::testing::attempt(
+        1,
+        "alpha",
+        gpufed_crds::AttemptPhase::Running,
+    )];
+    st.attempts[0].model = "H100".into();
+    let report = snapshot::quota_report(&p, &[Arc::new(running), Arc::new(pending(1, 4))]);
+    assert_eq!(report.len(), 1);
+    assert_eq!(
+        (report[0].used, report[0].nominal, report[0].borrowed),
+        (2, 4, 0)
+    );
+}

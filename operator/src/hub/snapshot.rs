@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use gpufed_crds::conditions::{self, member as mc};
 use gpufed_crds::{AttemptPhase, ComputeJob, GpuPool, MemberCluster, ProviderBond, Strategy};
-use gpufed_scheduler::{BondState, ClusterState, JobRequest, NodeState, Policy, Reservation};
+use gpufed_scheduler::{
+    BondState, ClusterState, GroupQuota, JobRequest, NamespaceQuota, NodeState, Policy, QuotaUse,
+    Reservation, Usage,
+};
 
 /// The scheduling policy of a pool.
 pub fn policy(pool: &GpuPool) -> Policy {
@@ -18,6 +21,61 @@ pub fn policy(pool: &GpuPool) -> Policy {
             Strategy::Spread => gpufed_scheduler::Strategy::Spread,
         },
     }
+}
+
+/// The pool's namespace quotas as the scheduler takes them.
+pub fn quotas(pool: &GpuPool) -> Vec<NamespaceQuota> {
+    pool.spec
+        .quotas
+        .iter()
+        .map(|q| NamespaceQuota {
+            namespace: q.namespace.clone(),
+            cohort: q.cohort.clone(),
+            groups: q
+                .groups
+                .iter()
+                .map(|g| GroupQuota {
+                    name: g.name.clone(),
+                    models: g.models.clone(),
+                    nominal: u64::from(g.gpus),
+                    borrowing_limit: g.borrowing_limit.map(u64::from),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// GPUs held by the unfinished attempt of `job`, if it has one (placed, starting or running):
+/// what the job counts against its namespace's quota.
+pub fn quota_usage(job: &ComputeJob) -> Option<Usage> {
+    let status = job.status.as_ref()?;
+    if status.phase.is_finished() {
+        return None;
+    }
+    let attempt = status
+        .attempts
+        .iter()
+        .find(|a| a.attempt == status.attempt)?;
+    if attempt.phase.is_finished() {
+        return None;
+    }
+    Some(Usage {
+        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+        model: attempt.model.clone(),
+        gpus: u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica),
+    })
+}
+
+/// Every quota group's use in `pool` from the jobs the cache shows.
+pub fn quota_report<J: Borrow<ComputeJob>>(pool: &GpuPool, jobs: &[J]) -> Vec<QuotaUse> {
+    let name = pool.metadata.name.as_deref().unwrap_or_default();
+    let usage: Vec<Usage> = jobs
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|j| j.spec.pool == name)
+        .filter_map(quota_usage)
+        .collect();
+    gpufed_scheduler::QuotaBook::new(&quotas(pool), &usage).report()
 }
 
 /// Whether the pool pays on chain and requires a positive bond.
