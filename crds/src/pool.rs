@@ -90,9 +90,10 @@ pub struct GpuPoolSpec {
     pub priority_classes: Vec<PriorityClass>,
     /// GPUs each tenant namespace may hold at once, per group of GPU models, and the cohorts whose
     /// members lend each other idle quota (ADR 0019). A namespace not listed is not limited; a
-    /// listed namespace may use only the models its groups count.
+    /// listed namespace may use only the models its groups count. At most 256 namespaces (the
+    /// apiserver's CEL cost budget bounds the rules on groups).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000))]
+    #[schemars(length(max = 256))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
     #[x_kube(validation = kube::core::Rule::new("self.all(q, has(q.cohort) || q.groups.all(g, !has(g.borrowingLimit)))").message("spec.quotas[].groups[].borrowingLimit needs spec.quotas[].cohort: a namespace borrows only from its cohort; set cohort or remove borrowingLimit"))]
     pub quotas: Vec<NamespaceQuota>,
@@ -126,9 +127,9 @@ pub struct QuotaGroup {
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
     pub name: String,
     /// Normalised GPU models the group counts (`H100`, `A100`, ...). Empty: every model no other
-    /// group of the namespace names.
+    /// group of the namespace names. At most 8.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 8))]
     pub models: Vec<String>,
     /// GPUs the namespace may always hold in this group (its nominal quota). 0 to 100000.
     #[schemars(range(max = 100000))]
