@@ -267,6 +267,10 @@ mod tests {
         assert_eq!(split_explanation(placed), (placed.to_string(), vec![]));
         let (_, lines) = split_explanation("0/0 clusters fit: the pool has no member clusters");
         assert_eq!(lines, ["the pool has no member clusters"]);
+        // A job waiting for quota: one line, whole (no cluster was looked at).
+        let over = "over quota: namespace team-a holds 2 of its 2 GPUs of group gpus and needs 1 \
+                    more; cohort research lends 0 now";
+        assert_eq!(split_explanation(over), (over.to_string(), vec![]));
     }
 
     #[test]
