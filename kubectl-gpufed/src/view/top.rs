@@ -20,6 +20,28 @@ pub struct TopSummary {
     pub models: Vec<ModelRow>,
     /// One row per member cluster.
     pub clusters: Vec<ClusterRow>,
+    /// One row per pool, namespace and quota group (from `status.quotaUsage`); absent when no
+    /// pool has quotas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaRow>,
+}
+
+/// One namespace's use of one quota group in one pool, and the pool's utilisation.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaRow {
+    /// The pool.
+    pub pool: String,
+    /// The tenant namespace.
+    pub namespace: String,
+    /// The quota group.
+    pub group: String,
+    /// GPUs held.
+    pub used: u64,
+    /// Nominal quota.
+    pub limit: u64,
+    /// GPUs held beyond the nominal quota, borrowed from the cohort.
+    pub borrowed: u64,
 }
 
 /// Capacity and prices of one GPU model in one pool.
@@ -103,7 +125,31 @@ pub fn summarize(pools: &[GpuPool], members: &[MemberCluster], pool: Option<&str
         .map(cluster_row)
         .collect();
     clusters.sort_by(|a, b| (&a.pool, &a.cluster).cmp(&(&b.pool, &b.cluster)));
-    TopSummary { models, clusters }
+    let mut quotas: Vec<QuotaRow> = pools
+        .iter()
+        .filter(|p| wanted(&p.name_any()))
+        .flat_map(|p| {
+            let name = p.name_any();
+            p.status
+                .iter()
+                .flat_map(|s| s.quota_usage.iter())
+                .map(move |q| QuotaRow {
+                    pool: name.clone(),
+                    namespace: q.namespace.clone(),
+                    group: q.group.clone(),
+                    used: q.used,
+                    limit: q.limit,
+                    borrowed: q.borrowed,
+                })
+        })
+        .collect();
+    quotas
+        .sort_by(|a, b| (&a.pool, &a.namespace, &a.group).cmp(&(&b.pool, &b.namespace, &b.group)));
+    TopSummary {
+        models,
+        clusters,
+        quotas,
+    }
 }
 
 fn cluster_row(m: &MemberCluster) -> ClusterRow {
@@ -222,6 +268,21 @@ pub fn render(summary: &TopSummary, wide: bool) -> String {
     }
     out.push('\n');
     out.push_str(&clusters.render());
+    if !summary.quotas.is_empty() {
+        let mut quotas = Table::new(&["pool", "namespace", "group", "used", "limit", "borrowed"]);
+        for q in &summary.quotas {
+            quotas.push(vec![
+                q.pool.clone(),
+                q.namespace.clone(),
+                q.group.clone(),
+                q.used.to_string(),
+                q.limit.to_string(),
+                q.borrowed.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&quotas.render());
+    }
     out
 }
 
@@ -293,6 +354,30 @@ beta     default  us-east  True    A100x8        8     8     A100=1.20
 new      default  eu-west  <none>  <none>        0     0     H100=3.00
 "
         );
+    }
+
+    #[test]
+    fn quota_use_of_each_namespace_is_listed_after_the_clusters() {
+        let (mut pools, members) = fixture();
+        if let Some(st) = pools[0].status.as_mut() {
+            st.quota_usage = vec![gpufed_crds::QuotaUsage {
+                namespace: "team-a".into(),
+                group: "h100".into(),
+                used: 10,
+                limit: 8,
+                borrowed: 2,
+            }];
+        }
+        let out = render(&summarize(&pools, &members, None), false);
+        assert!(
+            out.ends_with(
+                "\nPOOL     NAMESPACE  GROUP  USED  LIMIT  BORROWED\n\
+                 default  team-a     h100   10    8      2\n"
+            ),
+            "{out}"
+        );
+        let none = render(&summarize(&pools, &members, Some("other")), false);
+        assert!(!none.contains("NAMESPACE"), "{none}");
     }
 
     #[test]
