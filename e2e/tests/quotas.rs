@@ -132,10 +132,20 @@ fn a_team_over_its_quota_waits_while_its_cohort_is_busy_and_borrows_idle_quota()
             finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
             ..Default::default()
         };
-        for p in placements(&c, "alpha").await.unwrap() {
-            if p.spec.job.namespace == "team-b" {
-                report_placement(&c, &p, done.clone()).await.unwrap();
-            }
+        // A job's Placement may be created a moment after its status shows the placement.
+        let team_b = wait_until(T, "team-b's Placements", || async {
+            let ps: Vec<_> = placements(&c, "alpha")
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|p| p.spec.job.namespace == "team-b")
+                .collect();
+            (ps.len() == 2).then_some(ps)
+        })
+        .await
+        .unwrap();
+        for p in &team_b {
+            report_placement(&c, p, done.clone()).await.unwrap();
         }
         wait_job(&c, "team-a", "a-2", T, "placed on borrowed quota", placed)
             .await

@@ -141,6 +141,10 @@ pub struct Context {
     pub pool_rollups: std::sync::Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
     /// Each pool's utilisation samples (see `utilisation`).
     pub utilisation: crate::hub::utilisation::Trackers,
+    /// The (namespace, group) quota series each pool last exported, so that series of a quota the
+    /// admin removed disappear.
+    pub quota_series:
+        std::sync::Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
     /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
     pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
 }
@@ -203,6 +207,7 @@ impl Context {
             heartbeats_seen: Mutex::new(HashMap::new()),
             pool_rollups: std::sync::Mutex::new(HashMap::new()),
             utilisation: std::sync::Mutex::new(HashMap::new()),
+            quota_series: std::sync::Mutex::new(HashMap::new()),
             active_by_cluster: std::sync::Mutex::new((None, HashMap::new())),
         }
     }

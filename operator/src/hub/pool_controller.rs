@@ -246,6 +246,22 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
             .with_label_values(&labels)
             .set(gauge(q.borrowed));
     }
+    let exported: std::collections::BTreeSet<(String, String)> = status
+        .quota_usage
+        .iter()
+        .map(|q| (q.namespace.clone(), q.group.clone()))
+        .collect();
+    if let Ok(mut series) = ctx.quota_series.lock() {
+        let before = series
+            .insert(name.clone(), exported.clone())
+            .unwrap_or_default();
+        for (ns, group) in before.difference(&exported) {
+            let labels = [name.as_str(), ns.as_str(), group.as_str()];
+            let _ = ctx.metrics.quota_used.remove_label_values(&labels);
+            let _ = ctx.metrics.quota_limit.remove_label_values(&labels);
+            let _ = ctx.metrics.quota_borrowed.remove_label_values(&labels);
+        }
+    }
     if pool.spec.chain.is_some() {
         let (ok, reason, message) = match ctx.chain(&pool).await {
             Ok(chain) => {
