@@ -284,7 +284,7 @@ fn a_job_with_secrets_is_placed_only_on_members_that_published_a_sealing_key() {
                     p.job.name_any(),
                     match p.write {
                         Write::Place(a) => a.cluster,
-                        Write::Wait(why) => format!("wait: {why}"),
+                        Write::Wait(_, why) => format!("wait: {why}"),
                     },
                 )
             })
@@ -324,6 +324,7 @@ fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
         &first,
         &p,
         &clusters,
+        &[],
         &mut reservations,
         &mut in_flight,
         &at(200),
@@ -336,6 +337,7 @@ fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
         &both,
         &p,
         &clusters,
+        &[],
         &mut reservations,
         &mut in_flight,
         &at(201),
@@ -360,6 +362,7 @@ fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
         &both,
         &p,
         &clusters,
+        &[],
         &mut reservations,
         &mut in_flight,
         &at(202),
@@ -372,6 +375,7 @@ fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
         &both[1..],
         &p,
         &clusters,
+        &[],
         &mut reservations,
         &mut in_flight,
         &at(203),
