@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod chain;
+pub mod chaos;
 pub mod cluster;
 pub mod demo;
 pub mod federation;
