@@ -15,6 +15,7 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 
+use crate::chaos::history::{ChainEvent, EscrowReadout};
 use crate::process::{Process, free_port};
 use crate::{Error, Tools, wait_until};
 
@@ -40,6 +41,13 @@ alloy::sol! {
         function spendingAllowance(address payer, address settler) external view
             returns (uint256 remaining, uint64 validUntil);
         function claim(bytes32 jobId, uint256 paid, address signer, bytes signature) external;
+        event Deposited(address indexed payer, address indexed from, uint256 amount);
+        event Withdrawn(address indexed payer, uint256 amount);
+        event Locked(bytes32 indexed jobId, address indexed payer, address indexed provider,
+            uint256 amount, uint64 deadline, uint16 feeBps);
+        event Settled(bytes32 indexed jobId, address indexed payer, address indexed provider,
+            uint256 paid, uint256 fee, uint256 refund);
+        event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
     }
     #[sol(rpc)]
     interface ITestBond {
@@ -619,5 +627,96 @@ impl Chain {
             .await
             .map_err(|e| Error::Other(format!("getLock: {e}")))?;
         Ok((l.state, l.amount))
+    }
+
+    /// Every JobEscrow money event since block 0, in chain order (for the chaos recorder).
+    pub async fn escrow_events(&self, c: &Contracts) -> Result<Vec<ChainEvent>, Error> {
+        use alloy::sol_types::SolEvent;
+        let p = self.signer(accounts::ADMIN.0)?;
+        let filter = alloy::rpc::types::Filter::new()
+            .address(c.escrow)
+            .from_block(0);
+        let logs = p
+            .get_logs(&filter)
+            .await
+            .map_err(|e| Error::Other(format!("reading escrow events: {e}")))?;
+        let amount = |v: U256| u128::try_from(v).map_err(|e| Error::Other(format!("{v}: {e}")));
+        let decode = |e: alloy::sol_types::Error| Error::Other(format!("decoding an event: {e}"));
+        let mut out = vec![];
+        for log in logs {
+            let block = log.block_number.unwrap_or(0);
+            let Some(topic) = log.topic0() else { continue };
+            let ev = match *topic {
+                ITestEscrow::Deposited::SIGNATURE_HASH => {
+                    let e = ITestEscrow::Deposited::decode_log_data(log.data()).map_err(decode)?;
+                    ChainEvent::Deposited {
+                        block,
+                        payer: e.payer.to_string(),
+                        amount: amount(e.amount)?,
+                    }
+                }
+                ITestEscrow::Withdrawn::SIGNATURE_HASH => {
+                    let e = ITestEscrow::Withdrawn::decode_log_data(log.data()).map_err(decode)?;
+                    ChainEvent::Withdrawn {
+                        block,
+                        payer: e.payer.to_string(),
+                        amount: amount(e.amount)?,
+                    }
+                }
+                ITestEscrow::Locked::SIGNATURE_HASH => {
+                    let e = ITestEscrow::Locked::decode_log_data(log.data()).map_err(decode)?;
+                    ChainEvent::Locked {
+                        block,
+                        job_id: e.jobId.to_string(),
+                        amount: amount(e.amount)?,
+                    }
+                }
+                ITestEscrow::Settled::SIGNATURE_HASH => {
+                    let e = ITestEscrow::Settled::decode_log_data(log.data()).map_err(decode)?;
+                    ChainEvent::Settled {
+                        block,
+                        job_id: e.jobId.to_string(),
+                        paid: amount(e.paid)?,
+                        fee: amount(e.fee)?,
+                        refund: amount(e.refund)?,
+                    }
+                }
+                ITestEscrow::Expired::SIGNATURE_HASH => {
+                    let e = ITestEscrow::Expired::decode_log_data(log.data()).map_err(decode)?;
+                    ChainEvent::Expired {
+                        block,
+                        job_id: e.jobId.to_string(),
+                        amount: amount(e.amount)?,
+                    }
+                }
+                _ => continue,
+            };
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// The escrow's balances read from the contract: the free deposits of `payers`, the amounts of
+    /// `locks` still open (state 1), and the escrow's token balance.
+    pub async fn escrow_readout(
+        &self,
+        c: &Contracts,
+        payers: &[String],
+        locks: &[String],
+    ) -> Result<EscrowReadout, Error> {
+        let mut r = EscrowReadout::default();
+        for payer in payers {
+            r.free += u128::try_from(self.deposit_of(c, payer).await?)
+                .map_err(|e| Error::Other(format!("deposit of {payer}: {e}")))?;
+        }
+        for id in locks {
+            let (state, amount) = self.lock_state(c, id).await?;
+            if state == 1 {
+                r.locked += amount;
+            }
+        }
+        r.escrow_balance = u128::try_from(self.balance_of(c, &c.escrow.to_string()).await?)
+            .map_err(|e| Error::Other(format!("escrow balance: {e}")))?;
+        Ok(r)
     }
 }

@@ -374,6 +374,50 @@ impl Cluster {
         self.processes.iter_mut().find(|p| p.name() == name)
     }
 
+    /// Restarts the process named `name` with the command it was started with (after a kill).
+    pub fn respawn(&mut self, name: &str) -> Result<(), Error> {
+        let cluster = self.name.clone();
+        self.process_mut(name)
+            .ok_or_else(|| Error::Other(format!("no process {name} in {cluster}")))?
+            .respawn()
+    }
+
+    /// Starts `name`, a second instance of the process `from`, with the arguments that start with
+    /// one of `replace`'s prefixes replaced (e.g. a standby hub: another `--identity=`, another
+    /// `--metrics-addr=`).
+    pub fn spawn_like(
+        &mut self,
+        from: &str,
+        name: &str,
+        replace: &[(&str, String)],
+    ) -> Result<(), Error> {
+        let (program, args) = self
+            .processes
+            .iter()
+            .find(|p| p.name() == from)
+            .map(|p| {
+                let (program, args) = p.command();
+                (program.to_path_buf(), args.to_vec())
+            })
+            .ok_or_else(|| Error::Other(format!("no process {from} in {}", self.name)))?;
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                replace
+                    .iter()
+                    .find(|(prefix, _)| a.starts_with(prefix))
+                    .map_or(a.clone(), |(prefix, v)| format!("{prefix}{v}"))
+            })
+            .collect();
+        let env = self
+            .processes
+            .iter()
+            .find(|p| p.name() == from)
+            .map(|p| p.env().to_vec())
+            .unwrap_or_default();
+        self.spawn(name, &program, &args, &env)
+    }
+
     /// Stops and forgets the process named `name` (SIGTERM, then SIGKILL after `grace`).
     pub fn stop_process(&mut self, name: &str, grace: Duration) {
         if let Some(i) = self.processes.iter().position(|p| p.name() == name) {

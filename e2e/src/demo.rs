@@ -200,10 +200,11 @@ fn plans() -> Vec<MemberPlan> {
     ]
 }
 
-fn pool_spec(chain: &Chain, c: &Contracts) -> Value {
+/// The demo's pool `default`: CheapestFit, paying on `chain`, payers team-a and team-b.
+pub fn pool_spec(chain: &Chain, c: &Contracts, heartbeat_timeout: &str) -> Value {
     json!({
         "strategy": "CheapestFit",
-        "heartbeatTimeout": "30s",
+        "heartbeatTimeout": heartbeat_timeout,
         "minBond": "100",
         "chain": {
             "rpcUrl": chain.url, "chainId": 31337,
@@ -215,6 +216,29 @@ fn pool_spec(chain: &Chain, c: &Contracts) -> Value {
         "priorityClasses": [{"name": "batch", "value": 0},
                             {"name": "high", "value": 100, "namespaces": ["team-a"]}]
     })
+}
+
+/// Joins `plans` to a hub whose pool `default` has `spec` (one that pays on a chain, e.g.
+/// [`pool_spec`]), the hub's chain key ([`accounts::HUB`]) in the Secret the spec names.
+pub async fn join_paying_pool(
+    tools: &Tools,
+    spec: Value,
+    plans: &[MemberPlan],
+) -> Result<Pool, Error> {
+    let key = accounts::HUB.0.to_string();
+    Pool::join_with(tools, spec, plans, |hub| async move {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "gpufed-hub-chain-key", "namespace": SYSTEM_NAMESPACE},
+            "stringData": {"privateKey": key}
+        }))
+        .map_err(|e| Error::Other(e.to_string()))?;
+        Api::<Secret>::namespaced(hub, SYSTEM_NAMESPACE)
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(Error::kube("creating the hub's chain key Secret"))?;
+        Ok(())
+    })
+    .await
 }
 
 /// `a` rounded down to 6 decimals, for people.
@@ -347,25 +371,7 @@ pub async fn run(
          installing charts/gpufed-hub on the hub and charts/gpufed-member on each member; the hub, agents and\n\
          gpu-probe (simulated NVML) run as processes with the charts' own ServiceAccount credentials …",
     );
-    let key = accounts::HUB.0.to_string();
-    let pool = Pool::join_with(
-        tools,
-        pool_spec(&chain, &contracts),
-        &plans(),
-        |hub| async move {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": "gpufed-hub-chain-key", "namespace": SYSTEM_NAMESPACE},
-                "stringData": {"privateKey": key}
-            }))
-            .map_err(|e| Error::Other(e.to_string()))?;
-            Api::<Secret>::namespaced(hub, SYSTEM_NAMESPACE)
-                .create(&PostParams::default(), &secret)
-                .await
-                .map_err(Error::kube("creating the hub's chain key Secret"))?;
-            Ok(())
-        },
-    )
-    .await?;
+    let pool = join_paying_pool(tools, pool_spec(&chain, &contracts, "30s"), &plans()).await?;
     let hub = pool.hub.client();
     for ns in ["team-a", "team-b"] {
         pool.hub.create_namespace(ns).await?;

@@ -2,7 +2,6 @@
 //! in its own process group with its output in a log file, dies with the test process (even when
 //! that is killed), and is killed as a group when its handle is dropped.
 
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,6 +101,8 @@ pub struct Process {
     child: Option<Child>,
     log: PathBuf,
     cleanup: Option<Cleanup>,
+    /// How it was started, for [`Process::respawn`].
+    command: (PathBuf, Vec<String>, Vec<(String, String)>),
 }
 
 impl std::fmt::Debug for Process {
@@ -124,8 +125,49 @@ impl Process {
         env: &[(String, String)],
         log: &Path,
     ) -> Result<Process, Error> {
-        let out =
-            File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        Process::start(name, program, args, env, log, false)
+    }
+
+    /// Kills the process group (if still running) and starts the same command again, appending to
+    /// the same log: a component restarted after a crash, as a supervisor would.
+    /// A cleanup set with [`Process::on_kill`] moves to the new process, unrun.
+    pub fn respawn(&mut self) -> Result<(), Error> {
+        let cleanup = self.cleanup.take();
+        self.kill();
+        let (program, args, env) = self.command.clone();
+        let mut fresh = Process::start(&self.name, &program, &args, &env, &self.log, true)?;
+        if let Some(c) = cleanup {
+            fresh.on_kill(c);
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The environment it was started with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.command.2
+    }
+
+    /// The program and arguments it was started with.
+    pub fn command(&self) -> (&Path, &[String]) {
+        (&self.command.0, &self.command.1)
+    }
+
+    fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+        append: bool,
+    ) -> Result<Process, Error> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let err = out
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
@@ -165,6 +207,7 @@ impl Process {
             child: Some(child),
             log: log.to_path_buf(),
             cleanup: None,
+            command: (program.to_path_buf(), args.to_vec(), env.to_vec()),
         })
     }
 

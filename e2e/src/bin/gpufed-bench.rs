@@ -13,6 +13,9 @@
 //!                    # one hub, simulated agents of every member, growing job counts (gpufed_e2e::bench::scale)
 //! gpufed-bench agent [--pods 10000] [--window SECS] [--out FILE]
 //!                    # one member's agent with that many running pods: its peak memory (gpufed_e2e::bench::agent_scale)
+//! gpufed-bench chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md]
+//!                    # faults under a mixed workload, a recorded history, the checker's table (gpufed_e2e::chaos)
+//! gpufed-bench chaos --check FILE   # checks a saved history again
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE]
 //!                     --out docs/benchmarks.md
 //! ```
@@ -29,6 +32,8 @@ use gpufed_e2e::bench::settings::compare;
 use gpufed_e2e::bench::{
     BinaryInfo, ThroughputConfig, ThroughputReport, bench_hub, checkout, throughput,
 };
+use gpufed_e2e::chaos::run::{Profile, run as chaos_run, seed_from_env};
+use gpufed_e2e::chaos::{replace_run_table, run_section};
 use gpufed_e2e::peer::{PeerConfig, PeerResult};
 use gpufed_e2e::{Tools, init_test_logging};
 
@@ -359,6 +364,61 @@ async fn main() {
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             eprintln!("wrote {}", out.display());
         }
+        Some("chaos") => {
+            init_test_logging();
+            if let Some(file) = arg(&args, "--check") {
+                // Re-check a saved history.
+                let text = std::fs::read_to_string(&file).unwrap_or_else(|e| fail(e));
+                let history: gpufed_e2e::chaos::History =
+                    serde_json::from_str(&text).unwrap_or_else(|e| fail(e));
+                let report = gpufed_e2e::chaos::check(&history);
+                print!("{report}");
+                std::process::exit(if report.ok() { 0 } else { 1 });
+            }
+            let profile =
+                Profile::named(&arg(&args, "--profile").unwrap_or_else(|| "short".into()))
+                    .unwrap_or_else(|e| fail(e));
+            let seed = match arg(&args, "--seed") {
+                Some(s) => s.parse().unwrap_or_else(|e| fail(format!("--seed: {e}"))),
+                None => seed_from_env().unwrap_or_else(|e| fail(e)),
+            };
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/chaos-history.json".into()),
+            );
+            eprintln!(
+                "chaos: profile {} ({} s of faults), seed {seed} (replay: --seed {seed})",
+                profile.name,
+                profile.window.as_secs()
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            let dir = tempfile::tempdir().unwrap_or_else(|e| fail(e));
+            let t0 = std::time::Instant::now();
+            let (history, report) = chaos_run(&tools, &profile, seed, dir.path())
+                .await
+                .unwrap_or_else(|e| fail(format!("{e} (seed {seed})")));
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            }
+            let text = serde_json::to_string_pretty(&history).unwrap_or_else(|e| fail(e));
+            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            print!("{report}");
+            eprintln!(
+                "wrote {} (re-check: gpufed-bench chaos --check {})",
+                out.display(),
+                out.display()
+            );
+            if let Some(doc) = arg(&args, "--table") {
+                let doc = PathBuf::from(doc);
+                let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| fail(e));
+                let section = run_section(&history, &report, t0.elapsed());
+                let text = replace_run_table(&text, &section).unwrap_or_else(|e| fail(e));
+                std::fs::write(&doc, text).unwrap_or_else(|e| fail(e));
+                eprintln!("wrote the run's table into {}", doc.display());
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
+        }
         Some("report") => {
             let criterion =
                 PathBuf::from(arg(&args, "--criterion").unwrap_or_else(|| fail("--criterion DIR")));
@@ -390,7 +450,8 @@ async fn main() {
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
              [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | agent [--pods N] [--window SECS] \
-             [--out FILE] | report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE] \
+             [--out FILE] | chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md] | chaos --check FILE \
+             | report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE] \
              --out FILE",
         ),
     }
