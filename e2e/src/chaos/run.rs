@@ -145,7 +145,8 @@ fn manifest(kind: Kind, ns: &str, name: &str, seconds: u64) -> Value {
         Kind::Single => (1, 1, "3.00"),
         Kind::Eight => (1, 8, "3.00"),
         Kind::Gang => (2, 4, "3.00"),
-        Kind::Impossible => (1, 64, "3.00"),
+        // No node has more than 8 GPUs (the CRD allows up to 16 per replica).
+        Kind::Impossible => (1, 16, "3.00"),
         // Only beta (A100 at 1.20) is cheap enough.
         Kind::PriceCapped => (1, 2, "1.50"),
     };
@@ -274,8 +275,9 @@ impl World {
     }
 
     /// Restarts any gpufed component that exited by itself (a hub that lost its lease exits by
-    /// design, ADR 0016), as its Deployment would; recorded as a fault of its own.
-    fn supervise(&mut self) -> Result<(), Error> {
+    /// design, ADR 0016), as its Deployment would; recorded as a fault of its own. `injected` is
+    /// the target of the fault in progress, left down until the fault is healed.
+    fn supervise(&mut self, injected: Option<&str>) -> Result<(), Error> {
         let mut restart = vec![];
         for (_, p) in HUBS {
             if self
@@ -296,6 +298,9 @@ impl World {
         }
         for (cluster, p) in restart {
             let target = format!("{cluster}/{p}");
+            if injected == Some(target.as_str()) {
+                continue;
+            }
             self.recorder.fault("exited-by-itself", &target, false);
             if cluster == "hub" {
                 self.pool.hub.respawn(p)?;
@@ -469,7 +474,7 @@ pub async fn run(
             }
             _ => {}
         }
-        w.supervise()?;
+        w.supervise(active.as_ref().map(|(_, target, _)| target.as_str()))?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if let Some((fault, target, _)) = active.take() {
@@ -481,7 +486,7 @@ pub async fn run(
     );
     let quiesce_end = Instant::now() + profile.quiesce;
     while Instant::now() < quiesce_end && quiescent(&w).await.is_none() {
-        w.supervise()?;
+        w.supervise(None)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Time for the recorder's watches to see the last deletions.
