@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use gpufed_e2e::chaos::history::Event;
 use gpufed_e2e::chaos::run::{Profile, run, seed_from_env};
 use gpufed_e2e::{Tools, run_test};
 
@@ -37,7 +38,13 @@ fn the_short_chaos_profile_keeps_every_invariant() {
                 path.display()
             );
         }
-        // The run did something worth checking.
+        // The run did something worth checking: faults, and jobs and attempts to check.
+        let faults = history
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Fault { healed: false, .. }))
+            .count();
+        assert!(faults > 0, "no fault was injected:\n{report}");
         for row in &report.rows[..2] {
             assert!(
                 row.checked > 0,

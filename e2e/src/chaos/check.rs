@@ -450,22 +450,30 @@ mod tests {
         Event::Chain(e)
     }
 
+    fn state(at: Millis, member: &str, ready: bool, cordoned: bool) -> Event {
+        Event::MemberState {
+            at,
+            member: member.into(),
+            ready,
+            cordoned,
+        }
+    }
+
+    fn decision(at: Millis, n: &str, attempt: u32, member: &str) -> Event {
+        Event::Decision {
+            at,
+            job: job(n),
+            attempt,
+            member: member.into(),
+        }
+    }
+
     /// A run with one job retried after a failover (no overlap, within tolerance at the seam),
     /// one impossible job pending with a reason, one deleted job, and a chain that balances.
     fn clean() -> History {
         let events = vec![
-            Event::MemberState {
-                at: 0,
-                member: "alpha".into(),
-                ready: true,
-                cordoned: false,
-            },
-            Event::MemberState {
-                at: 0,
-                member: "beta".into(),
-                ready: true,
-                cordoned: false,
-            },
+            state(0, "alpha", true, false),
+            state(0, "beta", true, false),
             Event::JobAccepted {
                 at: 1_000,
                 job: job("a"),
@@ -478,25 +486,10 @@ mod tests {
                 at: 1_000,
                 job: job("gone"),
             },
-            Event::Decision {
-                at: 2_000,
-                job: job("a"),
-                attempt: 1,
-                member: "alpha".into(),
-            },
+            decision(2_000, "a", 1, "alpha"),
             run("alpha", "a", 1, 3_000, Some(20_000)),
-            Event::MemberState {
-                at: 15_000,
-                member: "alpha".into(),
-                ready: false,
-                cordoned: false,
-            },
-            Event::Decision {
-                at: 21_000,
-                job: job("a"),
-                attempt: 2,
-                member: "beta".into(),
-            },
+            state(15_000, "alpha", false, false),
+            decision(21_000, "a", 2, "beta"),
             // Starts within a second of attempt 1's end: the timestamps' resolution.
             run("beta", "a", 2, 19_500, Some(40_000)),
             chain(ChainEvent::Deposited {
@@ -705,41 +698,21 @@ mod tests {
     fn a_placement_on_a_not_ready_or_cordoned_member_is_caught() {
         let mut h = clean();
         // Alpha NotReady since 15 s; a decision for it at 30 s.
-        h.events.push(Event::Decision {
-            at: 30_000,
-            job: job("b"),
-            attempt: 1,
-            member: "alpha".into(),
-        });
+        h.events.push(decision(30_000, "b", 1, "alpha"));
         assert_eq!(violations(&h, PLACED_ON_READY).len(), 1);
 
         // Within a second of the transition: the timestamps cannot tell.
         let mut h = clean();
-        h.events.push(Event::Decision {
-            at: 15_800,
-            job: job("b"),
-            attempt: 1,
-            member: "alpha".into(),
-        });
+        h.events.push(decision(15_800, "b", 1, "alpha"));
         assert!(violations(&h, PLACED_ON_READY).is_empty());
 
         let mut h = clean();
-        h.events.push(Event::MemberState {
-            at: 10_000,
-            member: "beta".into(),
-            ready: true,
-            cordoned: true,
-        });
+        h.events.push(state(10_000, "beta", true, true));
         assert_eq!(violations(&h, PLACED_ON_READY).len(), 1);
 
         // A member never seen at all.
         let mut h = clean();
-        h.events.push(Event::Decision {
-            at: 5_000,
-            job: job("b"),
-            attempt: 1,
-            member: "gamma".into(),
-        });
+        h.events.push(decision(5_000, "b", 1, "gamma"));
         assert_eq!(violations(&h, PLACED_ON_READY).len(), 1);
     }
 }
