@@ -246,6 +246,24 @@ fn job_end(j: &ComputeJob) -> JobEnd {
     }
 }
 
+/// Retries a broken watch every half second, for as long as it takes: a pod that vanished while
+/// its apiserver was down gets, as its end, the moment the re-list shows it gone, so that bound is
+/// only as tight as the reconnection (kube's default backoff grows to 30 s, which once made a
+/// killed apiserver's pods seem to run 25 s longer than they did).
+struct Steady;
+
+impl Iterator for Steady {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(500))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Steady {
+    fn reset(&mut self) {}
+}
+
 /// Runs `on` for each event of a watch of `api`, with backoff (an apiserver may be down), and
 /// `relisted` with the names seen once a re-list is complete.
 async fn watch<K, F, G>(api: Api<K>, mut on: F, mut relisted: G)
@@ -256,7 +274,7 @@ where
     G: FnMut(&BTreeSet<String>),
 {
     let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(Steady)
         .boxed();
     let mut listing = BTreeSet::new();
     while let Some(ev) = stream.next().await {
