@@ -163,7 +163,12 @@ async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
                 ctx.metrics.agent_lease_lapsed.inc();
             }
             // Its Jobs are being garbage-collected; once it is gone a new lease is created. The
-            // agent deletes it itself rather than wait for the TTL controller.
+            // agent deletes it itself rather than wait for the TTL controller, in the foreground
+            // as that controller does: the garbage collector then deletes each local Job in the
+            // foreground too, so a Job disappears only once its pods have stopped, and the sync
+            // reports its attempt lost (LocalJobMissing, which lets the hub run it elsewhere) no
+            // earlier than that. With background deletion the Jobs vanished first and the hub could
+            // start an attempt elsewhere while the old pods were still in their grace period.
             let deleting = cached
                 .as_ref()
                 .is_some_and(|j| j.metadata.deletion_timestamp.is_some());
@@ -176,7 +181,7 @@ async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
                 if let Err(e) = timed_opt(
                     "deleting the lapsed lease Job".to_string(),
                     API_TIMEOUT,
-                    api.delete(LEASE_JOB, &DeleteParams::background()),
+                    api.delete(LEASE_JOB, &DeleteParams::foreground()),
                 )
                 .await
                 {
