@@ -15,7 +15,7 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 
-use crate::chaos::history::{ChainEvent, EscrowReadout};
+use crate::chaos::history::{ChainEvent, EscrowReadout, UnloggedLock};
 use crate::process::{Process, free_port};
 use crate::{Error, Tools, wait_until};
 
@@ -697,12 +697,15 @@ impl Chain {
     }
 
     /// The escrow's balances read from the contract: the free deposits of `payers`, the amounts of
-    /// `locks` still open (state 1), and the escrow's token balance.
+    /// `locks` (ids of `Locked` events) still open (state 1), and the escrow's token balance. The
+    /// ids in `hub_locks` (what the hub recorded on attempts) that are not in `locks` are read too:
+    /// one the contract knows is an [`UnloggedLock`], and counted in `locked` while open.
     pub async fn escrow_readout(
         &self,
         c: &Contracts,
         payers: &[String],
         locks: &[String],
+        hub_locks: &[String],
     ) -> Result<EscrowReadout, Error> {
         let mut r = EscrowReadout::default();
         for payer in payers {
@@ -714,6 +717,27 @@ impl Chain {
             if state == 1 {
                 r.locked += amount;
             }
+        }
+        let logged: std::collections::BTreeSet<String> =
+            locks.iter().map(|l| l.to_lowercase()).collect();
+        let unlogged: std::collections::BTreeSet<String> = hub_locks
+            .iter()
+            .map(|l| l.to_lowercase())
+            .filter(|l| !logged.contains(l))
+            .collect();
+        for id in unlogged {
+            let (state, amount) = self.lock_state(c, &id).await?;
+            if state == 0 {
+                continue;
+            }
+            if state == 1 {
+                r.locked += amount;
+            }
+            r.unlogged.push(UnloggedLock {
+                job_id: id,
+                state,
+                amount,
+            });
         }
         r.escrow_balance = u128::try_from(self.balance_of(c, &c.escrow.to_string()).await?)
             .map_err(|e| Error::Other(format!("escrow balance: {e}")))?;

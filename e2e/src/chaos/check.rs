@@ -362,6 +362,12 @@ fn escrow_conserved(h: &History) -> Row {
             r.escrow_balance, r.free, r.locked
         ));
     }
+    for l in &r.unlogged {
+        violations.push(format!(
+            "lock {} is on the contract (state {}, amount {}) and on a hub attempt, but the chain's logs have no Locked event for it",
+            l.job_id, l.state, l.amount
+        ));
+    }
     Row {
         invariant: ESCROW_CONSERVED,
         checked: 1,
@@ -426,7 +432,7 @@ fn placed_on_ready(h: &History) -> Row {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::chaos::history::{AttemptEnd, EscrowReadout, JobEnd};
+    use crate::chaos::history::{AttemptEnd, EscrowReadout, JobEnd, UnloggedLock};
 
     fn job(n: &str) -> JobRef {
         JobRef {
@@ -565,6 +571,7 @@ mod tests {
                 free: 850,
                 locked: 0,
                 escrow_balance: 850,
+                unlogged: vec![],
             }),
         }
     }
@@ -692,6 +699,20 @@ mod tests {
         h.escrow.as_mut().unwrap().escrow_balance = 800;
         let v = violations(&h, ESCROW_CONSERVED);
         assert!(v[0].contains("token balance"), "{v:?}");
+
+        // A lock the logs never announced is money the event ledger cannot follow.
+        let mut h = clean();
+        h.escrow.as_mut().unwrap().unlogged.push(UnloggedLock {
+            job_id: "0x99".into(),
+            state: 2,
+            amount: 7,
+        });
+        let v = violations(&h, ESCROW_CONSERVED);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("lock 0x99 is on the contract (state 2"),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -201,6 +201,23 @@ pub struct EscrowReadout {
     /// The escrow contract's token balance (`balanceOf(escrow)`).
     #[serde(with = "dec")]
     pub escrow_balance: u128,
+    /// Locks the hub recorded on an attempt that exist on the contract (`locks(jobId)` state not
+    /// 0) but have no `Locked` event in the chain's logs; open ones are counted in `locked`.
+    #[serde(default)]
+    pub unlogged: Vec<UnloggedLock>,
+}
+
+/// A lock that the contract holds and the hub knows but the chain's logs never announced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnloggedLock {
+    /// The lock's id, 0x-hex.
+    pub job_id: String,
+    /// `locks(jobId).state`: 1 open, 2 settled, 3 expired.
+    pub state: u8,
+    /// `locks(jobId).amount`.
+    #[serde(with = "dec")]
+    pub amount: u128,
 }
 
 /// A recorded run.

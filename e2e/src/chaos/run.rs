@@ -33,8 +33,12 @@ pub struct Profile {
     pub name: String,
     /// The fault and workload window.
     pub window: Duration,
-    /// The longest wait for every job to end (or stay Pending with a reason) after healing.
+    /// After healing, the run waits for every job to end (or stay Pending with a reason) as long
+    /// as jobs keep ending: it gives up after this long without one more job done. A queue of
+    /// 8-GPU jobs drains one at a time, so a fixed wait would cut it off while it still moves.
     pub quiesce: Duration,
+    /// The longest wait after healing in all, moving or not.
+    pub quiesce_cap: Duration,
 }
 
 impl Profile {
@@ -44,6 +48,7 @@ impl Profile {
             name: "short".into(),
             window: Duration::from_secs(90),
             quiesce: Duration::from_secs(120),
+            quiesce_cap: Duration::from_secs(600),
         }
     }
 
@@ -53,6 +58,7 @@ impl Profile {
             name: "long".into(),
             window: Duration::from_secs(30 * 60),
             quiesce: Duration::from_secs(300),
+            quiesce_cap: Duration::from_secs(30 * 60),
         }
     }
 
@@ -353,15 +359,19 @@ async fn start(tools: &Tools, dir: &Path) -> Result<World, Error> {
     })
 }
 
-/// Whether every job that is left has ended or waits with a reason, and no lock of an ended
-/// attempt is still open.
-async fn quiescent(w: &World) -> Option<()> {
+/// How many jobs have not yet ended (nor wait with a reason) or still hold the lock of an ended
+/// attempt: 0 when the run is quiescent; `None` when the hub cannot be listed.
+async fn unquiet(w: &World) -> Option<usize> {
     let jobs = Api::<ComputeJob>::all(w.hub.clone())
         .list(&Default::default())
         .await
         .ok()?;
+    let mut left = 0;
     for j in &jobs.items {
-        let s = j.status.as_ref()?;
+        let Some(s) = j.status.as_ref() else {
+            left += 1;
+            continue;
+        };
         // An attempt still running may hold its lock; one that ended must not.
         let settled = s.attempts.iter().all(|a| {
             let ended = matches!(
@@ -384,10 +394,10 @@ async fn quiescent(w: &World) -> Option<()> {
         let done =
             s.phase.is_finished() || (s.phase == JobPhase::Pending && s.explanation.is_some());
         if !done || !settled {
-            return None;
+            left += 1;
         }
     }
-    Some(())
+    Some(left)
 }
 
 /// Runs `profile` with `seed` in `dir`: returns the history and the checker's report.
@@ -484,8 +494,28 @@ pub async fn run(
         jobs = n,
         "chaos: window closed, healed; waiting for quiescence"
     );
-    let quiesce_end = Instant::now() + profile.quiesce;
-    while Instant::now() < quiesce_end && quiescent(&w).await.is_none() {
+    let cap = Instant::now() + profile.quiesce_cap;
+    let mut last_progress = Instant::now();
+    let mut fewest = usize::MAX;
+    loop {
+        let left = unquiet(&w).await;
+        if left == Some(0) {
+            break;
+        }
+        if let Some(left) = left.filter(|l| *l < fewest) {
+            fewest = left;
+            last_progress = Instant::now();
+        }
+        let now = Instant::now();
+        if now >= cap || now.duration_since(last_progress) >= profile.quiesce {
+            tracing::warn!(
+                jobs_left = fewest,
+                "chaos: gave up waiting for quiescence (no job ended for {:?}, or the cap of {:?} passed)",
+                profile.quiesce,
+                profile.quiesce_cap
+            );
+            break;
+        }
         w.supervise(None)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -511,7 +541,16 @@ pub async fn run(
             _ => {}
         }
     }
-    history.escrow = Some(chain.escrow_readout(&contracts, &payers, &locks).await?);
+    let hub_locks: Vec<String> = history
+        .jobs
+        .iter()
+        .flat_map(|j| j.attempts.iter().filter_map(|a| a.job_id.clone()))
+        .collect();
+    history.escrow = Some(
+        chain
+            .escrow_readout(&contracts, &payers, &locks, &hub_locks)
+            .await?,
+    );
     history
         .events
         .extend(chain_events.into_iter().map(Event::Chain));
