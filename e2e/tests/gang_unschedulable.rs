@@ -35,6 +35,9 @@ fn nodes(member: &str) -> Vec<NodeSpec> {
 
 #[test]
 fn a_gang_that_cannot_start_on_its_member_fails_fast_unbilled_and_runs_elsewhere() {
+    // Each replica runs 20 s, far beyond the 2 s grace: with a replica short enough to end before
+    // the agent looks again, the waiting one would be scheduled onto the freed GPUs and the "gang"
+    // would succeed one replica after the other (it did, 3 s replicas on a loaded machine).
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
         let mut pool = Pool::join_with(
@@ -79,7 +82,7 @@ fn a_gang_that_cannot_start_on_its_member_fails_fast_unbilled_and_runs_elsewhere
                     "spec": {"replicas": 2, "gpusPerReplica": 4, "gpu": {"models": ["H100"]},
                              "maxPricePerGpuHour": "5.00", "maxDuration": "10m",
                              "template": {"containers": [{"name": "main", "image": "busybox:1.36",
-                                 "env": [{"name": "GPUFED_SIM_DURATION", "value": "3s"}]}]}}}),
+                                 "env": [{"name": "GPUFED_SIM_DURATION", "value": "20s"}]}]}}}),
         )
         .await
         .unwrap();

@@ -92,6 +92,23 @@ pub fn stuck(replicas: u32, pods: &[&Pod], now: &Time, grace: Duration) -> Optio
     out
 }
 
+/// How long until the first replica of the gang that is unschedulable but still within `grace`
+/// at `now` passes it: when [`stuck`] would next change its answer without any new event. `None`
+/// when no replica is waiting (or fast failing is off, or the gang has one replica).
+pub fn until_stuck(replicas: u32, pods: &[&Pod], now: &Time, grace: Duration) -> Option<Duration> {
+    if replicas < 2 || grace.is_zero() {
+        return None;
+    }
+    pods.iter()
+        .filter_map(|pod| unschedulable_since(pod))
+        .filter_map(|since| {
+            let waited = now.0.duration_since(since.0).as_secs_f64().max(0.0);
+            let left = grace.as_secs_f64() - waited;
+            (left > 0.0).then(|| Duration::from_secs_f64(left))
+        })
+        .min()
+}
+
 /// The message of a placement failed as `GangUnschedulable`.
 pub fn message(stuck: &Stuck, replicas: u32, job: &str, grace: Duration) -> String {
     format!(
@@ -169,5 +186,27 @@ mod tests {
             c.reason = Some("SchedulingGated".into());
         }
         assert_eq!(stuck(2, &[&gated], &at(1000), GRACE), None);
+    }
+
+    #[test]
+    fn the_next_check_is_due_when_the_first_waiting_replica_passes_the_grace() {
+        let running = pod("r-0", Some(100), None);
+        let (a, b) = (unschedulable("r-1", 120), unschedulable("r-2", 110));
+        let pods = [&running, &a, &b];
+        assert_eq!(
+            until_stuck(3, &pods, &at(150), GRACE),
+            Some(Duration::from_secs(20))
+        );
+        // r-2 is past it (stuck answers now); r-1 is next.
+        assert_eq!(
+            until_stuck(3, &pods, &at(175), GRACE),
+            Some(Duration::from_secs(5))
+        );
+        assert!(stuck(3, &pods, &at(175), GRACE).is_some());
+        assert_eq!(until_stuck(3, &pods, &at(180), GRACE), None);
+        // Nothing waits, one replica, or fast failing off: nothing to come back for.
+        assert_eq!(until_stuck(2, &[&running], &at(150), GRACE), None);
+        assert_eq!(until_stuck(1, &[&a], &at(150), GRACE), None);
+        assert_eq!(until_stuck(2, &[&a], &at(150), Duration::ZERO), None);
     }
 }

@@ -177,6 +177,9 @@ pub struct Plan {
     pub highest: BTreeMap<String, u32>,
     /// New Placements left for the next plan ([`MAX_NEW_JOBS_PER_PLAN`]).
     pub deferred: usize,
+    /// When to plan again even if nothing changes: a gang's waiting replica passes its grace
+    /// ([`gang::until_stuck`]), which no watch event announces.
+    pub recheck_in: Option<Duration>,
 }
 
 fn job_attempt(job: &Job) -> Option<(String, u32)> {
@@ -243,9 +246,9 @@ pub fn plan(view: &View) -> Plan {
     let jobs: BTreeMap<String, &Arc<Job>> = view.jobs.iter().map(|j| (j.name_any(), j)).collect();
     let mut placements: Vec<&Arc<Placement>> = view.placements.iter().collect();
     placements.sort_by_key(|p| p.name_any());
-    let mut new_jobs = NewJobs::default();
+    let mut tally = Tally::default();
     for p in &placements {
-        placement_steps(view, p, &jobs, &highest, &mut new_jobs, &mut steps);
+        placement_steps(view, p, &jobs, &highest, &mut tally, &mut steps);
     }
     // Local Jobs whose Placement is gone: the hub deleted it (job deleted, attempt lost).
     for job in view.jobs.iter().filter(|j| !being_deleted(j)) {
@@ -279,15 +282,18 @@ pub fn plan(view: &View) -> Plan {
     Plan {
         steps,
         highest,
-        deferred: new_jobs.deferred,
+        deferred: tally.deferred,
+        recheck_in: tally.recheck_in,
     }
 }
 
-/// How many local Jobs this plan creates, and how many new Placements it leaves for the next.
+/// What a plan counts across Placements: how many local Jobs it creates, how many new Placements
+/// it leaves for the next, and when the next must come at the latest.
 #[derive(Default)]
-struct NewJobs {
+struct Tally {
     planned: usize,
     deferred: usize,
+    recheck_in: Option<Duration>,
 }
 
 fn placement_steps(
@@ -295,7 +301,7 @@ fn placement_steps(
     p: &Placement,
     jobs: &BTreeMap<String, &Arc<Job>>,
     highest: &BTreeMap<String, u32>,
-    new_jobs: &mut NewJobs,
+    tally: &mut Tally,
     steps: &mut Vec<Step>,
 ) {
     let name = p.name_any();
@@ -430,6 +436,12 @@ fn placement_steps(
                 });
                 return;
             }
+            if !job_finished(job)
+                && let Some(wait) =
+                    gang::until_stuck(spec.replicas, &pods, &view.now, view.gang_grace)
+            {
+                tally.recheck_in = Some(tally.recheck_in.map_or(wait, |w| w.min(wait)));
+            }
             if report::needs_write(prev, &next, &view.now, view.refresh) {
                 let note = match (phase(prev), next.phase) {
                     (Some(a), Some(b)) if a == b => None,
@@ -469,11 +481,11 @@ fn placement_steps(
                     let Some(owner) = view.lease_owner else {
                         return;
                     };
-                    if new_jobs.planned >= MAX_NEW_JOBS_PER_PLAN {
-                        new_jobs.deferred += 1;
+                    if tally.planned >= MAX_NEW_JOBS_PER_PLAN {
+                        tally.deferred += 1;
                         return;
                     }
-                    new_jobs.planned += 1;
+                    tally.planned += 1;
                     let mut job =
                         job_builder::build(p, view.jobs_namespace, view.image_pull_policy);
                     job.metadata.owner_references = Some(vec![owner.clone()]);

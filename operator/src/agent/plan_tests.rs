@@ -497,10 +497,14 @@ fn a_gang_unschedulable_for_less_than_the_grace_keeps_waiting() {
     let st = written(&plan, &p).unwrap();
     assert_eq!(st.phase, Some(PlacementPhase::Accepted));
     assert_eq!(st.reason.as_deref(), Some("Unschedulable"));
+    // Nothing will announce t=1001, when the grace runs out: the plan asks to be run again then.
+    assert_eq!(plan.recheck_in, Some(Duration::from_secs(1)));
 
     let (mut w, _) = half_started_gang(0);
     w.gang_grace = Duration::ZERO;
-    assert!(deleted(&w.plan()).is_empty(), "a zero grace turns it off");
+    let plan = w.plan();
+    assert!(deleted(&plan).is_empty(), "a zero grace turns it off");
+    assert_eq!(plan.recheck_in, None);
 }
 
 #[test]

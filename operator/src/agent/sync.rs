@@ -490,8 +490,9 @@ impl Sync {
     }
 
     /// One pass: the plan's steps, up to [`MAX_IN_FLIGHT`] jobs at once, each job's in order (a
-    /// job's steps after a failed one wait for the next pass); returns the first error.
-    async fn pass(&mut self) -> Result<()> {
+    /// job's steps after a failed one wait for the next pass); returns when the next pass is due
+    /// at the latest even if nothing changes ([`plan::Plan::recheck_in`]), or the first error.
+    async fn pass(&mut self) -> Result<Option<Duration>> {
         let ctx = self.ctx.clone();
         let placements = ctx.stores.placements.state();
         // A placement stopped while fenced that the hub has deleted since needs no report.
@@ -579,7 +580,7 @@ impl Sync {
             // Kept on the Placement meanwhile; tried again next pass.
             Err(e) => tracing::warn!(error = %e, "could not keep the usage receipts on the member"),
         }
-        errors.into_iter().next().map_or(Ok(()), Err)
+        errors.into_iter().next().map_or(Ok(plan.recheck_in), Err)
     }
 
     fn count_phases(&self, placements: &[Arc<Placement>]) {
@@ -612,17 +613,30 @@ pub async fn run(ctx: Arc<Context>) {
     let mut failures: u32 = 0;
     let mut tick = tokio::time::interval(ctx.args.inventory_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A gang's waiting replica passing its grace is no watch event: the pass that saw it waiting
+    // says when to look again, so the gang fails at its grace and not up to an interval later.
+    let mut recheck: Option<Duration> = None;
     loop {
+        let recheck_at = recheck.take().map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
             _ = tick.tick() => {}
             _ = ctx.shared.wake.notified() => {}
+            _ = async {
+                match recheck_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         tokio::time::sleep(SETTLE).await;
         if ctx.shared.is_fenced() {
             continue;
         }
         match sync.pass().await {
-            Ok(()) => failures = 0,
+            Ok(next) => {
+                failures = 0;
+                recheck = next;
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = backoff::delay(failures);
