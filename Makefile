@@ -36,7 +36,7 @@ unit: ## Unit, property and schema tests (no clusters).
 	$(CARGO) test --workspace --exclude gpufed-e2e
 
 e2e: tools-k8s contracts-build build ## Tests against real apiservers started by the e2e harness.
-	$(CARGO) test -p gpufed-e2e -- --test-threads=2
+	$(CARGO) test -p gpufed-e2e --no-fail-fast -- --test-threads=2
 
 contracts: ## Foundry tests of the EVM contracts (unit, fuzz, invariant, gas snapshot).
 	contracts/test.sh
