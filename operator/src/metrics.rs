@@ -66,6 +66,8 @@ pub struct Metrics {
     /// Agent: times the agent found the member's lease Job run out (every local Job it owned is
     /// deleted by the member's garbage collector).
     pub agent_lease_lapsed: IntCounter,
+    /// The member's apiserver clock minus the agent's, in seconds.
+    pub agent_clock_offset: Gauge,
 }
 
 impl Metrics {
@@ -262,6 +264,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(agent_lease_renewals.clone()))?;
         registry.register(Box::new(agent_lease_lapsed.clone()))?;
+        let agent_clock_offset = Gauge::new(
+            "gpufed_agent_clock_offset_seconds",
+            "The member's kube-apiserver clock minus the agent's host clock, last measured; the agent measures time on the apiserver's clock.",
+        )?;
+        registry.register(Box::new(agent_clock_offset.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
@@ -290,6 +297,7 @@ impl Metrics {
             agent_fence_timeout,
             agent_lease_renewals,
             agent_lease_lapsed,
+            agent_clock_offset,
         })
     }
 

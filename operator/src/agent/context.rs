@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{Node, Service};
 
 use super::cached::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
@@ -78,7 +77,7 @@ impl Context {
             &gpu_nodes.iter().map(|g| g.as_ref()).collect::<Vec<_>>(),
             &pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
             &inventory::Telemetry {
-                now: Time(Timestamp::now()),
+                now: Time(self.shared.member_now()),
                 max_age: self.args.telemetry_max_age,
             },
         )

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use gpufed_crds::naming::LABEL_PLACEMENT;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
@@ -40,7 +39,7 @@ pub fn check_every(heartbeat_interval: Duration) -> Duration {
 async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
     let api: Api<Job> = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
     let mut stopped = 0;
-    let now = Time(Timestamp::now());
+    let now = Time(ctx.shared.member_now());
     for job in fence_victims(&ctx.stores.jobs.state()) {
         let name = job.name_any();
         let placement = job.labels().get(LABEL_PLACEMENT).cloned();
@@ -90,7 +89,7 @@ async fn stop_all(ctx: &Context, since: Duration, timeout: Duration) -> usize {
 /// are logged and retried at the next check.
 async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
     let api: Api<Job> = Api::namespaced(ctx.local.clone(), &ctx.args.jobs_namespace);
-    let now = Timestamp::now();
+    let now = ctx.shared.member_now();
     let due = match cached.as_ref().map(|j| member_lease::state(Some(j), now)) {
         Some(member_lease::LeaseState::Live {
             elapsed, deadline, ..
@@ -133,7 +132,7 @@ async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
             }
         }
     }
-    let state = member_lease::state(cached.as_ref(), Timestamp::now());
+    let state = member_lease::state(cached.as_ref(), ctx.shared.member_now());
     let owner = match state {
         member_lease::LeaseState::Absent => {
             let job = member_lease::lease_job(&ctx.args.jobs_namespace, lease.as_secs());

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use gpufed_crds::{Inventory, MemberCluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::Notify;
 
@@ -120,7 +119,7 @@ pub async fn run(ctx: Arc<Context>, changed: Arc<Notify>) {
             result = read_pool_timeout(&ctx, &api).await;
         }
         let report = ctx.inventory();
-        let now = Time(Timestamp::now());
+        let now = Time(ctx.shared.member_now());
         if result.is_ok()
             && inventory::needs_write(last.as_ref().map(|(r, t)| (r, t)), &report, &now, interval)
         {

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cached;
+pub mod clock;
 pub mod context;
 pub mod fence;
 pub mod fencer;
@@ -269,6 +270,13 @@ pub async fn run(
         health,
         sealing: crate::sealing::SealingKey::generate(),
     });
+    // The lease's state is judged on the member's clock: read its offset before the fencer looks.
+    clock::update(&ctx.local, &ctx.shared, &ctx.metrics).await;
+    tokio::spawn(clock::run(
+        ctx.local.clone(),
+        ctx.shared.clone(),
+        ctx.metrics.clone(),
+    ));
     // Fencing needs only the local Jobs; it must work while the hub is unreachable.
     tokio::spawn(fencer::run(ctx.clone()));
 

@@ -1,14 +1,17 @@
 //! State the agent's tasks share: the last successful heartbeat, the pool's heartbeat timeout as
 //! the hub last reported it, whether the agent is fenced off, which Placements it stopped while
-//! fenced, and a wake-up for the placement sync.
+//! fenced, the offset of the member's clock from the agent's, and a wake-up for the placement sync.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use tokio::sync::Notify;
+
+use super::clock::Reading;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -26,6 +29,8 @@ pub struct Shared {
     inventory_written: AtomicBool,
     fenced_placements: Mutex<BTreeMap<String, Time>>,
     lease_owner: Mutex<Option<OwnerReference>>,
+    /// The last reading of the member's clock ([`super::clock`]).
+    member_clock: Mutex<Reading>,
     /// Wakes the placement sync (a watched object changed, or the fence state did).
     pub wake: Notify,
     /// Fires when the agent is fenced off or recovers (cuts a retry backoff short).
@@ -43,9 +48,33 @@ impl Shared {
             inventory_written: AtomicBool::new(false),
             fenced_placements: Mutex::new(BTreeMap::new()),
             lease_owner: Mutex::new(None),
+            // Until the first reading: the host's wall clock now, and monotonic time from here.
+            member_clock: Mutex::new(Reading {
+                member: Timestamp::now(),
+                at: Instant::now(),
+                offset: SignedDuration::ZERO,
+            }),
             wake: Notify::new(),
             fence_changed: Notify::new(),
         }
+    }
+
+    /// The offset of the member's apiserver clock from ours at the last reading (0 until then).
+    pub fn clock_offset(&self) -> SignedDuration {
+        lock(&self.member_clock).offset
+    }
+
+    /// Keeps a reading of the member's clock ([`super::clock`]).
+    pub fn set_member_clock(&self, reading: Reading) {
+        *lock(&self.member_clock) = reading;
+    }
+
+    /// Now on the member's clock: its time at the last reading plus the monotonic time since.
+    /// Compare with times the member stamped (pod starts, the lease Job's start) only through this.
+    pub fn member_now(&self) -> Timestamp {
+        let r = *lock(&self.member_clock);
+        let since = SignedDuration::try_from(r.at.elapsed()).unwrap_or(SignedDuration::ZERO);
+        r.member.checked_add(since).unwrap_or(r.member)
     }
 
     /// Records a successful heartbeat at `at`.

@@ -17,7 +17,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -150,7 +149,7 @@ impl Sync {
     }
 
     async fn write_status(&self, placement: &str, status: &PlacementStatus) -> Result<bool> {
-        let body = status_body(placement, status, &Time(Timestamp::now()))?;
+        let body = status_body(placement, status, &Time(self.ctx.shared.member_now()))?;
         let written = timed_opt(
             format!("writing the status of Placement {placement}"),
             API_TIMEOUT,
@@ -174,7 +173,7 @@ impl Sync {
             PlacementPhase::Rejected,
             reason,
             message.clone(),
-            &Time(Timestamp::now()),
+            &Time(self.ctx.shared.member_now()),
         );
         if self.write_status(placement, &rejected).await? {
             self.note(
@@ -295,25 +294,7 @@ impl Sync {
                     "the member's apiserver refused the Job: {}",
                     api_message(&e)
                 );
-                let rejected = ended(
-                    None,
-                    PlacementPhase::Rejected,
-                    "InvalidTemplate",
-                    message.clone(),
-                    &Time(Timestamp::now()),
-                );
-                if self.write_status(placement, &rejected).await? {
-                    self.note(
-                        placement,
-                        &Note {
-                            warning: true,
-                            reason: "Rejected",
-                            message,
-                        },
-                    )
-                    .await;
-                }
-                return Ok(());
+                return self.refuse(placement, "InvalidTemplate", message).await;
             }
             Err(e) => return Err(e),
         }
@@ -528,7 +509,7 @@ impl Sync {
             gang_services: &gang_services,
             fenced_placements: &fenced_placements,
             highest: &self.highest,
-            now: Time(Timestamp::now()),
+            now: Time(ctx.shared.member_now()),
             refresh: ctx.args.usage_report_interval,
             gang_grace: ctx.args.gang_unschedulable_grace,
         });
