@@ -14,7 +14,7 @@ help: ## Show the targets.
 
 tools: tools-k8s tools-evm ## Build/install every test tool (Kubernetes from Go modules, Foundry, solc).
 
-tools-k8s: ## kube-apiserver, controller-manager, scheduler, kubelet, etcd, kwok, helm into .tools/bin; runc, containerd, CNI plugins from Debian.
+tools-k8s: ## kube-apiserver, controller-manager, scheduler, kubelet, etcd, kwok, helm into .tools/bin; runc, containerd, CNI plugins, libfaketime from Debian.
 	e2e/tools/build.sh
 
 tools-evm: ## anvil, forge, cast and solc (solcjs) into .tools/bin.

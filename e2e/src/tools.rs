@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
+/// Where Debian installs the thread-safe libfaketime.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
 /// Locations of the binaries the harness starts.
 #[derive(Clone, Debug)]
 pub struct Tools {
@@ -54,6 +57,19 @@ impl Tools {
             Err(Error::Other(format!(
                 "{} not found: run `make tools` (e2e/tools/build.sh builds the Kubernetes tools into .tools/bin; `make tools-peers` adds kueue)",
                 path.display()
+            )))
+        }
+    }
+
+    /// libfaketime (Debian's `libfaketime`, installed by `e2e/tools/install-node.sh`): preloaded
+    /// into a process, it shifts that process's wall clock by the offset in a file.
+    pub fn libfaketime(&self) -> Result<PathBuf, Error> {
+        let path = PathBuf::from(LIBFAKETIME);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::Other(format!(
+                "{LIBFAKETIME} not found: run e2e/tools/install-node.sh as root (make tools does), or apt-get install libfaketime"
             )))
         }
     }

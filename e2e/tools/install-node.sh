@@ -5,6 +5,7 @@
 #   the standard CNI plugins in /usr/lib/cni           containernetworking-plugins
 #   a static busybox for shell workloads and pause     busybox-static
 #   iproute2 and iptables (bridge teardown, CNI NAT)   iproute2, iptables
+#   libfaketime (the chaos run's clock-skew fault)      libfaketime
 #
 # Idempotent: does nothing (and needs no network) when everything is there. Installing needs root
 # (apt-get); without it the script fails with the command to run instead of skipping the real-node
@@ -21,13 +22,14 @@ declare -A proof=(
   [busybox-static]=/bin/busybox
   [iproute2]=/sbin/ip
   [iptables]=/usr/sbin/iptables
+  [libfaketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 )
 
 missing=()
 for pkg in "${!proof[@]}"; do
   f=${proof[$pkg]}
   # Debian merged /bin into /usr/bin: accept either spelling of the path.
-  if [ ! -x "$f" ] && [ ! -x "/usr$f" ] && [ ! -x "${f/\/usr\/sbin//usr/bin}" ]; then
+  if [ ! -e "$f" ] && [ ! -e "/usr$f" ] && [ ! -e "${f/\/usr\/sbin//usr/bin}" ]; then
     missing+=("$pkg")
   fi
 done
@@ -54,7 +56,7 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # containerd on the default socket; the harness only ever uses its own.
 for pkg in "${missing[@]}"; do
   f=${proof[$pkg]}
-  if [ ! -x "$f" ] && [ ! -x "/usr$f" ] && [ ! -x "${f/\/usr\/sbin//usr/bin}" ]; then
+  if [ ! -e "$f" ] && [ ! -e "/usr$f" ] && [ ! -e "${f/\/usr\/sbin//usr/bin}" ]; then
     echo "install-node.sh: $pkg installed but $f is still missing" >&2
     exit 1
   fi

@@ -94,10 +94,13 @@ pub enum Fault {
     StopAnvil,
     /// `kill -9` of a member's gpu-probe, restarted after the outage.
     KillProbe,
+    /// The wall clock of a member's agent and gpu-probe shifted by 10–120 s, either way, then put
+    /// back (libfaketime; the member's Go control plane cannot be skewed, see docs/reliability.md).
+    SkewClock,
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 8] = [
         Fault::KillAgent,
         Fault::KillMemberApiserver,
         Fault::KillHubLeader,
@@ -105,6 +108,7 @@ impl Fault {
         Fault::Partition,
         Fault::StopAnvil,
         Fault::KillProbe,
+        Fault::SkewClock,
     ];
 
     /// Name in the history.
@@ -117,6 +121,7 @@ impl Fault {
             Fault::Partition => "partition-agent-hub",
             Fault::StopAnvil => "stop-anvil",
             Fault::KillProbe => "kill-gpu-probe",
+            Fault::SkewClock => "skew-member-clock",
         }
     }
 
@@ -131,6 +136,7 @@ impl Fault {
             Fault::PauseHubLeader => lease.as_secs() + rng.random_range(2..=8),
             Fault::StopAnvil => rng.random_range(3..=15),
             Fault::KillProbe => rng.random_range(5..=20),
+            Fault::SkewClock => rng.random_range(5..=40),
         };
         Duration::from_secs(secs)
     }
@@ -175,11 +181,13 @@ fn plans() -> Vec<MemberPlan> {
         MemberPlan::new("alpha", nodes("alpha", "H100-SXM-80GB"), "H100", "2.40")
             .region("eu-west")
             .wallet(accounts::ALPHA.1)
-            .via_proxy(),
+            .via_proxy()
+            .skewable_clock(),
         MemberPlan::new("beta", nodes("beta", "A100-SXM-40GB"), "A100", "1.20")
             .region("eu-west")
             .wallet(accounts::BETA.1)
-            .via_proxy(),
+            .via_proxy()
+            .skewable_clock(),
     ]
 }
 
@@ -214,8 +222,14 @@ impl World {
             .ok_or_else(|| Error::Other(format!("no member {name}")))
     }
 
-    /// Injects `fault` on `member`; returns what to heal, as (cluster or "", process).
-    async fn inject(&mut self, fault: Fault, member: &str) -> Result<Option<String>, Error> {
+    /// Injects `fault` on `member` (`skew`: the clock offset in seconds, for [`Fault::SkewClock`]);
+    /// returns what to heal, as `cluster/process`.
+    async fn inject(
+        &mut self,
+        fault: Fault,
+        member: &str,
+        skew: i64,
+    ) -> Result<Option<String>, Error> {
         let target = match fault {
             Fault::KillAgent | Fault::KillMemberApiserver | Fault::KillProbe => {
                 let process = match fault {
@@ -252,6 +266,10 @@ impl World {
                 self.chain.stop();
                 "anvil".to_string()
             }
+            Fault::SkewClock => {
+                self.pool.joined(member)?.skew_clock(skew)?;
+                format!("{member}/clock{skew:+}s")
+            }
         };
         self.recorder.fault(fault.name(), &target, false);
         Ok(Some(target))
@@ -275,6 +293,7 @@ impl World {
                 }
             }
             Fault::StopAnvil => self.chain.resume().await?,
+            Fault::SkewClock => self.pool.joined(cluster)?.skew_clock(0)?,
         }
         self.recorder.fault(fault.name(), target, true);
         Ok(())
@@ -477,7 +496,13 @@ pub async fn run(
                 let fault = *Fault::ALL.choose(&mut rng).unwrap_or(&Fault::KillAgent);
                 let member = *MEMBERS.choose(&mut rng).unwrap_or(&"alpha");
                 let outage = fault.outage(&mut rng, lease);
-                match w.inject(fault, member).await? {
+                let skew = if fault == Fault::SkewClock {
+                    let secs = rng.random_range(10..=120);
+                    if rng.random_bool(0.5) { secs } else { -secs }
+                } else {
+                    0
+                };
+                match w.inject(fault, member, skew).await? {
                     Some(target) => active = Some((fault, target, now + outage)),
                     None => next_fault = now + Duration::from_secs(2),
                 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -122,6 +122,10 @@ pub struct MemberPlan {
     pub real_node: Option<NodeSpec>,
     /// The agent's `--gang-unschedulable-grace`, if not the chart's default.
     pub gang_unschedulable_grace: Option<String>,
+    /// Run the agent and gpu-probe under libfaketime, their wall clocks shifted by the offsets in
+    /// [`Joined::clock_offset`] (`+0` at first; [`Joined::skew_clock`] changes them). Their
+    /// monotonic clock is left alone, as a host whose NTP is off would have it.
+    pub skewable_clock: bool,
 }
 
 impl MemberPlan {
@@ -136,7 +140,14 @@ impl MemberPlan {
             wallet: None,
             real_node: None,
             gang_unschedulable_grace: None,
+            skewable_clock: false,
         }
+    }
+
+    /// Runs the agent and gpu-probe with a wall clock the test can shift ([`Joined::skew_clock`]).
+    pub fn skewable_clock(mut self) -> Self {
+        self.skewable_clock = true;
+        self
     }
 
     /// Sets the agent's `--gang-unschedulable-grace` (e.g. `"2s"`, for a test that waits on it).
@@ -188,6 +199,41 @@ pub struct Joined {
     pub proxy: Option<TcpProxy>,
     /// Address of the agent's /metrics.
     pub agent_metrics: SocketAddr,
+    /// The files libfaketime reads the agent's and gpu-probe's clock offsets from, when the plan
+    /// asked for a skewable clock.
+    pub clock_offset: Option<(PathBuf, PathBuf)>,
+}
+
+impl Joined {
+    /// Shifts the wall clock of the member's agent and gpu-probe by `seconds` from the host's
+    /// (0 puts it back), as a host whose clock is off would; they read it within a second. An
+    /// error if the plan did not ask for it.
+    pub fn skew_clock(&self, seconds: i64) -> Result<(), Error> {
+        let (agent, probe) = self.clock_files()?;
+        write_offset(agent, seconds)?;
+        write_offset(probe, seconds)
+    }
+
+    /// Shifts the wall clock of the agent alone (gpu-probe keeps the host's).
+    pub fn skew_agent_clock(&self, seconds: i64) -> Result<(), Error> {
+        write_offset(self.clock_files()?.0, seconds)
+    }
+
+    fn clock_files(&self) -> Result<(&PathBuf, &PathBuf), Error> {
+        self.clock_offset
+            .as_ref()
+            .map(|(a, p)| (a, p))
+            .ok_or_else(|| {
+                Error::Other(
+                    "this member's clock is not skewable (MemberPlan::skewable_clock)".into(),
+                )
+            })
+    }
+}
+
+fn write_offset(file: &Path, seconds: i64) -> Result<(), Error> {
+    std::fs::write(file, format!("{seconds:+}\n"))
+        .map_err(|e| Error::Other(format!("writing {}: {e}", file.display())))
 }
 
 /// A hub and members that joined it with the charts.
@@ -207,6 +253,23 @@ impl Pool {
             .iter()
             .find(|m| m.name() == name)
             .ok_or_else(|| Error::Other(format!("no member {name}")))
+    }
+
+    /// Member `name`, to change (signal or restart its processes).
+    pub fn member_mut(&mut self, name: &str) -> Result<&mut Cluster, Error> {
+        self.members
+            .iter_mut()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| Error::Other(format!("no member {name}")))
+    }
+
+    /// Kills member `name`'s `process` (`SIGKILL`) and starts it again with the same command.
+    pub fn restart(&mut self, name: &str, process: &str) -> Result<(), Error> {
+        let member = self.member_mut(name)?;
+        if let Some(p) = member.process_mut(process) {
+            p.signal(libc::SIGKILL);
+        }
+        member.respawn(process)
     }
 
     /// What joined for member `name`.
@@ -368,11 +431,34 @@ async fn join_member(
     )
     .await?;
 
-    let probe_env = vec![("RUST_LOG".to_string(), flags::probe_rust_log().to_string())];
-    let env = vec![(
+    let mut probe_env = vec![("RUST_LOG".to_string(), flags::probe_rust_log().to_string())];
+    let mut env = vec![(
         "RUST_LOG".to_string(),
         flags::operator_rust_log().to_string(),
     )];
+    let clock_offset = if plan.skewable_clock {
+        let lib = tools.libfaketime()?.display().to_string();
+        let files = (
+            dir.join("agent-clock-offset"),
+            dir.join("probe-clock-offset"),
+        );
+        for (file, env) in [(&files.0, &mut env), (&files.1, &mut probe_env)] {
+            write_offset(file, 0)?;
+            for (k, v) in [
+                ("LD_PRELOAD", lib.clone()),
+                ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+                // Re-read the file every second.
+                ("FAKETIME_CACHE_DURATION", "1".to_string()),
+                // Only the wall clock is off; timers and durations run true.
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+            ] {
+                env.push((k.to_string(), v));
+            }
+        }
+        Some(files)
+    } else {
+        None
+    };
     let values = |path: &str| chart_value(tools.root(), "gpufed-member", path);
     let agent_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     member.spawn(
@@ -432,6 +518,7 @@ async fn join_member(
         probe_kubeconfig,
         proxy,
         agent_metrics,
+        clock_offset,
     })
 }
 
