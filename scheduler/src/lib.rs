@@ -13,12 +13,14 @@
 //! no-fit decision keeps of the snapshot), `filter` (why a cluster fits or not), `scan` (the
 //! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
 //! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
-//! [`quota`] (namespace quotas and cohort borrowing), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
+//! [`quota`] (namespace quotas and cohort borrowing), [`fairshare`] (fair-share order and the
+//! hold that keeps large gangs from starving), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
 //! (token amounts as text), [`error`].
 
 pub mod decision;
 pub mod error;
 pub mod explain;
+pub mod fairshare;
 mod filter;
 mod index;
 pub mod input;
@@ -39,6 +41,7 @@ pub mod testing;
 pub use decision::{Assignment, Decision};
 pub use error::{MoneyError, ScheduleError};
 pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};
+pub use fairshare::{Before, FairPass, FairShare, Hold, Share, schedule_batch_fair};
 pub use input::{
     BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
     Strategy,

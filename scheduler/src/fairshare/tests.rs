@@ -1,0 +1,171 @@
+use super::*;
+use crate::testing::{cluster, job};
+
+fn pool(nodes: u32, gpus: u32) -> Vec<ClusterState> {
+    let mut c = cluster("alpha").price("H100", "2.00");
+    for i in 0..nodes {
+        c = c.node(&format!("n{i}"), "H100", 80 * 1024, gpus);
+    }
+    vec![c.build()]
+}
+
+fn placed_per_namespace(pass: &FairPass) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (key, d) in &pass.decisions {
+        if matches!(d, Decision::Place(_)) {
+            *out.entry(namespace_of(key).to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn backlog(ns: &str, n: u64, first_order: u64) -> Vec<JobRequest> {
+    (0..n)
+        .map(|i| job(&format!("{ns}/j{i}")).order(first_order + i).build())
+        .collect()
+}
+
+fn run(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    fair: &FairShare,
+    usage: &[Usage],
+    holder: Option<&str>,
+) -> FairPass {
+    schedule_batch_fair(
+        jobs,
+        clusters,
+        &[],
+        &Policy::default(),
+        &mut QuotaBook::default(),
+        fair,
+        Before { usage, holder },
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_backlogged_namespaces_share_in_proportion_to_their_weights() {
+    // team-a's jobs are all older: plain priority-then-age would give it every GPU.
+    let mut jobs = backlog("team-a", 12, 0);
+    jobs.extend(backlog("team-b", 12, 100));
+    let fair = FairShare {
+        weights: [("team-b".to_string(), 2)].into(),
+    };
+    let pass = run(&jobs, &pool(1, 9), &fair, &[], None);
+    let got = placed_per_namespace(&pass);
+    assert_eq!(got.get("team-a"), Some(&3));
+    assert_eq!(got.get("team-b"), Some(&6));
+    let b = pass
+        .shares
+        .iter()
+        .find(|s| s.namespace == "team-b")
+        .unwrap();
+    assert_eq!((b.weight, b.gpus, b.dominant_per_mille), (2, 6, 666));
+    assert_eq!(b.dominant_model.as_deref(), Some("H100"));
+}
+
+#[test]
+fn a_namespace_already_holding_gpus_waits_for_the_others_to_catch_up() {
+    let mut jobs = backlog("team-a", 4, 0);
+    jobs.extend(backlog("team-b", 4, 100));
+    let usage = [Usage {
+        namespace: "team-a".into(),
+        model: "H100".into(),
+        gpus: 4,
+    }];
+    // 4 GPUs free of 8: all go to team-b, which holds nothing yet.
+    let clusters = vec![
+        cluster("alpha")
+            .price("H100", "2.00")
+            .node_free("n0", "H100", 80 * 1024, 8, 4)
+            .build(),
+    ];
+    let pass = run(&jobs, &clusters, &FairShare::default(), &usage, None);
+    let got = placed_per_namespace(&pass);
+    assert_eq!(got.get("team-a"), None);
+    assert_eq!(got.get("team-b"), Some(&4));
+}
+
+#[test]
+fn a_higher_priority_is_still_decided_before_any_share() {
+    let mut jobs = backlog("team-a", 3, 0);
+    jobs.push(job("team-b/urgent").priority(100).order(50).build());
+    let usage = [Usage {
+        namespace: "team-b".into(),
+        model: "H100".into(),
+        gpus: 100,
+    }];
+    let pass = run(&jobs, &pool(1, 1), &FairShare::default(), &usage, None);
+    assert_eq!(pass.decisions[0].0, "team-b/urgent");
+    assert!(matches!(pass.decisions[0].1, Decision::Place(_)));
+}
+
+#[test]
+fn a_gang_that_fits_no_free_node_holds_the_node_it_would_empty() {
+    // Two 8-GPU nodes, each with 2 free: the 8-GPU gang fits nowhere now.
+    let clusters = vec![
+        cluster("alpha")
+            .price("H100", "2.00")
+            .node_free("n0", "H100", 80 * 1024, 8, 2)
+            .node_free("n1", "H100", 80 * 1024, 8, 2)
+            .build(),
+    ];
+    let mut jobs = vec![job("team-a/big").gpus(8).order(0).build()];
+    jobs.extend(backlog("team-b", 4, 10));
+    let pass = run(&jobs, &clusters, &FairShare::default(), &[], None);
+    let hold = pass.hold.clone().expect("the gang holds a node");
+    assert_eq!(hold.job, "team-a/big");
+    assert_eq!(hold.nodes.len(), 1);
+    let held = &hold.nodes[0].0;
+    // Small jobs use the other node only: 2 of them, none on the held node.
+    let mut placed = 0;
+    for (_, d) in &pass.decisions {
+        if let Decision::Place(a) = d {
+            assert!(
+                a.nodes.iter().all(|(n, _)| n != held),
+                "{a:?} on held {held}"
+            );
+            placed += 1;
+        }
+    }
+    assert_eq!(placed, 2);
+    // The holder is decided first.
+    assert_eq!(pass.decisions[0].0, "team-a/big");
+}
+
+#[test]
+fn a_holder_whose_node_has_emptied_is_placed_before_anyone_else() {
+    let mut jobs = backlog("team-b", 8, 0);
+    jobs.push(job("team-a/big").gpus(8).order(99).build());
+    let usage = [Usage {
+        namespace: "team-a".into(),
+        model: "H100".into(),
+        gpus: 50,
+    }];
+    let pass = run(
+        &jobs,
+        &pool(1, 8),
+        &FairShare::default(),
+        &usage,
+        Some("team-a/big"),
+    );
+    assert_eq!(pass.decisions[0].0, "team-a/big");
+    assert!(matches!(pass.decisions[0].1, Decision::Place(_)));
+    assert_eq!(pass.hold, None);
+}
+
+#[test]
+fn a_job_that_fits_no_empty_pool_holds_nothing() {
+    let jobs = vec![
+        job("team-a/huge").gpus(16).order(0).build(),
+        job("team-b/small").order(1).build(),
+    ];
+    let pass = run(&jobs, &pool(1, 8), &FairShare::default(), &[], None);
+    assert_eq!(pass.hold, None);
+    assert!(
+        pass.decisions
+            .iter()
+            .any(|(k, d)| k == "team-b/small" && matches!(d, Decision::Place(_)))
+    );
+}
