@@ -37,8 +37,9 @@ pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
 };
 pub use pool::{
-    ChainSpec, GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, NamespaceQuota, PayerBinding,
-    PriorityClass, QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
+    ChainSpec, FairSharing, GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, NamespaceQuota,
+    NamespaceShare, NamespaceWeight, PayerBinding, PriorityClass, QuotaGroup, QuotaUsage,
+    SecretKeyRef, Strategy, Utilization,
 };
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};

@@ -97,6 +97,37 @@ pub struct GpuPoolSpec {
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
     #[x_kube(validation = kube::core::Rule::new("self.all(q, has(q.cohort) || q.groups.all(g, !has(g.borrowingLimit)))").message("spec.quotas[].groups[].borrowingLimit needs spec.quotas[].cohort: a namespace borrows only from its cohort; set cohort or remove borrowingLimit"))]
     pub quotas: Vec<NamespaceQuota>,
+    /// Fair share between tenant namespaces (ADR 0025). Present, even empty, it turns fair share
+    /// on: among pending jobs of one priority, the namespace with the lowest weighted dominant
+    /// share (the largest fraction it holds of any GPU model's capacity, divided by its weight) is
+    /// served first, and the oldest job of the top priority that fits no free node holds the nodes
+    /// it needs while they empty, so large gangs are not starved. Absent: priority, then age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_sharing: Option<FairSharing>,
+}
+
+/// Fair-share settings of a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FairSharing {
+    /// Weight per namespace; a namespace not listed weighs 1. A namespace of weight 2 is entitled
+    /// to twice the share of one of weight 1 while both are backlogged. At most 256 namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["namespace".into()]))]
+    pub weights: Vec<NamespaceWeight>,
+}
+
+/// The fair-share weight of one namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceWeight {
+    /// The tenant namespace on the hub.
+    #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// Its weight, 1 to 1000.
+    #[schemars(range(min = 1, max = 1000))]
+    pub weight: u32,
 }
 
 /// The quota of one tenant namespace in a pool.
@@ -369,10 +400,31 @@ pub struct GpuPoolStatus {
     /// Pool GPU-hours allocated ÷ available over a recent window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utilization: Option<Utilization>,
+    /// With fair sharing: each namespace's weight, GPUs held and dominant share, from the last
+    /// scheduling pass that had pending jobs or the last roll-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<NamespaceShare>,
     /// Conditions: ChainReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One namespace's fair share of a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceShare {
+    /// The namespace.
+    pub namespace: String,
+    /// Its weight (`spec.fairSharing.weights`, default 1).
+    pub weight: u32,
+    /// GPUs it holds (placed, starting or running attempts), all models.
+    pub gpus: u64,
+    /// The GPU model of its dominant share, if it holds any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dominant_model: Option<String>,
+    /// Its dominant share in thousandths of that model's capacity in the pool, before weight.
+    pub dominant_per_mille: u64,
 }
 
 /// One namespace's use of one quota group.

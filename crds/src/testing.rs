@@ -217,6 +217,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         payers: vec![],
         priority_classes: vec![],
         quotas: vec![],
+        fair_sharing: None,
     }
 }
 

@@ -143,6 +143,7 @@ fn heartbeat_timeout_is_bounded() {
                 payers: vec![],
                 priority_classes: vec![],
                 quotas: vec![],
+                fair_sharing: None,
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");

@@ -290,18 +290,38 @@ pub fn schedule_batch_fair(
     });
     pass.shares = holdings
         .iter()
-        .map(|(ns, h)| {
-            let (f, model) = h.dominant(&cap);
-            Share {
-                namespace: ns.clone(),
-                weight: fair.weight(ns),
-                gpus: h.by_model.values().sum(),
-                dominant_model: model.map(str::to_string),
-                dominant_per_mille: u64::try_from(f.num * 1000 / f.den.max(1)).unwrap_or(u64::MAX),
-            }
-        })
+        .map(|(ns, h)| share_of(ns, h, &cap, fair))
         .collect();
     Ok(pass)
+}
+
+/// Each namespace's share of a pool whose capacity per model is `capacity` and whose namespaces
+/// hold `usage`, in namespace order (what the pool status shows between passes).
+pub fn shares(capacity: &HashMap<String, u64>, usage: &[Usage], fair: &FairShare) -> Vec<Share> {
+    let mut holdings: BTreeMap<String, Holding> = BTreeMap::new();
+    for u in usage {
+        *holdings
+            .entry(u.namespace.clone())
+            .or_default()
+            .by_model
+            .entry(u.model.clone())
+            .or_default() += u.gpus;
+    }
+    holdings
+        .iter()
+        .map(|(ns, h)| share_of(ns, h, capacity, fair))
+        .collect()
+}
+
+fn share_of(ns: &str, h: &Holding, cap: &HashMap<String, u64>, fair: &FairShare) -> Share {
+    let (f, model) = h.dominant(cap);
+    Share {
+        namespace: ns.to_string(),
+        weight: fair.weight(ns),
+        gpus: h.by_model.values().sum(),
+        dominant_model: model.map(str::to_string),
+        dominant_per_mille: u64::try_from(f.num * 1000 / f.den.max(1)).unwrap_or(u64::MAX),
+    }
 }
 
 /// Whether `job` is of the highest priority in the batch.

@@ -41,7 +41,7 @@ pub mod testing;
 pub use decision::{Assignment, Decision};
 pub use error::{MoneyError, ScheduleError};
 pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};
-pub use fairshare::{Before, FairPass, FairShare, Hold, Share, schedule_batch_fair};
+pub use fairshare::{Before, FairPass, FairShare, Hold, Share, schedule_batch_fair, shares};
 pub use input::{
     BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
     Strategy,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use gpufed_crds::conditions::{self, member as mc, pool as pool_cond};
 use gpufed_crds::{
-    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, QuotaUsage,
-    TokenAmount,
+    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, NamespaceShare,
+    QuotaUsage, TokenAmount,
 };
 use kube::ResourceExt;
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -138,7 +138,7 @@ pub fn roll_up(
             free += node_free;
         }
     }
-    let capacity = by_model
+    let capacity: Vec<ModelCapacity> = by_model
         .into_iter()
         .map(|(model, a)| {
             let index = if a.free > 0 {
@@ -168,7 +168,32 @@ pub fn roll_up(
             _ => {}
         }
     }
+    let shares = match crate::hub::snapshot::fair_share(pool) {
+        None => vec![],
+        Some(fair) => {
+            let cap: std::collections::HashMap<String, u64> = capacity
+                .iter()
+                .map(|c: &ModelCapacity| (c.model.clone(), u64::from(c.total_gpus)))
+                .collect();
+            let usage: Vec<gpufed_scheduler::Usage> = jobs
+                .iter()
+                .filter(|j| j.spec.pool == name)
+                .filter_map(|j| crate::hub::snapshot::quota_usage(j))
+                .collect();
+            gpufed_scheduler::shares(&cap, &usage, &fair)
+                .into_iter()
+                .map(|s| NamespaceShare {
+                    namespace: s.namespace,
+                    weight: s.weight,
+                    gpus: s.gpus,
+                    dominant_model: s.dominant_model,
+                    dominant_per_mille: s.dominant_per_mille,
+                })
+                .collect()
+        }
+    };
     GpuPoolStatus {
+        shares,
         members: mine.len() as u32,
         ready_members: ready.len() as u32,
         total_gpus: total,

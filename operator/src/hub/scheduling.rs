@@ -24,8 +24,8 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Decision, QuotaBook, Reservation, Usage, explain, explain_placement,
-    schedule_batch_with_quotas,
+    Assignment, Before, Decision, FairShare, Hold, QuotaBook, Reservation, Usage, explain,
+    explain_placement, schedule_batch_fair, schedule_batch_with_quotas,
 };
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
@@ -53,6 +53,9 @@ pub struct InFlight {
     /// Job UID → signature of the reasons to wait last written (or being written), so a waiting
     /// job's status is rewritten only when why it waits changes, not when a count in it does.
     waiting: HashMap<String, u64>,
+    /// Pool name → the job holding nodes after the pool's last fair pass (ADR 0025), so the hold
+    /// stays with it until it is placed. Leader memory: a new leader picks the head again.
+    holders: HashMap<String, String>,
 }
 
 impl InFlight {
@@ -90,6 +93,19 @@ impl InFlight {
     /// Records the quota use of the decision in flight for `uid` (see [`InFlight::promise`]).
     pub fn charge(&mut self, uid: &str, usage: Usage) {
         self.quota.insert(uid.to_string(), usage);
+    }
+
+    /// The job that held nodes after the pool's last fair pass.
+    pub fn holder(&self, pool: &str) -> Option<&str> {
+        self.holders.get(pool).map(String::as_str)
+    }
+
+    /// Records the hold of the pool's fair pass (none: forget the previous one).
+    pub fn set_holder(&mut self, pool: &str, hold: Option<&Hold>) {
+        match hold {
+            Some(h) => self.holders.insert(pool.to_string(), h.job.clone()),
+            None => self.holders.remove(pool),
+        };
     }
 
     /// The quota use of the decision in flight for `uid`, if any.
@@ -376,13 +392,34 @@ pub fn decide(
         )
         .collect();
     let mut book = QuotaBook::new(&snapshot::quotas(pool), &usage);
-    let decisions = schedule_batch_with_quotas(
-        &requests,
-        clusters,
-        reservations,
-        &snapshot::policy(pool),
-        &mut book,
-    )?;
+    let mut hold: Option<Hold> = None;
+    let decisions = match snapshot::fair_share(pool) {
+        None => schedule_batch_with_quotas(
+            &requests,
+            clusters,
+            reservations,
+            &snapshot::policy(pool),
+            &mut book,
+        )?,
+        Some(fair) => {
+            let holder = in_flight.holder(&pool_name).map(str::to_string);
+            let pass = fair_pass(
+                &requests,
+                clusters,
+                reservations,
+                pool,
+                &mut book,
+                &fair,
+                Before {
+                    usage: &usage,
+                    holder: holder.as_deref(),
+                },
+            )?;
+            in_flight.set_holder(&pool_name, pass.hold.as_ref());
+            hold = pass.hold;
+            pass.decisions
+        }
+    };
     let by_key: HashMap<String, &Arc<ComputeJob>> =
         pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
     for (key, decision) in decisions {
@@ -415,11 +452,17 @@ pub fn decide(
             Decision::NoFit(reasons) => {
                 // Which clusters give which kind of reason, not the live numbers in them (free
                 // GPUs): a capacity change elsewhere does not rewrite every waiting job.
-                if in_flight.wait_for(&uid, reasons.signature().0) {
+                let held = hold.as_ref().filter(|h| h.job == key);
+                let signature = reasons.signature().0 ^ held.map_or(0, hold_signature);
+                if in_flight.wait_for(&uid, signature) {
+                    let mut text = explain(&reasons);
+                    if let Some(h) = held {
+                        text = format!("{text}; {}", held_text(h));
+                    }
                     round.writes.push(Planned {
                         admitted: admitted.remove(&key),
                         job,
-                        write: Write::Wait(WAIT_NO_FIT, explain(&reasons)),
+                        write: Write::Wait(WAIT_NO_FIT, text),
                     });
                 }
             }
@@ -453,6 +496,53 @@ pub const WAIT_NO_FIT: &str = "NoFit";
 
 /// The reason of a job whose namespace has no quota left for it (ADR 0019).
 pub const WAIT_OVER_QUOTA: &str = "OverQuota";
+
+/// The fair pass (ADR 0025) over the pool's requests.
+fn fair_pass(
+    requests: &[gpufed_scheduler::JobRequest],
+    clusters: &[gpufed_scheduler::ClusterState],
+    reservations: &[Reservation],
+    pool: &GpuPool,
+    book: &mut QuotaBook,
+    fair: &FairShare,
+    before: Before<'_>,
+) -> Result<gpufed_scheduler::FairPass, gpufed_scheduler::ScheduleError> {
+    schedule_batch_fair(
+        requests,
+        clusters,
+        reservations,
+        &snapshot::policy(pool),
+        book,
+        fair,
+        before,
+    )
+}
+
+/// What a holder's explanation adds: `nodes n1, n2 of alpha are held for this job while their
+/// attempts end`.
+pub fn held_text(h: &Hold) -> String {
+    let nodes: Vec<&str> = h.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    format!(
+        "{} {} of {} {} held for this job while their attempts end (fair share, ADR 0025)",
+        if nodes.len() == 1 { "node" } else { "nodes" },
+        nodes.join(", "),
+        h.cluster,
+        if nodes.len() == 1 { "is" } else { "are" },
+    )
+}
+
+/// A fingerprint of a hold (cluster and nodes), mixed into the holder's no-fit signature so its
+/// explanation is rewritten once when it starts or stops holding.
+fn hold_signature(h: &Hold) -> u64 {
+    let mut v: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in std::iter::once(h.cluster.as_str()).chain(h.nodes.iter().map(|(n, _)| n.as_str())) {
+        for b in part.bytes().chain([0]) {
+            v ^= u64::from(b);
+            v = v.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    v
+}
 
 /// A fingerprint of what an over-quota job waits on (namespace, group, model), not the counts;
 /// it never equals a no-fit signature of the same job in practice (64-bit hashes of different

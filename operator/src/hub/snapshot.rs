@@ -23,6 +23,19 @@ pub fn policy(pool: &GpuPool) -> Policy {
     }
 }
 
+/// The pool's fair-share weights as the scheduler takes them, or `None` when the pool does not
+/// share fairly (`spec.fairSharing` absent).
+pub fn fair_share(pool: &GpuPool) -> Option<gpufed_scheduler::FairShare> {
+    let fs = pool.spec.fair_sharing.as_ref()?;
+    Some(gpufed_scheduler::FairShare {
+        weights: fs
+            .weights
+            .iter()
+            .map(|w| (w.namespace.clone(), w.weight))
+            .collect(),
+    })
+}
+
 /// The pool's namespace quotas as the scheduler takes them.
 pub fn quotas(pool: &GpuPool) -> Vec<NamespaceQuota> {
     pool.spec
