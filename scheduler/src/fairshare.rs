@@ -11,14 +11,16 @@
 //! their share.
 //!
 //! **Hold.** Fair order alone can starve a gang that needs a whole node (or many): every GPU that
-//! frees is taken at once by some small job. So the oldest job of the highest priority that fits
-//! nowhere now, but would fit if the pool were empty, becomes the *holder*: the nodes it would be
-//! placed on in an empty pool are held for it (no other job is placed on them) while their running
-//! attempts end, and it is decided before every other job of the pass. The hub remembers the holder
-//! between passes and passes it back in, so the held nodes do not move while it waits (the empty-pool
-//! placement is a function of the inventory, not of what is free). Its wait, once it holds, is
-//! bounded by the longest remaining `maxDuration` of the attempts on its held nodes, plus one pass;
-//! a job of a higher priority takes the hold over.
+//! frees is taken at once by some small job. So the first job in the pass's order that fits no
+//! free node, but would fit if the pool were empty, becomes the *holder*: the nodes it would be
+//! placed on in an empty pool are held for it (no later job of the pass is placed on them) while
+//! their running attempts end. The hub remembers the holder between passes and passes it back in;
+//! while it is of the highest priority waiting it is decided before every other job, so it keeps
+//! its nodes (the empty-pool placement depends on the inventory, not on what is free) and takes
+//! them as soon as they are free. Its wait, once it holds, is bounded by the longest remaining
+//! `maxDuration` of the attempts on its held nodes, plus one pass. The holder is chosen in fair
+//! order, not by age, so holding never hands a full pool back to first come, first served: in a
+//! full pool the next free GPUs go to the job fair share would pick anyway.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -157,8 +159,8 @@ impl Holding {
     }
 }
 
-/// Most queue heads looked at when choosing a new holder: jobs that fit nowhere even in an empty
-/// pool are skipped, and this bounds the work they cost a pass.
+/// Most jobs that fit no free node looked at, per pass, for one that would fit an empty pool:
+/// jobs that fit nowhere even then are skipped, and this bounds the work they cost a pass.
 const HOLDER_CANDIDATES: usize = 16;
 
 /// Places a batch in fair-share order (see the module docs) with the quota filter of
@@ -214,45 +216,50 @@ pub fn schedule_batch_fair(
         }
     }
 
-    let now = Scheduler::new(clusters, reservations, policy)?;
-    let hold = choose_hold(jobs, &levels, clusters, policy, quotas, &now, holder)?;
-    let mut held = reservations.to_vec();
-    if let Some(h) = &hold {
-        held.extend(h.nodes.iter().map(|(node, _)| Reservation {
-            cluster: h.cluster.clone(),
-            node: node.clone(),
-            gpus: u32::MAX,
-        }));
-    }
-    let mut scheduler = Scheduler::new(clusters, &held, policy)?;
+    let mut scheduler = Scheduler::new(clusters, reservations, policy)?;
     let mut pass = FairPass::default();
+    let mut hold: Option<Hold> = None;
+    let mut empty: Option<Vec<ClusterState>> = None;
+    let mut looked = 0usize;
     let mut decide = |job: &JobRequest,
                       scheduler: &mut Scheduler<'_>,
-                      holdings: &mut BTreeMap<String, Holding>|
+                      holdings: &mut BTreeMap<String, Holding>,
+                      hold: &mut Option<Hold>|
      -> Result<(String, Decision), ScheduleError> {
         let decision = place_within_quota(scheduler, job, quotas, |s, j| s.place(j))?;
-        if let Decision::Place(a) = &decision {
-            *holdings
-                .entry(namespace_of(&job.key).to_string())
-                .or_default()
-                .by_model
-                .entry(a.model.clone())
-                .or_default() += job.total_gpus();
+        match &decision {
+            Decision::Place(a) => {
+                *holdings
+                    .entry(namespace_of(&job.key).to_string())
+                    .or_default()
+                    .by_model
+                    .entry(a.model.clone())
+                    .or_default() += job.total_gpus();
+            }
+            Decision::NoFit(_) if hold.is_none() && looked < HOLDER_CANDIDATES => {
+                // The first job in this order that fits no free node but would fit an empty pool
+                // holds the nodes it would use there, for the rest of the pass and the next ones.
+                looked += 1;
+                let empty = empty.get_or_insert_with(|| emptied(clusters));
+                if let Some(h) = hold_for(job, quotas, empty, policy)? {
+                    let nodes: Vec<&str> = h.nodes.iter().map(|(n, _)| n.as_str()).collect();
+                    scheduler.index.hold(&h.cluster, &nodes);
+                    *hold = Some(h);
+                }
+            }
+            _ => {}
         }
         Ok((job.key.clone(), decision))
     };
 
-    // The holder is decided before anyone else: on its held nodes, or, when nothing needs holding
-    // any more, on the GPUs that just freed, before another job can take them.
-    let first = match (&hold, holder) {
-        (Some(h), _) => Some(h.job.as_str()),
-        (None, Some(key)) => Some(key),
-        (None, None) => None,
-    }
-    .and_then(|key| jobs.iter().find(|j| j.key == key))
-    .filter(|job| is_head_level(job, &levels));
+    // The previous holder is decided before anyone else, while it is of the highest priority
+    // waiting: on the GPUs of its nodes that just freed, before another job can take them, or it
+    // holds them again.
+    let first = holder
+        .and_then(|key| jobs.iter().find(|j| j.key == key))
+        .filter(|job| is_head_level(job, &levels));
     if let Some(job) = first {
-        let out = decide(job, &mut scheduler, &mut holdings)?;
+        let out = decide(job, &mut scheduler, &mut holdings, &mut hold)?;
         pass.decisions.push(out);
     }
     let first = first.map(|j| j.key.as_str());
@@ -278,16 +285,11 @@ pub fn schedule_batch_fair(
             if queues.get(ns).is_some_and(|q| q.is_empty()) {
                 queues.remove(ns);
             }
-            let out = decide(job, &mut scheduler, &mut holdings)?;
+            let out = decide(job, &mut scheduler, &mut holdings, &mut hold)?;
             pass.decisions.push(out);
         }
     }
-    // The holder stays held only if it is still waiting.
-    pass.hold = hold.filter(|h| {
-        pass.decisions
-            .iter()
-            .any(|(k, d)| k == &h.job && !matches!(d, Decision::Place(_)))
-    });
+    pass.hold = hold;
     pass.shares = holdings
         .iter()
         .map(|(ns, h)| share_of(ns, h, &cap, fair))
@@ -353,60 +355,35 @@ fn lowest_share<'n>(
         .map(|(ns, _)| ns)
 }
 
-/// The hold for this pass: the previous holder if it is still of the top priority, still waits and
-/// still fits an empty pool; else the first job of the top priority, oldest first, that fits nowhere
-/// now but would in an empty pool (jobs over quota or that never fit are skipped).
-fn choose_hold(
-    jobs: &[JobRequest],
-    levels: &BTreeMap<std::cmp::Reverse<i32>, BTreeMap<&str, Vec<&JobRequest>>>,
-    clusters: &[ClusterState],
-    policy: &Policy,
+/// The hold for `job`, which fits no free node: the nodes it would be placed on in the `empty`
+/// pool, on the models its quota has room for; `None` if it fits no empty pool either.
+fn hold_for(
+    job: &JobRequest,
     quotas: &QuotaBook,
-    now: &Scheduler<'_>,
-    holder: Option<&str>,
+    empty: &[ClusterState],
+    policy: &Policy,
 ) -> Result<Option<Hold>, ScheduleError> {
-    let Some((_, top)) = levels.iter().next() else {
+    let narrowed = match quotas.admit(job) {
+        Err(_) => return Ok(None),
+        Ok(Some(models)) => JobRequest {
+            models,
+            ..job.clone()
+        },
+        Ok(None) => job.clone(),
+    };
+    let Decision::Place(a) = Scheduler::new(empty, &[], policy)?.evaluate(&narrowed)? else {
         return Ok(None);
     };
-    let mut heads: Vec<&JobRequest> = top.values().flatten().copied().collect();
-    heads.sort_by(|a, b| a.order.cmp(&b.order).then(a.key.cmp(&b.key)));
-    if let Some(key) = holder
-        && let Some(job) = jobs.iter().find(|j| j.key == key)
-        && is_head_level(job, levels)
-    {
-        // The previous holder keeps its place at the head whatever its age.
-        heads.retain(|j| j.key != key);
-        heads.insert(0, job);
-    }
-    let mut empty: Option<Vec<ClusterState>> = None;
-    for job in heads.into_iter().take(HOLDER_CANDIDATES) {
-        let narrowed = match quotas.admit(job) {
-            Err(_) => continue,
-            Ok(Some(models)) => JobRequest {
-                models,
-                ..job.clone()
-            },
-            Ok(None) => job.clone(),
-        };
-        if let Decision::Place(_) = now.evaluate(&narrowed)? {
-            // The head fits now: no hold (a previous holder is placed first by the caller).
-            return Ok(None);
-        }
-        let empty = empty.get_or_insert_with(|| emptied(clusters));
-        if let Decision::Place(a) = Scheduler::new(empty, &[], policy)?.evaluate(&narrowed)? {
-            return Ok(Some(Hold {
-                job: job.key.clone(),
-                cluster: a.cluster,
-                model: a.model,
-                nodes: a
-                    .nodes
-                    .into_iter()
-                    .map(|(n, r)| (n, r * job.gpus_per_replica))
-                    .collect(),
-            }));
-        }
-    }
-    Ok(None)
+    Ok(Some(Hold {
+        job: job.key.clone(),
+        cluster: a.cluster,
+        model: a.model,
+        nodes: a
+            .nodes
+            .into_iter()
+            .map(|(n, r)| (n, r * job.gpus_per_replica))
+            .collect(),
+    }))
 }
 
 /// The snapshot with every attempt ended: each node's healthy allocatable GPUs free.

@@ -454,6 +454,36 @@ impl<'a> Index<'a> {
             }
         }
     }
+
+    /// Takes every free GPU of the named `nodes` of `cluster` for the rest of the pass (the hold
+    /// of fair share, `fairshare.rs`), keeping the cluster's per-model counts and rows in step.
+    pub(crate) fn hold(&mut self, cluster: &str, nodes: &[&str]) {
+        let Some(ci) = self.cluster_position(cluster) else {
+            return;
+        };
+        let Some(entry) = self.clusters.get_mut(ci) else {
+            return;
+        };
+        for name in nodes {
+            if let Ok(ni) = entry
+                .nodes
+                .binary_search_by(|n| n.state.name.as_str().cmp(name))
+                && let Some(n) = entry.nodes.get_mut(ni)
+            {
+                n.free = 0;
+            }
+        }
+        let ClusterEntry { nodes, models, .. } = entry;
+        for model in models.iter_mut() {
+            model.refresh(nodes);
+            if let Some(row) = model
+                .row
+                .and_then(|(list, at)| self.rows.get_mut(list)?.get_mut(at))
+            {
+                model.update_row(row);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -154,22 +154,46 @@ proptest! {
         ).unwrap();
         prop_assert_eq!(pass.decisions.len(), jobs.len());
 
-        // Replay in the pass's order through the reference, with the held nodes reserved.
-        let mut replay_reservations: Vec<Reservation> = held.clone();
-        if let Some(h) = &pass.hold {
-            replay_reservations.extend(h.nodes.iter().map(|(n, _)| Reservation {
-                cluster: h.cluster.clone(), node: n.clone(), gpus: u32::MAX,
-            }));
-        }
+        // Replay in the pass's order through the reference: up to the holder as given, then the
+        // rest with the holder's nodes reserved and what the first part placed taken.
         let in_order: Vec<JobRequest> = pass.decisions.iter().enumerate().map(|(i, (k, _))| {
             let mut j = jobs.iter().find(|j| &j.key == k).unwrap().clone();
             j.priority = 0;
             j.order = i as u64;
             j
         }).collect();
-        let expected = reference::schedule_batch_with_quotas(
-            &in_order, &clusters, &replay_reservations, &policy, &quotas, &usage,
+        let split = pass
+            .hold
+            .as_ref()
+            .and_then(|h| in_order.iter().position(|j| j.key == h.job))
+            .map_or(in_order.len(), |i| i + 1);
+        let mut expected = reference::schedule_batch_with_quotas(
+            &in_order[..split], &clusters, &held, &policy, &quotas, &usage,
         ).unwrap();
+        if let Some(h) = &pass.hold {
+            let mut taken: Vec<Reservation> = held.clone();
+            let mut used = usage.clone();
+            for ((key, e), job) in expected.iter().zip(&in_order) {
+                if let Expanded::Place(a) = e {
+                    for (node, r) in &a.nodes {
+                        taken.push(Reservation {
+                            cluster: a.cluster.clone(), node: node.clone(), gpus: r * job.gpus_per_replica,
+                        });
+                    }
+                    used.push(Usage {
+                        namespace: ns_of(key).into(), model: a.model.clone(), gpus: job.total_gpus(),
+                    });
+                }
+            }
+            taken.extend(h.nodes.iter().map(|(n, _)| Reservation {
+                cluster: h.cluster.clone(), node: n.clone(), gpus: u32::MAX,
+            }));
+            // The holder fits no free node but fits the empty pool on the nodes it holds.
+            prop_assert!(matches!(expected.last(), Some((k, Expanded::NoFit(_))) if k == &h.job));
+            expected.extend(reference::schedule_batch_with_quotas(
+                &in_order[split..], &clusters, &taken, &policy, &quotas, &used,
+            ).unwrap());
+        }
         let got: Vec<(String, Expanded)> =
             pass.decisions.iter().map(|(k, d)| (k.clone(), Expanded::from(d))).collect();
         prop_assert_eq!(&got, &expected);
@@ -181,8 +205,9 @@ proptest! {
         let mut left: Vec<&JobRequest> = jobs.iter().collect();
         for (i, (key, decision)) in pass.decisions.iter().enumerate() {
             let job = *left.iter().find(|j| &j.key == key).unwrap();
-            let is_holder = i == 0 && pass.hold.as_ref().is_some_and(|h| &h.job == key);
-            if !is_holder {
+            // (No previous holder here: every decision follows the fair order.)
+            let _ = i;
+            {
                 let top = left.iter().map(|j| j.priority).max().unwrap();
                 prop_assert_eq!(job.priority, top, "{} decided before a higher priority", key);
                 let ns = ns_of(key);

@@ -152,7 +152,28 @@ fn a_holder_whose_node_has_emptied_is_placed_before_anyone_else() {
     );
     assert_eq!(pass.decisions[0].0, "team-a/big");
     assert!(matches!(pass.decisions[0].1, Decision::Place(_)));
-    assert_eq!(pass.hold, None);
+    // The pool is full again: the next hold goes to the first of team-b's jobs in fair order.
+    assert_eq!(pass.hold.map(|h| h.job).as_deref(), Some("team-b/j0"));
+}
+
+#[test]
+fn in_a_full_pool_the_hold_goes_to_the_lowest_share_not_the_oldest_job() {
+    // team-b's jobs are older, but team-b holds 6 GPUs and team-a none.
+    let mut jobs = backlog("team-b", 3, 0);
+    jobs.extend(backlog("team-a", 3, 100));
+    let usage = [Usage {
+        namespace: "team-b".into(),
+        model: "H100".into(),
+        gpus: 6,
+    }];
+    let clusters = vec![
+        cluster("alpha")
+            .price("H100", "2.00")
+            .node_free("n0", "H100", 80 * 1024, 8, 0)
+            .build(),
+    ];
+    let pass = run(&jobs, &clusters, &FairShare::default(), &usage, None);
+    assert_eq!(pass.hold.map(|h| h.job).as_deref(), Some("team-a/j0"));
 }
 
 #[test]
