@@ -38,6 +38,8 @@ pub struct Metrics {
     pub quota_borrowed: IntGaugeVec,
     /// GPU-hours allocated ÷ available over the last hour, per pool.
     pub pool_utilization: GaugeVec,
+    /// Each namespace's dominant share of a fair-sharing pool (0 to 1, before weight).
+    pub fair_share: GaugeVec,
     /// Attempts re-placed after their member was lost, per reason.
     pub failovers: IntCounterVec,
     /// Whether this replica holds the leader Lease (1) or not (0).
@@ -176,6 +178,14 @@ impl Metrics {
         registry.register(Box::new(quota_limit.clone()))?;
         registry.register(Box::new(quota_borrowed.clone()))?;
         registry.register(Box::new(pool_utilization.clone()))?;
+        let fair_share = GaugeVec::new(
+            Opts::new(
+                "gpufed_fair_share_dominant_ratio",
+                "Dominant share of a namespace in a fair-sharing pool: the largest fraction it holds of any GPU model's capacity (0 to 1, before weight).",
+            ),
+            &["pool", "namespace"],
+        )?;
+        registry.register(Box::new(fair_share.clone()))?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "gpufed_failovers_total",
@@ -284,6 +294,7 @@ impl Metrics {
             quota_limit,
             quota_borrowed,
             pool_utilization,
+            fair_share,
             failovers,
             leader,
             hub_writes_refused,

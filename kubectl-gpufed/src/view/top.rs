@@ -24,6 +24,28 @@ pub struct TopSummary {
     /// pool has quotas.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<QuotaRow>,
+    /// One row per pool and namespace of a fair-sharing pool (from `status.shares`); absent when
+    /// no pool shares fairly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareRow>,
+}
+
+/// One namespace's fair share of one pool (ADR 0025).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareRow {
+    /// The pool.
+    pub pool: String,
+    /// The tenant namespace.
+    pub namespace: String,
+    /// Its fair-share weight.
+    pub weight: u32,
+    /// GPUs it holds.
+    pub gpus: u64,
+    /// The model of its dominant share.
+    pub dominant_model: Option<String>,
+    /// Its dominant share in thousandths of that model's capacity.
+    pub dominant_per_mille: u64,
 }
 
 /// One namespace's use of one quota group in one pool, and the pool's utilisation.
@@ -145,10 +167,30 @@ pub fn summarize(pools: &[GpuPool], members: &[MemberCluster], pool: Option<&str
         .collect();
     quotas
         .sort_by(|a, b| (&a.pool, &a.namespace, &a.group).cmp(&(&b.pool, &b.namespace, &b.group)));
+    let mut shares: Vec<ShareRow> = pools
+        .iter()
+        .filter(|p| wanted(&p.name_any()))
+        .flat_map(|p| {
+            let name = p.name_any();
+            p.status
+                .iter()
+                .flat_map(|s| s.shares.iter())
+                .map(move |s| ShareRow {
+                    pool: name.clone(),
+                    namespace: s.namespace.clone(),
+                    weight: s.weight,
+                    gpus: s.gpus,
+                    dominant_model: s.dominant_model.clone(),
+                    dominant_per_mille: s.dominant_per_mille,
+                })
+        })
+        .collect();
+    shares.sort_by(|a, b| (&a.pool, &a.namespace).cmp(&(&b.pool, &b.namespace)));
     TopSummary {
         models,
         clusters,
         quotas,
+        shares,
     }
 }
 
@@ -283,6 +325,28 @@ pub fn render(summary: &TopSummary, wide: bool) -> String {
         out.push('\n');
         out.push_str(&quotas.render());
     }
+    if !summary.shares.is_empty() {
+        let mut shares = Table::new(&["pool", "namespace", "weight", "gpus", "dominant-share"]);
+        for s in &summary.shares {
+            let dominant = match &s.dominant_model {
+                Some(m) => format!(
+                    "{}.{}% of {m}",
+                    s.dominant_per_mille / 10,
+                    s.dominant_per_mille % 10
+                ),
+                None => NONE.into(),
+            };
+            shares.push(vec![
+                s.pool.clone(),
+                s.namespace.clone(),
+                s.weight.to_string(),
+                s.gpus.to_string(),
+                dominant,
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&shares.render());
+    }
     out
 }
 
@@ -378,6 +442,38 @@ new      default  eu-west  <none>  <none>        0     0     H100=3.00
         );
         let none = render(&summarize(&pools, &members, Some("other")), false);
         assert!(!none.contains("NAMESPACE"), "{none}");
+    }
+
+    #[test]
+    fn fair_shares_of_each_namespace_are_listed_last() {
+        let (mut pools, members) = fixture();
+        if let Some(st) = pools[0].status.as_mut() {
+            st.shares = vec![
+                gpufed_crds::NamespaceShare {
+                    namespace: "team-b".into(),
+                    weight: 2,
+                    gpus: 4,
+                    dominant_model: Some("H100".into()),
+                    dominant_per_mille: 666,
+                },
+                gpufed_crds::NamespaceShare {
+                    namespace: "team-a".into(),
+                    weight: 1,
+                    gpus: 0,
+                    dominant_model: None,
+                    dominant_per_mille: 0,
+                },
+            ];
+        }
+        let out = render(&summarize(&pools, &members, None), false);
+        assert!(
+            out.ends_with(
+                "\nPOOL     NAMESPACE  WEIGHT  GPUS  DOMINANT-SHARE\n\
+                 default  team-a     1       0     <none>\n\
+                 default  team-b     2       4     66.6% of H100\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

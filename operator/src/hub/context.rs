@@ -145,6 +145,9 @@ pub struct Context {
     /// admin removed disappear.
     pub quota_series:
         std::sync::Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
+    /// The namespaces whose fair-share series each pool last exported, so that series of a
+    /// namespace no longer in the pool's shares disappear.
+    pub share_series: std::sync::Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
     pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
 }
@@ -208,6 +211,7 @@ impl Context {
             pool_rollups: std::sync::Mutex::new(HashMap::new()),
             utilisation: std::sync::Mutex::new(HashMap::new()),
             quota_series: std::sync::Mutex::new(HashMap::new()),
+            share_series: std::sync::Mutex::new(HashMap::new()),
             active_by_cluster: std::sync::Mutex::new((None, HashMap::new())),
         }
     }

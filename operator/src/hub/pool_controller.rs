@@ -287,6 +287,25 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
             let _ = ctx.metrics.quota_borrowed.remove_label_values(&labels);
         }
     }
+    for sh in &status.shares {
+        ctx.metrics
+            .fair_share
+            .with_label_values(&[name.as_str(), sh.namespace.as_str()])
+            .set(sh.dominant_per_mille as f64 / 1000.0);
+    }
+    let exported: std::collections::BTreeSet<String> =
+        status.shares.iter().map(|s| s.namespace.clone()).collect();
+    if let Ok(mut series) = ctx.share_series.lock() {
+        let before = series
+            .insert(name.clone(), exported.clone())
+            .unwrap_or_default();
+        for ns in before.difference(&exported) {
+            let _ = ctx
+                .metrics
+                .fair_share
+                .remove_label_values(&[name.as_str(), ns.as_str()]);
+        }
+    }
     if pool.spec.chain.is_some() {
         let (ok, reason, message) = match ctx.chain(&pool).await {
             Ok(chain) => {
