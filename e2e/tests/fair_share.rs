@@ -3,7 +3,9 @@
 //! on a pool of 6 GPUs. Although every job of team-b is older (priority-then-age would give it all
 //! six), the GPUs go 2 : 4, in proportion to the weights; the pool's status shows each team's
 //! weight, GPUs and dominant share; and a GPU freed by team-a goes back to team-a, the team
-//! furthest below its share, not to team-b's older jobs.
+//! furthest below its share, not to team-b's older jobs. A second test shows the hold: a 4-GPU gang
+//! of a team that holds nothing keeps the node it needs while team-b's jobs there end, and a
+//! newer 1-GPU job of team-b does not take the GPUs that free meanwhile.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,9 +26,13 @@ const HARD_DEADLINE: Duration = Duration::from_secs(300);
 const T: Duration = Duration::from_secs(60);
 
 async fn submit(c: &Client, ns: &str, name: &str) {
+    submit_gpus(c, ns, name, 1).await;
+}
+
+async fn submit_gpus(c: &Client, ns: &str, name: &str, gpus: u32) {
     let j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
                    "metadata": {"name": name, "namespace": ns},
-                   "spec": {"pool": "shared", "gpusPerReplica": 1, "gpu": {"models": ["H100"]},
+                   "spec": {"pool": "shared", "gpusPerReplica": gpus, "gpu": {"models": ["H100"]},
                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}});
     apply::<ComputeJob>(c, &j).await.unwrap();
 }
@@ -130,25 +136,98 @@ fn two_backlogged_teams_get_gpus_in_proportion_to_their_weights() {
 
         // One of team-a's jobs ends: team-a now holds 1/6 at weight 1, team-b 4/6 at weight 2,
         // so the freed GPU goes to team-a's next job, not to team-b's older ones.
-        let done = PlacementStatus {
-            phase: Some(PlacementPhase::Succeeded),
-            gpu_seconds: 1,
-            finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-            ..Default::default()
-        };
-        let a0 = wait_until(T, "a-0's Placement", || async {
-            placements(&c, "alpha")
-                .await
-                .ok()?
-                .into_iter()
-                .find(|p| p.spec.job.namespace == "team-a" && p.spec.job.name == "a-0")
-        })
-        .await
-        .unwrap();
-        report_placement(&c, &a0, done).await.unwrap();
+        end(&c, "team-a", "a-0").await;
         wait_job(&c, "team-a", "a-2", T, "placed on the freed GPU", placed)
             .await
             .unwrap();
         assert_eq!(placed_in(&c, "team-b").await, ["b-0", "b-1", "b-2", "b-3"]);
+    });
+}
+
+/// Reports the Placement of `ns/name` on alpha as succeeded.
+async fn end(c: &Client, ns: &str, name: &str) {
+    let p = wait_until(T, "the job's Placement", || async {
+        placements(c, "alpha")
+            .await
+            .ok()?
+            .into_iter()
+            .find(|p| p.spec.job.namespace == ns && p.spec.job.name == name)
+    })
+    .await
+    .unwrap();
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds: 1,
+        finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        ..Default::default()
+    };
+    report_placement(c, &p, done).await.unwrap();
+}
+
+#[test]
+fn a_gang_holds_its_node_while_it_empties_and_no_small_job_takes_the_freed_gpus() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let mut hub = hub_cluster(&tools, "hold", &["gpufed-system", "team-a", "team-b"])
+            .await
+            .unwrap();
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        let pool = json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "shared"},
+            "spec": {"fairSharing": {}}
+        });
+        apply::<GpuPool>(&c, &pool).await.unwrap();
+        let m = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": "alpha"},
+                       "spec": {"pool": "shared", "region": "eu-west",
+                                "prices": [{"model": "H100", "pricePerGpuHour": "2.00"}]}});
+        apply::<gpufed_crds::MemberCluster>(&c, &m).await.unwrap();
+        std::mem::forget(keep_heartbeating(c.clone(), "alpha"));
+        report_inventory(&c, "alpha", vec![node("alpha-0", "H100", 81559, 4, 4)])
+            .await
+            .unwrap();
+        // team-b fills the node.
+        for i in 0..4 {
+            submit(&c, "team-b", &format!("b-{i}")).await;
+            wait_job(&c, "team-b", &format!("b-{i}"), T, "placed", placed)
+                .await
+                .unwrap();
+        }
+        // team-a's 4-GPU gang fits no free node: it holds alpha-0, and says so.
+        submit_gpus(&c, "team-a", "big", 4).await;
+        wait_job(&c, "team-a", "big", T, "holding", |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.explanation.as_deref())
+                .is_some_and(|e| {
+                    e.contains("node alpha-0 of alpha is held for this job while its attempts end")
+                })
+        })
+        .await
+        .unwrap();
+        submit(&c, "team-b", "b-4").await;
+        let waiting = |j: &ComputeJob| j.status.as_ref().is_some_and(|s| s.reason.is_some());
+        wait_job(&c, "team-b", "b-4", T, "waiting", waiting)
+            .await
+            .unwrap();
+
+        // One GPU frees: without the hold b-4 would take it (and the gang would wait again).
+        end(&c, "team-b", "b-0").await;
+        // Several passes: every change triggers one, and the queue is resynced every 5 s.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let jobs: Api<ComputeJob> = Api::namespaced(c.clone(), "team-b");
+        assert!(
+            !placed(&jobs.get("b-4").await.unwrap()),
+            "b-4 took a held GPU"
+        );
+
+        // The node empties: the gang is placed, and b-4 still waits (nothing is free).
+        for name in ["b-1", "b-2", "b-3"] {
+            end(&c, "team-b", name).await;
+        }
+        wait_job(&c, "team-a", "big", T, "placed on its held node", placed)
+            .await
+            .unwrap();
+        assert!(!placed(&jobs.get("b-4").await.unwrap()));
     });
 }

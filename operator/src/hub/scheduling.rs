@@ -519,15 +519,18 @@ fn fair_pass(
 }
 
 /// What a holder's explanation adds: `nodes n1, n2 of alpha are held for this job while their
-/// attempts end`.
+/// attempts end (fair share, ADR 0025)`, or `node n1 of alpha is held … while its attempts end …`.
 pub fn held_text(h: &Hold) -> String {
     let nodes: Vec<&str> = h.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let (noun, verb, whose) = if nodes.len() == 1 {
+        ("node", "is", "its")
+    } else {
+        ("nodes", "are", "their")
+    };
     format!(
-        "{} {} of {} {} held for this job while their attempts end (fair share, ADR 0025)",
-        if nodes.len() == 1 { "node" } else { "nodes" },
+        "{noun} {} of {} {verb} held for this job while {whose} attempts end (fair share, ADR 0025)",
         nodes.join(", "),
         h.cluster,
-        if nodes.len() == 1 { "is" } else { "are" },
     )
 }
 
