@@ -808,6 +808,44 @@ mod tests {
     use gpufed_crds::testing::job;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    #[test]
+    fn a_holders_explanation_names_its_held_nodes() {
+        let mut h = Hold {
+            job: "team-a/big".into(),
+            cluster: "alpha".into(),
+            model: "H100".into(),
+            nodes: vec![("alpha-0".into(), 4)],
+        };
+        assert_eq!(
+            held_text(&h),
+            "node alpha-0 of alpha is held for this job while its attempts end (fair share, ADR 0025)"
+        );
+        let one = hold_signature(&h);
+        h.nodes.push(("alpha-1".into(), 4));
+        assert_eq!(
+            held_text(&h),
+            "nodes alpha-0, alpha-1 of alpha are held for this job while their attempts end (fair \
+             share, ADR 0025)"
+        );
+        assert_ne!(hold_signature(&h), one);
+    }
+
+    #[test]
+    fn the_holder_is_remembered_per_pool_until_a_pass_has_none() {
+        let mut f = InFlight::default();
+        let h = Hold {
+            job: "team-a/big".into(),
+            cluster: "alpha".into(),
+            model: "H100".into(),
+            nodes: vec![("alpha-0".into(), 4)],
+        };
+        f.set_holder("shared", Some(&h));
+        assert_eq!(f.holder("shared"), Some("team-a/big"));
+        assert_eq!(f.holder("other"), None);
+        f.set_holder("shared", None);
+        assert_eq!(f.holder("shared"), None);
+    }
+
     fn assignment() -> Assignment {
         Assignment {
             cluster: "beta".into(),
