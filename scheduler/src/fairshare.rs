@@ -94,7 +94,7 @@ pub struct FairPass {
     pub shares: Vec<Share>,
 }
 
-/// A namespace's GPUs by model, and how its weighted dominant share compares with another's.
+/// A namespace's GPUs by model.
 #[derive(Clone, Debug, Default)]
 struct Holding {
     by_model: BTreeMap<String, u64>,
@@ -125,8 +125,10 @@ struct Fraction {
 impl Fraction {
     const ZERO: Fraction = Fraction { num: 0, den: 1 };
 
+    /// GPU counts and capacities are far below 2^40 and weights at most 1000, so the products fit
+    /// a `u128`; saturating keeps absurd inputs from overflowing.
     fn cmp(&self, other: &Fraction) -> Ordering {
-        (self.num * other.den).cmp(&(other.num * self.den))
+        (self.num.saturating_mul(other.den)).cmp(&other.num.saturating_mul(self.den))
     }
 }
 
@@ -154,7 +156,7 @@ impl Holding {
         let (f, _) = self.dominant(cap);
         Fraction {
             num: f.num,
-            den: f.den * u128::from(weight.max(1)),
+            den: f.den.saturating_mul(u128::from(weight.max(1))),
         }
     }
 }
@@ -322,7 +324,8 @@ fn share_of(ns: &str, h: &Holding, cap: &HashMap<String, u64>, fair: &FairShare)
         weight: fair.weight(ns),
         gpus: h.by_model.values().sum(),
         dominant_model: model.map(str::to_string),
-        dominant_per_mille: u64::try_from(f.num * 1000 / f.den.max(1)).unwrap_or(u64::MAX),
+        dominant_per_mille: u64::try_from(f.num.saturating_mul(1000) / f.den.max(1))
+            .unwrap_or(u64::MAX),
     }
 }
 
