@@ -23,8 +23,11 @@ pub struct Assignment {
     pub cluster: String,
     /// The GPU model used.
     pub model: String,
-    /// The cluster's price per GPU-hour for the model, in atto-tokens.
+    /// What the job pays per GPU-hour, in atto-tokens: the cluster's ask for the model, except in
+    /// an `Auction` pool, where it is the clearing price (`crate::auction`).
     pub price: u128,
+    /// The cluster's ask per GPU-hour for the model, in atto-tokens (`price` is never below it).
+    pub ask: u128,
     /// Replicas per node, sorted by node name; every listed node gets at least one replica.
     pub nodes: Vec<(String, u32)>,
     /// Free GPUs of the model left in the cluster after this placement (on nodes with enough memory

@@ -180,6 +180,13 @@ pub fn explain_placement(a: &Assignment, candidates_count: usize, strategy: Stra
         Strategy::CheapestFit => format!("placed on {}: cheapest {of} {price}", a.cluster),
         Strategy::BinPack => format!("placed on {}: fullest {of}, {left} {price}", a.cluster),
         Strategy::Spread => format!("placed on {}: emptiest {of}, {left} {price}", a.cluster),
+        Strategy::Auction => format!(
+            "placed on {}: lowest ask {of} ({} asked {}, pays {}/GPU-hour, the next-lowest ask)",
+            a.cluster,
+            a.model,
+            format_tokens(a.ask),
+            format_tokens(a.price)
+        ),
     }
 }
 
@@ -389,10 +396,23 @@ mod tests {
             cluster: "beta".into(),
             model: "A100".into(),
             price: 120 * ONE_TOKEN / 100,
+            ask: 120 * ONE_TOKEN / 100,
             nodes: vec![("n1".into(), 1)],
             free_after,
             fitting_clusters: 2,
         }
+    }
+
+    #[test]
+    fn an_auction_placement_names_the_ask_and_the_clearing_price() {
+        let a = Assignment {
+            price: 150 * ONE_TOKEN / 100,
+            ..assignment(6)
+        };
+        assert_eq!(
+            explain_placement(&a, 2, Strategy::Auction),
+            "placed on beta: lowest ask of 2 fitting clusters (A100 asked 1.20, pays 1.50/GPU-hour, the next-lowest ask)"
+        );
     }
 
     #[test]

@@ -175,6 +175,11 @@ pub enum Strategy {
     BinPack,
     /// Most free GPUs of the model left after placing; then price, then name.
     Spread,
+    /// A sealed-bid reverse auction per job: the eligible offers are its bids, the lowest ask wins
+    /// (ranked as `CheapestFit`) and the job pays the lowest ask of any *other* eligible cluster
+    /// (second price), or the winner's own ask when no other cluster fits; never above the job's
+    /// `max_price`, never below the winner's ask (ADR 0024, `auction.rs`).
+    Auction,
 }
 
 /// The pool's scheduling policy.

@@ -14,9 +14,11 @@
 //! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
 //! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
 //! [`quota`] (namespace quotas and cohort borrowing), [`fairshare`] (fair-share order and the
-//! hold that keeps large gangs from starving), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
+//! hold that keeps large gangs from starving), [`auction`] (the clearing price of `Auction`
+//! pools), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
 //! (token amounts as text), [`error`].
 
+pub mod auction;
 pub mod decision;
 pub mod error;
 pub mod explain;
@@ -38,6 +40,7 @@ mod score;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use auction::clearing_price;
 pub use decision::{Assignment, Decision};
 pub use error::{MoneyError, ScheduleError};
 pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};

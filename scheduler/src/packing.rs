@@ -31,7 +31,7 @@ pub(crate) fn pack(
     });
     let free = |i: usize| nodes.get(i).map_or(0, |n| n.free);
     let mut picks = match strategy {
-        Strategy::CheapestFit | Strategy::BinPack => {
+        Strategy::CheapestFit | Strategy::BinPack | Strategy::Auction => {
             let mut order: Vec<usize> = eligible.collect();
             order.sort_by_key(|&i| (free(i), i));
             let mut left = replicas;

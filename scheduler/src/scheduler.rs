@@ -12,11 +12,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::auction::{clearing_price, runner_up};
 use crate::decision::{Assignment, Decision};
 use crate::error::ScheduleError;
 use crate::filter::{Banned, Fit, JobView};
 use crate::index::Index;
-use crate::input::{ClusterState, JobRequest, Policy, Reservation};
+use crate::input::{ClusterState, JobRequest, Policy, Reservation, Strategy};
 use crate::nofit::NoFit;
 use crate::packing::pack;
 use crate::quota::QuotaBook;
@@ -151,10 +152,19 @@ impl<'a> Scheduler<'a> {
                 });
                 continue;
             }
+            let price = match self.policy.strategy {
+                Strategy::Auction => clearing_price(
+                    best.fit.price,
+                    runner_up(self, &view, &banned, best.cluster, scan),
+                    job.max_price,
+                ),
+                Strategy::CheapestFit | Strategy::BinPack | Strategy::Spread => best.fit.price,
+            };
             let assignment = Assignment {
                 cluster: cluster.state.name.clone(),
                 model: self.index.model_name(best.fit.model).to_string(),
-                price: best.fit.price,
+                price,
+                ask: best.fit.price,
                 nodes: picks
                     .iter()
                     .filter_map(|&(i, r)| cluster.nodes.get(i).map(|n| (n.state.name.clone(), r)))

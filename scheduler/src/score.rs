@@ -25,7 +25,9 @@ impl ScoreKey {
         let free = u128::from(free);
         let most = u128::from(u64::MAX);
         match strategy {
-            Strategy::CheapestFit => ScoreKey(price, most - free, cluster, model),
+            Strategy::CheapestFit | Strategy::Auction => {
+                ScoreKey(price, most - free, cluster, model)
+            }
             Strategy::BinPack => ScoreKey(after, price, cluster, model),
             Strategy::Spread => ScoreKey(most - after, price, cluster, model),
         }

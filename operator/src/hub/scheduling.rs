@@ -851,6 +851,7 @@ mod tests {
             cluster: "beta".into(),
             model: "A100".into(),
             price: 1_200_000_000_000_000_000,
+            ask: 1_200_000_000_000_000_000,
             nodes: vec![("b-1".into(), 2), ("b-2".into(), 1)],
             free_after: 5,
             fitting_clusters: 2,

@@ -128,7 +128,9 @@ impl Oracle {
             let key = |c: &Candidate| {
                 let after = c.free - need;
                 let (first, second) = match strategy {
-                    Strategy::CheapestFit => (c.price, u128::from(u64::MAX - c.free)),
+                    Strategy::CheapestFit | Strategy::Auction => {
+                        (c.price, u128::from(u64::MAX - c.free))
+                    }
                     Strategy::BinPack => (u128::from(after), c.price),
                     Strategy::Spread => (u128::from(u64::MAX - after), c.price),
                 };
