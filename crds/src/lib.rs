@@ -37,8 +37,9 @@ pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
 };
 pub use pool::{
-    ChainSpec, FairSharing, GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, NamespaceQuota,
-    NamespaceShare, NamespaceWeight, PayerBinding, PriorityClass, QuotaGroup, QuotaUsage,
+    CLEARING_HISTORY, ChainSpec, ClearingPoint, FairSharing, GpuPool, GpuPoolSpec, GpuPoolStatus,
+    ModelCapacity, ModelClearing, NamespaceQuota, NamespaceShare, NamespaceWeight, PayerBinding,
+    PriorityClass, QuotaGroup, QuotaUsage,
     SecretKeyRef, Strategy, Utilization,
 };
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};

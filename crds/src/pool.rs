@@ -20,6 +20,10 @@ pub enum Strategy {
     BinPack,
     /// Emptiest cluster first (most free GPUs), spreading load and risk across providers.
     Spread,
+    /// A reverse auction per job (ADR 0024): the lowest ask among the clusters that fit wins, as
+    /// with `CheapestFit`, and the job pays the next-lowest ask of another fitting cluster (its
+    /// own ask when no other fits), never above the job's `maxPricePerGpuHour`.
+    Auction,
 }
 
 /// A pool of GPU clusters that jobs are placed into, and its policy.
@@ -53,7 +57,9 @@ pub enum Strategy {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GpuPoolSpec {
-    /// How clusters that fit a job are ranked: `CheapestFit` (default), `BinPack` or `Spread`.
+    /// How clusters that fit a job are ranked and priced: `CheapestFit` (default), `BinPack`,
+    /// `Spread` (each job pays the chosen cluster's price) or `Auction` (the lowest ask wins and
+    /// the job pays the next-lowest ask, ADR 0024).
     #[serde(default)]
     pub strategy: Strategy,
     /// A member whose heartbeat Lease is older than this is NotReady and its running attempts are
@@ -404,6 +410,13 @@ pub struct GpuPoolStatus {
     /// scheduling pass that had pending jobs or the last roll-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<NamespaceShare>,
+    /// The clearing-price index: per GPU model, the prices the pool's latest placements were
+    /// made at (what each job pays per GPU-hour, frozen in its attempt), oldest first, at most
+    /// [`CLEARING_HISTORY`] per model (ADR 0024). `kubectl gpufed market` prints it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["model".into()]))]
+    pub clearing_prices: Vec<ModelClearing>,
     /// Conditions: ChainReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -425,6 +438,42 @@ pub struct NamespaceShare {
     pub dominant_model: Option<String>,
     /// Its dominant share in thousandths of that model's capacity in the pool, before weight.
     pub dominant_per_mille: u64,
+}
+
+/// Placements kept per model in `status.clearingPrices`.
+pub const CLEARING_HISTORY: usize = 20;
+
+/// The clearing prices of one GPU model.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelClearing {
+    /// Normalised GPU model, e.g. `H100`.
+    pub model: String,
+    /// Price per GPU-hour of the latest placement.
+    pub last: TokenAmount,
+    /// Mean price per GPU-hour over `history`, weighted by the GPUs each placement took.
+    pub mean: TokenAmount,
+    /// The latest placements, oldest first.
+    #[schemars(length(max = 20))]
+    pub history: Vec<ClearingPoint>,
+}
+
+/// One placement in the clearing-price index.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearingPoint {
+    /// When the attempt was placed.
+    pub time: Time,
+    /// Price per GPU-hour the job pays (the attempt's frozen `pricePerGpuHour`).
+    pub price_per_gpu_hour: TokenAmount,
+    /// GPUs the attempt took.
+    pub gpus: u32,
+    /// The member cluster that won it.
+    pub cluster: String,
+    /// The job, `namespace/name`.
+    pub job: String,
+    /// The job's attempt number.
+    pub attempt: u32,
 }
 
 /// One namespace's use of one quota group.

@@ -72,6 +72,9 @@ impl OutputFormat {
 pub enum Command {
     /// Capacity, free GPUs and prices by GPU model and by member cluster.
     Top(TopArgs),
+    /// The clearing-price index: what the latest jobs paid per GPU-hour, per pool and GPU
+    /// model, beside the asks on offer now.
+    Market(TopArgs),
     /// ComputeJobs: phase, cluster, GPUs, model, price, attempt, usage, cost, age.
     Jobs(JobsArgs),
     /// MemberClusters: pool, region, health conditions, GPUs, heartbeat, cordon.

@@ -26,6 +26,20 @@ pub async fn top(hub: &Hub, flags: &GlobalFlags, args: &TopArgs) -> Result<Strin
     Ok(view::top::render(&summary, flags.output.is_wide()))
 }
 
+/// `market`.
+pub async fn market(hub: &Hub, flags: &GlobalFlags, args: &TopArgs) -> Result<String> {
+    let pools = fetch::pools(hub).await?;
+    let rows = view::market::summarize(&pools, args.pool.as_deref());
+    if is_structured(flags.output) {
+        return encode(&rows, flags.output);
+    }
+    Ok(view::market::render(
+        &rows,
+        flags.output.is_wide(),
+        Timestamp::now(),
+    ))
+}
+
 /// `jobs`.
 pub async fn jobs(hub: &Hub, flags: &GlobalFlags, args: &JobsArgs) -> Result<String> {
     let namespace = (!args.all_namespaces).then_some(hub.namespace.as_str());

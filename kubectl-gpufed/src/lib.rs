@@ -40,6 +40,7 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
     let flags = &cli.global;
     match &cli.command {
         Command::Top(args) => commands::top(&hub, flags, args).await,
+        Command::Market(args) => commands::market(&hub, flags, args).await,
         Command::Jobs(args) => commands::jobs(&hub, flags, args).await,
         Command::Members(args) => commands::members(&hub, flags, args).await,
         Command::Explain(args) => commands::explain(&hub, flags, args).await,

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub pool_utilization: GaugeVec,
     /// Each namespace's dominant share of a fair-sharing pool (0 to 1, before weight).
     pub fair_share: GaugeVec,
+    /// Price per GPU-hour (tokens) of the latest placement, per pool and GPU model: the last
+    /// point of the clearing-price index (ADR 0024).
+    pub clearing_price: GaugeVec,
     /// Attempts re-placed after their member was lost, per reason.
     pub failovers: IntCounterVec,
     /// Whether this replica holds the leader Lease (1) or not (0).
@@ -186,6 +189,14 @@ impl Metrics {
             &["pool", "namespace"],
         )?;
         registry.register(Box::new(fair_share.clone()))?;
+        let clearing_price = GaugeVec::new(
+            Opts::new(
+                "gpufed_clearing_price_per_gpu_hour",
+                "Price per GPU-hour, in tokens, of the latest placement per pool and GPU model (the clearing-price index).",
+            ),
+            &["pool", "model"],
+        )?;
+        registry.register(Box::new(clearing_price.clone()))?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "gpufed_failovers_total",
@@ -295,6 +306,7 @@ impl Metrics {
             quota_borrowed,
             pool_utilization,
             fair_share,
+            clearing_price,
             failovers,
             leader,
             hub_writes_refused,

@@ -4,6 +4,7 @@
 pub mod explain;
 pub mod jobs;
 pub mod join;
+pub mod market;
 pub mod members;
 pub mod payments;
 pub mod top;

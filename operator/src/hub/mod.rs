@@ -8,6 +8,7 @@ pub mod chain;
 pub mod context;
 pub mod job_controller;
 pub mod lifecycle;
+pub mod market;
 pub mod member_controller;
 pub mod pool_controller;
 pub mod registration;

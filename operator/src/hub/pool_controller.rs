@@ -214,6 +214,14 @@ pub fn roll_up(
             })
             .collect(),
         utilization: pool.status.as_ref().and_then(|s| s.utilization.clone()),
+        clearing_prices: crate::hub::market::clearing_index(
+            pool.status
+                .as_ref()
+                .map(|s| s.clearing_prices.as_slice())
+                .unwrap_or_default(),
+            jobs,
+            &name,
+        ),
         settlement_account: pool
             .status
             .as_ref()
@@ -305,6 +313,12 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
                 .fair_share
                 .remove_label_values(&[name.as_str(), ns.as_str()]);
         }
+    }
+    for m in &status.clearing_prices {
+        ctx.metrics
+            .clearing_price
+            .with_label_values(&[name.as_str(), m.model.as_str()])
+            .set(m.last.atto() as f64 / gpufed_scheduler::ONE_TOKEN as f64);
     }
     if pool.spec.chain.is_some() {
         let (ok, reason, message) = match ctx.chain(&pool).await {

@@ -19,6 +19,7 @@ pub fn policy(pool: &GpuPool) -> Policy {
             Strategy::CheapestFit => gpufed_scheduler::Strategy::CheapestFit,
             Strategy::BinPack => gpufed_scheduler::Strategy::BinPack,
             Strategy::Spread => gpufed_scheduler::Strategy::Spread,
+            Strategy::Auction => gpufed_scheduler::Strategy::Auction,
         },
     }
 }

@@ -1,0 +1,163 @@
+//! The clearing-price index of a pool (ADR 0024): per GPU model, the prices its latest placements
+//! were made at, what each job pays per GPU-hour and has frozen in its attempt record. Under
+//! `Auction` that is the clearing price of each job's auction; under the other strategies it is
+//! the chosen cluster's price.
+//!
+//! The index is read from the jobs' attempt records and merged into the pool's previous index, so
+//! it survives the deletion of the jobs it came from and a restart of the hub; each model keeps
+//! its latest [`CLEARING_HISTORY`] placements.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gpufed_crds::{CLEARING_HISTORY, ClearingPoint, ComputeJob, ModelClearing, TokenAmount};
+use kube::ResourceExt;
+
+/// The index of pool `pool` from its `previous` index and the attempts of `jobs` (any pool's;
+/// only `pool`'s are read). An attempt already in the index is not added twice.
+pub fn clearing_index(
+    previous: &[ModelClearing],
+    jobs: &[Arc<ComputeJob>],
+    pool: &str,
+) -> Vec<ModelClearing> {
+    let mut points: BTreeMap<String, Vec<ClearingPoint>> = previous
+        .iter()
+        .map(|m| (m.model.clone(), m.history.clone()))
+        .collect();
+    for job in jobs.iter().filter(|j| j.spec.pool == pool) {
+        let Some(status) = job.status.as_ref() else {
+            continue;
+        };
+        let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+        for a in &status.attempts {
+            let Some(time) = a.placed_time.clone() else {
+                continue;
+            };
+            let history = points.entry(a.model.clone()).or_default();
+            if history
+                .iter()
+                .any(|p| p.job == key && p.attempt == a.attempt)
+            {
+                continue;
+            }
+            history.push(ClearingPoint {
+                time,
+                price_per_gpu_hour: a.price_per_gpu_hour,
+                gpus: job.spec.replicas.saturating_mul(job.spec.gpus_per_replica),
+                cluster: a.cluster.clone(),
+                job: key.clone(),
+                attempt: a.attempt,
+            });
+        }
+    }
+    points
+        .into_iter()
+        .filter_map(|(model, mut history)| {
+            history
+                .sort_by(|a, b| (a.time.0, &a.job, a.attempt).cmp(&(b.time.0, &b.job, b.attempt)));
+            let drop = history.len().saturating_sub(CLEARING_HISTORY);
+            history.drain(..drop);
+            let last = history.last()?.price_per_gpu_hour;
+            let (weighted, gpus) = history.iter().fold((0u128, 0u128), |(w, g), p| {
+                let n = u128::from(p.gpus.max(1));
+                (
+                    w.saturating_add(p.price_per_gpu_hour.atto().saturating_mul(n)),
+                    g + n,
+                )
+            });
+            Some(ModelClearing {
+                model,
+                last,
+                mean: TokenAmount::from_atto(weighted / gpus.max(1)),
+                history,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::testing::job;
+    use gpufed_crds::{AttemptPhase, AttemptRecord, ComputeJobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap())
+    }
+
+    /// A job of pool `pool` with one placed attempt per `(model, price, placed at)`.
+    fn placed(name: &str, pool: &str, attempts: &[(&str, &str, i64)]) -> Arc<ComputeJob> {
+        let mut j = job(name).gpus(2).build();
+        j.spec.pool = pool.into();
+        let template: AttemptRecord = serde_json::from_value(serde_json::json!({
+            "attempt": 1, "cluster": "alpha", "placement": "p", "model": "H100",
+            "pricePerGpuHour": "1.00", "phase": "Placed"
+        }))
+        .unwrap();
+        let attempts = attempts
+            .iter()
+            .enumerate()
+            .map(|(i, (model, price, t))| AttemptRecord {
+                attempt: i as u32 + 1,
+                model: (*model).into(),
+                price_per_gpu_hour: price.parse().unwrap(),
+                phase: AttemptPhase::Placed,
+                placed_time: Some(at(*t)),
+                ..template.clone()
+            })
+            .collect();
+        j.status = Some(ComputeJobStatus {
+            attempts,
+            ..Default::default()
+        });
+        Arc::new(j)
+    }
+
+    fn prices(m: &ModelClearing) -> Vec<String> {
+        m.history
+            .iter()
+            .map(|p| p.price_per_gpu_hour.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn placements_are_indexed_per_model_oldest_first_with_a_gpu_weighted_mean() {
+        let jobs = [
+            placed("b", "default", &[("H100", "3.00", 20)]),
+            placed("a", "default", &[("H100", "2.00", 10), ("L4", "0.50", 30)]),
+            placed("other", "elsewhere", &[("H100", "9.00", 40)]),
+        ];
+        let index = clearing_index(&[], &jobs, "default");
+        let models: Vec<&str> = index.iter().map(|m| m.model.as_str()).collect();
+        assert_eq!(models, ["H100", "L4"]);
+        assert_eq!(prices(&index[0]), ["2.00", "3.00"]);
+        assert_eq!(index[0].last.to_string(), "3.00");
+        assert_eq!(index[0].mean.to_string(), "2.50");
+        assert_eq!(index[0].history[0].job, "team-a/a");
+        assert_eq!(index[0].history[0].gpus, 2);
+    }
+
+    #[test]
+    fn the_index_outlives_its_jobs_counts_each_attempt_once_and_keeps_the_latest() {
+        let first = clearing_index(
+            &[],
+            &[placed("a", "default", &[("H100", "2.00", 0)])],
+            "default",
+        );
+        // The job is gone; a new one arrives; the old point stays, the same attempt is not re-added.
+        let again = clearing_index(
+            &first,
+            &[placed("a", "default", &[("H100", "2.00", 0)])],
+            "default",
+        );
+        assert_eq!(again, first);
+        let many: Vec<Arc<ComputeJob>> = (0..30)
+            .map(|i| placed(&format!("j{i}"), "default", &[("H100", "4.00", 100 + i)]))
+            .collect();
+        let index = clearing_index(&first, &many, "default");
+        assert_eq!(index[0].history.len(), CLEARING_HISTORY);
+        assert_eq!(index[0].history[0].job, "team-a/j10");
+        assert_eq!(index[0].mean.to_string(), "4.00");
+    }
+}
