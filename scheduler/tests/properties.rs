@@ -23,7 +23,8 @@ fn strategy() -> impl proptest::strategy::Strategy<Value = Strategy> {
     prop_oneof![
         Just(Strategy::CheapestFit),
         Just(Strategy::BinPack),
-        Just(Strategy::Spread)
+        Just(Strategy::Spread),
+        Just(Strategy::Auction)
     ]
 }
 
@@ -75,7 +76,11 @@ fn check_batch(
             Decision::Place(a) => {
                 let want = expected.expect("the oracle finds no fit");
                 prop_assert_eq!((&a.cluster, &a.model), (&want.cluster, &want.model));
-                prop_assert_eq!(a.price, want.price);
+                prop_assert_eq!(a.ask, want.price);
+                // What the job pays: the ask, except under Auction (auction_properties.rs).
+                if strategy != Strategy::Auction {
+                    prop_assert_eq!(a.price, a.ask);
+                }
                 prop_assert_eq!(a.fitting_clusters, oracle.fitting_clusters(job));
                 let need = u64::from(job.replicas) * u64::from(job.gpus_per_replica);
                 prop_assert_eq!(a.free_after, want.free - need);
@@ -87,7 +92,8 @@ fn check_batch(
                 prop_assert!(job.regions.is_empty() || job.regions.contains(&c.region));
                 prop_assert!(!job.exclude.contains(&c.name) && !job.failed_on.contains(&c.name));
                 prop_assert!(job.models.contains(&a.model));
-                prop_assert_eq!(c.prices.get(&a.model), Some(&a.price));
+                prop_assert_eq!(c.prices.get(&a.model), Some(&a.ask));
+                prop_assert!(a.ask <= a.price);
                 prop_assert!(job.max_price.is_none_or(|max| a.price <= max));
 
                 prop_assert_eq!(a.replicas(), job.replicas, "all or nothing");
