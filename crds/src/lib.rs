@@ -16,6 +16,7 @@ pub mod gpunode;
 pub mod job;
 pub mod member;
 pub mod naming;
+pub mod offer;
 pub mod placement;
 pub mod pool;
 #[cfg(any(test, feature = "testing"))]
@@ -33,6 +34,7 @@ pub use job::{
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,
 };
+pub use offer::{OFFER_NAME, Offer, OfferSpec};
 pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
 };
@@ -70,6 +72,7 @@ pub fn all_crds() -> Vec<(Side, CustomResourceDefinition)> {
         (Side::Hub, ComputeJob::crd()),
         (Side::Hub, Placement::crd()),
         (Side::Hub, ProviderBond::crd()),
+        (Side::Hub, Offer::crd()),
         (Side::Member, GpuNode::crd()),
     ]
 }

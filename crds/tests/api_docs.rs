@@ -116,7 +116,8 @@ fn every_field_path_and_cel_message_of_every_kind_is_on_its_page() {
                 fields(s, part, &mut found);
             }
         }
-        assert!(found.len() > 5, "{kind}: the schema walk found too little");
+        // The smallest kind, Offer, has three fields (spec.prices and its two).
+        assert!(found.len() >= 3, "{kind}: the schema walk found too little");
         for (path, messages) in found {
             assert!(
                 page.contains(&format!("| `{path}` |")),

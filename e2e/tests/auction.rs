@@ -2,22 +2,27 @@
 //! hub as a process (the test stands in for the member agents): the lowest ask wins and the job
 //! pays the next-lowest ask; a provider that raises its price loses the next job to the one it
 //! undercut before, which is then paid the raised price; a provider that joins and undercuts both
-//! wins; a job whose limit only one provider meets pays that provider's own ask. The pool's
+//! wins (through its own Offer too); a job whose limit only one provider meets pays that provider's own ask. The pool's
 //! clearing-price index, its metric and `kubectl gpufed market` show the prices in order.
 //!
-//! Prices are changed here by patching `MemberCluster.spec.prices`, as the pool admin does today:
-//! offers owned and signed by the provider (ADR 0024, part 1) are designed, not built.
+//! alpha raises its price with its own hub credential (the kubeconfig the hub made for its agent),
+//! by writing the `Offer` in its member namespace; that credential may not read or write beta's
+//! Offer. Signing offers with the provider's wallet (ADR 0024) is designed, not built.
 //! Build the binaries first: `cargo build -p kubectl-gpufed -p gpufed-operator --bins`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use gpufed_crds::{ComputeJob, GpuPool, MemberCluster};
+use gpufed_crds::naming::{member_kubeconfig_secret, member_namespace};
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Offer};
 use gpufed_e2e::hubctl::{
     apply, hub_cluster, keep_heartbeating, node, report_inventory, start_hub, wait_job,
 };
+use gpufed_e2e::joining::is_forbidden;
+use gpufed_e2e::{Cluster, client_from_kubeconfig};
 use gpufed_e2e::{Tools, run_test, wait_until};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -80,6 +85,33 @@ async fn clear(c: &Client, name: &str, max: &str) -> (String, String, String) {
     )
 }
 
+/// A client with member `name`'s hub credential: the kubeconfig the hub made for its agent.
+async fn member_client(hub: &Cluster, name: &str) -> Client {
+    let secrets: Api<Secret> = Api::namespaced(hub.client(), &member_namespace(name));
+    let kubeconfig = wait_until(T, &format!("{name}'s kubeconfig Secret"), || async {
+        let s = secrets
+            .get_opt(&member_kubeconfig_secret(name))
+            .await
+            .ok()??;
+        Some(s.data?.get("kubeconfig")?.0.clone())
+    })
+    .await
+    .unwrap();
+    let path = hub
+        .dir()
+        .unwrap()
+        .join(format!("{name}-credential.kubeconfig"));
+    std::fs::write(&path, kubeconfig).unwrap();
+    client_from_kubeconfig(&path).await.unwrap()
+}
+
+/// `name`'s Offer asking `price` for H100, as JSON.
+fn offer(name: &str, price: &str) -> serde_json::Value {
+    json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "Offer",
+           "metadata": {"name": "offer", "namespace": member_namespace(name)},
+           "spec": {"prices": [{"model": "H100", "pricePerGpuHour": price}]}})
+}
+
 async fn metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
@@ -117,11 +149,29 @@ fn the_lowest_ask_wins_at_the_next_lowest_and_the_index_follows_price_changes() 
             "placed on alpha: lowest ask of 2 fitting clusters (H100 asked 2.00, pays 2.60/GPU-hour, the next-lowest ask)"
         );
 
-        // alpha raises its price above beta's: beta wins the next job and is paid alpha's new ask.
-        let members: Api<MemberCluster> = Api::all(c.clone());
-        let raise = json!({"spec": {"prices": [{"model": "H100", "pricePerGpuHour": "2.80"}]}});
-        members
-            .patch("alpha", &PatchParams::default(), &Patch::Merge(&raise))
+        // alpha raises its price above beta's with its own credential, by publishing its Offer:
+        // beta wins the next job and is paid alpha's new ask.
+        let alpha = member_client(&hub, "alpha").await;
+        let params = PatchParams::apply("gpufed-agent").force();
+        // alpha's credential cannot touch beta's Offer, nor write one with another name.
+        let beta_offers: Api<Offer> = Api::namespaced(alpha.clone(), &member_namespace("beta"));
+        let undercut = offer("beta", "9.00");
+        assert!(is_forbidden(
+            &beta_offers
+                .patch("offer", &params, &Patch::Apply(&undercut))
+                .await
+        ));
+        assert!(is_forbidden(&beta_offers.get("offer").await));
+        let own: Api<Offer> = Api::namespaced(alpha.clone(), &member_namespace("alpha"));
+        let mut misnamed = offer("alpha", "2.80");
+        misnamed["metadata"]["name"] = json!("cheap");
+        let err = own
+            .patch("cheap", &params, &Patch::Apply(&misnamed))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata.name must be 'offer'"), "{err}");
+        own.patch("offer", &params, &Patch::Apply(&offer("alpha", "2.80")))
             .await
             .unwrap();
         wait_asks(&c, "2.60", "2.80").await;
@@ -129,8 +179,15 @@ fn the_lowest_ask_wins_at_the_next_lowest_and_the_index_follows_price_changes() 
         assert_eq!((cluster.as_str(), price.as_str()), ("beta", "2.80"));
         assert!(why.contains("H100 asked 2.60, pays 2.80/GPU-hour"), "{why}");
 
-        // gamma joins and undercuts both: it wins and is paid the lowest other ask (beta's 2.60).
-        member(&c, "gamma", "1.50").await;
+        // gamma joins (the admin's price for it is 3.50) and undercuts both with its own Offer:
+        // it wins and is paid the lowest other ask (beta's 2.60).
+        member(&c, "gamma", "3.50").await;
+        wait_asks(&c, "2.60", "3.50").await;
+        let gamma = member_client(&hub, "gamma").await;
+        Api::<Offer>::namespaced(gamma, &member_namespace("gamma"))
+            .patch("offer", &params, &Patch::Apply(&offer("gamma", "1.50")))
+            .await
+            .unwrap();
         wait_asks(&c, "1.50", "2.80").await;
         let (cluster, price, _) = clear(&c, "j3", "3.00").await;
         assert_eq!((cluster.as_str(), price.as_str()), ("gamma", "2.60"));

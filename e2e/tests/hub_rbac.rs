@@ -40,6 +40,7 @@ const CLUSTER_WIDE: &[(&str, &str)] = &[
     ("get list watch patch update", "memberclusters.gpufed.io"),
     ("get patch update", "memberclusters/status.gpufed.io"),
     ("get list watch", "gpupools.gpufed.io"),
+    ("get list watch", "offers.gpufed.io"),
     ("get patch update", "gpupools/status.gpufed.io"),
     (
         "get list watch create patch update",
@@ -77,6 +78,7 @@ const MEMBER_NAMESPACE: &[(&str, &str)] = &[
     ("create patch", "roles.rbac.authorization.k8s.io"),
     ("get create patch", "secrets"),
     ("get create update patch", "leases.coordination.k8s.io"),
+    ("create update patch", "offers.gpufed.io"),
 ];
 
 fn expand(lists: &[&[(&str, &str)]]) -> BTreeSet<String> {

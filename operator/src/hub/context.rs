@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement, ProviderBond};
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Offer, Placement, ProviderBond};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -48,6 +48,8 @@ pub struct Stores {
     pub placements: Store<Placement>,
     /// Heartbeat Leases of members (label `app.kubernetes.io/managed-by=gpufed`).
     pub leases: Store<Lease>,
+    /// Providers' own Offers, in member namespaces (ADR 0024).
+    pub offers: Store<Offer>,
 }
 
 impl Stores {
@@ -100,6 +102,15 @@ impl Stores {
     /// The ProviderBond of member `name` (same name as the member).
     pub fn bond(&self, name: &str) -> Option<Arc<ProviderBond>> {
         self.bonds.get(&ObjectRef::new(name))
+    }
+
+    /// Member `name` with the prices of its own Offer, if it published one (ADR 0024).
+    pub fn priced_member(&self, member: &Arc<MemberCluster>) -> Arc<MemberCluster> {
+        let ns = gpufed_crds::naming::member_namespace(&member.name_any());
+        let offer = self
+            .offers
+            .get(&ObjectRef::new(gpufed_crds::OFFER_NAME).within(&ns));
+        crate::hub::market::priced_by_offer(member, offer.as_deref())
     }
 
     /// Every Placement of the job with `uid`.

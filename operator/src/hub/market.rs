@@ -1,4 +1,5 @@
-//! The clearing-price index of a pool (ADR 0024): per GPU model, the prices its latest placements
+//! Prices of a pool's market (ADR 0024): which prices a member asks (its own Offer, else the
+//! admin's `spec.prices`), and the clearing-price index: per GPU model, the prices its latest placements
 //! were made at, what each job pays per GPU-hour and has frozen in its attempt record. Under
 //! `Auction` that is the clearing price of each job's auction; under the other strategies it is
 //! the chosen cluster's price.
@@ -10,8 +11,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gpufed_crds::{CLEARING_HISTORY, ClearingPoint, ComputeJob, ModelClearing, TokenAmount};
+use gpufed_crds::{
+    CLEARING_HISTORY, ClearingPoint, ComputeJob, MemberCluster, ModelClearing, Offer, TokenAmount,
+};
 use kube::ResourceExt;
+
+/// `member` as the scheduler and the roll-up price it: with the prices of its own `offer`, when
+/// it published one, in place of the admin-written `spec.prices`.
+pub fn priced_by_offer(member: &Arc<MemberCluster>, offer: Option<&Offer>) -> Arc<MemberCluster> {
+    match offer {
+        Some(o) if o.spec.prices != member.spec.prices => {
+            let mut m = MemberCluster::clone(member);
+            m.spec.prices = o.spec.prices.clone();
+            Arc::new(m)
+        }
+        _ => Arc::clone(member),
+    }
+}
 
 /// The index of pool `pool` from its `previous` index and the attempts of `jobs` (any pool's;
 /// only `pool`'s are read). An attempt already in the index is not added twice.
@@ -119,6 +135,24 @@ mod tests {
             .iter()
             .map(|p| p.price_per_gpu_hour.to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_members_own_offer_replaces_the_admins_prices() {
+        let m = Arc::new(gpufed_crds::testing::member("alpha", "H100", "2.40").build());
+        assert!(Arc::ptr_eq(&priced_by_offer(&m, None), &m));
+        let offer = Offer::new(
+            "offer",
+            gpufed_crds::OfferSpec {
+                prices: serde_json::from_value(serde_json::json!([
+                    {"model": "H100", "pricePerGpuHour": "9.99"}
+                ]))
+                .unwrap(),
+            },
+        );
+        let priced = priced_by_offer(&m, Some(&offer));
+        assert_eq!(priced.spec.prices, offer.spec.prices);
+        assert_eq!(priced.spec.region, m.spec.region);
     }
 
     #[test]

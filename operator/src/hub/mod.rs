@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use gpufed_crds::naming::{LABEL_MANAGED_BY, MANAGED_BY};
-use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement, ProviderBond};
+use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Offer, Placement, ProviderBond};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -153,6 +153,7 @@ fn start_stores(
     schedule: Arc<tokio::sync::Notify>,
 ) -> Result<(Stores, Subscriptions)> {
     let all = watcher::Config::default;
+    let wake_on_offer = schedule.clone();
     let (jobs, mut job_subs) = watch_shared(
         Api::<ComputeJob>::all(client.clone()),
         all(),
@@ -205,6 +206,15 @@ fn start_stores(
         |_: &mut Lease| {},
         |_: &Lease| {},
     )?;
+    // Offers (ADR 0024): read by the scheduling pass and the pool roll-up from the cache only; a
+    // new price may let a job that waits for one fit, so it wakes the scheduler.
+    let (offers, _) = watch_shared(
+        Api::<Offer>::all(client.clone()),
+        all().fields(&format!("metadata.name={}", gpufed_crds::OFFER_NAME)),
+        0,
+        |_: &mut Offer| {},
+        move |_: &Offer| wake_on_offer.notify_one(),
+    )?;
     let subscriptions = Subscriptions {
         job: JobSubscriptions {
             jobs: take(&mut job_subs)?,
@@ -226,6 +236,7 @@ fn start_stores(
         bonds,
         placements,
         leases,
+        offers,
     };
     Ok((stores, subscriptions))
 }

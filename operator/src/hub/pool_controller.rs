@@ -245,7 +245,13 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
         return Ok(Requeue::requeue(wait));
     }
     let t0 = Instant::now();
-    let members = ctx.stores.members.state();
+    let members: Vec<Arc<MemberCluster>> = ctx
+        .stores
+        .members
+        .state()
+        .iter()
+        .map(|m| ctx.stores.priced_member(m))
+        .collect();
     let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
     if let Ok(mut trackers) = ctx.utilisation.lock() {
         let figure = trackers.entry(name.clone()).or_default().record(

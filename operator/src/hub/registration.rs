@@ -1,6 +1,6 @@
 //! What the hub creates when a `MemberCluster` joins: the member namespace on the hub, a
 //! ServiceAccount for the member's agent with least privilege (its own namespace's Placements and
-//! heartbeat Lease; its own MemberCluster's status, by `resourceNames`), the heartbeat Lease, a
+//! heartbeat Lease and Offer; its own MemberCluster's status, by `resourceNames`), the heartbeat Lease, a
 //! token Secret, and the kubeconfig Secret the cluster owner hands to the member chart.
 //!
 //! Before any of that, right after the namespace, the hub binds itself to the ClusterRole
@@ -152,6 +152,13 @@ pub fn role(cluster: &str) -> Role {
                 &["leases"],
                 &["get", "update", "patch"],
                 &[&lease],
+            ),
+            // The provider's own prices (ADR 0024); the hub reads only the one named `offer`.
+            rule(
+                &["gpufed.io"],
+                &["offers"],
+                &["get", "create", "update", "patch"],
+                &[],
             ),
             rule(
                 &["", "events.k8s.io"],
@@ -318,6 +325,16 @@ mod tests {
         assert!(
             verbs_on(&rules, "secrets").is_empty(),
             "no Secrets, not even its own kubeconfig"
+        );
+    }
+
+    #[test]
+    fn the_agent_may_write_its_own_offer_and_nothing_deletes_it() {
+        let r = role("alpha");
+        assert_eq!(r.metadata.namespace.as_deref(), Some("gpufed-member-alpha"));
+        assert_eq!(
+            verbs_on(&r.rules.unwrap(), "offers"),
+            ["get", "create", "update", "patch"]
         );
     }
 

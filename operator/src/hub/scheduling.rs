@@ -204,7 +204,7 @@ async fn pass(
         .members
         .state()
         .into_iter()
-        .map(|m| (m.name_any(), m))
+        .map(|m| (m.name_any(), ctx.stores.priced_member(&m)))
         .collect();
     let mut reservations = snapshot::reservations(&jobs, &members);
     {
