@@ -143,6 +143,29 @@ fn the_agent_mounts_the_hub_kubeconfig_from_the_owners_secret() {
 }
 
 #[test]
+fn the_owners_prices_become_the_agents_offer_flags_and_none_by_default() {
+    let tools = Tools::locate().unwrap();
+    let offer_args = |docs: &[Value]| -> Vec<String> {
+        let d = find(docs, "Deployment", "gpufed-agent").unwrap();
+        args(&d["spec"]["template"]["spec"]["containers"][0])
+            .into_iter()
+            .filter(|a| a.starts_with("--offer"))
+            .collect()
+    };
+    assert!(offer_args(&member(&tools, &[])).is_empty());
+    let docs = member(
+        &tools,
+        &[
+            "offer.prices[0].model=H100",
+            "offer.prices[0].pricePerGpuHour=2.40",
+            "offer.prices[1].model=L4",
+            "offer.prices[1].pricePerGpuHour=0.35",
+        ],
+    );
+    assert_eq!(offer_args(&docs), ["--offer=H100=2.40", "--offer=L4=0.35"]);
+}
+
+#[test]
 fn the_hub_runs_two_leader_elected_replicas_with_its_pod_name_as_identity() {
     let tools = Tools::locate().unwrap();
     let docs = hub(&tools, &[]);

@@ -106,6 +106,11 @@ pub struct AgentArgs {
     /// How often the heartbeat Lease is renewed.
     #[arg(long, default_value = "5s", value_parser = parse_duration, env = "GPUFED_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Duration,
+    /// The provider's own price for a GPU model, `MODEL=PRICE` per GPU-hour (e.g. `H100=2.40`),
+    /// repeated for each model offered: published as this member's Offer on the hub, which replaces
+    /// the admin's `MemberCluster.spec.prices` (ADR 0024). None: nothing is published.
+    #[arg(long = "offer", value_name = "MODEL=PRICE", value_parser = crate::agent::offer::parse_offer)]
+    pub offers: Vec<gpufed_crds::ModelPrice>,
     /// Stop local jobs after failing to renew the heartbeat for this long. Default: two thirds of the
     /// pool's heartbeat timeout (read from the MemberCluster), so the member stops before the hub
     /// re-places its work.

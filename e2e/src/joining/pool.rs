@@ -126,6 +126,9 @@ pub struct MemberPlan {
     /// [`Joined::clock_offset`] (`+0` at first; [`Joined::skew_clock`] changes them). Their
     /// monotonic clock is left alone, as a host whose NTP is off would have it.
     pub skewable_clock: bool,
+    /// The provider's own prices, `(model, price)`, which the agent publishes as its Offer
+    /// (`--offer`, the chart's `offer.prices`).
+    pub offer: Vec<(String, String)>,
 }
 
 impl MemberPlan {
@@ -141,12 +144,20 @@ impl MemberPlan {
             real_node: None,
             gang_unschedulable_grace: None,
             skewable_clock: false,
+            offer: vec![],
         }
     }
 
     /// Runs the agent and gpu-probe with a wall clock the test can shift ([`Joined::skew_clock`]).
     pub fn skewable_clock(mut self) -> Self {
         self.skewable_clock = true;
+        self
+    }
+
+
+    /// Has the agent publish its own price `price` for `model` (an Offer, ADR 0024).
+    pub fn offer(mut self, model: &str, price: &str) -> Self {
+        self.offer.push((model.into(), price.into()));
         self
     }
 
@@ -509,7 +520,14 @@ async fn join_member(
                     "IfNotPresent"
                 }
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            plan.offer
+                .iter()
+                .map(|(model, price)| format!("--offer={model}={price}")),
+        )
+        .collect::<Vec<_>>(),
         &env,
     )?;
     Ok(Joined {

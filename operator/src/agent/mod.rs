@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod job_builder;
 pub mod member_lease;
 pub mod member_status;
+pub mod offer;
 pub mod plan;
 pub mod receipts;
 pub mod report;
@@ -189,6 +190,12 @@ pub async fn run(
         args.heartbeat_interval,
         shared.clone(),
         metrics.clone(),
+    ));
+
+    tokio::spawn(offer::run(
+        hub.clone(),
+        args.cluster.clone(),
+        args.offers.clone(),
     ));
 
     let sync_wake = Arc::new(Notify::new());
