@@ -41,8 +41,7 @@ pub use placement::{
 pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, FairSharing, GpuPool, GpuPoolSpec, GpuPoolStatus,
     ModelCapacity, ModelClearing, NamespaceQuota, NamespaceShare, NamespaceWeight, PayerBinding,
-    PriorityClass, QuotaGroup, QuotaUsage,
-    SecretKeyRef, Strategy, Utilization,
+    PriorityClass, QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};

@@ -154,7 +154,6 @@ impl MemberPlan {
         self
     }
 
-
     /// Has the agent publish its own price `price` for `model` (an Offer, ADR 0024).
     pub fn offer(mut self, model: &str, price: &str) -> Self {
         self.offer.push((model.into(), price.into()));
