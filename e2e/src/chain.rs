@@ -55,7 +55,8 @@ alloy::sol! {
         function grantRole(bytes32 role, address account) external;
         function stake(uint256 amount) external;
         function requestUnbond(uint256 amount) external;
-        function slash(address provider, uint256 amount, bytes32 evidenceHash) external;
+        function REFEREE_ROLE() external view returns (bytes32);
+        function appeal(bytes32 evidenceHash, bytes32 answerHash) external;
         function bondOf(address provider) external view
             returns (uint256 bonded, uint256 unbonding, uint64 unbondingReleaseAt, uint256 slashedTotal);
     }
@@ -114,6 +115,10 @@ pub fn tokens(n: u64) -> U256 {
 pub const ADMIN_DELAY_SECS: u64 = 3600;
 /// JobEscrow's claim window: after a lock's deadline, this long only settle and claim work.
 pub const CLAIM_WINDOW_SECS: u64 = 600;
+/// ProviderBond's unbonding delay.
+pub const UNBONDING_DELAY_SECS: u64 = 60;
+/// ProviderBond's appeal window (shorter than the unbonding delay, ADR 0023).
+pub const APPEAL_WINDOW_SECS: u64 = 30;
 /// JobEscrow's longest lock.
 pub const MAX_LOCK_SECS: u64 = 30 * 24 * 3600;
 
@@ -241,8 +246,9 @@ impl Chain {
             .ok_or_else(|| Error::Other(format!("deploying {name}: no contract address")))
     }
 
-    /// Deploys GpuFedToken, JobEscrow (fee `fee_bps`) and ProviderBond (unbonding delay 60 s),
-    /// grants the hub the settler role, mints `funds` tokens to each payer and provider, deposits
+    /// Deploys GpuFedToken, JobEscrow (fee `fee_bps`) and ProviderBond (unbonding delay 60 s,
+    /// appeal window 30 s), grants the hub the settler role and the admin the arbiter and referee
+    /// roles, mints `funds` tokens to each payer and provider, deposits
     /// each payer's `deposit` and stakes each provider's `stake`.
     pub async fn deploy_all(
         &self,
@@ -295,7 +301,14 @@ impl Chain {
             .deploy(
                 tools,
                 "ProviderBond",
-                (token, admin_addr, treasury, 60u64).abi_encode_params(),
+                (
+                    token,
+                    admin_addr,
+                    treasury,
+                    UNBONDING_DELAY_SECS,
+                    APPEAL_WINDOW_SECS,
+                )
+                    .abi_encode_params(),
             )
             .await?;
         let c = Contracts {
@@ -324,6 +337,16 @@ impl Chain {
         self.confirm(
             bnd.grantRole(arbiter, admin_addr).send().await,
             "granting the arbiter role",
+        )
+        .await?;
+        let referee = bnd
+            .REFEREE_ROLE()
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("REFEREE_ROLE: {e}")))?;
+        self.confirm(
+            bnd.grantRole(referee, admin_addr).send().await,
+            "granting the referee role",
         )
         .await?;
         let tok = ITestToken::new(token, &admin);
@@ -577,23 +600,28 @@ impl Chain {
             .await
     }
 
-    /// The arbiter slashes `provider` by `amount`.
-    pub async fn slash(
+    /// The provider with key `key` appeals the slash on `evidence` with `answer`.
+    pub async fn appeal(
         &self,
         c: &Contracts,
-        provider: &str,
-        amount: U256,
+        key: &str,
         evidence: [u8; 32],
+        answer: [u8; 32],
     ) -> Result<(), Error> {
-        let p = self.signer(accounts::ADMIN.0)?;
+        let p = self.signer(key)?;
         let b = ITestBond::new(c.bond, &p);
         self.confirm(
-            b.slash(address(provider)?, amount, evidence.into())
-                .send()
-                .await,
-            "slashing",
+            b.appeal(evidence.into(), answer.into()).send().await,
+            "appealing",
         )
         .await
+    }
+
+    /// Moves anvil's clock `secs` forward and mines a block at the new time.
+    pub async fn advance_time(&self, secs: u64) -> Result<(), Error> {
+        self.rpc("evm_increaseTime", serde_json::json!([secs]))
+            .await?;
+        self.mine(1).await
     }
 
     /// Token balance of `who`.

@@ -74,12 +74,34 @@ alloy::sol! {
         error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
-    /// The ProviderBond functions and events the hub uses.
+    /// The ProviderBond functions, events and errors the hub uses (slashing: ADR 0023).
     #[sol(rpc)]
+    #[derive(Debug)]
     interface IProviderBond {
         function bondOf(address provider) external view
             returns (uint256 bonded, uint256 unbonding, uint64 unbondingReleaseAt, uint256 slashedTotal);
+        function frozenOf(address provider) external view returns (uint256);
+        function appealWindow() external view returns (uint64);
+        function proposeSlash(address provider, bytes32 evidenceHash, uint256 amount,
+            address[] tenants, uint256[] shares) external;
+        function executeSlash(bytes32 evidenceHash) external;
+        function cancelSlash(bytes32 evidenceHash) external;
+        function getSlash(bytes32 evidenceHash) external view returns (address provider, uint256 amount,
+            uint64 executableAt, uint8 state, bytes32 appealAnswer, address[] tenants, uint256[] shares);
         event Slashed(address indexed provider, uint256 amount, bytes32 indexed evidenceHash);
+
+        error ZeroAddress();
+        error ZeroAmount();
+        error SlashExceedsBond(uint256 available, uint256 requested);
+        error ZeroEvidence();
+        error EvidenceAlreadyUsed(bytes32 evidenceHash);
+        error LengthMismatch(uint256 tenants, uint256 shares);
+        error TooManyTenants(uint256 count, uint256 max);
+        error SharesExceedAmount(uint256 shares, uint256 amount);
+        error TenantIsProvider(address provider);
+        error SlashNotInState(bytes32 evidenceHash, uint8 state);
+        error TooEarly(uint64 at);
+        error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
     /// The one ERC-20 metadata function the hub reads.
@@ -165,6 +187,51 @@ pub struct SlashEvent {
     pub tx: String,
     /// Block number.
     pub block: u64,
+}
+
+/// A slash the hub proposes (`ProviderBond.proposeSlash`, ADR 0023).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlashProposal {
+    /// Provider to slash.
+    pub provider: EvmAddress,
+    /// sha256 of the evidence record; one slash per hash, ever.
+    pub evidence_hash: B256,
+    /// Amount to slash (frozen at once).
+    pub amount: TokenAmount,
+    /// Harmed tenants (payer accounts) and what each receives; the rest goes to the treasury.
+    pub tenants: Vec<(EvmAddress, TokenAmount)>,
+}
+
+/// Where a slash stands (`ProviderBond.SLASH_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlashState {
+    /// Frozen; executable from `executable_at` unless appealed.
+    Proposed,
+    /// The provider appealed; waiting for the referee.
+    Appealed,
+    /// The referee upheld the slash; executable now.
+    Upheld,
+    /// Paid out.
+    Executed,
+    /// Withdrawn by the arbiter, dismissed on appeal, or lapsed; the tokens went back.
+    Cancelled,
+}
+
+/// A slash as the chain has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlashRecord {
+    /// Slashed provider.
+    pub provider: Address,
+    /// Amount frozen or slashed.
+    pub amount: TokenAmount,
+    /// Earliest execution without appeal (unix seconds).
+    pub executable_at: u64,
+    /// State.
+    pub state: SlashState,
+    /// The answer hash the provider appealed with, if it appealed.
+    pub appeal_answer: Option<B256>,
+    /// Tenants and their shares.
+    pub tenants: Vec<(Address, TokenAmount)>,
 }
 
 /// What a payer authorised the hub's account to lock (`JobEscrow.spendingAllowance`).
@@ -820,7 +887,13 @@ impl ChainClient {
                 valid_until: x.validUntil,
             },
             Ok(other) => Refusal::Other(format!("{other:?}")),
-            Err(_) => Refusal::Other(format!("revert data {data}")),
+            Err(_) => {
+                use IProviderBond::IProviderBondErrors as B;
+                match <B as alloy::sol_types::SolInterface>::abi_decode(&data) {
+                    Ok(b) => Refusal::Other(format!("{b:?}")),
+                    Err(_) => Refusal::Other(format!("revert data {data}")),
+                }
+            }
         }))
     }
 
@@ -901,6 +974,124 @@ impl ChainClient {
             unbonding_release_at: b.unbondingReleaseAt,
             slashed_total: units.from_base(b.slashedTotal),
         }))
+    }
+
+    fn bond_address(&self) -> Result<Address> {
+        self.bond.ok_or_else(|| {
+            Error::Config(
+                "the pool names no bond contract (spec.chain.bond): nothing to slash".into(),
+            )
+        })
+    }
+
+    /// The bond contract's appeal window in seconds, if the pool names a bond contract.
+    pub async fn appeal_window(&self) -> Result<Option<u64>> {
+        let Some(bond) = self.bond else {
+            return Ok(None);
+        };
+        let c = IProviderBond::new(bond, &self.provider);
+        Ok(Some(
+            read("reading the appeal window", c.appealWindow().call()).await?,
+        ))
+    }
+
+    /// Proposes a slash (amounts rounded down to base units: never more than asked, and the
+    /// tenants' shares never more than the amount). The amount is frozen at once and can be
+    /// executed after the bond's appeal window. `Ok(Err(_))`: the contract refused (bad input,
+    /// evidence hash already used, more than the bond) and nothing was sent.
+    pub async fn propose_slash(
+        &self,
+        p: &SlashProposal,
+    ) -> Result<std::result::Result<Mined, Refusal>> {
+        let bond = self.bond_address()?;
+        let units = self.units().await?;
+        let c = IProviderBond::new(bond, &self.provider);
+        let tenants: Vec<Address> = p.tenants.iter().map(|(t, _)| address(t)).collect();
+        let shares: Vec<U256> = p
+            .tenants
+            .iter()
+            .map(|(_, s)| units.to_base_floor(*s))
+            .collect();
+        let call = c
+            .proposeSlash(
+                address(&p.provider),
+                p.evidence_hash,
+                units.to_base_floor(p.amount),
+                tenants,
+                shares,
+            )
+            .from(self.hub_account);
+        let tx = call.clone().into_transaction_request();
+        self.send("a slash proposal", tx, call.call()).await
+    }
+
+    /// Executes the slash on `evidence` (once its appeal window passed, or its appeal was upheld).
+    pub async fn execute_slash(
+        &self,
+        evidence: B256,
+    ) -> Result<std::result::Result<Mined, Refusal>> {
+        let c = IProviderBond::new(self.bond_address()?, &self.provider);
+        let call = c.executeSlash(evidence).from(self.hub_account);
+        let tx = call.clone().into_transaction_request();
+        self.send("a slash execution", tx, call.call()).await
+    }
+
+    /// Withdraws the hub's own slash proposal on `evidence` (its tokens go back to the bond).
+    pub async fn cancel_slash(
+        &self,
+        evidence: B256,
+    ) -> Result<std::result::Result<Mined, Refusal>> {
+        let c = IProviderBond::new(self.bond_address()?, &self.provider);
+        let call = c.cancelSlash(evidence).from(self.hub_account);
+        let tx = call.clone().into_transaction_request();
+        self.send("a slash cancellation", tx, call.call()).await
+    }
+
+    /// The slash on `evidence`, if one was ever proposed.
+    pub async fn slash_record(&self, evidence: B256) -> Result<Option<SlashRecord>> {
+        let c = IProviderBond::new(self.bond_address()?, &self.provider);
+        let units = self.units().await?;
+        let s = read("reading a slash", c.getSlash(evidence).call()).await?;
+        let state = match s.state {
+            0 => return Ok(None),
+            1 => SlashState::Proposed,
+            2 => SlashState::Appealed,
+            3 => SlashState::Upheld,
+            4 => SlashState::Executed,
+            5 => SlashState::Cancelled,
+            other => return Err(Error::Chain(format!("unknown slash state {other}"))),
+        };
+        if s.tenants.len() != s.shares.len() {
+            return Err(Error::Chain(format!(
+                "slash {evidence}: {} tenants but {} shares",
+                s.tenants.len(),
+                s.shares.len()
+            )));
+        }
+        Ok(Some(SlashRecord {
+            provider: s.provider,
+            amount: units.from_base(s.amount),
+            executable_at: s.executableAt,
+            state,
+            appeal_answer: (s.appealAnswer != B256::ZERO).then_some(s.appealAnswer),
+            tenants: s
+                .tenants
+                .iter()
+                .zip(s.shares.iter())
+                .map(|(t, v)| (*t, units.from_base(*v)))
+                .collect(),
+        }))
+    }
+
+    /// Tokens of `provider` frozen under pending slashes, if the pool names a bond contract.
+    pub async fn frozen_of(&self, provider: &EvmAddress) -> Result<Option<TokenAmount>> {
+        let Some(bond) = self.bond else {
+            return Ok(None);
+        };
+        let units = self.units().await?;
+        let c = IProviderBond::new(bond, &self.provider);
+        let v = read("reading frozen bond", c.frozenOf(address(provider)).call()).await?;
+        Ok(Some(units.from_base(v)))
     }
 
     /// Slash events of `provider` (the newest [`MAX_RANGES`]·`logBlockRange` blocks).
