@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod settlement;
 pub mod snapshot;
 pub mod status;
+pub mod usage_check;
 pub mod utilisation;
 
 use std::sync::Arc;
