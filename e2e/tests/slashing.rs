@@ -263,3 +263,47 @@ fn an_appeal_stops_execution_until_decided_and_a_cancelled_slash_returns_the_bon
         assert_eq!(balances(&chain, &c).await, before);
     });
 }
+
+#[test]
+fn shares_computed_from_what_the_tenants_paid_reach_them_and_the_rounding_reaches_the_treasury() {
+    run_test(HARD_DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let (chain, c, hub) = setup(dir.path()).await;
+        let tenants = gpufed_operator::hub::compensation::tenant_shares(
+            amount("10"),
+            &[
+                (evm(accounts::PAYER_A.1), amount("1")),
+                (evm(accounts::PAYER_B.1), amount("1.5")),
+                (evm(accounts::PAYER_B.1), amount("0.5")),
+            ],
+        );
+        assert_eq!(tenants.len(), 2);
+        let hash = evidence("challenge 9 on beta: fewer GPUs than claimed");
+        let before = balances(&chain, &c).await;
+        hub.propose_slash(&SlashProposal {
+            provider: evm(accounts::BETA.1),
+            evidence_hash: hash,
+            amount: amount("10"),
+            tenants,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        chain.advance_time(APPEAL_WINDOW_SECS).await.unwrap();
+        hub.execute_slash(hash).await.unwrap().unwrap();
+        let after = balances(&chain, &c).await;
+        // A paid a third, B two thirds: 3.333… and 6.666… tokens, rounded down; 1 base unit left.
+        let third = tokens(10) / U256::from(3u8);
+        assert_eq!(after[0] - before[0], third);
+        assert_eq!(
+            after[1] - before[1],
+            tokens(10) * U256::from(2u8) / U256::from(3u8)
+        );
+        assert_eq!(
+            after[2] - before[2],
+            U256::from(1u8),
+            "the rounding to the treasury"
+        );
+        assert_eq!(before[3] - after[3], tokens(10));
+    });
+}

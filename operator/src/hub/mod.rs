@@ -5,6 +5,7 @@
 
 pub mod bond_controller;
 pub mod chain;
+pub mod compensation;
 pub mod context;
 pub mod job_controller;
 pub mod lifecycle;
