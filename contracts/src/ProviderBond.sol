@@ -143,6 +143,8 @@ contract ProviderBond is AccessControl, ReentrancyGuardTransient {
     error NotSlashedProvider(address caller, address provider);
     /// @notice `appeal` with a zero answer hash.
     error ZeroAnswer();
+    /// @notice `resolveAppeal` once the appeal lapsed (from `executableAt + appealWindow`).
+    error AppealLapsed(uint64 lapsedAt);
 
     /// @notice Creates the bond contract. Arbiters and referees are added afterwards with `grantRole`.
     /// @param token_ ERC-20 to stake.
@@ -315,10 +317,14 @@ contract ProviderBond is AccessControl, ReentrancyGuardTransient {
 
     /// @notice The referee decides an appeal: `upheld` lets the slash be executed at once, otherwise the
     ///         slash is cancelled and its tokens go back to the provider's bond.
-    /// @dev Only `REFEREE_ROLE`, only while `SLASH_APPEALED`. Reverts with `SlashNotInState`.
+    /// @dev Only `REFEREE_ROLE`, only while `SLASH_APPEALED` and before `executableAt + appealWindow` (from
+    ///      then on the appeal has lapsed in the provider's favour, whoever calls `lapseAppeal`). Reverts with
+    ///      `SlashNotInState` or `AppealLapsed`.
     function resolveAppeal(bytes32 evidenceHash, bool upheld) external onlyRole(REFEREE_ROLE) nonReentrant {
         Slash storage s = _slashes[evidenceHash];
         if (s.state != SLASH_APPEALED) revert SlashNotInState(evidenceHash, s.state);
+        uint64 lapsesAt = s.executableAt + appealWindow;
+        if (block.timestamp >= lapsesAt) revert AppealLapsed(lapsesAt);
         emit AppealResolved(evidenceHash, msg.sender, upheld);
         if (upheld) {
             s.state = SLASH_UPHELD;

@@ -678,6 +678,10 @@ contract ProviderBondTest is Test {
         vm.expectRevert(abi.encodeWithSelector(ProviderBond.TooEarly.selector, at + WINDOW));
         bond.lapseAppeal(EVIDENCE);
         vm.warp(at + WINDOW);
+        _grantReferee();
+        vm.prank(referee);
+        vm.expectRevert(abi.encodeWithSelector(ProviderBond.AppealLapsed.selector, at + WINDOW));
+        bond.resolveAppeal(EVIDENCE, true);
         bond.lapseAppeal(EVIDENCE);
         (uint256 bonded,,,) = _bond(prov);
         assertEq(bonded, 100e18);

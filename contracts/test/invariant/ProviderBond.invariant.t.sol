@@ -73,12 +73,13 @@ contract ProviderBondInvariantTest is Test {
     }
 
     /// No withdrawal before the release time, no slash beyond the bond, no evidence hash used twice, no
-    /// execution inside the appeal window, no appeal after it.
+    /// execution inside the appeal window, no appeal after it, no decision after the appeal lapsed.
     function invariant_noEarlyWithdrawOverSlashReuseEarlyExecutionOrLateAppeal() public view {
         assertEq(handler.earlyWithdrawals(), 0);
         assertEq(handler.overSlashes(), 0);
         assertEq(handler.evidenceReuses(), 0);
         assertEq(handler.earlyExecutions(), 0);
         assertEq(handler.lateAppeals(), 0);
+        assertEq(handler.lateResolutions(), 0);
     }
 }

@@ -30,6 +30,7 @@ contract ProviderBondHandler is Test {
     uint256 public evidenceReuses; // proposeSlash() with a used evidence hash succeeded
     uint256 public earlyExecutions; // executeSlash() succeeded inside the appeal window without a decision
     uint256 public lateAppeals; // appeal() succeeded after the window
+    uint256 public lateResolutions; // resolveAppeal() succeeded after the appeal lapsed
     uint256 private nonce;
 
     constructor(GpuFedToken token_, ProviderBond bond_, address arbiter_, address referee_) {
@@ -146,9 +147,16 @@ contract ProviderBondHandler is Test {
     function resolve(uint256 which, bool upheld) external {
         if (evidences.length == 0) return;
         bytes32 evidence = evidences[which % evidences.length];
-        (, uint256 amount,, uint8 state,,,) = bond.getSlash(evidence);
+        (, uint256 amount, uint64 executableAt, uint8 state,,,) = bond.getSlash(evidence);
         if (state != bond.SLASH_APPEALED()) return;
+        bool lapsed = block.timestamp >= executableAt + bond.appealWindow();
         vm.prank(referee);
+        if (lapsed) {
+            try bond.resolveAppeal(evidence, upheld) {
+                ++lateResolutions;
+            } catch {}
+            return;
+        }
         bond.resolveAppeal(evidence, upheld);
         if (!upheld) pendingFrozen -= amount;
     }

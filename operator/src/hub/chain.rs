@@ -101,6 +101,7 @@ alloy::sol! {
         error TenantIsProvider(address provider);
         error SlashNotInState(bytes32 evidenceHash, uint8 state);
         error TooEarly(uint64 at);
+        error AppealLapsed(uint64 lapsedAt);
         error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
