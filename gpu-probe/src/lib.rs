@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod challenge;
 pub mod config;
 pub mod error;
 pub mod metrics;

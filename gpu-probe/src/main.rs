@@ -15,6 +15,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 #[derive(Debug, Parser)]
 #[command(name = "gpu-probe", version)]
 struct Args {
+    /// Run something else than the probe loop.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where figures come from.
     #[arg(long, value_enum, env = "GPU_PROBE_BACKEND", default_value = "nvml")]
     backend: Backend,
@@ -67,6 +70,50 @@ struct Args {
     /// Print readings as JSON lines instead of writing to the apiserver.
     #[arg(long)]
     print: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run a challenge (docs/adr/0022-challenges.md): a seeded matrix product on every device,
+    /// answered as one JSON line on stdout and in the termination message.
+    Challenge(ChallengeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChallengeArgs {
+    /// Where the products are computed. Only `cpu` is built so far (tests, and the sizes the CPU
+    /// profile covers); the CUDA backend is not built yet.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: ChallengeBackend,
+    /// The challenge id the hub gave.
+    #[arg(long)]
+    id: String,
+    /// The hub's nonce, 64 hex digits.
+    #[arg(long)]
+    nonce: String,
+    /// Matrix size, a multiple of 8.
+    #[arg(long)]
+    n: usize,
+    /// Devices the CPU backend computes for (`CPU-0`…).
+    #[arg(long, env = "GPU_PROBE_CHALLENGE_CPU_DEVICES", default_value_t = 1)]
+    cpu_devices: usize,
+    /// Where the answer is written besides stdout (the container's termination message).
+    #[arg(long, default_value = "/dev/termination-log")]
+    answer_file: PathBuf,
+    /// Write the answer to stdout only (e.g. by hand, outside a container).
+    #[arg(long)]
+    stdout_only: bool,
+    /// Test only: answer digests of another product (a dishonest member).
+    #[arg(long, env = "GPU_PROBE_CHALLENGE_CHEAT_WRONG", hide = true)]
+    cheat_wrong: bool,
+    /// Test only: sleep this long in each device's timed section (a slow member).
+    #[arg(long, env = "GPU_PROBE_CHALLENGE_CHEAT_DELAY", hide = true, value_parser = parse_duration)]
+    cheat_delay: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ChallengeBackend {
+    Cpu,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -190,7 +237,33 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// `gpu-probe challenge`: runs the challenge, prints the answer and writes it to `answer_file`.
+fn challenge(args: &ChallengeArgs) -> anyhow::Result<()> {
+    use gpu_probe::challenge::{Challenge, run};
+    let challenge = Challenge::new(&args.id, &args.nonce, args.n)?;
+    if args.cpu_devices == 0 {
+        anyhow::bail!("--cpu-devices must be at least 1");
+    }
+    let misbehave = run::Misbehaviour {
+        wrong: args.cheat_wrong,
+        delay: args.cheat_delay.unwrap_or_default(),
+    };
+    let answer = match args.backend {
+        ChallengeBackend::Cpu => run::run_cpu(&challenge, args.cpu_devices, misbehave),
+    };
+    let line = answer.to_line()?;
+    println!("{line}");
+    if !args.stdout_only {
+        std::fs::write(&args.answer_file, &line)
+            .with_context(|| format!("writing the answer to {}", args.answer_file.display()))?;
+    }
+    Ok(())
+}
+
 async fn start(args: &Args) -> anyhow::Result<()> {
+    if let Some(Command::Challenge(c)) = &args.command {
+        return challenge(c);
+    }
     let config = args.config();
     if args.print {
         gpu_probe::print::print_loop(&config, std::io::stdout(), shutdown_signal()).await?;
