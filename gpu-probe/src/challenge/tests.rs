@@ -278,3 +278,38 @@ fn profiles_have_a_bound_and_say_how_they_were_measured() {
     assert!(profile_for("cpu", 256).is_some());
     assert!(profile_for("H100", 256).is_none());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever arrives, the check answers with a verdict (never panics) and refuses it.
+        #[test]
+        fn arbitrary_text_is_refused_without_panicking(raw in ".{0,600}") {
+            let c = challenge("ch-1");
+            let verdict = verify(&c, 1, 60_000, &raw, &ALL);
+            prop_assert!(verdict.result.is_err());
+            prop_assert_eq!(verdict.evidence.sha256().len(), 64);
+        }
+
+        /// Changing any one digest character of an honest answer is caught when every group is
+        /// checked.
+        #[test]
+        fn any_changed_digest_character_is_caught(pos in 0usize..(GROUPS * DIGEST_BYTES * 2), hex_digit in 0u8..16) {
+            let c = challenge("ch-1");
+            let mut answer = run_cpu(&c, 1, Misbehaviour::default());
+            let mut d: Vec<u8> = answer.gpus[0].d.bytes().collect();
+            let new = b"0123456789abcdef"[usize::from(hex_digit)];
+            prop_assume!(d[pos] != new);
+            d[pos] = new;
+            answer.gpus[0].d = String::from_utf8(d).unwrap();
+            let verdict = verify(&c, 1, 60_000, &answer.to_line().unwrap(), &ALL);
+            let caught = matches!(verdict.result, Err(Refusal::WrongResult { group, .. }) if group == pos / (DIGEST_BYTES * 2));
+            prop_assert!(caught);
+        }
+    }
+}
