@@ -200,8 +200,12 @@ pub struct PlacementStatus {
 
 /// Most container exits a status lists.
 pub const MAX_EXITS: usize = 16;
-/// Longest termination message kept in a [`ContainerExit`] (bytes).
+/// Longest termination message kept in a [`ContainerExit`] other than the first (bytes).
 pub const MAX_TERMINATION_MESSAGE: usize = 256;
+/// Longest termination message kept in the first [`ContainerExit`] a status lists (bytes): all
+/// Kubernetes keeps of one, so a challenge answer for up to 16 GPUs fits
+/// (docs/adr/0022-challenges.md) while a status holds at most 4096 + 15 × 256 bytes of messages.
+pub const MAX_FIRST_TERMINATION_MESSAGE: usize = 4096;
 
 /// How one container of one replica ended.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -219,9 +223,9 @@ pub struct ContainerExit {
     #[schemars(length(max = 128))]
     pub reason: Option<String>,
     /// The container's termination message (what it wrote to `/dev/termination-log`), cut to
-    /// 256 bytes.
+    /// 4096 bytes in the first exit listed and 256 bytes in the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 4096))]
     pub message: Option<String>,
     /// When the container started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,8 +1,9 @@
 //! Challenges on real pods (docs/adr/0022-challenges.md): the real `gpu-probe challenge` (CPU
 //! backend) runs as an ordinary ComputeJob in a real container on a member whose node is real, its
 //! answer travels as the termination message through the agent into the job's status, and the
-//! hub's check (`gpu_probe::challenge::verify`) passes the honest member and refuses a wrong
-//! answer and an answer for fewer GPUs than the attempt was given.
+//! hub's check (`gpu_probe::challenge::verify`) passes the honest member (two GPUs, an answer
+//! longer than 256 bytes) and refuses a wrong answer, an answer for fewer GPUs than the attempt was
+//! given and a replay. The node has 4 GPUs and the three jobs ask for 5: one waits for another.
 //!
 //! The hub does not send challenges by itself yet: this test submits them as jobs and runs the
 //! check the hub will run.
@@ -112,7 +113,9 @@ fn real_challenge_answers_verify_when_honest_and_are_refused_when_wrong_or_short
             )
             .unwrap();
 
-        submit(&hub, "honest", 1, &["--cpu-devices", "1"], json!([])).await;
+        // Two devices: an answer of about 330 bytes, more than the 256 the agent kept before
+        // the first exit's message could hold 4096.
+        submit(&hub, "honest", 2, &["--cpu-devices", "2"], json!([])).await;
         submit(
             &hub,
             "wrong",
@@ -137,9 +140,10 @@ fn real_challenge_answers_verify_when_honest_and_are_refused_when_wrong_or_short
         };
 
         let raw = answer(&hub, "honest").await;
-        let verdict = check("honest", 1, &raw);
+        assert!(raw.len() > 256, "{raw}");
+        let verdict = check("honest", 2, &raw);
         assert!(verdict.result.is_ok(), "{:?} for {raw}", verdict.result);
-        assert_eq!(verdict.evidence.checked.len(), 8);
+        assert_eq!(verdict.evidence.checked.len(), 16);
 
         let raw = answer(&hub, "wrong").await;
         let verdict = check("wrong", 1, &raw);
@@ -166,7 +170,7 @@ fn real_challenge_answers_verify_when_honest_and_are_refused_when_wrong_or_short
         // The honest answer, replayed for another challenge, is refused.
         let honest = answer(&hub, "honest").await;
         assert!(matches!(
-            check("short", 1, &honest).result,
+            check("short", 2, &honest).result,
             Err(Refusal::WrongChallenge { .. })
         ));
     });

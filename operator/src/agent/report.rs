@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::cached::Pod;
 use gpufed_crds::placement::reasons::LEASE_EXPIRED;
-use gpufed_crds::placement::{MAX_EXITS, MAX_TERMINATION_MESSAGE};
+use gpufed_crds::placement::{MAX_EXITS, MAX_FIRST_TERMINATION_MESSAGE, MAX_TERMINATION_MESSAGE};
 use gpufed_crds::{ContainerExit, PlacementPhase, PlacementSpec, PlacementStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -93,7 +93,8 @@ fn cut_to(mut s: String, max: usize) -> String {
 
 /// How the pods' containers ended, from their terminated states: non-zero exits first, then by
 /// replica and container, at most [`MAX_EXITS`]; termination messages trimmed and cut to
-/// [`MAX_TERMINATION_MESSAGE`] bytes.
+/// [`MAX_FIRST_TERMINATION_MESSAGE`] bytes in the first exit (a challenge's answer,
+/// docs/adr/0022-challenges.md) and [`MAX_TERMINATION_MESSAGE`] in the others.
 pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
     let mut out: Vec<ContainerExit> = pods
         .iter()
@@ -113,7 +114,7 @@ pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
                         message: t
                             .message
                             .as_ref()
-                            .map(|m| cut_to(m.trim().to_string(), MAX_TERMINATION_MESSAGE))
+                            .map(|m| cut_to(m.trim().to_string(), MAX_FIRST_TERMINATION_MESSAGE))
                             .filter(|m| !m.is_empty()),
                         started_at: t.started_at.clone(),
                         finished_at: t.finished_at.clone(),
@@ -129,6 +130,11 @@ pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
         ))
     });
     out.truncate(MAX_EXITS);
+    for exit in out.iter_mut().skip(1) {
+        if let Some(m) = exit.message.take() {
+            exit.message = Some(cut_to(m, MAX_TERMINATION_MESSAGE));
+        }
+    }
     out
 }
 

@@ -197,7 +197,7 @@ fn exits_list_failures_first_with_their_code_message_and_times() {
 
 #[test]
 fn exits_are_bounded_and_long_messages_cut_on_a_character_boundary() {
-    let long = "é".repeat(400);
+    let long = "é".repeat(3000);
     let pods: Vec<Pod> = (0..40)
         .map(|i| {
             with_index(
@@ -214,9 +214,19 @@ fn exits_are_bounded_and_long_messages_cut_on_a_character_boundary() {
         ex.iter().map(|e| e.replica).collect::<Vec<_>>(),
         (0..16).collect::<Vec<_>>()
     );
-    let m = ex[0].message.as_deref().unwrap();
-    assert!(m.len() <= gpufed_crds::placement::MAX_TERMINATION_MESSAGE && m.len() >= 254);
-    assert!(m.chars().all(|c| c == 'é'));
+    let first = ex[0].message.as_deref().unwrap();
+    let limit = gpufed_crds::placement::MAX_FIRST_TERMINATION_MESSAGE;
+    assert!(
+        first.len() <= limit && first.len() >= limit - 2,
+        "{}",
+        first.len()
+    );
+    assert!(first.chars().all(|c| c == 'é'));
+    for e in &ex[1..] {
+        let m = e.message.as_deref().unwrap();
+        assert!(m.len() <= gpufed_crds::placement::MAX_TERMINATION_MESSAGE && m.len() >= 254);
+        assert!(m.chars().all(|c| c == 'é'));
+    }
 }
 
 #[test]
