@@ -355,6 +355,11 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
         // Logs of placed jobs' pods (a failed one's last lines go into its status), nowhere else.
         assert!(may(&agent, "get", "", "pods/log", Some(JOBS_NAMESPACE)).await);
         assert!(!may(&agent, "get", "", "pods/log", Some("default")).await);
+        // Its pods' scheduling gate, removed by a patch in the jobs namespace only; it creates no
+        // pods.
+        assert!(may(&agent, "patch", "", "pods", Some(JOBS_NAMESPACE)).await);
+        assert!(!may(&agent, "patch", "", "pods", Some("default")).await);
+        assert!(!may(&agent, "create", "", "pods", Some(JOBS_NAMESPACE)).await);
         // A gang's Service and NetworkPolicy: created in the jobs namespace only, never changed or
         // deleted by the agent (they go with their Job).
         assert!(may(&agent, "create", "", "services", Some(JOBS_NAMESPACE)).await);

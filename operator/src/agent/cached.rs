@@ -43,6 +43,16 @@ pub struct PodSpec {
     /// Its init containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_containers: Option<Vec<Container>>,
+    /// Gates that keep it from being scheduled (the agent removes its own, ADR 0021).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_gates: Option<Vec<SchedulingGate>>,
+}
+
+/// `PodSchedulingGate`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedulingGate {
+    /// The gate's name.
+    pub name: String,
 }
 
 /// `Container`: its name and resources.

@@ -22,9 +22,9 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, Secret, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServiceSpec, Toleration, Volume, VolumeMount,
+    NodeSelectorTerm, PodSchedulingGate, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -400,6 +400,9 @@ fn mounts(t: &WorkloadTemplate) -> Vec<VolumeMount> {
     m
 }
 
+/// The scheduling gate every local pod is created with; the agent removes it ([`super::plan`]).
+pub const LEASE_GATE: &str = "gpufed.io/member-lease";
+
 /// Seconds a fenced or cancelled workload gets to stop before it is killed.
 pub const TERMINATION_GRACE_SECONDS: i64 = 3;
 
@@ -528,6 +531,13 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
                 }),
                 spec: Some(PodSpec {
                     containers,
+                    // Created unschedulable: the agent removes the gate only while it holds a live
+                    // member lease and the attempt's Placement is current, so a Job whose pods
+                    // the member's controllers create late — after the agent died and the hub
+                    // moved the attempt — never starts them (ADR 0021).
+                    scheduling_gates: Some(vec![PodSchedulingGate {
+                        name: LEASE_GATE.into(),
+                    }]),
                     restart_policy: Some("Never".into()),
                     // Short, so a fenced member's pods are gone well before the hub re-places the
                     // attempt (fence at 2/3 of the pool timeout, which is at least 15 s).

@@ -588,3 +588,20 @@ fn secret_files_over_reserved_paths_are_refused_by_the_agent_too() {
         assert_eq!(err.reason, "InvalidTemplate", "{path}");
     }
 }
+
+#[test]
+fn every_pod_is_created_behind_the_member_lease_gate() {
+    let pod = job_of(&placement("train", 1).replicas(2).build())
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let gates: Vec<String> = pod
+        .scheduling_gates
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(gates, [LEASE_GATE]);
+}

@@ -118,6 +118,16 @@ pub enum Step {
         /// The NetworkPolicy.
         policy: Box<NetworkPolicy>,
     },
+    /// Remove the member-lease scheduling gate from one of a current attempt's pods, so it can be
+    /// scheduled (only planned while the member's lease is live).
+    Ungate {
+        /// Pod name (in the jobs namespace).
+        pod: String,
+        /// Its placement.
+        placement: String,
+        /// The pod's other scheduling gates, kept.
+        keep: Vec<String>,
+    },
     /// Read the local Job `job` afresh: only if it really does not exist, write `status`.
     ConfirmMissing {
         /// Placement name.
@@ -187,6 +197,17 @@ fn job_attempt(job: &Job) -> Option<(String, u32)> {
     let uid = labels.get(LABEL_JOB_UID)?.clone();
     let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
     Some((uid, attempt))
+}
+
+/// Whether `pod` still carries the member-lease scheduling gate (and is not going away).
+fn gated(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.metadata.name.is_some()
+        && pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|gates| gates.iter().any(|g| g.name == job_builder::LEASE_GATE))
 }
 
 fn being_deleted(job: &Job) -> bool {
@@ -407,6 +428,24 @@ fn placement_steps(
                 .get(&job_name)
                 .map(|ps| ps.iter().map(|p| p.as_ref()).collect())
                 .unwrap_or_default();
+            // Pods start only while this agent holds a live lease for a current attempt: the gate
+            // stays on the pods of a Job whose agent died, whatever the member's controllers do.
+            if view.lease_owner.is_some() && !job_finished(job) {
+                for pod in pods.iter().filter(|p| gated(p)) {
+                    let keep = pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.scheduling_gates.iter().flatten())
+                        .filter(|g| g.name != job_builder::LEASE_GATE)
+                        .map(|g| g.name.clone())
+                        .collect();
+                    steps.push(Step::Ungate {
+                        pod: pod.metadata.name.clone().unwrap_or_default(),
+                        placement: name.clone(),
+                        keep,
+                    });
+                }
+            }
             let next = report::observe(spec, job, &pods, prev, &view.now);
             let stuck = (!job_finished(job))
                 .then(|| gang::stuck(spec.replicas, &pods, &view.now, view.gang_grace))

@@ -580,3 +580,82 @@ fn a_burst_of_new_placements_is_created_a_bounded_number_per_plan_in_name_order(
         .count();
     assert_eq!((again, plan.deferred), (5, 0));
 }
+
+fn gated_pod(name: &str, other: Option<&str>) -> Pod {
+    let mut p = pod(name, None, None);
+    let mut gates = vec![crate::agent::cached::SchedulingGate {
+        name: job_builder::LEASE_GATE.into(),
+    }];
+    gates.extend(other.map(|o| crate::agent::cached::SchedulingGate { name: o.into() }));
+    p.spec.get_or_insert_with(Default::default).scheduling_gates = Some(gates);
+    p
+}
+
+fn ungated(plan: &Plan) -> Vec<(String, Vec<String>)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Ungate { pod, keep, .. } => Some((pod.clone(), keep.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A current attempt whose local Job has `pods`, accepted.
+fn accepted_with(pods: Vec<Pod>) -> World {
+    let p = placement("train", 1)
+        .replicas(2)
+        .status(PlacementStatus {
+            phase: Some(PlacementPhase::Accepted),
+            last_update_time: Some(at(999)),
+            ..Default::default()
+        })
+        .build();
+    let job = local_job(&p, JobStatus::default());
+    let mut w = World::new().placement(p).job(job);
+    w.pods.insert(
+        local_job_name(&uid("train"), 1),
+        pods.into_iter().map(Arc::new).collect(),
+    );
+    w
+}
+
+#[test]
+fn a_current_attempts_gated_pods_are_ungated_while_the_lease_is_live_keeping_other_gates() {
+    let w = accepted_with(vec![
+        gated_pod("train-0", None),
+        gated_pod("train-1", Some("example.com/quota")),
+        pod("train-2", Some(900), None),
+    ]);
+    assert_eq!(
+        ungated(&w.plan()),
+        [
+            ("train-0".to_string(), vec![]),
+            ("train-1".to_string(), vec!["example.com/quota".to_string()])
+        ]
+    );
+}
+
+#[test]
+fn without_a_live_lease_or_for_a_stale_or_orphaned_job_no_pod_is_ungated() {
+    // No live lease: the pods stay gated (and so never start) until there is one.
+    let mut w = accepted_with(vec![gated_pod("train-0", None)]);
+    w.lease_owner = None;
+    assert!(ungated(&w.plan()).is_empty());
+
+    // The hub deleted the Placement (it moved the attempt): the Job is deleted, never ungated.
+    let p = placement("train", 1).build();
+    let mut w = World::new().job(local_job(&p, JobStatus::default()));
+    w.pods.insert(
+        local_job_name(&uid("train"), 1),
+        vec![Arc::new(gated_pod("train-0", None))],
+    );
+    let plan = w.plan();
+    assert!(ungated(&plan).is_empty());
+    assert_eq!(deleted(&plan).len(), 1);
+
+    // A deleted pod is left alone.
+    let mut going = gated_pod("train-0", None);
+    going.metadata.deletion_timestamp = Some(at(990));
+    assert!(ungated(&accepted_with(vec![going]).plan()).is_empty());
+}

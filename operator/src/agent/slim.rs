@@ -76,6 +76,10 @@ pub fn pod(pod: &mut Pod, jobs_namespace: &str) {
         slim.annotations = kept(&pod.metadata.annotations);
     }
     pod.metadata = slim;
+    if !ours && let Some(spec) = pod.spec.as_mut() {
+        // Only the agent's own pods' gates are read (it removes its own).
+        spec.scheduling_gates = None;
+    }
     if let Some(status) = pod.status.as_mut() {
         if ours {
             status.conditions.iter_mut().flatten().for_each(condition);

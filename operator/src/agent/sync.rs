@@ -89,7 +89,9 @@ fn step_key(
             .or_else(|| placement.as_deref().and_then(by_placement))
             .or_else(|| placement.clone())
             .unwrap_or_else(|| name.clone()),
-        Step::WriteStatus { placement, .. } | Step::ConfirmMissing { placement, .. } => {
+        Step::WriteStatus { placement, .. }
+        | Step::ConfirmMissing { placement, .. }
+        | Step::Ungate { placement, .. } => {
             by_placement(placement).unwrap_or_else(|| placement.clone())
         }
         Step::CreateGangNetwork { service, .. } => {
@@ -445,6 +447,26 @@ impl Sync {
             }
             Step::CreateGangNetwork { service, policy } => {
                 self.create_gang_network(service, policy).await
+            }
+            Step::Ungate { pod, keep, .. } => {
+                let api: Api<k8s_openapi::api::core::v1::Pod> =
+                    Api::namespaced(self.ctx.local.clone(), &self.ctx.args.jobs_namespace);
+                let gates = (!keep.is_empty()).then(|| {
+                    keep.iter()
+                        .map(|name| serde_json::json!({ "name": name }))
+                        .collect::<Vec<_>>()
+                });
+                let patch = serde_json::json!({ "spec": { "schedulingGates": gates } });
+                let patched = timed_opt(
+                    format!("ungating pod {pod}"),
+                    API_TIMEOUT,
+                    api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?;
+                if patched.is_none() {
+                    tracing::debug!(pod, "pod gone before it was ungated");
+                }
+                Ok(())
             }
             Step::ConfirmMissing {
                 placement,
