@@ -436,24 +436,12 @@ fn single_replica_and_finished_gangs_get_no_network() {
 /// A 2-replica gang accepted on this member whose replica 0 runs since t=900 and replica 1 has
 /// been unschedulable since `since`.
 fn half_started_gang(since: i64) -> (World, Placement) {
-    let p = placement("train", 1)
-        .replicas(2)
-        .status(PlacementStatus {
-            phase: Some(PlacementPhase::Accepted),
-            last_update_time: Some(at(999)),
-            ..Default::default()
-        })
-        .build();
-    let job = local_job(&p, JobStatus::default());
-    let mut w = World::new().placement(p.clone()).job(job);
+    let mut w = accepted_with(vec![
+        pod("train-0", Some(900), None),
+        unschedulable("train-1", since),
+    ]);
     w.nodes = vec![gpu_node("h1", "H100", 8, 0), gpu_node("h2", "H100", 8, 0)];
-    w.pods.insert(
-        local_job_name(&uid("train"), 1),
-        vec![
-            Arc::new(pod("train-0", Some(900), None)),
-            Arc::new(unschedulable("train-1", since)),
-        ],
-    );
+    let p = w.placements[0].as_ref().clone();
     (w, p)
 }
 
