@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use gpufed_crds::conditions::member as mc;
-use gpufed_crds::{GpuPool, MemberCluster, ModelPrice, TokenAmount};
+use gpufed_crds::{GpuPool, GpuPoolStatus, MemberCluster, ModelPrice, TokenAmount};
 use kube::ResourceExt;
 use serde::Serialize;
 
@@ -120,72 +120,56 @@ pub struct ClusterRow {
 /// then model or cluster name.
 pub fn summarize(pools: &[GpuPool], members: &[MemberCluster], pool: Option<&str>) -> TopSummary {
     let wanted = |p: &str| pool.is_none_or(|want| want == p);
-    let mut models: Vec<ModelRow> = pools
-        .iter()
-        .filter(|p| wanted(&p.name_any()))
-        .flat_map(|p| {
-            let name = p.name_any();
-            p.status
-                .iter()
-                .flat_map(|s| s.capacity.iter())
-                .map(move |c| ModelRow {
-                    pool: name.clone(),
-                    model: c.model.clone(),
-                    clusters: c.clusters,
-                    total_gpus: c.total_gpus,
-                    free_gpus: c.free_gpus,
-                    min_price: c.min_price,
-                    max_price: c.max_price,
-                    price_index: c.price_index,
-                })
-        })
-        .collect();
-    models.sort_by(|a, b| (&a.pool, &a.model).cmp(&(&b.pool, &b.model)));
+    // One row per item of a list in each wanted pool's status, with the pool's name.
+    let per_pool = |rows: &mut dyn FnMut(&str, &GpuPoolStatus)| {
+        for p in pools.iter().filter(|p| wanted(&p.name_any())) {
+            if let Some(status) = &p.status {
+                rows(&p.name_any(), status);
+            }
+        }
+    };
+    let (mut models, mut quotas, mut shares) = (vec![], vec![], vec![]);
+    per_pool(&mut |name, s| {
+        models.extend(s.capacity.iter().map(|c| ModelRow {
+            pool: name.to_string(),
+            model: c.model.clone(),
+            clusters: c.clusters,
+            total_gpus: c.total_gpus,
+            free_gpus: c.free_gpus,
+            min_price: c.min_price,
+            max_price: c.max_price,
+            price_index: c.price_index,
+        }));
+        quotas.extend(s.quota_usage.iter().map(|q| QuotaRow {
+            pool: name.to_string(),
+            namespace: q.namespace.clone(),
+            group: q.group.clone(),
+            used: q.used,
+            limit: q.limit,
+            borrowed: q.borrowed,
+        }));
+        shares.extend(s.shares.iter().map(|sh| ShareRow {
+            pool: name.to_string(),
+            namespace: sh.namespace.clone(),
+            weight: sh.weight,
+            gpus: sh.gpus,
+            dominant_model: sh.dominant_model.clone(),
+            dominant_per_mille: sh.dominant_per_mille,
+        }));
+    });
+    models.sort_by(|a: &ModelRow, b: &ModelRow| (&a.pool, &a.model).cmp(&(&b.pool, &b.model)));
+    quotas.sort_by(|a: &QuotaRow, b: &QuotaRow| {
+        (&a.pool, &a.namespace, &a.group).cmp(&(&b.pool, &b.namespace, &b.group))
+    });
+    shares.sort_by(|a: &ShareRow, b: &ShareRow| {
+        (&a.pool, &a.namespace).cmp(&(&b.pool, &b.namespace))
+    });
     let mut clusters: Vec<ClusterRow> = members
         .iter()
         .filter(|m| wanted(&m.spec.pool))
         .map(cluster_row)
         .collect();
     clusters.sort_by(|a, b| (&a.pool, &a.cluster).cmp(&(&b.pool, &b.cluster)));
-    let mut quotas: Vec<QuotaRow> = pools
-        .iter()
-        .filter(|p| wanted(&p.name_any()))
-        .flat_map(|p| {
-            let name = p.name_any();
-            p.status
-                .iter()
-                .flat_map(|s| s.quota_usage.iter())
-                .map(move |q| QuotaRow {
-                    pool: name.clone(),
-                    namespace: q.namespace.clone(),
-                    group: q.group.clone(),
-                    used: q.used,
-                    limit: q.limit,
-                    borrowed: q.borrowed,
-                })
-        })
-        .collect();
-    quotas
-        .sort_by(|a, b| (&a.pool, &a.namespace, &a.group).cmp(&(&b.pool, &b.namespace, &b.group)));
-    let mut shares: Vec<ShareRow> = pools
-        .iter()
-        .filter(|p| wanted(&p.name_any()))
-        .flat_map(|p| {
-            let name = p.name_any();
-            p.status
-                .iter()
-                .flat_map(|s| s.shares.iter())
-                .map(move |s| ShareRow {
-                    pool: name.clone(),
-                    namespace: s.namespace.clone(),
-                    weight: s.weight,
-                    gpus: s.gpus,
-                    dominant_model: s.dominant_model.clone(),
-                    dominant_per_mille: s.dominant_per_mille,
-                })
-        })
-        .collect();
-    shares.sort_by(|a, b| (&a.pool, &a.namespace).cmp(&(&b.pool, &b.namespace)));
     TopSummary {
         models,
         clusters,
