@@ -103,13 +103,20 @@ proptest! {
         let Decision::Place(a) = schedule(job, &clusters, &held, &AUCTION).unwrap() else {
             return Ok(());
         };
-        // Raise the winner's ask for the winning model to somewhere strictly below the price it
-        // was paid (below the runner-up, so it still wins every tie-break it won before).
+        // Raise the winner's ask to somewhere strictly below the price it was paid (below the
+        // runner-up, so it still wins every tie-break it won before). Every model of the job that
+        // the winner offers below that goes up to it too: otherwise the winner would simply win
+        // again with another model at its old ask (a cluster offering A100 and H100 at 1.10 and
+        // the job taking either).
         prop_assume!(a.price > a.ask);
         let higher = a.ask + raise % (a.price - a.ask);
         let mut raised = clusters.clone();
         for c in raised.iter_mut().filter(|c| c.name == a.cluster) {
-            c.prices.insert(a.model.clone(), higher);
+            for (model, ask) in c.prices.iter_mut() {
+                if (job.models.is_empty() || job.models.contains(model)) && *ask < higher {
+                    *ask = higher;
+                }
+            }
         }
         let Decision::Place(b) = schedule(job, &raised, &held, &AUCTION).unwrap() else {
             return Err(TestCaseError::fail("the raised winner no longer fits"));
