@@ -377,18 +377,27 @@ pub async fn run(
         pool.hub.create_namespace(ns).await?;
     }
     let members: Api<MemberCluster> = Api::all(hub.clone());
-    wait_until(t, "every member Ready, Bonded and Schedulable", || async {
-        let list = members.list(&Default::default()).await.ok()?;
-        let ok = list.items.len() == 3
-            && list.items.iter().all(|m| {
-                m.status.as_ref().is_some_and(|s| {
-                    ["Ready", "Bonded", "Schedulable"]
-                        .iter()
-                        .all(|c| gpufed_crds::conditions::is_true(&s.conditions, c))
-                })
-            });
-        ok.then_some(())
-    })
+    // Ready, Bonded and Schedulable, and every GPU reported and free: a member whose inventory has
+    // not arrived yet is Schedulable with no GPUs, and the jobs below would go elsewhere (a CI run
+    // once placed the gang on alpha because beta's GPUs were not reported yet).
+    wait_until(
+        t,
+        "every member Ready, Bonded and Schedulable, with its GPUs reported",
+        || async {
+            let list = members.list(&Default::default()).await.ok()?;
+            let ok = list.items.len() == 3
+                && list.items.iter().all(|m| {
+                    m.status.as_ref().is_some_and(|s| {
+                        ["Ready", "Bonded", "Schedulable"]
+                            .iter()
+                            .all(|c| gpufed_crds::conditions::is_true(&s.conditions, c))
+                            && s.total_gpus > 0
+                            && s.free_gpus == s.total_gpus
+                    })
+                });
+            ok.then_some(())
+        },
+    )
     .await?;
     let kc = pool.hub.kubeconfig().to_path_buf();
     show(&mut screen, tools, &kc, &["get", "memberclusters"]).await?;
