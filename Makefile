@@ -60,7 +60,7 @@ tools-peers: ## Also build Kueue (the peer benchmark of make bench).
 bench-build: ## Release builds of every binary make bench starts.
 	$(CARGO) build --release --bins -p gpufed-operator -p kubectl-gpufed -p gpu-probe -p gpufed-e2e
 
-bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throughput vs the apiserver's ceiling, peer run vs Kueue MultiKueue, 1,000-member scale run, agent with 10,000 pods, settlement gas → docs/benchmarks.md; 30-minute chaos run → docs/reliability.md.
+bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throughput vs the apiserver's ceiling, peer run vs Kueue MultiKueue, 1,000-member scale run, agent with 10,000 pods, pool utilisation on a mixed workload, settlement gas → docs/benchmarks.md; 30-minute chaos run → docs/reliability.md.
 	mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p gpufed-scheduler --bench schedule
 	contracts/test.sh -- --match-path 'test/JobEscrowGas.t.sol' -vv | tee $(BENCH_DIR)/gas.txt
@@ -69,10 +69,12 @@ bench: tools-peers contracts bench-build ## Scheduler criterion bench, e2e throu
 	$(BENCH_RUN) peer --jobs 80 --out $(BENCH_DIR)/peer.json
 	$(BENCH_RUN) scale --members 1000 --jobs $(SCALE_JOBS) --out $(BENCH_DIR)/scale.json
 	$(BENCH_RUN) agent --pods 10000 --out $(BENCH_DIR)/agent.json
+	$(BENCH_RUN) utilisation --out $(BENCH_DIR)/utilisation.json
 	$(BENCH_RUN) chaos --profile long --out $(BENCH_DIR)/chaos-history.json --table docs/reliability.md
 	$(BENCH_RUN) report --criterion $(or $(CARGO_TARGET_DIR),target)/criterion \
 	  --throughput $(BENCH_DIR)/throughput.json --gas $(BENCH_DIR)/gas.txt --peer $(BENCH_DIR)/peer.json \
-	  --scale $(BENCH_DIR)/scale.json --agent $(BENCH_DIR)/agent.json --out docs/benchmarks.md
+	  --scale $(BENCH_DIR)/scale.json --agent $(BENCH_DIR)/agent.json \
+	  --utilisation $(BENCH_DIR)/utilisation.json --out docs/benchmarks.md
 
 demo: tools-k8s contracts-build build ## Start a local federation (hub, 3 providers, anvil), run the sample jobs, narrate; leaves it running.
 	$(CARGO) run -q -p gpufed-e2e --bin gpufed-demo -- up

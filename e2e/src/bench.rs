@@ -28,6 +28,7 @@ pub mod procstat;
 pub mod report;
 pub mod scale;
 pub mod settings;
+pub mod utilisation;
 pub mod writemix;
 
 use std::path::Path;

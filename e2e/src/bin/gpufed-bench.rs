@@ -13,11 +13,13 @@
 //!                    # one hub, simulated agents of every member, growing job counts (gpufed_e2e::bench::scale)
 //! gpufed-bench agent [--pods 10000] [--window SECS] [--out FILE]
 //!                    # one member's agent with that many running pods: its peak memory (gpufed_e2e::bench::agent_scale)
+//! gpufed-bench utilisation [--scale N] [--out FILE]
+//!                    # the pool's GPU time allocated ÷ available on a mixed workload (gpufed_e2e::bench::utilisation)
 //! gpufed-bench chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md]
 //!                    # faults under a mixed workload, a recorded history, the checker's table (gpufed_e2e::chaos)
 //! gpufed-bench chaos --check FILE   # checks a saved history again
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE]
-//!                     --out docs/benchmarks.md
+//!                     [--utilisation FILE] --out docs/benchmarks.md
 //! ```
 
 #![allow(clippy::print_stdout)]
@@ -29,6 +31,7 @@ use std::time::Duration;
 use gpufed_e2e::bench::agent_scale::{AgentScaleConfig, AgentScaleReport, agent_scale};
 use gpufed_e2e::bench::scale::{ScaleConfig, ScaleReport, scale};
 use gpufed_e2e::bench::settings::compare;
+use gpufed_e2e::bench::utilisation::{UtilisationConfig, UtilisationReport, utilisation};
 use gpufed_e2e::bench::{
     BinaryInfo, ThroughputConfig, ThroughputReport, bench_hub, checkout, throughput,
 };
@@ -46,6 +49,16 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("gpufed-bench: {msg}");
     std::process::exit(2)
+}
+
+/// Writes a run's result as pretty JSON to `out`, creating its folder.
+fn write_json(out: &Path, value: &impl serde::Serialize) {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+    }
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|e| fail(e));
+    std::fs::write(out, text).unwrap_or_else(|e| fail(e));
+    eprintln!("wrote {}", out.display());
 }
 
 #[tokio::main]
@@ -124,12 +137,7 @@ async fn main() {
                 }
                 report.runs.push(r);
             }
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
-            }
-            let text = serde_json::to_string_pretty(&report).unwrap_or_else(|e| fail(e));
-            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
-            eprintln!("wrote {}", out.display());
+            write_json(&out, &report);
         }
         Some("scale") => {
             init_test_logging();
@@ -204,12 +212,7 @@ async fn main() {
             if let Some(why) = &r.stopped {
                 eprintln!("  stopped {why}");
             }
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
-            }
-            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
-            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
-            eprintln!("wrote {}", out.display());
+            write_json(&out, &r);
         }
         Some("peer") => {
             init_test_logging();
@@ -310,11 +313,7 @@ async fn main() {
                     (None, None) => {}
                 }
             }
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
-            }
-            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
-            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            write_json(&out, &r);
         }
         Some("agent") => {
             init_test_logging();
@@ -357,12 +356,46 @@ async fn main() {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+            write_json(&out, &r);
+        }
+        Some("utilisation") => {
+            init_test_logging();
+            let scale: usize = arg(&args, "--scale")
+                .map_or(Ok(1), |s| s.parse())
+                .unwrap_or_else(|e| fail(format!("--scale: {e}")));
+            let out = PathBuf::from(
+                arg(&args, "--out").unwrap_or_else(|| "target/bench/utilisation.json".into()),
+            );
+            let tools = Tools::locate().unwrap_or_else(|e| fail(e));
+            let bin = tools
+                .workspace_bin("gpufed-operator")
+                .unwrap_or_else(|e| fail(e));
+            let binary = BinaryInfo::of(&bin).unwrap_or_else(|e| fail(e));
+            eprintln!(
+                "utilisation: {scale} × the mixed workload, hub {} (sha256 {}…) …",
+                binary.path, binary.sha256
+            );
+            let r = utilisation(
+                &tools,
+                &UtilisationConfig { scale },
+                binary,
+                checkout(tools.root()),
+            )
+            .await
+            .unwrap_or_else(|e| fail(e));
+            match r.figures() {
+                Some(f) => eprintln!(
+                    "  makespan {:.0} s (lower bound {:.0} s, ÷ {:.2}); allocated ÷ available {:.2}, running ÷ available {:.2}; hub's figure {:?}",
+                    f.makespan_secs,
+                    f.lower_bound_secs,
+                    f.makespan_efficiency(),
+                    f.allocated_share(),
+                    f.running_share(),
+                    r.hub_share()
+                ),
+                None => eprintln!("  the workload did not end: {:?}", r.error),
             }
-            let text = serde_json::to_string_pretty(&r).unwrap_or_else(|e| fail(e));
-            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
-            eprintln!("wrote {}", out.display());
+            write_json(&out, &r);
         }
         Some("chaos") => {
             init_test_logging();
@@ -396,17 +429,9 @@ async fn main() {
             let (history, report) = chaos_run(&tools, &profile, seed, dir.path())
                 .await
                 .unwrap_or_else(|e| fail(format!("{e} (seed {seed})")));
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
-            }
-            let text = serde_json::to_string_pretty(&history).unwrap_or_else(|e| fail(e));
-            std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
+            write_json(&out, &history);
             print!("{report}");
-            eprintln!(
-                "wrote {} (re-check: gpufed-bench chaos --check {})",
-                out.display(),
-                out.display()
-            );
+            eprintln!("re-check: gpufed-bench chaos --check {}", out.display());
             if let Some(doc) = arg(&args, "--table") {
                 let doc = PathBuf::from(doc);
                 let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| fail(e));
@@ -429,6 +454,7 @@ async fn main() {
             let peer = arg(&args, "--peer").map(PathBuf::from);
             let scale = arg(&args, "--scale").map(PathBuf::from);
             let agent = arg(&args, "--agent").map(PathBuf::from);
+            let utilisation = arg(&args, "--utilisation").map(PathBuf::from);
             let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| fail("--out FILE")));
             let mut text = report(&criterion, &tp, &gas).unwrap_or_else(|e| fail(e));
             if let Some(peer) = peer {
@@ -443,6 +469,10 @@ async fn main() {
                 text.push('\n');
                 text.push_str(&agent_section(&agent).unwrap_or_else(|e| fail(e)));
             }
+            if let Some(utilisation) = utilisation {
+                text.push('\n');
+                text.push_str(&utilisation_section(&utilisation).unwrap_or_else(|e| fail(e)));
+            }
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             println!("wrote {}", out.display());
         }
@@ -450,9 +480,9 @@ async fn main() {
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
              [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | agent [--pods N] [--window SECS] \
-             [--out FILE] | chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md] | chaos --check FILE \
+             [--out FILE] | utilisation [--scale N] [--out FILE] | chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md] | chaos --check FILE \
              | report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE] \
-             --out FILE",
+             [--utilisation FILE] --out FILE",
         ),
     }
 }
@@ -479,6 +509,13 @@ fn agent_section(path: &Path) -> Result<String, String> {
     let r: AgentScaleReport =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(gpufed_e2e::bench::agent_scale::markdown(&r))
+}
+
+fn utilisation_section(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: UtilisationReport =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(gpufed_e2e::bench::utilisation::markdown(&r))
 }
 
 /// Mean nanoseconds per iteration and elements per iteration of one criterion benchmark.
