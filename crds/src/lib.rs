@@ -1,5 +1,5 @@
 //! The `gpufed.io/v1alpha1` API: custom resources of the hub (`GpuPool`, `MemberCluster`,
-//! `ComputeJob`, `Placement`, `ProviderBond`) and of member clusters (`GpuNode`), the value types
+//! `ComputeJob`, `Placement`, `ProviderBond`, `Offer`, `JobLog`) and of member clusters (`GpuNode`), the value types
 //! they use (token amounts, durations, addresses), condition helpers, and deterministic names.
 //!
 //! No controller logic lives here: the operator, gpu-probe, the kubectl plugin and the e2e harness
@@ -14,6 +14,7 @@ pub mod bond;
 pub mod conditions;
 pub mod gpunode;
 pub mod job;
+pub mod joblog;
 pub mod member;
 pub mod naming;
 pub mod offer;
@@ -31,6 +32,7 @@ pub use job::{
     GpuRequirements, JobPhase, PlacementRef, PlannedNode, RetryPolicy, Settlement, SettlementState,
     Usage, UsageReceipt,
 };
+pub use joblog::{JobLog, JobLogSpec, JobLogStatus, LogChunk, LogRequest};
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,
 };
@@ -72,6 +74,7 @@ pub fn all_crds() -> Vec<(Side, CustomResourceDefinition)> {
         (Side::Hub, Placement::crd()),
         (Side::Hub, ProviderBond::crd()),
         (Side::Hub, Offer::crd()),
+        (Side::Hub, JobLog::crd()),
         (Side::Member, GpuNode::crd()),
     ]
 }

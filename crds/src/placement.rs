@@ -196,6 +196,12 @@ pub struct PlacementStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub exits: Vec<ContainerExit>,
+    /// Answers to the log requests on this Placement (annotations `log.gpufed.io/<JobLog UID>`),
+    /// newest first, at most 4 of at most 32 KiB each; written by the agent under its own field
+    /// manager `gpufed-agent-logs` (docs/adr/0028-job-logs.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub logs: Vec<crate::joblog::LogChunk>,
 }
 
 /// Most container exits a status lists.

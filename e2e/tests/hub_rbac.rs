@@ -40,6 +40,8 @@ const CLUSTER_WIDE: &[(&str, &str)] = &[
     ("get list watch patch update", "memberclusters.gpufed.io"),
     ("get patch update", "memberclusters/status.gpufed.io"),
     ("get list watch", "gpupools.gpufed.io"),
+    ("get list watch", "joblogs.gpufed.io"),
+    ("get patch update", "joblogs/status.gpufed.io"),
     ("get list watch", "offers.gpufed.io"),
     ("get patch update", "gpupools/status.gpufed.io"),
     (

@@ -85,6 +85,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Escrow state of each attempt of a ComputeJob and its total cost.
     Payments(PaymentsArgs),
+    /// The container log of one replica of a ComputeJob, read through the hub from the member
+    /// that runs it (`-f` to follow it while it runs).
+    Logs(LogsArgs),
     /// As a payer: authorise the hub's settlement account to lock up to an amount of your
     /// deposit in a pool's escrow until a time (an EIP-712 permit signed with your key).
     #[command(alias = "authorize")]
@@ -196,6 +199,25 @@ pub struct JoinArgs {
     /// Path or reference of the member chart in the printed `helm install`.
     #[arg(long, value_name = "CHART", default_value = "charts/gpufed-member")]
     pub chart: String,
+}
+
+/// Arguments of `logs`.
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    /// The ComputeJob.
+    pub job: String,
+    /// Keep printing new lines while the container runs, like `kubectl logs -f`.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The replica (its completion index, from 0) whose log to read.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub replica: u32,
+    /// The container (default: the workload's first).
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// How long to wait for each chunk before giving up.
+    #[arg(long, value_name = "DURATION", default_value = "45s")]
+    pub timeout: gpufed_crds::KubeDuration,
 }
 
 /// Arguments of `payments`.

@@ -122,6 +122,9 @@ pub enum Error {
         /// The encoder's message.
         message: String,
     },
+    /// A job's log cannot be read (`logs`): the hub's or the member's reason, or a timeout.
+    #[error("{0}")]
+    Logs(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),

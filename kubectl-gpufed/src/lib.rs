@@ -4,7 +4,7 @@
 //! ([`view::explain`]), how a cluster owner connects a joined member ([`view::join`]) and what
 //! each attempt locked and paid ([`view::payments`]); and, for a payer, [`authorise`] signs the
 //! EIP-712 permit that lets the hub lock its deposit, and for a provider, [`claim`] submits the
-//! hub's signed usage receipts itself.
+//! hub's signed usage receipts itself; [`logs`] reads a job's container log through the hub.
 //!
 //! Layers: [`cli`] parses kubectl-style flags; [`connect`] loads the kubeconfig; [`fetch`] makes
 //! the API calls and turns failures into one-line [`error::Error`]s with the fix; [`commands`]
@@ -19,6 +19,7 @@ pub mod connect;
 pub mod error;
 pub mod fetch;
 pub mod format;
+pub mod logs;
 pub mod output;
 pub mod table;
 pub mod view;
@@ -48,5 +49,6 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
         Command::Payments(args) => commands::payments(&hub, flags, args).await,
         Command::Authorise(args) => authorise::run(&hub, args).await,
         Command::Claim(args) => claim::run(&hub, args).await,
+        Command::Logs(args) => logs::run(&hub, args).await,
     }
 }

@@ -7,6 +7,8 @@
 //! * reports the GPU inventory from Nodes, GpuNodes and Pods ([`inventory`], [`member_status`]);
 //! * runs the Placements addressed to it as local `batch/v1` Jobs and reports their phase and
 //!   GPU-seconds back ([`plan`], [`job_builder`], [`report`], [`usage`], [`sync`]);
+//! * answers tenants' log requests relayed by the hub with bounded chunks of their pods' logs
+//!   ([`logs`]);
 //! * fences itself — stops its Jobs — when it cannot reach the hub for too long, before the hub can
 //!   give its work to another member ([`fence`], [`fencer`]).
 //!
@@ -24,6 +26,7 @@ pub mod gang;
 pub mod heartbeat;
 pub mod inventory;
 pub mod job_builder;
+pub mod logs;
 pub mod member_lease;
 pub mod member_status;
 pub mod offer;
@@ -199,6 +202,7 @@ pub async fn run(
     ));
 
     let sync_wake = Arc::new(Notify::new());
+    let logs_wake = Arc::new(Notify::new());
     let inventory_changed = Arc::new(Notify::new());
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let pods_changed = {
@@ -218,7 +222,13 @@ pub async fn run(
             Api::<Placement>::namespaced(hub.clone(), &member_ns),
             watcher::Config::default(),
             slim::placement,
-            waker(&sync_wake),
+            {
+                let (sync, logs) = (sync_wake.clone(), logs_wake.clone());
+                move |_: Option<&Placement>| {
+                    sync.notify_one();
+                    logs.notify_one();
+                }
+            },
         ),
         jobs: reflect(
             "jobs",
@@ -299,6 +309,7 @@ pub async fn run(
             // Until the Placements are listed, every local Job would look orphaned.
             synced(&ctx.stores.placements, "Placements on the hub").await?;
             tokio::spawn(forward(sync_wake, ctx.clone()));
+            tokio::spawn(logs::run(ctx.clone(), logs_wake));
             tracing::info!("caches synced; running placements");
             sync::run(ctx).await;
             Ok::<(), Error>(())

@@ -276,9 +276,11 @@ pub fn needs_write(
     let Some(prev) = prev else {
         return true;
     };
+    // Log answers are written by their own task under their own field manager (agent::logs).
     let strip = |s: &PlacementStatus| PlacementStatus {
         last_update_time: None,
         gpu_seconds: 0,
+        logs: vec![],
         ..s.clone()
     };
     if strip(prev) != strip(next) {

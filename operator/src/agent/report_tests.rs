@@ -380,3 +380,25 @@ fn a_new_phase_is_written_at_once_but_ticking_gpu_seconds_once_per_interval() {
     };
     assert!(needs_write(Some(&written), &done, &at(101), refresh));
 }
+
+#[test]
+fn log_answers_on_the_status_never_make_the_sync_write_it() {
+    let refresh = Duration::from_secs(10);
+    let next = PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        gpu_seconds: 10,
+        ..Default::default()
+    };
+    // What the cache shows: the sync's own status plus answers written by agent::logs.
+    let cached = PlacementStatus {
+        last_update_time: Some(at(100)),
+        logs: vec![gpufed_crds::LogChunk {
+            request: "u".into(),
+            poll: 1,
+            lines: "hello\n".into(),
+            ..Default::default()
+        }],
+        ..next.clone()
+    };
+    assert!(!needs_write(Some(&cached), &next, &at(500), refresh));
+}

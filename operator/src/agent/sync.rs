@@ -108,6 +108,8 @@ pub fn status_body(
 ) -> Result<serde_json::Value> {
     let mut status = status.clone();
     status.last_update_time = Some(now.clone());
+    // Log answers belong to the field manager of agent::logs: never applied (nor removed) here.
+    status.logs.clear();
     let status = serde_json::to_value(&status).map_err(|source| Error::Serde {
         context: "placement status".into(),
         source,
@@ -743,5 +745,12 @@ mod tests {
         assert_eq!(body["status"]["phase"], "Running");
         assert_eq!(body["status"]["gpuSeconds"], 12);
         assert_eq!(body["status"]["lastUpdateTime"], "1970-01-01T00:01:40Z");
+        // Log answers are another field manager's: the sync neither applies nor removes them.
+        let with_logs = PlacementStatus {
+            logs: vec![gpufed_crds::LogChunk::default()],
+            ..st
+        };
+        let body = status_body("p-1", &with_logs, &at(100)).unwrap();
+        assert!(body["status"].get("logs").is_none(), "{body}");
     }
 }

@@ -9,6 +9,7 @@ pub mod compensation;
 pub mod context;
 pub mod job_controller;
 pub mod lifecycle;
+pub mod log_relay;
 pub mod market;
 pub mod member_controller;
 pub mod pool_controller;
@@ -369,6 +370,7 @@ pub async fn run(
             _ = controllers => {},
             _ = scheduling::run(ctx.clone()) => {},
             _ = bond_controller::run(ctx.clone()) => {},
+            _ = log_relay::run(ctx.clone()) => {},
         }
         Ok(())
     };
