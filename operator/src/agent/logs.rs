@@ -428,6 +428,25 @@ mod tests {
     }
 
     #[test]
+    fn a_container_runs_until_it_or_its_pod_has_ended() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "main", "state": {"running": {}}},
+                {"name": "side", "state": {"terminated": {"exitCode": 0}}}
+            ]}
+        }))
+        .unwrap();
+        assert!(still_running(&pod, "main"));
+        assert!(!still_running(&pod, "side"));
+        let mut done = pod.clone();
+        done.status.as_mut().unwrap().phase = Some("Failed".into());
+        assert!(!still_running(&done, "main"));
+        // Not started yet: lines may still come.
+        assert!(still_running(&Pod::default(), "main"));
+    }
+
+    #[test]
     fn the_log_answers_are_applied_as_status_logs_only() {
         let body = logs_body(
             "p-1",
