@@ -34,8 +34,9 @@ pub struct Profile {
     /// The fault and workload window.
     pub window: Duration,
     /// After healing, the run waits for every job to end (or stay Pending with a reason) as long
-    /// as jobs keep ending: it gives up after this long without one more job done. A queue of
-    /// 8-GPU jobs drains one at a time, so a fixed wait would cut it off while it still moves.
+    /// as jobs keep ending, being placed or being settled: it gives up after this long without
+    /// any of them. A queue of 8-GPU jobs drains one at a time, so a fixed wait would cut it off
+    /// while it still moves.
     pub quiesce: Duration,
     /// The longest wait after healing in all, moving or not.
     pub quiesce_cap: Duration,
@@ -378,21 +379,37 @@ async fn start(tools: &Tools, dir: &Path) -> Result<World, Error> {
     })
 }
 
-/// How many jobs have not yet ended (nor wait with a reason) or still hold the lock of an ended
-/// attempt: 0 when the run is quiescent; `None` when the hub cannot be listed.
-async fn unquiet(w: &World) -> Option<usize> {
+/// What the run sees of the hub while it waits for quiescence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Snapshot {
+    /// Jobs not yet ended (nor waiting with a reason), or still holding the lock of an ended
+    /// attempt: 0 when nothing is left to happen.
+    left: usize,
+    /// (jobs ended, attempts made, ended attempts settled): any change is progress. A backlog
+    /// that drains a few jobs at a time keeps `left` level (each job placed replaces one that
+    /// ended, and a job waiting for GPUs has a reason) while these move.
+    progress: (usize, usize, usize),
+}
+
+/// The hub's jobs as a [`Snapshot`]; `None` when the hub cannot be listed.
+async fn snapshot(w: &World) -> Option<Snapshot> {
     let jobs = Api::<ComputeJob>::all(w.hub.clone())
         .list(&Default::default())
         .await
         .ok()?;
-    let mut left = 0;
+    let mut snap = Snapshot {
+        left: 0,
+        progress: (0, 0, 0),
+    };
     for j in &jobs.items {
         let Some(s) = j.status.as_ref() else {
-            left += 1;
+            snap.left += 1;
             continue;
         };
         // An attempt still running may hold its lock; one that ended must not.
-        let settled = s.attempts.iter().all(|a| {
+        let mut settled = true;
+        for a in &s.attempts {
+            snap.progress.1 += 1;
             let ended = matches!(
                 a.phase,
                 AttemptPhase::Succeeded
@@ -400,23 +417,87 @@ async fn unquiet(w: &World) -> Option<usize> {
                     | AttemptPhase::Lost
                     | AttemptPhase::Cancelled
             );
-            !ended
-                || a.settlement.as_ref().is_none_or(|st| {
-                    !matches!(
-                        st.state,
-                        SettlementState::Locking
-                            | SettlementState::Locked
-                            | SettlementState::Settling
-                    )
-                })
-        });
+            let in_flight = a.settlement.as_ref().is_some_and(|st| {
+                matches!(
+                    st.state,
+                    SettlementState::Locking | SettlementState::Locked | SettlementState::Settling
+                )
+            });
+            if ended && in_flight {
+                settled = false;
+            } else if ended {
+                snap.progress.2 += 1;
+            }
+        }
+        if s.phase.is_finished() {
+            snap.progress.0 += 1;
+        }
         let done =
             s.phase.is_finished() || (s.phase == JobPhase::Pending && s.explanation.is_some());
         if !done || !settled {
-            left += 1;
+            snap.left += 1;
         }
     }
-    Some(left)
+    Some(snap)
+}
+
+/// How long nothing must be left before the run counts as quiescent: longer than a scheduling
+/// pass, so that the moment between one job of a backlog ending and the next being placed is
+/// not taken for the end.
+const QUIET_FOR: Duration = Duration::from_secs(15);
+
+/// The wait for quiescence after healing.
+#[derive(Debug)]
+struct Quiescence {
+    quiesce: Duration,
+    cap: Instant,
+    last_progress: Instant,
+    last: Option<(usize, usize, usize)>,
+    quiet_since: Option<Instant>,
+    /// The fewest jobs left seen, for the log.
+    fewest: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Wait {
+    Quiet,
+    GaveUp,
+    Waiting,
+}
+
+impl Quiescence {
+    fn new(now: Instant, profile: &Profile) -> Quiescence {
+        Quiescence {
+            quiesce: profile.quiesce,
+            cap: now + profile.quiesce_cap,
+            last_progress: now,
+            last: None,
+            quiet_since: None,
+            fewest: usize::MAX,
+        }
+    }
+
+    fn observe(&mut self, now: Instant, snap: Option<Snapshot>) -> Wait {
+        if let Some(snap) = snap {
+            self.fewest = self.fewest.min(snap.left);
+            if self.last != Some(snap.progress) {
+                self.last = Some(snap.progress);
+                self.last_progress = now;
+            }
+            if snap.left == 0 {
+                let since = *self.quiet_since.get_or_insert(now);
+                if now.duration_since(since) >= QUIET_FOR {
+                    return Wait::Quiet;
+                }
+            } else {
+                self.quiet_since = None;
+            }
+        }
+        if now >= self.cap || now.duration_since(self.last_progress) >= self.quiesce {
+            return Wait::GaveUp;
+        }
+        Wait::Waiting
+    }
 }
 
 /// Runs `profile` with `seed` in `dir`: returns the history and the checker's report.
@@ -519,27 +600,20 @@ pub async fn run(
         jobs = n,
         "chaos: window closed, healed; waiting for quiescence"
     );
-    let cap = Instant::now() + profile.quiesce_cap;
-    let mut last_progress = Instant::now();
-    let mut fewest = usize::MAX;
+    let mut wait = Quiescence::new(Instant::now(), profile);
     loop {
-        let left = unquiet(&w).await;
-        if left == Some(0) {
-            break;
-        }
-        if let Some(left) = left.filter(|l| *l < fewest) {
-            fewest = left;
-            last_progress = Instant::now();
-        }
-        let now = Instant::now();
-        if now >= cap || now.duration_since(last_progress) >= profile.quiesce {
-            tracing::warn!(
-                jobs_left = fewest,
-                "chaos: gave up waiting for quiescence (no job ended for {:?}, or the cap of {:?} passed)",
-                profile.quiesce,
-                profile.quiesce_cap
-            );
-            break;
+        match wait.observe(Instant::now(), snapshot(&w).await) {
+            Wait::Quiet => break,
+            Wait::GaveUp => {
+                tracing::warn!(
+                    jobs_left = wait.fewest,
+                    "chaos: gave up waiting for quiescence (nothing ended, was placed or settled for {:?}, or the cap of {:?} passed)",
+                    profile.quiesce,
+                    profile.quiesce_cap
+                );
+                break;
+            }
+            Wait::Waiting => {}
         }
         w.supervise(None)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -594,5 +668,62 @@ pub fn seed_from_env() -> Result<u64, Error> {
             .parse()
             .map_err(|e| Error::Other(format!("GPUFED_CHAOS_SEED={s}: {e}"))),
         Err(_) => Ok(rand::rng().random()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(left: usize, progress: (usize, usize, usize)) -> Option<Snapshot> {
+        Some(Snapshot { left, progress })
+    }
+
+    #[test]
+    fn a_backlog_that_drains_at_a_level_count_is_progress() {
+        // Four jobs in flight at every reading while the backlog is placed: the run found in
+        // the long profile, which the old fewest-left rule gave up on after 5 minutes.
+        let t0 = Instant::now();
+        let profile = Profile::long();
+        let mut q = Quiescence::new(t0, &profile);
+        for minute in 0..20u64 {
+            let now = t0 + Duration::from_secs(60 * minute);
+            let done = usize::try_from(minute).unwrap_or_default();
+            assert_eq!(
+                q.observe(now, snap(4, (done, done + 4, done))),
+                Wait::Waiting
+            );
+        }
+    }
+
+    #[test]
+    fn quiet_only_after_nothing_is_left_for_a_while() {
+        let t0 = Instant::now();
+        let mut q = Quiescence::new(t0, &Profile::short());
+        assert_eq!(q.observe(t0, snap(0, (5, 5, 5))), Wait::Waiting);
+        // One job placed in between: the quiet spell starts again.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(q.observe(t1, snap(1, (5, 6, 5))), Wait::Waiting);
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(q.observe(t2, snap(0, (6, 6, 6))), Wait::Waiting);
+        assert_eq!(q.observe(t2 + QUIET_FOR, snap(0, (6, 6, 6))), Wait::Quiet);
+    }
+
+    #[test]
+    fn gives_up_without_progress_and_at_the_cap() {
+        let t0 = Instant::now();
+        let profile = Profile::short();
+        let mut q = Quiescence::new(t0, &profile);
+        assert_eq!(q.observe(t0, snap(2, (1, 3, 1))), Wait::Waiting);
+        assert_eq!(
+            q.observe(t0 + profile.quiesce, snap(2, (1, 3, 1))),
+            Wait::GaveUp
+        );
+        let mut q = Quiescence::new(t0, &profile);
+        let late = t0 + profile.quiesce_cap;
+        assert_eq!(q.observe(late, snap(2, (9, 9, 9))), Wait::GaveUp);
+        // An unreadable hub is no progress.
+        let mut q = Quiescence::new(t0, &profile);
+        assert_eq!(q.observe(t0 + profile.quiesce, None), Wait::GaveUp);
     }
 }
