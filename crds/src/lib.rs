@@ -41,9 +41,10 @@ pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
 };
 pub use pool::{
-    CLEARING_HISTORY, ChainSpec, ClearingPoint, FairSharing, GpuPool, GpuPoolSpec, GpuPoolStatus,
-    ModelCapacity, ModelClearing, NamespaceQuota, NamespaceShare, NamespaceWeight, PayerBinding,
-    PriorityClass, QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
+    CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
+    GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,
+    NamespaceShare, NamespaceWeight, PayerBinding, Preemption, PreemptionPolicy, PriorityClass,
+    QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};

@@ -110,7 +110,60 @@ pub struct GpuPoolSpec {
     /// it needs while they empty, so large gangs are not starved. Absent: priority, then age.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fair_sharing: Option<FairSharing>,
+    /// Whether a pending job may take GPUs back from running attempts of strictly lower priority
+    /// (ADR 0025): `Never` (default) or `LowerPriority`. With `LowerPriority`, a job whose
+    /// priority class allows it (`priorityClasses[].preemptionPolicy`) and that fits no cluster
+    /// may evict whole gangs of lower priority on one cluster; they are re-queued, not failed.
+    #[serde(default, skip_serializing_if = "Preemption::is_never")]
+    pub preemption: Preemption,
+    /// How long an evicted attempt's pods get to stop after it is preempted. 0s to 1h; default
+    /// 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('1h')").message("spec.preemptionGracePeriod must be between 0s and 1h"))]
+    pub preemption_grace_period: Option<KubeDuration>,
 }
+
+/// Whether a pool lets higher-priority jobs evict lower-priority attempts.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Preemption {
+    /// Running attempts are never evicted for another job.
+    #[default]
+    Never,
+    /// A job may evict running attempts of strictly lower priority when it fits nowhere else.
+    LowerPriority,
+}
+
+impl Preemption {
+    /// Whether this is the default, `Never` (kept out of serialised specs).
+    pub fn is_never(&self) -> bool {
+        *self == Preemption::Never
+    }
+}
+
+/// Whether jobs of a priority class may evict lower-priority attempts (like Kubernetes'
+/// `PriorityClass.preemptionPolicy`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum PreemptionPolicy {
+    /// Jobs of the class wait for GPUs to free; they never evict anyone.
+    Never,
+    /// Jobs of the class may evict attempts of strictly lower priority, if the pool allows it.
+    #[default]
+    PreemptLowerPriority,
+}
+
+impl PreemptionPolicy {
+    /// Whether this is the default, `PreemptLowerPriority` (kept out of serialised specs).
+    pub fn is_default(&self) -> bool {
+        *self == PreemptionPolicy::PreemptLowerPriority
+    }
+}
+
+/// Grace period of a preempted attempt when the pool does not set one.
+pub const DEFAULT_PREEMPTION_GRACE_PERIOD: KubeDuration = KubeDuration::from_secs(30);
 
 /// Fair-share settings of a pool.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -192,9 +245,36 @@ pub struct PriorityClass {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub namespaces: Vec<String>,
+    /// Whether its jobs may evict running attempts of strictly lower priority when the pool's
+    /// `spec.preemption` is `LowerPriority`: `PreemptLowerPriority` (default) or `Never`.
+    #[serde(default, skip_serializing_if = "PreemptionPolicy::is_default")]
+    pub preemption_policy: PreemptionPolicy,
 }
 
 impl GpuPoolSpec {
+    /// Whether a job asking for priority class `class` (or none, for a raw `spec.priority`) may
+    /// evict lower-priority attempts: the pool must allow preemption, and the class must not
+    /// forbid it. A job without a class preempts when the pool allows it (Kubernetes' default).
+    pub fn may_preempt(&self, class: Option<&str>) -> bool {
+        if self.preemption.is_never() {
+            return false;
+        }
+        match class {
+            None => true,
+            Some(name) => self
+                .priority_classes
+                .iter()
+                .find(|c| c.name == name)
+                .is_some_and(|c| c.preemption_policy == PreemptionPolicy::PreemptLowerPriority),
+        }
+    }
+
+    /// How long a preempted attempt's pods get to stop: `spec.preemptionGracePeriod`, default 30s.
+    pub fn preemption_grace_period(&self) -> KubeDuration {
+        self.preemption_grace_period
+            .unwrap_or(DEFAULT_PREEMPTION_GRACE_PERIOD)
+    }
+
     /// The queueing priority of a job of namespace `ns` asking for class `class` (or a raw
     /// `priority`), or why it may not have it: (reason, message naming the fix).
     pub fn priority_for(
@@ -578,5 +658,44 @@ mod priority_tests {
             spec(&[]).priority_for("any", None, 1000).unwrap_err().0,
             "PriorityAboveCeiling"
         );
+    }
+}
+
+#[cfg(test)]
+mod preemption_tests {
+    use super::*;
+
+    fn spec(pool: serde_json::Value) -> GpuPoolSpec {
+        serde_json::from_value(pool).unwrap()
+    }
+
+    #[test]
+    fn a_job_preempts_only_if_the_pool_allows_it_and_its_class_does_not_forbid_it() {
+        let classes = serde_json::json!([
+            {"name": "urgent", "value": 500},
+            {"name": "polite", "value": 400, "preemptionPolicy": "Never"},
+        ]);
+        let off = spec(serde_json::json!({ "priorityClasses": classes }));
+        assert_eq!(off.preemption, Preemption::Never);
+        assert!(!off.may_preempt(Some("urgent")));
+        assert!(!off.may_preempt(None));
+        let on = spec(serde_json::json!({
+            "priorityClasses": classes, "preemption": "LowerPriority"
+        }));
+        assert!(on.may_preempt(Some("urgent")));
+        assert!(!on.may_preempt(Some("polite")));
+        assert!(!on.may_preempt(Some("unknown")));
+        assert!(on.may_preempt(None));
+    }
+
+    #[test]
+    fn the_grace_period_defaults_to_30s_and_defaults_stay_out_of_the_serialised_spec() {
+        let s = spec(serde_json::json!({ "priorityClasses": [{"name": "a", "value": 1}] }));
+        assert_eq!(s.preemption_grace_period(), KubeDuration::from_secs(30));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("preemption").is_none(), "{json}");
+        assert!(json["priorityClasses"][0].get("preemptionPolicy").is_none());
+        let set = spec(serde_json::json!({ "preemptionGracePeriod": "5s" }));
+        assert_eq!(set.preemption_grace_period(), KubeDuration::from_secs(5));
     }
 }

@@ -218,6 +218,8 @@ pub fn pool_spec() -> GpuPoolSpec {
         priority_classes: vec![],
         quotas: vec![],
         fair_sharing: None,
+        preemption: Default::default(),
+        preemption_grace_period: None,
     }
 }
 

@@ -144,6 +144,8 @@ fn heartbeat_timeout_is_bounded() {
                 priority_classes: vec![],
                 quotas: vec![],
                 fair_sharing: None,
+                preemption: Default::default(),
+                preemption_grace_period: None,
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
@@ -218,4 +220,26 @@ fn quota_groups_must_not_count_a_model_twice_or_have_two_catch_alls() {
         errors.contains("at most one group may leave models empty"),
         "{errors}"
     );
+}
+
+#[test]
+fn preemption_grace_period_is_bounded() {
+    for (d, ok) in [("0s", true), ("30s", true), ("1h", true), ("61m", false)] {
+        let pool = GpuPool::new(
+            "p",
+            GpuPoolSpec {
+                preemption: gpufed_crds::Preemption::LowerPriority,
+                preemption_grace_period: Some(d.parse().unwrap()),
+                ..gpufed_crds::testing::pool_spec()
+            },
+        );
+        let errors = errors_of(validate_cel(&pool));
+        assert_eq!(errors.is_empty(), ok, "{d}: {errors}");
+        if !ok {
+            assert!(
+                errors.contains("spec.preemptionGracePeriod must be between 0s and 1h"),
+                "{errors}"
+            );
+        }
+    }
 }
