@@ -14,7 +14,8 @@
 //! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
 //! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
 //! [`quota`] (namespace quotas and cohort borrowing), [`fairshare`] (fair-share order and the
-//! hold that keeps large gangs from starving), [`auction`] (the clearing price of `Auction`
+//! hold that keeps large gangs from starving), [`preempt`] (which lower-priority attempts a job
+//! would evict), [`auction`] (the clearing price of `Auction`
 //! pools), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
 //! (token amounts as text), [`error`].
 
@@ -29,6 +30,7 @@ pub mod input;
 pub mod money;
 pub mod nofit;
 mod packing;
+pub mod preempt;
 pub mod quota;
 pub mod reason;
 #[cfg(any(test, feature = "testing"))]
@@ -51,6 +53,7 @@ pub use input::{
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use nofit::{NoFit, NoFitSignature};
+pub use preempt::{MAX_PREEMPTORS, Preempt, Running, Victim, plan_preemptions};
 pub use quota::{GroupQuota, NamespaceQuota, OverQuota, QuotaBook, QuotaUse, Usage};
 pub use reason::{BondIssue, Reason, ReasonKind};
 pub use scheduler::{Scheduler, schedule, schedule_batch, schedule_batch_with_quotas};
