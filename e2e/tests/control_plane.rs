@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 40;
+const HOSTILE_MANIFESTS: usize = 43;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -365,6 +365,29 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
             "heartbeat of 1s",
             with(good_pool("hostile"), "spec.heartbeatTimeout", json!("1s")),
             "spec.heartbeatTimeout must be between 15s and 1h",
+        ),
+        (
+            "preemption grace of 2h",
+            with(
+                good_pool("hostile"),
+                "spec.preemptionGracePeriod",
+                json!("2h"),
+            ),
+            "spec.preemptionGracePeriod must be between 0s and 1h",
+        ),
+        (
+            "preemption always",
+            with(good_pool("hostile"), "spec.preemption", json!("Always")),
+            "spec.preemption: Unsupported value: \"Always\"",
+        ),
+        (
+            "a class that preempts sometimes",
+            with(
+                good_pool("hostile"),
+                "spec.priorityClasses",
+                json!([{"name": "urgent", "value": 10, "preemptionPolicy": "Sometimes"}]),
+            ),
+            "spec.priorityClasses[0].preemptionPolicy: Unsupported value: \"Sometimes\"",
         ),
         (
             "rpc over ftp",
