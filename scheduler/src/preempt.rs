@@ -97,9 +97,10 @@ impl Preempt {
 
 /// For each of `preemptors` (jobs the pass left without a cluster that may preempt), the
 /// lower-priority attempts of `running` whose eviction lets it fit, if any, by the rule of this
-/// module. A job that fits some cluster without evicting anyone gets no plan. `taken` are the GPUs the pass's working copy had taken at its end (reservations and the
-/// pass's own placements). Preemptors are looked at by priority, then `order`, then key; at most
-/// [`MAX_PREEMPTORS`]. Fails on an invalid job or duplicate cluster or node names.
+/// module. A job that fits some cluster without evicting anyone gets no plan. `taken` are the GPUs
+/// the pass's working copy had taken at its end (reservations and the pass's own placements).
+/// Preemptors are looked at by priority, then `order`, then key; at most [`MAX_PREEMPTORS`]. Fails
+/// on an invalid job or duplicate cluster or node names.
 pub fn plan_preemptions(
     preemptors: &[JobRequest],
     clusters: &[ClusterState],
