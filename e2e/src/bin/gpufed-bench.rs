@@ -51,6 +51,21 @@ fn fail(msg: impl std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
+/// `name`'s value parsed, or `default` when it is not given; exits on a bad value.
+fn parsed<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    arg(args, name).map_or(default, |s| {
+        s.parse().unwrap_or_else(|e| fail(format!("{name}: {e}")))
+    })
+}
+
+/// `--out`'s path, or `target/bench/<default>`.
+fn out_path(args: &[String], default: &str) -> PathBuf {
+    PathBuf::from(arg(args, "--out").unwrap_or_else(|| format!("target/bench/{default}")))
+}
+
 /// Writes a run's result as pretty JSON to `out`, creating its folder.
 fn write_json(out: &Path, value: &impl serde::Serialize) {
     if let Some(dir) = out.parent() {
@@ -67,11 +82,7 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => {
             init_test_logging();
-            let number = |name: &str, default: usize| -> usize {
-                arg(&args, name)
-                    .map_or(Ok(default), |s| s.parse())
-                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
-            };
+            let number = |name: &str, default: usize| -> usize { parsed(&args, name, default) };
             let jobs = number("--jobs", 1500);
             let open_jobs = number("--open-jobs", 200);
             let sizes: Vec<usize> = arg(&args, "--members")
@@ -83,9 +94,7 @@ async fn main() {
                         .unwrap_or_else(|e| fail(format!("--members: {e}")))
                 })
                 .collect();
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/throughput.json".into()),
-            );
+            let out = out_path(&args, "throughput.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
             let hub_bin = tools
                 .workspace_bin("gpufed-operator")
@@ -141,9 +150,7 @@ async fn main() {
         }
         Some("scale") => {
             init_test_logging();
-            let members: usize = arg(&args, "--members")
-                .map_or(Ok(1000), |s| s.parse())
-                .unwrap_or_else(|e| fail(format!("--members: {e}")));
+            let members: usize = parsed(&args, "--members", 1000);
             let mut sizes: Vec<usize> = arg(&args, "--jobs")
                 .unwrap_or_else(|| "1000,10000".into())
                 .split(',')
@@ -155,18 +162,12 @@ async fn main() {
                 .collect();
             sizes.sort_unstable();
             sizes.dedup();
-            let running_fraction: f64 = arg(&args, "--running-fraction")
-                .map_or(Ok(0.1), |s| s.parse())
-                .unwrap_or_else(|e| fail(format!("--running-fraction: {e}")));
+            let running_fraction: f64 = parsed(&args, "--running-fraction", 0.1);
             if !(0.0..=1.0).contains(&running_fraction) {
                 fail("--running-fraction must be between 0 and 1");
             }
-            let window: u64 = arg(&args, "--window")
-                .map_or(Ok(60), |s| s.parse())
-                .unwrap_or_else(|e| fail(format!("--window: {e}")));
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/scale.json".into()),
-            );
+            let window: u64 = parsed(&args, "--window", 60);
+            let out = out_path(&args, "scale.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
             let hub_bin = tools
                 .workspace_bin("gpufed-operator")
@@ -216,18 +217,12 @@ async fn main() {
         }
         Some("peer") => {
             init_test_logging();
-            let number = |name: &str, default: u64| -> u64 {
-                arg(&args, name)
-                    .map_or(Ok(default), |s| s.parse())
-                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
-            };
+            let number = |name: &str, default: u64| -> u64 { parsed(&args, name, default) };
             let to_usize = |v: u64| usize::try_from(v).unwrap_or_else(|e| fail(e));
             let mut cfg = PeerConfig::new(to_usize(number("--jobs", 80)));
             cfg.lost_jobs = to_usize(number("--lost-jobs", 12));
             cfg.open_jobs = to_usize(number("--open-jobs", 250));
-            cfg.open_rate = arg(&args, "--open-rate")
-                .map_or(Ok(50.0), |s| s.parse::<f64>())
-                .unwrap_or_else(|e| fail(format!("--open-rate: {e}")));
+            cfg.open_rate = parsed(&args, "--open-rate", 50.0);
             if cfg.open_rate <= 0.0 {
                 fail("--open-rate must be above 0");
             }
@@ -256,9 +251,7 @@ async fn main() {
                 cfg.run_kueue = wanted.contains(&"kueue");
                 cfg.run_kueue_matched = wanted.contains(&"kueue-matched");
             }
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/peer.json".into()),
-            );
+            let out = out_path(&args, "peer.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
             eprintln!(
                 "peer: {} workers × {} nodes, {} jobs, {} lost-phase jobs, timeouts {:?}/{:?} …",
@@ -317,18 +310,12 @@ async fn main() {
         }
         Some("agent") => {
             init_test_logging();
-            let number = |name: &str, default: u64| -> u64 {
-                arg(&args, name)
-                    .map_or(Ok(default), |s| s.parse())
-                    .unwrap_or_else(|e| fail(format!("{name}: {e}")))
-            };
+            let number = |name: &str, default: u64| -> u64 { parsed(&args, name, default) };
             let cfg = AgentScaleConfig {
                 pods: usize::try_from(number("--pods", 10_000)).unwrap_or_else(|e| fail(e)),
                 window: Duration::from_secs(number("--window", 90)),
             };
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/agent.json".into()),
-            );
+            let out = out_path(&args, "agent.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
             let bin = tools
                 .workspace_bin("gpufed-operator")
@@ -360,12 +347,8 @@ async fn main() {
         }
         Some("utilisation") => {
             init_test_logging();
-            let scale: usize = arg(&args, "--scale")
-                .map_or(Ok(1), |s| s.parse())
-                .unwrap_or_else(|e| fail(format!("--scale: {e}")));
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/utilisation.json".into()),
-            );
+            let scale: usize = parsed(&args, "--scale", 1);
+            let out = out_path(&args, "utilisation.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
             let bin = tools
                 .workspace_bin("gpufed-operator")
@@ -415,9 +398,7 @@ async fn main() {
                 Some(s) => s.parse().unwrap_or_else(|e| fail(format!("--seed: {e}"))),
                 None => seed_from_env().unwrap_or_else(|e| fail(e)),
             };
-            let out = PathBuf::from(
-                arg(&args, "--out").unwrap_or_else(|| "target/bench/chaos-history.json".into()),
-            );
+            let out = out_path(&args, "chaos-history.json");
             eprintln!(
                 "chaos: profile {} ({} s of faults), seed {seed} (replay: --seed {seed})",
                 profile.name,
