@@ -128,6 +128,7 @@ fn clusters(n: usize, rng: &mut Rng) -> Vec<ClusterState> {
                 prices,
                 nodes,
                 has_inventory: !rng.chance(1),
+                verification: Default::default(),
             }
         })
         .collect()

@@ -28,6 +28,7 @@ pub(crate) enum Gate {
     NoInventory,
     Cordoned,
     Bond,
+    Verification,
 }
 
 /// The snapshot indexed for one scheduling pass.
@@ -379,6 +380,8 @@ impl<'a> Index<'a> {
             Some(Gate::Cordoned)
         } else if !state.bond.allows_placement() {
             Some(Gate::Bond)
+        } else if !state.verification.allows_placement() {
+            Some(Gate::Verification)
         } else {
             None
         };

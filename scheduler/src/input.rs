@@ -19,6 +19,8 @@ pub struct ClusterState {
     pub cordoned: bool,
     /// Whether the provider's bond allows new placements.
     pub bond: BondState,
+    /// Whether the member's GPUs are verified, in a pool that requires it.
+    pub verification: VerificationState,
     /// Price per GPU-hour by normalised model, in atto-tokens (10^-18 token). GPUs of a model
     /// without a price are not offered.
     pub prices: BTreeMap<String, u128>,
@@ -53,6 +55,36 @@ impl BondState {
     /// Whether new placements may go to a member in this state.
     pub fn allows_placement(&self) -> bool {
         matches!(self, BondState::NotRequired | BondState::Eligible)
+    }
+}
+
+/// The member's challenge verdict as far as the scheduler cares (ADR 0027).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VerificationState {
+    /// The pool does not require verification, or the job is one of the hub's own (a challenge).
+    #[default]
+    NotRequired,
+    /// The latest challenge passed for the member's current inventory.
+    Passed,
+    /// No verdict yet for the current inventory (never challenged, or its GPUs changed since).
+    Unverified {
+        /// Why, for the job's explanation.
+        message: String,
+    },
+    /// The latest challenge failed.
+    Failed {
+        /// The verdict's message.
+        message: String,
+    },
+}
+
+impl VerificationState {
+    /// Whether tenant jobs may be placed on a member in this state.
+    pub fn allows_placement(&self) -> bool {
+        matches!(
+            self,
+            VerificationState::NotRequired | VerificationState::Passed
+        )
     }
 }
 

@@ -49,11 +49,11 @@ pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};
 pub use fairshare::{Before, FairPass, FairShare, Hold, Share, schedule_batch_fair, shares};
 pub use input::{
     BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
-    Strategy,
+    Strategy, VerificationState,
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use nofit::{NoFit, NoFitSignature};
 pub use preempt::{MAX_PREEMPTORS, Preempt, Running, Victim, plan_preemptions};
 pub use quota::{GroupQuota, NamespaceQuota, OverQuota, QuotaBook, QuotaUse, Usage};
-pub use reason::{BondIssue, Reason, ReasonKind};
+pub use reason::{BondIssue, Reason, ReasonKind, VerificationIssue};
 pub use scheduler::{Scheduler, schedule, schedule_batch, schedule_batch_with_quotas};

@@ -290,6 +290,7 @@ impl NoFit {
             Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
             Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
             Reject::Gate(Gate::Bond) => Reason::Bond(self.roster.bond(pos)),
+            Reject::Gate(Gate::Verification) => Reason::Verification(self.roster.verification(pos)),
             Reject::Excluded => Reason::Excluded,
             Reject::FailedBefore => Reason::FailedBefore,
             Reject::Region => Reason::Region {

@@ -21,6 +21,8 @@ pub enum Reason {
     Cordoned,
     /// The provider's bond does not allow new placements.
     Bond(BondIssue),
+    /// The pool requires verified GPUs and the member's are not (ADR 0027).
+    Verification(VerificationIssue),
     /// The job excludes this cluster.
     Excluded,
     /// An earlier attempt of the job failed or was lost here.
@@ -108,6 +110,21 @@ pub enum BondIssue {
     Unknown,
 }
 
+/// Why a member's GPUs do not count as verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerificationIssue {
+    /// No passing verdict for its current inventory yet.
+    Unverified {
+        /// Why (e.g. "challenge pending", "GPU inventory changed since the last challenge").
+        message: String,
+    },
+    /// Its latest challenge failed.
+    Failed {
+        /// The verdict's message.
+        message: String,
+    },
+}
+
 /// The kind of a [`Reason`], without per-cluster details: bounded, ordered like the filters, and
 /// fit for metric labels and for aggregating many clusters into one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,6 +141,10 @@ pub enum ReasonKind {
     NoWallet,
     /// [`BondIssue::Unknown`].
     BondUnknown,
+    /// [`VerificationIssue::Unverified`].
+    Unverified,
+    /// [`VerificationIssue::Failed`].
+    FailedVerification,
     /// See [`Reason::Excluded`].
     Excluded,
     /// See [`Reason::FailedBefore`].
@@ -148,13 +169,15 @@ pub enum ReasonKind {
 
 impl ReasonKind {
     /// Every kind, in filter order: `ALL[kind as usize] == kind`.
-    pub(crate) const ALL: [ReasonKind; 16] = [
+    pub(crate) const ALL: [ReasonKind; 18] = [
         ReasonKind::NotReady,
         ReasonKind::NoInventory,
         ReasonKind::Cordoned,
         ReasonKind::BondInsufficient,
         ReasonKind::NoWallet,
         ReasonKind::BondUnknown,
+        ReasonKind::Unverified,
+        ReasonKind::FailedVerification,
         ReasonKind::Excluded,
         ReasonKind::FailedBefore,
         ReasonKind::Region,
@@ -176,6 +199,8 @@ impl ReasonKind {
             ReasonKind::BondInsufficient => "BondInsufficient",
             ReasonKind::NoWallet => "NoWallet",
             ReasonKind::BondUnknown => "BondUnknown",
+            ReasonKind::Unverified => "Unverified",
+            ReasonKind::FailedVerification => "FailedVerification",
             ReasonKind::Excluded => "Excluded",
             ReasonKind::FailedBefore => "FailedBefore",
             ReasonKind::Region => "Region",
@@ -200,6 +225,10 @@ impl Reason {
             Reason::Bond(BondIssue::Insufficient { .. }) => ReasonKind::BondInsufficient,
             Reason::Bond(BondIssue::NoWallet) => ReasonKind::NoWallet,
             Reason::Bond(BondIssue::Unknown) => ReasonKind::BondUnknown,
+            Reason::Verification(VerificationIssue::Unverified { .. }) => ReasonKind::Unverified,
+            Reason::Verification(VerificationIssue::Failed { .. }) => {
+                ReasonKind::FailedVerification
+            }
             Reason::Excluded => ReasonKind::Excluded,
             Reason::FailedBefore => ReasonKind::FailedBefore,
             Reason::Region { .. } => ReasonKind::Region,
@@ -226,6 +255,12 @@ impl Reason {
             }
             Reason::Bond(BondIssue::NoWallet) => "no wallet for the bond".into(),
             Reason::Bond(BondIssue::Unknown) => "bond not read from chain yet".into(),
+            Reason::Verification(VerificationIssue::Unverified { .. }) => {
+                "GPUs not verified yet".into()
+            }
+            Reason::Verification(VerificationIssue::Failed { .. }) => {
+                "failed GPU verification".into()
+            }
             Reason::Excluded => "excluded by the job".into(),
             Reason::FailedBefore => "an earlier attempt failed there".into(),
             Reason::Region { .. } => "region not accepted".into(),
@@ -260,6 +295,12 @@ impl fmt::Display for Reason {
             ),
             Reason::Bond(BondIssue::NoWallet) => f.write_str("no wallet for the bond"),
             Reason::Bond(BondIssue::Unknown) => f.write_str("bond not read from chain yet"),
+            Reason::Verification(VerificationIssue::Unverified { message }) => {
+                write!(f, "GPUs not verified yet: {message}")
+            }
+            Reason::Verification(VerificationIssue::Failed { message }) => {
+                write!(f, "failed GPU verification: {message}")
+            }
             Reason::Excluded => f.write_str("excluded by the job"),
             Reason::FailedBefore => f.write_str("an earlier attempt failed here"),
             Reason::Region { region } => write!(f, "region {region} not accepted"),
@@ -506,6 +547,8 @@ mod tests {
                 | ReasonKind::BondInsufficient
                 | ReasonKind::NoWallet
                 | ReasonKind::BondUnknown
+                | ReasonKind::Unverified
+                | ReasonKind::FailedVerification
                 | ReasonKind::Excluded
                 | ReasonKind::FailedBefore
                 | ReasonKind::Region

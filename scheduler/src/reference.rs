@@ -16,7 +16,7 @@ use crate::input::{ClusterState, JobRequest, Policy, Reservation};
 use crate::nofit::{NoFit, NoFitSignature};
 use crate::quota::{GroupQuota, NamespaceQuota, OverQuota, Usage, namespace_of};
 use crate::reason::Reason;
-use crate::roster::{bond_issue, mix, name_hash, pair_hash};
+use crate::roster::{bond_issue, mix, name_hash, pair_hash, verification_issue};
 use crate::scheduler::{Best, Choice, Scheduler, batch_with};
 use crate::score::ScoreKey;
 
@@ -127,6 +127,9 @@ fn reason(
         Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
         Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
         Reject::Gate(Gate::Bond) => Reason::Bond(bond_issue(&cluster.state.bond)),
+        Reject::Gate(Gate::Verification) => {
+            Reason::Verification(verification_issue(&cluster.state.verification))
+        }
         Reject::Excluded => Reason::Excluded,
         Reject::FailedBefore => Reason::FailedBefore,
         Reject::Region => Reason::Region {

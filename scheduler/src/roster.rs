@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::index::{ClusterEntry, Gate};
-use crate::input::BondState;
-use crate::reason::{BondIssue, ReasonKind};
+use crate::input::{BondState, VerificationState};
+use crate::reason::{BondIssue, ReasonKind, VerificationIssue};
 
 /// The static facts of one snapshot's clusters, by position (name order).
 #[derive(Debug, Default)]
@@ -33,6 +33,8 @@ pub(crate) struct Roster {
     region_names: Vec<String>,
     /// What is wrong with the bond of each cluster gated by it, by position.
     bonds: Vec<(usize, BondIssue)>,
+    /// Verification issues of the clusters gated by verification, by position (ascending).
+    verifications: Vec<(usize, VerificationIssue)>,
     /// For [`crate::NoFit::signature`]: the sum of [`pair_hash`] over the gated clusters, with
     /// their gate's kind.
     pub(crate) gated_sum: u64,
@@ -79,6 +81,7 @@ impl Roster {
             model_names: model_names.iter().map(|m| m.to_string()).collect(),
             region_names: region_names.iter().map(|r| r.to_string()).collect(),
             bonds: Vec::new(),
+            verifications: Vec::new(),
             gated_sum: 0,
             region_sums: vec![(0, 0); region_names.len()],
             unpriced: vec![Vec::new(); model_names.len() * region_names.len().max(1)],
@@ -121,6 +124,15 @@ impl Roster {
                         BondIssue::Unknown => ReasonKind::BondUnknown,
                     };
                     roster.bonds.push((pos, issue));
+                    kind
+                }
+                Gate::Verification => {
+                    let issue = verification_issue(&entry.state.verification);
+                    let kind = match issue {
+                        VerificationIssue::Unverified { .. } => ReasonKind::Unverified,
+                        VerificationIssue::Failed { .. } => ReasonKind::FailedVerification,
+                    };
+                    roster.verifications.push((pos, issue));
                     kind
                 }
             });
@@ -242,6 +254,39 @@ impl Roster {
             .ok()
             .and_then(|at| self.bonds.get(at))
             .map_or(BondIssue::Unknown, |(_, issue)| issue.clone())
+    }
+}
+
+impl Roster {
+    /// The verification issue of the gated cluster at `pos`.
+    pub(crate) fn verification(&self, pos: usize) -> VerificationIssue {
+        self.verifications
+            .binary_search_by_key(&pos, |(p, _)| *p)
+            .ok()
+            .and_then(|at| self.verifications.get(at))
+            .map_or_else(
+                || VerificationIssue::Unverified {
+                    message: String::new(),
+                },
+                |(_, issue)| issue.clone(),
+            )
+    }
+}
+
+/// The verification issue of a state that does not allow placements.
+pub(crate) fn verification_issue(state: &VerificationState) -> VerificationIssue {
+    match state {
+        VerificationState::Failed { message } => VerificationIssue::Failed {
+            message: message.clone(),
+        },
+        VerificationState::Unverified { message } => VerificationIssue::Unverified {
+            message: message.clone(),
+        },
+        VerificationState::NotRequired | VerificationState::Passed => {
+            VerificationIssue::Unverified {
+                message: String::new(),
+            }
+        }
     }
 }
 

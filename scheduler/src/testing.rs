@@ -25,6 +25,7 @@ pub fn cluster(name: &str) -> ClusterBuilder {
         prices: Default::default(),
         nodes: Vec::new(),
         has_inventory: true,
+        verification: crate::VerificationState::NotRequired,
     })
 }
 
@@ -90,6 +91,11 @@ impl ClusterBuilder {
     /// Sets the bond state.
     pub fn bond(mut self, bond: BondState) -> Self {
         self.0.bond = bond;
+        self
+    }
+    /// Sets the verification state.
+    pub fn verification(mut self, verification: crate::VerificationState) -> Self {
+        self.0.verification = verification;
         self
     }
     /// The cluster.

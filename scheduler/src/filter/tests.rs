@@ -364,3 +364,83 @@ fn no_fit_lists_every_cluster_once_sorted_by_name() {
         ]
     );
 }
+
+#[test]
+fn a_pool_requiring_verification_places_only_on_members_that_passed() {
+    use crate::{VerificationIssue, VerificationState, explain};
+    let passed = h100("alpha").verification(VerificationState::Passed);
+    let unverified = h100("beta").verification(VerificationState::Unverified {
+        message: "no challenge answered yet".into(),
+    });
+    let failed = h100("gamma").verification(VerificationState::Failed {
+        message: "GPU GPU-1 row group 3: digest 00 does not match the product (ff)".into(),
+    });
+    // Only the verified member takes the job, though the others are as cheap.
+    match decide(
+        job("a/j"),
+        &[
+            unverified.clone().build(),
+            passed.build(),
+            failed.clone().build(),
+        ],
+    ) {
+        Decision::Place(a) => assert_eq!(a.cluster, "alpha"),
+        other => panic!("expected alpha, got {other:?}"),
+    }
+    // Without it, the job waits and says why, with the verdict's message.
+    let r = reason(job("a/j"), unverified);
+    assert_eq!(
+        r,
+        Reason::Verification(VerificationIssue::Unverified {
+            message: "no challenge answered yet".into()
+        })
+    );
+    assert_eq!(
+        r.to_string(),
+        "GPUs not verified yet: no challenge answered yet"
+    );
+    let r = reason(job("a/j"), failed.clone());
+    assert_eq!(r.kind().as_str(), "FailedVerification");
+    assert!(
+        r.to_string()
+            .starts_with("failed GPU verification: GPU GPU-1 row group 3"),
+        "{r}"
+    );
+    let Decision::NoFit(reasons) = decide(job("a/j"), &[failed.build()]) else {
+        panic!()
+    };
+    assert!(explain(&reasons).contains("failed GPU verification"));
+}
+
+#[test]
+fn verification_is_checked_after_the_bond_and_before_the_jobs_own_choices() {
+    use crate::{VerificationIssue, VerificationState};
+    let unverified = VerificationState::Unverified {
+        message: "challenge pending".into(),
+    };
+    let r = reason(
+        job("a/j"),
+        h100("alpha")
+            .bond(BondState::NoWallet)
+            .verification(unverified.clone()),
+    );
+    assert_eq!(r, Reason::Bond(BondIssue::NoWallet));
+    let r = reason(
+        job("a/j").exclude(&["alpha"]),
+        h100("alpha").verification(unverified),
+    );
+    assert!(matches!(
+        r,
+        Reason::Verification(VerificationIssue::Unverified { .. })
+    ));
+    // NotRequired (pools without verification, and the hub's own challenges) places as before.
+    match decide(
+        job("a/j"),
+        &[h100("alpha")
+            .verification(VerificationState::NotRequired)
+            .build()],
+    ) {
+        Decision::Place(a) => assert_eq!(a.cluster, "alpha"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use gpufed_scheduler::testing::tokens;
-use gpufed_scheduler::{BondState, ClusterState, JobRequest, NodeState, Reservation};
+use gpufed_scheduler::{
+    BondState, ClusterState, JobRequest, NodeState, Reservation, VerificationState,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -58,6 +60,15 @@ fn bond() -> impl Strategy<Value = BondState> {
     ]
 }
 
+fn verification() -> impl Strategy<Value = VerificationState> {
+    prop_oneof![
+        6 => Just(VerificationState::NotRequired),
+        2 => Just(VerificationState::Passed),
+        1 => Just(VerificationState::Unverified { message: "challenge pending".into() }),
+        1 => Just(VerificationState::Failed { message: "wrong digest".into() }),
+    ]
+}
+
 fn prices() -> impl Strategy<Value = BTreeMap<String, u128>> {
     vec(prop::option::weighted(0.8, 10u128..=40), MODELS.len()).prop_map(|p| {
         MODELS
@@ -77,17 +88,21 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
         bond(),
         prices(),
         (0usize..=5).prop_flat_map(|n| (0..n).map(node).collect::<Vec<_>>()),
+        verification(),
     )
         .prop_map(
-            move |(r, ready, cordoned, has_inventory, bond, prices, nodes)| ClusterState {
-                name: format!("c{i}"),
-                region: REGIONS[r].into(),
-                ready,
-                cordoned,
-                bond,
-                prices,
-                nodes,
-                has_inventory,
+            move |(r, ready, cordoned, has_inventory, bond, prices, nodes, verification)| {
+                ClusterState {
+                    name: format!("c{i}"),
+                    region: REGIONS[r].into(),
+                    ready,
+                    cordoned,
+                    bond,
+                    prices,
+                    nodes,
+                    has_inventory,
+                    verification,
+                }
             },
         )
 }

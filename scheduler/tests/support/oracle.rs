@@ -58,6 +58,7 @@ impl Oracle {
     /// The first cluster-level filter `c` fails for `job`, as a `ReasonKind` name.
     pub fn cluster_gate(c: &ClusterState, job: &JobRequest) -> Option<&'static str> {
         use gpufed_scheduler::BondState::*;
+        use gpufed_scheduler::VerificationState;
         if !c.ready {
             Some("NotReady")
         } else if !c.has_inventory {
@@ -70,6 +71,10 @@ impl Oracle {
             Some("NoWallet")
         } else if c.bond == Unknown {
             Some("BondUnknown")
+        } else if matches!(c.verification, VerificationState::Unverified { .. }) {
+            Some("Unverified")
+        } else if matches!(c.verification, VerificationState::Failed { .. }) {
+            Some("FailedVerification")
         } else if job.exclude.contains(&c.name) {
             Some("Excluded")
         } else if job.failed_on.contains(&c.name) {
