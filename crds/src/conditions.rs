@@ -17,6 +17,9 @@ pub mod member {
     pub const BONDED: &str = "Bonded";
     /// New jobs may be placed here: Ready, Bonded, not cordoned, with an inventory.
     pub const SCHEDULABLE: &str = "Schedulable";
+    /// The member's latest challenge passed for its current GPU inventory (pools with
+    /// `spec.verification` only; ADR 0027).
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// Condition types of a `ComputeJob`.

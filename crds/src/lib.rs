@@ -34,7 +34,8 @@ pub use job::{
 };
 pub use joblog::{JobLog, JobLogSpec, JobLogStatus, LogChunk, LogRequest};
 pub use member::{
-    Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, ModelPrice, NodeInventory,
+    Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, MemberVerification,
+    ModelPrice, NodeInventory, VerificationVerdict,
 };
 pub use offer::{OFFER_NAME, Offer, OfferSpec};
 pub use placement::{
@@ -46,6 +47,7 @@ pub use pool::{
     NamespaceShare, NamespaceWeight, PayerBinding, Preemption, PreemptionPolicy, PriorityClass,
     QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
+pub use pool::{ChallengeBackend, Verification};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};
 

@@ -113,10 +113,54 @@ pub struct MemberClusterStatus {
     /// The generation of the spec this status reflects (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: Joined, Ready, Bonded, Schedulable (hub).
+    /// The latest verdict of the pool's GPU challenges on this member (hub, ADR 0027).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<MemberVerification>,
+    /// Conditions: Joined, Ready, Bonded, Schedulable, Verified (hub).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Outcome of a challenge.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum VerificationVerdict {
+    /// The answer was checked and within the deadline and time band.
+    Passed,
+    /// The answer was wrong, late, for too few GPUs, malformed, or missing.
+    Failed,
+}
+
+/// The latest challenge verdict of a member.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberVerification {
+    /// `Passed` or `Failed`.
+    pub verdict: VerificationVerdict,
+    /// Why, in one word: `Verified`, `WrongResult`, `TooSlow`, `DeadlineExceeded`, `TooFewGpus`,
+    /// `DuplicateGpu`, `WrongChallenge`, `Malformed`, `NoAnswer`, ...
+    pub reason: String,
+    /// Why, in a sentence.
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// When the hub reached the verdict.
+    pub time: Time,
+    /// Name of the challenge (the hub's ComputeJob).
+    pub challenge: String,
+    /// sha256 (hex) of the canonical evidence record, kept in the ConfigMap `evidence`.
+    pub evidence_sha256: String,
+    /// ConfigMap in the hub's challenge namespace holding the evidence record.
+    pub evidence: String,
+    /// Fingerprint (sha256 hex, 16 digits) of the GPU inventory the challenge was sent for:
+    /// a verdict counts only while the member's inventory still has it.
+    pub inventory: String,
+    /// GPUs the challenge was given.
+    pub gpus: u32,
+    /// Normalised GPU model the challenge was given.
+    pub model: String,
+    /// Seconds from the challenge's Placement being created to its answer, by the hub's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_seconds: Option<u64>,
 }
 
 /// The GPU inventory of a member cluster, reported by its agent.

@@ -34,6 +34,12 @@ pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
 /// usage receipt ([`ClaimableReceipt`](crate::ClaimableReceipt) as JSON) its provider can submit
 /// to `JobEscrow.claim` itself (`kubectl gpufed claim`) if the hub is late or gone.
 pub const ANNOTATION_USAGE_RECEIPT: &str = "gpufed.io/usage-receipt";
+/// Hub namespace of the ComputeJobs the hub sends members to verify their GPUs (ADR 0027). The
+/// member sees it in the Placement's job reference like any tenant namespace, so its name says
+/// nothing about challenges.
+pub const HUB_JOBS_NAMESPACE: &str = "gpufed-hub-jobs";
+/// Label on a hub ComputeJob (never copied to its Placement) naming the member it verifies.
+pub const LABEL_VERIFIES: &str = "gpufed.io/verifies";
 /// The extended resource that GPUs are requested with.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Label on everything the operator creates.

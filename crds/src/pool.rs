@@ -123,6 +123,64 @@ pub struct GpuPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('1h')").message("spec.preemptionGracePeriod must be between 0s and 1h"))]
     pub preemption_grace_period: Option<KubeDuration>,
+    /// Challenges that prove the members' GPUs (ADR 0022, ADR 0027): the hub sends each member a
+    /// seeded computation at join, after its GPU inventory changes and at random times, and
+    /// records the verdict in `MemberCluster.status.verification`. Absent: no challenges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// How a pool verifies its members' GPUs with challenges.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Tenant jobs go only to members whose latest challenge passed for their current GPU
+    /// inventory; the others wait with reason `Unverified` (challenges still run there).
+    #[serde(default)]
+    pub required: bool,
+    /// The container image with the `gpu-probe` binary that runs challenges on the member.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Backend `gpu-probe challenge` computes with: `Cuda` (real GPUs, default) or `Cpu` (tests
+    /// and development; its time band is the CPU profile).
+    #[serde(default)]
+    pub backend: ChallengeBackend,
+    /// Matrix size `n` of the challenge product: a multiple of 8 from 8 to 16384. Default 4096.
+    #[serde(default = "default_matrix_size")]
+    #[schemars(range(min = 8, max = 16384))]
+    #[x_kube(validation = kube::core::Rule::new("self % 8 == 0").message("spec.verification.matrixSize must be a multiple of 8"))]
+    pub matrix_size: u32,
+    /// The member must answer within this time from the challenge's Placement being created,
+    /// by the hub's clock, or it fails. Between 10s and 1h; default 5m.
+    #[serde(default = "default_challenge_deadline")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("spec.verification.deadline must be between 10s and 1h"))]
+    pub deadline: KubeDuration,
+    /// Mean time between random challenges of a member (drawn uniformly from half to one and a
+    /// half of it, so a member cannot predict them). At least 1m. Absent: challenges only at
+    /// join and after inventory changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1m')").message("spec.verification.every must be at least 1m"))]
+    pub every: Option<KubeDuration>,
+}
+
+/// The compute backend of `gpu-probe challenge`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ChallengeBackend {
+    /// The GPUs, through CUDA.
+    #[default]
+    Cuda,
+    /// The CPU (tests and development).
+    Cpu,
+}
+
+fn default_matrix_size() -> u32 {
+    4096
+}
+
+fn default_challenge_deadline() -> KubeDuration {
+    KubeDuration::from_secs(300)
 }
 
 /// Whether a pool lets higher-priority jobs evict lower-priority attempts.

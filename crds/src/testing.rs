@@ -220,6 +220,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         fair_sharing: None,
         preemption: Default::default(),
         preemption_grace_period: None,
+        verification: None,
     }
 }
 

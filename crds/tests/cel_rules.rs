@@ -146,6 +146,7 @@ fn heartbeat_timeout_is_bounded() {
                 fair_sharing: None,
                 preemption: Default::default(),
                 preemption_grace_period: None,
+                verification: None,
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
@@ -242,4 +243,27 @@ fn preemption_grace_period_is_bounded() {
             );
         }
     }
+}
+
+#[test]
+fn verification_needs_a_matrix_size_of_whole_row_groups_and_sane_times() {
+    let pool = |v: serde_json::Value| -> GpuPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool",
+            "metadata": {"name": "p"},
+            "spec": {"verification": v}
+        }))
+        .unwrap()
+    };
+    let ok = pool(serde_json::json!({"image": "probe:1", "matrixSize": 1024, "every": "1h"}));
+    assert_eq!(errors_of(validate_cel(&ok)), "");
+    let v = ok.spec.verification.as_ref().unwrap();
+    assert_eq!(v.deadline.as_duration().as_secs(), 300, "default deadline");
+    assert!(!v.required);
+    let bad = pool(serde_json::json!({"image": "probe:1", "matrixSize": 1020}));
+    assert!(errors_of(validate_cel(&bad)).contains("multiple of 8"));
+    let bad = pool(serde_json::json!({"image": "probe:1", "deadline": "5s"}));
+    assert!(errors_of(validate_cel(&bad)).contains("between 10s and 1h"));
+    let bad = pool(serde_json::json!({"image": "probe:1", "every": "30s"}));
+    assert!(errors_of(validate_cel(&bad)).contains("at least 1m"));
 }

@@ -62,6 +62,7 @@ pub fn ready_member(mut m: MemberCluster, nodes: Vec<NodeInventory>) -> MemberCl
         active_placements: 1,
         observed_generation: Some(1),
         sealing_key: None,
+        verification: None,
         conditions: vec![
             cond(
                 mc::JOINED,

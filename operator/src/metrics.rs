@@ -52,6 +52,8 @@ pub struct Metrics {
     pub hub_writes_refused: IntCounterVec,
     /// Settlement outcomes (`locked`, `settled`, `expired`, `error`).
     pub settlements: IntCounterVec,
+    /// Challenge verdicts per pool and verdict (`Passed`, `Failed`), ADR 0027.
+    pub challenges: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
     pub members: IntGaugeVec,
     /// Events not published, per reason (`queue_full`, `spam`).
@@ -223,6 +225,14 @@ impl Metrics {
             Opts::new("gpufed_members", "Member clusters per readiness."),
             &["state"],
         )?;
+        let challenges = IntCounterVec::new(
+            Opts::new(
+                "gpufed_hub_challenges_total",
+                "Challenge verdicts the hub reached, per pool and verdict.",
+            ),
+            &["pool", "verdict"],
+        )?;
+        registry.register(Box::new(challenges.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -311,6 +321,7 @@ impl Metrics {
             leader,
             hub_writes_refused,
             settlements,
+            challenges,
             members,
             events_dropped,
             agent_heartbeat_failures,

@@ -1,8 +1,9 @@
 //! `kubectl gpufed members`: MemberClusters with their pool, region, health conditions
-//! (Ready, Schedulable, Bonded), GPUs, how long ago they last heartbeated, and whether cordoned.
+//! (Ready, Schedulable, Bonded), GPUs, how long ago they last heartbeated, and whether cordoned;
+//! wide adds the latest challenge verdict on the member's GPUs (ADR 0027).
 
-use gpufed_crds::MemberCluster;
 use gpufed_crds::conditions::member as mc;
+use gpufed_crds::{MemberCluster, VerificationVerdict};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -10,7 +11,8 @@ use crate::format::{age_of, condition_status, or_none};
 use crate::table::Table;
 use crate::view::top::model_counts;
 
-/// The members table; `wide` adds Joined, active placements, agent version and wallet.
+/// The members table; `wide` adds Joined, active placements, agent version, wallet and the latest
+/// challenge verdict (`Passed`, `Failed/<reason>`, `<none>` before the first).
 pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
     if members.is_empty() {
         return "No resources found\n".into();
@@ -30,7 +32,7 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
         "age",
     ];
     if wide {
-        headers.extend(["joined", "active", "agent", "wallet"]);
+        headers.extend(["joined", "active", "agent", "wallet", "verified"]);
     }
     let mut sorted: Vec<&MemberCluster> = members.iter().collect();
     sorted.sort_by_key(|m| m.name_any());
@@ -58,6 +60,10 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
                 status.active_placements.to_string(),
                 or_none(status.agent_version.clone()),
                 or_none(m.spec.wallet.clone()),
+                or_none(status.verification.as_ref().map(|v| match v.verdict {
+                    VerificationVerdict::Passed => "Passed".to_string(),
+                    VerificationVerdict::Failed => format!("Failed/{}", v.reason),
+                })),
             ]);
         }
         table.push(row);
@@ -116,16 +122,48 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
         let out = render(&members(), true, now());
         let first = out.lines().next().unwrap();
         assert!(
-            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET"),
+            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET  VERIFIED"),
             "{first}"
         );
         assert!(
             out.lines()
                 .nth(1)
                 .unwrap()
-                .ends_with("24h     True    1       0.1.0   <none>"),
+                .ends_with("24h     True    1       0.1.0   <none>  <none>"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn wide_shows_the_latest_challenge_verdict_with_its_reason() {
+        let mut ms = members();
+        let verdict = |v, reason: &str| gpufed_crds::MemberVerification {
+            verdict: v,
+            reason: reason.into(),
+            message: "m".into(),
+            time: crate::fixtures::ago(60),
+            challenge: "j-1".into(),
+            evidence_sha256: "ab".into(),
+            evidence: "evidence-j-1".into(),
+            inventory: "f".into(),
+            gpus: 4,
+            model: "L4".into(),
+            answer_seconds: Some(2),
+        };
+        ms[0].status.as_mut().unwrap().verification =
+            Some(verdict(VerificationVerdict::Failed, "WrongResult"));
+        ms[2].status.as_mut().unwrap().verification =
+            Some(verdict(VerificationVerdict::Passed, "Verified"));
+        let out = render(&ms, true, now());
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("alpha").ends_with("Passed"), "{out}");
+        assert!(line("gamma").ends_with("Failed/WrongResult"), "{out}");
+        assert!(line("beta").ends_with("<none>"), "{out}");
     }
 
     #[test]

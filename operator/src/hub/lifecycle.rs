@@ -81,13 +81,16 @@ pub fn admission_world(job: &ComputeJob, pool: Option<&gpufed_crds::GpuPool>) ->
         Some(Err(why)) => (job.spec.priority, Some(why)),
         None => (job.spec.priority, None),
     };
+    // The hub's own jobs (challenges, ADR 0027) pay nobody and are paid by nobody: no payer, no
+    // escrow lock, whatever the pool's chain and payer bindings say.
+    let hub_job = crate::hub::challenges::is_hub_job(job);
     World {
         priority,
         priority_refused,
         secrets_unavailable: None,
         pool_exists: pool.is_some(),
-        pool_has_chain: pool.is_some_and(|p| p.spec.chain.is_some()),
-        payer: pool.and_then(|p| {
+        pool_has_chain: !hub_job && pool.is_some_and(|p| p.spec.chain.is_some()),
+        payer: pool.filter(|_| !hub_job).and_then(|p| {
             p.spec
                 .payers
                 .iter()

@@ -331,7 +331,14 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     let generation = member.metadata.generation;
     let at = now();
     let current = member.status.clone().unwrap_or_default();
-    let mut conds = current.conditions.clone();
+    // `Verified` is the challenge loop's, written under its own field manager: this controller
+    // never applies it, so it never takes it over (nor writes back a stale copy).
+    let mut conds: Vec<Condition> = current
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != mc::VERIFIED)
+        .cloned()
+        .collect();
     let set = |conds: &mut Vec<Condition>, t: &str, ok: bool, reason: &str, msg: String| {
         conditions::set_condition(
             conds,
@@ -538,7 +545,11 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         && current.heartbeat_timeout == Some(desired.heartbeat_timeout)
         && current.active_placements == desired.active_placements
         && current.observed_generation == desired.observed_generation
-        && current.conditions == desired.conditions;
+        && current
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != mc::VERIFIED)
+            .eq(desired.conditions.iter());
     let inventory_time = current
         .inventory
         .as_ref()

@@ -5,6 +5,8 @@
 
 pub mod bond_controller;
 pub mod chain;
+pub mod challenge_controller;
+pub mod challenges;
 pub mod compensation;
 pub mod context;
 pub mod job_controller;
@@ -371,6 +373,7 @@ pub async fn run(
             _ = scheduling::run(ctx.clone()) => {},
             _ = bond_controller::run(ctx.clone()) => {},
             _ = log_relay::run(ctx.clone()) => {},
+            _ = challenge_controller::run(ctx.clone()) => {},
         }
         Ok(())
     };

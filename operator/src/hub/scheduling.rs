@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 
 use crate::hub::context::{Context, now};
 use crate::hub::status::{Written, write_namespaced};
-use crate::hub::{lifecycle, snapshot};
+use crate::hub::{challenges, lifecycle, snapshot};
 
 /// Status writes (decisions, reasons to wait) in flight at once, across passes.
 pub const WRITES_IN_FLIGHT: usize = 64;
@@ -223,10 +223,52 @@ async fn pass(
             .collect();
         exported.extend(export_free_gpus(ctx, &clusters, &reservations));
         let keyless = snapshot::keyless_members(members.values().map(|m| m.as_ref()));
+        let (hub_jobs, tenant_jobs): (Vec<_>, Vec<_>) = jobs
+            .iter()
+            .filter(|j| j.spec.pool == pool_name)
+            .cloned()
+            .partition(|j| challenges::is_hub_job(j));
+        let mut rounds: Vec<(Arc<GpuPool>, Round)> = Vec::new();
+        // The hub's challenges first, each only on the member it verifies, as in a pool without
+        // chain, bond, quotas, fair share or verification (ADR 0027): they pay nothing and are
+        // what verifies a member in the first place.
+        if !hub_jobs.is_empty() {
+            let hub_pool = Arc::new(challenges::hub_pool(&pool));
+            let mut by_member: BTreeMap<&str, Vec<Arc<ComputeJob>>> = BTreeMap::new();
+            for j in &hub_jobs {
+                if let Some(m) = challenges::verifies(j) {
+                    by_member.entry(m).or_default().push(Arc::clone(j));
+                }
+            }
+            for (member, js) in by_member {
+                let Some(m) = members.get(member).filter(|m| m.spec.pool == pool_name) else {
+                    continue;
+                };
+                let one = [snapshot::cluster_state(&hub_pool, m, None)];
+                let round = {
+                    let mut s = locked(state);
+                    decide(
+                        &js,
+                        &hub_pool,
+                        &one,
+                        &keyless,
+                        &mut reservations,
+                        &mut s,
+                        &now(),
+                    )
+                };
+                match round {
+                    Ok(r) => rounds.push((Arc::clone(&hub_pool), r)),
+                    Err(e) => {
+                        tracing::error!(pool = %pool_name, %member, error = %e, "scheduling challenges failed")
+                    }
+                }
+            }
+        }
         let round = {
             let mut s = locked(state);
             decide(
-                &jobs,
+                &tenant_jobs,
                 &pool,
                 &clusters,
                 &keyless,
@@ -235,63 +277,65 @@ async fn pass(
                 &now(),
             )
         };
-        let round = match round {
-            Ok(r) => r,
+        match round {
+            Ok(r) => rounds.push((Arc::clone(&pool), r)),
             Err(e) => {
                 tracing::error!(pool = %pool_name, error = %e, "scheduling pass failed");
-                continue;
             }
-        };
+        }
+        let pending: usize = rounds.iter().map(|(_, r)| r.pending).sum();
         ctx.metrics
             .pending_jobs
             .with_label_values(&[&pool_name])
-            .set(round.pending as i64);
-        if round.pending > 0 {
+            .set(pending as i64);
+        if pending > 0 {
             ctx.metrics
                 .scheduling_passes
                 .with_label_values(&[&pool_name])
                 .inc();
         }
-        let strategy = snapshot::policy(&pool).strategy;
-        for Planned {
-            job,
-            admitted,
-            write,
-        } in round.writes
-        {
-            // Backpressure: a pass waits only when WRITES_IN_FLIGHT writes are already out.
-            let Ok(permit) = writes.clone().acquire_owned().await else {
-                return;
-            };
-            let (ctx, state, pool) = (ctx.clone(), state.clone(), pool.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let uid = job.uid().unwrap_or_default();
-                let job = match admitted {
-                    // A new job: its decision is written with its admission, as one status.
-                    Some(status) => {
-                        let mut j = ComputeJob::clone(&job);
-                        j.status = Some(*status);
-                        Arc::new(j)
-                    }
-                    None => job,
+        for (pool, round) in rounds {
+            let strategy = snapshot::policy(&pool).strategy;
+            for Planned {
+                job,
+                admitted,
+                write,
+            } in round.writes
+            {
+                // Backpressure: a pass waits only when WRITES_IN_FLIGHT writes are already out.
+                let Ok(permit) = writes.clone().acquire_owned().await else {
+                    return;
                 };
-                match write {
-                    Write::Place(a) => {
-                        if !place(&ctx, &job, &pool, &a, strategy).await {
-                            locked(&state).release(&uid);
-                            ctx.schedule.notify_one();
+                let (ctx, state, pool) = (ctx.clone(), state.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let uid = job.uid().unwrap_or_default();
+                    let job = match admitted {
+                        // A new job: its decision is written with its admission, as one status.
+                        Some(status) => {
+                            let mut j = ComputeJob::clone(&job);
+                            j.status = Some(*status);
+                            Arc::new(j)
+                        }
+                        None => job,
+                    };
+                    match write {
+                        Write::Place(a) => {
+                            if !place(&ctx, &job, &pool, &a, strategy).await {
+                                locked(&state).release(&uid);
+                                ctx.schedule.notify_one();
+                            }
+                        }
+                        Write::Wait(reason, explanation) => {
+                            if let Err(e) = record_wait(&ctx, &job, reason, &explanation).await {
+                                let key = snapshot::job_key(&job);
+                                tracing::warn!(job = %key, error = %e, "recording why a job waits");
+                                locked(&state).forget_wait(&uid);
+                            }
                         }
                     }
-                    Write::Wait(reason, explanation) => {
-                        if let Err(e) = record_wait(&ctx, &job, reason, &explanation).await {
-                            let key = snapshot::job_key(&job);
-                            tracing::warn!(job = %key, error = %e, "recording why a job waits");
-                            locked(&state).forget_wait(&uid);
-                        }
-                    }
-                }
-            });
+                });
+            }
         }
     }
     // Series of members (or models) that are gone disappear, without a gap for the others.

@@ -357,6 +357,11 @@ pub async fn advance(
     now_secs: u64,
 ) -> Result<Step> {
     let mut step = Step::default();
+    // A challenge (the hub's own job, ADR 0027) is never locked nor settled, even if a payer
+    // were somehow recorded on it.
+    if crate::hub::challenges::is_hub_job(job) {
+        return Ok(step);
+    }
     let Some(payer) = st.payer.clone() else {
         return Ok(step);
     };

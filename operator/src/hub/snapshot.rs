@@ -142,6 +142,7 @@ pub fn cluster_state(
         ready,
         cordoned: member.spec.cordoned,
         bond: bond_state(pool, member, bond),
+        verification: crate::hub::challenges::verification_state(pool, member),
         prices: member
             .spec
             .prices
