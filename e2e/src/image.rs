@@ -166,6 +166,13 @@ impl Image {
         self
     }
 
+    /// Adds an environment variable (`KEY=VALUE`) to the image's config, as a provider that
+    /// builds its own image would.
+    pub fn env(mut self, var: &str) -> Image {
+        self.env.push(var.to_string());
+        self
+    }
+
     /// Sets the user the image runs as (e.g. `65534:65534`).
     pub fn user(mut self, user: &str) -> Image {
         self.user = Some(user.to_string());

@@ -1,0 +1,196 @@
+//! The hub verifies its members' GPUs on its own (ADR 0027), on real pods: in a pool with
+//! `verification.required`, the hub sends each member a `gpu-probe challenge` job (the real
+//! program, CPU backend, in a real container on a real node), reads the answer from the
+//! termination message, checks it and writes the verdict on the MemberCluster. The honest member
+//! passes and then runs a tenant job; a provider whose image answers wrongly
+//! (`GPU_PROBE_CHALLENGE_CHEAT_WRONG` baked into its image's environment: the hub sends both the
+//! same job) fails, with the reason on its status, a `Verified=False` condition, an Event and
+//! evidence whose hash its status names, and gets no tenant job: a job that may only go there
+//! waits with "failed GPU verification" and the verdict's message in its explanation.
+//!
+//! Needs root and `make tools`, and `cargo build --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
+use gpufed_crds::{ComputeJob, JobPhase, MemberCluster, VerificationVerdict};
+use gpufed_e2e::hubctl::wait_job;
+use gpufed_e2e::image::Image;
+use gpufed_e2e::joining::{MemberPlan, Pool, wait_ready_with_free};
+use gpufed_e2e::wait::wait_until;
+use gpufed_e2e::{NodeSpec, Tools, run_test};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const HARD_DEADLINE: Duration = Duration::from_secs(420);
+const LONG: Duration = Duration::from_secs(180);
+const NS: &str = "tenant";
+const IMAGE: &str = "docker.io/gpufed/probe:e2e";
+
+/// The member's verdict once the hub reached one.
+async fn verdict(hub: &Client, name: &str) -> gpufed_crds::MemberVerification {
+    let api: Api<MemberCluster> = Api::all(hub.clone());
+    wait_until(LONG, &format!("a verdict on {name}"), || {
+        let api = api.clone();
+        async move { api.get(name).await.ok()?.status?.verification }
+    })
+    .await
+    .unwrap()
+}
+
+async fn submit(hub: &Client, name: &str, exclude: &[&str]) {
+    gpufed_e2e::joining::pool::apply(
+        hub,
+        "computejobs",
+        &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"replicas": 1, "gpusPerReplica": 1, "gpu": {"models": ["L4"]},
+                         "maxPricePerGpuHour": "1.00", "maxDuration": "5m",
+                         "excludeClusters": exclude,
+                         "template": {"containers": [{"name": "main", "image": IMAGE,
+                             "command": ["/usr/local/bin/gpu-probe", "--version"]}]}}}),
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_only_on_the_verified()
+ {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let plan = |name: &str| {
+            MemberPlan::new(name, vec![], "L4", "0.80").real_node(NodeSpec::new(
+                &format!("{name}-node"),
+                "L4-24GB",
+                2,
+                "eu-west",
+            ))
+        };
+        let pool = Pool::join(&tools, "30s", &[plan("honest"), plan("wrong")])
+            .await
+            .unwrap();
+        let hub = pool.hub.client();
+        for m in ["honest", "wrong"] {
+            wait_ready_with_free(&hub, m, 2, LONG).await.unwrap();
+        }
+        pool.hub.create_namespace(NS).await.unwrap();
+        let probe = tools.workspace_bin("gpu-probe").unwrap();
+        let image = || {
+            Image::new(IMAGE)
+                .binary(&probe, "usr/local/bin/gpu-probe")
+                .unwrap()
+                .entrypoint(&["/usr/local/bin/gpu-probe"])
+                .user("65534:65534")
+        };
+        pool.member("honest")
+            .unwrap()
+            .real_node()
+            .unwrap()
+            .import(&image())
+            .unwrap();
+        // The dishonest provider's image answers every challenge wrongly.
+        pool.member("wrong")
+            .unwrap()
+            .real_node()
+            .unwrap()
+            .import(&image().env("GPU_PROBE_CHALLENGE_CHEAT_WRONG=true"))
+            .unwrap();
+
+        // The admin turns verification on (the whole spec, as the same field manager).
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "gpupools",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool",
+                    "metadata": {"name": "default"},
+                    "spec": {"heartbeatTimeout": "30s",
+                             "verification": {"required": true, "image": IMAGE,
+                                              "backend": "Cpu", "matrixSize": 64,
+                                              "deadline": "90s"}}}),
+        )
+        .await
+        .unwrap();
+        // Submitted before any verdict: it may not go anywhere yet.
+        submit(&hub, "train", &[]).await;
+
+        let honest = verdict(&hub, "honest").await;
+        assert_eq!(honest.verdict, VerificationVerdict::Passed, "{honest:?}");
+        assert_eq!(honest.reason, "Verified");
+        assert_eq!((honest.gpus, honest.model.as_str()), (2, "L4"));
+
+        let wrong = verdict(&hub, "wrong").await;
+        assert_eq!(wrong.verdict, VerificationVerdict::Failed, "{wrong:?}");
+        assert_eq!(wrong.reason, "WrongResult", "{wrong:?}");
+        assert!(
+            wrong.message.contains("does not match the product"),
+            "{wrong:?}"
+        );
+        let members: Api<MemberCluster> = Api::all(hub.clone());
+        let m = members.get("wrong").await.unwrap();
+        let cond = m
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Verified")
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "WrongResult")
+        );
+        // The evidence is kept, and its hash is the one on the status.
+        let cms: Api<ConfigMap> = Api::namespaced(hub.clone(), HUB_JOBS_NAMESPACE);
+        let cm = cms.get(&wrong.evidence).await.unwrap();
+        let data = cm.data.unwrap();
+        let record = &data["evidence.json"];
+        assert_eq!(
+            hex::encode(Sha256::digest(record.as_bytes())),
+            wrong.evidence_sha256
+        );
+        assert!(record.contains("\"checked\""), "{record}");
+        // Judged challenges are removed; what the member saw was an ordinary job.
+        let left: Api<ComputeJob> = Api::namespaced(hub.clone(), HUB_JOBS_NAMESPACE);
+        wait_until(LONG, "judged challenges removed", || {
+            let left = left.clone();
+            async move {
+                let l = left.list(&Default::default()).await.ok()?;
+                l.items.is_empty().then_some(())
+            }
+        })
+        .await
+        .unwrap();
+
+        // The tenant job runs on the verified member only.
+        let job = wait_job(&hub, NS, "train", LONG, "train to finish", |j| {
+            j.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        })
+        .await
+        .unwrap();
+        let st = job.status.unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        assert!(st.attempts.iter().all(|a| a.cluster == "honest"), "{st:?}");
+
+        // A job that may only go to the failed member waits, and says why.
+        submit(&hub, "elsewhere", &["honest"]).await;
+        let job = wait_job(&hub, NS, "elsewhere", LONG, "a reason to wait", |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.explanation.as_deref())
+                .is_some_and(|e| e.contains("failed GPU verification"))
+        })
+        .await
+        .unwrap();
+        let st = job.status.unwrap();
+        let explanation = st.explanation.unwrap();
+        assert!(
+            explanation.contains("does not match the product"),
+            "{explanation}"
+        );
+        assert_eq!(st.phase, JobPhase::Pending);
+        assert!(st.attempts.is_empty(), "{:?}", st.attempts);
+    });
+}
