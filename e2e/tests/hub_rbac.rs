@@ -74,6 +74,13 @@ const OWN_NAMESPACE: &[(&str, &str)] = &[
     ("get", "secrets"),
 ];
 
+/// What the hub may do in its jobs namespace `gpufed-hub-jobs` on top (ADR 0027): create its
+/// challenge ComputeJobs and delete them once judged, keep the evidence of each verdict.
+const HUB_JOBS_NAMESPACE: &[(&str, &str)] = &[
+    ("create delete", "computejobs.gpufed.io"),
+    ("get create", "configmaps"),
+];
+
 /// What the hub may do in a member namespace on top, through the binding it makes there.
 const MEMBER_NAMESPACE: &[(&str, &str)] = &[
     ("create patch", "serviceaccounts"),
@@ -227,6 +234,11 @@ fn the_hub_may_do_exactly_its_allow_list_and_registers_and_removes_a_member_with
             SYSTEM_NAMESPACE,
             &hub_rules(&as_hub, &nobody, SYSTEM_NAMESPACE).await,
             &expand(&[CLUSTER_WIDE, OWN_NAMESPACE]),
+        );
+        assert_exactly(
+            gpufed_crds::naming::HUB_JOBS_NAMESPACE,
+            &hub_rules(&as_hub, &nobody, gpufed_crds::naming::HUB_JOBS_NAMESPACE).await,
+            &expand(&[CLUSTER_WIDE, HUB_JOBS_NAMESPACE]),
         );
         for ns in ["default", "kube-system"] {
             refused(
