@@ -389,6 +389,32 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_sees_the_members_verification_only_in_pools_that_require_it() {
+        use gpufed_scheduler::VerificationState;
+        let mut p = pool(false, None);
+        let m = ready_member("alpha");
+        assert_eq!(
+            cluster_state(&p, &m, None).verification,
+            VerificationState::NotRequired
+        );
+        p.spec.verification = Some(
+            serde_json::from_value(serde_json::json!({"required": true, "image": "probe:1"}))
+                .unwrap(),
+        );
+        assert_eq!(
+            cluster_state(&p, &m, None).verification,
+            VerificationState::Unverified {
+                message: "no challenge answered yet".into()
+            }
+        );
+        // The hub's own challenges are decided under the pool without required verification.
+        assert_eq!(
+            cluster_state(&crate::hub::challenges::hub_pool(&p), &m, None).verification,
+            VerificationState::NotRequired
+        );
+    }
+
+    #[test]
     fn a_member_without_status_is_not_ready_and_has_no_inventory() {
         let c = cluster_state(
             &pool(false, None),
