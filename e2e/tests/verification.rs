@@ -6,7 +6,10 @@
 //! (`GPU_PROBE_CHALLENGE_CHEAT_WRONG` baked into its image's environment: the hub sends both the
 //! same job) fails, with the reason on its status, a `Verified=False` condition, an Event and
 //! evidence whose hash its status names, and gets no tenant job: a job that may only go there
-//! waits with "failed GPU verification" and the verdict's message in its explanation.
+//! waits with "failed GPU verification" and the verdict's message in its explanation. A provider
+//! too slow for the pool's deadline (`GPU_PROBE_CHALLENGE_CHEAT_DELAY` in its image: it reports
+//! whatever time it likes, but the hub's own clock runs from the Placement) fails
+//! `DeadlineExceeded`.
 //!
 //! Needs root and `make tools`, and `cargo build --bins` first.
 
@@ -59,7 +62,7 @@ async fn submit(hub: &Client, name: &str, exclude: &[&str]) {
 }
 
 #[test]
-fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_only_on_the_verified()
+fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_tenant_jobs_only_on_the_verified()
  {
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
@@ -71,11 +74,15 @@ fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_
                 "eu-west",
             ))
         };
-        let pool = Pool::join(&tools, "30s", &[plan("honest"), plan("wrong")])
-            .await
-            .unwrap();
+        let pool = Pool::join(
+            &tools,
+            "30s",
+            &[plan("honest"), plan("wrong"), plan("slow")],
+        )
+        .await
+        .unwrap();
         let hub = pool.hub.client();
-        for m in ["honest", "wrong"] {
+        for m in ["honest", "wrong", "slow"] {
             wait_ready_with_free(&hub, m, 2, LONG).await.unwrap();
         }
         pool.hub.create_namespace(NS).await.unwrap();
@@ -100,6 +107,14 @@ fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_
             .unwrap()
             .import(&image().env("GPU_PROBE_CHALLENGE_CHEAT_WRONG=true"))
             .unwrap();
+        // This one takes 45 s per device, past the pool's 30 s deadline (an honest one answers in
+        // about 5 s here).
+        pool.member("slow")
+            .unwrap()
+            .real_node()
+            .unwrap()
+            .import(&image().env("GPU_PROBE_CHALLENGE_CHEAT_DELAY=45s"))
+            .unwrap();
 
         // The admin turns verification on (the whole spec, as the same field manager).
         gpufed_e2e::joining::pool::apply(
@@ -110,7 +125,7 @@ fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_
                     "spec": {"heartbeatTimeout": "30s",
                              "verification": {"required": true, "image": IMAGE,
                                               "backend": "Cpu", "matrixSize": 64,
-                                              "deadline": "90s"}}}),
+                                              "deadline": "30s"}}}),
         )
         .await
         .unwrap();
@@ -129,6 +144,10 @@ fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_
             wrong.message.contains("does not match the product"),
             "{wrong:?}"
         );
+        let slow = verdict(&hub, "slow").await;
+        assert_eq!(slow.verdict, VerificationVerdict::Failed, "{slow:?}");
+        assert_eq!(slow.reason, "DeadlineExceeded", "{slow:?}");
+        assert!(slow.message.contains("30s"), "{slow:?}");
         let members: Api<MemberCluster> = Api::all(hub.clone());
         let m = members.get("wrong").await.unwrap();
         let cond = m
@@ -175,7 +194,7 @@ fn the_hub_verifies_an_honest_member_refuses_a_wrong_one_and_places_tenant_jobs_
         assert!(st.attempts.iter().all(|a| a.cluster == "honest"), "{st:?}");
 
         // A job that may only go to the failed member waits, and says why.
-        submit(&hub, "elsewhere", &["honest"]).await;
+        submit(&hub, "elsewhere", &["honest", "slow"]).await;
         let job = wait_job(&hub, NS, "elsewhere", LONG, "a reason to wait", |j| {
             j.status
                 .as_ref()
