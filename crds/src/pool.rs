@@ -142,7 +142,9 @@ pub struct Verification {
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
     /// Backend `gpu-probe challenge` computes with: `Cuda` (real GPUs, default) or `Cpu` (tests
-    /// and development; its time band is the CPU profile).
+    /// and development; its time band is the CPU profile, and it proves nothing about GPUs).
+    /// gpu-probe's CUDA backend is not built yet (ADR 0022): until it is, `Cuda` challenges end
+    /// without an answer and every member fails `NoAnswer`.
     #[serde(default)]
     pub backend: ChallengeBackend,
     /// Matrix size `n` of the challenge product: a multiple of 8 from 8 to 16384. Default 4096.
