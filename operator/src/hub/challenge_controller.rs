@@ -54,18 +54,21 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 async fn pass(ctx: &Context, memory: &mut Memory) -> Result<()> {
-    let pools: Vec<Arc<GpuPool>> = ctx
-        .stores
-        .pools
-        .state()
+    let jobs = ctx.stores.jobs.state();
+    let members = ctx.stores.members.state();
+    let all_pools = ctx.stores.pools.state();
+    for orphan in challenges::orphans(&jobs, &members, &all_pools) {
+        tracing::info!(challenge = %orphan, "removing a challenge whose member or pool verification is gone");
+        delete(ctx, &orphan).await?;
+    }
+    let pools: Vec<Arc<GpuPool>> = all_pools
         .into_iter()
         .filter(|p| p.spec.verification.is_some())
         .collect();
     if pools.is_empty() {
         return Ok(());
     }
-    let jobs = ctx.stores.jobs.state();
-    for member in ctx.stores.members.state() {
+    for member in members {
         let Some(pool) = pools.iter().find(|p| p.name_any() == member.spec.pool) else {
             continue;
         };

@@ -10,6 +10,7 @@
 //! canonical evidence record whose sha256 the verdict names.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gpu_probe::challenge::{self as probe, Challenge, Refusal};
@@ -267,6 +268,31 @@ pub fn verifies(job: &ComputeJob) -> Option<&str> {
         .as_ref()
         .and_then(|l| l.get(LABEL_VERIFIES))
         .map(String::as_str)
+}
+
+/// Names of the challenges among `jobs` that have no one to verify any more: their member is gone,
+/// moved to another pool, or its pool no longer verifies. The loop deletes them (a pending one
+/// would otherwise wait for ever).
+pub fn orphans(
+    jobs: &[Arc<ComputeJob>],
+    members: &[Arc<MemberCluster>],
+    pools: &[Arc<GpuPool>],
+) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter_map(|j| {
+            let member = verifies(j)?;
+            let live = members.iter().any(|m| {
+                m.metadata.name.as_deref() == Some(member)
+                    && m.metadata.deletion_timestamp.is_none()
+                    && m.spec.pool == j.spec.pool
+            }) && pools.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(j.spec.pool.as_str())
+                    && p.spec.verification.is_some()
+            });
+            (!live).then(|| j.metadata.name.clone()).flatten()
+        })
+        .collect()
 }
 
 /// Whether `job` is one of the hub's own (a challenge): never charged, never counted against a

@@ -410,3 +410,40 @@ fn the_hub_clock_decides_the_deadline_and_silence_fails_too() {
     pending.status.as_mut().unwrap().attempts.clear();
     assert_eq!(judge(&pending, &p, &[0], &at(10_000)), None);
 }
+
+#[test]
+fn challenges_whose_member_or_pool_verification_is_gone_are_orphans() {
+    let (job, _) = challenge_at(JobPhase::Pending, None);
+    let jobs = vec![Arc::new(job.clone())];
+    let m = Arc::new(with_inventory(vec![node("n1", "L4", 2)]));
+    let verifying = Arc::new(verifying_pool(true));
+    assert!(
+        orphans(
+            &jobs,
+            std::slice::from_ref(&m),
+            std::slice::from_ref(&verifying)
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        orphans(&jobs, &[], std::slice::from_ref(&verifying)),
+        vec!["j-0a1b2c"]
+    );
+    assert_eq!(
+        orphans(
+            &jobs,
+            std::slice::from_ref(&m),
+            &[Arc::new(pool("default"))]
+        ),
+        vec!["j-0a1b2c"]
+    );
+    let mut moved = with_inventory(vec![]);
+    moved.spec.pool = "other".into();
+    assert_eq!(
+        orphans(&jobs, &[Arc::new(moved)], std::slice::from_ref(&verifying)),
+        vec!["j-0a1b2c"]
+    );
+    // Tenant jobs are never touched.
+    let tenant = Arc::new(gpufed_crds::testing::job("train").build());
+    assert!(orphans(&[tenant], &[], &[]).is_empty());
+}
