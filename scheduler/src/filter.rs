@@ -2,8 +2,8 @@
 //!
 //! Order (fixed; `docs/scheduler.md` explains it): cluster health and standing first (not ready,
 //! no inventory, cordoned, bond), then the job's own choices (excluded, failed before, region),
-//! then per accepted model: no such GPUs, no price, memory, price cap, total capacity, node size,
-//! fragmentation. A cluster fits when any accepted model passes every model filter. When none
+//! then per accepted model: no such GPUs, no price, memory, price cap, no node big enough for a
+//! replica (however many GPUs free up), total capacity, node size, fragmentation. A cluster fits when any accepted model passes every model filter. When none
 //! does, the reason kept is the one from the model that got furthest down the list (a capacity
 //! problem of a model it has says more than "no A100"), earlier models in the job's list winning
 //! ties.
@@ -143,6 +143,7 @@ pub(crate) enum Reject {
     NoPrice { model: u32 },
     Memory { model: u32, has_mib: u64 },
     Price { model: u32 },
+    NodeTooSmall { model: u32, largest: u32 },
     Capacity { model: u32, free: u64 },
     NodeSize { model: u32, largest_free: u32 },
     Fragmented { model: u32, fit: u64 },
@@ -160,9 +161,10 @@ impl Reject {
             Reject::NoPrice { .. } => 1,
             Reject::Memory { .. } => 2,
             Reject::Price { .. } => 3,
-            Reject::Capacity { .. } => 4,
-            Reject::NodeSize { .. } => 5,
-            Reject::Fragmented { .. } => 6,
+            Reject::NodeTooSmall { .. } => 4,
+            Reject::Capacity { .. } => 5,
+            Reject::NodeSize { .. } => 6,
+            Reject::Fragmented { .. } => 7,
         }
     }
 }
@@ -254,13 +256,19 @@ fn check_model(
     if job.max_price.is_some_and(|max| price > max) {
         return Err(Reject::Price { model });
     }
+    let per_replica = job.gpus_per_replica;
+    if tier.max_size < per_replica {
+        return Err(Reject::NodeTooSmall {
+            model,
+            largest: tier.max_size,
+        });
+    }
     if tier.free < view.need {
         return Err(Reject::Capacity {
             model,
             free: tier.free,
         });
     }
-    let per_replica = job.gpus_per_replica;
     if tier.max_free < per_replica {
         return Err(Reject::NodeSize {
             model,

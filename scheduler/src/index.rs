@@ -53,8 +53,8 @@ pub(crate) const ROW_REPLICA_SIZES: usize = 8;
 
 /// What a scan needs of one (open cluster, priced model) without touching the cluster: its free
 /// GPUs on all the model's nodes, which bound every memory tier, how many replicas of each common
-/// size those nodes hold, the least and most memory per GPU, and its price. 64 bytes, one cache
-/// line.
+/// size those nodes hold, its largest node, the least and most memory per GPU, and its price. 64
+/// bytes, one cache line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Row {
     pub(crate) price: u128,
@@ -71,6 +71,8 @@ pub(crate) struct Row {
     pub(crate) model_pos: u32,
     /// Most free GPUs of the model on one node.
     pub(crate) max_free: u32,
+    /// Most GPUs of the model on one node, free or not ([`Tier::max_size`]).
+    pub(crate) max_size: u32,
     /// `fits[g - 1]`: replicas of `g` GPUs the model's nodes hold, each on one node
     /// ([`Tier::replicas_fit`] of the tier of all nodes); `u8::MAX` stands for that many or more.
     fits: [u8; ROW_REPLICA_SIZES],
@@ -150,6 +152,9 @@ pub(crate) struct Tier {
     pub(crate) free: u64,
     /// Most free GPUs on one node.
     pub(crate) max_free: u32,
+    /// Most GPUs on one ready node, free or not (healthy allocatable ones, before reservations):
+    /// a replica wider than this never fits, however long it waits.
+    pub(crate) max_size: u32,
     /// `(free GPUs, nodes with that many)`, ascending, nodes with none left out.
     hist: Vec<(u32, u32)>,
 }
@@ -193,6 +198,7 @@ impl ModelEntry {
         if let Some(all) = self.tiers.last() {
             row.free = all.free;
             row.max_free = all.max_free;
+            row.max_size = all.max_size;
             row.min_mem_mib = all.mem_mib;
             row.max_mem_mib = self.max_mem_mib();
             for (gpus, fit) in (1u32..).zip(row.fits.iter_mut()) {
@@ -219,7 +225,11 @@ impl ModelEntry {
                     ..Tier::default()
                 };
                 for node in self.nodes.iter().map(|&i| &nodes[i]) {
-                    if node.state.gpu_memory_mib >= mem_mib && node.free > 0 {
+                    if node.state.gpu_memory_mib < mem_mib {
+                        continue;
+                    }
+                    tier.max_size = tier.max_size.max(node.state.size_gpus());
+                    if node.free > 0 {
                         tier.free += u64::from(node.free);
                         tier.max_free = tier.max_free.max(node.free);
                         *hist.entry(node.free).or_default() += 1;
@@ -311,6 +321,7 @@ impl<'a> Index<'a> {
                     cluster,
                     model_pos,
                     max_free: 0,
+                    max_size: 0,
                     fits: [0; ROW_REPLICA_SIZES],
                 };
                 model.update_row(&mut row);

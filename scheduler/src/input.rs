@@ -113,11 +113,16 @@ impl NodeState {
     /// GPUs this node can take before reservations: nothing when not ready, and never more than
     /// its healthy allocatable GPUs even if a report says otherwise.
     pub fn offered_gpus(&self) -> u32 {
+        self.free_gpus.min(self.size_gpus())
+    }
+
+    /// GPUs this node could ever offer as it stands, free or not: its healthy allocatable GPUs,
+    /// nothing when not ready. A replica wider than every node's size cannot wait its way in.
+    pub fn size_gpus(&self) -> u32 {
         if !self.ready {
             return 0;
         }
-        self.free_gpus
-            .min(self.allocatable_gpus.saturating_sub(self.unhealthy_gpus))
+        self.allocatable_gpus.saturating_sub(self.unhealthy_gpus)
     }
 }
 

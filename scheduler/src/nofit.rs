@@ -275,6 +275,7 @@ impl NoFit {
             Reject::NoPrice { .. } => ReasonKind::NoPrice,
             Reject::Memory { .. } => ReasonKind::Memory,
             Reject::Price { .. } => ReasonKind::Price,
+            Reject::NodeTooSmall { .. } => ReasonKind::NodeTooSmall,
             Reject::Capacity { .. } => ReasonKind::Capacity,
             Reject::NodeSize { .. } => ReasonKind::NodeSize,
             Reject::Fragmented { .. } => ReasonKind::Fragmented,
@@ -314,6 +315,11 @@ impl NoFit {
                     max: job.max_price.unwrap_or(price),
                 }
             }
+            Reject::NodeTooSmall { model, largest } => Reason::NodeTooSmall {
+                model: name(model),
+                largest,
+                per_replica: job.gpus_per_replica,
+            },
             Reject::Capacity { model, free } => Reason::Capacity {
                 model: name(model),
                 free,

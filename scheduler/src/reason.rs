@@ -63,6 +63,16 @@ pub enum Reason {
         /// The job's cap.
         max: u128,
     },
+    /// No node of the model (with enough memory) is big enough for one replica, however many of
+    /// its GPUs are free: waiting does not help.
+    NodeTooSmall {
+        /// The model.
+        model: String,
+        /// Most healthy allocatable GPUs on one ready node of the model with enough memory.
+        largest: u32,
+        /// GPUs of one replica.
+        per_replica: u32,
+    },
     /// Too few free GPUs of the model in the whole cluster.
     Capacity {
         /// The model.
@@ -159,6 +169,8 @@ pub enum ReasonKind {
     Memory,
     /// See [`Reason::Price`].
     Price,
+    /// See [`Reason::NodeTooSmall`].
+    NodeTooSmall,
     /// See [`Reason::Capacity`].
     Capacity,
     /// See [`Reason::NodeSize`].
@@ -169,7 +181,7 @@ pub enum ReasonKind {
 
 impl ReasonKind {
     /// Every kind, in filter order: `ALL[kind as usize] == kind`.
-    pub(crate) const ALL: [ReasonKind; 18] = [
+    pub(crate) const ALL: [ReasonKind; 19] = [
         ReasonKind::NotReady,
         ReasonKind::NoInventory,
         ReasonKind::Cordoned,
@@ -185,6 +197,7 @@ impl ReasonKind {
         ReasonKind::NoPrice,
         ReasonKind::Memory,
         ReasonKind::Price,
+        ReasonKind::NodeTooSmall,
         ReasonKind::Capacity,
         ReasonKind::NodeSize,
         ReasonKind::Fragmented,
@@ -208,6 +221,7 @@ impl ReasonKind {
             ReasonKind::NoPrice => "NoPrice",
             ReasonKind::Memory => "Memory",
             ReasonKind::Price => "Price",
+            ReasonKind::NodeTooSmall => "NodeTooSmall",
             ReasonKind::Capacity => "Capacity",
             ReasonKind::NodeSize => "NodeSize",
             ReasonKind::Fragmented => "Fragmented",
@@ -236,6 +250,7 @@ impl Reason {
             Reason::NoPrice { .. } => ReasonKind::NoPrice,
             Reason::Memory { .. } => ReasonKind::Memory,
             Reason::Price { .. } => ReasonKind::Price,
+            Reason::NodeTooSmall { .. } => ReasonKind::NodeTooSmall,
             Reason::Capacity { .. } => ReasonKind::Capacity,
             Reason::NodeSize { .. } => ReasonKind::NodeSize,
             Reason::Fragmented { .. } => ReasonKind::Fragmented,
@@ -270,6 +285,12 @@ impl Reason {
                 format!("GPUs under {} memory", format_mib(*need_mib))
             }
             Reason::Price { max, .. } => format!("price > max {}", format_tokens(*max)),
+            Reason::NodeTooSmall { per_replica, .. } => {
+                format!(
+                    "no node has {per_replica} {}",
+                    gpus(u64::from(*per_replica))
+                )
+            }
             Reason::Capacity { need, .. } => format!("fewer than {need} free GPUs"),
             Reason::NodeSize {
                 need_per_replica, ..
@@ -328,6 +349,15 @@ impl fmt::Display for Reason {
                 "price {} > max {}",
                 format_tokens(*price),
                 format_tokens(*max)
+            ),
+            Reason::NodeTooSmall {
+                model,
+                largest,
+                per_replica,
+            } => write!(
+                f,
+                "no node has {per_replica} {model} {} (largest: {largest})",
+                gpus(u64::from(*per_replica))
             ),
             Reason::Capacity { free, need, .. } => {
                 write!(f, "{free} free {}, needs {need}", gpus(*free))
@@ -448,6 +478,14 @@ mod tests {
                 "price 3.10 > max 2.50",
             ),
             (
+                Reason::NodeTooSmall {
+                    model: "H100".into(),
+                    largest: 8,
+                    per_replica: 16,
+                },
+                "no node has 16 H100 GPUs (largest: 8)",
+            ),
+            (
                 Reason::Capacity {
                     model: "H100".into(),
                     free: 4,
@@ -511,6 +549,12 @@ mod tests {
             need: 8,
         };
         assert_eq!(capacity.summary(), "fewer than 8 free GPUs");
+        let too_small = Reason::NodeTooSmall {
+            model: "A100".into(),
+            largest: 4,
+            per_replica: 16,
+        };
+        assert_eq!(too_small.summary(), "no node has 16 GPUs");
     }
 
     #[test]
@@ -526,9 +570,11 @@ mod tests {
             Reason::NoPrice { model: "x".into() }.kind(),
         ];
         assert!(kinds.windows(2).all(|w| w[0] < w[1]), "{kinds:?}");
-        assert!(ReasonKind::Price < ReasonKind::Capacity);
+        assert!(ReasonKind::Price < ReasonKind::NodeTooSmall);
+        assert!(ReasonKind::NodeTooSmall < ReasonKind::Capacity);
         assert!(ReasonKind::Capacity < ReasonKind::NodeSize);
         assert_eq!(ReasonKind::NodeSize.as_str(), "NodeSize");
+        assert_eq!(ReasonKind::NodeTooSmall.as_str(), "NodeTooSmall");
         assert_eq!(
             Reason::Bond(BondIssue::NoWallet).kind().as_str(),
             "NoWallet"
@@ -556,6 +602,7 @@ mod tests {
                 | ReasonKind::NoPrice
                 | ReasonKind::Memory
                 | ReasonKind::Price
+                | ReasonKind::NodeTooSmall
                 | ReasonKind::Capacity
                 | ReasonKind::NodeSize
                 | ReasonKind::Fragmented => {}

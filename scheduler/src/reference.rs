@@ -168,6 +168,11 @@ fn reason(
                 max: job.max_price.unwrap_or(price),
             }
         }
+        Reject::NodeTooSmall { model, largest } => Reason::NodeTooSmall {
+            model: name(model),
+            largest,
+            per_replica: job.gpus_per_replica,
+        },
         Reject::Capacity { model, free } => Reason::Capacity {
             model: name(model),
             free,

@@ -101,6 +101,11 @@ fn row_verdict(
     let gpus = job.gpus_per_replica;
     Some(if job.max_price.is_some_and(|max| row.price > max) {
         Err(Reject::Price { model })
+    } else if row.max_size < gpus {
+        Err(Reject::NodeTooSmall {
+            model,
+            largest: row.max_size,
+        })
     } else if row.free < view.need {
         Err(Reject::Capacity {
             model,

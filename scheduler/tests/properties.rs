@@ -61,6 +61,7 @@ fn check_batch(
                                 "NoPrice",
                                 "Memory",
                                 "Price",
+                                "NodeTooSmall",
                                 "Capacity",
                                 "NodeSize",
                                 "Fragmented"

@@ -141,7 +141,7 @@ fn gpus_with_too_little_memory_are_skipped() {
     );
     // Only the big node counts towards capacity when the job needs 80 GiB.
     let mixed = a100().node("n2", "A100", 80 * GIB, 2);
-    let r = reason(j().min_memory_gib(80).gpus(4), mixed);
+    let r = reason(j().min_memory_gib(80).replicas(2).gpus(2), mixed);
     assert_eq!(r.to_string(), "2 free GPUs, needs 4");
 }
 
@@ -219,12 +219,82 @@ fn nodes_that_are_not_ready_or_unhealthy_offer_nothing() {
         unhealthy_gpus: 0,
         ..sick.clone()
     };
-    let c = cluster("alpha")
-        .node_state(sick)
-        .node_state(down)
-        .price("H100", "2.40");
-    let r = reason(job("a/j").gpus(4), c);
+    let c = || {
+        cluster("alpha")
+            .node_state(sick.clone())
+            .node_state(down.clone())
+            .price("H100", "2.40")
+    };
+    let r = reason(job("a/j").replicas(2).gpus(2), c());
     assert_eq!(r.to_string(), "2 free GPUs, needs 4");
+    // Nor do they count towards the size of a node.
+    let r = reason(job("a/j").gpus(4), c());
+    assert_eq!(r.to_string(), "no node has 4 H100 GPUs (largest: 2)");
+}
+
+#[test]
+fn a_replica_larger_than_every_node_never_fits_even_with_every_gpu_free() {
+    // Three idle 8-GPU nodes: 24 free GPUs, but no node can ever hold 16 of them.
+    let c = cluster("alpha")
+        .node("n1", "H100", 80 * GIB, 8)
+        .node("n2", "H100", 80 * GIB, 8)
+        .node("n3", "H100", 80 * GIB, 8)
+        .price("H100", "2.40");
+    let r = reason(job("a/j").gpus(16), c);
+    assert_eq!(
+        r,
+        Reason::NodeTooSmall {
+            model: "H100".into(),
+            largest: 8,
+            per_replica: 16
+        }
+    );
+    assert_eq!(r.to_string(), "no node has 16 H100 GPUs (largest: 8)");
+    // Busy small nodes say the same: waiting for them does not help.
+    let busy = cluster("beta")
+        .node_free("n1", "H100", 80 * GIB, 8, 0)
+        .node_free("n2", "H100", 80 * GIB, 8, 4)
+        .price("H100", "2.40");
+    assert_eq!(
+        reason(job("a/j").gpus(16), busy).to_string(),
+        "no node has 16 H100 GPUs (largest: 8)"
+    );
+}
+
+#[test]
+fn a_node_large_enough_but_busy_is_a_reason_to_wait() {
+    let c = || {
+        cluster("alpha")
+            .node_free("big", "H100", 80 * GIB, 16, 4)
+            .node("n1", "H100", 80 * GIB, 8)
+            .price("H100", "2.40")
+    };
+    let r = reason(job("a/j").gpus(16), c());
+    assert_eq!(r.to_string(), "12 free GPUs, needs 16");
+    let roomy = c().node("n2", "H100", 80 * GIB, 8);
+    let r = reason(job("a/j").gpus(16), roomy);
+    assert_eq!(
+        r.to_string(),
+        "largest node has 8 free GPUs, a replica needs 16"
+    );
+}
+
+#[test]
+fn only_nodes_with_enough_memory_count_towards_the_largest_node() {
+    // The 16-GPU node has 40 GiB GPUs; the job needs 80 GiB, which only 8-GPU nodes have.
+    let c = || {
+        cluster("alpha")
+            .node("big", "A100", 40 * GIB, 16)
+            .node("n1", "A100", 80 * GIB, 8)
+            .price("A100", "1.20")
+    };
+    let r = reason(
+        job("a/j").models(&["A100"]).gpus(16).min_memory_gib(80),
+        c(),
+    );
+    assert_eq!(r.to_string(), "no node has 16 A100 GPUs (largest: 8)");
+    let j = job("a/j").models(&["A100"]).gpus(16).min_memory_gib(40);
+    assert_eq!(placed_model(j, &[c().build()]), "A100");
 }
 
 #[test]
@@ -283,6 +353,16 @@ fn the_first_failing_filter_is_reported_in_the_documented_order() {
                 .regions(&[])
                 .min_memory_gib(0),
             "Price",
+        ),
+        (
+            everything_wrong(),
+            j().exclude(&[])
+                .failed_on(&[])
+                .regions(&[])
+                .min_memory_gib(0)
+                .max_price("10")
+                .gpus(16),
+            "NodeTooSmall",
         ),
         (
             everything_wrong(),
@@ -443,4 +523,47 @@ fn verification_is_checked_after_the_bond_and_before_the_jobs_own_choices() {
         Decision::Place(a) => assert_eq!(a.cluster, "alpha"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_model_that_could_fit_later_says_more_than_one_whose_nodes_are_too_small() {
+    let c = cluster("alpha")
+        .node("a", "A100", 80 * GIB, 8)
+        .node_free("h", "H100", 80 * GIB, 16, 2)
+        .price("A100", "1.20")
+        .price("H100", "2.40");
+    for models in [["A100", "H100"], ["H100", "A100"]] {
+        let r = reason(job("a/j").models(&models).gpus(16), c.clone());
+        assert_eq!(r.to_string(), "2 free GPUs, needs 16", "{models:?}");
+    }
+}
+
+#[test]
+fn the_explanation_of_a_pool_of_small_nodes_says_no_node_is_big_enough() {
+    // The benchmark's pool: 8-GPU nodes only, some busy; one cluster with a busy 16-GPU node.
+    let clusters = [
+        cluster("mixed-a")
+            .node_free("n1", "H100", 80 * GIB, 8, 0)
+            .node_free("n2", "H100", 80 * GIB, 8, 0)
+            .price("H100", "2.40")
+            .build(),
+        cluster("mixed-b")
+            .node_free("n1", "H100", 80 * GIB, 8, 4)
+            .node("n2", "H100", 80 * GIB, 8)
+            .node("n3", "H100", 80 * GIB, 8)
+            .price("H100", "2.40")
+            .build(),
+        cluster("mixed-c")
+            .node_free("big", "H100", 80 * GIB, 16, 8)
+            .price("H100", "2.40")
+            .build(),
+    ];
+    let Decision::NoFit(reasons) = decide(job("a/j").gpus(16), &clusters) else {
+        panic!("nothing should fit");
+    };
+    assert_eq!(
+        crate::explain(&reasons),
+        "0/3 clusters fit: mixed-a: no node has 16 H100 GPUs (largest: 8); \
+         mixed-b: no node has 16 H100 GPUs (largest: 8); mixed-c: 8 free GPUs, needs 16"
+    );
 }
