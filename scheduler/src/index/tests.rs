@@ -1,7 +1,7 @@
 //! The working copy: sorting, reservations, tiers, gates, rows, names and model masks.
 
 use super::*;
-use crate::input::BondState;
+use crate::input::{BondState, NodeState};
 use crate::testing::{cluster, reservation};
 
 #[test]
@@ -114,6 +114,48 @@ fn committing_a_placement_updates_node_and_model_free_counts() {
     let tier = index.clusters[0].models[0].tier(0).unwrap();
     assert_eq!((tier.free, tier.max_free), (4, 4));
     assert_eq!(tier.replicas_fit(4, u64::MAX), 1);
+}
+
+#[test]
+fn the_largest_node_counts_healthy_gpus_of_ready_nodes_free_or_not() {
+    let sick = NodeState {
+        name: "sick".into(),
+        model: "H100".into(),
+        gpu_memory_mib: 80 * 1024,
+        allocatable_gpus: 16,
+        free_gpus: 16,
+        unhealthy_gpus: 6,
+        ready: true,
+        utilization_percent: 0,
+    };
+    let down = NodeState {
+        name: "down".into(),
+        allocatable_gpus: 32,
+        ready: false,
+        unhealthy_gpus: 0,
+        ..sick.clone()
+    };
+    let snapshot = [cluster("alpha")
+        .node_state(sick)
+        .node_state(down)
+        .node("big", "H100", 40 * 1024, 12)
+        .node_free("n1", "H100", 80 * 1024, 8, 0)
+        .price("H100", "2.40")
+        .build()];
+    let mut index = Index::build(&snapshot, &[reservation("alpha", "big", 12)]).unwrap();
+    let model = &index.clusters[0].models[0];
+    assert_eq!(model.tier(80 * 1024).unwrap().max_size, 10);
+    assert_eq!(
+        model.tier(0).unwrap().max_size,
+        12,
+        "reserved GPUs still count"
+    );
+    assert_eq!(index.rows(0, 0)[0].max_size, 12);
+    // Placements and holds take free GPUs, not the size of a node.
+    index.hold("alpha", &["sick"]);
+    let model = &index.clusters[0].models[0];
+    assert_eq!(model.tier(80 * 1024).unwrap().max_size, 10);
+    assert_eq!(index.rows(0, 0)[0].max_size, 12);
 }
 
 #[test]
