@@ -7,6 +7,7 @@
 #   etcd                                                     (go.etcd.io/etcd/server/v3, $ETCD_VERSION)
 #   kwok                                                     (sigs.k8s.io/kwok, $KWOK_VERSION)
 #   helm                                                     (helm.sh/helm/v3, $HELM_VERSION)
+#   versitygw (S3-compatible server, storage e2e; ADR 0029)  (github.com/versity/versitygw, $VERSITYGW_VERSION)
 #   kueue (+ its CRDs in kueue-crds/ beside it)              (sigs.k8s.io/kueue, $KUEUE_VERSION; only with
 #                                                             --with-peers: the peer benchmark of make bench)
 #   kueue-worker-rate                                        (the same module with kueue/multikueue-worker-rate.patch:
@@ -103,6 +104,8 @@ k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/compo
 build etcd etcd -- go.etcd.io/etcd/server/v3
 build kwok kwok -- sigs.k8s.io/kwok/cmd/kwok -- "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build helm helm -- helm.sh/helm/v3/cmd/helm -- "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# The S3-compatible server of the storage e2e tests (ADR 0029): a real gateway over a local directory.
+build versitygw versitygw -- github.com/versity/versitygw/cmd/versitygw -- "-X main.Version=$VERSITYGW_VERSION"
 build k8s kube-apiserver kube-controller-manager kube-scheduler kubectl -- k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl -- "$k8s_ld"
@@ -116,4 +119,4 @@ if [ "$with_peers" = 1 ]; then
   [ -d "$kueue_out/kueue-crds" ] || { cp -r "$(cd "$here/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components/crd/bases" "$kueue_out/kueue-crds.tmp" && chmod -R u+w "$kueue_out/kueue-crds.tmp" && mv "$kueue_out/kueue-crds.tmp" "$kueue_out/kueue-crds"; }
   build_patched_kueue
 fi
-step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm$([ "$with_peers" = 1 ] && echo ' kueue kueue-worker-rate')"
+step "tools ready in .tools/bin: kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm versitygw$([ "$with_peers" = 1 ] && echo ' kueue kueue-worker-rate')"
