@@ -23,6 +23,7 @@ pub mod peer;
 pub mod pki;
 pub mod process;
 pub mod realnode;
+pub mod storage;
 pub mod tools;
 pub mod wait;
 

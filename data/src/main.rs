@@ -1,0 +1,163 @@
+//! `gpufed-data`: data in and results out of a gpufed job on S3-compatible object storage
+//! (`docs/adr/0029-job-data-on-s3.md`).
+//!
+//! * `fetch` runs before the workload (an init container): downloads one object (`--key`) or every
+//!   object under a prefix (`--prefix`) into a directory, and checks the size and sha256 when given.
+//! * `push` runs after it: uploads every regular file under a directory to a prefix and prints a
+//!   manifest (keys, sizes, sha256) as JSON.
+//!
+//! Both write one line to the container's termination message (`--termination-log`): the manifest
+//! on success, the reason on failure, so the agent can copy either into the job's status. A
+//! failure always exits non-zero; nothing is reported as done that was not checked.
+//!
+//! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`),
+//! set by the agent from the tenant's sealed Secret. Requests are signed as short-lived presigned
+//! URLs (SigV4, `rusty-s3`), so the same code also serves URLs presigned elsewhere.
+
+mod manifest;
+mod paths;
+mod s3;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Data in and results out of a gpufed job on S3-compatible object storage.
+#[derive(Parser, Debug)]
+#[command(name = "gpufed-data", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where the one-line result (manifest or failure) goes; the kubelet copies this file into
+    /// the container's termination message. Skipped when its directory does not exist.
+    #[arg(long, global = true, default_value = "/dev/termination-log")]
+    termination_log: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download an object or every object under a prefix; verify size and sha256 when given.
+    Fetch(FetchArgs),
+    /// Upload every regular file under a directory to a prefix; print the manifest.
+    Push(PushArgs),
+}
+
+/// Where the objects are.
+#[derive(Args, Debug, Clone)]
+struct Location {
+    /// Endpoint of the S3-compatible service, e.g. `https://s3.eu-west-1.amazonaws.com`.
+    #[arg(long)]
+    endpoint: String,
+    /// Region the requests are signed for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Bucket name.
+    #[arg(long)]
+    bucket: String,
+    /// Fail unless `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set (the job named a
+    /// credentials Secret); without it, requests are anonymous when they are unset.
+    #[arg(long)]
+    require_credentials: bool,
+    /// Seconds the signed URLs stay valid; each is used at once.
+    #[arg(long, default_value_t = 900)]
+    url_ttl_secs: u64,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    #[command(flatten)]
+    location: Location,
+    /// One object's key; it is written to `<dest>/<last segment of the key>`.
+    #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+    key: Option<String>,
+    /// Every object under this prefix, written under `<dest>` by its key relative to the prefix.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Expected size in bytes (with `--key`).
+    #[arg(long, requires = "key")]
+    size: Option<u64>,
+    /// Expected sha256, 64 hex digits (with `--key`).
+    #[arg(long, requires = "key")]
+    sha256: Option<String>,
+    /// Directory the objects are written into (created if missing).
+    #[arg(long)]
+    dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    #[command(flatten)]
+    location: Location,
+    /// Prefix of the uploaded keys, e.g. `runs/42/` (a file `a/b.bin` becomes `runs/42/a/b.bin`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Directory whose regular files are uploaded (symbolic links are skipped).
+    #[arg(long)]
+    src: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gpufed-data: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(&cli.command));
+    match result {
+        Ok(m) => {
+            let full = m.to_json();
+            println!("{full}");
+            manifest::write_termination_log(
+                &cli.termination_log,
+                &m.fit(manifest::TERMINATION_LIMIT),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let line = manifest::failure_line(&e.to_string());
+            eprintln!("gpufed-data: {e}");
+            manifest::write_termination_log(&cli.termination_log, &line);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
+    match command {
+        Command::Fetch(a) => {
+            let store = s3::Store::new(&a.location.to_config())?;
+            let expect = s3::Expect {
+                size: a.size,
+                sha256: a.sha256.clone(),
+            };
+            match (&a.key, &a.prefix) {
+                (Some(key), _) => store.fetch_object(key, &a.dest, &expect).await,
+                (None, Some(prefix)) => store.fetch_prefix(prefix, &a.dest).await,
+                (None, None) => Err(s3::Error::Usage("give --key or --prefix".into())),
+            }
+        }
+        Command::Push(a) => {
+            let store = s3::Store::new(&a.location.to_config())?;
+            store.push_dir(&a.src, &a.prefix).await
+        }
+    }
+}
+
+impl Location {
+    fn to_config(&self) -> s3::Config {
+        s3::Config {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            require_credentials: self.require_credentials,
+            url_ttl: std::time::Duration::from_secs(self.url_ttl_secs),
+        }
+    }
+}

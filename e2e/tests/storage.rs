@@ -1,0 +1,363 @@
+//! Job data on S3-compatible storage (`docs/adr/0029-job-data-on-s3.md`): the `gpufed-data`
+//! helper against a real S3 server (versitygw, started by the harness), the way the init
+//! container and the uploader run it. Every failure must exit non-zero with a clear reason in the
+//! termination message, and leave no file the workload could take for its input.
+//!
+//! Needs `make tools` (versitygw in .tools/bin) and `cargo build -p gpufed-data`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gpufed_e2e::storage::{ACCESS_KEY, S3Server, SECRET_KEY};
+use gpufed_e2e::{Tools, run_test};
+use sha2::{Digest, Sha256};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// One run of the helper: exit success, stdout, and the termination message it wrote.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    termination: serde_json::Value,
+}
+
+async fn helper<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S], env: &[(&str, &str)]) -> Run {
+    let bin = Tools::locate()
+        .unwrap()
+        .workspace_bin("gpufed-data")
+        .unwrap();
+    let log = dir.join(format!("termination-{}", rand_suffix()));
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--termination-log").arg(&log).args(args);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let termination = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("no termination message {}: {e}", log.display()));
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        termination: serde_json::from_str(&termination)
+            .unwrap_or_else(|e| panic!("termination message {termination:?}: {e}")),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+const CREDS: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+];
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The failure reason in a termination message, after checking the run failed without a manifest.
+fn failure(run: &Run) -> String {
+    assert!(!run.ok, "expected a failure, got success: {}", run.stdout);
+    assert!(
+        run.termination.get("objects").is_none(),
+        "a failure reported objects: {}",
+        run.termination
+    );
+    run.termination["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {}", run.termination))
+        .to_string()
+}
+
+async fn start(dir: &Path) -> S3Server {
+    S3Server::start(&Tools::locate().unwrap(), dir, &["datasets", "checkpoints"])
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_pushed_checkpoint_is_listed_with_its_digest_and_a_dataset_is_fetched_verified() {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        let ep = s3.endpoint.clone();
+
+        // Results out: every regular file under the directory, keys under the prefix.
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("ckpt")).unwrap();
+        let weights: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(out.join("ckpt/weights.bin"), &weights).unwrap();
+        std::fs::write(out.join("metrics.json"), b"{\"loss\":0.12}").unwrap();
+        let run = helper(
+            dir.path(),
+            &[
+                "push",
+                "--endpoint",
+                &ep,
+                "--bucket",
+                "checkpoints",
+                "--prefix",
+                "runs/42/",
+                "--src",
+                out.to_str().unwrap(),
+                "--require-credentials",
+            ],
+            CREDS,
+        )
+        .await;
+        assert!(run.ok, "push failed: {} {}", run.stderr, s3.log_tail(20));
+        let objects = run.termination["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 2, "{}", run.termination);
+        assert_eq!(objects[0]["key"], "runs/42/ckpt/weights.bin");
+        assert_eq!(objects[0]["size"], 3_000_000);
+        assert_eq!(objects[0]["sha256"], sha256(&weights));
+        assert_eq!(objects[1]["key"], "runs/42/metrics.json");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(run.stdout.trim()).unwrap(),
+            run.termination
+        );
+        // The server really holds what the manifest says.
+        assert_eq!(
+            std::fs::read(s3.object_path("checkpoints", "runs/42/ckpt/weights.bin")).unwrap(),
+            weights
+        );
+
+        // Data in: one object, size and digest verified.
+        let dataset = b"id,text\n1,hello\n2,world\n".repeat(1000);
+        std::fs::create_dir_all(s3.object_path("datasets", "v1")).unwrap();
+        std::fs::write(s3.object_path("datasets", "v1/train.csv"), &dataset).unwrap();
+        let dest = dir.path().join("in");
+        let digest = sha256(&dataset);
+        let size = dataset.len().to_string();
+        let run = helper(
+            dir.path(),
+            &[
+                "fetch",
+                "--endpoint",
+                &ep,
+                "--bucket",
+                "datasets",
+                "--key",
+                "v1/train.csv",
+                "--size",
+                &size,
+                "--sha256",
+                &digest,
+                "--dest",
+                dest.to_str().unwrap(),
+                "--require-credentials",
+            ],
+            CREDS,
+        )
+        .await;
+        assert!(run.ok, "fetch failed: {}", run.stderr);
+        assert_eq!(std::fs::read(dest.join("train.csv")).unwrap(), dataset);
+        assert_eq!(run.termination["objects"][0]["sha256"], digest);
+
+        // A prefix: the checkpoint back, by key relative to the prefix.
+        let back = dir.path().join("back");
+        let run = helper(
+            dir.path(),
+            &[
+                "fetch",
+                "--endpoint",
+                &ep,
+                "--bucket",
+                "checkpoints",
+                "--prefix",
+                "runs/42/",
+                "--dest",
+                back.to_str().unwrap(),
+            ],
+            CREDS,
+        )
+        .await;
+        assert!(run.ok, "prefix fetch failed: {}", run.stderr);
+        assert_eq!(
+            std::fs::read(back.join("ckpt/weights.bin")).unwrap(),
+            weights
+        );
+        assert_eq!(
+            std::fs::read(back.join("metrics.json")).unwrap(),
+            b"{\"loss\":0.12}"
+        );
+        assert_eq!(run.termination["objects"].as_array().unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn wrong_digests_missing_credentials_bad_urls_and_unreachable_storage_fail_with_their_reason() {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        let ep = s3.endpoint.clone();
+        let data = b"the real dataset".to_vec();
+        std::fs::write(s3.object_path("datasets", "d.bin"), &data).unwrap();
+        let dest = |n: &str| -> PathBuf { dir.path().join(n) };
+        let fetch = |ep: String, dest: PathBuf, extra: Vec<String>| {
+            let mut a: Vec<String> = [
+                "fetch",
+                "--endpoint",
+                &ep,
+                "--bucket",
+                "datasets",
+                "--key",
+                "d.bin",
+                "--dest",
+                dest.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(extra);
+            a
+        };
+
+        // A wrong digest: no file left where the workload looks for its input.
+        let a = fetch(
+            ep.clone(),
+            dest("wrong-digest"),
+            vec!["--sha256".into(), sha256(b"something else")],
+        );
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("sha256 mismatch")
+                && reason.contains(&sha256(&data))
+                && reason.contains("s3://datasets/d.bin"),
+            "{reason}"
+        );
+        assert!(!dest("wrong-digest").join("d.bin").exists());
+        assert_eq!(
+            std::fs::read_dir(dest("wrong-digest")).unwrap().count(),
+            0,
+            "a partial file was left"
+        );
+
+        // A wrong size.
+        let a = fetch(
+            ep.clone(),
+            dest("wrong-size"),
+            vec!["--size".into(), "17".into()],
+        );
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("size mismatch: expected 17, got 16"),
+            "{reason}"
+        );
+
+        // The job names a credentials Secret whose keys did not arrive.
+        let a = fetch(
+            ep.clone(),
+            dest("no-creds"),
+            vec!["--require-credentials".into()],
+        );
+        let run = helper(dir.path(), &a, &[("AWS_ACCESS_KEY_ID", ACCESS_KEY)]).await;
+        let reason = failure(&run);
+        assert!(reason.contains("storage credentials missing"), "{reason}");
+
+        // Wrong credentials: the server's own reason.
+        let a = fetch(ep.clone(), dest("bad-creds"), vec![]);
+        let run = helper(
+            dir.path(),
+            &a,
+            &[
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+            ],
+        )
+        .await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("HTTP 403") && reason.contains("SignatureDoesNotMatch"),
+            "{reason}"
+        );
+
+        // No credentials at all on a private bucket.
+        let a = fetch(ep.clone(), dest("anonymous"), vec![]);
+        let run = helper(dir.path(), &a, &[]).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("HTTP 403") && reason.contains("AccessDenied"),
+            "{reason}"
+        );
+
+        // A key that does not exist.
+        let mut a = fetch(ep.clone(), dest("no-key"), vec![]);
+        a[6] = "missing.bin".into();
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("HTTP 404") && reason.contains("NoSuchKey"),
+            "{reason}"
+        );
+
+        // A bad URL.
+        let a = fetch("s3://datasets".into(), dest("bad-url"), vec![]);
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("bad storage URL \"s3://datasets\""),
+            "{reason}"
+        );
+
+        // Unreachable storage: a port nobody listens on. The reason must not carry the presigned
+        // URL (it grants access until it expires).
+        let closed = format!(
+            "http://127.0.0.1:{}",
+            gpufed_e2e::process::free_port().unwrap()
+        );
+        let a = fetch(closed.clone(), dest("unreachable"), vec![]);
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains(&format!("storage endpoint {closed} unreachable")),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("X-Amz-Signature") && !reason.contains(ACCESS_KEY),
+            "{reason}"
+        );
+
+        // Uploading to a bucket that does not exist fails, and reports no object.
+        let out = dest("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("x.bin"), b"x").unwrap();
+        let run = helper(
+            dir.path(),
+            &[
+                "push",
+                "--endpoint",
+                &ep,
+                "--bucket",
+                "no-such-bucket",
+                "--src",
+                out.to_str().unwrap(),
+            ],
+            CREDS,
+        )
+        .await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("PUT s3://no-such-bucket/x.bin: HTTP 404")
+                && reason.contains("NoSuchBucket"),
+            "{reason}"
+        );
+    });
+}
