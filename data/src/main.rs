@@ -95,6 +95,10 @@ struct PushArgs {
     /// Directory whose regular files are uploaded (symbolic links are skipped).
     #[arg(long)]
     src: PathBuf,
+    /// Wait for SIGTERM before uploading: the uploader runs as a native sidecar, which the kubelet
+    /// stops once the workload's containers have exited (ADR 0029).
+    #[arg(long)]
+    wait_for_sigterm: bool,
 }
 
 fn main() -> ExitCode {
@@ -144,10 +148,23 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
             }
         }
         Command::Push(a) => {
+            // Checked before waiting, so a bad URL or missing credentials show at once.
             let store = s3::Store::new(&a.location.to_config())?;
+            if a.wait_for_sigterm {
+                wait_for_sigterm().await?;
+            }
             store.push_dir(&a.src, &a.prefix).await
         }
     }
+}
+
+async fn wait_for_sigterm() -> Result<(), s3::Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| s3::Error::Usage(format!("cannot wait for SIGTERM: {e}")))?;
+    term.recv().await;
+    eprintln!("gpufed-data: SIGTERM: uploading");
+    Ok(())
 }
 
 impl Location {

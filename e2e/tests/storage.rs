@@ -361,3 +361,70 @@ fn wrong_digests_missing_credentials_bad_urls_and_unreachable_storage_fail_with_
         );
     });
 }
+
+#[test]
+fn the_uploader_waits_for_sigterm_and_then_pushes_what_the_workload_wrote() {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let log = dir.path().join("termination-sidecar");
+        let bin = Tools::locate()
+            .unwrap()
+            .workspace_bin("gpufed-data")
+            .unwrap();
+        let mut child = tokio::process::Command::new(bin)
+            .arg("--termination-log")
+            .arg(&log)
+            .args([
+                "push",
+                "--endpoint",
+                &s3.endpoint,
+                "--bucket",
+                "checkpoints",
+                "--prefix",
+                "runs/7/",
+                "--wait-for-sigterm",
+            ])
+            .arg("--src")
+            .arg(&out)
+            .envs(CREDS.iter().copied())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // The workload runs and writes its checkpoint; nothing is uploaded meanwhile.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the uploader did not wait"
+        );
+        let ckpt = b"step 1000".to_vec();
+        std::fs::write(out.join("final.pt"), &ckpt).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !s3.object_path("checkpoints", "runs/7/final.pt").exists(),
+            "uploaded before SIGTERM"
+        );
+        // The kubelet stops the sidecar once the workload has exited.
+        let pid = child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+        assert_eq!(manifest["objects"][0]["key"], "runs/7/final.pt");
+        assert_eq!(manifest["objects"][0]["sha256"], sha256(&ckpt));
+        assert_eq!(
+            std::fs::read(s3.object_path("checkpoints", "runs/7/final.pt")).unwrap(),
+            ckpt
+        );
+    });
+}
