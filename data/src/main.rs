@@ -71,7 +71,8 @@ struct FetchArgs {
     /// One object's key; it is written to `<dest>/<last segment of the key>`.
     #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
     key: Option<String>,
-    /// Every object under this prefix, written under `<dest>` by its key relative to the prefix.
+    /// Every object under this prefix, taken as a directory (`data/v1` means `data/v1/`), written
+    /// under `<dest>` by its key relative to the prefix.
     #[arg(long)]
     prefix: Option<String>,
     /// Expected size in bytes (with `--key`).

@@ -13,16 +13,24 @@ pub enum PathError {
     NotUtf8(PathBuf),
 }
 
-/// The path, relative to the destination directory, an object under `prefix` is written to.
-/// `None` for keys that only mark a directory (ending in `/`).
+/// A prefix as a directory: `datasets/v1` means `datasets/v1/` (as `aws s3 cp --recursive`
+/// reads it), so it does not also take `datasets/v1-old/...`. Empty stays empty (the bucket).
+pub fn directory_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+/// The path, relative to the destination directory, an object under `prefix` (a directory
+/// prefix, see [`directory_prefix`]) is written to. `None` for keys that only mark a directory
+/// (ending in `/`).
 pub fn relative_for_prefix(prefix: &str, key: &str) -> Result<Option<PathBuf>, PathError> {
-    let rest = key.strip_prefix(prefix).unwrap_or(key);
-    // `--prefix datasets/v1` lists `datasets/v1/...` (and `datasets/v1x`, kept as is).
-    let rest = match prefix.is_empty() || prefix.ends_with('/') {
-        true => rest,
-        false => rest.strip_prefix('/').unwrap_or(rest),
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return Err(PathError::Unsafe(key.to_string()));
     };
-    if rest.ends_with('/') || (rest.is_empty() && key.ends_with('/')) {
+    if rest.is_empty() || rest.ends_with('/') {
         return Ok(None);
     }
     safe_relative(rest, key).map(Some)
@@ -75,10 +83,15 @@ mod tests {
             relative_for_prefix("datasets/v1/", "datasets/v1/train/00.bin"),
             Ok(Some(PathBuf::from("train/00.bin")))
         );
+        assert_eq!(directory_prefix("datasets/v1"), "datasets/v1/");
+        assert_eq!(directory_prefix("datasets/v1/"), "datasets/v1/");
+        assert_eq!(directory_prefix(""), "");
         assert_eq!(
-            relative_for_prefix("datasets/v1", "datasets/v1/a.bin"),
-            Ok(Some(PathBuf::from("a.bin")))
+            relative_for_prefix("", "a/b.bin"),
+            Ok(Some(PathBuf::from("a/b.bin")))
         );
+        // A listing that answers a key outside the prefix is not trusted.
+        assert!(relative_for_prefix("datasets/v1/", "other/x").is_err());
         assert_eq!(
             relative_for_prefix("datasets/v1/", "datasets/v1/dir/"),
             Ok(None)

@@ -254,6 +254,8 @@ impl Store {
 
     /// Downloads every object under `prefix` into `dest`, by key relative to the prefix.
     pub async fn fetch_prefix(&self, prefix: &str, dest: &Path) -> Result<Manifest, Error> {
+        let prefix = paths::directory_prefix(prefix);
+        let prefix = prefix.as_str();
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -169,7 +169,14 @@ fn a_pushed_checkpoint_is_listed_with_its_digest_and_a_dataset_is_fetched_verifi
         assert_eq!(std::fs::read(dest.join("train.csv")).unwrap(), dataset);
         assert_eq!(run.termination["objects"][0]["sha256"], digest);
 
-        // A prefix: the checkpoint back, by key relative to the prefix.
+        // A prefix: the checkpoint back, by key relative to the prefix. `runs/42` is a directory:
+        // the neighbour `runs/42-old/` is not part of it.
+        std::fs::create_dir_all(s3.object_path("checkpoints", "runs/42-old")).unwrap();
+        std::fs::write(
+            s3.object_path("checkpoints", "runs/42-old/stale.bin"),
+            b"old",
+        )
+        .unwrap();
         let back = dir.path().join("back");
         let run = helper(
             dir.path(),
@@ -180,7 +187,7 @@ fn a_pushed_checkpoint_is_listed_with_its_digest_and_a_dataset_is_fetched_verifi
                 "--bucket",
                 "checkpoints",
                 "--prefix",
-                "runs/42/",
+                "runs/42",
                 "--dest",
                 back.to_str().unwrap(),
             ],
@@ -196,7 +203,13 @@ fn a_pushed_checkpoint_is_listed_with_its_digest_and_a_dataset_is_fetched_verifi
             std::fs::read(back.join("metrics.json")).unwrap(),
             b"{\"loss\":0.12}"
         );
-        assert_eq!(run.termination["objects"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            run.termination["objects"].as_array().unwrap().len(),
+            2,
+            "{}",
+            run.termination
+        );
+        assert!(!back.join("-old").exists() && !back.join("stale.bin").exists());
     });
 }
 
