@@ -190,6 +190,21 @@ pub struct UtilisationReport {
     pub checkout: String,
     /// Why the run stopped early, if it did.
     pub error: Option<String>,
+    /// The machine's 1-minute load average when the first job went in and at the end: other
+    /// work on the machine slows the hub and the members, which lowers every figure.
+    #[serde(default)]
+    pub load: Option<Load>,
+}
+
+/// The machine's load around the measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// 1-minute load average when the first job went in.
+    pub before: f64,
+    /// 1-minute load average at the end.
+    pub after: f64,
+    /// CPU cores of the machine.
+    pub cores: usize,
 }
 
 /// `GpuPool.status.utilization` as read, just after the hub published it.
@@ -349,6 +364,16 @@ fn manifest(name: &str, class: &JobClass, seconds: u64) -> Value {
                         "env": [{"name": "GPUFED_SIM_DURATION", "value": format!("{seconds}s")}]}]}}})
 }
 
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn ms(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<i64> {
     t.map(|t| t.0.as_millisecond())
 }
@@ -399,6 +424,7 @@ pub async fn utilisation(
         hub_binary,
         checkout,
         error: None,
+        load: None,
     };
     if let Err(e) = measure(&hub, cfg, &mut report).await {
         tracing::warn!(error = %e, "utilisation run stopped");
@@ -443,6 +469,7 @@ async fn measure(
     let jobs = workload(cfg.scale);
     let api: Api<ComputeJob> = Api::namespaced(hub.clone(), NAMESPACE);
     report.hub_before = fresh_hub_figure(hub).await;
+    let load_before = load_average();
     report.first_create_ms = epoch_ms(SystemTime::now());
     let start = Instant::now();
     let created: Vec<Result<(), Error>> = futures::stream::iter(jobs.iter())
@@ -510,6 +537,11 @@ async fn measure(
     )
     .await;
     report.hub_after = fresh_hub_figure(hub).await;
+    report.load = load_before.zip(load_average()).map(|(before, after)| Load {
+        before,
+        after,
+        cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+    });
     let list = api
         .list(&ListParams::default())
         .await
@@ -652,6 +684,18 @@ pub fn markdown(r: &UtilisationReport) -> String {
             pct(records)
         );
     }
+    if let Some(Load {
+        before,
+        after,
+        cores,
+    }) = r.load
+    {
+        let _ = writeln!(
+            md,
+            "\nThe machine's 1-minute load average was {before:.1} when the first job went in and {after:.1} at the end \
+             ({cores} cores); work beside the run slows the hub and the members and lowers every figure above."
+        );
+    }
     if let Some(e) = &r.error {
         let _ = writeln!(md, "\nThe run stopped early: {e}");
     }
@@ -705,6 +749,7 @@ mod tests {
             },
             checkout: String::new(),
             error: None,
+            load: None,
         }
     }
 
