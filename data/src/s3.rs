@@ -216,6 +216,18 @@ impl Store {
         }
     }
 
+    /// Sends `req` (`op` on `key`): a transport error is [`Self::unreachable`], a status other
+    /// than success is [`Error::Status`] with the S3 error code.
+    async fn send(
+        &self,
+        op: &'static str,
+        key: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.check(op, key, resp).await
+    }
+
     async fn check(
         &self,
         op: &'static str,
@@ -265,13 +277,7 @@ impl Store {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(self.ttl);
-            let resp = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| self.unreachable(e))?;
-            let resp = self.check("LIST", prefix, resp).await?;
+            let resp = self.send("LIST", prefix, self.client.get(url)).await?;
             let body = resp.text().await.map_err(|e| self.unreachable(e))?;
             let page = ListObjectsV2::parse_response(&body).map_err(|e| Error::BadListing {
                 bucket: self.bucket.name().to_string(),
@@ -319,13 +325,7 @@ impl Store {
             .bucket
             .get_object(self.credentials.as_ref(), key)
             .sign(self.ttl);
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let resp = self.check("GET", key, resp).await?;
+        let resp = self.send("GET", key, self.client.get(url)).await?;
         // Written beside the target and renamed only once checked: a failed fetch leaves no file
         // the workload could mistake for the input.
         let partial = path.with_extension("gpufed-partial");
@@ -415,15 +415,12 @@ impl Store {
             .bucket
             .put_object(self.credentials.as_ref(), key)
             .sign(self.ttl);
-        let resp = self
+        let put = self
             .client
             .put(url)
             .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.check("PUT", key, resp).await?;
+            .body(body);
+        self.send("PUT", key, put).await?;
         Ok(Object {
             key: key.to_string(),
             size,
