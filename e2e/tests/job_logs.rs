@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufed_crds::joblog::reasons;
@@ -21,56 +20,12 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
+#[path = "support/plugin.rs"]
+mod plugin_cli;
+use plugin_cli::Plugin;
+
 const HARD_DEADLINE: Duration = Duration::from_secs(420);
 const LONG: Duration = Duration::from_secs(120);
-
-/// The plugin binary with one tenant's kubeconfig.
-struct Plugin {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Plugin {
-    fn new(tools: &Tools, kubeconfig: &Path) -> Plugin {
-        Plugin {
-            bin: tools.workspace_bin("kubectl-gpufed").unwrap(),
-            kubeconfig: kubeconfig.to_path_buf(),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out = tokio::process::Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    }
-
-    /// `args` must succeed: stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args).await;
-        assert_eq!(code, Some(0), "{args:?} failed:\n{stdout}{stderr}");
-        assert!(stderr.is_empty(), "{args:?}: {stderr}");
-        stdout
-    }
-
-    /// `args` must fail with one line on stderr: that line.
-    async fn fails(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args).await;
-        assert_eq!(code, Some(1), "{args:?} should fail:\n{stdout}{stderr}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        stderr.trim_end().to_string()
-    }
-}
 
 /// Submits a ComputeJob running `script` in busybox's `sh`, one attempt only. On kwok nodes the
 /// pods run (pretend to) for `GPUFED_SIM_DURATION`, 3 s by default.

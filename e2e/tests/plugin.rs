@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gpufed_crds::{ComputeJob, GpuPool, JobPhase, MemberCluster, PlacementPhase, PlacementStatus};
@@ -28,64 +27,15 @@ use kube::api::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
+#[path = "support/plugin.rs"]
+mod plugin_cli;
+use plugin_cli::Plugin;
+
 /// The most a test here may take, start-up included: past it the test fails and its
 /// components are killed (see [`run_test`]).
 const HARD_DEADLINE: Duration = Duration::from_secs(300);
 
 const T: Duration = Duration::from_secs(60);
-
-/// The plugin binary with a kubeconfig.
-struct Plugin {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Plugin {
-    fn new(tools: &Tools, kubeconfig: &Path) -> Plugin {
-        let bin = tools.workspace_bin("kubectl-gpufed").unwrap();
-        Plugin {
-            bin,
-            kubeconfig: kubeconfig.to_path_buf(),
-        }
-    }
-
-    /// Runs `kubectl gpufed --kubeconfig … args`: exit code, stdout, stderr.
-    async fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out = tokio::process::Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        );
-        if std::env::var_os("GPUFED_E2E_SHOW").is_some() {
-            println!("$ kubectl gpufed {}\n{stdout}{stderr}", args.join(" "));
-        }
-        (out.status.code(), stdout, stderr)
-    }
-
-    /// Runs `args`, which must succeed; returns stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args).await;
-        assert_eq!(code, Some(0), "{args:?} failed:\n{stdout}{stderr}");
-        assert!(stderr.is_empty(), "{args:?}: {stderr}");
-        stdout
-    }
-
-    /// Runs `args`, which must fail with one line on stderr; returns that line.
-    async fn fails(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args).await;
-        assert_eq!(code, Some(1), "{args:?} should fail:\n{stdout}{stderr}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        stderr.trim_end().to_string()
-    }
-}
 
 async fn hub_cluster(name: &str) -> (Tools, Cluster) {
     let tools = Tools::locate().unwrap();
