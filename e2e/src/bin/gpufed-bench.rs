@@ -66,6 +66,14 @@ fn out_path(args: &[String], default: &str) -> PathBuf {
     PathBuf::from(arg(args, "--out").unwrap_or_else(|| format!("target/bench/{default}")))
 }
 
+/// What identifies the operator binary the harness starts, for a report.
+fn operator_binary(tools: &Tools) -> BinaryInfo {
+    let bin = tools
+        .workspace_bin("gpufed-operator")
+        .unwrap_or_else(|e| fail(e));
+    BinaryInfo::of(&bin).unwrap_or_else(|e| fail(e))
+}
+
 /// Writes a run's result as pretty JSON to `out`, creating its folder.
 fn write_json(out: &Path, value: &impl serde::Serialize) {
     if let Some(dir) = out.parent() {
@@ -96,12 +104,10 @@ async fn main() {
                 .collect();
             let out = out_path(&args, "throughput.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
-            let hub_bin = tools
-                .workspace_bin("gpufed-operator")
-                .unwrap_or_else(|e| fail(e));
+            let hub_binary = operator_binary(&tools);
             let hub_settings = bench_hub(&tools).unwrap_or_else(|e| fail(e));
             let mut report = ThroughputReport {
-                hub_binary: BinaryInfo::of(&hub_bin).unwrap_or_else(|e| fail(e)),
+                hub_binary,
                 checkout: checkout(tools.root()),
                 settings: compare(tools.root(), &hub_settings).unwrap_or_else(|e| fail(e)),
                 runs: vec![],
@@ -169,11 +175,8 @@ async fn main() {
             let window: u64 = parsed(&args, "--window", 60);
             let out = out_path(&args, "scale.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
-            let hub_bin = tools
-                .workspace_bin("gpufed-operator")
-                .unwrap_or_else(|e| fail(e));
+            let hub_binary = operator_binary(&tools);
             let hub_settings = bench_hub(&tools).unwrap_or_else(|e| fail(e));
-            let hub_binary = BinaryInfo::of(&hub_bin).unwrap_or_else(|e| fail(e));
             eprintln!(
                 "scale: hub {} (modified {}, sha256 {}…); {members} members, jobs {sizes:?}, {:.0} % running, {window} s windows …",
                 hub_binary.path,
@@ -317,10 +320,7 @@ async fn main() {
             };
             let out = out_path(&args, "agent.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
-            let bin = tools
-                .workspace_bin("gpufed-operator")
-                .unwrap_or_else(|e| fail(e));
-            let binary = BinaryInfo::of(&bin).unwrap_or_else(|e| fail(e));
+            let binary = operator_binary(&tools);
             eprintln!(
                 "agent: {} pods on {} nodes, {} s window, agent {} (sha256 {}…) …",
                 cfg.pods,
@@ -350,10 +350,7 @@ async fn main() {
             let scale: usize = parsed(&args, "--scale", 1);
             let out = out_path(&args, "utilisation.json");
             let tools = Tools::locate().unwrap_or_else(|e| fail(e));
-            let bin = tools
-                .workspace_bin("gpufed-operator")
-                .unwrap_or_else(|e| fail(e));
-            let binary = BinaryInfo::of(&bin).unwrap_or_else(|e| fail(e));
+            let binary = operator_binary(&tools);
             eprintln!(
                 "utilisation: {scale} × the mixed workload, hub {} (sha256 {}…) …",
                 binary.path, binary.sha256
