@@ -6,6 +6,8 @@
 //!   run out (which would stop every Job on the member) nor bills 2 minutes no GPU served;
 //! * an agent started with its clock 2 minutes ahead, or behind, measures the offset and runs and
 //!   bills a job as an agent with a true clock would;
+//! * a gpu-probe whose clock is 2 minutes behind (its readings' stamps older than
+//!   `--telemetry-max-age`) still has its GPUs offered: the agent ages readings from their arrival;
 //! * the hub, which judges heartbeats on its own clock, keeps the member Ready throughout.
 //!
 //! Needs `cargo build -p gpufed-operator -p kubectl-gpufed -p gpu-probe --bins` first and
@@ -85,6 +87,28 @@ async fn succeeds_billed_as_it_ran(hub: &Client, name: &str) {
 }
 
 /// The agent's measured offset, once it reads about `expected` seconds.
+/// Waits until `member`'s agent reports, in an inventory taken after `since` (the member's
+/// clock, which is the host's), all its GPUs free and its telemetry fresh.
+async fn offers_fresh_gpus_since(hub: &Client, member: &str, since: k8s_openapi::jiff::Timestamp) {
+    let members: Api<MemberCluster> = Api::all(hub.clone());
+    let last = std::sync::Mutex::new(String::new());
+    let found = wait_until(LONG, "an inventory with fresh telemetry", || async {
+        let m = members.get(member).await.ok()?;
+        let s = m.status?;
+        let inventory = s.inventory?;
+        let taken = inventory.update_time?.0;
+        *last.lock().unwrap() = format!("free {} at {taken}: {:?}", s.free_gpus, inventory.nodes);
+        (taken > since && s.free_gpus == 8 && inventory.nodes.iter().all(|n| !n.telemetry_stale))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "{member} offers no fresh GPUs after {since}; last inventory: {}",
+        last.lock().unwrap()
+    );
+}
+
 async fn offset_near(agent: std::net::SocketAddr, expected: f64) {
     wait_until(
         LONG,
@@ -162,16 +186,15 @@ fn an_agent_whose_clock_is_off_keeps_its_lease_and_bills_only_the_time_served() 
         submit(&hub, "ahead").await;
         succeeds_billed_as_it_ran(&hub, "ahead").await;
 
-        // 3. And one whose clock is two minutes behind. Only the agent's: gpu-probe stamps its
-        // readings with its own host's clock, and a probe two minutes behind makes them look
-        // older than --telemetry-max-age, so the member offers no GPUs (docs/gpu-probe.md).
-        pool.joined("alpha").unwrap().skew_clock(0).unwrap();
-        pool.joined("alpha")
-            .unwrap()
-            .skew_agent_clock(-120)
-            .unwrap();
+        // 3. And a host two minutes behind, the agent's and gpu-probe's clocks alike. gpu-probe
+        // stamps its readings with its host's clock, so each reading's stamp says it is two
+        // minutes old, beyond --telemetry-max-age; the agent ages a reading from when it saw it
+        // arrive, so the GPUs stay offered (the member would offer none otherwise).
+        pool.joined("alpha").unwrap().skew_clock(-120).unwrap();
+        let restarted = k8s_openapi::jiff::Timestamp::now();
         pool.restart("alpha", "gpufed-agent").unwrap();
         offset_near(metrics, 120.0).await;
+        offers_fresh_gpus_since(&hub, "alpha", restarted).await;
         submit(&hub, "behind").await;
         succeeds_billed_as_it_ran(&hub, "behind").await;
         assert_eq!(

@@ -224,11 +224,6 @@ impl Joined {
         write_offset(probe, seconds)
     }
 
-    /// Shifts the wall clock of the agent alone (gpu-probe keeps the host's).
-    pub fn skew_agent_clock(&self, seconds: i64) -> Result<(), Error> {
-        write_offset(self.clock_files()?.0, seconds)
-    }
-
     fn clock_files(&self) -> Result<(&PathBuf, &PathBuf), Error> {
         self.clock_offset
             .as_ref()

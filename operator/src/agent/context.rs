@@ -79,6 +79,7 @@ impl Context {
             &inventory::Telemetry {
                 now: Time(self.shared.member_now()),
                 max_age: self.args.telemetry_max_age,
+                sightings: self.shared.sightings(),
             },
         )
     }

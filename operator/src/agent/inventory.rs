@@ -9,6 +9,13 @@
 //! Telemetry has a freshness: a node whose GpuNode gpu-probe has not updated within
 //! [`Telemetry::max_age`] (a probe that died, hung or lost its apiserver) offers no GPUs — their
 //! health is unknown — and is marked `telemetryStale` until the probe reports again.
+//!
+//! A reading's age is measured on the agent's monotonic clock from when the agent saw it arrive
+//! (its `lastUpdateTime` changed while the agent watched), not from the stamp: gpu-probe stamps
+//! readings with its own host's clock, and a probe host minutes behind would make every reading
+//! look stale (or, ahead, keep a dead probe's last reading believed). Only a reading that was
+//! already there when the agent started is aged by its stamp, on the member's clock, and never
+//! younger than the time the agent has seen it (see [`Sighting`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +27,7 @@ use k8s_openapi::api::core::v1::Node;
 use super::cached::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 /// What the agent writes into `MemberCluster.status` (its fields only).
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -108,13 +116,28 @@ fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// When the agent first saw a node's current GpuNode reading, on its own monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sighting {
+    /// The reading's `lastUpdateTime` (stamped by gpu-probe's host clock).
+    pub stamp: Timestamp,
+    /// How long ago the agent first saw this reading.
+    pub ago: Duration,
+    /// The agent saw the reading arrive: the node's stamp changed while it watched, so `ago` is
+    /// the reading's age to within a watch's latency, whatever the probe's clock says. `false` for
+    /// a reading that was already there when the agent first listed the node.
+    pub arrived: bool,
+}
+
 /// When the inventory is taken, and how old a GpuNode's last reading may be.
 #[derive(Clone, Debug)]
 pub struct Telemetry {
-    /// Now.
+    /// Now, on the member's clock.
     pub now: Time,
     /// Oldest reading still believed (the agent's `--telemetry-max-age`).
     pub max_age: Duration,
+    /// When the agent saw each node's reading, by node name.
+    pub sightings: BTreeMap<String, Sighting>,
 }
 
 impl Telemetry {
@@ -127,8 +150,58 @@ impl Telemetry {
         else {
             return true;
         };
-        let age = self.now.0.duration_since(t.0).as_secs_f64();
+        let by_stamp = self.now.0.duration_since(t.0).as_secs_f64();
+        let age = match self.sightings.get(&gpu_node.spec.node_name) {
+            Some(s) if s.stamp == t.0 && s.arrived => s.ago.as_secs_f64(),
+            // There before the agent looked: the stamp is all there is, but the reading is at
+            // least as old as the agent has seen it (a probe whose clock runs ahead and then died
+            // is not believed for ever).
+            Some(s) if s.stamp == t.0 => by_stamp.max(s.ago.as_secs_f64()),
+            _ => by_stamp,
+        };
         age > self.max_age.as_secs_f64()
+    }
+}
+
+/// What the agent keeps per node to build its [`Sighting`]: the reading's stamp, the monotonic
+/// instant it first saw it, and whether it saw it arrive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seen {
+    /// The reading's `lastUpdateTime`.
+    pub stamp: Timestamp,
+    /// When the agent first saw it.
+    pub at: std::time::Instant,
+    /// The stamp changed while the agent watched.
+    pub arrived: bool,
+}
+
+impl Seen {
+    /// The record after seeing the node's reading stamped `stamp` at monotonic `at`: the same
+    /// stamp is the same reading (a relist or another field's change); a new stamp is a new
+    /// reading, which arrived if the agent had seen the node before.
+    pub fn next(previous: Option<&Seen>, stamp: Timestamp, at: std::time::Instant) -> Seen {
+        match previous {
+            Some(p) if p.stamp == stamp => *p,
+            Some(_) => Seen {
+                stamp,
+                at,
+                arrived: true,
+            },
+            None => Seen {
+                stamp,
+                at,
+                arrived: false,
+            },
+        }
+    }
+
+    /// The sighting as of monotonic `now`.
+    pub fn as_of(&self, now: std::time::Instant) -> Sighting {
+        Sighting {
+            stamp: self.stamp,
+            ago: now.saturating_duration_since(self.at),
+            arrived: self.arrived,
+        }
     }
 }
 
@@ -330,7 +403,74 @@ mod tests {
         Telemetry {
             now: Time(Timestamp::from_second(READ_AT + secs).unwrap()),
             max_age: Duration::from_secs(60),
+            sightings: BTreeMap::new(),
         }
+    }
+
+    /// `after(secs)`, where the agent saw node `h1`'s reading `ago` seconds ago.
+    fn seen(secs: i64, ago: u64, arrived: bool) -> Telemetry {
+        let mut t = after(secs);
+        let sighting = Sighting {
+            stamp: Timestamp::from_second(READ_AT).unwrap(),
+            ago: Duration::from_secs(ago),
+            arrived,
+        };
+        t.sightings.insert("h1".into(), sighting);
+        t
+    }
+
+    #[test]
+    fn a_reading_seen_arriving_is_aged_from_its_arrival_whatever_the_probes_clock() {
+        let n = node("h1", "8");
+        let g = gpu_node("h1", "H100", 8, 8, 0);
+        let stale = |t: &Telemetry| take(&[&n], &[&g], &[], t).nodes[0].telemetry_stale;
+        // The probe's clock is 2 minutes behind: its stamp says 125 s old, it arrived 5 s ago.
+        assert!(stale(&after(125)), "by its stamp alone it looks stale");
+        assert!(!stale(&seen(125, 5, true)));
+        // The probe's clock is 2 minutes ahead and it died: the stamp says the reading is from
+        // the future, but nothing has arrived for 61 s.
+        assert!(!stale(&after(-120)));
+        assert!(stale(&seen(-120, 61, true)));
+        assert!(!stale(&seen(-120, 60, true)));
+    }
+
+    #[test]
+    fn a_reading_there_before_the_agent_looked_is_aged_by_its_stamp_and_never_younger_than_seen() {
+        let n = node("h1", "8");
+        let g = gpu_node("h1", "H100", 8, 8, 0);
+        let stale = |t: &Telemetry| take(&[&n], &[&g], &[], t).nodes[0].telemetry_stale;
+        assert!(stale(&seen(61, 1, false)), "its stamp says 61 s");
+        assert!(!stale(&seen(30, 30, false)));
+        // A stamp from the future does not keep it believed beyond what the agent saw.
+        assert!(stale(&seen(-120, 61, false)));
+        // A sighting of another reading (the store is ahead of the record) says nothing.
+        let mut other = seen(61, 1, true);
+        other.sightings.get_mut("h1").unwrap().stamp =
+            Timestamp::from_second(READ_AT + 50).unwrap();
+        assert!(stale(&other));
+    }
+
+    #[test]
+    fn a_new_stamp_is_a_new_reading_that_arrived_and_the_same_stamp_is_not() {
+        let t0 = std::time::Instant::now();
+        let t1 = t0 + Duration::from_secs(7);
+        let (a, b) = (
+            Timestamp::from_second(1).unwrap(),
+            Timestamp::from_second(2).unwrap(),
+        );
+        let first = Seen::next(None, a, t0);
+        assert_eq!((first.at, first.arrived), (t0, false));
+        assert_eq!(
+            Seen::next(Some(&first), a, t1),
+            first,
+            "a relist is no new reading"
+        );
+        let second = Seen::next(Some(&first), b, t1);
+        assert_eq!((second.stamp, second.at, second.arrived), (b, t1, true));
+        assert_eq!(
+            second.as_of(t1 + Duration::from_secs(3)).ago,
+            Duration::from_secs(3)
+        );
     }
 
     /// Readings taken 5 s ago.

@@ -258,7 +258,10 @@ pub async fn run(
             "gpunodes",
             Api::<GpuNode>::all(local.clone()),
             watcher::Config::default(),
-            |_: &mut _| {},
+            {
+                let shared = shared.clone();
+                move |g: &mut GpuNode| shared.saw_reading(g)
+            },
             waker(&inventory_changed),
         ),
         services: reflect(

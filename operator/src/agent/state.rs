@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use tokio::sync::Notify;
 
 use super::clock::Reading;
+use super::inventory::{Seen, Sighting};
+use gpufed_crds::GpuNode;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -31,6 +33,8 @@ pub struct Shared {
     lease_owner: Mutex<Option<OwnerReference>>,
     /// The last reading of the member's clock ([`super::clock`]).
     member_clock: Mutex<Reading>,
+    /// When the agent first saw each node's current gpu-probe reading ([`super::inventory`]).
+    readings: Mutex<BTreeMap<String, Seen>>,
     /// Wakes the placement sync (a watched object changed, or the fence state did).
     pub wake: Notify,
     /// Fires when the agent is fenced off or recovers (cuts a retry backoff short).
@@ -54,9 +58,35 @@ impl Shared {
                 at: Instant::now(),
                 offset: SignedDuration::ZERO,
             }),
+            readings: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             fence_changed: Notify::new(),
         }
+    }
+
+    /// Notes a GpuNode as the agent's watch delivers it: a new `lastUpdateTime` is a new reading,
+    /// aged from now on the agent's monotonic clock.
+    pub fn saw_reading(&self, gpu_node: &GpuNode) {
+        let Some(stamp) = gpu_node
+            .status
+            .as_ref()
+            .and_then(|s| s.last_update_time.as_ref())
+        else {
+            return;
+        };
+        let mut readings = lock(&self.readings);
+        let node = &gpu_node.spec.node_name;
+        let next = Seen::next(readings.get(node), stamp.0, Instant::now());
+        readings.insert(node.clone(), next);
+    }
+
+    /// When the agent saw each node's current reading, as of now.
+    pub fn sightings(&self) -> BTreeMap<String, Sighting> {
+        let now = Instant::now();
+        lock(&self.readings)
+            .iter()
+            .map(|(node, seen)| (node.clone(), seen.as_of(now)))
+            .collect()
     }
 
     /// The offset of the member's apiserver clock from ours at the last reading (0 until then).
