@@ -177,6 +177,8 @@ fn jobs(n: usize, cluster_count: usize, rng: &mut Rng) -> Vec<JobRequest> {
                 failed_on: Vec::new(),
                 priority: *rng.pick(&[-1, 0, 0, 0, 1]),
                 order: i as u64,
+                max_duration_secs: 3600,
+                max_spend: None,
             }
         })
         .collect()

@@ -167,6 +167,12 @@ pub struct JobRequest {
     pub priority: i32,
     /// Creation order; among equal priorities smaller (older) is placed first.
     pub order: u64,
+    /// Longest run of one attempt in seconds (`spec.maxDuration`): with the GPUs, the job's worst
+    /// case against a GPU-hours quota.
+    pub max_duration_secs: u64,
+    /// Atto-tokens the escrow locks for one attempt (price cap × GPUs × maxDuration), counted
+    /// against a spend quota; `None`: no bound (no price cap, or no chain).
+    pub max_spend: Option<u128>,
 }
 
 /// Share, in percent, of a job's advertised minimum GPU memory that a GPU must report to qualify.

@@ -13,7 +13,8 @@
 //! no-fit decision keeps of the snapshot), `filter` (why a cluster fits or not), `scan` (the
 //! indexed search for the best fit, and the reasons that depend on free GPUs), `score`
 //! (strategies), `packing` (nodes inside the chosen cluster), [`scheduler`] (entry points),
-//! [`quota`] (namespace quotas and cohort borrowing), [`fairshare`] (fair-share order and the
+//! [`quota`] (namespace quotas and cohort borrowing), [`period`] (calendar
+//! periods of GPU-hours and spend quotas), [`fairshare`] (fair-share order and the
 //! hold that keeps large gangs from starving), [`preempt`] (which lower-priority attempts a job
 //! would evict), [`auction`] (the clearing price of `Auction`
 //! pools), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
@@ -30,6 +31,7 @@ pub mod input;
 pub mod money;
 pub mod nofit;
 mod packing;
+pub mod period;
 pub mod preempt;
 pub mod quota;
 pub mod reason;
@@ -53,7 +55,10 @@ pub use input::{
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use nofit::{NoFit, NoFitSignature};
+pub use period::{Period, PeriodQuota, PeriodUsage};
 pub use preempt::{MAX_PREEMPTORS, Preempt, Running, Victim, plan_preemptions};
-pub use quota::{GroupQuota, NamespaceQuota, OverQuota, QuotaBook, QuotaUse, Usage};
+pub use quota::{
+    GroupQuota, Limit, NamespaceQuota, OverQuota, PeriodUse, QuotaBook, QuotaUse, Usage,
+};
 pub use reason::{BondIssue, Reason, ReasonKind, VerificationIssue};
 pub use scheduler::{Scheduler, schedule, schedule_batch, schedule_batch_with_quotas};

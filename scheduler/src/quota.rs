@@ -15,11 +15,17 @@
 //! nominal quota (its own check does not look at the cohort); borrowed GPUs are not taken back —
 //! no preemption here — so until borrowers' jobs end the cohort may hold more than its nominal sum,
 //! and no new borrowing happens while it does.
+//!
+//! A group may also limit GPU-hours and spend per calendar period ([`PeriodQuota`], fed with
+//! [`QuotaBook::with_periods`]): a job passes only if its worst case inside the current period
+//! (GPUs × maxDuration, cut at the period's end; its escrow lock) fits what is left. GPU-hours are
+//! lent within a cohort like GPUs (among members counting the same group over the same period,
+//! without a borrowing limit); spend is a payer's money and is never borrowed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use crate::input::JobRequest;
+use crate::period::{Period, PeriodQuota, PeriodUsage};
 
 /// GPUs one namespace may hold in one group of models.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +39,8 @@ pub struct GroupQuota {
     /// At most this many GPUs beyond `nominal` borrowed from the cohort; `None`: as many as the
     /// cohort has idle.
     pub borrowing_limit: Option<u64>,
+    /// GPU-hours and spend per calendar period; `None`: no limit over time.
+    pub per_period: Option<PeriodQuota>,
 }
 
 /// One tenant namespace's quota in a pool.
@@ -57,6 +65,34 @@ pub struct Usage {
     pub gpus: u64,
 }
 
+/// Which limit of a group a job is over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Limit {
+    /// GPUs held at once: [`OverQuota`]'s numbers are GPUs.
+    #[default]
+    Gpus,
+    /// GPU-hours per period: [`OverQuota`]'s numbers are GPU-seconds.
+    GpuHours {
+        /// The period.
+        period: Period,
+        /// Its start and end, Unix seconds.
+        window: (u64, u64),
+    },
+    /// Spend per period, in atto-tokens (never borrowed).
+    Spend {
+        /// The period.
+        period: Period,
+        /// Its start and end, Unix seconds.
+        window: (u64, u64),
+        /// Settled and locked in the period.
+        spent: u128,
+        /// The group's limit.
+        limit: u128,
+        /// The job's escrow lock; `None`: its cost has no bound (no price cap).
+        need: Option<u128>,
+    },
+}
+
 /// Why a job waits for quota rather than for a cluster: the first accepted model's group (in the
 /// job's order) and its numbers as the job was decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,30 +113,8 @@ pub struct OverQuota {
     pub cohort: Option<String>,
     /// GPUs the namespace could borrow now (idle quota of its cohort, within its borrowing limit).
     pub borrowable: u64,
-}
-
-impl fmt::Display for OverQuota {
-    /// `over quota: namespace team-a holds 8 of its 8 GPUs of group h100 and needs 4 more; cohort
-    /// research lends 0 now`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(group) = &self.group else {
-            return write!(
-                f,
-                "over quota: namespace {} has no quota for {} in this pool (the pool admin sets \
-                 quotas in the GpuPool's spec.quotas)",
-                self.namespace, self.model
-            );
-        };
-        write!(
-            f,
-            "over quota: namespace {} holds {} of its {} GPUs of group {group} and needs {} more; ",
-            self.namespace, self.used, self.nominal, self.need
-        )?;
-        match &self.cohort {
-            Some(c) => write!(f, "cohort {c} lends {} now", self.borrowable),
-            None => f.write_str("no cohort to borrow from"),
-        }
-    }
+    /// The limit the job is over; for GPU-hours the four numbers above are GPU-seconds.
+    pub limit: Limit,
 }
 
 /// Where a job's GPUs are counted: (namespace position, group position).
@@ -115,6 +129,12 @@ pub struct QuotaBook {
     used: HashMap<Slot, u64>,
     /// (cohort, group name) → (sum of nominal quotas, GPUs held by members).
     cohorts: BTreeMap<(String, String), (u64, u64)>,
+    /// The hub's clock for the periods, Unix seconds.
+    now: u64,
+    /// GPU-seconds and atto-tokens used or committed per (namespace, group) in the group's period.
+    period_used: HashMap<Slot, (u64, u128)>,
+    /// (cohort, group name, period) → (sum of GPU-second quotas, GPU-seconds of members).
+    cohort_hours: BTreeMap<(String, String, Period), (u64, u64)>,
 }
 
 impl QuotaBook {
@@ -132,6 +152,18 @@ impl QuotaBook {
                 for g in &q.groups {
                     let e = book.cohorts.entry((c.clone(), g.name.clone())).or_default();
                     e.0 = e.0.saturating_add(g.nominal);
+                    if let Some(PeriodQuota {
+                        period,
+                        gpu_seconds: Some(s),
+                        ..
+                    }) = g.per_period
+                    {
+                        let e = book
+                            .cohort_hours
+                            .entry((c.clone(), g.name.clone(), period))
+                            .or_default();
+                        e.0 = e.0.saturating_add(s);
+                    }
                 }
             }
             book.quotas.push(q.clone());
@@ -142,6 +174,23 @@ impl QuotaBook {
             }
         }
         book
+    }
+
+    /// The book with the period limits counted at `now` (Unix seconds, the hub's clock) and
+    /// `usage` already used or committed in the current periods. Usage of namespaces without a
+    /// quota, or of models no group counts, is ignored.
+    pub fn with_periods(mut self, now: u64, usage: &[PeriodUsage]) -> QuotaBook {
+        self.now = now;
+        for u in usage {
+            if let Some(slot) = self.slot(&u.namespace, &u.model)
+                && let Some(pq) = self.period_quota(slot)
+            {
+                let i = pq.period.index();
+                let (s, m) = (u.gpu_seconds[i], u.spend[i]);
+                self.charge_period(slot, s, m);
+            }
+        }
+        self
     }
 
     /// Whether no namespace has a quota (every job passes).
@@ -177,6 +226,85 @@ impl QuotaBook {
             && let Some(e) = self.cohorts.get_mut(&key)
         {
             e.1 = e.1.saturating_add(gpus);
+        }
+    }
+
+    fn period_quota(&self, (ns, g): Slot) -> Option<PeriodQuota> {
+        self.quotas.get(ns)?.groups.get(g)?.per_period
+    }
+
+    fn charge_period(&mut self, slot: Slot, gpu_seconds: u64, spend: u128) {
+        let e = self.period_used.entry(slot).or_default();
+        e.0 = e.0.saturating_add(gpu_seconds);
+        e.1 = e.1.saturating_add(spend);
+        if let Some(key) = self.hours_cohort_key(slot)
+            && let Some(e) = self.cohort_hours.get_mut(&key)
+        {
+            e.1 = e.1.saturating_add(gpu_seconds);
+        }
+    }
+
+    /// The cohort entry lending GPU-hours of the slot's group, if it counts GPU-hours.
+    fn hours_cohort_key(&self, (ns, g): Slot) -> Option<(String, String, Period)> {
+        let pq = self.period_quota((ns, g))?;
+        pq.gpu_seconds?;
+        let (c, name) = self.cohort_key(ns, g)?;
+        Some((c, name, pq.period))
+    }
+
+    /// The job's worst case in the slot's period from now: GPU-seconds (GPUs × maxDuration, cut at
+    /// the period's end) and its escrow lock.
+    fn worst_case(&self, slot: Slot, job: &JobRequest) -> (u64, Option<u128>) {
+        let Some(pq) = self.period_quota(slot) else {
+            return (0, job.max_spend);
+        };
+        let (_, end) = pq.period.window(self.now);
+        let secs = job.max_duration_secs.min(end.saturating_sub(self.now));
+        (job.total_gpus().saturating_mul(secs), job.max_spend)
+    }
+
+    /// GPU-seconds the slot could take beyond its own GPU-hours quota now.
+    fn hours_borrowable(&self, slot: Slot, nominal: u64, used: u64) -> u64 {
+        let Some((sum, held)) = self
+            .hours_cohort_key(slot)
+            .and_then(|k| self.cohort_hours.get(&k).copied())
+        else {
+            return 0;
+        };
+        sum.saturating_sub(held)
+            .saturating_sub(nominal.saturating_sub(used))
+    }
+
+    /// Why the job's worst case does not fit the slot's period limits, if it does not.
+    fn period_refusal(&self, slot: Slot, job: &JobRequest) -> Option<(Limit, [u64; 4])> {
+        let pq = self.period_quota(slot)?;
+        let window = pq.period.window(self.now);
+        let (used_s, spent) = self.period_used.get(&slot).copied().unwrap_or((0, 0));
+        let (need_s, need_m) = self.worst_case(slot, job);
+        if let Some(nominal) = pq.gpu_seconds {
+            let own = nominal.saturating_sub(used_s);
+            let borrowable = self.hours_borrowable(slot, nominal, used_s);
+            if need_s.saturating_sub(own) > borrowable {
+                let limit = Limit::GpuHours {
+                    period: pq.period,
+                    window,
+                };
+                return Some((limit, [used_s, nominal, need_s, borrowable]));
+            }
+        }
+        let limit = pq.spend?;
+        match need_m {
+            Some(m) if spent.saturating_add(m) <= limit => None,
+            need => Some((
+                Limit::Spend {
+                    period: pq.period,
+                    window,
+                    spent,
+                    limit,
+                    need,
+                },
+                [0; 4],
+            )),
         }
     }
 
@@ -244,8 +372,31 @@ impl QuotaBook {
                 return Ok(None);
             };
             match group {
-                Some(g) if self.admits((ns, g), need) => allowed.push(model.clone()),
+                Some(g)
+                    if self.admits((ns, g), need)
+                        && self.period_refusal((ns, g), job).is_none() =>
+                {
+                    allowed.push(model.clone())
+                }
                 _ if first_refusal.is_some() => {}
+                Some(g) if self.admits((ns, g), need) => {
+                    let q = self.quotas.get(ns);
+                    if let Some((limit, [used, nominal, need, borrowable])) =
+                        self.period_refusal((ns, g), job)
+                    {
+                        first_refusal = Some(OverQuota {
+                            namespace: namespace.to_string(),
+                            group: q.and_then(|q| q.groups.get(g)).map(|g| g.name.clone()),
+                            model: model.clone(),
+                            used,
+                            nominal,
+                            need,
+                            cohort: q.and_then(|q| q.cohort.clone()),
+                            borrowable,
+                            limit,
+                        });
+                    }
+                }
                 Some(g) => {
                     let q = self.quotas.get(ns);
                     first_refusal = Some(OverQuota {
@@ -260,6 +411,7 @@ impl QuotaBook {
                         need,
                         cohort: q.and_then(|q| q.cohort.clone()),
                         borrowable: self.borrowable((ns, g)),
+                        limit: Limit::Gpus,
                     });
                 }
                 None => {
@@ -272,6 +424,7 @@ impl QuotaBook {
                         need,
                         cohort: None,
                         borrowable: 0,
+                        limit: Limit::Gpus,
                     });
                 }
             }
@@ -289,6 +442,18 @@ impl QuotaBook {
         }
     }
 
+    /// Counts a placement of `job` on `model`: its GPUs and, in a group with period limits, its
+    /// worst case in the period (see [`QuotaBook::with_periods`]).
+    pub fn charge_job(&mut self, job: &JobRequest, model: &str) {
+        self.charge(&job.key, model, job.total_gpus());
+        if let Some(slot) = self.slot(namespace_of(&job.key), model)
+            && self.period_quota(slot).is_some()
+        {
+            let (s, m) = self.worst_case(slot, job);
+            self.charge_period(slot, s, m.unwrap_or(0));
+        }
+    }
+
     /// Per namespace with a quota, per group: (namespace, group, GPUs held, nominal, GPUs
     /// borrowed), in the order the quotas were given.
     pub fn report(&self) -> Vec<QuotaUse> {
@@ -302,6 +467,18 @@ impl QuotaBook {
                     used,
                     nominal: group.nominal,
                     borrowed: used.saturating_sub(group.nominal),
+                    period: group.per_period.map(|pq| {
+                        let (gpu_seconds, spend) =
+                            self.period_used.get(&(ns, g)).copied().unwrap_or((0, 0));
+                        PeriodUse {
+                            period: pq.period,
+                            start: pq.period.window(self.now).0,
+                            gpu_seconds,
+                            gpu_seconds_limit: pq.gpu_seconds,
+                            spend,
+                            spend_limit: pq.spend,
+                        }
+                    }),
                 });
             }
         }
@@ -322,6 +499,25 @@ pub struct QuotaUse {
     pub nominal: u64,
     /// GPUs held beyond nominal (borrowed from the cohort).
     pub borrowed: u64,
+    /// Use of the group's period limits, if it has them.
+    pub period: Option<PeriodUse>,
+}
+
+/// One namespace's use of one group's period limits in the current period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodUse {
+    /// The period.
+    pub period: Period,
+    /// When the current period started, Unix seconds.
+    pub start: u64,
+    /// GPU-seconds used or committed.
+    pub gpu_seconds: u64,
+    /// The group's GPU-seconds per period, if limited.
+    pub gpu_seconds_limit: Option<u64>,
+    /// Atto-tokens settled or locked.
+    pub spend: u128,
+    /// The group's atto-tokens per period, if limited.
+    pub spend_limit: Option<u128>,
 }
 
 /// The namespace part of a `namespace/name` key (the whole key when it has no `/`).
@@ -329,5 +525,9 @@ pub fn namespace_of(key: &str) -> &str {
     key.split_once('/').map_or(key, |(ns, _)| ns)
 }
 
+mod text;
+
+#[cfg(test)]
+mod period_tests;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,8 @@ use crate::filter::{Banned, JobView, Reject, evaluate};
 use crate::index::{ClusterEntry, Gate, Index};
 use crate::input::{ClusterState, JobRequest, Policy, Reservation};
 use crate::nofit::{NoFit, NoFitSignature};
-use crate::quota::{GroupQuota, NamespaceQuota, OverQuota, Usage, namespace_of};
+use crate::period::{Period, PeriodUsage};
+use crate::quota::{GroupQuota, Limit, NamespaceQuota, OverQuota, Usage, namespace_of};
 use crate::reason::Reason;
 use crate::roster::{bond_issue, mix, name_hash, pair_hash, verification_issue};
 use crate::scheduler::{Best, Choice, Scheduler, batch_with};
@@ -207,10 +208,34 @@ pub fn schedule_batch_with_quotas(
     quotas: &[NamespaceQuota],
     usage: &[Usage],
 ) -> Result<Vec<(String, Expanded)>, ScheduleError> {
+    schedule_batch_with_period_quotas(
+        jobs,
+        clusters,
+        reservations,
+        policy,
+        quotas,
+        usage,
+        (0, &[]),
+    )
+}
+
+/// [`schedule_batch_with_quotas`] with the period limits counted at `now` from `period_usage`
+/// (`(now, period_usage)`): before each job every namespace's and cohort's GPU-seconds and spend
+/// in each period are recounted from it and the worst cases of the pass's placements so far.
+pub fn schedule_batch_with_period_quotas(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    reservations: &[Reservation],
+    policy: &Policy,
+    quotas: &[NamespaceQuota],
+    usage: &[Usage],
+    (now, period_usage): (u64, &[PeriodUsage]),
+) -> Result<Vec<(String, Expanded)>, ScheduleError> {
     let mut held: Vec<Usage> = usage.to_vec();
+    let mut spent: Vec<PeriodUsage> = period_usage.to_vec();
     batch_with(jobs, clusters, reservations, policy, |s, job| {
         let ns = namespace_of(&job.key);
-        let narrowed = match quota_models(quotas, &held, job) {
+        let narrowed = match quota_models(quotas, &held, (now, &spent), job) {
             Err(over) => return Ok(Expanded::OverQuota(over)),
             Ok(models) => JobRequest {
                 models,
@@ -224,6 +249,16 @@ pub fn schedule_batch_with_quotas(
                     model: assignment.model.clone(),
                     gpus: job.total_gpus(),
                 });
+                let mut worst = PeriodUsage {
+                    namespace: ns.to_string(),
+                    model: assignment.model.clone(),
+                    ..PeriodUsage::default()
+                };
+                for p in Period::ALL {
+                    worst.gpu_seconds[p.index()] = worst_seconds(job, p, now);
+                    worst.spend[p.index()] = job.max_spend.unwrap_or(0);
+                }
+                spent.push(worst);
                 Expanded::Place(assignment)
             }
             Choice::NoFit { view, banned } => Expanded::NoFit(reasons(&s.index, &view, &banned)),
@@ -256,10 +291,102 @@ fn held_in(quotas: &[NamespaceQuota], held: &[Usage], ns: &str, group: &str) -> 
         .sum()
 }
 
+/// The job's GPU-seconds from `now` to the end of the period, at most its maxDuration.
+fn worst_seconds(job: &JobRequest, p: Period, now: u64) -> u64 {
+    let end = p.window(now).1;
+    job.total_gpus() * job.max_duration_secs.min(end - now)
+}
+
+/// GPU-seconds and spend of `ns` in its group named `group` in `p`, recounted from `spent`.
+fn spent_in(
+    quotas: &[NamespaceQuota],
+    spent: &[PeriodUsage],
+    ns: &str,
+    group: &str,
+    p: Period,
+) -> (u64, u128) {
+    let Some(q) = quota_of(quotas, ns) else {
+        return (0, 0);
+    };
+    spent
+        .iter()
+        .filter(|u| u.namespace == ns)
+        .filter(|u| group_for(q, &u.model).is_some_and(|g| g.name == group))
+        .fold((0, 0), |(s, m), u| {
+            (s + u.gpu_seconds[p.index()], m + u.spend[p.index()])
+        })
+}
+
+/// Why `job` does not fit the period limits of group `g` of `q`, if it does not: the limit and
+/// (used, nominal, need, borrowable) GPU-seconds.
+fn period_refusal(
+    quotas: &[NamespaceQuota],
+    spent: &[PeriodUsage],
+    now: u64,
+    q: &NamespaceQuota,
+    g: &GroupQuota,
+    job: &JobRequest,
+) -> Option<(Limit, [u64; 4])> {
+    let pq = g.per_period?;
+    let p = pq.period;
+    let window = p.window(now);
+    let (used, money) = spent_in(quotas, spent, &q.namespace, &g.name, p);
+    let need = worst_seconds(job, p, now);
+    if let Some(nominal) = pq.gpu_seconds {
+        // The cohort's members counting GPU-hours in a group of this name over this period.
+        let (mut sum, mut held) = (0u64, 0u64);
+        if let Some(c) = &q.cohort {
+            let mut seen: Vec<&str> = vec![];
+            for member in quotas {
+                if seen.contains(&member.namespace.as_str()) {
+                    continue;
+                }
+                seen.push(&member.namespace);
+                if member.cohort.as_deref() != Some(c.as_str()) {
+                    continue;
+                }
+                for mg in member.groups.iter().filter(|mg| mg.name == g.name) {
+                    if let Some(s) = mg
+                        .per_period
+                        .filter(|x| x.period == p)
+                        .and_then(|x| x.gpu_seconds)
+                    {
+                        sum += s;
+                        held += spent_in(quotas, spent, &member.namespace, &g.name, p).0;
+                    }
+                }
+            }
+        }
+        let ok = used + need <= nominal || (q.cohort.is_some() && held + need <= sum);
+        if !ok {
+            let borrowable = sum
+                .saturating_sub(held)
+                .saturating_sub(nominal.saturating_sub(used));
+            let limit = Limit::GpuHours { period: p, window };
+            return Some((limit, [used, nominal, need, borrowable]));
+        }
+    }
+    let limit = pq.spend?;
+    match job.max_spend {
+        Some(m) if money + m <= limit => None,
+        need => Some((
+            Limit::Spend {
+                period: p,
+                window,
+                spent: money,
+                limit,
+                need,
+            },
+            [0; 4],
+        )),
+    }
+}
+
 /// The job's models its quota allows, or the refusal of its first model.
 fn quota_models(
     quotas: &[NamespaceQuota],
     held: &[Usage],
+    (now, spent): (u64, &[PeriodUsage]),
     job: &JobRequest,
 ) -> Result<Vec<String>, Box<OverQuota>> {
     let ns = namespace_of(&job.key);
@@ -280,6 +407,7 @@ fn quota_models(
                 need,
                 cohort: None,
                 borrowable: 0,
+                limit: Limit::Gpus,
             });
             continue;
         };
@@ -309,7 +437,20 @@ fn quota_models(
         let ok = used + need <= g.nominal
             || (q.cohort.is_some() && cohort_held + need <= cohort_nominal && within_limit);
         if ok {
-            allowed.push(model.clone());
+            match period_refusal(quotas, spent, now, q, g, job) {
+                None => allowed.push(model.clone()),
+                Some((limit, [used, nominal, need, borrowable])) => refusals.push(OverQuota {
+                    namespace: ns.to_string(),
+                    group: Some(g.name.clone()),
+                    model: model.clone(),
+                    used,
+                    nominal,
+                    need,
+                    cohort: q.cohort.clone(),
+                    borrowable,
+                    limit,
+                }),
+            }
         } else {
             let idle = cohort_nominal.saturating_sub(cohort_held);
             let own = g.nominal.saturating_sub(used);
@@ -330,6 +471,7 @@ fn quota_models(
                 need,
                 cohort: q.cohort.clone(),
                 borrowable,
+                limit: Limit::Gpus,
             });
         }
     }

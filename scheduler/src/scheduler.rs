@@ -248,7 +248,7 @@ pub(crate) fn place_within_quota(
         }
     };
     if let Decision::Place(a) = &decision {
-        quotas.charge(&job.key, &a.model, job.total_gpus());
+        quotas.charge_job(job, &a.model);
     }
     Ok(decision)
 }

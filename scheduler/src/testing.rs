@@ -118,6 +118,8 @@ pub fn job(key: &str) -> JobBuilder {
         failed_on: Vec::new(),
         priority: 0,
         order: 0,
+        max_duration_secs: 3600,
+        max_spend: None,
     })
 }
 
@@ -178,6 +180,16 @@ impl JobBuilder {
     /// Sets the creation order.
     pub fn order(mut self, order: u64) -> Self {
         self.0.order = order;
+        self
+    }
+    /// Sets the longest run of one attempt, in seconds.
+    pub fn max_duration(mut self, secs: u64) -> Self {
+        self.0.max_duration_secs = secs;
+        self
+    }
+    /// Sets the escrow lock, e.g. `"20"` tokens.
+    pub fn max_spend(mut self, amount: &str) -> Self {
+        self.0.max_spend = Some(tokens(amount));
         self
     }
     /// The job.

@@ -62,6 +62,7 @@ fn quotas() -> impl Strategy<Value = Vec<NamespaceQuota>> {
                     models: vec![],
                     nominal,
                     borrowing_limit: if cohort { limit } else { None },
+                    per_period: None,
                 }],
             })
             .collect()

@@ -15,6 +15,7 @@ fn quota(ns: &str, cohort: Option<&str>, nominal: u64, limit: Option<u64>) -> Na
             models: vec![],
             nominal,
             borrowing_limit: limit,
+            per_period: None,
         }],
     }
 }
@@ -124,12 +125,14 @@ fn model_groups_narrow_a_job_to_the_models_with_room_and_refuse_uncounted_models
                 models: vec!["H100".into()],
                 nominal: 4,
                 borrowing_limit: None,
+                per_period: None,
             },
             GroupQuota {
                 name: "small".into(),
                 models: vec!["L4".into()],
                 nominal: 8,
                 borrowing_limit: None,
+                per_period: None,
             },
         ],
     };
@@ -171,7 +174,8 @@ fn jobs_placed_earlier_in_the_pass_count_against_the_quota() {
             group: "gpus".into(),
             used: 8,
             nominal: 8,
-            borrowed: 0
+            borrowed: 0,
+            period: None,
         }]
     );
 }

@@ -173,6 +173,8 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
                     failed_on,
                     priority,
                     order,
+                    max_duration_secs: 3600,
+                    max_spend: None,
                 }
             },
         )
