@@ -45,7 +45,7 @@ pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
     GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,
     NamespaceShare, NamespaceWeight, PayerBinding, Preemption, PreemptionPolicy, PriorityClass,
-    QuotaGroup, QuotaUsage, SecretKeyRef, Strategy, Utilization,
+    QuotaGroup, QuotaPeriod, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
 pub use pool::{ChallengeBackend, Verification};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};

@@ -55,6 +55,9 @@ pub enum Strategy {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(
+    validation = kube::core::Rule::new("has(self.chain) || !has(self.quotas) || self.quotas.all(q, q.groups.all(g, !has(g.spend)))").message("spec.quotas[].groups[].spend needs spec.chain: spend is counted from escrow locks and settlements, which only pools with a chain have; set spec.chain or remove spend"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuPoolSpec {
     /// How clusters that fit a job are ranked and priced: `CheapestFit` (default), `BinPack`,
@@ -271,8 +274,13 @@ pub struct NamespaceQuota {
     pub groups: Vec<QuotaGroup>,
 }
 
-/// GPUs of some models one namespace may hold at once.
+/// GPUs of some models one namespace may hold at once, and optionally the GPU-hours and tokens
+/// it may use per calendar period.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = kube::core::Rule::new("has(self.period) || (!has(self.gpuHours) && !has(self.spend))").message("spec.quotas[].groups[]: gpuHours and spend count per period; set period (Day, Week or Month)"),
+    validation = kube::core::Rule::new("!has(self.period) || has(self.gpuHours) || has(self.spend)").message("spec.quotas[].groups[].period limits nothing alone; set gpuHours or spend, or remove period"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaGroup {
     /// Name of the group; groups of the same name lend to each other within a cohort.
@@ -291,6 +299,35 @@ pub struct QuotaGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100000))]
     pub borrowing_limit: Option<u32>,
+    /// The calendar period `gpuHours` and `spend` count over, in UTC on the hub's clock: `Day`
+    /// (from 00:00), `Week` (from Monday 00:00) or `Month` (from the 1st). Needs `gpuHours` or
+    /// `spend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<QuotaPeriod>,
+    /// GPU-hours the namespace may use per `period` in this group: attempts' GPU-seconds inside
+    /// the period, counting placed and running attempts at their worst case (GPUs × maxDuration,
+    /// cut at the period's end). A job whose worst case exceeds what is left waits `OverQuota`.
+    /// Lent within the cohort like `gpus`. 0 to 10000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10000000))]
+    pub gpu_hours: Option<u32>,
+    /// Tokens the namespace may spend per `period` in this group (pools with a chain): settled
+    /// amounts plus the locks of attempts not settled yet, of attempts placed in the period. A
+    /// job whose escrow lock exceeds what is left waits `OverQuota`. Never borrowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<TokenAmount>,
+}
+
+/// The calendar period a quota's `gpuHours` and `spend` count over, in UTC on the hub's clock:
+/// `Day` (from 00:00), `Week` (from Monday 00:00) or `Month` (from the 1st 00:00).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum QuotaPeriod {
+    /// From 00:00 UTC to the next 00:00 UTC.
+    Day,
+    /// From Monday 00:00 UTC to the next Monday.
+    Week,
+    /// From the 1st of the month 00:00 UTC to the 1st of the next.
+    Month,
 }
 
 /// A queueing priority the pool admin grants to some or all tenant namespaces.
@@ -632,6 +669,25 @@ pub struct QuotaUsage {
     pub limit: u64,
     /// GPUs held beyond `limit`, borrowed from idle quota of the cohort.
     pub borrowed: u64,
+    /// The group's period (`spec.quotas[].groups[].period`), when it limits GPU-hours or spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<QuotaPeriod>,
+    /// When the current period started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<Time>,
+    /// GPU-hours used or committed in the current period (placed and running attempts at their
+    /// worst case), two decimals, e.g. `7.50`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hours_used: Option<String>,
+    /// The group's GPU-hours per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hours_limit: Option<u32>,
+    /// Tokens settled or locked in the current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<TokenAmount>,
+    /// The group's tokens per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_limit: Option<TokenAmount>,
 }
 
 /// GPU-hours allocated to jobs ÷ GPU-hours available, over a window ending at the last roll-up.

@@ -267,3 +267,59 @@ fn verification_needs_a_matrix_size_of_whole_row_groups_and_sane_times() {
     let bad = pool(serde_json::json!({"image": "probe:1", "every": "30s"}));
     assert!(errors_of(validate_cel(&bad)).contains("at least 1m"));
 }
+
+#[test]
+fn gpu_hours_and_spend_per_period_pass_in_a_pool_with_a_chain() {
+    let quotas = serde_json::json!([
+        {"namespace": "team-a", "cohort": "research", "groups": [
+            {"name": "h100", "models": ["H100"], "gpus": 8, "period": "Week", "gpuHours": 500,
+             "spend": "1000"},
+            {"name": "rest", "gpus": 16, "period": "Day", "gpuHours": 24}]},
+    ]);
+    let spec: GpuPoolSpec = serde_json::from_value(serde_json::json!({
+        "chain": {
+            "rpcUrl": "http://127.0.0.1:8545",
+            "chainId": 31337,
+            "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "escrow": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+            "hubKeySecretRef": {"namespace": "gpufed-system", "name": "k", "key": "privateKey"}
+        },
+        "quotas": quotas,
+    }))
+    .unwrap();
+    assert_eq!(errors_of(validate_cel(&GpuPool::new("p", spec))), "");
+}
+
+#[test]
+fn gpu_hours_or_spend_without_a_period_and_a_period_alone_are_refused_naming_the_fix() {
+    for group in [
+        serde_json::json!({"name": "a", "gpus": 8, "gpuHours": 100}),
+        serde_json::json!({"name": "a", "gpus": 8, "spend": "10"}),
+    ] {
+        let pool =
+            pool_with_quotas(serde_json::json!([{"namespace": "team-a", "groups": [group]}]));
+        let errors = errors_of(validate_cel(&pool));
+        assert!(
+            errors.contains("gpuHours and spend count per period; set period (Day, Week or Month)"),
+            "{errors}"
+        );
+    }
+    let alone = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "groups": [{"name": "a", "gpus": 8, "period": "Month"}]},
+    ]));
+    let errors = errors_of(validate_cel(&alone));
+    assert!(
+        errors.contains("period limits nothing alone; set gpuHours or spend"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn spend_in_a_pool_without_a_chain_is_refused_naming_the_fix() {
+    let pool = pool_with_quotas(serde_json::json!([
+        {"namespace": "team-a", "groups": [
+            {"name": "a", "gpus": 8, "period": "Month", "spend": "100"}]},
+    ]));
+    let errors = errors_of(validate_cel(&pool));
+    assert!(errors.contains("spend needs spec.chain"), "{errors}");
+}

@@ -414,6 +414,7 @@ new      default  eu-west  <none>  <none>        0     0     H100=3.00
                 used: 10,
                 limit: 8,
                 borrowed: 2,
+                ..Default::default()
             }];
         }
         let out = render(&summarize(&pools, &members, None), false);
