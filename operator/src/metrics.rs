@@ -36,6 +36,12 @@ pub struct Metrics {
     pub quota_limit: IntGaugeVec,
     /// GPUs held beyond nominal quota (borrowed from the cohort) per pool, namespace and group.
     pub quota_borrowed: IntGaugeVec,
+    /// GPU-hours used or committed in the current period, per pool, namespace and quota group
+    /// with a period limit (ADR 0019).
+    pub quota_period_gpu_hours: GaugeVec,
+    /// Tokens settled or locked in the current period, per pool, namespace and quota group with a
+    /// spend limit (ADR 0019).
+    pub quota_period_spent: GaugeVec,
     /// GPU-hours allocated ÷ available over the last hour, per pool.
     pub pool_utilization: GaugeVec,
     /// Each namespace's dominant share of a fair-sharing pool (0 to 1, before weight).
@@ -182,6 +188,22 @@ impl Metrics {
         registry.register(Box::new(quota_used.clone()))?;
         registry.register(Box::new(quota_limit.clone()))?;
         registry.register(Box::new(quota_borrowed.clone()))?;
+        let quota_period_gpu_hours = GaugeVec::new(
+            Opts::new(
+                "gpufed_quota_period_gpu_hours",
+                "GPU-hours used or committed (placed and running attempts at their worst case) in the current period, per pool, namespace and quota group with a gpuHours or spend limit.",
+            ),
+            &quota_labels,
+        )?;
+        let quota_period_spent = GaugeVec::new(
+            Opts::new(
+                "gpufed_quota_period_spent_tokens",
+                "Tokens settled or locked in the current period, per pool, namespace and quota group with a spend limit.",
+            ),
+            &quota_labels,
+        )?;
+        registry.register(Box::new(quota_period_gpu_hours.clone()))?;
+        registry.register(Box::new(quota_period_spent.clone()))?;
         registry.register(Box::new(pool_utilization.clone()))?;
         let fair_share = GaugeVec::new(
             Opts::new(
@@ -314,6 +336,8 @@ impl Metrics {
             quota_used,
             quota_limit,
             quota_borrowed,
+            quota_period_gpu_hours,
+            quota_period_spent,
             pool_utilization,
             fair_share,
             clearing_price,

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod log_relay;
 pub mod market;
 pub mod member_controller;
+pub mod period_usage;
 pub mod pool_controller;
 pub mod registration;
 pub mod scheduling;

@@ -73,6 +73,7 @@ pub fn roll_up(
     pool: &GpuPool,
     members: &[Arc<MemberCluster>],
     jobs: &[Arc<ComputeJob>],
+    now: u64,
 ) -> GpuPoolStatus {
     let name = pool.name_any();
     let mine: Vec<&MemberCluster> = members
@@ -203,15 +204,9 @@ pub fn roll_up(
         running_jobs: running,
         last_update_time: None,
         observed_generation: pool.metadata.generation,
-        quota_usage: crate::hub::snapshot::quota_report(pool, jobs)
+        quota_usage: crate::hub::snapshot::quota_report(pool, jobs, now)
             .into_iter()
-            .map(|q| QuotaUsage {
-                namespace: q.namespace,
-                group: q.group,
-                used: q.used,
-                limit: q.nominal,
-                borrowed: q.borrowed,
-            })
+            .map(quota_usage_status)
             .collect(),
         utilization: pool.status.as_ref().and_then(|s| s.utilization.clone()),
         clearing_prices: crate::hub::market::clearing_index(
@@ -234,6 +229,39 @@ pub fn roll_up(
     }
 }
 
+/// One namespace's use of one quota group as `status.quotaUsage` shows it: GPUs held and, for a
+/// group with period limits, the current period's GPU-hours and (with a spend limit) tokens.
+fn quota_usage_status(q: gpufed_scheduler::QuotaUse) -> QuotaUsage {
+    let mut out = QuotaUsage {
+        namespace: q.namespace,
+        group: q.group,
+        used: q.used,
+        limit: q.nominal,
+        borrowed: q.borrowed,
+        ..QuotaUsage::default()
+    };
+    if let Some(p) = q.period {
+        out.period = Some(match p.period {
+            gpufed_scheduler::Period::Day => gpufed_crds::QuotaPeriod::Day,
+            gpufed_scheduler::Period::Week => gpufed_crds::QuotaPeriod::Week,
+            gpufed_scheduler::Period::Month => gpufed_crds::QuotaPeriod::Month,
+        });
+        out.period_start = i64::try_from(p.start)
+            .ok()
+            .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+        out.gpu_hours_used = Some(gpufed_scheduler::period::format_gpu_hours(p.gpu_seconds));
+        out.gpu_hours_limit = p
+            .gpu_seconds_limit
+            .and_then(|s| u32::try_from(s / 3600).ok());
+        if let Some(limit) = p.spend_limit {
+            out.spent = Some(TokenAmount::from_atto(p.spend));
+            out.spend_limit = Some(TokenAmount::from_atto(limit));
+        }
+    }
+    out
+}
+
 async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
     let name = pool.name_any();
     if let Some(wait) = throttled(
@@ -252,7 +280,8 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
         .iter()
         .map(|m| ctx.stores.priced_member(m))
         .collect();
-    let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state());
+    let clock = crate::hub::period_usage::unix(&now());
+    let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state(), clock);
     if let Ok(mut trackers) = ctx.utilisation.lock() {
         let figure = trackers.entry(name.clone()).or_default().record(
             Instant::now(),
@@ -284,6 +313,18 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
             .quota_borrowed
             .with_label_values(&labels)
             .set(gauge(q.borrowed));
+        if let Some(hours) = q.gpu_hours_used.as_deref().and_then(|h| h.parse().ok()) {
+            ctx.metrics
+                .quota_period_gpu_hours
+                .with_label_values(&labels)
+                .set(hours);
+        }
+        if let Some(spent) = q.spent {
+            ctx.metrics
+                .quota_period_spent
+                .with_label_values(&labels)
+                .set(spent.atto() as f64 / gpufed_scheduler::ONE_TOKEN as f64);
+        }
     }
     let exported: std::collections::BTreeSet<(String, String)> = status
         .quota_usage
@@ -299,6 +340,11 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
             let _ = ctx.metrics.quota_used.remove_label_values(&labels);
             let _ = ctx.metrics.quota_limit.remove_label_values(&labels);
             let _ = ctx.metrics.quota_borrowed.remove_label_values(&labels);
+            let _ = ctx
+                .metrics
+                .quota_period_gpu_hours
+                .remove_label_values(&labels);
+            let _ = ctx.metrics.quota_period_spent.remove_label_values(&labels);
         }
     }
     for sh in &status.shares {
@@ -467,7 +513,7 @@ mod tests {
             with_nodes("c", "L4", "0.50", true, &[(4, 2)]),
             with_nodes("d", "H100", "1.00", false, &[(8, 8)]),
         ];
-        let s = roll_up(&pool(), &members, &[]);
+        let s = roll_up(&pool(), &members, &[], 0);
         assert_eq!((s.members, s.ready_members), (4, 3));
         assert_eq!((s.total_gpus, s.free_gpus), (28, 18));
         let h100 = &s.capacity[0];
@@ -488,7 +534,7 @@ mod tests {
         let members = [with_nodes("a", "H100", "2.00", true, &[(8, 8)])];
         let mut m = members[0].as_ref().clone();
         m.spec.prices[0].model = "A100".into();
-        let s = roll_up(&pool(), &[Arc::new(m)], &[]);
+        let s = roll_up(&pool(), &[Arc::new(m)], &[], 0);
         assert_eq!(s.total_gpus, 0);
         assert!(s.capacity.is_empty());
     }
@@ -524,7 +570,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let s = roll_up(&pool(), &members, &[Arc::new(j)]);
+        let s = roll_up(&pool(), &members, &[Arc::new(j)], 0);
         assert_eq!((s.total_gpus, s.free_gpus), (8, 4));
         assert_eq!(s.running_jobs, 1);
     }

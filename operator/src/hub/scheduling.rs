@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 
 use crate::hub::context::{Context, now};
 use crate::hub::status::{Written, write_namespaced};
-use crate::hub::{challenges, lifecycle, snapshot};
+use crate::hub::{challenges, lifecycle, period_usage, snapshot};
 
 /// Status writes (decisions, reasons to wait) in flight at once, across passes.
 pub const WRITES_IN_FLIGHT: usize = 64;
@@ -436,6 +436,20 @@ pub fn decide(
         )
         .collect();
     let mut book = QuotaBook::new(&snapshot::quotas(pool), &usage);
+    if period_usage::has_period_quotas(pool) {
+        // GPU-hours and spend of the current periods (ADR 0019), decisions in flight included.
+        let now = period_usage::unix(now);
+        let spent = period_usage::pool_usage(
+            pool,
+            jobs.iter().map(|j| j.as_ref()),
+            |j| {
+                j.uid()
+                    .and_then(|uid| in_flight.charged(&uid).map(|u| u.model.clone()))
+            },
+            now,
+        );
+        book = book.with_periods(now, &spent);
+    }
     let mut hold: Option<Hold> = None;
     let decisions = match snapshot::fair_share(pool) {
         None => schedule_batch_with_quotas(
@@ -602,6 +616,11 @@ fn over_quota_signature(over: &gpufed_scheduler::OverQuota) -> u64 {
         over.namespace.as_str(),
         over.group.as_deref().unwrap_or("-"),
         over.model.as_str(),
+        match over.limit {
+            gpufed_scheduler::Limit::Gpus => "gpus",
+            gpufed_scheduler::Limit::GpuHours { .. } => "gpu-hours",
+            gpufed_scheduler::Limit::Spend { .. } => "spend",
+        },
     ] {
         for b in part.bytes().chain([0]) {
             h ^= u64::from(b);

@@ -397,10 +397,71 @@ fn the_pool_status_reports_each_namespaces_quota_use() {
         gpufed_crds::AttemptPhase::Running,
     )];
     st.attempts[0].model = "H100".into();
-    let report = snapshot::quota_report(&p, &[Arc::new(running), Arc::new(pending(1, 4))]);
+    let report = snapshot::quota_report(&p, &[Arc::new(running), Arc::new(pending(1, 4))], 0);
     assert_eq!(report.len(), 1);
     assert_eq!(
         (report[0].used, report[0].nominal, report[0].borrowed),
         (2, 4, 0)
     );
+}
+
+#[test]
+fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_naming_the_period() {
+    let members = members();
+    let mut p = pool();
+    p.spec.quotas = serde_json::from_value(serde_json::json!([
+        {"namespace": "team-a", "groups": [
+            {"name": "all", "gpus": 100, "period": "Day", "gpuHours": 2}]}
+    ]))
+    .unwrap();
+    let clusters: Vec<_> = members
+        .values()
+        .map(|m| snapshot::cluster_state(&p, m, None))
+        .collect();
+    let mut in_flight = InFlight::default();
+    let mut reservations = vec![];
+    // One GPU for its default maxDuration of 1h each: two fit the 2 GPU-hours of the day.
+    let jobs: Vec<_> = (0..3).map(|i| Arc::new(pending(i, 1))).collect();
+    let round = decide(
+        &jobs,
+        &p,
+        &clusters,
+        &[],
+        &mut reservations,
+        &mut in_flight,
+        &at(200),
+    )
+    .unwrap();
+    let kinds: Vec<String> = round
+        .writes
+        .iter()
+        .map(|w| match &w.write {
+            Write::Place(_) => "place".to_string(),
+            Write::Wait(reason, text) => format!("{reason}: {text}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "place",
+            "place",
+            "OverQuota: over quota: namespace team-a has used or committed 2.00 of its 2.00 \
+             GPU-hours of group all this day (since 1970-01-01T00:00:00Z) and needs up to 1.00 \
+             more (GPUs × maxDuration within the day); 0.00 left until 1970-01-02T00:00:00Z; no \
+             cohort to borrow from"
+        ]
+    );
+    // The next pass, with both decisions still being written (the cache shows no attempt): their
+    // worst case still counts, so j2 is not placed, and its reason is not written again.
+    let round = decide(
+        &jobs,
+        &p,
+        &clusters,
+        &[],
+        &mut reservations,
+        &mut in_flight,
+        &at(201),
+    )
+    .unwrap();
+    assert!(round.writes.is_empty(), "{} writes", round.writes.len());
 }

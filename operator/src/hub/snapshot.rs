@@ -53,6 +53,15 @@ pub fn quotas(pool: &GpuPool) -> Vec<NamespaceQuota> {
                     models: g.models.clone(),
                     nominal: u64::from(g.gpus),
                     borrowing_limit: g.borrowing_limit.map(u64::from),
+                    per_period: g.period.map(|p| gpufed_scheduler::PeriodQuota {
+                        period: match p {
+                            gpufed_crds::QuotaPeriod::Day => gpufed_scheduler::Period::Day,
+                            gpufed_crds::QuotaPeriod::Week => gpufed_scheduler::Period::Week,
+                            gpufed_crds::QuotaPeriod::Month => gpufed_scheduler::Period::Month,
+                        },
+                        gpu_seconds: g.gpu_hours.map(|h| u64::from(h) * 3600),
+                        spend: g.spend.map(|s| s.atto()),
+                    }),
                 })
                 .collect(),
         })
@@ -80,16 +89,25 @@ pub fn quota_usage(job: &ComputeJob) -> Option<Usage> {
     })
 }
 
-/// Every quota group's use in `pool` from the jobs the cache shows.
-pub fn quota_report<J: Borrow<ComputeJob>>(pool: &GpuPool, jobs: &[J]) -> Vec<QuotaUse> {
+/// Every quota group's use in `pool` from the jobs the cache shows, with the use of the current
+/// periods at `now` (Unix seconds) where groups limit GPU-hours or spend.
+pub fn quota_report<J: Borrow<ComputeJob>>(pool: &GpuPool, jobs: &[J], now: u64) -> Vec<QuotaUse> {
     let name = pool.metadata.name.as_deref().unwrap_or_default();
-    let usage: Vec<Usage> = jobs
-        .iter()
-        .map(Borrow::borrow)
-        .filter(|j| j.spec.pool == name)
-        .filter_map(quota_usage)
-        .collect();
-    gpufed_scheduler::QuotaBook::new(&quotas(pool), &usage).report()
+    let pool_jobs = || {
+        jobs.iter()
+            .map(Borrow::borrow)
+            .filter(move |j| j.spec.pool == name)
+    };
+    let usage: Vec<Usage> = pool_jobs().filter_map(quota_usage).collect();
+    let mut book = gpufed_scheduler::QuotaBook::new(&quotas(pool), &usage);
+    if crate::hub::period_usage::has_period_quotas(pool) {
+        let chain = pool.spec.chain.is_some();
+        let spent: Vec<_> = pool_jobs()
+            .flat_map(|j| crate::hub::period_usage::job_usage(j, now, chain))
+            .collect();
+        book = book.with_periods(now, &spent);
+    }
+    book.report()
 }
 
 /// Whether the pool pays on chain and requires a positive bond.
@@ -228,6 +246,8 @@ pub fn job_request(job: &ComputeJob, order: u64) -> JobRequest {
             .and_then(|s| s.priority)
             .unwrap_or(spec.priority),
         order,
+        max_duration_secs: spec.max_duration.as_secs_ceil(),
+        max_spend: crate::hub::settlement::lock_amount(job).map(|a| a.atto()),
     }
 }
 
