@@ -1,0 +1,215 @@
+//! GPU-hours per period (ADR 0019) against a real apiserver with the hub as a process (the test
+//! stands in for the member agent): team-a may use 2 GPU-hours a month (a month, not a day, so
+//! that no run of the test falls within an hour of the period's end, where worst cases are cut). Two one-GPU jobs of the
+//! default maxDuration (1h) commit both; the third waits `OverQuota` although GPUs are free, with
+//! an explanation naming the quota, the month and what is left (also in `kubectl gpufed explain`).
+//! Once one job ends having used a few GPU-seconds, a little less than an hour is left: the
+//! waiting job of an hour still waits, and a job of maxDuration 30m is placed. The pool's status shows the day's use; the apiserver refuses
+//! GPU-hours without a period and spend in a pool without a chain, naming the fix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/plugin.rs"]
+#[allow(dead_code)]
+mod plugin_cli;
+
+use std::time::Duration;
+
+use gpufed_crds::conditions::{self, job as jc};
+use gpufed_crds::{ComputeJob, GpuPool, PlacementPhase, PlacementStatus};
+use gpufed_e2e::hubctl::{
+    apply, hub_cluster, keep_heartbeating, node, placements, report_inventory, report_placement,
+    start_hub, wait_job,
+};
+use gpufed_e2e::{Tools, run_test, wait_until};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{self, Timestamp, ToSpan};
+use kube::Client;
+use kube::api::Api;
+use serde_json::json;
+
+use plugin_cli::Plugin;
+
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+const T: Duration = Duration::from_secs(60);
+
+async fn submit(c: &Client, name: &str, max_duration: &str) {
+    let j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                   "metadata": {"name": name, "namespace": "team-a"},
+                   "spec": {"pool": "shared", "gpusPerReplica": 1, "gpu": {"models": ["H100"]},
+                            "maxDuration": max_duration,
+                            "template": {"containers": [{"name": "main", "image": "busybox"}]}}});
+    apply::<ComputeJob>(c, &j).await.unwrap();
+}
+
+fn placed(j: &ComputeJob) -> bool {
+    j.status.as_ref().is_some_and(|s| s.placement.is_some())
+}
+
+fn over_quota(j: &ComputeJob) -> bool {
+    j.status
+        .as_ref()
+        .is_some_and(|s| s.reason.as_deref() == Some("OverQuota"))
+}
+
+#[test]
+fn a_team_runs_jobs_until_its_gpu_hours_of_the_month_are_used_then_waits_over_quota() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let mut hub = hub_cluster(&tools, "period", &["gpufed-system", "team-a"])
+            .await
+            .unwrap();
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+
+        // The apiserver refuses GPU-hours without a period and spend without a chain.
+        for (group, fix) in [
+            (
+                json!({"name": "gpus", "gpus": 8, "gpuHours": 2}),
+                "gpuHours and spend count per period; set period (Day, Week or Month)",
+            ),
+            (
+                json!({"name": "gpus", "gpus": 8, "period": "Month", "spend": "100"}),
+                "spend needs spec.chain",
+            ),
+        ] {
+            let bad = json!({
+                "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "bad"},
+                "spec": {"quotas": [{"namespace": "team-a", "groups": [group]}]}
+            });
+            let err = apply::<GpuPool>(&c, &bad).await.unwrap_err().to_string();
+            assert!(err.contains(fix), "{err}");
+        }
+
+        let pool = json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool", "metadata": {"name": "shared"},
+            "spec": {"quotas": [{"namespace": "team-a", "groups": [
+                {"name": "gpus", "gpus": 8, "period": "Month", "gpuHours": 2}]}]}
+        });
+        apply::<GpuPool>(&c, &pool).await.unwrap();
+        // One member with 8 free H100s: GPUs are never what the jobs wait for.
+        let m = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "MemberCluster", "metadata": {"name": "alpha"},
+                       "spec": {"pool": "shared", "region": "eu-west",
+                                "prices": [{"model": "H100", "pricePerGpuHour": "2.00"}]}});
+        apply::<gpufed_crds::MemberCluster>(&c, &m).await.unwrap();
+        std::mem::forget(keep_heartbeating(c.clone(), "alpha"));
+        report_inventory(&c, "alpha", vec![node("alpha-0", "H100", 81559, 8, 8)])
+            .await
+            .unwrap();
+
+        // Two jobs of 1 GPU × 1h commit the month's 2 GPU-hours.
+        for name in ["a-0", "a-1"] {
+            submit(&c, name, "1h").await;
+            wait_job(&c, "team-a", name, T, "placed", placed)
+                .await
+                .unwrap();
+        }
+        submit(&c, "a-2", "1h").await;
+        let j = wait_job(&c, "team-a", "a-2", T, "over quota", over_quota)
+            .await
+            .unwrap();
+        let st = j.status.unwrap();
+        assert!(st.placement.is_none());
+        let first = Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .first_of_month();
+        let next = first.checked_add(1.month()).unwrap();
+        let (first, next) = (first.strftime("%Y-%m-%d"), next.strftime("%Y-%m-%d"));
+        let expected = format!(
+            "over quota: namespace team-a has used or committed 2.00 of its 2.00 GPU-hours of \
+             group gpus this month (since {first}T00:00:00Z) and needs up to 1.00 more (GPUs × \
+             maxDuration within the month); 0.00 left until {next}T00:00:00Z; no cohort to \
+             borrow from"
+        );
+        assert_eq!(st.explanation.as_deref(), Some(expected.as_str()));
+        let cond = conditions::find(&st.conditions, jc::SCHEDULED).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "OverQuota")
+        );
+        let plugin = Plugin::new(&tools, hub.kubeconfig());
+        let explained = plugin.ok(&["explain", "a-2", "-n", "team-a"]).await;
+        assert!(
+            explained.contains("\nPhase:        Pending (OverQuota)\n"),
+            "{explained}"
+        );
+        assert!(
+            explained.contains("2.00 of its 2.00 GPU-hours of group gpus this month"),
+            "{explained}"
+        );
+
+        let pools: Api<GpuPool> = Api::all(c.clone());
+        let month_use = |p: &GpuPool| {
+            p.status
+                .as_ref()
+                .and_then(|s| {
+                    s.quota_usage
+                        .iter()
+                        .find(|q| q.namespace == "team-a")
+                        .cloned()
+                })
+                .and_then(|q| Some((q.gpu_hours_used?, q.gpu_hours_limit?, q.period?)))
+        };
+        wait_until(T, "the month's GPU-hours in the pool status", || async {
+            let p = pools.get("shared").await.ok()?;
+            (month_use(&p) == Some(("2.00".into(), 2, gpufed_crds::QuotaPeriod::Month)))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+
+        // a-0 ends having used 5 GPU-seconds: 1h 5s used or committed, 5s less than an hour left.
+        let ps = wait_until(T, "a-0's Placement", || async {
+            placements(&c, "alpha")
+                .await
+                .ok()?
+                .into_iter()
+                .find(|p| p.spec.job.name == "a-0")
+        })
+        .await
+        .unwrap();
+        let now = Timestamp::now();
+        let done = PlacementStatus {
+            phase: Some(PlacementPhase::Succeeded),
+            start_time: Some(Time(now.checked_sub(5.seconds()).unwrap())),
+            finish_time: Some(Time(now)),
+            gpu_seconds: 5,
+            ..Default::default()
+        };
+        report_placement(&c, &ps, done).await.unwrap();
+        wait_job(&c, "team-a", "a-0", T, "finished", |j| {
+            j.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        })
+        .await
+        .unwrap();
+        wait_until(T, "a-0's use in the pool status", || async {
+            let p = pools.get("shared").await.ok()?;
+            (month_use(&p)?.0 == "1.00").then_some(())
+        })
+        .await
+        .unwrap();
+        // a-2 (another hour) still waits; a job of 30 minutes fits what is left.
+        submit(&c, "a-3", "30m").await;
+        wait_job(
+            &c,
+            "team-a",
+            "a-3",
+            T,
+            "placed in the half hour left",
+            placed,
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "a-2", T, "still over quota", over_quota)
+            .await
+            .unwrap();
+        assert!(j.status.unwrap().placement.is_none());
+        wait_until(T, "a-3 committed in the pool status", || async {
+            let p = pools.get("shared").await.ok()?;
+            (month_use(&p)?.0 == "1.50").then_some(())
+        })
+        .await
+        .unwrap();
+    });
+}
