@@ -6,6 +6,11 @@
 //! Once one job ends having used a few GPU-seconds, a little less than an hour is left: the
 //! waiting job of an hour still waits, and a job of maxDuration 30m is placed. The pool's status shows the day's use; the apiserver refuses
 //! GPU-hours without a period and spend in a pool without a chain, naming the fix.
+//!
+//! Spend per period against a real anvil: team-a may spend 10 tokens a month; two jobs lock 3.60
+//! each, the third would take it to 10.80 and waits `OverQuota` naming the tokens left; once the
+//! first settles for what it used, its lock no longer counts, only what it paid, and the third is
+//! placed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,16 +21,19 @@ mod plugin_cli;
 use std::time::Duration;
 
 use gpufed_crds::conditions::{self, job as jc};
-use gpufed_crds::{ComputeJob, GpuPool, PlacementPhase, PlacementStatus};
+use gpufed_crds::{
+    ComputeJob, GpuPool, PlacementPhase, PlacementStatus, SettlementState, TokenAmount,
+};
+use gpufed_e2e::chain::accounts;
 use gpufed_e2e::hubctl::{
     apply, hub_cluster, keep_heartbeating, node, placements, report_inventory, report_placement,
     start_hub, wait_job,
 };
-use gpufed_e2e::{Tools, run_test, wait_until};
+use gpufed_e2e::{Tools, market, run_test, wait_until};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{self, Timestamp, ToSpan};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use plugin_cli::Plugin;
@@ -110,12 +118,7 @@ fn a_team_runs_jobs_until_its_gpu_hours_of_the_month_are_used_then_waits_over_qu
             .unwrap();
         let st = j.status.unwrap();
         assert!(st.placement.is_none());
-        let first = Timestamp::now()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .first_of_month();
-        let next = first.checked_add(1.month()).unwrap();
-        let (first, next) = (first.strftime("%Y-%m-%d"), next.strftime("%Y-%m-%d"));
+        let (first, next) = month_bounds();
         let expected = format!(
             "over quota: namespace team-a has used or committed 2.00 of its 2.00 GPU-hours of \
              group gpus this month (since {first}T00:00:00Z) and needs up to 1.00 more (GPUs × \
@@ -208,6 +211,110 @@ fn a_team_runs_jobs_until_its_gpu_hours_of_the_month_are_used_then_waits_over_qu
         wait_until(T, "a-3 committed in the pool status", || async {
             let p = pools.get("shared").await.ok()?;
             (month_use(&p)?.0 == "1.50").then_some(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// The first day of this month and of the next, as `YYYY-MM-DD`.
+fn month_bounds() -> (String, String) {
+    let first = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .first_of_month();
+    let next = first.checked_add(1.month()).unwrap();
+    (
+        first.strftime("%Y-%m-%d").to_string(),
+        next.strftime("%Y-%m-%d").to_string(),
+    )
+}
+
+#[test]
+fn a_team_spends_up_to_its_monthly_budget_and_a_settled_job_counts_what_it_paid() {
+    run_test(Duration::from_secs(360), || async {
+        let mut m = market::market("spend-quota", 1000, json!({}))
+            .await
+            .unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+        let pools: Api<GpuPool> = Api::all(c.clone());
+        let quotas = json!({"spec": {"quotas": [{"namespace": "team-a", "groups": [
+            {"name": "all", "gpus": 8, "period": "Month", "spend": "10"}]}]}});
+        pools
+            .patch("market", &PatchParams::default(), &Patch::Merge(&quotas))
+            .await
+            .unwrap();
+        let spend_use = |p: &GpuPool| {
+            p.status
+                .as_ref()
+                .and_then(|s| {
+                    s.quota_usage
+                        .iter()
+                        .find(|q| q.namespace == "team-a")
+                        .cloned()
+                })
+                .and_then(|q| Some((q.spent?, q.spend_limit?)))
+        };
+        wait_until(T, "the spend quota in the pool status", || async {
+            spend_use(&pools.get("market").await.ok()?)
+        })
+        .await
+        .unwrap();
+
+        // Two one-GPU jobs of 1h at 3.60 lock 3.60 each.
+        let locked = |j: &ComputeJob| {
+            market::settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
+        };
+        for name in ["s-0", "s-1"] {
+            market::submit(&c, "team-a", name, "H100", 1, "3.60")
+                .await
+                .unwrap();
+            wait_job(&c, "team-a", name, T, "funds locked", locked)
+                .await
+                .unwrap();
+        }
+        // A third would take the month to 10.80 of 10.
+        market::submit(&c, "team-a", "s-2", "H100", 1, "3.60")
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "s-2", T, "over quota", over_quota)
+            .await
+            .unwrap();
+        let (first, next) = month_bounds();
+        assert_eq!(
+            j.status.unwrap().explanation.as_deref(),
+            Some(
+                format!(
+                    "over quota: namespace team-a has spent or locked 7.20 of its 10.00 tokens of \
+                     group all this month (since {first}T00:00:00Z) and this job locks up to 3.60 \
+                     (maxPricePerGpuHour × GPUs × maxDuration); 2.80 left until \
+                     {next}T00:00:00Z; spend is never borrowed"
+                )
+                .as_str()
+            )
+        );
+
+        // s-0 ends having used a few GPU-seconds and settles: it counts what it paid, not its lock.
+        market::finish(&c, "alpha", "s-0", 36).await.unwrap();
+        let j = wait_job(&c, "team-a", "s-0", T, "settled", market::settled)
+            .await
+            .unwrap();
+        let paid = market::settlement(&j, 1).unwrap().paid.unwrap();
+        assert!(paid.atto() > 0 && paid < TokenAmount::from_atto(36 * 10u128.pow(15) + 1));
+        wait_job(&c, "team-a", "s-2", T, "placed once s-0 settled", locked)
+            .await
+            .unwrap();
+        let expected = TokenAmount::from_atto(paid.atto() + 72 * 10u128.pow(17));
+        wait_until(T, "what was paid and locked in the pool status", || async {
+            let (spent, limit) = spend_use(&pools.get("market").await.ok()?)?;
+            (spent == expected && limit.to_string() == "10.00").then_some(())
         })
         .await
         .unwrap();
