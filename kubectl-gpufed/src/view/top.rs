@@ -64,6 +64,15 @@ pub struct QuotaRow {
     pub limit: u64,
     /// GPUs held beyond the nominal quota, borrowed from the cohort.
     pub borrowed: u64,
+    /// The period of the group's GPU-hours or spend limit (`Day`, `Week`, `Month`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// GPU-hours used or committed in the current period, and the limit: `1.50/2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_hours: Option<String>,
+    /// Tokens settled or locked in the current period, and the limit: `7.20/10.00`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<String>,
 }
 
 /// Capacity and prices of one GPU model in one pool.
@@ -140,13 +149,22 @@ pub fn summarize(pools: &[GpuPool], members: &[MemberCluster], pool: Option<&str
             max_price: c.max_price,
             price_index: c.price_index,
         }));
-        quotas.extend(s.quota_usage.iter().map(|q| QuotaRow {
-            pool: name.to_string(),
-            namespace: q.namespace.clone(),
-            group: q.group.clone(),
-            used: q.used,
-            limit: q.limit,
-            borrowed: q.borrowed,
+        quotas.extend(s.quota_usage.iter().map(|q| {
+            QuotaRow {
+                pool: name.to_string(),
+                namespace: q.namespace.clone(),
+                group: q.group.clone(),
+                used: q.used,
+                limit: q.limit,
+                borrowed: q.borrowed,
+                period: q.period.map(|p| format!("{p:?}")),
+                gpu_hours: q
+                    .gpu_hours_limit
+                    .map(|l| format!("{}/{l}", q.gpu_hours_used.as_deref().unwrap_or("0.00"))),
+                spend: q
+                    .spend_limit
+                    .map(|l| format!("{}/{l}", q.spent.unwrap_or_default())),
+            }
         }));
         shares.extend(s.shares.iter().map(|sh| ShareRow {
             pool: name.to_string(),
@@ -295,16 +313,29 @@ pub fn render(summary: &TopSummary, wide: bool) -> String {
     out.push('\n');
     out.push_str(&clusters.render());
     if !summary.quotas.is_empty() {
-        let mut quotas = Table::new(&["pool", "namespace", "group", "used", "limit", "borrowed"]);
+        // The period columns only when some group limits GPU-hours or spend per period.
+        let periods = summary.quotas.iter().any(|q| q.period.is_some());
+        let mut head = vec!["pool", "namespace", "group", "used", "limit", "borrowed"];
+        if periods {
+            head.extend(["period", "gpu-hours", "spend"]);
+        }
+        let mut quotas = Table::new(&head);
         for q in &summary.quotas {
-            quotas.push(vec![
+            let mut row = vec![
                 q.pool.clone(),
                 q.namespace.clone(),
                 q.group.clone(),
                 q.used.to_string(),
                 q.limit.to_string(),
                 q.borrowed.to_string(),
-            ]);
+            ];
+            if periods {
+                let dash = || "-".to_string();
+                row.push(q.period.clone().unwrap_or_else(dash));
+                row.push(q.gpu_hours.clone().unwrap_or_else(dash));
+                row.push(q.spend.clone().unwrap_or_else(dash));
+            }
+            quotas.push(row);
         }
         out.push('\n');
         out.push_str(&quotas.render());
@@ -427,6 +458,43 @@ new      default  eu-west  <none>  <none>        0     0     H100=3.00
         );
         let none = render(&summarize(&pools, &members, Some("other")), false);
         assert!(!none.contains("NAMESPACE"), "{none}");
+    }
+
+    #[test]
+    fn period_use_is_shown_when_a_group_limits_gpu_hours_or_spend() {
+        let (mut pools, members) = fixture();
+        if let Some(st) = pools[0].status.as_mut() {
+            st.quota_usage = vec![
+                gpufed_crds::QuotaUsage {
+                    namespace: "team-a".into(),
+                    group: "all".into(),
+                    used: 2,
+                    limit: 8,
+                    period: Some(gpufed_crds::QuotaPeriod::Month),
+                    gpu_hours_used: Some("1.50".into()),
+                    gpu_hours_limit: Some(2),
+                    spent: Some("7.20".parse().unwrap()),
+                    spend_limit: Some("10".parse().unwrap()),
+                    ..Default::default()
+                },
+                gpufed_crds::QuotaUsage {
+                    namespace: "team-b".into(),
+                    group: "all".into(),
+                    used: 1,
+                    limit: 4,
+                    ..Default::default()
+                },
+            ];
+        }
+        let out = render(&summarize(&pools, &members, None), false);
+        assert!(
+            out.ends_with(
+                "\nPOOL     NAMESPACE  GROUP  USED  LIMIT  BORROWED  PERIOD  GPU-HOURS  SPEND\n\
+                 default  team-a     all    2     8      0         Month   1.50/2     7.20/10.00\n\
+                 default  team-b     all    1     4      0         -       -          -\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
