@@ -171,7 +171,7 @@ pub struct JobRequest {
     /// case against a GPU-hours quota.
     pub max_duration_secs: u64,
     /// Atto-tokens the escrow locks for one attempt (price cap × GPUs × maxDuration), counted
-    /// against a spend quota; `None`: no bound (no price cap, or no chain).
+    /// against a spend quota; `None`: no bound (the job sets no price cap).
     pub max_spend: Option<u128>,
 }
 
