@@ -2,10 +2,13 @@
 //! Monday) or month in UTC, from a Unix time the caller gives (the hub's clock: this crate reads
 //! none), and what one namespace used or committed in each.
 //!
-//! Dates are worked out with integer civil-calendar arithmetic (Howard Hinnant's `days_from_civil`
-//! and its inverse), so month lengths and leap years need no table and no dependency.
+//! Calendar dates (month lengths, leap years) come from `jiff`'s civil calendar in UTC.
 
 use std::fmt;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 
 /// Seconds in a day.
 const DAY: u64 = 86_400;
@@ -49,10 +52,9 @@ impl Period {
                 }
             }
             Period::Month => {
-                let (y, m, _) = civil_from_days(days);
-                let start = days_from_civil(y, m, 1);
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                (start * DAY, days_from_civil(ny, nm, 1) * DAY)
+                let first = utc_date(now).first_of_month();
+                let next = first.last_of_month().tomorrow().unwrap_or(Date::MAX);
+                (unix_seconds(first), unix_seconds(next))
             }
         }
     }
@@ -78,41 +80,29 @@ impl fmt::Display for Period {
     }
 }
 
-/// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d` (dates from 1970 on).
-fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+/// The UTC date of Unix time `secs` (the last date jiff knows for times beyond it).
+fn utc_date(secs: u64) -> Date {
+    timestamp(secs).to_zoned(TimeZone::UTC).date()
 }
 
-/// The date (year, month 1–12, day 1–31) of `days` since 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+/// Unix time `secs` as a timestamp, saturating at jiff's range.
+fn timestamp(secs: u64) -> Timestamp {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Unix seconds of `date`'s 00:00 UTC (0 before the epoch).
+fn unix_seconds(date: Date) -> u64 {
+    date.to_zoned(TimeZone::UTC)
+        .map(|z| u64::try_from(z.timestamp().as_second()).unwrap_or(0))
+        .unwrap_or(u64::MAX)
 }
 
 /// `2026-12-04T00:00:00Z`: a Unix time as RFC 3339 in UTC, for explanations.
 pub fn format_utc(secs: u64) -> String {
-    let (y, m, d) = civil_from_days(secs / DAY);
-    let s = secs % DAY;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    timestamp(secs).to_string()
 }
 
 /// GPU-seconds as GPU-hours with two decimals, rounded down: `7.50`, `0.00`.
