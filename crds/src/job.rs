@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::member::MODEL_PATTERN;
 use crate::placement::ContainerExit;
+use crate::serving::{Endpoint, ServingSpec};
 use crate::units::{EvmAddress, KubeDuration, TokenAmount};
 use crate::workload::{DNS_LABEL_PATTERN, WorkloadTemplate};
 
@@ -68,6 +69,12 @@ pub const MAX_ATTEMPTS: u32 = 10;
         priority = 1
     ),
     printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.endpoint.url",
+        priority = 1
+    ),
+    printcolumn(
         name = "Explanation",
         type_ = "string",
         json_path = ".status.explanation",
@@ -83,7 +90,8 @@ pub const MAX_ATTEMPTS: u32 = 10;
     validation = kube::core::Rule::new("self.replicas * self.gpusPerReplica <= 512").message("spec.replicas × spec.gpusPerReplica must be at most 512 GPUs"),
     validation = kube::core::Rule::new("has(self.maxPricePerGpuHour) == has(oldSelf.maxPricePerGpuHour)").message("spec.maxPricePerGpuHour is immutable after creation; delete and re-create the job"),
     validation = kube::core::Rule::new("has(self.regions) == has(oldSelf.regions)").message("spec.regions is immutable after creation; delete and re-create the job"),
-    validation = kube::core::Rule::new("has(self.excludeClusters) == has(oldSelf.excludeClusters)").message("spec.excludeClusters is immutable after creation; delete and re-create the job")
+    validation = kube::core::Rule::new("has(self.excludeClusters) == has(oldSelf.excludeClusters)").message("spec.excludeClusters is immutable after creation; delete and re-create the job"),
+    validation = kube::core::Rule::new("has(self.serving) == has(oldSelf.serving)").message("spec.serving is immutable after creation; delete and re-create the job")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeJobSpec {
@@ -157,6 +165,12 @@ pub struct ComputeJobSpec {
     /// What each replica runs.
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.template is immutable after creation; delete and re-create the job"))]
     pub template: WorkloadTemplate,
+    /// Makes this a serving job (docs/adr/0030-serving-jobs.md): its replicas are kept running
+    /// (restarted when they crash) as HTTP servers on `port`, and the member reports where they
+    /// answer in `status.endpoint`. Absent: a batch job that runs to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.serving is immutable after creation; delete and re-create the job"))]
+    pub serving: Option<ServingSpec>,
 }
 
 fn default_pool() -> String {
@@ -309,6 +323,10 @@ pub struct ComputeJobStatus {
     /// The generation of the spec this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Serving jobs: where the current attempt answers and whether it is ready (cleared of URLs
+    /// when the attempt ends; a new attempt reports a new URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
     /// Conditions: Admitted, Scheduled, Funded, Running, Finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]

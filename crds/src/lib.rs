@@ -20,6 +20,7 @@ pub mod naming;
 pub mod offer;
 pub mod placement;
 pub mod pool;
+pub mod serving;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod units;
@@ -48,6 +49,7 @@ pub use pool::{
     QuotaGroup, QuotaPeriod, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
 pub use pool::{ChallengeBackend, Verification};
+pub use serving::{Endpoint, ServingSpec};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};
 

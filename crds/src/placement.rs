@@ -111,6 +111,10 @@ pub struct PlacementSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144), pattern(r"^[A-Za-z0-9+/]+=*$"))]
     pub sealed_secrets: Option<String>,
+    /// The job's `spec.serving`: run the replicas as kept-running HTTP servers and report their
+    /// endpoint (docs/adr/0030-serving-jobs.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::serving::ServingSpec>,
 }
 
 /// Longest `sealedSecrets` a Placement holds (base64 characters): 256 KiB, well under the 1.5 MiB
@@ -202,6 +206,9 @@ pub struct PlacementStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub logs: Vec<crate::joblog::LogChunk>,
+    /// Serving placements: the URL of each ready replica and how many are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::serving::Endpoint>,
 }
 
 /// Most container exits a status lists.

@@ -78,6 +78,7 @@ pub fn job(name: &str) -> JobBuilder {
                 secret_files: vec![],
                 image_pull_secrets: vec![],
             },
+            serving: None,
         },
         status: None,
     })
@@ -145,6 +146,14 @@ impl JobBuilder {
     /// Sets max attempts.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.0.spec.retry.max_attempts = n;
+        self
+    }
+    /// Makes it a serving job on `port`, probed at `readiness_path`.
+    pub fn serving(mut self, port: u32, readiness_path: &str) -> Self {
+        self.0.spec.serving = Some(crate::serving::ServingSpec {
+            port,
+            readiness_path: readiness_path.into(),
+        });
         self
     }
     /// The job.

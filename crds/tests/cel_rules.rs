@@ -323,3 +323,78 @@ fn spend_in_a_pool_without_a_chain_is_refused_naming_the_fix() {
     let errors = errors_of(validate_cel(&pool));
     assert!(errors.contains("spend needs spec.chain"), "{errors}");
 }
+
+#[test]
+fn a_serving_job_needs_an_unprivileged_port_and_an_absolute_readiness_path() {
+    for (port, path, ok, want) in [
+        (8080, "/", true, ""),
+        (1024, "/healthz?full=1", true, ""),
+        (65535, "/v1/models", true, ""),
+        (
+            80,
+            "/",
+            false,
+            "spec.serving.port must be between 1024 and 65535",
+        ),
+        (
+            1023,
+            "/",
+            false,
+            "spec.serving.port must be between 1024 and 65535",
+        ),
+        (
+            65536,
+            "/",
+            false,
+            "spec.serving.port must be between 1024 and 65535",
+        ),
+        (
+            8080,
+            "healthz",
+            false,
+            "spec.serving.readinessPath must be an absolute HTTP path",
+        ),
+        (
+            8080,
+            "/health z",
+            false,
+            "spec.serving.readinessPath must be an absolute HTTP path",
+        ),
+        (
+            8080,
+            "/health\n",
+            false,
+            "spec.serving.readinessPath must be an absolute HTTP path",
+        ),
+    ] {
+        let j = job("s").serving(port, path).build();
+        let errs = errors_of(validate_cel(&j));
+        assert_eq!(errs.is_empty(), ok, "{port} {path:?}: {errs}");
+        assert!(errs.contains(want), "{port} {path:?}: {errs}");
+    }
+}
+
+#[test]
+fn serving_cannot_be_added_removed_or_changed_after_creation() {
+    let batch = job("b").build();
+    let serving = job("s").serving(8080, "/").build();
+    let msg = "spec.serving is immutable after creation";
+    assert!(
+        changed(&batch, |j| j.spec.serving = serving.spec.serving.clone()).contains(msg),
+        "adding serving to a batch job"
+    );
+    assert!(
+        changed(&serving, |j| j.spec.serving = None).contains(msg),
+        "removing it"
+    );
+    assert!(
+        changed(&serving, |j| {
+            if let Some(s) = j.spec.serving.as_mut() {
+                s.port = 9090;
+            }
+        })
+        .contains(msg),
+        "changing its port"
+    );
+    assert_eq!(changed(&serving, |j| j.spec.priority = 5), "");
+}

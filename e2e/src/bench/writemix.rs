@@ -346,6 +346,7 @@ fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             chain_job_id: None,
             template: job.spec.template.clone(),
             sealed_secrets: None,
+            serving: None,
         },
         status: None,
     }

@@ -79,6 +79,9 @@ pub struct PodStatus {
     /// Human text about the state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The pod's IP (a serving job's replicas are reached at it, docs/adr/0030-serving-jobs.md).
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
     /// When the kubelet acknowledged the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -175,6 +178,7 @@ mod tests {
         );
         assert_eq!(st.phase, api_st.phase);
         assert_eq!(st.start_time, api_st.start_time);
+        assert_eq!(st.pod_ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(st.conditions, api_st.conditions);
         let (cs, api_cs) = (
             &st.container_statuses.as_ref().unwrap()[0],

@@ -58,6 +58,7 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
             max_duration: KubeDuration::from_secs(3600),
             chain_job_id: None,
             sealed_secrets: None,
+            serving: None,
             template: WorkloadTemplate {
                 containers: vec![TemplateContainer {
                     name: "main".into(),

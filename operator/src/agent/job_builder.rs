@@ -498,6 +498,13 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
             ..Default::default()
         })
         .collect();
+    let mut containers: Vec<Container> = containers;
+    // A serving job's first container serves on its port and is probed there (ADR 0030).
+    if let (Some(serving), Some(first)) = (&spec.serving, containers.first_mut()) {
+        let (ports, probe) = super::serving::container_port_and_probe(serving);
+        first.ports = Some(ports);
+        first.readiness_probe = Some(probe);
+    }
     let replicas = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
     let deadline = i64::try_from(spec.max_duration.as_secs_ceil().max(1)).unwrap_or(i64::MAX);
     let mut annotations = BTreeMap::from([
@@ -510,6 +517,19 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
     if let Some(ns) = &placement.metadata.namespace {
         annotations.insert(ANNOTATION_PLACEMENT_NAMESPACE.to_string(), ns.clone());
     }
+    if let Some(serving) = &spec.serving {
+        annotations.insert(
+            super::serving::ANNOTATION_SERVING_PORT.to_string(),
+            serving.port.to_string(),
+        );
+    }
+    // A serving job's replicas are kept running: the kubelet restarts a crashed server in its pod
+    // (ADR 0030); a batch job is never retried on the member (the hub retries elsewhere).
+    let (restart_policy, backoff_limit) = if spec.serving.is_some() {
+        ("OnFailure", super::serving::BACKOFF_LIMIT)
+    } else {
+        ("Never", 0)
+    };
     Job {
         metadata: ObjectMeta {
             name: Some(job_name.clone()),
@@ -522,7 +542,7 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
             completion_mode: Some("Indexed".into()),
             completions: Some(replicas),
             parallelism: Some(replicas),
-            backoff_limit: Some(0),
+            backoff_limit: Some(backoff_limit),
             active_deadline_seconds: Some(deadline),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -538,7 +558,7 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
                     scheduling_gates: Some(vec![PodSchedulingGate {
                         name: LEASE_GATE.into(),
                     }]),
-                    restart_policy: Some("Never".into()),
+                    restart_policy: Some(restart_policy.into()),
                     // Short, so a fenced member's pods are gone well before the hub re-places the
                     // attempt (fence at 2/3 of the pool timeout, which is at least 15 s).
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),

@@ -33,6 +33,7 @@ pub mod offer;
 pub mod plan;
 pub mod receipts;
 pub mod report;
+pub mod serving;
 pub mod slim;
 pub mod state;
 pub mod sync;

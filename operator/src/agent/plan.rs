@@ -18,7 +18,8 @@
 //!   rather than after the pool's start timeout. Such a placement's Job is deleted on every pass
 //!   until it is gone (a write that succeeded before the delete failed).
 //! * A running multi-replica Job without its gang Service gets its Service and NetworkPolicy
-//!   ([`job_builder::gang_network`]).
+//!   ([`job_builder::gang_network`]); so does a running serving Job without its serving Service
+//!   ([`serving::network`]).
 //! * While fenced off, nothing is planned; [`fence_victims`] are the Jobs the fence task stops.
 //! * A new local Job is owned by the member's lease Job ([`super::member_lease`]); while there is
 //!   no live lease, new Placements wait (nothing would stop their Jobs if the agent died).
@@ -37,7 +38,7 @@ use kube::ResourceExt;
 
 use super::cached::Pod;
 use super::report::{self, ended};
-use super::{gang, job_builder};
+use super::{gang, job_builder, serving};
 use crate::cli::PullPolicy;
 
 pub use gpufed_crds::placement::reasons::FENCED;
@@ -111,7 +112,8 @@ pub enum Step {
         /// Event to publish once written.
         note: Option<Note>,
     },
-    /// Create a gang's headless Service and NetworkPolicy (existing ones are fine).
+    /// Create a gang's headless Service and NetworkPolicy, or a serving Job's Service and
+    /// NetworkPolicy (existing ones are fine).
     CreateGangNetwork {
         /// The Service.
         service: Box<Service>,
@@ -158,7 +160,8 @@ pub struct View<'a> {
     pub pods: &'a BTreeMap<String, Vec<Arc<Pod>>>,
     /// GPU nodes of the member.
     pub nodes: &'a [NodeInventory],
-    /// Names of the gang Services in the jobs namespace (one per multi-replica local Job).
+    /// Names of the gpufed Services in the jobs namespace (one per multi-replica local Job, one
+    /// `<job>-serve` per serving Job).
     pub gang_services: &'a BTreeSet<String>,
     /// Placements whose Job this agent deleted while fenced, with when.
     pub fenced_placements: &'a BTreeMap<String, Time>,
@@ -294,6 +297,24 @@ pub fn plan(view: &View) -> Plan {
         .filter(|j| !view.gang_services.contains(&j.name_any()))
     {
         if let Some((service, policy)) = job_builder::gang_network(job) {
+            steps.push(Step::CreateGangNetwork {
+                service: Box::new(service),
+                policy: Box::new(policy),
+            });
+        }
+    }
+    // Running serving Jobs need their Service and NetworkPolicy (ADR 0030), created the same way.
+    for job in view
+        .jobs
+        .iter()
+        .filter(|j| !being_deleted(j) && !job_finished(j))
+        .filter(|j| {
+            !view
+                .gang_services
+                .contains(&serving::service_name(&j.name_any()))
+        })
+    {
+        if let Some((service, policy)) = serving::network(job) {
             steps.push(Step::CreateGangNetwork {
                 service: Box::new(service),
                 policy: Box::new(policy),

@@ -241,6 +241,14 @@ fn finish(
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
     };
+    // A serving placement says where its ready replicas answer; an ended one, nowhere.
+    st.endpoint = spec.serving.as_ref().map(|serving| {
+        if st.phase.is_some_and(PlacementPhase::is_finished) {
+            gpufed_crds::Endpoint::default()
+        } else {
+            super::serving::endpoint(serving, spec.replicas, pods)
+        }
+    });
     st
 }
 
@@ -260,6 +268,11 @@ pub fn ended(
         finish_time: Some(now.clone()),
         active_replicas: 0,
         last_update_time: None,
+        // Nothing answers any more.
+        endpoint: prev
+            .endpoint
+            .as_ref()
+            .map(|_| gpufed_crds::Endpoint::default()),
         ..prev
     }
 }

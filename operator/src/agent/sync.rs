@@ -342,7 +342,8 @@ impl Sync {
         Ok(())
     }
 
-    /// Creates a gang's NetworkPolicy, then its Service (whose existence marks both as done).
+    /// Creates a gang's or a serving Job's NetworkPolicy, then its Service (whose existence marks
+    /// both as done).
     async fn create_gang_network(&self, service: &Service, policy: &NetworkPolicy) -> Result<()> {
         if self.ctx.shared.is_fenced() {
             return Ok(());
@@ -354,18 +355,18 @@ impl Sync {
         let services: Api<Service> = Api::namespaced(self.ctx.local.clone(), ns);
         // One after the other: the Service must not exist unless the policy does.
         timed_create(
-            format!("creating the NetworkPolicy of gang {name}"),
+            format!("creating the NetworkPolicy {name}"),
             API_TIMEOUT,
             policies.create(&pp, policy),
         )
         .await?;
         timed_create(
-            format!("creating the Service of gang {name}"),
+            format!("creating the Service {name}"),
             API_TIMEOUT,
             services.create(&pp, service),
         )
         .await?;
-        tracing::info!(job = %name, "gang network ready (headless Service, NetworkPolicy)");
+        tracing::info!(service = %name, "job network ready (Service, NetworkPolicy)");
         Ok(())
     }
 

@@ -302,6 +302,12 @@ pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
             out.actions.push(Action::Schedule);
         }
     }
+    if job.spec.serving.is_some() {
+        out.status.endpoint = Some(super::serving::endpoint(
+            &out.status,
+            world.placement.as_ref(),
+        ));
+    }
     refresh_usage(&mut out.status);
     out
 }
@@ -811,6 +817,7 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             template: job.spec.template.clone(),
             // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
             sealed_secrets: None,
+            serving: job.spec.serving.clone(),
         },
         status: None,
     }

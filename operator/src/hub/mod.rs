@@ -19,6 +19,7 @@ pub mod pool_controller;
 pub mod registration;
 pub mod scheduling;
 pub mod secrets;
+pub mod serving;
 pub mod settlement;
 pub mod snapshot;
 pub mod status;
