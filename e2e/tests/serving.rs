@@ -1,0 +1,225 @@
+//! Serving jobs on real pods (docs/adr/0030-serving-jobs.md): a ComputeJob with `spec.serving`
+//! runs a real HTTP server (busybox `httpd`) in a real container on a member whose node is real;
+//! the server answers through the URL the job's status reports, a crash is restarted in place,
+//! and when the member is lost (its agent killed outright) the job moves to the other member and
+//! answers again at the new URL its status reports.
+//!
+//! Needs root and `make tools`, and `cargo build --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase};
+use gpufed_e2e::hubctl::wait_job;
+use gpufed_e2e::image::BUSYBOX;
+use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
+use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+const LONG: Duration = Duration::from_secs(120);
+const TEAM: &str = "team-a";
+
+/// The server: crashes once on its first start (the mark survives in the pod's `/tmp`, so the
+/// kubelet's restart finds it), then serves a page naming its pod on 8080; `/healthz` is a file
+/// too, so the readiness probe passes once httpd listens.
+const SERVER: &str = "if [ ! -e /tmp/crashed-once ]; then touch /tmp/crashed-once; echo crashing once; exit 1; fi; \
+     mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html && echo ok > /tmp/www/healthz && \
+     exec httpd -f -vv -p 8080 -h /tmp/www";
+
+/// `GET /` of `url` (`http://host:port`), HTTP/1.0: the status line and body, or why not.
+fn get(url: &str) -> Result<String, String> {
+    let addr = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    let sock = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(out)
+}
+
+/// The job once its endpoint on `cluster` is ready with a URL.
+async fn serving_on(hub: &Client, name: &str, cluster: &str) -> ComputeJob {
+    wait_job(
+        hub,
+        TEAM,
+        name,
+        LONG,
+        &format!("{name} ready on {cluster}"),
+        |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.phase == JobPhase::Running
+                    && s.endpoint.as_ref().is_some_and(|e| {
+                        e.ready && e.url.is_some() && e.cluster.as_deref() == Some(cluster)
+                    })
+            })
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn url_of(job: &ComputeJob) -> String {
+    job.status
+        .as_ref()
+        .and_then(|s| s.endpoint.as_ref())
+        .and_then(|e| e.url.clone())
+        .unwrap()
+}
+
+async fn pods_of(member: &Client, uid: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(member.clone(), JOBS_NAMESPACE)
+        .list(&ListParams::default().labels(&format!("gpufed.io/job-uid={uid}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[test]
+fn a_serving_job_answers_at_its_reported_url_and_again_at_a_new_one_after_its_member_is_lost() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let mut pool = Pool::join(
+            &tools,
+            "15s",
+            &[
+                MemberPlan::new("alpha", vec![], "L4", "0.50").real_node(NodeSpec::new(
+                    "alpha-node",
+                    "L4-24GB",
+                    2,
+                    "eu-west",
+                )),
+                MemberPlan::new("beta", vec![], "L4", "0.80").real_node(NodeSpec::new(
+                    "beta-node",
+                    "L4-24GB",
+                    2,
+                    "eu-west",
+                )),
+            ],
+        )
+        .await
+        .unwrap();
+        let hub = pool.hub.client();
+        pool.hub.create_namespace(TEAM).await.unwrap();
+        for name in ["alpha", "beta"] {
+            wait_ready_with_free(&hub, name, 2, LONG).await.unwrap();
+        }
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "computejobs",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                    "metadata": {"name": "llm", "namespace": TEAM},
+                    "spec": {"gpusPerReplica": 1, "gpu": {"models": ["L4"]},
+                             "maxPricePerGpuHour": "1.00", "maxDuration": "30m",
+                             "serving": {"port": 8080, "readinessPath": "/healthz"},
+                             "template": {"containers": [{"name": "server", "image": BUSYBOX,
+                                 "command": ["sh", "-c", SERVER]}]}}}),
+        )
+        .await
+        .unwrap();
+
+        // On alpha (cheaper): the first start crashed, the kubelet restarted it in its pod, and
+        // the server answers at the URL the job's status gives.
+        let job = serving_on(&hub, "llm", "alpha").await;
+        let uid = job.uid().unwrap();
+        let url_1 = url_of(&job);
+        let alpha = pool.member("alpha").unwrap().client();
+        let pods = pods_of(&alpha, &uid).await;
+        assert_eq!(pods.len(), 1, "one pod, restarted in place");
+        let restarts = pods[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .restart_count;
+        assert!(
+            restarts >= 1,
+            "the crashed server was restarted: {restarts}"
+        );
+        let pod_ip = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
+        assert_eq!(url_1, format!("http://{pod_ip}:8080"));
+        let answer = wait_until(LONG, "the server to answer at its URL", || {
+            let url = url_1.clone();
+            async move { get(&url).ok() }
+        })
+        .await
+        .unwrap();
+        // An Indexed Job's pod is named host `<local job>-<replica>`.
+        let local_job = gpufed_crds::naming::local_job_name(&uid, 1);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(
+            answer.contains(&format!("hello from {local_job}-0\n")),
+            "{answer}"
+        );
+        // The member exposes it with a Service of its own (what its ingress routes to).
+        let services: Api<Service> = Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let service = wait_until(LONG, "the serving Service", || {
+            let services = services.clone();
+            let name = format!("{local_job}-serve");
+            async move { services.get_opt(&name).await.ok().flatten() }
+        })
+        .await
+        .unwrap();
+        assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8080);
+
+        // Alpha is lost: its agent killed outright, so its lease lapses and the hub, once the
+        // heartbeat has expired, runs attempt 2 on beta, which answers at a new URL.
+        pool.members
+            .iter_mut()
+            .find(|m| m.name() == "alpha")
+            .unwrap()
+            .process_mut("gpufed-agent")
+            .unwrap()
+            .signal(libc::SIGKILL);
+        let job = serving_on(&hub, "llm", "beta").await;
+        let st = job.status.as_ref().unwrap();
+        assert_eq!(st.attempt, 2);
+        assert_eq!(
+            st.attempts[0].phase,
+            AttemptPhase::Lost,
+            "{:?}",
+            st.attempts[0]
+        );
+        assert_eq!(st.endpoint.as_ref().unwrap().attempt, Some(2));
+        let url_2 = url_of(&job);
+        assert_ne!(url_2, url_1, "a new member, a new URL");
+        let beta = pool.member("beta").unwrap().client();
+        let pod_2 = pods_of(&beta, &uid).await.remove(0);
+        let ip_2 = pod_2.status.as_ref().unwrap().pod_ip.clone().unwrap();
+        assert_eq!(url_2, format!("http://{ip_2}:8080"));
+        let answer = wait_until(LONG, "the server to answer at its new URL", || {
+            let url = url_2.clone();
+            async move { get(&url).ok() }
+        })
+        .await
+        .unwrap();
+        let local_job_2 = gpufed_crds::naming::local_job_name(&uid, 2);
+        assert!(
+            answer.contains(&format!("hello from {local_job_2}-0\n")),
+            "{answer}"
+        );
+        // Attempt 1's server stopped with alpha's lease: its old URL no longer answers.
+        wait_until(LONG, "the old URL to stop answering", || {
+            let url = url_1.clone();
+            async move { get(&url).is_err().then_some(()) }
+        })
+        .await
+        .unwrap();
+    });
+}
