@@ -112,6 +112,9 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     ///         `DeadlineTooFar` for a deadline after `block.timestamp + maxLockDuration`.
     uint64 public immutable maxLockDuration;
 
+    /// @notice Periods of a lock already paid by `settlePeriod` (0 for none; see there).
+    mapping(bytes32 jobId => uint32) public periodsSettled;
+
     mapping(address payer => uint256) private _deposits;
     mapping(bytes32 jobId => Lock) private _locks;
     mapping(address payer => mapping(address settler => Allowance)) private _allowances;
@@ -145,6 +148,10 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     );
     /// @notice `jobId` passed its deadline unsettled; `amount` went back to `payer`'s free deposit.
     event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
+
+    /// @notice Period `period` of a still-running job was paid: `paid` out of its lock (provider share
+    ///         plus `fee`); the lock keeps `remaining` for later periods and its settlement.
+    event PeriodSettled(bytes32 indexed jobId, uint32 indexed period, uint256 paid, uint256 fee, uint256 remaining);
     /// @notice `payer` let `settler` lock up to `amount` of its deposit in total until `validUntil` (replacing
     ///         any earlier authorisation of that settler; 0 revokes). Emitted by `approveSpending` and
     ///         `permitSpending`.
@@ -198,6 +205,8 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     error LockNotExpired(bytes32 jobId, uint64 expiresAfter);
     /// @notice `settleBatch` arrays of different lengths.
     error LengthMismatch(uint256 jobIds, uint256 paid);
+    /// @notice `settlePeriod` for a period other than the next unpaid one of the lock.
+    error PeriodNotNext(bytes32 jobId, uint32 period, uint32 expected);
     /// @notice `settler` may not settle `jobId`: the lock's `payer` never authorised it (see `approveSpending`).
     error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
 
@@ -467,6 +476,49 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         if (fee != 0) token.safeTransfer(treasury, fee);
     }
 
+    /// @notice Pays period `period` of a job that is still running (a serving job, paid while it runs)
+    ///         out of its lock: `paid - fee` to the provider, `fee` to the treasury; the lock stays Locked
+    ///         with `paid` less, for later periods and the final `settle` (which refunds what is left) or
+    ///         `expire`. Periods are paid in order, each exactly once: `period` must be
+    ///         `periodsSettled[jobId] + 1`, so a settler that sends a period twice (a restart, a resend)
+    ///         gets `PeriodNotNext` the second time and nothing moves.
+    /// @dev Only `SETTLER_ROLE`, for locks whose payer authorised the caller (as `settle`). Reverts with
+    ///      `LockNotActive`, `SettlerNotAuthorised`, `PeriodNotNext` or `PaidExceedsLocked` (above what is
+    ///      left). `paid` may be 0 (a period without usage still counts as paid).
+    /// @param jobId Job whose lock pays.
+    /// @param period The period paid, from 1.
+    /// @param paid What the period cost, at most what is left of the lock.
+    function settlePeriod(bytes32 jobId, uint32 period, uint256 paid)
+        external
+        onlyRole(SETTLER_ROLE)
+        nonReentrant
+    {
+        Lock storage l = _locks[jobId];
+        uint8 state = l.state;
+        if (state != STATE_LOCKED) revert LockNotActive(jobId, state);
+        if (!_allowances[l.payer][msg.sender].everAuthorised) {
+            revert SettlerNotAuthorised(jobId, l.payer, msg.sender);
+        }
+        uint32 expected = periodsSettled[jobId] + 1;
+        if (period != expected) revert PeriodNotNext(jobId, period, expected);
+        uint256 amount = l.amount;
+        if (paid > amount) revert PaidExceedsLocked(jobId, paid, amount);
+        uint256 fee;
+        uint256 remaining;
+        unchecked {
+            // paid <= amount < 2^96 and feeBps <= MAX_FEE_BPS: no overflow, fee <= paid.
+            fee = paid * l.feeBps / BPS_DENOMINATOR;
+            remaining = amount - paid;
+        }
+        // casting to 'uint96' is safe because remaining <= amount, which is a uint96
+        // forge-lint: disable-next-line(unsafe-typecast)
+        l.amount = uint96(remaining);
+        periodsSettled[jobId] = period;
+        emit PeriodSettled(jobId, period, paid, fee, remaining);
+        if (paid - fee != 0) token.safeTransfer(l.provider, paid - fee);
+        if (fee != 0) token.safeTransfer(treasury, fee);
+    }
+
     /// @notice Settles many jobs at once, with the same per-job rules and events as `settle`.
     /// @dev Only `SETTLER_ROLE`, for locks whose payers authorised the caller (as `settle`). All or nothing:
     ///      if any item is invalid (not Locked, duplicated in the batch, `paid` above its lock, a payer that
@@ -576,7 +628,8 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     /// @param jobId Job to query.
     /// @return payer Account that funded the lock (zero if none).
     /// @return provider Account paid on settlement.
-    /// @return amount Locked amount (kept after settlement/expiry; the paid part is in the `Settled` event).
+    /// @return amount Locked amount, less what `settlePeriod` paid out of it (kept after settlement/expiry;
+    ///         the paid part is in the `Settled` event).
     /// @return deadline Unix time after which the lock can be expired.
     /// @return state 0 None, 1 Locked, 2 Settled, 3 Expired.
     function getLock(bytes32 jobId)
