@@ -547,7 +547,15 @@ pub struct Settlement {
     /// `JobEscrow.claim` itself if the hub is late or gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<UsageReceipt>,
+    /// Serving attempts: periods paid so far while running (`JobEscrow.settlePeriod`); `paid`
+    /// then holds what they paid until the attempt is settled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub periods_paid: u32,
     /// Latest problem, e.g. the RPC being unreachable (cleared when resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

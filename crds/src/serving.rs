@@ -8,6 +8,8 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::units::KubeDuration;
+
 /// Lowest port a serving container may listen on: the workload runs as user 65534 without
 /// capabilities, so it cannot bind below 1024.
 pub const MIN_PORT: u32 = 1024;
@@ -31,10 +33,21 @@ pub struct ServingSpec {
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^/[!-~]*$')").message("spec.serving.readinessPath must be an absolute HTTP path without spaces, e.g. /healthz"))]
     pub readiness_path: String,
+    /// In pools with a chain, how often the provider is paid while the job runs (a Kubernetes
+    /// duration, 10s to 24h, default 1h): at the end of each period the hub pays the GPU-seconds
+    /// used so far out of the attempt's lock, each period exactly once (`JobEscrow.settlePeriod`);
+    /// the rest is settled when the attempt ends.
+    #[serde(default = "default_settlement_period")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("spec.serving.settlementPeriod must be between 10s and 24h"))]
+    pub settlement_period: KubeDuration,
 }
 
 fn default_readiness_path() -> String {
     "/".to_string()
+}
+
+fn default_settlement_period() -> KubeDuration {
+    KubeDuration::from_secs(3600)
 }
 
 /// Where a serving attempt answers and whether it is ready, as the member reports it.

@@ -153,6 +153,7 @@ impl JobBuilder {
         self.0.spec.serving = Some(crate::serving::ServingSpec {
             port,
             readiness_path: readiness_path.into(),
+            settlement_period: KubeDuration::from_secs(3600),
         });
         self
     }

@@ -375,6 +375,30 @@ fn a_serving_job_needs_an_unprivileged_port_and_an_absolute_readiness_path() {
 }
 
 #[test]
+fn a_serving_jobs_settlement_period_is_between_10_seconds_and_a_day() {
+    for (d, ok) in [
+        ("9s", false),
+        ("10s", true),
+        ("1h", true),
+        ("24h", true),
+        ("25h", false),
+    ] {
+        let mut j = job("s").serving(8080, "/").build();
+        if let Some(s) = j.spec.serving.as_mut() {
+            s.settlement_period = d.parse().unwrap();
+        }
+        let errs = errors_of(validate_cel(&j));
+        assert_eq!(errs.is_empty(), ok, "{d}: {errs}");
+        if !ok {
+            assert!(
+                errs.contains("spec.serving.settlementPeriod must be between 10s and 24h"),
+                "{errs}"
+            );
+        }
+    }
+}
+
+#[test]
 fn serving_cannot_be_added_removed_or_changed_after_creation() {
     let batch = job("b").build();
     let serving = job("s").serving(8080, "/").build();

@@ -194,6 +194,7 @@ mod tests {
         ServingSpec {
             port: 8080,
             readiness_path: "/healthz".into(),
+            settlement_period: gpufed_crds::KubeDuration::from_secs(3600),
         }
     }
 

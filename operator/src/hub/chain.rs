@@ -50,12 +50,16 @@ alloy::sol! {
         function getLock(bytes32 jobId) external view
             returns (address payer, address provider, uint128 amount, uint64 deadline, uint8 state);
         function lockFeeBps(bytes32 jobId) external view returns (uint16);
+        function settlePeriod(bytes32 jobId, uint32 period, uint256 paid) external;
+        function periodsSettled(bytes32 jobId) external view returns (uint32);
 
         event Locked(bytes32 indexed jobId, address indexed payer, address indexed provider,
                      uint256 amount, uint64 deadline, uint16 feeBps);
         event Settled(bytes32 indexed jobId, address indexed payer, address indexed provider,
                       uint256 paid, uint256 fee, uint256 refund);
         event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
+        event PeriodSettled(bytes32 indexed jobId, uint32 indexed period, uint256 paid,
+                            uint256 fee, uint256 remaining);
 
         error ZeroAddress();
         error ZeroAmount();
@@ -71,6 +75,7 @@ alloy::sol! {
         error PaidExceedsLocked(bytes32 jobId, uint256 paid, uint256 locked);
         error LengthMismatch(uint256 jobIds, uint256 paid);
         error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
+        error PeriodNotNext(bytes32 jobId, uint32 period, uint32 expected);
         error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
@@ -135,6 +140,8 @@ pub enum LockState {
 /// A lock as the chain has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockInfo {
+    /// The lock's id.
+    pub id: B256,
     /// State.
     pub state: LockState,
     /// Who funds it.
@@ -592,6 +599,7 @@ impl ChainClient {
             other => return Err(Error::Chain(format!("unknown lock state {other}"))),
         };
         Ok(LockInfo {
+            id,
             state,
             payer: l.payer,
             provider: l.provider,
@@ -611,9 +619,13 @@ impl ChainClient {
         amount: TokenAmount,
     ) -> Result<bool> {
         let units = self.units().await?;
-        Ok(lock.payer == address(payer)
-            && lock.provider == address(provider)
-            && lock.base_amount == units.to_base_ceil(amount))
+        let made = units.to_base_ceil(amount);
+        let parties = lock.payer == address(payer) && lock.provider == address(provider);
+        if !parties || lock.base_amount > made {
+            return Ok(false);
+        }
+        // A serving attempt's lock holds less once periods were paid out of it (ADR 0030).
+        Ok(lock.base_amount == made || self.periods_settled(lock.id).await? > 0)
     }
 
     /// Locks `amount` of `payer`'s deposit for `provider` under `id` until `deadline` (unix
@@ -640,6 +652,34 @@ impl ChainClient {
             .from(self.hub_account);
         let tx = call.clone().into_transaction_request();
         self.send("a lock", tx, call.call()).await
+    }
+
+    /// Periods of lock `id` already paid by `settlePeriod` (serving jobs, ADR 0030).
+    pub async fn periods_settled(&self, id: B256) -> Result<u32> {
+        let escrow = IJobEscrow::new(self.escrow, &self.provider);
+        read(
+            "reading a lock's paid periods",
+            escrow.periodsSettled(id).call(),
+        )
+        .await
+    }
+
+    /// Pays period `period` of the still-running attempt locked under `id` (amount rounded down to
+    /// base units). `Ok(Err(_))`: the contract refused (e.g. the period was paid already) and
+    /// nothing was sent. `Err(_)`: the outcome is unknown (read `periods_settled` again).
+    pub async fn settle_period(
+        &self,
+        id: B256,
+        period: u32,
+        paid: TokenAmount,
+    ) -> Result<std::result::Result<Mined, Refusal>> {
+        let units = self.units().await?;
+        let escrow = IJobEscrow::new(self.escrow, &self.provider);
+        let call = escrow
+            .settlePeriod(id, period, units.to_base_floor(paid))
+            .from(self.hub_account);
+        let tx = call.clone().into_transaction_request();
+        self.send("a period's settlement", tx, call.call()).await
     }
 
     /// Settles several locks in one transaction (amounts rounded down to base units).

@@ -329,7 +329,8 @@ async fn money(
                     now(),
                 ),
             );
-            Ok(step.again_soon.then_some(Duration::from_secs(2)))
+            let soon = step.again_soon.then_some(Duration::from_secs(2));
+            Ok([soon, step.recheck_in].into_iter().flatten().min())
         }
         Err(e @ (Error::Chain(_) | Error::Config(_) | Error::Kube { .. })) => {
             tracing::warn!(error = %e, "chain step failed; will retry");

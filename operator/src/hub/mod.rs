@@ -15,6 +15,7 @@ pub mod log_relay;
 pub mod market;
 pub mod member_controller;
 pub mod period_usage;
+pub mod periods;
 pub mod pool_controller;
 pub mod registration;
 pub mod scheduling;

@@ -59,7 +59,8 @@ pub fn total_cost(status: &ComputeJobStatus) -> Option<TokenAmount> {
         .attempts
         .iter()
         .filter_map(|a| a.settlement.as_ref())
-        .filter(|s| s.state == SettlementState::Settled)
+        // Settled attempts, and what periods of a running serving attempt paid (ADR 0030).
+        .filter(|s| s.state == SettlementState::Settled || s.periods_paid > 0)
         .filter_map(|s| s.paid)
         .collect();
     if settled.is_empty() {
@@ -302,6 +303,8 @@ pub struct Step {
     pub expired: u64,
     /// Lock transactions that failed in this step.
     pub lock_errors: u64,
+    /// Come back after this at the latest (a serving attempt's next period ends, ADR 0030).
+    pub recheck_in: Option<Duration>,
 }
 
 /// Reason of an attempt whose lock the escrow refused (nothing was locked; its number is not reused).
@@ -445,6 +448,9 @@ pub async fn advance(
             return Ok(step);
         }
     }
+
+    // 2b. A running serving attempt is paid period by period out of its lock (ADR 0030).
+    crate::hub::periods::advance(chain, job, st, now_secs, &mut step).await?;
 
     // 3. Settle attempts that ended (also those that ended before their lock was made).
     let mut head: Option<u64> = None;
@@ -592,7 +598,9 @@ pub async fn advance(
                     step.again_soon = true;
                     continue;
                 }
-                s.paid = Some(ev.paid);
+                // Plus what periods paid before (ADR 0030): the lock kept only the rest.
+                let by_periods = s.locked.unwrap_or(lock.amount).saturating_sub(lock.amount);
+                s.paid = ev.paid.checked_add(by_periods).or(Some(ev.paid));
                 s.refunded = Some(ev.refund);
                 s.settle_tx = Some(ev.tx.clone());
                 s.settle_block = Some(ev.block);
@@ -611,11 +619,16 @@ pub async fn advance(
             LockState::Expired => {
                 step.expired += 1;
                 s.state = SettlementState::Expired;
-                s.refunded = s.locked.or(Some(lock.amount));
+                // What periods paid (ADR 0030) is not refunded: the lock kept only the rest.
+                s.refunded = Some(lock.amount);
                 step.changed = true;
             }
             LockState::Locked => {
-                let paid = amount_due(price, gpu_seconds, Some(s.locked.unwrap_or(lock.amount)));
+                // What periods paid while a serving attempt ran is gone from the lock (ADR 0030).
+                let by_periods = s.locked.unwrap_or(lock.amount).saturating_sub(lock.amount);
+                let paid = amount_due(price, gpu_seconds, Some(s.locked.unwrap_or(lock.amount)))
+                    .saturating_sub(by_periods)
+                    .min(lock.amount);
                 if s.locked.is_none() {
                     s.locked = Some(lock.amount);
                     step.changed = true;

@@ -1,0 +1,197 @@
+//! A serving job paid while it runs (docs/adr/0030-serving-jobs.md), against a real anvil and a
+//! real apiserver with the hub as a process and the test standing in for the member's agent: at
+//! the end of every `settlementPeriod` the hub pays the GPU-seconds used so far out of the
+//! attempt's lock (`JobEscrow.settlePeriod`), each period exactly once — also across a hub
+//! killed and replaced while the job runs — and the final settlement pays only the rest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{U256, keccak256};
+use gpufed_crds::{ComputeJob, PlacementPhase, PlacementStatus, SettlementState, TokenAmount};
+use gpufed_e2e::chain::accounts;
+use gpufed_e2e::hubctl::{placements, report_placement, start_hub, wait_job};
+use gpufed_e2e::market::{self, STEP as T, settled, settlement};
+use gpufed_e2e::{run_test, wait_until};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+
+const HARD_DEADLINE: Duration = Duration::from_secs(360);
+/// The settlement period of the job.
+const PERIOD_SECS: u64 = 10;
+/// Periods the job runs before it ends.
+const PERIODS: u32 = 3;
+
+fn word(hex: &str) -> U256 {
+    U256::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Every `PeriodSettled` event of lock `job_id` on the chain: (period, paid, fee) in base units.
+async fn period_events(m: &market::Market, job_id: &str) -> Vec<(u32, U256, U256)> {
+    let sig = keccak256("PeriodSettled(bytes32,uint32,uint256,uint256,uint256)");
+    let logs = m
+        .chain
+        .rpc(
+            "eth_getLogs",
+            json!([{"address": m.contracts.escrow.to_string(), "fromBlock": "0x0",
+                    "toBlock": "latest", "topics": [sig.to_string(), job_id]}]),
+        )
+        .await
+        .unwrap();
+    logs.as_array()
+        .unwrap()
+        .iter()
+        .map(|l: &Value| {
+            let period = word(l["topics"][2].as_str().unwrap()).to::<u32>();
+            let data = l["data"].as_str().unwrap().trim_start_matches("0x");
+            (period, word(&data[..64]), word(&data[64..128]))
+        })
+        .collect()
+}
+
+fn periods_paid(j: &ComputeJob) -> u32 {
+    settlement(j, 1).map(|s| s.periods_paid).unwrap_or(0)
+}
+
+#[test]
+fn a_serving_job_is_paid_each_period_exactly_once_while_it_runs_and_the_rest_at_the_end() {
+    run_test(HARD_DEADLINE, || async {
+        let mut m = market::market("serve-pay", 1000, json!({})).await.unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
+        gpufed_e2e::joining::pool::apply(
+            &c,
+            "computejobs",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                    "metadata": {"name": "chat", "namespace": "team-a"},
+                    "spec": {"pool": "market", "gpusPerReplica": 2, "gpu": {"models": ["H100"]},
+                             "maxPricePerGpuHour": "3.60", "maxDuration": "1h",
+                             "serving": {"port": 8080,
+                                         "settlementPeriod": format!("{PERIOD_SECS}s")},
+                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}}),
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "chat", T, "locked", |j| {
+            settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let job_id = settlement(&j, 1).unwrap().job_id;
+        let p = wait_until(T, "the placement", || async {
+            placements(&c, "alpha").await.ok()?.into_iter().next()
+        })
+        .await
+        .unwrap();
+
+        // The member runs it: 2 GPUs from now on, reported every second like a busy agent.
+        let started = Instant::now();
+        let start = Time(k8s_openapi::jiff::Timestamp::now());
+        let used = || 2 * started.elapsed().as_secs();
+        let running = |gpu_seconds: u64| PlacementStatus {
+            phase: Some(PlacementPhase::Running),
+            active_replicas: 1,
+            start_time: Some(start.clone()),
+            gpu_seconds,
+            ..Default::default()
+        };
+        let mut hub_replaced = false;
+        loop {
+            report_placement(&c, &p, running(used())).await.unwrap();
+            let j = wait_job(&c, "team-a", "chat", T, "the job", |_| true)
+                .await
+                .unwrap();
+            let paid = periods_paid(&j);
+            // Once period 1 is recorded, the hub is killed and another takes over mid-run.
+            if paid >= 1 && !hub_replaced {
+                m.hub.process_mut("hub-0").unwrap().kill();
+                start_hub(&m.tools, &mut m.hub, "hub-1", &[]).unwrap();
+                hub_replaced = true;
+            }
+            if paid >= PERIODS {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(PERIOD_SECS * u64::from(PERIODS) + 60),
+                "periods paid too slowly: {:?}",
+                settlement(&j, 1)
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+
+        // Each period once, in order, on the chain; what each paid never outruns the usage of the
+        // periods so far, at 3.60 per GPU-hour.
+        let price: TokenAmount = "3.60".parse().unwrap();
+        let events = period_events(&m, &job_id).await;
+        let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+        for (period, _, _) in &events {
+            *seen.entry(*period).or_default() += 1;
+        }
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "a period paid twice: {events:?}"
+        );
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            (1..=events.len() as u32).collect::<Vec<_>>()
+        );
+        let mut so_far = U256::ZERO;
+        for (period, paid, _) in &events {
+            so_far += paid;
+            let cap = price
+                .cost_of_gpu_seconds(2 * PERIOD_SECS * u64::from(*period))
+                .unwrap();
+            assert!(
+                so_far <= U256::from(cap.atto()),
+                "after period {period}: {so_far}"
+            );
+            assert!(*paid > U256::ZERO, "period {period} paid nothing");
+        }
+
+        // The attempt ends: the final settlement pays only the rest of its GPU-seconds.
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let total = used();
+        report_placement(
+            &c,
+            &p,
+            PlacementStatus {
+                phase: Some(PlacementPhase::Succeeded),
+                finish_time: Some(now),
+                ..running(total)
+            },
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "chat", T, "settled", settled)
+            .await
+            .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        let recorded = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+        let due = price.cost_of_gpu_seconds(recorded).unwrap();
+        assert_eq!(s.paid, Some(due), "periods plus the final part: {s:?}");
+        assert_eq!(j.status.as_ref().unwrap().cost, Some(due));
+        let events = period_events(&m, &job_id).await;
+        assert_eq!(s.periods_paid as usize, events.len());
+        let by_periods: U256 = events.iter().map(|(_, p, _)| *p).sum();
+        let fees: U256 = events.iter().map(|(_, _, f)| *f).sum();
+        let last = U256::from(due.atto()) - by_periods;
+        let last_fee = last * U256::from(500) / U256::from(10_000);
+        let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
+        assert_eq!(
+            provider_after - provider_before,
+            U256::from(due.atto()) - fees - last_fee,
+            "the provider got its share of every period and of the rest, once"
+        );
+        // Refunded: the lock less everything paid.
+        assert_eq!(s.refunded.unwrap().checked_add(due), s.locked, "{s:?}");
+    });
+}

@@ -1,0 +1,210 @@
+//! Serving jobs paid while they run (docs/adr/0030-serving-jobs.md): at the end of each
+//! `spec.serving.settlementPeriod` of a running attempt, the hub pays what its GPU-seconds cost so
+//! far out of the attempt's lock with `JobEscrow.settlePeriod(jobId, k, paid)`. The escrow takes
+//! period `k` only once and only after `k − 1` (`periodsSettled`), so the chain, not the hub's
+//! status, says which periods are paid: a hub restarted after sending a period reads it back and
+//! goes on with the next one. What is left of the lock is settled when the attempt ends, for the
+//! rest of its usage ([`super::settlement`] subtracts what the periods paid).
+//!
+//! Period `k` pays up to `min(GPU-seconds reported, GPUs × k × period)` in total: a member that
+//! reports late is paid the difference in a later period or in the final settlement, never twice.
+
+use std::time::Duration;
+
+use gpufed_crds::{AttemptPhase, ComputeJob, ComputeJobStatus, SettlementState, TokenAmount};
+
+use crate::error::Result;
+use crate::hub::chain::{ChainClient, LockState, job_id};
+use crate::hub::settlement::{Step, amount_due};
+
+/// The next period to pay and its amount, if one has ended: `running_secs` since the attempt's
+/// pods started, periods of `period_secs`, `paid_periods` already paid, the attempt's `gpus`,
+/// reported `gpu_seconds` and `price`, the lock as made (`locked`) and what is left of it
+/// (`remaining`).
+#[allow(clippy::too_many_arguments)]
+pub fn next_period(
+    period_secs: u64,
+    running_secs: u64,
+    paid_periods: u32,
+    gpus: u64,
+    gpu_seconds: u64,
+    price: TokenAmount,
+    locked: TokenAmount,
+    remaining: TokenAmount,
+) -> Option<(u32, TokenAmount)> {
+    if period_secs == 0 {
+        return None;
+    }
+    let next = paid_periods.checked_add(1)?;
+    if u64::from(next) > running_secs / period_secs {
+        return None;
+    }
+    let through = gpus
+        .saturating_mul(u64::from(next))
+        .saturating_mul(period_secs)
+        .min(gpu_seconds);
+    let owed_so_far = amount_due(price, through, Some(locked));
+    let paid_so_far = locked.saturating_sub(remaining);
+    Some((next, owed_so_far.saturating_sub(paid_so_far).min(remaining)))
+}
+
+/// Seconds until the period after `paid_periods` ends, `running_secs` into the attempt.
+pub fn until_next(period_secs: u64, running_secs: u64, paid_periods: u32) -> Option<Duration> {
+    let end = u64::from(paid_periods.checked_add(1)?).checked_mul(period_secs)?;
+    Some(Duration::from_secs(end.saturating_sub(running_secs)))
+}
+
+/// Pays the next ended period of the current attempt of serving `job` (status `st`) if there is
+/// one, and records on the attempt's settlement how many periods the chain says are paid and what
+/// they paid. One period per call; `step.again_soon` when another is already due.
+pub async fn advance(
+    chain: &ChainClient,
+    job: &ComputeJob,
+    st: &mut ComputeJobStatus,
+    now_secs: u64,
+    step: &mut Step,
+) -> Result<()> {
+    let Some(serving) = &job.spec.serving else {
+        return Ok(());
+    };
+    let period_secs = serving.settlement_period.as_secs_ceil();
+    let gpus = u64::from(job.spec.replicas * job.spec.gpus_per_replica);
+    let current = st.attempt;
+    let Some(a) = st
+        .attempts
+        .iter_mut()
+        .find(|a| a.attempt == current && a.phase == AttemptPhase::Running)
+    else {
+        return Ok(());
+    };
+    let Some(start) = a.start_time.as_ref() else {
+        return Ok(());
+    };
+    let running_secs = now_secs.saturating_sub(u64::try_from(start.0.as_second()).unwrap_or(0));
+    let (attempt, gpu_seconds, price) = (a.attempt, a.gpu_seconds, a.price_per_gpu_hour);
+    let Some(s) = a.settlement.as_mut() else {
+        return Ok(());
+    };
+    let Some(locked) = s.locked.filter(|_| s.state == SettlementState::Locked) else {
+        return Ok(());
+    };
+    let id = job_id(&s.job_id)?;
+    let lock = chain.get_lock(id).await?;
+    if lock.state != LockState::Locked {
+        return Ok(());
+    }
+    let paid_periods = chain.periods_settled(id).await?;
+    let paid_so_far = locked.saturating_sub(lock.amount);
+    if s.periods_paid != paid_periods {
+        s.periods_paid = paid_periods;
+        s.paid = (paid_periods > 0).then_some(paid_so_far);
+        step.changed = true;
+    }
+    let Some((period, pay)) = next_period(
+        period_secs,
+        running_secs,
+        paid_periods,
+        gpus,
+        gpu_seconds,
+        price,
+        locked,
+        lock.amount,
+    ) else {
+        step.recheck_in = until_next(period_secs, running_secs, paid_periods);
+        return Ok(());
+    };
+    step.again_soon = true;
+    match chain.settle_period(id, period, pay).await {
+        Ok(Ok(mined)) => {
+            s.periods_paid = period;
+            s.paid = paid_so_far.checked_add(pay);
+            s.message = None;
+            step.changed = true;
+            step.events.push((
+                false,
+                "PaidPeriod",
+                format!(
+                    "attempt {attempt}: period {period} paid {pay} (GPU-seconds so far {gpu_seconds}; tx {})",
+                    mined.tx
+                ),
+            ));
+        }
+        Ok(Err(refused)) => {
+            // Typically the period was paid meanwhile (a resend): the next pass reads it back.
+            s.message = Some(format!("paying period {period}: {refused}"));
+            step.changed = true;
+        }
+        Err(e) => {
+            s.message = Some(format!("paying period {period}: {e}"));
+            step.changed = true;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn t(s: &str) -> TokenAmount {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn nothing_is_paid_before_the_first_period_ends() {
+        assert_eq!(
+            next_period(60, 59, 0, 2, 118, t("3.6"), t("7.2"), t("7.2")),
+            None
+        );
+        assert_eq!(until_next(60, 59, 0), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn each_period_pays_its_gpu_seconds_at_the_price_once() {
+        // 2 GPUs at 3.60/GPU-hour, periods of 60 s: 120 GPU-seconds a period cost 0.12.
+        let (locked, price) = (t("7.2"), t("3.6"));
+        assert_eq!(
+            next_period(60, 61, 0, 2, 122, price, locked, locked),
+            Some((1, t("0.12")))
+        );
+        // Period 1 paid: 7.08 left; period 2 pays only its own share.
+        assert_eq!(
+            next_period(60, 125, 1, 2, 250, price, locked, t("7.08")),
+            Some((2, t("0.12")))
+        );
+        // Period 2 paid too: nothing more is due until period 3 ends.
+        assert_eq!(
+            next_period(60, 125, 2, 2, 250, price, locked, t("6.96")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_late_report_is_paid_in_a_later_period_never_twice() {
+        let (locked, price) = (t("7.2"), t("3.6"));
+        // Only 60 GPU-seconds reported when period 1 ended: 0.06.
+        assert_eq!(
+            next_period(60, 61, 0, 2, 60, price, locked, locked),
+            Some((1, t("0.06")))
+        );
+        // Caught up by period 2: the missing 0.06 and period 2's 0.12.
+        assert_eq!(
+            next_period(60, 121, 1, 2, 242, price, locked, t("7.14")),
+            Some((2, t("0.18")))
+        );
+    }
+
+    #[test]
+    fn a_period_never_pays_more_than_is_left_of_the_lock() {
+        assert_eq!(
+            next_period(60, 61, 0, 2, 120, t("3.6"), t("0.10"), t("0.05")),
+            Some((1, t("0.05")))
+        );
+        assert_eq!(
+            next_period(0, 61, 0, 2, 120, t("3.6"), t("1"), t("1")),
+            None
+        );
+    }
+}
