@@ -647,3 +647,32 @@ fn without_a_live_lease_or_for_a_stale_or_orphaned_job_no_pod_is_ungated() {
     going.metadata.deletion_timestamp = Some(at(990));
     assert!(ungated(&accepted_with(vec![going]).plan()).is_empty());
 }
+
+#[test]
+fn a_running_serving_job_gets_its_service_once_and_a_gang_serving_job_gets_both_networks() {
+    let serving_job = |job: &str, replicas: u32| {
+        let mut p = placement(job, 1).replicas(replicas).build();
+        p.spec.serving = Some(gpufed_crds::ServingSpec {
+            port: 8080,
+            readiness_path: "/".into(),
+            settlement_period: gpufed_crds::KubeDuration::from_secs(3600),
+        });
+        let mut j = job_builder::build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
+        j.metadata.uid = Some(format!("local-{job}"));
+        p.status = Some(status(PlacementPhase::Running));
+        (p, j)
+    };
+    let (p, j) = serving_job("s", 1);
+    let (pg, jg) = serving_job("sg", 2);
+    let mut w = World::new().placement(p).job(j).placement(pg).job(jg);
+    let serve = |job: &str| format!("{}-serve", local_job_name(&uid(job), 1));
+    let mut want = vec![local_job_name(&uid("sg"), 1), serve("s"), serve("sg")];
+    want.sort();
+    let mut got = gang_networks(&w.plan());
+    got.sort();
+    assert_eq!(got, want);
+    for name in want {
+        w.gang_services.insert(name);
+    }
+    assert!(gang_networks(&w.plan()).is_empty());
+}
