@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 43;
+const HOSTILE_MANIFESTS: usize = 46;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -122,6 +122,29 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 "items": [{"key": "key.json", "path": path}]}])
     };
     vec![
+        (
+            "a serving job on a privileged port",
+            with(job(), "spec.serving", json!({"port": 80})),
+            "spec.serving.port must be between 1024 and 65535",
+        ),
+        (
+            "a serving job with a relative readiness path",
+            with(
+                job(),
+                "spec.serving",
+                json!({"port": 8080, "readinessPath": "healthz"}),
+            ),
+            "spec.serving.readinessPath must be an absolute HTTP path",
+        ),
+        (
+            "a serving job paid every 5 seconds",
+            with(
+                job(),
+                "spec.serving",
+                json!({"port": 8080, "settlementPeriod": "5s"}),
+            ),
+            "spec.serving.settlementPeriod must be between 10s and 24h",
+        ),
         (
             "an env var with both a value and a secretKeyRef",
             with(
