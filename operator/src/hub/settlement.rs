@@ -620,7 +620,7 @@ pub async fn advance(
                 step.expired += 1;
                 s.state = SettlementState::Expired;
                 // What periods paid (ADR 0030) is not refunded: the lock kept only the rest.
-                s.refunded = Some(lock.amount);
+                s.refunded = Some(s.locked.map_or(lock.amount, |l| l.min(lock.amount)));
                 step.changed = true;
             }
             LockState::Locked => {
