@@ -17,6 +17,11 @@ use crate::error::Result;
 use crate::hub::chain::{ChainClient, LockState, job_id};
 use crate::hub::settlement::{Step, amount_due};
 
+/// Start of the settlement message when the paid periods could not be read.
+const READ_FAILED: &str = "reading the periods paid so far";
+/// When to try again after the paid periods could not be read.
+const RETRY_READ: Duration = Duration::from_secs(30);
+
 /// The next period to pay and its amount, if one has ended: `running_secs` since the attempt's
 /// pods started, periods of `period_secs`, `paid_periods` already paid, the attempt's `gpus`,
 /// reported `gpu_seconds` and `price`, the lock as made (`locked`) and what is left of it
@@ -93,7 +98,27 @@ pub async fn advance(
     if lock.state != LockState::Locked {
         return Ok(());
     }
-    let paid_periods = chain.periods_settled(id).await?;
+    // An escrow without `settlePeriod` (deployed before ADR 0030), or a failed read: the attempt is
+    // still settled once when it ends; nothing else of the job's money waits on this.
+    let paid_periods = match chain.periods_settled(id).await {
+        Ok(n) => n,
+        Err(e) => {
+            let message = format!("{READ_FAILED}: {e}");
+            if s.message.as_ref() != Some(&message) {
+                s.message = Some(message);
+                step.changed = true;
+            }
+            step.recheck_in = Some(RETRY_READ);
+            return Ok(());
+        }
+    };
+    if s.message
+        .as_deref()
+        .is_some_and(|m| m.starts_with(READ_FAILED))
+    {
+        s.message = None;
+        step.changed = true;
+    }
     let paid_so_far = locked.saturating_sub(lock.amount);
     if s.periods_paid != paid_periods {
         s.periods_paid = paid_periods;
