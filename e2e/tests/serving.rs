@@ -223,3 +223,101 @@ fn a_serving_job_answers_at_its_reported_url_and_again_at_a_new_one_after_its_me
         .unwrap();
     });
 }
+
+/// A member whose chart publishes serving endpoints through its load balancer: the job's Service
+/// asks for one of the chart's class, and once the load balancer gives it an address (the test
+/// stands in for the member's load-balancer controller, which this harness has none of) that
+/// address is the job's URL.
+#[test]
+fn behind_a_members_load_balancer_the_url_is_the_address_it_assigns() {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let pool = Pool::join(
+            &tools,
+            "30s",
+            &[MemberPlan::new(
+                "lb",
+                vec![NodeSpec::new("lb-node", "L4-24GB", 2, "eu-west")],
+                "L4",
+                "0.50",
+            )
+            .serving_load_balancer("e2e.gpufed.io/lb")],
+        )
+        .await
+        .unwrap();
+        let hub = pool.hub.client();
+        pool.hub.create_namespace(TEAM).await.unwrap();
+        wait_ready_with_free(&hub, "lb", 2, LONG).await.unwrap();
+        gpufed_e2e::joining::pool::apply(
+            &hub,
+            "computejobs",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                    "metadata": {"name": "llm", "namespace": TEAM},
+                    "spec": {"gpusPerReplica": 1, "gpu": {"models": ["L4"]},
+                             "maxPricePerGpuHour": "1.00", "maxDuration": "30m",
+                             "serving": {"port": 8080},
+                             "template": {"containers": [{"name": "server", "image": "busybox"}]}}}),
+        )
+        .await
+        .unwrap();
+        let job = wait_job(&hub, TEAM, "llm", LONG, "llm running", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.phase == JobPhase::Running)
+        })
+        .await
+        .unwrap();
+        let member = pool.member("lb").unwrap().client();
+        let services: Api<Service> = Api::namespaced(member, JOBS_NAMESPACE);
+        let name = format!(
+            "{}-serve",
+            gpufed_crds::naming::local_job_name(&job.uid().unwrap(), 1)
+        );
+        let service = wait_until(LONG, "the serving Service", || {
+            let services = services.clone();
+            let name = name.clone();
+            async move { services.get_opt(&name).await.ok().flatten() }
+        })
+        .await
+        .unwrap();
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(
+            spec.load_balancer_class.as_deref(),
+            Some("e2e.gpufed.io/lb")
+        );
+        // No address yet: no URL.
+        let job = wait_job(&hub, TEAM, "llm", LONG, "an endpoint without URL", |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref())
+                .is_some_and(|e| e.cluster.as_deref() == Some("lb"))
+        })
+        .await
+        .unwrap();
+        let endpoint = job.status.unwrap().endpoint.unwrap();
+        assert_eq!((endpoint.url, endpoint.ready), (None, false));
+        // The member's load balancer assigns an address.
+        services
+            .patch_status(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        let job = wait_job(&hub, TEAM, "llm", LONG, "the load balancer's URL", |j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref())
+                .is_some_and(|e| e.url.is_some())
+        })
+        .await
+        .unwrap();
+        let endpoint = job.status.unwrap().endpoint.unwrap();
+        assert_eq!(endpoint.url.as_deref(), Some("http://203.0.113.7:8080"));
+        assert_eq!(endpoint.urls, vec!["http://203.0.113.7:8080"]);
+    });
+}

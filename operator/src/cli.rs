@@ -139,6 +139,27 @@ pub struct AgentArgs {
     /// already holds (air-gapped, or pre-loaded), `Always` to re-check the registry each start.
     #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent, env = "GPUFED_IMAGE_PULL_POLICY")]
     pub image_pull_policy: PullPolicy,
+    /// How this member publishes serving jobs' endpoints (docs/adr/0030-serving-jobs.md):
+    /// `PodNetwork` reports each ready replica's pod IP (clients can reach the pod network);
+    /// `LoadBalancer` makes each serving job's Service `type: LoadBalancer` and reports the address
+    /// the member's load balancer assigns to it.
+    #[arg(long, value_enum, default_value_t = ServingExposure::PodNetwork, env = "GPUFED_SERVING_EXPOSURE")]
+    pub serving_exposure: ServingExposure,
+    /// `loadBalancerClass` of serving Services with `--serving-exposure LoadBalancer`; the
+    /// cluster's default load balancer when unset.
+    #[arg(long, env = "GPUFED_SERVING_LOAD_BALANCER_CLASS")]
+    pub serving_load_balancer_class: Option<String>,
+}
+
+/// How a member publishes serving jobs' endpoints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[value(rename_all = "verbatim")]
+pub enum ServingExposure {
+    /// Each ready replica's pod IP: the member's pod network is reachable by clients.
+    #[default]
+    PodNetwork,
+    /// The address the member's load balancer assigns to the job's Service.
+    LoadBalancer,
 }
 
 /// A container's `imagePullPolicy`.

@@ -129,6 +129,9 @@ pub struct MemberPlan {
     /// The provider's own prices, `(model, price)`, which the agent publishes as its Offer
     /// (`--offer`, the chart's `offer.prices`).
     pub offer: Vec<(String, String)>,
+    /// Serving endpoints behind the member's load balancer of this class (`--serving-exposure
+    /// LoadBalancer`, the chart's `agent.serving`), instead of the chart's default.
+    pub serving_load_balancer: Option<String>,
 }
 
 impl MemberPlan {
@@ -145,7 +148,14 @@ impl MemberPlan {
             gang_unschedulable_grace: None,
             skewable_clock: false,
             offer: vec![],
+            serving_load_balancer: None,
         }
+    }
+
+    /// Publishes serving endpoints through a load balancer of `class` (ADR 0030).
+    pub fn serving_load_balancer(mut self, class: &str) -> Self {
+        self.serving_load_balancer = Some(class.into());
+        self
     }
 
     /// Runs the agent and gpu-probe with a wall clock the test can shift ([`Joined::skew_clock`]).
@@ -521,6 +531,16 @@ async fn join_member(
                 .iter()
                 .map(|(model, price)| format!("--offer={model}={price}")),
         )
+        .chain(match &plan.serving_load_balancer {
+            Some(class) => vec![
+                "--serving-exposure=LoadBalancer".to_string(),
+                format!("--serving-load-balancer-class={class}"),
+            ],
+            None => vec![format!(
+                "--serving-exposure={}",
+                values("agent.serving.exposure")?
+            )],
+        })
         .collect::<Vec<_>>(),
         &env,
     )?;

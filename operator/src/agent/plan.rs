@@ -39,7 +39,7 @@ use kube::ResourceExt;
 use super::cached::Pod;
 use super::report::{self, ended};
 use super::{gang, job_builder, serving};
-use crate::cli::PullPolicy;
+use crate::cli::{PullPolicy, ServingExposure};
 
 pub use gpufed_crds::placement::reasons::FENCED;
 pub use gpufed_crds::placement::reasons::GANG_UNSCHEDULABLE;
@@ -163,6 +163,10 @@ pub struct View<'a> {
     /// Names of the gpufed Services in the jobs namespace (one per multi-replica local Job, one
     /// `<job>-serve` per serving Job).
     pub gang_services: &'a BTreeSet<String>,
+    /// How serving jobs' endpoints are published (ADR 0030), and the load balancer class.
+    pub serving_exposure: (ServingExposure, Option<&'a str>),
+    /// Addresses load balancers assigned to serving Services, by Service name.
+    pub serving_hosts: &'a BTreeMap<String, String>,
     /// Placements whose Job this agent deleted while fenced, with when.
     pub fenced_placements: &'a BTreeMap<String, Time>,
     /// Highest attempt seen per job UID so far.
@@ -314,7 +318,9 @@ pub fn plan(view: &View) -> Plan {
                 .contains(&serving::service_name(&j.name_any()))
         })
     {
-        if let Some((service, policy)) = serving::network(job) {
+        if let Some((service, policy)) =
+            serving::network(job, view.serving_exposure.0, view.serving_exposure.1)
+        {
             steps.push(Step::CreateGangNetwork {
                 service: Box::new(service),
                 policy: Box::new(policy),
@@ -467,7 +473,21 @@ fn placement_steps(
                     });
                 }
             }
-            let next = report::observe(spec, job, &pods, prev, &view.now);
+            let mut next = report::observe(spec, job, &pods, prev, &view.now);
+            // Behind a load balancer, the URL is the address it assigned (ADR 0030).
+            if let (Some(serving), ServingExposure::LoadBalancer, false) = (
+                &spec.serving,
+                view.serving_exposure.0,
+                next.phase.is_some_and(PlacementPhase::is_finished),
+            ) {
+                let host = view.serving_hosts.get(&serving::service_name(&job_name));
+                next.endpoint = Some(serving::load_balancer_endpoint(
+                    serving,
+                    spec.replicas,
+                    &pods,
+                    host.map(String::as_str),
+                ));
+            }
             let stuck = (!job_finished(job))
                 .then(|| gang::stuck(spec.replicas, &pods, &view.now, view.gang_grace))
                 .flatten();

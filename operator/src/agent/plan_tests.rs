@@ -57,6 +57,8 @@ impl World {
             pods: &self.pods,
             nodes: &self.nodes,
             gang_services: &self.gang_services,
+            serving_exposure: (crate::cli::ServingExposure::PodNetwork, None),
+            serving_hosts: &BTreeMap::new(),
             fenced_placements: &self.fenced_placements,
             highest: &self.highest,
             now: at(1000),

@@ -25,6 +25,7 @@ use kube::api::ObjectMeta;
 
 use super::cached::Pod;
 use super::usage::replica_index;
+use crate::cli::ServingExposure;
 
 /// Annotation on a serving Job with its port (the Job is cached without its pod template).
 pub const ANNOTATION_SERVING_PORT: &str = "gpufed.io/serving-port";
@@ -77,10 +78,15 @@ pub fn port_of(job: &Job) -> Option<u16> {
 }
 
 /// The network of a serving Job: a Service `<job>-serve` selecting its replicas on the serving
-/// port (what a member's own Ingress or gateway routes to), and a NetworkPolicy admitting any
+/// port (what a member's own Ingress or gateway routes to; `type: LoadBalancer` of
+/// `load_balancer_class` with that exposure), and a NetworkPolicy admitting any
 /// client to that port of those pods (the jobs namespace denies all other ingress). Both owned by
 /// `job`, so they go with it. `None` for a Job that does not serve, or one not created yet.
-pub fn network(job: &Job) -> Option<(Service, NetworkPolicy)> {
+pub fn network(
+    job: &Job,
+    exposure: ServingExposure,
+    load_balancer_class: Option<&str>,
+) -> Option<(Service, NetworkPolicy)> {
     let port = i32::from(port_of(job)?);
     let job_name = job.metadata.name.clone()?;
     let uid = job.metadata.uid.clone()?;
@@ -106,6 +112,11 @@ pub fn network(job: &Job) -> Option<(Service, NetworkPolicy)> {
     let service = Service {
         metadata: metadata.clone(),
         spec: Some(ServiceSpec {
+            // With a load balancer the member's controller gives it an address (ADR 0030).
+            type_: (exposure == ServingExposure::LoadBalancer).then(|| "LoadBalancer".into()),
+            load_balancer_class: load_balancer_class
+                .filter(|_| exposure == ServingExposure::LoadBalancer)
+                .map(str::to_string),
             selector: Some(selector.clone()),
             ports: Some(vec![ServicePort {
                 name: Some(PORT_NAME.into()),
@@ -181,6 +192,50 @@ pub fn endpoint(serving: &ServingSpec, replicas: u32, pods: &[&Pod]) -> Endpoint
         ready: ready_replicas >= replicas,
         ready_replicas,
         urls,
+    }
+}
+
+/// The address the member's load balancer gave serving Service `service`, if any: its first
+/// ingress's IP or host name.
+pub fn load_balancer_host(service: &Service) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    ingress
+        .ip
+        .clone()
+        .or_else(|| ingress.hostname.clone())
+        .filter(|h| !h.is_empty())
+}
+
+/// The endpoint of a serving placement exposed by a load balancer at `host` (none assigned yet:
+/// no URL): one URL for all replicas, ready once the address exists and every replica is ready.
+pub fn load_balancer_endpoint(
+    serving: &ServingSpec,
+    replicas: u32,
+    pods: &[&Pod],
+    host: Option<&str>,
+) -> Endpoint {
+    let by_pods = endpoint(serving, replicas, pods);
+    let url = host.map(|h| {
+        let h = if h.contains(':') {
+            format!("[{h}]")
+        } else {
+            h.to_string()
+        };
+        format!("http://{h}:{}", serving.port)
+    });
+    Endpoint {
+        ready: by_pods.ready && url.is_some(),
+        ready_replicas: by_pods.ready_replicas,
+        urls: url.iter().cloned().collect(),
+        url,
+        ..Endpoint::default()
     }
 }
 
@@ -272,14 +327,14 @@ mod tests {
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert!(pod.containers[0].ports.is_none() && pod.containers[0].readiness_probe.is_none());
-        assert_eq!(network(&batch), None);
+        assert_eq!(network(&batch, ServingExposure::PodNetwork, None), None);
     }
 
     #[test]
     fn a_serving_jobs_network_selects_its_replicas_on_the_port_and_lets_any_client_in() {
         let job = serving_job(2);
         let name = job.metadata.name.clone().unwrap();
-        let (service, policy) = network(&job).unwrap();
+        let (service, policy) = network(&job, ServingExposure::PodNetwork, None).unwrap();
         assert_eq!(service.metadata.name, Some(format!("{name}-serve")));
         let owner = &service.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -300,6 +355,39 @@ mod tests {
             rule.ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(8080))
         );
+    }
+
+    #[test]
+    fn with_a_load_balancer_the_service_asks_for_one_and_its_address_is_the_url() {
+        let job = serving_job(1);
+        let (service, _) = network(&job, ServingExposure::LoadBalancer, Some("metallb")).unwrap();
+        let spec = service.spec.clone().unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.load_balancer_class.as_deref(), Some("metallb"));
+        let (plain, _) = network(&job, ServingExposure::PodNetwork, Some("metallb")).unwrap();
+        assert_eq!(plain.spec.unwrap().type_, None);
+
+        assert_eq!(load_balancer_host(&service), None);
+        let mut assigned = service.clone();
+        assigned.status = Some(
+            serde_json::from_value(serde_json::json!(
+                {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+            ))
+            .unwrap(),
+        );
+        let host = load_balancer_host(&assigned);
+        assert_eq!(host.as_deref(), Some("203.0.113.7"));
+        let ready = pod(0, Some("10.244.0.7"), true);
+        let e = load_balancer_endpoint(&serving(), 1, &[&ready], host.as_deref());
+        assert_eq!(e.url.as_deref(), Some("http://203.0.113.7:8080"));
+        assert_eq!((e.urls.len(), e.ready_replicas, e.ready), (1, 1, true));
+        // No address yet, or a replica not ready: not ready.
+        let e = load_balancer_endpoint(&serving(), 1, &[&ready], None);
+        assert_eq!((e.url, e.ready), (None, false));
+        let waiting = pod(0, Some("10.244.0.7"), false);
+        let e = load_balancer_endpoint(&serving(), 1, &[&waiting], Some("lb.example.com"));
+        assert_eq!(e.url.as_deref(), Some("http://lb.example.com:8080"));
+        assert!(!e.ready);
     }
 
     #[test]

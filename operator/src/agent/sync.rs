@@ -515,12 +515,11 @@ impl Sync {
         let nodes = ctx.gpu_nodes();
         let fenced_placements = ctx.shared.fenced_placements();
         let lease_owner = ctx.shared.lease_owner();
-        let gang_services: BTreeSet<String> = ctx
-            .stores
-            .services
-            .state()
+        let services = ctx.stores.services.state();
+        let gang_services: BTreeSet<String> = services.iter().map(|s| s.name_any()).collect();
+        let serving_hosts: BTreeMap<String, String> = services
             .iter()
-            .map(|s| s.name_any())
+            .filter_map(|s| Some((s.name_any(), crate::agent::serving::load_balancer_host(s)?)))
             .collect();
         let plan = plan::plan(&View {
             cluster: &ctx.args.cluster,
@@ -532,6 +531,11 @@ impl Sync {
             pods: &pods,
             nodes: &nodes,
             gang_services: &gang_services,
+            serving_exposure: (
+                ctx.args.serving_exposure,
+                ctx.args.serving_load_balancer_class.as_deref(),
+            ),
+            serving_hosts: &serving_hosts,
             fenced_placements: &fenced_placements,
             highest: &self.highest,
             now: Time(ctx.shared.member_now()),
