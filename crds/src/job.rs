@@ -331,6 +331,12 @@ pub struct ComputeJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// What the template's `outputs` stored (keys, sizes, sha256), one record per output and
+    /// replica, from the attempt that succeeded; empty unless the job Succeeded, since a failed
+    /// upload fails the attempt (docs/adr/0029-job-data-on-s3.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub outputs: Vec<crate::data::OutputRecord>,
 }
 
 /// Where an attempt runs.

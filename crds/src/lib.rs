@@ -12,6 +12,7 @@
 
 pub mod bond;
 pub mod conditions;
+pub mod data;
 pub mod gpunode;
 pub mod job;
 pub mod joblog;
@@ -27,6 +28,7 @@ pub mod units;
 pub mod workload;
 
 pub use bond::{ProviderBond, ProviderBondSpec, ProviderBondStatus, SlashRecord};
+pub use data::{DataInput, DataOutput, OutputRecord, StoredObject};
 pub use gpunode::{GpuDevice, GpuNode, GpuNodeSpec, GpuNodeStatus, ProbeBackend};
 pub use job::{
     AttemptPhase, AttemptRecord, ClaimableReceipt, ComputeJob, ComputeJobSpec, ComputeJobStatus,

@@ -37,6 +37,13 @@ pub mod reasons {
     /// them, or the blob was copied from another Placement). Nothing ran; the hub retries the job
     /// and seals again to the member's current key.
     pub const SEALED_SECRETS_INVALID: &str = "SealedSecretsInvalid";
+    /// An input of the template could not be fetched or failed its check (bad URL, missing
+    /// credentials, unreachable storage, a missing object, a wrong size or sha256): the workload
+    /// never started. The message is the helper's (docs/adr/0029-job-data-on-s3.md).
+    pub const INPUT_FETCH_FAILED: &str = "InputFetchFailed";
+    /// An output of the template could not be uploaded after the workload exited: the attempt
+    /// failed, and no output is reported. The message is the helper's.
+    pub const OUTPUT_UPLOAD_FAILED: &str = "OutputUploadFailed";
 }
 
 /// One attempt of a ComputeJob on one member cluster.
@@ -209,6 +216,12 @@ pub struct PlacementStatus {
     /// Serving placements: the URL of each ready replica and how many are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<crate::serving::Endpoint>,
+    /// What the template's `outputs` uploaded, one record per output and replica, as the
+    /// uploaders reported it; set only once the local Job completed and every upload succeeded
+    /// (docs/adr/0029-job-data-on-s3.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub outputs: Vec<crate::data::OutputRecord>,
 }
 
 /// Most container exits a status lists.

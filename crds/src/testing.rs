@@ -77,6 +77,8 @@ pub fn job(name: &str) -> JobBuilder {
                 scratch_size: None,
                 secret_files: vec![],
                 image_pull_secrets: vec![],
+                inputs: vec![],
+                outputs: vec![],
             },
             serving: None,
         },

@@ -52,6 +52,21 @@ pub struct WorkloadTemplate {
     #[schemars(length(max = 4))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub image_pull_secrets: Vec<SecretReference>,
+    /// Objects fetched from S3-compatible storage into each replica before its containers start
+    /// (size and sha256 checked when given), mounted read-only (docs/adr/0029-job-data-on-s3.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(i, self.filter(j, j.mountPath == i.mountPath).size() == 1)").message("inputs[].mountPath must be unique: give each input its own directory"))]
+    pub inputs: Vec<crate::data::DataInput>,
+    /// Directories of each replica uploaded to S3-compatible storage once its containers have
+    /// exited; what was stored is listed in `status.outputs`, and a failed upload fails the
+    /// attempt (docs/adr/0029-job-data-on-s3.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(o, self.filter(p, p.path == o.path).size() == 1)").message("outputs[].path must be unique: give each output its own directory"))]
+    pub outputs: Vec<crate::data::DataOutput>,
 }
 
 impl WorkloadTemplate {
@@ -70,6 +85,16 @@ impl WorkloadTemplate {
         }
         out.extend(self.secret_files.iter().map(|f| f.secret_name.as_str()));
         out.extend(self.image_pull_secrets.iter().map(|r| r.name.as_str()));
+        out.extend(
+            self.inputs
+                .iter()
+                .filter_map(|i| i.credentials_secret.as_deref()),
+        );
+        out.extend(
+            self.outputs
+                .iter()
+                .filter_map(|o| o.credentials_secret.as_deref()),
+        );
         out
     }
 

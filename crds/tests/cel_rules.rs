@@ -422,3 +422,156 @@ fn serving_cannot_be_added_removed_or_changed_after_creation() {
     );
     assert_eq!(changed(&serving, |j| j.spec.priority = 5), "");
 }
+
+/// A job whose template's `inputs` and `outputs` are `inputs` and `outputs` (JSON).
+fn job_with_data(inputs: serde_json::Value, outputs: serde_json::Value) -> ComputeJob {
+    let mut j = job("data").build();
+    j.spec.template.inputs = serde_json::from_value(inputs).unwrap();
+    j.spec.template.outputs = serde_json::from_value(outputs).unwrap();
+    j
+}
+
+fn good_input() -> serde_json::Value {
+    serde_json::json!({"name": "dataset", "endpoint": "https://s3.eu-west-1.amazonaws.com",
+        "bucket": "team-a-data", "key": "alpaca/train.jsonl", "size": 4,
+        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "mountPath": "/data", "credentialsSecret": "s3"})
+}
+
+fn good_output() -> serde_json::Value {
+    serde_json::json!({"name": "checkpoint", "path": "/output",
+        "endpoint": "http://10.0.0.1:7070", "bucket": "team-a-runs", "prefix": "runs/42/",
+        "credentialsSecret": "s3"})
+}
+
+/// `base` with `field` set to `value` (`null` removes it).
+fn with(mut base: serde_json::Value, field: &str, value: serde_json::Value) -> serde_json::Value {
+    if value.is_null() {
+        base.as_object_mut().unwrap().remove(field);
+    } else {
+        base[field] = value;
+    }
+    base
+}
+
+#[test]
+fn inputs_and_outputs_that_name_real_storage_pass() {
+    let prefix = serde_json::json!({"name": "weights", "endpoint": "https://s3.example.com:9000/",
+        "region": "eu-west-1", "bucket": "models.team-a", "prefix": "llama/8b",
+        "mountPath": "/weights"});
+    let j = job_with_data(
+        serde_json::json!([good_input(), prefix]),
+        serde_json::json!([good_output()]),
+    );
+    assert_eq!(errors_of(validate_cel(&j)), "");
+}
+
+#[test]
+fn hostile_or_mistaken_inputs_are_refused_naming_the_field_and_the_fix() {
+    use serde_json::Value::Null;
+    let cases = [
+        (
+            with(good_input(), "endpoint", "s3://team-a-data".into()),
+            "inputs[].endpoint must be the http(s) URL",
+        ),
+        (
+            with(good_input(), "endpoint", "https://".into()),
+            "inputs[].endpoint must be the http(s) URL",
+        ),
+        (
+            with(good_input(), "bucket", "Team_A".into()),
+            "inputs[].bucket must be an S3 bucket name",
+        ),
+        (
+            with(good_input(), "key", Null),
+            "set exactly one of key (one object) and prefix",
+        ),
+        (
+            with(good_input(), "prefix", "datasets/".into()),
+            "set exactly one of key (one object) and prefix",
+        ),
+        (
+            with(good_input(), "key", "../../etc/passwd".into()),
+            "inputs[].key must be an object key without",
+        ),
+        (
+            with(good_input(), "key", "datasets/".into()),
+            "inputs[].key must be an object key without",
+        ),
+        (
+            with(good_input(), "sha256", "ABC".into()),
+            "inputs[].sha256 must be 64 lowercase hex digits",
+        ),
+        (
+            with(good_input(), "mountPath", "/tmp/data".into()),
+            "inputs[].mountPath must be an absolute directory",
+        ),
+        (
+            with(good_input(), "mountPath", "/data/../proc".into()),
+            "inputs[].mountPath must be an absolute directory",
+        ),
+        (
+            with(
+                with(with(good_input(), "key", Null), "prefix", "d/".into()),
+                "size",
+                4.into(),
+            ),
+            "inputs[].size and inputs[].sha256 check one object",
+        ),
+        (
+            with(with(good_input(), "key", Null), "prefix", "a/../b".into()),
+            "inputs[].prefix must not start with /",
+        ),
+    ];
+    for (input, expected) in cases {
+        let j = job_with_data(serde_json::json!([input.clone()]), serde_json::json!([]));
+        let errs = errors_of(validate_cel(&j));
+        assert!(errs.contains(expected), "{input}: {errs}");
+    }
+    // Two inputs in one directory.
+    let twice = job_with_data(
+        serde_json::json!([good_input(), with(good_input(), "name", "other".into())]),
+        serde_json::json!([]),
+    );
+    assert!(
+        errors_of(validate_cel(&twice)).contains("inputs[].mountPath must be unique"),
+        "{}",
+        errors_of(validate_cel(&twice))
+    );
+}
+
+#[test]
+fn hostile_or_mistaken_outputs_are_refused_naming_the_field_and_the_fix() {
+    let cases = [
+        (
+            with(good_output(), "endpoint", "ftp://example.com".into()),
+            "outputs[].endpoint must be the http(s) URL",
+        ),
+        (
+            with(good_output(), "bucket", "ab".into()),
+            "outputs[].bucket must be an S3 bucket name",
+        ),
+        (
+            with(good_output(), "prefix", "/abs/".into()),
+            "outputs[].prefix must not start with /",
+        ),
+        (
+            with(good_output(), "prefix", "runs/../other/".into()),
+            "outputs[].prefix must not start with /",
+        ),
+        (
+            with(good_output(), "path", "/dev/shm".into()),
+            "outputs[].path must be an absolute directory",
+        ),
+    ];
+    for (output, expected) in cases {
+        let j = job_with_data(serde_json::json!([]), serde_json::json!([output.clone()]));
+        let errs = errors_of(validate_cel(&j));
+        assert!(errs.contains(expected), "{output}: {errs}");
+    }
+    let twice = job_with_data(
+        serde_json::json!([]),
+        serde_json::json!([good_output(), with(good_output(), "name", "logs".into())]),
+    );
+    assert!(errors_of(validate_cel(&twice)).contains("outputs[].path must be unique"));
+}

@@ -4,7 +4,8 @@
 //! * `fetch` runs before the workload (an init container): downloads one object (`--key`) or every
 //!   object under a prefix (`--prefix`) into a directory, and checks the size and sha256 when given.
 //! * `push` runs after it: uploads every regular file under a directory to a prefix and prints a
-//!   manifest (keys, sizes, sha256) as JSON.
+//!   manifest (keys, sizes, sha256) as JSON. In a job's pod it waits for the workload's processes
+//!   to exit first (`--wait-for-workload`).
 //!
 //! Both write one line to the container's termination message (`--termination-log`): the manifest
 //! on success, the reason on failure, so the agent can copy either into the job's status. A
@@ -17,6 +18,7 @@
 mod manifest;
 mod paths;
 mod s3;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,8 +100,13 @@ struct PushArgs {
     src: PathBuf,
     /// Wait for SIGTERM before uploading: the uploader runs as a native sidecar, which the kubelet
     /// stops once the workload's containers have exited (ADR 0029).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait_for_workload")]
     wait_for_sigterm: bool,
+    /// Wait until no other process of the pod is left before uploading: the uploader runs as a
+    /// container beside the workload's, with the pod's process namespace shared, so the pod ends
+    /// only once the upload has (ADR 0029).
+    #[arg(long)]
+    wait_for_workload: bool,
 }
 
 fn main() -> ExitCode {
@@ -153,6 +160,13 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
             let store = s3::Store::new(&a.location.to_config())?;
             if a.wait_for_sigterm {
                 wait_for_sigterm().await?;
+            }
+            if a.wait_for_workload {
+                workload::wait_for_exit(
+                    std::path::Path::new("/proc"),
+                    std::time::Duration::from_secs(1),
+                )
+                .await?;
             }
             store.push_dir(&a.src, &a.prefix).await
         }

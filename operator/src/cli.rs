@@ -139,6 +139,12 @@ pub struct AgentArgs {
     /// already holds (air-gapped, or pre-loaded), `Always` to re-check the registry each start.
     #[arg(long, value_enum, default_value_t = PullPolicy::IfNotPresent, env = "GPUFED_IMAGE_PULL_POLICY")]
     pub image_pull_policy: PullPolicy,
+    /// The image with the `gpufed-data` helper at `/usr/local/bin/gpufed-data`
+    /// (deploy/docker/gpufed-data.Dockerfile), run in the pods of jobs with `inputs` or `outputs`
+    /// to fetch and upload their data (docs/adr/0029-job-data-on-s3.md). Unset: such jobs are
+    /// refused (`DataUnsupported`) and the hub places them elsewhere.
+    #[arg(long, env = "GPUFED_DATA_IMAGE")]
+    pub data_image: Option<String>,
     /// How this member publishes serving jobs' endpoints (docs/adr/0030-serving-jobs.md):
     /// `PodNetwork` reports each ready replica's pod IP (clients can reach the pod network);
     /// `LoadBalancer` makes each serving job's Service `type: LoadBalancer` and reports the address

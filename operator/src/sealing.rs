@@ -232,6 +232,9 @@ pub struct Unavailable {
     pub message: String,
 }
 
+/// The optional key of a storage credentials Secret (temporary credentials).
+pub const SESSION_TOKEN_KEY: &str = "AWS_SESSION_TOKEN";
+
 /// The type an image pull secret must have, and its one key.
 pub const DOCKER_CONFIG_JSON: (&str, &str) =
     ("kubernetes.io/dockerconfigjson", ".dockerconfigjson");
@@ -239,7 +242,8 @@ pub const DOCKER_CONFIG_JSON: (&str, &str) =
 /// What the template of a job in `namespace` takes from `secrets` (each referenced Secret as read
 /// from the hub, `None` when it does not exist): only the keys it uses — every key for `envFrom`
 /// and for `secretFiles` without items. Refuses a missing Secret or key, and an image pull secret
-/// of another type, naming it.
+/// of another type, naming it. A storage `credentialsSecret` gives `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (both required) and `AWS_SESSION_TOKEN` when it has one.
 pub fn select(
     template: &gpufed_crds::WorkloadTemplate,
     namespace: &str,
@@ -299,6 +303,37 @@ pub fn select(
         }
         for i in &f.items {
             take(&f.secret_name, Some(&i.key), &field)?;
+        }
+    }
+    // Storage credentials (ADR 0029): both keys must be there before anything runs; a session
+    // token goes along when the Secret has one.
+    let storage = template
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                format!("inputs {:?} credentialsSecret", i.name),
+                &i.credentials_secret,
+            )
+        })
+        .chain(template.outputs.iter().map(|o| {
+            (
+                format!("outputs {:?} credentialsSecret", o.name),
+                &o.credentials_secret,
+            )
+        }));
+    for (field, name) in storage {
+        let Some(name) = name else { continue };
+        for key in gpufed_crds::data::CREDENTIAL_KEYS {
+            take(name, Some(key), &field)?;
+        }
+        let has_token = secrets
+            .get(name)
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.data.as_ref())
+            .is_some_and(|d| d.contains_key(SESSION_TOKEN_KEY));
+        if has_token {
+            take(name, Some(SESSION_TOKEN_KEY), &field)?;
         }
     }
     for r in &template.image_pull_secrets {
@@ -432,6 +467,70 @@ mod tests {
         ]);
         let e = select(&t, "team-a", &opaque_registry).unwrap_err();
         assert_eq!(e.reason, "SecretWrongType");
+    }
+
+    #[test]
+    fn storage_credentials_take_both_keys_and_a_session_token_or_name_the_missing_key() {
+        let t = template(serde_json::json!({
+            "containers": [{"name": "main", "image": "x"}],
+            "inputs": [{"name": "dataset", "endpoint": "https://s3.example.com", "bucket": "data",
+                "key": "a.bin", "mountPath": "/data", "credentialsSecret": "s3"}],
+            "outputs": [{"name": "ckpt", "path": "/out", "endpoint": "https://s3.example.com",
+                "bucket": "runs", "credentialsSecret": "s3-write"}]
+        }));
+        assert_eq!(
+            t.secret_names().into_iter().collect::<Vec<_>>(),
+            ["s3", "s3-write"]
+        );
+        let full = BTreeMap::from([
+            (
+                "s3".to_string(),
+                hub_secret(
+                    "Opaque",
+                    &[
+                        ("AWS_ACCESS_KEY_ID", "a"),
+                        ("AWS_SECRET_ACCESS_KEY", "s"),
+                        ("AWS_SESSION_TOKEN", "t"),
+                        ("unrelated", "u"),
+                    ],
+                ),
+            ),
+            (
+                "s3-write".to_string(),
+                hub_secret(
+                    "Opaque",
+                    &[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")],
+                ),
+            ),
+        ]);
+        let got = select(&t, "team-a", &full).unwrap();
+        let keys = |n: &str| got[n].data.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys("s3"),
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN"
+            ]
+        );
+        assert_eq!(
+            keys("s3-write"),
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        );
+        let mut half = full.clone();
+        half.insert(
+            "s3".to_string(),
+            hub_secret("Opaque", &[("AWS_ACCESS_KEY_ID", "a")]),
+        );
+        let e = select(&t, "team-a", &half).unwrap_err();
+        assert_eq!(e.reason, "SecretKeyNotFound");
+        assert!(
+            e.message.contains(
+                "inputs \"dataset\" credentialsSecret refers to key \"AWS_SECRET_ACCESS_KEY\" of Secret team-a/s3"
+            ),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
                 scratch_size: None,
                 secret_files: vec![],
                 image_pull_secrets: vec![],
+                inputs: vec![],
+                outputs: vec![],
             },
         },
         status: None,

@@ -250,7 +250,7 @@ fn resources(r: Option<&ContainerResources>, gpus: Option<u32>) -> ResourceRequi
 }
 
 /// The container security context of the `restricted` Pod Security Standard.
-fn restricted_container() -> SecurityContext {
+pub fn restricted_container() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {

@@ -26,6 +26,7 @@ pub mod gang;
 pub mod heartbeat;
 pub mod inventory;
 pub mod job_builder;
+pub mod job_data;
 pub mod logs;
 pub mod member_lease;
 pub mod member_status;

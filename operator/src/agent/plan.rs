@@ -38,7 +38,7 @@ use kube::ResourceExt;
 
 use super::cached::Pod;
 use super::report::{self, ended};
-use super::{gang, job_builder, serving};
+use super::{gang, job_builder, job_data, serving};
 use crate::cli::{PullPolicy, ServingExposure};
 
 pub use gpufed_crds::placement::reasons::FENCED;
@@ -149,6 +149,9 @@ pub struct View<'a> {
     pub jobs_namespace: &'a str,
     /// `imagePullPolicy` of the workload containers.
     pub image_pull_policy: PullPolicy,
+    /// The member's `gpufed-data` image for jobs with inputs or outputs (ADR 0029); none: such
+    /// jobs are refused.
+    pub data_image: Option<&'a str>,
     /// The member's live lease Job, which every new local Job is owned by
     /// ([`super::member_lease`]); while there is none, no Job is created.
     pub lease_owner: Option<&'a OwnerReference>,
@@ -473,7 +476,12 @@ fn placement_steps(
                     });
                 }
             }
-            let mut next = report::observe(spec, job, &pods, prev, &view.now);
+            let mut next = job_data::observe(
+                report::observe(spec, job, &pods, prev, &view.now),
+                spec,
+                job,
+                &pods,
+            );
             // Behind a load balancer, the URL is the address it assigned (ADR 0030).
             if let (Some(serving), ServingExposure::LoadBalancer, false) = (
                 &spec.serving,
@@ -551,7 +559,9 @@ fn placement_steps(
             }
         }
         None => match phase(prev) {
-            None => match job_builder::validate(p, view.cluster, view.nodes) {
+            None => match job_builder::validate(p, view.cluster, view.nodes)
+                .and_then(|()| job_data::check(p, view.data_image))
+            {
                 Err(r) => {
                     let (st, note) = reject(r.reason, r.message);
                     write(steps, st, note);
@@ -568,6 +578,9 @@ fn placement_steps(
                     tally.planned += 1;
                     let mut job =
                         job_builder::build(p, view.jobs_namespace, view.image_pull_policy);
+                    if let Some(image) = view.data_image {
+                        job_data::attach(&mut job, p, image, view.image_pull_policy);
+                    }
                     job.metadata.owner_references = Some(vec![owner.clone()]);
                     let status = PlacementStatus {
                         phase: Some(PlacementPhase::Accepted),

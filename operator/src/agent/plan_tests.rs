@@ -12,6 +12,7 @@ struct World {
     gang_services: BTreeSet<String>,
     gang_grace: Duration,
     lease_owner: Option<OwnerReference>,
+    data_image: Option<String>,
 }
 
 fn lease_owner() -> OwnerReference {
@@ -36,6 +37,7 @@ impl World {
             gang_services: BTreeSet::new(),
             gang_grace: Duration::from_secs(60),
             lease_owner: Some(lease_owner()),
+            data_image: None,
         }
     }
     fn placement(mut self, p: Placement) -> Self {
@@ -51,6 +53,7 @@ impl World {
             cluster: "alpha",
             jobs_namespace: "gpufed-jobs",
             image_pull_policy: PullPolicy::IfNotPresent,
+            data_image: self.data_image.as_deref(),
             lease_owner: self.lease_owner.as_ref(),
             placements: &self.placements,
             jobs: &self.jobs,
@@ -166,6 +169,31 @@ fn a_placement_this_member_cannot_run_is_rejected_with_the_reason() {
     let st = written(&plan, &p).unwrap();
     assert_eq!(st.phase, Some(PlacementPhase::Rejected));
     assert_eq!(st.reason.as_deref(), Some("ModelUnavailable"));
+}
+
+#[test]
+fn a_placement_with_data_gets_the_helpers_only_on_a_member_with_a_data_image() {
+    let mut p = placement("train", 1).build();
+    p.spec.template.outputs = vec![gpufed_crds::DataOutput {
+        name: "ckpt".into(),
+        path: "/out".into(),
+        endpoint: "https://s3.example.com".into(),
+        bucket: "runs".into(),
+        ..Default::default()
+    }];
+    let plan = World::new().placement(p.clone()).plan();
+    assert!(created(&plan).is_empty());
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Rejected));
+    assert_eq!(st.reason.as_deref(), Some(job_data::DATA_UNSUPPORTED));
+    let mut world = World::new().placement(p.clone());
+    world.data_image = Some("ghcr.io/gpufed/gpufed-data:0.1.0".into());
+    let plan = world.plan();
+    let [Step::CreateJob { job, .. }] = &plan.steps[..] else {
+        panic!("{:?}", plan.steps)
+    };
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.last().unwrap().name, "gpufed-push-ckpt");
 }
 
 #[test]

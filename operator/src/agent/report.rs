@@ -122,9 +122,13 @@ pub fn exits(pods: &[&Pod]) -> Vec<ContainerExit> {
                 })
         })
         .collect();
+    // The data helpers' containers (ADR 0029) after the workload's, so the first exit listed is
+    // the workload's own.
+    let helper = |e: &ContainerExit| super::job_data::is_helper(&e.container);
     out.sort_by(|a, b| {
-        (a.exit_code == 0, a.replica, &a.container).cmp(&(
+        (a.exit_code == 0, helper(a), a.replica, &a.container).cmp(&(
             b.exit_code == 0,
+            helper(b),
             b.replica,
             &b.container,
         ))

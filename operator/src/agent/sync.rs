@@ -525,6 +525,7 @@ impl Sync {
             cluster: &ctx.args.cluster,
             jobs_namespace: &ctx.args.jobs_namespace,
             image_pull_policy: ctx.args.image_pull_policy,
+            data_image: ctx.args.data_image.as_deref(),
             lease_owner: lease_owner.as_ref(),
             placements: &placements,
             jobs: &jobs,

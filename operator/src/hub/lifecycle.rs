@@ -585,6 +585,9 @@ fn sync_from_placement(
             st.phase = JobPhase::Succeeded;
             st.reason = Some("Completed".into());
             st.message = None;
+            // What the attempt's uploads stored (ADR 0029); the member lists them only for an
+            // attempt whose every upload succeeded.
+            st.outputs = ps.outputs.clone();
             st.explanation = Some(format!(
                 "completed on {cluster} using {gpu_seconds} GPU-seconds"
             ));
