@@ -224,8 +224,16 @@ pub(super) fn create_bridge(bridge: &str) -> Result<(String, String), Error> {
         .ok_or_else(|| Error::Other(format!("no free /24 left in {a}.{b}.0.0/16")))?;
     let address = format!("{a}.{b}.{third}.1");
     let subnet = format!("{a}.{b}.{third}.0/24");
+    // A fixed (locally administered) MAC: a bridge without one takes the lowest of its ports', so
+    // it changed whenever a pod's veth came or went, and pods that had cached the gateway's old
+    // MAC could not reach the host (the node's services, e.g. a test's S3 server) for seconds.
+    let pid = std::process::id().to_be_bytes();
+    let mac = format!(
+        "02:67:{:02x}:{:02x}:{:02x}:{third:02x}",
+        pid[1], pid[2], pid[3]
+    );
     for args in [
-        vec!["link", "add", bridge, "type", "bridge"],
+        vec!["link", "add", bridge, "address", &mac, "type", "bridge"],
         vec!["addr", "add", &format!("{address}/24"), "dev", bridge],
         vec!["link", "set", bridge, "up"],
     ] {
