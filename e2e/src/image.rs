@@ -25,6 +25,10 @@ pub const TAG: &str = "e2e";
 pub const BUSYBOX: &str = "docker.io/gpufed/busybox:e2e";
 /// The CRI sandbox ("pause") image: busybox sleeping for ever.
 pub const PAUSE: &str = "docker.io/gpufed/pause:e2e";
+/// The member's data helper image (`gpufed-data` at `/usr/local/bin`, ADR 0029), which the
+/// harness's agents are given as `--data-image`; a test that runs jobs with inputs or outputs on
+/// a real node imports it ([`Image::data`]).
+pub const DATA: &str = "docker.io/gpufed/data:e2e";
 
 /// One entry of the image's single layer.
 #[derive(Clone, Debug)]
@@ -93,6 +97,27 @@ impl Image {
             }
         }
         Ok(image.cmd(&["/bin/sh"]))
+    }
+
+    /// The data helper image [`DATA`]: the workspace's `gpufed-data` binary (`helper`) where the
+    /// agent runs it, as the member chart's `jobs.dataImage` would hold it, with this machine's
+    /// CA bundle where the production image (distroless) has its own: the helper's HTTP client
+    /// loads the system's roots at start, even for an `http://` endpoint.
+    pub fn data(helper: &Path) -> Result<Image, Error> {
+        const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+        if !Path::new(CA_BUNDLE).is_file() {
+            return Err(Error::Other(format!(
+                "{CA_BUNDLE} is missing: install the ca-certificates package"
+            )));
+        }
+        Ok(Image::new(DATA)
+            .binary(helper, "usr/local/bin/gpufed-data")?
+            .file(
+                Path::new(CA_BUNDLE),
+                CA_BUNDLE.trim_start_matches('/'),
+                0o644,
+            )
+            .entrypoint(&["/usr/local/bin/gpufed-data"]))
     }
 
     /// A binary of ours (or any ELF program) at `dest`, with every shared library `ldd` says it

@@ -13,11 +13,11 @@ pub const ACCESS_KEY: &str = "gpufed-tenant";
 /// Its secret key.
 pub const SECRET_KEY: &str = "gpufed-tenant-secret-0123456789";
 
-/// A running versitygw on 127.0.0.1.
+/// A running versitygw (on 127.0.0.1 unless started with [`S3Server::start_on`]).
 #[derive(Debug)]
 pub struct S3Server {
     process: Process,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://HOST:PORT`.
     pub endpoint: String,
     port: u16,
     root: PathBuf,
@@ -27,13 +27,24 @@ impl S3Server {
     /// Starts versitygw with its data under `dir/s3` and one bucket per name in `buckets`, and
     /// waits until it answers.
     pub async fn start(tools: &Tools, dir: &Path, buckets: &[&str]) -> Result<S3Server, Error> {
+        S3Server::start_on(tools, dir, buckets, "127.0.0.1").await
+    }
+
+    /// Like [`S3Server::start`], listening on `host`: a real node's bridge address
+    /// ([`crate::realnode::RealNode::address`]), so that pods reach it.
+    pub async fn start_on(
+        tools: &Tools,
+        dir: &Path,
+        buckets: &[&str],
+        host: &str,
+    ) -> Result<S3Server, Error> {
         let root = dir.join("s3");
         for b in buckets {
             std::fs::create_dir_all(root.join(b))
                 .map_err(|e| Error::Other(format!("bucket directory {b}: {e}")))?;
         }
         let port = free_port()?;
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("{host}:{port}");
         let args: Vec<String> = vec![
             "--port".into(),
             listen.clone(),
@@ -58,7 +69,7 @@ impl S3Server {
         .await?;
         Ok(S3Server {
             process,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{host}:{port}"),
             port,
             root,
         })

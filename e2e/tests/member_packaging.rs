@@ -463,6 +463,12 @@ fn the_dockerfiles_build_one_binary_into_a_non_root_runtime() {
         "gpu-probe/Cargo.toml",
         "gpu-probe",
     );
+    check_dockerfile(
+        &root,
+        "gpufed-data.Dockerfile",
+        "data/Cargo.toml",
+        "gpufed-data",
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! runc, a kubelet; see `gpufed_e2e::realnode`), end to end through the charts, the hub and the
 //! agent. What kwok can only pretend is checked here: exit codes, termination messages, start and
 //! finish times and GPU-seconds from real containers, deadlines that kill, a gang whose pods talk
-//! over the pod network, and a workload restricted as seen from inside its container.
+//! over the pod network, a workload restricted as seen from inside its container, sealed Secrets
+//! read by a real container, and job data: an input fetched and verified from a real S3 server
+//! and an output uploaded to it, its digest in the job's status (docs/adr/0029-job-data-on-s3.md).
 //!
 //! Needs root and `make tools`, and `cargo build --bins` first.
 
@@ -12,13 +14,15 @@ use std::time::Duration;
 
 use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase};
 use gpufed_e2e::hubctl::wait_job;
-use gpufed_e2e::image::BUSYBOX;
+use gpufed_e2e::image::{BUSYBOX, Image};
 use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
+use gpufed_e2e::storage::{ACCESS_KEY, S3Server, SECRET_KEY};
 use gpufed_e2e::{NodeSpec, Tools, run_test};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 const HARD_DEADLINE: Duration = Duration::from_secs(300);
 const LONG: Duration = Duration::from_secs(120);
@@ -105,6 +109,36 @@ async fn pods_and_logs(member: &Client, job: &ComputeJob) -> Vec<(Pod, String)> 
     }
     out.sort_by_key(|(p, _)| p.name_any());
     out
+}
+
+/// The tenant lets the hub read its Secrets (docs/platform-teams.md, "Secrets").
+async fn share_secrets(hub: &Client) {
+    gpufed_e2e::joining::pool::apply(
+        hub,
+        "rolebindings",
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "gpufed-hub-secrets", "namespace": TEAM},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                "name": "gpufed-hub-tenant-secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "gpufed-hub",
+                "namespace": gpufed_e2e::joining::SYSTEM_NAMESPACE}]
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// An Opaque Secret `name` of the team's namespace on the hub with `data` (as `stringData`).
+async fn secret(hub: &Client, name: &str, data: Value) {
+    gpufed_e2e::joining::pool::apply(
+        hub,
+        "secrets",
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": TEAM}, "stringData": data}),
+    )
+    .await
+    .unwrap();
 }
 
 fn seconds(
@@ -330,30 +364,13 @@ fn a_real_container_reads_its_sealed_secret_as_env_and_as_a_file() {
         let tools = Tools::locate().unwrap();
         let pool = pool(&tools, "vault").await;
         let hub = pool.hub.client();
-        // The tenant lets the hub read its Secrets (docs/platform-teams.md, "Secrets").
-        gpufed_e2e::joining::pool::apply(
+        share_secrets(&hub).await;
+        secret(
             &hub,
-            "rolebindings",
-            &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "gpufed-hub-secrets", "namespace": TEAM},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "gpufed-hub-tenant-secrets"},
-                "subjects": [{"kind": "ServiceAccount", "name": "gpufed-hub",
-                    "namespace": gpufed_e2e::joining::SYSTEM_NAMESPACE}]
-            }),
+            "app",
+            json!({"token": "tok-from-env", "key.txt": "from-a-file"}),
         )
-        .await
-        .unwrap();
-        gpufed_e2e::joining::pool::apply(
-            &hub,
-            "secrets",
-            &json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": "app", "namespace": TEAM},
-                    "stringData": {"token": "tok-from-env", "key.txt": "from-a-file"}}),
-        )
-        .await
-        .unwrap();
+        .await;
         submit(
             &hub,
             "reads-secrets",
@@ -376,6 +393,172 @@ fn a_real_container_reads_its_sealed_secret_as_env_and_as_a_file() {
             exit.message.as_deref(),
             Some("tok-from-env|from-a-file"),
             "{exit:?}"
+        );
+    });
+}
+
+#[test]
+fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_status_and_bad_data_fails_clearly()
+ {
+    run_test(HARD_DEADLINE, || async {
+        let tools = Tools::locate().unwrap();
+        let pool = pool(&tools, "depot").await;
+        let hub = pool.hub.client();
+        let node = pool.member("depot").unwrap().real_node().unwrap();
+        node.import(&Image::data(&tools.workspace_bin("gpufed-data").unwrap()).unwrap())
+            .unwrap();
+        // The tenant's storage: a real S3 server the pods reach on the node's bridge.
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = S3Server::start_on(
+            &tools,
+            dir.path(),
+            &["datasets", "checkpoints"],
+            node.address(),
+        )
+        .await
+        .unwrap();
+        let dataset = b"{\"prompt\":\"2+2\",\"completion\":\"4\"}\n";
+        let object = s3.object_path("datasets", "alpaca/train.jsonl");
+        std::fs::create_dir_all(object.parent().unwrap()).unwrap();
+        std::fs::write(&object, dataset).unwrap();
+        let sha = hex::encode(Sha256::digest(dataset));
+
+        share_secrets(&hub).await;
+        secret(&hub, "app", json!({"token": "tok-1"})).await;
+        secret(
+            &hub,
+            "s3",
+            json!({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
+        )
+        .await;
+        secret(&hub, "s3-half", json!({"AWS_ACCESS_KEY_ID": ACCESS_KEY})).await;
+        let input = |endpoint: &str, sha: &str, credentials: &str| {
+            json!({"name": "dataset", "endpoint": endpoint, "bucket": "datasets",
+                   "key": "alpaca/train.jsonl", "size": dataset.len(), "sha256": sha,
+                   "mountPath": "/data", "credentialsSecret": credentials})
+        };
+        let output = |bucket: &str| {
+            json!({"name": "checkpoint", "path": "/output", "endpoint": s3.endpoint,
+                   "bucket": bucket, "prefix": "runs/1/", "credentialsSecret": "s3"})
+        };
+        // Reads the secret and the input, writes a "checkpoint" from both.
+        let train = "printf '%s|' \"$TOKEN\" > /output/model.bin && cat /data/train.jsonl >> /output/model.bin";
+        submit(
+            &hub,
+            "finetune",
+            train,
+            json!({"template": {
+                "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", train],
+                    "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "app", "key": "token"}}}]}],
+                "inputs": [input(&s3.endpoint, &sha, "s3")],
+                "outputs": [output("checkpoints")]}}),
+        )
+        .await;
+        submit(
+            &hub,
+            "wrong-digest",
+            "true",
+            json!({"template": {"inputs": [input(&s3.endpoint, &"0".repeat(64), "s3")]}}),
+        )
+        .await;
+        let closed = format!(
+            "http://{}:{}",
+            node.address(),
+            gpufed_e2e::process::free_port().unwrap()
+        );
+        submit(
+            &hub,
+            "unreachable",
+            "true",
+            json!({"template": {"inputs": [input(&closed, &sha, "s3")]}}),
+        )
+        .await;
+        submit(
+            &hub,
+            "upload-fails",
+            "echo partial > /output/x.bin",
+            json!({"template": {"outputs": [output("no-such-bucket")]}}),
+        )
+        .await;
+        submit(
+            &hub,
+            "half-credentials",
+            "true",
+            json!({"template": {"inputs": [input(&s3.endpoint, &sha, "s3-half")]}}),
+        )
+        .await;
+
+        // The output's digest in the job's status is the object's in the store.
+        let job = finished(&hub, "finetune").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        let mut expected = b"tok-1|".to_vec();
+        expected.extend_from_slice(dataset);
+        let stored = std::fs::read(s3.object_path("checkpoints", "runs/1/model.bin")).unwrap();
+        assert_eq!(stored, expected);
+        let [record] = &st.outputs[..] else {
+            panic!("{:?}", st.outputs)
+        };
+        assert_eq!(
+            (record.name.as_str(), record.replica, record.bucket.as_str()),
+            ("checkpoint", 0, "checkpoints")
+        );
+        let [obj] = &record.objects[..] else {
+            panic!("{record:?}")
+        };
+        assert_eq!(obj.key, "runs/1/model.bin");
+        assert_eq!(obj.size, stored.len() as u64);
+        assert_eq!(obj.sha256, hex::encode(Sha256::digest(&stored)));
+        // The workload's exit is the first listed, the uploader's after it.
+        assert_eq!(st.attempts[0].exits[0].container, "main", "{st:?}");
+
+        // Each bad input ends as the attempt's reason with the helper's words, and nothing is
+        // listed as stored.
+        for (name, reason, words) in [
+            ("wrong-digest", "InputFetchFailed", "sha256 mismatch"),
+            ("unreachable", "InputFetchFailed", "unreachable"),
+            (
+                "upload-fails",
+                "OutputUploadFailed",
+                "s3://no-such-bucket/runs/1/x.bin: HTTP",
+            ),
+        ] {
+            let job = finished(&hub, name).await;
+            let st = job.status.clone().unwrap();
+            assert_eq!(st.phase, JobPhase::Failed, "{name}: {st:?}");
+            let attempt = &st.attempts[0];
+            assert_eq!(attempt.phase, AttemptPhase::Failed, "{name}: {attempt:?}");
+            assert_eq!(
+                attempt.reason.as_deref(),
+                Some(reason),
+                "{name}: {attempt:?}"
+            );
+            let message = st.message.clone().unwrap_or_default();
+            assert!(message.contains(words), "{name}: {message}");
+            assert!(st.outputs.is_empty(), "{name}: {st:?}");
+        }
+        // The upload that failed left the workload's file unlisted, not reported as stored.
+        assert!(!s3.object_path("no-such-bucket", "runs/1/x.bin").exists());
+
+        // Credentials without the secret key never reach a member: the job waits, naming it.
+        let waiting = wait_job(
+            &hub,
+            TEAM,
+            "half-credentials",
+            LONG,
+            "half-credentials to wait for its Secret's key",
+            |j| {
+                j.status.as_ref().is_some_and(|s| {
+                    s.phase == JobPhase::Pending && s.reason.as_deref() == Some("SecretKeyNotFound")
+                })
+            },
+        )
+        .await
+        .unwrap();
+        let explanation = waiting.status.unwrap().explanation.unwrap_or_default();
+        assert!(
+            explanation.contains("\"AWS_SECRET_ACCESS_KEY\" of Secret team-a/s3-half"),
+            "{explanation}"
         );
     });
 }

@@ -524,6 +524,9 @@ async fn join_member(
                     "IfNotPresent"
                 }
             ),
+            // The chart always names a data image (jobs.dataImage); on a real node a test that
+            // needs it imports it (`Image::data`).
+            format!("--data-image={}", crate::image::DATA),
         ]
         .into_iter()
         .chain(
