@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 46;
+const HOSTILE_MANIFESTS: usize = 53;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -120,6 +120,18 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
     let files = |mount: &str, path: &str| {
         json!([{"name": "creds", "secretName": "gcs", "mountPath": mount,
                 "items": [{"key": "key.json", "path": path}]}])
+    };
+    let input = |field: &str, value: Value| {
+        let mut i = json!({"name": "dataset", "endpoint": "https://s3.example.com",
+            "bucket": "team-a-data", "key": "train.jsonl", "mountPath": "/data"});
+        i[field] = value;
+        json!([i])
+    };
+    let output = |field: &str, value: Value| {
+        let mut o = json!({"name": "ckpt", "path": "/out", "endpoint": "https://s3.example.com",
+            "bucket": "team-a-runs", "prefix": "runs/1/"});
+        o[field] = value;
+        json!([o])
     };
     vec![
         (
@@ -144,6 +156,65 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 json!({"port": 8080, "settlementPeriod": "5s"}),
             ),
             "spec.serving.settlementPeriod must be between 10s and 24h",
+        ),
+        (
+            "an input at an s3:// URL",
+            with(
+                job(),
+                "spec.template.inputs",
+                input("endpoint", json!("s3://team-a-data")),
+            ),
+            "inputs[].endpoint must be the http(s) URL of the S3-compatible service",
+        ),
+        (
+            "an input with both a key and a prefix",
+            with(job(), "spec.template.inputs", input("prefix", json!("d/"))),
+            "inputs[]: set exactly one of key (one object) and prefix",
+        ),
+        (
+            "an input key climbing out of its directory",
+            with(
+                job(),
+                "spec.template.inputs",
+                input("key", json!("../../etc/passwd")),
+            ),
+            "inputs[].key must be an object key without",
+        ),
+        (
+            "an input digest that is no sha256",
+            with(
+                job(),
+                "spec.template.inputs",
+                input("sha256", json!("SHA256:abc")),
+            ),
+            "inputs[].sha256 must be 64 lowercase hex digits",
+        ),
+        (
+            "an input mounted over /proc",
+            with(
+                job(),
+                "spec.template.inputs",
+                input("mountPath", json!("/proc/self")),
+            ),
+            "inputs[].mountPath must be an absolute directory",
+        ),
+        (
+            "an output bucket that is no bucket name",
+            with(
+                job(),
+                "spec.template.outputs",
+                output("bucket", json!("Team_A")),
+            ),
+            "outputs[].bucket must be an S3 bucket name",
+        ),
+        (
+            "an output prefix with ..",
+            with(
+                job(),
+                "spec.template.outputs",
+                output("prefix", json!("runs/../other/")),
+            ),
+            "outputs[].prefix must not start with / nor contain . or .. segments",
         ),
         (
             "an env var with both a value and a secretKeyRef",
