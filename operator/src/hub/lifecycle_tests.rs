@@ -227,6 +227,46 @@ fn a_succeeded_placement_finishes_the_job_with_its_usage() {
 }
 
 #[test]
+fn a_succeeded_attempts_outputs_become_the_jobs_and_a_failed_upload_lists_none() {
+    let stored = vec![gpufed_crds::OutputRecord {
+        name: "checkpoint".into(),
+        replica: 0,
+        bucket: "runs".into(),
+        objects: vec![gpufed_crds::StoredObject {
+            key: "runs/1/model.bin".into(),
+            size: 4,
+            sha256: "ab".repeat(32),
+        }],
+        omitted: 0,
+    }];
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        outputs: stored.clone(),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(done))), &at(51));
+    assert_eq!(out.status.phase, JobPhase::Succeeded);
+    assert_eq!(out.status.outputs, stored);
+    let failed = PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some("OutputUploadFailed".into()),
+        message: Some(
+            "output \"checkpoint\" of replica 0: PUT s3://runs/runs/1/model.bin: HTTP 403".into(),
+        ),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &world_ready(Some(Some(failed))), &at(51));
+    assert_eq!(out.status.phase, JobPhase::Failed);
+    assert_eq!(
+        out.status.attempts[0].reason.as_deref(),
+        Some("OutputUploadFailed")
+    );
+    assert!(out.status.message.unwrap().contains("HTTP 403"));
+    assert!(out.status.outputs.is_empty());
+}
+
+#[test]
 fn an_attempt_on_a_member_that_stopped_heartbeating_is_lost_and_replaced() {
     let mut j = placed(1, "alpha", AttemptPhase::Running);
     j.status.as_mut().unwrap().attempts[0].gpu_seconds = 30;
