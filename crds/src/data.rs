@@ -36,6 +36,7 @@ pub const MAX_OUTPUT_RECORDS: usize = 64;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("has(self.key) != has(self.prefix)").message("inputs[]: set exactly one of key (one object) and prefix (every object under it)"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.prefix) || (!has(self.size) && !has(self.sha256))").message("inputs[].size and inputs[].sha256 check one object: use them with key, not with prefix"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.presign) || !self.presign || (has(self.key) && has(self.credentialsSecret))").message("inputs[].presign needs key (a URL names one object) and credentialsSecret (the keys the hub signs with)"))]
 pub struct DataInput {
     /// Name of this input (a DNS label of at most 40 characters, unique in the template), e.g.
     /// `dataset`.
@@ -92,6 +93,21 @@ pub struct DataInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub credentials_secret: Option<String>,
+    /// Let the hub sign a GET URL for `key` with the keys of `credentialsSecret` and send the
+    /// member only that URL, sealed, instead of the keys: the provider sees one object's URL,
+    /// valid for the attempt's `maxDuration` plus an hour (at most 7 days), never the keys.
+    /// Needs `key` and `credentialsSecret`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presign: bool,
+}
+
+/// Name of the key of an input's credentials Secret, as delivered to the member, that holds the
+/// hub's presigned URL for input `name` (also the helper's environment variable).
+pub fn presigned_url_key(name: &str) -> String {
+    format!(
+        "GPUFED_PRESIGNED_URL_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// A directory of each replica whose files are uploaded under a prefix once the replica's

@@ -460,7 +460,7 @@ fn inputs_and_outputs_that_name_real_storage_pass() {
         "region": "eu-west-1", "bucket": "models.team-a", "prefix": "llama/8b",
         "mountPath": "/weights"});
     let j = job_with_data(
-        serde_json::json!([good_input(), prefix]),
+        serde_json::json!([with(good_input(), "presign", true.into()), prefix]),
         serde_json::json!([good_output()]),
     );
     assert_eq!(errors_of(validate_cel(&j)), "");
@@ -521,6 +521,30 @@ fn hostile_or_mistaken_inputs_are_refused_naming_the_field_and_the_fix() {
         (
             with(with(good_input(), "key", Null), "prefix", "a/../b".into()),
             "inputs[].prefix must not start with /",
+        ),
+        (
+            with(
+                with(with(good_input(), "key", Null), "prefix", "d/".into()),
+                "presign",
+                true.into(),
+            )
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.remove("size");
+                o.remove("sha256");
+                serde_json::Value::Object(o)
+            })
+            .unwrap(),
+            "inputs[].presign needs key (a URL names one object) and credentialsSecret",
+        ),
+        (
+            with(
+                with(good_input(), "credentialsSecret", Null),
+                "presign",
+                true.into(),
+            ),
+            "inputs[].presign needs key (a URL names one object) and credentialsSecret",
         ),
     ];
     for (input, expected) in cases {

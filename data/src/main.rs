@@ -86,6 +86,10 @@ struct FetchArgs {
     /// Directory the objects are written into (created if missing).
     #[arg(long)]
     dest: PathBuf,
+    /// Name of an environment variable holding a GET URL for `--key` presigned elsewhere (by the
+    /// hub, from a sealed Secret): used instead of signing one, so no credentials are needed.
+    #[arg(long, requires = "key")]
+    url_env: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -145,9 +149,14 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
     match command {
         Command::Fetch(a) => {
             let store = s3::Store::new(&a.location.to_config())?;
+            let presigned = match &a.url_env {
+                None => None,
+                Some(var) => Some(presigned_url(var, &a.location)?),
+            };
             let expect = s3::Expect {
                 size: a.size,
                 sha256: a.sha256.clone(),
+                presigned,
             };
             match (&a.key, &a.prefix) {
                 (Some(key), _) => store.fetch_object(key, &a.dest, &expect).await,
@@ -171,6 +180,29 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
             store.push_dir(&a.src, &a.prefix).await
         }
     }
+}
+
+/// The presigned URL in the environment variable `var`; its text never goes into a message (it
+/// grants access until it expires).
+fn presigned_url(var: &str, location: &Location) -> Result<url::Url, s3::Error> {
+    let raw = std::env::var(var).map_err(|_| {
+        s3::Error::Usage(format!(
+            "presigned URL missing: {var} is not set (the hub seals it into the job's credentials Secret)"
+        ))
+    })?;
+    let url = url::Url::parse(raw.trim()).map_err(|e| s3::Error::BadUrl {
+        endpoint: location.endpoint.clone(),
+        bucket: location.bucket.clone(),
+        reason: format!("the presigned URL in {var} does not parse: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(s3::Error::BadUrl {
+            endpoint: location.endpoint.clone(),
+            bucket: location.bucket.clone(),
+            reason: format!("the presigned URL in {var} is not http(s)"),
+        });
+    }
+    Ok(url)
 }
 
 async fn wait_for_sigterm() -> Result<(), s3::Error> {

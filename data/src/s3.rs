@@ -133,6 +133,9 @@ pub struct Expect {
     pub size: Option<u64>,
     /// sha256, hex.
     pub sha256: Option<String>,
+    /// A GET URL presigned elsewhere (by the hub, ADR 0029) to use instead of signing one: the
+    /// helper then needs no credentials.
+    pub presigned: Option<url::Url>,
 }
 
 /// One bucket on one service.
@@ -296,7 +299,11 @@ impl Store {
         }
         let mut objects = Vec::with_capacity(keys.len());
         for (key, rel, size) in keys {
-            let expect = Expect { size, sha256: None };
+            let expect = Expect {
+                size,
+                sha256: None,
+                presigned: None,
+            };
             objects.push(self.download(&key, &dest.join(rel), &expect).await?);
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -321,10 +328,13 @@ impl Store {
                 .await
                 .map_err(io("create directory", dir))?;
         }
-        let url = self
-            .bucket
-            .get_object(self.credentials.as_ref(), key)
-            .sign(self.ttl);
+        let url = match &expect.presigned {
+            Some(url) => url.clone(),
+            None => self
+                .bucket
+                .get_object(self.credentials.as_ref(), key)
+                .sign(self.ttl),
+        };
         let resp = self.send("GET", key, self.client.get(url)).await?;
         // Written beside the target and renamed only once checked: a failed fetch leaves no file
         // the workload could mistake for the input.

@@ -432,6 +432,12 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
         )
         .await;
         secret(&hub, "s3-half", json!({"AWS_ACCESS_KEY_ID": ACCESS_KEY})).await;
+        secret(
+            &hub,
+            "s3-presign",
+            json!({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}),
+        )
+        .await;
         let input = |endpoint: &str, sha: &str, credentials: &str| {
             json!({"name": "dataset", "endpoint": endpoint, "bucket": "datasets",
                    "key": "alpaca/train.jsonl", "size": dataset.len(), "sha256": sha,
@@ -478,6 +484,16 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
             "upload-fails",
             "echo partial > /output/x.bin",
             json!({"template": {"outputs": [output("no-such-bucket")]}}),
+        )
+        .await;
+        // The hub signs a URL for the input and the member gets only that (ADR 0029).
+        let mut presigned = input(&s3.endpoint, &sha, "s3-presign");
+        presigned["presign"] = json!(true);
+        submit(
+            &hub,
+            "presigned",
+            "cat /data/train.jsonl > /dev/termination-log",
+            json!({"template": {"inputs": [presigned]}}),
         )
         .await;
         submit(
@@ -539,6 +555,30 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
         }
         // The upload that failed left the workload's file unlisted, not reported as stored.
         assert!(!s3.object_path("no-such-bucket", "runs/1/x.bin").exists());
+
+        // A presigned input: fetched with the hub's URL, and the member holds no keys.
+        let job = finished(&hub, "presigned").await;
+        let st = job.status.clone().unwrap();
+        assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
+        assert_eq!(
+            st.attempts[0].exits[0].message.as_deref(),
+            Some(std::str::from_utf8(dataset).unwrap().trim()),
+            "{st:?}"
+        );
+        let local: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(pool.member("depot").unwrap().client(), JOBS_NAMESPACE);
+        let delivered = local
+            .list(
+                &ListParams::default().labels(&format!("gpufed.io/job-uid={}", job.uid().unwrap())),
+            )
+            .await
+            .unwrap()
+            .items;
+        let [delivered] = &delivered[..] else {
+            panic!("{delivered:?}")
+        };
+        let keys: Vec<&String> = delivered.data.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["GPUFED_PRESIGNED_URL_DATASET"]);
 
         // Credentials without the secret key never reach a member: the job waits, naming it.
         let waiting = wait_job(

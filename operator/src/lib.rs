@@ -21,6 +21,7 @@ pub mod hub;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod presign;
 pub mod sealing;
 pub mod server;
 pub mod telemetry;

@@ -20,7 +20,7 @@
 //! the hub runs the attempt elsewhere), while a regular container holds the pod — and the Job's
 //! completion — until its upload ends, and a failed upload fails the pod.
 
-use gpufed_crds::data::{MAX_OUTPUT_RECORDS, MAX_RECORDED_OBJECTS};
+use gpufed_crds::data::{MAX_OUTPUT_RECORDS, MAX_RECORDED_OBJECTS, presigned_url_key};
 use gpufed_crds::placement::reasons::{INPUT_FETCH_FAILED, OUTPUT_UPLOAD_FAILED};
 use gpufed_crds::{OutputRecord, Placement, PlacementPhase, PlacementSpec, PlacementStatus};
 use gpufed_crds::{StoredObject, WorkloadTemplate};
@@ -215,6 +215,11 @@ pub fn attach(job: &mut Job, placement: &Placement, image: &str, pull: PullPolic
         }
         if let Some(sha) = &i.sha256 {
             args.push(format!("--sha256={sha}"));
+        }
+        if i.presign {
+            // The hub sealed a URL into the credentials Secret instead of the keys.
+            args.retain(|a| a != "--require-credentials");
+            args.push(format!("--url-env={}", presigned_url_key(&i.name)));
         }
         args.push(format!("--dest={HELPER_DIR}"));
         init.push(helper(

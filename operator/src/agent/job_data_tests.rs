@@ -111,6 +111,26 @@ fn an_input_is_fetched_by_an_init_container_of_the_members_image_and_mounted_rea
 }
 
 #[test]
+fn a_presigned_input_is_fetched_from_the_sealed_url_without_keys() {
+    let mut p = with_data(1);
+    p.spec.template.inputs[0].presign = true;
+    let job = job_with_data(&p);
+    let init = &pod_spec(&job).init_containers.as_ref().unwrap()[0];
+    let args = init.args.clone().unwrap();
+    assert!(
+        args.iter()
+            .any(|a| a == "--url-env=GPUFED_PRESIGNED_URL_DATASET"),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a == "--require-credentials"),
+        "{args:?}"
+    );
+    // The URL comes in the local copy of the credentials Secret.
+    assert!(init.env_from.is_some());
+}
+
+#[test]
 fn an_output_is_uploaded_by_a_last_container_that_waits_for_the_workload_in_a_shared_process_namespace()
  {
     let p = with_data(1);

@@ -111,8 +111,12 @@ pub async fn seal_into(ctx: &Context, p: &mut Placement) -> Result<()> {
     let secrets = read(ctx, &namespace, &p.spec.template)
         .await?
         .map_err(|u| invalid(u.message))?;
-    let selected =
+    let mut selected =
         sealing::select(&p.spec.template, &namespace, &secrets).map_err(|u| invalid(u.message))?;
+    // Inputs the tenant lets the hub presign get a URL instead of the keys (ADR 0029).
+    let ttl = crate::presign::ttl_for(p.spec.max_duration.as_duration());
+    crate::presign::apply(&p.spec.template, &mut selected, ttl)
+        .map_err(|e| invalid(e.to_string()))?;
     let key = ctx
         .stores
         .member(&p.spec.cluster)
