@@ -189,6 +189,7 @@ impl Store {
                 url.scheme()
             )));
         }
+        let plain_http = url.scheme() == "http";
         let bucket = Bucket::new(url, UrlStyle::Path, cfg.bucket.clone(), cfg.region.clone())
             .map_err(|e| bad(e.to_string()))?;
         let credentials = Credentials::from_env();
@@ -197,10 +198,13 @@ impl Store {
         }
         // reqwest is built without a bundled crypto provider (see the workspace Cargo.toml): ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Client(chain(&e)))?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if plain_http {
+            // No TLS, so no roots: an image without a CA bundle still reaches an http:// endpoint
+            // (the system's roots are otherwise loaded, and required, at start).
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        }
+        let client = builder.build().map_err(|e| Error::Client(chain(&e)))?;
         Ok(Store {
             bucket,
             credentials,

@@ -101,8 +101,8 @@ impl Image {
 
     /// The data helper image [`DATA`]: the workspace's `gpufed-data` binary (`helper`) where the
     /// agent runs it, as the member chart's `jobs.dataImage` would hold it, with this machine's
-    /// CA bundle where the production image (distroless) has its own: the helper's HTTP client
-    /// loads the system's roots at start, even for an `http://` endpoint.
+    /// CA bundle where the production image (distroless) has its own (the helper needs roots for
+    /// `https://` endpoints only).
     pub fn data(helper: &Path) -> Result<Image, Error> {
         const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
         if !Path::new(CA_BUNDLE).is_file() {

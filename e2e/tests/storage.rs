@@ -441,3 +441,44 @@ fn the_uploader_waits_for_sigterm_and_then_pushes_what_the_workload_wrote() {
         );
     });
 }
+
+#[test]
+fn an_image_without_a_ca_bundle_still_reaches_an_http_endpoint() {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        let data = b"rows\n";
+        let object = s3.object_path("datasets", "d/rows.txt");
+        std::fs::create_dir_all(object.parent().unwrap()).unwrap();
+        std::fs::write(&object, data).unwrap();
+        // No system roots at all, as in an image without ca-certificates.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, b"").unwrap();
+        let no_dir = dir.path().join("no-certs");
+        std::fs::create_dir_all(&no_dir).unwrap();
+        let mut env = CREDS.to_vec();
+        env.push(("SSL_CERT_FILE", empty.to_str().unwrap()));
+        env.push(("SSL_CERT_DIR", no_dir.to_str().unwrap()));
+        let dest = dir.path().join("in");
+        let run = helper(
+            dir.path(),
+            &[
+                "fetch",
+                "--endpoint",
+                &s3.endpoint,
+                "--bucket",
+                "datasets",
+                "--key",
+                "d/rows.txt",
+                "--sha256",
+                &sha256(data),
+                "--dest",
+                dest.to_str().unwrap(),
+            ],
+            &env,
+        )
+        .await;
+        assert!(run.ok, "fetch failed: {} {}", run.stderr, run.termination);
+        assert_eq!(std::fs::read(dest.join("rows.txt")).unwrap(), data);
+    });
+}
