@@ -400,6 +400,21 @@ pub fn observe(
         Some(PlacementPhase::Failed) => {
             let fetch = ended_helpers(pods, FETCH_PREFIX, true);
             let push = ended_helpers(pods, PUSH_PREFIX, false);
+            // A workload that failed by itself keeps its own reason (the upload of what it left
+            // failing too is said after it).
+            let workload_failed = pods.iter().any(|p| {
+                p.status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .any(|cs| {
+                        !is_helper(&cs.name)
+                            && cs
+                                .state
+                                .as_ref()
+                                .and_then(|s| s.terminated.as_ref())
+                                .is_some_and(|t| t.exit_code != 0)
+                    })
+            });
             let why = fetch
                 .iter()
                 .find(|e| e.exit_code != 0)
@@ -409,6 +424,11 @@ pub fn observe(
                         .find(|e| e.exit_code != 0)
                         .map(|e| (OUTPUT_UPLOAD_FAILED, failure("output", e)))
                 });
+            let why = why.filter(|(r, _)| !(workload_failed && *r == OUTPUT_UPLOAD_FAILED));
+            if workload_failed && let Some(e) = push.iter().find(|e| e.exit_code != 0) {
+                let prev = st.message.take().unwrap_or_default();
+                st.message = Some(cut(format!("{prev}; {}", failure("output", e))));
+            }
             if let Some((reason, message)) = why {
                 // Only a failure of the pods themselves: a deadline, a lease or fencing keeps its
                 // own reason, with the helper's words after it.

@@ -404,3 +404,22 @@ fn a_job_without_data_is_observed_as_before() {
     let plain = report::observe(&p.spec, &job, &refs, None, &at(300));
     assert_eq!(observe(plain.clone(), &p.spec, &job, &refs), plain);
 }
+
+#[test]
+fn a_workload_that_failed_keeps_its_reason_when_its_upload_fails_too() {
+    let p = with_data(1);
+    let done = with_helper(
+        pod("p-0", Some(100), Some((200, 3))),
+        "gpufed-push-checkpoint",
+        false,
+        1,
+        "{\"error\":\"PUT s3://team-a-runs/runs/42/x: HTTP 403: AccessDenied\"}",
+    );
+    let st = observed(&p, &local(&p, failed()), &[done]);
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some("BackoffLimitExceeded"));
+    let m = st.message.unwrap();
+    assert!(m.contains("container main exited with code 3"), "{m}");
+    assert!(m.contains("output \"checkpoint\" of replica 0: PUT"), "{m}");
+    assert!(st.outputs.is_empty());
+}
