@@ -389,6 +389,10 @@ pub enum AttemptPhase {
     Lost,
     /// The job was deleted while this attempt ran.
     Cancelled,
+    /// A job of higher priority took its GPUs (ADR 0025): the member stopped it with the pool's
+    /// grace period and the job was re-queued. Paid for the usage reported until it stopped; it
+    /// does not count against `retry.maxAttempts` and does not keep the job off that cluster.
+    Preempted,
 }
 
 impl AttemptPhase {
@@ -400,6 +404,7 @@ impl AttemptPhase {
                 | AttemptPhase::Failed
                 | AttemptPhase::Lost
                 | AttemptPhase::Cancelled
+                | AttemptPhase::Preempted
         )
     }
 }

@@ -43,6 +43,7 @@ pub use member::{
 pub use offer::{OFFER_NAME, Offer, OfferSpec};
 pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
+    PlacementStop,
 };
 pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,

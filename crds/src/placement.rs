@@ -44,6 +44,10 @@ pub mod reasons {
     /// An output of the template could not be uploaded after the workload exited: the attempt
     /// failed, and no output is reported. The message is the helper's.
     pub const OUTPUT_UPLOAD_FAILED: &str = "OutputUploadFailed";
+    /// The hub stopped the attempt (`spec.stop`) because a job of higher priority preempted it
+    /// (ADR 0025). Not the workload's fault: the hub re-queues the job, and the attempt does not
+    /// count against `retry.maxAttempts`.
+    pub const PREEMPTED: &str = "Preempted";
 }
 
 /// One attempt of a ComputeJob on one member cluster.
@@ -75,7 +79,8 @@ pub mod reasons {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("Placement.spec is immutable: the hub writes a new Placement for each attempt"))]
+#[x_kube(validation = kube::core::Rule::new(SPEC_IMMUTABLE_BUT_STOP).message("Placement.spec is immutable but for spec.stop: the hub writes a new Placement for each attempt"))]
+#[x_kube(validation = kube::core::Rule::new("!has(oldSelf.stop) || (has(self.stop) && self.stop == oldSelf.stop)").message("Placement.spec.stop, once set, never changes"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
     /// The ComputeJob on the hub this placement runs.
@@ -122,6 +127,49 @@ pub struct PlacementSpec {
     /// endpoint (docs/adr/0030-serving-jobs.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::serving::ServingSpec>,
+    /// Set by the hub to stop the attempt before it ends on its own (ADR 0025: it was preempted
+    /// by a job of higher priority). The member's agent deletes the pods with the grace period
+    /// given here (not the pod spec's), reports the attempt `Failed` with this reason and its
+    /// final GPU-seconds, and the hub re-queues the job. The only field of the spec that may be
+    /// added after creation; never changed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<PlacementStop>,
+}
+
+/// The CEL rule that keeps every field of `PlacementSpec` but `stop` as it was created (CEL has no
+/// way to compare two objects but one key, so the fields are listed; the optional ones may not
+/// appear or vanish either). `spec_rule_names_every_field_but_stop` checks the list against the
+/// schema.
+pub const SPEC_IMMUTABLE_BUT_STOP: &str = "self.job == oldSelf.job && self.attempt == oldSelf.attempt && \
+    self.cluster == oldSelf.cluster && self.replicas == oldSelf.replicas && \
+    self.gpusPerReplica == oldSelf.gpusPerReplica && self.totalGpus == oldSelf.totalGpus && \
+    self.model == oldSelf.model && \
+    has(self.minGpuMemoryMiB) == has(oldSelf.minGpuMemoryMiB) && \
+    (!has(self.minGpuMemoryMiB) || self.minGpuMemoryMiB == oldSelf.minGpuMemoryMiB) && \
+    self.pricePerGpuHour == oldSelf.pricePerGpuHour && self.maxDuration == oldSelf.maxDuration && \
+    has(self.chainJobId) == has(oldSelf.chainJobId) && \
+    (!has(self.chainJobId) || self.chainJobId == oldSelf.chainJobId) && \
+    self.template == oldSelf.template && \
+    has(self.sealedSecrets) == has(oldSelf.sealedSecrets) && \
+    (!has(self.sealedSecrets) || self.sealedSecrets == oldSelf.sealedSecrets) && \
+    has(self.serving) == has(oldSelf.serving) && \
+    (!has(self.serving) || self.serving == oldSelf.serving)";
+
+/// Why and how the hub stops an attempt early.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStop {
+    /// Machine-readable reason, copied into the attempt's end: `Preempted`.
+    #[schemars(length(min = 1, max = 64))]
+    pub reason: String,
+    /// Why, for people: which job preempted this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// Seconds the pods get between SIGTERM and SIGKILL (the pool's `preemptionGracePeriod`),
+    /// 0 to 3600.
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_period_seconds: u32,
 }
 
 /// Longest `sealedSecrets` a Placement holds (base64 characters): 256 KiB, well under the 1.5 MiB
@@ -259,4 +307,34 @@ pub struct ContainerExit {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn spec_rule_names_every_field_but_stop() {
+        let crd = serde_json::to_value(Placement::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let fields: Vec<&String> = spec["properties"].as_object().unwrap().keys().collect();
+        assert!(fields.len() > 10, "{fields:?}");
+        for f in fields {
+            let named = SPEC_IMMUTABLE_BUT_STOP.contains(&format!("self.{f} == oldSelf.{f}"));
+            assert_eq!(named, f != "stop", "field {f} in the immutability rule");
+        }
+    }
+
+    #[test]
+    fn a_stop_round_trips_in_camel_case() {
+        let stop = PlacementStop {
+            reason: reasons::PREEMPTED.into(),
+            message: Some("preempted by team-a/urgent".into()),
+            grace_period_seconds: 30,
+        };
+        let v = serde_json::to_value(&stop).unwrap();
+        assert_eq!(v["gracePeriodSeconds"], 30);
+        assert_eq!(serde_json::from_value::<PlacementStop>(v).unwrap(), stop);
+    }
 }

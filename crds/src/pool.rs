@@ -116,9 +116,8 @@ pub struct GpuPoolSpec {
     /// Whether a pending job may take GPUs back from running attempts of strictly lower priority
     /// (ADR 0025): `Never` (default) or `LowerPriority`. With `LowerPriority`, a job whose
     /// priority class allows it (`priorityClasses[].preemptionPolicy`) and that fits no cluster
-    /// may evict whole gangs of lower priority on one cluster; they are re-queued, not failed.
-    /// Not acted on yet: the scheduling core plans preemptions, the hub does not evict (ADR
-    /// 0025), so setting it changes nothing today.
+    /// may evict whole gangs of lower priority on one cluster; they are stopped with
+    /// `preemptionGracePeriod`, paid for what they ran, and re-queued, not failed.
     #[serde(default, skip_serializing_if = "Preemption::is_never")]
     pub preemption: Preemption,
     /// How long an evicted attempt's pods get to stop after it is preempted. 0s to 1h; default

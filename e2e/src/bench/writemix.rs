@@ -347,6 +347,7 @@ fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             template: job.spec.template.clone(),
             sealed_secrets: None,
             serving: None,
+            stop: None,
         },
         status: None,
     }

@@ -416,6 +416,7 @@ async fn snapshot(w: &World) -> Option<Snapshot> {
                     | AttemptPhase::Failed
                     | AttemptPhase::Lost
                     | AttemptPhase::Cancelled
+                    | AttemptPhase::Preempted
             );
             let in_flight = a.settlement.as_ref().is_some_and(|st| {
                 matches!(

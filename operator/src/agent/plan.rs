@@ -57,6 +57,8 @@ pub enum DeleteReason {
     Fenced,
     /// A replica of its gang could not be scheduled ([`gang`]).
     GangUnschedulable,
+    /// The hub stopped its attempt (`Placement.spec.stop`: preempted, ADR 0025).
+    Stopped,
 }
 
 impl DeleteReason {
@@ -67,6 +69,7 @@ impl DeleteReason {
             DeleteReason::Stale => "stale",
             DeleteReason::Fenced => "fenced",
             DeleteReason::GangUnschedulable => "gang_unschedulable",
+            DeleteReason::Stopped => "stopped",
         }
     }
 }
@@ -111,6 +114,20 @@ pub enum Step {
         status: PlacementStatus,
         /// Event to publish once written.
         note: Option<Note>,
+    },
+    /// Stop a local Job the hub asked to stop (`Placement.spec.stop`): delete its pods with
+    /// `grace_seconds` (which overrides the pod spec's `terminationGracePeriodSeconds`), then the
+    /// Job itself. The garbage collector's later delete of the pods leaves their grace alone (an
+    /// apiserver only ever shortens a pending graceful deletion when asked for a shorter one).
+    StopJob {
+        /// Job name.
+        name: String,
+        /// Its placement.
+        placement: String,
+        /// Its pods not already being deleted.
+        pods: Vec<String>,
+        /// Seconds between SIGTERM and SIGKILL.
+        grace_seconds: u32,
     },
     /// Create a gang's headless Service and NetworkPolicy, or a serving Job's Service and
     /// NetworkPolicy (existing ones are fine).
@@ -427,6 +444,10 @@ fn placement_steps(
                 why: DeleteReason::GangUnschedulable,
             });
         }
+        // Reported stopped, but the stop itself failed: stop again.
+        if let (Some(stop), Some(job)) = (&spec.stop, local.filter(|j| !job_finished(j))) {
+            steps.push(stop_step(view, p, job, stop));
+        }
         return;
     }
     if let Some(when) = view.fenced_placements.get(&name) {
@@ -450,6 +471,51 @@ fn placement_steps(
         };
         write(steps, st, Some(note));
         return;
+    }
+    if let Some(stop) = &spec.stop {
+        // Reported first, with the usage up to now, then stopped (as a stuck gang, below): a Job
+        // left behind by a failed stop is stopped again on the next pass, above.
+        let message = stop.message.clone().unwrap_or_else(|| stop.reason.clone());
+        let note = Note {
+            warning: true,
+            reason: STOPPED,
+            message: format!("{}: {message}; {job_name} stopped", stop.reason),
+        };
+        match local {
+            Some(job) if !job_finished(job) => {
+                let pods: Vec<&Pod> = view
+                    .pods
+                    .get(&job_name)
+                    .map(|ps| ps.iter().map(|p| p.as_ref()).collect())
+                    .unwrap_or_default();
+                let next = report::observe(spec, job, &pods, prev, &view.now);
+                let st = ended(
+                    Some(&next),
+                    PlacementPhase::Failed,
+                    &stop.reason,
+                    message,
+                    &view.now,
+                );
+                write(steps, st, Some(note));
+                steps.push(stop_step(view, p, job, stop));
+                return;
+            }
+            // Ended on its own before the stop: reported as it ended, below.
+            Some(_) => {}
+            // Never started here, or its Job is already gone: nothing to stop.
+            None => {
+                let mut st = ended(
+                    prev,
+                    PlacementPhase::Failed,
+                    &stop.reason,
+                    message,
+                    &view.now,
+                );
+                st.local_job = prev.and_then(|s| s.local_job.clone());
+                write(steps, st, Some(note));
+                return;
+            }
+        }
     }
     match local {
         Some(job) => {
@@ -611,6 +677,28 @@ fn placement_steps(
                 });
             }
         },
+    }
+}
+
+/// Reason of the Event an agent publishes when it stops an attempt the hub asked it to stop.
+pub const STOPPED: &str = "Stopped";
+
+/// The step that stops `job` for `p`'s `stop`: its pods not already going away, with the grace.
+fn stop_step(view: &View, p: &Placement, job: &Job, stop: &gpufed_crds::PlacementStop) -> Step {
+    let name = job.name_any();
+    let pods = view
+        .pods
+        .get(&name)
+        .into_iter()
+        .flatten()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect();
+    Step::StopJob {
+        name,
+        placement: p.name_any(),
+        pods,
+        grace_seconds: stop.grace_period_seconds,
     }
 }
 

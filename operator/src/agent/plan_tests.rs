@@ -706,3 +706,115 @@ fn a_running_serving_job_gets_its_service_once_and_a_gang_serving_job_gets_both_
     }
     assert!(gang_networks(&w.plan()).is_empty());
 }
+
+fn stop() -> gpufed_crds::PlacementStop {
+    gpufed_crds::PlacementStop {
+        reason: gpufed_crds::placement::reasons::PREEMPTED.into(),
+        message: Some("preempted by team-a/urgent".into()),
+        grace_period_seconds: 45,
+    }
+}
+
+/// Two running replicas (since t=900) whose Placement the hub asked to stop.
+fn running_and_stopped() -> (World, Placement) {
+    let mut w = accepted_with(vec![
+        pod("train-0", Some(900), None),
+        pod("train-1", Some(900), None),
+    ]);
+    let mut p = w.placements[0].as_ref().clone();
+    p.spec.stop = Some(stop());
+    w.placements = vec![Arc::new(p.clone())];
+    (w, p)
+}
+
+#[test]
+fn a_stopped_placement_reports_its_final_usage_then_deletes_the_pods_with_the_hubs_grace() {
+    let (w, p) = running_and_stopped();
+    let plan = w.plan();
+    let job = local_job_name(&uid("train"), 1);
+    let [
+        Step::WriteStatus {
+            status: st,
+            note: Some(note),
+            ..
+        },
+        Step::StopJob {
+            name,
+            pods,
+            grace_seconds,
+            ..
+        },
+    ] = &plan.steps[..]
+    else {
+        panic!("{:?}", plan.steps)
+    };
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some("Preempted"));
+    assert_eq!(st.message.as_deref(), Some("preempted by team-a/urgent"));
+    assert_eq!(st.gpu_seconds, 2 * 100, "both GPUs from t=900 to t=1000");
+    assert_eq!(st.finish_time, Some(at(1000)));
+    assert_eq!(note.reason, STOPPED);
+    assert_eq!(name, &job);
+    assert_eq!(pods, &["train-0".to_string(), "train-1".to_string()]);
+    assert_eq!(
+        *grace_seconds, 45,
+        "the pool's grace, not the pod spec's 3 s"
+    );
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s, Step::Ungate { .. })),
+        "nothing of a stopped attempt starts"
+    );
+    let _ = p;
+}
+
+#[test]
+fn a_stopped_placement_whose_job_survived_the_stop_is_stopped_again_and_its_report_kept() {
+    let (w, p) = running_and_stopped();
+    let mut p = p;
+    p.status = Some(PlacementStatus {
+        reason: Some("Preempted".into()),
+        ..status(PlacementPhase::Failed)
+    });
+    let w = World {
+        placements: vec![Arc::new(p.clone())],
+        ..w
+    };
+    let plan = w.plan();
+    assert!(
+        matches!(&plan.steps[..], [Step::StopJob { .. }]),
+        "{:?}",
+        plan.steps
+    );
+}
+
+#[test]
+fn a_stop_for_a_placement_that_never_started_reports_it_ended_with_nothing_used() {
+    let mut p = placement("train", 1).build();
+    p.spec.stop = Some(stop());
+    let plan = World::new().placement(p.clone()).plan();
+    assert!(created(&plan).is_empty(), "never started once stopped");
+    let st = written(&plan, &p).unwrap();
+    assert_eq!(st.phase, Some(PlacementPhase::Failed));
+    assert_eq!(st.reason.as_deref(), Some("Preempted"));
+    assert_eq!(st.gpu_seconds, 0);
+}
+
+#[test]
+fn a_job_that_completed_before_its_stop_is_reported_succeeded() {
+    let (mut w, p) = running_and_stopped();
+    let done = JobStatus {
+        conditions: Some(vec![crate::agent::fixtures::condition(
+            "Complete", "", "", 990,
+        )]),
+        succeeded: Some(2),
+        completion_time: Some(at(990)),
+        ..Default::default()
+    };
+    w.jobs = vec![Arc::new(local_job(&p, done))];
+    let plan = w.plan();
+    assert_eq!(
+        written(&plan, &p).unwrap().phase,
+        Some(PlacementPhase::Succeeded)
+    );
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::StopJob { .. })));
+}

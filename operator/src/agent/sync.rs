@@ -90,6 +90,7 @@ fn step_key(
             .or_else(|| placement.clone())
             .unwrap_or_else(|| name.clone()),
         Step::WriteStatus { placement, .. }
+        | Step::StopJob { placement, .. }
         | Step::ConfirmMissing { placement, .. }
         | Step::Ungate { placement, .. } => {
             by_placement(placement).unwrap_or_else(|| placement.clone())
@@ -342,6 +343,33 @@ impl Sync {
         Ok(())
     }
 
+    /// Deletes `pods` with `grace_seconds`, then the Job (see [`Step::StopJob`]).
+    async fn stop_job(
+        &self,
+        name: &str,
+        placement: &str,
+        pods: &[String],
+        grace_seconds: u32,
+    ) -> Result<()> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.ctx.local.clone(), &self.ctx.args.jobs_namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(grace_seconds),
+            ..DeleteParams::default()
+        };
+        for pod in pods {
+            timed_opt(
+                format!("stopping pod {pod}"),
+                API_TIMEOUT,
+                api.delete(pod, &params),
+            )
+            .await?;
+        }
+        tracing::info!(job = %name, placement, pods = pods.len(), grace_seconds, "stopping local Job");
+        self.delete_job(name, Some(placement), DeleteReason::Stopped)
+            .await
+    }
+
     /// Creates a gang's or a serving Job's NetworkPolicy, then its Service (whose existence marks
     /// both as done).
     async fn create_gang_network(&self, service: &Service, policy: &NetworkPolicy) -> Result<()> {
@@ -432,6 +460,12 @@ impl Sync {
                 placement,
                 why,
             } => self.delete_job(name, placement.as_deref(), *why).await,
+            Step::StopJob {
+                name,
+                placement,
+                pods,
+                grace_seconds,
+            } => self.stop_job(name, placement, pods, *grace_seconds).await,
             Step::WriteStatus {
                 placement,
                 status,

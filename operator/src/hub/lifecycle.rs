@@ -32,6 +32,7 @@ pub use gpufed_crds::placement::reasons::FENCED;
 pub use gpufed_crds::placement::reasons::GANG_UNSCHEDULABLE;
 pub use gpufed_crds::placement::reasons::LEASE_EXPIRED;
 pub use gpufed_crds::placement::reasons::LOCAL_JOB_MISSING;
+pub use gpufed_crds::placement::reasons::PREEMPTED;
 /// Reason of an attempt whose pods did not start within the pool's start timeout.
 pub const START_TIMEOUT: &str = "StartTimeout";
 
@@ -420,9 +421,16 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
     };
     if let Some((reason, message)) = lost {
         let rec = &mut out.status.attempts[i];
-        rec.phase = AttemptPhase::Lost;
-        rec.reason = Some(reason.into());
-        rec.message = Some(message.clone());
+        // Being stopped for a preemptor (ADR 0025) when its member or Placement went: it ends
+        // preempted all the same, with the usage reported so far.
+        let preempted = rec.reason.as_deref() == Some(PREEMPTED);
+        if preempted {
+            rec.phase = AttemptPhase::Preempted;
+        } else {
+            rec.phase = AttemptPhase::Lost;
+            rec.reason = Some(reason.into());
+            rec.message = Some(message.clone());
+        }
         rec.finish_time = Some(now.clone());
         if let Some(Some(p)) = &world.placement {
             let (used, capped) = record_usage(job, rec, p.gpu_seconds, now);
@@ -435,8 +443,52 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
             namespace: member_namespace(&record.cluster),
             name: record.placement.clone(),
         });
-        retry_or_fail(job, now, out, true, reason, message);
+        if preempted {
+            requeue_preempted(
+                job,
+                now,
+                out,
+                i,
+                &format!("{message} while it was being stopped"),
+            );
+        } else {
+            retry_or_fail(job, now, out, true, reason, message);
+        }
     }
+}
+
+/// Re-queues a job whose attempt `i` just ended preempted (ADR 0025): Pending for a new attempt,
+/// which may go to the same cluster; not counted against `retry.maxAttempts`.
+fn requeue_preempted(job: &ComputeJob, now: &Time, out: &mut Outcome, i: usize, how: &str) {
+    let generation = job.metadata.generation;
+    let rec = &out.status.attempts[i];
+    let why = rec.message.clone().unwrap_or_else(|| PREEMPTED.to_string());
+    let message = format!(
+        "attempt {} on {} was preempted ({why}); it {how} after {} GPU-seconds",
+        rec.attempt, rec.cluster, rec.gpu_seconds
+    );
+    let st = &mut out.status;
+    set(st, jc::RUNNING, false, PREEMPTED, &message, generation, now);
+    st.phase = JobPhase::Pending;
+    st.placement = None;
+    st.reason = Some(PREEMPTED.to_string());
+    st.message = Some(message.clone());
+    st.explanation = Some(format!("{message}; waiting for a new attempt"));
+    set(
+        st,
+        jc::SCHEDULED,
+        false,
+        PREEMPTED,
+        &message,
+        generation,
+        now,
+    );
+    out.actions.push(Action::Schedule);
+    out.events.push(Note {
+        warning: true,
+        reason: "Requeued",
+        message: format!("{message}; placing attempt {}", st.attempt + 1),
+    });
 }
 
 /// How long until the current attempt's start timeout runs out, if it is waiting to start, so the
@@ -615,6 +667,16 @@ fn sync_from_placement(
                 reason: "Succeeded",
                 message: format!("completed on {cluster} using {gpu_seconds} GPU-seconds"),
             });
+        }
+        // Stopped by its member because the hub asked it to (`spec.stop`), after the hub had
+        // marked the attempt preempted: a member's word alone never makes an attempt uncounted.
+        Some(PlacementPhase::Failed)
+            if ps.reason.as_deref() == Some(PREEMPTED)
+                && rec.reason.as_deref() == Some(PREEMPTED) =>
+        {
+            rec.phase = AttemptPhase::Preempted;
+            rec.finish_time = ps.finish_time.clone().or(Some(now.clone()));
+            requeue_preempted(job, now, out, i, "stopped");
         }
         Some(phase @ (PlacementPhase::Failed | PlacementPhase::Rejected)) => {
             let rejected = phase == PlacementPhase::Rejected;
@@ -821,6 +883,7 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
             sealed_secrets: None,
             serving: job.spec.serving.clone(),
+            stop: None,
         },
         status: None,
     }

@@ -730,3 +730,91 @@ fn a_job_with_secrets_is_admitted_by_the_controller_not_deferred_to_the_loop() {
     let out = reconcile(&j, &world_ready(None), &at(1));
     assert!(!admission_deferred(&j, &world_ready(None), &out));
 }
+
+/// A job whose running attempt `n` on alpha the hub marked preempted (ADR 0025).
+fn being_preempted(n: u32) -> ComputeJob {
+    let mut j = placed(n, "alpha", AttemptPhase::Running);
+    let rec = j.status.as_mut().unwrap().attempts.last_mut().unwrap();
+    rec.reason = Some(PREEMPTED.into());
+    rec.message = Some("preempted by team-a/urgent (priority 1000 > 10)".into());
+    j
+}
+
+fn stopped(gpu_seconds: u64) -> PlacementStatus {
+    PlacementStatus {
+        phase: Some(PlacementPhase::Failed),
+        reason: Some(PREEMPTED.into()),
+        message: Some("preempted by team-a/urgent (priority 1000 > 10)".into()),
+        finish_time: Some(at(90)),
+        gpu_seconds,
+        ..running(0)
+    }
+}
+
+#[test]
+fn a_preempted_attempt_ends_preempted_with_its_final_usage_and_the_job_is_requeued() {
+    // Attempt 3 of 3: were it counted like a failure, the job would fail now.
+    let j = being_preempted(3);
+    let out = reconcile(&j, &world_ready(Some(Some(stopped(140)))), &at(100));
+    let rec = &out.status.attempts[2];
+    assert_eq!(rec.phase, AttemptPhase::Preempted);
+    assert_eq!(rec.reason.as_deref(), Some(PREEMPTED));
+    assert_eq!(rec.gpu_seconds, 140, "the final report is what is paid");
+    assert_eq!(rec.finish_time, Some(at(90)));
+    assert!(rec.message.as_deref().unwrap().contains("team-a/urgent"));
+    assert_eq!(out.status.phase, JobPhase::Pending);
+    assert_eq!(out.status.reason.as_deref(), Some(PREEMPTED));
+    assert!(out.status.placement.is_none());
+    assert!(
+        out.status
+            .explanation
+            .as_deref()
+            .unwrap()
+            .contains("preempted by team-a/urgent")
+    );
+    assert!(out.actions.contains(&Action::Schedule));
+    assert_eq!(out.events[0].reason, "Requeued");
+    assert!(
+        !crate::hub::settlement::attempt_ran(rec),
+        "not counted against retry.maxAttempts"
+    );
+    let mut after = j.clone();
+    after.status = Some(out.status.clone());
+    assert!(
+        crate::hub::snapshot::failed_on(&after)
+            .iter()
+            .all(|c| c != "alpha"),
+        "the next attempt may go back to alpha"
+    );
+}
+
+#[test]
+fn a_member_claiming_preemption_the_hub_never_asked_for_is_an_ordinary_failure() {
+    let mut j = placed(1, "alpha", AttemptPhase::Running);
+    j.spec.retry.max_attempts = 1;
+    let out = reconcile(&j, &world_ready(Some(Some(stopped(10)))), &at(100));
+    assert_eq!(out.status.attempts[0].phase, AttemptPhase::Failed);
+    assert_eq!(out.status.phase, JobPhase::Failed);
+}
+
+#[test]
+fn an_attempt_being_preempted_whose_member_went_away_still_ends_preempted() {
+    let j = being_preempted(3);
+    let w = World {
+        member_ready: Some(false),
+        ..world_ready(Some(Some(running(60))))
+    };
+    let out = reconcile(&j, &w, &at(100));
+    let rec = &out.status.attempts[2];
+    assert_eq!(rec.phase, AttemptPhase::Preempted);
+    assert_eq!(rec.gpu_seconds, 60);
+    assert_eq!(
+        out.status.phase,
+        JobPhase::Pending,
+        "not the job's last attempt"
+    );
+    assert!(out.actions.contains(&Action::DeletePlacement {
+        namespace: "gpufed-member-alpha".into(),
+        name: "train-3".into()
+    }));
+}

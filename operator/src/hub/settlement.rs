@@ -321,9 +321,11 @@ pub const LOCK_CONFLICT: &str = "LockConflict";
 /// longer than now before a job is scheduled on it.
 pub const CLOCK_MARGIN_SECS: u64 = 300;
 
-/// Whether an attempt counts against `retry.maxAttempts`: refused or conflicting locks never ran.
+/// Whether an attempt counts against `retry.maxAttempts`: refused or conflicting locks never ran,
+/// and a preempted attempt was stopped for another job, not for anything of its own (ADR 0025).
 pub fn attempt_ran(a: &gpufed_crds::AttemptRecord) -> bool {
-    !matches!(a.reason.as_deref(), Some(LOCK_REFUSED | LOCK_CONFLICT))
+    a.phase != AttemptPhase::Preempted
+        && !matches!(a.reason.as_deref(), Some(LOCK_REFUSED | LOCK_CONFLICT))
 }
 
 /// Ends the current attempt without running it: nothing was locked for it, nothing is owed.
