@@ -51,6 +51,8 @@ pub struct Metrics {
     pub clearing_price: GaugeVec,
     /// Attempts re-placed after their member was lost, per reason.
     pub failovers: IntCounterVec,
+    /// Running attempts the hub stopped for a job of higher priority, per pool (ADR 0025).
+    pub preemptions: IntCounterVec,
     /// Whether this replica holds the leader Lease (1) or not (0).
     pub leader: IntGauge,
     /// Hub writes refused because this replica may have lost the leader Lease, per target
@@ -228,6 +230,14 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let preemptions = IntCounterVec::new(
+            Opts::new(
+                "gpufed_hub_preemptions_total",
+                "Running attempts the hub asked their member to stop for a job of higher priority.",
+            ),
+            &["pool"],
+        )?;
+        registry.register(Box::new(preemptions.clone()))?;
         let leader = IntGauge::new(
             "gpufed_leader",
             "1 while this replica holds the leader Lease.",
@@ -342,6 +352,7 @@ impl Metrics {
             fair_share,
             clearing_price,
             failovers,
+            preemptions,
             leader,
             hub_writes_refused,
             settlements,

@@ -17,6 +17,7 @@ pub mod member_controller;
 pub mod period_usage;
 pub mod periods;
 pub mod pool_controller;
+pub mod preemption;
 pub mod registration;
 pub mod scheduling;
 pub mod secrets;

@@ -24,13 +24,15 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Before, Decision, FairShare, Hold, QuotaBook, Reservation, Usage, explain,
-    explain_placement, schedule_batch_fair, schedule_batch_with_quotas,
+    Assignment, Before, Decision, FairShare, Hold, JobRequest, QuotaBook, Reservation, Running,
+    Usage, explain, explain_placement, plan_preemptions, schedule_batch_fair,
+    schedule_batch_with_quotas,
 };
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
 
 use crate::hub::context::{Context, now};
+use crate::hub::preemption::{self, Outstanding, Stop};
 use crate::hub::status::{Written, write_namespaced};
 use crate::hub::{challenges, lifecycle, period_usage, snapshot};
 
@@ -56,6 +58,10 @@ pub struct InFlight {
     /// Pool name → the job holding nodes after the pool's last fair pass (ADR 0025), so the hold
     /// stays with it until it is placed. Leader memory: a new leader picks the head again.
     holders: HashMap<String, String>,
+    /// Preemptor (`namespace/name`) → the preemption it started whose victims are stopping
+    /// (ADR 0025), until it is placed or the victims had their time. Leader memory: a new leader
+    /// sees the victims being stopped (their attempts are marked) and never evicts them again.
+    preempting: HashMap<String, Outstanding>,
 }
 
 impl InFlight {
@@ -106,6 +112,17 @@ impl InFlight {
             Some(h) => self.holders.insert(pool.to_string(), h.job.clone()),
             None => self.holders.remove(pool),
         };
+    }
+
+    /// Forgets the preemption started for `preemptor` (a victim's stop could not be written), so
+    /// the next pass plans again.
+    pub fn forget_preemption(&mut self, preemptor: &str) {
+        self.preempting.remove(preemptor);
+    }
+
+    /// The preemption started for `preemptor` and not yet over, if any.
+    pub fn preemption(&self, preemptor: &str) -> Option<&Outstanding> {
+        self.preempting.get(preemptor)
     }
 
     /// The quota use of the decision in flight for `uid`, if any.
@@ -265,9 +282,23 @@ async fn pass(
                 }
             }
         }
+        // Preempted attempts whose stop was not written after their mark: ask again.
+        for (cluster, placement, stop) in preemption::unstopped(ctx, &pool, &tenant_jobs) {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = preemption::request_stop(&ctx, &cluster, &placement, &stop).await {
+                    tracing::warn!(%placement, error = %e, "asking the member to stop a preempted attempt");
+                }
+            });
+        }
+        let running = if pool.spec.preemption.is_never() {
+            vec![]
+        } else {
+            preemption::candidates(&pool_name, &tenant_jobs, &members)
+        };
         let round = {
             let mut s = locked(state);
-            decide(
+            decide_with(
                 &tenant_jobs,
                 &pool,
                 &clusters,
@@ -275,6 +306,7 @@ async fn pass(
                 &mut reservations,
                 &mut s,
                 &now(),
+                &running,
             )
         };
         match round {
@@ -326,6 +358,12 @@ async fn pass(
                                 ctx.schedule.notify_one();
                             }
                         }
+                        Write::Stop(stop) => {
+                            if !preemption::stop_victim(&ctx, &job, &stop).await {
+                                locked(&state).forget_preemption(&stop.preemptor);
+                                ctx.schedule.notify_one();
+                            }
+                        }
                         Write::Wait(reason, explanation) => {
                             if let Err(e) = record_wait(&ctx, &job, reason, &explanation).await {
                                 let key = snapshot::job_key(&job);
@@ -370,7 +408,7 @@ pub struct Planned {
 /// admitting them is all the job controller would do (`lifecycle::admission_deferred`, at `now`):
 /// their write carries the admission. Returns the writes still to make: a reason to wait that is
 /// already recorded is not written again. Jobs that use Secrets are not placed on the `keyless`
-/// members (those that published no sealing key, ADR 0020).
+/// members (those that published no sealing key, ADR 0020). No preemption: see [`decide_with`].
 pub fn decide(
     jobs: &[Arc<ComputeJob>],
     pool: &GpuPool,
@@ -379,6 +417,35 @@ pub fn decide(
     reservations: &mut Vec<Reservation>,
     in_flight: &mut InFlight,
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Result<Round, gpufed_scheduler::ScheduleError> {
+    decide_with(
+        jobs,
+        pool,
+        clusters,
+        keyless,
+        reservations,
+        in_flight,
+        now,
+        &[],
+    )
+}
+
+/// [`decide`], and in a pool with `spec.preemption: LowerPriority` the preemptions (ADR 0025):
+/// preemptors whose victims are stopping are decided first, each on its own (placed if the GPUs
+/// show free, else the GPUs it was promised are kept from the rest of the pass); after the pass,
+/// the jobs left without a cluster that may preempt are planned against `running` (the attempts
+/// that may be evicted, [`preemption::candidates`]), and each plan writes a stop on its victims
+/// and the reason the preemptor waits.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_with(
+    jobs: &[Arc<ComputeJob>],
+    pool: &GpuPool,
+    clusters: &[gpufed_scheduler::ClusterState],
+    keyless: &[String],
+    reservations: &mut Vec<Reservation>,
+    in_flight: &mut InFlight,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    running: &[Running],
 ) -> Result<Round, gpufed_scheduler::ScheduleError> {
     let pool_name = pool.name_any();
     let mut admitted: HashMap<String, Box<ComputeJobStatus>> = HashMap::new();
@@ -435,6 +502,7 @@ pub fn decide(
             },
         )
         .collect();
+    let mut usage = usage;
     let mut book = QuotaBook::new(&snapshot::quotas(pool), &usage);
     if period_usage::has_period_quotas(pool) {
         // GPU-hours and spend of the current periods (ADR 0019), decisions in flight included.
@@ -450,21 +518,79 @@ pub fn decide(
         );
         book = book.with_periods(now, &spent);
     }
+    let policy = snapshot::policy(pool);
+    // Preemptions started by earlier passes: forgotten once the preemptor no longer waits or its
+    // victims had their time; the others are decided first, each on its own.
+    let queued: HashSet<&str> = requests.iter().map(|r| r.key.as_str()).collect();
+    in_flight
+        .preempting
+        .retain(|k, o| o.pool != pool_name || (queued.contains(k.as_str()) && !o.expired(now)));
+    let mut outstanding: Vec<Outstanding> = in_flight
+        .preempting
+        .values()
+        .filter(|o| o.pool == pool_name)
+        .cloned()
+        .collect();
+    outstanding.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.plan.job.cmp(&b.plan.job))
+    });
+    let mut held: Vec<Reservation> = vec![];
+    let mut early: Vec<(String, Decision)> = vec![];
+    let mut draining: Vec<Outstanding> = vec![];
+    for o in &outstanding {
+        let Some(req) = requests.iter().find(|r| r.key == o.plan.job) else {
+            continue;
+        };
+        let mut seen = reservations.clone();
+        seen.extend(held.iter().cloned());
+        let mut d = schedule_batch_with_quotas(
+            std::slice::from_ref(req),
+            clusters,
+            &seen,
+            &policy,
+            &mut book,
+        )?;
+        match d.pop() {
+            Some((key, Decision::Place(a))) => {
+                held.extend(a.nodes.iter().map(|(node, replicas)| Reservation {
+                    cluster: a.cluster.clone(),
+                    node: node.clone(),
+                    gpus: replicas.saturating_mul(req.gpus_per_replica),
+                }));
+                usage.push(Usage {
+                    namespace: key.split('/').next().unwrap_or_default().to_string(),
+                    model: a.model.clone(),
+                    gpus: u64::from(req.replicas) * u64::from(req.gpus_per_replica),
+                });
+                in_flight.preempting.remove(&key);
+                early.push((key, Decision::Place(a)));
+            }
+            _ => {
+                held.extend(o.claim.iter().cloned());
+                draining.push(o.clone());
+            }
+        }
+    }
+    let decided_early: HashSet<&str> = outstanding.iter().map(|o| o.plan.job.as_str()).collect();
+    let rest: Vec<JobRequest> = requests
+        .iter()
+        .filter(|r| !decided_early.contains(r.key.as_str()))
+        .cloned()
+        .collect();
+    let mut seen = reservations.clone();
+    seen.extend(held.iter().cloned());
+    let requests = rest;
     let mut hold: Option<Hold> = None;
     let decisions = match snapshot::fair_share(pool) {
-        None => schedule_batch_with_quotas(
-            &requests,
-            clusters,
-            reservations,
-            &snapshot::policy(pool),
-            &mut book,
-        )?,
+        None => schedule_batch_with_quotas(&requests, clusters, &seen, &policy, &mut book)?,
         Some(fair) => {
             let holder = in_flight.holder(&pool_name).map(str::to_string);
             let pass = fair_pass(
                 &requests,
                 clusters,
-                reservations,
+                &seen,
                 pool,
                 &mut book,
                 &fair,
@@ -480,7 +606,8 @@ pub fn decide(
     };
     let by_key: HashMap<String, &Arc<ComputeJob>> =
         pending.iter().map(|j| (snapshot::job_key(j), *j)).collect();
-    for (key, decision) in decisions {
+    let mut unplaced: Vec<(String, Arc<ComputeJob>, String, Decision)> = vec![];
+    for (key, decision) in early.into_iter().chain(decisions) {
         let Some(job) = by_key.get(&key).map(|j| Arc::clone(j)) else {
             continue;
         };
@@ -507,6 +634,99 @@ pub fn decide(
                     write: Write::Place(a),
                 });
             }
+            other => unplaced.push((key, job, uid, other)),
+        }
+    }
+    // Preemption (ADR 0025): the jobs left without a cluster that may evict lower priorities.
+    let mut preempting: HashSet<String> = HashSet::new();
+    if !pool.spec.preemption.is_never() && !running.is_empty() {
+        let preemptors: Vec<JobRequest> = unplaced
+            .iter()
+            .filter(|(_, job, _, d)| {
+                matches!(d, Decision::NoFit(_))
+                    && pool
+                        .spec
+                        .may_preempt(job.spec.priority_class_name.as_deref())
+            })
+            .filter_map(|(key, ..)| requests.iter().find(|r| &r.key == key).cloned())
+            .collect();
+        // Attempts an earlier preemption evicts are stopping: never evicted twice.
+        let candidates: Vec<Running> = running
+            .iter()
+            .filter(|r| !outstanding.iter().any(|o| o.evicts(&r.job, r.attempt)))
+            .cloned()
+            .collect();
+        if !preemptors.is_empty() && !candidates.is_empty() {
+            let mut taken = reservations.clone();
+            taken.extend(held.iter().cloned());
+            let grace = pool.spec.preemption_grace_period().as_duration();
+            let grace_seconds = preemption::grace_seconds(pool);
+            for plan in plan_preemptions(&preemptors, clusters, &taken, &candidates, &policy)? {
+                let Some(req) = preemptors.iter().find(|r| r.key == plan.job) else {
+                    continue;
+                };
+                let gpus = u64::from(req.replicas) * u64::from(req.gpus_per_replica);
+                for v in &plan.victims {
+                    let Some(victim) = jobs.iter().find(|j| snapshot::job_key(j) == v.job) else {
+                        continue;
+                    };
+                    round.writes.push(Planned {
+                        job: Arc::clone(victim),
+                        admitted: None,
+                        write: Write::Stop(Box::new(Stop {
+                            attempt: v.attempt,
+                            preemptor: plan.job.clone(),
+                            pool: pool_name.clone(),
+                            message: preemption::victim_message(
+                                &plan,
+                                req.priority,
+                                v.priority,
+                                gpus,
+                                grace_seconds,
+                            ),
+                            grace_seconds,
+                        })),
+                    });
+                }
+                let o = Outstanding {
+                    pool: pool_name.clone(),
+                    priority: req.priority,
+                    claim: preemption::claim(&plan, req.gpus_per_replica),
+                    plan,
+                    since: now.clone(),
+                    grace,
+                };
+                preempting.insert(o.plan.job.clone());
+                in_flight.preempting.insert(o.plan.job.clone(), o.clone());
+                draining.push(o);
+            }
+        }
+    }
+    // Preemptors wait for their victims to stop.
+    for o in &draining {
+        let Some(job) = by_key.get(&o.plan.job).map(|j| Arc::clone(j)) else {
+            continue;
+        };
+        let Some(uid) = job.uid() else {
+            continue;
+        };
+        if in_flight.wait_for(&uid, preemption::signature(&o.plan)) {
+            round.writes.push(Planned {
+                admitted: admitted.remove(&o.plan.job),
+                job,
+                write: Write::Wait(
+                    WAIT_PREEMPTING,
+                    preemption::preemptor_text(&o.plan, o.grace),
+                ),
+            });
+        }
+    }
+    for (key, job, uid, decision) in unplaced {
+        if preempting.contains(&key) {
+            continue;
+        }
+        match decision {
+            Decision::Place(_) => {}
             Decision::NoFit(reasons) => {
                 // Which clusters give which kind of reason, not the live numbers in them (free
                 // GPUs): a capacity change elsewhere does not rewrite every waiting job.
@@ -545,8 +765,11 @@ pub fn decide(
 pub enum Write {
     /// Record the placement (then create the Placement).
     Place(Assignment),
-    /// Record why the job waits: the reason (`NoFit`, `OverQuota`) and the explanation.
+    /// Record why the job waits: the reason (`NoFit`, `OverQuota`, `Preempting`) and the
+    /// explanation.
     Wait(&'static str, String),
+    /// Stop a running attempt for a preemptor ([`preemption::stop_victim`]).
+    Stop(Box<Stop>),
 }
 
 /// The reason of a job that no cluster fits.
@@ -554,6 +777,9 @@ pub const WAIT_NO_FIT: &str = "NoFit";
 
 /// The reason of a job whose namespace has no quota left for it (ADR 0019).
 pub const WAIT_OVER_QUOTA: &str = "OverQuota";
+
+/// The reason of a job waiting for the attempts it preempted to stop (ADR 0025).
+pub const WAIT_PREEMPTING: &str = "Preempting";
 
 /// The fair pass (ADR 0025) over the pool's requests.
 fn fair_pass(
@@ -839,10 +1065,10 @@ async fn record_wait(
         return Ok(());
     }
     // Counted when the reason a job waits changes, not at every pass.
-    let result = if reason == WAIT_OVER_QUOTA {
-        "overquota"
-    } else {
-        "nofit"
+    let (result, event) = match reason {
+        WAIT_OVER_QUOTA => ("overquota", "Pending"),
+        WAIT_PREEMPTING => ("preempting", "Preempting"),
+        _ => ("nofit", "Pending"),
     };
     ctx.metrics.decisions.with_label_values(&[result]).inc();
     let mut st: ComputeJobStatus = current;
@@ -860,7 +1086,13 @@ async fn record_wait(
         ),
     );
     if write_namespaced(&ctx.client, job, &st).await? == Written::Yes {
-        ctx.event(job, true, "Pending", "Schedule", explanation.to_string());
+        ctx.event(
+            job,
+            event == "Pending",
+            event,
+            "Schedule",
+            explanation.to_string(),
+        );
     }
     Ok(())
 }
@@ -983,3 +1215,7 @@ mod tests {
 #[cfg(test)]
 #[path = "scheduling_props.rs"]
 mod props;
+
+#[cfg(test)]
+#[path = "scheduling_preempt_tests.rs"]
+mod preempt_tests;

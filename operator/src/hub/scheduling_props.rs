@@ -24,15 +24,15 @@ const NODE_GPUS: u32 = 4;
 const CLUSTERS: [&str; 2] = ["alpha", "beta"];
 const NODES: [&str; 2] = ["n0", "n1"];
 
-fn at(secs: i64) -> Time {
+pub(super) fn at(secs: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
 }
 
-fn pool() -> GpuPool {
+pub(super) fn pool() -> GpuPool {
     gpufed_crds::testing::pool("default")
 }
 
-fn members() -> BTreeMap<String, Arc<MemberCluster>> {
+pub(super) fn members() -> BTreeMap<String, Arc<MemberCluster>> {
     CLUSTERS
         .iter()
         .map(|name| {
@@ -71,7 +71,7 @@ fn members() -> BTreeMap<String, Arc<MemberCluster>> {
 }
 
 /// An admitted job waiting for the scheduler.
-fn pending(i: usize, gpus: u32) -> ComputeJob {
+pub(super) fn pending(i: usize, gpus: u32) -> ComputeJob {
     let mut j = job(&format!("j{i}")).gpus(gpus).models(&["H100"]).build();
     j.metadata.uid = Some(format!("uid-{i}"));
     j.metadata.resource_version = Some("1".into());
@@ -285,6 +285,7 @@ fn a_job_with_secrets_is_placed_only_on_members_that_published_a_sealing_key() {
                     match p.write {
                         Write::Place(a) => a.cluster,
                         Write::Wait(_, why) => format!("wait: {why}"),
+                        Write::Stop(s) => format!("stop: {}", s.attempt),
                     },
                 )
             })
@@ -356,6 +357,7 @@ fn a_decision_still_being_written_counts_against_its_namespaces_quota() {
             );
         }
         Write::Place(a) => panic!("placed on {} over quota", a.cluster),
+        Write::Stop(s) => panic!("stopped attempt {} over quota", s.attempt),
     }
     // The same reason is not written again at the next pass.
     let round = decide(

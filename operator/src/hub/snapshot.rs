@@ -6,7 +6,9 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use gpufed_crds::conditions::{self, member as mc};
-use gpufed_crds::{AttemptPhase, ComputeJob, GpuPool, MemberCluster, ProviderBond, Strategy};
+use gpufed_crds::{
+    AttemptPhase, AttemptRecord, ComputeJob, GpuPool, MemberCluster, ProviderBond, Strategy,
+};
 use gpufed_scheduler::{
     BondState, ClusterState, GroupQuota, JobRequest, NamespaceQuota, NodeState, Policy, QuotaUse,
     Reservation, Usage,
@@ -284,19 +286,8 @@ where
         if attempt.phase.is_finished() {
             continue;
         }
-        if attempt.phase == AttemptPhase::Running {
-            let inventory_time = members
-                .get(&attempt.cluster)
-                .and_then(|m| m.borrow().status.as_ref())
-                .and_then(|s| s.inventory.as_ref())
-                .and_then(|i| i.update_time.as_ref());
-            let reflected = match (inventory_time, attempt.start_time.as_ref()) {
-                (Some(inv), Some(start)) => inv.0 >= start.0,
-                _ => false,
-            };
-            if reflected {
-                continue;
-            }
+        if inventory_shows(attempt, members) {
+            continue;
         }
         for planned in &attempt.planned_nodes {
             out.push(Reservation {
@@ -307,6 +298,26 @@ where
         }
     }
     out
+}
+
+/// Whether the inventory of `attempt`'s member already counts its GPUs as used: it runs, and the
+/// inventory was taken after its pods started.
+pub fn inventory_shows<M: Borrow<MemberCluster>>(
+    attempt: &AttemptRecord,
+    members: &BTreeMap<String, M>,
+) -> bool {
+    if attempt.phase != AttemptPhase::Running {
+        return false;
+    }
+    let inventory_time = members
+        .get(&attempt.cluster)
+        .and_then(|m| m.borrow().status.as_ref())
+        .and_then(|s| s.inventory.as_ref())
+        .and_then(|i| i.update_time.as_ref());
+    match (inventory_time, attempt.start_time.as_ref()) {
+        (Some(inv), Some(start)) => inv.0 >= start.0,
+        _ => false,
+    }
 }
 
 /// GPUs reserved per `(cluster, node)`, summed: one map per pass instead of a scan of every
