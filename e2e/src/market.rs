@@ -154,11 +154,29 @@ pub async fn submit(
     gpus: u32,
     max_price: &str,
 ) -> Result<(), Error> {
-    let j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+    submit_with(c, ns, name, model, gpus, max_price, json!({})).await
+}
+
+/// [`submit`] with `extra` merged into the spec (e.g. `{"priorityClassName": "urgent"}`).
+pub async fn submit_with(
+    c: &Client,
+    ns: &str,
+    name: &str,
+    model: &str,
+    gpus: u32,
+    max_price: &str,
+    extra: serde_json::Value,
+) -> Result<(), Error> {
+    let mut j = json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
                    "metadata": {"name": name, "namespace": ns},
                    "spec": {"pool": "market", "gpusPerReplica": gpus, "gpu": {"models": [model]},
                             "maxPricePerGpuHour": max_price, "maxDuration": "1h",
                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}});
+    if let (Some(spec), Some(extra)) = (j["spec"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
     apply::<ComputeJob>(c, &j).await.map(|_| ())
 }
 

@@ -1,0 +1,367 @@
+//! Issue 17's done-when on a real apiserver and a real anvil, with the hub as a process and the
+//! test standing in for the member agent (whose stop is unit-tested in `agent::plan`): two teams
+//! of one cohort, with quotas and fair-share weights, share a pool of 4 GPUs. team-b fills it,
+//! borrowing team-a's idle quota; a job of team-a's high priority class preempts team-b's
+//! youngest attempts. The victims are stopped with the pool's grace (`Placement.spec.stop`), end
+//! `Preempted`, are paid exactly once for what they ran and re-queued; the preemptor runs on the
+//! freed GPUs and is paid; the re-queued jobs run again once team-a's quota is idle and are paid
+//! for their second attempt. Both sides are explained (status and Events), and no team holds more
+//! than its quota except by borrowing idle quota.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use gpufed_crds::{
+    AttemptPhase, ComputeJob, GpuPool, JobPhase, Placement, PlacementPhase, PlacementStatus,
+    SettlementState, TokenAmount,
+};
+use gpufed_e2e::chain::accounts;
+use gpufed_e2e::hubctl::{
+    node, placements, report_inventory, report_placement, start_hub, wait_job,
+};
+use gpufed_e2e::market::{self, STEP as T, settlement};
+use gpufed_e2e::{run_test, wait_until};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+const HARD_DEADLINE: Duration = Duration::from_secs(420);
+
+const TEAM_B: [&str; 4] = ["b-0", "b-1", "b-2", "b-3"];
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The 4-GPU node of alpha with `free` GPUs free, reported now.
+async fn inventory(c: &Client, free: u32) {
+    report_inventory(c, "alpha", vec![node("alpha-0", "H100", 81559, 4, free)])
+        .await
+        .unwrap();
+}
+
+/// The Placement of attempt `attempt` of `job`, once it exists.
+async fn placement_of(c: &Client, job: &str, attempt: u32) -> Placement {
+    wait_until(
+        T,
+        &format!("the Placement of {job} attempt {attempt}"),
+        || async {
+            placements(c, "alpha")
+                .await
+                .ok()?
+                .into_iter()
+                .find(|p| p.spec.job.name == job && p.spec.attempt == attempt)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Reports attempt `attempt` of `job` running since now.
+async fn run(c: &Client, job: &str, attempt: u32) {
+    let p = placement_of(c, job, attempt).await;
+    let status = PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        active_replicas: 1,
+        start_time: Some(now()),
+        ..Default::default()
+    };
+    report_placement(c, &p, status).await.unwrap();
+}
+
+/// Reports attempt `attempt` of `job` completed after `gpu_seconds`.
+async fn complete(c: &Client, job: &str, attempt: u32, gpu_seconds: u64) {
+    let p = placement_of(c, job, attempt).await;
+    let status = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds,
+        start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
+        finish_time: Some(now()),
+        ..Default::default()
+    };
+    report_placement(c, &p, status).await.unwrap();
+}
+
+fn phase_is(phase: JobPhase) -> impl Fn(&ComputeJob) -> bool {
+    move |j| j.status.as_ref().is_some_and(|s| s.phase == phase)
+}
+
+fn locked(attempt: u32) -> impl Fn(&ComputeJob) -> bool {
+    move |j| settlement(j, attempt).is_some_and(|s| s.state == SettlementState::Locked)
+}
+
+fn attempt_settled(attempt: u32) -> impl Fn(&ComputeJob) -> bool {
+    move |j| settlement(j, attempt).is_some_and(|s| s.state == SettlementState::Settled)
+}
+
+/// `(used, limit, borrowed)` of `ns` in the pool's status.
+async fn quota(c: &Client, ns: &str) -> Option<(u64, u64, u64)> {
+    let p = Api::<GpuPool>::all(c.clone()).get("market").await.ok()?;
+    p.status?
+        .quota_usage
+        .into_iter()
+        .find(|q| q.namespace == ns)
+        .map(|q| (q.used, q.limit, q.borrowed))
+}
+
+async fn wait_quota(c: &Client, what: &str, a: (u64, u64, u64), b: (u64, u64, u64)) {
+    wait_until(T, what, || async {
+        (quota(c, "team-a").await.unwrap_or((0, 2, 0)) == a && quota(c, "team-b").await? == b)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Notes of the Events of `reason` about job `name` in `ns`.
+async fn events(c: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    Api::<Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[test]
+fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_once() {
+    run_test(HARD_DEADLINE, || async {
+        let mut m = market::market("preempt", 1000, json!({})).await.unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        let pool = json!({"spec": {
+            "quotas": [
+                {"namespace": "team-a", "cohort": "research", "groups": [{"name": "gpus", "gpus": 2}]},
+                {"namespace": "team-b", "cohort": "research", "groups": [{"name": "gpus", "gpus": 2}]}
+            ],
+            "fairSharing": {"weights": [{"namespace": "team-a", "weight": 1},
+                                        {"namespace": "team-b", "weight": 2}]},
+            "priorityClasses": [{"name": "urgent", "value": 1000, "namespaces": ["team-a"]}],
+            "preemption": "LowerPriority",
+            "preemptionGracePeriod": "7s"
+        }});
+        Api::<GpuPool>::all(c.clone())
+            .patch("market", &PatchParams::default(), &Patch::Merge(&pool))
+            .await
+            .unwrap();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "2.00")
+            .await
+            .unwrap();
+        inventory(&c, 4).await;
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
+        let treasury_before = m.balance(accounts::TREASURY.1).await.unwrap();
+
+        // team-b fills the pool: its 2 GPUs and team-a's 2 idle ones, borrowed.
+        for name in TEAM_B {
+            market::submit(&c, "team-b", name, "H100", 1, "2.00")
+                .await
+                .unwrap();
+        }
+        for name in TEAM_B {
+            wait_job(&c, "team-b", name, T, "locked", locked(1))
+                .await
+                .unwrap();
+            run(&c, name, 1).await;
+        }
+        wait_quota(
+            &c,
+            "team-b borrows team-a's idle quota",
+            (0, 2, 0),
+            (4, 2, 2),
+        )
+        .await;
+        // The member's inventory, taken after the pods started, shows the node full.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        inventory(&c, 0).await;
+
+        // team-a's urgent job fits nowhere: it preempts two of team-b's attempts.
+        market::submit_with(
+            &c,
+            "team-a",
+            "urgent",
+            "H100",
+            2,
+            "2.00",
+            json!({"priorityClassName": "urgent"}),
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "urgent", T, "preempting", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.reason.as_deref() == Some("Preempting"))
+        })
+        .await
+        .unwrap();
+        let why = j.status.unwrap().explanation.unwrap();
+        assert!(
+            why.contains("preempting 2 attempts of lower priority on alpha to free 2 GPUs"),
+            "{why}"
+        );
+        assert!(why.contains("grace 7s"), "{why}");
+        let stopped: Vec<Placement> = wait_until(T, "two stops", || async {
+            let ps: Vec<Placement> = placements(&c, "alpha")
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|p| p.spec.stop.is_some())
+                .collect();
+            (ps.len() == 2).then_some(ps)
+        })
+        .await
+        .unwrap();
+        let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
+        for p in &stopped {
+            let stop = p.spec.stop.as_ref().unwrap();
+            assert_eq!(
+                (stop.reason.as_str(), stop.grace_period_seconds),
+                ("Preempted", 7)
+            );
+            let message = stop.message.as_deref().unwrap();
+            assert!(
+                message.starts_with("preempted by team-a/urgent (priority 1000 > 0)"),
+                "{message}"
+            );
+            assert!(
+                why.contains(&format!("team-b/{} attempt 1", p.spec.job.name)),
+                "{why}"
+            );
+        }
+        // The agent's part: the pods stop with the grace, the final usage is reported.
+        for p in &stopped {
+            let stop = p.spec.stop.clone().unwrap();
+            let status = PlacementStatus {
+                phase: Some(PlacementPhase::Failed),
+                reason: Some(stop.reason),
+                message: stop.message,
+                gpu_seconds: 2,
+                start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
+                finish_time: Some(now()),
+                ..Default::default()
+            };
+            report_placement(&c, p, status).await.unwrap();
+        }
+        let price: TokenAmount = "2.00".parse().unwrap();
+        for v in &victims {
+            let j = wait_job(&c, "team-b", v, T, "preempted, paid, re-queued", |j| {
+                attempt_settled(1)(j) && phase_is(JobPhase::Pending)(j)
+            })
+            .await
+            .unwrap();
+            let st = j.status.as_ref().unwrap();
+            let a = &st.attempts[0];
+            assert_eq!(a.phase, AttemptPhase::Preempted, "{a:?}");
+            assert_eq!(a.reason.as_deref(), Some("Preempted"));
+            assert!(a.message.as_deref().unwrap().contains("team-a/urgent"));
+            assert_eq!(a.gpu_seconds, 2);
+            let s = settlement(&j, 1).unwrap();
+            assert_eq!(s.paid, Some(price.cost_of_gpu_seconds(2).unwrap()));
+            assert_eq!(m.lock_state(&s.job_id).await.unwrap(), 2);
+            assert!(
+                st.message.as_deref().unwrap().contains("was preempted"),
+                "{st:?}"
+            );
+            assert!(!events(&c, "team-b", v, "Preempted").await.is_empty());
+        }
+        let preempting = events(&c, "team-a", "urgent", "Preempting").await;
+        assert!(
+            preempting
+                .iter()
+                .any(|n| n.contains("preempting 2 attempts")),
+            "{preempting:?}"
+        );
+
+        // The victims' pods are gone: the preemptor takes their GPUs, and team-b, back at its own
+        // quota, may not borrow what team-a now uses.
+        inventory(&c, 2).await;
+        wait_job(&c, "team-a", "urgent", T, "locked", locked(1))
+            .await
+            .unwrap();
+        run(&c, "urgent", 1).await;
+        wait_quota(&c, "each team within its quota", (2, 2, 0), (2, 2, 0)).await;
+        for v in &victims {
+            wait_job(&c, "team-b", v, T, "over quota", |j| {
+                j.status
+                    .as_ref()
+                    .is_some_and(|s| s.reason.as_deref() == Some("OverQuota"))
+            })
+            .await
+            .unwrap();
+        }
+
+        // The urgent job ends and is paid; team-a's quota is idle again and the re-queued jobs
+        // borrow it for their second attempt.
+        complete(&c, "urgent", 1, 2).await;
+        wait_job(&c, "team-a", "urgent", T, "paid", attempt_settled(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        inventory(&c, 2).await;
+        for v in &victims {
+            wait_job(&c, "team-b", v, T, "attempt 2 locked", locked(2))
+                .await
+                .unwrap();
+            run(&c, v, 2).await;
+            complete(&c, v, 2, 1).await;
+        }
+        for name in TEAM_B.iter().filter(|n| !victims.iter().any(|v| v == *n)) {
+            complete(&c, name, 1, 3).await;
+        }
+
+        // Every attempt is paid once: the provider got exactly paid − fee for each.
+        let mut expected = U256::ZERO;
+        let mut fees = U256::ZERO;
+        for (ns, name) in TEAM_B
+            .iter()
+            .map(|n| ("team-b", *n))
+            .chain([("team-a", "urgent")])
+        {
+            let j = wait_job(&c, ns, name, T, "succeeded and paid", |j| {
+                phase_is(JobPhase::Succeeded)(j)
+                    && j.status.as_ref().is_some_and(|s| {
+                        s.attempts.iter().all(|a| {
+                            a.settlement
+                                .as_ref()
+                                .is_some_and(|s| s.state == SettlementState::Settled)
+                        })
+                    })
+            })
+            .await
+            .unwrap();
+            let st = j.status.unwrap();
+            let preempted = victims.iter().any(|v| v == name);
+            assert_eq!(st.attempts.len(), if preempted { 2 } else { 1 }, "{name}");
+            let mut total = TokenAmount::from_atto(0);
+            for a in &st.attempts {
+                let paid = a.settlement.as_ref().unwrap().paid.unwrap();
+                assert_eq!(paid, price.cost_of_gpu_seconds(a.gpu_seconds).unwrap());
+                let fee = paid.atto() * 500 / 10_000;
+                expected += U256::from(paid.atto() - fee);
+                fees += U256::from(fee);
+                total = TokenAmount::from_atto(total.atto() + paid.atto());
+            }
+            assert_eq!(st.cost, Some(total), "{name}");
+        }
+        assert_eq!(
+            m.balance(accounts::ALPHA.1).await.unwrap() - provider_before,
+            expected
+        );
+        assert_eq!(
+            m.balance(accounts::TREASURY.1).await.unwrap() - treasury_before,
+            fees
+        );
+    });
+}
