@@ -142,10 +142,21 @@ pub fn render(
     };
     fields.push(("Phase", phase));
     if let Some(p) = &status.placement {
+        // Preempted attempts do not count against retry.maxAttempts (ADR 0025).
+        let preempted = status
+            .attempts
+            .iter()
+            .filter(|a| a.phase == gpufed_crds::AttemptPhase::Preempted)
+            .count();
+        let uncounted = if preempted > 0 {
+            format!(" ({preempted} preempted, not counted)")
+        } else {
+            String::new()
+        };
         fields.push((
             "Cluster",
             format!(
-                "{} ({} at {}/GPU-hour), attempt {} of at most {}",
+                "{} ({} at {}/GPU-hour), attempt {} of at most {}{uncounted}",
                 p.cluster,
                 p.model,
                 p.price_per_gpu_hour,
@@ -353,6 +364,28 @@ Attempts:
         );
         assert!(
             out.contains("1200         H100   3.00   team-a-train-1a2b3c4d-2  <none>\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_preempted_attempt_is_listed_with_its_preemptor_and_not_counted() {
+        let mut job = running_job();
+        let st = job.status.as_mut().unwrap();
+        st.attempts[0].phase = gpufed_crds::AttemptPhase::Preempted;
+        st.attempts[0].reason = Some("Preempted".into());
+        st.attempts[0].message = Some("preempted by team-a/urgent (priority 1000 > 0)".into());
+        let out = render(&job, &Ok(vec![]), true, now());
+        assert!(
+            out.contains("attempt 2 of at most 3 (1 preempted, not counted)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  1        alpha    Preempted  Preempted "),
+            "{out}"
+        );
+        assert!(
+            out.contains("preempted by team-a/urgent (priority 1000 > 0)\n"),
             "{out}"
         );
     }
