@@ -7,6 +7,11 @@
 //! freed GPUs and is paid; the re-queued jobs run again once team-a's quota is idle and are paid
 //! for their second attempt. Both sides are explained (status and Events), and no team holds more
 //! than its quota except by borrowing idle quota.
+//!
+//! A second test runs the real member agent on kwok nodes: it stops a preempted attempt's pods
+//! with the pool's grace period (not the pod spec's 3 s), reports its final usage, and the
+//! preemptor runs on the freed GPUs. Needs `cargo build -p gpufed-operator -p kubectl-gpufed -p
+//! gpu-probe --bins` first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -362,6 +367,151 @@ fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_o
         assert_eq!(
             m.balance(accounts::TREASURY.1).await.unwrap() - treasury_before,
             fees
+        );
+    });
+}
+
+#[test]
+fn the_member_agent_stops_a_preempted_attempt_with_the_pools_grace_and_the_preemptor_runs() {
+    use futures::StreamExt;
+    use gpufed_crds::naming::member_namespace;
+    use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
+    use gpufed_e2e::{NodeSpec, Tools};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+
+    run_test(Duration::from_secs(300), || async {
+        let tools = Tools::locate().unwrap();
+        let pool = Pool::join_with(
+            &tools,
+            json!({"heartbeatTimeout": "90s", "preemption": "LowerPriority",
+                   "preemptionGracePeriod": "25s",
+                   "priorityClasses": [{"name": "urgent", "value": 1000}]}),
+            &[MemberPlan::new(
+                "alpha",
+                vec![NodeSpec::new("alpha-0", "H100-SXM-80GB", 4, "eu-west")],
+                "H100",
+                "1.00",
+            )],
+            |_| async { Ok(()) },
+        )
+        .await
+        .unwrap();
+        let hub = pool.hub.client();
+        pool.hub.create_namespace("team-a").await.unwrap();
+        wait_ready_with_free(&hub, "alpha", 4, T).await.unwrap();
+        let member = pool.members[0].client();
+        let submit = |name: &'static str, extra: serde_json::Value| {
+            let hub = hub.clone();
+            async move {
+                let mut spec = json!({"gpusPerReplica": 4, "gpu": {"models": ["H100"]},
+                    "maxPricePerGpuHour": "5.00", "maxDuration": "10m",
+                    "template": {"containers": [{"name": "main", "image": "busybox:1.36",
+                        "env": [{"name": "GPUFED_SIM_DURATION", "value": "10m"}]}]}});
+                if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                    s.extend(e.clone());
+                }
+                gpufed_e2e::joining::pool::apply(
+                    &hub,
+                    "computejobs",
+                    &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                            "metadata": {"name": name, "namespace": "team-a"}, "spec": spec}),
+                )
+                .await
+                .unwrap();
+            }
+        };
+
+        submit("low", json!({})).await;
+        wait_job(
+            &hub,
+            "team-a",
+            "low",
+            T,
+            "running",
+            phase_is(JobPhase::Running),
+        )
+        .await
+        .unwrap();
+        // Every deletion of the member's workload pods, as the apiserver records it.
+        let pods: Api<Pod> = Api::namespaced(member.clone(), JOBS_NAMESPACE);
+        let graces = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+        let seen = graces.clone();
+        let watch = tokio::spawn(async move {
+            let mut events = watcher(pods, watcher::Config::default()).boxed();
+            while let Some(Ok(e)) = events.next().await {
+                if let watcher::Event::Apply(p) = e
+                    && let Some(g) = p.metadata.deletion_grace_period_seconds
+                {
+                    seen.lock().unwrap().push(g);
+                }
+            }
+        });
+        // The inventory must show the node full after the pods started before it is preempted.
+        wait_ready_with_free(&hub, "alpha", 0, T).await.unwrap();
+        // Long enough to bill whole GPU-seconds.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        submit("urgent", json!({"priorityClassName": "urgent"})).await;
+        let ps: Api<Placement> = Api::namespaced(hub.clone(), &member_namespace("alpha"));
+        let stopped = wait_until(
+            T,
+            "alpha's agent to report attempt 1 of low stopped",
+            || {
+                let ps = ps.clone();
+                async move {
+                    let p = ps
+                        .list(&ListParams::default())
+                        .await
+                        .ok()?
+                        .items
+                        .into_iter()
+                        .find(|p| p.spec.job.name == "low" && p.spec.attempt == 1)?;
+                    let st = p.status.clone()?;
+                    (st.phase == Some(PlacementPhase::Failed)).then_some((p, st))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let (p, st) = stopped;
+        assert_eq!(p.spec.stop.as_ref().unwrap().grace_period_seconds, 25);
+        assert_eq!(st.reason.as_deref(), Some("Preempted"));
+        assert!(st.gpu_seconds > 0, "it ran: {st:?}");
+        wait_until(T, "the pods deleted with the pool's grace", || async {
+            graces.lock().unwrap().contains(&25).then_some(())
+        })
+        .await
+        .unwrap();
+        watch.abort();
+
+        // The victim ends Preempted with the usage its member reported and waits for a new
+        // attempt; the preemptor runs on the freed GPUs.
+        let j = wait_job(&hub, "team-a", "low", T, "preempted", |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.phase == JobPhase::Pending
+                    && s.attempts
+                        .first()
+                        .is_some_and(|a| a.phase == AttemptPhase::Preempted)
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(j.status.unwrap().attempts[0].gpu_seconds, st.gpu_seconds);
+        wait_job(
+            &hub,
+            "team-a",
+            "urgent",
+            T,
+            "running",
+            phase_is(JobPhase::Running),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !events(&hub, "team-a", "urgent", "Preempting")
+                .await
+                .is_empty()
         );
     });
 }
