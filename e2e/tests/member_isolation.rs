@@ -360,6 +360,10 @@ fn member_and_chart_credentials_allow_their_work_and_nothing_else() {
         assert!(may(&agent, "patch", "", "pods", Some(JOBS_NAMESPACE)).await);
         assert!(!may(&agent, "patch", "", "pods", Some("default")).await);
         assert!(!may(&agent, "create", "", "pods", Some(JOBS_NAMESPACE)).await);
+        // A preempted attempt's pods are deleted with the pool's grace (ADR 0025), in the jobs
+        // namespace only.
+        assert!(may(&agent, "delete", "", "pods", Some(JOBS_NAMESPACE)).await);
+        assert!(!may(&agent, "delete", "", "pods", Some("default")).await);
         // A gang's Service and NetworkPolicy: created in the jobs namespace only, never changed or
         // deleted by the agent (they go with their Job).
         assert!(may(&agent, "create", "", "services", Some(JOBS_NAMESPACE)).await);
