@@ -160,18 +160,23 @@ pub fn preemptor_text(plan: &Preempt, grace: Duration) -> String {
         .iter()
         .map(|v| {
             format!(
-                "{} attempt {} (priority {}, {} GPUs)",
-                v.job, v.attempt, v.priority, v.gpus
+                "{} attempt {} (priority {}, {} GPU{})",
+                v.job,
+                v.attempt,
+                v.priority,
+                v.gpus,
+                if v.gpus == 1 { "" } else { "s" }
             )
         })
         .collect();
     let n = plan.victims.len();
     format!(
         "no cluster has room as things stand; preempting {n} attempt{} of lower priority on {} to \
-         free {} GPUs: {}; placed once they stop (grace {}s, ADR 0025)",
+         free {} GPU{}: {}; placed once they stop (grace {}s, ADR 0025)",
         if n == 1 { "" } else { "s" },
         plan.cluster,
         plan.freed_gpus(),
+        if plan.freed_gpus() == 1 { "" } else { "s" },
         victims.join(", "),
         grace.as_secs(),
     )
@@ -444,6 +449,21 @@ mod tests {
             victim_message(&plan(), 1000, 10, 4, 30),
             "preempted by team-a/urgent (priority 1000 > 10), which needs 4 GPUs on alpha; \
              stopping with a 30s grace period"
+        );
+    }
+
+    #[test]
+    fn a_one_gpu_victim_is_named_in_the_singular() {
+        let mut p = plan();
+        p.victims.truncate(1);
+        p.victims[0].gpus = 1;
+        let text = preemptor_text(&p, Duration::from_secs(5));
+        assert!(
+            text.contains(
+                "preempting 1 attempt of lower priority on alpha to free 1 GPU: \
+                 team-b/low attempt 1 (priority 10, 1 GPU); placed"
+            ),
+            "{text}"
         );
     }
 
