@@ -440,6 +440,7 @@ fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_namin
         .map(|w| match &w.write {
             Write::Place(_) => "place".to_string(),
             Write::Wait(reason, text) => format!("{reason}: {text}"),
+            Write::Stop(s) => format!("stop: {}", s.attempt),
         })
         .collect();
     assert_eq!(
