@@ -45,13 +45,13 @@ pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
     PlacementStop,
 };
+pub use pool::{Admission, ChallengeBackend, Verification};
 pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
     GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,
     NamespaceShare, NamespaceWeight, PayerBinding, Preemption, PreemptionPolicy, PriorityClass,
     QuotaGroup, QuotaPeriod, QuotaUsage, SecretKeyRef, Strategy, Utilization,
 };
-pub use pool::{ChallengeBackend, Verification};
 pub use serving::{Endpoint, ServingSpec};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};

@@ -26,6 +26,20 @@ pub enum Strategy {
     Auction,
 }
 
+/// Who may add member clusters to a pool (ADR 0031).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Admission {
+    /// Only the pool admin creates MemberClusters (and hands each its credential).
+    #[default]
+    Approved,
+    /// Any provider whose wallet has at least `minBond` staked in the pool's ProviderBond joins
+    /// through the hub's registration endpoint with a signed join request, and is on probation
+    /// (challenges only) until verified.
+    Open,
+}
+
 /// A pool of GPU clusters that jobs are placed into, and its policy.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -38,6 +52,9 @@ pub enum Strategy {
     status = "GpuPoolStatus",
     derive = "PartialEq",
     doc = "A pool of member GPU clusters and its policy: scheduling strategy, heartbeat timeout, minimum provider bond, payment chain and payer bindings.",
+    validation = kube::core::Rule::new("!has(self.spec.admission) || self.spec.admission != 'Open' || (has(self.spec.chain) && has(self.spec.chain.bond))").message("spec.admission Open needs spec.chain.bond: open members join by stake, which the hub reads from that ProviderBond contract"),
+    validation = kube::core::Rule::new("!has(self.spec.admission) || self.spec.admission != 'Open' || has(self.spec.minBond)").message("spec.admission Open needs spec.minBond: the stake each open member must hold"),
+    validation = kube::core::Rule::new("!has(self.spec.admission) || self.spec.admission != 'Open' || (has(self.spec.verification) && has(self.spec.verification.required) && self.spec.verification.required)").message("spec.admission Open needs spec.verification.required: true, so members that joined by stake get only challenges until they pass one"),
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers"),
@@ -130,6 +147,12 @@ pub struct GpuPoolSpec {
     /// records the verdict in `MemberCluster.status.verification`. Absent: no challenges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Who adds members: `Approved` (default; the pool admin creates each MemberCluster) or
+    /// `Open` (providers with at least `minBond` staked join through the hub's registration
+    /// endpoint with a request signed by their wallet, ADR 0031). `Open` needs `chain.bond`,
+    /// `minBond` and `verification.required: true`.
+    #[serde(default)]
+    pub admission: Admission,
 }
 
 /// How a pool verifies its members' GPUs with challenges.

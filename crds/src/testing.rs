@@ -233,6 +233,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         preemption: Default::default(),
         preemption_grace_period: None,
         verification: None,
+        admission: Default::default(),
     }
 }
 

@@ -147,6 +147,7 @@ fn heartbeat_timeout_is_bounded() {
                 preemption: Default::default(),
                 preemption_grace_period: None,
                 verification: None,
+                admission: Default::default(),
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
@@ -598,4 +599,78 @@ fn hostile_or_mistaken_outputs_are_refused_naming_the_field_and_the_fix() {
         serde_json::json!([good_output(), with(good_output(), "name", "logs".into())]),
     );
     assert!(errors_of(validate_cel(&twice)).contains("outputs[].path must be unique"));
+}
+
+fn open_pool(spec: serde_json::Value) -> GpuPool {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool",
+        "metadata": {"name": "p"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn open_spec() -> serde_json::Value {
+    serde_json::json!({
+        "admission": "Open",
+        "minBond": "100",
+        "chain": {
+            "rpcUrl": "http://127.0.0.1:8545", "chainId": 31337,
+            "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "escrow": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+            "bond": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0",
+            "hubKeySecretRef": {"namespace": "gpufed-system", "name": "hub-key", "key": "key"}
+        },
+        "verification": {"required": true, "image": "probe:1", "backend": "Cpu"}
+    })
+}
+
+#[test]
+fn an_open_pool_with_bond_contract_min_bond_and_required_verification_passes() {
+    let pool = open_pool(open_spec());
+    assert_eq!(pool.spec.admission, gpufed_crds::Admission::Open);
+    assert_eq!(errors_of(validate_cel(&pool)), "");
+    let approved = open_pool(serde_json::json!({}));
+    assert_eq!(
+        approved.spec.admission,
+        gpufed_crds::Admission::Approved,
+        "default"
+    );
+    assert_eq!(errors_of(validate_cel(&approved)), "");
+}
+
+#[test]
+fn an_open_pool_that_cannot_check_stake_or_gpus_is_refused_naming_the_field() {
+    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+        ("spec.admission Open needs spec.chain.bond", |s| {
+            s["chain"].as_object_mut().unwrap().remove("bond");
+        }),
+        ("spec.admission Open needs spec.chain.bond", |s| {
+            s.as_object_mut().unwrap().remove("chain");
+        }),
+        ("spec.admission Open needs spec.minBond", |s| {
+            s.as_object_mut().unwrap().remove("minBond");
+        }),
+        (
+            "spec.admission Open needs spec.verification.required: true",
+            |s| {
+                s["verification"]["required"] = false.into();
+            },
+        ),
+        (
+            "spec.admission Open needs spec.verification.required: true",
+            |s| {
+                s.as_object_mut().unwrap().remove("verification");
+            },
+        ),
+    ];
+    for (want, change) in cases {
+        let mut spec = open_spec();
+        change(&mut spec);
+        let errors = errors_of(validate_cel(&open_pool(spec.clone())));
+        assert!(errors.contains(want), "{spec}: {errors}");
+        // The same holes are fine for a pool the admin fills.
+        spec["admission"] = "Approved".into();
+        assert_eq!(errors_of(validate_cel(&open_pool(spec))), "");
+    }
 }
