@@ -16,6 +16,7 @@ pub mod data;
 pub mod gpunode;
 pub mod job;
 pub mod joblog;
+pub mod join;
 pub mod member;
 pub mod naming;
 pub mod offer;

@@ -641,7 +641,8 @@ fn an_open_pool_with_bond_contract_min_bond_and_required_verification_passes() {
 
 #[test]
 fn an_open_pool_that_cannot_check_stake_or_gpus_is_refused_naming_the_field() {
-    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+    type Change = fn(&mut serde_json::Value);
+    let cases: [(&str, Change); 5] = [
         ("spec.admission Open needs spec.chain.bond", |s| {
             s["chain"].as_object_mut().unwrap().remove("bond");
         }),

@@ -10,6 +10,7 @@ pub mod challenges;
 pub mod compensation;
 pub mod context;
 pub mod job_controller;
+pub mod join;
 pub mod lifecycle;
 pub mod log_relay;
 pub mod market;
