@@ -89,6 +89,26 @@ pub struct HubArgs {
     /// CA bundle (PEM) members use to verify the hub's API server. Default: this process's own.
     #[arg(long, env = "GPUFED_MEMBER_API_CA_FILE")]
     pub member_api_ca_file: Option<PathBuf>,
+    /// Serve the registration endpoint for open joining by stake (ADR 0031) on this address,
+    /// e.g. `0.0.0.0:8443`, over TLS (the leader serves it). Absent: no endpoint.
+    #[arg(long, env = "GPUFED_REGISTRATION_LISTEN", requires_all = ["registration_tls_cert", "registration_tls_key"])]
+    pub registration_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain of the registration endpoint.
+    #[arg(long, env = "GPUFED_REGISTRATION_TLS_CERT")]
+    pub registration_tls_cert: Option<PathBuf>,
+    /// PEM private key of the registration endpoint.
+    #[arg(long, env = "GPUFED_REGISTRATION_TLS_KEY")]
+    pub registration_tls_key: Option<PathBuf>,
+    /// Lifetime of the tokens the endpoint hands to members (at least 10m, the apiserver's
+    /// minimum); agents renew them before half of it has passed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, env = "GPUFED_REGISTRATION_TOKEN_TTL")]
+    pub registration_token_ttl: Duration,
+    /// Requests one source address may send to the endpoint back to back.
+    #[arg(long, default_value_t = 5, env = "GPUFED_REGISTRATION_BURST")]
+    pub registration_burst: u32,
+    /// Time after which a source may send one more request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GPUFED_REGISTRATION_REFILL")]
+    pub registration_refill: Duration,
 }
 
 /// Flags of `agent`.
@@ -100,6 +120,18 @@ pub struct AgentArgs {
     /// Kubeconfig for the hub (the Secret the hub made for this member, mounted as a file).
     #[arg(long, env = "GPUFED_HUB_KUBECONFIG")]
     pub hub_kubeconfig: PathBuf,
+    /// A writable file the hub token is read from instead of the kubeconfig's (re-read every
+    /// minute); started from the kubeconfig's token when missing. For members that joined by
+    /// stake, whose token is short-lived (ADR 0031).
+    #[arg(long, env = "GPUFED_HUB_TOKEN_FILE")]
+    pub hub_token_file: Option<PathBuf>,
+    /// The hub's registration endpoint (e.g. `https://hub.example.com:8443`): the token in
+    /// `--hub-token-file` is renewed there before half of its lifetime has passed.
+    #[arg(long, env = "GPUFED_HUB_RENEW_URL", requires = "hub_token_file")]
+    pub hub_renew_url: Option<String>,
+    /// PEM CA bundle of the registration endpoint (default: the system roots).
+    #[arg(long, env = "GPUFED_HUB_RENEW_CA_FILE")]
+    pub hub_renew_ca_file: Option<PathBuf>,
     /// Local namespace where the member runs placed jobs.
     #[arg(long, default_value = "gpufed-jobs", env = "GPUFED_JOBS_NAMESPACE")]
     pub jobs_namespace: String,

@@ -38,6 +38,7 @@ pub mod serving;
 pub mod slim;
 pub mod state;
 pub mod sync;
+pub mod token;
 pub mod usage;
 
 #[cfg(test)]
@@ -161,7 +162,7 @@ pub async fn run(
     metrics: Metrics,
     health: Health,
 ) -> Result<()> {
-    let hub_config = crate::kube_config(Some(&args.hub_kubeconfig))
+    let mut hub_config = crate::kube_config(Some(&args.hub_kubeconfig))
         .await
         .map_err(|e| {
             Error::Config(format!(
@@ -169,6 +170,20 @@ pub async fn run(
                 args.hub_kubeconfig.display()
             ))
         })?;
+    // A member that joined by stake holds a short-lived token, renewed into a file (ADR 0031).
+    if let Some(file) = &args.hub_token_file {
+        token::use_token_file(&mut hub_config, &args.hub_kubeconfig, file)?;
+        if let Some(url) = &args.hub_renew_url {
+            tokio::spawn(
+                token::Renewal {
+                    url: url.clone(),
+                    ca_file: args.hub_renew_ca_file.clone(),
+                    token_file: file.clone(),
+                }
+                .run(),
+            );
+        }
+    }
     let hub = crate::kube_client::client(&hub_config, limit)
         .map_err(|e| Error::Config(format!("building the hub client: {e:#}")))?;
     let jobs_ns = timed_opt(

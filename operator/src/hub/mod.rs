@@ -318,6 +318,22 @@ pub async fn run(
         }),
         member_api_ca,
     };
+    let registration = match (
+        args.registration_listen,
+        &args.registration_tls_cert,
+        &args.registration_tls_key,
+    ) {
+        (Some(listen), Some(cert), Some(key)) => Some(join::server::RegistrationConfig {
+            listen,
+            tls_cert: cert.clone(),
+            tls_key: key.clone(),
+            token_ttl: args.registration_token_ttl,
+            burst: args.registration_burst,
+            refill: args.registration_refill,
+        }),
+        _ => None,
+    };
+    let registration_base = kube_config.clone();
     ensure_namespace(&client, &args.namespace).await?;
     health.set_ready(true);
 
@@ -373,7 +389,21 @@ pub async fn run(
             );
         };
         tracing::info!("hub controllers started");
+        let registration = async {
+            match registration {
+                Some(config) => {
+                    if let Err(e) = join::server::run(ctx.clone(), registration_base, config).await
+                    {
+                        // The hub's other work goes on without its endpoint.
+                        tracing::error!(error = %e, "registration endpoint stopped");
+                    }
+                    std::future::pending::<()>().await
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = registration => {},
             _ = controllers => {},
             _ = scheduling::run(ctx.clone()) => {},
             _ = bond_controller::run(ctx.clone()) => {},

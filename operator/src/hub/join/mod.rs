@@ -6,3 +6,4 @@
 
 pub mod checks;
 pub mod limit;
+pub mod server;
