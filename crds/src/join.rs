@@ -14,6 +14,8 @@ use crate::units::EvmAddress;
 pub const JOIN_PATH: &str = "/v1/join";
 /// Path of the credential renewal on the registration endpoint.
 pub const RENEW_PATH: &str = "/v1/renew";
+/// Path prefix of a pool's signing domain on the registration endpoint (`GET /v1/pools/<pool>`).
+pub const POOLS_PATH: &str = "/v1/pools/";
 /// Furthest in the future a join request may expire, in seconds from the hub's now: a captured
 /// request is worth replaying for at most this long.
 pub const MAX_EXPIRY_AHEAD_SECS: u64 = 900;
@@ -47,6 +49,20 @@ pub struct JoinRequestBody {
     pub wallet: EvmAddress,
     /// The 65-byte secp256k1 signature of the EIP-712 digest, hex with `0x`.
     pub signature: String,
+}
+
+/// What a provider needs to sign a join request for an open pool (`GET /v1/pools/<pool>`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolInfo {
+    /// The pool.
+    pub pool: String,
+    /// Chain id of the signing domain.
+    pub chain_id: u64,
+    /// The ProviderBond contract (the domain's verifying contract), where the stake must be.
+    pub bond: EvmAddress,
+    /// Stake each member needs.
+    pub min_bond: crate::units::TokenAmount,
 }
 
 /// The hub's answer to an accepted join request.

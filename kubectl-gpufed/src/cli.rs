@@ -199,6 +199,31 @@ pub struct JoinArgs {
     /// Path or reference of the member chart in the printed `helm install`.
     #[arg(long, value_name = "CHART", default_value = "charts/gpufed-member")]
     pub chart: String,
+    /// Join an Open pool by stake (ADR 0031) through the hub's registration endpoint at this
+    /// URL, e.g. `https://hub.example.com:8443`, instead of reading an admin-made member from
+    /// the hub: signs a join request with `--key-file`'s wallet and writes the answer's
+    /// kubeconfig to `--kubeconfig-out`. Needs no hub kubeconfig.
+    #[arg(long, value_name = "URL", requires_all = ["pool", "region", "prices", "kubeconfig_out"])]
+    pub registration_url: Option<String>,
+    /// PEM CA bundle of the registration endpoint (default: the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The Open GpuPool to join.
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// Region of the cluster.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Price per GPU-hour of a GPU model, `MODEL=PRICE` (e.g. `H100=2.40`), repeated per model.
+    #[arg(long = "price", value_name = "MODEL=PRICE")]
+    pub prices: Vec<String>,
+    /// File holding the provider wallet's private key (hex). Never printed. Default: the
+    /// environment variable `GPUFED_WALLET_KEY`.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// How long the signed request stays valid (at most 15m).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub valid_for: gpufed_crds::KubeDuration,
 }
 
 /// Arguments of `logs`.

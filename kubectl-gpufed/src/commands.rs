@@ -166,7 +166,7 @@ pub async fn payments(hub: &Hub, flags: &GlobalFlags, args: &PaymentsArgs) -> Re
 }
 
 /// Writes `data` to `path` readable by its owner only (it holds a token).
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let err = |source| Error::Write {
         path: path.to_path_buf(),
         source,

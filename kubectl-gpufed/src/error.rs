@@ -125,6 +125,10 @@ pub enum Error {
     /// A job's log cannot be read (`logs`): the hub's or the member's reason, or a timeout.
     #[error("{0}")]
     Logs(String),
+    /// Open joining (`join --registration-url`) failed: the hub's reason and message, or why the
+    /// request could not be made.
+    #[error("{0}")]
+    Registration(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod format;
 pub mod logs;
+pub mod open_join;
 pub mod output;
 pub mod table;
 pub mod view;
@@ -37,6 +38,12 @@ pub fn install_crypto() {
 /// Runs the command of `cli` against the hub and returns what to print.
 pub async fn run(cli: cli::Cli) -> Result<String> {
     use cli::Command;
+    // Open joining talks to the hub's registration endpoint only: a stranger has no kubeconfig.
+    if let Command::Join(args) = &cli.command
+        && args.registration_url.is_some()
+    {
+        return open_join::run(args).await;
+    }
     let hub = connect::connect(&cli.global).await?;
     let flags = &cli.global;
     match &cli.command {

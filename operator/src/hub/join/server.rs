@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::{IncomingStream, Listener};
 use gpufed_crds::join::{
     ADMISSION_OPEN, JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LABEL_ADMISSION,
-    RENEW_PATH, RenewResponse,
+    POOLS_PATH, PoolInfo, RENEW_PATH, RenewResponse,
 };
 use gpufed_crds::naming::{MEMBER_NAMESPACE_PREFIX, member_namespace, member_service_account};
 use gpufed_crds::{EvmAddress, MemberCluster};
@@ -197,6 +197,7 @@ pub async fn run(ctx: Arc<Context>, base: kube::Config, config: RegistrationConf
     let app = Router::new()
         .route(JOIN_PATH, post(join))
         .route(RENEW_PATH, post(renew))
+        .route(&format!("{POOLS_PATH}{{pool}}"), get(pool_info))
         .with_state(state);
     tracing::info!(%local, "registration endpoint listening (TLS)");
     let accept = tokio::spawn(accept_loop(tcp, acceptor, tx));
@@ -397,6 +398,28 @@ impl Registration {
         })
     }
 
+    fn pool_info(&self, peer: SocketAddr, name: &str) -> std::result::Result<PoolInfo, Refusal> {
+        self.rate_limit(peer)?;
+        let pool = self
+            .ctx
+            .stores
+            .pools
+            .state()
+            .into_iter()
+            .find(|p| p.name_any() == name);
+        let open = checks::check_pool(name, pool.as_deref())?;
+        Ok(PoolInfo {
+            pool: name.to_string(),
+            chain_id: open.chain_id,
+            bond: open
+                .bond
+                .to_string()
+                .parse()
+                .map_err(|e| Refusal::Unavailable(format!("the pool's bond address: {e}")))?,
+            min_bond: open.min_bond,
+        })
+    }
+
     /// Members of `pool` held by `wallet`, other than `except`.
     fn members_of(&self, wallet: &EvmAddress, pool: &str, except: &str) -> u32 {
         let n = self
@@ -520,5 +543,18 @@ async fn renew(
         RENEW_PATH,
         peer,
         state.renew(peer, req).await,
+    )
+}
+
+async fn pool_info(
+    State(state): State<Arc<Registration>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Path(pool): Path<String>,
+) -> Response {
+    answer(
+        StatusCode::OK,
+        POOLS_PATH,
+        peer,
+        state.pool_info(peer, &pool),
     )
 }
