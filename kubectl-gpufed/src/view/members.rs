@@ -60,15 +60,32 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
                 status.active_placements.to_string(),
                 or_none(status.agent_version.clone()),
                 or_none(m.spec.wallet.clone()),
-                or_none(status.verification.as_ref().map(|v| match v.verdict {
-                    VerificationVerdict::Passed => "Passed".to_string(),
-                    VerificationVerdict::Failed => format!("Failed/{}", v.reason),
-                })),
+                verified(m, status.verification.as_ref()),
             ]);
         }
         table.push(row);
     }
     table.render()
+}
+
+/// The Verified cell: the latest verdict, and `Probation` for a member that joined by stake
+/// (ADR 0031) and has not passed a challenge yet (it gets no tenant jobs until it does).
+fn verified(m: &MemberCluster, v: Option<&gpufed_crds::MemberVerification>) -> String {
+    let verdict = v.map(|v| match v.verdict {
+        VerificationVerdict::Passed => "Passed".to_string(),
+        VerificationVerdict::Failed => format!("Failed/{}", v.reason),
+    });
+    let open = m
+        .labels()
+        .get(gpufed_crds::join::LABEL_ADMISSION)
+        .map(String::as_str)
+        == Some(gpufed_crds::join::ADMISSION_OPEN);
+    match verdict {
+        Some(p) if p == "Passed" => p,
+        Some(f) if open => format!("Probation ({f})"),
+        None if open => "Probation".to_string(),
+        other => or_none(other),
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +186,22 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
     #[test]
     fn no_members_says_so() {
         assert_eq!(render(&[], false, now()), "No resources found\n");
+    }
+
+    #[test]
+    fn a_member_that_joined_by_stake_shows_probation_until_it_passes() {
+        let mut m = member("delta", "H100", "2.00").build();
+        m.metadata.labels = Some(
+            [(
+                gpufed_crds::join::LABEL_ADMISSION.to_string(),
+                gpufed_crds::join::ADMISSION_OPEN.to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(verified(&m, None), "Probation");
+        let out = render(std::slice::from_ref(&m), true, now());
+        assert!(out.lines().nth(1).unwrap().ends_with("Probation"), "{out}");
+        let admin_made = member("alpha", "H100", "2.40").build();
+        assert_eq!(verified(&admin_made, None), "<none>");
     }
 }
