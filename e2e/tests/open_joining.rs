@@ -1,0 +1,547 @@
+//! Open joining by stake (ADR 0031) against a real apiserver and a real anvil with the real
+//! ProviderBond: the hub serves its registration endpoint over TLS; a provider with enough stake
+//! joins with `kubectl gpufed join --registration-url` and no admin involvement, and its member
+//! registers, heartbeats with the short-lived credential it got and shows in probation; a bad
+//! signature, an expired request, too little bond, a replay, a taken name and a flood each get
+//! their reason and create nothing; the credential can do what a member may and no more, and
+//! renews; a credential that did not come from a join cannot renew.
+//!
+//! Needs `cargo build -p gpufed-operator -p kubectl-gpufed --bins` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use alloy::signers::SignerSync as _;
+use alloy::signers::local::PrivateKeySigner;
+use base64::Engine as _;
+use gpufed_crds::join::{
+    JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LABEL_ADMISSION, POOLS_PATH, PoolInfo,
+    RENEW_PATH, RenewResponse, typed,
+};
+use gpufed_crds::naming::{member_kubeconfig_secret, member_namespace};
+use gpufed_crds::{GpuPool, MemberCluster, ModelPrice};
+use gpufed_e2e::chain::{accounts, unix_now};
+use gpufed_e2e::hubctl::{keep_heartbeating, node, report_inventory, start_hub};
+use gpufed_e2e::market;
+use gpufed_e2e::process::free_port;
+use gpufed_e2e::{client_from_kubeconfig, run_test, wait_until};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// The most this test may take, start-up included.
+const HARD_DEADLINE: Duration = Duration::from_secs(300);
+/// Requests one source may send back to back (the test's own requests all come from 127.0.0.1).
+const BURST: u32 = 40;
+
+/// A self-signed certificate for 127.0.0.1 and its key, written under `dir`.
+fn tls(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("registration.crt"), dir.join("registration.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// The endpoint with the test's CA.
+struct Endpoint {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Endpoint {
+    async fn post(&self, path: &str, body: Vec<u8>, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let mut v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        if let Some(r) = retry_after {
+            v["retryAfterHeader"] = r.into();
+        }
+        (status, v)
+    }
+
+    async fn join(&self, body: &JoinRequestBody) -> (u16, Value) {
+        self.post(JOIN_PATH, serde_json::to_vec(body).unwrap(), None)
+            .await
+    }
+
+    /// A refused join: its status, reason and message.
+    async fn refused(&self, body: &JoinRequestBody) -> (u16, String, String) {
+        let (status, v) = self.join(body).await;
+        let e: JoinErrorBody = serde_json::from_value(v.clone())
+            .unwrap_or_else(|_| panic!("not a refusal: {status} (an answer with a token)"));
+        (status, e.reason, e.message)
+    }
+}
+
+/// A join request for `cluster` by the wallet `key`, signed for `info`'s domain, changed by `f`
+/// before signing.
+fn signed(
+    key: &str,
+    info: &PoolInfo,
+    cluster: &str,
+    f: impl FnOnce(&mut JoinRequestBody),
+) -> JoinRequestBody {
+    let signer = PrivateKeySigner::from_str(key).unwrap();
+    let mut b = JoinRequestBody {
+        pool: info.pool.clone(),
+        cluster: cluster.into(),
+        region: "eu-west".into(),
+        prices: vec![ModelPrice {
+            model: "H100".into(),
+            price_per_gpu_hour: "2.40".parse().unwrap(),
+        }],
+        nonce: rand::random(),
+        expires: unix_now() + 300,
+        wallet: signer.address().to_string().parse().unwrap(),
+        signature: String::new(),
+    };
+    f(&mut b);
+    let bond = Address::from(info.bond.to_bytes());
+    let sig = signer
+        .sign_hash_sync(&typed::signing_hash(&b, info.chain_id, bond))
+        .unwrap();
+    b.signature = format!("0x{}", alloy::hex::encode(sig.as_bytes()));
+    b
+}
+
+/// Whether the caller of `client` may `verb` `resource` (`resource/subresource`) of API group
+/// `group`, in `ns`, named `name`.
+async fn may(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource: (!sub.is_empty()).then(|| sub.to_string()),
+                namespace: ns.map(str::to_string),
+                name: name.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
+}
+
+/// The `exp` claim of a JWT.
+fn exp_of(token: &str) -> u64 {
+    let payload = token.split('.').nth(1).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<Value>(&raw).unwrap()["exp"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn member_names(c: &Client) -> Vec<String> {
+    let mut names: Vec<String> = Api::<MemberCluster>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.metadata.name.unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creating_nothing() {
+    run_test(HARD_DEADLINE, || async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // anvil with the contracts; ALPHA, BETA and GAMMA staked 200; pool `market`, minBond 100.
+        let mut m = market::market("openjoin", 0, json!({})).await.unwrap();
+        let admin = m.hub.client();
+        Api::<GpuPool>::all(admin.clone())
+            .patch(
+                "market",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {
+                    "admission": "Open",
+                    "verification": {"required": true, "image": "gpufed/gpu-probe:e2e", "backend": "Cpu"}
+                }})),
+            )
+            .await
+            .unwrap();
+        let dir = m.hub.dir().unwrap().to_path_buf();
+        let (cert, key) = tls(&dir);
+        let port = free_port().unwrap();
+        let burst = BURST.to_string();
+        let listen = format!("127.0.0.1:{port}");
+        start_hub(
+            &m.tools,
+            &mut m.hub,
+            "hub",
+            &[
+                "--registration-listen",
+                &listen,
+                "--registration-tls-cert",
+                cert.to_str().unwrap(),
+                "--registration-tls-key",
+                key.to_str().unwrap(),
+                "--registration-token-ttl",
+                "10m",
+                "--registration-burst",
+                &burst,
+                "--registration-refill",
+                "1h",
+            ],
+        )
+        .unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+        let ep = Endpoint {
+            url: format!("https://{listen}"),
+            http: reqwest::Client::builder()
+                .tls_certs_only([ca])
+                .build()
+                .unwrap(),
+        };
+        let info: PoolInfo = wait_until(Duration::from_secs(60), "the endpoint", || async {
+            let r = ep
+                .http
+                .get(format!("{}{POOLS_PATH}market", ep.url))
+                .send()
+                .await
+                .ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            serde_json::from_slice(&r.bytes().await.ok()?).ok()
+        })
+        .await
+        .unwrap();
+        assert_eq!(info.min_bond, "100".parse().unwrap());
+        assert_eq!(
+            info.bond.to_string().to_lowercase(),
+            m.contracts.bond.to_string().to_lowercase()
+        );
+        // An admin-made member of the pool, beta.
+        market::member(&admin, "beta", accounts::BETA.1, "H100", "2.00")
+            .await
+            .unwrap();
+
+        // The honest join, with the plugin and nothing but the wallet key and the endpoint's CA.
+        let kubeconfig = dir.join("alpha.kubeconfig");
+        let out = tokio::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap())
+            .args(["join", "alpha", "--registration-url", &ep.url, "--ca-file"])
+            .arg(&cert)
+            .args([
+                "--pool",
+                "market",
+                "--region",
+                "eu-west",
+                "--price",
+                "H100=2.40",
+                "--kubeconfig-out",
+            ])
+            .arg(&kubeconfig)
+            .env("GPUFED_WALLET_KEY", accounts::ALPHA.0)
+            .env_remove("KUBECONFIG")
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("member alpha joined pool market"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("probation"), "{stdout}");
+        let bare_key = accounts::ALPHA.0.trim_start_matches("0x");
+        assert!(
+            !stdout.contains(bare_key) && !stderr.contains(bare_key),
+            "the key is never printed"
+        );
+
+        let alpha = Api::<MemberCluster>::all(admin.clone())
+            .get("alpha")
+            .await
+            .unwrap();
+        assert_eq!(
+            alpha.metadata.labels.as_ref().unwrap()[LABEL_ADMISSION],
+            "open"
+        );
+        assert_eq!(
+            alpha
+                .spec
+                .wallet
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .to_lowercase(),
+            accounts::ALPHA.1.to_lowercase()
+        );
+        assert_eq!(alpha.spec.pool, "market");
+
+        // The member registers with the credential it got: heartbeat and inventory as its agent.
+        let member = client_from_kubeconfig(&kubeconfig).await.unwrap();
+        let hb = keep_heartbeating(member.clone(), "alpha");
+        report_inventory(&member, "alpha", vec![node("alpha-0", "H100", 81559, 8, 8)])
+            .await
+            .unwrap();
+        gpufed_e2e::hubctl::wait_member_condition(
+            &admin,
+            &["alpha"],
+            "Ready",
+            true,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        // In probation: not Verified (the pool requires it), shown so by the plugin.
+        let alpha = Api::<MemberCluster>::all(admin.clone())
+            .get("alpha")
+            .await
+            .unwrap();
+        let verified = alpha
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Verified"))
+            .map(|c| c.status.clone());
+        assert_ne!(verified.as_deref(), Some("True"));
+        let members_out =
+            tokio::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap())
+                .arg("--kubeconfig")
+                .arg(m.hub.kubeconfig())
+                .args(["members", "-o", "wide"])
+                .output()
+                .await
+                .unwrap();
+        let table = String::from_utf8(members_out.stdout).unwrap();
+        let row = table.lines().find(|l| l.starts_with("alpha ")).unwrap();
+        assert!(row.contains("Probation"), "{table}");
+
+        // Least privilege: what a member may, and nothing of beta's, no Secrets, no new members.
+        let own = member_namespace("alpha");
+        let beta_ns = member_namespace("beta");
+        let g = "gpufed.io";
+        assert!(may(&member, "list", g, "placements", Some(&own), None).await);
+        assert!(may(&member, "patch", g, "placements/status", Some(&own), None).await);
+        assert!(
+            may(
+                &member,
+                "patch",
+                g,
+                "memberclusters/status",
+                None,
+                Some("alpha")
+            )
+            .await
+        );
+        assert!(!may(&member, "list", g, "placements", Some(&beta_ns), None).await);
+        assert!(
+            !may(
+                &member,
+                "patch",
+                g,
+                "memberclusters/status",
+                None,
+                Some("beta")
+            )
+            .await
+        );
+        assert!(!may(&member, "create", g, "memberclusters", None, None).await);
+        assert!(!may(&member, "get", "", "secrets", Some(&own), None).await);
+        assert!(
+            !may(
+                &member,
+                "create",
+                "",
+                "serviceaccounts/token",
+                Some(&own),
+                None
+            )
+            .await
+        );
+
+        // Short-lived: the token expires within the TTL asked for (10 minutes).
+        let first: Value =
+            serde_norway::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+        let token = first["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let left = exp_of(&token).saturating_sub(unix_now());
+        assert!((500..=660).contains(&left), "token lives {left}s");
+        // Renewal with the current token gives a new one that works.
+        let (status, v) = ep.post(RENEW_PATH, vec![], Some(&token)).await;
+        assert_eq!(status, 200, "{v}");
+        let renewed: RenewResponse = serde_json::from_value(v).unwrap();
+        assert_ne!(renewed.token, token);
+        assert!(renewed.expires >= exp_of(&token));
+        // beta's long-lived admin-made token cannot renew (it did not join by stake), nor can junk.
+        let beta_secret = wait_until(Duration::from_secs(30), "beta's kubeconfig", || async {
+            Api::<Secret>::namespaced(admin.clone(), &beta_ns)
+                .get_opt(&member_kubeconfig_secret("beta"))
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .unwrap();
+        let kc: Value =
+            serde_norway::from_slice(&beta_secret.data.unwrap()["kubeconfig"].0).unwrap();
+        let beta_token = kc["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (status, v) = ep.post(RENEW_PATH, vec![], Some(&beta_token)).await;
+        assert_eq!(
+            (status, v["reason"].as_str().unwrap()),
+            (401, "Unauthorized"),
+            "{v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not join by stake"),
+            "{v}"
+        );
+        let (status, v) = ep.post(RENEW_PATH, vec![], Some("not-a-token")).await;
+        assert_eq!(
+            (status, v["reason"].as_str().unwrap()),
+            (401, "Unauthorized"),
+            "{v}"
+        );
+
+        // Each bad request: its reason, and nothing created.
+        let before = member_names(&admin).await;
+        assert_eq!(before, ["alpha", "beta"]);
+        // Signed by BETA's key but claiming ALPHA's (bonded) wallet.
+        let forged = signed(accounts::BETA.0, &info, "mallory", |b| {
+            b.wallet = accounts::ALPHA.1.parse().unwrap()
+        });
+        let (status, reason, msg) = ep.refused(&forged).await;
+        assert_eq!((status, reason.as_str()), (401, "BadSignature"), "{msg}");
+        assert!(msg.contains("not by the claimed wallet"), "{msg}");
+        let expired = signed(accounts::GAMMA.0, &info, "late", |b| {
+            b.expires = unix_now() - 1
+        });
+        let (status, reason, msg) = ep.refused(&expired).await;
+        assert_eq!((status, reason.as_str()), (400, "Expired"), "{msg}");
+        let unstaked = format!("0x{}", alloy::hex::encode(rand::random::<[u8; 32]>()));
+        let (status, reason, msg) = ep.refused(&signed(&unstaked, &info, "poor", |_| {})).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (402, "InsufficientBond"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("has 0.00 bonded") && msg.contains("stake 100.00 more"),
+            "{msg}"
+        );
+        // A second member on ALPHA's 200 is fine; its request replayed is refused; a third is
+        // more than the stake backs.
+        let second = signed(accounts::ALPHA.0, &info, "alpha2", |_| {});
+        let (status, v) = ep.join(&second).await;
+        assert_eq!(status, 201, "{v}");
+        let joined: JoinResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(joined.namespace, member_namespace("alpha2"));
+        let (status, reason, msg) = ep.refused(&second).await;
+        assert_eq!((status, reason.as_str()), (409, "Replayed"), "{msg}");
+        let third = signed(accounts::ALPHA.0, &info, "alpha3", |_| {});
+        let (status, reason, msg) = ep.refused(&third).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (402, "InsufficientBond"),
+            "{msg}"
+        );
+        assert!(msg.contains("already has 2 member(s)"), "{msg}");
+        // Names held by another wallet, or by the admin, are taken.
+        for name in ["alpha", "beta"] {
+            let (status, reason, msg) = ep
+                .refused(&signed(accounts::GAMMA.0, &info, name, |_| {}))
+                .await;
+            assert_eq!(
+                (status, reason.as_str()),
+                (409, "NameTaken"),
+                "{name}: {msg}"
+            );
+        }
+        assert_eq!(member_names(&admin).await, ["alpha", "alpha2", "beta"]);
+
+        // Flooding: the rest of the burst is answered (junk: Malformed), then 429 with Retry-After.
+        let mut limited = None;
+        for i in 0..(BURST + 5) {
+            let (status, v) = ep.post(JOIN_PATH, b"{\"junk\": true}".to_vec(), None).await;
+            if status == 429 {
+                limited = Some((i, v));
+                break;
+            }
+            assert_eq!(
+                (status, v["reason"].as_str().unwrap()),
+                (400, "Malformed"),
+                "{v}"
+            );
+        }
+        let (at, v) = limited.expect("no 429 within the burst");
+        assert!(at < BURST, "limited after {at} more requests");
+        assert_eq!(v["reason"], "RateLimited", "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("too many join requests from 127.0.0.1"),
+            "{v}"
+        );
+        assert!(
+            v["retryAfterHeader"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
+        // Even a good request is now refused, and nothing was created.
+        let (status, v) = ep
+            .join(&signed(accounts::GAMMA.0, &info, "gamma", |_| {}))
+            .await;
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(member_names(&admin).await, ["alpha", "alpha2", "beta"]);
+        hb.abort();
+    });
+}
