@@ -412,6 +412,37 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         let renewed: RenewResponse = serde_json::from_value(v).unwrap();
         assert_ne!(renewed.token, token);
         assert!(renewed.expires >= exp_of(&token));
+        // The agent's own renewal code: it starts the token file from the kubeconfig, renews
+        // into it, and a client reading the file works with the new token.
+        let token_file = dir.join("alpha.token");
+        let mut config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let mut hub_config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        gpufed_operator::agent::token::use_token_file(&mut config, &kubeconfig, &token_file)
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+        let renewal = gpufed_operator::agent::token::Renewal {
+            url: ep.url.clone(),
+            ca_file: Some(cert.clone()),
+            token_file: token_file.clone(),
+        };
+        let http = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+            ])
+            .build()
+            .unwrap();
+        renewal.renew_once(&http, &token).await.unwrap();
+        let rotated = std::fs::read_to_string(&token_file).unwrap();
+        assert_ne!(rotated, token);
+        hub_config.auth_info = config.auth_info.clone();
+        let via_file = Client::try_from(hub_config).unwrap();
+        Api::<MemberCluster>::all(via_file)
+            .get("alpha")
+            .await
+            .unwrap();
         // beta's long-lived admin-made token cannot renew (it did not join by stake), nor can junk.
         let beta_secret = wait_until(Duration::from_secs(30), "beta's kubeconfig", || async {
             Api::<Secret>::namespaced(admin.clone(), &beta_ns)
