@@ -18,8 +18,10 @@ render() { "$helm" template lint "$@" "${kube[@]}" >/dev/null; }
 render "$here/gpufed-hub" "${hub[@]}"
 render "$here/gpufed-hub" "${hub[@]}" --set serviceMonitor.enabled=true --set memberApiCa=PEM
 render "$here/gpufed-hub" "${hub[@]}" --set apiPriority.enabled=false
+render "$here/gpufed-hub" "${hub[@]}" --set registration.enabled=true --set registration.tlsSecret=reg-tls --set memberApiCa=PEM
 render "$here/gpufed-member" "${member[@]}"
 render "$here/gpufed-member" "${member[@]}" --set probe.backend=sim
 render "$here/gpufed-member" "${member[@]}" --set probe.enabled=false --set jobs.networkPolicy=false
 render "$here/gpufed-member" "${member[@]}" --set probe.runtimeClassName=nvidia --set agent.fenceTimeout=20s
+render "$here/gpufed-member" "${member[@]}" --set hub.renewUrl=https://hub.example.com:8443 --set hub.renewCaKey=renew-ca.crt
 echo "charts: lint clean, every variant renders"
