@@ -162,15 +162,22 @@ pub async fn run(args: &JoinArgs) -> Result<String> {
     let joined: JoinResponse =
         serde_json::from_slice(&body).map_err(|e| fail(format!("the hub's answer: {e}")))?;
     crate::commands::write_private(&out, joined.kubeconfig.as_bytes())?;
+    let (ca_file, ca_set) = match &args.ca_file {
+        Some(ca) => (
+            format!(" --from-file=renew-ca.crt={}", ca.display()),
+            " --set hub.renewCaKey=renew-ca.crt",
+        ),
+        None => (String::new(), ""),
+    };
     Ok(format!(
-        "member {} joined pool {} with wallet {} (bond {} per member at {}).\n\
+        "member {} joined pool {} with wallet {} (bond {} per member in ProviderBond {}).\n\
          It is on probation: it gets only the pool's challenges until its GPUs pass one.\n\
          Its hub kubeconfig is in {} (token valid until unix time {}; the agent renews it).\n\
          Next, on the member cluster:\n  \
-         kubectl create namespace {ns} --dry-run=client -o yaml | kubectl apply -f -\n  \
-         kubectl -n {ns} create secret generic {secret} --from-file=kubeconfig={}\n  \
-         helm install gpufed-member {chart} -n {ns} --set clusterName={} \\\n    \
-         --set hub.kubeconfigSecret={secret} --set hub.renewUrl={url}\n",
+         kubectl create namespace {ns}\n  \
+         kubectl -n {ns} create secret generic {secret} --from-file=kubeconfig={}{ca_file}\n  \
+         helm install gpufed-member {chart} -n {ns} --set cluster={} \\\n    \
+         --set hub.kubeconfigSecret={secret} --set hub.renewUrl={url}{ca_set}\n",
         joined.cluster,
         info.pool,
         request.wallet,
