@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 53;
+const HOSTILE_MANIFESTS: usize = 55;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -473,6 +473,16 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
             "preemption always",
             with(good_pool("hostile"), "spec.preemption", json!("Always")),
             "spec.preemption: Unsupported value: \"Always\"",
+        ),
+        (
+            "an open pool without a bond contract to read stakes from",
+            with(good_pool("hostile"), "spec.admission", json!("Open")),
+            "spec.admission Open needs spec.chain.bond",
+        ),
+        (
+            "an open pool whose strangers skip verification",
+            with(good_pool("hostile"), "spec.admission", json!("Open")),
+            "spec.admission Open needs spec.verification.required: true",
         ),
         (
             "a class that preempts sometimes",
