@@ -248,7 +248,9 @@ impl Registration {
             })
     }
 
-    /// A token of the member's ServiceAccount, waiting for the member controller to make it.
+    /// A token of the member's ServiceAccount, waiting for the member controller to make it (and
+    /// the hub's own binding in the member namespace, ADR 0017): the TokenRequest is retried
+    /// while it answers 404 or 403. The hub needs no `get` on ServiceAccounts for this.
     async fn token_for(&self, cluster: &str) -> std::result::Result<(String, u64), Refusal> {
         let ns = member_namespace(cluster);
         let sa = member_service_account(cluster);
@@ -259,20 +261,6 @@ impl Registration {
                 "member {cluster:?} exists but {what}: send a new signed request (new nonce) to get its credential"
             ))
         };
-        loop {
-            match api.get_opt(&sa).await {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(None) => {
-                    return Err(unavailable(format!(
-                        "its ServiceAccount was not made within {SERVICE_ACCOUNT_WITHIN:?}"
-                    )));
-                }
-                Err(e) => return Err(unavailable(format!("reading its ServiceAccount: {e}"))),
-            }
-        }
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: vec![],
@@ -281,10 +269,24 @@ impl Registration {
             },
             ..Default::default()
         };
-        let answer = api
-            .create_token_request(&sa, &PostParams::default(), &request)
-            .await
-            .map_err(|e| unavailable(format!("the apiserver refused a token: {e}")))?;
+        let answer = loop {
+            match api
+                .create_token_request(&sa, &PostParams::default(), &request)
+                .await
+            {
+                Ok(a) => break a,
+                Err(kube::Error::Api(s))
+                    if (s.code == 404 || s.code == 403) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "no token for its ServiceAccount within {SERVICE_ACCOUNT_WITHIN:?}: {e}"
+                    )));
+                }
+            }
+        };
         let status = answer
             .status
             .ok_or_else(|| unavailable("the apiserver returned no token".into()))?;
