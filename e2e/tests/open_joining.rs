@@ -4,7 +4,9 @@
 //! registers, heartbeats with the short-lived credential it got and shows in probation; a bad
 //! signature, an expired request, too little bond, a replay, a taken name and a flood each get
 //! their reason and create nothing; the credential can do what a member may and no more, and
-//! renews; a credential that did not come from a join cannot renew.
+//! renews; a credential that did not come from a join cannot renew. The hub runs with the token of
+//! the hub chart's ServiceAccount (installed with `registration.enabled`), so the chart's RBAC is
+//! proven enough for all of it.
 //!
 //! Needs `cargo build -p gpufed-operator -p kubectl-gpufed --bins` first.
 
@@ -25,7 +27,8 @@ use gpufed_crds::join::{
 use gpufed_crds::naming::{member_kubeconfig_secret, member_namespace};
 use gpufed_crds::{GpuPool, MemberCluster, ModelPrice};
 use gpufed_e2e::chain::{accounts, unix_now};
-use gpufed_e2e::hubctl::{keep_heartbeating, node, report_inventory, start_hub};
+use gpufed_e2e::hubctl::{keep_heartbeating, node, report_inventory};
+use gpufed_e2e::joining::{Helm, SYSTEM_NAMESPACE, service_account_kubeconfig};
 use gpufed_e2e::market;
 use gpufed_e2e::process::free_port;
 use gpufed_e2e::{client_from_kubeconfig, run_test, wait_until};
@@ -206,28 +209,56 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         let dir = m.hub.dir().unwrap().to_path_buf();
         let (cert, key) = tls(&dir);
         let port = free_port().unwrap();
-        let burst = BURST.to_string();
         let listen = format!("127.0.0.1:{port}");
-        start_hub(
-            &m.tools,
-            &mut m.hub,
-            "hub",
-            &[
-                "--registration-listen",
-                &listen,
-                "--registration-tls-cert",
-                cert.to_str().unwrap(),
-                "--registration-tls-key",
-                key.to_str().unwrap(),
-                "--registration-token-ttl",
-                "10m",
-                "--registration-burst",
-                &burst,
-                "--registration-refill",
-                "1h",
-            ],
+        // The hub chart with registration enabled, and the hub running with its ServiceAccount's
+        // token: the chart's RBAC is enough for the whole flow (ADR 0017, ADR 0031).
+        let server = m.hub.server().to_string();
+        Helm::new(&m.tools, &m.hub)
+            .unwrap()
+            .install(
+                "gpufed-hub",
+                &m.tools.root().join("charts/gpufed-hub"),
+                SYSTEM_NAMESPACE,
+                &[
+                    ("memberApiServer", &server),
+                    ("registration.enabled", "true"),
+                    ("registration.tlsSecret", "registration-tls"),
+                ],
+            )
+            .await
+            .unwrap();
+        let hub_kubeconfig = service_account_kubeconfig(
+            &m.hub,
+            SYSTEM_NAMESPACE,
+            "gpufed-hub",
+            &dir.join("gpufed-hub.kubeconfig"),
         )
+        .await
         .unwrap();
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={}", hub_kubeconfig.display()),
+            format!("--metrics-addr=127.0.0.1:{}", free_port().unwrap()),
+            "hub".into(),
+            format!("--namespace={SYSTEM_NAMESPACE}"),
+            "--identity=hub-0".into(),
+            "--lease-duration=4s".into(),
+            format!("--member-api-server={server}"),
+            format!("--registration-listen={listen}"),
+            format!("--registration-tls-cert={}", cert.display()),
+            format!("--registration-tls-key={}", key.display()),
+            "--registration-token-ttl=10m".into(),
+            format!("--registration-burst={BURST}"),
+            "--registration-refill=1h".into(),
+        ];
+        let bin = m.tools.workspace_bin("gpufed-operator").unwrap();
+        m.hub
+            .spawn(
+                "hub",
+                &bin,
+                &args,
+                &[("RUST_LOG".into(), "info,gpufed_operator=debug".into())],
+            )
+            .unwrap();
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
         let ep = Endpoint {
             url: format!("https://{listen}"),

@@ -248,9 +248,9 @@ impl Registration {
             })
     }
 
-    /// A token of the member's ServiceAccount, waiting for the member controller to make it (and
-    /// the hub's own binding in the member namespace, ADR 0017): the TokenRequest is retried
-    /// while it answers 404 or 403. The hub needs no `get` on ServiceAccounts for this.
+    /// A token of the member's ServiceAccount, once the member controller has registered the
+    /// member (its ServiceAccount and RBAC, ADR 0017); the TokenRequest is also retried while it
+    /// answers 404 or 403. The hub needs no `get` on ServiceAccounts for this.
     async fn token_for(&self, cluster: &str) -> std::result::Result<(String, u64), Refusal> {
         let ns = member_namespace(cluster);
         let sa = member_service_account(cluster);
@@ -269,6 +269,27 @@ impl Registration {
             },
             ..Default::default()
         };
+        // The member controller writes status.credentialsSecret once every object of the member
+        // is applied (ServiceAccount, Roles and bindings): a token issued before that would be
+        // refused its own member's status for a moment.
+        let members: Api<MemberCluster> = Api::all(self.ctx.client.clone());
+        loop {
+            let registered = members
+                .get_opt(cluster)
+                .await
+                .map_err(|e| unavailable(format!("reading it back: {e}")))?
+                .and_then(|m| m.status)
+                .is_some_and(|s| s.credentials_secret.is_some());
+            if registered {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "the hub did not finish registering it within {SERVICE_ACCOUNT_WITHIN:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let answer = loop {
             match api
                 .create_token_request(&sa, &PostParams::default(), &request)
