@@ -235,9 +235,10 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         )
         .await
         .unwrap();
+        let metrics_addr = format!("127.0.0.1:{}", free_port().unwrap());
         let args: Vec<String> = vec![
             format!("--kubeconfig={}", hub_kubeconfig.display()),
-            format!("--metrics-addr=127.0.0.1:{}", free_port().unwrap()),
+            format!("--metrics-addr={metrics_addr}"),
             "hub".into(),
             format!("--namespace={SYSTEM_NAMESPACE}"),
             "--identity=hub-0".into(),
@@ -604,6 +605,32 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
             .await;
         assert_eq!(status, 429, "{v}");
         assert_eq!(member_names(&admin).await, ["alpha", "alpha2", "beta"]);
+        // Each outcome is counted.
+        let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for outcome in [
+            "Accepted",
+            "BadSignature",
+            "Expired",
+            "InsufficientBond",
+            "Replayed",
+            "NameTaken",
+            "RateLimited",
+            "Malformed",
+        ] {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with("gpufed_registration_requests_total{")
+                        && l.contains("route=\"join\"")
+                        && l.contains(&format!("outcome=\"{outcome}\""))),
+                "{outcome} not counted"
+            );
+        }
         hb.abort();
     });
 }

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub settlements: IntCounterVec,
     /// Challenge verdicts per pool and verdict (`Passed`, `Failed`), ADR 0027.
     pub challenges: IntCounterVec,
+    /// Requests to the registration endpoint per route (`join`, `renew`, `pool`) and outcome
+    /// (`Accepted` or the refusal's reason), ADR 0031.
+    pub registration_requests: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
     pub members: IntGaugeVec,
     /// Events not published, per reason (`queue_full`, `spam`).
@@ -265,6 +268,14 @@ impl Metrics {
             &["pool", "verdict"],
         )?;
         registry.register(Box::new(challenges.clone()))?;
+        let registration_requests = IntCounterVec::new(
+            Opts::new(
+                "gpufed_registration_requests_total",
+                "Requests to the hub's registration endpoint (open joining), per route and outcome.",
+            ),
+            &["route", "outcome"],
+        )?;
+        registry.register(Box::new(registration_requests.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -357,6 +368,7 @@ impl Metrics {
             hub_writes_refused,
             settlements,
             challenges,
+            registration_requests,
             members,
             events_dropped,
             agent_heartbeat_failures,

@@ -529,11 +529,19 @@ impl Registration {
 }
 
 fn answer<T: serde::Serialize>(
+    state: &Registration,
     ok: StatusCode,
-    route: &str,
+    route: &'static str,
     peer: SocketAddr,
     result: std::result::Result<T, Refusal>,
 ) -> Response {
+    let outcome = result.as_ref().map_or_else(Refusal::reason, |_| "Accepted");
+    state
+        .ctx
+        .metrics
+        .registration_requests
+        .with_label_values(&[route, outcome])
+        .inc();
     match result {
         Ok(body) => (ok, axum::Json(body)).into_response(),
         Err(r) => {
@@ -548,12 +556,8 @@ async fn join(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     req: Request<Body>,
 ) -> Response {
-    answer(
-        StatusCode::CREATED,
-        JOIN_PATH,
-        peer,
-        state.join(peer, req).await,
-    )
+    let result = state.join(peer, req).await;
+    answer(&state, StatusCode::CREATED, "join", peer, result)
 }
 
 async fn renew(
@@ -561,12 +565,8 @@ async fn renew(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     req: Request<Body>,
 ) -> Response {
-    answer(
-        StatusCode::OK,
-        RENEW_PATH,
-        peer,
-        state.renew(peer, req).await,
-    )
+    let result = state.renew(peer, req).await;
+    answer(&state, StatusCode::OK, "renew", peer, result)
 }
 
 async fn pool_info(
@@ -574,10 +574,6 @@ async fn pool_info(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Path(pool): Path<String>,
 ) -> Response {
-    answer(
-        StatusCode::OK,
-        POOLS_PATH,
-        peer,
-        state.pool_info(peer, &pool),
-    )
+    let result = state.pool_info(peer, &pool);
+    answer(&state, StatusCode::OK, "pool", peer, result)
 }
