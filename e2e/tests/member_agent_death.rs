@@ -16,8 +16,8 @@ use futures::StreamExt;
 use gpufed_crds::{AttemptPhase, JobPhase};
 use gpufed_e2e::hubctl::wait_job;
 use gpufed_e2e::image::BUSYBOX;
-use gpufed_e2e::joining::{JOBS_NAMESPACE, MemberPlan, Pool, wait_ready_with_free};
-use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
+use gpufed_e2e::joining::{JOBS_NAMESPACE, Pool};
+use gpufed_e2e::{Tools, run_test, wait_until};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -87,31 +87,10 @@ fn watch_times(
 fn a_killed_agents_job_stops_on_its_lease_before_the_hub_runs_it_elsewhere() {
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
-        let mut pool = Pool::join(
-            &tools,
-            "15s",
-            &[
-                MemberPlan::new("alpha", vec![], "L4", "0.50").real_node(NodeSpec::new(
-                    "alpha-node",
-                    "L4-24GB",
-                    2,
-                    "eu-west",
-                )),
-                MemberPlan::new("beta", vec![], "L4", "0.80").real_node(NodeSpec::new(
-                    "beta-node",
-                    "L4-24GB",
-                    2,
-                    "eu-west",
-                )),
-            ],
-        )
-        .await
-        .unwrap();
+        let mut pool = Pool::two_real_l4_members(&tools, "team-a", LONG)
+            .await
+            .unwrap();
         let hub = pool.hub.client();
-        pool.hub.create_namespace("team-a").await.unwrap();
-        for name in ["alpha", "beta"] {
-            wait_ready_with_free(&hub, name, 2, LONG).await.unwrap();
-        }
         gpufed_e2e::joining::pool::apply(
             &hub,
             "computejobs",

@@ -93,31 +93,8 @@ async fn pods_of(member: &Client, uid: &str) -> Vec<Pod> {
 fn a_serving_job_answers_at_its_reported_url_and_again_at_a_new_one_after_its_member_is_lost() {
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
-        let mut pool = Pool::join(
-            &tools,
-            "15s",
-            &[
-                MemberPlan::new("alpha", vec![], "L4", "0.50").real_node(NodeSpec::new(
-                    "alpha-node",
-                    "L4-24GB",
-                    2,
-                    "eu-west",
-                )),
-                MemberPlan::new("beta", vec![], "L4", "0.80").real_node(NodeSpec::new(
-                    "beta-node",
-                    "L4-24GB",
-                    2,
-                    "eu-west",
-                )),
-            ],
-        )
-        .await
-        .unwrap();
+        let mut pool = Pool::two_real_l4_members(&tools, TEAM, LONG).await.unwrap();
         let hub = pool.hub.client();
-        pool.hub.create_namespace(TEAM).await.unwrap();
-        for name in ["alpha", "beta"] {
-            wait_ready_with_free(&hub, name, 2, LONG).await.unwrap();
-        }
         gpufed_e2e::joining::pool::apply(
             &hub,
             "computejobs",

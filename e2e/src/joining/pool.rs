@@ -575,6 +575,37 @@ impl Pool {
         .await
     }
 
+    /// Two members on real nodes (kubelet, containerd, runc) with 2 L4 GPUs each: `alpha` at 0.50
+    /// and `beta` at 0.80 per GPU-hour, so a job goes to alpha first and to beta when alpha is
+    /// lost; heartbeat timeout 15 s. Returns once namespace `tenant` exists on the hub and both
+    /// members are Ready with their GPUs free.
+    pub async fn two_real_l4_members(
+        tools: &Tools,
+        tenant: &str,
+        timeout: Duration,
+    ) -> Result<Pool, Error> {
+        let member = |name: &str, price: &str| {
+            MemberPlan::new(name, vec![], "L4", price).real_node(NodeSpec::new(
+                &format!("{name}-node"),
+                "L4-24GB",
+                2,
+                "eu-west",
+            ))
+        };
+        let pool = Pool::join(
+            tools,
+            "15s",
+            &[member("alpha", "0.50"), member("beta", "0.80")],
+        )
+        .await?;
+        pool.hub.create_namespace(tenant).await?;
+        let hub = pool.hub.client();
+        for name in ["alpha", "beta"] {
+            super::wait_ready_with_free(&hub, name, 2, timeout).await?;
+        }
+        Ok(pool)
+    }
+
     /// Like [`Pool::join`], with the pool `default`'s whole `spec` given, and `before_pool` run on
     /// the hub (chart installed, hub not started yet) — e.g. to create the chain key Secret a pool
     /// with a chain names.
