@@ -116,6 +116,10 @@ pub struct MemberClusterStatus {
     /// The latest verdict of the pool's GPU challenges on this member (hub, ADR 0027).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<MemberVerification>,
+    /// The latest slash the hub proposed or decided on a failed verdict of this member (hub,
+    /// pools with `spec.verification.slash`, ADR 0023).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slash: Option<MemberSlash>,
     /// Conditions: Joined, Ready, Bonded, Schedulable, Verified (hub).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -161,6 +165,83 @@ pub struct MemberVerification {
     /// Seconds from the challenge's Placement being created to its answer, by the hub's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_seconds: Option<u64>,
+    /// When the member last passed a challenge (this verdict's time if it passed): the harm of a
+    /// failed verdict is counted from there (ADR 0023).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_passed_time: Option<Time>,
+}
+
+/// Where a slash of a member stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SlashPhase {
+    /// Frozen on chain; executable after the appeal window unless the provider appeals.
+    Proposed,
+    /// The provider appealed; the bond contract's referee decides.
+    Appealed,
+    /// The referee upheld the slash; the hub executes it.
+    Upheld,
+    /// Paid out to the harmed tenants and the treasury.
+    Executed,
+    /// Withdrawn, dismissed on appeal or lapsed: the tokens went back to the provider.
+    Cancelled,
+    /// Not proposed: the contract refused it, the provider has no wallet or nothing bonded
+    /// (the message says which). The verdict stands.
+    NotSlashed,
+}
+
+impl SlashPhase {
+    /// Whether nothing more will happen to this slash.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            SlashPhase::Executed | SlashPhase::Cancelled | SlashPhase::NotSlashed
+        )
+    }
+}
+
+/// A slash of a member, as the hub last saw it on chain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSlash {
+    /// Where it stands.
+    pub phase: SlashPhase,
+    /// The failed challenge (the hub's ComputeJob name).
+    pub challenge: String,
+    /// Why the challenge failed (the verdict's reason).
+    pub reason: String,
+    /// sha256 (hex) of the evidence record, the slash's key in the bond contract.
+    pub evidence_sha256: String,
+    /// Tokens frozen or slashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<TokenAmount>,
+    /// Harmed tenants named and what each receives; the rest goes to the treasury.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub tenants: Vec<SlashShare>,
+    /// Unix seconds from which the slash can be executed without an appeal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_at: Option<u64>,
+    /// Hash of the proposal transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propose_tx: Option<String>,
+    /// Hash of the execution transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execute_tx: Option<String>,
+    /// Why, in a sentence.
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// When the hub last changed this record.
+    pub time: Time,
+}
+
+/// One harmed tenant's part of a slash.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlashShare {
+    /// The payer account.
+    pub payer: EvmAddress,
+    /// Tokens it receives.
+    pub amount: TokenAmount,
 }
 
 /// The GPU inventory of a member cluster, reported by its agent.

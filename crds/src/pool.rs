@@ -76,6 +76,7 @@ pub enum Admission {
     validation = kube::core::Rule::new("has(self.chain) || !has(self.quotas) || self.quotas.all(q, q.groups.all(g, !has(g.spend)))").message("spec.quotas[].groups[].spend needs spec.chain: spend is counted from escrow locks and settlements, which only pools with a chain have; set spec.chain or remove spend"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.verification) || !has(self.verification.slash) || (has(self.chain) && has(self.chain.bond))").message("spec.verification.slash needs spec.chain with spec.chain.bond: a failed verdict is slashed from the provider's bond in that ProviderBond contract; set both or remove slash"))]
 pub struct GpuPoolSpec {
     /// How clusters that fit a job are ranked and priced: `CheapestFit` (default), `BinPack`,
     /// `Spread` (each job pays the chosen cluster's price) or `Auction` (the lowest ask wins and
@@ -188,6 +189,26 @@ pub struct Verification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1m')").message("spec.verification.every must be at least 1m"))]
     pub every: Option<KubeDuration>,
+    /// Slash a member's bond automatically when a challenge proves it cheated (ADR 0023, ADR
+    /// 0027): the hub proposes a slash keyed by the evidence's sha256, paying the tenants whose
+    /// attempts ran on the member since its last passed challenge, and executes it after the bond
+    /// contract's appeal window unless the provider appealed. Needs `spec.chain.bond`. Absent:
+    /// verdicts are recorded, nothing is slashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slash: Option<SlashPolicy>,
+}
+
+/// How much a failed challenge costs a provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlashPolicy {
+    /// Tokens slashed per failed verdict that proves cheating (`WrongResult`, `TooSlow`,
+    /// `TooFewGpus`, `TooManyGpus`, `DuplicateGpu`, `WrongChallenge`); a late, missing or
+    /// unreadable answer (`DeadlineExceeded`, `NoAnswer`, `Malformed`, `Oversize`,
+    /// `UnsupportedVersion`) is never slashed. Capped by what the provider has bonded and
+    /// unbonding. More than 0.
+    #[x_kube(validation = kube::core::Rule::new("!self.matches('^0*(\\\\.0*)?$')").message("spec.verification.slash.amount must be more than 0"))]
+    pub amount: TokenAmount,
 }
 
 /// The compute backend of `gpu-probe challenge`.

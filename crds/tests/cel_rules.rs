@@ -675,3 +675,64 @@ fn an_open_pool_that_cannot_check_stake_or_gpus_is_refused_naming_the_field() {
         assert_eq!(errors_of(validate_cel(&open_pool(spec))), "");
     }
 }
+
+#[test]
+fn automatic_slashing_needs_a_bond_contract_and_a_positive_amount() {
+    let pool = |slash: serde_json::Value, bond: Option<&str>| -> GpuPool {
+        let mut chain = serde_json::json!({
+            "rpcUrl": "http://anvil:8545", "chainId": 31337,
+            "token": "0x0000000000000000000000000000000000000001",
+            "escrow": "0x0000000000000000000000000000000000000002",
+            "hubKeySecretRef": {"namespace": "gpufed-system", "name": "hub-key", "key": "key"},
+        });
+        if let Some(b) = bond {
+            chain["bond"] = serde_json::json!(b);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool",
+            "metadata": {"name": "p"},
+            "spec": {"chain": chain, "verification": {"image": "probe:1", "slash": slash}}
+        }))
+        .unwrap()
+    };
+    let bond = Some("0x0000000000000000000000000000000000000003");
+    assert_eq!(
+        errors_of(validate_cel(&pool(
+            serde_json::json!({"amount": "2.5"}),
+            bond
+        ))),
+        ""
+    );
+    let no_bond = errors_of(validate_cel(&pool(
+        serde_json::json!({"amount": "2.5"}),
+        None,
+    )));
+    assert!(
+        no_bond.contains("needs spec.chain with spec.chain.bond"),
+        "{no_bond}"
+    );
+    let mut no_chain = pool(serde_json::json!({"amount": "1"}), bond);
+    no_chain.spec.chain = None;
+    assert!(errors_of(validate_cel(&no_chain)).contains("spec.chain.bond"));
+    for zero in ["0", "0.0", "0.000"] {
+        let e = errors_of(validate_cel(&pool(
+            serde_json::json!({"amount": zero}),
+            bond,
+        )));
+        assert!(
+            e.contains("slash.amount must be more than 0"),
+            "{zero}: {e}"
+        );
+    }
+    assert_eq!(
+        errors_of(validate_cel(&pool(
+            serde_json::json!({"amount": "0.001"}),
+            bond
+        ))),
+        ""
+    );
+    // Without slash, a pool verifies with or without a chain, as before.
+    let mut plain = pool(serde_json::json!({"amount": "1"}), None);
+    plain.spec.verification.as_mut().unwrap().slash = None;
+    assert_eq!(errors_of(validate_cel(&plain)), "");
+}

@@ -63,6 +63,7 @@ pub fn ready_member(mut m: MemberCluster, nodes: Vec<NodeInventory>) -> MemberCl
         observed_generation: Some(1),
         sealing_key: None,
         verification: None,
+        slash: None,
         conditions: vec![
             cond(
                 mc::JOINED,

@@ -65,6 +65,8 @@ pub struct Metrics {
     /// Requests to the registration endpoint per route (`join`, `renew`, `pool`) and outcome
     /// (`Accepted` or the refusal's reason), ADR 0031.
     pub registration_requests: IntCounterVec,
+    /// Slash state changes the hub made or saw, per pool and state (ADR 0023).
+    pub slashes: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
     pub members: IntGaugeVec,
     /// Events not published, per reason (`queue_full`, `spam`).
@@ -276,6 +278,14 @@ impl Metrics {
             &["route", "outcome"],
         )?;
         registry.register(Box::new(registration_requests.clone()))?;
+        let slashes = IntCounterVec::new(
+            Opts::new(
+                "gpufed_hub_slashes_total",
+                "Automatic slashes of members on failed challenges, per pool and state reached.",
+            ),
+            &["pool", "state"],
+        )?;
+        registry.register(Box::new(slashes.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -369,6 +379,7 @@ impl Metrics {
             settlements,
             challenges,
             registration_requests,
+            slashes,
             members,
             events_dropped,
             agent_heartbeat_failures,

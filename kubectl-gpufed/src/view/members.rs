@@ -166,6 +166,7 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
             gpus: 4,
             model: "L4".into(),
             answer_seconds: Some(2),
+            last_passed_time: None,
         };
         ms[0].status.as_mut().unwrap().verification =
             Some(verdict(VerificationVerdict::Failed, "WrongResult"));

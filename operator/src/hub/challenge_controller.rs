@@ -133,6 +133,10 @@ async fn member_pass(
     if !ready || member.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
+    // A failed verdict waiting to be slashed stays in the status until the slash is proposed.
+    if spec.slash.is_some() && crate::hub::slashing::holds_challenges(member) {
+        return Ok(());
+    }
     let fingerprint = challenges::inventory_fingerprint(inventory);
     if !memory.next.contains_key(&name)
         && let Some(next) = challenges::next_challenge(spec, &now, rand::rng().random::<f64>())
@@ -219,7 +223,12 @@ async fn record(
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(Error::kube(format!("keeping evidence {evidence_name}"))(e)),
     }
-    let verification = challenges::member_verification(judgement, challenge, &evidence_name, now);
+    let mut verification =
+        challenges::member_verification(judgement, challenge, &evidence_name, now);
+    verification.last_passed_time = crate::hub::slashing::last_passed(
+        &verification,
+        member.status.as_ref().and_then(|s| s.verification.as_ref()),
+    );
     let passed = verification.verdict == VerificationVerdict::Passed;
     let mut conds = member
         .status

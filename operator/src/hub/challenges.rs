@@ -525,6 +525,7 @@ pub fn member_verification(
         gpus: e.gpus,
         model: e.model.clone(),
         answer_seconds: e.answer_seconds,
+        last_passed_time: (e.verdict == VerificationVerdict::Passed).then(|| now.clone()),
     }
 }
 

@@ -71,6 +71,7 @@ fn verdict(v: VerificationVerdict, fingerprint: &str) -> MemberVerification {
         gpus: 2,
         model: "L4".into(),
         answer_seconds: Some(3),
+        last_passed_time: None,
     }
 }
 

@@ -24,6 +24,8 @@ pub mod scheduling;
 pub mod secrets;
 pub mod serving;
 pub mod settlement;
+pub mod slash_controller;
+pub mod slashing;
 pub mod snapshot;
 pub mod status;
 pub mod usage_check;
@@ -409,6 +411,7 @@ pub async fn run(
             _ = bond_controller::run(ctx.clone()) => {},
             _ = log_relay::run(ctx.clone()) => {},
             _ = challenge_controller::run(ctx.clone()) => {},
+            _ = slash_controller::run(ctx.clone()) => {},
         }
         Ok(())
     };
