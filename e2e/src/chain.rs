@@ -617,6 +617,22 @@ impl Chain {
         .await
     }
 
+    /// The bond's admin grants `ARBITER_ROLE` (proposing and cancelling slashes) to `who`.
+    pub async fn grant_arbiter(&self, c: &Contracts, who: &str) -> Result<(), Error> {
+        let admin = self.signer(accounts::ADMIN.0)?;
+        let b = ITestBond::new(c.bond, &admin);
+        let arbiter = b
+            .ARBITER_ROLE()
+            .call()
+            .await
+            .map_err(|e| Error::Other(format!("ARBITER_ROLE: {e}")))?;
+        self.confirm(
+            b.grantRole(arbiter, address(who)?).send().await,
+            "granting the arbiter role",
+        )
+        .await
+    }
+
     /// Moves anvil's clock `secs` forward and mines a block at the new time.
     pub async fn advance_time(&self, secs: u64) -> Result<(), Error> {
         self.rpc("evm_increaseTime", serde_json::json!([secs]))
