@@ -364,13 +364,11 @@ async fn write(
         .with_label_values(&[&pool.name_any(), word])
         .inc();
     let warning = !matches!(s.phase, SlashPhase::Cancelled);
-    ctx.event(
-        member,
-        warning,
-        &format!("Slash{word}"),
-        "Slash",
-        s.message.clone(),
-    );
+    let reason = match s.phase {
+        SlashPhase::NotSlashed => "NotSlashed".to_string(),
+        _ => format!("Slash{word}"),
+    };
+    ctx.event(member, warning, &reason, "Slash", s.message.clone());
     tracing::info!(member = %name, evidence = %s.evidence_sha256, state = word,
         tx = ?s.execute_tx.as_ref().or(s.propose_tx.as_ref()), "slash state changed");
     Ok(())
