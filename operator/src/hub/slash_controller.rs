@@ -38,12 +38,20 @@ pub async fn run(ctx: Arc<Context>) {
         tokio::time::sleep(TICK).await;
         let pools = ctx.stores.pools.state();
         for member in ctx.stores.members.state() {
+            // A slash already proposed is followed to its end even if the pool turned `slash`
+            // off meanwhile: its tokens are frozen, and only execution or cancellation frees them.
+            let pending = member
+                .status
+                .as_ref()
+                .and_then(|s| s.slash.as_ref())
+                .is_some_and(|s| !s.phase.is_final());
             let Some(pool) = pools.iter().find(|p| {
                 p.name_any() == member.spec.pool
-                    && p.spec
-                        .verification
-                        .as_ref()
-                        .is_some_and(|v| v.slash.is_some())
+                    && (pending
+                        || p.spec
+                            .verification
+                            .as_ref()
+                            .is_some_and(|v| v.slash.is_some()))
             }) else {
                 continue;
             };
