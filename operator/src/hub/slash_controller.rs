@@ -249,16 +249,29 @@ async fn adopt(
         ChainStep::Wait(p) | ChainStep::Done(p) => p,
         ChainStep::Execute => SlashPhase::Upheld,
     };
-    let msg = format!(
-        "challenge {} failed ({}): slash of {} proposed with evidence sha256 {} to {} tenant(s), \
-         the rest to the treasury; executable from unix time {} unless the provider appeals",
-        v.challenge,
-        v.reason,
-        r.amount,
-        v.evidence_sha256,
-        r.tenants.len(),
-        r.executable_at
-    );
+    let msg = if phase == SlashPhase::Proposed {
+        format!(
+            "challenge {} failed ({}): slash of {} proposed with evidence sha256 {} to {} \
+             tenant(s), the rest to the treasury; executable from unix time {} unless the \
+             provider appeals",
+            v.challenge,
+            v.reason,
+            r.amount,
+            v.evidence_sha256,
+            r.tenants.len(),
+            r.executable_at
+        )
+    } else {
+        format!(
+            "challenge {} failed ({}): the slash of {} on evidence sha256 {} was proposed \
+             earlier and is now {}",
+            v.challenge,
+            v.reason,
+            r.amount,
+            v.evidence_sha256,
+            slashing::phase_word(phase)
+        )
+    };
     let mut s = record_for(v, phase, msg);
     from_chain(&mut s, r);
     s.propose_tx = tx;
