@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
+use gpufed_crds::naming::{HUB_JOBS_NAMESPACE, LABEL_VERIFIES};
 use gpufed_crds::{ComputeJob, JobPhase, MemberCluster, VerificationVerdict};
 use gpufed_e2e::hubctl::wait_job;
 use gpufed_e2e::image::Image;
@@ -25,7 +25,8 @@ use gpufed_e2e::joining::{MemberPlan, Pool, wait_ready_with_free};
 use gpufed_e2e::wait::wait_until;
 use gpufed_e2e::{NodeSpec, Tools, run_test};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -182,6 +183,25 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
         })
         .await
         .unwrap();
+        // One challenge per member: the pool sets no `every` and no inventory changed, so the
+        // hub sent nothing after the first verdicts (it used to send a second `Join` challenge
+        // right after judging the first, from a member in hand that predated the verdict).
+        for member in ["honest", "wrong", "slow"] {
+            let evidence = cms
+                .list(&ListParams::default().labels(&format!("{LABEL_VERIFIES}={member}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                evidence.items.len(),
+                1,
+                "{member} was judged more than once: {:?}",
+                evidence
+                    .items
+                    .iter()
+                    .map(|c| c.name_any())
+                    .collect::<Vec<_>>()
+            );
+        }
 
         // The tenant job runs on the verified member only.
         let job = wait_job(&hub, NS, "train", LONG, "train to finish", |j| {

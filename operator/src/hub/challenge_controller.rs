@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gpufed_crds::conditions::{self, member as mc};
 use gpufed_crds::naming::{
@@ -24,7 +24,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::hub::challenges::{self, Judgement};
+use crate::hub::challenges::{self, Judgement, Written};
 use crate::hub::context::{Context, now};
 
 /// How often the loop looks at every member. The hub-side deadline is measured at the pass that
@@ -40,6 +40,9 @@ struct Memory {
     /// Member → when its next random challenge is due. Kept here, not in the member's status,
     /// which the member can read.
     next: HashMap<String, Time>,
+    /// Member → the loop's last write about it and when, until the caches show it
+    /// ([`challenges::caught_up`]).
+    written: HashMap<String, (Written, Instant)>,
 }
 
 /// Runs the loop until the task is dropped.
@@ -88,6 +91,12 @@ async fn member_pass(
     jobs: &[Arc<ComputeJob>],
 ) -> Result<()> {
     let name = member.name_any();
+    if let Some((written, at)) = memory.written.get(&name) {
+        if !challenges::caught_up(written, at.elapsed(), member, jobs) {
+            return Ok(());
+        }
+        memory.written.remove(&name);
+    }
     let now = now();
     let judged = member
         .status
@@ -95,6 +104,9 @@ async fn member_pass(
         .and_then(|s| s.verification.as_ref())
         .map(|v| v.challenge.clone());
     let mut open = false;
+    // A verdict recorded in this pass: the member in hand predates it, so whether a new challenge
+    // is due is decided in a later pass, once the cache shows the verdict.
+    let mut judged_now = false;
     for job in jobs
         .iter()
         .filter(|j| challenges::verifies(j) == Some(name.as_str()))
@@ -113,13 +125,18 @@ async fn member_pass(
         match challenges::judge(job, pool, &groups, &now) {
             Some(judgement) => {
                 record(ctx, member, pool, &job_name, &judgement, &now).await?;
+                memory.written.insert(
+                    name.clone(),
+                    (Written::Judged(job_name.clone()), Instant::now()),
+                );
                 memory.next.remove(&name);
+                judged_now = true;
                 delete(ctx, &job_name).await?;
             }
             None => open = true,
         }
     }
-    if open {
+    if open || judged_now {
         return Ok(());
     }
     let Some(spec) = pool.spec.verification.as_ref() else {
@@ -167,6 +184,10 @@ async fn member_pass(
         .create(&PostParams::default(), &job)
         .await
         .map_err(Error::kube(format!("creating challenge {job_name}")))?;
+    memory.written.insert(
+        name.clone(),
+        (Written::Sent(job_name.clone()), Instant::now()),
+    );
     memory.next.remove(&name);
     tracing::info!(member = %name, challenge = %job_name, trigger = trigger.as_str(),
         gpus = target.gpus, model = %target.model, "challenge sent");

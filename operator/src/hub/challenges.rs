@@ -270,6 +270,47 @@ pub fn verifies(job: &ComputeJob) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// How long the loop waits for its caches to show its own last write about a member (the
+/// challenge it created, or the verdict it recorded) before it acts on that member again. Far
+/// beyond a watch's usual lag; if the write never shows (the object was removed meanwhile), the
+/// loop goes on from what the caches say.
+pub const CACHE_GRACE: Duration = Duration::from_secs(30);
+
+/// The loop's last write about one member, which its caches may not show yet (leader memory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It created challenge `.0`.
+    Sent(String),
+    /// It recorded the verdict on challenge `.0` in the member's status.
+    Judged(String),
+}
+
+/// Whether the caches show the loop's last write `written` about `member` (made `ago`): a sent
+/// challenge is among `jobs`, a recorded verdict is the member's. Until they do, and for at most
+/// [`CACHE_GRACE`], the member is left alone: acting on caches that lag the loop's own writes
+/// would send a second challenge for the first (a member with no verdict in the cache is due a
+/// `Join` challenge), or judge a challenge twice.
+pub fn caught_up(
+    written: &Written,
+    ago: Duration,
+    member: &MemberCluster,
+    jobs: &[Arc<ComputeJob>],
+) -> bool {
+    if ago >= CACHE_GRACE {
+        return true;
+    }
+    match written {
+        Written::Sent(name) => jobs
+            .iter()
+            .any(|j| j.metadata.name.as_deref() == Some(name) && verifies(j).is_some()),
+        Written::Judged(name) => member
+            .status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| &v.challenge == name),
+    }
+}
+
 /// Names of the challenges among `jobs` that have no one to verify any more: their member is gone,
 /// moved to another pool, or its pool no longer verifies. The loop deletes them (a pending one
 /// would otherwise wait for ever).

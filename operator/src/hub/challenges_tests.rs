@@ -448,3 +448,30 @@ fn challenges_whose_member_or_pool_verification_is_gone_are_orphans() {
     let tenant = Arc::new(gpufed_crds::testing::job("train").build());
     assert!(orphans(&[tenant], &[], &[]).is_empty());
 }
+
+#[test]
+fn the_loop_leaves_a_member_alone_until_its_caches_show_its_own_last_write() {
+    let (job, _) = challenge_at(JobPhase::Running, None);
+    let jobs = vec![Arc::new(job)];
+    let fresh = with_inventory(vec![node("n1", "L4", 2)]);
+    let soon = Duration::from_secs(1);
+    // A challenge it created: not yet in the job cache, then there.
+    let sent = Written::Sent("j-0a1b2c".into());
+    assert!(!caught_up(&sent, soon, &fresh, &[]));
+    assert!(caught_up(&sent, soon, &fresh, &jobs));
+    // A verdict it recorded: the cached member has no verdict yet (it would look due a Join
+    // challenge), then has it; a verdict on another challenge is not this one.
+    let judged = Written::Judged("j-1".into());
+    assert!(!caught_up(&judged, soon, &fresh, &jobs));
+    let mut seen = fresh.clone();
+    seen.status.as_mut().unwrap().verification = Some(verdict(VerificationVerdict::Passed, "f"));
+    assert!(caught_up(&judged, soon, &seen, &jobs));
+    assert!(!caught_up(
+        &Written::Judged("j-2".into()),
+        soon,
+        &seen,
+        &jobs
+    ));
+    // Never for longer than the grace: a write that never shows does not stop the loop.
+    assert!(caught_up(&sent, CACHE_GRACE, &fresh, &[]));
+}
