@@ -1,6 +1,7 @@
 //! `kubectl gpufed members`: MemberClusters with their pool, region, health conditions
 //! (Ready, Schedulable, Bonded), GPUs, how long ago they last heartbeated, and whether cordoned;
-//! wide adds the latest challenge verdict on the member's GPUs (ADR 0027).
+//! wide adds the latest challenge verdict on the member's GPUs (ADR 0027) and the automatic slash
+//! it led to, if any (ADR 0023).
 
 use gpufed_crds::conditions::member as mc;
 use gpufed_crds::{MemberCluster, VerificationVerdict};
@@ -11,8 +12,9 @@ use crate::format::{age_of, condition_status, or_none};
 use crate::table::Table;
 use crate::view::top::model_counts;
 
-/// The members table; `wide` adds Joined, active placements, agent version, wallet and the latest
-/// challenge verdict (`Passed`, `Failed/<reason>`, `<none>` before the first).
+/// The members table; `wide` adds Joined, active placements, agent version, wallet, the latest
+/// challenge verdict (`Passed`, `Failed/<reason>`, `<none>` before the first) and the slash a
+/// failed verdict led to (`Proposed/50`, `Executed/50`, `NotSlashed`, `<none>`).
 pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
     if members.is_empty() {
         return "No resources found\n".into();
@@ -32,7 +34,7 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
         "age",
     ];
     if wide {
-        headers.extend(["joined", "active", "agent", "wallet", "verified"]);
+        headers.extend(["joined", "active", "agent", "wallet", "verified", "slash"]);
     }
     let mut sorted: Vec<&MemberCluster> = members.iter().collect();
     sorted.sort_by_key(|m| m.name_any());
@@ -61,6 +63,7 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
                 or_none(status.agent_version.clone()),
                 or_none(m.spec.wallet.clone()),
                 verified(m, status.verification.as_ref()),
+                slash(status.slash.as_ref()),
             ]);
         }
         table.push(row);
@@ -86,6 +89,18 @@ fn verified(m: &MemberCluster, v: Option<&gpufed_crds::MemberVerification>) -> S
         None if open => "Probation".to_string(),
         other => or_none(other),
     }
+}
+
+/// The Slash cell: where the hub's automatic slash of this member stands, with the tokens frozen
+/// or paid (`Proposed/50`), or only the phase when it names no amount (`NotSlashed`).
+fn slash(s: Option<&gpufed_crds::MemberSlash>) -> String {
+    or_none(s.map(|s| {
+        let phase = format!("{:?}", s.phase);
+        match &s.amount {
+            Some(amount) => format!("{phase}/{amount}"),
+            None => phase,
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -139,14 +154,14 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
         let out = render(&members(), true, now());
         let first = out.lines().next().unwrap();
         assert!(
-            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET  VERIFIED"),
+            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET  VERIFIED  SLASH"),
             "{first}"
         );
         assert!(
             out.lines()
                 .nth(1)
                 .unwrap()
-                .ends_with("24h     True    1       0.1.0   <none>  <none>"),
+                .ends_with("24h     True    1       0.1.0   <none>  <none>    <none>"),
             "{out}"
         );
     }
@@ -179,9 +194,46 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
                 .unwrap()
                 .to_string()
         };
-        assert!(line("alpha").ends_with("Passed"), "{out}");
-        assert!(line("gamma").ends_with("Failed/WrongResult"), "{out}");
+        assert_eq!(verified_cell(&line("alpha")), "Passed", "{out}");
+        assert_eq!(verified_cell(&line("gamma")), "Failed/WrongResult", "{out}");
+        assert_eq!(verified_cell(&line("beta")), "<none>", "{out}");
+    }
+
+    #[test]
+    fn wide_shows_where_an_automatic_slash_stands_with_its_tokens() {
+        let mut ms = members();
+        let slash = |phase, amount: Option<&str>| gpufed_crds::MemberSlash {
+            phase,
+            challenge: "j-1".into(),
+            reason: "WrongResult".into(),
+            evidence_sha256: "ab".into(),
+            amount: amount.map(|a| a.parse().unwrap()),
+            tenants: vec![],
+            executable_at: None,
+            propose_tx: None,
+            execute_tx: None,
+            message: "m".into(),
+            time: crate::fixtures::ago(60),
+        };
+        ms[0].status.as_mut().unwrap().slash =
+            Some(slash(gpufed_crds::SlashPhase::Proposed, Some("50")));
+        ms[2].status.as_mut().unwrap().slash =
+            Some(slash(gpufed_crds::SlashPhase::NotSlashed, None));
+        let out = render(&ms, true, now());
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("gamma").ends_with("Proposed/50.00"), "{out}");
+        assert!(line("alpha").ends_with("NotSlashed"), "{out}");
         assert!(line("beta").ends_with("<none>"), "{out}");
+    }
+
+    /// The VERIFIED cell of a wide row (the one before SLASH).
+    fn verified_cell(line: &str) -> String {
+        line.split_whitespace().rev().nth(1).unwrap().to_string()
     }
 
     #[test]
@@ -201,7 +253,11 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
         );
         assert_eq!(verified(&m, None), "Probation");
         let out = render(std::slice::from_ref(&m), true, now());
-        assert!(out.lines().nth(1).unwrap().ends_with("Probation"), "{out}");
+        assert_eq!(
+            verified_cell(out.lines().nth(1).unwrap()),
+            "Probation",
+            "{out}"
+        );
         let admin_made = member("alpha", "H100", "2.40").build();
         assert_eq!(verified(&admin_made, None), "<none>");
     }
