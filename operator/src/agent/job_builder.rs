@@ -647,6 +647,29 @@ pub const ENV_SUBDOMAIN: &str = "GPUFED_SUBDOMAIN";
 /// Host name of replica 0, the usual rendezvous (e.g. `MASTER_ADDR` of torch.distributed).
 pub const ENV_COORDINATOR: &str = "GPUFED_COORDINATOR";
 
+/// The owner reference of an object that goes with the local Job `job` (a gang's or a serving
+/// Job's network): `job` controls it. `None` before the Job is created (no UID).
+pub fn controlled_by(job: &Job) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.metadata.name.clone()?,
+        uid: job.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: None,
+    })
+}
+
+/// The labels that select the pods of the local Job `job`'s attempt (job UID and attempt); `None`
+/// for a Job without them.
+pub fn replica_selector(job: &Job) -> Option<BTreeMap<String, String>> {
+    let labels = job.metadata.labels.as_ref()?;
+    [LABEL_JOB_UID, LABEL_ATTEMPT]
+        .iter()
+        .map(|k| Some((k.to_string(), labels.get(*k)?.clone())))
+        .collect()
+}
+
 /// The network of a gang: a headless Service that gives each replica a DNS name, and a
 /// NetworkPolicy that lets the replicas reach each other. The jobs namespace denies all other
 /// ingress (the member chart's `gpufed-jobs-isolation`), so jobs of different tenants on one member
@@ -658,24 +681,13 @@ pub fn gang_network(job: &Job) -> Option<(Service, NetworkPolicy)> {
         return None;
     }
     let name = job.metadata.name.clone()?;
-    let uid = job.metadata.uid.clone()?;
     let labels = job.metadata.labels.as_ref()?;
-    let selector: BTreeMap<String, String> = [LABEL_JOB_UID, LABEL_ATTEMPT]
-        .iter()
-        .map(|k| Some((k.to_string(), labels.get(*k)?.clone())))
-        .collect::<Option<_>>()?;
+    let selector = replica_selector(job)?;
     let metadata = ObjectMeta {
-        name: Some(name.clone()),
+        name: Some(name),
         namespace: job.metadata.namespace.clone(),
         labels: Some(labels.clone()),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "batch/v1".into(),
-            kind: "Job".into(),
-            name,
-            uid,
-            controller: Some(true),
-            block_owner_deletion: None,
-        }]),
+        owner_references: Some(vec![controlled_by(job)?]),
         ..Default::default()
     };
     let service = Service {

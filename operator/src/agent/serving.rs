@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_crds::{Endpoint, ServingSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -19,11 +18,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use super::cached::Pod;
+use super::job_builder;
 use super::usage::replica_index;
 use crate::cli::ServingExposure;
 
@@ -89,24 +89,13 @@ pub fn network(
 ) -> Option<(Service, NetworkPolicy)> {
     let port = i32::from(port_of(job)?);
     let job_name = job.metadata.name.clone()?;
-    let uid = job.metadata.uid.clone()?;
     let labels = job.metadata.labels.as_ref()?;
-    let selector: BTreeMap<String, String> = [LABEL_JOB_UID, LABEL_ATTEMPT]
-        .iter()
-        .map(|k| Some((k.to_string(), labels.get(*k)?.clone())))
-        .collect::<Option<_>>()?;
+    let selector = job_builder::replica_selector(job)?;
     let metadata = ObjectMeta {
         name: Some(service_name(&job_name)),
         namespace: job.metadata.namespace.clone(),
         labels: Some(labels.clone()),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "batch/v1".into(),
-            kind: "Job".into(),
-            name: job_name,
-            uid,
-            controller: Some(true),
-            block_owner_deletion: None,
-        }]),
+        owner_references: Some(vec![job_builder::controlled_by(job)?]),
         ..Default::default()
     };
     let service = Service {
@@ -244,6 +233,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID};
 
     fn serving() -> ServingSpec {
         ServingSpec {
