@@ -139,29 +139,22 @@ async fn propose(
         .and_then(|c| c.bond.as_ref())
         .is_none()
     {
-        let msg = format!(
-            "challenge {} failed ({}) but the pool names no bond contract (spec.chain.bond): \
-             nothing can be slashed",
-            v.challenge, v.reason
-        );
-        return write(
+        return not_slashed(
             ctx,
             member,
             pool,
-            record_for(v, SlashPhase::NotSlashed, msg),
+            v,
+            " but the pool names no bond contract (spec.chain.bond): nothing can be slashed",
         )
         .await;
     }
     let Some(provider) = member.spec.wallet.as_ref() else {
-        let msg = format!(
-            "challenge {} failed ({}) but the member names no wallet (spec.wallet): no bond to slash",
-            v.challenge, v.reason
-        );
-        return write(
+        return not_slashed(
             ctx,
             member,
             pool,
-            record_for(v, SlashPhase::NotSlashed, msg),
+            v,
+            " but the member names no wallet (spec.wallet): no bond to slash",
         )
         .await;
     };
@@ -177,17 +170,8 @@ async fn propose(
         ));
     };
     let Some(amount) = slashing::slash_amount(policy.amount, bond.bonded, bond.unbonding) else {
-        let msg = format!(
-            "challenge {} failed ({}) but provider {provider} has nothing bonded or unbonding",
-            v.challenge, v.reason
-        );
-        return write(
-            ctx,
-            member,
-            pool,
-            record_for(v, SlashPhase::NotSlashed, msg),
-        )
-        .await;
+        let why = format!(" but provider {provider} has nothing bonded or unbonding");
+        return not_slashed(ctx, member, pool, v, &why).await;
     };
     let harmed = slashing::harmed(
         &ctx.stores.jobs.state(),
@@ -221,19 +205,29 @@ async fn propose(
                     "slash {evidence}: {said}; reading it again"
                 )));
             }
-            let msg = format!(
-                "challenge {} failed ({}); the bond contract refused a slash of {amount}: {said}",
-                v.challenge, v.reason
-            );
-            write(
-                ctx,
-                member,
-                pool,
-                record_for(v, SlashPhase::NotSlashed, msg),
-            )
-            .await
+            let why = format!("; the bond contract refused a slash of {amount}: {said}");
+            not_slashed(ctx, member, pool, v, &why).await
         }
     }
+}
+
+/// Records that the failed verdict `v` leads to no slash: `challenge <name> failed (<reason>)`
+/// followed by `why`.
+async fn not_slashed(
+    ctx: &Context,
+    member: &MemberCluster,
+    pool: &GpuPool,
+    v: &gpufed_crds::MemberVerification,
+    why: &str,
+) -> Result<()> {
+    let msg = format!("challenge {} failed ({}){why}", v.challenge, v.reason);
+    write(
+        ctx,
+        member,
+        pool,
+        record_for(v, SlashPhase::NotSlashed, msg),
+    )
+    .await
 }
 
 /// Writes the slash found on chain for `v` (just proposed, or proposed before).
