@@ -302,12 +302,29 @@ fn a_team_spends_up_to_its_monthly_budget_and_a_settled_job_counts_what_it_paid(
         );
 
         // s-0 ends having used a few GPU-seconds and settles: it counts what it paid, not its lock.
-        market::finish(&c, "alpha", "s-0", 36).await.unwrap();
+        // The hub believes at most GPUs × seconds since placement, so the report waits until 4
+        // GPU-seconds were possible.
+        let j = wait_job(&c, "team-a", "s-0", T, "placed", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.attempts.first().is_some_and(|a| a.placed_time.is_some()))
+        })
+        .await
+        .unwrap();
+        let placed = j.status.unwrap().attempts[0].placed_time.clone().unwrap().0;
+        while Timestamp::now().duration_since(placed).as_secs() < 5 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        market::finish(&c, "alpha", "s-0", 4).await.unwrap();
         let j = wait_job(&c, "team-a", "s-0", T, "settled", market::settled)
             .await
             .unwrap();
         let paid = market::settlement(&j, 1).unwrap().paid.unwrap();
-        assert!(paid.atto() > 0 && paid < TokenAmount::from_atto(36 * 10u128.pow(15) + 1));
+        assert_eq!(
+            paid.to_string(),
+            "0.004",
+            "4 GPU-seconds at 3.60 per GPU-hour"
+        );
         wait_job(&c, "team-a", "s-2", T, "placed once s-0 settled", locked)
             .await
             .unwrap();
