@@ -771,15 +771,25 @@ fn retry_or_fail(
     }
 }
 
+/// How far, in whole seconds, an honest member's count may run ahead of the hub's clock: the
+/// agent reads its member's time as the middle of the apiserver's `Date` second (ADR 0026), so up
+/// to half a second ahead, and counts whole seconds from whole-second container start times.
+pub const USAGE_CLOCK_MARGIN_SECS: u64 = 1;
+
 /// The most GPU-seconds `record` can have used by `now`: every GPU of the job since the attempt
-/// was placed, and never beyond `maxDuration`. A member reporting more is not believed.
+/// was placed (plus [`USAGE_CLOCK_MARGIN_SECS`]), and never beyond `maxDuration`. A member
+/// reporting more is not believed.
 pub fn usage_cap(job: &ComputeJob, record: &AttemptRecord, now: &Time) -> u64 {
     let gpus = u64::from(job.spec.replicas * job.spec.gpus_per_replica);
     let max_secs = job.spec.max_duration.as_secs_ceil();
     let elapsed = record
         .placed_time
         .as_ref()
-        .map(|t| u64::try_from(now.0.duration_since(t.0).as_secs()).unwrap_or(0))
+        .map(|t| {
+            u64::try_from(now.0.duration_since(t.0).as_secs())
+                .unwrap_or(0)
+                .saturating_add(USAGE_CLOCK_MARGIN_SECS)
+        })
         .unwrap_or(max_secs);
     gpus.saturating_mul(elapsed.min(max_secs))
 }

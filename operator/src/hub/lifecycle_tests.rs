@@ -443,10 +443,11 @@ fn no_placement_is_written_before_the_escrow_holds_the_funds() {
 
 #[test]
 fn a_member_cannot_report_more_gpu_seconds_than_its_gpus_could_have_run() {
-    // 4 GPUs placed at t=10; at t=110 at most 400 GPU-seconds are possible.
+    // 4 GPUs placed at t=10; at t=110 at most 4 × (100 + 1) GPU-seconds are possible: one
+    // second of margin for the member's clock.
     let j = placed(1, "alpha", AttemptPhase::Accepted);
     let out = reconcile(&j, &world_ready(Some(Some(running(100_000)))), &at(110));
-    assert_eq!(out.status.attempts[0].gpu_seconds, 400);
+    assert_eq!(out.status.attempts[0].gpu_seconds, 404);
     assert!(
         out.events.iter().any(|e| e.reason == "UsageCapped"),
         "{:?}",
@@ -464,18 +465,31 @@ fn a_member_cannot_report_more_gpu_seconds_than_its_gpus_could_have_run() {
 
 #[test]
 fn a_report_ahead_of_the_hubs_clock_is_looked_at_again_once_it_can_be_true() {
-    // 4 GPUs placed at t=10; at t=12 a report of 40 GPU-seconds is capped at 8. The hub comes
-    // back once 32 more GPU-seconds can have passed (8 s, plus one), without another report.
+    // 4 GPUs placed at t=10; at t=12 a report of 40 GPU-seconds is capped at 4 × (2 + 1). The
+    // hub comes back once 28 more GPU-seconds can have passed (7 s, plus one), without another
+    // report.
     let j = placed(1, "alpha", AttemptPhase::Running);
     let w = world_ready(Some(Some(running(40))));
     let out = reconcile(&j, &w, &at(12));
-    assert_eq!(out.status.attempts[0].gpu_seconds, 8);
+    assert_eq!(out.status.attempts[0].gpu_seconds, 12);
     let again = usage_recheck(&j, &out.status, &w).unwrap();
-    assert_eq!(again, std::time::Duration::from_secs(9));
+    assert_eq!(again, std::time::Duration::from_secs(8));
     let mut later = j.clone();
     later.status = Some(out.status);
-    let out = reconcile(&later, &w, &at(12 + 9));
+    let out = reconcile(&later, &w, &at(12 + 8));
     assert_eq!(out.status.attempts[0].gpu_seconds, 40);
+}
+
+#[test]
+fn an_honest_report_one_second_ahead_of_the_hubs_clock_is_recorded_in_full() {
+    // 4 GPUs placed at t=10. The agent reads its member's clock up to half a second ahead and
+    // counts from a whole-second container start: at the hub's t=13.4 it may have counted 4 s.
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let mut now = at(13);
+    now.0 = now.0 + std::time::Duration::from_millis(400);
+    let out = reconcile(&j, &world_ready(Some(Some(running(16)))), &now);
+    assert_eq!(out.status.attempts[0].gpu_seconds, 16);
+    assert!(!out.events.iter().any(|e| e.reason == "UsageCapped"));
 }
 
 #[test]

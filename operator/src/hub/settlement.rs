@@ -988,7 +988,10 @@ mod tests {
         j.status = Some(st.clone());
         assert!(cancel_current(&j, &mut st, 1_000_000, &now));
         assert_eq!(st.attempts[0].phase, AttemptPhase::Cancelled);
-        assert_eq!(st.attempts[0].gpu_seconds, 20, "2 GPUs for 10 s");
+        assert_eq!(
+            st.attempts[0].gpu_seconds, 22,
+            "2 GPUs for 10 s and the clock margin"
+        );
     }
 
     #[test]
