@@ -4,7 +4,8 @@
 //! * `fetch` runs before the workload (an init container): downloads one object (`--key`) or every
 //!   object under a prefix (`--prefix`) into a directory, and checks the size and sha256 when given.
 //! * `push` runs after it: uploads every regular file under a directory to a prefix and prints a
-//!   manifest (keys, sizes, sha256) as JSON. In a job's pod it waits for the workload's processes
+//!   manifest (keys, sizes, sha256) as JSON; files larger than one part (`--part-size-mib`) go
+//!   in a multipart upload, aborted on any failure. In a job's pod it waits for the workload's processes
 //!   to exit first (`--wait-for-workload`).
 //!
 //! Both write one line to the container's termination message (`--termination-log`): the manifest
@@ -111,6 +112,10 @@ struct PushArgs {
     /// only once the upload has (ADR 0029).
     #[arg(long)]
     wait_for_workload: bool,
+    /// Files larger than this many MiB are uploaded in parts of this size (a multipart upload,
+    /// up to 5 TiB; the parts grow when a file would need more than 10,000). 5 to 5120.
+    #[arg(long, default_value_t = s3::multipart::DEFAULT_PART >> 20)]
+    part_size_mib: u64,
 }
 
 fn main() -> ExitCode {
@@ -166,7 +171,9 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
         }
         Command::Push(a) => {
             // Checked before waiting, so a bad URL or missing credentials show at once.
-            let store = s3::Store::new(&a.location.to_config())?;
+            let mut config = a.location.to_config();
+            config.part_size = a.part_size_mib.saturating_mul(1 << 20);
+            let store = s3::Store::new(&config)?;
             if a.wait_for_sigterm {
                 wait_for_sigterm().await?;
             }
@@ -222,6 +229,7 @@ impl Location {
             bucket: self.bucket.clone(),
             require_credentials: self.require_credentials,
             url_ttl: std::time::Duration::from_secs(self.url_ttl_secs),
+            part_size: s3::multipart::DEFAULT_PART,
         }
     }
 }

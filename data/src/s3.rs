@@ -13,7 +13,9 @@ use tokio::io::AsyncWriteExt;
 use crate::manifest::{Manifest, Object};
 use crate::paths;
 
-/// A single PUT carries at most 5 GiB (S3's limit); larger files would need a multipart upload.
+pub mod multipart;
+
+/// A single PUT carries at most 5 GiB (S3's limit); larger files go in a multipart upload.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
 
 /// Why a fetch or push failed. Each message names what to fix.
@@ -96,15 +98,52 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
-    /// A file too large for one PUT.
-    #[error(
-        "{path}: {size} bytes is more than one upload takes (5 GiB); split it into smaller files"
-    )]
+    /// A file too large to upload.
+    #[error("{path}: {size} bytes is more than {limit}; {fix}")]
     TooLarge {
         /// The file.
         path: PathBuf,
         /// Its size.
         size: u64,
+        /// The limit it exceeds, in words.
+        limit: &'static str,
+        /// What to do about it.
+        fix: &'static str,
+    },
+    /// A multipart upload went wrong in a way the service did not report as an HTTP error.
+    #[error("multipart upload to s3://{bucket}/{key}: {reason}")]
+    Multipart {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file changed size while it was being uploaded.
+    #[error(
+        "{path} changed while it was uploaded: {expected} bytes at the start, {got} read; upload only files the workload has finished writing"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Size when the upload began.
+        expected: u64,
+        /// Bytes read.
+        got: u64,
+    },
+    /// A multipart upload failed and could not be aborted either: its parts stay in the bucket
+    /// until a lifecycle rule removes them.
+    #[error(
+        "{cause}; aborting multipart upload {upload_id} failed too ({abort}), so its parts stay in the bucket until removed (AbortMultipartUpload, or a lifecycle rule AbortIncompleteMultipartUpload)"
+    )]
+    AbortFailed {
+        /// Why the upload failed.
+        cause: Box<Error>,
+        /// The upload left behind.
+        upload_id: String,
+        /// Why the abort failed.
+        abort: Box<Error>,
     },
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
@@ -124,6 +163,9 @@ pub struct Config {
     pub require_credentials: bool,
     /// Lifetime of each presigned URL.
     pub url_ttl: Duration,
+    /// Files larger than this are uploaded in parts of this size (5 MiB to 5 GiB, see
+    /// [`multipart::DEFAULT_PART`]).
+    pub part_size: u64,
 }
 
 /// What a fetched object must be.
@@ -145,6 +187,7 @@ pub struct Store {
     endpoint: String,
     client: reqwest::Client,
     ttl: Duration,
+    part_size: u64,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -190,6 +233,7 @@ impl Store {
             )));
         }
         let plain_http = url.scheme() == "http";
+        let part_size = multipart::check_part_size(cfg.part_size)?;
         let bucket = Bucket::new(url, UrlStyle::Path, cfg.bucket.clone(), cfg.region.clone())
             .map_err(|e| bad(e.to_string()))?;
         let credentials = Credentials::from_env();
@@ -211,6 +255,7 @@ impl Store {
             endpoint: cfg.endpoint.clone(),
             client,
             ttl: cfg.url_ttl,
+            part_size,
         })
     }
 
@@ -415,14 +460,21 @@ impl Store {
                 source,
             }
         };
-        // Hashed first (the manifest reports what was read), then streamed from the file.
-        let (size, sha256) = hash_file(path).await?;
-        if size > MAX_SINGLE_PUT {
+        let size = tokio::fs::metadata(path).await.map_err(io("stat"))?.len();
+        if size > multipart::MAX_OBJECT {
             return Err(Error::TooLarge {
                 path: path.to_path_buf(),
                 size,
+                limit: "an S3 object holds (5 TiB)",
+                fix: "split it into smaller files",
             });
         }
+        if size > self.part_size {
+            let part = multipart::part_size_for(size, self.part_size);
+            return self.upload_multipart(path, key, size, part).await;
+        }
+        // Hashed first (the manifest reports what was read), then streamed from the file.
+        let (size, sha256) = hash_file(path).await?;
         let file = tokio::fs::File::open(path).await.map_err(io("open"))?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let url = self
@@ -528,6 +580,7 @@ mod tests {
             bucket: "data".into(),
             require_credentials: false,
             url_ttl: Duration::from_secs(60),
+            part_size: multipart::DEFAULT_PART,
         };
         for e in ["s3://data/x", "not a url", "ftp://host/"] {
             match Store::new(&cfg(e)) {

@@ -482,3 +482,183 @@ fn an_image_without_a_ca_bundle_still_reaches_an_http_endpoint() {
         assert_eq!(std::fs::read(dest.join("rows.txt")).unwrap(), data);
     });
 }
+
+/// The multipart uploads in progress in `bucket`, by upload id (ListMultipartUploads, signed
+/// here: the helper never lists uploads).
+async fn multipart_uploads(s3: &S3Server, bucket: &str) -> Vec<String> {
+    let body = signed_get(s3, bucket, &[("uploads", "")]).await;
+    assert!(body.contains("ListMultipartUploadsResult"), "{body}");
+    body.split("<UploadId>")
+        .skip(1)
+        .filter_map(|s| s.split("</UploadId>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The body of a GET on `bucket` with `query`, signed with the store's keys.
+async fn signed_get(s3: &S3Server, bucket: &str, query: &[(&str, &str)]) -> String {
+    let url = reqwest::Url::parse(&format!("{}/{bucket}", s3.endpoint)).unwrap();
+    let url = rusty_s3::signing::sign(
+        &jiff::Timestamp::now(),
+        rusty_s3::Method::Get,
+        url,
+        ACCESS_KEY,
+        SECRET_KEY,
+        None,
+        "us-east-1",
+        60,
+        query.iter().copied(),
+        std::iter::empty(),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(url.as_str())
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Bytes that differ from part to part, so a part sent twice or out of order changes the digest.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// A TCP proxy in front of the store that cuts the connection carrying the request bytes past
+/// `cut_after` (once), as a network failure would in the middle of a part; every connection
+/// after that passes. Returns its endpoint.
+async fn failing_proxy(upstream: u16, cut_after: u64) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                .await
+                .unwrap();
+            let (sent, cut) = (sent.clone(), cut.clone());
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                    if total > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        break;
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping both halves closes the connection in both directions.
+                back.abort();
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn a_file_larger_than_a_part_goes_up_in_parts_and_a_failed_upload_leaves_no_parts_behind() {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        // Three parts of 5 MiB (S3's smallest), the last one short.
+        let weights = pseudo_random((12 << 20) + 12_345);
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("model.safetensors"), &weights).unwrap();
+        let push = |ep: &str, prefix: &str| -> Vec<String> {
+            [
+                "push",
+                "--endpoint",
+                ep,
+                "--bucket",
+                "checkpoints",
+                "--prefix",
+                prefix,
+                "--part-size-mib",
+                "5",
+                "--src",
+                out.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let run = helper(dir.path(), &push(&s3.endpoint, "runs/big/"), CREDS).await;
+        assert!(run.ok, "push failed: {} {}", run.stderr, s3.log_tail(20));
+        let object = &run.termination["objects"][0];
+        assert_eq!(object["key"], "runs/big/model.safetensors");
+        assert_eq!(object["size"], weights.len());
+        // The whole file's sha256, not the multipart ETag.
+        assert_eq!(object["sha256"], sha256(&weights));
+        assert_eq!(
+            std::fs::read(s3.object_path("checkpoints", "runs/big/model.safetensors")).unwrap(),
+            weights
+        );
+        // Stored as a multipart object of three parts (its ETag ends in -3).
+        let listing = signed_get(
+            &s3,
+            "checkpoints",
+            &[("list-type", "2"), ("prefix", "runs/big/")],
+        )
+        .await;
+        let etag = listing
+            .split("<ETag>")
+            .nth(1)
+            .and_then(|s| s.split("</ETag>").next())
+            .unwrap_or_else(|| panic!("no ETag in {listing}"));
+        let etag = etag.replace("&#34;", "").replace("&quot;", "");
+        assert!(etag.trim_matches('"').ends_with("-3"), "{etag}");
+        assert!(multipart_uploads(&s3, "checkpoints").await.is_empty());
+
+        // The connection drops in the middle of the second part: the upload is aborted, no
+        // object appears and no upload (with its first part) is left in the bucket.
+        let proxy = failing_proxy(s3.port(), 7 << 20).await;
+        let run = helper(dir.path(), &push(&proxy, "runs/cut/"), CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains(&format!("storage endpoint {proxy} unreachable")),
+            "{reason}"
+        );
+        assert!(!reason.contains("X-Amz-Signature"), "{reason}");
+        assert!(
+            !s3.object_path("checkpoints", "runs/cut/model.safetensors")
+                .exists()
+        );
+        let left = multipart_uploads(&s3, "checkpoints").await;
+        assert!(left.is_empty(), "uploads left behind: {left:?}");
+
+        // Larger than S3 holds (a sparse file): refused by name, with the fix, before any request.
+        let huge = dir.path().join("huge");
+        std::fs::create_dir_all(&huge).unwrap();
+        let f = std::fs::File::create(huge.join("dump.bin")).unwrap();
+        f.set_len((5u64 << 40) + 1).unwrap();
+        let mut a = push(&s3.endpoint, "runs/huge/");
+        let src = a.len() - 1;
+        a[src] = huge.to_str().unwrap().to_string();
+        let run = helper(dir.path(), &a, CREDS).await;
+        let reason = failure(&run);
+        assert!(
+            reason.contains("dump.bin: 5497558138881 bytes is more than an S3 object holds (5 TiB); split it into smaller files"),
+            "{reason}"
+        );
+        assert!(multipart_uploads(&s3, "checkpoints").await.is_empty());
+    });
+}
