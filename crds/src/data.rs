@@ -29,6 +29,11 @@ pub const MAX_OUTPUTS: usize = 4;
 pub const MAX_RECORDED_OBJECTS: usize = 64;
 /// Most output records of one status (one per output and replica).
 pub const MAX_OUTPUT_RECORDS: usize = 64;
+/// Most files of one presigned output.
+pub const MAX_PRESIGNED_FILES: usize = 16;
+/// Largest file a presigned output uploads: one PUT (S3's limit). Larger files need a multipart
+/// upload, which needs the keys (ADR 0029).
+pub const MAX_PRESIGNED_FILE_BYTES: u64 = 5 << 30;
 
 /// One object or every object under a prefix, downloaded into each replica before its containers
 /// start, verified, and mounted read-only.
@@ -110,10 +115,22 @@ pub fn presigned_url_key(name: &str) -> String {
     )
 }
 
+/// Name of the key of an output's credentials Secret, as delivered to the member, that holds the
+/// hub's presigned PUT URLs for output `name` and replica `replica` (a JSON object from object key
+/// to URL; also the uploader's environment variable).
+pub fn presigned_puts_key(name: &str, replica: &str) -> String {
+    format!(
+        "GPUFED_PRESIGNED_PUTS_{}_{replica}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 /// A directory of each replica whose files are uploaded under a prefix once the replica's
 /// containers have exited; the uploads are listed in `status.outputs`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.presign) || !self.presign || (has(self.files) && size(self.files) > 0 && has(self.credentialsSecret))").message("outputs[].presign needs files (the fixed file names under path, whose keys the hub signs PUT URLs for: a whole directory cannot be presigned, list its files or drop presign) and credentialsSecret (the keys the hub signs with)"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.files) || size(self.files) == 0 || (has(self.presign) && self.presign)").message("outputs[].files lists the files of a presigned output: set presign: true, or drop files to upload every file under path"))]
 pub struct DataOutput {
     /// Name of this output (a DNS label of at most 40 characters, unique in the template), e.g.
     /// `checkpoint`.
@@ -152,6 +169,42 @@ pub struct DataOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub credentials_secret: Option<String>,
+    /// With `presign`: the files, relative to `path`, that each replica uploads (at most 16),
+    /// e.g. `model.safetensors` or `ckpt/optimizer.pt`. Each becomes the key `<prefix><file>`
+    /// (`<prefix>replica-<i>/<file>` with several replicas). The upload fails if one is missing,
+    /// or if `path` holds a file not listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(f, !f.startsWith('/') && !f.endsWith('/') && !f.split('/').exists(s, s == '' || s == '.' || s == '..'))").message("outputs[].files must be file names relative to path, without leading or trailing /, empty, . or .. segments, e.g. ckpt/model.safetensors"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(f, self.filter(g, g == f).size() == 1)").message("outputs[].files must not list a file twice"))]
+    pub files: Vec<String>,
+    /// Let the hub sign one PUT URL per file in `files` (and replica) with the keys of
+    /// `credentialsSecret` and send the member only those URLs, sealed, instead of the keys: the
+    /// provider can write those objects for the attempt's `maxDuration` plus an hour (at most 7
+    /// days), and never sees the keys. Each file is one PUT, so at most 5 GiB (larger files need
+    /// the keys, for a multipart upload). Needs `files` and `credentialsSecret`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presign: bool,
+}
+
+impl DataOutput {
+    /// The key that replica `replica` of a job of `replicas` uploads `file` (relative to `path`)
+    /// to: `<prefix><file>`, or `<prefix>replica-<i>/<file>` with several replicas, a `/` added
+    /// after a prefix that has none — as the member's uploader names them.
+    pub fn object_key(&self, replicas: u32, replica: u32, file: &str) -> String {
+        let mut prefix = self.prefix.clone();
+        if replicas > 1 {
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            prefix.push_str(&format!("replica-{replica}/"));
+        }
+        if prefix.is_empty() || prefix.ends_with('/') {
+            format!("{prefix}{file}")
+        } else {
+            format!("{prefix}/{file}")
+        }
+    }
 }
 
 /// What one output of one replica uploaded, as its uploader reported it.

@@ -462,9 +462,68 @@ fn inputs_and_outputs_that_name_real_storage_pass() {
         "mountPath": "/weights"});
     let j = job_with_data(
         serde_json::json!([with(good_input(), "presign", true.into()), prefix]),
-        serde_json::json!([good_output()]),
+        serde_json::json!([
+            good_output(),
+            with(
+                with(
+                    with(good_output(), "name", "final".into()),
+                    "path",
+                    "/final".into()
+                ),
+                "files",
+                serde_json::json!(["model.safetensors", "ckpt/opt.pt"])
+            ),
+        ]),
     );
-    assert_eq!(errors_of(validate_cel(&j)), "");
+    let mut presigned = j.clone();
+    presigned.spec.template.outputs[1].presign = true;
+    assert_eq!(errors_of(validate_cel(&presigned)), "");
+}
+
+#[test]
+fn a_presigned_output_needs_its_files_named_and_its_keys_given() {
+    let presigned = with(good_output(), "presign", true.into());
+    let cases = [
+        // A directory: the hub cannot sign URLs for files it does not know.
+        (presigned.clone(), "outputs[].presign needs files"),
+        (
+            with(presigned.clone(), "files", serde_json::json!([])),
+            "outputs[].presign needs files",
+        ),
+        (
+            with(
+                with(presigned.clone(), "files", serde_json::json!(["m.bin"])),
+                "credentialsSecret",
+                serde_json::Value::Null,
+            ),
+            "outputs[].presign needs files",
+        ),
+        (
+            with(good_output(), "files", serde_json::json!(["m.bin"])),
+            "outputs[].files lists the files of a presigned output",
+        ),
+        (
+            with(presigned.clone(), "files", serde_json::json!(["../etc/x"])),
+            "outputs[].files must be file names relative to path",
+        ),
+        (
+            with(presigned.clone(), "files", serde_json::json!(["/abs"])),
+            "outputs[].files must be file names relative to path",
+        ),
+        (
+            with(presigned.clone(), "files", serde_json::json!(["a//b"])),
+            "outputs[].files must be file names relative to path",
+        ),
+        (
+            with(presigned, "files", serde_json::json!(["a", "a"])),
+            "outputs[].files must not list a file twice",
+        ),
+    ];
+    for (output, expected) in cases {
+        let j = job_with_data(serde_json::json!([]), serde_json::json!([output.clone()]));
+        let errs = errors_of(validate_cel(&j));
+        assert!(errs.contains(expected), "{output}: {errs}");
+    }
 }
 
 #[test]

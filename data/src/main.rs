@@ -116,6 +116,12 @@ struct PushArgs {
     /// up to 5 TiB; the parts grow when a file would need more than 10,000). 5 to 5120.
     #[arg(long, default_value_t = s3::multipart::DEFAULT_PART >> 20)]
     part_size_mib: u64,
+    /// Name of an environment variable holding PUT URLs presigned elsewhere (by the hub, from a
+    /// sealed Secret), a JSON object from object key to URL: each file is uploaded in one PUT to
+    /// its key's URL, so no credentials are needed, and the directory must hold exactly those
+    /// files.
+    #[arg(long)]
+    urls_env: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -170,10 +176,14 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
             }
         }
         Command::Push(a) => {
-            // Checked before waiting, so a bad URL or missing credentials show at once.
+            // Checked before waiting, so a bad URL, missing credentials or URLs show at once.
             let mut config = a.location.to_config();
             config.part_size = a.part_size_mib.saturating_mul(1 << 20);
             let store = s3::Store::new(&config)?;
+            let urls = match &a.urls_env {
+                Some(var) => Some(presigned_urls(var, &a.location)?),
+                None => None,
+            };
             if a.wait_for_sigterm {
                 wait_for_sigterm().await?;
             }
@@ -184,7 +194,10 @@ async fn run(command: &Command) -> Result<manifest::Manifest, s3::Error> {
                 )
                 .await?;
             }
-            store.push_dir(&a.src, &a.prefix).await
+            match &urls {
+                Some(urls) => store.push_presigned(&a.src, &a.prefix, urls).await,
+                None => store.push_dir(&a.src, &a.prefix).await,
+            }
         }
     }
 }
@@ -210,6 +223,41 @@ fn presigned_url(var: &str, location: &Location) -> Result<url::Url, s3::Error> 
         });
     }
     Ok(url)
+}
+
+/// The PUT URLs, by object key, in the environment variable `var` (a JSON object); like
+/// [`presigned_url`], no URL's text goes into a message.
+fn presigned_urls(
+    var: &str,
+    location: &Location,
+) -> Result<std::collections::BTreeMap<String, url::Url>, s3::Error> {
+    let raw = std::env::var(var).map_err(|_| {
+        s3::Error::Usage(format!(
+            "presigned URLs missing: {var} is not set (the hub seals them into the job's credentials Secret)"
+        ))
+    })?;
+    let bad = |reason: String| s3::Error::BadUrl {
+        endpoint: location.endpoint.clone(),
+        bucket: location.bucket.clone(),
+        reason,
+    };
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&raw)
+        .map_err(|e| bad(format!("{var} is not a JSON object of key to URL: {e}")))?;
+    map.into_iter()
+        .map(|(key, raw)| {
+            let url = url::Url::parse(raw.trim()).map_err(|e| {
+                bad(format!(
+                    "the presigned URL for {key:?} in {var} does not parse: {e}"
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad(format!(
+                    "the presigned URL for {key:?} in {var} is not http(s)"
+                )));
+            }
+            Ok((key, url))
+        })
+        .collect()
 }
 
 async fn wait_for_sigterm() -> Result<(), s3::Error> {

@@ -14,6 +14,7 @@ use crate::manifest::{Manifest, Object};
 use crate::paths;
 
 pub mod multipart;
+mod presigned;
 
 /// A single PUT carries at most 5 GiB (S3's limit); larger files go in a multipart upload.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
@@ -109,6 +110,28 @@ pub enum Error {
         limit: &'static str,
         /// What to do about it.
         fix: &'static str,
+    },
+    /// A presigned output's directory holds a file whose key the hub signed no URL for.
+    #[error(
+        "{path}: not among the output's files, so there is no presigned URL for s3://{bucket}/{key}; add it to outputs[].files, or write it outside the output's path"
+    )]
+    NotDeclared {
+        /// The file.
+        path: PathBuf,
+        /// Bucket.
+        bucket: String,
+        /// The key it would have.
+        key: String,
+    },
+    /// A presigned output's file was not written.
+    #[error(
+        "s3://{bucket}/{key}: listed in outputs[].files but the workload wrote no such file under the output's path"
+    )]
+    NotWritten {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
     },
     /// A multipart upload went wrong in a way the service did not report as an HTTP error.
     #[error("multipart upload to s3://{bucket}/{key}: {reason}")]
@@ -473,14 +496,27 @@ impl Store {
             let part = multipart::part_size_for(size, self.part_size);
             return self.upload_multipart(path, key, size, part).await;
         }
-        // Hashed first (the manifest reports what was read), then streamed from the file.
-        let (size, sha256) = hash_file(path).await?;
-        let file = tokio::fs::File::open(path).await.map_err(io("open"))?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let url = self
             .bucket
             .put_object(self.credentials.as_ref(), key)
             .sign(self.ttl);
+        self.put_single(path, key, url).await
+    }
+
+    /// Uploads the file at `path` to `key` in one PUT to `url`.
+    async fn put_single(&self, path: &Path, key: &str, url: url::Url) -> Result<Object, Error> {
+        let io = |what: &'static str| {
+            let p = path.to_path_buf();
+            move |source| Error::Io {
+                what,
+                path: p,
+                source,
+            }
+        };
+        // Hashed first (the manifest reports what was read), then streamed from the file.
+        let (size, sha256) = hash_file(path).await?;
+        let file = tokio::fs::File::open(path).await.map_err(io("open"))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let put = self
             .client
             .put(url)

@@ -486,14 +486,18 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
             json!({"template": {"outputs": [output("no-such-bucket")]}}),
         )
         .await;
-        // The hub signs a URL for the input and the member gets only that (ADR 0029).
+        // The hub signs a URL for the input and one for the output's file, and the member gets
+        // only those (ADR 0029).
         let mut presigned = input(&s3.endpoint, &sha, "s3-presign");
         presigned["presign"] = json!(true);
+        let presigned_output = json!({"name": "result", "path": "/result",
+            "endpoint": s3.endpoint, "bucket": "checkpoints", "prefix": "runs/presigned/",
+            "credentialsSecret": "s3-presign", "presign": true, "files": ["answer.txt"]});
         submit(
             &hub,
             "presigned",
-            "cat /data/train.jsonl > /dev/termination-log",
-            json!({"template": {"inputs": [presigned]}}),
+            "cat /data/train.jsonl > /dev/termination-log && printf 42 > /result/answer.txt",
+            json!({"template": {"inputs": [presigned], "outputs": [presigned_output]}}),
         )
         .await;
         submit(
@@ -556,7 +560,8 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
         // The upload that failed left the workload's file unlisted, not reported as stored.
         assert!(!s3.object_path("no-such-bucket", "runs/1/x.bin").exists());
 
-        // A presigned input: fetched with the hub's URL, and the member holds no keys.
+        // A presigned input and output: fetched and stored with the hub's URLs, and the member
+        // holds no keys.
         let job = finished(&hub, "presigned").await;
         let st = job.status.clone().unwrap();
         assert_eq!(st.phase, JobPhase::Succeeded, "{st:?}");
@@ -578,7 +583,49 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
             panic!("{delivered:?}")
         };
         let keys: Vec<&String> = delivered.data.as_ref().unwrap().keys().collect();
-        assert_eq!(keys, ["GPUFED_PRESIGNED_URL_DATASET"]);
+        assert_eq!(
+            keys,
+            [
+                "GPUFED_PRESIGNED_PUTS_RESULT_0",
+                "GPUFED_PRESIGNED_URL_DATASET"
+            ]
+        );
+        let stored =
+            std::fs::read(s3.object_path("checkpoints", "runs/presigned/answer.txt")).unwrap();
+        assert_eq!(stored, b"42");
+        let [record] = &st.outputs[..] else {
+            panic!("{:?}", st.outputs)
+        };
+        assert_eq!(record.name, "result");
+        assert_eq!(record.objects[0].key, "runs/presigned/answer.txt");
+        assert_eq!(record.objects[0].sha256, hex::encode(Sha256::digest(b"42")));
+        // The pods name no Secret but that one, and no value of theirs is a storage key.
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(pool.member("depot").unwrap().client(), JOBS_NAMESPACE);
+        let local = jobs
+            .list(
+                &ListParams::default().labels(&format!("gpufed.io/job-uid={}", job.uid().unwrap())),
+            )
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(local.len(), 1, "{local:?}");
+        let pod_spec = serde_json::to_string(&local[0].spec.as_ref().unwrap().template).unwrap();
+        assert!(
+            !pod_spec.contains(ACCESS_KEY) && !pod_spec.contains(SECRET_KEY),
+            "{pod_spec}"
+        );
+        let secret_names: std::collections::BTreeSet<String> = pod_spec
+            .split("\"secretRef\":{\"name\":\"")
+            .skip(1)
+            .chain(pod_spec.split("\"secretName\":\"").skip(1))
+            .filter_map(|s| s.split('"').next().map(str::to_string))
+            .collect();
+        assert_eq!(
+            secret_names,
+            std::collections::BTreeSet::from([delivered.name_any()]),
+            "{pod_spec}"
+        );
 
         // Credentials without the secret key never reach a member: the job waits, naming it.
         let waiting = wait_job(

@@ -662,3 +662,162 @@ fn a_file_larger_than_a_part_goes_up_in_parts_and_a_failed_upload_leaves_no_part
         assert!(multipart_uploads(&s3, "checkpoints").await.is_empty());
     });
 }
+
+/// The PUT URLs the hub would seal for `output` of a job of `replicas`, signed by the hub's own
+/// code (`gpufed_operator::presign`) with `secret_key`: the environment variables the uploader
+/// gets, by name.
+fn hub_signed_puts(
+    output: serde_json::Value,
+    replicas: u32,
+    secret_key: &str,
+) -> std::collections::BTreeMap<String, String> {
+    use gpufed_operator::sealing::SecretPayload;
+    use k8s_openapi::ByteString;
+    let template: gpufed_crds::WorkloadTemplate = serde_json::from_value(serde_json::json!({
+        "containers": [{"name": "main", "image": "x"}],
+        "outputs": [output]
+    }))
+    .unwrap();
+    let mut selected = std::collections::BTreeMap::from([(
+        "s3-write".to_string(),
+        SecretPayload {
+            type_: "Opaque".into(),
+            data: [
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", secret_key),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+        },
+    )]);
+    gpufed_operator::presign::apply(
+        &template,
+        replicas,
+        &mut selected,
+        gpufed_operator::presign::ttl_for(Duration::from_secs(600)),
+    )
+    .unwrap();
+    selected["s3-write"]
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.0.clone()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_presigned_output_reaches_the_bucket_with_the_hubs_urls_and_no_keys_and_a_wrong_set_of_files_uploads_nothing()
+ {
+    run_test(DEADLINE, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = start(dir.path()).await;
+        let output = serde_json::json!({"name": "final-ckpt", "path": "/out",
+            "endpoint": s3.endpoint, "bucket": "checkpoints", "prefix": "runs/9",
+            "credentialsSecret": "s3-write", "presign": true,
+            "files": ["model.bin", "ckpt/opt.pt"]});
+        // Two replicas: replica 1 uploads under runs/9/replica-1/ with its own variable.
+        let env = hub_signed_puts(output.clone(), 2, SECRET_KEY);
+        assert_eq!(
+            env.keys().collect::<Vec<_>>(),
+            [
+                "GPUFED_PRESIGNED_PUTS_FINAL_CKPT_0",
+                "GPUFED_PRESIGNED_PUTS_FINAL_CKPT_1"
+            ],
+            "the storage keys must not be delivered"
+        );
+        let var = "GPUFED_PRESIGNED_PUTS_FINAL_CKPT_1";
+        let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("ckpt")).unwrap();
+        let model = pseudo_random(1_500_000);
+        std::fs::write(out.join("model.bin"), &model).unwrap();
+        std::fs::write(out.join("ckpt/opt.pt"), b"adam state").unwrap();
+        let push = |src: &Path| -> Vec<String> {
+            [
+                "push",
+                "--endpoint",
+                &s3.endpoint,
+                "--bucket",
+                "checkpoints",
+                "--prefix",
+                "runs/9/replica-1/",
+                "--urls-env",
+                var,
+                "--src",
+                src.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        // No AWS_* variables at all: only the URLs.
+        let run = helper(dir.path(), &push(&out), &envs).await;
+        assert!(run.ok, "push failed: {} {}", run.stderr, s3.log_tail(20));
+        let objects = run.termination["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 2, "{}", run.termination);
+        assert_eq!(objects[0]["key"], "runs/9/replica-1/ckpt/opt.pt");
+        assert_eq!(objects[1]["key"], "runs/9/replica-1/model.bin");
+        assert_eq!(objects[1]["sha256"], sha256(&model));
+        assert_eq!(
+            std::fs::read(s3.object_path("checkpoints", "runs/9/replica-1/model.bin")).unwrap(),
+            model
+        );
+
+        // A file the job did not declare: refused, and nothing is uploaded.
+        let extra = dir.path().join("extra");
+        std::fs::create_dir_all(extra.join("ckpt")).unwrap();
+        std::fs::write(extra.join("model.bin"), b"m").unwrap();
+        std::fs::write(extra.join("ckpt/opt.pt"), b"o").unwrap();
+        std::fs::write(extra.join("stray.log"), b"s").unwrap();
+        let reason = failure(&helper(dir.path(), &push(&extra), &envs).await);
+        assert!(
+            reason.contains("stray.log: not among the output's files")
+                && reason.contains("add it to outputs[].files"),
+            "{reason}"
+        );
+        assert_eq!(
+            std::fs::read(s3.object_path("checkpoints", "runs/9/replica-1/model.bin")).unwrap(),
+            model,
+            "a declared file was uploaded although the push failed"
+        );
+        assert!(!reason.contains("X-Amz-Signature"), "{reason}");
+
+        // A declared file the workload did not write.
+        let missing = dir.path().join("missing");
+        std::fs::create_dir_all(&missing).unwrap();
+        std::fs::write(missing.join("model.bin"), b"m").unwrap();
+        let reason = failure(&helper(dir.path(), &push(&missing), &envs).await);
+        assert!(
+            reason.contains("s3://checkpoints/runs/9/replica-1/ckpt/opt.pt: listed in outputs[].files but the workload wrote no such file"),
+            "{reason}"
+        );
+
+        // URLs signed with a wrong key: the server refuses them.
+        let wrong = hub_signed_puts(output, 2, "not-the-secret");
+        let wrong: Vec<(&str, &str)> = wrong
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let reason = failure(&helper(dir.path(), &push(&out), &wrong).await);
+        assert!(
+            reason.contains("HTTP 403") && reason.contains("SignatureDoesNotMatch"),
+            "{reason}"
+        );
+        assert!(!reason.contains("X-Amz-Signature"), "{reason}");
+
+        // More than one PUT takes (a sparse file): refused by name, with the fix.
+        let big = dir.path().join("big");
+        std::fs::create_dir_all(big.join("ckpt")).unwrap();
+        std::fs::write(big.join("ckpt/opt.pt"), b"o").unwrap();
+        std::fs::File::create(big.join("model.bin"))
+            .unwrap()
+            .set_len((5u64 << 30) + 1)
+            .unwrap();
+        let reason = failure(&helper(dir.path(), &push(&big), &envs).await);
+        assert!(
+            reason.contains("model.bin: 5368709121 bytes is more than one presigned PUT takes (5 GiB); split it into smaller files, or drop presign"),
+            "{reason}"
+        );
+        assert!(multipart_uploads(&s3, "checkpoints").await.is_empty());
+    });
+}

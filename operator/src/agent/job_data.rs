@@ -8,7 +8,8 @@
 //!   --wait-for-workload` beside the workload's, with the pod's process namespace shared, and
 //!   uploads the emptyDir at the output's `path` once the workload's processes have exited. Both
 //!   run the member's image, as the workload's user, restricted like it, with the tenant's storage
-//!   credentials (a sealed Secret, ADR 0020) as `envFrom`.
+//!   credentials (a sealed Secret, ADR 0020) as `envFrom` — or, for `presign: true`, the URLs the
+//!   hub signed in their place (`--url-env` for an input, `--urls-env` for an output).
 //! * [`observe`]: turns what the helpers wrote as their termination messages into the placement's
 //!   status: a failed fetch or upload becomes `InputFetchFailed` / `OutputUploadFailed` with the
 //!   helper's message, and a completed Job lists the uploaded objects in `status.outputs` — or,
@@ -20,7 +21,9 @@
 //! the hub runs the attempt elsewhere), while a regular container holds the pod — and the Job's
 //! completion — until its upload ends, and a failed upload fails the pod.
 
-use gpufed_crds::data::{MAX_OUTPUT_RECORDS, MAX_RECORDED_OBJECTS, presigned_url_key};
+use gpufed_crds::data::{
+    MAX_OUTPUT_RECORDS, MAX_RECORDED_OBJECTS, presigned_puts_key, presigned_url_key,
+};
 use gpufed_crds::placement::reasons::{INPUT_FETCH_FAILED, OUTPUT_UPLOAD_FAILED};
 use gpufed_crds::{OutputRecord, Placement, PlacementPhase, PlacementSpec, PlacementStatus};
 use gpufed_crds::{StoredObject, WorkloadTemplate};
@@ -260,6 +263,20 @@ pub fn attach(job: &mut Job, placement: &Placement, image: &str, pull: PullPolic
         args.push(format!("--prefix={prefix}"));
         args.push(format!("--src={HELPER_DIR}"));
         args.push("--wait-for-workload".into());
+        if o.presign {
+            // The hub sealed this replica's PUT URLs into the credentials Secret instead of the
+            // keys; the kubelet expands the replica in the variable's name.
+            args.retain(|a| a != "--require-credentials");
+            let replica = if spec.replicas > 1 {
+                format!("$({ENV_REPLICA})")
+            } else {
+                "0".into()
+            };
+            args.push(format!(
+                "--urls-env={}",
+                presigned_puts_key(&o.name, &replica)
+            ));
+        }
         let mut c = helper(
             format!("{PUSH_PREFIX}{}", o.name),
             image,

@@ -131,6 +131,38 @@ fn a_presigned_input_is_fetched_from_the_sealed_url_without_keys() {
 }
 
 #[test]
+fn a_presigned_output_is_uploaded_with_its_replicas_sealed_urls_without_keys() {
+    for (replicas, var) in [
+        (1, "--urls-env=GPUFED_PRESIGNED_PUTS_CHECKPOINT_0"),
+        (
+            2,
+            "--urls-env=GPUFED_PRESIGNED_PUTS_CHECKPOINT_$(GPUFED_REPLICA)",
+        ),
+    ] {
+        let mut p = with_data(replicas);
+        p.spec.template.outputs[0].presign = true;
+        p.spec.template.outputs[0].files = vec!["model.bin".into()];
+        let job = job_with_data(&p);
+        let push = &pod_spec(&job).containers[1];
+        let args = push.args.clone().unwrap();
+        assert!(args.iter().any(|a| a == var), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a == "--require-credentials"),
+            "{args:?}"
+        );
+        // The URLs come in the local copy of the credentials Secret, the only Secret it names.
+        let from = push.env_from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        assert!(from[0].secret_ref.is_some());
+        assert!(push.env.iter().flatten().all(|e| {
+            e.value_from
+                .as_ref()
+                .is_none_or(|v| v.secret_key_ref.is_none())
+        }));
+    }
+}
+
+#[test]
 fn an_output_is_uploaded_by_a_last_container_that_waits_for_the_workload_in_a_shared_process_namespace()
  {
     let p = with_data(1);

@@ -113,9 +113,9 @@ pub async fn seal_into(ctx: &Context, p: &mut Placement) -> Result<()> {
         .map_err(|u| invalid(u.message))?;
     let mut selected =
         sealing::select(&p.spec.template, &namespace, &secrets).map_err(|u| invalid(u.message))?;
-    // Inputs the tenant lets the hub presign get a URL instead of the keys (ADR 0029).
+    // Inputs and outputs the tenant lets the hub presign get URLs instead of the keys (ADR 0029).
     let ttl = crate::presign::ttl_for(p.spec.max_duration.as_duration());
-    crate::presign::apply(&p.spec.template, &mut selected, ttl)
+    crate::presign::apply(&p.spec.template, p.spec.replicas, &mut selected, ttl)
         .map_err(|e| invalid(e.to_string()))?;
     let key = ctx
         .stores
