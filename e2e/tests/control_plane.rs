@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 55;
+const HOSTILE_MANIFESTS: usize = 56;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -215,6 +215,15 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 output("prefix", json!("runs/../other/")),
             ),
             "outputs[].prefix must not start with / nor contain . or .. segments",
+        ),
+        (
+            "a presigned output that is a whole directory",
+            with(
+                job(),
+                "spec.template.outputs",
+                output("presign", json!(true)),
+            ),
+            "outputs[].presign needs files",
         ),
         (
             "an env var with both a value and a secretKeyRef",
