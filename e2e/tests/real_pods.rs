@@ -497,7 +497,8 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
             &hub,
             "presigned",
             "cat /data/train.jsonl > /dev/termination-log && printf 42 > /result/answer.txt",
-            json!({"template": {"inputs": [presigned], "outputs": [presigned_output]}}),
+            json!({"replicas": 2,
+                   "template": {"inputs": [presigned], "outputs": [presigned_output]}}),
         )
         .await;
         submit(
@@ -587,18 +588,21 @@ fn a_job_reads_a_verified_input_and_a_secret_and_its_uploaded_output_is_in_statu
             keys,
             [
                 "GPUFED_PRESIGNED_PUTS_RESULT_0",
+                "GPUFED_PRESIGNED_PUTS_RESULT_1",
                 "GPUFED_PRESIGNED_URL_DATASET"
             ]
         );
-        let stored =
-            std::fs::read(s3.object_path("checkpoints", "runs/presigned/answer.txt")).unwrap();
-        assert_eq!(stored, b"42");
-        let [record] = &st.outputs[..] else {
-            panic!("{:?}", st.outputs)
-        };
-        assert_eq!(record.name, "result");
-        assert_eq!(record.objects[0].key, "runs/presigned/answer.txt");
-        assert_eq!(record.objects[0].sha256, hex::encode(Sha256::digest(b"42")));
+        // Each replica stored its file under its own key, with the URL the hub signed for it.
+        assert_eq!(st.outputs.len(), 2, "{:?}", st.outputs);
+        for replica in 0..2u32 {
+            let key = format!("runs/presigned/replica-{replica}/answer.txt");
+            let stored = std::fs::read(s3.object_path("checkpoints", &key)).unwrap();
+            assert_eq!(stored, b"42");
+            let record = st.outputs.iter().find(|r| r.replica == replica).unwrap();
+            assert_eq!(record.name, "result");
+            assert_eq!(record.objects[0].key, key);
+            assert_eq!(record.objects[0].sha256, hex::encode(Sha256::digest(b"42")));
+        }
         // The pods name no Secret but that one, and no value of theirs is a storage key.
         let jobs: Api<k8s_openapi::api::batch::v1::Job> =
             Api::namespaced(pool.member("depot").unwrap().client(), JOBS_NAMESPACE);
