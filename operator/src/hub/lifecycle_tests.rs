@@ -486,7 +486,7 @@ fn an_honest_report_one_second_ahead_of_the_hubs_clock_is_recorded_in_full() {
     // counts from a whole-second container start: at the hub's t=13.4 it may have counted 4 s.
     let j = placed(1, "alpha", AttemptPhase::Running);
     let mut now = at(13);
-    now.0 = now.0 + std::time::Duration::from_millis(400);
+    now.0 += std::time::Duration::from_millis(400);
     let out = reconcile(&j, &world_ready(Some(Some(running(16)))), &now);
     assert_eq!(out.status.attempts[0].gpu_seconds, 16);
     assert!(!out.events.iter().any(|e| e.reason == "UsageCapped"));
