@@ -625,6 +625,11 @@ pub struct GpuPoolStatus {
     /// GPUs each namespace with a quota holds per group, as of the last scheduling pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota_usage: Vec<QuotaUsage>,
+    /// What deleted jobs used in the current periods, per namespace, GPU model and period: kept
+    /// by the hub when it releases a deleted job, so deleting finished jobs does not reset a
+    /// GPU-hours or spend quota (ADR 0019). Entries of ended periods are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota_ledger: Vec<QuotaLedgerEntry>,
     /// Pool GPU-hours allocated ÷ available over a recent window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utilization: Option<Utilization>,
@@ -731,6 +736,31 @@ pub struct QuotaUsage {
     /// The group's tokens per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend_limit: Option<TokenAmount>,
+}
+
+/// What the deleted jobs of one namespace used of one GPU model in the current period.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaLedgerEntry {
+    /// The tenant namespace.
+    pub namespace: String,
+    /// The GPU model the jobs' attempts ran on (counted in the quota group naming it).
+    pub model: String,
+    /// The period counted.
+    pub period: QuotaPeriod,
+    /// When the period started; the entry is dropped once it has ended.
+    pub period_start: Time,
+    /// GPU-seconds the deleted jobs used inside the period.
+    #[serde(default)]
+    pub gpu_seconds: u64,
+    /// Tokens the deleted jobs paid, for attempts placed in the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<TokenAmount>,
+    /// UIDs of the deleted jobs counted here whose object may still exist (their finalizer not
+    /// yet removed): a job is counted once, and its live attempts no longer. Dropped once the job
+    /// is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 /// GPU-hours allocated to jobs ÷ GPU-hours available, over a window ending at the last roll-up.

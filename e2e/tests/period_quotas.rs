@@ -4,13 +4,15 @@
 //! default maxDuration (1h) commit both; the third waits `OverQuota` although GPUs are free, with
 //! an explanation naming the quota, the month and what is left (also in `kubectl gpufed explain`).
 //! Once one job ends having used a few GPU-seconds, a little less than an hour is left: the
-//! waiting job of an hour still waits, and a job of maxDuration 30m is placed. The pool's status shows the day's use; the apiserver refuses
+//! waiting job of an hour still waits, and a job of maxDuration 30m is placed. Once the team
+//! deletes its finished job, its use still counts (the pool's `status.quotaLedger`): a second job
+//! of 30m waits `OverQuota` for the few GPU-seconds the deleted job used. The pool's status shows the day's use; the apiserver refuses
 //! GPU-hours without a period and spend in a pool without a chain, naming the fix.
 //!
 //! Spend per period against a real anvil: team-a may spend 10 tokens a month; two jobs lock 3.60
 //! each, the third would take it to 10.80 and waits `OverQuota` naming the tokens left; once the
 //! first settles for what it used, its lock no longer counts, only what it paid, and the third is
-//! placed.
+//! placed; once the settled job is deleted, what it paid still counts (the quota ledger).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -214,6 +216,56 @@ fn a_team_runs_jobs_until_its_gpu_hours_of_the_month_are_used_then_waits_over_qu
         })
         .await
         .unwrap();
+
+        // The team deletes its finished job: the GPU-seconds the hub recorded for it (at most the
+        // 5 reported, capped by the time since placement) keep counting, through the pool's quota
+        // ledger. Less than 30 minutes are left, so a job of 30 minutes waits.
+        let jobs: Api<ComputeJob> = Api::namespaced(c.clone(), "team-a");
+        let used = jobs.get("a-0").await.unwrap().status.unwrap().attempts[0].gpu_seconds;
+        assert!((1..=5).contains(&used), "{used}");
+        jobs.delete("a-0", &Default::default()).await.unwrap();
+        wait_until(T, "a-0 gone", || async {
+            matches!(jobs.get_opt("a-0").await, Ok(None)).then_some(())
+        })
+        .await
+        .unwrap();
+        let ledger = wait_until(T, "a-0's use in the pool's quota ledger", || async {
+            let p = pools.get("shared").await.ok()?;
+            let e = p.status?.quota_ledger.into_iter().next()?;
+            // The job's UID stays until the hub's cache no longer shows the job.
+            e.jobs.is_empty().then_some(e)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                ledger.namespace.as_str(),
+                ledger.model.as_str(),
+                ledger.period,
+                ledger.gpu_seconds
+            ),
+            ("team-a", "H100", gpufed_crds::QuotaPeriod::Month, used)
+        );
+        assert_eq!(
+            ledger.period_start.0.to_string(),
+            format!("{first}T00:00:00Z")
+        );
+        let p = pools.get("shared").await.unwrap();
+        assert_eq!(month_use(&p).unwrap().0, "1.50");
+        submit(&c, "a-4", "30m").await;
+        let j = wait_job(&c, "team-a", "a-4", T, "over quota", over_quota)
+            .await
+            .unwrap();
+        let expected = format!(
+            "over quota: namespace team-a has used or committed 1.50 of its 2.00 GPU-hours of \
+             group gpus this month (since {first}T00:00:00Z) and needs up to 0.50 more (GPUs × \
+             maxDuration within the month); 0.49 left until {next}T00:00:00Z; no cohort to \
+             borrow from"
+        );
+        assert_eq!(
+            j.status.unwrap().explanation.as_deref(),
+            Some(expected.as_str())
+        );
     });
 }
 
@@ -335,5 +387,24 @@ fn a_team_spends_up_to_its_monthly_budget_and_a_settled_job_counts_what_it_paid(
         })
         .await
         .unwrap();
+
+        // Deleting the settled job does not give its payment back: the ledger keeps it.
+        let jobs: Api<ComputeJob> = Api::namespaced(c.clone(), "team-a");
+        jobs.delete("s-0", &Default::default()).await.unwrap();
+        wait_until(T, "s-0 gone", || async {
+            matches!(jobs.get_opt("s-0").await, Ok(None)).then_some(())
+        })
+        .await
+        .unwrap();
+        let ledger = wait_until(T, "s-0's payment in the pool's quota ledger", || async {
+            let p = pools.get("market").await.ok()?;
+            let e = p.status?.quota_ledger.into_iter().next()?;
+            e.jobs.is_empty().then_some(e)
+        })
+        .await
+        .unwrap();
+        assert_eq!(ledger.spent, Some(paid));
+        let (spent, _) = spend_use(&pools.get("market").await.unwrap()).unwrap();
+        assert_eq!(spent, expected);
     });
 }

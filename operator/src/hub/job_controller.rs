@@ -544,24 +544,9 @@ async fn delete_placement(ctx: &Context, namespace: &str, name: &str) -> Result<
     }
 }
 
-/// Settles the money of a job being deleted: the running attempt is Cancelled and paid for the
-/// usage its member reported. Returns whether anything is still in flight.
-async fn settle_on_delete(job: &ComputeJob, ctx: &Context) -> Result<bool> {
-    let Some(mut st) = job.status.clone() else {
-        return Ok(false);
-    };
-    if !settlement::unsettled(&st) {
-        return Ok(false);
-    }
-    let Some(pool) = ctx
-        .stores
-        .pool(&job.spec.pool)
-        .filter(|p| p.spec.chain.is_some())
-    else {
-        return Ok(false);
-    };
-    let reported = st
-        .attempts
+/// The usage the member last reported for the current attempt of `st`.
+fn reported_usage(st: &gpufed_crds::ComputeJobStatus, ctx: &Context) -> u64 {
+    st.attempts
         .iter()
         .find(|a| a.attempt == st.attempt)
         .and_then(|a| {
@@ -571,7 +556,29 @@ async fn settle_on_delete(job: &ComputeJob, ctx: &Context) -> Result<bool> {
             )
         })
         .and_then(|p| p.status.as_ref().map(|s| s.gpu_seconds))
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Settles the money of a job being deleted: the running attempt is Cancelled and paid for the
+/// usage its member reported. Returns the job's final status (what the quota ledger counts), or
+/// `None` while a settlement is still in flight.
+async fn settle_on_delete(
+    job: &ComputeJob,
+    ctx: &Context,
+) -> Result<Option<gpufed_crds::ComputeJobStatus>> {
+    let Some(mut st) = job.status.clone() else {
+        return Ok(Some(Default::default()));
+    };
+    let reported = reported_usage(&st, ctx);
+    let pool = ctx
+        .stores
+        .pool(&job.spec.pool)
+        .filter(|p| p.spec.chain.is_some());
+    let Some(pool) = pool.filter(|_| settlement::unsettled(&st)) else {
+        // Nothing to pay: a running attempt ends with the use its member reported.
+        settlement::cancel_current(job, &mut st, reported, &now());
+        return Ok(Some(st));
+    };
     settlement::cancel_current(job, &mut st, reported, &now());
     let chain = ctx.chain(&pool).await?;
     let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
@@ -584,18 +591,18 @@ async fn settle_on_delete(job: &ComputeJob, ctx: &Context) -> Result<bool> {
     if job.status.as_ref() != Some(&st) {
         write_namespaced(&ctx.client, job, &st).await?;
     }
-    Ok(settlement::unsettled(&st))
+    Ok((!settlement::unsettled(&st)).then_some(st))
 }
 
 /// Deletes every Placement of the job (asking the API, not the cache, so none is missed), after
 /// settling what it used.
 async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     let uid = job.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    if settle_on_delete(&job, ctx).await? {
+    let Some(settled) = settle_on_delete(&job, ctx).await? else {
         return Err(Error::Chain(
             "waiting for the settlement of the deleted job's last attempt".into(),
         ));
-    }
+    };
     let api: Api<Placement> = Api::all(ctx.client.clone());
     let lp = ListParams::default().labels(&format!("{LABEL_JOB_UID}={uid}"));
     let placements = api
@@ -630,6 +637,12 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
             detail: format!("{} placement(s) still exist", left.items.len()),
         });
     }
+    // What it used keeps counting against its namespace's period quotas (ADR 0019) once the
+    // job is gone: into the pool's ledger before the finalizer goes.
+    let mut last = job.as_ref().clone();
+    last.status = Some(settled);
+    let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
+    crate::hub::quota_ledger::record(&ctx.client, &last, now_secs).await?;
     ctx.schedule.notify_one();
     Ok(Requeue::await_change())
 }

@@ -19,6 +19,7 @@ pub mod period_usage;
 pub mod periods;
 pub mod pool_controller;
 pub mod preemption;
+pub mod quota_ledger;
 pub mod registration;
 pub mod scheduling;
 pub mod secrets;

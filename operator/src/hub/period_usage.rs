@@ -12,8 +12,9 @@
 //! * **Spend** of an attempt placed in a period: its settled amount once settled, its lock until
 //!   then (in a pool with a chain, the lock the escrow will hold before it is made).
 //!
-//! A deleted job's attempts are no longer counted (the counts are recomputed from the jobs that
-//! exist); ADR 0019 says so.
+//! A deleted job keeps counting for the rest of its periods: when the hub releases it, its final
+//! use ([`retired_usage`]) goes into the pool's ledger ([`crate::hub::quota_ledger`]), which
+//! [`pool_usage`] adds to the jobs that exist, and from then on the job itself no longer counts.
 
 use gpufed_crds::{AttemptRecord, ComputeJob, GpuPool, SettlementState};
 use gpufed_scheduler::{Period, PeriodUsage};
@@ -48,7 +49,22 @@ pub fn job_usage(job: &ComputeJob, now: u64, chain: bool) -> Vec<PeriodUsage> {
     status
         .attempts
         .iter()
-        .map(|a| attempt_usage(job, a, job_done || a.phase.is_finished(), now, chain))
+        .map(|a| attempt_usage(job, a, job_done || a.phase.is_finished(), false, now, chain))
+        .collect()
+}
+
+/// What a deleted job used in each period containing `now`, one entry per attempt: every attempt
+/// counts as finished (what it used, not its worst case), and its spend is what was paid, or a
+/// lock still held; an attempt that never locked funds counts none. `job` carries the status the
+/// hub settled it with (`settlement::cancel_current`).
+pub fn retired_usage(job: &ComputeJob, now: u64, chain: bool) -> Vec<PeriodUsage> {
+    let Some(status) = job.status.as_ref() else {
+        return vec![];
+    };
+    status
+        .attempts
+        .iter()
+        .map(|a| attempt_usage(job, a, true, true, now, chain))
         .collect()
 }
 
@@ -57,6 +73,7 @@ fn attempt_usage(
     job: &ComputeJob,
     a: &AttemptRecord,
     finished: bool,
+    deleted: bool,
     now: u64,
     chain: bool,
 ) -> PeriodUsage {
@@ -69,7 +86,11 @@ fn attempt_usage(
         model: a.model.clone(),
         ..PeriodUsage::default()
     };
-    let spend = attempt_spend(job, a, chain);
+    let spend = if deleted {
+        deleted_spend(a)
+    } else {
+        attempt_spend(job, a, chain)
+    };
     for p in Period::ALL {
         let (ws, we) = p.window(now);
         let i = p.index();
@@ -115,6 +136,20 @@ fn attempt_spend(job: &ComputeJob, a: &AttemptRecord, chain: bool) -> u128 {
     }
 }
 
+/// Atto-tokens an attempt of a deleted job counts: what it paid, or a lock still held; nothing
+/// for a lock never made (the job will not make it now).
+fn deleted_spend(a: &AttemptRecord) -> u128 {
+    a.settlement.as_ref().map_or(0, |s| match s.state {
+        SettlementState::Settled | SettlementState::Expired | SettlementState::Closed => {
+            s.paid.map_or(0, |p| p.atto())
+        }
+        SettlementState::Unfunded => 0,
+        SettlementState::Locking | SettlementState::Locked | SettlementState::Settling => {
+            s.locked.map_or(0, |l| l.atto())
+        }
+    })
+}
+
 /// The worst case of a decision this hub made whose attempt the cache does not show yet: a new
 /// attempt of `job` on `model` placed at `now`.
 pub fn in_flight_usage(job: &ComputeJob, model: &str, now: u64, chain: bool) -> PeriodUsage {
@@ -145,7 +180,8 @@ pub fn in_flight_usage(job: &ComputeJob, model: &str, now: u64, chain: bool) -> 
 
 /// What the jobs of `pool` used or committed in the current periods at `now`: every attempt the
 /// cache shows, plus the worst case of each decision in flight (`in_flight` gives the model of a
-/// job's decision the cache does not show yet).
+/// job's decision the cache does not show yet), plus what deleted jobs used (the pool's quota
+/// ledger, which alone counts the jobs it names).
 pub fn pool_usage<'j>(
     pool: &GpuPool,
     jobs: impl Iterator<Item = &'j ComputeJob>,
@@ -154,8 +190,15 @@ pub fn pool_usage<'j>(
 ) -> Vec<PeriodUsage> {
     let name = pool.metadata.name.as_deref().unwrap_or_default();
     let chain = pool.spec.chain.is_some();
-    let mut out = vec![];
-    for job in jobs.filter(|j| j.spec.pool == name) {
+    let retired = crate::hub::quota_ledger::retired(pool);
+    let mut out = crate::hub::quota_ledger::usage(pool, now);
+    for job in jobs.filter(|j| {
+        j.spec.pool == name
+            && j.metadata
+                .uid
+                .as_deref()
+                .is_none_or(|uid| !retired.contains(uid))
+    }) {
         out.extend(job_usage(job, now, chain));
         if let Some(model) = in_flight(job) {
             out.push(in_flight_usage(job, &model, now, chain));

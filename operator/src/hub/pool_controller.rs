@@ -208,6 +208,15 @@ pub fn roll_up(
             .into_iter()
             .map(quota_usage_status)
             .collect(),
+        // Kept by the job controller; the roll-up only drops ended periods and UIDs of jobs gone.
+        quota_ledger: crate::hub::quota_ledger::prune(
+            pool.status
+                .as_ref()
+                .map(|s| s.quota_ledger.as_slice())
+                .unwrap_or_default(),
+            now,
+            |uid| jobs.iter().any(|j| j.metadata.uid.as_deref() == Some(uid)),
+        ),
         utilization: pool.status.as_ref().and_then(|s| s.utilization.clone()),
         clearing_prices: crate::hub::market::clearing_index(
             pool.status

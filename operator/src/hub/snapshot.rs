@@ -104,9 +104,19 @@ pub fn quota_report<J: Borrow<ComputeJob>>(pool: &GpuPool, jobs: &[J], now: u64)
     let mut book = gpufed_scheduler::QuotaBook::new(&quotas(pool), &usage);
     if crate::hub::period_usage::has_period_quotas(pool) {
         let chain = pool.spec.chain.is_some();
-        let spent: Vec<_> = pool_jobs()
-            .flat_map(|j| crate::hub::period_usage::job_usage(j, now, chain))
-            .collect();
+        // Deleted jobs count through the pool's quota ledger (ADR 0019), jobs it names only there.
+        let retired = crate::hub::quota_ledger::retired(pool);
+        let mut spent = crate::hub::quota_ledger::usage(pool, now);
+        spent.extend(
+            pool_jobs()
+                .filter(|j| {
+                    j.metadata
+                        .uid
+                        .as_deref()
+                        .is_none_or(|uid| !retired.contains(uid))
+                })
+                .flat_map(|j| crate::hub::period_usage::job_usage(j, now, chain)),
+        );
         book = book.with_periods(now, &spent);
     }
     book.report()
