@@ -185,9 +185,13 @@ pub fn usage(pool: &GpuPool, now: u64) -> Vec<PeriodUsage> {
 
 /// Adds the deleted `job` (its status as settled) to the ledger of its pool at `now`, reading the
 /// pool from the API and writing its status guarded by resourceVersion (retried on a conflict).
-/// Nothing is written when the pool has no period quotas for the job's namespace or the job is
-/// already counted.
+/// Nothing is written when the job was never placed, the pool has no period quotas for the job's
+/// namespace, or the job is already counted.
 pub async fn record(client: &kube::Client, job: &ComputeJob, now: u64) -> Result<()> {
+    if job.status.as_ref().is_none_or(|s| s.attempts.is_empty()) {
+        // Never placed: nothing to count, and no need to read the pool.
+        return Ok(());
+    }
     let api: Api<GpuPool> = Api::all(client.clone());
     for _ in 0..5 {
         let Some(pool) = api
