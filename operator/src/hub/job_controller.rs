@@ -594,6 +594,32 @@ async fn settle_on_delete(
     Ok((!settlement::unsettled(&st)).then_some(st))
 }
 
+/// Waits (up to [`LEDGER_CACHE_WAIT`]) until the hub's cache of `pool` shows the job `uid` in its
+/// quota ledger: the job may leave the jobs cache only after, or a scheduling pass could count it
+/// nowhere. An error retries the cleanup (the ledger write is idempotent).
+async fn ledger_cached(ctx: &Context, pool: &str, uid: &str) -> Result<()> {
+    let deadline = Instant::now() + LEDGER_CACHE_WAIT;
+    loop {
+        let shown = ctx
+            .stores
+            .pool(pool)
+            .is_some_and(|p| crate::hub::quota_ledger::retired(&p).contains(uid));
+        if shown {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("waiting for GpuPool {pool}'s quota ledger in the hub's cache"),
+                after: LEDGER_CACHE_WAIT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// How long a deleted job's cleanup waits for its ledger entry to reach the pool cache.
+const LEDGER_CACHE_WAIT: Duration = Duration::from_secs(2);
+
 /// Deletes every Placement of the job (asking the API, not the cache, so none is missed), after
 /// settling what it used.
 async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
@@ -642,7 +668,9 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     let mut last = job.as_ref().clone();
     last.status = Some(settled);
     let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
-    crate::hub::quota_ledger::record(&ctx.client, &last, now_secs).await?;
+    if crate::hub::quota_ledger::record(&ctx.client, &last, now_secs).await? {
+        ledger_cached(ctx, &job.spec.pool, &uid).await?;
+    }
     ctx.schedule.notify_one();
     Ok(Requeue::await_change())
 }

@@ -11,7 +11,8 @@
 //! longer be released twice); an entry is dropped once its period has ended.
 //!
 //! The functions here are pure; [`record`] does the read–modify–write of the pool status, guarded
-//! by resourceVersion.
+//! by resourceVersion. The finalizer goes only once the hub's pool cache shows the job in the
+//! ledger, so no scheduling pass sees the job gone and the ledger without it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -183,14 +184,20 @@ pub fn usage(pool: &GpuPool, now: u64) -> Vec<PeriodUsage> {
         .collect()
 }
 
+/// Whether `ledger` names the job `uid`.
+fn names(ledger: &[QuotaLedgerEntry], uid: &str) -> bool {
+    ledger.iter().any(|e| e.jobs.iter().any(|j| j == uid))
+}
+
 /// Adds the deleted `job` (its status as settled) to the ledger of its pool at `now`, reading the
 /// pool from the API and writing its status guarded by resourceVersion (retried on a conflict).
 /// Nothing is written when the job was never placed, the pool has no period quotas for the job's
-/// namespace, or the job is already counted.
-pub async fn record(client: &kube::Client, job: &ComputeJob, now: u64) -> Result<()> {
+/// namespace, or the job is already counted. Returns whether the ledger names the job.
+pub async fn record(client: &kube::Client, job: &ComputeJob, now: u64) -> Result<bool> {
+    let uid = job.uid().unwrap_or_default();
     if job.status.as_ref().is_none_or(|s| s.attempts.is_empty()) {
         // Never placed: nothing to count, and no need to read the pool.
-        return Ok(());
+        return Ok(false);
     }
     let api: Api<GpuPool> = Api::all(client.clone());
     for _ in 0..5 {
@@ -199,22 +206,22 @@ pub async fn record(client: &kube::Client, job: &ComputeJob, now: u64) -> Result
             .await
             .map_err(Error::kube(format!("reading GpuPool {}", job.spec.pool)))?
         else {
-            return Ok(());
+            return Ok(false);
         };
         if periods_of(&pool, &job.namespace().unwrap_or_default()).is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut status = pool.status.clone().unwrap_or_default();
         if !retire(&mut status.quota_ledger, &pool, job, now) {
-            return Ok(());
+            return Ok(names(&status.quota_ledger, &uid));
         }
         if write_cluster(client, &pool, &status).await? == Written::Yes {
             tracing::info!(
                 pool = %job.spec.pool,
-                uid = %job.uid().unwrap_or_default(),
+                %uid,
                 "counted the deleted job's use in the pool's quota ledger"
             );
-            return Ok(());
+            return Ok(names(&status.quota_ledger, &uid));
         }
     }
     Err(Error::Invalid {
