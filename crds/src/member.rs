@@ -284,6 +284,11 @@ pub struct NodeInventory {
     /// Mean GPU utilisation of the node in percent.
     #[serde(default)]
     pub utilization_percent: u32,
+    /// UUIDs of the node's GPUs as gpu-probe reports them in its `GpuNode` status; the hub checks
+    /// a challenge's answer against them (ADR 0027). Empty when gpu-probe has not reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub gpu_uuids: Vec<String>,
     /// The node is Ready and schedulable.
     #[serde(default = "default_true")]
     pub ready: bool,

@@ -259,6 +259,7 @@ pub fn node(
         telemetry_stale: false,
         utilization_percent: 0,
         ready: true,
+        gpu_uuids: Vec::new(),
     }
 }
 

@@ -9,7 +9,10 @@
 //! waits with "failed GPU verification" and the verdict's message in its explanation. A provider
 //! too slow for the pool's deadline (`GPU_PROBE_CHALLENGE_CHEAT_DELAY` in its image: it reports
 //! whatever time it likes, but the hub's own clock runs from the Placement) fails
-//! `DeadlineExceeded`.
+//! `DeadlineExceeded`. The honest member's image carries `NVIDIA_VISIBLE_DEVICES` with the UUIDs
+//! its gpu-probe reports in `GpuNode` status (what the NVIDIA device plugin sets), so its answer
+//! names them; an impostor whose answer is correct but names GPUs its probe does not report
+//! (`CPU-0`, `CPU-1`) fails `UnknownGpu` (ADR 0027, "as built" 2026-12-05).
 //!
 //! Needs root and `make tools`, and `cargo build --bins` first.
 
@@ -18,7 +21,7 @@
 use std::time::Duration;
 
 use gpufed_crds::naming::{HUB_JOBS_NAMESPACE, LABEL_VERIFIES};
-use gpufed_crds::{ComputeJob, JobPhase, MemberCluster, VerificationVerdict};
+use gpufed_crds::{ComputeJob, GpuNode, JobPhase, MemberCluster, VerificationVerdict};
 use gpufed_e2e::hubctl::wait_job;
 use gpufed_e2e::image::Image;
 use gpufed_e2e::joining::{MemberPlan, Pool, wait_ready_with_free};
@@ -34,6 +37,21 @@ const HARD_DEADLINE: Duration = Duration::from_secs(420);
 const LONG: Duration = Duration::from_secs(180);
 const NS: &str = "tenant";
 const IMAGE: &str = "docker.io/gpufed/probe:e2e";
+
+/// The GPU UUIDs gpu-probe reports on `node` of a member, once it has.
+async fn probe_uuids(member: &Client, node: &str) -> Vec<String> {
+    let nodes: Api<GpuNode> = Api::all(member.clone());
+    wait_until(LONG, "gpu-probe to report the node's GPUs", || {
+        let nodes = nodes.clone();
+        async move {
+            let g = nodes.get_opt(node).await.ok()??;
+            let uuids: Vec<String> = g.status?.gpus.into_iter().map(|d| d.uuid).collect();
+            (!uuids.is_empty()).then_some(uuids)
+        }
+    })
+    .await
+    .unwrap()
+}
 
 /// The member's verdict once the hub reached one.
 async fn verdict(hub: &Client, name: &str) -> gpufed_crds::MemberVerification {
@@ -78,12 +96,17 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
         let pool = Pool::join(
             &tools,
             "30s",
-            &[plan("honest"), plan("wrong"), plan("slow")],
+            &[
+                plan("honest"),
+                plan("wrong"),
+                plan("slow"),
+                plan("impostor"),
+            ],
         )
         .await
         .unwrap();
         let hub = pool.hub.client();
-        for m in ["honest", "wrong", "slow"] {
+        for m in ["honest", "wrong", "slow", "impostor"] {
             wait_ready_with_free(&hub, m, 2, LONG).await.unwrap();
         }
         pool.hub.create_namespace(NS).await.unwrap();
@@ -95,7 +118,16 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
                 .entrypoint(&["/usr/local/bin/gpu-probe"])
                 .user("65534:65534")
         };
+        // The honest member's pods get the UUIDs of their GPUs, as the device plugin gives them.
+        let uuids = probe_uuids(&pool.member("honest").unwrap().client(), "honest-node").await;
         pool.member("honest")
+            .unwrap()
+            .real_node()
+            .unwrap()
+            .import(&image().env(&format!("NVIDIA_VISIBLE_DEVICES={}", uuids.join(","))))
+            .unwrap();
+        // The impostor computes correctly, but for GPUs its probe does not report.
+        pool.member("impostor")
             .unwrap()
             .real_node()
             .unwrap()
@@ -145,6 +177,18 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
             wrong.message.contains("does not match the product"),
             "{wrong:?}"
         );
+        let impostor = verdict(&hub, "impostor").await;
+        assert_eq!(
+            impostor.verdict,
+            VerificationVerdict::Failed,
+            "{impostor:?}"
+        );
+        assert_eq!(impostor.reason, "UnknownGpu", "{impostor:?}");
+        assert!(
+            impostor.message.contains("CPU-0, CPU-1")
+                && impostor.message.contains("node impostor-node"),
+            "{impostor:?}"
+        );
         let slow = verdict(&hub, "slow").await;
         assert_eq!(slow.verdict, VerificationVerdict::Failed, "{slow:?}");
         assert_eq!(slow.reason, "DeadlineExceeded", "{slow:?}");
@@ -186,7 +230,7 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
         // One challenge per member: the pool sets no `every` and no inventory changed, so the
         // hub sent nothing after the first verdicts (it used to send a second `Join` challenge
         // right after judging the first, from a member in hand that predated the verdict).
-        for member in ["honest", "wrong", "slow"] {
+        for member in ["honest", "wrong", "slow", "impostor"] {
             let evidence = cms
                 .list(&ListParams::default().labels(&format!("{LABEL_VERIFIES}={member}")))
                 .await
@@ -214,7 +258,7 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
         assert!(st.attempts.iter().all(|a| a.cluster == "honest"), "{st:?}");
 
         // A job that may only go to the failed member waits, and says why.
-        submit(&hub, "elsewhere", &["honest", "slow"]).await;
+        submit(&hub, "elsewhere", &["honest", "slow", "impostor"]).await;
         let job = wait_job(&hub, NS, "elsewhere", LONG, "a reason to wait", |j| {
             j.status
                 .as_ref()

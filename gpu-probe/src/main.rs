@@ -94,9 +94,14 @@ struct ChallengeArgs {
     /// Matrix size, a multiple of 8.
     #[arg(long)]
     n: usize,
-    /// Devices the CPU backend computes for (`CPU-0`…).
+    /// Devices the CPU backend computes for: named by the GPU UUIDs in `NVIDIA_VISIBLE_DEVICES`
+    /// (set by the NVIDIA device plugin), `CPU-0`… for those it does not name.
     #[arg(long, env = "GPU_PROBE_CHALLENGE_CPU_DEVICES", default_value_t = 1)]
     cpu_devices: usize,
+    /// The GPUs the container was given, as the NVIDIA device plugin sets them (UUIDs, comma
+    /// separated); the CPU backend answers under these names.
+    #[arg(long, env = "NVIDIA_VISIBLE_DEVICES", hide = true)]
+    visible_devices: Option<String>,
     /// Where the answer is written besides stdout (the container's termination message).
     #[arg(long, default_value = "/dev/termination-log")]
     answer_file: PathBuf,
@@ -249,7 +254,10 @@ fn challenge(args: &ChallengeArgs) -> anyhow::Result<()> {
         delay: args.cheat_delay.unwrap_or_default(),
     };
     let answer = match args.backend {
-        ChallengeBackend::Cpu => run::run_cpu(&challenge, args.cpu_devices, misbehave),
+        ChallengeBackend::Cpu => {
+            let names = run::device_names(args.cpu_devices, args.visible_devices.as_deref());
+            run::run_cpu_as(&challenge, &names, misbehave)
+        }
     };
     let line = answer.to_line()?;
     println!("{line}");

@@ -313,3 +313,24 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_cpu_backend_answers_for_the_gpu_uuids_the_device_plugin_gave_the_container() {
+    use super::run::{device_names, run_cpu_as};
+    assert_eq!(device_names(2, None), vec!["CPU-0", "CPU-1"]);
+    assert_eq!(
+        device_names(2, Some("GPU-aa, GPU-bb,GPU-cc")),
+        vec!["GPU-aa", "GPU-bb"]
+    );
+    assert_eq!(device_names(2, Some("GPU-aa")), vec!["GPU-aa", "CPU-1"]);
+    for nothing in ["all", "none", "void", "0,1", ""] {
+        assert_eq!(device_names(1, Some(nothing)), vec!["CPU-0"], "{nothing}");
+    }
+    let c = challenge("j-1");
+    let names = device_names(2, Some("GPU-aa,GPU-bb"));
+    let answer = run_cpu_as(&c, &names, Default::default());
+    let ok = verify(&c, 2, 60_000, &answer.to_line().unwrap(), &ALL)
+        .result
+        .unwrap();
+    assert_eq!(ok.gpus, vec!["GPU-aa", "GPU-bb"]);
+}

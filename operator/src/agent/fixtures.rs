@@ -141,6 +141,7 @@ pub fn gpu_node(name: &str, model: &str, gpus: u32, free: u32) -> NodeInventory 
         telemetry_stale: false,
         utilization_percent: 0,
         ready: true,
+        gpu_uuids: Vec::new(),
     }
 }
 

@@ -248,6 +248,9 @@ pub fn node_inventory(
         unhealthy_gpus: unhealthy,
         telemetry_stale: stale,
         utilization_percent: probe.map(|s| s.utilization_percent.min(100)).unwrap_or(0),
+        gpu_uuids: probe
+            .map(|s| s.gpus.iter().take(64).map(|g| g.uuid.clone()).collect())
+            .unwrap_or_default(),
         ready: node_ready(node),
     })
 }
@@ -541,6 +544,16 @@ mod tests {
         assert_eq!(inv.utilization_percent, 42);
         assert_eq!(inv.free_gpus, 7, "the unhealthy GPU is not free");
         assert_eq!(r.total_gpus, 7);
+        // The UUIDs go to the hub, which checks challenge answers against them (ADR 0027).
+        let uuids: Vec<String> = (0..8).map(|i| format!("GPU-h1-{i}")).collect();
+        assert_eq!(inv.gpu_uuids, uuids);
+    }
+
+    #[test]
+    fn without_a_gpu_node_no_uuids_are_reported() {
+        let n = labelled(node("l1", "4"), "L4", "23034");
+        let r = take(&[&n], &[], &[], &fresh());
+        assert!(r.nodes[0].gpu_uuids.is_empty());
     }
 
     #[test]

@@ -122,7 +122,8 @@ async fn member_pass(
         }
         // The groups are drawn now, after the answer (if any) is in.
         let groups = draw_groups();
-        match challenges::judge(job, pool, &groups, &now) {
+        let inventory = member.status.as_ref().and_then(|s| s.inventory.as_ref());
+        match challenges::judge(job, pool, inventory, &groups, &now) {
             Some(judgement) => {
                 record(ctx, member, pool, &job_name, &judgement, &now).await?;
                 memory.written.insert(

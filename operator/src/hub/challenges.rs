@@ -20,6 +20,8 @@ use gpufed_crds::{
     MemberCluster, MemberVerification, Verification, VerificationVerdict,
 };
 use gpufed_scheduler::VerificationState;
+
+use crate::hub::challenge_gpus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -389,6 +391,12 @@ pub struct EvidenceRecord {
     /// What `gpu_probe::challenge::verify` saw and checked (inputs, received answer, expected and
     /// received digests of the drawn groups); absent when there was no answer to check.
     pub check: Option<probe::Evidence>,
+    /// The node the challenge was planned on (absent in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The GPU UUIDs the member's inventory reported on that node when the hub judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported_gpus: Vec<String>,
 }
 
 impl EvidenceRecord {
@@ -443,8 +451,17 @@ fn seconds_between(from: &Time, to: &Time) -> u64 {
 
 /// The verdict on challenge `job` at `now`, if one is due: its answer arrived (checked on the
 /// `groups` the caller drew *after* reading it), or its deadline passed without one, or it ended
-/// without one. `None` while it waits to be placed or runs within its deadline.
-pub fn judge(job: &ComputeJob, pool: &GpuPool, groups: &[usize], now: &Time) -> Option<Judgement> {
+/// without one. `None` while it waits to be placed or runs within its deadline. A correct answer
+/// passes only if the GPUs it names are among those `inventory` (the member's) reports on the node
+/// the challenge was planned on (`UnknownGpu` or `UnreportedGpus` otherwise, see
+/// [`challenge_gpus`]).
+pub fn judge(
+    job: &ComputeJob,
+    pool: &GpuPool,
+    inventory: Option<&Inventory>,
+    groups: &[usize],
+    now: &Time,
+) -> Option<Judgement> {
     let spec = pool.spec.verification.as_ref()?;
     let member = verifies(job)?.to_string();
     let annotations = job.metadata.annotations.as_ref()?;
@@ -461,6 +478,7 @@ pub fn judge(job: &ComputeJob, pool: &GpuPool, groups: &[usize], now: &Time) -> 
         .and_then(|a| a.exits.first())
         .and_then(|e| e.message.clone());
     let finished = st.phase.is_finished();
+    let reported = challenge_gpus::reported(attempt, inventory);
     let mut record = EvidenceRecord {
         version: EVIDENCE_VERSION,
         member,
@@ -476,6 +494,8 @@ pub fn judge(job: &ComputeJob, pool: &GpuPool, groups: &[usize], now: &Time) -> 
         reason: String::new(),
         message: String::new(),
         check: None,
+        node: reported.node.clone(),
+        reported_gpus: reported.uuids.clone(),
     };
     let fail = |mut record: EvidenceRecord, reason: &str, message: String| {
         record.reason = reason.into();
@@ -507,6 +527,9 @@ pub fn judge(job: &ComputeJob, pool: &GpuPool, groups: &[usize], now: &Time) -> 
             }
             match verdict.result {
                 Ok(v) => {
+                    if let Err((reason, message)) = challenge_gpus::check(&v.gpus, &reported) {
+                        return fail(record, reason, message);
+                    }
                     record.verdict = VerificationVerdict::Passed;
                     record.reason = "Verified".into();
                     record.message = format!(

@@ -6,7 +6,7 @@ use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
 use gpufed_crds::testing::{attempt, member, pool};
 use gpufed_crds::{
     AttemptPhase, ChainSpec, ContainerExit, EvmAddress, Inventory, JobPhase, MemberClusterStatus,
-    NodeInventory, PayerBinding, SecretKeyRef,
+    NodeInventory, PayerBinding, PlannedNode, SecretKeyRef,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -95,6 +95,10 @@ fn challenge_at(phase: JobPhase, answer: Option<String>) -> (ComputeJob, Challen
     job.metadata.uid = Some("uid-1".into());
     let mut a = attempt(1, "metal", AttemptPhase::Succeeded);
     a.placed_time = Some(at(10));
+    a.planned_nodes = vec![PlannedNode {
+        node: "n1".into(),
+        replicas: 1,
+    }];
     a.exits = vec![ContainerExit {
         replica: 0,
         container: "main".into(),
@@ -116,6 +120,14 @@ fn challenge_at(phase: JobPhase, answer: Option<String>) -> (ComputeJob, Challen
         n: 16,
     };
     (job, challenge)
+}
+
+/// The member's inventory as the CPU backend's answer names its GPUs: node `n1`, where
+/// [`challenge_at`] plans the challenge, reports `CPU-0`… `CPU-3`.
+fn answering() -> Inventory {
+    let mut n1 = node("n1", "L4", 4);
+    n1.gpu_uuids = (0..4).map(|i| format!("CPU-{i}")).collect();
+    inventory(vec![n1, node("n2", "L4", 4)])
 }
 
 fn honest(challenge: &Challenge, devices: usize) -> String {
@@ -305,7 +317,14 @@ fn an_honest_answer_within_the_deadline_passes_with_evidence() {
     let (mut job, challenge) = challenge_at(JobPhase::Succeeded, None);
     let raw = honest(&challenge, 2);
     job.status.as_mut().unwrap().attempts[0].exits[0].message = Some(raw.clone());
-    let j = judge(&job, &verifying_pool(true), &[1, 6], &at(40)).unwrap();
+    let j = judge(
+        &job,
+        &verifying_pool(true),
+        Some(&answering()),
+        &[1, 6],
+        &at(40),
+    )
+    .unwrap();
     let e = &j.evidence;
     assert_eq!(e.verdict, VerificationVerdict::Passed, "{e:?}");
     assert_eq!(e.reason, "Verified");
@@ -321,13 +340,48 @@ fn an_honest_answer_within_the_deadline_passes_with_evidence() {
 }
 
 #[test]
+fn a_correct_answer_from_gpus_the_member_does_not_report_fails_unknown_gpu() {
+    let (mut job, challenge) = challenge_at(JobPhase::Succeeded, None);
+    job.status.as_mut().unwrap().attempts[0].exits[0].message = Some(honest(&challenge, 2));
+    // gpu-probe reports other UUIDs on n1 (and the CPU backend's on n2, where it did not run).
+    let mut n1 = node("n1", "L4", 2);
+    n1.gpu_uuids = vec!["GPU-1111".into(), "GPU-2222".into()];
+    let mut n2 = node("n2", "L4", 2);
+    n2.gpu_uuids = vec!["CPU-0".into(), "CPU-1".into()];
+    let inv = inventory(vec![n1, n2]);
+    let e = judge(&job, &verifying_pool(true), Some(&inv), &[1, 6], &at(40))
+        .unwrap()
+        .evidence;
+    assert_eq!(e.verdict, VerificationVerdict::Failed, "{e:?}");
+    assert_eq!(e.reason, "UnknownGpu");
+    assert!(e.message.contains("CPU-0, CPU-1"), "{}", e.message);
+    assert!(e.message.contains("node n1"), "{}", e.message);
+    assert_eq!(e.node.as_deref(), Some("n1"));
+    assert_eq!(e.reported_gpus, vec!["GPU-1111", "GPU-2222"]);
+    assert!(e.check.is_some(), "the answer is kept as evidence");
+    let canonical = String::from_utf8(e.canonical()).unwrap();
+    assert!(
+        canonical.contains("\"reportedGpus\":[\"GPU-1111\""),
+        "{canonical}"
+    );
+    // A member whose inventory names no UUIDs cannot pass either, but is not proven to cheat.
+    let e = judge(&job, &verifying_pool(true), None, &[1, 6], &at(40))
+        .unwrap()
+        .evidence;
+    assert_eq!(e.verdict, VerificationVerdict::Failed);
+    assert_eq!(e.reason, "UnreportedGpus");
+}
+
+#[test]
 fn wrong_short_duplicated_replayed_and_malformed_answers_fail_with_their_reason() {
     let p = verifying_pool(true);
     let (job, challenge) = challenge_at(JobPhase::Succeeded, None);
     let judge_raw = |raw: String| {
         let mut j = job.clone();
         j.status.as_mut().unwrap().attempts[0].exits[0].message = Some(raw);
-        let out = judge(&j, &p, &[0, 7], &at(20)).unwrap().evidence;
+        let out = judge(&j, &p, Some(&answering()), &[0, 7], &at(20))
+            .unwrap()
+            .evidence;
         assert_eq!(out.verdict, VerificationVerdict::Failed);
         (out.reason.clone(), out.message.clone())
     };
@@ -377,22 +431,29 @@ fn the_hub_clock_decides_the_deadline_and_silence_fails_too() {
     let (mut job, challenge) = challenge_at(JobPhase::Succeeded, None);
     job.status.as_mut().unwrap().attempts[0].exits[0].message = Some(honest(&challenge, 2));
     // Placed at 10, deadline 60s: an answer seen at 71 is late, however fast it says it was.
-    let late = judge(&job, &p, &[0, 1], &at(71)).unwrap().evidence;
+    let late = judge(&job, &p, Some(&answering()), &[0, 1], &at(71))
+        .unwrap()
+        .evidence;
     assert_eq!(late.reason, "DeadlineExceeded");
     assert_eq!(late.answer_seconds, Some(61));
     assert!(late.check.is_some(), "the late answer is kept as evidence");
     assert_eq!(
-        judge(&job, &p, &[0, 1], &at(70)).unwrap().evidence.reason,
+        judge(&job, &p, Some(&answering()), &[0, 1], &at(70))
+            .unwrap()
+            .evidence
+            .reason,
         "Verified"
     );
 
     let (running, _) = challenge_at(JobPhase::Running, None);
     assert_eq!(
-        judge(&running, &p, &[0], &at(30)),
+        judge(&running, &p, Some(&answering()), &[0], &at(30)),
         None,
         "still within its deadline"
     );
-    let silent = judge(&running, &p, &[0], &at(80)).unwrap().evidence;
+    let silent = judge(&running, &p, Some(&answering()), &[0], &at(80))
+        .unwrap()
+        .evidence;
     assert_eq!(silent.reason, "DeadlineExceeded");
     assert!(
         silent.message.contains("no answer 60s after"),
@@ -402,14 +463,19 @@ fn the_hub_clock_decides_the_deadline_and_silence_fails_too() {
 
     let (mut failed, _) = challenge_at(JobPhase::Failed, None);
     failed.status.as_mut().unwrap().attempts[0].message = Some("exit code 1".into());
-    let e = judge(&failed, &p, &[0], &at(20)).unwrap().evidence;
+    let e = judge(&failed, &p, Some(&answering()), &[0], &at(20))
+        .unwrap()
+        .evidence;
     assert_eq!(e.reason, "NoAnswer");
     assert!(e.message.contains("exit code 1"), "{}", e.message);
 
     // Not placed yet (the member is full): no deadline runs.
     let (mut pending, _) = challenge_at(JobPhase::Pending, None);
     pending.status.as_mut().unwrap().attempts.clear();
-    assert_eq!(judge(&pending, &p, &[0], &at(10_000)), None);
+    assert_eq!(
+        judge(&pending, &p, Some(&answering()), &[0], &at(10_000)),
+        None
+    );
 }
 
 #[test]

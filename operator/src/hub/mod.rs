@@ -6,6 +6,7 @@
 pub mod bond_controller;
 pub mod chain;
 pub mod challenge_controller;
+pub mod challenge_gpus;
 pub mod challenges;
 pub mod compensation;
 pub mod context;

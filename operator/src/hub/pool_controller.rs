@@ -506,6 +506,7 @@ mod tests {
                         telemetry_stale: false,
                         utilization_percent: 0,
                         ready: true,
+                        gpu_uuids: Vec::new(),
                     })
                     .collect(),
             }),

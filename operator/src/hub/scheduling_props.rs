@@ -60,6 +60,7 @@ pub(super) fn members() -> BTreeMap<String, Arc<MemberCluster>> {
                             telemetry_stale: false,
                             utilization_percent: 0,
                             ready: true,
+                            gpu_uuids: Vec::new(),
                         })
                         .collect(),
                 }),

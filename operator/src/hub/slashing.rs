@@ -21,11 +21,14 @@ use crate::hub::chain::SlashState;
 
 /// Verdict reasons that prove a member cheated, and are slashed: the answer is wrong, names GPUs
 /// it was not given or fewer than it was, is for another challenge, or the member's own timings
-/// fall outside the claimed model's band. A late or missing answer (`DeadlineExceeded`,
+/// fall outside the claimed model's band, or a correct answer names GPUs the member's own inventory
+/// does not report on that node (`UnknownGpu`). A late or missing answer (`DeadlineExceeded`,
 /// `NoAnswer`) is not slashed: a busy, crashed or partitioned member is not proven to cheat, and
 /// it already loses its verification. Nor are `Malformed`, `Oversize` and `UnsupportedVersion`:
 /// the pool's own image writes the answer, so these can come from the pool changing its image
 /// version or from the kubelet truncating the termination message, not only from the provider.
+/// Nor is `UnreportedGpus` (the inventory names no UUIDs to compare with: a probe that has not
+/// reported yet, or an older agent).
 pub const SLASHING_REASONS: &[&str] = &[
     "WrongResult",
     "TooSlow",
@@ -33,6 +36,7 @@ pub const SLASHING_REASONS: &[&str] = &[
     "TooManyGpus",
     "DuplicateGpu",
     "WrongChallenge",
+    "UnknownGpu",
 ];
 
 /// Whether a verdict is slashed.

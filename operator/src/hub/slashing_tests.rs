@@ -67,6 +67,12 @@ fn metal(v: Option<MemberVerification>, s: Option<MemberSlash>) -> MemberCluster
 
 #[test]
 fn only_verdicts_that_prove_cheating_slash() {
+    // An answer for GPUs the member does not report is cheating; a missing report is not proof.
+    assert!(slashes(&verdict(
+        VerificationVerdict::Failed,
+        "UnknownGpu",
+        "e"
+    )));
     for r in SLASHING_REASONS {
         assert!(
             slashes(&verdict(VerificationVerdict::Failed, r, "e")),
@@ -79,6 +85,7 @@ fn only_verdicts_that_prove_cheating_slash() {
         "Malformed",
         "Oversize",
         "UnsupportedVersion",
+        "UnreportedGpus",
     ] {
         assert!(
             !slashes(&verdict(VerificationVerdict::Failed, r, "e")),

@@ -412,6 +412,7 @@ mod tests {
                     telemetry_stale: false,
                     utilization_percent: 40,
                     ready: true,
+                    gpu_uuids: Vec::new(),
                 }],
             }),
             ..Default::default()
