@@ -171,6 +171,14 @@ pub struct ComputeJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.serving is immutable after creation; delete and re-create the job"))]
     pub serving: Option<ServingSpec>,
+    /// Accept members whose GPUs are not verified yet (ADR 0031): a provider on probation after
+    /// joining by stake, or a member whose GPUs changed since its last passed challenge. Cheap,
+    /// untrusted capacity: the GPUs may not be what the member claims. Members whose challenge
+    /// failed stay out. Only where the pool allows it (`GpuPool.spec.verification.allowUnverifiedJobs`,
+    /// default true); each attempt placed on such a member records `unverifiedMember: true`.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unverified: bool,
 }
 
 fn default_pool() -> String {
@@ -458,6 +466,10 @@ pub struct AttemptRecord {
     /// Escrow state of this attempt (pools with a chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Settlement>,
+    /// The member's GPUs were not verified when this attempt was placed (the job set
+    /// `spec.allowUnverified`, ADR 0031).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified_member: bool,
 }
 
 /// Replicas the hub planned on one node.

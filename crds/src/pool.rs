@@ -164,6 +164,13 @@ pub struct Verification {
     /// inventory; the others wait with reason `Unverified` (challenges still run there).
     #[serde(default)]
     pub required: bool,
+    /// Whether jobs may opt in to members that are not verified yet (`ComputeJob.spec.allowUnverified`,
+    /// ADR 0031): members on probation after joining by stake, or whose GPUs changed since their
+    /// last passed challenge. Default true: the tenant chooses the risk for its own job, and the
+    /// member's bond still answers for a failed challenge. false: every tenant job waits for a
+    /// passed challenge, whatever it asks.
+    #[serde(default = "default_true")]
+    pub allow_unverified_jobs: bool,
     /// The container image with the `gpu-probe` binary that runs challenges on the member.
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
@@ -889,4 +896,8 @@ mod preemption_tests {
         let set = spec(serde_json::json!({ "preemptionGracePeriod": "5s" }));
         assert_eq!(set.preemption_grace_period(), KubeDuration::from_secs(5));
     }
+}
+
+fn default_true() -> bool {
+    true
 }

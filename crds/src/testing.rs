@@ -34,6 +34,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
         exits: vec![],
         planned_nodes: vec![],
         settlement: None,
+        unverified_member: false,
     }
 }
 
@@ -81,6 +82,7 @@ pub fn job(name: &str) -> JobBuilder {
                 outputs: vec![],
             },
             serving: None,
+            allow_unverified: false,
         },
         status: None,
     })

@@ -164,6 +164,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase, gpu_seconds: u64) -> 
             replicas: 1,
         }],
         settlement: None,
+        unverified_member: false,
     }
 }
 

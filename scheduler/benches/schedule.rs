@@ -175,6 +175,7 @@ fn jobs(n: usize, cluster_count: usize, rng: &mut Rng) -> Vec<JobRequest> {
                     Vec::new()
                 },
                 failed_on: Vec::new(),
+                allow_unverified: false,
                 priority: *rng.pick(&[-1, 0, 0, 0, 1]),
                 order: i as u64,
                 max_duration_secs: 3600,

@@ -32,6 +32,8 @@ pub(crate) struct JobView<'j> {
     pub(crate) excluded: Vec<usize>,
     /// Positions of clusters where an earlier attempt failed.
     pub(crate) failed: Vec<usize>,
+    /// Positions of the unverified clusters the job does not opt in to (ascending).
+    pub(crate) unverified: Vec<usize>,
     /// GPUs of the whole gang.
     pub(crate) need: u64,
 }
@@ -68,6 +70,11 @@ impl<'j> JobView<'j> {
             regions,
             excluded: positions(&job.exclude),
             failed: positions(&job.failed_on),
+            unverified: if job.allow_unverified {
+                Vec::new()
+            } else {
+                index.unverified.clone()
+            },
             need: job.total_gpus(),
         }
     }
@@ -92,6 +99,7 @@ impl<'j> JobView<'j> {
             regions: self.regions,
             excluded: self.excluded,
             failed: self.failed,
+            unverified: self.unverified,
             need: self.need,
             replicas: self.job.replicas,
             gpus_per_replica: self.job.gpus_per_replica,
@@ -102,10 +110,13 @@ impl<'j> JobView<'j> {
 }
 
 impl JobView<'_> {
-    /// Whether the job excludes the cluster at `pos` or failed there before.
+    /// Whether the job excludes the cluster at `pos`, failed there before, or does not opt in to
+    /// its unverified GPUs.
     #[inline]
     pub(crate) fn blocks(&self, pos: usize) -> bool {
-        self.excluded.contains(&pos) || self.failed.contains(&pos)
+        self.unverified.binary_search(&pos).is_ok()
+            || self.excluded.contains(&pos)
+            || self.failed.contains(&pos)
     }
 }
 
@@ -136,17 +147,38 @@ pub(crate) struct Banned {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reject {
     Gate(Gate),
+    /// Its GPUs are not verified yet and the job does not opt in to unverified members.
+    Unverified,
     Excluded,
     FailedBefore,
     Region,
     NoModel,
-    NoPrice { model: u32 },
-    Memory { model: u32, has_mib: u64 },
-    Price { model: u32 },
-    NodeTooSmall { model: u32, largest: u32 },
-    Capacity { model: u32, free: u64 },
-    NodeSize { model: u32, largest_free: u32 },
-    Fragmented { model: u32, fit: u64 },
+    NoPrice {
+        model: u32,
+    },
+    Memory {
+        model: u32,
+        has_mib: u64,
+    },
+    Price {
+        model: u32,
+    },
+    NodeTooSmall {
+        model: u32,
+        largest: u32,
+    },
+    Capacity {
+        model: u32,
+        free: u64,
+    },
+    NodeSize {
+        model: u32,
+        largest_free: u32,
+    },
+    Fragmented {
+        model: u32,
+        fit: u64,
+    },
 }
 
 impl Reject {
@@ -154,6 +186,7 @@ impl Reject {
     pub(crate) fn depth(self) -> u8 {
         match self {
             Reject::Gate(_)
+            | Reject::Unverified
             | Reject::Excluded
             | Reject::FailedBefore
             | Reject::Region
@@ -185,6 +218,9 @@ pub(crate) fn evaluate(
 ) -> Result<(), Reject> {
     if let Some(gate) = cluster.gate {
         return Err(Reject::Gate(gate));
+    }
+    if view.unverified.binary_search(&pos).is_ok() {
+        return Err(Reject::Unverified);
     }
     if view.excluded.contains(&pos) {
         return Err(Reject::Excluded);

@@ -45,6 +45,10 @@ pub(crate) struct Index<'a> {
     /// Rows of the open clusters (no gate) that price a model, at `model id × regions + region id`,
     /// ascending by cluster position.
     rows: Vec<Vec<Row>>,
+    /// Positions of the open clusters whose GPUs are not verified yet
+    /// ([`crate::VerificationState::Unverified`]), ascending: open to the jobs that opt in to
+    /// unverified members, blocked for the others (ADR 0031).
+    pub(crate) unverified: Vec<usize>,
 }
 
 /// Replica sizes (GPUs per replica) whose fit a [`Row`] records: 1 to 8, the sizes of the GPU
@@ -275,11 +279,19 @@ impl<'a> Index<'a> {
             region_ids,
             roster: Arc::default(),
             rows: Vec::new(),
+            unverified: Vec::new(),
         };
         for state in sorted {
             let entry = index.entry(state)?;
             index.clusters.push(entry);
         }
+        index.unverified = index
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.gate.is_none() && c.state.verification.allows_opt_in())
+            .map(|(pos, _)| pos)
+            .collect();
         let regions: Vec<&str> = index.region_ids.keys().copied().collect();
         index.roster = Arc::new(Roster::build(&index.clusters, &index.model_names, &regions));
         index.reserve(reservations);
@@ -391,7 +403,8 @@ impl<'a> Index<'a> {
             Some(Gate::Cordoned)
         } else if !state.bond.allows_placement() {
             Some(Gate::Bond)
-        } else if !state.verification.allows_placement() {
+        } else if !state.verification.allows_placement() && !state.verification.allows_opt_in() {
+            // Unverified members stay open: each job that does not opt in blocks them.
             Some(Gate::Verification)
         } else {
             None

@@ -86,6 +86,12 @@ impl VerificationState {
             VerificationState::NotRequired | VerificationState::Passed
         )
     }
+
+    /// Whether jobs that opt in to unverified members may be placed on a member in this state:
+    /// no verdict yet, but none failed either.
+    pub fn allows_opt_in(&self) -> bool {
+        matches!(self, VerificationState::Unverified { .. })
+    }
 }
 
 /// The GPUs of one node, from the member's inventory.
@@ -163,6 +169,10 @@ pub struct JobRequest {
     pub exclude: Vec<String>,
     /// Clusters where an earlier attempt failed or was lost; not used again.
     pub failed_on: Vec<String>,
+    /// The job accepts members whose GPUs are not verified yet
+    /// ([`VerificationState::Unverified`], e.g. a member on probation after joining by stake,
+    /// ADR 0031); members whose challenge failed stay out.
+    pub allow_unverified: bool,
     /// Higher is placed first.
     pub priority: i32,
     /// Creation order; among equal priorities smaller (older) is placed first.

@@ -54,6 +54,8 @@ pub(crate) struct JobTerms {
     pub(crate) excluded: Vec<usize>,
     /// Positions of clusters where an earlier attempt failed.
     pub(crate) failed: Vec<usize>,
+    /// Positions of the unverified clusters the job does not opt in to, ascending.
+    pub(crate) unverified: Vec<usize>,
     /// GPUs of the whole gang.
     pub(crate) need: u64,
     pub(crate) replicas: u32,
@@ -170,11 +172,12 @@ impl NoFit {
                     .wrapping_add(pair_hash(facts.name_hash, kind));
             }
         };
-        // Blocked clusters, once each: an exclusion is checked before a failure.
+        // Blocked clusters, once each: not opted in to first, then an exclusion, then a failure.
         let mut blocked: Vec<(usize, ReasonKind)> = job
-            .excluded
+            .unverified
             .iter()
-            .map(|&pos| (pos, ReasonKind::Excluded))
+            .map(|&pos| (pos, ReasonKind::Unverified))
+            .chain(job.excluded.iter().map(|&pos| (pos, ReasonKind::Excluded)))
             .chain(
                 job.failed
                     .iter()
@@ -201,7 +204,8 @@ impl NoFit {
                 for &pos in roster.unpriced(model, region) {
                     let pos = pos as usize;
                     let has = roster.models(pos);
-                    let counted_or_priced = job.excluded.contains(&pos)
+                    let counted_or_priced = job.unverified.binary_search(&pos).is_ok()
+                        || job.excluded.contains(&pos)
                         || job.failed.contains(&pos)
                         || job.models.iter().any(|&m| roster.price(pos, m).is_some())
                         || job
@@ -240,6 +244,9 @@ impl NoFit {
         if let Some(gate) = facts.gate {
             return Reject::Gate(gate);
         }
+        if job.unverified.binary_search(&pos).is_ok() {
+            return Reject::Unverified;
+        }
         if job.excluded.contains(&pos) {
             return Reject::Excluded;
         }
@@ -268,6 +275,7 @@ impl NoFit {
     fn kind(facts: &Facts, reject: Reject) -> ReasonKind {
         match reject {
             Reject::Gate(_) => facts.gate_kind.unwrap_or(ReasonKind::BondUnknown),
+            Reject::Unverified => ReasonKind::Unverified,
             Reject::Excluded => ReasonKind::Excluded,
             Reject::FailedBefore => ReasonKind::FailedBefore,
             Reject::Region => ReasonKind::Region,
@@ -291,7 +299,9 @@ impl NoFit {
             Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
             Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
             Reject::Gate(Gate::Bond) => Reason::Bond(self.roster.bond(pos)),
-            Reject::Gate(Gate::Verification) => Reason::Verification(self.roster.verification(pos)),
+            Reject::Gate(Gate::Verification) | Reject::Unverified => {
+                Reason::Verification(self.roster.verification(pos))
+            }
             Reject::Excluded => Reason::Excluded,
             Reject::FailedBefore => Reason::FailedBefore,
             Reject::Region => Reason::Region {

@@ -128,7 +128,7 @@ fn reason(
         Reject::Gate(Gate::NoInventory) => Reason::NoInventory,
         Reject::Gate(Gate::Cordoned) => Reason::Cordoned,
         Reject::Gate(Gate::Bond) => Reason::Bond(bond_issue(&cluster.state.bond)),
-        Reject::Gate(Gate::Verification) => {
+        Reject::Gate(Gate::Verification) | Reject::Unverified => {
             Reason::Verification(verification_issue(&cluster.state.verification))
         }
         Reject::Excluded => Reason::Excluded,

@@ -33,7 +33,8 @@ pub(crate) struct Roster {
     region_names: Vec<String>,
     /// What is wrong with the bond of each cluster gated by it, by position.
     bonds: Vec<(usize, BondIssue)>,
-    /// Verification issues of the clusters gated by verification, by position (ascending).
+    /// Verification issues of the clusters gated by verification and of the unverified open ones,
+    /// by position (ascending).
     verifications: Vec<(usize, VerificationIssue)>,
     /// For [`crate::NoFit::signature`]: the sum of [`pair_hash`] over the gated clusters, with
     /// their gate's kind.
@@ -112,6 +113,12 @@ impl Roster {
                         has
                     }
                 });
+            if entry.gate.is_none() && entry.state.verification.allows_opt_in() {
+                // Open to the jobs that opt in; the others give its issue as their reason.
+                roster
+                    .verifications
+                    .push((pos, verification_issue(&entry.state.verification)));
+            }
             let gate_kind = entry.gate.map(|gate| match gate {
                 Gate::NotReady => ReasonKind::NotReady,
                 Gate::NoInventory => ReasonKind::NoInventory,

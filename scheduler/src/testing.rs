@@ -116,6 +116,7 @@ pub fn job(key: &str) -> JobBuilder {
         regions: Vec::new(),
         exclude: Vec::new(),
         failed_on: Vec::new(),
+        allow_unverified: false,
         priority: 0,
         order: 0,
         max_duration_secs: 3600,
@@ -165,6 +166,11 @@ impl JobBuilder {
     /// Sets the excluded clusters.
     pub fn exclude(mut self, clusters: &[&str]) -> Self {
         self.0.exclude = strings(clusters);
+        self
+    }
+    /// Opts in to members whose GPUs are not verified yet.
+    pub fn allow_unverified(mut self) -> Self {
+        self.0.allow_unverified = true;
         self
     }
     /// Sets the clusters where earlier attempts failed.

@@ -278,6 +278,7 @@ fn decision_status(
             replicas: job.spec.replicas,
         }],
         settlement: None,
+        unverified_member: false,
     };
     st.attempt = attempt;
     st.phase = JobPhase::Placed;

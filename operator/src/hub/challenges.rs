@@ -138,17 +138,40 @@ pub fn next_challenge(spec: &Verification, now: &Time, unit: f64) -> Option<Time
     now.0.checked_add(span).ok().map(Time)
 }
 
+/// Whether `member` joined by stake through the registration endpoint (ADR 0031).
+pub fn joined_by_stake(member: &MemberCluster) -> bool {
+    member
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(gpufed_crds::join::LABEL_ADMISSION))
+        .map(String::as_str)
+        == Some(gpufed_crds::join::ADMISSION_OPEN)
+}
+
 /// How the scheduler must treat `member` in `pool` (ADR 0027): a pool without required
 /// verification places anywhere; otherwise only a member whose latest verdict passed for its
-/// current inventory.
+/// current inventory, or, for jobs that opt in (ADR 0031), one without a verdict for it yet.
+/// The message of an unverified member says whether it is on probation (joined by stake) and how
+/// a job accepts it, or that the pool allows no job to.
 pub fn verification_state(pool: &GpuPool, member: &MemberCluster) -> VerificationState {
-    if !pool.spec.verification.as_ref().is_some_and(|v| v.required) {
+    let Some(spec) = pool.spec.verification.as_ref().filter(|v| v.required) else {
         return VerificationState::NotRequired;
-    }
+    };
+    let hint = if spec.allow_unverified_jobs {
+        "; set spec.allowUnverified: true on the job to accept it"
+    } else {
+        "; this pool allows no jobs on unverified members (spec.verification.allowUnverifiedJobs: false)"
+    };
     let status = member.status.as_ref();
     let Some(v) = status.and_then(|s| s.verification.as_ref()) else {
+        let why = if joined_by_stake(member) {
+            "on probation (joined by stake, no challenge passed yet)"
+        } else {
+            "no challenge answered yet"
+        };
         return VerificationState::Unverified {
-            message: "no challenge answered yet".into(),
+            message: format!("{why}{hint}"),
         };
     };
     let current = status
@@ -157,7 +180,7 @@ pub fn verification_state(pool: &GpuPool, member: &MemberCluster) -> Verificatio
     if current.as_deref() != Some(v.inventory.as_str()) {
         return VerificationState::Unverified {
             message: format!(
-                "its GPU inventory changed since challenge {} ({}); a new challenge is due",
+                "its GPU inventory changed since challenge {} ({}); a new challenge is due{hint}",
                 v.challenge,
                 v.verdict_word()
             ),

@@ -217,7 +217,9 @@ fn only_a_pass_for_the_current_inventory_lets_tenant_jobs_in_a_pool_that_require
     assert_eq!(
         verification_state(&required, &m),
         VerificationState::Unverified {
-            message: "no challenge answered yet".into()
+            message:
+                "no challenge answered yet; set spec.allowUnverified: true on the job to accept it"
+                    .into()
         }
     );
     m.status.as_mut().unwrap().verification = Some(verdict(VerificationVerdict::Passed, &fp));

@@ -577,6 +577,7 @@ mod tests {
                     replicas: 2,
                 }],
                 settlement: None,
+                unverified_member: false,
             }],
             ..Default::default()
         });

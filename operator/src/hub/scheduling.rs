@@ -488,6 +488,12 @@ pub fn decide_with(
             if let Some(p) = admitted.get(&r.key).and_then(|s| s.priority) {
                 r.priority = p;
             }
+            // Opting in to unverified members only where the pool allows it (ADR 0031).
+            r.allow_unverified &= pool
+                .spec
+                .verification
+                .as_ref()
+                .is_none_or(|v| v.allow_unverified_jobs);
             r
         })
         .collect();
@@ -987,6 +993,7 @@ pub fn placed_status(
             .collect(),
         settlement: has_chain
             .then(|| crate::hub::settlement::unfunded(chain_job_id_hex(&uid, attempt))),
+        unverified_member: false,
     });
     conditions::set_condition(
         &mut st.conditions,
@@ -1012,12 +1019,20 @@ async fn record_placement(
     strategy: gpufed_scheduler::Strategy,
 ) -> crate::error::Result<Option<ComputeJobStatus>> {
     let at = now();
-    let explanation = explain_placement(a, a.fitting_clusters, strategy);
-    let provider = ctx
-        .stores
-        .member(&a.cluster)
-        .and_then(|m| m.spec.wallet.clone());
-    let status = placed_status(job, pool, a, provider, explanation.clone(), &at);
+    let mut explanation = explain_placement(a, a.fitting_clusters, strategy);
+    let member = ctx.stores.member(&a.cluster);
+    let provider = member.as_ref().and_then(|m| m.spec.wallet.clone());
+    let mut status = placed_status(job, pool, a, provider, explanation.clone(), &at);
+    // Placed on a member whose GPUs are not verified yet: the job opted in (ADR 0031).
+    if member
+        .is_some_and(|m| !crate::hub::challenges::verification_state(pool, &m).allows_placement())
+    {
+        explanation.push_str("; its GPUs are not verified yet (the job sets spec.allowUnverified)");
+        status.explanation = Some(explanation.clone());
+        if let Some(r) = status.attempts.last_mut() {
+            r.unverified_member = true;
+        }
+    }
     if write_namespaced(&ctx.client, job, &status).await? == Written::Conflict {
         return Ok(None);
     }

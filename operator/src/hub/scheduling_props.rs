@@ -469,3 +469,94 @@ fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_namin
     .unwrap();
     assert!(round.writes.is_empty(), "{} writes", round.writes.len());
 }
+
+/// A pool that requires verification, with `alpha` on probation (joined by stake, no challenge
+/// yet) and `beta` with a failed challenge for its current inventory; opt-in allowed or not.
+fn probation_pool(allow: bool) -> (GpuPool, Vec<gpufed_scheduler::ClusterState>) {
+    let mut p = pool();
+    p.spec.verification = Some(
+        serde_json::from_value(serde_json::json!({
+            "required": true, "image": "probe:1", "allowUnverifiedJobs": allow
+        }))
+        .unwrap(),
+    );
+    let mut members = members();
+    if let Some(alpha) = members.get_mut("alpha") {
+        Arc::make_mut(alpha).metadata.labels = Some(
+            [(
+                gpufed_crds::join::LABEL_ADMISSION.to_string(),
+                gpufed_crds::join::ADMISSION_OPEN.to_string(),
+            )]
+            .into(),
+        );
+    }
+    if let Some(beta) = members.get_mut("beta") {
+        let beta = Arc::make_mut(beta);
+        let inventory = beta
+            .status
+            .as_ref()
+            .and_then(|s| s.inventory.as_ref())
+            .map(crate::hub::challenges::inventory_fingerprint)
+            .unwrap();
+        beta.status.as_mut().unwrap().verification = Some(
+            serde_json::from_value(serde_json::json!({
+                "challenge": "j-beta-1", "verdict": "Failed", "reason": "WrongResult",
+                "message": "digest mismatch", "inventory": inventory, "time": "1970-01-01T00:00:01Z",
+                "evidenceSha256": "00", "evidence": "e", "gpus": 8, "model": "H100"
+            }))
+            .unwrap(),
+        );
+    }
+    let clusters = members
+        .values()
+        .map(|m| snapshot::cluster_state(&p, m, None))
+        .collect();
+    (p, clusters)
+}
+
+/// Where each job went (`wait: why` for the waiting ones).
+fn outcome(p: &GpuPool, clusters: &[gpufed_scheduler::ClusterState], j: ComputeJob) -> String {
+    let mut reservations = vec![];
+    let mut in_flight = InFlight::default();
+    let round = decide(
+        &[Arc::new(j)],
+        p,
+        clusters,
+        &[],
+        &mut reservations,
+        &mut in_flight,
+        &at(150),
+    )
+    .unwrap();
+    match round.writes.into_iter().next().map(|w| w.write) {
+        Some(Write::Place(a)) => a.cluster,
+        Some(Write::Wait(_, why)) => format!("wait: {why}"),
+        Some(Write::Stop(s)) => format!("stop: {}", s.attempt),
+        None => "nothing".into(),
+    }
+}
+
+#[test]
+fn a_job_that_opts_in_runs_on_a_member_on_probation_where_the_pool_allows_it() {
+    let (p, clusters) = probation_pool(true);
+    let plain = pending(1, 1);
+    let why = outcome(&p, &clusters, plain.clone());
+    assert!(
+        why.contains(
+            "alpha: GPUs not verified yet: on probation (joined by stake, no challenge passed \
+             yet); set spec.allowUnverified: true on the job to accept it"
+        ),
+        "{why}"
+    );
+    assert!(why.contains("beta: failed GPU verification"), "{why}");
+    let mut opted = plain;
+    opted.spec.allow_unverified = true;
+    assert_eq!(outcome(&p, &clusters, opted.clone()), "alpha");
+    // The pool forbids it: the job waits whatever it asks, and the explanation says so.
+    let (p, clusters) = probation_pool(false);
+    let why = outcome(&p, &clusters, opted);
+    assert!(
+        why.contains("this pool allows no jobs on unverified members"),
+        "{why}"
+    );
+}

@@ -251,6 +251,8 @@ pub fn job_request(job: &ComputeJob, order: u64) -> JobRequest {
         regions: spec.regions.clone().unwrap_or_default(),
         exclude: spec.exclude_clusters.clone().unwrap_or_default(),
         failed_on: failed_on(job),
+        // The pool's `verification.allowUnverifiedJobs` is applied where the pool is known.
+        allow_unverified: spec.allow_unverified,
         // The priority admission granted (a class's value), else the raw one.
         priority: job
             .status
@@ -446,7 +448,7 @@ mod tests {
         assert_eq!(
             cluster_state(&p, &m, None).verification,
             VerificationState::Unverified {
-                message: "no challenge answered yet".into()
+                message: "no challenge answered yet; set spec.allowUnverified: true on the job to accept it".into()
             }
         );
         // The hub's own challenges are decided under the pool without required verification.

@@ -567,3 +567,68 @@ fn the_explanation_of_a_pool_of_small_nodes_says_no_node_is_big_enough() {
          mixed-b: no node has 16 H100 GPUs (largest: 8); mixed-c: 8 free GPUs, needs 16"
     );
 }
+
+#[test]
+fn a_job_that_opts_in_goes_to_an_unverified_member_but_never_to_a_failed_one() {
+    use crate::{VerificationIssue, VerificationState, explain};
+    let probation = || {
+        h100("beta").verification(VerificationState::Unverified {
+            message: "on probation (joined by stake, no challenge passed yet)".into(),
+        })
+    };
+    let failed = h100("gamma")
+        .price("H100", "0.10")
+        .verification(VerificationState::Failed {
+            message: "digest mismatch".into(),
+        });
+    // Without opt-in the probation member is blocked with its verification reason, also when it
+    // is the only member, and the explanation quotes its message.
+    let Decision::NoFit(reasons) = decide(job("a/j"), &[probation().build()]) else {
+        panic!("a job without opt-in must not go to a member on probation")
+    };
+    assert_eq!(
+        reasons.to_vec(),
+        vec![(
+            "beta".to_string(),
+            Reason::Verification(VerificationIssue::Unverified {
+                message: "on probation (joined by stake, no challenge passed yet)".into()
+            })
+        )]
+    );
+    assert_eq!(
+        explain(&reasons),
+        "0/1 clusters fit: beta: GPUs not verified yet: on probation (joined by stake, no challenge passed yet)"
+    );
+    // With opt-in it is placed there; the failed member stays out even though it is cheaper.
+    match decide(
+        job("a/j").allow_unverified(),
+        &[probation().build(), failed.clone().build()],
+    ) {
+        Decision::Place(a) => assert_eq!(a.cluster, "beta"),
+        other => panic!("expected beta, got {other:?}"),
+    }
+    let Decision::NoFit(reasons) = decide(job("a/j").allow_unverified(), &[failed.build()]) else {
+        panic!("opting in must not accept a failed member")
+    };
+    assert!(explain(&reasons).contains("failed GPU verification"));
+    // Opting in is not a gate of its own: the job's other choices still apply to the member.
+    let r = reason(
+        job("a/j").allow_unverified().exclude(&["beta"]),
+        probation(),
+    );
+    assert_eq!(r, Reason::Excluded);
+    // A verified member is still preferred only by price: opt-in widens the choice, no more.
+    match decide(
+        job("a/j").allow_unverified(),
+        &[
+            probation().build(),
+            h100("alpha")
+                .price("H100", "9.00")
+                .verification(VerificationState::Passed)
+                .build(),
+        ],
+    ) {
+        Decision::Place(a) => assert_eq!(a.cluster, "beta"),
+        other => panic!("expected the cheaper beta, got {other:?}"),
+    }
+}

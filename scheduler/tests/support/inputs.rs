@@ -147,6 +147,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
         subsequence(names("c", 6), 0..=1),
         -1i32..=1,
         0u64..4,
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             move |(
@@ -160,6 +161,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
                 failed_on,
                 priority,
                 order,
+                allow_unverified,
             )| {
                 JobRequest {
                     key: format!("ns/j{i}"),
@@ -171,6 +173,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
                     regions: regions.into_iter().map(String::from).collect(),
                     exclude,
                     failed_on,
+                    allow_unverified,
                     priority,
                     order,
                     max_duration_secs: 3600,

@@ -71,7 +71,9 @@ impl Oracle {
             Some("NoWallet")
         } else if c.bond == Unknown {
             Some("BondUnknown")
-        } else if matches!(c.verification, VerificationState::Unverified { .. }) {
+        } else if matches!(c.verification, VerificationState::Unverified { .. })
+            && !job.allow_unverified
+        {
             Some("Unverified")
         } else if matches!(c.verification, VerificationState::Failed { .. }) {
             Some("FailedVerification")
