@@ -6,7 +6,8 @@
 //! their reason and create nothing; the credential can do what a member may and no more, and
 //! renews; a credential that did not come from a join cannot renew. The hub runs with the token of
 //! the hub chart's ServiceAccount (installed with `registration.enabled`), so the chart's RBAC is
-//! proven enough for all of it.
+//! proven enough for all of it. A tenant job without `spec.allowUnverified` waits naming the
+//! member's probation; one with it is placed there, its attempt marked `unverifiedMember`.
 //!
 //! Needs `cargo build -p gpufed-operator -p kubectl-gpufed --bins` first.
 
@@ -192,8 +193,9 @@ async fn member_names(c: &Client) -> Vec<String> {
 fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creating_nothing() {
     run_test(HARD_DEADLINE, || async {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // anvil with the contracts; ALPHA, BETA and GAMMA staked 200; pool `market`, minBond 100.
-        let mut m = market::market("openjoin", 0, json!({})).await.unwrap();
+        // anvil with the contracts; ALPHA, BETA and GAMMA staked 200; pool `market`, minBond 100;
+        // team-a's payer has 50 in escrow for the jobs that test opting in.
+        let mut m = market::market("openjoin", 50, json!({})).await.unwrap();
         let admin = m.hub.client();
         Api::<GpuPool>::all(admin.clone())
             .patch(
@@ -351,9 +353,17 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         // The member registers with the credential it got: heartbeat and inventory as its agent.
         let member = client_from_kubeconfig(&kubeconfig).await.unwrap();
         let hb = keep_heartbeating(member.clone(), "alpha");
-        report_inventory(&member, "alpha", vec![node("alpha-0", "H100", 81559, 8, 8)])
-            .await
-            .unwrap();
+        // Two nodes: a challenge the hub sends takes one, the tenant jobs below fit on the other.
+        report_inventory(
+            &member,
+            "alpha",
+            vec![
+                node("alpha-0", "H100", 81559, 8, 8),
+                node("alpha-1", "H100", 81559, 8, 8),
+            ],
+        )
+        .await
+        .unwrap();
         gpufed_e2e::hubctl::wait_member_condition(
             &admin,
             &["alpha"],
@@ -385,6 +395,58 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         let table = String::from_utf8(members_out.stdout).unwrap();
         let row = table.lines().find(|l| l.starts_with("alpha ")).unwrap();
         assert!(row.contains("Probation"), "{table}");
+
+        // Jobs that opt in to unverified members (ADR 0031): without it a tenant job waits and
+        // says how to accept the member on probation; with it, it is placed there and its
+        // attempt records that the member was unverified.
+        let jobs = Api::<gpufed_crds::ComputeJob>::namespaced(admin.clone(), "team-a");
+        market::submit(&admin, "team-a", "careful", "H100", 1, "3.00")
+            .await
+            .unwrap();
+        let why = wait_until(Duration::from_secs(60), "careful's explanation", || async {
+            let j = jobs.get("careful").await.ok()?;
+            let e = j.status?.explanation?;
+            e.contains("alpha: GPUs not verified yet").then_some(e)
+        })
+        .await;
+        let why = match why {
+            Ok(why) => why,
+            Err(e) => panic!("{e}: {:?}", jobs.get("careful").await.map(|j| j.status)),
+        };
+        assert!(
+            why.contains(
+                "on probation (joined by stake, no challenge passed yet); set \
+                 spec.allowUnverified: true on the job to accept it"
+            ),
+            "{why}"
+        );
+        market::submit_with(
+            &admin,
+            "team-a",
+            "cheap",
+            "H100",
+            1,
+            "3.00",
+            json!({"allowUnverified": true}),
+        )
+        .await
+        .unwrap();
+        let attempt = wait_until(Duration::from_secs(60), "cheap placed", || async {
+            let st = jobs.get("cheap").await.ok()?.status?;
+            st.attempts.last().cloned()
+        })
+        .await;
+        let attempt = match attempt {
+            Ok(a) => a,
+            Err(e) => panic!("{e}: {:?}", jobs.get("cheap").await.map(|j| j.status)),
+        };
+        assert_eq!(attempt.cluster, "alpha");
+        assert!(attempt.unverified_member, "{attempt:?}");
+        let careful = jobs.get("careful").await.unwrap();
+        assert!(
+            careful.status.unwrap().attempts.is_empty(),
+            "a job without opt-in is never placed on a member on probation"
+        );
 
         // Least privilege: what a member may, and nothing of beta's, no Secrets, no new members.
         let own = member_namespace("alpha");
