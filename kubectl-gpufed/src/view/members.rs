@@ -72,7 +72,8 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
 }
 
 /// The Verified cell: the latest verdict, and `Probation` for a member that joined by stake
-/// (ADR 0031) and has not passed a challenge yet (it gets no tenant jobs until it does).
+/// (ADR 0031) and has not passed a challenge yet (until it does, it gets only challenges and the
+/// jobs that set `spec.allowUnverified`).
 fn verified(m: &MemberCluster, v: Option<&gpufed_crds::MemberVerification>) -> String {
     let verdict = v.map(|v| match v.verdict {
         VerificationVerdict::Passed => "Passed".to_string(),
