@@ -16,7 +16,8 @@
 //! [`quota`] (namespace quotas and cohort borrowing), [`period`] (calendar
 //! periods of GPU-hours and spend quotas), [`fairshare`] (fair-share order and the
 //! hold that keeps large gangs from starving), [`preempt`] (which lower-priority attempts a job
-//! would evict), [`auction`] (the clearing price of `Auction`
+//! would evict), [`reclaim`] (which borrowers' attempts a cohort member may evict to get its
+//! nominal quota back), [`auction`] (the clearing price of `Auction`
 //! pools), [`decision`], [`nofit`] and [`reason`] (what comes out), [`mod@explain`] (text), [`money`]
 //! (token amounts as text), [`error`].
 
