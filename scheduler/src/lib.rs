@@ -36,6 +36,7 @@ pub mod period;
 pub mod preempt;
 pub mod quota;
 pub mod reason;
+pub mod reclaim;
 #[cfg(any(test, feature = "testing"))]
 pub mod reference;
 mod roster;
@@ -62,4 +63,5 @@ pub use quota::{
     GroupQuota, Limit, NamespaceQuota, OverQuota, PeriodUse, QuotaBook, QuotaUse, Usage,
 };
 pub use reason::{BondIssue, Reason, ReasonKind, VerificationIssue};
+pub use reclaim::{Claim, ReclaimPolicy, Reclaimed, reclaim_victims};
 pub use scheduler::{Scheduler, schedule, schedule_batch, schedule_batch_with_quotas};
