@@ -152,6 +152,9 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     /// @notice Period `period` of a still-running job was paid: `paid` out of its lock (provider share
     ///         plus `fee`); the lock keeps `remaining` for later periods and its settlement.
     event PeriodSettled(bytes32 indexed jobId, uint32 indexed period, uint256 paid, uint256 fee, uint256 remaining);
+    /// @notice `extendLock` moved `added` more of `payer`'s free deposit into the lock of `jobId`, which now holds
+    ///         `amount` and can be expired only after `deadline` (+ `claimWindow`).
+    event LockExtended(bytes32 indexed jobId, address indexed payer, uint256 added, uint256 amount, uint64 deadline);
     /// @notice `payer` let `settler` lock up to `amount` of its deposit in total until `validUntil` (replacing
     ///         any earlier authorisation of that settler; 0 revokes). Emitted by `approveSpending` and
     ///         `permitSpending`.
@@ -207,6 +210,8 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
     error LengthMismatch(uint256 jobIds, uint256 paid);
     /// @notice `settlePeriod` for a period other than the next unpaid one of the lock.
     error PeriodNotNext(bytes32 jobId, uint32 period, uint32 expected);
+    /// @notice `extendLock` with a deadline before the lock's current `deadline` (a lock is never shortened).
+    error DeadlineNotLater(bytes32 jobId, uint64 deadline, uint64 current);
     /// @notice `settler` may not settle `jobId`: the lock's `payer` never authorised it (see `approveSpending`).
     error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
 
@@ -517,6 +522,61 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         emit PeriodSettled(jobId, period, paid, fee, remaining);
         if (paid - fee != 0) token.safeTransfer(l.provider, paid - fee);
         if (fee != 0) token.safeTransfer(treasury, fee);
+    }
+
+    /// @notice Renews the coverage of a running (serving) job for its next window: moves `added` more from the
+    ///         payer's free deposit into the Locked lock of `jobId` and moves its deadline to `deadline`. The
+    ///         lock keeps its id, provider, fee, paid periods (`periodsSettled`) and what earlier periods paid;
+    ///         `settlePeriod`, `settle`, `claim` and `expire` then work on the larger amount. Uses up `added` of
+    ///         what the payer authorised the caller to lock, exactly like `lock`, so a payer's authorisation
+    ///         bounds everything a hub can ever lock for it, renewals included.
+    /// @dev Only `SETTLER_ROLE`. Reverts, in this order, with `LockNotActive` (unknown, settled or expired),
+    ///      `ZeroAmount`, `AmountTooLarge` (the lock would exceed `type(uint96).max`), `DeadlineInPast`
+    ///      (`deadline <= block.timestamp`), `DeadlineNotLater` (before the current deadline),
+    ///      `DeadlineTooFar` (after `block.timestamp + maxLockDuration`), `SpendingAuthorisationExpired`,
+    ///      `SpendingNotAuthorised` (also for a settler the payer never authorised) or `InsufficientDeposit`.
+    /// @param jobId Job whose lock grows.
+    /// @param added What the next window may cost, in token base units.
+    /// @param deadline The lock's new deadline (the end of the next window), not before the current one.
+    function extendLock(bytes32 jobId, uint256 added, uint64 deadline)
+        external
+        onlyRole(SETTLER_ROLE)
+        nonReentrant
+    {
+        Lock storage l = _locks[jobId];
+        uint8 state = l.state;
+        if (state != STATE_LOCKED) revert LockNotActive(jobId, state);
+        if (added == 0) revert ZeroAmount();
+        uint256 amount = uint256(l.amount) + added;
+        if (amount > type(uint96).max) revert AmountTooLarge(amount, type(uint96).max);
+        if (deadline <= block.timestamp) revert DeadlineInPast(deadline, block.timestamp);
+        if (deadline < l.deadline) revert DeadlineNotLater(jobId, deadline, l.deadline);
+        uint256 maxDeadline = block.timestamp + maxLockDuration;
+        if (deadline > maxDeadline) revert DeadlineTooFar(deadline, maxDeadline);
+        address payer = l.payer;
+        Allowance storage a = _allowances[payer][msg.sender];
+        uint64 validUntil = a.validUntil;
+        if (block.timestamp > validUntil) {
+            if (validUntil == 0) revert SpendingNotAuthorised(payer, msg.sender, 0, added);
+            revert SpendingAuthorisationExpired(payer, msg.sender, validUntil);
+        }
+        uint256 remaining = a.remaining;
+        if (remaining < added) revert SpendingNotAuthorised(payer, msg.sender, remaining, added);
+        uint256 available = _deposits[payer];
+        if (available < added) revert InsufficientDeposit(payer, available, added);
+
+        unchecked {
+            // added <= remaining < 2^128 and added <= available: no underflow.
+            // casting to 'uint128' is safe because the difference is at most remaining, a uint128
+            // forge-lint: disable-next-line(unsafe-typecast)
+            a.remaining = uint128(remaining - added);
+            _deposits[payer] = available - added;
+        }
+        l.deadline = deadline;
+        // casting to 'uint96' is safe because amount <= type(uint96).max was checked above
+        // forge-lint: disable-next-line(unsafe-typecast)
+        l.amount = uint96(amount);
+        emit LockExtended(jobId, payer, added, amount, deadline);
     }
 
     /// @notice Settles many jobs at once, with the same per-job rules and events as `settle`.

@@ -38,7 +38,7 @@ abstract contract JobEscrowInvariantBase is Test {
         vm.stopPrank();
         _handOverMinting();
 
-        bytes4[] memory selectors = new bytes4[](22);
+        bytes4[] memory selectors = new bytes4[](23);
         selectors[0] = JobEscrowHandler.deposit.selector;
         selectors[1] = JobEscrowHandler.withdraw.selector;
         selectors[2] = JobEscrowHandler.approve.selector;
@@ -61,6 +61,7 @@ abstract contract JobEscrowInvariantBase is Test {
         selectors[19] = JobEscrowHandler.setFeeBps.selector;
         selectors[20] = JobEscrowHandler.setTreasury.selector;
         selectors[21] = JobEscrowHandler.warp.selector; // twice as often: deadlines and claim windows pass
+        selectors[22] = JobEscrowHandler.extend.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
         targetContract(address(handler));
     }
@@ -206,6 +207,7 @@ abstract contract JobEscrowInvariantBase is Test {
         console.log("jobs locked / settled / in batches / claimed / expired:");
         console.log(handler.jobCount(), handler.settledCount(), handler.batchCount());
         console.log(handler.claimCount(), handler.expiredCount());
+        console.log("locks renewed (extendLock):", handler.extendCount());
         console.log("permits / attacks / settlements by an attacker with the role:");
         console.log(handler.permitCount(), handler.attackCount(), handler.attackerSettleCount());
     }

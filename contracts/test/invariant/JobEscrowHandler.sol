@@ -77,6 +77,7 @@ contract JobEscrowHandler is EscrowSigning {
     uint256 public batchCount;
     uint256 public claimCount;
     uint256 public expiredCount;
+    uint256 public extendCount;
     uint256 public permitCount;
     uint256 public attackCount;
     uint256 public attackerSettleCount; // settle attempts by an attacker holding SETTLER_ROLE (all refused)
@@ -171,6 +172,29 @@ contract JobEscrowHandler is EscrowSigning {
         uint256 remaining = _ensureAuthorised(i, settler, amount, lifetime);
         amount = bound(amount, 1, free < remaining ? free : remaining);
         _lock(settler, payers[i], providers[providerSeed % providers.length], amount, lifetime);
+    }
+
+    /// A serving job's lock renewed for its next window (`extendLock`) by the settler that locked it, from the
+    /// payer's free deposit and within its authorisation; the new deadline is up to a day after the current one.
+    function extend(uint256 jobSeed, uint256 amount, uint256 lifetime) external {
+        if (openJobs.length == 0) return;
+        bytes32 jobId = openJobs[jobSeed % openJobs.length];
+        (address payer,,, uint64 current,) = escrow.getLock(jobId);
+        address settler = lockedBy[jobId];
+        if (!escrow.hasRole(settlerRole, settler)) return; // (hub2's role may be revoked)
+        uint256 i;
+        while (payers[i] != payer) ++i;
+        uint256 free = _ensureFunded(payer);
+        uint256 remaining = _ensureAuthorised(i, settler, amount, lifetime);
+        amount = bound(amount, 1, free < remaining ? free : remaining);
+        uint256 from = current > block.timestamp ? current : block.timestamp + 1;
+        uint64 deadline = uint64(bound(lifetime, from, from + 1 days));
+        vm.prank(settler);
+        escrow.extendLock(jobId, amount, deadline);
+        lockedAmount[jobId] += amount;
+        ghostLockedEver[payer] += amount;
+        ghostLockedSinceApproval[payer][settler] += amount;
+        ++extendCount;
     }
 
     function settle(uint256 jobSeed, uint256 paid, bool second) external {
