@@ -52,6 +52,7 @@ alloy::sol! {
         function lockFeeBps(bytes32 jobId) external view returns (uint16);
         function settlePeriod(bytes32 jobId, uint32 period, uint256 paid) external;
         function periodsSettled(bytes32 jobId) external view returns (uint32);
+        function extendLock(bytes32 jobId, uint256 added, uint64 deadline) external;
 
         event Locked(bytes32 indexed jobId, address indexed payer, address indexed provider,
                      uint256 amount, uint64 deadline, uint16 feeBps);
@@ -680,6 +681,26 @@ impl ChainClient {
             .from(self.hub_account);
         let tx = call.clone().into_transaction_request();
         self.send("a period's settlement", tx, call.call()).await
+    }
+
+    /// Renews the lock `id` of a running serving attempt for its next window: `added` more from
+    /// the payer's deposit (rounded up to base units, like a lock) and the lock's deadline moved to
+    /// `deadline` (ADR 0030, renewed windows). `Ok(Err(_))`: the contract refused (typically the
+    /// payer's deposit or authorisation cannot fund the window) and nothing was sent. `Err(_)`:
+    /// the outcome is unknown (read the lock again: its deadline says whether it was renewed).
+    pub async fn extend_lock(
+        &self,
+        id: B256,
+        added: TokenAmount,
+        deadline: u64,
+    ) -> Result<std::result::Result<Mined, Refusal>> {
+        let units = self.units().await?;
+        let escrow = IJobEscrow::new(self.escrow, &self.provider);
+        let call = escrow
+            .extendLock(id, units.to_base_ceil(added), deadline)
+            .from(self.hub_account);
+        let tx = call.clone().into_transaction_request();
+        self.send("a lock's renewal", tx, call.call()).await
     }
 
     /// Settles several locks in one transaction (amounts rounded down to base units).

@@ -8,6 +8,10 @@
 //!
 //! Period `k` pays up to `min(GPU-seconds reported, GPUs × k × period)` in total: a member that
 //! reports late is paid the difference in a later period or in the final settlement, never twice.
+//!
+//! [`renewal`], [`renew_margin`] and [`renewed_deadline`] say when and until when a serving
+//! attempt's lock is renewed for its next `maxDuration` window (`JobEscrow.extendLock`, ADR 0030
+//! section 7); the hub does not call them yet, so a serving attempt still ends at `maxDuration`.
 
 use std::time::Duration;
 
@@ -57,6 +61,72 @@ pub fn next_period(
 pub fn until_next(period_secs: u64, running_secs: u64, paid_periods: u32) -> Option<Duration> {
     let end = u64::from(paid_periods.checked_add(1)?).checked_mul(period_secs)?;
     Some(Duration::from_secs(end.saturating_sub(running_secs)))
+}
+
+/// The least time before a funded window ends at which the hub renews a serving attempt's lock.
+pub const RENEW_MARGIN_MIN: Duration = Duration::from_secs(10);
+
+/// What the hub does about the funding of a running serving attempt (ADR 0030, renewed windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Window `window` (from 2) must be locked now: the funded time ends within the margin.
+    Due {
+        /// The window to fund next (the attempt has `window − 1` funded).
+        window: u32,
+        /// Running seconds the attempt may reach once it is funded (its new hard stop).
+        funded_secs: u64,
+    },
+    /// Nothing to do until this much later.
+    In(Duration),
+}
+
+/// The margin before a funded window ends at which its successor is locked: one settlement
+/// period, at least [`RENEW_MARGIN_MIN`], at most half a window, so that the money locked ahead of
+/// what has run never exceeds one and a half windows.
+pub fn renew_margin(window_secs: u64, period_secs: u64) -> u64 {
+    period_secs
+        .max(RENEW_MARGIN_MIN.as_secs())
+        .min(window_secs / 2)
+}
+
+/// Whether the next window of a serving attempt `running_secs` into its run, with `windows`
+/// windows of `window_secs` (its `maxDuration`) funded so far, must be locked now, given the
+/// `margin_secs` of [`renew_margin`]. `None` for a zero window or an overflowing count.
+pub fn renewal(
+    window_secs: u64,
+    margin_secs: u64,
+    running_secs: u64,
+    windows: u32,
+) -> Option<Renewal> {
+    if window_secs == 0 {
+        return None;
+    }
+    let funded_end = u64::from(windows).checked_mul(window_secs)?;
+    let due_at = funded_end.saturating_sub(margin_secs);
+    if running_secs < due_at {
+        return Some(Renewal::In(Duration::from_secs(due_at - running_secs)));
+    }
+    let window = windows.checked_add(1)?;
+    Some(Renewal::Due {
+        window,
+        funded_secs: u64::from(window).checked_mul(window_secs)?,
+    })
+}
+
+/// The lock deadline for window `window` of a lock first made with `first_deadline` for windows of
+/// `window_secs`: the first deadline moved on by one window per renewal, but never past what the
+/// escrow accepts now (`now_secs + max_lock_secs`).
+pub fn renewed_deadline(
+    first_deadline: u64,
+    window_secs: u64,
+    window: u32,
+    now_secs: u64,
+    max_lock_secs: u64,
+) -> u64 {
+    let later = u64::from(window.saturating_sub(1)).saturating_mul(window_secs);
+    first_deadline
+        .saturating_add(later)
+        .min(now_secs.saturating_add(max_lock_secs))
 }
 
 /// Pays the next ended period of the current attempt of serving `job` (status `st`) if there is
@@ -231,5 +301,69 @@ mod tests {
             next_period(0, 61, 0, 2, 120, t("3.6"), t("1"), t("1")),
             None
         );
+    }
+
+    #[test]
+    fn the_next_window_is_locked_one_margin_before_the_funded_time_ends() {
+        // Windows of 60 s (maxDuration), settlement periods of 10 s: renew 10 s before the end.
+        let margin = renew_margin(60, 10);
+        assert_eq!(margin, 10);
+        assert_eq!(
+            renewal(60, margin, 49, 1),
+            Some(Renewal::In(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            renewal(60, margin, 50, 1),
+            Some(Renewal::Due {
+                window: 2,
+                funded_secs: 120
+            })
+        );
+        // Once window 2 is funded nothing is due until 110 s.
+        assert_eq!(
+            renewal(60, margin, 50, 2),
+            Some(Renewal::In(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            renewal(60, margin, 115, 2),
+            Some(Renewal::Due {
+                window: 3,
+                funded_secs: 180
+            })
+        );
+        assert_eq!(renewal(0, margin, 115, 2), None);
+    }
+
+    #[test]
+    fn the_margin_keeps_at_most_half_a_window_locked_ahead() {
+        // A settlement period longer than half the window: renew at half the window.
+        assert_eq!(renew_margin(60, 3600), 30);
+        // A very short period: at least RENEW_MARGIN_MIN, so the renewal has time to be mined.
+        assert_eq!(renew_margin(3600, 1), RENEW_MARGIN_MIN.as_secs());
+        // Never more than one and a half windows locked beyond what ran: due at 1.5 windows
+        // funded-ahead at most.
+        for running in 0..600 {
+            let mut windows = 1;
+            while let Some(Renewal::Due { window, .. }) =
+                renewal(60, renew_margin(60, 3600), running, windows)
+            {
+                windows = window;
+            }
+            assert!(
+                u64::from(windows) * 60 <= running + 90,
+                "{running} s: {windows} windows"
+            );
+            assert!(
+                u64::from(windows) * 60 > running,
+                "{running} s runs unfunded"
+            );
+        }
+    }
+
+    #[test]
+    fn a_renewed_deadline_moves_one_window_and_stays_within_the_escrow_limit() {
+        assert_eq!(renewed_deadline(1_000, 60, 2, 1_050, 3_600), 1_060);
+        assert_eq!(renewed_deadline(1_000, 60, 3, 1_110, 3_600), 1_120);
+        assert_eq!(renewed_deadline(1_000, 3_600, 2, 1_000, 3_600), 4_600);
     }
 }
