@@ -39,6 +39,7 @@ pub fn node(name: &str, model: &str, allocatable: u32, free: u32) -> NodeInvento
         telemetry_stale: false,
         utilization_percent: 25,
         ready: true,
+        gpu_uuids: vec![],
     }
 }
 
