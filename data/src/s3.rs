@@ -236,18 +236,10 @@ impl Store {
     }
 
     async fn download(&self, key: &str, path: &Path, expect: &Expect) -> Result<Object, Error> {
-        let io = |what: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| Error::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
-                .map_err(io("create directory", dir))?;
+                .map_err(Error::io("create directory", dir))?;
         }
         let url = match &expect.presigned {
             Some(url) => url.clone(),
@@ -262,7 +254,7 @@ impl Store {
         let partial = path.with_extension("gpufed-partial");
         let mut file = tokio::fs::File::create(&partial)
             .await
-            .map_err(io("create", &partial))?;
+            .map_err(Error::io("create", &partial))?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut body = resp.bytes_stream();
@@ -272,9 +264,9 @@ impl Store {
             size += chunk.len() as u64;
             file.write_all(&chunk)
                 .await
-                .map_err(io("write", &partial))?;
+                .map_err(Error::io("write", &partial))?;
         }
-        file.flush().await.map_err(io("write", &partial))?;
+        file.flush().await.map_err(Error::io("write", &partial))?;
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
         let mismatch = |what, expected: String, got: String| Error::Mismatch {
@@ -299,7 +291,7 @@ impl Store {
         }
         tokio::fs::rename(&partial, path)
             .await
-            .map_err(io("rename", path))?;
+            .map_err(Error::io("rename", path))?;
         Ok(Object {
             key: key.to_string(),
             size,
@@ -324,15 +316,10 @@ impl Store {
     }
 
     async fn upload(&self, path: &Path, key: &str) -> Result<Object, Error> {
-        let io = |what: &'static str| {
-            let p = path.to_path_buf();
-            move |source| Error::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
-        let size = tokio::fs::metadata(path).await.map_err(io("stat"))?.len();
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(Error::io("stat", path))?
+            .len();
         if size > multipart::MAX_OBJECT {
             return Err(Error::TooLarge {
                 path: path.to_path_buf(),
@@ -354,17 +341,11 @@ impl Store {
 
     /// Uploads the file at `path` to `key` in one PUT to `url`.
     async fn put_single(&self, path: &Path, key: &str, url: url::Url) -> Result<Object, Error> {
-        let io = |what: &'static str| {
-            let p = path.to_path_buf();
-            move |source| Error::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
         // Hashed first (the manifest reports what was read), then streamed from the file.
         let (size, sha256) = hash_file(path).await?;
-        let file = tokio::fs::File::open(path).await.map_err(io("open"))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(Error::io("open", path))?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let put = self
             .client
@@ -382,20 +363,14 @@ impl Store {
 
 async fn hash_file(path: &Path) -> Result<(u64, String), Error> {
     use tokio::io::AsyncReadExt;
-    let io = |what: &'static str| {
-        let p = path.to_path_buf();
-        move |source| Error::Io {
-            what,
-            path: p,
-            source,
-        }
-    };
-    let mut f = tokio::fs::File::open(path).await.map_err(io("open"))?;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(Error::io("open", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).await.map_err(io("read"))?;
+        let n = f.read(&mut buf).await.map_err(Error::io("read", path))?;
         if n == 0 {
             break;
         }
@@ -411,22 +386,12 @@ pub fn regular_files(root: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
-            what: "read directory",
-            path: dir.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&dir).map_err(Error::io("read directory", &dir))?;
         for entry in entries {
-            let entry = entry.map_err(|source| Error::Io {
-                what: "read directory",
-                path: dir.clone(),
-                source,
-            })?;
-            let kind = entry.file_type().map_err(|source| Error::Io {
-                what: "stat",
-                path: entry.path(),
-                source,
-            })?;
+            let entry = entry.map_err(Error::io("read directory", &dir))?;
+            let kind = entry
+                .file_type()
+                .map_err(Error::io("stat", &entry.path()))?;
             let child = rel.join(entry.file_name());
             if kind.is_dir() {
                 stack.push(child);

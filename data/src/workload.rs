@@ -43,11 +43,7 @@ pub async fn wait_for_exit(proc: &Path, poll: Duration) -> Result<(), Error> {
 /// Live processes in `proc` other than PID 1 and `me` (zombies do not count: their process has
 /// exited; one that vanished while being read does not either).
 pub fn others(proc: &Path, me: u32) -> Result<usize, Error> {
-    let entries = std::fs::read_dir(proc).map_err(|source| Error::Io {
-        what: "read",
-        path: proc.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(proc).map_err(Error::io("read", proc))?;
     let mut n = 0;
     for entry in entries.flatten() {
         let Some(pid) = entry

@@ -82,28 +82,42 @@ pub fn ttl_for(max_duration: Duration) -> Duration {
     max_duration.saturating_add(START_SLACK).min(MAX_TTL)
 }
 
+/// `name`'s bucket at `endpoint`, path-style; an unusable endpoint or bucket is [`PresignError::BadUrl`].
+fn bucket_of(
+    name: &str,
+    endpoint: &str,
+    bucket: &str,
+    region: Option<&str>,
+) -> Result<Bucket, PresignError> {
+    let bad = |reason: String| PresignError::BadUrl {
+        input: name.to_string(),
+        endpoint: endpoint.to_string(),
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| bad(e.to_string()))?;
+    let region = region.unwrap_or("us-east-1").to_string();
+    Bucket::new(url, UrlStyle::Path, bucket.to_string(), region).map_err(|e| bad(e.to_string()))
+}
+
 /// A GET URL for `input`'s key, path-style, signed with `credentials` for `ttl`.
 pub fn get_url(
     input: &DataInput,
     credentials: &Credentials,
     ttl: Duration,
 ) -> Result<url::Url, PresignError> {
-    let bad = |reason: String| PresignError::BadUrl {
-        input: input.name.clone(),
-        endpoint: input.endpoint.clone(),
-        bucket: input.bucket.clone(),
-        reason,
-    };
     let key = input
         .key
         .as_deref()
         .ok_or_else(|| PresignError::NotPresignable {
             input: input.name.clone(),
         })?;
-    let endpoint = url::Url::parse(&input.endpoint).map_err(|e| bad(e.to_string()))?;
-    let region = input.region.clone().unwrap_or_else(|| "us-east-1".into());
-    let bucket = Bucket::new(endpoint, UrlStyle::Path, input.bucket.clone(), region)
-        .map_err(|e| bad(e.to_string()))?;
+    let bucket = bucket_of(
+        &input.name,
+        &input.endpoint,
+        &input.bucket,
+        input.region.as_deref(),
+    )?;
     Ok(bucket.get_object(Some(credentials), key).sign(ttl))
 }
 
@@ -114,16 +128,12 @@ pub fn put_url(
     credentials: &Credentials,
     ttl: Duration,
 ) -> Result<url::Url, PresignError> {
-    let bad = |reason: String| PresignError::BadUrl {
-        input: output.name.clone(),
-        endpoint: output.endpoint.clone(),
-        bucket: output.bucket.clone(),
-        reason,
-    };
-    let endpoint = url::Url::parse(&output.endpoint).map_err(|e| bad(e.to_string()))?;
-    let region = output.region.clone().unwrap_or_else(|| "us-east-1".into());
-    let bucket = Bucket::new(endpoint, UrlStyle::Path, output.bucket.clone(), region)
-        .map_err(|e| bad(e.to_string()))?;
+    let bucket = bucket_of(
+        &output.name,
+        &output.endpoint,
+        &output.bucket,
+        output.region.as_deref(),
+    )?;
     Ok(bucket.put_object(Some(credentials), key).sign(ttl))
 }
 

@@ -1,7 +1,7 @@
 //! Why a fetch or push failed, in words that name what to fix: these messages end in the job's
 //! status.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::paths;
 
@@ -157,4 +157,12 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+}
+
+impl Error {
+    /// For `map_err`: an I/O error on `path` while doing `what`.
+    pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    }
 }

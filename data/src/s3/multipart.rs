@@ -114,15 +114,9 @@ impl Store {
         size: u64,
         part_size: u64,
     ) -> Result<(Vec<String>, String), Error> {
-        let io = |what: &'static str| {
-            let p = path.to_path_buf();
-            move |source| Error::Io {
-                what,
-                path: p,
-                source,
-            }
-        };
-        let mut file = tokio::fs::File::open(path).await.map_err(io("open"))?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(Error::io("open", path))?;
         let mut whole = Sha256::new();
         let mut etags = Vec::new();
         let mut sent: u64 = 0;
@@ -135,7 +129,7 @@ impl Store {
                 .take(want)
                 .read_to_end(&mut buf)
                 .await
-                .map_err(io("read"))?;
+                .map_err(Error::io("read", path))?;
             if buf.len() as u64 != want {
                 return Err(changed(path, size, sent + buf.len() as u64));
             }
@@ -176,7 +170,12 @@ impl Store {
         }
         // The file must end where it ended when the upload began.
         let mut probe = [0u8; 1];
-        if file.read(&mut probe).await.map_err(io("read"))? != 0 {
+        if file
+            .read(&mut probe)
+            .await
+            .map_err(Error::io("read", path))?
+            != 0
+        {
             return Err(changed(path, size, size + 1));
         }
         Ok((etags, hex::encode(whole.finalize())))

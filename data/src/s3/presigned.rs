@@ -30,11 +30,7 @@ impl Store {
             };
             let size = tokio::fs::metadata(&path)
                 .await
-                .map_err(|source| Error::Io {
-                    what: "stat",
-                    path: path.clone(),
-                    source,
-                })?
+                .map_err(Error::io("stat", &path))?
                 .len();
             if size > MAX_SINGLE_PUT {
                 return Err(Error::TooLarge {
