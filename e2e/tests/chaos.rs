@@ -33,7 +33,7 @@ fn the_short_chaos_profile_keeps_every_invariant() {
             std::fs::write(&path, serde_json::to_string_pretty(&history).unwrap()).unwrap();
             panic!(
                 "chaos invariants violated; history in {} (re-check: gpufed-bench chaos --check {}); \
-                 replay with GPUFED_CHAOS_SEED={seed}",
+                 replay with GPUFED_CHAOS_SEED={seed}\n{report}",
                 path.display(),
                 path.display()
             );

@@ -656,6 +656,9 @@ pub async fn run(
         .extend(chain_events.into_iter().map(Event::Chain));
     let report = check(&history);
     if !report.ok() {
+        // The report first: a CI log keeps the head and the tail of a failure, and the hub's logs
+        // below are long.
+        eprint!("{report}");
         pool.hub.dump_logs(40);
     }
     drop(pool);
