@@ -8,6 +8,7 @@
 //! Processes die with the test (process groups, `PR_SET_PDEATHSIG`), directories are removed, and a
 //! failing test prints every component's log tail.
 
+pub mod access;
 pub mod bench;
 pub mod chain;
 pub mod chaos;

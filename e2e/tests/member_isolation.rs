@@ -15,9 +15,6 @@ use gpufed_e2e::joining::{
     JOBS_NAMESPACE, MemberPlan, Pool, SYSTEM_NAMESPACE, is_forbidden, member_ready,
 };
 use gpufed_e2e::{NodeSpec, Tools, client_from_kubeconfig, run_test, wait_until};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
@@ -54,27 +51,9 @@ async fn may_named(
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> bool {
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.into()),
-                group: Some(group.into()),
-                resource: Some(resource.into()),
-                namespace: namespace.map(str::to_string),
-                name: name.map(str::to_string),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<SelfSubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
+    gpufed_e2e::access::may(client, verb, group, resource, namespace, name)
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .allowed
 }
 
 fn placement_doc(ns: &str) -> Value {

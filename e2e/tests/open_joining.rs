@@ -33,12 +33,9 @@ use gpufed_e2e::joining::{Helm, SYSTEM_NAMESPACE, service_account_kubeconfig};
 use gpufed_e2e::market;
 use gpufed_e2e::process::free_port;
 use gpufed_e2e::{client_from_kubeconfig, run_test, wait_until};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// The most this test may take, start-up included.
@@ -140,29 +137,9 @@ async fn may(
     ns: Option<&str>,
     name: Option<&str>,
 ) -> bool {
-    let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.into()),
-                group: Some(group.into()),
-                resource: Some(resource.into()),
-                subresource: (!sub.is_empty()).then(|| sub.to_string()),
-                namespace: ns.map(str::to_string),
-                name: name.map(str::to_string),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<SelfSubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
+    gpufed_e2e::access::may(client, verb, group, resource, ns, name)
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .allowed
 }
 
 /// The `exp` claim of a JWT.
