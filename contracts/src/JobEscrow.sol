@@ -434,25 +434,7 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         if (deadline <= block.timestamp) revert DeadlineInPast(deadline, block.timestamp);
         uint256 maxDeadline = block.timestamp + maxLockDuration;
         if (deadline > maxDeadline) revert DeadlineTooFar(deadline, maxDeadline);
-        Allowance storage a = _allowances[payer][msg.sender];
-        uint64 validUntil = a.validUntil;
-        if (block.timestamp > validUntil) {
-            // validUntil 0: the payer never authorised the caller (or did so with validUntil 0)
-            if (validUntil == 0) revert SpendingNotAuthorised(payer, msg.sender, 0, amount);
-            revert SpendingAuthorisationExpired(payer, msg.sender, validUntil);
-        }
-        uint256 remaining = a.remaining;
-        if (remaining < amount) revert SpendingNotAuthorised(payer, msg.sender, remaining, amount);
-        uint256 available = _deposits[payer];
-        if (available < amount) revert InsufficientDeposit(payer, available, amount);
-
-        unchecked {
-            // amount <= remaining < 2^128 and amount <= available: no underflow.
-            // casting to 'uint128' is safe because the difference is at most remaining, a uint128
-            // forge-lint: disable-next-line(unsafe-typecast)
-            a.remaining = uint128(remaining - amount);
-            _deposits[payer] = available - amount;
-        }
+        _spend(payer, amount);
         uint16 bps = feeBps;
         l.payer = payer;
         l.deadline = deadline;
@@ -554,24 +536,7 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         uint256 maxDeadline = block.timestamp + maxLockDuration;
         if (deadline > maxDeadline) revert DeadlineTooFar(deadline, maxDeadline);
         address payer = l.payer;
-        Allowance storage a = _allowances[payer][msg.sender];
-        uint64 validUntil = a.validUntil;
-        if (block.timestamp > validUntil) {
-            if (validUntil == 0) revert SpendingNotAuthorised(payer, msg.sender, 0, added);
-            revert SpendingAuthorisationExpired(payer, msg.sender, validUntil);
-        }
-        uint256 remaining = a.remaining;
-        if (remaining < added) revert SpendingNotAuthorised(payer, msg.sender, remaining, added);
-        uint256 available = _deposits[payer];
-        if (available < added) revert InsufficientDeposit(payer, available, added);
-
-        unchecked {
-            // added <= remaining < 2^128 and added <= available: no underflow.
-            // casting to 'uint128' is safe because the difference is at most remaining, a uint128
-            // forge-lint: disable-next-line(unsafe-typecast)
-            a.remaining = uint128(remaining - added);
-            _deposits[payer] = available - added;
-        }
+        _spend(payer, added);
         l.deadline = deadline;
         // casting to 'uint96' is safe because amount <= type(uint96).max was checked above
         // forge-lint: disable-next-line(unsafe-typecast)
@@ -732,6 +697,31 @@ contract JobEscrow is AccessControlDefaultAdminRules, EIP712, Nonces, Reentrancy
         // forge-lint: disable-next-line(unsafe-typecast)
         ofPayer[settler] = Allowance(uint128(amount), validUntil, sticky);
         emit SpendingApproved(payer, settler, amount, validUntil);
+    }
+
+    /// @dev Takes `amount` from `payer`'s deposit on the caller's spending authorisation (checks and
+    ///      effects shared by lock and extendLock): the authorisation must be current and cover it, and
+    ///      the deposit must hold it.
+    function _spend(address payer, uint256 amount) private {
+        Allowance storage a = _allowances[payer][msg.sender];
+        uint64 validUntil = a.validUntil;
+        if (block.timestamp > validUntil) {
+            // validUntil 0: the payer never authorised the caller (or did so with validUntil 0)
+            if (validUntil == 0) revert SpendingNotAuthorised(payer, msg.sender, 0, amount);
+            revert SpendingAuthorisationExpired(payer, msg.sender, validUntil);
+        }
+        uint256 remaining = a.remaining;
+        if (remaining < amount) revert SpendingNotAuthorised(payer, msg.sender, remaining, amount);
+        uint256 available = _deposits[payer];
+        if (available < amount) revert InsufficientDeposit(payer, available, amount);
+
+        unchecked {
+            // amount <= remaining < 2^128 and amount <= available: no underflow.
+            // casting to 'uint128' is safe because the difference is at most remaining, a uint128
+            // forge-lint: disable-next-line(unsafe-typecast)
+            a.remaining = uint128(remaining - amount);
+            _deposits[payer] = available - amount;
+        }
     }
 
     /// @dev Checks and effects of settling one job; the caller does the token transfers afterwards.
