@@ -14,6 +14,8 @@ use crate::units::EvmAddress;
 pub const JOIN_PATH: &str = "/v1/join";
 /// Path of the credential renewal on the registration endpoint.
 pub const RENEW_PATH: &str = "/v1/renew";
+/// Path of a leave request on the registration endpoint.
+pub const LEAVE_PATH: &str = "/v1/leave";
 /// Path prefix of a pool's signing domain on the registration endpoint (`GET /v1/pools/<pool>`).
 pub const POOLS_PATH: &str = "/v1/pools/";
 /// Furthest in the future a join request may expire, in seconds from the hub's now: a captured
@@ -27,6 +29,11 @@ pub const ADMISSION_OPEN: &str = "open";
 pub const ANNOTATION_JOIN_REQUEST: &str = "gpufed.io/join-request";
 /// Annotation with the nonce of that join request.
 pub const ANNOTATION_JOIN_NONCE: &str = "gpufed.io/join-nonce";
+/// Annotation on a member whose provider asked to leave (a signed leave request): when it was
+/// asked (RFC 3339). The member is cordoned; the hub deletes it once no attempt runs there.
+pub const ANNOTATION_LEAVING: &str = "gpufed.io/leaving";
+/// Annotation with the EIP-712 digest (hex) of that leave request.
+pub const ANNOTATION_LEAVE_REQUEST: &str = "gpufed.io/leave-request";
 
 /// A join request as sent to [`JOIN_PATH`]: the signed fields, the wallet that claims to have
 /// signed them, and the signature.
@@ -92,6 +99,35 @@ pub struct RenewResponse {
     pub expires: u64,
 }
 
+/// A leave request as sent to [`LEAVE_PATH`]: an openly joined member's provider asks the hub to
+/// drain and remove it, signed by the member's wallet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRequestBody {
+    /// The member's GpuPool.
+    pub pool: String,
+    /// The MemberCluster that leaves.
+    pub cluster: String,
+    /// A number the signer picks so that each signed request is unique.
+    pub nonce: u64,
+    /// Unix time (seconds) after which the hub refuses the request.
+    pub expires: u64,
+    /// The member's wallet (`spec.wallet`), which must have signed the request.
+    pub wallet: EvmAddress,
+    /// The 65-byte secp256k1 signature of the EIP-712 digest, hex with `0x`.
+    pub signature: String,
+}
+
+/// The hub's answer to an accepted leave request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveResponse {
+    /// The member.
+    pub cluster: String,
+    /// Attempts still on the member: it is deleted once they have ended (0: at once).
+    pub running_attempts: u32,
+}
+
 /// Why the hub refused a request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -108,7 +144,7 @@ pub mod typed {
     use alloy::primitives::{Address, B256, Signature};
     use alloy::sol_types::{Eip712Domain, SolStruct as _};
 
-    use super::JoinRequestBody;
+    use super::{JoinRequestBody, LeaveRequestBody};
 
     alloy::sol! {
         /// One model's price, as signed.
@@ -123,6 +159,14 @@ pub mod typed {
             string cluster;
             string region;
             ModelPrice[] prices;
+            uint64 nonce;
+            uint64 expires;
+        }
+
+        /// What a member's wallet signs to leave its pool.
+        struct LeaveRequest {
+            string pool;
+            string cluster;
             uint64 nonce;
             uint64 expires;
         }
@@ -164,11 +208,36 @@ pub mod typed {
 
     /// Who signed `body`, or why that cannot be told (a malformed signature).
     pub fn signer(body: &JoinRequestBody, chain_id: u64, bond: Address) -> Result<Address, String> {
-        let raw = alloy::hex::decode(body.signature.trim_start_matches("0x"))
+        recover(&body.signature, &signing_hash(body, chain_id, bond))
+    }
+
+    /// The EIP-712 digest of a leave request.
+    pub fn leave_signing_hash(body: &LeaveRequestBody, chain_id: u64, bond: Address) -> B256 {
+        LeaveRequest {
+            pool: body.pool.clone(),
+            cluster: body.cluster.clone(),
+            nonce: body.nonce,
+            expires: body.expires,
+        }
+        .eip712_signing_hash(&domain(chain_id, bond))
+    }
+
+    /// Who signed the leave request `body`, or why that cannot be told.
+    pub fn leave_signer(
+        body: &LeaveRequestBody,
+        chain_id: u64,
+        bond: Address,
+    ) -> Result<Address, String> {
+        recover(&body.signature, &leave_signing_hash(body, chain_id, bond))
+    }
+
+    /// The address that signed `digest` with `signature` (hex, `0x` optional).
+    fn recover(signature: &str, digest: &B256) -> Result<Address, String> {
+        let raw = alloy::hex::decode(signature.trim_start_matches("0x"))
             .map_err(|e| format!("signature is not hex: {e}"))?;
         let sig = Signature::try_from(raw.as_slice())
             .map_err(|e| format!("signature is not 65 bytes r, s, v: {e}"))?;
-        sig.recover_address_from_prehash(&signing_hash(body, chain_id, bond))
+        sig.recover_address_from_prehash(digest)
             .map_err(|e| format!("no signer can be recovered from the signature: {e}"))
     }
 }
@@ -218,6 +287,42 @@ mod tests {
         assert_ne!(typed::signer(&b, 1, bond).unwrap(), key.address());
         assert_ne!(
             typed::signer(&b, 31337, Address::repeat_byte(8)).unwrap(),
+            key.address()
+        );
+    }
+
+    #[test]
+    fn a_leave_request_is_signed_in_its_own_type_so_a_join_signature_does_not_leave() {
+        let key = PrivateKeySigner::random();
+        let bond = Address::repeat_byte(7);
+        let mut leave = LeaveRequestBody {
+            pool: "p".into(),
+            cluster: "alpha".into(),
+            nonce: 7,
+            expires: 1_700_000_000,
+            wallet: key.address().to_string().parse().unwrap(),
+            signature: String::new(),
+        };
+        let sig = key
+            .sign_hash_sync(&typed::leave_signing_hash(&leave, 31337, bond))
+            .unwrap();
+        leave.signature = format!("0x{}", alloy::hex::encode(sig.as_bytes()));
+        assert_eq!(
+            typed::leave_signer(&leave, 31337, bond).unwrap(),
+            key.address()
+        );
+        let mut other = leave.clone();
+        other.cluster = "beta".into();
+        assert_ne!(
+            typed::leave_signer(&other, 31337, bond).unwrap(),
+            key.address()
+        );
+        // A join request's signature over the same pool, cluster, nonce and expiry is no leave.
+        let join = body(&key, bond);
+        let mut forged = leave.clone();
+        forged.signature = join.signature.clone();
+        assert_ne!(
+            typed::leave_signer(&forged, 31337, bond).unwrap(),
             key.address()
         );
     }

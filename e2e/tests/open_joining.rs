@@ -8,6 +8,9 @@
 //! the hub chart's ServiceAccount (installed with `registration.enabled`), so the chart's RBAC is
 //! proven enough for all of it. A tenant job without `spec.allowUnverified` waits naming the
 //! member's probation; one with it is placed there, its attempt marked `unverifiedMember`.
+//! Leaving by a request signed with the member's wallet: refused for another wallet, an
+//! admin-made member, an unknown one and a replay; an idle member is removed at once with its
+//! credential, a busy one (`kubectl gpufed leave`) only after its attempt ended and settled.
 //!
 //! Needs `cargo build -p gpufed-operator -p kubectl-gpufed --bins` first.
 
@@ -22,8 +25,8 @@ use alloy::signers::SignerSync as _;
 use alloy::signers::local::PrivateKeySigner;
 use base64::Engine as _;
 use gpufed_crds::join::{
-    JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LABEL_ADMISSION, POOLS_PATH, PoolInfo,
-    RENEW_PATH, RenewResponse, typed,
+    JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LABEL_ADMISSION, LEAVE_PATH,
+    LeaveRequestBody, POOLS_PATH, PoolInfo, RENEW_PATH, RenewResponse, typed,
 };
 use gpufed_crds::naming::{member_kubeconfig_secret, member_namespace};
 use gpufed_crds::{GpuPool, MemberCluster, ModelPrice};
@@ -87,6 +90,11 @@ impl Endpoint {
             .await
     }
 
+    async fn leave(&self, body: &LeaveRequestBody) -> (u16, Value) {
+        self.post(LEAVE_PATH, serde_json::to_vec(body).unwrap(), None)
+            .await
+    }
+
     /// A refused join: its status, reason and message.
     async fn refused(&self, body: &JoinRequestBody) -> (u16, String, String) {
         let (status, v) = self.join(body).await;
@@ -122,6 +130,25 @@ fn signed(
     let bond = Address::from(info.bond.to_bytes());
     let sig = signer
         .sign_hash_sync(&typed::signing_hash(&b, info.chain_id, bond))
+        .unwrap();
+    b.signature = format!("0x{}", alloy::hex::encode(sig.as_bytes()));
+    b
+}
+
+/// A leave request for `cluster` by the wallet `key`, signed for `info`'s domain.
+fn leave_signed(key: &str, info: &PoolInfo, cluster: &str) -> LeaveRequestBody {
+    let signer = PrivateKeySigner::from_str(key).unwrap();
+    let mut b = LeaveRequestBody {
+        pool: info.pool.clone(),
+        cluster: cluster.into(),
+        nonce: rand::random(),
+        expires: unix_now() + 300,
+        wallet: signer.address().to_string().parse().unwrap(),
+        signature: String::new(),
+    };
+    let bond = Address::from(info.bond.to_bytes());
+    let sig = signer
+        .sign_hash_sync(&typed::leave_signing_hash(&b, info.chain_id, bond))
         .unwrap();
     b.signature = format!("0x{}", alloy::hex::encode(sig.as_bytes()));
     b
@@ -606,6 +633,134 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
         }
         assert_eq!(member_names(&admin).await, ["alpha", "alpha2", "beta"]);
 
+        // Leaving by a request signed with the member's wallet (ADR 0031): only the member's own
+        // wallet, only a member that joined by stake; nothing changes on a refusal.
+        let refusals = [
+            (
+                leave_signed(accounts::BETA.0, &info, "alpha2"),
+                403,
+                "NotYourMember",
+            ),
+            (
+                leave_signed(accounts::BETA.0, &info, "beta"),
+                401,
+                "Unauthorized",
+            ),
+            (
+                leave_signed(accounts::ALPHA.0, &info, "nobody"),
+                404,
+                "UnknownMember",
+            ),
+        ];
+        for (req, code, reason) in refusals {
+            let (status, v) = ep.leave(&req).await;
+            assert_eq!(
+                (status, v["reason"].as_str().unwrap()),
+                (code, reason),
+                "{v}"
+            );
+        }
+        let members = Api::<MemberCluster>::all(admin.clone());
+        assert!(!members.get("alpha2").await.unwrap().spec.cordoned);
+        // alpha2 runs nothing: it goes at once, and its credential with it; the same signed
+        // request again is a replay.
+        let bye = leave_signed(accounts::ALPHA.0, &info, "alpha2");
+        let (status, v) = ep.leave(&bye).await;
+        assert_eq!(
+            (status, v["runningAttempts"].as_u64()),
+            (202, Some(0)),
+            "{v}"
+        );
+        let (status, v) = ep.leave(&bye).await;
+        assert_eq!(
+            (status, v["reason"].as_str().unwrap()),
+            (409, "Replayed"),
+            "{v}"
+        );
+        wait_until(Duration::from_secs(30), "alpha2 removed", || async {
+            members
+                .get_opt("alpha2")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let gone = client_from_kubeconfig(&{
+            let p = dir.join("alpha2.kubeconfig");
+            std::fs::write(&p, &joined.kubeconfig).unwrap();
+            p
+        })
+        .await
+        .unwrap();
+        wait_until(
+            Duration::from_secs(30),
+            "alpha2's token refused",
+            || async {
+                Api::<MemberCluster>::all(gone.clone())
+                    .get("alpha2")
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+        // alpha, with the plugin, while the opted-in job's attempt is on it: cordoned, leaving,
+        // and removed only once that attempt has ended and its lock is settled.
+        let out = tokio::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap())
+            .args(["leave", "alpha", "--registration-url", &ep.url, "--ca-file"])
+            .arg(&cert)
+            .args(["--pool", "market"])
+            .env("GPUFED_WALLET_KEY", accounts::ALPHA.0)
+            .env_remove("KUBECONFIG")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("member alpha is leaving pool market")
+                && stdout.contains("once its 1 attempt(s) have ended and settled"),
+            "{stdout}"
+        );
+        let schedulable = wait_until(Duration::from_secs(30), "alpha leaving", || async {
+            let m = members.get("alpha").await.ok()?;
+            let c = m
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Schedulable" && c.reason == "Leaving")?;
+            m.spec.cordoned.then_some(c)
+        })
+        .await
+        .unwrap();
+        assert_eq!(schedulable.status, "False");
+        assert!(
+            schedulable.message.contains("1 attempt(s)"),
+            "{}",
+            schedulable.message
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(members.get_opt("alpha").await.unwrap().is_some());
+        jobs.delete("cheap", &Default::default()).await.unwrap();
+        wait_until(Duration::from_secs(60), "alpha removed", || async {
+            members
+                .get_opt("alpha")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        hb.abort();
+
         // Flooding: the rest of the burst is answered (junk: Malformed), then 429 with Retry-After.
         let mut limited = None;
         for i in 0..(BURST + 5) {
@@ -643,7 +798,7 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
             .join(&signed(accounts::GAMMA.0, &info, "gamma", |_| {}))
             .await;
         assert_eq!(status, 429, "{v}");
-        assert_eq!(member_names(&admin).await, ["alpha", "alpha2", "beta"]);
+        assert_eq!(member_names(&admin).await, ["beta"]);
         // Each outcome is counted.
         let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
             .await
@@ -670,6 +825,11 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
                 "{outcome} not counted"
             );
         }
-        hb.abort();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.contains("route=\"leave\"") && l.contains("outcome=\"Accepted\"")),
+            "leave not counted"
+        );
     });
 }

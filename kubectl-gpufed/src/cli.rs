@@ -83,6 +83,10 @@ pub enum Command {
     Explain(ExplainArgs),
     /// The commands a cluster owner runs to connect a joined MemberCluster to the hub.
     Join(JoinArgs),
+    /// As a provider of an Open pool: leave it with a request signed by the member's wallet
+    /// (ADR 0031). The hub cordons the member and removes it once its attempts have ended and
+    /// settled; then unbond (the contract's delay applies).
+    Leave(LeaveArgs),
     /// Escrow state of each attempt of a ComputeJob and its total cost.
     Payments(PaymentsArgs),
     /// The container log of one replica of a ComputeJob, read through the hub from the member
@@ -218,6 +222,29 @@ pub struct JoinArgs {
     #[arg(long = "price", value_name = "MODEL=PRICE")]
     pub prices: Vec<String>,
     /// File holding the provider wallet's private key (hex). Never printed. Default: the
+    /// environment variable `GPUFED_WALLET_KEY`.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// How long the signed request stays valid (at most 15m).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub valid_for: gpufed_crds::KubeDuration,
+}
+
+/// Arguments of `leave`.
+#[derive(Args, Debug, Clone)]
+pub struct LeaveArgs {
+    /// The MemberCluster that leaves (one that joined by stake).
+    pub name: String,
+    /// The hub's registration endpoint, e.g. `https://hub.example.com:8443`.
+    #[arg(long, value_name = "URL")]
+    pub registration_url: String,
+    /// PEM CA bundle of the registration endpoint (default: the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The member's GpuPool.
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+    /// File holding the member wallet's private key (hex). Never printed. Default: the
     /// environment variable `GPUFED_WALLET_KEY`.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,

@@ -44,6 +44,9 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
     {
         return open_join::run(args).await;
     }
+    if let Command::Leave(args) = &cli.command {
+        return open_join::leave(args).await;
+    }
     let hub = connect::connect(&cli.global).await?;
     let flags = &cli.global;
     match &cli.command {
@@ -54,6 +57,7 @@ pub async fn run(cli: cli::Cli) -> Result<String> {
         Command::Explain(args) => commands::explain(&hub, flags, args).await,
         Command::Join(args) => commands::join(&hub, flags, args).await,
         Command::Payments(args) => commands::payments(&hub, flags, args).await,
+        Command::Leave(args) => open_join::leave(args).await,
         Command::Authorise(args) => authorise::run(&hub, args).await,
         Command::Claim(args) => claim::run(&hub, args).await,
         Command::Logs(args) => logs::run(&hub, args).await,

@@ -2,7 +2,8 @@
 //! (ADR 0031). Reads the pool's signing domain from the hub's registration endpoint
 //! (`GET /v1/pools/<pool>`), signs a `JoinRequest` (EIP-712, [`gpufed_crds::join::typed`]) with
 //! the wallet's key, sends it (`POST /v1/join`), and writes the kubeconfig of the answer (a
-//! short-lived token the agent renews) to `--kubeconfig-out`. The key is read from a file or the
+//! short-lived token the agent renews) to `--kubeconfig-out`. `kubectl gpufed leave NAME` signs a
+//! `LeaveRequest` the same way and sends it (`POST /v1/leave`). The key is read from a file or the
 //! environment and never printed.
 
 use std::str::FromStr;
@@ -12,10 +13,11 @@ use alloy::signers::Signer as _;
 use alloy::signers::local::PrivateKeySigner;
 use gpufed_crds::ModelPrice;
 use gpufed_crds::join::{
-    JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, POOLS_PATH, PoolInfo, typed,
+    JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LEAVE_PATH, LeaveRequestBody,
+    LeaveResponse, POOLS_PATH, PoolInfo, typed,
 };
 
-use crate::cli::JoinArgs;
+use crate::cli::{JoinArgs, LeaveArgs};
 use crate::error::{Error, Result};
 
 /// Environment variable holding the wallet key when `--key-file` is not given.
@@ -41,8 +43,8 @@ pub fn parse_price(text: &str) -> Result<ModelPrice> {
 }
 
 /// The wallet's key from `--key-file` or [`KEY_ENV`]; the error never contains the key.
-fn signer(args: &JoinArgs) -> Result<PrivateKeySigner> {
-    let (key, from) = match &args.key_file {
+fn signer(key_file: Option<&std::path::Path>) -> Result<PrivateKeySigner> {
+    let (key, from) = match key_file {
         Some(path) => (
             std::fs::read_to_string(path)
                 .map_err(|e| fail(format!("cannot read --key-file {}: {e}", path.display())))?,
@@ -58,11 +60,11 @@ fn signer(args: &JoinArgs) -> Result<PrivateKeySigner> {
         .map_err(|_| fail(format!("{from} does not hold a hex private key")))
 }
 
-fn client(args: &JoinArgs) -> Result<reqwest::Client> {
+fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60));
-    if let Some(ca) = &args.ca_file {
+    if let Some(ca) = ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| fail(format!("cannot read --ca-file {}: {e}", ca.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -116,15 +118,9 @@ pub async fn run(args: &JoinArgs) -> Result<String> {
         .iter()
         .map(|p| parse_price(p))
         .collect::<Result<Vec<_>>>()?;
-    let signer = signer(args)?;
-    let http = client(args)?;
-
-    let (status, body) = send(http.get(format!("{url}{POOLS_PATH}{pool}"))).await?;
-    if !status.is_success() {
-        return Err(refusal(status, &body));
-    }
-    let info: PoolInfo =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("the hub's pool answer: {e}")))?;
+    let signer = signer(args.key_file.as_deref())?;
+    let http = client(args.ca_file.as_deref())?;
+    let info = pool_info(&http, url, &pool).await?;
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(fail)?;
     let mut request = JoinRequestBody {
@@ -132,35 +128,19 @@ pub async fn run(args: &JoinArgs) -> Result<String> {
         cluster: args.name.clone(),
         region: args.region.clone().unwrap_or_default(),
         prices,
-        // Unique per request; the hub refuses a request it has seen.
-        nonce: u64::try_from(now.as_nanos() & u128::from(u64::MAX)).unwrap_or(0),
+        nonce: nonce(now),
         expires: now.as_secs() + args.valid_for.as_secs_ceil(),
-        wallet: signer
-            .address()
-            .to_string()
-            .parse()
-            .map_err(|e| fail(format!("wallet address: {e}")))?,
+        wallet: wallet(&signer)?,
         signature: String::new(),
     };
     let bond = alloy::primitives::Address::from(info.bond.to_bytes());
-    let hash = typed::signing_hash(&request, info.chain_id, bond);
-    let signature = signer
-        .sign_hash(&hash)
-        .await
-        .map_err(|e| fail(format!("signing the join request: {e}")))?;
-    request.signature = format!("0x{}", alloy::hex::encode(signature.as_bytes()));
-
-    let (status, body) = send(
-        http.post(format!("{url}{JOIN_PATH}"))
-            .body(serde_json::to_vec(&request).map_err(fail)?)
-            .header("content-type", "application/json"),
+    request.signature = sign(
+        &signer,
+        typed::signing_hash(&request, info.chain_id, bond),
+        "join",
     )
     .await?;
-    if !status.is_success() {
-        return Err(refusal(status, &body));
-    }
-    let joined: JoinResponse =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("the hub's answer: {e}")))?;
+    let joined: JoinResponse = post(&http, url, JOIN_PATH, &request).await?;
     crate::commands::write_private(&out, joined.kubeconfig.as_bytes())?;
     let (ca_file, ca_set) = match &args.ca_file {
         Some(ca) => (
@@ -190,6 +170,99 @@ pub async fn run(args: &JoinArgs) -> Result<String> {
         ns = args.member_namespace,
         secret = args.secret_name,
         chart = args.chart,
+    ))
+}
+
+/// The pool's signing domain from the registration endpoint.
+async fn pool_info(http: &reqwest::Client, url: &str, pool: &str) -> Result<PoolInfo> {
+    let (status, body) = send(http.get(format!("{url}{POOLS_PATH}{pool}"))).await?;
+    if !status.is_success() {
+        return Err(refusal(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| fail(format!("the hub's pool answer: {e}")))
+}
+
+/// Unique per request; the hub refuses a request it has seen.
+fn nonce(now: Duration) -> u64 {
+    u64::try_from(now.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+}
+
+fn wallet(signer: &PrivateKeySigner) -> Result<gpufed_crds::EvmAddress> {
+    signer
+        .address()
+        .to_string()
+        .parse()
+        .map_err(|e| fail(format!("wallet address: {e}")))
+}
+
+/// `digest` signed by `signer`, as the hex the hub reads.
+async fn sign(
+    signer: &PrivateKeySigner,
+    digest: alloy::primitives::B256,
+    what: &str,
+) -> Result<String> {
+    let signature = signer
+        .sign_hash(&digest)
+        .await
+        .map_err(|e| fail(format!("signing the {what} request: {e}")))?;
+    Ok(format!("0x{}", alloy::hex::encode(signature.as_bytes())))
+}
+
+/// Posts `request` to `path` and reads the answer as `T`, or the hub's refusal.
+async fn post<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    request: &impl serde::Serialize,
+) -> Result<T> {
+    let (status, body) = send(
+        http.post(format!("{url}{path}"))
+            .body(serde_json::to_vec(request).map_err(fail)?)
+            .header("content-type", "application/json"),
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(refusal(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| fail(format!("the hub's answer: {e}")))
+}
+
+/// Runs `kubectl gpufed leave` and returns what to print.
+pub async fn leave(args: &LeaveArgs) -> Result<String> {
+    let url = args.registration_url.trim_end_matches('/');
+    let signer = signer(args.key_file.as_deref())?;
+    let http = client(args.ca_file.as_deref())?;
+    let info = pool_info(&http, url, &args.pool).await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(fail)?;
+    let mut request = LeaveRequestBody {
+        pool: args.pool.clone(),
+        cluster: args.name.clone(),
+        nonce: nonce(now),
+        expires: now.as_secs() + args.valid_for.as_secs_ceil(),
+        wallet: wallet(&signer)?,
+        signature: String::new(),
+    };
+    let bond = alloy::primitives::Address::from(info.bond.to_bytes());
+    request.signature = sign(
+        &signer,
+        typed::leave_signing_hash(&request, info.chain_id, bond),
+        "leave",
+    )
+    .await?;
+    let left: LeaveResponse = post(&http, url, LEAVE_PATH, &request).await?;
+    let when = if left.running_attempts == 0 {
+        "now".to_string()
+    } else {
+        format!(
+            "once its {} attempt(s) have ended and settled",
+            left.running_attempts
+        )
+    };
+    Ok(format!(
+        "member {} is leaving pool {}: cordoned (no new jobs), removed by the hub {when}; its \
+         credential stops working then.\nThen `helm uninstall` the member chart and unbond your \
+         stake from ProviderBond {} (the contract's unbonding delay applies).\n",
+        left.cluster, info.pool, info.bond
     ))
 }
 
@@ -233,7 +306,7 @@ mod tests {
         let crate::cli::Command::Join(args) = cli.command else {
             panic!("not join")
         };
-        let err = signer(&args).unwrap_err().to_string();
+        let err = signer(args.key_file.as_deref()).unwrap_err().to_string();
         std::fs::remove_file(&dir).unwrap();
         assert!(err.contains("does not hold a hex private key"), "{err}");
         assert!(!err.contains("not-a-key-but-secret"), "{err}");

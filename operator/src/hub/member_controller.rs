@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gpufed_crds::conditions::{self, member as mc};
+use gpufed_crds::join::ANNOTATION_LEAVING;
 use gpufed_crds::naming::{
     LABEL_CLUSTER, heartbeat_lease_name, member_cluster_role, member_kubeconfig_secret,
     member_namespace,
 };
-use gpufed_crds::{KubeDuration, MemberCluster};
+use gpufed_crds::{ComputeJob, KubeDuration, MemberCluster, SettlementState};
 use gpufed_scheduler::BondState;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
@@ -326,10 +327,65 @@ struct HubStatus {
     conditions: Vec<Condition>,
 }
 
+/// Tenant attempts on `member` that have not ended, or whose escrow lock is not settled yet: a
+/// leaving member is deleted only once there are none (its Placements, with the usage receipts on
+/// them, go with its namespace). The hub's own challenges do not count: they pay nothing, and
+/// verify a member that is going.
+pub fn attempts_on<J: std::borrow::Borrow<ComputeJob>>(jobs: &[J], member: &str) -> u32 {
+    let n = jobs
+        .iter()
+        .map(std::borrow::Borrow::borrow)
+        .filter(|j| !crate::hub::challenges::is_hub_job(j))
+        .filter_map(|j| j.status.as_ref())
+        .flat_map(|s| s.attempts.iter())
+        .filter(|a| a.cluster == member)
+        .filter(|a| {
+            let in_flight = a.settlement.as_ref().is_some_and(|st| {
+                matches!(
+                    st.state,
+                    SettlementState::Locking | SettlementState::Locked | SettlementState::Settling
+                )
+            });
+            !a.phase.is_finished() || in_flight
+        })
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Whether `member`'s provider asked to leave (ADR 0031): cordoned and annotated by the
+/// registration endpoint.
+fn leaving(member: &MemberCluster) -> Option<&str> {
+    member
+        .annotations()
+        .get(ANNOTATION_LEAVING)
+        .filter(|_| member.spec.cordoned)
+        .map(String::as_str)
+}
+
 async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     let name = member.name_any();
     let generation = member.metadata.generation;
     let at = now();
+    let draining = match leaving(&member) {
+        Some(since) => {
+            let left = attempts_on(&ctx.stores.jobs.state(), &name);
+            if left == 0 {
+                // Drained: the deletion runs the cleanup below (namespace, credentials).
+                match Api::<MemberCluster>::all(ctx.client.clone())
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::kube(format!("deleting MemberCluster {name}"))(e)),
+                }
+                tracing::info!(member = %name, "member left the pool at its provider's request");
+                return Ok(Requeue::await_change());
+            }
+            Some((since.to_string(), left))
+        }
+        None => None,
+    };
     let current = member.status.clone().unwrap_or_default();
     // `Verified` is the challenge loop's, written under its own field manager: this controller
     // never applies it, so it never takes it over (nor writes back a stale copy).
@@ -490,7 +546,15 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     };
     set(&mut conds, mc::BONDED, bonded, bond_reason, bond_msg);
     let has_inventory = current.inventory.is_some();
-    let (schedulable, reason, msg) = if member.spec.cordoned {
+    let (schedulable, reason, msg) = if let Some((since, left)) = &draining {
+        (
+            false,
+            "Leaving",
+            format!(
+                "its provider asked to leave at {since}; it is removed once its {left} attempt(s) end and settle"
+            ),
+        )
+    } else if member.spec.cordoned {
         (false, "Cordoned", "spec.cordoned is true".to_string())
     } else if !ready {
         (false, "NotReady", "no recent heartbeat".to_string())
@@ -601,6 +665,12 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         }
         _ if waiting_for_token => Duration::from_secs(1),
         _ => Duration::from_secs(15),
+    };
+    // A leaving member is looked at again soon: its last attempt ending changes no member.
+    let next = if draining.is_some() {
+        next.min(Duration::from_secs(2))
+    } else {
+        next
     };
     Ok(Requeue::requeue(next))
 }
@@ -734,6 +804,48 @@ mod tests {
             t0 + Duration::from_secs(2),
         );
         assert!(ready);
+    }
+
+    #[test]
+    fn a_leaving_member_counts_attempts_not_ended_or_not_settled_on_it_only() {
+        use gpufed_crds::testing::{attempt as record, job as builder};
+        use gpufed_crds::{AttemptPhase, AttemptRecord, ComputeJobStatus, Settlement};
+        let attempt = |cluster: &str, phase: AttemptPhase, state: Option<SettlementState>| {
+            let mut a = record(1, cluster, phase);
+            a.settlement = state.map(|state| Settlement {
+                state,
+                ..Default::default()
+            });
+            a
+        };
+        let job = |attempts: Vec<AttemptRecord>| {
+            let mut j = builder("j").build();
+            j.status = Some(ComputeJobStatus {
+                attempts,
+                ..Default::default()
+            });
+            j
+        };
+        let jobs = vec![
+            job(vec![
+                attempt("alpha", AttemptPhase::Lost, Some(SettlementState::Settled)),
+                attempt("beta", AttemptPhase::Running, Some(SettlementState::Locked)),
+            ]),
+            job(vec![attempt("alpha", AttemptPhase::Running, None)]),
+            job(vec![attempt(
+                "alpha",
+                AttemptPhase::Succeeded,
+                Some(SettlementState::Settling),
+            )]),
+            job(vec![attempt("alpha", AttemptPhase::Cancelled, None)]),
+            builder("no-status").build(),
+        ];
+        let mut challenge = job(vec![attempt("alpha", AttemptPhase::Running, None)]);
+        challenge.metadata.namespace = Some(gpufed_crds::naming::HUB_JOBS_NAMESPACE.into());
+        let jobs = [jobs, vec![challenge]].concat();
+        assert_eq!(attempts_on(&jobs, "alpha"), 2);
+        assert_eq!(attempts_on(&jobs, "beta"), 1);
+        assert_eq!(attempts_on(&jobs, "gamma"), 0);
     }
 
     #[test]

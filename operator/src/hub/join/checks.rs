@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use alloy::primitives::{Address, B256};
 use gpufed_crds::join::{
-    ADMISSION_OPEN, ANNOTATION_JOIN_NONCE, ANNOTATION_JOIN_REQUEST, JoinRequestBody,
-    LABEL_ADMISSION, MAX_EXPIRY_AHEAD_SECS, typed,
+    ADMISSION_OPEN, ANNOTATION_JOIN_NONCE, ANNOTATION_JOIN_REQUEST, ANNOTATION_LEAVE_REQUEST,
+    JoinRequestBody, LABEL_ADMISSION, LeaveRequestBody, MAX_EXPIRY_AHEAD_SECS, typed,
 };
 use gpufed_crds::naming::MAX_MEMBER_NAME_LEN;
 use gpufed_crds::{Admission, EvmAddress, GpuPool, MemberCluster, MemberClusterSpec, TokenAmount};
@@ -72,9 +72,16 @@ pub enum Refusal {
     /// The wallet's bond does not cover one more member.
     #[error("{0}")]
     InsufficientBond(String),
-    /// The bearer token of a renewal is not an openly joined member's.
+    /// The bearer token of a renewal is not an openly joined member's, or the member of a leave
+    /// request did not join by stake.
     #[error("{0}")]
     Unauthorized(String),
+    /// A leave request names no member.
+    #[error("{0}")]
+    UnknownMember(String),
+    /// A leave request for a member of another wallet or pool.
+    #[error("{0}")]
+    NotYourMember(String),
     /// The hub could not finish (apiserver or chain unreachable); nothing was created.
     #[error("{0}")]
     Unavailable(String),
@@ -86,8 +93,8 @@ impl Refusal {
         match self {
             Refusal::RateLimited { .. } => 429,
             Refusal::Malformed(_) | Refusal::Expired { .. } | Refusal::ExpiryTooFar { .. } => 400,
-            Refusal::UnknownPool(_) => 404,
-            Refusal::PoolNotOpen(_) => 403,
+            Refusal::UnknownPool(_) | Refusal::UnknownMember(_) => 404,
+            Refusal::PoolNotOpen(_) | Refusal::NotYourMember(_) => 403,
             Refusal::BadSignature(_) | Refusal::Unauthorized(_) => 401,
             Refusal::Replayed { .. } | Refusal::NameTaken(_) => 409,
             Refusal::InsufficientBond(_) => 402,
@@ -109,6 +116,8 @@ impl Refusal {
             Refusal::NameTaken(_) => "NameTaken",
             Refusal::InsufficientBond(_) => "InsufficientBond",
             Refusal::Unauthorized(_) => "Unauthorized",
+            Refusal::UnknownMember(_) => "UnknownMember",
+            Refusal::NotYourMember(_) => "NotYourMember",
             Refusal::Unavailable(_) => "Unavailable",
         }
     }
@@ -131,20 +140,24 @@ fn is_model(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// `cluster` is a member name and `pool` a pool name.
+fn check_names(cluster: &str, pool: &str) -> Result<(), Refusal> {
+    if !is_dns_label(cluster, MAX_MEMBER_NAME_LEN) {
+        return Err(Refusal::Malformed(format!(
+            "cluster {cluster:?} is not a DNS label of at most {MAX_MEMBER_NAME_LEN} characters"
+        )));
+    }
+    if pool.is_empty() || pool.len() > 253 {
+        return Err(Refusal::Malformed(format!(
+            "pool {pool:?} is not a pool name"
+        )));
+    }
+    Ok(())
+}
+
 /// The request's fields are what a MemberCluster accepts (so that creating it cannot fail on them).
 pub fn check_shape(body: &JoinRequestBody) -> Result<(), Refusal> {
-    if !is_dns_label(&body.cluster, MAX_MEMBER_NAME_LEN) {
-        return Err(Refusal::Malformed(format!(
-            "cluster {:?} is not a DNS label of at most {MAX_MEMBER_NAME_LEN} characters",
-            body.cluster
-        )));
-    }
-    if body.pool.is_empty() || body.pool.len() > 253 {
-        return Err(Refusal::Malformed(format!(
-            "pool {:?} is not a pool name",
-            body.pool
-        )));
-    }
+    check_names(&body.cluster, &body.pool)?;
     if !is_dns_label(&body.region, 63) {
         return Err(Refusal::Malformed(format!(
             "region {:?} is not a DNS label of at most 63 characters",
@@ -169,19 +182,13 @@ pub fn check_shape(body: &JoinRequestBody) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// `expires` is after `now` and at most [`MAX_EXPIRY_AHEAD_SECS`] after it.
-pub fn check_expiry(body: &JoinRequestBody, now: u64) -> Result<(), Refusal> {
-    if body.expires <= now {
-        return Err(Refusal::Expired {
-            expires: body.expires,
-            now,
-        });
+/// A request's `expires` is after `now` and at most [`MAX_EXPIRY_AHEAD_SECS`] after it.
+pub fn check_expiry(expires: u64, now: u64) -> Result<(), Refusal> {
+    if expires <= now {
+        return Err(Refusal::Expired { expires, now });
     }
-    if body.expires > now.saturating_add(MAX_EXPIRY_AHEAD_SECS) {
-        return Err(Refusal::ExpiryTooFar {
-            expires: body.expires,
-            now,
-        });
+    if expires > now.saturating_add(MAX_EXPIRY_AHEAD_SECS) {
+        return Err(Refusal::ExpiryTooFar { expires, now });
     }
     Ok(())
 }
@@ -235,18 +242,87 @@ pub fn check_pool(name: &str, pool: Option<&GpuPool>) -> Result<OpenPool, Refusa
 /// bytes are malleable, so they are no id).
 pub fn check_signature(body: &JoinRequestBody, pool: &OpenPool) -> Result<B256, Refusal> {
     let signer = typed::signer(body, pool.chain_id, pool.bond).map_err(Refusal::BadSignature)?;
-    let claimed = Address::from(body.wallet.to_bytes());
+    let digest = typed::signing_hash(body, pool.chain_id, pool.bond);
+    signed_by(signer, &body.wallet, &body.pool, pool, &digest)
+}
+
+/// [`check_signature`] for a leave request.
+pub fn check_leave_signature(body: &LeaveRequestBody, pool: &OpenPool) -> Result<B256, Refusal> {
+    let signer =
+        typed::leave_signer(body, pool.chain_id, pool.bond).map_err(Refusal::BadSignature)?;
+    let digest = typed::leave_signing_hash(body, pool.chain_id, pool.bond);
+    signed_by(signer, &body.wallet, &body.pool, pool, &digest)
+}
+
+/// The request id of `digest` if `signer` is the `claimed` wallet.
+fn signed_by(
+    signer: Address,
+    claimed: &EvmAddress,
+    pool_name: &str,
+    pool: &OpenPool,
+    digest: &B256,
+) -> Result<B256, Refusal> {
+    let claimed = Address::from(claimed.to_bytes());
     if signer != claimed {
         return Err(Refusal::BadSignature(format!(
             "the signature is by {signer}, not by the claimed wallet {claimed}: sign the request \
-             with the wallet's key, for pool {:?} on chain {} with ProviderBond {}",
-            body.pool, pool.chain_id, pool.bond
+             with the wallet's key, for pool {pool_name:?} on chain {} with ProviderBond {}",
+            pool.chain_id, pool.bond
         )));
     }
-    let digest = typed::signing_hash(body, pool.chain_id, pool.bond);
     Ok(alloy::primitives::keccak256(
         [digest.as_slice(), claimed.as_slice()].concat(),
     ))
+}
+
+/// The leave request's names are a member's and a pool's.
+pub fn check_leave_shape(body: &LeaveRequestBody) -> Result<(), Refusal> {
+    check_names(&body.cluster, &body.pool)
+}
+
+/// The member of a leave request exists, joined the request's pool by stake, and is the signing
+/// wallet's; the same signed request twice is a replay (a new one for a member already leaving is
+/// answered again).
+pub fn check_leaver(
+    body: &LeaveRequestBody,
+    digest: &B256,
+    existing: Option<&MemberCluster>,
+) -> Result<(), Refusal> {
+    let m = existing.ok_or_else(|| {
+        Refusal::UnknownMember(format!(
+            "no member cluster {:?}: nothing to leave (it may have left already)",
+            body.cluster
+        ))
+    })?;
+    if m.annotations().get(ANNOTATION_LEAVE_REQUEST) == Some(&digest.to_string()) {
+        return Err(Refusal::Replayed {
+            nonce: body.nonce,
+            wallet: body.wallet.to_string(),
+        });
+    }
+    if m.labels().get(LABEL_ADMISSION).map(String::as_str) != Some(ADMISSION_OPEN) {
+        return Err(Refusal::Unauthorized(format!(
+            "member {:?} did not join by stake: the pool admin made it, and deletes it",
+            body.cluster
+        )));
+    }
+    if m.spec.pool != body.pool {
+        return Err(Refusal::NotYourMember(format!(
+            "member {:?} is in pool {:?}, not {:?}",
+            body.cluster, m.spec.pool, body.pool
+        )));
+    }
+    match &m.spec.wallet {
+        Some(w) if w.to_bytes() == body.wallet.to_bytes() => Ok(()),
+        other => Err(Refusal::NotYourMember(format!(
+            "member {:?} belongs to wallet {}, not {}: sign with the member's own wallet",
+            body.cluster,
+            other
+                .as_ref()
+                .map_or_else(|| "none".to_string(), ToString::to_string),
+            body.wallet
+        ))),
+    }
 }
 
 /// Digests of accepted requests, kept until their expiry: a second use is [`Refusal::Replayed`].

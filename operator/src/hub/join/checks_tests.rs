@@ -66,7 +66,7 @@ fn an_honest_request_passes_every_check_and_makes_a_labelled_member() {
     let key = PrivateKeySigner::random();
     let b = signed(&key, |_| {});
     check_shape(&b).unwrap();
-    check_expiry(&b, NOW).unwrap();
+    check_expiry(b.expires, NOW).unwrap();
     let pool = check_pool("p", Some(&open_pool())).unwrap();
     let digest = check_signature(&b, &pool).unwrap();
     assert!(!ReplayGuard::default().seen(&digest, NOW));
@@ -112,21 +112,12 @@ fn a_signature_by_another_key_is_refused_naming_both_addresses() {
 
 #[test]
 fn expired_and_too_far_requests_are_refused() {
-    let key = PrivateKeySigner::random();
-    let err = check_expiry(&signed(&key, |b| b.expires = NOW), NOW).unwrap_err();
+    let err = check_expiry(NOW, NOW).unwrap_err();
     assert_eq!((err.status(), err.reason()), (400, "Expired"));
     assert!(err.to_string().contains("sign a new one"), "{err}");
-    let err = check_expiry(
-        &signed(&key, |b| b.expires = NOW + MAX_EXPIRY_AHEAD_SECS + 1),
-        NOW,
-    )
-    .unwrap_err();
+    let err = check_expiry(NOW + MAX_EXPIRY_AHEAD_SECS + 1, NOW).unwrap_err();
     assert_eq!(err.reason(), "ExpiryTooFar");
-    check_expiry(
-        &signed(&key, |b| b.expires = NOW + MAX_EXPIRY_AHEAD_SECS),
-        NOW,
-    )
-    .unwrap();
+    check_expiry(NOW + MAX_EXPIRY_AHEAD_SECS, NOW).unwrap();
 }
 
 #[test]
@@ -227,4 +218,96 @@ fn malformed_fields_are_refused_before_anything_else() {
         assert_eq!(err.reason(), "Malformed");
         assert!(err.to_string().contains(want), "{err}");
     }
+}
+
+fn leave(key: &PrivateKeySigner, f: impl FnOnce(&mut LeaveRequestBody)) -> LeaveRequestBody {
+    let pool = check_pool("p", Some(&open_pool())).unwrap();
+    let mut b = LeaveRequestBody {
+        pool: "p".into(),
+        cluster: "alpha".into(),
+        nonce: 2,
+        expires: NOW + 300,
+        wallet: key.address().to_string().parse().unwrap(),
+        signature: String::new(),
+    };
+    f(&mut b);
+    let sig = key
+        .sign_hash_sync(&typed::leave_signing_hash(&b, pool.chain_id, pool.bond))
+        .unwrap();
+    b.signature = format!("0x{}", alloy::hex::encode(sig.as_bytes()));
+    b
+}
+
+#[test]
+fn the_member_s_own_wallet_may_leave_and_nobody_else() {
+    let pool = check_pool("p", Some(&open_pool())).unwrap();
+    let owner = PrivateKeySigner::random();
+    let joined = signed(&owner, |_| {});
+    let alpha = member(&joined, &check_signature(&joined, &pool).unwrap());
+
+    let ok = leave(&owner, |_| {});
+    check_leave_shape(&ok).unwrap();
+    let id = check_leave_signature(&ok, &pool).unwrap();
+    check_leaver(&ok, &id, Some(&alpha)).unwrap();
+
+    // Another wallet signing for itself: a valid signature, but not the member's wallet.
+    let stranger = PrivateKeySigner::random();
+    let theirs = leave(&stranger, |_| {});
+    let id = check_leave_signature(&theirs, &pool).unwrap();
+    let err = check_leaver(&theirs, &id, Some(&alpha)).unwrap_err();
+    assert_eq!((err.status(), err.reason()), (403, "NotYourMember"));
+    assert!(
+        err.to_string()
+            .contains("sign with the member's own wallet"),
+        "{err}"
+    );
+
+    // Another wallet claiming the owner's: the signature says who signed.
+    let mut claimed = leave(&stranger, |_| {});
+    claimed.wallet = ok.wallet.clone();
+    let err = check_leave_signature(&claimed, &pool).unwrap_err();
+    assert_eq!(err.reason(), "BadSignature");
+
+    // The owner's join signature over the same names is no leave request.
+    let mut from_join = ok.clone();
+    from_join.signature = joined.signature.clone();
+    assert_eq!(
+        check_leave_signature(&from_join, &pool)
+            .unwrap_err()
+            .reason(),
+        "BadSignature"
+    );
+
+    // The wrong pool, an unknown member, an admin-made member, a replay.
+    let other_pool = leave(&owner, |b| b.pool = "q".into());
+    let id = check_leave_signature(&other_pool, &pool).unwrap();
+    assert_eq!(
+        check_leaver(&other_pool, &id, Some(&alpha))
+            .unwrap_err()
+            .reason(),
+        "NotYourMember"
+    );
+    let id = check_leave_signature(&ok, &pool).unwrap();
+    let err = check_leaver(&ok, &id, None).unwrap_err();
+    assert_eq!((err.status(), err.reason()), (404, "UnknownMember"));
+    let mut admin_made = alpha.clone();
+    admin_made.metadata.labels = None;
+    let err = check_leaver(&ok, &id, Some(&admin_made)).unwrap_err();
+    assert_eq!((err.status(), err.reason()), (401, "Unauthorized"));
+    assert!(err.to_string().contains("pool admin"), "{err}");
+    let mut leaving = alpha.clone();
+    leaving
+        .annotations_mut()
+        .insert(ANNOTATION_LEAVE_REQUEST.into(), id.to_string());
+    assert_eq!(
+        check_leaver(&ok, &id, Some(&leaving)).unwrap_err().reason(),
+        "Replayed"
+    );
+    // A new request (new nonce) for a member already leaving is answered again.
+    let again = leave(&owner, |b| b.nonce = 3);
+    let id = check_leave_signature(&again, &pool).unwrap();
+    check_leaver(&again, &id, Some(&leaving)).unwrap();
+
+    let bad = leave(&owner, |b| b.cluster = "Alpha_1".into());
+    assert_eq!(check_leave_shape(&bad).unwrap_err().reason(), "Malformed");
 }

@@ -3,7 +3,9 @@
 //! [`checks`] in order (rate limit, shape, expiry, pool, signature, replay, name, bond read from
 //! the chain), creates the MemberCluster and answers with a TokenRequest token of the member's
 //! ServiceAccount. `POST /v1/renew` takes the member's current token as a bearer and answers with
-//! a new one. Nothing is created for a refused request.
+//! a new one. `POST /v1/leave` takes a leave request signed by an openly joined member's wallet:
+//! the member is cordoned and annotated, and the member controller deletes it once its attempts
+//! have ended and settled. Nothing is created or changed for a refused request.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::{IncomingStream, Listener};
 use gpufed_crds::join::{
-    ADMISSION_OPEN, JOIN_PATH, JoinErrorBody, JoinRequestBody, JoinResponse, LABEL_ADMISSION,
+    ADMISSION_OPEN, ANNOTATION_LEAVE_REQUEST, ANNOTATION_LEAVING, JOIN_PATH, JoinErrorBody,
+    JoinRequestBody, JoinResponse, LABEL_ADMISSION, LEAVE_PATH, LeaveRequestBody, LeaveResponse,
     POOLS_PATH, PoolInfo, RENEW_PATH, RenewResponse,
 };
 use gpufed_crds::naming::{MEMBER_NAMESPACE_PREFIX, member_namespace, member_service_account};
@@ -26,7 +29,7 @@ use gpufed_crds::{EvmAddress, MemberCluster};
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -197,6 +200,7 @@ pub async fn run(ctx: Arc<Context>, base: kube::Config, config: RegistrationConf
     let app = Router::new()
         .route(JOIN_PATH, post(join))
         .route(RENEW_PATH, post(renew))
+        .route(LEAVE_PATH, post(leave))
         .route(&format!("{POOLS_PATH}{{pool}}"), get(pool_info))
         .with_state(state);
     tracing::info!(%local, "registration endpoint listening (TLS)");
@@ -325,16 +329,10 @@ impl Registration {
             .in_flight
             .try_acquire()
             .map_err(|_| Refusal::Unavailable("the hub is busy with other joins: retry".into()))?;
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|e| {
-                Refusal::Malformed(format!("body unreadable or over {MAX_BODY} bytes: {e}"))
-            })?;
-        let body: JoinRequestBody = serde_json::from_slice(&bytes)
-            .map_err(|e| Refusal::Malformed(format!("not a join request: {e}")))?;
+        let body: JoinRequestBody = read_body(req, "a join request").await?;
         checks::check_shape(&body)?;
         let now = now_secs();
-        checks::check_expiry(&body, now)?;
+        checks::check_expiry(body.expires, now)?;
         let pool_obj = self
             .ctx
             .stores
@@ -418,6 +416,86 @@ impl Registration {
             kubeconfig,
             token,
             expires,
+        })
+    }
+
+    /// Checks a signed leave request (rate limit, shape, expiry, pool, signature, replay, the
+    /// member's wallet) and marks the member leaving: cordoned, annotated with when and by which
+    /// request. The member controller deletes it once [`attempts_on`] it is 0.
+    ///
+    /// [`attempts_on`]: crate::hub::member_controller::attempts_on
+    async fn leave(
+        &self,
+        peer: SocketAddr,
+        req: Request<Body>,
+    ) -> std::result::Result<LeaveResponse, Refusal> {
+        self.rate_limit(peer)?;
+        let _permit = self.in_flight.try_acquire().map_err(|_| {
+            Refusal::Unavailable("the hub is busy with other requests: retry".into())
+        })?;
+        let body: LeaveRequestBody = read_body(req, "a leave request").await?;
+        checks::check_leave_shape(&body)?;
+        let now = now_secs();
+        checks::check_expiry(body.expires, now)?;
+        let pool_obj = self
+            .ctx
+            .stores
+            .pools
+            .state()
+            .into_iter()
+            .find(|p| p.name_any() == body.pool);
+        let pool = checks::check_pool(&body.pool, pool_obj.as_deref())?;
+        let id = checks::check_leave_signature(&body, &pool)?;
+        let seen = self
+            .replay
+            .lock()
+            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
+            .seen(&id, now);
+        if seen {
+            return Err(Refusal::Replayed {
+                nonce: body.nonce,
+                wallet: body.wallet.to_string(),
+            });
+        }
+        let members: Api<MemberCluster> = Api::all(self.ctx.client.clone());
+        let existing = members
+            .get_opt(&body.cluster)
+            .await
+            .map_err(|e| Refusal::Unavailable(format!("reading member clusters: {e}")))?;
+        checks::check_leaver(&body, &id, existing.as_ref())?;
+        self.replay
+            .lock()
+            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
+            .record(id, body.expires);
+        let since = existing
+            .as_ref()
+            .and_then(|m| m.annotations().get(ANNOTATION_LEAVING).cloned())
+            .unwrap_or_else(|| crate::hub::context::now().0.to_string());
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {
+                ANNOTATION_LEAVING: since,
+                ANNOTATION_LEAVE_REQUEST: id.to_string(),
+            }},
+            "spec": {"cordoned": true},
+        });
+        members
+            .patch(
+                &body.cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| {
+                Refusal::Unavailable(format!("marking member {:?} leaving: {e}", body.cluster))
+            })?;
+        let running = crate::hub::member_controller::attempts_on(
+            &self.ctx.stores.jobs.state(),
+            &body.cluster,
+        );
+        tracing::info!(member = %body.cluster, wallet = %body.wallet, running, "member leaving at its provider's request");
+        Ok(LeaveResponse {
+            cluster: body.cluster,
+            running_attempts: running,
         })
     }
 
@@ -528,6 +606,19 @@ impl Registration {
     }
 }
 
+/// The request body as `T` (`what` names it in the refusal).
+async fn read_body<T: serde::de::DeserializeOwned>(
+    req: Request<Body>,
+    what: &str,
+) -> std::result::Result<T, Refusal> {
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| {
+            Refusal::Malformed(format!("body unreadable or over {MAX_BODY} bytes: {e}"))
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::Malformed(format!("not {what}: {e}")))
+}
+
 fn answer<T: serde::Serialize>(
     state: &Registration,
     ok: StatusCode,
@@ -567,6 +658,15 @@ async fn renew(
 ) -> Response {
     let result = state.renew(peer, req).await;
     answer(&state, StatusCode::OK, "renew", peer, result)
+}
+
+async fn leave(
+    State(state): State<Arc<Registration>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request<Body>,
+) -> Response {
+    let result = state.leave(peer, req).await;
+    answer(&state, StatusCode::ACCEPTED, "leave", peer, result)
 }
 
 async fn pool_info(
