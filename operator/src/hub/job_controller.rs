@@ -509,6 +509,13 @@ pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()>
     let ns = p
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let member = ctx.stores.member(&p.spec.cluster);
+    if !takes_placements(member.as_deref()) {
+        // It went NotReady (or away) after the decision, while the lock was taken or the
+        // Secrets sealed: no work for it. The attempt fails over once the job controller sees it.
+        tracing::info!(placement = %p.name_any(), cluster = %p.spec.cluster, "not creating a placement on a member that is no longer Ready");
+        return Ok(());
+    }
     let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &ns);
     if p.spec.template.uses_secrets() && ctx.stores.placement(&ns, &p.name_any()).is_some() {
         // Already there (the cache says so): no need to read and seal the Secrets again.
@@ -528,6 +535,14 @@ pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()>
             p.name_any()
         ))(e)),
     }
+}
+
+/// Whether a Placement may be handed to `member` now: it exists and is Ready, as the cache shows
+/// it at the moment of writing (a decision made from an older view is not enough).
+fn takes_placements(member: Option<&MemberCluster>) -> bool {
+    member
+        .and_then(|m| m.status.as_ref())
+        .is_some_and(|s| conditions::is_true(&s.conditions, mc::READY))
 }
 
 async fn delete_placement(ctx: &Context, namespace: &str, name: &str) -> Result<()> {
@@ -673,4 +688,34 @@ async fn cleanup(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     }
     ctx.schedule.notify_one();
     Ok(Requeue::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpufed_crds::MemberClusterStatus;
+
+    fn member(ready: Option<bool>) -> MemberCluster {
+        let mut m = gpufed_crds::testing::member("alpha", "H100", "2.00").build();
+        m.status = ready.map(|ok| MemberClusterStatus {
+            conditions: vec![conditions::condition(
+                mc::READY,
+                ok,
+                if ok { "Heartbeat" } else { "HeartbeatExpired" },
+                "",
+                None,
+                now(),
+            )],
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn only_a_member_ready_now_takes_a_placement() {
+        assert!(takes_placements(Some(&member(Some(true)))));
+        assert!(!takes_placements(Some(&member(Some(false)))));
+        assert!(!takes_placements(Some(&member(None))));
+        assert!(!takes_placements(None));
+    }
 }
