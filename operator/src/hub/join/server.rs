@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use alloy::primitives::B256;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -25,13 +26,13 @@ use gpufed_crds::join::{
     POOLS_PATH, PoolInfo, RENEW_PATH, RenewResponse,
 };
 use gpufed_crds::naming::{MEMBER_NAMESPACE_PREFIX, member_namespace, member_service_account};
-use gpufed_crds::{EvmAddress, MemberCluster};
+use gpufed_crds::{EvmAddress, GpuPool, MemberCluster};
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -252,6 +253,55 @@ impl Registration {
             })
     }
 
+    /// A signed request's way in: the rate limit, then a slot among those in flight.
+    fn admit(&self, peer: SocketAddr) -> std::result::Result<SemaphorePermit<'_>, Refusal> {
+        self.rate_limit(peer)?;
+        self.in_flight
+            .try_acquire()
+            .map_err(|_| Refusal::Unavailable("the hub is busy with other requests: retry".into()))
+    }
+
+    /// The GpuPool `name` from the cache.
+    fn pool(&self, name: &str) -> Option<Arc<GpuPool>> {
+        self.ctx
+            .stores
+            .pools
+            .state()
+            .into_iter()
+            .find(|p| p.name_any() == name)
+    }
+
+    /// [`Refusal::Replayed`] if the request `id` was accepted before and has not expired.
+    fn not_replayed(
+        &self,
+        id: &B256,
+        now: u64,
+        nonce: u64,
+        wallet: &EvmAddress,
+    ) -> std::result::Result<(), Refusal> {
+        let seen = self
+            .replay
+            .lock()
+            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
+            .seen(id, now);
+        if seen {
+            return Err(Refusal::Replayed {
+                nonce,
+                wallet: wallet.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the accepted request `id` until it expires.
+    fn remember(&self, id: B256, expires: u64) -> std::result::Result<(), Refusal> {
+        self.replay
+            .lock()
+            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
+            .record(id, expires);
+        Ok(())
+    }
+
     /// A token of the member's ServiceAccount, once the member controller has registered the
     /// member (its ServiceAccount and RBAC, ADR 0017); the TokenRequest is also retried while it
     /// answers 404 or 403. The hub needs no `get` on ServiceAccounts for this.
@@ -324,35 +374,15 @@ impl Registration {
         peer: SocketAddr,
         req: Request<Body>,
     ) -> std::result::Result<JoinResponse, Refusal> {
-        self.rate_limit(peer)?;
-        let _permit = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| Refusal::Unavailable("the hub is busy with other joins: retry".into()))?;
+        let _permit = self.admit(peer)?;
         let body: JoinRequestBody = read_body(req, "a join request").await?;
         checks::check_shape(&body)?;
         let now = now_secs();
         checks::check_expiry(body.expires, now)?;
-        let pool_obj = self
-            .ctx
-            .stores
-            .pools
-            .state()
-            .into_iter()
-            .find(|p| p.name_any() == body.pool);
+        let pool_obj = self.pool(&body.pool);
         let pool = checks::check_pool(&body.pool, pool_obj.as_deref())?;
         let id = checks::check_signature(&body, &pool)?;
-        let seen = self
-            .replay
-            .lock()
-            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
-            .seen(&id, now);
-        if seen {
-            return Err(Refusal::Replayed {
-                nonce: body.nonce,
-                wallet: body.wallet.to_string(),
-            });
-        }
+        self.not_replayed(&id, now, body.nonce, &body.wallet)?;
         let _one_at_a_time = self.joining.lock().await;
         let members: Api<MemberCluster> = Api::all(self.ctx.client.clone());
         let existing = members
@@ -374,10 +404,7 @@ impl Registration {
             .map(|b| b.bonded)
             .unwrap_or_default();
         checks::check_bond(&body.wallet, bonded, &body.pool, &pool, others)?;
-        self.replay
-            .lock()
-            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
-            .record(id, body.expires);
+        self.remember(id, body.expires)?;
         if found == Existing::None {
             match members
                 .create(&PostParams::default(), &checks::member(&body, &id))
@@ -429,44 +456,21 @@ impl Registration {
         peer: SocketAddr,
         req: Request<Body>,
     ) -> std::result::Result<LeaveResponse, Refusal> {
-        self.rate_limit(peer)?;
-        let _permit = self.in_flight.try_acquire().map_err(|_| {
-            Refusal::Unavailable("the hub is busy with other requests: retry".into())
-        })?;
+        let _permit = self.admit(peer)?;
         let body: LeaveRequestBody = read_body(req, "a leave request").await?;
         checks::check_leave_shape(&body)?;
         let now = now_secs();
         checks::check_expiry(body.expires, now)?;
-        let pool_obj = self
-            .ctx
-            .stores
-            .pools
-            .state()
-            .into_iter()
-            .find(|p| p.name_any() == body.pool);
-        let pool = checks::check_pool(&body.pool, pool_obj.as_deref())?;
+        let pool = checks::check_pool(&body.pool, self.pool(&body.pool).as_deref())?;
         let id = checks::check_leave_signature(&body, &pool)?;
-        let seen = self
-            .replay
-            .lock()
-            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
-            .seen(&id, now);
-        if seen {
-            return Err(Refusal::Replayed {
-                nonce: body.nonce,
-                wallet: body.wallet.to_string(),
-            });
-        }
+        self.not_replayed(&id, now, body.nonce, &body.wallet)?;
         let members: Api<MemberCluster> = Api::all(self.ctx.client.clone());
         let existing = members
             .get_opt(&body.cluster)
             .await
             .map_err(|e| Refusal::Unavailable(format!("reading member clusters: {e}")))?;
         checks::check_leaver(&body, &id, existing.as_ref())?;
-        self.replay
-            .lock()
-            .map_err(|_| Refusal::Unavailable("the replay guard failed: retry".into()))?
-            .record(id, body.expires);
+        self.remember(id, body.expires)?;
         let since = existing
             .as_ref()
             .and_then(|m| m.annotations().get(ANNOTATION_LEAVING).cloned())
@@ -501,14 +505,7 @@ impl Registration {
 
     fn pool_info(&self, peer: SocketAddr, name: &str) -> std::result::Result<PoolInfo, Refusal> {
         self.rate_limit(peer)?;
-        let pool = self
-            .ctx
-            .stores
-            .pools
-            .state()
-            .into_iter()
-            .find(|p| p.name_any() == name);
-        let open = checks::check_pool(name, pool.as_deref())?;
+        let open = checks::check_pool(name, self.pool(name).as_deref())?;
         Ok(PoolInfo {
             pool: name.to_string(),
             chain_id: open.chain_id,
