@@ -259,8 +259,16 @@ pub fn node(
         telemetry_stale: false,
         utilization_percent: 0,
         ready: true,
-        gpu_uuids: Vec::new(),
+        // What an agent copies from gpu-probe's GpuNode status (at most 64 per node).
+        gpu_uuids: (0..allocatable.min(64))
+            .map(|i| gpu_uuid(name, i))
+            .collect(),
     }
+}
+
+/// The UUID [`node`] reports for GPU `i` of node `node` (the form NVML gives: `GPU-…`).
+pub fn gpu_uuid(node: &str, i: u32) -> String {
+    format!("GPU-{node}-{i}")
 }
 
 /// Reports `nodes` as member `name`'s inventory, as its agent would.

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use gpu_probe::challenge::Challenge;
-use gpu_probe::challenge::run::{Misbehaviour, run_cpu};
+use gpu_probe::challenge::run::{Misbehaviour, run_cpu_as};
 use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
 use gpufed_crds::{
     ComputeJob, GpuPool, MemberCluster, PlacementStatus, SlashPhase, TokenAmount,
     VerificationVerdict,
 };
 use gpufed_e2e::chain::{APPEAL_WINDOW_SECS, accounts};
-use gpufed_e2e::hubctl::{placements, report_placement, start_hub, wait_job};
+use gpufed_e2e::hubctl::{gpu_uuid, placements, report_placement, start_hub, wait_job};
 use gpufed_e2e::market::{self, settled};
 use gpufed_e2e::run_test;
 use gpufed_e2e::wait::wait_until;
@@ -80,16 +80,7 @@ async fn answer(c: &Client, member: &str, job: &ComputeJob, cheat: bool) -> Stri
         nonce,
         n: arg("--n").parse().unwrap(),
     };
-    let devices: usize = arg("--cpu-devices").parse().unwrap();
-    let answer = run_cpu(
-        &challenge,
-        devices,
-        Misbehaviour {
-            wrong: cheat,
-            ..Default::default()
-        },
-    );
-    let message = serde_json::to_string(&answer).unwrap();
+    let devices: u32 = arg("--cpu-devices").parse().unwrap();
     let p = wait_until(T, &format!("the placement of {name}"), || async {
         placements(c, member)
             .await
@@ -99,6 +90,30 @@ async fn answer(c: &Client, member: &str, job: &ComputeJob, cheat: bool) -> Stri
     })
     .await
     .unwrap();
+    // Answered for the GPUs of the node the challenge was planned on, by the UUIDs the member
+    // reports for them (the hub checks them against its inventory).
+    let status = Api::<ComputeJob>::namespaced(c.clone(), HUB_JOBS_NAMESPACE)
+        .get(&name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let attempt = status
+        .attempts
+        .iter()
+        .find(|a| a.attempt == p.spec.attempt)
+        .unwrap();
+    let planned = &attempt.planned_nodes[0].node;
+    let uuids: Vec<String> = (0..devices).map(|i| gpu_uuid(planned, i)).collect();
+    let answer = run_cpu_as(
+        &challenge,
+        &uuids,
+        Misbehaviour {
+            wrong: cheat,
+            ..Default::default()
+        },
+    );
+    let message = serde_json::to_string(&answer).unwrap();
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status: PlacementStatus = serde_json::from_value(json!({
         "phase": "Succeeded", "startTime": now, "finishTime": now, "gpuSeconds": 1,
