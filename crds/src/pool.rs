@@ -76,6 +76,7 @@ pub enum Admission {
     validation = kube::core::Rule::new("has(self.chain) || !has(self.quotas) || self.quotas.all(q, q.groups.all(g, !has(g.spend)))").message("spec.quotas[].groups[].spend needs spec.chain: spend is counted from escrow locks and settlements, which only pools with a chain have; set spec.chain or remove spend"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.reclaimWithinCohort) || self.reclaimWithinCohort == 'Never' || (has(self.quotas) && self.quotas.exists(q, has(q.cohort)))").message("spec.reclaimWithinCohort needs spec.quotas with a cohort: only a namespace of a cohort lends quota it can reclaim; add cohort to spec.quotas[] or set reclaimWithinCohort to Never"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.verification) || !has(self.verification.slash) || (has(self.chain) && has(self.chain.bond))").message("spec.verification.slash needs spec.chain with spec.chain.bond: a failed verdict is slashed from the provider's bond in that ProviderBond contract; set both or remove slash"))]
 pub struct GpuPoolSpec {
     /// How clusters that fit a job are ranked and priced: `CheapestFit` (default), `BinPack`,
@@ -138,6 +139,15 @@ pub struct GpuPoolSpec {
     /// `preemptionGracePeriod`, paid for what they ran, and re-queued, not failed.
     #[serde(default, skip_serializing_if = "Preemption::is_never")]
     pub preemption: Preemption,
+    /// Whether a namespace of a cohort may take back GPUs it lent (ADR 0025, Kueue's
+    /// `reclaimWithinCohort`): `Never` (default: lent GPUs come back only as the borrower's jobs
+    /// end), `LowerPriority` (evict borrowers' attempts of lower priority) or `Any` (of any
+    /// priority). Only a pending job that fits its namespace's nominal quota reclaims, only
+    /// attempts of namespaces of its cohort holding more than their nominal quota are evicted,
+    /// lowest priority then youngest first, whole gangs, and never so many that the borrower falls
+    /// below its nominal quota. Victims are stopped like preempted ones and re-queued.
+    #[serde(default, skip_serializing_if = "ReclaimWithinCohort::is_never")]
+    pub reclaim_within_cohort: ReclaimWithinCohort,
     /// How long an evicted attempt's pods get to stop after it is preempted. 0s to 1h; default
     /// 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +264,28 @@ impl Preemption {
     /// Whether this is the default, `Never` (kept out of serialised specs).
     pub fn is_never(&self) -> bool {
         *self == Preemption::Never
+    }
+}
+
+/// Whether a namespace of a cohort may evict borrowers' attempts to get its nominal quota back
+/// (Kueue's `reclaimWithinCohort`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ReclaimWithinCohort {
+    /// Lent GPUs come back only as the borrower's jobs end.
+    #[default]
+    Never,
+    /// Borrowers' attempts of strictly lower priority than the reclaiming job may be evicted.
+    LowerPriority,
+    /// Borrowers' attempts of any priority may be evicted.
+    Any,
+}
+
+impl ReclaimWithinCohort {
+    /// Whether this is the default, `Never` (kept out of serialised specs).
+    pub fn is_never(&self) -> bool {
+        *self == ReclaimWithinCohort::Never
     }
 }
 
@@ -884,6 +916,31 @@ mod preemption_tests {
         assert!(!on.may_preempt(Some("polite")));
         assert!(!on.may_preempt(Some("unknown")));
         assert!(on.may_preempt(None));
+    }
+
+    #[test]
+    fn reclaim_within_cohort_defaults_to_never_and_stays_out_of_the_serialised_spec() {
+        let s = spec(serde_json::json!({}));
+        assert_eq!(s.reclaim_within_cohort, ReclaimWithinCohort::Never);
+        assert!(
+            serde_json::to_value(&s)
+                .unwrap()
+                .get("reclaimWithinCohort")
+                .is_none()
+        );
+        for (name, want) in [
+            ("LowerPriority", ReclaimWithinCohort::LowerPriority),
+            ("Any", ReclaimWithinCohort::Any),
+        ] {
+            let s = spec(serde_json::json!({ "reclaimWithinCohort": name }));
+            assert_eq!(s.reclaim_within_cohort, want);
+        }
+        assert!(
+            serde_json::from_value::<GpuPoolSpec>(
+                serde_json::json!({"reclaimWithinCohort": "Always"})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -234,6 +234,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         fair_sharing: None,
         preemption: Default::default(),
         preemption_grace_period: None,
+        reclaim_within_cohort: Default::default(),
         verification: None,
         admission: Default::default(),
     }

@@ -146,6 +146,7 @@ fn heartbeat_timeout_is_bounded() {
                 fair_sharing: None,
                 preemption: Default::default(),
                 preemption_grace_period: None,
+                reclaim_within_cohort: Default::default(),
                 verification: None,
                 admission: Default::default(),
             },
@@ -794,4 +795,26 @@ fn automatic_slashing_needs_a_bond_contract_and_a_positive_amount() {
     let mut plain = pool(serde_json::json!({"amount": "1"}), None);
     plain.spec.verification.as_mut().unwrap().slash = None;
     assert_eq!(errors_of(validate_cel(&plain)), "");
+}
+
+#[test]
+fn reclaim_within_cohort_needs_a_cohort_naming_the_fix() {
+    let pool = |spec: serde_json::Value| GpuPool::new("p", serde_json::from_value(spec).unwrap());
+    let cohort = serde_json::json!([
+        {"namespace": "team-a", "cohort": "research", "groups": [{"name": "all", "gpus": 2}]},
+        {"namespace": "team-b", "cohort": "research", "groups": [{"name": "all", "gpus": 2}]},
+    ]);
+    for policy in ["LowerPriority", "Any"] {
+        let ok = pool(serde_json::json!({"quotas": cohort, "reclaimWithinCohort": policy}));
+        assert_eq!(errors_of(validate_cel(&ok)), "", "{policy}");
+        let errors = errors_of(validate_cel(&pool(
+            serde_json::json!({"reclaimWithinCohort": policy}),
+        )));
+        assert!(
+            errors.contains("spec.reclaimWithinCohort needs spec.quotas with a cohort"),
+            "{policy}: {errors}"
+        );
+    }
+    let never = pool(serde_json::json!({"reclaimWithinCohort": "Never"}));
+    assert_eq!(errors_of(validate_cel(&never)), "");
 }
