@@ -21,6 +21,7 @@ pub mod periods;
 pub mod pool_controller;
 pub mod preemption;
 pub mod quota_ledger;
+pub mod reclaim;
 pub mod registration;
 pub mod scheduling;
 pub mod secrets;

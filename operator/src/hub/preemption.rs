@@ -51,6 +51,9 @@ pub struct Outstanding {
     pub since: Time,
     /// The pool's grace period then.
     pub grace: Duration,
+    /// For a reclaim of lent quota (`spec.reclaimWithinCohort`), the claimant's explanation
+    /// ([`crate::hub::reclaim::claimant_text`]); `None` for a preemption by priority.
+    pub reclaim: Option<String>,
 }
 
 impl Outstanding {
@@ -476,6 +479,7 @@ mod tests {
             claim: claim(&plan(), 2),
             since: at(100),
             grace: Duration::from_secs(30),
+            reclaim: None,
         };
         assert_eq!(o.claim[0].gpus, 4, "2 replicas of 2 GPUs on a-0");
         assert!(!o.expired(&at(190)));

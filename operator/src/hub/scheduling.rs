@@ -24,8 +24,8 @@ use gpufed_crds::{
     MemberCluster, PlacementRef, PlannedNode, TokenAmount,
 };
 use gpufed_scheduler::{
-    Assignment, Before, Decision, FairShare, Hold, JobRequest, QuotaBook, Reservation, Running,
-    Usage, explain, explain_placement, plan_preemptions, schedule_batch_fair,
+    Assignment, Before, Decision, FairShare, Hold, JobRequest, QuotaBook, ReclaimPolicy,
+    Reservation, Running, Usage, explain, explain_placement, plan_preemptions, schedule_batch_fair,
     schedule_batch_with_quotas,
 };
 use kube::ResourceExt;
@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use crate::hub::context::{Context, now};
 use crate::hub::preemption::{self, Outstanding, Stop};
 use crate::hub::status::{Written, write_namespaced};
-use crate::hub::{challenges, lifecycle, period_usage, snapshot};
+use crate::hub::{challenges, lifecycle, period_usage, reclaim, snapshot};
 
 /// Status writes (decisions, reasons to wait) in flight at once, across passes.
 pub const WRITES_IN_FLIGHT: usize = 64;
@@ -291,11 +291,12 @@ async fn pass(
                 }
             });
         }
-        let running = if pool.spec.preemption.is_never() {
-            vec![]
-        } else {
-            preemption::candidates(&pool_name, &tenant_jobs, &members)
-        };
+        let running =
+            if pool.spec.preemption.is_never() && pool.spec.reclaim_within_cohort.is_never() {
+                vec![]
+            } else {
+                preemption::candidates(&pool_name, &tenant_jobs, &members)
+            };
         let round = {
             let mut s = locked(state);
             decide_with(
@@ -701,6 +702,79 @@ pub fn decide_with(
                     plan,
                     since: now.clone(),
                     grace,
+                    reclaim: None,
+                };
+                preempting.insert(o.plan.job.clone());
+                in_flight.preempting.insert(o.plan.job.clone(), o.clone());
+                draining.push(o);
+            }
+        }
+    }
+    // Reclaiming lent quota (ADR 0025, spec.reclaimWithinCohort): jobs still without a cluster
+    // take back GPUs of their nominal quota that their cohort borrowed, through the same stops.
+    let reclaim_policy = reclaim::policy(pool);
+    if reclaim_policy != ReclaimPolicy::Never && !running.is_empty() {
+        let claimants: Vec<JobRequest> = unplaced
+            .iter()
+            .filter(|(key, _, _, d)| matches!(d, Decision::NoFit(_)) && !preempting.contains(key))
+            .filter_map(|(key, ..)| requests.iter().find(|r| &r.key == key).cloned())
+            .collect();
+        let candidates: Vec<Running> = running
+            .iter()
+            .filter(|r| {
+                !in_flight
+                    .preempting
+                    .values()
+                    .any(|o| o.evicts(&r.job, r.attempt))
+            })
+            .cloned()
+            .collect();
+        if !claimants.is_empty() && !candidates.is_empty() {
+            let mut taken = reservations.clone();
+            taken.extend(held.iter().cloned());
+            taken.extend(draining.iter().flat_map(|o| o.claim.iter().cloned()));
+            let model_of = reclaim::models_of(jobs);
+            let grace = pool.spec.preemption_grace_period().as_duration();
+            let grace_seconds = preemption::grace_seconds(pool);
+            let plans = reclaim::plan_reclaims(
+                &claimants,
+                &snapshot::quotas(pool),
+                clusters,
+                &taken,
+                &candidates,
+                &model_of,
+                reclaim_policy,
+                &policy,
+            )?;
+            for r in plans {
+                let Some(req) = claimants.iter().find(|c| c.key == r.plan.job) else {
+                    continue;
+                };
+                let gpus = u64::from(req.replicas) * u64::from(req.gpus_per_replica);
+                for (v, why) in r.plan.victims.iter().zip(&r.why) {
+                    let Some(victim) = jobs.iter().find(|j| snapshot::job_key(j) == v.job) else {
+                        continue;
+                    };
+                    round.writes.push(Planned {
+                        job: Arc::clone(victim),
+                        admitted: None,
+                        write: Write::Stop(Box::new(Stop {
+                            attempt: v.attempt,
+                            preemptor: r.plan.job.clone(),
+                            pool: pool_name.clone(),
+                            message: reclaim::victim_message(&r, why, gpus, grace_seconds),
+                            grace_seconds,
+                        })),
+                    });
+                }
+                let o = Outstanding {
+                    pool: pool_name.clone(),
+                    priority: req.priority,
+                    claim: preemption::claim(&r.plan, req.gpus_per_replica),
+                    reclaim: Some(reclaim::claimant_text(&r, grace)),
+                    plan: r.plan,
+                    since: now.clone(),
+                    grace,
                 };
                 preempting.insert(o.plan.job.clone());
                 in_flight.preempting.insert(o.plan.job.clone(), o.clone());
@@ -722,7 +796,9 @@ pub fn decide_with(
                 job,
                 write: Write::Wait(
                     WAIT_PREEMPTING,
-                    preemption::preemptor_text(&o.plan, o.grace),
+                    o.reclaim
+                        .clone()
+                        .unwrap_or_else(|| preemption::preemptor_text(&o.plan, o.grace)),
                 ),
             });
         }
@@ -1234,3 +1310,7 @@ mod props;
 #[cfg(test)]
 #[path = "scheduling_preempt_tests.rs"]
 mod preempt_tests;
+
+#[cfg(test)]
+#[path = "scheduling_reclaim_tests.rs"]
+mod reclaim_tests;
