@@ -19,7 +19,7 @@ use gpufed_scheduler::preempt::freed;
 use gpufed_scheduler::quota::namespace_of;
 use gpufed_scheduler::{
     Claim, ClusterState, Decision, JobRequest, MAX_PREEMPTORS, NamespaceQuota, Policy, Preempt,
-    ReclaimPolicy, Reclaimed, Reservation, Running, ScheduleError, Scheduler, Victim,
+    ReclaimPolicy, Reclaimed, Reservation, Running, ScheduleError, Scheduler, Usage, Victim,
     reclaim_victims,
 };
 
@@ -241,6 +241,98 @@ fn fit_on_one_cluster(
         ));
     }
     Ok(best.map(|(_, p, w)| (p, w)))
+}
+
+/// Why a job that fits its namespace's nominal quota still has no room, when other namespaces of
+/// its cohort borrowed that quota: `team-a is within its nominal quota of 8 GPUs in group all,
+/// lent within cohort research: team-b holds 16 GPUs, 8 beyond its nominal 8; the pool's
+/// reclaimWithinCohort is Never: lent GPUs come back only as the borrowers' jobs end`, with a
+/// fingerprint of the namespaces and group named (so the text is rewritten when they change, not
+/// when the counts do). `None` when no borrowing stands in the job's way. `usage`: the GPUs each
+/// namespace holds by model.
+pub fn borrowing_note(
+    job: &JobRequest,
+    quotas: &[NamespaceQuota],
+    usage: &[Usage],
+    policy: ReclaimPolicy,
+) -> Option<(String, u64)> {
+    let ns = namespace_of(&job.key);
+    let own = quotas.iter().find(|q| q.namespace == ns)?;
+    let cohort = own.cohort.as_deref()?;
+    let gpus = u64::from(job.replicas) * u64::from(job.gpus_per_replica);
+    let used = |namespace: &str, group: &str| -> u64 {
+        usage
+            .iter()
+            .filter(|u| u.namespace == namespace)
+            .filter(|u| group_of(quotas, namespace, &u.model) == Some(group))
+            .map(|u| u.gpus)
+            .sum()
+    };
+    for group in own.groups.iter().filter(|g| {
+        g.models.is_empty()
+            || job.models.is_empty()
+            || g.models.iter().any(|m| job.models.contains(m))
+    }) {
+        if used(ns, &group.name).saturating_add(gpus) > group.nominal {
+            continue;
+        }
+        let borrowers: Vec<(String, String)> = quotas
+            .iter()
+            .filter(|q| q.namespace != ns && q.cohort.as_deref() == Some(cohort))
+            .filter_map(|q| {
+                let nominal = q.groups.iter().find(|g| g.name == group.name)?.nominal;
+                let holds = used(&q.namespace, &group.name);
+                (holds > nominal).then(|| {
+                    (
+                        q.namespace.clone(),
+                        format!(
+                            "{} holds {holds} GPUs, {} beyond its nominal {nominal}",
+                            q.namespace,
+                            holds - nominal
+                        ),
+                    )
+                })
+            })
+            .collect();
+        if borrowers.is_empty() {
+            continue;
+        }
+        let why = match policy {
+            ReclaimPolicy::Never => {
+                "the pool's reclaimWithinCohort is Never: lent GPUs come back only as the \
+                 borrowers' jobs end"
+            }
+            ReclaimPolicy::LowerPriority => {
+                "the pool's reclaimWithinCohort is LowerPriority and no borrowed attempt of lower \
+                 priority frees room on one cluster"
+            }
+            ReclaimPolicy::Any => {
+                "reclaimWithinCohort is Any but no borrowed attempt the borrowers can spare frees \
+                 room on one cluster"
+            }
+        };
+        let texts: Vec<&str> = borrowers.iter().map(|(_, t)| t.as_str()).collect();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in
+            std::iter::once(group.name.as_str()).chain(borrowers.iter().map(|(n, _)| n.as_str()))
+        {
+            for b in part.bytes().chain([0]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        return Some((
+            format!(
+                "{ns} is within its nominal quota of {} GPUs in group {}, lent within cohort \
+                 {cohort}: {}; {why}",
+                group.nominal,
+                group.name,
+                texts.join(", "),
+            ),
+            h,
+        ));
+    }
+    None
 }
 
 fn policy_name(policy: ReclaimPolicy) -> &'static str {

@@ -713,6 +713,7 @@ pub fn decide_with(
     // Reclaiming lent quota (ADR 0025, spec.reclaimWithinCohort): jobs still without a cluster
     // take back GPUs of their nominal quota that their cohort borrowed, through the same stops.
     let reclaim_policy = reclaim::policy(pool);
+    let quotas = snapshot::quotas(pool);
     if reclaim_policy != ReclaimPolicy::Never && !running.is_empty() {
         let claimants: Vec<JobRequest> = unplaced
             .iter()
@@ -738,7 +739,7 @@ pub fn decide_with(
             let grace_seconds = preemption::grace_seconds(pool);
             let plans = reclaim::plan_reclaims(
                 &claimants,
-                &snapshot::quotas(pool),
+                &quotas,
                 clusters,
                 &taken,
                 &candidates,
@@ -813,11 +814,21 @@ pub fn decide_with(
                 // Which clusters give which kind of reason, not the live numbers in them (free
                 // GPUs): a capacity change elsewhere does not rewrite every waiting job.
                 let held = hold.as_ref().filter(|h| h.job == key);
-                let signature = reasons.signature().0 ^ held.map_or(0, hold_signature);
+                // Quota its cohort borrowed and did not give back (ADR 0025, reclaimWithinCohort).
+                let lent = requests
+                    .iter()
+                    .find(|r| r.key == key)
+                    .and_then(|r| reclaim::borrowing_note(r, &quotas, &usage, reclaim_policy));
+                let signature = reasons.signature().0
+                    ^ held.map_or(0, hold_signature)
+                    ^ lent.as_ref().map_or(0, |(_, s)| *s);
                 if in_flight.wait_for(&uid, signature) {
                     let mut text = explain(&reasons);
                     if let Some(h) = held {
                         text = format!("{text}; {}", held_text(h));
+                    }
+                    if let Some((note, _)) = &lent {
+                        text = format!("{text}; {note}");
                     }
                     round.writes.push(Planned {
                         admitted: admitted.remove(&key),

@@ -210,7 +210,30 @@ fn with_never_the_lender_waits_and_nobody_is_evicted() {
     w.jobs.push(waiting(1, "team-a", 4, 0));
     let round = w.pass(200);
     assert!(stops(&round).is_empty());
-    assert_eq!(waits(&round)[0].1, WAIT_NO_FIT);
+    let w_now = waits(&round);
+    let [(_, WAIT_NO_FIT, text)] = w_now.as_slice() else {
+        panic!("{w_now:?}")
+    };
+    assert!(
+        text.ends_with(
+            "team-a is within its nominal quota of 8 GPUs in group all, lent within cohort \
+             research: team-b holds 16 GPUs, 8 beyond its nominal 8; the pool's \
+             reclaimWithinCohort is Never: lent GPUs come back only as the borrowers' jobs end"
+        ),
+        "{text}"
+    );
+
+    // team-b is of another cohort: it borrowed nothing of team-a's, no such note.
+    let mut p = cohort_pool(ReclaimWithinCohort::Never, 8, 8);
+    p.spec.quotas[1].cohort = Some("other".into());
+    let mut w = World::new(p);
+    w.jobs.push(waiting(1, "team-a", 4, 0));
+    let round = w.pass(200);
+    let w_now = waits(&round);
+    let [(_, WAIT_NO_FIT, text)] = w_now.as_slice() else {
+        panic!("{w_now:?}")
+    };
+    assert!(!text.contains("lent within cohort"), "{text}");
 }
 
 #[test]
