@@ -52,8 +52,8 @@ pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
     GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,
     NamespaceShare, NamespaceWeight, PayerBinding, Preemption, PreemptionPolicy, PriorityClass,
-    QuotaGroup, QuotaLedgerEntry, QuotaPeriod, QuotaUsage, ReclaimWithinCohort, SecretKeyRef, Strategy,
-    Utilization,
+    QuotaGroup, QuotaLedgerEntry, QuotaPeriod, QuotaUsage, ReclaimWithinCohort, SecretKeyRef,
+    Strategy, Utilization,
 };
 pub use serving::{Endpoint, ServingSpec};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
