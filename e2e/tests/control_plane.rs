@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 56;
+const HOSTILE_MANIFESTS: usize = 57;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -492,6 +492,15 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
             "an open pool whose strangers skip verification",
             with(good_pool("hostile"), "spec.admission", json!("Open")),
             "spec.admission Open needs spec.verification.required: true",
+        ),
+        (
+            "reclaiming lent quota without a cohort to lend it in",
+            with(
+                good_pool("hostile"),
+                "spec.reclaimWithinCohort",
+                json!("Any"),
+            ),
+            "spec.reclaimWithinCohort needs spec.quotas with a cohort",
         ),
         (
             "a class that preempts sometimes",
