@@ -8,7 +8,11 @@
 //! for their second attempt. Both sides are explained (status and Events), and no team holds more
 //! than its quota except by borrowing idle quota.
 //!
-//! A second test runs the real member agent on kwok nodes: it stops a preempted attempt's pods
+//! A second test reclaims lent quota (`spec.reclaimWithinCohort`): with `Never` team-a's job
+//! waits, its explanation naming team-b's borrowing; with `Any` team-b's attempts beyond its
+//! nominal quota are stopped, paid and re-queued, and team-a's job runs on their GPUs.
+//!
+//! A third test runs the real member agent on kwok nodes: it stops a preempted attempt's pods
 //! with the pool's grace period (not the pod spec's 3 s), reports its final usage, and the
 //! preemptor runs on the freed GPUs. Needs `cargo build -p gpufed-operator -p kubectl-gpufed -p
 //! gpu-probe --bins` first.
@@ -368,6 +372,199 @@ fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_o
             m.balance(accounts::TREASURY.1).await.unwrap() - treasury_before,
             fees
         );
+    });
+}
+
+#[test]
+fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
+    run_test(HARD_DEADLINE, || async {
+        let mut m = market::market("reclaim", 1000, json!({})).await.unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        // No priority classes, no priority preemption: only reclaiming lent quota evicts.
+        let pool = json!({"spec": {
+            "quotas": [
+                {"namespace": "team-a", "cohort": "research", "groups": [{"name": "gpus", "gpus": 2}]},
+                {"namespace": "team-b", "cohort": "research", "groups": [{"name": "gpus", "gpus": 2}]}
+            ],
+            "reclaimWithinCohort": "Never",
+            "preemptionGracePeriod": "7s"
+        }});
+        let pools = Api::<GpuPool>::all(c.clone());
+        pools
+            .patch("market", &PatchParams::default(), &Patch::Merge(&pool))
+            .await
+            .unwrap();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "2.00")
+            .await
+            .unwrap();
+        inventory(&c, 4).await;
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+
+        // team-b fills the pool: its 2 GPUs and team-a's 2 idle ones, borrowed.
+        for name in TEAM_B {
+            market::submit(&c, "team-b", name, "H100", 1, "2.00")
+                .await
+                .unwrap();
+        }
+        for name in TEAM_B {
+            wait_job(&c, "team-b", name, T, "locked", locked(1))
+                .await
+                .unwrap();
+            run(&c, name, 1).await;
+        }
+        wait_quota(&c, "team-b borrows team-a's quota", (0, 2, 0), (4, 2, 2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        inventory(&c, 0).await;
+
+        // team-a's job of the same priority fits its nominal quota but not the node. With
+        // Never it waits, naming the borrowing, and nobody is evicted.
+        market::submit(&c, "team-a", "mine", "H100", 2, "2.00")
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "mine", T, "waiting for room", |j| {
+            j.status.as_ref().is_some_and(|s| {
+                s.reason.as_deref() == Some("NoFit")
+                    && s.explanation
+                        .as_deref()
+                        .is_some_and(|e| e.contains("lent within cohort"))
+            })
+        })
+        .await
+        .unwrap();
+        let why = j.status.unwrap().explanation.unwrap();
+        assert!(
+            why.contains(
+                "team-a is within its nominal quota of 2 GPUs in group gpus, lent within cohort \
+                 research: team-b holds 4 GPUs, 2 beyond its nominal 2; the pool's \
+                 reclaimWithinCohort is Never: lent GPUs come back only as the borrowers' jobs end"
+            ),
+            "{why}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            placements(&c, "alpha")
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| p.spec.stop.is_none()),
+            "nobody is evicted under Never"
+        );
+
+        // The pool reclaims: team-b's two youngest attempts go, beyond its nominal only.
+        pools
+            .patch(
+                "market",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"reclaimWithinCohort": "Any"}})),
+            )
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "mine", T, "reclaiming", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.reason.as_deref() == Some("Preempting"))
+        })
+        .await
+        .unwrap();
+        let why = j.status.unwrap().explanation.unwrap();
+        assert!(
+            why.contains(
+                "reclaiming 2 GPUs of team-a's nominal quota lent within cohort research \
+                 (reclaimWithinCohort: Any) on alpha"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("grace 7s"), "{why}");
+        let stopped: Vec<Placement> = wait_until(T, "two stops", || async {
+            let ps: Vec<Placement> = placements(&c, "alpha")
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|p| p.spec.stop.is_some())
+                .collect();
+            (ps.len() == 2).then_some(ps)
+        })
+        .await
+        .unwrap();
+        let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
+        assert_eq!(victims.len(), 2);
+        for p in &stopped {
+            let stop = p.spec.stop.as_ref().unwrap();
+            assert_eq!(
+                (stop.reason.as_str(), stop.grace_period_seconds),
+                ("Preempted", 7)
+            );
+            let message = stop.message.as_deref().unwrap();
+            assert!(
+                message.starts_with(
+                    "lent quota reclaimed by team-a/mine (reclaimWithinCohort: Any): team-b \
+                     borrowed 2 GPUs beyond its nominal 2 in cohort research"
+                ),
+                "{message}"
+            );
+            assert!(
+                why.contains(&format!("team-b/{} attempt 1", p.spec.job.name)),
+                "{why}"
+            );
+        }
+        // The agent's part: the pods stop, the final usage is reported.
+        for p in &stopped {
+            let stop = p.spec.stop.clone().unwrap();
+            let status = PlacementStatus {
+                phase: Some(PlacementPhase::Failed),
+                reason: Some(stop.reason),
+                message: stop.message,
+                gpu_seconds: 2,
+                start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
+                finish_time: Some(now()),
+                ..Default::default()
+            };
+            report_placement(&c, p, status).await.unwrap();
+        }
+        let price: TokenAmount = "2.00".parse().unwrap();
+        for v in &victims {
+            let j = wait_job(&c, "team-b", v, T, "reclaimed, paid, re-queued", |j| {
+                attempt_settled(1)(j) && phase_is(JobPhase::Pending)(j)
+            })
+            .await
+            .unwrap();
+            let a = &j.status.as_ref().unwrap().attempts[0];
+            assert_eq!(a.phase, AttemptPhase::Preempted, "{a:?}");
+            assert!(
+                a.message
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("lent quota reclaimed by team-a/mine"),
+                "{a:?}"
+            );
+            let s = settlement(&j, 1).unwrap();
+            assert_eq!(s.paid, Some(price.cost_of_gpu_seconds(2).unwrap()));
+            assert_eq!(m.lock_state(&s.job_id).await.unwrap(), 2);
+            assert!(!events(&c, "team-b", v, "Preempted").await.is_empty());
+        }
+
+        // The freed GPUs go to team-a's job; each team is back within its nominal quota.
+        inventory(&c, 2).await;
+        wait_job(&c, "team-a", "mine", T, "locked", locked(1))
+            .await
+            .unwrap();
+        run(&c, "mine", 1).await;
+        wait_quota(&c, "each team at its nominal quota", (2, 2, 0), (2, 2, 0)).await;
+        let survivors: Vec<&str> = TEAM_B
+            .iter()
+            .copied()
+            .filter(|n| !victims.iter().any(|v| v == n))
+            .collect();
+        for name in survivors {
+            let j = Api::<ComputeJob>::namespaced(c.clone(), "team-b")
+                .get(name)
+                .await
+                .unwrap();
+            assert_eq!(j.status.unwrap().phase, JobPhase::Running, "{name}");
+        }
     });
 }
 
