@@ -120,6 +120,14 @@ async fn member_pass(
             delete(ctx, &job_name).await?;
             continue;
         }
+        if let Some(why) = challenges::abandoned(job, &now, challenges::PLACEMENT_DEADLINE_SECS) {
+            ctx.event(member, true, "ChallengeNotPlaced", "Challenge", why.clone());
+            tracing::info!(member = %name, challenge = %job_name, %why, "challenge abandoned");
+            memory.next.remove(&name);
+            judged_now = true;
+            delete(ctx, &job_name).await?;
+            continue;
+        }
         // The groups are drawn now, after the answer (if any) is in.
         let groups = draw_groups();
         let inventory = member.status.as_ref().and_then(|s| s.inventory.as_ref());

@@ -591,6 +591,33 @@ pub fn judge(
     }
 }
 
+/// How long a challenge may wait to be placed (it needs a whole node free) before the hub
+/// abandons it, in seconds. Abandoning is not a verdict: nothing is recorded on the member, nothing
+/// is slashed, and the next challenge can be sent.
+pub const PLACEMENT_DEADLINE_SECS: u64 = 30 * 60;
+
+/// Why challenge `job` is abandoned at `now`: it has waited more than `deadline_secs` since it
+/// was created and no attempt of it was ever placed. `None` once any attempt was placed (then
+/// [`judge`] and `spec.verification.deadline` decide) or while it is within the bound.
+pub fn abandoned(job: &ComputeJob, now: &Time, deadline_secs: u64) -> Option<String> {
+    let member = verifies(job)?;
+    let created = job.metadata.creation_timestamp.as_ref()?;
+    let placed = job
+        .status
+        .as_ref()
+        .is_some_and(|s| s.attempts.iter().any(|a| a.placed_time.is_some()));
+    if placed {
+        return None;
+    }
+    let waited = seconds_between(created, now);
+    (waited > deadline_secs).then(|| {
+        format!(
+            "challenge not placed on {member} {waited}s after it was sent (placement deadline \
+             {deadline_secs}s): abandoned without a verdict, the next challenge can be sent"
+        )
+    })
+}
+
 /// `MemberCluster.status.verification` for `judgement` of challenge `name`, with the evidence kept
 /// in ConfigMap `evidence`.
 pub fn member_verification(

@@ -543,3 +543,32 @@ fn the_loop_leaves_a_member_alone_until_its_caches_show_its_own_last_write() {
     // Never for longer than the grace: a write that never shows does not stop the loop.
     assert!(caught_up(&sent, CACHE_GRACE, &fresh, &[]));
 }
+
+#[test]
+fn an_unplaced_challenge_is_abandoned_once_past_the_placement_deadline_and_never_slashes() {
+    let (mut job, _) = challenge_at(JobPhase::Pending, None);
+    job.metadata.creation_timestamp = Some(at(0));
+    // Placed: the placement deadline no longer applies, whatever the time.
+    assert_eq!(abandoned(&job, &at(100_000), 60), None);
+    // Never placed: within the bound it waits, past it it is abandoned, naming member and bound.
+    if let Some(st) = job.status.as_mut() {
+        st.attempts.clear();
+    }
+    assert_eq!(abandoned(&job, &at(60), 60), None);
+    let why = abandoned(&job, &at(61), 60).unwrap();
+    assert!(
+        why.contains("metal") && why.contains("placement deadline 60s"),
+        "{why}"
+    );
+    // An attempt that was tried but not placed still counts as unplaced.
+    let mut a = attempt(1, "metal", AttemptPhase::Failed);
+    a.placed_time = None;
+    job.status.as_mut().unwrap().attempts = vec![a];
+    assert!(abandoned(&job, &at(61), 60).is_some());
+    // Abandoning writes no verdict, so no slashing reason can ever name it.
+    assert!(
+        !crate::hub::slashing::SLASHING_REASONS
+            .iter()
+            .any(|r| why.contains(r))
+    );
+}
