@@ -123,6 +123,10 @@ async fn member_pass(
         if let Some(why) = challenges::abandoned(job, &now, challenges::PLACEMENT_DEADLINE_SECS) {
             ctx.event(member, true, "ChallengeNotPlaced", "Challenge", why.clone());
             tracing::info!(member = %name, challenge = %job_name, %why, "challenge abandoned");
+            memory.written.insert(
+                name.clone(),
+                (Written::Abandoned(job_name.clone()), Instant::now()),
+            );
             memory.next.remove(&name);
             judged_now = true;
             delete(ctx, &job_name).await?;

@@ -308,6 +308,8 @@ pub enum Written {
     Sent(String),
     /// It recorded the verdict on challenge `.0` in the member's status.
     Judged(String),
+    /// It abandoned challenge `.0` (never placed, see [`abandoned`]) and deleted it.
+    Abandoned(String),
 }
 
 /// Whether the caches show the loop's last write `written` about `member` (made `ago`): a sent
@@ -333,6 +335,9 @@ pub fn caught_up(
             .as_ref()
             .and_then(|s| s.verification.as_ref())
             .is_some_and(|v| &v.challenge == name),
+        Written::Abandoned(name) => !jobs.iter().any(|j| {
+            j.metadata.name.as_deref() == Some(name) && j.metadata.deletion_timestamp.is_none()
+        }),
     }
 }
 

@@ -572,3 +572,21 @@ fn an_unplaced_challenge_is_abandoned_once_past_the_placement_deadline_and_never
             .any(|r| why.contains(r))
     );
 }
+
+#[test]
+fn after_abandoning_a_challenge_the_loop_waits_until_its_cache_shows_it_gone() {
+    let (mut job, _) = challenge_at(JobPhase::Pending, None);
+    job.metadata.name = Some("j-gone".into());
+    let m = with_inventory(vec![node("n1", "L4", 2)]);
+    let written = Written::Abandoned("j-gone".into());
+    let still = vec![Arc::new(job.clone())];
+    assert!(!caught_up(&written, Duration::from_secs(1), &m, &still));
+    job.metadata.deletion_timestamp = Some(at(5));
+    assert!(caught_up(
+        &written,
+        Duration::from_secs(1),
+        &m,
+        &[Arc::new(job)]
+    ));
+    assert!(caught_up(&written, Duration::from_secs(1), &m, &[]));
+}
