@@ -142,6 +142,50 @@ async fn events(c: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until team-a's `job` waits `Preempting` (`what` names the wait); its explanation.
+async fn preempting(c: &Client, job: &str, what: &str) -> String {
+    let j = wait_job(c, "team-a", job, T, what, |j| {
+        j.status
+            .as_ref()
+            .is_some_and(|s| s.reason.as_deref() == Some("Preempting"))
+    })
+    .await
+    .unwrap();
+    j.status.unwrap().explanation.unwrap()
+}
+
+/// Waits until two of alpha's Placements carry a stop; returns them.
+async fn two_stops(c: &Client) -> Vec<Placement> {
+    wait_until(T, "two stops", || async {
+        let ps: Vec<Placement> = placements(c, "alpha")
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|p| p.spec.stop.is_some())
+            .collect();
+        (ps.len() == 2).then_some(ps)
+    })
+    .await
+    .unwrap()
+}
+
+/// The agent's part for each stopped Placement: its pods stopped, 2 GPU-seconds reported.
+async fn report_stopped(c: &Client, stopped: &[Placement]) {
+    for p in stopped {
+        let stop = p.spec.stop.clone().unwrap();
+        let status = PlacementStatus {
+            phase: Some(PlacementPhase::Failed),
+            reason: Some(stop.reason),
+            message: stop.message,
+            gpu_seconds: 2,
+            start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
+            finish_time: Some(now()),
+            ..Default::default()
+        };
+        report_placement(c, p, status).await.unwrap();
+    }
+}
+
 #[test]
 fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_once() {
     run_test(HARD_DEADLINE, || async {
@@ -208,30 +252,13 @@ fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_o
         )
         .await
         .unwrap();
-        let j = wait_job(&c, "team-a", "urgent", T, "preempting", |j| {
-            j.status
-                .as_ref()
-                .is_some_and(|s| s.reason.as_deref() == Some("Preempting"))
-        })
-        .await
-        .unwrap();
-        let why = j.status.unwrap().explanation.unwrap();
+        let why = preempting(&c, "urgent", "preempting").await;
         assert!(
             why.contains("preempting 2 attempts of lower priority on alpha to free 2 GPUs"),
             "{why}"
         );
         assert!(why.contains("grace 7s"), "{why}");
-        let stopped: Vec<Placement> = wait_until(T, "two stops", || async {
-            let ps: Vec<Placement> = placements(&c, "alpha")
-                .await
-                .ok()?
-                .into_iter()
-                .filter(|p| p.spec.stop.is_some())
-                .collect();
-            (ps.len() == 2).then_some(ps)
-        })
-        .await
-        .unwrap();
+        let stopped = two_stops(&c).await;
         let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
         for p in &stopped {
             let stop = p.spec.stop.as_ref().unwrap();
@@ -250,19 +277,7 @@ fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_o
             );
         }
         // The agent's part: the pods stop with the grace, the final usage is reported.
-        for p in &stopped {
-            let stop = p.spec.stop.clone().unwrap();
-            let status = PlacementStatus {
-                phase: Some(PlacementPhase::Failed),
-                reason: Some(stop.reason),
-                message: stop.message,
-                gpu_seconds: 2,
-                start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
-                finish_time: Some(now()),
-                ..Default::default()
-            };
-            report_placement(&c, p, status).await.unwrap();
-        }
+        report_stopped(&c, &stopped).await;
         let price: TokenAmount = "2.00".parse().unwrap();
         for v in &victims {
             let j = wait_job(&c, "team-b", v, T, "preempted, paid, re-queued", |j| {
@@ -462,14 +477,7 @@ fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
             )
             .await
             .unwrap();
-        let j = wait_job(&c, "team-a", "mine", T, "reclaiming", |j| {
-            j.status
-                .as_ref()
-                .is_some_and(|s| s.reason.as_deref() == Some("Preempting"))
-        })
-        .await
-        .unwrap();
-        let why = j.status.unwrap().explanation.unwrap();
+        let why = preempting(&c, "mine", "reclaiming").await;
         assert!(
             why.contains(
                 "reclaiming 2 GPUs of team-a's nominal quota lent within cohort research \
@@ -478,17 +486,7 @@ fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
             "{why}"
         );
         assert!(why.contains("grace 7s"), "{why}");
-        let stopped: Vec<Placement> = wait_until(T, "two stops", || async {
-            let ps: Vec<Placement> = placements(&c, "alpha")
-                .await
-                .ok()?
-                .into_iter()
-                .filter(|p| p.spec.stop.is_some())
-                .collect();
-            (ps.len() == 2).then_some(ps)
-        })
-        .await
-        .unwrap();
+        let stopped = two_stops(&c).await;
         let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
         assert_eq!(victims.len(), 2);
         for p in &stopped {
@@ -511,19 +509,7 @@ fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
             );
         }
         // The agent's part: the pods stop, the final usage is reported.
-        for p in &stopped {
-            let stop = p.spec.stop.clone().unwrap();
-            let status = PlacementStatus {
-                phase: Some(PlacementPhase::Failed),
-                reason: Some(stop.reason),
-                message: stop.message,
-                gpu_seconds: 2,
-                start_time: p.status.as_ref().and_then(|s| s.start_time.clone()),
-                finish_time: Some(now()),
-                ..Default::default()
-            };
-            report_placement(&c, p, status).await.unwrap();
-        }
+        report_stopped(&c, &stopped).await;
         let price: TokenAmount = "2.00".parse().unwrap();
         for v in &victims {
             let j = wait_job(&c, "team-b", v, T, "reclaimed, paid, re-queued", |j| {
