@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gpufed_crds::{AttemptPhase, ComputeJob, GpuPool, JobPhase, Preemption};
 use gpufed_scheduler::{ClusterState, Running};
 
-use super::props::{at, members, pending};
+use super::props::{at, full, pending, placed, stops, waits};
 use super::*;
 
 /// A pool that lets higher priorities preempt, with a 30 s grace.
@@ -16,20 +16,6 @@ fn preempting_pool() -> GpuPool {
     p.spec.preemption = Preemption::LowerPriority;
     p.spec.preemption_grace_period = Some(gpufed_crds::KubeDuration::from_secs(30));
     p
-}
-
-/// Every node of every member full.
-fn full(p: &GpuPool) -> Vec<ClusterState> {
-    let mut clusters: Vec<ClusterState> = members()
-        .values()
-        .map(|m| snapshot::cluster_state(p, m, None))
-        .collect();
-    for c in &mut clusters {
-        for n in &mut c.nodes {
-            n.free_gpus = 0;
-        }
-    }
-    clusters
 }
 
 fn free(clusters: &mut [ClusterState], cluster: &str, node: &str, gpus: u32) {
@@ -110,39 +96,6 @@ impl World {
         )
         .unwrap()
     }
-}
-
-fn stops(round: &Round) -> Vec<(String, u32, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Stop(s) => Some((snapshot::job_key(&p.job), s.attempt, s.message.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn placed(round: &Round) -> Vec<(String, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Place(a) => Some((snapshot::job_key(&p.job), a.nodes[0].0.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn waits(round: &Round) -> Vec<(String, &'static str, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Wait(reason, text) => Some((snapshot::job_key(&p.job), *reason, text.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

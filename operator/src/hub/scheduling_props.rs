@@ -72,6 +72,56 @@ pub(super) fn members() -> BTreeMap<String, Arc<MemberCluster>> {
 }
 
 /// An admitted job waiting for the scheduler.
+/// Every node of every member full.
+pub(super) fn full(p: &GpuPool) -> Vec<gpufed_scheduler::ClusterState> {
+    let mut clusters: Vec<gpufed_scheduler::ClusterState> = members()
+        .values()
+        .map(|m| snapshot::cluster_state(p, m, None))
+        .collect();
+    for c in &mut clusters {
+        for n in &mut c.nodes {
+            n.free_gpus = 0;
+        }
+    }
+    clusters
+}
+
+/// The stops `round` writes: (job, attempt, message).
+pub(super) fn stops(round: &Round) -> Vec<(String, u32, String)> {
+    round
+        .writes
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Stop(s) => Some((snapshot::job_key(&p.job), s.attempt, s.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The placements `round` writes: (job, first node).
+pub(super) fn placed(round: &Round) -> Vec<(String, String)> {
+    round
+        .writes
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Place(a) => Some((snapshot::job_key(&p.job), a.nodes[0].0.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The waits `round` writes: (job, reason, explanation).
+pub(super) fn waits(round: &Round) -> Vec<(String, &'static str, String)> {
+    round
+        .writes
+        .iter()
+        .filter_map(|p| match &p.write {
+            Write::Wait(reason, text) => Some((snapshot::job_key(&p.job), *reason, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(super) fn pending(i: usize, gpus: u32) -> ComputeJob {
     let mut j = job(&format!("j{i}")).gpus(gpus).models(&["H100"]).build();
     j.metadata.uid = Some(format!("uid-{i}"));

@@ -11,7 +11,7 @@ use gpufed_scheduler::quota::namespace_of;
 use gpufed_scheduler::{ClusterState, Running};
 use proptest::prelude::*;
 
-use super::props::{at, members, pending};
+use super::props::{at, full, pending, placed, stops, waits};
 use super::*;
 
 const NODES: [(&str, &str); 4] = [
@@ -33,18 +33,6 @@ fn cohort_pool(policy: ReclaimWithinCohort, nominal_a: u32, nominal_b: u32) -> G
     p.spec.reclaim_within_cohort = policy;
     p.spec.preemption_grace_period = Some(gpufed_crds::KubeDuration::from_secs(30));
     p
-}
-
-/// Every node of every member full.
-fn full(p: &GpuPool) -> Vec<ClusterState> {
-    let mut clusters: Vec<ClusterState> = members()
-        .values()
-        .map(|m| snapshot::cluster_state(p, m, None))
-        .collect();
-    for n in clusters.iter_mut().flat_map(|c| c.nodes.iter_mut()) {
-        n.free_gpus = 0;
-    }
-    clusters
 }
 
 /// Job `i` of `ns` running attempt 1 with 4 GPUs on `NODES[node]` since `started`.
@@ -122,39 +110,6 @@ impl World {
         )
         .unwrap()
     }
-}
-
-fn stops(round: &Round) -> Vec<(String, u32, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Stop(s) => Some((snapshot::job_key(&p.job), s.attempt, s.message.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn waits(round: &Round) -> Vec<(String, &'static str, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Wait(reason, text) => Some((snapshot::job_key(&p.job), *reason, text.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn placed(round: &Round) -> Vec<(String, String)> {
-    round
-        .writes
-        .iter()
-        .filter_map(|p| match &p.write {
-            Write::Place(a) => Some((snapshot::job_key(&p.job), a.nodes[0].0.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
