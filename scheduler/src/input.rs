@@ -188,6 +188,19 @@ pub struct JobRequest {
 /// Share, in percent, of a job's advertised minimum GPU memory that a GPU must report to qualify.
 pub const MEMORY_TOLERANCE_PERCENT: u64 = 93;
 
+/// `jobs` in the order the scheduler decides them: highest priority first, then by `order`
+/// (submission), then by key.
+pub fn queue_order(jobs: &[JobRequest]) -> Vec<&JobRequest> {
+    let mut order: Vec<&JobRequest> = jobs.iter().collect();
+    order.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.order.cmp(&b.order))
+            .then(a.key.cmp(&b.key))
+    });
+    order
+}
+
 impl JobRequest {
     /// The least memory per GPU, in MiB as reported, that satisfies [`JobRequest::min_gpu_memory_mib`].
     pub fn memory_threshold_mib(&self) -> u64 {

@@ -108,13 +108,7 @@ pub fn plan_preemptions(
     running: &[Running],
     policy: &Policy,
 ) -> Result<Vec<Preempt>, ScheduleError> {
-    let mut order: Vec<&JobRequest> = preemptors.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.order.cmp(&b.order))
-            .then(a.key.cmp(&b.key))
-    });
+    let order = crate::input::queue_order(preemptors);
     let mut claimed: Vec<Reservation> = taken.to_vec();
     let mut evicted: BTreeSet<(&str, u32)> = BTreeSet::new();
     let mut gone: Vec<&Running> = Vec::new();

@@ -270,13 +270,7 @@ pub(crate) fn batch_with<T>(
             });
         }
     }
-    let mut order: Vec<&JobRequest> = jobs.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.order.cmp(&b.order))
-            .then(a.key.cmp(&b.key))
-    });
+    let order = crate::input::queue_order(jobs);
     let mut scheduler = Scheduler::new(clusters, reservations, policy)?;
     order
         .into_iter()

@@ -85,13 +85,7 @@ pub fn plan_reclaims(
     if policy == ReclaimPolicy::Never {
         return Ok(vec![]);
     }
-    let mut order: Vec<&JobRequest> = claimants.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.order.cmp(&b.order))
-            .then(a.key.cmp(&b.key))
-    });
+    let order = gpufed_scheduler::input::queue_order(claimants);
     let mut claimed: Vec<Reservation> = taken.to_vec();
     let mut gone: Vec<&Running> = vec![];
     let mut evicted: BTreeSet<(String, u32)> = BTreeSet::new();
