@@ -79,7 +79,7 @@ pub mod reasons {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = kube::core::Rule::new(SPEC_IMMUTABLE_BUT_STOP).message("Placement.spec is immutable but for spec.stop: the hub writes a new Placement for each attempt"))]
+#[x_kube(validation = kube::core::Rule::new(SPEC_IMMUTABLE_BUT_STOP).message("Placement.spec is immutable but for spec.stop and spec.fundedSeconds: the hub writes a new Placement for each attempt"))]
 #[x_kube(validation = kube::core::Rule::new("!has(oldSelf.stop) || (has(self.stop) && self.stop == oldSelf.stop)").message("Placement.spec.stop, once set, never changes"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
@@ -127,6 +127,15 @@ pub struct PlacementSpec {
     /// endpoint (docs/adr/0030-serving-jobs.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::serving::ServingSpec>,
+    /// Serving placements: how long the member may run the attempt, in seconds from its start,
+    /// as far as it is paid (the windows locked in escrow × `maxDuration`; docs/adr/0030-serving-jobs.md
+    /// section 7). The agent keeps the local Job's `activeDeadlineSeconds` at it. Besides `stop`
+    /// the one spec field that may change after creation: it may be added, and then only raised
+    /// by the hub as it renews the lock; never lowered nor removed. Unset: `maxDuration` bounds the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = kube::core::Rule::new("self >= oldSelf").message("Placement.spec.fundedSeconds only grows: the hub raises it as it renews the escrow lock"))]
+    pub funded_seconds: Option<u64>,
     /// Set by the hub to stop the attempt before it ends on its own (ADR 0025: it was preempted
     /// by a job of higher priority). The member's agent deletes the pods with the grace period
     /// given here (not the pod spec's), reports the attempt `Failed` with this reason and its
@@ -136,10 +145,11 @@ pub struct PlacementSpec {
     pub stop: Option<PlacementStop>,
 }
 
-/// The CEL rule that keeps every field of `PlacementSpec` but `stop` as it was created (CEL has no
-/// way to compare two objects but one key, so the fields are listed; the optional ones may not
-/// appear or vanish either). `spec_rule_names_every_field_but_stop` checks the list against the
-/// schema.
+/// The CEL rule that keeps every field of `PlacementSpec` but `stop` and `fundedSeconds` as it was
+/// created (CEL has no way to compare two objects but one key, so the fields are listed; the
+/// optional ones may not appear or vanish either). `fundedSeconds` may appear but never vanish
+/// here; its own transition rule (`self >= oldSelf`) lets it only grow.
+/// `spec_rule_names_every_field_but_stop` checks the list against the schema.
 pub const SPEC_IMMUTABLE_BUT_STOP: &str = "self.job == oldSelf.job && self.attempt == oldSelf.attempt && \
     self.cluster == oldSelf.cluster && self.replicas == oldSelf.replicas && \
     self.gpusPerReplica == oldSelf.gpusPerReplica && self.totalGpus == oldSelf.totalGpus && \
@@ -153,7 +163,8 @@ pub const SPEC_IMMUTABLE_BUT_STOP: &str = "self.job == oldSelf.job && self.attem
     has(self.sealedSecrets) == has(oldSelf.sealedSecrets) && \
     (!has(self.sealedSecrets) || self.sealedSecrets == oldSelf.sealedSecrets) && \
     has(self.serving) == has(oldSelf.serving) && \
-    (!has(self.serving) || self.serving == oldSelf.serving)";
+    (!has(self.serving) || self.serving == oldSelf.serving) && \
+    (!has(oldSelf.fundedSeconds) || has(self.fundedSeconds))";
 
 /// Why and how the hub stops an attempt early.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -322,8 +333,18 @@ mod stop_tests {
         assert!(fields.len() > 10, "{fields:?}");
         for f in fields {
             let named = SPEC_IMMUTABLE_BUT_STOP.contains(&format!("self.{f} == oldSelf.{f}"));
-            assert_eq!(named, f != "stop", "field {f} in the immutability rule");
+            let mutable = f == "stop" || f == "fundedSeconds";
+            assert_eq!(named, !mutable, "field {f} in the immutability rule");
         }
+        let funded = &spec["properties"]["fundedSeconds"];
+        assert_eq!(
+            funded["x-kubernetes-validations"][0]["rule"],
+            "self >= oldSelf"
+        );
+        assert!(
+            SPEC_IMMUTABLE_BUT_STOP
+                .contains("(!has(oldSelf.fundedSeconds) || has(self.fundedSeconds))")
+        );
     }
 
     #[test]

@@ -690,7 +690,21 @@ fn immutable_fields_cannot_change_after_creation() {
                      "maxDuration": "1h", "template": {"containers": [{"name": "main", "image": "busybox"}]}}
         });
         apply(&c, &placement).await.unwrap();
-        let err = apply(&c, &with(placement, "spec.attempt", json!(2)))
+        let err = apply(&c, &with(placement.clone(), "spec.attempt", json!(2)))
+            .await
+            .unwrap_err();
+        assert!(err.contains("Placement.spec is immutable"), "{err}");
+        // ... but for its funded time (ADR 0030 section 7): the hub may add it and raise it as it
+        // renews the escrow lock; nobody may lower or remove it.
+        let funded = |s: u64| with(placement.clone(), "spec.fundedSeconds", json!(s));
+        apply(&c, &funded(600)).await.unwrap();
+        apply(&c, &funded(1200)).await.unwrap();
+        apply(&c, &funded(1200)).await.unwrap();
+        let err = apply(&c, &funded(600)).await.unwrap_err();
+        assert!(err.contains("spec.fundedSeconds only grows"), "{err}");
+        let err = apply(&c, &placement).await.unwrap_err();
+        assert!(err.contains("Placement.spec is immutable"), "{err}");
+        let err = apply(&c, &with(funded(1800), "spec.attempt", json!(2)))
             .await
             .unwrap_err();
         assert!(err.contains("Placement.spec is immutable"), "{err}");

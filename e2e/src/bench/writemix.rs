@@ -348,6 +348,7 @@ fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             template: job.spec.template.clone(),
             sealed_secrets: None,
             serving: None,
+            funded_seconds: None,
             stop: None,
         },
         status: None,

@@ -893,6 +893,7 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
             sealed_secrets: None,
             serving: job.spec.serving.clone(),
+            funded_seconds: None,
             stop: None,
         },
         status: None,
