@@ -574,6 +574,16 @@ pub struct Settlement {
     /// then holds what they paid until the attempt is settled.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub periods_paid: u32,
+    /// Serving attempts: windows of `maxDuration` the lock has funded once it was renewed
+    /// (`JobEscrow.extendLock`, docs/adr/0030-serving-jobs.md section 7); `locked` is then the
+    /// total of all windows. Absent: the one window of the first lock.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub windows_funded: u32,
+    /// Serving attempts: the lock's deadline (Unix seconds) as the hub last made or renewed it. A
+    /// chain lock with another deadline was renewed by a transaction this record missed (a hub
+    /// stopped before writing it), and its renewals are read back from the chain's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_deadline: Option<u64>,
     /// Latest problem, e.g. the RPC being unreachable (cleared when resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -61,6 +61,8 @@ alloy::sol! {
         event Expired(bytes32 indexed jobId, address indexed payer, uint256 amount);
         event PeriodSettled(bytes32 indexed jobId, uint32 indexed period, uint256 paid,
                             uint256 fee, uint256 remaining);
+        event LockExtended(bytes32 indexed jobId, address indexed payer, uint256 added,
+                           uint256 amount, uint64 deadline);
 
         error ZeroAddress();
         error ZeroAmount();
@@ -77,6 +79,7 @@ alloy::sol! {
         error LengthMismatch(uint256 jobIds, uint256 paid);
         error SettlerNotAuthorised(bytes32 jobId, address payer, address settler);
         error PeriodNotNext(bytes32 jobId, uint32 period, uint32 expected);
+        error DeadlineNotLater(bytes32 jobId, uint64 deadline, uint64 current);
         error AccessControlUnauthorizedAccount(address account, bytes32 neededRole);
     }
 
@@ -154,6 +157,15 @@ pub struct LockInfo {
     /// Amount locked.
     pub amount: TokenAmount,
     /// After this (plus the escrow's claim window) the payer may expire it.
+    pub deadline: u64,
+}
+
+/// What a `LockExtended` event recorded: one renewal of a serving attempt's lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// Amount the renewal added to the lock.
+    pub added: TokenAmount,
+    /// The lock's deadline after it.
     pub deadline: u64,
 }
 
@@ -1004,6 +1016,28 @@ impl ChainClient {
                 .unwrap_or_default(),
             block: log.block_number.unwrap_or(0),
         }))
+    }
+
+    /// Every renewal of lock `id` (`LockExtended` events, oldest first; ADR 0030 section 7): what
+    /// each added and the deadline it set. `from` is the lock's block if known.
+    pub async fn lock_extensions(&self, id: B256, from: Option<u64>) -> Result<Vec<Extension>> {
+        let units = self.units().await?;
+        let filter = Filter::new()
+            .address(self.escrow)
+            .event_signature(IJobEscrow::LockExtended::SIGNATURE_HASH)
+            .topic1(id);
+        self.logs(filter, from, false)
+            .await?
+            .iter()
+            .map(|log| {
+                let ev = IJobEscrow::LockExtended::decode_log_data(log.data())
+                    .map_err(|e| Error::Chain(format!("decoding a LockExtended event: {e}")))?;
+                Ok(Extension {
+                    added: units.from_base(ev.added),
+                    deadline: ev.deadline,
+                })
+            })
+            .collect()
     }
 
     /// The transaction that locked `id` and its block, if any.

@@ -243,6 +243,56 @@ async fn publish_receipts(
     }
 }
 
+/// Raises the current serving attempt's `Placement.spec.fundedSeconds` to what its renewed lock
+/// funds (`windowsFunded × maxDuration`, ADR 0030 section 7), so that the member's agent moves the
+/// local Job's deadline. Compared with the cached Placement, so it is written once per renewal and
+/// again after a failed write. Failures are logged: the next pass writes it again.
+async fn publish_funding(job: &ComputeJob, st: &gpufed_crds::ComputeJobStatus, ctx: &Context) {
+    if job.spec.serving.is_none() {
+        return;
+    }
+    let Some(a) = st.attempts.iter().find(|a| a.attempt == st.attempt) else {
+        return;
+    };
+    if a.phase.is_finished() {
+        return;
+    }
+    let Some(funded) = a
+        .settlement
+        .as_ref()
+        .filter(|s| s.windows_funded > 1)
+        .and_then(|s| {
+            u64::from(s.windows_funded).checked_mul(job.spec.max_duration.as_secs_ceil())
+        })
+    else {
+        return;
+    };
+    let namespace = gpufed_crds::naming::member_namespace(&a.cluster);
+    let Some(cached) = ctx.stores.placement(&namespace, &a.placement) else {
+        return;
+    };
+    if cached.spec.funded_seconds.is_some_and(|f| f >= funded) {
+        return;
+    }
+    let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({"spec": {"fundedSeconds": funded}});
+    match api
+        .patch(
+            &a.placement,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(placement = %a.placement, %namespace, funded, "raised the serving attempt's funded seconds")
+        }
+        Err(e) => {
+            tracing::warn!(placement = %a.placement, %namespace, error = %e, "could not raise the serving attempt's funded seconds")
+        }
+    }
+}
+
 /// Runs the money step for pools with a chain. Chain errors are shown on the job (condition
 /// `Funded`, reason `ChainUnavailable`) and retried; they never lose the job or a payment.
 async fn money(
@@ -270,6 +320,7 @@ async fn money(
     match result {
         Ok(step) => {
             publish_receipts(job, &pool, &out.status, ctx).await;
+            publish_funding(job, &out.status, ctx).await;
             let counts = ctx.metrics.settlements.clone();
             counts.with_label_values(&["locked"]).inc_by(step.locked);
             counts.with_label_values(&["expired"]).inc_by(step.expired);

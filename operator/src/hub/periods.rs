@@ -9,17 +9,22 @@
 //! Period `k` pays up to `min(GPU-seconds reported, GPUs × k × period)` in total: a member that
 //! reports late is paid the difference in a later period or in the final settlement, never twice.
 //!
-//! [`renewal`], [`renew_margin`] and [`renewed_deadline`] say when and until when a serving
-//! attempt's lock is renewed for its next `maxDuration` window (`JobEscrow.extendLock`, ADR 0030
-//! section 7); the hub does not call them yet, so a serving attempt still ends at `maxDuration`.
+//! A serving attempt is funded one `maxDuration` window at a time (ADR 0030 section 7): one margin
+//! before the funded time ends ([`renewal`], [`renew_margin`]) the hub locks the next window into
+//! the same lock (`JobEscrow.extendLock`, deadline [`renewed_deadline`]), records `windowsFunded`
+//! and the total `locked`, and the job controller raises `Placement.spec.fundedSeconds`, which the
+//! member's agent turns into the local Job's deadline. A refused renewal leaves the funded time
+//! where it is: the member stops the attempt at its end.
 
 use std::time::Duration;
 
-use gpufed_crds::{AttemptPhase, ComputeJob, ComputeJobStatus, SettlementState, TokenAmount};
+use gpufed_crds::{
+    AttemptPhase, ComputeJob, ComputeJobStatus, Settlement, SettlementState, TokenAmount,
+};
 
 use crate::error::Result;
-use crate::hub::chain::{ChainClient, LockState, job_id};
-use crate::hub::settlement::{Step, amount_due};
+use crate::hub::chain::{ChainClient, Extension, LockInfo, LockState, job_id};
+use crate::hub::settlement::{CLOCK_MARGIN_SECS, Step, amount_due, lock_amount};
 
 /// Start of the settlement message when the paid periods could not be read.
 const READ_FAILED: &str = "reading the periods paid so far";
@@ -129,9 +134,60 @@ pub fn renewed_deadline(
         .min(now_secs.saturating_add(max_lock_secs))
 }
 
+/// Start of the settlement message of a renewal whose outcome is unknown (a timeout): the
+/// transaction may still be mined, so it is cancelled before another is sent.
+const RENEWAL_UNKNOWN: &str = "renewing the lock";
+/// Reason (Event, settlement message) of a renewal the escrow refused: the attempt stops at the
+/// end of what is funded unless the payer's deposit and authorisation cover the next window.
+pub const RENEWAL_REFUSED: &str = "RenewalRefused";
+/// When to try a refused renewal again (the payer may top up before the funded time ends).
+const RETRY_RENEWAL: Duration = Duration::from_secs(30);
+
+/// What the serving attempt's settlement record says about its funding after
+/// [`reconcile_windows`]: the windows funded and the total locked, from the chain's renewals.
+pub fn windows_from(first: TokenAmount, extensions: &[Extension]) -> Option<(u32, TokenAmount)> {
+    let windows = u32::try_from(extensions.len()).ok()?.checked_add(1)?;
+    let locked = extensions
+        .iter()
+        .try_fold(first, |acc, e| acc.checked_add(e.added))?;
+    Some((windows, locked))
+}
+
+/// Brings a serving attempt's record of its lock (`locked`, `windowsFunded`, `lockDeadline`) in
+/// line with the chain when the lock's deadline is not the one recorded: a renewal was mined that
+/// the record missed (the hub stopped or its status write failed after sending it). The renewals
+/// are read back from the `LockExtended` events, so the total locked — from which what periods
+/// paid is derived — is exact whatever the hub did. `first` is the first window's lock.
+pub async fn reconcile_windows(
+    chain: &ChainClient,
+    s: &mut Settlement,
+    lock: &LockInfo,
+    first: TokenAmount,
+    step: &mut Step,
+) -> Result<()> {
+    if lock.state == LockState::None || s.lock_deadline == Some(lock.deadline) {
+        return Ok(());
+    }
+    let extensions = chain.lock_extensions(lock.id, s.lock_block).await?;
+    let Some((windows, locked)) = windows_from(first, &extensions) else {
+        return Ok(());
+    };
+    s.windows_funded = if windows > 1 { windows } else { 0 };
+    s.locked = Some(locked);
+    s.lock_deadline = Some(lock.deadline);
+    step.changed = true;
+    Ok(())
+}
+
+/// Lowers `step.recheck_in` to `d`.
+fn recheck(step: &mut Step, d: Duration) {
+    step.recheck_in = Some(step.recheck_in.map_or(d, |r| r.min(d)));
+}
+
 /// Pays the next ended period of the current attempt of serving `job` (status `st`) if there is
-/// one, and records on the attempt's settlement how many periods the chain says are paid and what
-/// they paid. One period per call; `step.again_soon` when another is already due.
+/// one, and renews its lock for the next `maxDuration` window when that is due ([`renewal`]);
+/// records on the attempt's settlement how many periods and windows the chain says are paid and
+/// funded. One period and one renewal per call; `step.again_soon` when more is already due.
 pub async fn advance(
     chain: &ChainClient,
     job: &ComputeJob,
@@ -142,7 +198,11 @@ pub async fn advance(
     let Some(serving) = &job.spec.serving else {
         return Ok(());
     };
+    let Some(first) = lock_amount(job) else {
+        return Ok(());
+    };
     let period_secs = serving.settlement_period.as_secs_ceil();
+    let window_secs = job.spec.max_duration.as_secs_ceil();
     let gpus = u64::from(job.spec.replicas * job.spec.gpus_per_replica);
     let current = st.attempt;
     let Some(a) = st
@@ -160,14 +220,28 @@ pub async fn advance(
     let Some(s) = a.settlement.as_mut() else {
         return Ok(());
     };
-    let Some(locked) = s.locked.filter(|_| s.state == SettlementState::Locked) else {
+    if s.state != SettlementState::Locked || s.locked.is_none() {
         return Ok(());
-    };
+    }
     let id = job_id(&s.job_id)?;
     let lock = chain.get_lock(id).await?;
     if lock.state != LockState::Locked {
         return Ok(());
     }
+    reconcile_windows(chain, s, &lock, first, step).await?;
+    let Some(locked) = s.locked else {
+        return Ok(());
+    };
+    renew(
+        chain,
+        s,
+        &lock,
+        first,
+        (window_secs, renew_margin(window_secs, period_secs)),
+        (attempt, running_secs, now_secs),
+        step,
+    )
+    .await?;
     // An escrow without `settlePeriod` (deployed before ADR 0030), or a failed read: the attempt is
     // still settled once when it ends; nothing else of the job's money waits on this.
     let paid_periods = match chain.periods_settled(id).await {
@@ -178,7 +252,7 @@ pub async fn advance(
                 s.message = Some(message);
                 step.changed = true;
             }
-            step.recheck_in = Some(RETRY_READ);
+            recheck(step, RETRY_READ);
             return Ok(());
         }
     };
@@ -205,7 +279,9 @@ pub async fn advance(
         locked,
         lock.amount,
     ) else {
-        step.recheck_in = until_next(period_secs, running_secs, paid_periods);
+        if let Some(d) = until_next(period_secs, running_secs, paid_periods) {
+            recheck(step, d);
+        }
         return Ok(());
     };
     step.again_soon = true;
@@ -213,7 +289,14 @@ pub async fn advance(
         Ok(Ok(mined)) => {
             s.periods_paid = period;
             s.paid = paid_so_far.checked_add(pay);
-            s.message = None;
+            // A refused renewal stays shown (and reported once) until a renewal succeeds.
+            if !s
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(RENEWAL_REFUSED))
+            {
+                s.message = None;
+            }
             step.changed = true;
             step.events.push((
                 false,
@@ -232,6 +315,105 @@ pub async fn advance(
         Err(e) => {
             s.message = Some(format!("paying period {period}: {e}"));
             step.changed = true;
+        }
+    }
+    Ok(())
+}
+
+/// Locks the next window of a running serving attempt when [`renewal`] says it is due
+/// (`JobEscrow.extendLock`: one more `first` from the payer's deposit, the deadline one window
+/// later), and records it; `window` is (`maxDuration` in seconds, renewal margin) and `at`
+/// (attempt, seconds it has run, now). A refusal leaves the funded time where it is — the member
+/// stops the attempt at its end — and is reported once as `RenewalRefused`, then tried again
+/// every 30 s in case the payer tops up. A renewal whose outcome is unknown is read back from the
+/// lock's deadline ([`reconcile_windows`]) after any transaction still pending was cancelled.
+async fn renew(
+    chain: &ChainClient,
+    s: &mut Settlement,
+    lock: &LockInfo,
+    first: TokenAmount,
+    (window_secs, margin_secs): (u64, u64),
+    (attempt, running_secs, now_secs): (u32, u64, u64),
+    step: &mut Step,
+) -> Result<()> {
+    let windows = s.windows_funded.max(1);
+    let (window, funded_secs) = match renewal(window_secs, margin_secs, running_secs, windows) {
+        None => return Ok(()),
+        Some(Renewal::In(d)) => {
+            recheck(step, d);
+            return Ok(());
+        }
+        Some(Renewal::Due {
+            window,
+            funded_secs,
+        }) => (window, funded_secs),
+    };
+    let unknown = s
+        .message
+        .as_deref()
+        .is_some_and(|m| m.starts_with(RENEWAL_UNKNOWN));
+    // The earlier renewal may have been mined meanwhile: then the next pass reads it back.
+    if unknown
+        && (!chain.cancel_unmined().await?
+            || chain.get_lock(lock.id).await?.deadline != lock.deadline)
+    {
+        step.again_soon = true;
+        return Ok(());
+    }
+    let max_lock = chain.max_lock_duration().await?;
+    let deadline = renewed_deadline(
+        lock.deadline,
+        window_secs,
+        2,
+        now_secs,
+        max_lock.saturating_sub(CLOCK_MARGIN_SECS),
+    );
+    if deadline <= lock.deadline {
+        // The escrow's limit on lock durations holds the deadline where it is: try again later.
+        recheck(step, RETRY_RENEWAL);
+        return Ok(());
+    }
+    let total = s.locked.and_then(|l| l.checked_add(first));
+    match chain.extend_lock(lock.id, first, deadline).await {
+        Ok(Ok(mined)) => {
+            s.windows_funded = window;
+            s.locked = total;
+            s.lock_deadline = Some(deadline);
+            s.message = None;
+            step.changed = true;
+            step.events.push((
+                false,
+                "RenewedLock",
+                format!(
+                    "attempt {attempt}: window {window} locked ({first} more, {} in all); it may run \
+                     {funded_secs} s (tx {})",
+                    total.unwrap_or(first),
+                    mined.tx
+                ),
+            ));
+        }
+        Ok(Err(refused)) => {
+            let message = format!(
+                "{RENEWAL_REFUSED}: window {window} ({first}) could not be locked: {refused}; the \
+                 attempt stops when its {} funded seconds have run unless the payer's deposit and \
+                 authorisation cover it",
+                u64::from(windows).saturating_mul(window_secs)
+            );
+            if s.message.as_ref() != Some(&message) {
+                step.events.push((
+                    true,
+                    RENEWAL_REFUSED,
+                    format!("attempt {attempt}: {message}"),
+                ));
+                s.message = Some(message);
+                step.changed = true;
+            }
+            recheck(step, RETRY_RENEWAL);
+        }
+        Err(e) => {
+            s.message = Some(format!("{RENEWAL_UNKNOWN} for window {window}: {e}"));
+            step.changed = true;
+            step.again_soon = true;
         }
     }
     Ok(())
@@ -365,5 +547,18 @@ mod tests {
         assert_eq!(renewed_deadline(1_000, 60, 2, 1_050, 3_600), 1_060);
         assert_eq!(renewed_deadline(1_000, 60, 3, 1_110, 3_600), 1_120);
         assert_eq!(renewed_deadline(1_000, 3_600, 2, 1_000, 3_600), 4_600);
+    }
+
+    #[test]
+    fn the_windows_funded_and_the_total_locked_are_read_back_from_the_renewals() {
+        let ext = |added: &str, deadline| Extension {
+            added: t(added),
+            deadline,
+        };
+        assert_eq!(windows_from(t("0.06"), &[]), Some((1, t("0.06"))));
+        assert_eq!(
+            windows_from(t("0.06"), &[ext("0.06", 200), ext("0.06", 260)]),
+            Some((3, t("0.18")))
+        );
     }
 }

@@ -476,6 +476,10 @@ pub async fn advance(
         }
         let id = job_id(&s.job_id)?;
         let lock = chain.get_lock(id).await?;
+        // A serving attempt's renewals the record missed count before anything is compared.
+        if job.spec.serving.is_some() {
+            crate::hub::periods::reconcile_windows(chain, s, &lock, required, &mut step).await?;
+        }
         let ours = match &provider {
             Some(p) => {
                 chain
