@@ -147,6 +147,16 @@ pub enum Step {
         /// The pod's other scheduling gates, kept.
         keep: Vec<String>,
     },
+    /// Raise a running serving Job's `activeDeadlineSeconds` to what its attempt is funded for
+    /// ([`serving::deadline`]; never lowered).
+    SetDeadline {
+        /// Job name.
+        job: String,
+        /// Its placement.
+        placement: String,
+        /// The new deadline, in seconds from the Job's start.
+        seconds: i64,
+    },
     /// Read the local Job `job` afresh: only if it really does not exist, write `status`.
     ConfirmMissing {
         /// Placement name.
@@ -595,6 +605,20 @@ fn placement_steps(
                     gang::until_stuck(spec.replicas, &pods, &view.now, view.gang_grace)
             {
                 tally.recheck_in = Some(tally.recheck_in.map_or(wait, |w| w.min(wait)));
+            }
+            // A serving Job runs as long as its attempt is funded (ADR 0030 section 7).
+            let funded = serving::deadline(
+                spec,
+                job.status.as_ref().and_then(|s| s.start_time.as_ref()),
+                next.start_time.as_ref(),
+            );
+            let current = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+            if let Some(seconds) = funded.filter(|f| !job_finished(job) && current < Some(*f)) {
+                steps.push(Step::SetDeadline {
+                    job: job_name.clone(),
+                    placement: name.clone(),
+                    seconds,
+                });
             }
             if report::needs_write(prev, &next, &view.now, view.refresh) {
                 let note = match (phase(prev), next.phase) {

@@ -818,3 +818,78 @@ fn a_job_that_completed_before_its_stop_is_reported_succeeded() {
     );
     assert!(!plan.steps.iter().any(|s| matches!(s, Step::StopJob { .. })));
 }
+
+fn deadlines(plan: &Plan) -> Vec<(String, i64)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::SetDeadline { job, seconds, .. } => Some((job.clone(), *seconds)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A serving attempt whose local Job started at 880 (deadline `deadline`) and whose two replicas
+/// started at 900, funded for `funded` seconds.
+fn serving_running(funded: Option<u64>, deadline: i64) -> World {
+    let mut w = accepted_with(vec![
+        pod("train-0", Some(900), None),
+        pod("train-1", Some(900), None),
+    ]);
+    let mut p = w.placements[0].as_ref().clone();
+    p.spec.serving = Some(gpufed_crds::ServingSpec {
+        port: 8080,
+        readiness_path: "/".into(),
+        settlement_period: gpufed_crds::KubeDuration::from_secs(60),
+    });
+    p.spec.funded_seconds = funded;
+    let mut j = w.jobs[0].as_ref().clone();
+    j.spec = Some(k8s_openapi::api::batch::v1::JobSpec {
+        active_deadline_seconds: Some(deadline),
+        ..Default::default()
+    });
+    j.status = Some(JobStatus {
+        start_time: Some(at(880)),
+        active: Some(2),
+        ..Default::default()
+    });
+    w.placements = vec![Arc::new(p)];
+    w.jobs = vec![Arc::new(j)];
+    w
+}
+
+#[test]
+fn a_serving_jobs_deadline_follows_its_funded_time_from_its_first_pods_start() {
+    let job = local_job_name(&uid("train"), 1);
+    // Unrenewed: maxDuration (3600 s) of running, counted from the pods' start 20 s after the
+    // Job's, so the member does not stop it before the hub's first renewal is due.
+    assert_eq!(
+        deadlines(&serving_running(None, 3600).plan()),
+        vec![(job.clone(), 3620)]
+    );
+    // Renewed to two windows.
+    assert_eq!(
+        deadlines(&serving_running(Some(7200), 3620).plan()),
+        vec![(job.clone(), 7220)]
+    );
+    // Already there, or further: never lowered.
+    assert!(deadlines(&serving_running(Some(7200), 7220).plan()).is_empty());
+    assert!(deadlines(&serving_running(Some(7200), 9000).plan()).is_empty());
+    // A batch Job keeps the deadline it was built with.
+    let mut w = serving_running(Some(7200), 3600);
+    let mut p = w.placements[0].as_ref().clone();
+    p.spec.serving = None;
+    w.placements = vec![Arc::new(p)];
+    assert!(deadlines(&w.plan()).is_empty());
+    // A finished serving Job is left alone.
+    let mut w = serving_running(Some(7200), 3620);
+    let mut j = w.jobs[0].as_ref().clone();
+    j.status.as_mut().unwrap().conditions = Some(vec![crate::agent::fixtures::condition(
+        "Failed",
+        "DeadlineExceeded",
+        "Job was active longer than specified deadline",
+        990,
+    )]);
+    w.jobs = vec![Arc::new(j)];
+    assert!(deadlines(&w.plan()).is_empty());
+}

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
@@ -149,6 +149,30 @@ fn ready(pod: &Pod) -> bool {
                 .flatten()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
         })
+}
+
+/// The `activeDeadlineSeconds` a running serving Job needs (ADR 0030 section 7): the run time its
+/// attempt is funded for (`Placement.spec.fundedSeconds`, else `maxDuration`), which the hub counts
+/// from the attempt's start as reported (its first pod's start), moved onto the Job's own start
+/// (`status.startTime`, from which the member's Job controller counts). Both times are the
+/// member's. `None` until both starts are known; never below `maxDuration`.
+pub fn deadline(
+    spec: &gpufed_crds::PlacementSpec,
+    job_start: Option<&Time>,
+    attempt_start: Option<&Time>,
+) -> Option<i64> {
+    spec.serving.as_ref()?;
+    let (job_start, attempt_start) = (job_start?, attempt_start?);
+    let funded = spec
+        .funded_seconds
+        .unwrap_or(0)
+        .max(spec.max_duration.as_secs_ceil());
+    let late = attempt_start
+        .0
+        .as_second()
+        .saturating_sub(job_start.0.as_second())
+        .max(0);
+    i64::try_from(funded).ok().map(|f| f.saturating_add(late))
 }
 
 /// The endpoint of a serving placement with `replicas` replicas, from its pods: the URL

@@ -92,7 +92,8 @@ fn step_key(
         Step::WriteStatus { placement, .. }
         | Step::StopJob { placement, .. }
         | Step::ConfirmMissing { placement, .. }
-        | Step::Ungate { placement, .. } => {
+        | Step::Ungate { placement, .. }
+        | Step::SetDeadline { placement, .. } => {
             by_placement(placement).unwrap_or_else(|| placement.clone())
         }
         Step::CreateGangNetwork { service, .. } => {
@@ -502,6 +503,24 @@ impl Sync {
                 .await?;
                 if patched.is_none() {
                     tracing::debug!(pod, "pod gone before it was ungated");
+                }
+                Ok(())
+            }
+            Step::SetDeadline { job, seconds, .. } => {
+                let patch = serde_json::json!({ "spec": { "activeDeadlineSeconds": seconds } });
+                let patched = timed_opt(
+                    format!("moving local Job {job}'s deadline"),
+                    API_TIMEOUT,
+                    self.jobs
+                        .patch(job, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?;
+                if patched.is_some() {
+                    tracing::info!(
+                        job,
+                        deadline = seconds,
+                        "moved the serving Job's deadline to its funded run time"
+                    );
                 }
                 Ok(())
             }
