@@ -368,6 +368,28 @@ pub async fn wait_job(
     })
 }
 
+/// Notes of the Events of `reason` about job `name` in `ns`.
+pub async fn job_events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<String>, Error> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .map_err(Error::kube("listing Events"))?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter_map(|e| e.note)
+        .collect())
+}
+
 /// Every Placement in member `cluster`'s namespace.
 pub async fn placements(client: &Client, cluster: &str) -> Result<Vec<Placement>, Error> {
     Ok(

@@ -32,7 +32,6 @@ use gpufed_e2e::hubctl::{
 };
 use gpufed_e2e::market::{self, STEP as T, settlement};
 use gpufed_e2e::{run_test, wait_until};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -128,18 +127,9 @@ async fn wait_quota(c: &Client, what: &str, a: (u64, u64, u64), b: (u64, u64, u6
 
 /// Notes of the Events of `reason` about job `name` in `ns`.
 async fn events(c: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(c.clone(), ns)
-        .list(&ListParams::default())
+    gpufed_e2e::hubctl::job_events(c, ns, name, reason)
         .await
         .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 /// Waits until team-a's `job` waits `Preempting` (`what` names the wait); its explanation.

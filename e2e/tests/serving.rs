@@ -155,6 +155,40 @@ fn a_serving_job_answers_at_its_reported_url_and_again_at_a_new_one_after_its_me
         .unwrap();
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8080);
 
+        // It runs as long as it is funded (ADR 0030 section 7): maxDuration (30 min) from its
+        // pod's start, then, once the hub (the test stands in for it: this pool has no chain)
+        // raises the Placement's fundedSeconds, that long. The member's Job controller counts from
+        // the Job's own start, a little earlier, so the deadline is moved on by the difference.
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(alpha.clone(), JOBS_NAMESPACE);
+        let deadline = |at_least: i64| {
+            let jobs = jobs.clone();
+            let name = local_job.clone();
+            wait_until(LONG, "the local Job's deadline", move || {
+                let (jobs, name) = (jobs.clone(), name.clone());
+                async move {
+                    let d = jobs.get(&name).await.ok()?.spec?.active_deadline_seconds?;
+                    (d >= at_least).then_some(d)
+                }
+            })
+        };
+        let first = deadline(1800).await.unwrap();
+        assert!(first < 1800 + 60, "{first}");
+        let placement = gpufed_e2e::hubctl::placements(&hub, "alpha")
+            .await
+            .unwrap()
+            .remove(0);
+        Api::<gpufed_crds::Placement>::namespaced(hub.clone(), &placement.namespace().unwrap())
+            .patch(
+                &placement.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"fundedSeconds": 3600}})),
+            )
+            .await
+            .unwrap();
+        let renewed = deadline(3600).await.unwrap();
+        assert_eq!(renewed - first, 1800, "moved by the funded time added");
+
         // Alpha is lost: its agent killed outright, so its lease lapses and the hub, once the
         // heartbeat has expired, runs attempt 2 on beta, which answers at a new URL.
         pool.members

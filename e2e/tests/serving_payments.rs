@@ -195,3 +195,194 @@ fn a_serving_job_is_paid_each_period_exactly_once_while_it_runs_and_the_rest_at_
         assert_eq!(s.refunded.unwrap().checked_add(due), s.locked, "{s:?}");
     });
 }
+
+/// Every `LockExtended` event of lock `job_id`: (added, deadline) in base units and Unix seconds.
+async fn renewals(m: &market::Market, job_id: &str) -> Vec<(U256, u64)> {
+    let sig = keccak256("LockExtended(bytes32,address,uint256,uint256,uint64)");
+    let logs = m
+        .chain
+        .rpc(
+            "eth_getLogs",
+            json!([{"address": m.contracts.escrow.to_string(), "fromBlock": "0x0",
+                    "toBlock": "latest", "topics": [sig.to_string(), job_id]}]),
+        )
+        .await
+        .unwrap();
+    logs.as_array()
+        .unwrap()
+        .iter()
+        .map(|l: &Value| {
+            let data = l["data"].as_str().unwrap().trim_start_matches("0x");
+            (word(&data[..64]), word(&data[128..192]).to::<u64>())
+        })
+        .collect()
+}
+
+/// The window of the renewal test, its `maxDuration`.
+const WINDOW_SECS: u64 = 30;
+
+#[test]
+fn a_serving_job_runs_past_max_duration_on_renewed_windows_until_its_payer_runs_out() {
+    run_test(HARD_DEADLINE, || async {
+        // A window (2 GPUs × 30 s at the job's cap of 18000/GPU-hour) locks 300 of the payer's
+        // 1000: the first lock and two renewals fit, the third renewal does not.
+        let mut m = market::market("serve-renew", 1000, json!({}))
+            .await
+            .unwrap();
+        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let c = m.hub.client();
+        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
+            .await
+            .unwrap();
+        market::wait_condition(&c, "alpha", "Schedulable", true)
+            .await
+            .unwrap();
+        let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
+        gpufed_e2e::joining::pool::apply(
+            &c,
+            "computejobs",
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                    "metadata": {"name": "chat", "namespace": "team-a"},
+                    "spec": {"pool": "market", "gpusPerReplica": 2, "gpu": {"models": ["H100"]},
+                             "maxPricePerGpuHour": "18000", "maxDuration": format!("{WINDOW_SECS}s"),
+                             "serving": {"port": 8080,
+                                         "settlementPeriod": format!("{PERIOD_SECS}s")},
+                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}}),
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "chat", T, "locked", |j| {
+            settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
+        })
+        .await
+        .unwrap();
+        let window: TokenAmount = "300".parse().unwrap();
+        assert_eq!(settlement(&j, 1).unwrap().locked, Some(window));
+        let job_id = settlement(&j, 1).unwrap().job_id;
+        let deposit_before = m.deposit(accounts::PAYER_A.1).await.unwrap();
+        let p = wait_until(T, "the placement", || async {
+            placements(&c, "alpha").await.ok()?.into_iter().next()
+        })
+        .await
+        .unwrap();
+        let funded = || async {
+            placements(&c, "alpha").await.unwrap()[0]
+                .spec
+                .funded_seconds
+                .unwrap_or(WINDOW_SECS)
+        };
+
+        // The member runs it, reporting every second, for as long as it is funded: renewed one
+        // margin (one 10 s period) before each funded end, so at 20 s and 50 s; refused at 80 s.
+        let started = Instant::now();
+        let start = Time(k8s_openapi::jiff::Timestamp::now());
+        let used = || 2 * started.elapsed().as_secs();
+        let running = |gpu_seconds: u64| PlacementStatus {
+            phase: Some(PlacementPhase::Running),
+            active_replicas: 1,
+            start_time: Some(start.clone()),
+            gpu_seconds,
+            ..Default::default()
+        };
+        let mut seen = vec![WINDOW_SECS];
+        loop {
+            let f = funded().await;
+            if seen.last() != Some(&f) {
+                seen.push(f);
+            }
+            // What the member's Job controller does at the funded end (the agent keeps the
+            // local Job's activeDeadlineSeconds at it).
+            if started.elapsed().as_secs() >= f {
+                break;
+            }
+            report_placement(&c, &p, running(used())).await.unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(4 * WINDOW_SECS + 30),
+                "funded without end: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(
+            seen,
+            vec![30, 60, 90],
+            "the funded run time, renewal by renewal"
+        );
+        let j = wait_job(&c, "team-a", "chat", T, "the refused renewal", |j| {
+            settlement(j, 1)
+                .and_then(|s| s.message)
+                .is_some_and(|m| m.starts_with("RenewalRefused"))
+        })
+        .await
+        .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        assert_eq!(s.windows_funded, 3, "{s:?}");
+        assert_eq!(s.locked, Some("900".parse().unwrap()), "{s:?}");
+        let message = s.message.unwrap();
+        assert!(
+            message.contains("InsufficientDeposit") || message.contains("deposit"),
+            "{message}"
+        );
+        let notes = gpufed_e2e::hubctl::job_events(&c, "team-a", "chat", "RenewalRefused")
+            .await
+            .unwrap();
+        assert_eq!(notes.len(), 1, "one Event for the refusal: {notes:?}");
+        // Two renewals on the chain, each one window, each moving the deadline one window on.
+        let ext = renewals(&m, &job_id).await;
+        let base = U256::from(window.atto());
+        assert_eq!(ext.len(), 2, "{ext:?}");
+        assert!(ext.iter().all(|(added, _)| *added == base), "{ext:?}");
+        assert_eq!(ext[1].1 - ext[0].1, WINDOW_SECS, "{ext:?}");
+        // The payer's free deposit gave exactly the two renewed windows.
+        let deposit_after_renewals = m.deposit(accounts::PAYER_A.1).await.unwrap();
+        assert_eq!(
+            deposit_before - deposit_after_renewals,
+            base * U256::from(2)
+        );
+
+        // The member's Job controller stops it at its funded end: the last period and the rest
+        // of its GPU-seconds are paid once, everything else goes back to the payer's deposit.
+        let total = used();
+        let price: TokenAmount = "3.60".parse().unwrap();
+        report_placement(
+            &c,
+            &p,
+            PlacementStatus {
+                phase: Some(PlacementPhase::Failed),
+                reason: Some("DeadlineExceeded".into()),
+                message: Some("Job was active longer than specified deadline".into()),
+                finish_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                ..running(total)
+            },
+        )
+        .await
+        .unwrap();
+        let j = wait_job(&c, "team-a", "chat", T, "settled", settled)
+            .await
+            .unwrap();
+        let st = j.status.as_ref().unwrap();
+        assert_eq!(st.phase, gpufed_crds::JobPhase::Failed, "{st:?}");
+        let s = settlement(&j, 1).unwrap();
+        let due = price
+            .cost_of_gpu_seconds(st.attempts[0].gpu_seconds)
+            .unwrap();
+        assert_eq!(s.paid, Some(due), "{s:?}");
+        assert_eq!(s.refunded.unwrap().checked_add(due), s.locked, "{s:?}");
+        let periods = period_events(&m, &job_id).await;
+        assert_eq!(s.periods_paid as usize, periods.len());
+        assert!(periods.len() >= 7, "a period every 10 s of 90: {periods:?}");
+        let fees: U256 = periods.iter().map(|(_, _, f)| *f).sum();
+        let by_periods: U256 = periods.iter().map(|(_, p, _)| *p).sum();
+        let last_fee = (U256::from(due.atto()) - by_periods) * U256::from(500) / U256::from(10_000);
+        assert_eq!(
+            m.balance(accounts::ALPHA.1).await.unwrap() - provider_before,
+            U256::from(due.atto()) - fees - last_fee,
+            "the provider got its share of every period and of the rest, once"
+        );
+        // Before the renewals it held the deposit less the first window.
+        assert_eq!(
+            m.deposit(accounts::PAYER_A.1).await.unwrap(),
+            deposit_before + base - U256::from(due.atto()),
+            "the payer's deposit got back all three windows less what was paid"
+        );
+    });
+}
