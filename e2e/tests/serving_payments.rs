@@ -285,10 +285,35 @@ fn a_serving_job_runs_past_max_duration_on_renewed_windows_until_its_payer_runs_
             ..Default::default()
         };
         let mut seen = vec![WINDOW_SECS];
+        let mut hub_replaced = false;
         loop {
             let f = funded().await;
             if seen.last() != Some(&f) {
                 seen.push(f);
+            }
+            // After the first renewal the hub is killed and the job's record of it erased, as if
+            // the hub had died between mining it and writing the status: the next hub must read
+            // the renewal back from the chain, not renew the same window again.
+            if f == 2 * WINDOW_SECS && !hub_replaced {
+                m.hub.process_mut("hub-0").unwrap().kill();
+                let jobs: kube::Api<ComputeJob> = kube::Api::namespaced(c.clone(), "team-a");
+                let mut j = jobs.get("chat").await.unwrap();
+                let s = j.status.as_mut().unwrap().attempts[0]
+                    .settlement
+                    .as_mut()
+                    .unwrap();
+                assert_eq!(
+                    (s.windows_funded, s.locked),
+                    (2, Some("600".parse().unwrap()))
+                );
+                s.windows_funded = 0;
+                s.locked = Some(window);
+                s.lock_deadline = None;
+                jobs.replace_status("chat", &Default::default(), &j)
+                    .await
+                    .unwrap();
+                start_hub(&m.tools, &mut m.hub, "hub-1", &[]).unwrap();
+                hub_replaced = true;
             }
             // What the member's Job controller does at the funded end (the agent keeps the
             // local Job's activeDeadlineSeconds at it).
@@ -329,7 +354,11 @@ fn a_serving_job_runs_past_max_duration_on_renewed_windows_until_its_payer_runs_
         // Two renewals on the chain, each one window, each moving the deadline one window on.
         let ext = renewals(&m, &job_id).await;
         let base = U256::from(window.atto());
-        assert_eq!(ext.len(), 2, "{ext:?}");
+        assert_eq!(
+            ext.len(),
+            2,
+            "each window renewed once, across the hubs: {ext:?}"
+        );
         assert!(ext.iter().all(|(added, _)| *added == base), "{ext:?}");
         assert_eq!(ext[1].1 - ext[0].1, WINDOW_SECS, "{ext:?}");
         // The payer's free deposit gave exactly the two renewed windows.
