@@ -129,6 +129,7 @@ fn clusters(n: usize, rng: &mut Rng) -> Vec<ClusterState> {
                 nodes,
                 has_inventory: !rng.chance(1),
                 verification: Default::default(),
+                below_floor: None,
             }
         })
         .collect()

@@ -29,6 +29,7 @@ pub(crate) enum Gate {
     Cordoned,
     Bond,
     Verification,
+    Reputation,
 }
 
 /// The snapshot indexed for one scheduling pass.
@@ -406,6 +407,8 @@ impl<'a> Index<'a> {
         } else if !state.verification.allows_placement() && !state.verification.allows_opt_in() {
             // Unverified members stay open: each job that does not opt in blocks them.
             Some(Gate::Verification)
+        } else if state.below_floor.is_some() {
+            Some(Gate::Reputation)
         } else {
             None
         };

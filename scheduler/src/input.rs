@@ -21,6 +21,9 @@ pub struct ClusterState {
     pub bond: BondState,
     /// Whether the member's GPUs are verified, in a pool that requires it.
     pub verification: VerificationState,
+    /// Why the member is below its pool's reputation floor (`GpuPool.spec.reputationFloor`): no
+    /// tenant jobs go there. `None` when it is not, or for the hub's own jobs.
+    pub below_floor: Option<String>,
     /// Price per GPU-hour by normalised model, in atto-tokens (10^-18 token). GPUs of a model
     /// without a price are not offered.
     pub prices: BTreeMap<String, u128>,

@@ -302,6 +302,9 @@ impl NoFit {
             Reject::Gate(Gate::Verification) | Reject::Unverified => {
                 Reason::Verification(self.roster.verification(pos))
             }
+            Reject::Gate(Gate::Reputation) => Reason::Reputation {
+                message: self.roster.reputation(pos),
+            },
             Reject::Excluded => Reason::Excluded,
             Reject::FailedBefore => Reason::FailedBefore,
             Reject::Region => Reason::Region {

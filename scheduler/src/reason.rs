@@ -23,6 +23,12 @@ pub enum Reason {
     Bond(BondIssue),
     /// The pool requires verified GPUs and the member's are not (ADR 0027).
     Verification(VerificationIssue),
+    /// The member is below its pool's reputation floor (uptime, attempts ended by its fault or
+    /// challenges failed over the pool's window).
+    Reputation {
+        /// Which figure, e.g. `uptime 80% < 95%`.
+        message: String,
+    },
     /// The job excludes this cluster.
     Excluded,
     /// An earlier attempt of the job failed or was lost here.
@@ -155,6 +161,8 @@ pub enum ReasonKind {
     Unverified,
     /// [`VerificationIssue::Failed`].
     FailedVerification,
+    /// See [`Reason::Reputation`].
+    Reputation,
     /// See [`Reason::Excluded`].
     Excluded,
     /// See [`Reason::FailedBefore`].
@@ -181,7 +189,7 @@ pub enum ReasonKind {
 
 impl ReasonKind {
     /// Every kind, in filter order: `ALL[kind as usize] == kind`.
-    pub(crate) const ALL: [ReasonKind; 19] = [
+    pub(crate) const ALL: [ReasonKind; 20] = [
         ReasonKind::NotReady,
         ReasonKind::NoInventory,
         ReasonKind::Cordoned,
@@ -190,6 +198,7 @@ impl ReasonKind {
         ReasonKind::BondUnknown,
         ReasonKind::Unverified,
         ReasonKind::FailedVerification,
+        ReasonKind::Reputation,
         ReasonKind::Excluded,
         ReasonKind::FailedBefore,
         ReasonKind::Region,
@@ -214,6 +223,7 @@ impl ReasonKind {
             ReasonKind::BondUnknown => "BondUnknown",
             ReasonKind::Unverified => "Unverified",
             ReasonKind::FailedVerification => "FailedVerification",
+            ReasonKind::Reputation => "BelowReputationFloor",
             ReasonKind::Excluded => "Excluded",
             ReasonKind::FailedBefore => "FailedBefore",
             ReasonKind::Region => "Region",
@@ -243,6 +253,7 @@ impl Reason {
             Reason::Verification(VerificationIssue::Failed { .. }) => {
                 ReasonKind::FailedVerification
             }
+            Reason::Reputation { .. } => ReasonKind::Reputation,
             Reason::Excluded => ReasonKind::Excluded,
             Reason::FailedBefore => ReasonKind::FailedBefore,
             Reason::Region { .. } => ReasonKind::Region,
@@ -276,6 +287,7 @@ impl Reason {
             Reason::Verification(VerificationIssue::Failed { .. }) => {
                 "failed GPU verification".into()
             }
+            Reason::Reputation { .. } => "below the pool's reputation floor".into(),
             Reason::Excluded => "excluded by the job".into(),
             Reason::FailedBefore => "an earlier attempt failed there".into(),
             Reason::Region { .. } => "region not accepted".into(),
@@ -321,6 +333,9 @@ impl fmt::Display for Reason {
             }
             Reason::Verification(VerificationIssue::Failed { message }) => {
                 write!(f, "failed GPU verification: {message}")
+            }
+            Reason::Reputation { message } => {
+                write!(f, "below the pool's reputation floor: {message}")
             }
             Reason::Excluded => f.write_str("excluded by the job"),
             Reason::FailedBefore => f.write_str("an earlier attempt failed here"),
@@ -595,6 +610,7 @@ mod tests {
                 | ReasonKind::BondUnknown
                 | ReasonKind::Unverified
                 | ReasonKind::FailedVerification
+                | ReasonKind::Reputation
                 | ReasonKind::Excluded
                 | ReasonKind::FailedBefore
                 | ReasonKind::Region

@@ -131,6 +131,9 @@ fn reason(
         Reject::Gate(Gate::Verification) | Reject::Unverified => {
             Reason::Verification(verification_issue(&cluster.state.verification))
         }
+        Reject::Gate(Gate::Reputation) => Reason::Reputation {
+            message: cluster.state.below_floor.clone().unwrap_or_default(),
+        },
         Reject::Excluded => Reason::Excluded,
         Reject::FailedBefore => Reason::FailedBefore,
         Reject::Region => Reason::Region {

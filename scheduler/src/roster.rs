@@ -36,6 +36,8 @@ pub(crate) struct Roster {
     /// Verification issues of the clusters gated by verification and of the unverified open ones,
     /// by position (ascending).
     verifications: Vec<(usize, VerificationIssue)>,
+    /// Why each cluster gated by the pool's reputation floor is below it, by position.
+    reputations: Vec<(usize, String)>,
     /// For [`crate::NoFit::signature`]: the sum of [`pair_hash`] over the gated clusters, with
     /// their gate's kind.
     pub(crate) gated_sum: u64,
@@ -83,6 +85,7 @@ impl Roster {
             region_names: region_names.iter().map(|r| r.to_string()).collect(),
             bonds: Vec::new(),
             verifications: Vec::new(),
+            reputations: Vec::new(),
             gated_sum: 0,
             region_sums: vec![(0, 0); region_names.len()],
             unpriced: vec![Vec::new(); model_names.len() * region_names.len().max(1)],
@@ -141,6 +144,11 @@ impl Roster {
                     };
                     roster.verifications.push((pos, issue));
                     kind
+                }
+                Gate::Reputation => {
+                    let why = entry.state.below_floor.clone().unwrap_or_default();
+                    roster.reputations.push((pos, why));
+                    ReasonKind::Reputation
                 }
             });
             let hash = name_hash(name);
@@ -265,6 +273,15 @@ impl Roster {
 }
 
 impl Roster {
+    /// Why the cluster at `pos`, gated by the pool's reputation floor, is below it.
+    pub(crate) fn reputation(&self, pos: usize) -> String {
+        self.reputations
+            .binary_search_by_key(&pos, |(p, _)| *p)
+            .ok()
+            .and_then(|at| self.reputations.get(at))
+            .map_or_else(String::new, |(_, why)| why.clone())
+    }
+
     /// The verification issue of the gated cluster at `pos`.
     pub(crate) fn verification(&self, pos: usize) -> VerificationIssue {
         self.verifications

@@ -26,6 +26,7 @@ pub fn cluster(name: &str) -> ClusterBuilder {
         nodes: Vec::new(),
         has_inventory: true,
         verification: crate::VerificationState::NotRequired,
+        below_floor: None,
     })
 }
 

@@ -89,9 +89,20 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
         prices(),
         (0usize..=5).prop_flat_map(|n| (0..n).map(node).collect::<Vec<_>>()),
         verification(),
+        prop::option::weighted(0.1, Just("uptime 80% < 95%".to_string())),
     )
         .prop_map(
-            move |(r, ready, cordoned, has_inventory, bond, prices, nodes, verification)| {
+            move |(
+                r,
+                ready,
+                cordoned,
+                has_inventory,
+                bond,
+                prices,
+                nodes,
+                verification,
+                below_floor,
+            )| {
                 ClusterState {
                     name: format!("c{i}"),
                     region: REGIONS[r].into(),
@@ -102,6 +113,7 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
                     nodes,
                     has_inventory,
                     verification,
+                    below_floor,
                 }
             },
         )

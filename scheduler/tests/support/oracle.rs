@@ -71,12 +71,14 @@ impl Oracle {
             Some("NoWallet")
         } else if c.bond == Unknown {
             Some("BondUnknown")
+        } else if matches!(c.verification, VerificationState::Failed { .. }) {
+            Some("FailedVerification")
+        } else if c.below_floor.is_some() {
+            Some("BelowReputationFloor")
         } else if matches!(c.verification, VerificationState::Unverified { .. })
             && !job.allow_unverified
         {
             Some("Unverified")
-        } else if matches!(c.verification, VerificationState::Failed { .. }) {
-            Some("FailedVerification")
         } else if job.exclude.contains(&c.name) {
             Some("Excluded")
         } else if job.failed_on.contains(&c.name) {
