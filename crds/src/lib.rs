@@ -41,13 +41,13 @@ pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, MemberVerification,
     ModelPrice, NodeInventory, VerificationVerdict,
 };
-pub use member::{MemberSlash, SlashPhase, SlashShare};
+pub use member::{MemberReputation, MemberSlash, Outage, SlashPhase, SlashShare};
 pub use offer::{OFFER_NAME, Offer, OfferSpec};
 pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
     PlacementStop,
 };
-pub use pool::{Admission, ChallengeBackend, SlashPolicy, Verification};
+pub use pool::{Admission, ChallengeBackend, ReputationFloor, SlashPolicy, Verification};
 pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
     GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,

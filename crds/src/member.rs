@@ -120,10 +120,84 @@ pub struct MemberClusterStatus {
     /// pools with `spec.verification.slash`, ADR 0023).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slash: Option<MemberSlash>,
+    /// How the member has done over the pool's reputation window: challenge verdicts, tenant
+    /// attempts that ended on it and whose fault it was, and its uptime (hub, recomputed every
+    /// minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reputation: Option<MemberReputation>,
+    /// Times the member was not Ready within its pool's reputation window, oldest first, as the
+    /// hub's member controller declared them (at most 50, the newest; an open one has no `end`)
+    /// (hub).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub outages: Vec<Outage>,
     /// Conditions: Joined, Ready, Bonded, Schedulable, Verified (hub).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A member's record over the pool's reputation window (`GpuPool.spec.reputationWindow`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberReputation {
+    /// The window the figures cover, ending at `updated` (from when the member joined, if later).
+    pub window: KubeDuration,
+    /// When the hub computed these figures.
+    pub updated: Time,
+    /// Challenge verdicts in the window that passed.
+    #[serde(default)]
+    pub challenges_passed: u32,
+    /// Challenge verdicts in the window that failed (wrong, late, too few GPUs, no answer, ...).
+    #[serde(default)]
+    pub challenges_failed: u32,
+    /// Tenant attempts that ended in the window on this member and succeeded (of the jobs still
+    /// on the hub).
+    #[serde(default)]
+    pub attempts_succeeded: u32,
+    /// Tenant attempts that ended in the window through the member's fault: lost with it, fenced,
+    /// their lease or local Job gone, a gang it could not schedule, Secrets it could not open.
+    #[serde(default)]
+    pub attempts_failed_by_member: u32,
+    /// Tenant attempts that failed in the window for their own reasons (the workload's exit code,
+    /// its inputs or outputs, a start timeout): not held against the member.
+    #[serde(default)]
+    pub attempts_failed_otherwise: u32,
+    /// Share of the window the member was Ready, in percent (rounded down), from `outages`.
+    pub uptime_percent: u32,
+}
+
+impl MemberReputation {
+    /// Passed ÷ judged challenges in percent, `None` when none was judged.
+    pub fn challenge_pass_percent(&self) -> Option<u32> {
+        percent(
+            self.challenges_passed,
+            self.challenges_passed + self.challenges_failed,
+        )
+    }
+
+    /// Succeeded ÷ (succeeded + failed by the member) attempts in percent, `None` when none.
+    pub fn attempt_success_percent(&self) -> Option<u32> {
+        percent(
+            self.attempts_succeeded,
+            self.attempts_succeeded + self.attempts_failed_by_member,
+        )
+    }
+}
+
+fn percent(part: u32, whole: u32) -> Option<u32> {
+    (whole > 0).then(|| u32::try_from(u64::from(part) * 100 / u64::from(whole)).unwrap_or(100))
+}
+
+/// A time a member was not Ready.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outage {
+    /// When the hub declared it not Ready.
+    pub start: Time,
+    /// When the hub declared it Ready again; absent while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Time>,
 }
 
 /// Outcome of a challenge.

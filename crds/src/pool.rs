@@ -158,12 +158,52 @@ pub struct GpuPoolSpec {
     /// records the verdict in `MemberCluster.status.verification`. Absent: no challenges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// The window over which each member's reputation (`MemberCluster.status.reputation`:
+    /// challenge verdicts, attempts ended by its fault, uptime) is counted. 1h to 90 days;
+    /// default 168h (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1h') && duration(self) <= duration('2160h')").message("spec.reputationWindow must be between 1h and 2160h (90 days)"))]
+    pub reputation_window: Option<KubeDuration>,
+    /// Members below any of these figures over `reputationWindow` (their
+    /// `MemberCluster.status.reputation`) get no tenant jobs; challenges still go to them, so a
+    /// member can earn its way back. Absent: no floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reputation_floor: Option<ReputationFloor>,
     /// Who adds members: `Approved` (default; the pool admin creates each MemberCluster) or
     /// `Open` (providers with at least `minBond` staked join through the hub's registration
     /// endpoint with a request signed by their wallet, ADR 0031). `Open` needs `chain.bond`,
     /// `minBond` and `verification.required: true`.
     #[serde(default)]
     pub admission: Admission,
+}
+
+/// The least reputation a member needs over the pool's window to get tenant jobs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReputationFloor {
+    /// Least share of the window the member was Ready, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub min_uptime_percent: Option<u32>,
+    /// Least share of tenant attempts that succeeded of those that succeeded or ended through
+    /// the member's fault, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub min_attempt_success_percent: Option<u32>,
+    /// Least share of challenge verdicts that passed, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub min_challenge_pass_percent: Option<u32>,
+    /// The attempt and challenge shares count only once the window holds at least this many
+    /// attempts (verdicts), so one early failure does not shut a new member out. 1 to 1000;
+    /// default 5.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_samples: u32,
+}
+
+fn default_min_samples() -> u32 {
+    5
 }
 
 /// How a pool verifies its members' GPUs with challenges.

@@ -237,6 +237,8 @@ pub fn pool_spec() -> GpuPoolSpec {
         reclaim_within_cohort: Default::default(),
         verification: None,
         admission: Default::default(),
+        reputation_window: None,
+        reputation_floor: None,
     }
 }
 

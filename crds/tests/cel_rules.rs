@@ -149,6 +149,8 @@ fn heartbeat_timeout_is_bounded() {
                 reclaim_within_cohort: Default::default(),
                 verification: None,
                 admission: Default::default(),
+                reputation_window: None,
+                reputation_floor: None,
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
@@ -241,6 +243,33 @@ fn preemption_grace_period_is_bounded() {
         if !ok {
             assert!(
                 errors.contains("spec.preemptionGracePeriod must be between 0s and 1h"),
+                "{errors}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_reputation_window_is_bounded() {
+    for (d, ok) in [
+        ("1h", true),
+        ("168h", true),
+        ("2160h", true),
+        ("59m", false),
+        ("2161h", false),
+    ] {
+        let pool = GpuPool::new(
+            "p",
+            GpuPoolSpec {
+                reputation_window: Some(d.parse().unwrap()),
+                ..gpufed_crds::testing::pool_spec()
+            },
+        );
+        let errors = errors_of(validate_cel(&pool));
+        assert_eq!(errors.is_empty(), ok, "{d}: {errors}");
+        if !ok {
+            assert!(
+                errors.contains("spec.reputationWindow must be between 1h and 2160h"),
                 "{errors}"
             );
         }
