@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 57;
+const HOSTILE_MANIFESTS: usize = 59;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -477,6 +477,20 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 json!("2h"),
             ),
             "spec.preemptionGracePeriod must be between 0s and 1h",
+        ),
+        (
+            "a reputation window of 30 minutes",
+            with(good_pool("hostile"), "spec.reputationWindow", json!("30m")),
+            "spec.reputationWindow must be between 1h and 2160h (90 days)",
+        ),
+        (
+            "a reputation floor of more than 100% uptime",
+            with(
+                good_pool("hostile"),
+                "spec.reputationFloor",
+                json!({"minUptimePercent": 101}),
+            ),
+            "spec.reputationFloor.minUptimePercent: Invalid value: 101",
         ),
         (
             "preemption always",

@@ -362,6 +362,93 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
         .await
         .unwrap();
         assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
+
+        // alpha comes back. The reputation each member earned (issue 13 item 4): alpha lost an
+        // attempt through its own fault and was down for a while, beta ran one to success and
+        // never was; the hub counts them every 30 s.
+        let _alpha_back = keep_heartbeating(c.clone(), "alpha");
+        let members: Api<gpufed_crds::MemberCluster> = Api::all(c.clone());
+        let status = |name: &'static str| {
+            let members = members.clone();
+            async move { members.get(name).await.ok()?.status }
+        };
+        let (alpha, outages) = wait_until(T, "alpha's reputation", || async {
+            let s = status("alpha").await?;
+            let r = s.reputation?;
+            let back = !s.outages.is_empty() && s.outages.iter().all(|o| o.end.is_some());
+            (r.attempts_failed_by_member == 1 && back && r.uptime_percent < 100)
+                .then_some((r, s.outages))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", futures::executor::block_on(status("alpha"))));
+        assert_eq!(alpha.attempts_succeeded, 0, "{alpha:?}");
+        assert_eq!(outages.len(), 1, "one outage, closed: {outages:?}");
+        assert_eq!(alpha.attempt_success_percent(), Some(0));
+        assert_eq!(alpha.window.as_secs_ceil(), 168 * 3600);
+        let beta = wait_until(T, "beta's reputation", || async {
+            let s = status("beta").await?;
+            s.reputation
+                .filter(|r| r.attempts_succeeded == 1)
+                .map(|r| (r, s.outages))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (
+                beta.0.attempts_failed_by_member,
+                beta.0.uptime_percent,
+                beta.1.len()
+            ),
+            (0, 100, 0),
+            "{beta:?}"
+        );
+        assert_eq!(beta.0.attempt_success_percent(), Some(100));
+
+        // A pool that asks for full uptime keeps tenant jobs off alpha and says why; without the
+        // floor the same job goes there.
+        let pools: Api<gpufed_crds::GpuPool> = Api::all(c.clone());
+        let floor = |v: Value| {
+            let pools = pools.clone();
+            async move {
+                pools
+                    .patch(
+                        "default",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(json!({"spec": {"reputationFloor": v}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        floor(json!({"minUptimePercent": 100})).await;
+        submit(
+            &c,
+            "serve",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["H100"]}, "excludeClusters": ["beta"]}),
+        )
+        .await;
+        let j = wait_job(
+            &c,
+            "team-a",
+            "serve",
+            T,
+            "serve waits for alpha's floor",
+            |j| explanation(j).contains("below the pool's reputation floor"),
+        )
+        .await
+        .unwrap();
+        let why = explanation(&j);
+        assert!(
+            why.contains("below the pool's reputation floor: uptime") && why.contains("< 100%"),
+            "{why}"
+        );
+
+        assert!(cluster_of(&j).is_none(), "{why}");
+        floor(Value::Null).await;
+        let j = wait_job(&c, "team-a", "serve", T, "serve placed on alpha", placed_on)
+            .await
+            .unwrap();
+        assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
     });
 }
 

@@ -75,10 +75,11 @@ const OWN_NAMESPACE: &[(&str, &str)] = &[
 ];
 
 /// What the hub may do in its jobs namespace `gpufed-hub-jobs` on top (ADR 0027): create its
-/// challenge ComputeJobs and delete them once judged, keep the evidence of each verdict.
+/// challenge ComputeJobs and delete them once judged, keep the evidence of each verdict and list
+/// it to count the members' verdicts (reputation).
 const HUB_JOBS_NAMESPACE: &[(&str, &str)] = &[
     ("create delete", "computejobs.gpufed.io"),
-    ("get create", "configmaps"),
+    ("get list create", "configmaps"),
 ];
 
 /// What the hub may do in a member namespace on top, through the binding it makes there.

@@ -64,6 +64,8 @@ pub fn ready_member(mut m: MemberCluster, nodes: Vec<NodeInventory>) -> MemberCl
         observed_generation: Some(1),
         sealing_key: None,
         verification: None,
+        reputation: None,
+        outages: vec![],
         slash: None,
         conditions: vec![
             cond(

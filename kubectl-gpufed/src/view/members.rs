@@ -1,7 +1,8 @@
 //! `kubectl gpufed members`: MemberClusters with their pool, region, health conditions
 //! (Ready, Schedulable, Bonded), GPUs, how long ago they last heartbeated, and whether cordoned;
-//! wide adds the latest challenge verdict on the member's GPUs (ADR 0027) and the automatic slash
-//! it led to, if any (ADR 0023).
+//! wide adds its reputation over the pool's window (uptime, challenges passed, tenant attempts
+//! that succeeded), the latest challenge verdict on the member's GPUs (ADR 0027) and the
+//! automatic slash it led to, if any (ADR 0023).
 
 use gpufed_crds::conditions::member as mc;
 use gpufed_crds::{MemberCluster, VerificationVerdict};
@@ -34,7 +35,17 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
         "age",
     ];
     if wide {
-        headers.extend(["joined", "active", "agent", "wallet", "verified", "slash"]);
+        headers.extend([
+            "joined",
+            "active",
+            "agent",
+            "wallet",
+            "uptime",
+            "challenges",
+            "success",
+            "verified",
+            "slash",
+        ]);
     }
     let mut sorted: Vec<&MemberCluster> = members.iter().collect();
     sorted.sort_by_key(|m| m.name_any());
@@ -62,6 +73,9 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
                 status.active_placements.to_string(),
                 or_none(status.agent_version.clone()),
                 or_none(m.spec.wallet.clone()),
+                uptime(status.reputation.as_ref()),
+                challenges(status.reputation.as_ref()),
+                success(status.reputation.as_ref()),
                 verified(m, status.verification.as_ref()),
                 slash(status.slash.as_ref()),
             ]);
@@ -69,6 +83,31 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
         table.push(row);
     }
     table.render()
+}
+
+/// The Uptime cell: the share of the pool's reputation window the member was Ready (`99%`).
+fn uptime(r: Option<&gpufed_crds::MemberReputation>) -> String {
+    or_none(r.map(|r| format!("{}%", r.uptime_percent)))
+}
+
+/// The Challenges cell: verdicts passed of those judged in the window (`3/4`).
+fn challenges(r: Option<&gpufed_crds::MemberReputation>) -> String {
+    or_none(r.map(|r| {
+        format!(
+            "{}/{}",
+            r.challenges_passed,
+            r.challenges_passed + r.challenges_failed
+        )
+    }))
+}
+
+/// The Success cell: tenant attempts that succeeded of those that succeeded or ended through the
+/// member's fault in the window (`95%`); failures of the workload's own do not count.
+fn success(r: Option<&gpufed_crds::MemberReputation>) -> String {
+    or_none(
+        r.and_then(|r| r.attempt_success_percent())
+            .map(|p| format!("{p}%")),
+    )
 }
 
 /// The Verified cell: the latest verdict, and `Probation` for a member that joined by stake
@@ -155,14 +194,18 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
         let out = render(&members(), true, now());
         let first = out.lines().next().unwrap();
         assert!(
-            first.ends_with("AGE     JOINED  ACTIVE  AGENT   WALLET  VERIFIED  SLASH"),
+            first.ends_with(
+                "AGE     JOINED  ACTIVE  AGENT   WALLET  UPTIME  CHALLENGES  SUCCESS  VERIFIED  SLASH"
+            ),
             "{first}"
         );
         assert!(
             out.lines()
                 .nth(1)
                 .unwrap()
-                .ends_with("24h     True    1       0.1.0   <none>  <none>    <none>"),
+                .ends_with(
+                    "24h     True    1       0.1.0   <none>  <none>  <none>      <none>   <none>    <none>"
+                ),
             "{out}"
         );
     }
@@ -230,6 +273,25 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
         assert!(line("gamma").ends_with("Proposed/50.00"), "{out}");
         assert!(line("alpha").ends_with("NotSlashed"), "{out}");
         assert!(line("beta").ends_with("<none>"), "{out}");
+    }
+
+    #[test]
+    fn wide_shows_uptime_challenges_passed_and_attempt_success_over_the_window() {
+        let mut ms = members();
+        ms[2].status.as_mut().unwrap().reputation = Some(gpufed_crds::MemberReputation {
+            window: gpufed_crds::KubeDuration::from_secs(7 * 24 * 3600),
+            updated: crate::fixtures::ago(5),
+            challenges_passed: 3,
+            challenges_failed: 1,
+            attempts_succeeded: 19,
+            attempts_failed_by_member: 1,
+            attempts_failed_otherwise: 7,
+            uptime_percent: 98,
+        });
+        let out = render(&ms, true, now());
+        let alpha = out.lines().find(|l| l.starts_with("alpha")).unwrap();
+        let cells: Vec<&str> = alpha.split_whitespace().rev().take(5).collect();
+        assert_eq!(cells, ["<none>", "<none>", "95%", "3/4", "98%"], "{out}");
     }
 
     /// The VERIFIED cell of a wide row (the one before SLASH).

@@ -383,6 +383,7 @@ pub fn hub_pool(pool: &GpuPool) -> GpuPool {
     p.spec.quotas.clear();
     p.spec.fair_sharing = None;
     p.spec.verification = None;
+    p.spec.reputation_floor = None;
     p
 }
 

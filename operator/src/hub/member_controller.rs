@@ -325,6 +325,8 @@ struct HubStatus {
     active_placements: u32,
     observed_generation: Option<i64>,
     conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outages: Vec<gpufed_crds::Outage>,
 }
 
 /// Tenant attempts on `member` that have not ended, or whose escrow lock is not settled yet: a
@@ -513,6 +515,14 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         );
     }
 
+    // Downtime for the member's reputation: from its heartbeat expiring until it is Ready again
+    // (a member that never heartbeated is not down, it has not started).
+    let outages = {
+        let window = crate::hub::reputation::window(pool.as_deref());
+        let since = crate::hub::reputation::window_start(&member, window, at.0.as_second());
+        crate::hub::reputation::sample(&current.outages, ready || renewed.is_none(), &at, since)
+    };
+
     let bond = pool
         .as_ref()
         .map(|p| snapshot::bond_state(p, &member, ctx.stores.bond(&name).as_deref()))
@@ -601,6 +611,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         active_placements: active,
         observed_generation: generation,
         conditions: conds,
+        outages,
     };
     let waiting_for_token = pool.is_some() && desired.credentials_secret.is_none();
     let unchanged = current.namespace.as_deref() == Some(desired.namespace.as_str())
@@ -609,6 +620,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         && current.heartbeat_timeout == Some(desired.heartbeat_timeout)
         && current.active_placements == desired.active_placements
         && current.observed_generation == desired.observed_generation
+        && current.outages == desired.outages
         && current
             .conditions
             .iter()

@@ -23,6 +23,7 @@ pub mod preemption;
 pub mod quota_ledger;
 pub mod reclaim;
 pub mod registration;
+pub mod reputation;
 pub mod scheduling;
 pub mod secrets;
 pub mod serving;
@@ -414,6 +415,7 @@ pub async fn run(
             _ = bond_controller::run(ctx.clone()) => {},
             _ = log_relay::run(ctx.clone()) => {},
             _ = challenge_controller::run(ctx.clone()) => {},
+            _ = reputation::run(ctx.clone()) => {},
             _ = slash_controller::run(ctx.clone()) => {},
         }
         Ok(())

@@ -59,6 +59,8 @@ fn metal(v: Option<MemberVerification>, s: Option<MemberSlash>) -> MemberCluster
     let mut m = member("metal", "L4", "1").build();
     m.status = Some(MemberClusterStatus {
         verification: v,
+        reputation: None,
+        outages: vec![],
         slash: s,
         ..Default::default()
     });

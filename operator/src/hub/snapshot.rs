@@ -173,6 +173,7 @@ pub fn cluster_state(
         cordoned: member.spec.cordoned,
         bond: bond_state(pool, member, bond),
         verification: crate::hub::challenges::verification_state(pool, member),
+        below_floor: crate::hub::reputation::below_floor(pool, member),
         prices: member
             .spec
             .prices
