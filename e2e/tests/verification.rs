@@ -275,5 +275,25 @@ fn the_hub_verifies_an_honest_member_fails_a_wrong_and_a_slow_one_and_places_ten
         );
         assert_eq!(st.phase, JobPhase::Pending);
         assert!(st.attempts.is_empty(), "{:?}", st.attempts);
+
+        // The verdicts and the tenant attempt count in each member's reputation (recounted every
+        // 30 s from the evidence records and the jobs).
+        for (member, passed, failed, succeeded) in
+            [("honest", 1, 0, 1), ("wrong", 0, 1, 0), ("slow", 0, 1, 0)]
+        {
+            let members = members.clone();
+            wait_until(LONG, &format!("{member}'s reputation"), || {
+                let members = members.clone();
+                async move {
+                    let r = members.get(member).await.ok()?.status?.reputation?;
+                    (r.challenges_passed == passed
+                        && r.challenges_failed == failed
+                        && r.attempts_succeeded == succeeded)
+                        .then_some(())
+                }
+            })
+            .await
+            .unwrap();
+        }
     });
 }
