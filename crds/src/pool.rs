@@ -240,6 +240,13 @@ pub struct Verification {
     #[serde(default = "default_challenge_deadline")]
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("spec.verification.deadline must be between 10s and 1h"))]
     pub deadline: KubeDuration,
+    /// How long a challenge may wait to be placed on the member (it needs every GPU of a node
+    /// free, so tenant jobs can keep it out) before the hub abandons it: no verdict, nothing
+    /// slashed, a `ChallengeNotPlaced` Event, and the next challenge is sent. Between 1m and 24h;
+    /// default 30m.
+    #[serde(default = "default_placement_deadline")]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("spec.verification.placementDeadline must be between 1m and 24h"))]
+    pub placement_deadline: KubeDuration,
     /// Mean time between random challenges of a member (drawn uniformly from half to one and a
     /// half of it, so a member cannot predict them). At least 1m. Absent: challenges only at
     /// join and after inventory changes.
@@ -286,6 +293,10 @@ fn default_matrix_size() -> u32 {
 
 fn default_challenge_deadline() -> KubeDuration {
     KubeDuration::from_secs(300)
+}
+
+fn default_placement_deadline() -> KubeDuration {
+    KubeDuration::from_secs(30 * 60)
 }
 
 /// Whether a pool lets higher-priority jobs evict lower-priority attempts.

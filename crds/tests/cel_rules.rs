@@ -297,6 +297,19 @@ fn verification_needs_a_matrix_size_of_whole_row_groups_and_sane_times() {
     assert!(errors_of(validate_cel(&bad)).contains("between 10s and 1h"));
     let bad = pool(serde_json::json!({"image": "probe:1", "every": "30s"}));
     assert!(errors_of(validate_cel(&bad)).contains("at least 1m"));
+    assert_eq!(
+        v.placement_deadline.as_duration().as_secs(),
+        1800,
+        "default placement deadline"
+    );
+    for d in ["30s", "25h"] {
+        let bad = pool(serde_json::json!({"image": "probe:1", "placementDeadline": d}));
+        assert!(
+            errors_of(validate_cel(&bad))
+                .contains("spec.verification.placementDeadline must be between 1m and 24h"),
+            "{d}"
+        );
+    }
 }
 
 #[test]

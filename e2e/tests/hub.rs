@@ -16,8 +16,8 @@ use gpufed_e2e::hubctl::{
 use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Client;
 use kube::api::{Api, DeleteParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 /// The most a test here may take, start-up included: past it the test fails and its
@@ -596,5 +596,91 @@ fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
         // Only one placement per job: the new leader did not place "before" again.
         let ps = placements(&c, "alpha").await.unwrap();
         assert_eq!(ps.iter().filter(|p| p.spec.job.name == "before").count(), 1);
+    });
+}
+
+#[test]
+fn a_challenge_that_cannot_be_placed_is_abandoned_after_the_pools_placement_deadline() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-unplaced").await;
+        hub.create_namespace(gpufed_crds::naming::HUB_JOBS_NAMESPACE)
+            .await
+            .unwrap();
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        apply::<gpufed_crds::GpuPool>(
+            &c,
+            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "GpuPool",
+                    "metadata": {"name": "default"},
+                    "spec": {"heartbeatTimeout": "20s",
+                             "verification": {"required": true, "image": "probe:1",
+                                              "backend": "Cpu", "matrixSize": 16,
+                                              "placementDeadline": "1m"}}}),
+        )
+        .await
+        .unwrap();
+        create_member(&c, "alpha", "default", "eu-west", &[("H100", "2.00")])
+            .await
+            .unwrap();
+        let _beat = keep_heartbeating(c.clone(), "alpha");
+        // Every GPU of its one node is busy (with work the hub does not see): the challenge,
+        // which needs the whole node, cannot be placed.
+        report_inventory(&c, "alpha", vec![node("a-0", "H100", 81559, 8, 0)])
+            .await
+            .unwrap();
+        let jobs: Api<ComputeJob> =
+            Api::namespaced(c.clone(), gpufed_crds::naming::HUB_JOBS_NAMESPACE);
+        let first = wait_until(T, "a challenge sent", || async {
+            jobs.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .next()
+        })
+        .await
+        .unwrap();
+        let sent = std::time::Instant::now();
+        // Abandoned once the pool's minute has passed: a Warning Event, no verdict, and the
+        // next challenge sent in its place.
+        let notes = wait_until(Duration::from_secs(120), "ChallengeNotPlaced", || async {
+            let events = Api::<k8s_openapi::api::events::v1::Event>::all(c.clone())
+                .list(&Default::default())
+                .await
+                .ok()?;
+            let notes: Vec<String> = events
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ChallengeNotPlaced"))
+                .filter_map(|e| e.note)
+                .collect();
+            (!notes.is_empty()).then_some(notes)
+        })
+        .await
+        .unwrap();
+        assert!(
+            sent.elapsed() >= Duration::from_secs(50),
+            "abandoned before the pool's placement deadline: {notes:?}"
+        );
+        assert!(notes[0].contains("(placement deadline 60s)"), "{notes:?}");
+        let next = wait_until(T, "the next challenge", || async {
+            jobs.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|j| j.name_any() != first.name_any())
+        })
+        .await
+        .unwrap();
+        assert_ne!(next.uid(), first.uid());
+        let m = Api::<gpufed_crds::MemberCluster>::all(c.clone())
+            .get("alpha")
+            .await
+            .unwrap();
+        assert!(
+            m.status.unwrap().verification.is_none(),
+            "abandoning is not a verdict"
+        );
     });
 }

@@ -120,7 +120,14 @@ async fn member_pass(
             delete(ctx, &job_name).await?;
             continue;
         }
-        if let Some(why) = challenges::abandoned(job, &now, challenges::PLACEMENT_DEADLINE_SECS) {
+        // How long it may wait to be placed (it needs a whole node free) before it is abandoned:
+        // not a verdict, nothing recorded on the member, nothing slashed; the next one is sent.
+        let placement_deadline = pool
+            .spec
+            .verification
+            .as_ref()
+            .map_or(30 * 60, |v| v.placement_deadline.as_secs_ceil());
+        if let Some(why) = challenges::abandoned(job, &now, placement_deadline) {
             ctx.event(member, true, "ChallengeNotPlaced", "Challenge", why.clone());
             tracing::info!(member = %name, challenge = %job_name, %why, "challenge abandoned");
             memory.written.insert(

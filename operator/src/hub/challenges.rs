@@ -597,11 +597,6 @@ pub fn judge(
     }
 }
 
-/// How long a challenge may wait to be placed (it needs a whole node free) before the hub
-/// abandons it, in seconds. Abandoning is not a verdict: nothing is recorded on the member, nothing
-/// is slashed, and the next challenge can be sent.
-pub const PLACEMENT_DEADLINE_SECS: u64 = 30 * 60;
-
 /// Why challenge `job` is abandoned at `now`: it has waited more than `deadline_secs` since it
 /// was created and no attempt of it was ever placed. `None` once any attempt was placed (then
 /// [`judge`] and `spec.verification.deadline` decide) or while it is within the bound.
