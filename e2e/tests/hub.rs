@@ -600,7 +600,8 @@ fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
 }
 
 #[test]
-fn a_challenge_that_cannot_be_placed_is_abandoned_after_the_pools_placement_deadline() {
+fn a_challenge_that_cannot_be_placed_holds_its_node_and_is_abandoned_after_the_pools_placement_deadline()
+ {
     run_test(HARD_DEADLINE, || async {
         let (tools, mut hub) = hub_cluster("hub-unplaced").await;
         hub.create_namespace(gpufed_crds::naming::HUB_JOBS_NAMESPACE)
@@ -623,9 +624,9 @@ fn a_challenge_that_cannot_be_placed_is_abandoned_after_the_pools_placement_dead
             .await
             .unwrap();
         let _beat = keep_heartbeating(c.clone(), "alpha");
-        // Every GPU of its one node is busy (with work the hub does not see): the challenge,
-        // which needs the whole node, cannot be placed.
-        report_inventory(&c, "alpha", vec![node("a-0", "H100", 81559, 8, 0)])
+        // Half of its one node is busy (with work the hub does not see): the challenge, which
+        // needs the whole node, cannot be placed.
+        report_inventory(&c, "alpha", vec![node("a-0", "H100", 81559, 8, 4)])
             .await
             .unwrap();
         let jobs: Api<ComputeJob> =
@@ -641,6 +642,21 @@ fn a_challenge_that_cannot_be_placed_is_abandoned_after_the_pools_placement_dead
         .await
         .unwrap();
         let sent = std::time::Instant::now();
+        // While it waits it holds the 4 free GPUs: a tenant job that would fit there (and accepts
+        // an unverified member) waits instead of keeping the node busy.
+        submit(
+            &c,
+            "small",
+            json!({"gpusPerReplica": 1, "gpu": {"models": ["H100"]}, "allowUnverified": true}),
+        )
+        .await;
+        let j = wait_job(&c, "team-a", "small", T, "small waits", |j| {
+            explanation(j).contains("alpha")
+        })
+        .await
+        .unwrap();
+        assert!(cluster_of(&j).is_none(), "{}", explanation(&j));
+        assert!(explanation(&j).contains("free"), "{}", explanation(&j));
         // Abandoned once the pool's minute has passed: a Warning Event, no verdict, and the
         // next challenge sent in its place.
         let notes = wait_until(Duration::from_secs(120), "ChallengeNotPlaced", || async {

@@ -597,6 +597,40 @@ pub fn judge(
     }
 }
 
+/// The hold a challenge waiting to be placed puts on its member (ADR 0027, amendment of
+/// 2026-12-05): every GPU still free (after `reservations`) on the node it waits for, so the
+/// pass's tenant jobs do not take them while that node drains. The node is one of the challenge's
+/// models at least one replica large (the challenge is sized for the member's largest node), the
+/// one with the most GPUs free, then by name. `None` when no node could ever take it or none has a
+/// GPU free to hold. Recomputed every pass: it ends when the challenge is placed or abandoned.
+pub fn hold(
+    challenge: &ComputeJob,
+    cluster: &gpufed_scheduler::ClusterState,
+    reservations: &[gpufed_scheduler::Reservation],
+) -> Option<gpufed_scheduler::Reservation> {
+    let need = challenge.spec.gpus_per_replica;
+    let reserved = crate::hub::snapshot::reserved_by_node(reservations);
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| challenge.spec.gpu.models.contains(&n.model))
+        .filter(|n| n.size_gpus() >= need)
+        .map(|n| {
+            let taken = reserved
+                .get(&(cluster.name.as_str(), n.name.as_str()))
+                .copied()
+                .unwrap_or(0);
+            (n.offered_gpus().saturating_sub(taken), n.name.as_str())
+        })
+        .filter(|(free, _)| *free > 0)
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(free, node)| gpufed_scheduler::Reservation {
+            cluster: cluster.name.clone(),
+            node: node.to_string(),
+            gpus: free,
+        })
+}
+
 /// Why challenge `job` is abandoned at `now`: it has waited more than `deadline_secs` since it
 /// was created and no attempt of it was ever placed. `None` once any attempt was placed (then
 /// [`judge`] and `spec.verification.deadline` decide) or while it is within the bound.

@@ -590,3 +590,42 @@ fn after_abandoning_a_challenge_the_loop_waits_until_its_cache_shows_it_gone() {
     ));
     assert!(caught_up(&written, Duration::from_secs(1), &m, &[]));
 }
+
+#[test]
+fn a_waiting_challenge_holds_what_is_free_on_the_node_it_needs_and_nothing_else() {
+    let pool = verifying_pool(true);
+    let busy = |name: &str, model: &str, gpus: u32, free: u32| {
+        let mut n = node(name, model, gpus);
+        n.free_gpus = free;
+        n
+    };
+    // The challenge wants all 8 GPUs of an H100 node; n2 has 5 free, n3 has 3, the L4 node and
+    // the 4-GPU H100 node can never take it.
+    let m = with_inventory(vec![
+        busy("n1", "L4", 8, 8),
+        busy("n2", "H100", 8, 5),
+        busy("n3", "H100", 8, 3),
+        busy("n4", "H100", 4, 4),
+    ]);
+    let target = Target {
+        model: "H100".into(),
+        gpus: 8,
+    };
+    let job = challenge_job(&pool, "metal", &target, "j-1", [1; 32], "f", Trigger::Join).unwrap();
+    let cluster = crate::hub::snapshot::cluster_state(&hub_pool(&pool), &m, None);
+    let r = |cluster: &str, node: &str, gpus| gpufed_scheduler::Reservation {
+        cluster: cluster.into(),
+        node: node.into(),
+        gpus,
+    };
+    assert_eq!(hold(&job, &cluster, &[]), Some(r("metal", "n2", 5)));
+    // What is already promised is not held twice: n2 has 1 left, so n3's 3 are held.
+    assert_eq!(
+        hold(&job, &cluster, &[r("metal", "n2", 4)]),
+        Some(r("metal", "n3", 3))
+    );
+    // Nothing free on a node that could take it: nothing to hold.
+    let full = with_inventory(vec![busy("n2", "H100", 8, 0), busy("n1", "L4", 8, 8)]);
+    let cluster = crate::hub::snapshot::cluster_state(&hub_pool(&pool), &full, None);
+    assert_eq!(hold(&job, &cluster, &[]), None);
+}

@@ -275,7 +275,23 @@ async fn pass(
                     )
                 };
                 match round {
-                    Ok(r) => rounds.push((Arc::clone(&hub_pool), r)),
+                    Ok(r) => {
+                        // A challenge left waiting holds the GPUs free on the node it needs, so
+                        // the tenant jobs decided next do not keep that node busy (ADR 0027).
+                        if r.pending > 0 {
+                            let waiting = js.iter().filter(|j| {
+                                j.status
+                                    .as_ref()
+                                    .is_none_or(|s| s.placement.is_none() && !s.phase.is_finished())
+                            });
+                            for j in waiting {
+                                if let Some(h) = challenges::hold(j, &one[0], &reservations) {
+                                    reservations.push(h);
+                                }
+                            }
+                        }
+                        rounds.push((Arc::clone(&hub_pool), r))
+                    }
                     Err(e) => {
                         tracing::error!(pool = %pool_name, %member, error = %e, "scheduling challenges failed")
                     }
