@@ -138,6 +138,32 @@ pub async fn member(
     .await
 }
 
+/// A market with a hub (`hub-0`) running and member alpha (8 H100 at 3.60, paid into
+/// [`accounts::ALPHA`]) schedulable.
+pub async fn started(
+    name: &str,
+    deposit: u64,
+    chain_extra: serde_json::Value,
+) -> Result<Market, Error> {
+    started_with_token(name, deposit, chain_extra, "GpuFedToken", 18).await
+}
+
+/// [`started`] paying in `token` (`decimals` decimals).
+pub async fn started_with_token(
+    name: &str,
+    deposit: u64,
+    chain_extra: serde_json::Value,
+    token: &str,
+    decimals: u8,
+) -> Result<Market, Error> {
+    let mut m = market_with_token(name, deposit, chain_extra, token, decimals).await?;
+    crate::hubctl::start_hub(&m.tools, &mut m.hub, "hub-0", &[])?;
+    let c = m.hub.client();
+    member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60").await?;
+    wait_condition(&c, "alpha", "Schedulable", true).await?;
+    Ok(m)
+}
+
 /// Waits until `member`'s condition `cond` is `want`.
 pub async fn wait_condition(c: &Client, member: &str, cond: &str, want: bool) -> Result<(), Error> {
     crate::hubctl::wait_member_condition(c, &[member], cond, want, STEP)

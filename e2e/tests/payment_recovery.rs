@@ -32,29 +32,7 @@ const HARD_DEADLINE: Duration = Duration::from_secs(420);
 
 /// A market with a hub running and member alpha (8 H100 at 3.60) schedulable.
 async fn started(name: &str, deposit: u64, chain_extra: serde_json::Value) -> Market {
-    started_with_token(name, deposit, chain_extra, "GpuFedToken", 18).await
-}
-
-/// [`started`] paying in `token` (`decimals` decimals).
-async fn started_with_token(
-    name: &str,
-    deposit: u64,
-    chain_extra: serde_json::Value,
-    token: &str,
-    decimals: u8,
-) -> Market {
-    let mut m = market::market_with_token(name, deposit, chain_extra, token, decimals)
-        .await
-        .unwrap();
-    start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
-    let c = m.hub.client();
-    market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
-        .await
-        .unwrap();
-    market::wait_condition(&c, "alpha", "Schedulable", true)
-        .await
-        .unwrap();
-    m
+    market::started(name, deposit, chain_extra).await.unwrap()
 }
 
 async fn submit(m: &Market, ns: &str, name: &str) {
@@ -637,7 +615,9 @@ fn a_payer_who_has_not_authorised_the_hub_waits_with_the_command_to_run() {
 #[test]
 fn a_token_with_six_decimals_is_locked_and_paid_in_its_own_base_units() {
     run_test(HARD_DEADLINE, || async {
-        let m = started_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6).await;
+        let m = market::started_with_token("pay-decimals", 1000, json!({}), "SixDecimalsToken", 6)
+            .await
+            .unwrap();
         let c = m.hub.client();
         let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
         let j = submit_locked(&m, "usdc").await;

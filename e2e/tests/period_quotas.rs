@@ -26,7 +26,6 @@ use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::{
     ComputeJob, GpuPool, PlacementPhase, PlacementStatus, SettlementState, TokenAmount,
 };
-use gpufed_e2e::chain::accounts;
 use gpufed_e2e::hubctl::{
     apply, hub_cluster, keep_heartbeating, node, placements, report_inventory, report_placement,
     start_hub, wait_job,
@@ -285,17 +284,10 @@ fn month_bounds() -> (String, String) {
 #[test]
 fn a_team_spends_up_to_its_monthly_budget_and_a_settled_job_counts_what_it_paid() {
     run_test(Duration::from_secs(360), || async {
-        let mut m = market::market("spend-quota", 1000, json!({}))
+        let m = market::started("spend-quota", 1000, json!({}))
             .await
             .unwrap();
-        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
         let c = m.hub.client();
-        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
-            .await
-            .unwrap();
-        market::wait_condition(&c, "alpha", "Schedulable", true)
-            .await
-            .unwrap();
         let pools: Api<GpuPool> = Api::all(c.clone());
         let quotas = json!({"spec": {"quotas": [{"namespace": "team-a", "groups": [
             {"name": "all", "gpus": 8, "period": "Month", "spend": "10"}]}]}});

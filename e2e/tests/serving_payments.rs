@@ -28,27 +28,52 @@ fn word(hex: &str) -> U256 {
     U256::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
 }
 
-/// Every `PeriodSettled` event of lock `job_id` on the chain: (period, paid, fee) in base units.
-async fn period_events(m: &market::Market, job_id: &str) -> Vec<(u32, U256, U256)> {
-    let sig = keccak256("PeriodSettled(bytes32,uint32,uint256,uint256,uint256)");
+/// Submits team-a's serving job `chat`: 2 H100 at most `max_price` per GPU-hour, `max_duration`
+/// a window, paid every [`PERIOD_SECS`].
+async fn serve(c: &kube::Client, max_price: &str, max_duration: &str) {
+    market::submit_with(
+        c,
+        "team-a",
+        "chat",
+        "H100",
+        2,
+        max_price,
+        json!({"maxDuration": max_duration,
+               "serving": {"port": 8080, "settlementPeriod": format!("{PERIOD_SECS}s")}}),
+    )
+    .await
+    .unwrap();
+}
+
+/// Every escrow event `signature` of lock `job_id` on the chain, as JSON logs.
+async fn escrow_logs(m: &market::Market, signature: &str, job_id: &str) -> Vec<Value> {
     let logs = m
         .chain
         .rpc(
             "eth_getLogs",
             json!([{"address": m.contracts.escrow.to_string(), "fromBlock": "0x0",
-                    "toBlock": "latest", "topics": [sig.to_string(), job_id]}]),
+                    "toBlock": "latest", "topics": [keccak256(signature).to_string(), job_id]}]),
         )
         .await
         .unwrap();
-    logs.as_array()
-        .unwrap()
-        .iter()
-        .map(|l: &Value| {
-            let period = word(l["topics"][2].as_str().unwrap()).to::<u32>();
-            let data = l["data"].as_str().unwrap().trim_start_matches("0x");
-            (period, word(&data[..64]), word(&data[64..128]))
-        })
-        .collect()
+    logs.as_array().unwrap().clone()
+}
+
+/// Every `PeriodSettled` event of lock `job_id` on the chain: (period, paid, fee) in base units.
+async fn period_events(m: &market::Market, job_id: &str) -> Vec<(u32, U256, U256)> {
+    escrow_logs(
+        m,
+        "PeriodSettled(bytes32,uint32,uint256,uint256,uint256)",
+        job_id,
+    )
+    .await
+    .iter()
+    .map(|l: &Value| {
+        let period = word(l["topics"][2].as_str().unwrap()).to::<u32>();
+        let data = l["data"].as_str().unwrap().trim_start_matches("0x");
+        (period, word(&data[..64]), word(&data[64..128]))
+    })
+    .collect()
 }
 
 fn periods_paid(j: &ComputeJob) -> u32 {
@@ -58,29 +83,10 @@ fn periods_paid(j: &ComputeJob) -> u32 {
 #[test]
 fn a_serving_job_is_paid_each_period_exactly_once_while_it_runs_and_the_rest_at_the_end() {
     run_test(HARD_DEADLINE, || async {
-        let mut m = market::market("serve-pay", 1000, json!({})).await.unwrap();
-        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
+        let mut m = market::started("serve-pay", 1000, json!({})).await.unwrap();
         let c = m.hub.client();
-        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
-            .await
-            .unwrap();
-        market::wait_condition(&c, "alpha", "Schedulable", true)
-            .await
-            .unwrap();
         let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
-        gpufed_e2e::joining::pool::apply(
-            &c,
-            "computejobs",
-            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                    "metadata": {"name": "chat", "namespace": "team-a"},
-                    "spec": {"pool": "market", "gpusPerReplica": 2, "gpu": {"models": ["H100"]},
-                             "maxPricePerGpuHour": "3.60", "maxDuration": "1h",
-                             "serving": {"port": 8080,
-                                         "settlementPeriod": format!("{PERIOD_SECS}s")},
-                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}}),
-        )
-        .await
-        .unwrap();
+        serve(&c, "3.60", "1h").await;
         let j = wait_job(&c, "team-a", "chat", T, "locked", |j| {
             settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
         })
@@ -198,24 +204,18 @@ fn a_serving_job_is_paid_each_period_exactly_once_while_it_runs_and_the_rest_at_
 
 /// Every `LockExtended` event of lock `job_id`: (added, deadline) in base units and Unix seconds.
 async fn renewals(m: &market::Market, job_id: &str) -> Vec<(U256, u64)> {
-    let sig = keccak256("LockExtended(bytes32,address,uint256,uint256,uint64)");
-    let logs = m
-        .chain
-        .rpc(
-            "eth_getLogs",
-            json!([{"address": m.contracts.escrow.to_string(), "fromBlock": "0x0",
-                    "toBlock": "latest", "topics": [sig.to_string(), job_id]}]),
-        )
-        .await
-        .unwrap();
-    logs.as_array()
-        .unwrap()
-        .iter()
-        .map(|l: &Value| {
-            let data = l["data"].as_str().unwrap().trim_start_matches("0x");
-            (word(&data[..64]), word(&data[128..192]).to::<u64>())
-        })
-        .collect()
+    escrow_logs(
+        m,
+        "LockExtended(bytes32,address,uint256,uint256,uint64)",
+        job_id,
+    )
+    .await
+    .iter()
+    .map(|l: &Value| {
+        let data = l["data"].as_str().unwrap().trim_start_matches("0x");
+        (word(&data[..64]), word(&data[128..192]).to::<u64>())
+    })
+    .collect()
 }
 
 /// The window of the renewal test, its `maxDuration`.
@@ -226,31 +226,12 @@ fn a_serving_job_runs_past_max_duration_on_renewed_windows_until_its_payer_runs_
     run_test(HARD_DEADLINE, || async {
         // A window (2 GPUs × 30 s at the job's cap of 18000/GPU-hour) locks 300 of the payer's
         // 1000: the first lock and two renewals fit, the third renewal does not.
-        let mut m = market::market("serve-renew", 1000, json!({}))
+        let mut m = market::started("serve-renew", 1000, json!({}))
             .await
             .unwrap();
-        start_hub(&m.tools, &mut m.hub, "hub-0", &[]).unwrap();
         let c = m.hub.client();
-        market::member(&c, "alpha", accounts::ALPHA.1, "H100", "3.60")
-            .await
-            .unwrap();
-        market::wait_condition(&c, "alpha", "Schedulable", true)
-            .await
-            .unwrap();
         let provider_before = m.balance(accounts::ALPHA.1).await.unwrap();
-        gpufed_e2e::joining::pool::apply(
-            &c,
-            "computejobs",
-            &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                    "metadata": {"name": "chat", "namespace": "team-a"},
-                    "spec": {"pool": "market", "gpusPerReplica": 2, "gpu": {"models": ["H100"]},
-                             "maxPricePerGpuHour": "18000", "maxDuration": format!("{WINDOW_SECS}s"),
-                             "serving": {"port": 8080,
-                                         "settlementPeriod": format!("{PERIOD_SECS}s")},
-                             "template": {"containers": [{"name": "main", "image": "busybox"}]}}}),
-        )
-        .await
-        .unwrap();
+        serve(&c, "18000", &format!("{WINDOW_SECS}s")).await;
         let j = wait_job(&c, "team-a", "chat", T, "locked", |j| {
             settlement(j, 1).is_some_and(|s| s.state == SettlementState::Locked)
         })
