@@ -373,11 +373,14 @@ async fn renew(
         recheck(step, RETRY_RENEWAL);
         return Ok(());
     }
-    let total = s.locked.and_then(|l| l.checked_add(first));
+    let Some(total) = s.locked.and_then(|l| l.checked_add(first)) else {
+        // A total the record cannot hold is never locked.
+        return Ok(());
+    };
     match chain.extend_lock(lock.id, first, deadline).await {
         Ok(Ok(mined)) => {
             s.windows_funded = window;
-            s.locked = total;
+            s.locked = Some(total);
             s.lock_deadline = Some(deadline);
             s.message = None;
             step.changed = true;
@@ -387,7 +390,7 @@ async fn renew(
                 format!(
                     "attempt {attempt}: window {window} locked ({first} more, {} in all); it may run \
                      {funded_secs} s (tx {})",
-                    total.unwrap_or(first),
+                    total,
                     mined.tx
                 ),
             ));
