@@ -232,7 +232,7 @@ pub mod typed {
     }
 
     /// The address that signed `digest` with `signature` (hex, `0x` optional).
-    fn recover(signature: &str, digest: &B256) -> Result<Address, String> {
+    pub fn recover(signature: &str, digest: &B256) -> Result<Address, String> {
         let raw = alloy::hex::decode(signature.trim_start_matches("0x"))
             .map_err(|e| format!("signature is not hex: {e}"))?;
         let sig = Signature::try_from(raw.as_slice())

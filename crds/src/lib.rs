@@ -39,10 +39,10 @@ pub use job::{
 pub use joblog::{JobLog, JobLogSpec, JobLogStatus, LogChunk, LogRequest};
 pub use member::{
     Inventory, MemberCluster, MemberClusterSpec, MemberClusterStatus, MemberVerification,
-    ModelPrice, NodeInventory, VerificationVerdict,
+    ModelPrice, NodeInventory, OfferSigning, VerificationVerdict,
 };
 pub use member::{MemberReputation, MemberSlash, Outage, SlashPhase, SlashShare};
-pub use offer::{OFFER_NAME, Offer, OfferSpec};
+pub use offer::{OFFER_NAME, Offer, OfferSpec, OfferStatus, SignedOffer};
 pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
     PlacementStop,

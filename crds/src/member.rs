@@ -71,6 +71,20 @@ pub struct ModelPrice {
     pub price_per_gpu_hour: TokenAmount,
 }
 
+/// The EIP-712 domain and fields of a member's signed Offer, as the hub checks them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferSigning {
+    /// The pool name that is signed.
+    pub pool: String,
+    /// The domain's chain id.
+    pub chain_id: u64,
+    /// The domain's verifying contract: the pool's ProviderBond (its JobEscrow without one).
+    pub verifying_contract: EvmAddress,
+    /// The wallet that must sign (`spec.wallet`).
+    pub wallet: EvmAddress,
+}
+
 /// Observed state of a member cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -87,6 +101,10 @@ pub struct MemberClusterStatus {
     /// The pool's heartbeat timeout, copied here so the agent can fence itself before it runs out (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout: Option<KubeDuration>,
+    /// Where the member's wallet signs its Offer (pools with a chain, ADR 0024): the agent reads
+    /// it here before signing (hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_signing: Option<OfferSigning>,
     /// The agent's public X25519 key (base64, 32 bytes), to which the hub seals the tenant
     /// Secrets of the Placements it sends this member. A new one at each agent start (agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
         planned_nodes: vec![],
         settlement: None,
         unverified_member: false,
+        offer: None,
     }
 }
 

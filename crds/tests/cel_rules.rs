@@ -860,3 +860,29 @@ fn reclaim_within_cohort_needs_a_cohort_naming_the_fix() {
     let never = pool(serde_json::json!({"reclaimWithinCohort": "Never"}));
     assert_eq!(errors_of(validate_cel(&never)), "");
 }
+
+#[test]
+fn a_signed_offer_needs_the_signed_nonce_and_expiry() {
+    let offer = |spec: serde_json::Value| -> gpufed_crds::Offer {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "Offer",
+            "metadata": {"name": "offer", "namespace": "gpufed-member-alpha"},
+            "spec": spec
+        }))
+        .unwrap()
+    };
+    let prices = serde_json::json!([{"model": "H100", "pricePerGpuHour": "2.40"}]);
+    let sig = format!("0x{}", "ab".repeat(65));
+    assert_eq!(
+        errors_of(validate_cel(&offer(serde_json::json!({"prices": prices})))),
+        ""
+    );
+    let signed = serde_json::json!({"prices": prices, "nonce": 7,
+        "expires": "2030-01-01T00:00:00Z", "signature": sig});
+    assert_eq!(errors_of(validate_cel(&offer(signed))), "");
+    let bare = serde_json::json!({"prices": prices, "signature": sig});
+    assert!(
+        errors_of(validate_cel(&offer(bare)))
+            .contains("spec.signature needs spec.nonce and spec.expires")
+    );
+}

@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 59;
+const HOSTILE_MANIFESTS: usize = 61;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -534,7 +534,36 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "spec.chain.rpcUrl in body should match",
         ),
+        (
+            "a signed offer without the nonce and expiry that were signed",
+            with(
+                good_offer(),
+                "spec.signature",
+                json!(format!("0x{}", "ab".repeat(65))),
+            ),
+            "spec.signature needs spec.nonce and spec.expires",
+        ),
+        (
+            "an offer signature that is not 65 bytes of hex",
+            with(
+                with(
+                    with(good_offer(), "spec.nonce", json!(1)),
+                    "spec.expires",
+                    json!("2030-01-01T00:00:00Z"),
+                ),
+                "spec.signature",
+                json!("0xdeadbeef"),
+            ),
+            "spec.signature in body should match",
+        ),
     ]
+}
+
+/// A member's Offer (in `default`: the rules do not look at the namespace).
+fn good_offer() -> Value {
+    json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "Offer",
+           "metadata": {"name": "offer", "namespace": "default"},
+           "spec": {"prices": [{"model": "H100", "pricePerGpuHour": "2.40"}]}})
 }
 
 async fn api_cluster(name: &str) -> Cluster {

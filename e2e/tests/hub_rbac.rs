@@ -43,6 +43,7 @@ const CLUSTER_WIDE: &[(&str, &str)] = &[
     ("get list watch", "joblogs.gpufed.io"),
     ("get patch update", "joblogs/status.gpufed.io"),
     ("get list watch", "offers.gpufed.io"),
+    ("get patch update", "offers/status.gpufed.io"),
     ("get patch update", "gpupools/status.gpufed.io"),
     (
         "get list watch create patch update",

@@ -163,6 +163,64 @@ fn the_owners_prices_become_the_agents_offer_flags_and_none_by_default() {
         ],
     );
     assert_eq!(offer_args(&docs), ["--offer=H100=2.40", "--offer=L4=0.35"]);
+
+    // With the wallet's key Secret the agent signs: the key is mounted read-only into the agent
+    // alone, and the flags name the file and the validity.
+    let docs = member(
+        &tools,
+        &[
+            "offer.prices[0].model=H100",
+            "offer.prices[0].pricePerGpuHour=2.40",
+            "offer.signingKeySecret.name=gpufed-wallet",
+            "offer.validFor=6h",
+        ],
+    );
+    assert_eq!(
+        offer_args(&docs),
+        [
+            "--offer=H100=2.40",
+            "--offer-signing-key-file=/etc/gpufed/offer-key/key",
+            "--offer-valid-for=6h"
+        ]
+    );
+    let d = find(&docs, "Deployment", "gpufed-agent").unwrap();
+    let spec = &d["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "offer-key")
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "gpufed-wallet");
+    assert_eq!(volume["secret"]["items"][0]["key"], "privateKey");
+    assert_eq!(volume["secret"]["defaultMode"], 0o400);
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "offer-key")
+        .unwrap();
+    assert_eq!(mount["readOnly"], true);
+    let probe = find(&docs, "DaemonSet", "gpu-probe")
+        .or_else(|| find(&docs, "Deployment", "gpu-probe"))
+        .unwrap();
+    assert!(!probe.to_string().contains("offer-key"));
+    // A key without prices to sign is refused by name.
+    let mut cmd = Command::new(tools.bin("helm").unwrap());
+    cmd.args(["template", "t"])
+        .arg(tools.root().join("charts/gpufed-member"))
+        .args(["--namespace", "gpufed-system", "--kube-version", "1.33.0"])
+        .args(["--set", "cluster=alpha", "--set", "hub.kubeconfigSecret=k"])
+        .args(["--set", "offer.signingKeySecret.name=gpufed-wallet"]);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "offer.signingKeySecret signs the Offer of offer.prices: set offer.prices too"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

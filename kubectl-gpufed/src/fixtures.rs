@@ -52,6 +52,7 @@ pub fn ready_member(mut m: MemberCluster, nodes: Vec<NodeInventory>) -> MemberCl
         credentials_secret: Some(format!("gpufed-member-{name}-kubeconfig")),
         last_heartbeat_time: Some(ago(3)),
         heartbeat_timeout: Some(KubeDuration::from_secs(40)),
+        offer_signing: None,
         agent_version: Some("0.1.0".into()),
         total_gpus: nodes.iter().map(|n| n.allocatable_gpus).sum(),
         free_gpus: nodes.iter().map(|n| n.free_gpus).sum(),
@@ -168,6 +169,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase, gpu_seconds: u64) -> 
         }],
         settlement: None,
         unverified_member: false,
+        offer: None,
     }
 }
 

@@ -143,6 +143,16 @@ pub struct AgentArgs {
     /// the admin's `MemberCluster.spec.prices` (ADR 0024). None: nothing is published.
     #[arg(long = "offer", value_name = "MODEL=PRICE", value_parser = crate::agent::offer::parse_offer)]
     pub offers: Vec<gpufed_crds::ModelPrice>,
+    /// File with the member wallet's private key (hex), mounted from the member chart's
+    /// `offer.signingKeySecret`: the agent signs the Offer with it (EIP-712, in the domain the hub
+    /// publishes in `MemberCluster.status.offerSigning`), as pools that pay on a chain require.
+    /// The key never leaves the member cluster.
+    #[arg(long, env = "GPUFED_OFFER_SIGNING_KEY_FILE", requires = "offers")]
+    pub offer_signing_key_file: Option<PathBuf>,
+    /// How long a signed Offer is valid; the agent signs it again (higher nonce) once half of it
+    /// has passed.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, env = "GPUFED_OFFER_VALID_FOR")]
+    pub offer_valid_for: Duration,
     /// Stop local jobs after failing to renew the heartbeat for this long. Default: two thirds of the
     /// pool's heartbeat timeout (read from the MemberCluster), so the member stops before the hub
     /// re-places its work.

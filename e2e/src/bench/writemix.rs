@@ -279,6 +279,7 @@ fn decision_status(
         }],
         settlement: None,
         unverified_member: false,
+        offer: None,
     };
     st.attempt = attempt;
     st.phase = JobPhase::Placed;

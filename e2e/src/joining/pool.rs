@@ -129,6 +129,9 @@ pub struct MemberPlan {
     /// The provider's own prices, `(model, price)`, which the agent publishes as its Offer
     /// (`--offer`, the chart's `offer.prices`).
     pub offer: Vec<(String, String)>,
+    /// The wallet's private key (hex) the agent signs its Offer with (`--offer-signing-key-file`,
+    /// the chart's `offer.signingKeySecret`).
+    pub offer_signing_key: Option<String>,
     /// Serving endpoints behind the member's load balancer of this class (`--serving-exposure
     /// LoadBalancer`, the chart's `agent.serving`), instead of the chart's default.
     pub serving_load_balancer: Option<String>,
@@ -148,6 +151,7 @@ impl MemberPlan {
             gang_unschedulable_grace: None,
             skewable_clock: false,
             offer: vec![],
+            offer_signing_key: None,
             serving_load_balancer: None,
         }
     }
@@ -167,6 +171,12 @@ impl MemberPlan {
     /// Has the agent publish its own price `price` for `model` (an Offer, ADR 0024).
     pub fn offer(mut self, model: &str, price: &str) -> Self {
         self.offer.push((model.into(), price.into()));
+        self
+    }
+
+    /// Has the agent sign its Offer with the wallet key `key` (hex).
+    pub fn offer_signing_key(mut self, key: &str) -> Self {
+        self.offer_signing_key = Some(key.into());
         self
     }
 
@@ -424,6 +434,16 @@ async fn join_member(
     } else {
         None
     };
+    // The wallet key, as the chart mounts it from offer.signingKeySecret.
+    let offer_key_file = match &plan.offer_signing_key {
+        Some(key) => {
+            let f = dir.join("offer-signing.key");
+            std::fs::write(&f, format!("{key}\n"))
+                .map_err(|e| Error::Other(format!("{}: {e}", f.display())))?;
+            Some(f)
+        }
+        None => None,
+    };
     let hub_kubeconfig = dir.join("hub-credential.kubeconfig");
     let content = match &proxy {
         Some(p) => via(&kubeconfig, p.addr())?,
@@ -534,6 +554,7 @@ async fn join_member(
                 .iter()
                 .map(|(model, price)| format!("--offer={model}={price}")),
         )
+        .chain(offer_key_file.map(|f| format!("--offer-signing-key-file={}", f.display())))
         .chain(match &plan.serving_load_balancer {
             Some(class) => vec![
                 "--serving-exposure=LoadBalancer".to_string(),

@@ -212,10 +212,18 @@ pub async fn run(
         metrics.clone(),
     ));
 
+    let offer_key = match &args.offer_signing_key_file {
+        Some(path) => Some(offer::read_key(path)?),
+        None => None,
+    };
     tokio::spawn(offer::run(
         hub.clone(),
         args.cluster.clone(),
         args.offers.clone(),
+        offer_key.map(|key| offer::Signer {
+            key,
+            valid_for: args.offer_valid_for,
+        }),
     ));
 
     let sync_wake = Arc::new(Notify::new());

@@ -3,11 +3,25 @@
 //! with its own hub credential. Without `--offer` it publishes nothing and the admin's
 //! `MemberCluster.spec.prices` apply. It applies again every [`REPUBLISH_EVERY`], so an Offer that
 //! was deleted or edited by hand comes back as the owner's values say.
+//!
+//! With `--offer-signing-key-file` (the chart's `offer.signingKeySecret`) the Offer is signed by
+//! the member's wallet, as pools that pay on a chain require: EIP-712 typed data
+//! (`gpufed_crds::offer::typed`) in the domain the hub publishes in the member's
+//! `status.offerSigning`, with a nonce above every earlier one (Unix milliseconds when signed) and
+//! an expiry `--offer-valid-for` ahead. The same signed Offer is applied again until half its
+//! validity has passed or the domain changes; then it is signed anew. Until the hub has published
+//! a domain (or in a pool without a chain, where it never does) the Offer goes out unsigned.
 
+use std::path::Path;
+use std::str::FromStr as _;
 use std::time::Duration;
 
+use alloy::primitives::Address;
+use alloy::signers::SignerSync as _;
+use alloy::signers::local::PrivateKeySigner;
 use gpufed_crds::naming::member_namespace;
-use gpufed_crds::{ModelPrice, OFFER_NAME, Offer};
+use gpufed_crds::offer::typed;
+use gpufed_crds::{MemberCluster, ModelPrice, OFFER_NAME, Offer, OfferSigning};
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::agent::api::{API_TIMEOUT, FIELD_MANAGER, timed};
@@ -15,6 +29,8 @@ use crate::error::{Error, Result};
 
 /// How often the Offer is applied again while the agent runs.
 pub const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
+/// How soon the agent looks again for the signing domain while the hub has not published one.
+pub const DOMAIN_RETRY: Duration = Duration::from_secs(5);
 
 /// Parses one `--offer` value, `MODEL=PRICE` (e.g. `H100=2.40`).
 pub fn parse_offer(text: &str) -> std::result::Result<ModelPrice, String> {
@@ -41,18 +57,126 @@ pub fn parse_offer(text: &str) -> std::result::Result<ModelPrice, String> {
     })
 }
 
-/// The server-side apply body of member `cluster`'s Offer of `prices`.
-pub fn apply_body(cluster: &str, prices: &[ModelPrice]) -> serde_json::Value {
+/// The wallet key and how long each signed Offer is valid.
+pub struct Signer {
+    /// The member wallet's key.
+    pub key: PrivateKeySigner,
+    /// Validity of each signed Offer.
+    pub valid_for: Duration,
+}
+
+/// Reads the wallet key (hex, `0x` optional, surrounding whitespace ignored) from `path`.
+pub fn read_key(path: &Path) -> Result<PrivateKeySigner> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("--offer-signing-key-file {}: {e}", path.display())))?;
+    PrivateKeySigner::from_str(text.trim()).map_err(|_| {
+        Error::Config(format!(
+            "--offer-signing-key-file {}: not a hex secp256k1 private key (64 hex digits)",
+            path.display()
+        ))
+    })
+}
+
+/// The signed fields and signature of one Offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signed {
+    /// The domain it was signed in.
+    pub domain: OfferSigning,
+    /// Nonce.
+    pub nonce: u64,
+    /// Expiry, Unix seconds.
+    pub expires: u64,
+    /// Signature, hex with `0x`.
+    pub signature: String,
+}
+
+/// Signs `prices` of member `cluster` in `domain` with `key`, at `now_ms` (Unix milliseconds):
+/// the nonce is `now_ms`, or one above `last_nonce` if that is not lower.
+pub fn sign(
+    key: &PrivateKeySigner,
+    domain: &OfferSigning,
+    cluster: &str,
+    prices: &[ModelPrice],
+    valid_for: Duration,
+    now_ms: u64,
+    last_nonce: Option<u64>,
+) -> Result<Signed> {
+    let nonce = last_nonce.map_or(now_ms, |n| now_ms.max(n.saturating_add(1)));
+    let expires = (now_ms / 1000).saturating_add(valid_for.as_secs().max(1));
+    let fields = typed::OfferFields {
+        pool: &domain.pool,
+        cluster,
+        prices,
+        nonce,
+        expires,
+    };
+    let digest = typed::signing_hash(
+        &fields,
+        domain.chain_id,
+        Address::from(domain.verifying_contract.to_bytes()),
+    );
+    let sig = key
+        .sign_hash_sync(&digest)
+        .map_err(|e| Error::Config(format!("signing the offer: {e}")))?;
+    Ok(Signed {
+        domain: domain.clone(),
+        nonce,
+        expires,
+        signature: format!("0x{}", alloy::hex::encode(sig.as_bytes())),
+    })
+}
+
+/// Whether `current` must be signed anew for `domain` at `now_ms`: none yet, another domain, or
+/// half of its validity `valid_for` gone.
+pub fn needs_signing(
+    current: Option<&Signed>,
+    domain: &OfferSigning,
+    valid_for: Duration,
+    now_ms: u64,
+) -> bool {
+    match current {
+        None => true,
+        Some(s) => {
+            s.domain != *domain
+                || s.expires.saturating_mul(1000)
+                    <= now_ms.saturating_add(
+                        u64::try_from(valid_for.as_millis() / 2).unwrap_or(u64::MAX),
+                    )
+        }
+    }
+}
+
+/// The server-side apply body of member `cluster`'s Offer of `prices`, signed as `signed` says.
+pub fn apply_body(
+    cluster: &str,
+    prices: &[ModelPrice],
+    signed: Option<&Signed>,
+) -> serde_json::Value {
+    let mut spec = serde_json::json!({"prices": prices});
+    if let Some(s) = signed {
+        spec["nonce"] = serde_json::json!(s.nonce);
+        spec["expires"] = serde_json::json!(
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(s.expires).unwrap_or(i64::MAX))
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        );
+        spec["signature"] = serde_json::json!(s.signature);
+    }
     serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1",
         "kind": "Offer",
         "metadata": {"name": OFFER_NAME, "namespace": member_namespace(cluster)},
-        "spec": {"prices": prices},
+        "spec": spec,
     })
 }
 
 /// Applies the Offer once.
-pub async fn publish(hub: &kube::Client, cluster: &str, prices: &[ModelPrice]) -> Result<()> {
+pub async fn publish(
+    hub: &kube::Client,
+    cluster: &str,
+    prices: &[ModelPrice],
+    signed: Option<&Signed>,
+) -> Result<()> {
     let api: Api<Offer> = Api::namespaced(hub.clone(), &member_namespace(cluster));
     timed(
         "applying the Offer",
@@ -60,28 +184,111 @@ pub async fn publish(hub: &kube::Client, cluster: &str, prices: &[ModelPrice]) -
         api.patch(
             OFFER_NAME,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(apply_body(cluster, prices)),
+            &Patch::Apply(apply_body(cluster, prices, signed)),
         ),
     )
     .await
     .map(|_| ())
 }
 
-/// Applies the Offer now and every [`REPUBLISH_EVERY`]; nothing without `prices`.
-pub async fn run(hub: kube::Client, cluster: String, prices: Vec<ModelPrice>) {
+/// The signing domain the hub published for member `cluster`, if any.
+async fn domain(hub: &kube::Client, cluster: &str) -> Result<Option<OfferSigning>> {
+    let api: Api<MemberCluster> = Api::all(hub.clone());
+    let m = timed(
+        "reading the member's signing domain",
+        API_TIMEOUT,
+        api.get(cluster),
+    )
+    .await?;
+    Ok(m.status.and_then(|s| s.offer_signing))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The Offer to publish now: signed when there is a signer and a domain (signed anew when
+/// [`needs_signing`]); `Ok(None)` to publish it unsigned. `current` keeps the last signature.
+async fn signed_now(
+    hub: &kube::Client,
+    cluster: &str,
+    prices: &[ModelPrice],
+    signer: &Signer,
+    current: &mut Option<Signed>,
+) -> Result<Option<Signed>> {
+    let Some(d) = domain(hub, cluster).await? else {
+        return Ok(None);
+    };
+    if d.wallet.to_bytes() != signer.key.address().0.0 {
+        tracing::error!(
+            key = %signer.key.address(),
+            wallet = %d.wallet,
+            "offer.signingKeySecret holds the key of another account than the member's wallet; \
+             the hub refuses the offer (WrongSigner)"
+        );
+    }
+    let now = now_ms();
+    if needs_signing(current.as_ref(), &d, signer.valid_for, now) {
+        let last = current.as_ref().map(|s| s.nonce);
+        *current = Some(sign(
+            &signer.key,
+            &d,
+            cluster,
+            prices,
+            signer.valid_for,
+            now,
+            last,
+        )?);
+        tracing::info!(nonce = ?current.as_ref().map(|s| s.nonce), "offer signed");
+    }
+    Ok(current.clone())
+}
+
+/// Applies the Offer now and every [`REPUBLISH_EVERY`] (signed when `signer` is given and the hub
+/// published a domain); nothing without `prices`.
+pub async fn run(
+    hub: kube::Client,
+    cluster: String,
+    prices: Vec<ModelPrice>,
+    signer: Option<Signer>,
+) {
     if prices.is_empty() {
         return;
     }
+    let mut current: Option<Signed> = None;
     loop {
-        match publish(&hub, &cluster, &prices).await {
-            Ok(()) => tracing::debug!(models = prices.len(), "offer published"),
+        let signed = match &signer {
+            Some(s) => match signed_now(&hub, &cluster, &prices, s, &mut current).await {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "signing the offer; retrying");
+                    tokio::time::sleep(DOMAIN_RETRY).await;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        match publish(&hub, &cluster, &prices, signed.as_ref()).await {
+            Ok(()) => tracing::debug!(
+                models = prices.len(),
+                signed = signed.is_some(),
+                "offer published"
+            ),
             Err(Error::Kube { source, .. }) if is_invalid(&source) => {
                 // The hub's schema refused it: retrying the same values cannot help.
                 tracing::error!(error = %source, "the hub refused the offer; fix offer.prices");
             }
             Err(e) => tracing::warn!(error = %e, "publishing the offer; retrying"),
         }
-        tokio::time::sleep(REPUBLISH_EVERY).await;
+        let wait = if signer.is_some() && signed.is_none() {
+            DOMAIN_RETRY
+        } else {
+            REPUBLISH_EVERY
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -115,12 +322,121 @@ mod tests {
 
     #[test]
     fn the_offer_is_named_offer_in_the_members_own_namespace() {
-        let body = apply_body("alpha", &[parse_offer("L4=0.35").unwrap()]);
+        let body = apply_body("alpha", &[parse_offer("L4=0.35").unwrap()], None);
         assert_eq!(body["metadata"]["namespace"], "gpufed-member-alpha");
         assert_eq!(body["metadata"]["name"], "offer");
         assert_eq!(
             body["spec"]["prices"],
             serde_json::json!([{"model": "L4", "pricePerGpuHour": "0.35"}])
         );
+    }
+
+    fn domain() -> OfferSigning {
+        OfferSigning {
+            pool: "default".into(),
+            chain_id: 31337,
+            verifying_contract: "0x00000000000000000000000000000000000000bb"
+                .parse()
+                .unwrap(),
+            wallet: "0x00000000000000000000000000000000000000cc"
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_signed_offer_recovers_to_the_key_and_carries_its_nonce_and_expiry() {
+        let key = PrivateKeySigner::random();
+        let prices = [parse_offer("H100=1.10").unwrap()];
+        let d = domain();
+        let s = sign(
+            &key,
+            &d,
+            "alpha",
+            &prices,
+            Duration::from_secs(3600),
+            1_700_000_000_123,
+            None,
+        )
+        .unwrap();
+        assert_eq!((s.nonce, s.expires), (1_700_000_000_123, 1_700_003_600));
+        let fields = typed::OfferFields {
+            pool: "default",
+            cluster: "alpha",
+            prices: &prices,
+            nonce: s.nonce,
+            expires: s.expires,
+        };
+        let verifying = Address::from(d.verifying_contract.to_bytes());
+        let (signer, _) = typed::signer(&fields, &s.signature, 31337, verifying).unwrap();
+        assert_eq!(signer, key.address());
+        // Another cluster's fields do not recover to the key.
+        let other = typed::OfferFields {
+            cluster: "beta",
+            ..fields
+        };
+        assert_ne!(
+            typed::signer(&other, &s.signature, 31337, verifying)
+                .unwrap()
+                .0,
+            key.address()
+        );
+        // A clock that went back still gives a higher nonce.
+        let again = sign(
+            &key,
+            &d,
+            "alpha",
+            &prices,
+            Duration::from_secs(3600),
+            5,
+            Some(s.nonce),
+        )
+        .unwrap();
+        assert_eq!(again.nonce, s.nonce + 1);
+        let body = apply_body("alpha", &prices, Some(&s));
+        assert_eq!(body["spec"]["nonce"], 1_700_000_000_123u64);
+        assert_eq!(body["spec"]["expires"], "2023-11-14T23:13:20Z");
+        assert_eq!(body["spec"]["signature"], s.signature);
+    }
+
+    #[test]
+    fn an_offer_is_signed_again_at_half_its_validity_or_for_another_domain() {
+        let key = PrivateKeySigner::random();
+        let prices = [parse_offer("H100=1.10").unwrap()];
+        let hour = Duration::from_secs(3600);
+        let d = domain();
+        assert!(needs_signing(None, &d, hour, 0));
+        let s = sign(&key, &d, "alpha", &prices, hour, 1_000_000, None).unwrap();
+        assert!(!needs_signing(Some(&s), &d, hour, 1_000_000 + 1_799_000));
+        assert!(needs_signing(Some(&s), &d, hour, 1_000_000 + 1_800_000));
+        let moved = OfferSigning {
+            chain_id: 1,
+            ..domain()
+        };
+        assert!(needs_signing(Some(&s), &moved, hour, 1_000_000));
+    }
+
+    #[test]
+    fn a_key_file_is_read_as_hex_and_a_bad_one_named() {
+        let dir = std::env::temp_dir().join(format!("gpufed-offer-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(
+            &good,
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_key(&good).unwrap().address().to_string(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "not a key").unwrap();
+        let err = read_key(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("--offer-signing-key-file") && err.contains("64 hex digits"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

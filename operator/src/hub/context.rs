@@ -104,13 +104,38 @@ impl Stores {
         self.bonds.get(&ObjectRef::new(name))
     }
 
-    /// Member `name` with the prices of its own Offer, if it published one (ADR 0024).
+    /// Member `name` with the prices of the offer the hub accepted from it, if that is usable
+    /// now (ADR 0024).
     pub fn priced_member(&self, member: &Arc<MemberCluster>) -> Arc<MemberCluster> {
-        let ns = gpufed_crds::naming::member_namespace(&member.name_any());
-        let offer = self
-            .offers
-            .get(&ObjectRef::new(gpufed_crds::OFFER_NAME).within(&ns));
-        crate::hub::market::priced_by_offer(member, offer.as_deref())
+        let offer = self.offer_of(&member.name_any());
+        let signing = self.signing(member);
+        crate::hub::market::priced_by_offer(member, offer.as_deref(), &signing, now().0.as_second())
+    }
+
+    /// Member `cluster`'s Offer.
+    pub fn offer_of(&self, cluster: &str) -> Option<Arc<Offer>> {
+        let ns = gpufed_crds::naming::member_namespace(cluster);
+        self.offers
+            .get(&ObjectRef::new(gpufed_crds::OFFER_NAME).within(&ns))
+    }
+
+    /// How `member` signs its offers (its pool's chain and its wallet).
+    pub fn signing(&self, member: &MemberCluster) -> crate::hub::offers::Signing {
+        match self.pool(&member.spec.pool) {
+            Some(pool) => crate::hub::offers::signing(&pool, member),
+            None => crate::hub::offers::Signing::Unsigned,
+        }
+    }
+
+    /// The accepted, usable offer member `member` is priced by now, if any.
+    pub fn accepted_offer(&self, member: &MemberCluster) -> Option<gpufed_crds::SignedOffer> {
+        let offer = self.offer_of(&member.name_any());
+        crate::hub::market::accepted_offer(
+            offer.as_deref(),
+            &self.signing(member),
+            now().0.as_second(),
+        )
+        .cloned()
     }
 
     /// Every Placement of the job with `uid`.

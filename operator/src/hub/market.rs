@@ -12,21 +12,44 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gpufed_crds::{
-    CLEARING_HISTORY, ClearingPoint, ComputeJob, MemberCluster, ModelClearing, Offer, TokenAmount,
+    CLEARING_HISTORY, ClearingPoint, ComputeJob, MemberCluster, ModelClearing, Offer, SignedOffer,
+    TokenAmount,
 };
 use kube::ResourceExt;
 
-/// `member` as the scheduler and the roll-up price it: with the prices of its own `offer`, when
-/// it published one, in place of the admin-written `spec.prices`.
-pub fn priced_by_offer(member: &Arc<MemberCluster>, offer: Option<&Offer>) -> Arc<MemberCluster> {
-    match offer {
-        Some(o) if o.spec.prices != member.spec.prices => {
+use crate::hub::offers::{Signing, usable};
+
+/// `member` as the scheduler and the roll-up price it: with the prices of the offer the hub
+/// accepted last from its own `offer` (`status.accepted`), while that is usable under `signing`
+/// at `now_secs` (`offers::usable`), in place of the admin-written `spec.prices`.
+pub fn priced_by_offer(
+    member: &Arc<MemberCluster>,
+    offer: Option<&Offer>,
+    signing: &Signing,
+    now_secs: i64,
+) -> Arc<MemberCluster> {
+    match accepted_offer(offer, signing, now_secs) {
+        Some(a) if a.prices != member.spec.prices => {
             let mut m = MemberCluster::clone(member);
-            m.spec.prices = o.spec.prices.clone();
+            m.spec.prices = a.prices.clone();
             Arc::new(m)
         }
         _ => Arc::clone(member),
     }
+}
+
+/// The offer `offer`'s member is priced by now, if any.
+pub fn accepted_offer<'a>(
+    offer: Option<&'a Offer>,
+    signing: &Signing,
+    now_secs: i64,
+) -> Option<&'a SignedOffer> {
+    offer?
+        .status
+        .as_ref()?
+        .accepted
+        .as_ref()
+        .filter(|a| usable(a, signing, now_secs))
 }
 
 /// The index of pool `pool` from its `previous` index and the attempts of `jobs` (any pool's;
@@ -138,21 +161,73 @@ mod tests {
     }
 
     #[test]
-    fn a_members_own_offer_replaces_the_admins_prices() {
+    fn a_member_is_priced_by_its_accepted_offer_while_it_is_usable() {
         let m = Arc::new(gpufed_crds::testing::member("alpha", "H100", "2.40").build());
-        assert!(Arc::ptr_eq(&priced_by_offer(&m, None), &m));
-        let offer = Offer::new(
+        let open = Signing::Unsigned;
+        assert!(Arc::ptr_eq(&priced_by_offer(&m, None, &open, 0), &m));
+        let prices: Vec<gpufed_crds::ModelPrice> = serde_json::from_value(serde_json::json!([
+            {"model": "H100", "pricePerGpuHour": "9.99"}
+        ]))
+        .unwrap();
+        let mut offer = Offer::new(
             "offer",
             gpufed_crds::OfferSpec {
-                prices: serde_json::from_value(serde_json::json!([
-                    {"model": "H100", "pricePerGpuHour": "9.99"}
-                ]))
-                .unwrap(),
+                prices: prices.clone(),
+                nonce: None,
+                expires: None,
+                signature: None,
             },
         );
-        let priced = priced_by_offer(&m, Some(&offer));
-        assert_eq!(priced.spec.prices, offer.spec.prices);
+        // Written but not (yet) accepted by the hub: the admin's prices.
+        assert!(Arc::ptr_eq(
+            &priced_by_offer(&m, Some(&offer), &open, 0),
+            &m
+        ));
+        offer.status = Some(gpufed_crds::OfferStatus {
+            conditions: vec![],
+            accepted: Some(SignedOffer {
+                prices: prices.clone(),
+                nonce: Some(3),
+                expires: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(100).unwrap(),
+                )),
+                digest: None,
+                signature: None,
+                signer: Some(
+                    "0x00000000000000000000000000000000000000aa"
+                        .parse()
+                        .unwrap(),
+                ),
+                generation: Some(1),
+            }),
+        });
+        let priced = priced_by_offer(&m, Some(&offer), &open, 99);
+        assert_eq!(priced.spec.prices, prices);
         assert_eq!(priced.spec.region, m.spec.region);
+        // Expired: the admin's prices again.
+        assert!(Arc::ptr_eq(
+            &priced_by_offer(&m, Some(&offer), &open, 100),
+            &m
+        ));
+        // Signed by a wallet that is no longer the member's: not used.
+        let other = Signing::Signed(gpufed_crds::OfferSigning {
+            pool: "default".into(),
+            chain_id: 1,
+            verifying_contract: "0x00000000000000000000000000000000000000bb"
+                .parse()
+                .unwrap(),
+            wallet: "0x00000000000000000000000000000000000000cc"
+                .parse()
+                .unwrap(),
+        });
+        assert!(Arc::ptr_eq(
+            &priced_by_offer(&m, Some(&offer), &other, 99),
+            &m
+        ));
+        assert!(Arc::ptr_eq(
+            &priced_by_offer(&m, Some(&offer), &Signing::NoWallet, 99),
+            &m
+        ));
     }
 
     #[test]

@@ -322,6 +322,8 @@ struct HubStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_heartbeat_time: Option<Time>,
     heartbeat_timeout: KubeDuration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer_signing: Option<gpufed_crds::OfferSigning>,
     active_placements: u32,
     observed_generation: Option<i64>,
     conditions: Vec<Condition>,
@@ -608,6 +610,10 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         credentials_secret: credentials,
         last_heartbeat_time,
         heartbeat_timeout: timeout,
+        offer_signing: match ctx.stores.signing(&member) {
+            crate::hub::offers::Signing::Signed(d) => Some(d),
+            _ => None,
+        },
         active_placements: active,
         observed_generation: generation,
         conditions: conds,
@@ -618,6 +624,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         && current.credentials_secret == desired.credentials_secret
         && current.last_heartbeat_time == desired.last_heartbeat_time
         && current.heartbeat_timeout == Some(desired.heartbeat_timeout)
+        && current.offer_signing == desired.offer_signing
         && current.active_placements == desired.active_placements
         && current.observed_generation == desired.observed_generation
         && current.outages == desired.outages

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod log_relay;
 pub mod market;
 pub mod member_controller;
+pub mod offers;
 pub mod period_usage;
 pub mod periods;
 pub mod pool_controller;
@@ -163,10 +164,12 @@ fn take<K>(subs: &mut Vec<Subscription<K>>) -> Result<Subscription<K>> {
 }
 
 /// Starts one watch per kind; `schedule` is woken whenever the cache shows a job waiting for the
-/// scheduler (the queue is driven by the watch, not by whoever wrote the job).
+/// scheduler (the queue is driven by the watch, not by whoever wrote the job), `offer_changed`
+/// whenever an Offer changes.
 fn start_stores(
     client: &Client,
     schedule: Arc<tokio::sync::Notify>,
+    offer_changed: Arc<tokio::sync::Notify>,
 ) -> Result<(Stores, Subscriptions)> {
     let all = watcher::Config::default;
     let wake_on_offer = schedule.clone();
@@ -223,13 +226,17 @@ fn start_stores(
         |_: &Lease| {},
     )?;
     // Offers (ADR 0024): read by the scheduling pass and the pool roll-up from the cache only; a
-    // new price may let a job that waits for one fit, so it wakes the scheduler.
+    // new price may let a job that waits for one fit, so it wakes the scheduler, and a new spec
+    // is checked (`offers::run`).
     let (offers, _) = watch_shared(
         Api::<Offer>::all(client.clone()),
         all().fields(&format!("metadata.name={}", gpufed_crds::OFFER_NAME)),
         0,
         |_: &mut Offer| {},
-        move |_: &Offer| wake_on_offer.notify_one(),
+        move |_: &Offer| {
+            wake_on_offer.notify_one();
+            offer_changed.notify_one();
+        },
     )?;
     let subscriptions = Subscriptions {
         job: JobSubscriptions {
@@ -366,7 +373,8 @@ pub async fn run(
 
     let lead = async {
         let schedule = Arc::new(tokio::sync::Notify::new());
-        let (stores, subs) = start_stores(&client, schedule.clone())?;
+        let offer_changed = Arc::new(tokio::sync::Notify::new());
+        let (stores, subs) = start_stores(&client, schedule.clone(), offer_changed.clone())?;
         // Every cache has its first list before anything decides (a pool or member not listed
         // yet is not a missing one). One waiter per cache: kube's readiness future wakes only the
         // last task that polled it, so the controllers start after this, on ready caches. A cache
@@ -416,6 +424,7 @@ pub async fn run(
             _ = log_relay::run(ctx.clone()) => {},
             _ = challenge_controller::run(ctx.clone()) => {},
             _ = reputation::run(ctx.clone()) => {},
+            _ = offers::run(ctx.clone(), offer_changed) => {},
             _ = slash_controller::run(ctx.clone()) => {},
         }
         Ok(())

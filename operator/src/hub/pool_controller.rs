@@ -578,6 +578,7 @@ mod tests {
                 }],
                 settlement: None,
                 unverified_member: false,
+                offer: None,
             }],
             ..Default::default()
         });

@@ -21,7 +21,7 @@ use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::naming::{chain_job_id_hex, member_namespace, placement_name};
 use gpufed_crds::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobStatus, EvmAddress, GpuPool, JobPhase,
-    MemberCluster, PlacementRef, PlannedNode, TokenAmount,
+    MemberCluster, PlacementRef, PlannedNode, SignedOffer, TokenAmount,
 };
 use gpufed_scheduler::{
     Assignment, Before, Decision, FairShare, Hold, JobRequest, QuotaBook, ReclaimPolicy,
@@ -1039,12 +1039,26 @@ fn export_free_gpus(
     set
 }
 
-/// The status of a job just placed by `a`: a new attempt, phase Placed (or Funding in pools with a chain).
+/// The signed offer that asked `a.ask` for `a.model`, as the attempt's proof of the provider's
+/// price; none for an unsigned offer, or one whose ask for the model is not the one the pass
+/// used (the offer changed since).
+pub fn offer_proof(offer: SignedOffer, a: &Assignment) -> Option<SignedOffer> {
+    offer.signature.as_ref()?;
+    offer
+        .prices
+        .iter()
+        .any(|p| p.model == a.model && p.price_per_gpu_hour.atto() == a.ask)
+        .then_some(offer)
+}
+
+/// The status of a job just placed by `a`: a new attempt, phase Placed (or Funding in pools with a
+/// chain), with `offer` as the proof of the provider's ask when it was priced by a signed offer.
 pub fn placed_status(
     job: &ComputeJob,
     pool: &GpuPool,
     a: &Assignment,
     provider: Option<EvmAddress>,
+    offer: Option<SignedOffer>,
     explanation: String,
     at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> ComputeJobStatus {
@@ -1097,6 +1111,7 @@ pub fn placed_status(
         settlement: has_chain
             .then(|| crate::hub::settlement::unfunded(chain_job_id_hex(&uid, attempt))),
         unverified_member: false,
+        offer,
     });
     conditions::set_condition(
         &mut st.conditions,
@@ -1125,7 +1140,11 @@ async fn record_placement(
     let mut explanation = explain_placement(a, a.fitting_clusters, strategy);
     let member = ctx.stores.member(&a.cluster);
     let provider = member.as_ref().and_then(|m| m.spec.wallet.clone());
-    let mut status = placed_status(job, pool, a, provider, explanation.clone(), &at);
+    let offer = member
+        .as_ref()
+        .and_then(|m| ctx.stores.accepted_offer(m))
+        .and_then(|o| offer_proof(o, a));
+    let mut status = placed_status(job, pool, a, provider, offer, explanation.clone(), &at);
     // Placed on a member whose GPUs are not verified yet: the job opted in (ADR 0031).
     if member
         .is_some_and(|m| !crate::hub::challenges::verification_state(pool, &m).allows_placement())
@@ -1283,6 +1302,7 @@ mod tests {
             &j,
             &pool(),
             &assignment(),
+            None,
             None,
             "placed on beta".into(),
             &at,

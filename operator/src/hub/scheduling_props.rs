@@ -254,7 +254,7 @@ proptest! {
                             uid,
                             index,
                             read_version: j.resource_version().unwrap(),
-                            status: placed_status(&base, &pool, &a, None, String::new(), &at(200)),
+                            status: placed_status(&base, &pool, &a, None, None, String::new(), &at(200)),
                         });
                         let written = &writes[writes.len() - 1].status;
                         prop_assert!(
