@@ -147,10 +147,13 @@ pub mod typed {
     use super::{JoinRequestBody, LeaveRequestBody};
 
     alloy::sol! {
-        /// One model's price, as signed.
+        /// One model's price and limits, as signed (0: no limit).
         struct ModelPrice {
             string model;
             string pricePerGpuHour;
+            uint32 gpus;
+            uint64 minDurationSeconds;
+            uint64 maxDurationSeconds;
         }
 
         /// What a provider's wallet signs to join a pool.
@@ -182,20 +185,25 @@ pub mod typed {
         }
     }
 
+    /// The signed form of a model's price: the canonical decimal string, and 0 for each limit
+    /// not set.
+    pub fn model_price(p: &crate::member::ModelPrice) -> ModelPrice {
+        ModelPrice {
+            model: p.model.clone(),
+            pricePerGpuHour: p.price_per_gpu_hour.to_string(),
+            gpus: p.gpus.unwrap_or(0),
+            minDurationSeconds: p.min_duration.map_or(0, |d| d.as_secs_ceil()),
+            maxDurationSeconds: p.max_duration.map_or(0, |d| d.as_secs_ceil()),
+        }
+    }
+
     /// The typed struct of `body` (prices in their canonical decimal form).
     pub fn join_request(body: &JoinRequestBody) -> JoinRequest {
         JoinRequest {
             pool: body.pool.clone(),
             cluster: body.cluster.clone(),
             region: body.region.clone(),
-            prices: body
-                .prices
-                .iter()
-                .map(|p| ModelPrice {
-                    model: p.model.clone(),
-                    pricePerGpuHour: p.price_per_gpu_hour.to_string(),
-                })
-                .collect(),
+            prices: body.prices.iter().map(model_price).collect(),
             nonce: body.nonce,
             expires: body.expires,
         }
@@ -255,10 +263,7 @@ mod tests {
             pool: "p".into(),
             cluster: "alpha".into(),
             region: "eu-west".into(),
-            prices: vec![ModelPrice {
-                model: "H100".into(),
-                price_per_gpu_hour: "2.40".parse().unwrap(),
-            }],
+            prices: vec![ModelPrice::new("H100", "2.40".parse().unwrap())],
             nonce: 7,
             expires: 1_700_000_000,
             wallet: signer.address().to_string().parse().unwrap(),

@@ -60,15 +60,51 @@ pub struct MemberClusterSpec {
     pub cordoned: bool,
 }
 
-/// The price of one GPU model.
+/// The price of one GPU model, and optionally how many of its GPUs are offered and for which job
+/// durations.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.minDuration) || !has(self.maxDuration) || duration(self.minDuration) <= duration(self.maxDuration)").message("prices[].minDuration must not be above prices[].maxDuration"))]
 pub struct ModelPrice {
     /// Normalised GPU model, e.g. `H100`, `A100`, `L4`, `RTX4090` (as gpu-probe labels nodes).
     #[schemars(length(min = 1, max = 64), pattern(MODEL_PATTERN))]
     pub model: String,
     /// Price per GPU-hour in tokens, e.g. `"2.40"`.
     pub price_per_gpu_hour: TokenAmount,
+    /// At most this many GPUs of the model are offered to the pool at once: GPUs held by the
+    /// pool's attempts of this model on the cluster count against it, and no more are placed
+    /// beyond it. Absent: every free GPU of the model. 1 to 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub gpus: Option<u32>,
+    /// The shortest job (its `maxDuration`) the model's GPUs take, e.g. `10m`. Absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<KubeDuration>,
+    /// The longest job (its `maxDuration`) the model's GPUs take, e.g. `24h`. Absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<KubeDuration>,
+}
+
+impl ModelPrice {
+    /// `model` at `price`, with no GPU count or duration limits.
+    pub fn new(model: impl Into<String>, price: TokenAmount) -> ModelPrice {
+        ModelPrice {
+            model: model.into(),
+            price_per_gpu_hour: price,
+            gpus: None,
+            min_duration: None,
+            max_duration: None,
+        }
+    }
+
+    /// Whether a job of `max_duration_secs` is within the offer's duration limits.
+    pub fn takes_duration(&self, max_duration_secs: u64) -> bool {
+        self.min_duration
+            .is_none_or(|d| d.as_secs_ceil() <= max_duration_secs)
+            && self
+                .max_duration
+                .is_none_or(|d| max_duration_secs <= d.as_secs_ceil())
+    }
 }
 
 /// The EIP-712 domain and fields of a member's signed Offer, as the hub checks them.

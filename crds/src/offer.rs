@@ -133,7 +133,7 @@ pub mod typed {
     use alloy::primitives::{Address, B256};
     use alloy::sol_types::SolStruct as _;
 
-    use crate::join::typed::{ModelPrice, domain, recover};
+    use crate::join::typed::{ModelPrice, domain, model_price, recover};
 
     alloy::sol! {
         /// What a member's wallet signs to offer its GPUs at these prices.
@@ -166,14 +166,7 @@ pub mod typed {
         Offer {
             pool: fields.pool.to_string(),
             cluster: fields.cluster.to_string(),
-            prices: fields
-                .prices
-                .iter()
-                .map(|p| ModelPrice {
-                    model: p.model.clone(),
-                    pricePerGpuHour: p.price_per_gpu_hour.to_string(),
-                })
-                .collect(),
+            prices: fields.prices.iter().map(model_price).collect(),
             nonce: fields.nonce,
             expires: fields.expires,
         }

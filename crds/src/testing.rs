@@ -181,10 +181,10 @@ pub fn member(name: &str, model: &str, price: &str) -> MemberBuilder {
             region: "eu-west".into(),
             wallet: None,
             display_name: None,
-            prices: vec![ModelPrice {
-                model: model.into(),
-                price_per_gpu_hour: price.parse().expect("a valid token amount"),
-            }],
+            prices: vec![ModelPrice::new(
+                model,
+                price.parse().expect("a valid token amount"),
+            )],
             cordoned: false,
         },
         status: None,
@@ -202,10 +202,10 @@ impl MemberBuilder {
     }
     /// Adds a price for another model.
     pub fn price(mut self, model: &str, price: &str) -> Self {
-        self.0.spec.prices.push(ModelPrice {
-            model: model.into(),
-            price_per_gpu_hour: price.parse().expect("a valid token amount"),
-        });
+        self.0.spec.prices.push(ModelPrice::new(
+            model,
+            price.parse().expect("a valid token amount"),
+        ));
         self
     }
     /// Cordons the member.

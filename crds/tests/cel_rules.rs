@@ -880,6 +880,15 @@ fn a_signed_offer_needs_the_signed_nonce_and_expiry() {
     let signed = serde_json::json!({"prices": prices, "nonce": 7,
         "expires": "2030-01-01T00:00:00Z", "signature": sig});
     assert_eq!(errors_of(validate_cel(&offer(signed))), "");
+    let backwards = serde_json::json!({"prices": [{"model": "H100", "pricePerGpuHour": "2.40",
+        "minDuration": "2h", "maxDuration": "1h"}]});
+    assert!(
+        errors_of(validate_cel(&offer(backwards)))
+            .contains("prices[].minDuration must not be above prices[].maxDuration")
+    );
+    let bounded = serde_json::json!({"prices": [{"model": "H100", "pricePerGpuHour": "2.40",
+        "minDuration": "10m", "maxDuration": "24h", "gpus": 8}]});
+    assert_eq!(errors_of(validate_cel(&offer(bounded))), "");
     let bare = serde_json::json!({"prices": prices, "signature": sig});
     assert!(
         errors_of(validate_cel(&offer(bare)))

@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 61;
+const HOSTILE_MANIFESTS: usize = 63;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -542,6 +542,24 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 json!(format!("0x{}", "ab".repeat(65))),
             ),
             "spec.signature needs spec.nonce and spec.expires",
+        ),
+        (
+            "an offer for jobs of at least 2h and at most 1h",
+            with(
+                good_offer(),
+                "spec.prices",
+                json!([{"model": "H100", "pricePerGpuHour": "2.40", "minDuration": "2h", "maxDuration": "1h"}]),
+            ),
+            "prices[].minDuration must not be above prices[].maxDuration",
+        ),
+        (
+            "an offer of no GPUs",
+            with(
+                good_offer(),
+                "spec.prices",
+                json!([{"model": "H100", "pricePerGpuHour": "2.40", "gpus": 0}]),
+            ),
+            "spec.prices[0].gpus: Invalid value: 0",
         ),
         (
             "an offer signature that is not 65 bytes of hex",

@@ -160,9 +160,21 @@ fn the_owners_prices_become_the_agents_offer_flags_and_none_by_default() {
             "offer.prices[0].pricePerGpuHour=2.40",
             "offer.prices[1].model=L4",
             "offer.prices[1].pricePerGpuHour=0.35",
+            "offer.prices[1].gpus=4",
+            "offer.prices[1].maxDuration=24h",
         ],
     );
-    assert_eq!(offer_args(&docs), ["--offer=H100=2.40", "--offer=L4=0.35"]);
+    assert_eq!(
+        offer_args(&docs),
+        [
+            "--offer=H100=2.40",
+            "--offer=L4=0.35,gpus=4,maxDuration=24h"
+        ]
+    );
+    // The agent parses what the chart renders.
+    let limited =
+        gpufed_operator::agent::offer::parse_offer("L4=0.35,gpus=4,maxDuration=24h").unwrap();
+    assert_eq!(limited.gpus, Some(4));
 
     // With the wallet's key Secret the agent signs: the key is mounted read-only into the agent
     // alone, and the flags name the file and the validity.

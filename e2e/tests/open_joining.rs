@@ -117,10 +117,7 @@ fn signed(
         pool: info.pool.clone(),
         cluster: cluster.into(),
         region: "eu-west".into(),
-        prices: vec![ModelPrice {
-            model: "H100".into(),
-            price_per_gpu_hour: "2.40".parse().unwrap(),
-        }],
+        prices: vec![ModelPrice::new("H100", "2.40".parse().unwrap())],
         nonce: rand::random(),
         expires: unix_now() + 300,
         wallet: signer.address().to_string().parse().unwrap(),

@@ -260,3 +260,79 @@ fn a_members_signed_offer_prices_its_attempts_with_a_proof_and_every_bad_offer_i
         assert_eq!(proof.unwrap().nonce, Some(n2));
     });
 }
+
+/// The job's explanation once it contains `text`.
+async fn explained(c: &Client, name: &str, text: &str) -> String {
+    let j = wait_job(c, "team-a", name, T, text, |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.explanation.as_deref())
+            .is_some_and(|e| e.contains(text))
+    })
+    .await
+    .unwrap();
+    j.status.unwrap().explanation.unwrap()
+}
+
+#[test]
+fn an_offers_gpu_count_and_job_lengths_bound_what_is_placed_on_the_member() {
+    run_test(HARD_DEADLINE, || async {
+        let m = market::started("offer-limits", 1000, json!({}))
+            .await
+            .unwrap();
+        let c = m.hub.client();
+        let members: Api<MemberCluster> = Api::all(c.clone());
+        let d = wait_until(T, "alpha's signing domain", || async {
+            members.get("alpha").await.ok()?.status?.offer_signing
+        })
+        .await
+        .unwrap();
+        // alpha (8 H100s) offers 2 of them, for jobs of 30 minutes to 2 hours, signed.
+        let prices = [parse_offer("H100=1.10,gpus=2,minDuration=30m,maxDuration=2h").unwrap()];
+        let key = PrivateKeySigner::from_str(accounts::ALPHA.0).unwrap();
+        let s = sign(&key, &d, "alpha", &prices, HOUR, now_ms(), None).unwrap();
+        apply(&c, &apply_body("alpha", &prices, Some(&s))).await;
+        let (_, accepted) = verdict(&c, generation(&c).await, "Accepted").await;
+        assert_eq!(accepted.unwrap().prices, prices);
+        wait_min_price(&c, "1.10").await;
+
+        // A 3-hour job is outside the offer's lengths.
+        market::submit_with(
+            &c,
+            "team-a",
+            "long",
+            "H100",
+            1,
+            "3.60",
+            json!({"maxDuration": "3h"}),
+        )
+        .await
+        .unwrap();
+        let e = explained(&c, "long", "H100 offered for jobs of 30m to 2h, not 3h").await;
+        assert!(e.starts_with("0/1 clusters fit"), "{e}");
+
+        // Two one-hour one-GPU jobs take the two GPUs offered; a third waits for one of them.
+        for name in ["a-1", "a-2"] {
+            let (price, proof) = placed(&c, name).await;
+            assert_eq!(price, "1.10");
+            assert!(proof.is_some());
+        }
+        market::submit(&c, "team-a", "a-3", "H100", 1, "3.60")
+            .await
+            .unwrap();
+        explained(&c, "a-3", "0 free GPUs, needs 1").await;
+        // a-1 ends: its GPU is offered again and a-3 is placed.
+        market::finish(&c, "alpha", "a-1", 60).await.unwrap();
+        wait_job(&c, "team-a", "a-3", T, "placed after a-1 ended", |j| {
+            j.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
+        })
+        .await
+        .unwrap();
+        // The long job still waits, for its length.
+        let long: ComputeJob = Api::namespaced(c.clone(), "team-a")
+            .get("long")
+            .await
+            .unwrap();
+        assert!(long.status.unwrap().attempts.is_empty());
+    });
+}

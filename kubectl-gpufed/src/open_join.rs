@@ -34,12 +34,12 @@ pub fn parse_price(text: &str) -> Result<ModelPrice> {
             "--price {text:?}: expected MODEL=PRICE, e.g. H100=2.40"
         ))
     })?;
-    Ok(ModelPrice {
-        model: model.to_string(),
-        price_per_gpu_hour: price
+    Ok(ModelPrice::new(
+        model,
+        price
             .parse()
             .map_err(|e| fail(format!("--price {text:?}: {e}")))?,
-    })
+    ))
 }
 
 /// The wallet's key from `--key-file` or [`KEY_ENV`]; the error never contains the key.

@@ -126,6 +126,7 @@ fn clusters(n: usize, rng: &mut Rng) -> Vec<ClusterState> {
                 cordoned: rng.chance(2),
                 bond,
                 prices,
+                durations: Default::default(),
                 nodes,
                 has_inventory: !rng.chance(1),
                 verification: Default::default(),

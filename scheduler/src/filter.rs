@@ -105,6 +105,7 @@ impl<'j> JobView<'j> {
             gpus_per_replica: self.job.gpus_per_replica,
             need_mib: self.job.min_gpu_memory_mib,
             max_price: self.job.max_price,
+            max_duration_secs: self.job.max_duration_secs,
         }
     }
 }
@@ -163,6 +164,12 @@ pub(crate) enum Reject {
     Price {
         model: u32,
     },
+    /// The offer's job lengths, seconds, saturated to `u32` (`u32::MAX`: none).
+    Duration {
+        model: u32,
+        min_secs: u32,
+        max_secs: u32,
+    },
     NodeTooSmall {
         model: u32,
         largest: u32,
@@ -194,10 +201,11 @@ impl Reject {
             Reject::NoPrice { .. } => 1,
             Reject::Memory { .. } => 2,
             Reject::Price { .. } => 3,
-            Reject::NodeTooSmall { .. } => 4,
-            Reject::Capacity { .. } => 5,
-            Reject::NodeSize { .. } => 6,
-            Reject::Fragmented { .. } => 7,
+            Reject::Duration { .. } => 4,
+            Reject::NodeTooSmall { .. } => 5,
+            Reject::Capacity { .. } => 6,
+            Reject::NodeSize { .. } => 7,
+            Reject::Fragmented { .. } => 8,
         }
     }
 }
@@ -291,6 +299,15 @@ fn check_model(
     };
     if job.max_price.is_some_and(|max| price > max) {
         return Err(Reject::Price { model });
+    }
+    if let Some(d) = entry.durations
+        && !d.takes(job.max_duration_secs)
+    {
+        return Err(Reject::Duration {
+            model,
+            min_secs: u32::try_from(d.min_secs).unwrap_or(u32::MAX),
+            max_secs: u32::try_from(d.max_secs).unwrap_or(u32::MAX),
+        });
     }
     let per_replica = job.gpus_per_replica;
     if tier.max_size < per_replica {

@@ -50,6 +50,9 @@ pub(crate) struct Index<'a> {
     /// ([`crate::VerificationState::Unverified`]), ascending: open to the jobs that opt in to
     /// unverified members, blocked for the others (ADR 0031).
     pub(crate) unverified: Vec<usize>,
+    /// Some open cluster limits the job lengths of a model it prices: rows cannot decide those
+    /// (their limits are in the [`ModelEntry`], not the row), so the scan reads the entry.
+    pub(crate) duration_limited: bool,
 }
 
 /// Replica sizes (GPUs per replica) whose fit a [`Row`] records: 1 to 8, the sizes of the GPU
@@ -140,6 +143,8 @@ pub(crate) struct NodeEntry<'a> {
 pub(crate) struct ModelEntry {
     pub(crate) model: u32,
     pub(crate) price: Option<u128>,
+    /// The job lengths the offer takes; `None`: any.
+    pub(crate) durations: Option<crate::input::DurationLimits>,
     /// Positions in [`ClusterEntry::nodes`] of the nodes with this model.
     pub(crate) nodes: Vec<usize>,
     /// One tier per distinct memory size, largest first; each tier aggregates every node with at
@@ -281,11 +286,18 @@ impl<'a> Index<'a> {
             roster: Arc::default(),
             rows: Vec::new(),
             unverified: Vec::new(),
+            duration_limited: false,
         };
         for state in sorted {
             let entry = index.entry(state)?;
             index.clusters.push(entry);
         }
+        index.duration_limited = index.clusters.iter().any(|c| {
+            c.gate.is_none()
+                && c.models
+                    .iter()
+                    .any(|m| m.price.is_some() && m.durations.is_some())
+        });
         index.unverified = index
             .clusters
             .iter()
@@ -345,6 +357,17 @@ impl<'a> Index<'a> {
         self.rows = rows;
     }
 
+    /// Whether `row`'s offer limits job lengths, so that the row alone cannot decide a job.
+    #[inline]
+    pub(crate) fn row_limits_duration(&self, row: &Row) -> bool {
+        self.duration_limited
+            && self
+                .clusters
+                .get(row.cluster as usize)
+                .and_then(|c| c.models.get(row.model_pos as usize))
+                .is_some_and(|m| m.durations.is_some())
+    }
+
     /// Rows of the open clusters pricing model `model` in region `region`, by cluster position.
     pub(crate) fn rows(&self, model: u32, region: u32) -> &[Row] {
         let at = model as usize * self.region_ids.len().max(1) + region as usize;
@@ -390,6 +413,11 @@ impl<'a> Index<'a> {
                     .model_names
                     .get(model as usize)
                     .and_then(|name| state.prices.get(*name))
+                    .copied(),
+                durations: self
+                    .model_names
+                    .get(model as usize)
+                    .and_then(|name| state.durations.get(*name))
                     .copied(),
                 nodes: positions,
                 tiers: Vec::new(),

@@ -27,10 +27,38 @@ pub struct ClusterState {
     /// Price per GPU-hour by normalised model, in atto-tokens (10^-18 token). GPUs of a model
     /// without a price are not offered.
     pub prices: BTreeMap<String, u128>,
+    /// The job lengths each model is offered for (the offer's `minDuration`/`maxDuration`); a
+    /// model not listed takes any.
+    pub durations: BTreeMap<String, DurationLimits>,
     /// GPU nodes from the member's last inventory report.
     pub nodes: Vec<NodeState>,
     /// The agent has reported an inventory at least once (an empty `nodes` then means no GPUs).
     pub has_inventory: bool,
+}
+
+/// The job lengths (`maxDuration`, seconds) an offer of one model takes, bounds included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationLimits {
+    /// Shortest; 0: none.
+    pub min_secs: u64,
+    /// Longest; `u64::MAX`: none.
+    pub max_secs: u64,
+}
+
+impl Default for DurationLimits {
+    fn default() -> Self {
+        DurationLimits {
+            min_secs: 0,
+            max_secs: u64::MAX,
+        }
+    }
+}
+
+impl DurationLimits {
+    /// Whether a job of `secs` is within the limits.
+    pub fn takes(&self, secs: u64) -> bool {
+        self.min_secs <= secs && secs <= self.max_secs
+    }
 }
 
 /// The provider's bond as far as the scheduler cares.

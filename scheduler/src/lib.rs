@@ -52,8 +52,8 @@ pub use error::{MoneyError, ScheduleError};
 pub use explain::{MAX_EXPLANATION_LEN, ReasonList, explain, explain_placement};
 pub use fairshare::{Before, FairPass, FairShare, Hold, Share, schedule_batch_fair, shares};
 pub use input::{
-    BondState, ClusterState, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState, Policy, Reservation,
-    Strategy, VerificationState,
+    BondState, ClusterState, DurationLimits, JobRequest, MEMORY_TOLERANCE_PERCENT, NodeState,
+    Policy, Reservation, Strategy, VerificationState,
 };
 pub use money::{ONE_TOKEN, format_tokens, parse_tokens};
 pub use nofit::{NoFit, NoFitSignature};

@@ -63,6 +63,7 @@ pub(crate) struct JobTerms {
     /// Memory per GPU the job asks for (the advertised size), MiB.
     pub(crate) need_mib: u64,
     pub(crate) max_price: Option<u128>,
+    pub(crate) max_duration_secs: u64,
 }
 
 /// A fingerprint of a [`NoFit`]'s (cluster name, [`ReasonKind`]) pairs and of nothing else: free
@@ -283,6 +284,7 @@ impl NoFit {
             Reject::NoPrice { .. } => ReasonKind::NoPrice,
             Reject::Memory { .. } => ReasonKind::Memory,
             Reject::Price { .. } => ReasonKind::Price,
+            Reject::Duration { .. } => ReasonKind::Duration,
             Reject::NodeTooSmall { .. } => ReasonKind::NodeTooSmall,
             Reject::Capacity { .. } => ReasonKind::Capacity,
             Reject::NodeSize { .. } => ReasonKind::NodeSize,
@@ -328,6 +330,20 @@ impl NoFit {
                     max: job.max_price.unwrap_or(price),
                 }
             }
+            Reject::Duration {
+                model,
+                min_secs,
+                max_secs,
+            } => Reason::Duration {
+                model: name(model),
+                job_secs: job.max_duration_secs,
+                min_secs: u64::from(min_secs),
+                max_secs: if max_secs == u32::MAX {
+                    u64::MAX
+                } else {
+                    u64::from(max_secs)
+                },
+            },
             Reject::NodeTooSmall { model, largest } => Reason::NodeTooSmall {
                 model: name(model),
                 largest,

@@ -69,6 +69,18 @@ pub enum Reason {
         /// The job's cap.
         max: u128,
     },
+    /// The cluster's offer of the model does not take jobs of this length (the job's
+    /// `maxDuration` is outside the offer's `minDuration`..`maxDuration`).
+    Duration {
+        /// The model.
+        model: String,
+        /// The job's `maxDuration`, seconds.
+        job_secs: u64,
+        /// The offer's shortest job, seconds (0: none).
+        min_secs: u64,
+        /// The offer's longest job, seconds (`u64::MAX`: none).
+        max_secs: u64,
+    },
     /// No node of the model (with enough memory) is big enough for one replica, however many of
     /// its GPUs are free: waiting does not help.
     NodeTooSmall {
@@ -177,6 +189,8 @@ pub enum ReasonKind {
     Memory,
     /// See [`Reason::Price`].
     Price,
+    /// See [`Reason::Duration`].
+    Duration,
     /// See [`Reason::NodeTooSmall`].
     NodeTooSmall,
     /// See [`Reason::Capacity`].
@@ -189,7 +203,7 @@ pub enum ReasonKind {
 
 impl ReasonKind {
     /// Every kind, in filter order: `ALL[kind as usize] == kind`.
-    pub(crate) const ALL: [ReasonKind; 20] = [
+    pub(crate) const ALL: [ReasonKind; 21] = [
         ReasonKind::NotReady,
         ReasonKind::NoInventory,
         ReasonKind::Cordoned,
@@ -206,6 +220,7 @@ impl ReasonKind {
         ReasonKind::NoPrice,
         ReasonKind::Memory,
         ReasonKind::Price,
+        ReasonKind::Duration,
         ReasonKind::NodeTooSmall,
         ReasonKind::Capacity,
         ReasonKind::NodeSize,
@@ -231,6 +246,7 @@ impl ReasonKind {
             ReasonKind::NoPrice => "NoPrice",
             ReasonKind::Memory => "Memory",
             ReasonKind::Price => "Price",
+            ReasonKind::Duration => "Duration",
             ReasonKind::NodeTooSmall => "NodeTooSmall",
             ReasonKind::Capacity => "Capacity",
             ReasonKind::NodeSize => "NodeSize",
@@ -261,6 +277,7 @@ impl Reason {
             Reason::NoPrice { .. } => ReasonKind::NoPrice,
             Reason::Memory { .. } => ReasonKind::Memory,
             Reason::Price { .. } => ReasonKind::Price,
+            Reason::Duration { .. } => ReasonKind::Duration,
             Reason::NodeTooSmall { .. } => ReasonKind::NodeTooSmall,
             Reason::Capacity { .. } => ReasonKind::Capacity,
             Reason::NodeSize { .. } => ReasonKind::NodeSize,
@@ -297,6 +314,9 @@ impl Reason {
                 format!("GPUs under {} memory", format_mib(*need_mib))
             }
             Reason::Price { max, .. } => format!("price > max {}", format_tokens(*max)),
+            Reason::Duration { job_secs, .. } => {
+                format!("no offer for jobs of {}", format_secs(*job_secs))
+            }
             Reason::NodeTooSmall { per_replica, .. } => {
                 format!(
                     "no node has {per_replica} {}",
@@ -365,6 +385,17 @@ impl fmt::Display for Reason {
                 format_tokens(*price),
                 format_tokens(*max)
             ),
+            Reason::Duration {
+                model,
+                job_secs,
+                min_secs,
+                max_secs,
+            } => write!(
+                f,
+                "{model} offered for jobs of {}, not {}",
+                duration_range(*min_secs, *max_secs),
+                format_secs(*job_secs)
+            ),
             Reason::NodeTooSmall {
                 model,
                 largest,
@@ -402,6 +433,32 @@ impl fmt::Display for Reason {
 
 fn gpus(n: u64) -> &'static str {
     if n == 1 { "GPU" } else { "GPUs" }
+}
+
+/// `5400` → `1h30m`; `90` → `1m30s`; `0` → `0s`.
+pub fn format_secs(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// An offer's duration limits: `10m to 2h`, `at least 10m`, `at most 2h`.
+fn duration_range(min_secs: u64, max_secs: u64) -> String {
+    match (min_secs, max_secs) {
+        (0, u64::MAX) => "any length".into(),
+        (0, max) => format!("at most {}", format_secs(max)),
+        (min, u64::MAX) => format!("at least {}", format_secs(min)),
+        (min, max) => format!("{} to {}", format_secs(min), format_secs(max)),
+    }
 }
 
 /// `81920` → `80 GiB`; `40000` → `40000 MiB`.
@@ -491,6 +548,24 @@ mod tests {
                     max: tokens(250),
                 },
                 "price 3.10 > max 2.50",
+            ),
+            (
+                Reason::Duration {
+                    model: "H100".into(),
+                    job_secs: 48 * 3600,
+                    min_secs: 600,
+                    max_secs: 24 * 3600,
+                },
+                "H100 offered for jobs of 10m to 24h, not 48h",
+            ),
+            (
+                Reason::Duration {
+                    model: "L4".into(),
+                    job_secs: 90,
+                    min_secs: 3600,
+                    max_secs: u64::MAX,
+                },
+                "L4 offered for jobs of at least 1h, not 1m30s",
             ),
             (
                 Reason::NodeTooSmall {
@@ -618,6 +693,7 @@ mod tests {
                 | ReasonKind::NoPrice
                 | ReasonKind::Memory
                 | ReasonKind::Price
+                | ReasonKind::Duration
                 | ReasonKind::NodeTooSmall
                 | ReasonKind::Capacity
                 | ReasonKind::NodeSize

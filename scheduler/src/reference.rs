@@ -172,6 +172,20 @@ fn reason(
                 max: job.max_price.unwrap_or(price),
             }
         }
+        Reject::Duration { model, .. } => {
+            let limits = cluster
+                .state
+                .durations
+                .get(index.model_name(model))
+                .copied()
+                .unwrap_or_default();
+            Reason::Duration {
+                model: name(model),
+                job_secs: job.max_duration_secs,
+                min_secs: limits.min_secs,
+                max_secs: limits.max_secs,
+            }
+        }
         Reject::NodeTooSmall { model, largest } => Reason::NodeTooSmall {
             model: name(model),
             largest,

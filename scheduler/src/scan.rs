@@ -178,7 +178,7 @@ impl Search<'_, '_, '_> {
 
     /// The fit of `model` on the cluster at `pos`, from its row when the row decides.
     fn fit(&self, row: &Row, pos: usize, model: u32) -> Option<Fit> {
-        let verdict = if self.banned.is_empty() {
+        let verdict = if self.banned.is_empty() && !self.index.row_limits_duration(row) {
             row_verdict(row, self.view, self.threshold, model)
         } else {
             None
@@ -235,7 +235,7 @@ pub(crate) fn misses(
                 if view.blocks(pos) {
                     continue;
                 }
-                let verdict = if banned.is_empty() {
+                let verdict = if banned.is_empty() && !index.row_limits_duration(row) {
                     row_verdict(row, view, threshold, model)
                 } else {
                     None

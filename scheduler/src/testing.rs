@@ -23,6 +23,7 @@ pub fn cluster(name: &str) -> ClusterBuilder {
         cordoned: false,
         bond: BondState::NotRequired,
         prices: Default::default(),
+        durations: Default::default(),
         nodes: Vec::new(),
         has_inventory: true,
         verification: crate::VerificationState::NotRequired,
@@ -72,6 +73,13 @@ impl ClusterBuilder {
     /// Sets the price per GPU-hour of `model`, e.g. `"2.40"`.
     pub fn price(mut self, model: &str, price: &str) -> Self {
         self.0.prices.insert(model.into(), tokens(price));
+        self
+    }
+    /// Offers `model` only for jobs of `min_secs` to `max_secs` (`maxDuration`).
+    pub fn durations(mut self, model: &str, min_secs: u64, max_secs: u64) -> Self {
+        self.0
+            .durations
+            .insert(model.into(), crate::DurationLimits { min_secs, max_secs });
         self
     }
     /// Marks the cluster not ready (heartbeat expired).

@@ -61,6 +61,7 @@ fn check_batch(
                                 "NoPrice",
                                 "Memory",
                                 "Price",
+                                "Duration",
                                 "NodeTooSmall",
                                 "Capacity",
                                 "NodeSize",

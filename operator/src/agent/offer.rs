@@ -32,11 +32,14 @@ pub const REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 /// How soon the agent looks again for the signing domain while the hub has not published one.
 pub const DOMAIN_RETRY: Duration = Duration::from_secs(5);
 
-/// Parses one `--offer` value, `MODEL=PRICE` (e.g. `H100=2.40`).
+/// Parses one `--offer` value, `MODEL=PRICE[,gpus=N][,minDuration=D][,maxDuration=D]` (e.g.
+/// `H100=2.40` or `H100=2.40,gpus=8,maxDuration=24h`).
 pub fn parse_offer(text: &str) -> std::result::Result<ModelPrice, String> {
-    let (model, price) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected MODEL=PRICE, e.g. H100=2.40"))?;
+    let mut parts = text.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (model, price) = head.split_once('=').ok_or_else(|| {
+        format!("{text:?}: expected MODEL=PRICE[,gpus=N][,minDuration=D][,maxDuration=D], e.g. H100=2.40")
+    })?;
     let valid_model = !model.is_empty()
         && model.len() <= 64
         && model
@@ -51,10 +54,42 @@ pub fn parse_offer(text: &str) -> std::result::Result<ModelPrice, String> {
     let price = price
         .parse()
         .map_err(|e| format!("{text:?}: price per GPU-hour: {e}"))?;
-    Ok(ModelPrice {
-        model: model.to_string(),
-        price_per_gpu_hour: price,
-    })
+    let mut offer = ModelPrice::new(model, price);
+    for part in parts {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: {part:?} is not KEY=VALUE"))?;
+        let duration = || {
+            value
+                .parse::<gpufed_crds::KubeDuration>()
+                .map_err(|e| format!("{text:?}: {key}: {e}"))
+        };
+        match key {
+            "gpus" => {
+                let n: u32 = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| {
+                        format!("{text:?}: gpus must be a whole number from 1 to 100000")
+                    })?;
+                offer.gpus = Some(n);
+            }
+            "minDuration" => offer.min_duration = Some(duration()?),
+            "maxDuration" => offer.max_duration = Some(duration()?),
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown {other:?}; use gpus, minDuration or maxDuration"
+                ));
+            }
+        }
+    }
+    if let (Some(min), Some(max)) = (offer.min_duration, offer.max_duration)
+        && min.as_secs_ceil() > max.as_secs_ceil()
+    {
+        return Err(format!("{text:?}: minDuration is above maxDuration"));
+    }
+    Ok(offer)
 }
 
 /// The wallet key and how long each signed Offer is valid.
@@ -318,6 +353,23 @@ mod tests {
             assert!(parse_offer(bad).is_err(), "{bad}");
         }
         assert!(parse_offer("H100").unwrap_err().contains("MODEL=PRICE"));
+        let limited = parse_offer("H100=2.40,gpus=8,minDuration=10m,maxDuration=24h").unwrap();
+        assert_eq!(limited.gpus, Some(8));
+        assert_eq!(limited.min_duration.map(|d| d.as_secs_ceil()), Some(600));
+        assert_eq!(limited.max_duration.map(|d| d.as_secs_ceil()), Some(86_400));
+        for (bad, says) in [
+            ("H100=2.40,gpus=0", "gpus must be a whole number"),
+            ("H100=2.40,cpus=8", "unknown \"cpus\""),
+            ("H100=2.40,maxDuration=soon", "maxDuration"),
+            (
+                "H100=2.40,minDuration=2h,maxDuration=1h",
+                "minDuration is above maxDuration",
+            ),
+            ("H100=2.40,gpus", "is not KEY=VALUE"),
+        ] {
+            let e = parse_offer(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

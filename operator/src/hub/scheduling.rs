@@ -233,10 +233,16 @@ async fn pass(
     let mut exported = HashSet::new();
     for pool in ctx.stores.pools.state() {
         let pool_name = pool.name_any();
+        // Tenant jobs see at most the GPUs each offer still offers (its per-model `gpus`).
         let clusters: Vec<_> = members
             .values()
             .filter(|m| m.spec.pool == pool_name)
-            .map(|m| snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref()))
+            .map(|m| {
+                let mut c =
+                    snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref());
+                snapshot::cap_offered(&mut c, &snapshot::offered_left(m, &jobs), &reservations);
+                c
+            })
             .collect();
         exported.extend(export_free_gpus(ctx, &clusters, &reservations));
         let keyless = snapshot::keyless_members(members.values().map(|m| m.as_ref()));

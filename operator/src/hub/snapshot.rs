@@ -180,6 +180,21 @@ pub fn cluster_state(
             .iter()
             .map(|p| (p.model.clone(), p.price_per_gpu_hour.atto()))
             .collect(),
+        durations: member
+            .spec
+            .prices
+            .iter()
+            .filter(|p| p.min_duration.is_some() || p.max_duration.is_some())
+            .map(|p| {
+                (
+                    p.model.clone(),
+                    gpufed_scheduler::DurationLimits {
+                        min_secs: p.min_duration.map_or(0, |d| d.as_secs_ceil()),
+                        max_secs: p.max_duration.map_or(u64::MAX, |d| d.as_secs_ceil()),
+                    },
+                )
+            })
+            .collect(),
         nodes: inventory
             .map(|inv| {
                 inv.nodes
@@ -198,6 +213,74 @@ pub fn cluster_state(
             })
             .unwrap_or_default(),
         has_inventory: inventory.is_some(),
+    }
+}
+
+/// GPUs of each model that `member`'s offer still offers to the pool: its `gpus` per model less
+/// the GPUs that the pool's attempts of that model not yet ended hold there (ADR 0024). Models
+/// without a count are absent (every free GPU is offered).
+pub fn offered_left<J: Borrow<ComputeJob>>(
+    member: &MemberCluster,
+    jobs: &[J],
+) -> BTreeMap<String, u64> {
+    let name = member.metadata.name.as_deref().unwrap_or_default();
+    let mut left: BTreeMap<String, u64> = member
+        .spec
+        .prices
+        .iter()
+        .filter_map(|p| Some((p.model.clone(), u64::from(p.gpus?))))
+        .collect();
+    if left.is_empty() {
+        return left;
+    }
+    for job in jobs.iter().map(Borrow::borrow) {
+        let Some(status) = job.status.as_ref().filter(|s| !s.phase.is_finished()) else {
+            continue;
+        };
+        let Some(a) = status
+            .attempts
+            .iter()
+            .find(|a| a.attempt == status.attempt && a.cluster == name && !a.phase.is_finished())
+        else {
+            continue;
+        };
+        if let Some(l) = left.get_mut(&a.model) {
+            let held = u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica);
+            *l = l.saturating_sub(held);
+        }
+    }
+    left
+}
+
+/// Lowers the free GPUs of `cluster`'s nodes so that, after the scheduler takes `reservations`
+/// off them, no more than `left` GPUs of each counted model are free in all (nodes by name).
+pub fn cap_offered(
+    cluster: &mut ClusterState,
+    left: &BTreeMap<String, u64>,
+    reservations: &[Reservation],
+) {
+    if left.is_empty() {
+        return;
+    }
+    let mut budget = left.clone();
+    let mut order: Vec<usize> = (0..cluster.nodes.len()).collect();
+    order.sort_by(|&a, &b| cluster.nodes[a].name.cmp(&cluster.nodes[b].name));
+    for i in order {
+        let node = &mut cluster.nodes[i];
+        let Some(b) = budget.get_mut(&node.model) else {
+            continue;
+        };
+        let reserved: u32 = reservations
+            .iter()
+            .filter(|r| r.cluster == cluster.name && r.node == node.name)
+            .map(|r| r.gpus)
+            .sum();
+        let offered = node.offered_gpus();
+        let available = u64::from(offered.saturating_sub(reserved));
+        let keep = available.min(*b);
+        *b -= keep;
+        let cut = u32::try_from(available - keep).unwrap_or(u32::MAX);
+        node.free_gpus = offered.saturating_sub(cut);
     }
 }
 
@@ -595,6 +678,82 @@ mod tests {
         assert_eq!(
             reservations(&[active(AttemptPhase::Running, Some(110))], &members).len(),
             1
+        );
+    }
+
+    #[test]
+    fn an_offer_of_n_gpus_caps_what_the_scheduler_sees_after_the_pools_attempts_and_reservations() {
+        // alpha offers 10 H100s; an active attempt of 2 × 4 holds 8 of them (its model is H100).
+        let mut m = member("alpha", "H100", "2").build();
+        m.spec.prices[0].gpus = Some(10);
+        let mut busy = active(AttemptPhase::Placed, None);
+        busy.status.as_mut().unwrap().attempts[0].model = "H100".into();
+        let mut ended = active(AttemptPhase::Succeeded, None);
+        ended.status.as_mut().unwrap().attempts[0].model = "H100".into();
+        let left = offered_left(&m, &[busy.clone(), ended]);
+        assert_eq!(left, BTreeMap::from([("H100".to_string(), 2)]));
+        // Without a count nothing is capped.
+        let plain = member("alpha", "H100", "2").build();
+        assert!(offered_left(&plain, &[busy]).is_empty());
+
+        // Two 8-GPU nodes, 8 and 6 free; the attempt's 8 GPUs still reserved on n1 (not yet in the
+        // inventory): the scheduler may use 2 in all, after it takes the reservation off n1.
+        let node = |name: &str, free: u32| NodeState {
+            name: name.into(),
+            model: "H100".into(),
+            gpu_memory_mib: 81_559,
+            allocatable_gpus: 8,
+            free_gpus: free,
+            unhealthy_gpus: 0,
+            ready: true,
+            utilization_percent: 0,
+        };
+        let mut c = ClusterState {
+            name: "alpha".into(),
+            nodes: vec![node("n2", 6), node("n1", 8)],
+            ..Default::default()
+        };
+        let held = [Reservation {
+            cluster: "alpha".into(),
+            node: "n1".into(),
+            gpus: 8,
+        }];
+        cap_offered(&mut c, &left, &held);
+        let free: Vec<(String, u32)> = c
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.free_gpus))
+            .collect();
+        // n1: 8 offered, 8 reserved, nothing left to cut; n2: 2 of its 6 kept.
+        assert_eq!(free, [("n2".to_string(), 2), ("n1".to_string(), 8)]);
+        // A model the offer does not count is left alone.
+        let mut l4 = ClusterState {
+            name: "alpha".into(),
+            nodes: vec![NodeState {
+                model: "L4".into(),
+                ..node("n3", 4)
+            }],
+            ..Default::default()
+        };
+        cap_offered(&mut l4, &left, &[]);
+        assert_eq!(l4.nodes[0].free_gpus, 4);
+    }
+
+    #[test]
+    fn an_offers_duration_limits_reach_the_scheduler() {
+        let mut m = member("alpha", "H100", "2").price("L4", "1").build();
+        m.spec.prices[0].min_duration = Some(gpufed_crds::KubeDuration::from_secs(600));
+        m.spec.prices[0].max_duration = Some(gpufed_crds::KubeDuration::from_secs(7200));
+        let c = cluster_state(&pool(false, None), &m, None);
+        assert_eq!(
+            c.durations,
+            BTreeMap::from([(
+                "H100".to_string(),
+                gpufed_scheduler::DurationLimits {
+                    min_secs: 600,
+                    max_secs: 7200
+                }
+            )])
         );
     }
 

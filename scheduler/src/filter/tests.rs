@@ -161,6 +161,55 @@ fn a_price_above_the_cap_is_refused_and_one_equal_to_it_is_accepted() {
 }
 
 #[test]
+fn an_offer_takes_only_the_job_lengths_it_names_bounds_included() {
+    // alpha offers H100 for jobs of 10 minutes to 2 hours; beta (dearer) for any length.
+    let alpha = || h100("alpha").durations("H100", 600, 7200);
+    let beta = || {
+        cluster("beta")
+            .node("n1", "H100", 80 * GIB, 8)
+            .price("H100", "3.00")
+    };
+    for secs in [600, 3600, 7200] {
+        let j = job("a/j").max_duration(secs);
+        let Decision::Place(a) = decide(j, &[alpha().build(), beta().build()]) else {
+            panic!("{secs}: not placed");
+        };
+        assert_eq!(a.cluster, "alpha", "{secs}");
+    }
+    for secs in [599, 7201] {
+        let j = job("a/j").max_duration(secs);
+        let Decision::Place(a) = decide(j, &[alpha().build(), beta().build()]) else {
+            panic!("{secs}: not placed");
+        };
+        assert_eq!(a.cluster, "beta", "{secs}");
+    }
+    let r = reason(job("a/j").max_duration(24 * 3600), alpha());
+    assert_eq!(
+        r,
+        Reason::Duration {
+            model: "H100".into(),
+            job_secs: 24 * 3600,
+            min_secs: 600,
+            max_secs: 7200,
+        }
+    );
+    assert_eq!(r.to_string(), "H100 offered for jobs of 10m to 2h, not 24h");
+    // Checked after the price cap and before capacity.
+    let r = reason(
+        job("a/j").max_duration(60).max_price("1.00"),
+        h100("alpha").durations("H100", 600, 7200),
+    );
+    assert_eq!(r.kind(), crate::ReasonKind::Price);
+    let r = reason(
+        job("a/j").max_duration(60).gpus(16),
+        h100("alpha").durations("H100", 600, 7200),
+    );
+    assert_eq!(r.kind(), crate::ReasonKind::Duration);
+    // The summary of many clusters keeps the job's length.
+    assert_eq!(r.summary(), "no offer for jobs of 1m");
+}
+
+#[test]
 fn too_few_free_gpus_in_the_cluster_is_a_capacity_reason() {
     let c = cluster("beta")
         .node_free("n1", "H100", 80 * GIB, 8, 2)

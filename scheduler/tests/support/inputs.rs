@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gpufed_scheduler::testing::tokens;
 use gpufed_scheduler::{
-    BondState, ClusterState, JobRequest, NodeState, Reservation, VerificationState,
+    BondState, ClusterState, DurationLimits, JobRequest, NodeState, Reservation, VerificationState,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -79,6 +79,31 @@ fn prices() -> impl Strategy<Value = BTreeMap<String, u128>> {
     })
 }
 
+/// Job lengths some models are offered for (most take any).
+fn durations() -> impl Strategy<Value = BTreeMap<String, DurationLimits>> {
+    let limits = prop::sample::select(vec![
+        DurationLimits {
+            min_secs: 0,
+            max_secs: 1800,
+        },
+        DurationLimits {
+            min_secs: 600,
+            max_secs: u64::MAX,
+        },
+        DurationLimits {
+            min_secs: 3600,
+            max_secs: 7200,
+        },
+    ]);
+    vec(prop::option::weighted(0.2, limits), MODELS.len()).prop_map(|d| {
+        MODELS
+            .iter()
+            .zip(d)
+            .filter_map(|(m, l)| l.map(|l| (m.to_string(), l)))
+            .collect()
+    })
+}
+
 fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
     (
         0..REGIONS.len(),
@@ -90,6 +115,7 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
         (0usize..=5).prop_flat_map(|n| (0..n).map(node).collect::<Vec<_>>()),
         verification(),
         prop::option::weighted(0.1, Just("uptime 80% < 95%".to_string())),
+        durations(),
     )
         .prop_map(
             move |(
@@ -102,6 +128,7 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
                 nodes,
                 verification,
                 below_floor,
+                durations,
             )| {
                 ClusterState {
                     name: format!("c{i}"),
@@ -110,6 +137,7 @@ fn cluster(i: usize) -> impl Strategy<Value = ClusterState> {
                     cordoned,
                     bond,
                     prices,
+                    durations,
                     nodes,
                     has_inventory,
                     verification,
@@ -160,6 +188,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
         -1i32..=1,
         0u64..4,
         prop::bool::weighted(0.3),
+        prop::sample::select(vec![600u64, 3600, 3600, 10800]),
     )
         .prop_map(
             move |(
@@ -174,6 +203,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
                 priority,
                 order,
                 allow_unverified,
+                max_duration_secs,
             )| {
                 JobRequest {
                     key: format!("ns/j{i}"),
@@ -188,7 +218,7 @@ fn job(i: usize) -> impl Strategy<Value = JobRequest> {
                     allow_unverified,
                     priority,
                     order,
-                    max_duration_secs: 3600,
+                    max_duration_secs,
                     max_spend: None,
                 }
             },

@@ -108,6 +108,12 @@ impl Oracle {
                 if job.max_price.is_some_and(|max| price > max) {
                     continue;
                 }
+                if c.durations
+                    .get(&model)
+                    .is_some_and(|d| !d.takes(job.max_duration_secs))
+                {
+                    continue;
+                }
                 let (mut free, mut fit) = (0u64, 0u64);
                 for n in &c.nodes {
                     if n.model == model && n.gpu_memory_mib >= job.memory_threshold_mib() {

@@ -44,10 +44,7 @@ fn signed(key: &PrivateKeySigner, f: impl FnOnce(&mut JoinRequestBody)) -> JoinR
         pool: "p".into(),
         cluster: "alpha".into(),
         region: "eu-west".into(),
-        prices: vec![ModelPrice {
-            model: "H100".into(),
-            price_per_gpu_hour: "2.40".parse().unwrap(),
-        }],
+        prices: vec![ModelPrice::new("H100", "2.40".parse().unwrap())],
         nonce: 1,
         expires: NOW + 300,
         wallet: key.address().to_string().parse().unwrap(),
