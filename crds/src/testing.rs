@@ -247,3 +247,16 @@ pub fn pool_spec() -> GpuPoolSpec {
 pub fn pool(name: &str) -> GpuPool {
     GpuPool::new(name, pool_spec())
 }
+
+/// The signing domain of a member of pool `default` on chain 31337 (verifying contract
+/// `0x…bb`) whose wallet is `wallet`.
+pub fn offer_signing(wallet: &str) -> crate::OfferSigning {
+    crate::OfferSigning {
+        pool: "default".into(),
+        chain_id: 31337,
+        verifying_contract: "0x00000000000000000000000000000000000000bb"
+            .parse()
+            .expect("a valid address"),
+        wallet: wallet.parse().expect("a valid address"),
+    }
+}

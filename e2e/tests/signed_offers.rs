@@ -140,22 +140,25 @@ fn signer_of(proof: &SignedOffer, d: &OfferSigning) -> (Address, String) {
     (signer, format!("{digest}"))
 }
 
+/// A paying market with alpha schedulable, and alpha's signing domain once the hub published it.
+async fn market_with_domain(name: &str) -> (market::Market, OfferSigning) {
+    let m = market::started(name, 1000, json!({})).await.unwrap();
+    let members: Api<MemberCluster> = Api::all(m.hub.client());
+    let d = wait_until(T, "alpha's signing domain", || async {
+        members.get("alpha").await.ok()?.status?.offer_signing
+    })
+    .await
+    .unwrap();
+    (m, d)
+}
+
 #[test]
 fn a_members_signed_offer_prices_its_attempts_with_a_proof_and_every_bad_offer_is_refused() {
     run_test(HARD_DEADLINE, || async {
-        let m = market::started("signed-offers", 1000, json!({}))
-            .await
-            .unwrap();
+        // The hub publishes where alpha's wallet signs.
+        let (m, d) = market_with_domain("signed-offers").await;
         let c = m.hub.client();
         let alpha = Address::from_str(accounts::ALPHA.1).unwrap();
-
-        // The hub publishes where alpha's wallet signs.
-        let members: Api<MemberCluster> = Api::all(c.clone());
-        let d = wait_until(T, "alpha's signing domain", || async {
-            members.get("alpha").await.ok()?.status?.offer_signing
-        })
-        .await
-        .unwrap();
         assert_eq!((d.pool.as_str(), d.chain_id), ("market", 31337));
         assert_eq!(
             Address::from(d.verifying_contract.to_bytes()),
@@ -277,16 +280,8 @@ async fn explained(c: &Client, name: &str, text: &str) -> String {
 #[test]
 fn an_offers_gpu_count_and_job_lengths_bound_what_is_placed_on_the_member() {
     run_test(HARD_DEADLINE, || async {
-        let m = market::started("offer-limits", 1000, json!({}))
-            .await
-            .unwrap();
+        let (m, d) = market_with_domain("offer-limits").await;
         let c = m.hub.client();
-        let members: Api<MemberCluster> = Api::all(c.clone());
-        let d = wait_until(T, "alpha's signing domain", || async {
-            members.get("alpha").await.ok()?.status?.offer_signing
-        })
-        .await
-        .unwrap();
         // alpha (8 H100s) offers 2 of them, for jobs of 30 minutes to 2 hours, signed.
         let prices = [parse_offer("H100=1.10,gpus=2,minDuration=30m,maxDuration=2h").unwrap()];
         let key = PrivateKeySigner::from_str(accounts::ALPHA.0).unwrap();

@@ -384,16 +384,7 @@ mod tests {
     }
 
     fn domain() -> OfferSigning {
-        OfferSigning {
-            pool: "default".into(),
-            chain_id: 31337,
-            verifying_contract: "0x00000000000000000000000000000000000000bb"
-                .parse()
-                .unwrap(),
-            wallet: "0x00000000000000000000000000000000000000cc"
-                .parse()
-                .unwrap(),
-        }
+        gpufed_crds::testing::offer_signing("0x00000000000000000000000000000000000000cc")
     }
 
     #[test]

@@ -210,16 +210,9 @@ mod tests {
             &m
         ));
         // Signed by a wallet that is no longer the member's: not used.
-        let other = Signing::Signed(gpufed_crds::OfferSigning {
-            pool: "default".into(),
-            chain_id: 1,
-            verifying_contract: "0x00000000000000000000000000000000000000bb"
-                .parse()
-                .unwrap(),
-            wallet: "0x00000000000000000000000000000000000000cc"
-                .parse()
-                .unwrap(),
-        });
+        let other = Signing::Signed(gpufed_crds::testing::offer_signing(
+            "0x00000000000000000000000000000000000000cc",
+        ));
         assert!(Arc::ptr_eq(
             &priced_by_offer(&m, Some(&offer), &other, 99),
             &m

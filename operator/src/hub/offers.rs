@@ -373,14 +373,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn domain(wallet: &PrivateKeySigner) -> OfferSigning {
-        OfferSigning {
-            pool: "default".into(),
-            chain_id: 31337,
-            verifying_contract: "0x00000000000000000000000000000000000000bb"
-                .parse()
-                .unwrap(),
-            wallet: wallet.address().to_string().parse().unwrap(),
-        }
+        gpufed_crds::testing::offer_signing(&wallet.address().to_string())
     }
 
     /// Alpha's Offer of H100 at `price`, signed by `key` in `d` at `now_ms` after `last`.

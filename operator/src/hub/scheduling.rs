@@ -230,6 +230,12 @@ async fn pass(
         reservations.extend(s.reservations().cloned());
     }
 
+    // GPUs the pool's attempts hold per member and model, for offers that count GPUs.
+    let held = if snapshot::any_counted(members.values().map(|m| m.as_ref())) {
+        snapshot::held_gpus(&jobs)
+    } else {
+        HashMap::new()
+    };
     let mut exported = HashSet::new();
     for pool in ctx.stores.pools.state() {
         let pool_name = pool.name_any();
@@ -240,7 +246,7 @@ async fn pass(
             .map(|m| {
                 let mut c =
                     snapshot::cluster_state(&pool, m, ctx.stores.bond(&m.name_any()).as_deref());
-                snapshot::cap_offered(&mut c, &snapshot::offered_left(m, &jobs), &reservations);
+                snapshot::cap_offered(&mut c, &snapshot::offered_left(m, &held), &reservations);
                 c
             })
             .collect();

@@ -216,23 +216,9 @@ pub fn cluster_state(
     }
 }
 
-/// GPUs of each model that `member`'s offer still offers to the pool: its `gpus` per model less
-/// the GPUs that the pool's attempts of that model not yet ended hold there (ADR 0024). Models
-/// without a count are absent (every free GPU is offered).
-pub fn offered_left<J: Borrow<ComputeJob>>(
-    member: &MemberCluster,
-    jobs: &[J],
-) -> BTreeMap<String, u64> {
-    let name = member.metadata.name.as_deref().unwrap_or_default();
-    let mut left: BTreeMap<String, u64> = member
-        .spec
-        .prices
-        .iter()
-        .filter_map(|p| Some((p.model.clone(), u64::from(p.gpus?))))
-        .collect();
-    if left.is_empty() {
-        return left;
-    }
+/// GPUs held per (cluster, model) by the attempts of `jobs` that have not ended.
+pub fn held_gpus<J: Borrow<ComputeJob>>(jobs: &[J]) -> HashMap<(String, String), u64> {
+    let mut held: HashMap<(String, String), u64> = HashMap::new();
     for job in jobs.iter().map(Borrow::borrow) {
         let Some(status) = job.status.as_ref().filter(|s| !s.phase.is_finished()) else {
             continue;
@@ -240,16 +226,45 @@ pub fn offered_left<J: Borrow<ComputeJob>>(
         let Some(a) = status
             .attempts
             .iter()
-            .find(|a| a.attempt == status.attempt && a.cluster == name && !a.phase.is_finished())
+            .find(|a| a.attempt == status.attempt && !a.phase.is_finished())
         else {
             continue;
         };
-        if let Some(l) = left.get_mut(&a.model) {
-            let held = u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica);
-            *l = l.saturating_sub(held);
-        }
+        *held
+            .entry((a.cluster.clone(), a.model.clone()))
+            .or_default() += u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica);
     }
-    left
+    held
+}
+
+/// Whether some member's prices count GPUs (`gpus`), so that [`held_gpus`] is worth counting.
+pub fn any_counted<'a>(members: impl IntoIterator<Item = &'a MemberCluster>) -> bool {
+    members
+        .into_iter()
+        .any(|m| m.spec.prices.iter().any(|p| p.gpus.is_some()))
+}
+
+/// GPUs of each model that `member`'s offer still offers to the pool: its `gpus` per model less
+/// what the pool's attempts of that model that have not ended hold there (`held`, from
+/// [`held_gpus`]; ADR 0024). Models without a count are absent (every free GPU is offered).
+pub fn offered_left(
+    member: &MemberCluster,
+    held: &HashMap<(String, String), u64>,
+) -> BTreeMap<String, u64> {
+    let name = member.metadata.name.clone().unwrap_or_default();
+    member
+        .spec
+        .prices
+        .iter()
+        .filter_map(|p| {
+            let cap = u64::from(p.gpus?);
+            let used = held
+                .get(&(name.clone(), p.model.clone()))
+                .copied()
+                .unwrap_or(0);
+            Some((p.model.clone(), cap.saturating_sub(used)))
+        })
+        .collect()
 }
 
 /// Lowers the free GPUs of `cluster`'s nodes so that, after the scheduler takes `reservations`
@@ -690,11 +705,15 @@ mod tests {
         busy.status.as_mut().unwrap().attempts[0].model = "H100".into();
         let mut ended = active(AttemptPhase::Succeeded, None);
         ended.status.as_mut().unwrap().attempts[0].model = "H100".into();
-        let left = offered_left(&m, &[busy.clone(), ended]);
+        let held = held_gpus(&[busy.clone(), ended]);
+        assert_eq!(held.len(), 1);
+        let left = offered_left(&m, &held);
         assert_eq!(left, BTreeMap::from([("H100".to_string(), 2)]));
+        assert!(any_counted([&m]));
         // Without a count nothing is capped.
         let plain = member("alpha", "H100", "2").build();
-        assert!(offered_left(&plain, &[busy]).is_empty());
+        assert!(offered_left(&plain, &held).is_empty());
+        assert!(!any_counted([&plain]));
 
         // Two 8-GPU nodes, 8 and 6 free; the attempt's 8 GPUs still reserved on n1 (not yet in the
         // inventory): the scheduler may use 2 in all, after it takes the reservation off n1.
