@@ -121,6 +121,72 @@ pub struct OfferSigning {
     pub wallet: EvmAddress,
 }
 
+impl std::str::FromStr for ModelPrice {
+    type Err = String;
+
+    /// `MODEL=PRICE[,gpus=N][,minDuration=D][,maxDuration=D]`, e.g. `H100=2.40` or
+    /// `H100=2.40,gpus=8,maxDuration=24h` (the agent's `--offer`, the plugin's `--price`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parts = text.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (model, price) = head.split_once('=').ok_or_else(|| {
+            format!(
+                "{text:?}: expected MODEL=PRICE[,gpus=N][,minDuration=D][,maxDuration=D], e.g. H100=2.40"
+            )
+        })?;
+        let valid_model = !model.is_empty()
+            && model.len() <= 64
+            && model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && model.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid_model {
+            return Err(format!(
+                "{text:?}: {model:?} is not a GPU model name such as H100"
+            ));
+        }
+        let price = price
+            .parse()
+            .map_err(|e| format!("{text:?}: price per GPU-hour: {e}"))?;
+        let mut offer = ModelPrice::new(model, price);
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{text:?}: {part:?} is not KEY=VALUE"))?;
+            let duration = || {
+                value
+                    .parse::<KubeDuration>()
+                    .map_err(|e| format!("{text:?}: {key}: {e}"))
+            };
+            match key {
+                "gpus" => {
+                    let n: u32 = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or_else(|| {
+                            format!("{text:?}: gpus must be a whole number from 1 to 100000")
+                        })?;
+                    offer.gpus = Some(n);
+                }
+                "minDuration" => offer.min_duration = Some(duration()?),
+                "maxDuration" => offer.max_duration = Some(duration()?),
+                other => {
+                    return Err(format!(
+                        "{text:?}: unknown {other:?}; use gpus, minDuration or maxDuration"
+                    ));
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (offer.min_duration, offer.max_duration)
+            && min.as_secs_ceil() > max.as_secs_ceil()
+        {
+            return Err(format!("{text:?}: minDuration is above maxDuration"));
+        }
+        Ok(offer)
+    }
+}
+
 /// Observed state of a member cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

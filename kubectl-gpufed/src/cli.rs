@@ -218,7 +218,9 @@ pub struct JoinArgs {
     /// Region of the cluster.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
-    /// Price per GPU-hour of a GPU model, `MODEL=PRICE` (e.g. `H100=2.40`), repeated per model.
+    /// Price per GPU-hour of a GPU model, `MODEL=PRICE` (e.g. `H100=2.40`), repeated per model;
+    /// optionally with how many GPUs and which job lengths it is offered for
+    /// (`H100=2.40,gpus=8,minDuration=10m,maxDuration=24h`).
     #[arg(long = "price", value_name = "MODEL=PRICE")]
     pub prices: Vec<String>,
     /// File holding the provider wallet's private key (hex). Never printed. Default: the

@@ -27,19 +27,11 @@ fn fail(what: impl std::fmt::Display) -> Error {
     Error::Registration(what.to_string())
 }
 
-/// `MODEL=PRICE` as a model price.
+/// `MODEL=PRICE[,gpus=N][,minDuration=D][,maxDuration=D]` as a model price (signed with the
+/// join request).
 pub fn parse_price(text: &str) -> Result<ModelPrice> {
-    let (model, price) = text.split_once('=').ok_or_else(|| {
-        fail(format!(
-            "--price {text:?}: expected MODEL=PRICE, e.g. H100=2.40"
-        ))
-    })?;
-    Ok(ModelPrice::new(
-        model,
-        price
-            .parse()
-            .map_err(|e| fail(format!("--price {text:?}: {e}")))?,
-    ))
+    text.parse()
+        .map_err(|e: String| fail(format!("--price {e}")))
 }
 
 /// The wallet's key from `--key-file` or [`KEY_ENV`]; the error never contains the key.
@@ -278,6 +270,14 @@ mod tests {
         assert_eq!(p.price_per_gpu_hour, "2.40".parse().unwrap());
         assert!(parse_price("H100").is_err());
         assert!(parse_price("H100=cheap").is_err());
+        let limited = parse_price("H100=2.40,gpus=8,maxDuration=24h").unwrap();
+        assert_eq!(limited.gpus, Some(8));
+        assert!(
+            parse_price("H100=2.40,gpus=0")
+                .unwrap_err()
+                .to_string()
+                .contains("gpus must be a whole number")
+        );
     }
 
     #[test]
