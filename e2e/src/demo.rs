@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::chain::{Chain, Contracts, accounts};
 use crate::hubctl::apply;
 use crate::joining::pool::{JOBS_NAMESPACE, SYSTEM_NAMESPACE};
-use crate::joining::{MemberPlan, Pool};
+use crate::joining::{HubOptions, MemberPlan, Pool};
 use crate::{Error, NodeSpec, Tools, wait_until};
 use gpufed_crds::naming::LABEL_JOB_NAME;
 
@@ -225,19 +225,35 @@ pub async fn join_paying_pool(
     spec: Value,
     plans: &[MemberPlan],
 ) -> Result<Pool, Error> {
+    join_paying_pool_with(tools, spec, plans, HubOptions::default()).await
+}
+
+/// [`join_paying_pool`] with the hub's extra chart values and flags.
+pub async fn join_paying_pool_with(
+    tools: &Tools,
+    spec: Value,
+    plans: &[MemberPlan],
+    hub: HubOptions,
+) -> Result<Pool, Error> {
     let key = accounts::HUB.0.to_string();
-    Pool::join_with(tools, spec, plans, |hub| async move {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "gpufed-hub-chain-key", "namespace": SYSTEM_NAMESPACE},
-            "stringData": {"privateKey": key}
-        }))
-        .map_err(|e| Error::Other(e.to_string()))?;
-        Api::<Secret>::namespaced(hub, SYSTEM_NAMESPACE)
-            .create(&PostParams::default(), &secret)
-            .await
-            .map_err(Error::kube("creating the hub's chain key Secret"))?;
-        Ok(())
-    })
+    Pool::join_with_hub(
+        tools,
+        spec,
+        plans,
+        |hub| async move {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "gpufed-hub-chain-key", "namespace": SYSTEM_NAMESPACE},
+                "stringData": {"privateKey": key}
+            }))
+            .map_err(|e| Error::Other(e.to_string()))?;
+            Api::<Secret>::namespaced(hub, SYSTEM_NAMESPACE)
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(Error::kube("creating the hub's chain key Secret"))?;
+            Ok(())
+        },
+        hub,
+    )
     .await
 }
 

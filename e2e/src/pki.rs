@@ -152,3 +152,19 @@ pub fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, written under `dir` as
+/// `<name>.crt` and `<name>.key` (e.g. for the hub's registration endpoint).
+pub fn self_signed_localhost(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), Error> {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| Error::Other(format!("a self-signed certificate: {e}")))?;
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, ck.cert.pem())
+        .map_err(|e| Error::Other(format!("{}: {e}", cert.display())))?;
+    std::fs::write(&key, ck.signing_key.serialize_pem())
+        .map_err(|e| Error::Other(format!("{}: {e}", key.display())))?;
+    Ok((cert, key))
+}

@@ -48,12 +48,7 @@ const BURST: u32 = 40;
 
 /// A self-signed certificate for 127.0.0.1 and its key, written under `dir`.
 fn tls(dir: &Path) -> (PathBuf, PathBuf) {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert, key) = (dir.join("registration.crt"), dir.join("registration.key"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    (cert, key)
+    gpufed_e2e::pki::self_signed_localhost(dir, "registration").unwrap()
 }
 
 /// The endpoint with the test's CA.

@@ -10,7 +10,7 @@ pub mod table;
 pub mod token;
 
 pub use helm::Helm;
-pub use pool::{JOBS_NAMESPACE, MemberPlan, Pool, SYSTEM_NAMESPACE};
+pub use pool::{HubOptions, JOBS_NAMESPACE, JoinCredential, MemberPlan, Pool, SYSTEM_NAMESPACE};
 pub use proxy::TcpProxy;
 pub use table::{Table, table};
 pub use token::service_account_kubeconfig;

@@ -132,6 +132,9 @@ pub struct MemberPlan {
     /// The wallet's private key (hex) the agent signs its Offer with (`--offer-signing-key-file`,
     /// the chart's `offer.signingKeySecret`).
     pub offer_signing_key: Option<String>,
+    /// The credential the provider got by joining an open pool itself (ADR 0031), used instead of
+    /// the hub-made kubeconfig Secret; see [`Pool::add_member`].
+    pub join_credential: Option<JoinCredential>,
     /// Serving endpoints behind the member's load balancer of this class (`--serving-exposure
     /// LoadBalancer`, the chart's `agent.serving`), instead of the chart's default.
     pub serving_load_balancer: Option<String>,
@@ -152,6 +155,7 @@ impl MemberPlan {
             skewable_clock: false,
             offer: vec![],
             offer_signing_key: None,
+            join_credential: None,
             serving_load_balancer: None,
         }
     }
@@ -171,6 +175,12 @@ impl MemberPlan {
     /// Has the agent publish its own price `price` for `model` (an Offer, ADR 0024).
     pub fn offer(mut self, model: &str, price: &str) -> Self {
         self.offer.push((model.into(), price.into()));
+        self
+    }
+
+    /// Joins with the credential `kubectl gpufed join` returned rather than one the admin made.
+    pub fn join_credential(mut self, credential: JoinCredential) -> Self {
+        self.join_credential = Some(credential);
         self
     }
 
@@ -215,6 +225,29 @@ impl MemberPlan {
         self.via_proxy = true;
         self
     }
+}
+
+/// What a provider that joined an open pool by stake holds (ADR 0031): the kubeconfig `kubectl
+/// gpufed join` wrote, and where the agent renews its short-lived token (the member chart's
+/// `hub.renewUrl` and `hub.renewCaKey`).
+#[derive(Clone, Debug)]
+pub struct JoinCredential {
+    /// The kubeconfig.
+    pub kubeconfig: String,
+    /// The registration endpoint, e.g. `https://127.0.0.1:8443`.
+    pub renew_url: String,
+    /// PEM CA bundle of the endpoint.
+    pub renew_ca: PathBuf,
+}
+
+/// Extra settings of the hub for [`Pool::join_with_hub`]: chart values and process flags (e.g.
+/// the registration endpoint's, ADR 0031).
+#[derive(Clone, Debug, Default)]
+pub struct HubOptions {
+    /// `--set` values of the hub chart.
+    pub chart_values: Vec<(String, String)>,
+    /// Flags added to the hub's.
+    pub args: Vec<String>,
 }
 
 /// Paths and handles of one joined member.
@@ -374,22 +407,27 @@ async fn join_member(
     plan: &MemberPlan,
 ) -> Result<Joined, Error> {
     let name = plan.name.as_str();
-    let secrets: Api<Secret> = Api::namespaced(hub.client(), &member_namespace(name));
-    let secret_name = member_kubeconfig_secret(name);
-    let kubeconfig = wait_until(
-        Duration::from_secs(60),
-        &format!("the hub's kubeconfig Secret for {name}"),
-        || {
-            let secrets = secrets.clone();
-            let secret_name = secret_name.clone();
-            async move {
-                let s = secrets.get_opt(&secret_name).await.ok()??;
-                let bytes = s.data?.get("kubeconfig")?.0.clone();
-                String::from_utf8(bytes).ok()
-            }
-        },
-    )
-    .await?;
+    let kubeconfig = match &plan.join_credential {
+        Some(c) => c.kubeconfig.clone(),
+        None => {
+            let secrets: Api<Secret> = Api::namespaced(hub.client(), &member_namespace(name));
+            let secret_name = member_kubeconfig_secret(name);
+            wait_until(
+                Duration::from_secs(60),
+                &format!("the hub's kubeconfig Secret for {name}"),
+                || {
+                    let secrets = secrets.clone();
+                    let secret_name = secret_name.clone();
+                    async move {
+                        let s = secrets.get_opt(&secret_name).await.ok()??;
+                        let bytes = s.data?.get("kubeconfig")?.0.clone();
+                        String::from_utf8(bytes).ok()
+                    }
+                },
+            )
+            .await?
+        }
+    };
 
     // The owner's side: copy the Secret, install the chart.
     member.create_namespace(SYSTEM_NAMESPACE).await?;
@@ -409,16 +447,23 @@ async fn join_member(
         .create(&PostParams::default(), &copy)
         .await
         .map_err(Error::kube("copying the hub kubeconfig Secret"))?;
+    let mut chart_values = vec![
+        ("cluster", name),
+        ("hub.kubeconfigSecret", HUB_KUBECONFIG_SECRET),
+        ("probe.backend", "sim"),
+    ];
+    if let Some(c) = &plan.join_credential {
+        chart_values.extend([
+            ("hub.renewUrl", c.renew_url.as_str()),
+            ("hub.renewCaKey", "renew-ca.crt"),
+        ]);
+    }
     Helm::new(tools, member)?
         .install(
             "gpufed-member",
             &chart(tools, "gpufed-member"),
             SYSTEM_NAMESPACE,
-            &[
-                ("cluster", name),
-                ("hub.kubeconfigSecret", HUB_KUBECONFIG_SECRET),
-                ("probe.backend", "sim"),
-            ],
+            &chart_values,
         )
         .await?;
     wait_crds(member, &["gpunodes.gpufed.io"]).await?;
@@ -555,6 +600,15 @@ async fn join_member(
                 .map(|(model, price)| format!("--offer={model}={price}")),
         )
         .chain(offer_key_file.map(|f| format!("--offer-signing-key-file={}", f.display())))
+        // A join credential's token is short-lived: the agent keeps it in a file and renews it
+        // at the registration endpoint (the chart's hub.renewUrl).
+        .chain(plan.join_credential.iter().flat_map(|c| {
+            [
+                format!("--hub-token-file={}", dir.join("hub-token").display()),
+                format!("--hub-renew-url={}", c.renew_url),
+                format!("--hub-renew-ca-file={}", c.renew_ca.display()),
+            ]
+        }))
         .chain(match &plan.serving_load_balancer {
             Some(class) => vec![
                 "--serving-exposure=LoadBalancer".to_string(),
@@ -640,6 +694,21 @@ impl Pool {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<(), Error>>,
     {
+        Pool::join_with_hub(tools, pool_spec, plans, before_pool, HubOptions::default()).await
+    }
+
+    /// [`Pool::join_with`] with the hub chart's extra values and the hub's extra flags in `hub`.
+    pub async fn join_with_hub<F, Fut>(
+        tools: &Tools,
+        pool_spec: Value,
+        plans: &[MemberPlan],
+        before_pool: F,
+        options: HubOptions,
+    ) -> Result<Pool, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<(), Error>>,
+    {
         let hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
         let member_specs: Vec<ClusterSpec> = plans
             .iter()
@@ -660,12 +729,22 @@ impl Pool {
             try_join_all(member_specs.iter().map(|s| Cluster::start(tools, s)))
         )?;
 
+        let server = hub.server().to_string();
+        let values: Vec<(&str, &str)> = [("memberApiServer", server.as_str())]
+            .into_iter()
+            .chain(
+                options
+                    .chart_values
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .collect();
         Helm::new(tools, &hub)?
             .install(
                 "gpufed-hub",
                 &chart(tools, "gpufed-hub"),
                 SYSTEM_NAMESPACE,
-                &[("memberApiServer", hub.server())],
+                &values,
             )
             .await?;
         wait_crds(
@@ -687,7 +766,6 @@ impl Pool {
             &hub.dir()?.join("hub-sa.kubeconfig"),
         )
         .await?;
-        let server = hub.server().to_string();
         hub.spawn(
             "gpufed-hub",
             &tools.workspace_bin("gpufed-operator")?,
@@ -711,7 +789,10 @@ impl Pool {
                     flags::hub_lease_duration(tools.root())?
                 ),
                 format!("--member-api-server={server}"),
-            ],
+            ]
+            .into_iter()
+            .chain(options.args)
+            .collect::<Vec<_>>(),
             &[(
                 "RUST_LOG".to_string(),
                 flags::operator_rust_log().to_string(),
@@ -769,5 +850,35 @@ impl Pool {
             members,
             joined,
         })
+    }
+
+    /// Starts member cluster `plan.name` and joins it to the running pool: a provider that
+    /// joined by itself ([`MemberPlan::join_credential`]), or one whose MemberCluster the admin
+    /// made. `before_join` runs on the started member first (e.g. to import images into its real
+    /// node before the hub sends it a challenge).
+    pub async fn add_member<F>(
+        &mut self,
+        tools: &Tools,
+        plan: &MemberPlan,
+        before_join: F,
+    ) -> Result<(), Error>
+    where
+        F: FnOnce(&Cluster) -> Result<(), Error>,
+    {
+        let spec = plan
+            .nodes
+            .iter()
+            .cloned()
+            .fold(ClusterSpec::new(&plan.name), ClusterSpec::node);
+        let spec = match &plan.real_node {
+            Some(n) => spec.real_node(n.clone()),
+            None => spec,
+        };
+        let mut member = Cluster::start(tools, &spec).await?;
+        before_join(&member)?;
+        let joined = join_member(tools, &self.hub, &mut member, plan).await?;
+        self.members.push(member);
+        self.joined.insert(plan.name.clone(), joined);
+        Ok(())
     }
 }
