@@ -20,6 +20,8 @@
 //! gpufed-bench chaos --check FILE   # checks a saved history again
 //! gpufed-bench report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE]
 //!                     [--utilisation FILE] --out docs/benchmarks.md
+//! gpufed-bench section utilisation|peer|scale|agent FILE
+//!                    # one section of docs/benchmarks.md from a step run on its own
 //! ```
 
 #![allow(clippy::print_stdout)]
@@ -454,13 +456,30 @@ async fn main() {
             std::fs::write(&out, text).unwrap_or_else(|e| fail(e));
             println!("wrote {}", out.display());
         }
+        Some("section") => {
+            // One section of docs/benchmarks.md from its step's JSON, for a step run on its own.
+            let (Some(step), Some(file)) = (args.get(1), args.get(2)) else {
+                fail("usage: gpufed-bench section utilisation|peer|scale|agent FILE")
+            };
+            let file = PathBuf::from(file);
+            let text = match step.as_str() {
+                "utilisation" => utilisation_section(&file),
+                "peer" => peer_section(&file),
+                "scale" => scale_section(&file),
+                "agent" => agent_section(&file),
+                other => Err(format!(
+                    "no section {other:?}: utilisation, peer, scale or agent"
+                )),
+            };
+            print!("{}", text.unwrap_or_else(|e| fail(e)));
+        }
         _ => fail(
             "usage: gpufed-bench throughput [--jobs N] [--open-jobs N] [--members 3,30] [--out FILE] | peer [--jobs N] [--lost-jobs N] [--open-jobs N] [--open-rate R] [--timeout SECS] \
              [--kueue-worker-lost-timeout SECS|default] [--only gpufed,kueue,kueue-matched] [--out FILE] | scale [--members N] \
              [--jobs N[,N…]] [--running-fraction F] [--window SECS] [--out FILE] | agent [--pods N] [--window SECS] \
              [--out FILE] | utilisation [--scale N] [--out FILE] | chaos [--profile short|long] [--seed N] [--out FILE] [--table docs/reliability.md] | chaos --check FILE \
              | report --criterion DIR --throughput FILE --gas FILE [--peer FILE] [--scale FILE] [--agent FILE] \
-             [--utilisation FILE] --out FILE",
+             [--utilisation FILE] --out FILE | section utilisation|peer|scale|agent FILE",
         ),
     }
 }
