@@ -34,6 +34,10 @@ pub mod job {
     pub const RUNNING: &str = "Running";
     /// The job ended: status True with reason Succeeded or Failed.
     pub const FINISHED: &str = "Finished";
+    /// Pools with `spec.usageCheck`: False when the member's telemetry does not support every
+    /// GPU-second claimed for an attempt (reason `UsageUnsupported`; settlement pays only the
+    /// supported part).
+    pub const USAGE_SUPPORTED: &str = "UsageSupported";
 }
 
 /// Condition types of a `GpuPool`.

@@ -470,6 +470,10 @@ pub struct AttemptRecord {
     /// `spec.allowUnverified`, ADR 0031).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified_member: bool,
+    /// Pools with `spec.usageCheck`: the hub's check of the claimed GPU-seconds against the
+    /// member's telemetry; settlement pays `supportedGpuSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_check: Option<crate::usage::UsageCheckRecord>,
     /// The member's signed offer this attempt was priced by (pools with a chain, ADR 0024): its
     /// prices, nonce, expiry, EIP-712 digest, signature and signer, so anyone can recompute the
     /// digest and recover the wallet that asked the price. Absent where the member was priced by

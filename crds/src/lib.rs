@@ -26,6 +26,7 @@ pub mod serving;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod units;
+pub mod usage;
 pub mod workload;
 
 pub use bond::{ProviderBond, ProviderBondSpec, ProviderBondStatus, SlashRecord};
@@ -57,6 +58,9 @@ pub use pool::{
 };
 pub use serving::{Endpoint, ServingSpec};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
+pub use usage::{
+    NodeTelemetry, TelemetrySpan, UsageCheck, UsageCheckRecord, UsageRecording, UsageTelemetry,
+};
 pub use workload::{Container, ContainerResources, EnvVar, WorkloadTemplate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

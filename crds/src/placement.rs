@@ -127,6 +127,10 @@ pub struct PlacementSpec {
     /// endpoint (docs/adr/0030-serving-jobs.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::serving::ServingSpec>,
+    /// Set when the pool checks usage against telemetry: the member records its gpu-probe's
+    /// readings of the attempt's nodes in `status.telemetry` with these parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_recording: Option<crate::usage::UsageRecording>,
     /// Serving placements: how long the member may run the attempt, in seconds from its start,
     /// as far as it is paid (the windows locked in escrow × `maxDuration`; docs/adr/0030-serving-jobs.md
     /// section 7). The agent keeps the local Job's `activeDeadlineSeconds` at it. Besides `stop`
@@ -164,6 +168,8 @@ pub const SPEC_IMMUTABLE_BUT_STOP: &str = "self.job == oldSelf.job && self.attem
     (!has(self.sealedSecrets) || self.sealedSecrets == oldSelf.sealedSecrets) && \
     has(self.serving) == has(oldSelf.serving) && \
     (!has(self.serving) || self.serving == oldSelf.serving) && \
+    has(self.usageRecording) == has(oldSelf.usageRecording) && \
+    (!has(self.usageRecording) || self.usageRecording == oldSelf.usageRecording) && \
     (!has(oldSelf.fundedSeconds) || has(self.fundedSeconds))";
 
 /// Why and how the hub stops an attempt early.
@@ -252,6 +258,10 @@ pub struct PlacementStatus {
     /// GPU-seconds used so far (GPUs × seconds since start, frozen at the end).
     #[serde(default)]
     pub gpu_seconds: u64,
+    /// Placements with `spec.usageRecording`: the readings of the nodes the pods ran on over the
+    /// attempt, as busy and idle spans (refreshed with `gpuSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::usage::UsageTelemetry>,
     /// Machine-readable reason for Failed or Rejected, e.g. `DeadlineExceeded`, `Fenced`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -169,6 +169,14 @@ pub struct GpuPoolSpec {
     /// member can earn its way back. Absent: no floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reputation_floor: Option<ReputationFloor>,
+    /// Pay each attempt only for the GPU-seconds its member's own gpu-probe telemetry supports
+    /// (docs/contracts.md, "Usage checked against telemetry"): members record the readings of the
+    /// nodes each attempt runs on, the hub flags claimed GPU-seconds the readings do not support
+    /// (an Event `UsageUnsupported` and the job's `UsageSupported` condition) and settles for the
+    /// supported part only. Serving jobs are not checked (a server waiting for requests is idle
+    /// by design). Absent: usage is paid as reported, within the hub's cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_check: Option<crate::usage::UsageCheck>,
     /// Who adds members: `Approved` (default; the pool admin creates each MemberCluster) or
     /// `Open` (providers with at least `minBond` staked join through the hub's registration
     /// endpoint with a request signed by their wallet, ADR 0031). `Open` needs `chain.bond`,

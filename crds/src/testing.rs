@@ -36,6 +36,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
         settlement: None,
         unverified_member: false,
         offer: None,
+        usage_check: None,
     }
 }
 
@@ -240,6 +241,7 @@ pub fn pool_spec() -> GpuPoolSpec {
         admission: Default::default(),
         reputation_window: None,
         reputation_floor: None,
+        usage_check: None,
     }
 }
 

@@ -151,9 +151,38 @@ fn heartbeat_timeout_is_bounded() {
                 admission: Default::default(),
                 reputation_window: None,
                 reputation_floor: None,
+                usage_check: None,
             },
         );
         assert_eq!(errors_of(validate_cel(&pool)).is_empty(), ok, "{d}");
+    }
+}
+
+#[test]
+fn usage_check_durations_are_bounded_and_named_in_the_error() {
+    for (grace, age, ok) in [
+        ("0s", "10s", true),
+        ("24h", "10m", true),
+        ("25h", "60s", false),
+        ("10m", "9s", false),
+        ("10m", "11m", false),
+    ] {
+        let pool = GpuPool::new(
+            "p",
+            GpuPoolSpec {
+                usage_check: Some(gpufed_crds::UsageCheck {
+                    idle_grace: grace.parse().unwrap(),
+                    max_sample_age: age.parse().unwrap(),
+                    ..Default::default()
+                }),
+                ..gpufed_crds::testing::pool_spec()
+            },
+        );
+        let errors = errors_of(validate_cel(&pool));
+        assert_eq!(errors.is_empty(), ok, "{grace} {age}: {errors}");
+        if !ok {
+            assert!(errors.contains("spec.usageCheck."), "{errors}");
+        }
     }
 }
 

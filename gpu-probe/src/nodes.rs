@@ -7,7 +7,10 @@ use gpufed_crds::naming::GPU_RESOURCE;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::sim::{ANNOTATION_UNHEALTHY_GPUS, ForcedFaults, LABEL_SIM_PROFILE, SimProfile, profile};
+use crate::sim::{
+    ANNOTATION_UNHEALTHY_GPUS, ANNOTATION_UTILIZATION, ForcedFaults, LABEL_SIM_PROFILE, SimProfile,
+    profile,
+};
 use crate::status::NodeOwner;
 
 /// The most GPUs one GpuNode may list (the CRD's `maxItems`).
@@ -24,6 +27,8 @@ pub struct SimTarget {
     pub gpus: u32,
     /// GPUs the node annotation marks faulty.
     pub faults: ForcedFaults,
+    /// The utilisation (percent) the node annotation sets for every GPU.
+    pub utilization: Option<u32>,
 }
 
 /// Flags that override what the Node says (single-node sim mode).
@@ -83,11 +88,19 @@ pub fn sim_target(node: &Node, overrides: &SimOverrides) -> Result<Option<SimTar
         .and_then(|a| a.get(ANNOTATION_UNHEALTHY_GPUS))
         .map(|v| ForcedFaults::parse(v).0)
         .unwrap_or_default();
+    let utilization = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_UTILIZATION))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|u| *u <= 100);
     Ok(Some(SimTarget {
         owner: NodeOwner { name, uid },
         profile,
         gpus,
         faults,
+        utilization,
     }))
 }
 
@@ -176,6 +189,27 @@ mod tests {
         assert!(err.contains(LABEL_SIM_PROFILE), "{err}");
         let err = plain(&node("n", Some("Z9000"), Some("8"))).unwrap_err();
         assert!(err.contains("unknown sim profile"), "{err}");
+    }
+
+    #[test]
+    fn the_utilisation_annotation_is_read_from_the_node_and_bad_values_ignored() {
+        let with = |v: &str| {
+            let mut n = node("n", Some("A100-SXM-40GB"), Some("4"));
+            n.metadata.annotations = Some(BTreeMap::from([(
+                ANNOTATION_UTILIZATION.to_string(),
+                v.to_string(),
+            )]));
+            target(&n, &SimOverrides::default()).utilization
+        };
+        assert_eq!(with("0"), Some(0));
+        assert_eq!(with(" 100 "), Some(100));
+        assert_eq!(with("101"), None);
+        assert_eq!(with("idle"), None);
+        let plain = target(
+            &node("n", Some("A100-SXM-40GB"), Some("4")),
+            &SimOverrides::default(),
+        );
+        assert_eq!(plain.utilization, None);
     }
 
     #[test]

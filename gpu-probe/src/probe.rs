@@ -330,6 +330,7 @@ impl Probe {
             && sim.gpu_count() == target.gpus
         {
             sim.set_forced_faults(&target.faults);
+            sim.set_forced_utilization(target.utilization);
             served.owner = Some(target.owner);
             return;
         }
@@ -341,6 +342,7 @@ impl Probe {
             self.config.sim.fail_rate,
         );
         sim.set_forced_faults(&target.faults);
+        sim.set_forced_utilization(target.utilization);
         info!(node = %name, profile = target.profile.name, gpus = target.gpus, "serving simulated node");
         self.served
             .insert(name, Served::new(Source::Sim(sim), Some(target.owner)));

@@ -170,6 +170,7 @@ pub fn attempt(n: u32, cluster: &str, phase: AttemptPhase, gpu_seconds: u64) -> 
         settlement: None,
         unverified_member: false,
         offer: None,
+        usage_check: None,
     }
 }
 

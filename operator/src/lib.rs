@@ -25,6 +25,7 @@ pub mod presign;
 pub mod sealing;
 pub mod server;
 pub mod telemetry;
+pub mod usage_check;
 
 use std::path::Path;
 

@@ -280,6 +280,7 @@ fn decision_status(
         settlement: None,
         unverified_member: false,
         offer: None,
+        usage_check: None,
     };
     st.attempt = attempt;
     st.phase = JobPhase::Placed;
@@ -349,6 +350,7 @@ fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             template: job.spec.template.clone(),
             sealed_secrets: None,
             serving: None,
+            usage_recording: None,
             funded_seconds: None,
             stop: None,
         },

@@ -33,6 +33,10 @@ pub const LABEL_SIM_PROFILE: &str = "gpufed.io/sim-profile";
 /// Node annotation listing GPU indices to report faulty (`"0,3"`), or `"all"`. Read every tick, so
 /// annotating a node makes its GPUs fail on the next tick and removing it heals them.
 pub const ANNOTATION_UNHEALTHY_GPUS: &str = "gpufed.io/sim-unhealthy-gpus";
+/// Node annotation with a utilisation in percent (`"0"` to `"100"`) that every simulated GPU of
+/// the node reports instead of its drawn curve, e.g. `"0"` for GPUs that sit idle. Read every
+/// tick; removing it brings the curve back. Other values are ignored.
+pub const ANNOTATION_UTILIZATION: &str = "gpufed.io/sim-utilization";
 /// Driver version the simulator reports.
 pub const SIM_DRIVER_VERSION: &str = "550.90.07";
 /// CUDA driver version the simulator reports.
@@ -97,6 +101,8 @@ pub struct SimGpu {
     drawn_faulty: bool,
     /// Made faulty by the node annotation.
     forced_faulty: bool,
+    /// Utilisation set by the node annotation, 0–1.
+    forced_utilization: Option<f64>,
 }
 
 impl SimGpu {
@@ -127,6 +133,7 @@ impl SimGpu {
             ambient_celsius: 26.0 + 8.0 * unit(mix(key ^ 7)),
             drawn_faulty: unit(mix(key ^ SALT_FAULT)) < fail_rate,
             forced_faulty: false,
+            forced_utilization: None,
         }
     }
 
@@ -142,6 +149,9 @@ impl SimGpu {
 
     /// Utilisation at `t` seconds, 0–1.
     fn utilization_at(&self, t: f64) -> f64 {
+        if let Some(u) = self.forced_utilization {
+            return u;
+        }
         let wave = self.amplitude * (TAU * t / self.period_s + self.phase).sin();
         let slow = 0.10 * value_noise(self.key ^ SALT_UTIL_SLOW, t, 45.0);
         let fast = 0.05 * value_noise(self.key ^ SALT_UTIL_FAST, t, 7.0);
@@ -278,6 +288,14 @@ impl SimBackend {
     pub fn set_forced_faults(&mut self, faults: &ForcedFaults) {
         for gpu in &mut self.gpus {
             gpu.forced_faulty = faults.contains(gpu.index);
+        }
+    }
+
+    /// Apply the node annotation's utilisation in percent (replacing an earlier one; `None`: the
+    /// drawn curve).
+    pub fn set_forced_utilization(&mut self, percent: Option<u32>) {
+        for gpu in &mut self.gpus {
+            gpu.forced_utilization = percent.map(|p| f64::from(p.min(100)) / 100.0);
         }
     }
 

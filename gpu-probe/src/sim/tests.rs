@@ -168,3 +168,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_forced_utilisation_holds_every_gpu_at_it_until_it_is_removed() {
+    let mut sim = SimBackend::new(h100(), 4, 7, "kwok-node-idle", 0.0);
+    let t = 1_750_000_000.0;
+    let drawn = sim.read_at(t);
+    sim.set_forced_utilization(Some(0));
+    for later in [t, t + 600.0, t + 3600.0] {
+        assert!(
+            sim.read_at(later)
+                .iter()
+                .all(|r| r.utilization_percent == 0)
+        );
+    }
+    sim.set_forced_utilization(Some(250));
+    assert!(sim.read_at(t).iter().all(|r| r.utilization_percent == 100));
+    sim.set_forced_utilization(None);
+    assert_eq!(sim.read_at(t), drawn);
+}

@@ -59,6 +59,7 @@ pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
             chain_job_id: None,
             sealed_secrets: None,
             serving: None,
+            usage_recording: None,
             funded_seconds: None,
             stop: None,
             template: WorkloadTemplate {

@@ -38,6 +38,7 @@ pub mod serving;
 pub mod slim;
 pub mod state;
 pub mod sync;
+pub mod telemetry;
 pub mod token;
 pub mod usage;
 

@@ -190,6 +190,8 @@ pub struct View<'a> {
     pub pods: &'a BTreeMap<String, Vec<Arc<Pod>>>,
     /// GPU nodes of the member.
     pub nodes: &'a [NodeInventory],
+    /// Recent gpu-probe readings of the nodes that run gpufed pods ([`super::telemetry`]).
+    pub readings: &'a BTreeMap<String, super::telemetry::Readings>,
     /// Names of the gpufed Services in the jobs namespace (one per multi-replica local Job, one
     /// `<job>-serve` per serving Job).
     pub gang_services: &'a BTreeSet<String>,
@@ -558,6 +560,17 @@ fn placement_steps(
                 job,
                 &pods,
             );
+            if let Some(recording) = &spec.usage_recording {
+                next.telemetry = super::telemetry::record(
+                    recording,
+                    prev.and_then(|p| p.telemetry.as_ref()),
+                    &pods,
+                    next.start_time.as_ref(),
+                    next.finish_time.as_ref(),
+                    view.readings,
+                    view.nodes,
+                );
+            }
             // Behind a load balancer, the URL is the address it assigned (ADR 0030).
             if let (Some(serving), ServingExposure::LoadBalancer, false) = (
                 &spec.serving,

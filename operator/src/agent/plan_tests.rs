@@ -13,6 +13,7 @@ struct World {
     gang_grace: Duration,
     lease_owner: Option<OwnerReference>,
     data_image: Option<String>,
+    readings: BTreeMap<String, crate::agent::telemetry::Readings>,
 }
 
 fn lease_owner() -> OwnerReference {
@@ -38,6 +39,7 @@ impl World {
             gang_grace: Duration::from_secs(60),
             lease_owner: Some(lease_owner()),
             data_image: None,
+            readings: BTreeMap::new(),
         }
     }
     fn placement(mut self, p: Placement) -> Self {
@@ -59,6 +61,7 @@ impl World {
             jobs: &self.jobs,
             pods: &self.pods,
             nodes: &self.nodes,
+            readings: &self.readings,
             gang_services: &self.gang_services,
             serving_exposure: (crate::cli::ServingExposure::PodNetwork, None),
             serving_hosts: &BTreeMap::new(),
@@ -892,4 +895,54 @@ fn a_serving_jobs_deadline_follows_its_funded_time_from_its_first_pods_start() {
     )]);
     w.jobs = vec![Arc::new(j)];
     assert!(deadlines(&w.plan()).is_empty());
+}
+
+#[test]
+fn a_placement_that_records_usage_reports_its_nodes_readings_with_its_gpu_seconds() {
+    let mut p = placement("train", 1)
+        .status(PlacementStatus {
+            phase: Some(PlacementPhase::Running),
+            start_time: Some(at(900)),
+            gpu_seconds: 90,
+            last_update_time: Some(at(990)),
+            ..Default::default()
+        })
+        .build();
+    p.spec.usage_recording = Some(gpufed_crds::UsageRecording {
+        idle_below_percent: 5,
+        idle_grace_seconds: 60,
+        max_sample_age_seconds: 30,
+    });
+    let job = local_job(&p, JobStatus::default());
+    let mut running = pod("train-0", Some(900), None);
+    running.spec.get_or_insert_with(Default::default).node_name = Some("h1".into());
+    let mut w = World::new().placement(p.clone()).job(job);
+    w.pods
+        .insert(local_job_name(&uid("train"), 1), vec![Arc::new(running)]);
+    let readings: Vec<(u64, u32)> = (850..1000).step_by(10).map(|t| (t, 80)).collect();
+    w.readings.insert("h1".into(), Arc::new(readings));
+    // Written 10 s ago: the refresh (10 s) is due, and the readings come with the GPU-seconds.
+    let st = written(&w.plan(), &p).expect("the refresh writes the status");
+    assert_eq!(st.gpu_seconds, 100);
+    let t = st.telemetry.expect("telemetry");
+    assert_eq!(t.nodes.len(), 1);
+    assert_eq!(t.nodes[0].node, "h1");
+    assert_eq!(t.nodes[0].last_reading, 990);
+    assert_eq!(
+        t.nodes[0].spans,
+        vec![gpufed_crds::TelemetrySpan {
+            from: 880,
+            to: 1020,
+            busy: true
+        }]
+    );
+    // Without `usageRecording` nothing is recorded.
+    let mut p2 = p.clone();
+    p2.spec.usage_recording = None;
+    let mut w2 = World::new()
+        .placement(p2.clone())
+        .job(local_job(&p2, JobStatus::default()));
+    w2.pods = w.pods.clone();
+    w2.readings = w.readings.clone();
+    assert_eq!(written(&w2.plan(), &p2).and_then(|s| s.telemetry), None);
 }

@@ -294,16 +294,18 @@ pub fn needs_write(
         return true;
     };
     // Log answers are written by their own task under their own field manager (agent::logs).
+    // Telemetry (agent::telemetry) is refreshed with the GPU-seconds.
     let strip = |s: &PlacementStatus| PlacementStatus {
         last_update_time: None,
         gpu_seconds: 0,
         logs: vec![],
+        telemetry: None,
         ..s.clone()
     };
     if strip(prev) != strip(next) {
         return true;
     }
-    if prev.gpu_seconds == next.gpu_seconds {
+    if prev.gpu_seconds == next.gpu_seconds && prev.telemetry == next.telemetry {
         return false;
     }
     let finished = next.phase.is_some_and(PlacementPhase::is_finished);

@@ -35,6 +35,8 @@ pub struct Shared {
     member_clock: Mutex<Reading>,
     /// When the agent first saw each node's current gpu-probe reading ([`super::inventory`]).
     readings: Mutex<BTreeMap<String, Seen>>,
+    /// Each node's recent readings, for attempts that record telemetry ([`super::telemetry`]).
+    recent: Mutex<BTreeMap<String, super::telemetry::Readings>>,
     /// Wakes the placement sync (a watched object changed, or the fence state did).
     pub wake: Notify,
     /// Fires when the agent is fenced off or recovers (cuts a retry backoff short).
@@ -59,6 +61,7 @@ impl Shared {
                 offset: SignedDuration::ZERO,
             }),
             readings: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             fence_changed: Notify::new(),
         }
@@ -78,6 +81,24 @@ impl Shared {
         let node = &gpu_node.spec.node_name;
         let next = Seen::next(readings.get(node), stamp.0, Instant::now());
         readings.insert(node.clone(), next);
+        drop(readings);
+        if let Some(reading) = super::telemetry::reading(gpu_node) {
+            let mut recent = lock(&self.recent);
+            let kept = recent.get(node).cloned().unwrap_or_default();
+            recent.insert(node.clone(), super::telemetry::keep(&kept, reading));
+        }
+    }
+
+    /// The recent readings of `nodes` ([`super::telemetry`]).
+    pub fn recent_readings<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeMap<String, super::telemetry::Readings> {
+        let recent = lock(&self.recent);
+        nodes
+            .into_iter()
+            .filter_map(|n| Some((n.to_string(), recent.get(n)?.clone())))
+            .collect()
     }
 
     /// When the agent saw each node's current reading, as of now.

@@ -566,6 +566,11 @@ impl Sync {
         let jobs = ctx.stores.jobs.state();
         let pods = ctx.job_pods();
         let nodes = ctx.gpu_nodes();
+        let readings = ctx.shared.recent_readings(
+            pods.values()
+                .flatten()
+                .filter_map(|p| p.spec.as_ref()?.node_name.as_deref()),
+        );
         let fenced_placements = ctx.shared.fenced_placements();
         let lease_owner = ctx.shared.lease_owner();
         let services = ctx.stores.services.state();
@@ -584,6 +589,7 @@ impl Sync {
             jobs: &jobs,
             pods: &pods,
             nodes: &nodes,
+            readings: &readings,
             gang_services: &gang_services,
             serving_exposure: (
                 ctx.args.serving_exposure,

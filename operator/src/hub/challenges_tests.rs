@@ -252,10 +252,17 @@ fn the_member_sees_a_challenge_as_an_ordinary_placement() {
     assert_eq!(verifies(&job), Some("metal"));
     assert!(is_hub_job(&job));
     let record = &job.status.as_ref().unwrap().attempts[0];
-    let placement = crate::hub::lifecycle::placement_for(&job, record);
+    // In a pool that checks usage both record telemetry alike.
+    let usage = gpufed_crds::UsageCheck::default();
+    let placement = crate::hub::lifecycle::placement_for(&job, record, Some(&usage));
     // A tenant job's Placement has the same label and annotation keys.
     let tenant = gpufed_crds::testing::job("train").build();
-    let tenant_placement = crate::hub::lifecycle::placement_for(&tenant, record);
+    let tenant_placement = crate::hub::lifecycle::placement_for(&tenant, record, Some(&usage));
+    assert_eq!(
+        placement.spec.usage_recording,
+        tenant_placement.spec.usage_recording
+    );
+    assert!(placement.spec.usage_recording.is_some());
     let keys = |m: &Option<BTreeMap<String, String>>| {
         m.as_ref().unwrap().keys().cloned().collect::<Vec<_>>()
     };

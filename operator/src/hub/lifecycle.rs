@@ -64,6 +64,9 @@ pub struct World {
     pub priority_refused: Option<(&'static str, String)>,
     /// Why the Secrets the job refers to cannot be delivered (checked while it waits).
     pub secrets_unavailable: Option<crate::sealing::Unavailable>,
+    /// The pool's `spec.usageCheck`: Placements ask their members to record telemetry, and each
+    /// attempt's claimed GPU-seconds are checked against it (docs/contracts.md).
+    pub usage_check: Option<gpufed_crds::UsageCheck>,
 }
 
 /// What the hub knows about a job that has no attempt yet, from its pool alone: whether the pool
@@ -104,6 +107,7 @@ pub fn admission_world(job: &ComputeJob, pool: Option<&gpufed_crds::GpuPool>) ->
         start_timeout: pool
             .map(|p| p.spec.start_timeout.as_duration())
             .unwrap_or(std::time::Duration::from_secs(600)),
+        usage_check: pool.and_then(|p| p.spec.usage_check.clone()),
     }
 }
 
@@ -372,7 +376,9 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
             None if record.phase == AttemptPhase::Placed => {
                 out.actions
                     .push(Action::CreatePlacement(Box::new(placement_for(
-                        job, &record,
+                        job,
+                        &record,
+                        world.usage_check.as_ref(),
                     ))));
                 // The scheduler's explanation stays; a status write only to reword it would be
                 // one more write per job.
@@ -414,7 +420,14 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                     start_timed_out(job, world, now, out, i, status.as_ref());
                     return;
                 }
-                sync_from_placement(job, now, out, i, status.as_ref());
+                sync_from_placement(
+                    job,
+                    now,
+                    out,
+                    i,
+                    status.as_ref(),
+                    world.usage_check.as_ref(),
+                );
                 return;
             }
         },
@@ -438,6 +451,7 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
             if let Some(note) = capped {
                 out.events.push(note);
             }
+            check_usage(job, world.usage_check.as_ref(), now, out, i, p, true);
         }
         out.actions.push(Action::DeletePlacement {
             namespace: member_namespace(&record.cluster),
@@ -576,6 +590,7 @@ fn sync_from_placement(
     out: &mut Outcome,
     i: usize,
     status: Option<&PlacementStatus>,
+    usage: Option<&gpufed_crds::UsageCheck>,
 ) {
     let generation = job.metadata.generation;
     let Some(ps) = status else {
@@ -596,6 +611,10 @@ fn sync_from_placement(
         rec.exits = ps.exits.clone();
     }
     let cluster = rec.cluster.clone();
+    // Whether the attempt ends with this report (its record is still unfinished).
+    let ending = ps.phase.is_some_and(PlacementPhase::is_finished) && !rec.phase.is_finished();
+    check_usage(job, usage, now, out, i, ps, ending);
+    let rec = &mut out.status.attempts[i];
     match ps.phase {
         None | Some(PlacementPhase::Accepted) => {
             if rec.phase == AttemptPhase::Placed {
@@ -820,6 +839,157 @@ fn record_usage(
     (used, note)
 }
 
+/// Reason of the Event and condition when telemetry does not support an attempt's claim.
+pub const USAGE_UNSUPPORTED: &str = "UsageUnsupported";
+
+/// Unix seconds of `t` (0 before the epoch).
+fn unix(t: &Time) -> u64 {
+    u64::try_from(t.0.as_second()).unwrap_or(0)
+}
+
+/// The verdict of `rule` on what `ps` reports for an attempt of `job` that claims `claimed`
+/// GPU-seconds: from the pods' start to their finish (or the report's time, or `now`), with the
+/// spans of every node in `ps.telemetry`.
+pub fn usage_verdict(
+    rule: &crate::usage_check::UsageRule,
+    job: &ComputeJob,
+    claimed: u64,
+    ps: &PlacementStatus,
+    now: &Time,
+) -> crate::usage_check::UsageVerdict {
+    use crate::usage_check::{AttemptUsage, Span, check_spans};
+    let Some(start) = ps.start_time.as_ref().map(unix) else {
+        return crate::usage_check::UsageVerdict {
+            claimed,
+            unsupported: claimed,
+            ..Default::default()
+        };
+    };
+    let end = ps
+        .finish_time
+        .as_ref()
+        .or(ps.last_update_time.as_ref())
+        .map_or_else(|| unix(now), unix);
+    let sources: Vec<Vec<Span>> = ps
+        .telemetry
+        .iter()
+        .flat_map(|t| &t.nodes)
+        .map(|n| {
+            n.spans
+                .iter()
+                .map(|s| Span {
+                    from: u64::try_from(s.from).unwrap_or(0),
+                    to: u64::try_from(s.to).unwrap_or(0),
+                    busy: s.busy,
+                })
+                .collect()
+        })
+        .collect();
+    let usage = AttemptUsage {
+        start,
+        end,
+        gpus: u64::from(job.spec.replicas * job.spec.gpus_per_replica),
+        claimed_gpu_seconds: claimed,
+    };
+    check_spans(rule, &usage, &sources)
+}
+
+/// In a pool that checks usage (`usage`, docs/contracts.md "Usage checked against telemetry"):
+/// attempt `i`'s claimed GPU-seconds checked against its member's telemetry in `ps`, the verdict
+/// kept on the attempt (settlement pays its supported part), the job's `UsageSupported`
+/// condition, and a warning Event when the attempt is `ending` with a claim not fully supported.
+/// Serving jobs and the hub's own jobs are not checked (nobody pays for those, or idleness is
+/// their design).
+fn check_usage(
+    job: &ComputeJob,
+    usage: Option<&gpufed_crds::UsageCheck>,
+    now: &Time,
+    out: &mut Outcome,
+    i: usize,
+    ps: &PlacementStatus,
+    ending: bool,
+) {
+    let Some(usage) = usage else {
+        return;
+    };
+    if job.spec.serving.is_some() || crate::hub::challenges::is_hub_job(job) {
+        return;
+    }
+    let rule = crate::usage_check::UsageRule::from(usage);
+    let rec = &mut out.status.attempts[i];
+    let verdict = usage_verdict(&rule, job, rec.gpu_seconds, ps, now);
+    let record = verdict.record();
+    let changed = rec.usage_check.as_ref() != Some(&record);
+    rec.usage_check = Some(record);
+    if !changed && !ending {
+        return;
+    }
+    let (attempt, cluster) = (rec.attempt, rec.cluster.clone());
+    let describe = |v: &crate::usage_check::UsageVerdict| {
+        format!(
+            "attempt {attempt} on {cluster}: its member's telemetry supports {} of the {} GPU-seconds claimed ({} s with every GPU idle beyond the pool's idleGrace of {} s, {} s without readings); settlement pays {}",
+            v.supported,
+            v.claimed,
+            v.idle_secs,
+            rule.idle_grace_secs,
+            v.unobserved_secs,
+            v.supported
+        )
+    };
+    let flagged: Vec<String> = out
+        .status
+        .attempts
+        .iter()
+        .filter(|a| {
+            a.usage_check
+                .as_ref()
+                .is_some_and(|u| u.unsupported_gpu_seconds > 0)
+        })
+        .map(|a| a.attempt.to_string())
+        .collect();
+    let generation = job.metadata.generation;
+    if flagged.is_empty() {
+        set(
+            &mut out.status,
+            jc::USAGE_SUPPORTED,
+            true,
+            "Supported",
+            "the members' telemetry supports every GPU-second claimed",
+            generation,
+            now,
+        );
+    } else {
+        set(
+            &mut out.status,
+            jc::USAGE_SUPPORTED,
+            false,
+            USAGE_UNSUPPORTED,
+            &format!(
+                "telemetry does not support every GPU-second claimed for attempt(s) {}; {}",
+                flagged.join(", "),
+                describe(&verdict)
+            ),
+            generation,
+            now,
+        );
+    }
+    if ending && verdict.flagged() {
+        out.events.push(Note {
+            warning: true,
+            reason: USAGE_UNSUPPORTED,
+            message: describe(&verdict),
+        });
+    }
+}
+
+/// GPU-seconds settlement pays for `record`: what it reported (within the hub's cap), or in a
+/// pool that checks usage only the part its telemetry supports.
+pub fn paid_gpu_seconds(record: &AttemptRecord) -> u64 {
+    record.usage_check.as_ref().map_or(record.gpu_seconds, |u| {
+        u.supported_gpu_seconds.min(record.gpu_seconds)
+    })
+}
+
 /// Sums GPU-seconds over attempts and records when the first started and the last finished.
 pub(crate) fn refresh_usage(st: &mut ComputeJobStatus) {
     if st.attempts.is_empty() {
@@ -846,8 +1016,14 @@ pub(crate) fn refresh_usage(st: &mut ComputeJobStatus) {
     });
 }
 
-/// The Placement of `record` for `job`: a frozen copy of what the member must run.
-pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
+/// The Placement of `record` for `job`: a frozen copy of what the member must run. In a pool
+/// that checks usage (`usage`), the member is asked to record telemetry, except for serving jobs
+/// (a server waiting for requests is idle by design, so its usage is not checked).
+pub fn placement_for(
+    job: &ComputeJob,
+    record: &AttemptRecord,
+    usage: Option<&gpufed_crds::UsageCheck>,
+) -> Placement {
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
@@ -893,6 +1069,9 @@ pub fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
             // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
             sealed_secrets: None,
             serving: job.spec.serving.clone(),
+            usage_recording: usage
+                .filter(|_| job.spec.serving.is_none())
+                .map(gpufed_crds::UsageCheck::recording),
             funded_seconds: None,
             stop: None,
         },

@@ -832,3 +832,134 @@ fn an_attempt_being_preempted_whose_member_went_away_still_ends_preempted() {
         name: "train-3".into()
     }));
 }
+
+fn spans(list: &[(i64, i64, bool)]) -> gpufed_crds::UsageTelemetry {
+    gpufed_crds::UsageTelemetry {
+        nodes: vec![gpufed_crds::NodeTelemetry {
+            node: "n1".into(),
+            gpu_uuids: vec!["GPU-a".into()],
+            last_reading: list.last().map_or(0, |s| s.1),
+            spans: list
+                .iter()
+                .map(|&(from, to, busy)| gpufed_crds::TelemetrySpan { from, to, busy })
+                .collect(),
+        }],
+    }
+}
+
+fn checking(placement: PlacementStatus) -> World {
+    World {
+        usage_check: Some(gpufed_crds::UsageCheck {
+            idle_grace: gpufed_crds::KubeDuration::from_secs(10),
+            ..Default::default()
+        }),
+        ..world_ready(Some(Some(placement)))
+    }
+}
+
+#[test]
+fn a_claim_its_telemetry_does_not_support_is_flagged_and_settles_only_the_supported_part() {
+    // 4 GPUs from 20 to 120: busy 20..60, idle 60..120 (50 s beyond the 10 s grace).
+    let j = placed(1, "alpha", AttemptPhase::Running);
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds: 400,
+        start_time: Some(at(20)),
+        finish_time: Some(at(120)),
+        telemetry: Some(spans(&[(15, 60, true), (60, 130, false)])),
+        ..Default::default()
+    };
+    let out = reconcile(&j, &checking(done.clone()), &at(121));
+    let rec = &out.status.attempts[0];
+    assert_eq!(rec.gpu_seconds, 400);
+    let check = rec.usage_check.clone().expect("checked");
+    assert_eq!(
+        (
+            check.claimed_gpu_seconds,
+            check.supported_gpu_seconds,
+            check.unsupported_gpu_seconds,
+            check.idle_seconds
+        ),
+        (400, 4 * 50, 200, 50)
+    );
+    assert_eq!(paid_gpu_seconds(rec), 200);
+    let c = conditions::find(&out.status.conditions, jc::USAGE_SUPPORTED).expect("condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", USAGE_UNSUPPORTED)
+    );
+    assert!(
+        c.message.contains("supports 200 of the 400 GPU-seconds"),
+        "{}",
+        c.message
+    );
+    let events: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| e.reason == USAGE_UNSUPPORTED)
+        .collect();
+    assert_eq!(events.len(), 1, "{:?}", out.events);
+    assert!(events[0].warning);
+
+    // The same report again: no second Event.
+    let mut again = j.clone();
+    again.status = Some(out.status.clone());
+    let out2 = reconcile(&again, &checking(done.clone()), &at(122));
+    assert!(!out2.events.iter().any(|e| e.reason == USAGE_UNSUPPORTED));
+
+    // Busy throughout: supported in full, the condition True, no Event.
+    let busy = PlacementStatus {
+        telemetry: Some(spans(&[(15, 130, true)])),
+        ..done.clone()
+    };
+    let out = reconcile(&j, &checking(busy), &at(121));
+    assert_eq!(paid_gpu_seconds(&out.status.attempts[0]), 400);
+    assert!(conditions::is_true(
+        &out.status.conditions,
+        jc::USAGE_SUPPORTED
+    ));
+    assert!(!out.events.iter().any(|e| e.reason == USAGE_UNSUPPORTED));
+
+    // No telemetry reported: nothing supported (silence is not paid by default).
+    let silent = PlacementStatus {
+        telemetry: None,
+        ..done.clone()
+    };
+    let out = reconcile(&j, &checking(silent), &at(121));
+    assert_eq!(paid_gpu_seconds(&out.status.attempts[0]), 0);
+
+    // A pool without usageCheck pays the report and records no verdict.
+    let out = reconcile(&j, &world_ready(Some(Some(done))), &at(121));
+    assert_eq!(out.status.attempts[0].usage_check, None);
+    assert_eq!(paid_gpu_seconds(&out.status.attempts[0]), 400);
+    assert!(conditions::find(&out.status.conditions, jc::USAGE_SUPPORTED).is_none());
+}
+
+#[test]
+fn placements_record_telemetry_only_in_pools_that_check_usage_and_never_for_serving() {
+    let j = placed(1, "alpha", AttemptPhase::Placed);
+    let rec = &j.status.as_ref().unwrap().attempts[0];
+    let usage = gpufed_crds::UsageCheck::default();
+    let p = placement_for(&j, rec, Some(&usage));
+    assert_eq!(
+        p.spec.usage_recording,
+        Some(gpufed_crds::UsageRecording {
+            idle_below_percent: 5,
+            idle_grace_seconds: 600,
+            max_sample_age_seconds: 60
+        })
+    );
+    assert_eq!(placement_for(&j, rec, None).spec.usage_recording, None);
+    let mut serving = j.clone();
+    serving.spec.serving = Some(gpufed_crds::ServingSpec {
+        port: 8080,
+        readiness_path: "/".into(),
+        settlement_period: gpufed_crds::KubeDuration::from_secs(3600),
+    });
+    assert_eq!(
+        placement_for(&serving, rec, Some(&usage))
+            .spec
+            .usage_recording,
+        None
+    );
+}

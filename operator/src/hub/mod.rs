@@ -33,7 +33,6 @@ pub mod slash_controller;
 pub mod slashing;
 pub mod snapshot;
 pub mod status;
-pub mod usage_check;
 pub mod utilisation;
 
 use std::sync::Arc;

@@ -578,6 +578,7 @@ mod tests {
                 }],
                 settlement: None,
                 unverified_member: false,
+                usage_check: None,
                 offer: None,
             }],
             ..Default::default()

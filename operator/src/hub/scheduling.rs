@@ -1002,7 +1002,7 @@ async fn place(
     let Some(record) = status.attempts.iter().find(|r| r.attempt == status.attempt) else {
         return true;
     };
-    let placement = lifecycle::placement_for(job, record);
+    let placement = lifecycle::placement_for(job, record, pool.spec.usage_check.as_ref());
     if let Err(e) = crate::hub::job_controller::create_placement(ctx, &placement).await {
         // Not lost: the job controller creates any missing Placement of a placed attempt.
         tracing::warn!(job = %key, error = %e, "creating the placement; the job controller will retry");
@@ -1124,6 +1124,7 @@ pub fn placed_status(
             .then(|| crate::hub::settlement::unfunded(chain_job_id_hex(&uid, attempt))),
         unverified_member: false,
         offer,
+        usage_check: None,
     });
     conditions::set_condition(
         &mut st.conditions,

@@ -460,7 +460,9 @@ pub async fn advance(
         if !a.phase.is_finished() {
             continue;
         }
-        let (attempt, gpu_seconds, price) = (a.attempt, a.gpu_seconds, a.price_per_gpu_hour);
+        // In a pool that checks usage, only what telemetry supports (docs/contracts.md).
+        let gpu_seconds = crate::hub::lifecycle::paid_gpu_seconds(a);
+        let (attempt, price) = (a.attempt, a.price_per_gpu_hour);
         let provider = a.provider.clone();
         let Some(s) = a.settlement.as_mut() else {
             continue;
