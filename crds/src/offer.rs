@@ -116,12 +116,16 @@ pub struct SignedOffer {
     pub generation: Option<i64>,
 }
 
+/// Whether an offer that `expires` is past its expiry at `now_secs` (Unix seconds): at its expiry
+/// second it no longer counts; an offer without one never expires.
+pub fn expired(expires: Option<&Time>, now_secs: i64) -> bool {
+    expires.is_some_and(|t| t.0.as_second() <= now_secs)
+}
+
 impl SignedOffer {
-    /// Whether it is past its expiry at `now_secs` (Unix seconds); an offer without one never is.
+    /// Whether it is past its expiry at `now_secs` (Unix seconds); see [`expired`].
     pub fn expired_at(&self, now_secs: i64) -> bool {
-        self.expires
-            .as_ref()
-            .is_some_and(|t| t.0.as_second() <= now_secs)
+        expired(self.expires.as_ref(), now_secs)
     }
 }
 

@@ -246,6 +246,23 @@ impl Chain {
             .ok_or_else(|| Error::Other(format!("deploying {name}: no contract address")))
     }
 
+    /// [`start`](Self::start)s anvil in `dir` and [`deploy_all`](Self::deploy_all)s the
+    /// contracts on it.
+    pub async fn start_deployed(
+        tools: &Tools,
+        dir: &Path,
+        fee_bps: u16,
+        funds: u64,
+        deposit: u64,
+        stake: u64,
+    ) -> Result<(Chain, Contracts), Error> {
+        let chain = Chain::start(tools, dir).await?;
+        let contracts = chain
+            .deploy_all(tools, fee_bps, funds, deposit, stake)
+            .await?;
+        Ok((chain, contracts))
+    }
+
     /// Deploys GpuFedToken, JobEscrow (fee `fee_bps`) and ProviderBond (unbonding delay 60 s,
     /// appeal window 30 s), grants the hub the settler role and the admin the arbiter and referee
     /// roles, mints `funds` tokens to each payer and provider, deposits

@@ -41,18 +41,9 @@ async fn inventory(
 
 /// An 8-GPU H100 job that runs for 3 s (kwok), and the cluster it was placed on once it finished.
 async fn run_big_job(hub: &Client, name: &str) -> String {
-    gpufed_e2e::joining::pool::apply(
-        hub,
-        "computejobs",
-        &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                "metadata": {"name": name, "namespace": "team-a"},
-                "spec": {"gpusPerReplica": 8, "gpu": {"models": ["H100"]},
-                         "maxPricePerGpuHour": "5.00", "maxDuration": "10m",
-                         "template": {"containers": [{"name": "main", "image": "busybox:1.36",
-                             "env": [{"name": "GPUFED_SIM_DURATION", "value": "3s"}]}]}}}),
-    )
-    .await
-    .unwrap();
+    gpufed_e2e::joining::pool::submit_sim_job(hub, name, 8, "5.00", "3s")
+        .await
+        .unwrap();
     let done = wait_job(
         hub,
         "team-a",

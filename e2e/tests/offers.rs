@@ -110,9 +110,7 @@ fn the_agent_signs_its_offer_with_the_wallet_key_and_the_hub_accepts_it() {
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let chain = Chain::start(&tools, dir.path()).await.unwrap();
-        let contracts = chain
-            .deploy_all(&tools, 250, 10_000, 500, 200)
+        let (chain, contracts) = Chain::start_deployed(&tools, dir.path(), 250, 10_000, 500, 200)
             .await
             .unwrap();
         let pool = join_paying_pool(

@@ -44,10 +44,8 @@ fn a_provider_stakes_signs_joins_with_helm_passes_verification_and_is_paid_at_it
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let chain = Chain::start(&tools, dir.path()).await.unwrap();
         // ALPHA, BETA and GAMMA staked 200 each; team-a's payer deposited 500.
-        let contracts = chain
-            .deploy_all(&tools, 250, 10_000, 500, 200)
+        let (chain, contracts) = Chain::start_deployed(&tools, dir.path(), 250, 10_000, 500, 200)
             .await
             .unwrap();
         let (cert, key) = tls(dir.path());

@@ -19,6 +19,7 @@ use gpufed_crds::{ComputeJob, GpuNode, JobPhase, SettlementState, TokenAmount};
 use gpufed_e2e::chain::{Chain, accounts};
 use gpufed_e2e::demo::{join_paying_pool, pool_spec};
 use gpufed_e2e::hubctl::{job_events, wait_job};
+use gpufed_e2e::joining::pool::submit_sim_job;
 use gpufed_e2e::joining::{MemberPlan, wait_ready_with_free};
 use gpufed_e2e::{NodeSpec, Tools, run_test, wait_until};
 use k8s_openapi::api::core::v1::Node;
@@ -52,18 +53,7 @@ async fn hold_utilisation(member: &Client, node: &str, percent: u32) {
 }
 
 async fn submit(c: &Client, name: &str) {
-    gpufed_e2e::joining::pool::apply(
-        c,
-        "computejobs",
-        &json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
-                "metadata": {"name": name, "namespace": "team-a"},
-                "spec": {"gpusPerReplica": 8, "gpu": {"models": ["H100"]},
-                         "maxPricePerGpuHour": "3.60", "maxDuration": "10m",
-                         "template": {"containers": [{"name": "main", "image": "busybox:1.36",
-                             "env": [{"name": "GPUFED_SIM_DURATION", "value": "20s"}]}]}}}),
-    )
-    .await
-    .unwrap();
+    submit_sim_job(c, name, 8, "3.60", "20s").await.unwrap();
 }
 
 async fn settled(c: &Client, name: &str) -> ComputeJob {
@@ -85,9 +75,7 @@ fn a_claim_for_idle_gpus_is_paid_only_for_what_the_members_telemetry_supports() 
     run_test(HARD_DEADLINE, || async {
         let tools = Tools::locate().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let chain = Chain::start(&tools, dir.path()).await.unwrap();
-        let contracts = chain
-            .deploy_all(&tools, 500, 10_000, 1000, 200)
+        let (chain, contracts) = Chain::start_deployed(&tools, dir.path(), 500, 10_000, 1000, 200)
             .await
             .unwrap();
         let mut spec = pool_spec(&chain, &contracts, "30s");

@@ -338,6 +338,29 @@ impl Pool {
     }
 }
 
+/// Applies the ComputeJob `name` in `team-a` of pool `default`: one replica of `gpus` H100 GPUs
+/// at most `max_price` per GPU-hour, `maxDuration` 10m, whose kwok pods run for `runs`
+/// (`GPUFED_SIM_DURATION`, e.g. `"20s"`).
+pub async fn submit_sim_job(
+    client: &Client,
+    name: &str,
+    gpus: u32,
+    max_price: &str,
+    runs: &str,
+) -> Result<(), Error> {
+    apply(
+        client,
+        "computejobs",
+        &serde_json::json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                "metadata": {"name": name, "namespace": "team-a"},
+                "spec": {"gpusPerReplica": gpus, "gpu": {"models": ["H100"]},
+                         "maxPricePerGpuHour": max_price, "maxDuration": "10m",
+                         "template": {"containers": [{"name": "main", "image": "busybox:1.36",
+                             "env": [{"name": "GPUFED_SIM_DURATION", "value": runs}]}]}}}),
+    )
+    .await
+}
+
 /// Server-side applies `doc` (any kind with a `plural` given) as `e2e-admin`.
 pub async fn apply(client: &Client, plural: &str, doc: &Value) -> Result<(), Error> {
     let (group, version) = doc["apiVersion"]

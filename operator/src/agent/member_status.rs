@@ -60,11 +60,11 @@ async fn read_pool_timeout(ctx: &Context, api: &Api<MemberCluster>) -> Result<()
     .await?;
     match member {
         Some(m) => {
-            let timeout = m
-                .status
-                .and_then(|s| s.heartbeat_timeout)
-                .map(|d| d.as_duration());
+            let status = m.status.unwrap_or_default();
+            let timeout = status.heartbeat_timeout.map(|d| d.as_duration());
             ctx.shared.set_pool_timeout(timeout);
+            // The offer task signs in this domain (agent::offer).
+            ctx.shared.set_offer_signing(status.offer_signing);
         }
         None => tracing::error!(
             cluster = %cluster,

@@ -219,6 +219,7 @@ pub async fn run(
     };
     tokio::spawn(offer::run(
         hub.clone(),
+        shared.clone(),
         args.cluster.clone(),
         args.offers.clone(),
         offer_key.map(|key| offer::Signer {

@@ -21,7 +21,7 @@ use alloy::signers::SignerSync as _;
 use alloy::signers::local::PrivateKeySigner;
 use gpufed_crds::naming::member_namespace;
 use gpufed_crds::offer::typed;
-use gpufed_crds::{MemberCluster, ModelPrice, OFFER_NAME, Offer, OfferSigning};
+use gpufed_crds::{ModelPrice, OFFER_NAME, Offer, OfferSigning};
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::agent::api::{API_TIMEOUT, FIELD_MANAGER, timed};
@@ -172,18 +172,6 @@ pub async fn publish(
     .map(|_| ())
 }
 
-/// The signing domain the hub published for member `cluster`, if any.
-async fn domain(hub: &kube::Client, cluster: &str) -> Result<Option<OfferSigning>> {
-    let api: Api<MemberCluster> = Api::all(hub.clone());
-    let m = timed(
-        "reading the member's signing domain",
-        API_TIMEOUT,
-        api.get(cluster),
-    )
-    .await?;
-    Ok(m.status.and_then(|s| s.offer_signing))
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -191,32 +179,39 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The Offer to publish now: signed when there is a signer and a domain (signed anew when
-/// [`needs_signing`]); `Ok(None)` to publish it unsigned. `current` keeps the last signature.
-async fn signed_now(
-    hub: &kube::Client,
+/// The Offer to publish now, in the signing domain `d` the hub published (none: the pool does
+/// not pay on a chain): signed when there is a domain (signed anew when [`needs_signing`]);
+/// `Ok(None)` to publish it unsigned. `current` keeps the last signature; `warned` the key and
+/// wallet a mismatch was last logged for, so it is logged once, not every minute.
+fn signed_now(
+    d: Option<&OfferSigning>,
     cluster: &str,
     prices: &[ModelPrice],
     signer: &Signer,
     current: &mut Option<Signed>,
+    warned: &mut Option<String>,
 ) -> Result<Option<Signed>> {
-    let Some(d) = domain(hub, cluster).await? else {
+    let Some(d) = d else {
         return Ok(None);
     };
     if d.wallet.to_bytes() != signer.key.address().0.0 {
-        tracing::error!(
-            key = %signer.key.address(),
-            wallet = %d.wallet,
-            "offer.signingKeySecret holds the key of another account than the member's wallet; \
-             the hub refuses the offer (WrongSigner)"
-        );
+        let pair = format!("{} {}", signer.key.address(), d.wallet);
+        if warned.as_ref() != Some(&pair) {
+            tracing::error!(
+                key = %signer.key.address(),
+                wallet = %d.wallet,
+                "offer.signingKeySecret holds the key of another account than the member's wallet; \
+                 the hub refuses the offer (WrongSigner)"
+            );
+            *warned = Some(pair);
+        }
     }
     let now = now_ms();
-    if needs_signing(current.as_ref(), &d, signer.valid_for, now) {
+    if needs_signing(current.as_ref(), d, signer.valid_for, now) {
         let last = current.as_ref().map(|s| s.nonce);
         *current = Some(sign(
             &signer.key,
-            &d,
+            d,
             cluster,
             prices,
             signer.valid_for,
@@ -229,9 +224,11 @@ async fn signed_now(
 }
 
 /// Applies the Offer now and every [`REPUBLISH_EVERY`] (signed when `signer` is given and the hub
-/// published a domain); nothing without `prices`.
+/// published a domain); nothing without `prices`. The domain is the one the inventory task last
+/// read from the member's MemberCluster ([`super::state::Shared::offer_signing`]).
 pub async fn run(
     hub: kube::Client,
+    shared: std::sync::Arc<super::state::Shared>,
     cluster: String,
     prices: Vec<ModelPrice>,
     signer: Option<Signer>,
@@ -240,16 +237,31 @@ pub async fn run(
         return;
     }
     let mut current: Option<Signed> = None;
+    let mut warned: Option<String> = None;
     loop {
         let signed = match &signer {
-            Some(s) => match signed_now(&hub, &cluster, &prices, s, &mut current).await {
-                Ok(signed) => signed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "signing the offer; retrying");
+            Some(s) => {
+                let Some(domain) = shared.offer_signing() else {
+                    // The MemberCluster has not been read yet.
                     tokio::time::sleep(DOMAIN_RETRY).await;
                     continue;
+                };
+                match signed_now(
+                    domain.as_ref(),
+                    &cluster,
+                    &prices,
+                    s,
+                    &mut current,
+                    &mut warned,
+                ) {
+                    Ok(signed) => signed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "signing the offer; retrying");
+                        tokio::time::sleep(DOMAIN_RETRY).await;
+                        continue;
+                    }
                 }
-            },
+            }
             None => None,
         };
         match publish(&hub, &cluster, &prices, signed.as_ref()).await {
@@ -331,6 +343,59 @@ mod tests {
 
     fn domain() -> OfferSigning {
         gpufed_crds::testing::offer_signing("0x00000000000000000000000000000000000000cc")
+    }
+
+    #[test]
+    fn the_offer_is_signed_only_in_a_published_domain_and_a_wrong_key_is_noted_once() {
+        let signer = Signer {
+            key: PrivateKeySigner::random(),
+            valid_for: Duration::from_secs(3600),
+        };
+        let prices = [parse_offer("H100=1.10").unwrap()];
+        let (mut current, mut warned) = (None, None);
+        // No domain published (a pool without a chain): unsigned.
+        let s = signed_now(None, "alpha", &prices, &signer, &mut current, &mut warned).unwrap();
+        assert!(s.is_none() && current.is_none() && warned.is_none());
+        // The member's wallet is another account: signed all the same (the hub says WrongSigner),
+        // and the mismatch is remembered so it is logged once.
+        let d = domain();
+        let s = signed_now(
+            Some(&d),
+            "alpha",
+            &prices,
+            &signer,
+            &mut current,
+            &mut warned,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(Some(&s), current.as_ref());
+        let noted = warned.clone().unwrap();
+        assert!(noted.contains(&d.wallet.to_string()), "{noted}");
+        signed_now(
+            Some(&d),
+            "alpha",
+            &prices,
+            &signer,
+            &mut current,
+            &mut warned,
+        )
+        .unwrap();
+        assert_eq!(warned, Some(noted));
+        // The right key: nothing to note.
+        let mut right = d.clone();
+        right.wallet = signer.key.address().to_string().parse().unwrap();
+        let mut fresh = None;
+        signed_now(
+            Some(&right),
+            "alpha",
+            &prices,
+            &signer,
+            &mut None,
+            &mut fresh,
+        )
+        .unwrap();
+        assert!(fresh.is_none());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Shared {
     member_clock: Mutex<Reading>,
     /// When the agent first saw each node's current gpu-probe reading ([`super::inventory`]).
     readings: Mutex<BTreeMap<String, Seen>>,
+    /// The offer signing domain from the MemberCluster's status, once read (`Some(None)`: the
+    /// hub publishes none).
+    offer_signing: Mutex<Option<Option<gpufed_crds::OfferSigning>>>,
     /// Each node's recent readings, for attempts that record telemetry ([`super::telemetry`]).
     recent: Mutex<BTreeMap<String, super::telemetry::Readings>>,
     /// Wakes the placement sync (a watched object changed, or the fence state did).
@@ -61,6 +64,7 @@ impl Shared {
                 offset: SignedDuration::ZERO,
             }),
             readings: Mutex::new(BTreeMap::new()),
+            offer_signing: Mutex::new(None),
             recent: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             fence_changed: Notify::new(),
@@ -87,6 +91,17 @@ impl Shared {
             let kept = recent.get(node).cloned().unwrap_or_default();
             recent.insert(node.clone(), super::telemetry::keep(&kept, reading));
         }
+    }
+
+    /// The offer signing domain the MemberCluster's status published, once read (`Some(None)`:
+    /// none is published).
+    pub fn offer_signing(&self) -> Option<Option<gpufed_crds::OfferSigning>> {
+        lock(&self.offer_signing).clone()
+    }
+
+    /// Keeps the offer signing domain the MemberCluster's status published.
+    pub fn set_offer_signing(&self, domain: Option<gpufed_crds::OfferSigning>) {
+        *lock(&self.offer_signing) = Some(domain);
     }
 
     /// The recent readings of `nodes` ([`super::telemetry`]).

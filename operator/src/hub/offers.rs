@@ -89,8 +89,10 @@ pub fn verdict(
 ) -> Verdict {
     let spec = &offer.spec;
     let generation = offer.metadata.generation;
-    if let Some(expires) = spec.expires.as_ref()
-        && expires.0.as_second() <= now_secs
+    if let Some(expires) = spec
+        .expires
+        .as_ref()
+        .filter(|e| gpufed_crds::offer::expired(Some(e), now_secs))
     {
         return refuse(
             "Expired",

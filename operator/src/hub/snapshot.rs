@@ -278,6 +278,12 @@ pub fn cap_offered(
         return;
     }
     let mut budget = left.clone();
+    // GPUs reserved per node of this cluster, summed in one pass over the reservations.
+    let mut reserved_on: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in reservations.iter().filter(|r| r.cluster == cluster.name) {
+        let e = reserved_on.entry(r.node.as_str()).or_default();
+        *e = e.saturating_add(r.gpus);
+    }
     let mut order: Vec<usize> = (0..cluster.nodes.len()).collect();
     order.sort_by(|&a, &b| cluster.nodes[a].name.cmp(&cluster.nodes[b].name));
     for i in order {
@@ -285,11 +291,7 @@ pub fn cap_offered(
         let Some(b) = budget.get_mut(&node.model) else {
             continue;
         };
-        let reserved: u32 = reservations
-            .iter()
-            .filter(|r| r.cluster == cluster.name && r.node == node.name)
-            .map(|r| r.gpus)
-            .sum();
+        let reserved = reserved_on.get(node.name.as_str()).copied().unwrap_or(0);
         let offered = node.offered_gpus();
         let available = u64::from(offered.saturating_sub(reserved));
         let keep = available.min(*b);
