@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 63;
+const HOSTILE_MANIFESTS: usize = 66;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -491,6 +491,33 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 json!({"minUptimePercent": 101}),
             ),
             "spec.reputationFloor.minUptimePercent: Invalid value: 101",
+        ),
+        (
+            "a usage check whose idle grace is longer than a day",
+            with(
+                good_pool("hostile"),
+                "spec.usageCheck",
+                json!({"idleGrace": "25h"}),
+            ),
+            "spec.usageCheck.idleGrace must be between 0s and 24h",
+        ),
+        (
+            "a usage check where every GPU is idle below 0 %",
+            with(
+                good_pool("hostile"),
+                "spec.usageCheck",
+                json!({"idleBelowPercent": 0}),
+            ),
+            "spec.usageCheck.idleBelowPercent: Invalid value: 0",
+        ),
+        (
+            "a usage check whose readings are valid for an hour",
+            with(
+                good_pool("hostile"),
+                "spec.usageCheck",
+                json!({"maxSampleAge": "1h"}),
+            ),
+            "spec.usageCheck.maxSampleAge must be between 10s and 10m",
         ),
         (
             "preemption always",
