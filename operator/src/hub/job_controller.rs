@@ -181,6 +181,9 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
         w.placement_created = placement
             .as_ref()
             .and_then(|p| p.metadata.creation_timestamp.clone());
+        w.placement_records_usage = placement
+            .as_ref()
+            .is_some_and(|p| p.spec.usage_recording.is_some());
         w.placement = placement.map(|p| p.status.clone());
     }
     w

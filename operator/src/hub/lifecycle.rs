@@ -67,6 +67,10 @@ pub struct World {
     /// The pool's `spec.usageCheck`: Placements ask their members to record telemetry, and each
     /// attempt's claimed GPU-seconds are checked against it (docs/contracts.md).
     pub usage_check: Option<gpufed_crds::UsageCheck>,
+    /// The current attempt's Placement asked its member to record telemetry
+    /// (`spec.usageRecording`): only then is its usage checked (one placed before the pool
+    /// turned the check on has no telemetry to be checked against).
+    pub placement_records_usage: bool,
 }
 
 /// What the hub knows about a job that has no attempt yet, from its pool alone: whether the pool
@@ -108,6 +112,16 @@ pub fn admission_world(job: &ComputeJob, pool: Option<&gpufed_crds::GpuPool>) ->
             .map(|p| p.spec.start_timeout.as_duration())
             .unwrap_or(std::time::Duration::from_secs(600)),
         usage_check: pool.and_then(|p| p.spec.usage_check.clone()),
+        placement_records_usage: false,
+    }
+}
+
+impl World {
+    /// The pool's usage check, where the current attempt's Placement records telemetry.
+    fn checked_usage(&self) -> Option<&gpufed_crds::UsageCheck> {
+        self.usage_check
+            .as_ref()
+            .filter(|_| self.placement_records_usage)
     }
 }
 
@@ -420,14 +434,7 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
                     start_timed_out(job, world, now, out, i, status.as_ref());
                     return;
                 }
-                sync_from_placement(
-                    job,
-                    now,
-                    out,
-                    i,
-                    status.as_ref(),
-                    world.usage_check.as_ref(),
-                );
+                sync_from_placement(job, now, out, i, status.as_ref(), world.checked_usage());
                 return;
             }
         },
@@ -451,7 +458,7 @@ fn advance_attempt(job: &ComputeJob, world: &World, now: &Time, out: &mut Outcom
             if let Some(note) = capped {
                 out.events.push(note);
             }
-            check_usage(job, world.usage_check.as_ref(), now, out, i, p, true);
+            check_usage(job, world.checked_usage(), now, out, i, p, true);
         }
         out.actions.push(Action::DeletePlacement {
             namespace: member_namespace(&record.cluster),

@@ -853,6 +853,7 @@ fn checking(placement: PlacementStatus) -> World {
             idle_grace: gpufed_crds::KubeDuration::from_secs(10),
             ..Default::default()
         }),
+        placement_records_usage: true,
         ..world_ready(Some(Some(placement)))
     }
 }
@@ -927,6 +928,15 @@ fn a_claim_its_telemetry_does_not_support_is_flagged_and_settles_only_the_suppor
     };
     let out = reconcile(&j, &checking(silent), &at(121));
     assert_eq!(paid_gpu_seconds(&out.status.attempts[0]), 0);
+
+    // A Placement made before the pool turned the check on records nothing: it is not checked.
+    let before = World {
+        placement_records_usage: false,
+        ..checking(done.clone())
+    };
+    let out = reconcile(&j, &before, &at(121));
+    assert_eq!(out.status.attempts[0].usage_check, None);
+    assert_eq!(paid_gpu_seconds(&out.status.attempts[0]), 400);
 
     // A pool without usageCheck pays the report and records no verdict.
     let out = reconcile(&j, &world_ready(Some(Some(done))), &at(121));
