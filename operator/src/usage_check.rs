@@ -102,7 +102,8 @@ pub const MAX_SPANS: usize = gpufed_crds::usage::MAX_SPANS_PER_NODE;
 /// Folds the reading `(at, utilization_percent)` of one source into its `spans`, whose newest
 /// reading was at `last` (`None`: no reading yet). A reading not newer than `last` is ignored.
 /// Returns whether the spans changed. When a new span would exceed [`MAX_SPANS`], the reading is
-/// not recorded (that time reads as unobserved).
+/// not recorded: it still ends the previous reading's span, and the time from it on reads as
+/// unobserved.
 pub fn push(
     rule: &UsageRule,
     spans: &mut Vec<Span>,
@@ -116,10 +117,12 @@ pub fn push(
     let busy = utilization_percent >= rule.idle_below_percent;
     let to = at.saturating_add(rule.max_sample_age_secs.max(1));
     // The previous reading describes its source only until this one.
+    let mut cut = false;
     if let Some(prev) = spans.last_mut()
         && prev.to > at
     {
         prev.to = at.max(prev.from);
+        cut = true;
     }
     if let Some(prev) = spans.last_mut()
         && prev.to == at
@@ -144,7 +147,7 @@ pub fn push(
         return true;
     }
     if spans.len() >= MAX_SPANS {
-        return false;
+        return cut;
     }
     spans.push(Span { from: at, to, busy });
     *last = Some(at);
@@ -514,6 +517,8 @@ mod tests {
             Some((MAX_SPANS as u64 - 1) * 10),
             "readings beyond the limit are not recorded"
         );
+        // The first reading beyond the limit still ended the last span: unobserved from there.
+        assert_eq!(s.last().map(|l| l.to), Some(MAX_SPANS as u64 * 10));
     }
 
     #[test]
