@@ -96,6 +96,33 @@ pub struct Span {
     pub busy: bool,
 }
 
+impl From<&gpufed_crds::TelemetrySpan> for Span {
+    /// A span as a member reports it (Unix seconds; negative ones read as 0).
+    fn from(s: &gpufed_crds::TelemetrySpan) -> Self {
+        Span {
+            from: u64::try_from(s.from).unwrap_or(0),
+            to: u64::try_from(s.to).unwrap_or(0),
+            busy: s.busy,
+        }
+    }
+}
+
+impl From<&Span> for gpufed_crds::TelemetrySpan {
+    /// A span as the member reports it.
+    fn from(s: &Span) -> Self {
+        gpufed_crds::TelemetrySpan {
+            from: i64::try_from(s.from).unwrap_or(i64::MAX),
+            to: i64::try_from(s.to).unwrap_or(i64::MAX),
+            busy: s.busy,
+        }
+    }
+}
+
+/// Unix seconds of `t` (0 before the epoch), the time base of spans.
+pub fn unix(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> u64 {
+    u64::try_from(t.0.as_second()).unwrap_or(0)
+}
+
 /// Most spans [`push`] keeps per source ([`gpufed_crds::usage::MAX_SPANS_PER_NODE`]).
 pub const MAX_SPANS: usize = gpufed_crds::usage::MAX_SPANS_PER_NODE;
 

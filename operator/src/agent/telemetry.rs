@@ -22,7 +22,7 @@ use gpufed_crds::{GpuNode, NodeInventory, UsageRecording};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::cached::Pod;
-use crate::usage_check::{Span, UsageRule, push};
+use crate::usage_check::{Span, UsageRule, push, unix};
 
 /// Most readings kept per node: at gpu-probe's 10 s interval about 21 minutes, several of the
 /// agent's usage refreshes (60 s by default).
@@ -54,10 +54,6 @@ pub fn keep(kept: &Readings, reading: (u64, u32)) -> Readings {
     let mut next: Vec<(u64, u32)> = kept.iter().skip(skip).copied().collect();
     next.push(reading);
     Arc::new(next)
-}
-
-fn unix(t: &Time) -> u64 {
-    u64::try_from(t.0.as_second()).unwrap_or(0)
 }
 
 /// The telemetry to report for a placement that records with `recording`: `prev` (what was
@@ -99,15 +95,7 @@ pub fn record(
         let Some(node_readings) = readings.get(&n.node) else {
             continue;
         };
-        let mut spans: Vec<Span> = n
-            .spans
-            .iter()
-            .map(|s| Span {
-                from: u64::try_from(s.from).unwrap_or(0),
-                to: u64::try_from(s.to).unwrap_or(0),
-                busy: s.busy,
-            })
-            .collect();
+        let mut spans: Vec<Span> = n.spans.iter().map(Span::from).collect();
         let mut last = u64::try_from(n.last_reading).ok().filter(|l| *l > 0);
         let mut changed = false;
         for &(at, util) in node_readings.iter() {
@@ -120,14 +108,7 @@ pub fn record(
             changed |= push(&rule, &mut spans, &mut last, at, util);
         }
         if changed {
-            n.spans = spans
-                .iter()
-                .map(|s| TelemetrySpan {
-                    from: i64::try_from(s.from).unwrap_or(i64::MAX),
-                    to: i64::try_from(s.to).unwrap_or(i64::MAX),
-                    busy: s.busy,
-                })
-                .collect();
+            n.spans = spans.iter().map(TelemetrySpan::from).collect();
             n.last_reading = last.and_then(|l| i64::try_from(l).ok()).unwrap_or(0);
         }
     }
@@ -243,15 +224,7 @@ mod tests {
         );
         // The hub's verdict: 200 s of idle, 60 s of grace paid.
         let rule = UsageRule::from(&recording());
-        let spans: Vec<Span> = t2.nodes[0]
-            .spans
-            .iter()
-            .map(|s| Span {
-                from: s.from as u64,
-                to: s.to as u64,
-                busy: s.busy,
-            })
-            .collect();
+        let spans: Vec<Span> = t2.nodes[0].spans.iter().map(Span::from).collect();
         let usage = AttemptUsage {
             start: 1000,
             end: 1300,

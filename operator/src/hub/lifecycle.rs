@@ -849,11 +849,6 @@ fn record_usage(
 /// Reason of the Event and condition when telemetry does not support an attempt's claim.
 pub const USAGE_UNSUPPORTED: &str = "UsageUnsupported";
 
-/// Unix seconds of `t` (0 before the epoch).
-fn unix(t: &Time) -> u64 {
-    u64::try_from(t.0.as_second()).unwrap_or(0)
-}
-
 /// The verdict of `rule` on what `ps` reports for an attempt of `job` that claims `claimed`
 /// GPU-seconds: from the pods' start to their finish (or the report's time, or `now`), with the
 /// spans of every node in `ps.telemetry`.
@@ -864,7 +859,7 @@ pub fn usage_verdict(
     ps: &PlacementStatus,
     now: &Time,
 ) -> crate::usage_check::UsageVerdict {
-    use crate::usage_check::{AttemptUsage, Span, check_spans};
+    use crate::usage_check::{AttemptUsage, Span, check_spans, unix};
     let Some(start) = ps.start_time.as_ref().map(unix) else {
         return crate::usage_check::UsageVerdict {
             claimed,
@@ -881,16 +876,7 @@ pub fn usage_verdict(
         .telemetry
         .iter()
         .flat_map(|t| &t.nodes)
-        .map(|n| {
-            n.spans
-                .iter()
-                .map(|s| Span {
-                    from: u64::try_from(s.from).unwrap_or(0),
-                    to: u64::try_from(s.to).unwrap_or(0),
-                    busy: s.busy,
-                })
-                .collect()
-        })
+        .map(|n| n.spans.iter().map(Span::from).collect())
         .collect();
     let usage = AttemptUsage {
         start,
