@@ -38,6 +38,12 @@ pub mod job {
     /// GPU-second claimed for an attempt (reason `UsageUnsupported`; settlement pays only the
     /// supported part).
     pub const USAGE_SUPPORTED: &str = "UsageSupported";
+    /// Jobs with `spec.resultCheck` (ADR 0034): True when a second member's run gave the same
+    /// result (reason `ResultsAgree`) or a referee upheld the job's result (`ResultUpheld`);
+    /// False when the referee contradicted it (`ResultContradicted`), three runs gave three
+    /// results (`ResultsDiffer`) or the check could not finish (`CheckAbandoned`); Unknown while
+    /// it runs.
+    pub const RESULT_VERIFIED: &str = "ResultVerified";
 }
 
 /// Condition types of a `GpuPool`.

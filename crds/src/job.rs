@@ -75,6 +75,12 @@ pub const MAX_ATTEMPTS: u32 = 10;
         priority = 1
     ),
     printcolumn(
+        name = "Result",
+        type_ = "string",
+        json_path = ".status.resultCheck.phase",
+        priority = 1
+    ),
+    printcolumn(
         name = "Explanation",
         type_ = "string",
         json_path = ".status.explanation",
@@ -91,7 +97,9 @@ pub const MAX_ATTEMPTS: u32 = 10;
     validation = kube::core::Rule::new("has(self.maxPricePerGpuHour) == has(oldSelf.maxPricePerGpuHour)").message("spec.maxPricePerGpuHour is immutable after creation; delete and re-create the job"),
     validation = kube::core::Rule::new("has(self.regions) == has(oldSelf.regions)").message("spec.regions is immutable after creation; delete and re-create the job"),
     validation = kube::core::Rule::new("has(self.excludeClusters) == has(oldSelf.excludeClusters)").message("spec.excludeClusters is immutable after creation; delete and re-create the job"),
-    validation = kube::core::Rule::new("has(self.serving) == has(oldSelf.serving)").message("spec.serving is immutable after creation; delete and re-create the job")
+    validation = kube::core::Rule::new("has(self.serving) == has(oldSelf.serving)").message("spec.serving is immutable after creation; delete and re-create the job"),
+    validation = kube::core::Rule::new("has(self.resultCheck) == has(oldSelf.resultCheck)").message("spec.resultCheck is immutable after creation; delete and re-create the job"),
+    validation = kube::core::Rule::new("!has(self.resultCheck) || !has(self.serving)").message("spec.resultCheck compares the results of batch jobs; a serving job (spec.serving) has none: remove one of them")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeJobSpec {
@@ -179,6 +187,18 @@ pub struct ComputeJobSpec {
     /// Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unverified: bool,
+    /// Checks the job's result by replication (docs/adr/0034-result-checks-by-replication.md):
+    /// once the job succeeds, the hub runs it again as `<name>-replica` on another member
+    /// (another provider's wallet) and compares the two results: every workload container's
+    /// termination message per replica (write the result's digest to `/dev/termination-log`),
+    /// and the outputs' sha256 unless `includeOutputs: false`. When they differ, a third run,
+    /// `<name>-referee`, on a member that ran neither decides; the member it contradicts lost the
+    /// dispute (and, where the pool says `verification.lostDisputes: Fail`, fails verification and
+    /// is slashed like a failed challenge). Each run is a ComputeJob of this namespace, paid like
+    /// any job: a check costs up to three runs. Only for batch jobs whose result is deterministic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.resultCheck is immutable after creation; delete and re-create the job"))]
+    pub result_check: Option<crate::result_check::ResultCheck>,
 }
 
 fn default_pool() -> String {
@@ -345,6 +365,9 @@ pub struct ComputeJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub outputs: Vec<crate::data::OutputRecord>,
+    /// Jobs with `spec.resultCheck`: the runs compared and the verdict (ADR 0034).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_check: Option<crate::result_check::ResultCheckStatus>,
 }
 
 /// Where an attempt runs.

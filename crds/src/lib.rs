@@ -22,6 +22,7 @@ pub mod naming;
 pub mod offer;
 pub mod placement;
 pub mod pool;
+pub mod result_check;
 pub mod serving;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -48,7 +49,9 @@ pub use placement::{
     ContainerExit, JobReference, Placement, PlacementPhase, PlacementSpec, PlacementStatus,
     PlacementStop,
 };
-pub use pool::{Admission, ChallengeBackend, ReputationFloor, SlashPolicy, Verification};
+pub use pool::{
+    Admission, ChallengeBackend, LostDisputes, ReputationFloor, SlashPolicy, Verification,
+};
 pub use pool::{
     CLEARING_HISTORY, ChainSpec, ClearingPoint, DEFAULT_PREEMPTION_GRACE_PERIOD, FairSharing,
     GpuPool, GpuPoolSpec, GpuPoolStatus, ModelCapacity, ModelClearing, NamespaceQuota,
@@ -56,6 +59,7 @@ pub use pool::{
     QuotaGroup, QuotaLedgerEntry, QuotaPeriod, QuotaUsage, ReclaimWithinCohort, SecretKeyRef,
     Strategy, Utilization,
 };
+pub use result_check::{ResultCheck, ResultCheckPhase, ResultCheckStatus, ResultRun, RunRole};
 pub use serving::{Endpoint, ServingSpec};
 pub use units::{EvmAddress, KubeDuration, ParseError, TokenAmount};
 pub use usage::{

@@ -268,6 +268,27 @@ pub struct Verification {
     /// verdicts are recorded, nothing is slashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slash: Option<SlashPolicy>,
+    /// What a member that loses a dispute over a tenant job's result (`ComputeJob.spec.resultCheck`,
+    /// ADR 0034) suffers: `Record` (default) keeps the verdict on the job and a warning Event on
+    /// the member; `Fail` also fails the member's verification with reason `WrongTenantResult`
+    /// (so a pool with `required: true` sends it no tenant job until it passes a challenge again),
+    /// and with `slash` set, slashes it like a failed challenge. The program compared is the
+    /// tenant's: choose `Fail` where tenants are trusted to submit deterministic programs.
+    #[serde(default)]
+    pub lost_disputes: LostDisputes,
+}
+
+/// What a member that loses a result dispute suffers (`GpuPool.spec.verification.lostDisputes`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum LostDisputes {
+    /// The verdict is kept on the job and in a warning Event on the member.
+    #[default]
+    Record,
+    /// The member also fails verification (`WrongTenantResult`), and is slashed where the pool
+    /// slashes failed challenges.
+    Fail,
 }
 
 /// How much a failed challenge costs a provider.
@@ -275,7 +296,8 @@ pub struct Verification {
 #[serde(rename_all = "camelCase")]
 pub struct SlashPolicy {
     /// Tokens slashed per failed verdict that proves cheating (`WrongResult`, `TooSlow`,
-    /// `TooFewGpus`, `TooManyGpus`, `DuplicateGpu`, `WrongChallenge`); a late, missing or
+    /// `TooFewGpus`, `TooManyGpus`, `DuplicateGpu`, `WrongChallenge`, `UnknownGpu`, and a lost
+    /// result dispute, `WrongTenantResult`, where `lostDisputes: Fail`); a late, missing or
     /// unreadable answer (`DeadlineExceeded`, `NoAnswer`, `Malformed`, `Oversize`,
     /// `UnsupportedVersion`) is never slashed. Capped by what the provider has bonded and
     /// unbonding. More than 0.

@@ -85,6 +85,7 @@ pub fn job(name: &str) -> JobBuilder {
             },
             serving: None,
             allow_unverified: false,
+            result_check: None,
         },
         status: None,
     })

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use gpufed_crds::{ComputeJob, PlacementPhase, PlacementStatus, Settlement, SettlementState};
+use gpufed_crds::{
+    ComputeJob, ContainerExit, PlacementPhase, PlacementStatus, Settlement, SettlementState,
+};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -225,6 +227,17 @@ pub fn settled(j: &ComputeJob) -> bool {
 /// Waits for a Placement on `cluster` named for `job` (any job when empty) and reports it
 /// finished with `gpu_seconds`.
 pub async fn finish(c: &Client, cluster: &str, job: &str, gpu_seconds: u64) -> Result<(), Error> {
+    finish_with(c, cluster, job, gpu_seconds, None).await
+}
+
+/// [`finish`], container `main` of replica 0 ending with termination message `message`.
+pub async fn finish_with(
+    c: &Client,
+    cluster: &str,
+    job: &str,
+    gpu_seconds: u64,
+    message: Option<&str>,
+) -> Result<(), Error> {
     let p = wait_until(STEP, "the placement", || async {
         placements(c, cluster)
             .await
@@ -241,7 +254,19 @@ pub async fn finish(c: &Client, cluster: &str, job: &str, gpu_seconds: u64) -> R
             phase: Some(PlacementPhase::Succeeded),
             gpu_seconds,
             start_time: Some(now.clone()),
-            finish_time: Some(now),
+            finish_time: Some(now.clone()),
+            exits: message
+                .map(|m| ContainerExit {
+                    replica: 0,
+                    container: "main".into(),
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                    message: Some(m.into()),
+                    started_at: Some(now.clone()),
+                    finished_at: Some(now),
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
         },
     )

@@ -111,7 +111,7 @@ fn with(mut doc: Value, path: &str, value: Value) -> Value {
 }
 
 /// How many hostile manifests [`hostile_creates`] holds; README.md quotes it.
-const HOSTILE_MANIFESTS: usize = 66;
+const HOSTILE_MANIFESTS: usize = 68;
 
 /// Hostile or malformed manifests and a fragment of the message the apiserver must answer with.
 fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
@@ -147,6 +147,15 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
                 json!({"port": 8080, "readinessPath": "healthz"}),
             ),
             "spec.serving.readinessPath must be an absolute HTTP path",
+        ),
+        (
+            "a serving job whose result is to be checked",
+            with(
+                with(job(), "spec.serving", json!({"port": 8080})),
+                "spec.resultCheck",
+                json!({}),
+            ),
+            "spec.resultCheck compares the results of batch jobs",
         ),
         (
             "a serving job paid every 5 seconds",
@@ -525,6 +534,15 @@ fn hostile_creates() -> Vec<(&'static str, Value, &'static str)> {
             "spec.preemption: Unsupported value: \"Always\"",
         ),
         (
+            "a pool that punishes lost disputes in a way it does not know",
+            with(
+                good_pool("hostile"),
+                "spec.verification",
+                json!({"image": "probe:1", "lostDisputes": "Slash"}),
+            ),
+            "spec.verification.lostDisputes: Unsupported value: \"Slash\"",
+        ),
+        (
             "an open pool without a bond contract to read stakes from",
             with(good_pool("hostile"), "spec.admission", json!("Open")),
             "spec.admission Open needs spec.chain.bond",
@@ -740,6 +758,11 @@ fn immutable_fields_cannot_change_after_creation() {
                 "spec.template",
                 json!({"containers": [{"name": "main", "image": "evil:latest"}]}),
                 "spec.template is immutable",
+            ),
+            (
+                "spec.resultCheck",
+                json!({"includeOutputs": false}),
+                "spec.resultCheck is immutable",
             ),
         ];
         for (path, value, want) in changes {

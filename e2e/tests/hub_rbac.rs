@@ -31,7 +31,10 @@ const T: Duration = Duration::from_secs(60);
 /// What the hub may do in every namespace and on cluster-scoped objects: `(verbs, resource)`,
 /// the resource as `plural[.group][#resourceName]`.
 const CLUSTER_WIDE: &[(&str, &str)] = &[
-    ("get list watch patch update", "computejobs.gpufed.io"),
+    (
+        "get list watch create patch update",
+        "computejobs.gpufed.io",
+    ),
     ("get patch update", "computejobs/status.gpufed.io"),
     ("update", "computejobs/finalizers.gpufed.io"),
     ("update", "memberclusters/finalizers.gpufed.io"),
@@ -396,6 +399,34 @@ fn the_hub_may_do_exactly_its_allow_list_and_registers_and_removes_a_member_with
             "the hub binding another member's ClusterRole",
         );
         assert!(msg.contains("of the same name"), "{msg}");
+        // A job on a tenant's account: only a result check's run, owned by the job it checks.
+        let job = |labels: serde_json::Value| -> gpufed_crds::ComputeJob {
+            serde_json::from_value(json!({
+                "apiVersion": "gpufed.io/v1alpha1", "kind": "ComputeJob",
+                "metadata": {"name": "mine", "namespace": "tenant-x", "labels": labels},
+                "spec": {"gpusPerReplica": 1, "gpu": {"models": ["H100"]},
+                         "template": {"containers": [{"name": "main", "image": "busybox"}]}},
+            }))
+            .unwrap()
+        };
+        let tenant_jobs = Api::<gpufed_crds::ComputeJob>::namespaced(as_hub.clone(), "tenant-x");
+        let msg = refused(
+            tenant_jobs
+                .create(&PostParams::default(), &job(json!({})))
+                .await,
+            "the hub submitting a job of its own on tenant-x's account",
+        );
+        assert!(msg.contains("only as the replica or referee"), "{msg}");
+        let msg = refused(
+            tenant_jobs
+                .create(
+                    &PostParams::default(),
+                    &job(json!({"gpufed.io/result-check-of": "0d3c", "gpufed.io/result-check-role": "replica"})),
+                )
+                .await,
+            "the hub labelling a job as a replica without the job it checks owning it",
+        );
+        assert!(msg.contains("owned by that job"), "{msg}");
 
         // 5. A pool naming a key Secret outside the hub's namespace is refused with the fix.
         apply::<GpuPool>(

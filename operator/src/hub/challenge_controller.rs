@@ -271,15 +271,40 @@ async fn record(
         member.status.as_ref().and_then(|s| s.verification.as_ref()),
     );
     let passed = verification.verdict == VerificationVerdict::Passed;
+    let message = format!(
+        "challenge {challenge}: {} ({})",
+        verification.message, verification.reason
+    );
+    let evidence = verification.evidence_sha256.clone();
+    let reason = verification.reason.clone();
+    apply_verdict(ctx, member, verification, message, "Challenge", now).await?;
+    let verdict = if passed { "Passed" } else { "Failed" };
+    ctx.metrics
+        .challenges
+        .with_label_values(&[&pool.name_any(), verdict])
+        .inc();
+    tracing::info!(member = %name, %challenge, verdict, %reason, %evidence, "challenge judged");
+    Ok(())
+}
+
+/// Writes `verification` as `member`'s verdict (and its `Verified` condition, saying `message`)
+/// under [`MANAGER`], with an Event (`action`) and a scheduling pass, since a verdict changes
+/// where tenant jobs may go. Shared by challenges and lost result disputes (ADR 0034).
+pub(crate) async fn apply_verdict(
+    ctx: &Context,
+    member: &MemberCluster,
+    verification: gpufed_crds::MemberVerification,
+    message: String,
+    action: &str,
+    now: &Time,
+) -> Result<()> {
+    let name = member.name_any();
+    let passed = verification.verdict == VerificationVerdict::Passed;
     let mut conds = member
         .status
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let message = format!(
-        "challenge {challenge}: {} ({})",
-        verification.message, verification.reason
-    );
     conditions::set_condition(
         &mut conds,
         conditions::condition(
@@ -295,6 +320,7 @@ async fn record(
         .into_iter()
         .filter(|c| c.type_ == mc::VERIFIED)
         .collect::<Vec<_>>();
+    let evidence = verification.evidence_sha256.clone();
     let body = serde_json::json!({
         "apiVersion": "gpufed.io/v1alpha1",
         "kind": "MemberCluster",
@@ -309,11 +335,6 @@ async fn record(
         )
         .await
         .map_err(Error::kube(format!("writing the verdict on {name}")))?;
-    let verdict = if passed { "Passed" } else { "Failed" };
-    ctx.metrics
-        .challenges
-        .with_label_values(&[&pool.name_any(), verdict])
-        .inc();
     ctx.event(
         member,
         !passed,
@@ -322,15 +343,9 @@ async fn record(
         } else {
             "VerificationFailed"
         },
-        "Challenge",
-        format!(
-            "{message}; evidence sha256 {}",
-            verification.evidence_sha256
-        ),
+        action,
+        format!("{message}; evidence sha256 {evidence}"),
     );
-    tracing::info!(member = %name, %challenge, verdict, reason = %verification.reason,
-        evidence = %verification.evidence_sha256, "challenge judged");
-    // The verdict changes where tenant jobs may go.
     ctx.schedule.notify_one();
     Ok(())
 }

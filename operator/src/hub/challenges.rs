@@ -188,6 +188,16 @@ pub fn verification_state(pool: &GpuPool, member: &MemberCluster) -> Verificatio
     }
     match v.verdict {
         VerificationVerdict::Passed => VerificationState::Passed,
+        VerificationVerdict::Failed
+            if v.reason == crate::hub::result_check::WRONG_TENANT_RESULT =>
+        {
+            VerificationState::Failed {
+                message: format!(
+                    "lost the dispute over job {}: {} ({})",
+                    v.challenge, v.message, v.reason
+                ),
+            }
+        }
         VerificationVerdict::Failed => VerificationState::Failed {
             message: format!("challenge {}: {} ({})", v.challenge, v.message, v.reason),
         },

@@ -25,6 +25,8 @@ pub mod quota_ledger;
 pub mod reclaim;
 pub mod registration;
 pub mod reputation;
+pub mod result_check;
+pub mod result_check_controller;
 pub mod scheduling;
 pub mod secrets;
 pub mod serving;
@@ -177,8 +179,11 @@ fn start_stores(
         all(),
         1,
         |j: &mut ComputeJob| {
-            // A finished job never gets another Placement: its pod template is not needed.
-            if j.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+            // A finished job never gets another Placement: its pod template is not needed, unless
+            // a result check still has to copy it into a run or compare a run with it (ADR 0034).
+            if j.status.as_ref().is_some_and(|s| s.phase.is_finished())
+                && !result_check::needs_template(j)
+            {
                 j.spec.template = Default::default();
             }
         },
@@ -425,6 +430,7 @@ pub async fn run(
             _ = reputation::run(ctx.clone()) => {},
             _ = offers::run(ctx.clone(), offer_changed) => {},
             _ = slash_controller::run(ctx.clone()) => {},
+            _ = result_check_controller::run(ctx.clone()) => {},
         }
         Ok(())
     };

@@ -220,7 +220,7 @@ async fn not_slashed(
     v: &gpufed_crds::MemberVerification,
     why: &str,
 ) -> Result<()> {
-    let msg = format!("challenge {} failed ({}){why}", v.challenge, v.reason);
+    let msg = format!("{} ({}){why}", slashing::what_failed(v), v.reason);
     write(
         ctx,
         member,
@@ -245,10 +245,10 @@ async fn adopt(
     };
     let msg = if phase == SlashPhase::Proposed {
         format!(
-            "challenge {} failed ({}): slash of {} proposed with evidence sha256 {} to {} \
+            "{} ({}): slash of {} proposed with evidence sha256 {} to {} \
              tenant(s), the rest to the treasury; executable from unix time {} unless the \
              provider appeals",
-            v.challenge,
+            slashing::what_failed(v),
             v.reason,
             r.amount,
             v.evidence_sha256,
@@ -257,9 +257,9 @@ async fn adopt(
         )
     } else {
         format!(
-            "challenge {} failed ({}): the slash of {} on evidence sha256 {} was proposed \
+            "{} ({}): the slash of {} on evidence sha256 {} was proposed \
              earlier and is now {}",
-            v.challenge,
+            slashing::what_failed(v),
             v.reason,
             r.amount,
             v.evidence_sha256,

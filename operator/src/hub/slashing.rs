@@ -28,7 +28,8 @@ use crate::hub::chain::SlashState;
 /// the pool's own image writes the answer, so these can come from the pool changing its image
 /// version or from the kubelet truncating the termination message, not only from the provider.
 /// Nor is `UnreportedGpus` (the inventory names no UUIDs to compare with: a probe that has not
-/// reported yet, or an older agent).
+/// reported yet, or an older agent). A lost result dispute (`WrongTenantResult`, ADR 0034) is
+/// slashed: it is written as a verdict only where the pool asks (`lostDisputes: Fail`).
 pub const SLASHING_REASONS: &[&str] = &[
     "WrongResult",
     "TooSlow",
@@ -37,7 +38,18 @@ pub const SLASHING_REASONS: &[&str] = &[
     "DuplicateGpu",
     "WrongChallenge",
     "UnknownGpu",
+    crate::hub::result_check::WRONG_TENANT_RESULT,
 ];
+
+/// What a slashed verdict was, in words: `challenge <name> failed`, or `lost the dispute over job
+/// <namespace>/<name>` (ADR 0034).
+pub fn what_failed(v: &MemberVerification) -> String {
+    if v.reason == crate::hub::result_check::WRONG_TENANT_RESULT {
+        format!("lost the dispute over job {}", v.challenge)
+    } else {
+        format!("challenge {} failed", v.challenge)
+    }
+}
 
 /// Whether a verdict is slashed.
 pub fn slashes(v: &MemberVerification) -> bool {
