@@ -29,7 +29,6 @@ use gpufed_e2e::market::{self, settled};
 use gpufed_e2e::run_test;
 use gpufed_e2e::wait::wait_until;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -39,17 +38,10 @@ const T: Duration = Duration::from_secs(90);
 
 #[path = "support/challenges.rs"]
 mod challenges;
-use challenges::answer_challenges;
+use challenges::{answer_challenges, member, slash_proposed};
 
 fn tokens(n: u64) -> U256 {
     gpufed_e2e::chain::tokens(n)
-}
-
-async fn member(c: &Client, name: &str) -> MemberCluster {
-    Api::<MemberCluster>::all(c.clone())
-        .get(name)
-        .await
-        .unwrap()
 }
 
 #[test]
@@ -111,17 +103,7 @@ fn a_wrong_challenge_answer_is_slashed_automatically_and_pays_the_tenant_it_harm
         let challenges = answer_challenges(&c, "wrong", true).await;
 
         // The verdict, then the proposal, with nobody acting.
-        let proposed = wait_until(T, "a slash proposed on wrong", || async {
-            let st = member(&c, "wrong").await.status?;
-            st.slash
-                .filter(|s| s.phase == SlashPhase::Proposed)
-                .map(|s| (s, st.verification))
-        })
-        .await
-        .unwrap();
-        let (slash, verification) = proposed;
-        let v = verification.unwrap();
-        assert_eq!(v.verdict, VerificationVerdict::Failed);
+        let (slash, v) = slash_proposed(&c, "wrong").await;
         assert_eq!(v.reason, "WrongResult");
         assert!(challenges.contains(&slash.challenge), "{challenges:?}");
         assert_eq!(

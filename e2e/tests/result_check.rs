@@ -29,8 +29,7 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
 use gpufed_crds::{
-    ComputeJob, GpuPool, MemberCluster, ResultCheckPhase, ResultCheckStatus, SlashPhase,
-    VerificationVerdict,
+    ComputeJob, GpuPool, ResultCheckPhase, ResultCheckStatus, SlashPhase, VerificationVerdict,
 };
 use gpufed_e2e::chain::{APPEAL_WINDOW_SECS, accounts};
 use gpufed_e2e::hubctl::{start_hub, wait_job};
@@ -45,17 +44,10 @@ use sha2::{Digest, Sha256};
 
 #[path = "support/challenges.rs"]
 mod challenges;
-use challenges::answer_challenges;
+use challenges::{answer_challenges, member, slash_proposed};
 
 const HARD_DEADLINE: Duration = Duration::from_secs(420);
 const T: Duration = Duration::from_secs(90);
-
-async fn member(c: &Client, name: &str) -> MemberCluster {
-    Api::<MemberCluster>::all(c.clone())
-        .get(name)
-        .await
-        .unwrap()
-}
 
 async fn job(c: &Client, ns: &str, name: &str) -> ComputeJob {
     Api::<ComputeJob>::namespaced(c.clone(), ns)
@@ -243,17 +235,7 @@ fn a_wrong_result_is_found_by_a_referee_and_its_member_slashed_for_the_tenant() 
         ];
 
         // beta fails verification on that evidence, and is slashed for team-a.
-        let proposed = wait_until(T, "a slash proposed on beta", || async {
-            let st = member(&c, "beta").await.status?;
-            st.slash
-                .filter(|s| s.phase == SlashPhase::Proposed)
-                .map(|s| (s, st.verification))
-        })
-        .await
-        .unwrap();
-        let (slash, v) = proposed;
-        let v = v.unwrap();
-        assert_eq!(v.verdict, VerificationVerdict::Failed);
+        let (slash, v) = slash_proposed(&c, "beta").await;
         assert_eq!(v.reason, "WrongTenantResult");
         assert_eq!(v.challenge, "team-a/train");
         assert_eq!(v.evidence_sha256, sha);

@@ -94,3 +94,29 @@ async fn answer(c: &Client, member: &str, job: &ComputeJob, cheat: bool) -> Stri
     report_placement(c, &p, status).await.unwrap();
     name
 }
+
+/// The MemberCluster `name`.
+pub async fn member(c: &Client, name: &str) -> gpufed_crds::MemberCluster {
+    Api::<gpufed_crds::MemberCluster>::all(c.clone())
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// Waits for a slash proposed on `name`; returns it and the failed verdict it rests on.
+pub async fn slash_proposed(
+    c: &Client,
+    name: &str,
+) -> (gpufed_crds::MemberSlash, gpufed_crds::MemberVerification) {
+    let (slash, v) = wait_until(T, &format!("a slash proposed on {name}"), || async {
+        let st = member(c, name).await.status?;
+        st.slash
+            .filter(|s| s.phase == gpufed_crds::SlashPhase::Proposed)
+            .map(|s| (s, st.verification))
+    })
+    .await
+    .unwrap();
+    let v = v.unwrap();
+    assert_eq!(v.verdict, gpufed_crds::VerificationVerdict::Failed);
+    (slash, v)
+}

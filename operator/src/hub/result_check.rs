@@ -473,6 +473,34 @@ fn short(d: &str) -> &str {
     d.get(..12).unwrap_or(d)
 }
 
+/// `st` moved to `phase` with `runs` and a new, unfinished run `role` (`name`, `uid`) after them.
+#[allow(clippy::too_many_arguments)]
+fn with_run(
+    st: &ResultCheckStatus,
+    runs: &[ResultRun],
+    phase: ResultCheckPhase,
+    role: RunRole,
+    name: String,
+    uid: String,
+    message: String,
+    now: &Time,
+) -> ResultCheckStatus {
+    let mut next = st.clone();
+    next.phase = phase;
+    next.runs = runs.to_vec();
+    next.runs.push(ResultRun {
+        role,
+        job: name,
+        uid,
+        cluster: None,
+        attempt: None,
+        digest: None,
+    });
+    next.time = Some(now.clone());
+    next.message = Some(message);
+    next
+}
+
 /// What the hub does next for `job` (which has `spec.resultCheck`). `find` looks a ComputeJob of
 /// the job's namespace up by name in the cache; `members` are the hub's members.
 pub fn next_step(
@@ -544,20 +572,9 @@ pub fn next_step(
         let run = match (recorded, found) {
             (None, Some(f)) if is_run_of(job, &f, role, &must_exclude) => {
                 // Made by a pass that did not live to record it.
-                let mut next = st.clone();
-                next.phase = phase;
-                next.runs = runs.clone();
-                next.runs.push(ResultRun {
-                    role,
-                    job: name,
-                    uid: f.metadata.uid.clone().unwrap_or_default(),
-                    cluster: None,
-                    attempt: None,
-                    digest: None,
-                });
-                next.time = Some(now.clone());
-                next.message = Some(format!("{} {} adopted", role.as_str(), f.name_any()));
-                return Step::Write(next);
+                let uid = f.metadata.uid.clone().unwrap_or_default();
+                let message = format!("{} {} adopted", role.as_str(), f.name_any());
+                return Step::Write(with_run(&st, &runs, phase, role, name, uid, message, now));
             }
             (None, Some(_)) => {
                 return ended(
@@ -589,19 +606,7 @@ pub fn next_step(
                 let Some(child) = run_job(job, role, exclude) else {
                     return Step::Nothing;
                 };
-                let mut next = st.clone();
-                next.phase = phase;
-                next.runs = runs.clone();
-                next.runs.push(ResultRun {
-                    role,
-                    job: name,
-                    uid: String::new(),
-                    cluster: None,
-                    attempt: None,
-                    digest: None,
-                });
-                next.time = Some(now.clone());
-                next.message = Some(match role {
+                let message = match role {
                     RunRole::Referee => format!(
                         "the job's result ({}…, on {}) and its replica's ({}…, on {}) differ: a \
                          referee runs on a member that ran neither",
@@ -614,11 +619,11 @@ pub fn next_step(
                         "the job succeeded on {}: its replica runs on another member",
                         original.cluster
                     ),
-                });
+                };
                 return Step::Create {
                     job: Box::new(child),
                     role,
-                    status: next,
+                    status: with_run(&st, &runs, phase, role, name, String::new(), message, now),
                 };
             }
             (Some(r), found) => {
