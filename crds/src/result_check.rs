@@ -12,7 +12,7 @@ pub const LABEL_RESULT_CHECK_OF: &str = "gpufed.io/result-check-of";
 pub const LABEL_RESULT_CHECK_ROLE: &str = "gpufed.io/result-check-role";
 
 /// What a job asks of the hub's result check (`ComputeJob.spec.resultCheck`).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultCheck {
     /// Compare the sha256 and size of every output the template stores (`template.outputs`), as
@@ -24,6 +24,15 @@ pub struct ResultCheck {
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for ResultCheck {
+    /// As `resultCheck: {}` reads.
+    fn default() -> Self {
+        ResultCheck {
+            include_outputs: default_true(),
+        }
+    }
 }
 
 /// Where a job's result check stands.
@@ -142,4 +151,16 @@ pub struct ResultCheckStatus {
     /// When the check reached its phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_result_check_compares_outputs_too() {
+        let read: ResultCheck = serde_json::from_str("{}").unwrap();
+        assert_eq!(read, ResultCheck::default());
+        assert!(read.include_outputs);
+    }
 }

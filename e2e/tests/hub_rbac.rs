@@ -427,6 +427,33 @@ fn the_hub_may_do_exactly_its_allow_list_and_registers_and_removes_a_member_with
             "the hub labelling a job as a replica without the job it checks owning it",
         );
         assert!(msg.contains("owned by that job"), "{msg}");
+        // A run of a job that asks for a result check, owned by it, is what the hub may make.
+        let mut checked = job(json!({}));
+        checked.metadata.name = Some("checked".into());
+        checked.spec.result_check = Some(Default::default());
+        let checked = Api::<gpufed_crds::ComputeJob>::namespaced(admin.clone(), "tenant-x")
+            .create(&PostParams::default(), &checked)
+            .await
+            .unwrap();
+        let uid = checked.metadata.uid.clone().unwrap();
+        let mut run = job(
+            json!({"gpufed.io/result-check-of": uid, "gpufed.io/result-check-role": "replica"}),
+        );
+        run.metadata.name = Some("checked-replica".into());
+        run.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "gpufed.io/v1alpha1".into(),
+                kind: "ComputeJob".into(),
+                name: "checked".into(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(false),
+            },
+        ]);
+        tenant_jobs
+            .create(&PostParams::default(), &run)
+            .await
+            .unwrap();
 
         // 5. A pool naming a key Secret outside the hub's namespace is refused with the fix.
         apply::<GpuPool>(

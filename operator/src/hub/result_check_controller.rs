@@ -151,6 +151,17 @@ async fn verdict(ctx: &Context, job: &ComputeJob, mut v: Verdict, now: &Time) ->
                 .as_ref()
                 .and_then(|s| s.verification.as_ref())
                 .is_some_and(|x| x.evidence_sha256 == v.evidence.sha256());
+            let slashing = pool
+                .as_ref()
+                .and_then(|p| p.spec.verification.as_ref())
+                .is_some_and(|s| s.slash.is_some());
+            if fails && !already && slashing && crate::hub::slashing::holds_challenges(&member) {
+                // The member's latest verdict still waits to be proposed as a slash: writing this
+                // one over it would lose it. The next pass tries again.
+                tracing::info!(member = %loser.cluster, job = %job.name_any(),
+                    "a lost dispute waits for the member's previous verdict to be proposed");
+                return Ok(());
+            }
             if fails && !already {
                 let status = member.status.as_ref();
                 let inventory = status
