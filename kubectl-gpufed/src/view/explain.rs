@@ -174,6 +174,33 @@ pub fn render(
     let usage = status.usage.as_ref().map(|u| u.gpu_seconds).unwrap_or(0);
     fields.push(("Usage", format!("{usage} GPU-seconds")));
     fields.push(("Cost", or_none(status.cost)));
+    // A result check (ADR 0034): its phase and why, then one line per run.
+    let mut check_lines = vec![];
+    if let Some(rc) = &status.result_check {
+        let why = rc
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        fields.push(("Result check", format!("{:?}{why}", rc.phase)));
+        for r in &rc.runs {
+            let at = match (&r.cluster, r.attempt) {
+                (Some(c), Some(a)) => format!("on {c} (attempt {a})"),
+                _ => "running".to_string(),
+            };
+            let digest = r
+                .digest
+                .as_deref()
+                .map(|d| format!(", result sha256 {}…", d.get(..12).unwrap_or(d)))
+                .unwrap_or_default();
+            check_lines.push(format!("{} {} {at}{digest}", r.role.as_str(), r.job));
+        }
+        if let (Some(cm), Some(sha)) = (&rc.evidence, &rc.evidence_sha256) {
+            check_lines.push(format!(
+                "evidence: ConfigMap gpufed-hub-jobs/{cm}, sha256 {sha}"
+            ));
+        }
+    }
 
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 3;
     let mut out = String::new();
@@ -181,6 +208,11 @@ pub fn render(
         out.push_str(&format!("{:<width$}{value}\n", format!("{key}:")));
         if *key == "Explanation" {
             for line in &lines {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        if *key == "Result check" {
+            for line in &check_lines {
                 out.push_str(&format!("  {line}\n"));
             }
         }
@@ -319,6 +351,50 @@ Conditions:
             out.contains("  Warning  Pending  60s (x4 over 4m50s)  gpufed-hub  0/3 clusters fit"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_checked_job_shows_its_result_check_and_runs() {
+        use gpufed_crds::{ResultCheckPhase, ResultCheckStatus, ResultRun, RunRole};
+        let mut job = running_job();
+        let run = |role, job: &str, cluster: Option<&str>, digest: Option<&str>| ResultRun {
+            role,
+            job: job.into(),
+            uid: "u".into(),
+            cluster: cluster.map(String::from),
+            attempt: cluster.map(|_| 1),
+            digest: digest.map(String::from),
+        };
+        job.status.as_mut().unwrap().result_check = Some(ResultCheckStatus {
+            phase: ResultCheckPhase::Refereeing,
+            runs: vec![
+                run(
+                    RunRole::Original,
+                    "train",
+                    Some("beta"),
+                    Some("0123456789abcdef"),
+                ),
+                run(
+                    RunRole::Replica,
+                    "train-replica",
+                    Some("alpha"),
+                    Some("fedcba9876543210"),
+                ),
+                run(RunRole::Referee, "train-referee", None, None),
+            ],
+            message: Some("the results differ".into()),
+            ..Default::default()
+        });
+        let out = render(&job, &Ok(vec![]), false, now());
+        assert!(
+            out.contains("Result check:  Refereeing: the results differ\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  original train on beta (attempt 1), result sha256 0123456789ab…\n"),
+            "{out}"
+        );
+        assert!(out.contains("  referee train-referee running\n"), "{out}");
     }
 
     #[test]
