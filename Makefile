@@ -27,10 +27,11 @@ crds: ## Regenerate the CRD YAML and the API reference (docs/api) from the Rust 
 	$(CARGO) run -q -p gpufed-crds --bin crdgen
 	$(CARGO) run -q -p gpufed-crds --bin apidocs
 
-lint: tools-k8s ## rustfmt check, clippy with warnings as errors, helm lint of both charts.
+lint: tools-k8s ## rustfmt check, clippy with warnings as errors, helm lint of both charts, the CUDA challenge kernel assembled by ptxas.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	charts/lint.sh
+	gpu-probe/tools/check-ptx.sh
 
 unit: ## Unit, property and schema tests (no clusters).
 	$(CARGO) test --workspace --exclude gpufed-e2e

@@ -234,8 +234,8 @@ pub struct Verification {
     pub image: String,
     /// Backend `gpu-probe challenge` computes with: `Cuda` (real GPUs, default) or `Cpu` (tests
     /// and development; its time band is the CPU profile, and it proves nothing about GPUs).
-    /// gpu-probe's CUDA backend is not built yet (ADR 0022): until it is, `Cuda` challenges end
-    /// without an answer and every member fails `NoAnswer`.
+    /// The CUDA backend has not yet run on a GPU in gpufed's tests and no GPU model's time band is
+    /// measured (ADR 0022): until one is, a `Cuda` answer is bounded by `deadline` alone.
     #[serde(default)]
     pub backend: ChallengeBackend,
     /// Matrix size `n` of the challenge product: a multiple of 8 from 8 to 16384. Default 4096.

@@ -81,8 +81,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ChallengeArgs {
-    /// Where the products are computed. Only `cpu` is built so far (tests, and the sizes the CPU
-    /// profile covers); the CUDA backend is not built yet.
+    /// Where the products are computed: `cuda` (every GPU the container sees, through the CUDA
+    /// driver loaded at run time) or `cpu` (tests, and the sizes the CPU profile covers).
     #[arg(long, value_enum, default_value = "cpu")]
     backend: ChallengeBackend,
     /// The challenge id the hub gave.
@@ -119,6 +119,7 @@ struct ChallengeArgs {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ChallengeBackend {
     Cpu,
+    Cuda,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -258,6 +259,7 @@ fn challenge(args: &ChallengeArgs) -> anyhow::Result<()> {
             let names = run::device_names(args.cpu_devices, args.visible_devices.as_deref());
             run::run_cpu_as(&challenge, &names, misbehave)
         }
+        ChallengeBackend::Cuda => gpu_probe::challenge::cuda::run_cuda(&challenge, misbehave)?,
     };
     let line = answer.to_line()?;
     println!("{line}");

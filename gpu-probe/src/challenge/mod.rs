@@ -9,6 +9,7 @@
 //! This module is pure (no I/O, no clock): the binary and the hub both call it.
 
 mod answer;
+pub mod cuda;
 pub mod profile;
 pub mod run;
 mod verify;
