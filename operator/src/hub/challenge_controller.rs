@@ -183,7 +183,7 @@ async fn member_pass(
     let Some(trigger) = challenges::due(member, &fingerprint, memory.next.get(&name), &now) else {
         return Ok(());
     };
-    let Some(target) = challenges::target(member) else {
+    let Some(target) = challenges::target_for(member, trigger, rand::rng().random::<f64>()) else {
         return Ok(());
     };
     let nonce: [u8; 32] = rand::rng().random();

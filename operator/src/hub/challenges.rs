@@ -61,7 +61,7 @@ impl Trigger {
     }
 }
 
-/// The GPUs a challenge is given: every healthy GPU of the member's largest node.
+/// The GPUs a challenge is given: every healthy GPU of one node of the member ([`target_for`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Normalised model.
@@ -90,6 +90,39 @@ pub fn inventory_fingerprint(inventory: &Inventory) -> String {
         h.update([b'\n']);
     }
     hex::encode(h.finalize())[..16].to_string()
+}
+
+/// What a challenge of `member` sent for `trigger` is given. At join and after an inventory change,
+/// the largest node ([`target`]): the biggest claim is checked first. A random challenge draws one
+/// of the ready nodes with a healthy GPU uniformly (`unit` in `[0, 1)`), so that over time every
+/// node is challenged, not only the largest (issue 13): a member cannot keep one honest node for
+/// challenges and report others it does not have.
+pub fn target_for(member: &MemberCluster, trigger: Trigger, unit: f64) -> Option<Target> {
+    if trigger != Trigger::Random {
+        return target(member);
+    }
+    let inventory = member.status.as_ref()?.inventory.as_ref()?;
+    let mut nodes: Vec<_> = inventory
+        .nodes
+        .iter()
+        .filter(|n| n.ready && !n.telemetry_stale)
+        .map(|n| (n.allocatable_gpus.saturating_sub(n.unhealthy_gpus), n))
+        .filter(|(gpus, _)| *gpus > 0)
+        .collect();
+    nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    let last = nodes.len().checked_sub(1)?;
+    // Truncation towards zero is the draw: `unit` < 1 picks each node with probability 1/len.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((unit.clamp(0.0, 1.0) * nodes.len() as f64) as usize).min(last);
+    let (gpus, n) = nodes[i];
+    Some(Target {
+        model: n.model.clone(),
+        gpus,
+    })
 }
 
 /// What a challenge of `member` is given: the ready node with the most healthy GPUs (ties: first

@@ -151,6 +151,39 @@ fn the_fingerprint_follows_what_a_member_claims_not_its_load() {
 }
 
 #[test]
+fn random_challenges_reach_every_ready_node_and_the_first_goes_to_the_largest() {
+    let mut sick = node("n3", "H100", 16);
+    sick.unhealthy_gpus = 16;
+    let mut down = node("n4", "H100", 32);
+    down.ready = false;
+    let m = with_inventory(vec![node("n2", "H100", 8), node("n1", "L4", 4), sick, down]);
+    let largest = Target {
+        model: "H100".into(),
+        gpus: 8,
+    };
+    let small = Target {
+        model: "L4".into(),
+        gpus: 4,
+    };
+    for trigger in [Trigger::Join, Trigger::InventoryChanged] {
+        assert_eq!(target_for(&m, trigger, 0.0), Some(largest.clone()));
+    }
+    // Nodes by name: n1 (L4 ×4), n2 (H100 ×8); the sick and the down node never.
+    assert_eq!(target_for(&m, Trigger::Random, 0.0), Some(small.clone()));
+    assert_eq!(target_for(&m, Trigger::Random, 0.49), Some(small));
+    assert_eq!(target_for(&m, Trigger::Random, 0.5), Some(largest.clone()));
+    assert_eq!(
+        target_for(&m, Trigger::Random, 0.999_999),
+        Some(largest.clone())
+    );
+    assert_eq!(target_for(&m, Trigger::Random, 1.0), Some(largest));
+    assert_eq!(
+        target_for(&with_inventory(vec![]), Trigger::Random, 0.3),
+        None
+    );
+}
+
+#[test]
 fn a_challenge_gets_every_healthy_gpu_of_the_largest_ready_node() {
     let mut sick = node("n3", "H100", 16);
     sick.unhealthy_gpus = 10;
