@@ -643,8 +643,8 @@ pub fn judge(
 /// The hold a challenge waiting to be placed puts on its member (ADR 0027, amendment of
 /// 2026-12-05): every GPU still free (after `reservations`) on the node it waits for, so the
 /// pass's tenant jobs do not take them while that node drains. The node is one of the challenge's
-/// models at least one replica large (the challenge is sized for the member's largest node), the
-/// one with the most GPUs free, then by name. `None` when no node could ever take it or none has a
+/// model at least one replica large (the challenge is sized for one node, [`target_for`]), the one
+/// with the most GPUs free, then by name. `None` when no node could ever take it or none has a
 /// GPU free to hold. Recomputed every pass: it ends when the challenge is placed or abandoned.
 pub fn hold(
     challenge: &ComputeJob,
