@@ -292,24 +292,20 @@ fn a_provider_joins_an_open_pool_by_stake_and_every_bad_request_is_refused_creat
 
         // The honest join, with the plugin and nothing but the wallet key and the endpoint's CA.
         let kubeconfig = dir.join("alpha.kubeconfig");
-        let out = tokio::process::Command::new(m.tools.workspace_bin("kubectl-gpufed").unwrap())
-            .args(["join", "alpha", "--registration-url", &ep.url, "--ca-file"])
-            .arg(&cert)
-            .args([
-                "--pool",
-                "market",
-                "--region",
-                "eu-west",
-                "--price",
-                "H100=2.40",
-                "--kubeconfig-out",
-            ])
-            .arg(&kubeconfig)
-            .env("GPUFED_WALLET_KEY", accounts::ALPHA.0)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .unwrap();
+        let out = gpufed_e2e::joining::plugin_join(
+            &m.tools,
+            &gpufed_e2e::joining::JoinRequest {
+                member: "alpha",
+                url: &ep.url,
+                ca_file: &cert,
+                pool: "market",
+                price: "H100=2.40",
+                kubeconfig_out: &kubeconfig,
+                wallet_key: accounts::ALPHA.0,
+            },
+        )
+        .await
+        .unwrap();
         let (stdout, stderr) = (
             String::from_utf8(out.stdout).unwrap(),
             String::from_utf8(out.stderr).unwrap(),

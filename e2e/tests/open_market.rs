@@ -85,24 +85,20 @@ fn a_provider_stakes_signs_joins_with_helm_passes_verification_and_is_paid_at_it
 
         // The provider joins with its wallet (ALPHA's key) and nothing from the admin.
         let kubeconfig = dir.path().join("carol.kubeconfig");
-        let out = tokio::process::Command::new(tools.workspace_bin("kubectl-gpufed").unwrap())
-            .args(["join", "carol", "--registration-url", &url, "--ca-file"])
-            .arg(&cert)
-            .args([
-                "--pool",
-                "default",
-                "--region",
-                "eu-west",
-                "--price",
-                "L4=0.90",
-                "--kubeconfig-out",
-            ])
-            .arg(&kubeconfig)
-            .env("GPUFED_WALLET_KEY", accounts::ALPHA.0)
-            .env_remove("KUBECONFIG")
-            .output()
-            .await
-            .unwrap();
+        let out = gpufed_e2e::joining::plugin_join(
+            &tools,
+            &gpufed_e2e::joining::JoinRequest {
+                member: "carol",
+                url: &url,
+                ca_file: &cert,
+                pool: "default",
+                price: "L4=0.90",
+                kubeconfig_out: &kubeconfig,
+                wallet_key: accounts::ALPHA.0,
+            },
+        )
+        .await
+        .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),

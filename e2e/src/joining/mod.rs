@@ -81,3 +81,40 @@ pub async fn scrape(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
     .ok()
     .flatten()
 }
+
+/// What `kubectl gpufed join` asks of an Open pool's registration endpoint (ADR 0031).
+pub struct JoinRequest<'a> {
+    /// The member's name.
+    pub member: &'a str,
+    /// The endpoint's URL.
+    pub url: &'a str,
+    /// The endpoint's CA certificate (PEM file).
+    pub ca_file: &'a std::path::Path,
+    /// The pool.
+    pub pool: &'a str,
+    /// `MODEL=PRICE`.
+    pub price: &'a str,
+    /// Where the plugin writes the member's kubeconfig.
+    pub kubeconfig_out: &'a std::path::Path,
+    /// The provider's wallet key (hex).
+    pub wallet_key: &'a str,
+}
+
+/// Runs `kubectl gpufed join` as a provider would (region `eu-west`, the wallet key in
+/// `GPUFED_WALLET_KEY`, no kubeconfig of its own); returns its exit status and output.
+pub async fn plugin_join(
+    tools: &crate::Tools,
+    r: &JoinRequest<'_>,
+) -> Result<std::process::Output, crate::Error> {
+    tokio::process::Command::new(tools.workspace_bin("kubectl-gpufed")?)
+        .args(["join", r.member, "--registration-url", r.url, "--ca-file"])
+        .arg(r.ca_file)
+        .args(["--pool", r.pool, "--region", "eu-west", "--price", r.price])
+        .arg("--kubeconfig-out")
+        .arg(r.kubeconfig_out)
+        .env("GPUFED_WALLET_KEY", r.wallet_key)
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .map_err(|e| crate::Error::Other(format!("running kubectl gpufed join: {e}")))
+}
