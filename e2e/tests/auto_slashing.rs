@@ -38,7 +38,7 @@ const T: Duration = Duration::from_secs(90);
 
 #[path = "support/challenges.rs"]
 mod challenges;
-use challenges::{answer_challenges, member, slash_proposed};
+use challenges::{answer_challenges, member, slash_executed, slash_proposed};
 
 fn tokens(n: u64) -> U256 {
     gpufed_e2e::chain::tokens(n)
@@ -161,19 +161,7 @@ fn a_wrong_challenge_answer_is_slashed_automatically_and_pays_the_tenant_it_harm
         // hub still waits for its own clock to pass the window.
         m.chain.advance_time(APPEAL_WINDOW_SECS).await.unwrap();
 
-        let executed = wait_until(
-            T + Duration::from_secs(APPEAL_WINDOW_SECS),
-            "the slash executed after the appeal window",
-            || async {
-                member(&c, "wrong")
-                    .await
-                    .status?
-                    .slash
-                    .filter(|s| s.phase == SlashPhase::Executed)
-            },
-        )
-        .await
-        .unwrap();
+        let executed = slash_executed(&c, "wrong", Duration::from_secs(APPEAL_WINDOW_SECS)).await;
         assert_eq!(executed.evidence_sha256, v.evidence_sha256);
         assert!(executed.execute_tx.is_some());
         let after = [

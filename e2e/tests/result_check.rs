@@ -28,9 +28,7 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
-use gpufed_crds::{
-    ComputeJob, GpuPool, ResultCheckPhase, ResultCheckStatus, SlashPhase, VerificationVerdict,
-};
+use gpufed_crds::{ComputeJob, GpuPool, ResultCheckPhase, ResultCheckStatus, VerificationVerdict};
 use gpufed_e2e::chain::{APPEAL_WINDOW_SECS, accounts};
 use gpufed_e2e::hubctl::{start_hub, wait_job};
 use gpufed_e2e::market::{self, settled};
@@ -44,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 #[path = "support/challenges.rs"]
 mod challenges;
-use challenges::{answer_challenges, member, slash_proposed};
+use challenges::{answer_challenges, member, slash_executed, slash_proposed};
 
 const HARD_DEADLINE: Duration = Duration::from_secs(420);
 const T: Duration = Duration::from_secs(90);
@@ -79,14 +77,8 @@ async fn check_reaches(
 }
 
 fn condition(j: &ComputeJob) -> (String, String, String) {
-    let c = j
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ResultVerified")
-        .unwrap();
+    let conds = &j.status.as_ref().unwrap().conditions;
+    let c = gpufed_crds::conditions::find(conds, "ResultVerified").unwrap();
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
@@ -264,19 +256,7 @@ fn a_wrong_result_is_found_by_a_referee_and_its_member_slashed_for_the_tenant() 
             slash.message
         );
         m.chain.advance_time(APPEAL_WINDOW_SECS).await.unwrap();
-        wait_until(
-            T + Duration::from_secs(APPEAL_WINDOW_SECS),
-            "the slash executed after the appeal window",
-            || async {
-                member(&c, "beta")
-                    .await
-                    .status?
-                    .slash
-                    .filter(|s| s.phase == SlashPhase::Executed)
-            },
-        )
-        .await
-        .unwrap();
+        slash_executed(&c, "beta", Duration::from_secs(APPEAL_WINDOW_SECS)).await;
         let after = [
             m.balance(accounts::PAYER_A.1).await.unwrap(),
             m.balance(accounts::PAYER_B.1).await.unwrap(),

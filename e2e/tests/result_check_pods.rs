@@ -116,13 +116,8 @@ fn a_wrong_result_on_real_pods_is_found_by_a_referee_run() {
         assert_eq!(clusters, vec![Some("beta"), Some("alpha"), Some("gamma")]);
         assert_eq!(st.loser.as_deref(), Some("beta"));
         let train = jobs.get("train").await.unwrap();
-        let cond = train
-            .status
-            .unwrap()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "ResultVerified")
-            .unwrap();
+        let st_train = train.status.clone().unwrap();
+        let cond = gpufed_crds::conditions::find(&st_train.conditions, "ResultVerified").unwrap();
         assert_eq!(
             (cond.status.as_str(), cond.reason.as_str()),
             ("False", "ResultContradicted")

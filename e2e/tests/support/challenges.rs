@@ -120,3 +120,21 @@ pub async fn slash_proposed(
     assert_eq!(v.verdict, gpufed_crds::VerificationVerdict::Failed);
     (slash, v)
 }
+
+/// Waits until the slash on `name` is executed (after the bond's appeal window, `window`); returns
+/// it.
+pub async fn slash_executed(c: &Client, name: &str, window: Duration) -> gpufed_crds::MemberSlash {
+    wait_until(
+        T + window,
+        "the slash executed after the appeal window",
+        || async {
+            member(c, name)
+                .await
+                .status?
+                .slash
+                .filter(|s| s.phase == gpufed_crds::SlashPhase::Executed)
+        },
+    )
+    .await
+    .unwrap()
+}
