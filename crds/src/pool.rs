@@ -271,7 +271,8 @@ pub struct Verification {
     /// What a member that loses a dispute over a tenant job's result (`ComputeJob.spec.resultCheck`,
     /// ADR 0034) suffers: `Record` (default) keeps the verdict on the job and a warning Event on
     /// the member; `Fail` also fails the member's verification with reason `WrongTenantResult`
-    /// (so a pool with `required: true` sends it no tenant job until it passes a challenge again),
+    /// (so a pool with `required: true` sends it no tenant job until it passes a challenge again:
+    /// its next random one, with `every`, or after its inventory changes),
     /// and with `slash` set, slashes it like a failed challenge. The program compared is the
     /// tenant's: choose `Fail` where tenants are trusted to submit deterministic programs.
     #[serde(default)]

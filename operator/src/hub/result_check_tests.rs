@@ -437,3 +437,62 @@ fn the_cache_keeps_the_template_of_a_job_being_checked_and_of_its_runs() {
     assert!(!needs_template(&j), "the check is over");
     assert!(!needs_template(&job("plain").build()));
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Walks a check to its end with the job, replica and referee reporting results drawn from a
+    /// few values (so that agreement and every kind of disagreement occur), the runs on beta,
+    /// alpha and gamma; returns the final status and the verdict's loser when a referee decided.
+    fn walk(results: [u8; 3]) -> (ResultCheckStatus, Option<Option<Loser>>) {
+        let msg = |i: usize| format!("sha256:{}", results[i]);
+        let mut j = succeeded(with_uid(checked(), "u1"), "beta", 2, &msg(0));
+        let step = Cache::new(&[]).step(&j, 0);
+        let replica = succeeded(made(&step), "alpha", 1, &msg(1));
+        apply(&mut j, &step);
+        let step = Cache::new(&[&replica]).step(&j, 10);
+        if let Step::Write(st) = &step {
+            return (st.clone(), None);
+        }
+        let referee = succeeded(made(&step), "gamma", 3, &msg(2));
+        apply(&mut j, &step);
+        match Cache::new(&[&replica, &referee]).step(&j, 20) {
+            Step::Verdict(v) => (v.status.clone(), Some(v.loser.clone())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_majority_decides_and_nobody_else_is_ever_blamed(results in prop::array::uniform3(0u8..3)) {
+            let (st, verdict) = walk(results);
+            let [job, replica, referee] = results;
+            if job == replica {
+                prop_assert_eq!(st.phase, ResultCheckPhase::Agreed);
+                prop_assert!(verdict.is_none() && st.loser.is_none());
+                prop_assert_eq!(st.runs.len(), 2);
+            } else {
+                let loser = verdict.expect("a referee ran").map(|l| l.cluster);
+                let want = if referee == job {
+                    Some("alpha".to_string())
+                } else if referee == replica {
+                    Some("beta".to_string())
+                } else {
+                    None
+                };
+                prop_assert_eq!(&loser, &want);
+                prop_assert_eq!(&st.loser, &want);
+                prop_assert_eq!(st.phase, if want.is_some() {
+                    ResultCheckPhase::Resolved
+                } else {
+                    ResultCheckPhase::Inconclusive
+                });
+                // The referee is never blamed, and a loser is always contradicted by two.
+                prop_assert_ne!(st.loser.as_deref(), Some("gamma"));
+                prop_assert_eq!(st.runs.len(), 3);
+                prop_assert!(st.evidence_sha256.is_some());
+            }
+        }
+    }
+}
