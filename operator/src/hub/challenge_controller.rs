@@ -238,32 +238,14 @@ async fn record(
     let name = member.name_any();
     let evidence_name = format!("evidence-{challenge}");
     let record = &judgement.evidence;
-    let canonical = String::from_utf8(record.canonical())
-        .map_err(|e| Error::Config(format!("evidence of {challenge} is not UTF-8: {e}")))?;
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(evidence_name.clone()),
-            namespace: Some(HUB_JOBS_NAMESPACE.into()),
-            labels: Some(BTreeMap::from([
-                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-                (LABEL_VERIFIES.to_string(), name.clone()),
-            ])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([
-            ("evidence.json".to_string(), canonical),
-            ("sha256".to_string(), record.sha256()),
-        ])),
-        ..Default::default()
-    };
-    match Api::<ConfigMap>::namespaced(ctx.client.clone(), HUB_JOBS_NAMESPACE)
-        .create(&PostParams::default(), &cm)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(Error::kube(format!("keeping evidence {evidence_name}"))(e)),
-    }
+    keep_evidence(
+        ctx,
+        &evidence_name,
+        (LABEL_VERIFIES, &name),
+        record.canonical(),
+        record.sha256(),
+    )
+    .await?;
     let mut verification =
         challenges::member_verification(judgement, challenge, &evidence_name, now);
     verification.last_passed_time = crate::hub::slashing::last_passed(
@@ -271,13 +253,9 @@ async fn record(
         member.status.as_ref().and_then(|s| s.verification.as_ref()),
     );
     let passed = verification.verdict == VerificationVerdict::Passed;
-    let message = format!(
-        "challenge {challenge}: {} ({})",
-        verification.message, verification.reason
-    );
     let evidence = verification.evidence_sha256.clone();
     let reason = verification.reason.clone();
-    apply_verdict(ctx, member, verification, message, "Challenge", now).await?;
+    apply_verdict(ctx, member, verification, "Challenge", now).await?;
     let verdict = if passed { "Passed" } else { "Failed" };
     ctx.metrics
         .challenges
@@ -287,18 +265,66 @@ async fn record(
     Ok(())
 }
 
-/// Writes `verification` as `member`'s verdict (and its `Verified` condition, saying `message`)
-/// under [`MANAGER`], with an Event (`action`) and a scheduling pass, since a verdict changes
-/// where tenant jobs may go. Shared by challenges and lost result disputes (ADR 0034).
+/// Whether [`keep_evidence`] made the ConfigMap or found one of that name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Made now.
+    Created,
+    /// One of that name was kept already (by an earlier pass); it was left as it is.
+    Existing,
+}
+
+/// Keeps an evidence record (`canonical` JSON and its `sha256`) as ConfigMap `name` in the hub's
+/// jobs namespace, labelled managed-by gpufed and `label`; one of that name already kept is left
+/// as it is. Shared by challenge verdicts and result disputes (ADR 0034).
+pub(crate) async fn keep_evidence(
+    ctx: &Context,
+    name: &str,
+    label: (&str, &str),
+    canonical: Vec<u8>,
+    sha256: String,
+) -> Result<Kept> {
+    let canonical = String::from_utf8(canonical)
+        .map_err(|e| Error::Config(format!("evidence {name} is not UTF-8: {e}")))?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(HUB_JOBS_NAMESPACE.into()),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+                (label.0.to_string(), label.1.to_string()),
+            ])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("evidence.json".to_string(), canonical),
+            ("sha256".to_string(), sha256),
+        ])),
+        ..Default::default()
+    };
+    match Api::<ConfigMap>::namespaced(ctx.client.clone(), HUB_JOBS_NAMESPACE)
+        .create(&PostParams::default(), &cm)
+        .await
+    {
+        Ok(_) => Ok(Kept::Created),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Kept::Existing),
+        Err(e) => Err(Error::kube(format!("keeping evidence {name}"))(e)),
+    }
+}
+
+/// Writes `verification` as `member`'s verdict (and its `Verified` condition, saying
+/// [`challenges::verdict_message`]) under [`MANAGER`], with an Event (`action`) and a scheduling
+/// pass, since a verdict changes where tenant jobs may go. Shared by challenges and lost result
+/// disputes (ADR 0034).
 pub(crate) async fn apply_verdict(
     ctx: &Context,
     member: &MemberCluster,
     verification: gpufed_crds::MemberVerification,
-    message: String,
     action: &str,
     now: &Time,
 ) -> Result<()> {
     let name = member.name_any();
+    let message = challenges::verdict_message(&verification);
     let passed = verification.verdict == VerificationVerdict::Passed;
     let mut conds = member
         .status

@@ -101,14 +101,7 @@ pub fn target_for(member: &MemberCluster, trigger: Trigger, unit: f64) -> Option
     if trigger != Trigger::Random {
         return target(member);
     }
-    let inventory = member.status.as_ref()?.inventory.as_ref()?;
-    let mut nodes: Vec<_> = inventory
-        .nodes
-        .iter()
-        .filter(|n| n.ready && !n.telemetry_stale)
-        .map(|n| (n.allocatable_gpus.saturating_sub(n.unhealthy_gpus), n))
-        .filter(|(gpus, _)| *gpus > 0)
-        .collect();
+    let mut nodes: Vec<_> = challengeable(member).collect();
     nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let last = nodes.len().checked_sub(1)?;
     // Truncation towards zero is the draw: `unit` < 1 picks each node with probability 1/len.
@@ -125,16 +118,26 @@ pub fn target_for(member: &MemberCluster, trigger: Trigger, unit: f64) -> Option
     })
 }
 
-/// What a challenge of `member` is given: the ready node with the most healthy GPUs (ties: first
-/// name), all of them. `None` without an inventory or a healthy GPU.
-pub fn target(member: &MemberCluster) -> Option<Target> {
-    let inventory = member.status.as_ref()?.inventory.as_ref()?;
-    inventory
-        .nodes
-        .iter()
+/// The nodes of `member` a challenge can be given, with their healthy GPUs: ready, with fresh
+/// telemetry and at least one healthy GPU. None without an inventory.
+fn challengeable(
+    member: &MemberCluster,
+) -> impl Iterator<Item = (u32, &gpufed_crds::NodeInventory)> {
+    member
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.as_ref())
+        .into_iter()
+        .flat_map(|i| &i.nodes)
         .filter(|n| n.ready && !n.telemetry_stale)
         .map(|n| (n.allocatable_gpus.saturating_sub(n.unhealthy_gpus), n))
         .filter(|(gpus, _)| *gpus > 0)
+}
+
+/// What a challenge of `member` is given: the ready node with the most healthy GPUs (ties: first
+/// name), all of them. `None` without an inventory or a healthy GPU.
+pub fn target(member: &MemberCluster) -> Option<Target> {
+    challengeable(member)
         .max_by(|(a, x), (b, y)| a.cmp(b).then_with(|| y.name.cmp(&x.name)))
         .map(|(gpus, n)| Target {
             model: n.model.clone(),
@@ -221,20 +224,22 @@ pub fn verification_state(pool: &GpuPool, member: &MemberCluster) -> Verificatio
     }
     match v.verdict {
         VerificationVerdict::Passed => VerificationState::Passed,
-        VerificationVerdict::Failed
-            if v.reason == crate::hub::result_check::WRONG_TENANT_RESULT =>
-        {
-            VerificationState::Failed {
-                message: format!(
-                    "lost the dispute over job {}: {} ({})",
-                    v.challenge, v.message, v.reason
-                ),
-            }
-        }
         VerificationVerdict::Failed => VerificationState::Failed {
-            message: format!("challenge {}: {} ({})", v.challenge, v.message, v.reason),
+            message: verdict_message(v),
         },
     }
+}
+
+/// A verdict in a sentence, for the `Verified` condition, Events and the scheduler's
+/// explanations: `challenge <name>: <message> (<reason>)`, or for a lost result dispute (ADR 0034)
+/// `lost the dispute over job <namespace>/<name>: <message> (<reason>)`.
+pub fn verdict_message(v: &MemberVerification) -> String {
+    let subject = if crate::hub::result_check::lost_dispute(v) {
+        format!("lost the dispute over job {}", v.challenge)
+    } else {
+        format!("challenge {}", v.challenge)
+    };
+    format!("{subject}: {} ({})", v.message, v.reason)
 }
 
 trait VerdictWord {

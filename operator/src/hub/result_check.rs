@@ -36,6 +36,11 @@ pub const MISSING_GRACE_SECS: i64 = 60;
 /// challenge answer.
 pub const WRONG_TENANT_RESULT: &str = "WrongTenantResult";
 
+/// Whether `v` is a member's lost result dispute rather than a challenge verdict.
+pub fn lost_dispute(v: &gpufed_crds::MemberVerification) -> bool {
+    v.reason == WRONG_TENANT_RESULT
+}
+
 /// One workload container's termination message, as compared.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

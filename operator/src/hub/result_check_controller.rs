@@ -11,20 +11,20 @@
 //! kept before the verdict that names it, and a record of that name found kept already is used
 //! as is, so a pass repeated after a crash changes nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gpufed_crds::conditions;
-use gpufed_crds::naming::{HUB_JOBS_NAMESPACE, LABEL_MANAGED_BY, MANAGED_BY};
-use gpufed_crds::{ComputeJob, LostDisputes, ResultCheckStatus};
+use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
+use gpufed_crds::{ComputeJob, LostDisputes, MemberCluster, ResultCheckStatus};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::error::{Error, Result};
+use crate::hub::challenge_controller::Kept;
 use crate::hub::context::{Context, now};
 use crate::hub::result_check::{self, DisputeEvidence, Step, Verdict};
 use crate::hub::status::write_namespaced;
@@ -39,11 +39,12 @@ pub const LABEL_DISPUTE_OF: &str = "gpufed.io/dispute-of";
 pub async fn run(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(TICK).await;
+        let members = ctx.stores.members.state();
         for job in ctx.stores.jobs.state() {
             if job.spec.result_check.is_none() {
                 continue;
             }
-            if let Err(e) = job_pass(&ctx, &job).await {
+            if let Err(e) = job_pass(&ctx, &job, &members).await {
                 tracing::warn!(job = %job.name_any(), namespace = %job.namespace().unwrap_or_default(),
                     error = %e, "checking a job's result; retrying");
             }
@@ -51,13 +52,12 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-async fn job_pass(ctx: &Context, job: &ComputeJob) -> Result<()> {
+async fn job_pass(ctx: &Context, job: &ComputeJob, members: &[Arc<MemberCluster>]) -> Result<()> {
     let ns = job.namespace().unwrap_or_default();
     let jobs = ctx.stores.jobs.clone();
     let find = |name: &str| jobs.get(&ObjectRef::new(name).within(&ns));
-    let members = ctx.stores.members.state();
     let now = now();
-    match result_check::next_step(job, &find, &members, &now) {
+    match result_check::next_step(job, &find, members, &now) {
         Step::Nothing => Ok(()),
         Step::Write(st) => write(ctx, job, st, &now).await,
         Step::Create {
@@ -176,15 +176,10 @@ async fn verdict(ctx: &Context, job: &ComputeJob, mut v: Verdict, now: &Time) ->
                     status.and_then(|s| s.verification.as_ref()),
                     now,
                 );
-                let message = format!(
-                    "lost the dispute over job {}: {} ({})",
-                    verification.challenge, verification.message, verification.reason
-                );
                 crate::hub::challenge_controller::apply_verdict(
                     ctx,
                     &member,
                     verification,
-                    message,
                     "ResultDispute",
                     now,
                 )
@@ -215,29 +210,18 @@ async fn verdict(ctx: &Context, job: &ComputeJob, mut v: Verdict, now: &Time) ->
 /// namespace; returns the record kept, which is an earlier pass's when one was kept already.
 async fn keep_evidence(ctx: &Context, v: &Verdict) -> Result<DisputeEvidence> {
     let name = v.evidence.config_map_name();
-    let canonical = String::from_utf8(v.evidence.canonical())
-        .map_err(|e| Error::Config(format!("evidence {name} is not UTF-8: {e}")))?;
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(HUB_JOBS_NAMESPACE.into()),
-            labels: Some(BTreeMap::from([
-                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-                (LABEL_DISPUTE_OF.to_string(), v.evidence.uid.clone()),
-            ])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([
-            ("evidence.json".to_string(), canonical),
-            ("sha256".to_string(), v.evidence.sha256()),
-        ])),
-        ..Default::default()
-    };
-    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), HUB_JOBS_NAMESPACE);
-    match api.create(&PostParams::default(), &cm).await {
-        Ok(_) => Ok(v.evidence.clone()),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let kept = api
+    let kept = crate::hub::challenge_controller::keep_evidence(
+        ctx,
+        &name,
+        (LABEL_DISPUTE_OF, &v.evidence.uid),
+        v.evidence.canonical(),
+        v.evidence.sha256(),
+    )
+    .await?;
+    match kept {
+        Kept::Created => Ok(v.evidence.clone()),
+        Kept::Existing => {
+            let kept = Api::<ConfigMap>::namespaced(ctx.client.clone(), HUB_JOBS_NAMESPACE)
                 .get(&name)
                 .await
                 .map_err(Error::kube(format!("reading evidence {name}")))?;
@@ -259,6 +243,5 @@ async fn keep_evidence(ctx: &Context, v: &Verdict) -> Result<DisputeEvidence> {
             }
             Ok(record)
         }
-        Err(e) => Err(Error::kube(format!("keeping evidence {name}"))(e)),
     }
 }

@@ -44,7 +44,7 @@ pub const SLASHING_REASONS: &[&str] = &[
 /// What a slashed verdict was, in words: `challenge <name> failed`, or `lost the dispute over job
 /// <namespace>/<name>` (ADR 0034).
 pub fn what_failed(v: &MemberVerification) -> String {
-    if v.reason == crate::hub::result_check::WRONG_TENANT_RESULT {
+    if crate::hub::result_check::lost_dispute(v) {
         format!("lost the dispute over job {}", v.challenge)
     } else {
         format!("challenge {} failed", v.challenge)
