@@ -106,6 +106,27 @@ pub fn init_test_logging() {
         .try_init();
 }
 
+/// The message a panic was raised with (`panic!`'s text, or the `Err` an `unwrap` found), at
+/// most [`PANIC_MESSAGE_MAX`] bytes.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(a panic without a text message)");
+    if text.len() <= PANIC_MESSAGE_MAX {
+        return text.to_string();
+    }
+    let mut cut = PANIC_MESSAGE_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..cut], text.len())
+}
+
+/// Longest panic message [`run_test`] repeats after the components' logs.
+const PANIC_MESSAGE_MAX: usize = 4000;
+
 /// Runs the body of an e2e test and fails the test if it has not finished within `deadline`.
 ///
 /// The body runs on its own multi-thread runtime, on a thread of its own, so the deadline holds
@@ -155,7 +176,15 @@ where
     }
     match done.recv_timeout(deadline) {
         Ok(Ok(())) => {}
-        Ok(Err(panic)) => resume_unwind(panic),
+        Ok(Err(panic)) => {
+            // The components' logs were printed while the body unwound, after the panic's own
+            // message: say it again last, so that a log cut to its tail still shows why.
+            eprintln!(
+                "===== {name} failed: {} =====",
+                panic_message(panic.as_ref())
+            );
+            resume_unwind(panic)
+        }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             panic!("{name}: the test's thread ended without a result")
         }
@@ -168,5 +197,36 @@ where
                  (its components were killed; the tracing output above shows where it was)"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panics_message_is_its_text_cut_at_a_character() {
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("left != right"));
+        assert_eq!(panic_message(owned.as_ref()), "left != right");
+        let literal: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(literal.as_ref()), "boom");
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        assert_eq!(
+            panic_message(other.as_ref()),
+            "(a panic without a text message)"
+        );
+        // 'é' is two bytes: a cut inside it moves back to the character's start.
+        let long = format!("a{}", "é".repeat(PANIC_MESSAGE_MAX));
+        let long: Box<dyn std::any::Any + Send> = Box::new(long);
+        let cut = panic_message(long.as_ref());
+        assert!(cut.starts_with('a'), "{cut}");
+        assert!(
+            cut.ends_with(&format!("… ({} bytes in all)", 1 + 2 * PANIC_MESSAGE_MAX)),
+            "{cut}"
+        );
+        assert_eq!(
+            cut.split('…').next().map(str::len),
+            Some(PANIC_MESSAGE_MAX - 1)
+        );
     }
 }

@@ -274,18 +274,22 @@ fn a_gang_talks_over_the_pod_network_and_the_workload_is_restricted_inside_its_c
         let prefix = subnet.trim_end_matches("0/24").to_string();
 
         // Replica 0 listens; replica 1 finds it by trying the first addresses of the node's pod
-        // network (the pods are the node's first, so they are among them) and says hello.
+        // network (the pods are the node's first, so they are among them) and says hello until
+        // it hears back. Each connection gets its own handler (`-ll -e`), and the handler answers
+        // only once it kept the words: a single `nc -l` takes one connection and resets the
+        // others queued behind it, so a sender whose connect was queued behind a probe that
+        // arrived empty (its sender gave up) would believe it had been heard.
         let script = format!(
             r#"if [ "$JOB_COMPLETION_INDEX" = 0 ]; then
-  # A probe whose connect timed out on the other side can still arrive, empty: wait for words.
-  m=""
-  while [ -z "$m" ]; do m=$(nc -l -p 7000); done
-  echo "replica 0 got: $m"
+  nc -ll -p 7000 -e sh -c 'read m; if [ -n "$m" ]; then echo "$m" > /tmp/got.new && mv /tmp/got.new /tmp/got && echo ack; fi' &
+  while [ ! -s /tmp/got ]; do sleep 1; done
+  kill $!
+  echo "replica 0 got: $(cat /tmp/got)"
 else
   msg="hello from $(hostname -i)"
   for round in $(seq 40); do
     for i in $(seq 2 8); do
-      if echo "$msg" | nc -w 2 {prefix}$i 7000 2>/dev/null; then
+      if [ "$(echo "$msg" | nc -w 2 {prefix}$i 7000 2>/dev/null)" = ack ]; then
         echo "replica 1 reached {prefix}$i"; exit 0
       fi
     done
