@@ -414,7 +414,9 @@ where
 }
 
 /// Whether the inventory of `attempt`'s member already counts its GPUs as used: it runs, and the
-/// inventory was taken after its pods started.
+/// inventory was taken after its pods started. Both times are whole seconds, so an inventory
+/// stamped with the second the pods started in may have been taken before them (its free count
+/// still including their GPUs): only one of a later second counts.
 pub fn inventory_shows<M: Borrow<MemberCluster>>(
     attempt: &AttemptRecord,
     members: &BTreeMap<String, M>,
@@ -428,7 +430,7 @@ pub fn inventory_shows<M: Borrow<MemberCluster>>(
         .and_then(|s| s.inventory.as_ref())
         .and_then(|i| i.update_time.as_ref());
     match (inventory_time, attempt.start_time.as_ref()) {
-        (Some(inv), Some(start)) => inv.0 >= start.0,
+        (Some(inv), Some(start)) => inv.0.as_second() > start.0.as_second(),
         _ => false,
     }
 }
@@ -692,8 +694,14 @@ mod tests {
         let members = BTreeMap::from([("alpha".to_string(), ready_member("alpha"))]);
         // Inventory taken at t=100: pods that started at 90 are in it, pods that started at 110 are not.
         assert!(reservations(&[active(AttemptPhase::Running, Some(90))], &members).is_empty());
+        assert!(reservations(&[active(AttemptPhase::Running, Some(99))], &members).is_empty());
         assert_eq!(
             reservations(&[active(AttemptPhase::Running, Some(110))], &members).len(),
+            1
+        );
+        // Pods that started in the second the inventory was taken in may have started after it.
+        assert_eq!(
+            reservations(&[active(AttemptPhase::Running, Some(100))], &members).len(),
             1
         );
     }
