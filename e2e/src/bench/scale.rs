@@ -309,13 +309,16 @@ async fn schedulable(c: &Client) -> Result<usize, Error> {
 }
 
 /// Runs the scale measurement, size after size; a size that fails ends the run with what was
-/// measured before it (and why, in `stopped`).
+/// measured before it (and why, in `stopped`). `measured` sees the report after each size, marked
+/// as still going (`stopped` says which sizes are left), so a caller can keep it where a run cut
+/// short from outside (a timeout, a killed process) would otherwise leave nothing.
 pub async fn scale(
     tools: &Tools,
     hub_settings: &BenchHub,
     cfg: &ScaleConfig,
     hub_binary: BinaryInfo,
     checkout: String,
+    mut measured: impl FnMut(&ScaleReport),
 ) -> Result<ScaleReport, Error> {
     let intervals = chart_intervals(tools.root(), hub_settings)?;
     let mut hub = Cluster::start(
@@ -416,6 +419,21 @@ pub async fn scale(
                 tracing::info!(jobs = size, hwm_kib = s.hub_vm_hwm_kib, "size measured");
                 report.sizes.push(s);
                 have = size;
+                let left: Vec<String> = cfg
+                    .sizes
+                    .iter()
+                    .filter(|&&n| n > size)
+                    .map(|n| n.to_string())
+                    .collect();
+                if !left.is_empty() {
+                    measured(&ScaleReport {
+                        stopped: Some(format!(
+                            "after {size} jobs: the run was still going, {} jobs not measured yet",
+                            left.join(" and ")
+                        )),
+                        ..report.clone()
+                    });
+                }
             }
             Err(e) => {
                 report.stopped = Some(format!("at {size} jobs: {e}"));

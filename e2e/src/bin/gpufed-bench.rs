@@ -198,6 +198,7 @@ async fn main() {
                 &cfg,
                 hub_binary,
                 checkout(tools.root()),
+                |so_far| write_json(&out, so_far),
             )
             .await
             .unwrap_or_else(|e| fail(e));
