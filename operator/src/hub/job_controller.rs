@@ -470,7 +470,28 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     }
     for action in &out.actions {
         match action {
-            Action::CreatePlacement(p) => create_placement(ctx, p).await?,
+            Action::CreatePlacement(p) => {
+                // The job may be cached from before it moved past this attempt: ask the
+                // apiserver before handing a member work (one read, on this path only).
+                let fresh = Api::<ComputeJob>::namespaced(
+                    ctx.client.clone(),
+                    job.metadata.namespace.as_deref().unwrap_or_default(),
+                )
+                .get_status(&job.name_any())
+                .await
+                .map_err(Error::kube(format!("reading ComputeJob {}", key(&job))))?;
+                if fresh.metadata.deletion_timestamp.is_some()
+                    || !lifecycle::wants_placement(fresh.status.as_ref(), p.spec.attempt)
+                {
+                    tracing::info!(
+                        placement = %p.name_any(),
+                        attempt = p.spec.attempt,
+                        "not creating the placement: the job has moved on (its cached copy was stale)"
+                    );
+                    return Ok(Requeue::requeue(STALE_REQUEUE));
+                }
+                create_placement(ctx, p).await?
+            }
             Action::DeletePlacement { namespace, name } => {
                 delete_placement(ctx, namespace, name).await?
             }
@@ -532,6 +553,9 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     .unwrap_or(Duration::from_secs(300));
     Ok(Requeue::requeue(next))
 }
+
+/// How soon a reconcile that found its cached job stale comes back (the watch catches up).
+const STALE_REQUEUE: Duration = Duration::from_secs(1);
 
 /// How often a job waiting for a Secret (missing, or not shared with the hub) checks again.
 pub const SECRETS_POLL: Duration = Duration::from_secs(5);

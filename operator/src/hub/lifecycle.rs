@@ -1099,6 +1099,23 @@ pub fn superseded<'a>(
         .collect()
 }
 
+/// Whether `status` (read fresh from the apiserver, not from a cache) still wants the Placement of
+/// `attempt` created: that attempt is the job's current one and waits for its Placement. A
+/// reconcile can run on a job cached before a start timeout or a failover moved it to a later
+/// attempt while the Placement cache already shows the old Placement deleted; creating it then
+/// would hand a member an attempt the job has moved past (it would be deleted again as
+/// [`superseded`], after the member may have started it).
+pub fn wants_placement(status: Option<&ComputeJobStatus>, attempt: u32) -> bool {
+    status.is_some_and(|st| {
+        st.attempt == attempt
+            && !st.phase.is_finished()
+            && st
+                .attempts
+                .iter()
+                .any(|a| a.attempt == attempt && a.phase == AttemptPhase::Placed)
+    })
+}
+
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;

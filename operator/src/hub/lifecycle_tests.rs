@@ -697,6 +697,23 @@ fn a_placement_of_a_lost_attempt_the_job_moved_past_is_removed_and_others_stay()
 }
 
 #[test]
+fn only_the_current_placed_attempt_of_an_unfinished_job_wants_its_placement() {
+    let j = placed(2, "beta", AttemptPhase::Placed);
+    assert!(wants_placement(j.status.as_ref(), 2));
+    // A stale cache's attempt 1: the fresh job has moved on to 2.
+    assert!(!wants_placement(j.status.as_ref(), 1));
+    let running = placed(2, "beta", AttemptPhase::Running);
+    assert!(
+        !wants_placement(running.status.as_ref(), 2),
+        "a running attempt's Placement was deleted, not never written: not recreated"
+    );
+    let mut finished = placed(2, "beta", AttemptPhase::Placed);
+    finished.status.as_mut().unwrap().phase = JobPhase::Failed;
+    assert!(!wants_placement(finished.status.as_ref(), 2));
+    assert!(!wants_placement(None, 1), "no status, nothing decided");
+}
+
+#[test]
 fn a_job_whose_secret_is_missing_waits_unadmitted_with_the_reason_and_one_event() {
     let why = crate::sealing::Unavailable {
         reason: "SecretNotFound",
