@@ -197,7 +197,8 @@ pub struct MemberClusterStatus {
     /// Hub Secret with the kubeconfig to pass to the member chart (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// Last renewal of the member's heartbeat Lease as seen by the hub (hub).
+    /// Last renewal of the member's heartbeat Lease as seen by the hub, refreshed every 5 minutes
+    /// while the member stays Ready and exact once it is not (the Lease has every renewal) (hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
     /// The pool's heartbeat timeout, copied here so the agent can fence itself before it runs out (hub).
@@ -227,7 +228,8 @@ pub struct MemberClusterStatus {
     /// Per-node GPU inventory, the scheduler's input (agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Inventory>,
-    /// Placements of this member not yet finished (hub).
+    /// Placements of this member not yet finished, counted when the status was last written:
+    /// refreshed with `lastHeartbeatTime`, or at once with any other change (hub).
     #[serde(default)]
     pub active_placements: u32,
     /// The generation of the spec this status reflects (hub).

@@ -83,8 +83,10 @@ pub async fn members(hub: &Hub, flags: &GlobalFlags, args: &MembersArgs) -> Resu
     if is_structured(flags.output) {
         return encode(&list(&members)?, flags.output);
     }
+    let heartbeats = fetch::heartbeats(hub).await;
     Ok(view::members::render(
         &members,
+        &heartbeats,
         flags.output.is_wide(),
         Timestamp::now(),
     ))

@@ -1,8 +1,12 @@
 //! Every apiserver call of the plugin, each mapped through [`classify`] so a failure reads as
 //! what to fix (unreachable hub, missing CRDs, missing object, RBAC) rather than a client error.
 
+use std::collections::BTreeMap;
+
 use gpufed_crds::{ComputeJob, GpuPool, MemberCluster, Placement};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
@@ -73,6 +77,34 @@ pub async fn members(hub: &Hub) -> Result<Vec<MemberCluster>> {
         Call::list(MEMBERS, "membercluster", None),
     )
     .await
+}
+
+/// The last renewal of each member's heartbeat Lease (`<cluster>-heartbeat` in its member
+/// namespace), by cluster; empty when the user may not list Leases, so callers fall back to the
+/// coarser `status.lastHeartbeatTime` (ADR 0036).
+pub async fn heartbeats(hub: &Hub) -> BTreeMap<String, Time> {
+    let api: Api<Lease> = Api::all(hub.client.clone());
+    let lp = ListParams::default().labels(gpufed_crds::naming::LABEL_CLUSTER);
+    let Ok(leases) = api.list(&lp).await else {
+        return BTreeMap::new();
+    };
+    renewals(&leases.items)
+}
+
+/// The heartbeat Leases' renewals among `leases`, by cluster.
+pub fn renewals(leases: &[Lease]) -> BTreeMap<String, Time> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let cluster = l.labels().get(gpufed_crds::naming::LABEL_CLUSTER)?;
+            let is_heartbeat = l.metadata.name.as_deref()
+                == Some(gpufed_crds::naming::heartbeat_lease_name(cluster).as_str())
+                && l.metadata.namespace.as_deref()
+                    == Some(gpufed_crds::naming::member_namespace(cluster).as_str());
+            let renewed = l.spec.as_ref()?.renew_time.as_ref()?;
+            is_heartbeat.then(|| (cluster.clone(), Time(renewed.0)))
+        })
+        .collect()
 }
 
 /// The MemberCluster `name`.
@@ -168,4 +200,45 @@ pub async fn configmap(hub: &Hub, namespace: &str, name: &str) -> Result<ConfigM
         Call::get("configmaps", "configmap", name, Some(namespace)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+
+    fn lease(name: &str, namespace: &str, cluster: &str, renewed: Option<i64>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([(
+                    gpufed_crds::naming::LABEL_CLUSTER.to_string(),
+                    cluster.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                renew_time: renewed
+                    .map(|s| MicroTime(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn only_a_members_own_heartbeat_lease_counts_as_its_heartbeat() {
+        let leases = [
+            lease("alpha-heartbeat", "gpufed-member-alpha", "alpha", Some(100)),
+            // Labelled alpha but another Lease, or in another member's namespace.
+            lease("other", "gpufed-member-alpha", "alpha", Some(200)),
+            lease("alpha-heartbeat", "gpufed-member-beta", "alpha", Some(300)),
+            // Never renewed.
+            lease("beta-heartbeat", "gpufed-member-beta", "beta", None),
+        ];
+        let got = renewals(&leases);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["alpha"].0.as_second(), 100);
+    }
 }

@@ -6,6 +6,9 @@
 
 use gpufed_crds::conditions::member as mc;
 use gpufed_crds::{MemberCluster, VerificationVerdict};
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -16,7 +19,14 @@ use crate::view::top::model_counts;
 /// The members table; `wide` adds Joined, active placements, agent version, wallet, the latest
 /// challenge verdict (`Passed`, `Failed/<reason>`, `<none>` before the first) and the slash a
 /// failed verdict led to (`Proposed/50`, `Executed/50`, `NotSlashed`, `<none>`).
-pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
+/// HEARTBEAT is the age of the member's last Lease renewal from `heartbeats` (by cluster), or of
+/// the hub's coarser `status.lastHeartbeatTime` where that is newer or no Lease was readable.
+pub fn render(
+    members: &[MemberCluster],
+    heartbeats: &BTreeMap<String, Time>,
+    wide: bool,
+    now: Timestamp,
+) -> String {
     if members.is_empty() {
         return "No resources found\n".into();
     }
@@ -63,7 +73,14 @@ pub fn render(members: &[MemberCluster], wide: bool, now: Timestamp) -> String {
             or_none(model_counts(m).or(status.model_summary.clone())),
             status.total_gpus.to_string(),
             status.free_gpus.to_string(),
-            age_of(status.last_heartbeat_time.as_ref(), now),
+            age_of(
+                heartbeats
+                    .get(&m.name_any())
+                    .into_iter()
+                    .chain(status.last_heartbeat_time.as_ref())
+                    .max_by_key(|t| t.0),
+                now,
+            ),
             m.spec.cordoned.to_string(),
             age_of(m.metadata.creation_timestamp.as_ref(), now),
         ];
@@ -179,7 +196,7 @@ mod tests {
     #[test]
     fn members_show_health_capacity_heartbeat_and_cordon() {
         assert_eq!(
-            render(&members(), false, now()),
+            render(&members(), &BTreeMap::new(), false, now()),
             "\
 NAME   POOL     REGION    READY   SCHEDULABLE  BONDED  MODELS   GPUS  FREE  HEARTBEAT  CORDONED  AGE
 alpha  default  eu-west   True    True         True    H100x16  16    8     3s         false     24h
@@ -190,8 +207,28 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
     }
 
     #[test]
+    fn the_heartbeat_is_the_newer_of_the_lease_renewal_and_the_hubs_coarse_record() {
+        // alpha's status says 3s ago; its Lease was renewed 1s ago. gamma's status (10m) is
+        // newer than a Lease reading of an hour ago.
+        let leases = BTreeMap::from([
+            ("alpha".to_string(), crate::fixtures::ago(1)),
+            ("gamma".to_string(), crate::fixtures::ago(3600)),
+        ]);
+        let out = render(&members(), &leases, false, now());
+        let heartbeat = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(9))
+                .map(str::to_string)
+        };
+        assert_eq!(heartbeat("alpha").as_deref(), Some("1s"));
+        assert_eq!(heartbeat("gamma").as_deref(), Some("10m"));
+        assert_eq!(heartbeat("beta").as_deref(), Some("<none>"));
+    }
+
+    #[test]
     fn wide_adds_joined_active_placements_agent_and_wallet() {
-        let out = render(&members(), true, now());
+        let out = render(&members(), &BTreeMap::new(), true, now());
         let first = out.lines().next().unwrap();
         assert!(
             first.ends_with(
@@ -231,7 +268,7 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
             Some(verdict(VerificationVerdict::Failed, "WrongResult"));
         ms[2].status.as_mut().unwrap().verification =
             Some(verdict(VerificationVerdict::Passed, "Verified"));
-        let out = render(&ms, true, now());
+        let out = render(&ms, &BTreeMap::new(), true, now());
         let line = |name: &str| {
             out.lines()
                 .find(|l| l.starts_with(name))
@@ -263,7 +300,7 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
             Some(slash(gpufed_crds::SlashPhase::Proposed, Some("50")));
         ms[2].status.as_mut().unwrap().slash =
             Some(slash(gpufed_crds::SlashPhase::NotSlashed, None));
-        let out = render(&ms, true, now());
+        let out = render(&ms, &BTreeMap::new(), true, now());
         let line = |name: &str| {
             out.lines()
                 .find(|l| l.starts_with(name))
@@ -288,7 +325,7 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
             attempts_failed_otherwise: 7,
             uptime_percent: 98,
         });
-        let out = render(&ms, true, now());
+        let out = render(&ms, &BTreeMap::new(), true, now());
         let alpha = out.lines().find(|l| l.starts_with("alpha")).unwrap();
         let cells: Vec<&str> = alpha.split_whitespace().rev().take(5).collect();
         assert_eq!(cells, ["<none>", "<none>", "95%", "3/4", "98%"], "{out}");
@@ -301,7 +338,10 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
 
     #[test]
     fn no_members_says_so() {
-        assert_eq!(render(&[], false, now()), "No resources found\n");
+        assert_eq!(
+            render(&[], &BTreeMap::new(), false, now()),
+            "No resources found\n"
+        );
     }
 
     #[test]
@@ -315,7 +355,7 @@ gamma  default  ap-south  False   False        True    L4x4     4     4     10m 
             .into(),
         );
         assert_eq!(verified(&m, None), "Probation");
-        let out = render(std::slice::from_ref(&m), true, now());
+        let out = render(std::slice::from_ref(&m), &BTreeMap::new(), true, now());
         assert_eq!(
             verified_cell(out.lines().nth(1).unwrap()),
             "Probation",

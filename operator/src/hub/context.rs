@@ -208,8 +208,17 @@ fn digest(key: &str) -> u64 {
     h.finish()
 }
 
-/// How long a member's registration objects are trusted before they are applied again.
+/// How long a member's registration objects are trusted before they are applied again (at least;
+/// see [`reregister_after`]).
 pub const REREGISTER_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long member `name`'s registration is trusted: [`REREGISTER_AFTER`] plus up to half of it
+/// again, fixed per member, so members registered together (a hub start, a thousand joining) are
+/// not all registered again in the same second — about nine writes each.
+pub fn reregister_after(name: &str) -> std::time::Duration {
+    let half = REREGISTER_AFTER.as_secs() / 2;
+    REREGISTER_AFTER + std::time::Duration::from_secs(digest(name) % half.max(1))
+}
 
 impl Context {
     /// A new context.
@@ -383,6 +392,21 @@ mod tests {
     use super::*;
     use gpufed_crds::testing::job;
     use gpufed_crds::{ComputeJobStatus, JobPhase, PlacementRef, TokenAmount};
+
+    #[test]
+    fn members_registered_together_are_registered_again_spread_over_half_the_period() {
+        let after: Vec<_> = (0..1000)
+            .map(|m| reregister_after(&format!("m{m:04}")))
+            .collect();
+        assert!(
+            after
+                .iter()
+                .all(|d| *d >= REREGISTER_AFTER && *d < REREGISTER_AFTER * 3 / 2)
+        );
+        let distinct: std::collections::HashSet<_> = after.iter().collect();
+        assert!(distinct.len() > 200, "{} distinct delays", distinct.len());
+        assert_eq!(reregister_after("m0001"), reregister_after("m0001"));
+    }
 
     fn on(cluster: &str, phase: JobPhase) -> Arc<ComputeJob> {
         let mut j = job("j").build();

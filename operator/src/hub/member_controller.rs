@@ -13,7 +13,7 @@ use gpufed_crds::naming::{
     LABEL_CLUSTER, heartbeat_lease_name, member_cluster_role, member_kubeconfig_secret,
     member_namespace,
 };
-use gpufed_crds::{ComputeJob, KubeDuration, MemberCluster, SettlementState};
+use gpufed_crds::{ComputeJob, KubeDuration, MemberCluster, MemberClusterStatus, SettlementState};
 use gpufed_scheduler::BondState;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::hub::context::{Context, MANAGER, REREGISTER_AFTER, now};
+use crate::hub::context::{Context, MANAGER, now, reregister_after};
 use crate::hub::registration::{self, token_secret_name};
 use crate::hub::snapshot;
 
@@ -164,14 +164,22 @@ async fn register(name: &str, ctx: &Context) -> Result<Option<String>> {
         &registration::token_secret(name),
     )
     .await?;
-    // The Lease is created once and then renewed by the agent: never overwrite it.
-    match Api::<Lease>::namespaced(c.clone(), &ns)
-        .create(&PostParams::default(), &registration::heartbeat_lease(name))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(Error::kube("creating the heartbeat Lease")(e)),
+    // The Lease is created once and then renewed by the agent: never overwrite it. One the cache
+    // already holds is not created again (each re-registration would be a refused POST).
+    let lease_cached = ctx
+        .stores
+        .leases
+        .get(&ObjectRef::new(&heartbeat_lease_name(name)).within(&ns))
+        .is_some();
+    if !lease_cached {
+        match Api::<Lease>::namespaced(c.clone(), &ns)
+            .create(&PostParams::default(), &registration::heartbeat_lease(name))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(Error::kube("creating the heartbeat Lease")(e)),
+        }
     }
     let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
     let token = secrets
@@ -312,6 +320,29 @@ pub fn heartbeat(
     (ready, renewed, Some(seen))
 }
 
+/// How long a Ready member's `status.lastHeartbeatTime` and `status.activePlacements` may go
+/// unrefreshed (ADR 0036; the Lease holds the exact renewal, as a Node's Lease does next to its
+/// status, which kubelet refreshes every 5 minutes when nothing changed).
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a member's heartbeat time and active count are due to be written: always while it is
+/// not Ready (the time must then be exact), and once the written time is [`STATUS_REFRESH`] (or a
+/// quarter of the heartbeat timeout, if longer) behind the Lease's renewal.
+fn status_refresh_due(
+    current: &MemberClusterStatus,
+    ready: bool,
+    renewed: Option<&Time>,
+    timeout: std::time::Duration,
+) -> bool {
+    match (&current.last_heartbeat_time, renewed) {
+        (Some(old), Some(new)) if ready => {
+            let behind = new.0.duration_since(old.0).as_secs_f64();
+            behind >= STATUS_REFRESH.max(timeout / 4).as_secs_f64()
+        }
+        _ => true,
+    }
+}
+
 /// The hub-owned part of a member's status.
 #[derive(Serialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -416,7 +447,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         let registered = ctx.registered.lock().await;
         registered
             .get(&name)
-            .is_some_and(|(u, at)| *u == uid && at.elapsed() < REREGISTER_AFTER)
+            .is_some_and(|(u, at)| *u == uid && at.elapsed() < reregister_after(&name))
     };
     let credentials = if fresh && current.credentials_secret.is_some() {
         current.credentials_secret.clone()
@@ -592,20 +623,22 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     set(&mut conds, mc::SCHEDULABLE, schedulable, reason, msg);
 
     let active = ctx.active_placements(&name);
-    // Write the heartbeat time coarsely (a quarter of the timeout) to avoid a status write per
-    // renewal — but exactly once the member is not ready, so a later leader can tell that this
-    // very renewal already expired.
-    let last_heartbeat_time = match (&current.last_heartbeat_time, &renewed) {
-        (Some(old), Some(new))
-            if ready
-                && new.0.duration_since(old.0).as_secs_f64()
-                    < timeout.as_duration().as_secs_f64() / 4.0 =>
-        {
-            Some(old.clone())
-        }
-        _ => renewed.clone(),
-    };
-    let desired = HubStatus {
+    // The heartbeat time and the count of active placements are refreshed only every
+    // [`STATUS_REFRESH`] while the member stays Ready (ADR 0036): each changes with every renewal
+    // or placement, and a write for each was most of the hub's writes at 1,000 members. Any other
+    // change writes at once, with both fresh; and the heartbeat time is exact once the member is
+    // not Ready, so a later leader can tell that this very renewal already expired.
+    let now_values = (renewed.clone(), active);
+    let (last_heartbeat_time, active) =
+        if status_refresh_due(&current, ready, renewed.as_ref(), timeout.as_duration()) {
+            now_values.clone()
+        } else {
+            (
+                current.last_heartbeat_time.clone(),
+                current.active_placements,
+            )
+        };
+    let mut desired = HubStatus {
         namespace: member_namespace(&name),
         credentials_secret: credentials,
         last_heartbeat_time,
@@ -646,6 +679,7 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         ctx.schedule.notify_one();
     }
     if !unchanged {
+        (desired.last_heartbeat_time, desired.active_placements) = now_values;
         let body = serde_json::json!({
             "apiVersion": "gpufed.io/v1alpha1",
             "kind": "MemberCluster",
@@ -755,6 +789,27 @@ mod tests {
 
     fn at(s: i64) -> Time {
         Time(Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn a_ready_members_heartbeat_time_is_refreshed_every_few_minutes_and_exactly_when_not() {
+        let t = Duration::from_secs(40);
+        let written = MemberClusterStatus {
+            last_heartbeat_time: Some(at(1000)),
+            ..Default::default()
+        };
+        // Ready: renewals within the refresh period leave the written time alone.
+        assert!(!status_refresh_due(&written, true, Some(&at(1010)), t));
+        assert!(!status_refresh_due(&written, true, Some(&at(1299)), t));
+        assert!(status_refresh_due(&written, true, Some(&at(1300)), t));
+        // A heartbeat timeout of an hour refreshes every quarter of it instead.
+        assert!(!status_refresh_due(&written, true, Some(&at(1800)), t * 90));
+        assert!(status_refresh_due(&written, true, Some(&at(1900)), t * 90));
+        // Not Ready: always the exact renewal.
+        assert!(status_refresh_due(&written, false, Some(&at(1010)), t));
+        // Nothing written yet.
+        let new = MemberClusterStatus::default();
+        assert!(status_refresh_due(&new, true, Some(&at(1010)), t));
     }
 
     #[test]
