@@ -47,6 +47,8 @@ use sim::{Intervals, SimTotals, Simulator, running_of};
 const JOBS_NAMESPACE: &str = "bench";
 /// Creates in flight while adding jobs (as the throughput bench's closed loop).
 const CREATES_IN_FLIGHT: usize = 16;
+/// Log lines of each component printed when a size fails.
+const STOPPED_LOG_LINES: usize = 80;
 /// The hub's scheduling pass histogram.
 pub const PASS_HISTOGRAM: &str = "gpufed_scheduling_pass_duration_seconds";
 
@@ -247,15 +249,50 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Every job's phase, from a watch.
+/// Each job's phase and, once Failed, why; by job name.
+type PhaseMap = HashMap<String, (JobPhase, Option<String>)>;
+
+/// Every job's phase (and, once Failed, why), from a watch.
 struct JobPhases {
-    phases: Arc<Mutex<HashMap<String, JobPhase>>>,
+    phases: Arc<Mutex<PhaseMap>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Jobs by phase, as the bench waits for a size to settle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PhaseCounts {
+    running: usize,
+    succeeded: usize,
+    failed: usize,
+    /// Any other phase (Pending, Placed, …).
+    unsettled: usize,
+    /// The reason and message of one Failed job.
+    failed_example: Option<String>,
+}
+
+impl PhaseCounts {
+    fn of<'a>(phases: impl Iterator<Item = &'a (JobPhase, Option<String>)>) -> PhaseCounts {
+        let mut c = PhaseCounts::default();
+        for (phase, why) in phases {
+            match phase {
+                JobPhase::Running => c.running += 1,
+                JobPhase::Succeeded => c.succeeded += 1,
+                JobPhase::Failed => {
+                    c.failed += 1;
+                    if c.failed_example.is_none() {
+                        c.failed_example = why.clone();
+                    }
+                }
+                _ => c.unsettled += 1,
+            }
+        }
+        c
+    }
 }
 
 impl JobPhases {
     fn start(client: &Client) -> JobPhases {
-        let phases: Arc<Mutex<HashMap<String, JobPhase>>> = Arc::default();
+        let phases: Arc<Mutex<PhaseMap>> = Arc::default();
         let api: Api<ComputeJob> = Api::namespaced(client.clone(), JOBS_NAMESPACE);
         let task = {
             let phases = phases.clone();
@@ -265,9 +302,18 @@ impl JobPhases {
                     .boxed();
                 while let Some(event) = events.next().await {
                     if let Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) = event {
-                        let phase = j.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                        let status = j.status.as_ref();
+                        let phase = status.map(|s| s.phase).unwrap_or_default();
+                        let why = status.filter(|_| phase == JobPhase::Failed).map(|s| {
+                            format!(
+                                "{}: {} ({})",
+                                j.name_any(),
+                                s.message.as_deref().unwrap_or(""),
+                                s.reason.as_deref().unwrap_or("")
+                            )
+                        });
                         if let Ok(mut p) = phases.lock() {
-                            p.insert(j.name_any(), phase);
+                            p.insert(j.name_any(), (phase, why));
                         }
                     }
                 }
@@ -276,12 +322,10 @@ impl JobPhases {
         JobPhases { phases, task }
     }
 
-    /// (Running, Succeeded) jobs.
-    fn counts(&self) -> (usize, usize) {
-        self.phases.lock().map_or((0, 0), |p| {
-            let n = |want: JobPhase| p.values().filter(|ph| **ph == want).count();
-            (n(JobPhase::Running), n(JobPhase::Succeeded))
-        })
+    fn counts(&self) -> PhaseCounts {
+        self.phases
+            .lock()
+            .map_or_else(|_| PhaseCounts::default(), |p| PhaseCounts::of(p.values()))
     }
 }
 
@@ -436,6 +480,8 @@ pub async fn scale(
                 }
             }
             Err(e) => {
+                // What the hub, its apiserver and etcd last said is the first thing to read.
+                hub.dump_logs(STOPPED_LOG_LINES);
                 report.stopped = Some(format!("at {size} jobs: {e}"));
                 break;
             }
@@ -480,19 +526,46 @@ impl Step<'_> {
         let timeout = Duration::from_secs(300 + added as u64 / 10);
         let mut told = Instant::now();
         loop {
-            let (r, s) = self.phases.counts();
+            let counts = self.phases.counts();
+            let (r, s) = (counts.running, counts.succeeded);
             if r == running && s == size - running {
                 break;
             }
+            // A Failed job never settles: no point waiting for the time limit.
+            if counts.failed > 0 {
+                return Err(Error::Other(format!(
+                    "{} of {size} jobs Failed ({r} Running, {s} Succeeded, {} not yet either), \
+                     e.g. {}",
+                    counts.failed,
+                    counts.unsettled,
+                    counts.failed_example.unwrap_or_default()
+                )));
+            }
+            // A hub that exited (it does when it cannot renew its leader Lease in time: a
+            // Deployment would restart it, nothing here does) places nothing more: say so now,
+            // with its last words, rather than at the step's time limit.
+            self.hub.check_alive()?;
             if told.elapsed() >= Duration::from_secs(30) {
-                tracing::info!(jobs = size, running = r, succeeded = s, "settling");
+                let sim = self.sim.totals();
+                tracing::info!(
+                    jobs = size,
+                    running = r,
+                    succeeded = s,
+                    unsettled = counts.unsettled,
+                    sim_statuses_failed = sim.statuses_failed,
+                    sim_inventories_failed = sim.inventories_failed,
+                    sim_renewals_failed = sim.renewals_failed,
+                    "settling"
+                );
                 told = Instant::now();
             }
             if t0.elapsed() >= timeout {
                 return Err(Error::Timeout {
                     what: format!(
-                        "{size} jobs settled ({r} of {running} Running, {s} of {} Succeeded)",
-                        size - running
+                        "{size} jobs settled ({r} of {running} Running, {s} of {} Succeeded, \
+                         {} neither)",
+                        size - running,
+                        counts.unsettled
                     ),
                     after: timeout,
                 });
@@ -570,6 +643,29 @@ gpufed_scheduling_pass_duration_seconds_count 30\n";
     fn labelled_series_are_summed() {
         let text = "x_sum{pool=\"a\"} 1\nx_sum{pool=\"b\"} 2\nx_count{pool=\"a\"} 3\nx_count{pool=\"b\"} 4\nx_sumx 9\n";
         assert_eq!(histogram_sum_count(text, "x"), Some((3.0, 7)));
+    }
+
+    #[test]
+    fn phase_counts_keep_one_failed_jobs_reason_and_count_the_rest_as_unsettled() {
+        let phases = [
+            (JobPhase::Running, None),
+            (JobPhase::Succeeded, None),
+            (JobPhase::Pending, None),
+            (
+                JobPhase::Failed,
+                Some("job-1: no fit (StartTimeout)".to_string()),
+            ),
+            (JobPhase::Failed, Some("job-2: other".to_string())),
+        ];
+        let c = PhaseCounts::of(phases.iter());
+        assert_eq!(
+            (c.running, c.succeeded, c.failed, c.unsettled),
+            (1, 1, 2, 1)
+        );
+        assert_eq!(
+            c.failed_example.as_deref(),
+            Some("job-1: no fit (StartTimeout)")
+        );
     }
 
     #[test]

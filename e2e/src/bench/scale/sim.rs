@@ -462,11 +462,14 @@ async fn take_on_placements(state: Arc<State>, mut rx: mpsc::UnboundedReceiver<P
     }
 }
 
-/// Writes a Placement's status as the agent does (`sync::status_body`), retrying a failure a few
-/// times; whether it was written.
+/// Writes a Placement's status as the agent does (`sync::status_body`), retrying a failure until
+/// it is written or the Placement is gone (as the agent's controller requeues a failed sync, with
+/// a backoff capped at [`STATUS_RETRY_MAX`]); whether it was written. A simulator that gave up
+/// would leave the Placement unreported until the hub's start timeout moved the job elsewhere,
+/// which no agent does.
 async fn write_status(state: &State, ns: &str, name: &str, status: &PlacementStatus) -> bool {
     let api: Api<Placement> = Api::namespaced(state.client.clone(), ns);
-    for attempt in 0..5u64 {
+    for attempt in 1u64.. {
         let mut status = status.clone();
         status.last_update_time = Some(Time(Timestamp::now()));
         let body = serde_json::json!({"apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
@@ -485,12 +488,15 @@ async fn write_status(state: &State, ns: &str, name: &str, status: &PlacementSta
             Err(kube::Error::Api(e)) if e.code == 404 => return false,
             Err(e) => {
                 tracing::debug!(placement = %name, error = %e, "simulated status write");
-                tokio::time::sleep(Duration::from_secs(attempt + 1)).await;
+                tokio::time::sleep(Duration::from_secs(attempt).min(STATUS_RETRY_MAX)).await;
             }
         }
     }
     false
 }
+
+/// The longest wait between two tries of a Placement status write.
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 
 async fn take_on(state: &State, p: &Placement) {
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
