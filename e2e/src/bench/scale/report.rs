@@ -320,6 +320,8 @@ fn goal(md: &mut String, r: &ScaleReport) {
         last.jobs
     );
     if let Some(why) = &r.stopped {
+        // Its first line: a component's log tail follows it in the JSON, not in the docs.
+        let why = stop_summary(why);
         let _ = write!(md, "The run stopped {why}. ");
     } else {
         let secs = GOAL_JOBS as f64 / last.ingest_rate().max(f64::EPSILON);
@@ -347,12 +349,29 @@ fn goal(md: &mut String, r: &ScaleReport) {
     md.push_str("\n\n");
 }
 
+/// The first line of a `stopped` reason, without the "last log lines" that follow it.
+fn stop_summary(why: &str) -> &str {
+    let first = why.lines().next().unwrap_or_default();
+    first.trim_end_matches("; last log lines:").trim_end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::BinaryInfo;
     use super::super::sim::{Intervals, SimTotals};
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_stop_reason_reaches_the_docs_without_its_log_tail() {
+        let why = "at 20000 jobs: hub-0 of cluster bench-scale exited with exit status: 1; \
+                   last log lines:\n{\"level\":\"ERROR\"}";
+        assert_eq!(
+            stop_summary(why),
+            "at 20000 jobs: hub-0 of cluster bench-scale exited with exit status: 1"
+        );
+        assert_eq!(stop_summary("at 5 jobs: timed out"), "at 5 jobs: timed out");
+    }
 
     fn count(resource: &str, sub: &str, verb: &str, total: u64) -> RequestCount {
         RequestCount {
