@@ -45,6 +45,14 @@ pub enum Error {
     /// This replica lost the leader Lease.
     #[error("lost leadership")]
     LostLeadership,
+    /// A task of the process ended by panicking.
+    #[error("the {task} task panicked: {detail}")]
+    Panicked {
+        /// Which task.
+        task: &'static str,
+        /// The panic.
+        detail: String,
+    },
     /// An apiserver call did not answer in time (the agent bounds every call it makes).
     #[error("{what}: no answer within {after:?}")]
     Timeout {
@@ -76,6 +84,7 @@ impl Error {
             Error::Chain(_) => "chain",
             Error::Config(_) => "config",
             Error::LostLeadership => "leadership",
+            Error::Panicked { .. } => "panic",
             Error::Timeout { .. } => "timeout",
         }
     }

@@ -399,50 +399,158 @@ pub async fn run(
         ));
         tokio::spawn(settlement::run_worker(settler, settle_rx, metrics.clone()));
         let Subscriptions { job, member, pool } = subs;
-        let controllers = async {
-            tokio::join!(
-                job_controller::run(ctx.clone(), job, shutdown_signal()),
-                member_controller::run(ctx.clone(), member, shutdown_signal()),
-                pool_controller::run(ctx.clone(), pool, shutdown_signal()),
-            );
-        };
+        // The controllers and each loop are tasks of their own, so they run on all of the
+        // runtime's threads (as one task they shared one thread, the Lease renewal included). The
+        // controllers end together on SIGTERM, each after its running reconciles (graceful
+        // shutdown); that ends the loops, which never end on their own.
+        let mut work = Tasks::default();
+        let controllers = (
+            job_controller::run(ctx.clone(), job, shutdown_signal()),
+            member_controller::run(ctx.clone(), member, shutdown_signal()),
+            pool_controller::run(ctx.clone(), pool, shutdown_signal()),
+        );
+        work.spawn("controllers", async move {
+            tokio::join!(controllers.0, controllers.1, controllers.2);
+        });
         tracing::info!("hub controllers started");
-        let registration = async {
-            match registration {
-                Some(config) => {
-                    if let Err(e) = join::server::run(ctx.clone(), registration_base, config).await
-                    {
-                        // The hub's other work goes on without its endpoint.
-                        tracing::error!(error = %e, "registration endpoint stopped");
-                    }
+        if let Some(config) = registration {
+            let ctx = ctx.clone();
+            work.spawn("registration endpoint", async move {
+                if let Err(e) = join::server::run(ctx, registration_base, config).await {
+                    // The hub's other work goes on without its endpoint.
+                    tracing::error!(error = %e, "registration endpoint stopped");
                     std::future::pending::<()>().await
                 }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = registration => {},
-            _ = controllers => {},
-            _ = scheduling::run(ctx.clone()) => {},
-            _ = bond_controller::run(ctx.clone()) => {},
-            _ = log_relay::run(ctx.clone()) => {},
-            _ = challenge_controller::run(ctx.clone()) => {},
-            _ = reputation::run(ctx.clone()) => {},
-            _ = offers::run(ctx.clone(), offer_changed) => {},
-            _ = slash_controller::run(ctx.clone()) => {},
-            _ = result_check_controller::run(ctx.clone()) => {},
+            });
         }
-        Ok(())
+        work.spawn("scheduling", scheduling::run(ctx.clone()));
+        work.spawn("bond controller", bond_controller::run(ctx.clone()));
+        work.spawn("log relay", log_relay::run(ctx.clone()));
+        work.spawn(
+            "challenge controller",
+            challenge_controller::run(ctx.clone()),
+        );
+        work.spawn("reputation", reputation::run(ctx.clone()));
+        work.spawn("offers", offers::run(ctx.clone(), offer_changed));
+        work.spawn("slash controller", slash_controller::run(ctx.clone()));
+        work.spawn(
+            "result check controller",
+            result_check_controller::run(ctx.clone()),
+        );
+        work.first_to_end().await
     };
-    // The Lease is renewed from the moment it is held, also while the caches sync.
+    // The Lease is renewed from the moment it is held, also while the caches sync, in a task of
+    // its own: however busy the controllers are, a renewal waits only for a free runtime thread.
+    // `release` tells it how the hub stopped: true for a clean stop (SIGTERM in a rolling
+    // update), after which it clears the Lease so the standby takes over now.
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<bool>();
+    let mut holder = tokio::spawn(async move {
+        tokio::select! {
+            lost = elector.hold() => Some(lost),
+            release = release_rx => {
+                if release.unwrap_or(false) {
+                    elector.release().await;
+                }
+                None
+            }
+        }
+    });
     let result = tokio::select! {
-        lost = elector.hold() => Err(lost),
-        done = lead => done,
+        held = &mut holder => Err(lost_or_panicked(held)),
+        done = lead => {
+            let _ = release_tx.send(done.is_ok());
+            match holder.await {
+                Ok(None) => done,
+                held => Err(lost_or_panicked(held)),
+            }
+        }
     };
     metrics.leader.set(0);
-    if result.is_ok() {
-        // A clean stop (SIGTERM in a rolling update): let the standby take over now.
-        elector.release().await;
-    }
     result
+}
+
+/// Why the Lease holder's task ended on its own: leadership lost (or the task panicked).
+fn lost_or_panicked(held: std::result::Result<Option<Error>, tokio::task::JoinError>) -> Error {
+    match held {
+        Ok(Some(lost)) => lost,
+        Ok(None) => Error::LostLeadership,
+        Err(e) => Error::Panicked {
+            task: "leader Lease",
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The hub's controllers and loops, each a task of its own so they run on all of the runtime's
+/// threads (as one task they shared one thread, the Lease renewal included). Dropping the set
+/// aborts every task in it.
+#[derive(Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for the first task to end (the controllers end on SIGTERM; the loops never do) and
+    /// aborts the rest: a panic is an error that names the task.
+    async fn first_to_end(mut self) -> Result<()> {
+        let ended = self.set.join_next_with_id().await;
+        self.set.abort_all();
+        match ended {
+            Some(Ok((id, ()))) => {
+                tracing::info!(
+                    task = self.names.get(&id).copied().unwrap_or("?"),
+                    "hub task ended; stopping the others"
+                );
+                Ok(())
+            }
+            Some(Err(e)) => Err(Error::Panicked {
+                task: self.names.get(&e.id()).copied().unwrap_or("hub"),
+                detail: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_task_to_end_aborts_the_others() {
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tasks = Tasks::default();
+        tasks.spawn("loop", async move {
+            // Sends when the task is dropped, i.e. aborted.
+            let _guard = dropped_tx;
+            std::future::pending::<()>().await
+        });
+        tasks.spawn("controllers", async {});
+        assert!(tasks.first_to_end().await.is_ok());
+        assert!(dropped_rx.await.is_err(), "the loop was aborted");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_an_error_that_names_it() {
+        let mut tasks = Tasks::default();
+        tasks.spawn("loop", std::future::pending::<()>());
+        tasks.spawn("scheduling", async { panic!("boom") });
+        match tasks.first_to_end().await {
+            Err(Error::Panicked { task, detail }) => {
+                assert_eq!(task, "scheduling");
+                assert!(detail.contains("panic"), "{detail}");
+            }
+            other => panic!("expected a panic error, got {other:?}"),
+        }
+    }
 }
