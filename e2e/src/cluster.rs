@@ -497,21 +497,21 @@ impl Cluster {
         if let Some(node) = self.real_node.as_mut()
             && let Some(status) = node.exited()
         {
-            return Err(Error::Other(format!(
-                "real node {} of cluster {} exited with {status}; last log lines:\n{}",
-                node.name(),
-                self.name,
-                node.log_tails(30)
-            )));
+            return Err(Error::Exited {
+                what: format!(
+                    "real node {} of cluster {} exited with {status}",
+                    node.name(),
+                    self.name
+                ),
+                log_tail: node.log_tails(30),
+            });
         }
         for p in &mut self.processes {
             if let Some(status) = p.exited() {
-                return Err(Error::Other(format!(
-                    "{} of cluster {} exited with {status}; last log lines:\n{}",
-                    p.name(),
-                    self.name,
-                    p.log_tail(30)
-                )));
+                return Err(Error::Exited {
+                    what: format!("{} of cluster {} exited with {status}", p.name(), self.name),
+                    log_tail: p.log_tail(30),
+                });
             }
         }
         Ok(())

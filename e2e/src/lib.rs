@@ -69,12 +69,29 @@ pub enum Error {
         /// The timeout.
         after: Duration,
     },
+    /// A component (a process or a real node) exited.
+    #[error("{what}; last log lines:\n{log_tail}")]
+    Exited {
+        /// Which component, of which cluster, with its exit status.
+        what: String,
+        /// What it last logged.
+        log_tail: String,
+    },
     /// Anything else, with a message.
     #[error("{0}")]
     Other(String),
 }
 
 impl Error {
+    /// The error in one line: for a component that exited, which and how, without its log tail
+    /// (for reports; the tail is in the component's log file).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Exited { what, .. } => what.clone(),
+            other => other.to_string(),
+        }
+    }
+
     fn io(what: String, source: std::io::Error) -> Error {
         Error::Io { what, source }
     }

@@ -480,9 +480,10 @@ pub async fn scale(
                 }
             }
             Err(e) => {
-                // What the hub, its apiserver and etcd last said is the first thing to read.
+                // What the hub, its apiserver and etcd last said is the first thing to read: their
+                // log tails go to stderr, the report keeps the reason in one line.
                 hub.dump_logs(STOPPED_LOG_LINES);
-                report.stopped = Some(format!("at {size} jobs: {e}"));
+                report.stopped = Some(format!("at {size} jobs: {}", e.summary()));
                 break;
             }
         }

@@ -349,10 +349,10 @@ fn goal(md: &mut String, r: &ScaleReport) {
     md.push_str("\n\n");
 }
 
-/// The first line of a `stopped` reason, without the "last log lines" that follow it.
+/// The first line of a `stopped` reason (one line since `Error::summary`; a reason kept by an
+/// older run may go on with log lines).
 fn stop_summary(why: &str) -> &str {
-    let first = why.lines().next().unwrap_or_default();
-    first.trim_end_matches("; last log lines:").trim_end()
+    why.lines().next().unwrap_or_default().trim_end()
 }
 
 #[cfg(test)]
@@ -363,14 +363,21 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_stop_reason_reaches_the_docs_without_its_log_tail() {
-        let why = "at 20000 jobs: hub-0 of cluster bench-scale exited with exit status: 1; \
-                   last log lines:\n{\"level\":\"ERROR\"}";
+    fn a_stop_reason_reaches_the_docs_in_one_line() {
+        let exited = crate::Error::Exited {
+            what: "hub-0 of cluster bench-scale exited with exit status: 1".into(),
+            log_tail: "{\"level\":\"ERROR\"}\n{\"level\":\"INFO\"}".into(),
+        };
+        let why = format!("at 20000 jobs: {}", exited.summary());
         assert_eq!(
-            stop_summary(why),
+            stop_summary(&why),
             "at 20000 jobs: hub-0 of cluster bench-scale exited with exit status: 1"
         );
-        assert_eq!(stop_summary("at 5 jobs: timed out"), "at 5 jobs: timed out");
+        assert!(exited.to_string().contains("last log lines:\n{\"level\""));
+        assert_eq!(
+            stop_summary("at 5 jobs: timed out\nmore"),
+            "at 5 jobs: timed out"
+        );
     }
 
     fn count(resource: &str, sub: &str, verb: &str, total: u64) -> RequestCount {
