@@ -524,7 +524,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 .inc();
         }
     }
-    // Come back when money is in flight, when a start timeout runs out, or in five minutes.
+    // Come back when money is in flight, when a start timeout runs out, or in five minutes; a job
+    // at rest only when something changes.
     let mut advanced = job.as_ref().clone();
     advanced.status = Some(out.status.clone());
     let deadline = lifecycle::start_deadline(&advanced, &world_now, &now());
@@ -539,18 +540,21 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     // Secrets cannot be watched (the hub may only `get` them, and only where the tenant allowed
     // it): a job waiting for one looks again every few seconds.
     let secrets_poll = world_now.secrets_unavailable.as_ref().map(|_| SECRETS_POLL);
-    let next = [
-        again,
-        deadline,
-        recheck,
-        grace,
-        secrets_poll,
-        Some(Duration::from_secs(300)),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(Duration::from_secs(300));
+    let timers = [again, deadline, recheck, grace, secrets_poll];
+    if lifecycle::at_rest(&out.status)
+        && !crate::hub::result_check::needs_template(&job)
+        && timers.iter().all(Option::is_none)
+    {
+        // Finished, its money at rest and no result check to run: only a change to the job or
+        // to what it is watched through (its Placements, its pool, its members) wakes it.
+        return Ok(Requeue::await_change());
+    }
+    let next = timers
+        .into_iter()
+        .chain([Some(Duration::from_secs(300))])
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(300));
     Ok(Requeue::requeue(next))
 }
 

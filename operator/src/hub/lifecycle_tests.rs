@@ -990,3 +990,38 @@ fn placements_record_telemetry_only_in_pools_that_check_usage_and_never_for_serv
         None
     );
 }
+
+#[test]
+fn a_finished_job_is_at_rest_only_once_every_attempts_money_is() {
+    let settled = |state| {
+        Some(gpufed_crds::Settlement {
+            state,
+            job_id: "0x01".into(),
+            ..Default::default()
+        })
+    };
+    let mut j = placed(2, "beta", AttemptPhase::Succeeded);
+    assert!(!at_rest(j.status.as_ref().unwrap()), "not finished yet");
+    let st = j.status.as_mut().unwrap();
+    st.phase = JobPhase::Succeeded;
+    assert!(at_rest(st), "finished, nothing on chain");
+    st.attempts[0].settlement = settled(SettlementState::Closed);
+    st.attempts[1].settlement = settled(SettlementState::Settling);
+    assert!(!at_rest(st), "a settlement transaction is in flight");
+    for busy in [
+        SettlementState::Unfunded,
+        SettlementState::Locking,
+        SettlementState::Locked,
+    ] {
+        st.attempts[1].settlement = settled(busy);
+        assert!(!at_rest(st), "{busy:?} is not at rest");
+    }
+    for done in [
+        SettlementState::Settled,
+        SettlementState::Expired,
+        SettlementState::Closed,
+    ] {
+        st.attempts[1].settlement = settled(done);
+        assert!(at_rest(st), "{done:?} is at rest");
+    }
+}
