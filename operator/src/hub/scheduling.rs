@@ -39,7 +39,8 @@ use crate::hub::{challenges, lifecycle, period_usage, reclaim, snapshot};
 /// Status writes (decisions, reasons to wait) in flight at once, across passes.
 pub const WRITES_IN_FLIGHT: usize = 64;
 
-/// How often the queue is re-evaluated without any trigger.
+/// How often the queue is re-evaluated without any trigger, and the longest a full pass waits
+/// while triggers keep coming with no job queued.
 pub const RESYNC: Duration = Duration::from_secs(5);
 
 /// How long a pass waits after a trigger, so a burst of jobs is decided in one pass.
@@ -165,15 +166,31 @@ pub async fn run(ctx: Arc<Context>) {
     let state: Shared = Arc::default();
     let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
     let mut exported = HashSet::new();
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = ctx.schedule.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
-        }
+        let triggered = tokio::select! {
+            _ = ctx.schedule.notified() => true,
+            _ = tokio::time::sleep_until(last_full + RESYNC) => false,
+        };
         // Let a burst of triggers settle into one pass.
         tokio::time::sleep(DEBOUNCE).await;
+        let queued = ctx.stores.jobs.state().iter().any(|j| is_queued(j));
+        if skip_pass(triggered, queued, last_full.elapsed()) {
+            continue;
+        }
+        last_full = tokio::time::Instant::now();
         pass(&ctx, &state, &writes, &mut exported).await;
     }
+}
+
+/// Whether a wake-up of the loop may skip the pass: it was a trigger (not the resync), no job is
+/// queued, and a full pass ran within [`RESYNC`]. Members' inventories trigger the loop (a
+/// capacity change may let a waiting job fit) many times a second at 1,000 members; with no job
+/// waiting, a pass decides nothing and costs time linear in the jobs held (110 ms at 20,000 jobs,
+/// back to back). A full pass still runs every [`RESYNC`] for what it does besides deciding:
+/// the free-GPU gauges, stops of preempted attempts to ask for again, the in-flight record.
+pub fn skip_pass(triggered: bool, queued: bool, since_full: Duration) -> bool {
+    triggered && !queued && since_full < RESYNC
 }
 
 /// Whether `job` waits for the scheduler: admitted, Pending, not being deleted.
@@ -1250,6 +1267,21 @@ async fn record_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_with_no_job_queued_skips_the_pass_until_the_resync_is_due() {
+        let recent = RESYNC / 2;
+        assert!(skip_pass(true, false, recent), "nothing to decide");
+        assert!(
+            !skip_pass(true, true, recent),
+            "a queued job is decided at once"
+        );
+        assert!(!skip_pass(false, false, recent), "the resync always runs");
+        assert!(
+            !skip_pass(true, false, RESYNC),
+            "triggers that never stop do not hold off the resync"
+        );
+    }
     use gpufed_crds::testing::job;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
