@@ -593,9 +593,21 @@ fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
             .unwrap();
         assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
         assert!(metrics(port_b).await.contains("gpufed_leader 1"));
-        // Only one placement per job: the new leader did not place "before" again.
-        let ps = placements(&c, "alpha").await.unwrap();
-        assert_eq!(ps.iter().filter(|p| p.spec.job.name == "before").count(), 1);
+        // Only one placement per job: the new leader did not place "before" again. hub-a may
+        // have died between its decision and the Placement's create; hub-b then creates that
+        // Placement, attempt 1, once the decision's grace has passed.
+        let before = wait_until(T, "the Placement of \"before\"", || async {
+            let ps = placements(&c, "alpha").await.ok()?;
+            let ps: Vec<_> = ps
+                .into_iter()
+                .filter(|p| p.spec.job.name == "before")
+                .collect();
+            (!ps.is_empty()).then_some(ps)
+        })
+        .await
+        .unwrap();
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(before[0].spec.attempt, 1);
     });
 }
 
