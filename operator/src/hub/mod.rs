@@ -419,8 +419,10 @@ pub async fn run(
                 if let Err(e) = join::server::run(ctx, registration_base, config).await {
                     // The hub's other work goes on without its endpoint.
                     tracing::error!(error = %e, "registration endpoint stopped");
-                    std::future::pending::<()>().await
                 }
+                // Ending here would end the controllers: they end on SIGTERM, after their
+                // running reconciles, and the endpoint stops with the process.
+                std::future::pending::<()>().await
             });
         }
         work.spawn("scheduling", scheduling::run(ctx.clone()));
