@@ -1267,6 +1267,8 @@ async fn record_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpufed_crds::testing::job;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn a_trigger_with_no_job_queued_skips_the_pass_until_the_resync_is_due() {
@@ -1282,8 +1284,6 @@ mod tests {
             "triggers that never stop do not hold off the resync"
         );
     }
-    use gpufed_crds::testing::job;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn a_holders_explanation_names_its_held_nodes() {
