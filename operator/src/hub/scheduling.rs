@@ -174,7 +174,8 @@ pub async fn run(ctx: Arc<Context>) {
         };
         // Let a burst of triggers settle into one pass.
         tokio::time::sleep(DEBOUNCE).await;
-        let queued = ctx.stores.jobs.state().iter().any(|j| is_queued(j));
+        // Scanned under the cache's read lock, without copying every job's handle out of it.
+        let queued = ctx.stores.jobs.find(is_queued).is_some();
         if skip_pass(triggered, queued, last_full.elapsed()) {
             continue;
         }
