@@ -320,7 +320,7 @@ fn goal(md: &mut String, r: &ScaleReport) {
         last.jobs
     );
     if let Some(why) = &r.stopped {
-        // Its first line: a component's log tail follows it in the JSON, not in the docs.
+        // Its first line: a reason recorded before `Error::summary` may go on with log lines.
         let why = stop_summary(why);
         let _ = write!(md, "The run stopped {why}. ");
     } else {
