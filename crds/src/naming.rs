@@ -12,11 +12,8 @@ pub const MEMBER_NAMESPACE_PREFIX: &str = "gpufed-member-";
 /// Longest MemberCluster name: the member namespace `gpufed-member-<name>` must be a DNS label (63).
 pub const MAX_MEMBER_NAME_LEN: usize = 63 - MEMBER_NAMESPACE_PREFIX.len();
 
-/// Label on hub and member objects naming the ComputeJob's namespace.
-pub const LABEL_JOB_NAMESPACE: &str = "gpufed.io/job-namespace";
-/// Label naming the ComputeJob.
-pub const LABEL_JOB_NAME: &str = "gpufed.io/job-name";
-/// Label carrying the ComputeJob UID.
+/// Label carrying the ComputeJob UID, on Placements and on the member's Jobs and Pods: the one
+/// identity of a job a member sees (its namespace and name stay on the hub; ADR 0037).
 pub const LABEL_JOB_UID: &str = "gpufed.io/job-uid";
 /// Label carrying the attempt number.
 pub const LABEL_ATTEMPT: &str = "gpufed.io/attempt";
@@ -34,9 +31,8 @@ pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
 /// usage receipt ([`ClaimableReceipt`](crate::ClaimableReceipt) as JSON) its provider can submit
 /// to `JobEscrow.claim` itself (`kubectl gpufed claim`) if the hub is late or gone.
 pub const ANNOTATION_USAGE_RECEIPT: &str = "gpufed.io/usage-receipt";
-/// Hub namespace of the ComputeJobs the hub sends members to verify their GPUs (ADR 0027). The
-/// member sees it in the Placement's job reference like any tenant namespace, so its name says
-/// nothing about challenges.
+/// Hub namespace of the ComputeJobs the hub sends members to verify their GPUs (ADR 0027). It
+/// never reaches a member: Placements carry only the job's UID (ADR 0037).
 pub const HUB_JOBS_NAMESPACE: &str = "gpufed-hub-jobs";
 /// Label on a hub ComputeJob (never copied to its Placement) naming the member it verifies.
 pub const LABEL_VERIFIES: &str = "gpufed.io/verifies";
@@ -90,38 +86,12 @@ pub fn short_hash(input: &str, n: usize) -> String {
     hex
 }
 
-/// A DNS-label-safe prefix of `s` of at most `max` characters (lower-case, `[a-z0-9-]`, no edge dashes).
-fn label_prefix(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() { c } else { '-' }
-        })
-        .take(max)
-        .collect();
-    while out.ends_with('-') {
-        out.pop();
-    }
-    while out.starts_with('-') {
-        out.remove(0);
-    }
-    out
-}
-
-/// Name of the Placement for `attempt` of a ComputeJob: readable prefix from namespace and name,
-/// a hash of the job UID, and the attempt: `team-a-train-7f3e9a21-2`. At most 63 characters.
-pub fn placement_name(job_namespace: &str, job_name: &str, job_uid: &str, attempt: u32) -> String {
-    let suffix = format!("{}-{attempt}", short_hash(job_uid, 8));
-    let prefix = label_prefix(
-        &format!("{job_namespace}-{job_name}"),
-        63 - suffix.len() - 1,
-    );
-    if prefix.is_empty() {
-        suffix
-    } else {
-        format!("{prefix}-{suffix}")
-    }
+/// Name of the Placement for `attempt` of a ComputeJob: `gpufed-<hash of the job UID>-<attempt>`,
+/// the name of the local Job it becomes on the member ([`local_job_name`]). Nothing in it comes
+/// from the job's namespace or name: a member sees an opaque identity for every job, a tenant's
+/// or one of the hub's challenges alike (docs/adr/0037-members-see-opaque-job-identities.md).
+pub fn placement_name(job_uid: &str, attempt: u32) -> String {
+    local_job_name(job_uid, attempt)
 }
 
 /// Name of the local `batch/v1` Job a member creates for a placement: `gpufed-<hash>-<attempt>`,
@@ -157,31 +127,15 @@ mod tests {
     const UID: &str = "5f1d2c3b-aaaa-bbbb-cccc-0123456789ab";
 
     #[test]
-    fn placement_names_are_stable_short_and_carry_the_attempt() {
-        let a1 = placement_name("team-a", "train-llm", UID, 1);
-        let a2 = placement_name("team-a", "train-llm", UID, 2);
-        assert_eq!(a1, placement_name("team-a", "train-llm", UID, 1));
-        assert_ne!(a1, a2);
-        assert!(a1.starts_with("team-a-train-llm-"), "{a1}");
+    fn placement_names_are_stable_opaque_and_carry_the_attempt() {
+        let a1 = placement_name(UID, 1);
+        assert_eq!(a1, placement_name(UID, 1));
+        assert_ne!(a1, placement_name(UID, 2));
         assert!(a1.ends_with("-1"));
-        let long = placement_name(&"n".repeat(63), &"j".repeat(253), UID, 10);
-        assert!(long.len() <= 63, "{long}");
-        assert!(!long.contains("--"));
-    }
-
-    #[test]
-    fn placement_names_of_different_jobs_with_the_same_name_differ() {
+        assert_eq!(a1, local_job_name(UID, 1));
         let other_uid = "00000000-aaaa-bbbb-cccc-0123456789ab";
-        assert_ne!(
-            placement_name("a", "j", UID, 1),
-            placement_name("a", "j", other_uid, 1)
-        );
-    }
-
-    #[test]
-    fn odd_characters_become_dashes() {
-        let n = placement_name("ns", "My.Job_Name", UID, 1);
-        assert!(n.starts_with("ns-my-job-name-"), "{n}");
+        assert_ne!(a1, placement_name(other_uid, 1));
+        assert!(!a1.contains(&UID[..8]), "{a1}");
     }
 
     #[test]

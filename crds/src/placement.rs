@@ -63,7 +63,7 @@ pub mod reasons {
     status = "PlacementStatus",
     derive = "PartialEq",
     doc = "One attempt of a ComputeJob on one member cluster. The hub writes it into the member's namespace; the member's agent runs it and reports back in status.",
-    printcolumn(name = "Job", type_ = "string", json_path = ".spec.job.name"),
+    printcolumn(name = "Job UID", type_ = "string", json_path = ".spec.job.uid"),
     printcolumn(name = "Attempt", type_ = "integer", json_path = ".spec.attempt"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.totalGpus"),
@@ -83,7 +83,8 @@ pub mod reasons {
 #[x_kube(validation = kube::core::Rule::new("!has(oldSelf.stop) || (has(self.stop) && self.stop == oldSelf.stop)").message("Placement.spec.stop, once set, never changes"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
-    /// The ComputeJob on the hub this placement runs.
+    /// The ComputeJob on the hub this placement runs, by UID only: its namespace and name stay on
+    /// the hub (docs/adr/0037-members-see-opaque-job-identities.md).
     pub job: JobReference,
     /// Attempt number of the job this placement belongs to (from 1).
     #[schemars(range(min = 1, max = 10))]
@@ -179,7 +180,8 @@ pub struct PlacementStop {
     /// Machine-readable reason, copied into the attempt's end: `Preempted`.
     #[schemars(length(min = 1, max = 64))]
     pub reason: String,
-    /// Why, for people: which job preempted this one.
+    /// Why, for people. It names no job: the member sees no job's namespace or name (ADR 0037);
+    /// the attempt's message on the hub names the preemptor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub message: Option<String>,
@@ -193,15 +195,14 @@ pub struct PlacementStop {
 /// an apiserver accepts per object.
 pub const MAX_SEALED_SECRETS: usize = 262_144;
 
-/// Identifies a ComputeJob on the hub.
+/// Identifies a ComputeJob on the hub to the member: by its UID only. The job's namespace and
+/// name stay on the hub, so a member cannot tell whose job it runs, nor a tenant's job from one
+/// of the hub's challenges (docs/adr/0037-members-see-opaque-job-identities.md).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct JobReference {
-    /// Namespace of the ComputeJob.
-    pub namespace: String,
-    /// Name of the ComputeJob.
-    pub name: String,
     /// UID of the ComputeJob (a re-created job with the same name has another UID).
+    #[schemars(length(min = 1, max = 128))]
     pub uid: String,
 }
 

@@ -25,7 +25,7 @@ use crate::hubctl::apply;
 use crate::joining::pool::{JOBS_NAMESPACE, SYSTEM_NAMESPACE};
 use crate::joining::{HubOptions, MemberPlan, Pool};
 use crate::{Error, NodeSpec, Tools, wait_until};
-use gpufed_crds::naming::LABEL_JOB_NAME;
+use gpufed_crds::naming::LABEL_JOB_UID;
 
 /// Settings of one demo run.
 #[derive(Clone, Debug)]
@@ -321,7 +321,7 @@ async fn job(client: &Client, key: &str) -> Option<ComputeJob> {
 /// What the last screen suggests, one command a line; each works as printed in a new shell (the
 /// demo test runs them so).
 pub fn try_lines(root: &str, hub: &Path, gamma: &Path) -> Vec<String> {
-    let (_, real) = REAL_JOB.0.split_once('/').unwrap_or(("", REAL_JOB.0));
+    let (real_ns, real) = REAL_JOB.0.split_once('/').unwrap_or(("", REAL_JOB.0));
     [
         format!("cd {root}"),
         format!(
@@ -332,8 +332,9 @@ pub fn try_lines(root: &str, hub: &Path, gamma: &Path) -> Vec<String> {
         "kubectl describe computejob too-cheap -n team-a".into(),
         "kubectl gpufed top".into(),
         "kubectl gpufed explain finetune-llama -n team-a".into(),
+        // The member knows the job by UID only (ADR 0037); the hub says which.
         format!(
-            "kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_NAME}={real}",
+            "kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_UID}=$(kubectl get computejob {real} -n {real_ns} -o jsonpath='{{.metadata.uid}}')",
             gamma.display()
         ),
         "kubectl delete -f deploy/examples/job-single-gpu.yaml && kubectl apply -f deploy/examples/job-single-gpu.yaml".into(),
@@ -511,7 +512,7 @@ pub async fn run(
     let real = job(&hub, real_key)
         .await
         .ok_or_else(|| Error::Other(format!("{real_key} is gone")))?;
-    let real_name = real_key.split_once('/').map(|(_, n)| n).unwrap_or(real_key);
+    let real_uid = real.metadata.uid.clone().unwrap_or_default();
     let log = kubectl(
         tools,
         &gamma_kc,
@@ -520,7 +521,7 @@ pub async fn run(
             "-n",
             JOBS_NAMESPACE,
             "-l",
-            &format!("{LABEL_JOB_NAME}={real_name}"),
+            &format!("{LABEL_JOB_UID}={real_uid}"),
         ],
     )
     .await?;
@@ -530,7 +531,7 @@ pub async fn run(
         )));
     }
     screen.say(&format!(
-        "$ kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_NAME}={real_name}\n{}",
+        "$ kubectl --kubeconfig {} logs -n {JOBS_NAMESPACE} -l {LABEL_JOB_UID}={real_uid}   # {real_key}'s UID\n{}",
         gamma_kc.display(),
         log.trim_end()
     ));

@@ -22,6 +22,7 @@ pub mod market;
 pub mod nodes;
 pub mod peer;
 pub mod pki;
+pub mod placements;
 pub mod process;
 pub mod realnode;
 pub mod storage;

@@ -238,12 +238,14 @@ pub async fn finish_with(
     gpu_seconds: u64,
     message: Option<&str>,
 ) -> Result<(), Error> {
+    // A Placement names its job by UID only (ADR 0037): the UIDs of the jobs named `job`.
+    let uids = crate::placements::job_uids_named(c, job).await?;
     let p = wait_until(STEP, "the placement", || async {
         placements(c, cluster)
             .await
             .ok()?
             .into_iter()
-            .find(|p| job.is_empty() || p.spec.job.name == job)
+            .find(|p| job.is_empty() || uids.contains(&p.spec.job.uid))
     })
     .await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());

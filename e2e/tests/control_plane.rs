@@ -796,7 +796,7 @@ fn immutable_fields_cannot_change_after_creation() {
         let placement = json!({
             "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
             "metadata": {"name": "p1", "namespace": "gpufed-member-alpha"},
-            "spec": {"job": {"namespace": "team-a", "name": "frozen", "uid": "u"}, "attempt": 1, "cluster": "alpha",
+            "spec": {"job": {"uid": "u"}, "attempt": 1, "cluster": "alpha",
                      "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": "H100", "pricePerGpuHour": "2.40",
                      "maxDuration": "1h", "template": {"containers": [{"name": "main", "image": "busybox"}]}}
         });

@@ -146,12 +146,13 @@ fn two_backlogged_teams_get_gpus_in_proportion_to_their_weights() {
 
 /// Reports the Placement of `ns/name` on alpha as succeeded.
 async fn end(c: &Client, ns: &str, name: &str) {
+    let uid = gpufed_e2e::placements::job_uid(c, ns, name).await.unwrap();
     let p = wait_until(T, "the job's Placement", || async {
         placements(c, "alpha")
             .await
             .ok()?
             .into_iter()
-            .find(|p| p.spec.job.namespace == ns && p.spec.job.name == name)
+            .find(|p| p.spec.job.uid == uid)
     })
     .await
     .unwrap();

@@ -88,13 +88,16 @@ fn a_gang_that_cannot_start_on_its_member_fails_fast_unbilled_and_runs_elsewhere
         .unwrap();
         let alpha_placements: Api<Placement> =
             Api::namespaced(hub.clone(), &member_namespace("alpha"));
+        let gang = gpufed_e2e::placements::job_uids_named(&hub, "gang")
+            .await
+            .unwrap();
         let placement = wait_until(LONG, "the hub to place attempt 1 on alpha", || {
-            let api = alpha_placements.clone();
+            let (api, gang) = (alpha_placements.clone(), &gang);
             async move {
                 let list = api.list(&ListParams::default()).await.ok()?;
                 list.items
                     .into_iter()
-                    .find(|p| p.spec.job.name == "gang" && p.spec.attempt == 1)
+                    .find(|p| gang.contains(&p.spec.job.uid) && p.spec.attempt == 1)
             }
         })
         .await

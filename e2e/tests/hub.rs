@@ -211,10 +211,19 @@ fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait() {
             1,
             "{:?}",
             ps.iter()
-                .map(|p| (&p.spec.job.name, p.spec.attempt))
+                .map(|p| (&p.spec.job.uid, p.spec.attempt))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(ps[0].spec.job.name, "h100-x8");
+        // It names the job by UID only: nothing the member reads says whose job it is (ADR 0037).
+        let uid = gpufed_e2e::placements::job_uid(&c, "team-a", "h100-x8")
+            .await
+            .unwrap();
+        assert_eq!(ps[0].spec.job.uid, uid);
+        let seen = serde_json::to_string(&ps[0]).unwrap();
+        assert!(
+            !seen.contains("h100-x8") && !seen.contains("team-a"),
+            "{seen}"
+        );
         assert_eq!(
             (ps[0].spec.total_gpus, ps[0].spec.model.as_str()),
             (8, "H100")
@@ -596,12 +605,12 @@ fn of_two_hub_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
         // Only one placement per job: the new leader did not place "before" again. hub-a may
         // have died between its decision and the Placement's create; hub-b then creates that
         // Placement, attempt 1, once the decision's grace has passed.
+        let uid = gpufed_e2e::placements::job_uid(&c, "team-a", "before")
+            .await
+            .unwrap();
         let before = wait_until(T, "the Placement of \"before\"", || async {
             let ps = placements(&c, "alpha").await.ok()?;
-            let ps: Vec<_> = ps
-                .into_iter()
-                .filter(|p| p.spec.job.name == "before")
-                .collect();
+            let ps: Vec<_> = ps.into_iter().filter(|p| p.spec.job.uid == uid).collect();
             (!ps.is_empty()).then_some(ps)
         })
         .await

@@ -72,9 +72,12 @@ fn placed(j: &ComputeJob) -> Option<(u32, String)> {
 /// `(cluster, attempt)` of every Placement of job `job` on `clusters`.
 async fn placements_of(c: &Client, job: &str, clusters: &[&str]) -> Vec<(String, u32)> {
     let mut out = vec![];
+    let uids = gpufed_e2e::placements::job_uids_named(c, job)
+        .await
+        .unwrap();
     for cluster in clusters {
         for p in placements(c, cluster).await.unwrap() {
-            if p.spec.job.name == job {
+            if uids.contains(&p.spec.job.uid) {
                 out.push((cluster.to_string(), p.spec.attempt));
             }
         }

@@ -30,21 +30,14 @@ const HARD_DEADLINE: Duration = Duration::from_secs(300);
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A Placement of job `job` (uid `uid`), attempt `attempt`, in alpha's namespace, for `cluster`
+/// A Placement of the job with UID `uid`, attempt `attempt`, in alpha's namespace, for `cluster`
 /// and `model`, whose pod runs `seconds` on kwok.
-fn placement(
-    job: &str,
-    uid: &str,
-    attempt: u32,
-    cluster: &str,
-    model: &str,
-    seconds: u32,
-) -> Placement {
+fn placement(uid: &str, attempt: u32, cluster: &str, model: &str, seconds: u32) -> Placement {
     serde_json::from_value(json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
-        "metadata": {"name": placement_name("team-x", job, uid, attempt), "namespace": member_namespace("alpha")},
+        "metadata": {"name": placement_name(uid, attempt), "namespace": member_namespace("alpha")},
         "spec": {
-            "job": {"namespace": "team-x", "name": job, "uid": uid}, "attempt": attempt, "cluster": cluster,
+            "job": {"uid": uid}, "attempt": attempt, "cluster": cluster,
             "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": model,
             "pricePerGpuHour": "2.40", "maxDuration": "1h",
             "template": {"containers": [{"name": "main", "image": "busybox:1.36",
@@ -155,7 +148,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
         let pp = PostParams::default();
 
         // Attempt 2 of job U is known before attempt 1 shows up: attempt 1 is never run.
-        let u2 = placement("u", "uid-u", 2, "alpha", "H100", 600);
+        let u2 = placement("uid-u", 2, "alpha", "H100", 600);
         placements.create(&pp, &u2).await.unwrap();
         wait_phase(
             &placements,
@@ -163,7 +156,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
             PlacementPhase::Running,
         )
         .await;
-        let u1 = placement("u", "uid-u", 1, "alpha", "H100", 600);
+        let u1 = placement("uid-u", 1, "alpha", "H100", 600);
         placements.create(&pp, &u1).await.unwrap();
         let rejected = wait_phase(
             &placements,
@@ -181,7 +174,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
         );
 
         // Attempt 1 of job V runs; then attempt 2 arrives: attempt 1's Job is stopped, attempt 2 runs.
-        let v1 = placement("v", "uid-v", 1, "alpha", "H100", 600);
+        let v1 = placement("uid-v", 1, "alpha", "H100", 600);
         placements.create(&pp, &v1).await.unwrap();
         wait_phase(
             &placements,
@@ -189,7 +182,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
             PlacementPhase::Running,
         )
         .await;
-        let v2 = placement("v", "uid-v", 2, "alpha", "H100", 600);
+        let v2 = placement("uid-v", 2, "alpha", "H100", 600);
         placements.create(&pp, &v2).await.unwrap();
         let stale = wait_phase(
             &placements,
@@ -231,7 +224,7 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
 
         // A gang of two: its replicas get host names under a headless Service of the Job's name,
         // and a NetworkPolicy that admits only each other; both go with the Job.
-        let mut g1 = placement("g", "uid-g", 1, "alpha", "H100", 600);
+        let mut g1 = placement("uid-g", 1, "alpha", "H100", 600);
         g1.spec.replicas = 2;
         g1.spec.total_gpus = 2;
         placements.create(&pp, &g1).await.unwrap();
@@ -312,8 +305,8 @@ fn only_current_attempts_run_and_deleted_placements_take_their_jobs_along() {
         .unwrap();
 
         // Placements this member cannot serve are rejected with the reason, and never run.
-        let elsewhere = placement("w", "uid-w", 1, "beta", "H100", 5);
-        let a100 = placement("m", "uid-m", 1, "alpha", "A100", 5);
+        let elsewhere = placement("uid-w", 1, "beta", "H100", 5);
+        let a100 = placement("uid-m", 1, "alpha", "A100", 5);
         placements.create(&pp, &elsewhere).await.unwrap();
         placements.create(&pp, &a100).await.unwrap();
         for (p, reason) in [(&elsewhere, "WrongCluster"), (&a100, "ModelUnavailable")] {

@@ -31,9 +31,9 @@ fn placement(job: &str, seconds: u32) -> Placement {
     let uid = format!("uid-{job}");
     serde_json::from_value(json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
-        "metadata": {"name": placement_name("team-x", job, &uid, 1), "namespace": member_namespace("alpha")},
+        "metadata": {"name": placement_name(&uid, 1), "namespace": member_namespace("alpha")},
         "spec": {
-            "job": {"namespace": "team-x", "name": job, "uid": uid}, "attempt": 1, "cluster": "alpha",
+            "job": {"uid": uid}, "attempt": 1, "cluster": "alpha",
             "replicas": 1, "gpusPerReplica": 2, "totalGpus": 2, "model": "H100",
             "pricePerGpuHour": "2.40", "maxDuration": "1h",
             "template": {"containers": [{"name": "main", "image": "busybox:1.36",

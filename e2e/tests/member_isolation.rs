@@ -60,7 +60,7 @@ fn placement_doc(ns: &str) -> Value {
     json!({
         "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
         "metadata": {"name": "forged", "namespace": ns},
-        "spec": {"job": {"namespace": "team-a", "name": "x", "uid": "u"}, "attempt": 1, "cluster": "alpha",
+        "spec": {"job": {"uid": "u"}, "attempt": 1, "cluster": "alpha",
                  "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1, "model": "H100",
                  "pricePerGpuHour": "1", "maxDuration": "1h",
                  "template": {"containers": [{"name": "main", "image": "busybox"}]}}

@@ -164,12 +164,15 @@ fn a_team_runs_jobs_until_its_gpu_hours_of_the_month_are_used_then_waits_over_qu
         .unwrap();
 
         // a-0 ends having used 5 GPU-seconds: 1h 5s used or committed, 5s less than an hour left.
+        let a0 = gpufed_e2e::placements::job_uids_named(&c, "a-0")
+            .await
+            .unwrap();
         let ps = wait_until(T, "a-0's Placement", || async {
             placements(&c, "alpha")
                 .await
                 .ok()?
                 .into_iter()
-                .find(|p| p.spec.job.name == "a-0")
+                .find(|p| a0.contains(&p.spec.job.uid))
         })
         .await
         .unwrap();

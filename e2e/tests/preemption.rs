@@ -52,8 +52,25 @@ async fn inventory(c: &Client, free: u32) {
         .unwrap();
 }
 
+/// The message of attempt 1 of `namespace/job` on the hub.
+async fn attempt_message(c: &Client, namespace: &str, job: &str) -> String {
+    let j = Api::<ComputeJob>::namespaced(c.clone(), namespace)
+        .get(job)
+        .await
+        .unwrap();
+    let st = j.status.unwrap_or_default();
+    st.attempts
+        .iter()
+        .find(|a| a.attempt == 1)
+        .and_then(|a| a.message.clone())
+        .unwrap_or_default()
+}
+
 /// The Placement of attempt `attempt` of `job`, once it exists.
 async fn placement_of(c: &Client, job: &str, attempt: u32) -> Placement {
+    let uids = gpufed_e2e::placements::job_uids_named(c, job)
+        .await
+        .unwrap();
     wait_until(
         T,
         &format!("the Placement of {job} attempt {attempt}"),
@@ -62,7 +79,7 @@ async fn placement_of(c: &Client, job: &str, attempt: u32) -> Placement {
                 .await
                 .ok()?
                 .into_iter()
-                .find(|p| p.spec.job.name == job && p.spec.attempt == attempt)
+                .find(|p| uids.contains(&p.spec.job.uid) && p.spec.attempt == attempt)
         },
     )
     .await
@@ -249,22 +266,31 @@ fn a_high_priority_job_preempts_a_borrowers_attempts_and_every_attempt_is_paid_o
         );
         assert!(why.contains("grace 7s"), "{why}");
         let stopped = two_stops(&c).await;
-        let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
+        let mut victims: Vec<String> = vec![];
         for p in &stopped {
+            victims.push(
+                gpufed_e2e::placements::job_name_of(&c, "team-b", &p.spec.job.uid)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (p, victim) in stopped.iter().zip(&victims) {
             let stop = p.spec.stop.as_ref().unwrap();
             assert_eq!(
                 (stop.reason.as_str(), stop.grace_period_seconds),
                 ("Preempted", 7)
             );
-            let message = stop.message.as_deref().unwrap();
+            // The member reads no job's name (ADR 0037); the victim's attempt on the hub does.
+            assert_eq!(
+                stop.message.as_deref(),
+                Some(gpufed_operator::hub::preemption::placement_stop_message(7).as_str())
+            );
+            let message = attempt_message(&c, "team-b", victim).await;
             assert!(
                 message.starts_with("preempted by team-a/urgent (priority 1000 > 0)"),
                 "{message}"
             );
-            assert!(
-                why.contains(&format!("team-b/{} attempt 1", p.spec.job.name)),
-                "{why}"
-            );
+            assert!(why.contains(&format!("team-b/{victim} attempt 1")), "{why}");
         }
         // The agent's part: the pods stop with the grace, the final usage is reported.
         report_stopped(&c, &stopped).await;
@@ -477,15 +503,26 @@ fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
         );
         assert!(why.contains("grace 7s"), "{why}");
         let stopped = two_stops(&c).await;
-        let victims: Vec<String> = stopped.iter().map(|p| p.spec.job.name.clone()).collect();
-        assert_eq!(victims.len(), 2);
+        let mut victims: Vec<String> = vec![];
         for p in &stopped {
+            victims.push(
+                gpufed_e2e::placements::job_name_of(&c, "team-b", &p.spec.job.uid)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(victims.len(), 2);
+        for (p, victim) in stopped.iter().zip(&victims) {
             let stop = p.spec.stop.as_ref().unwrap();
             assert_eq!(
                 (stop.reason.as_str(), stop.grace_period_seconds),
                 ("Preempted", 7)
             );
-            let message = stop.message.as_deref().unwrap();
+            assert_eq!(
+                stop.message.as_deref(),
+                Some(gpufed_operator::hub::preemption::placement_stop_message(7).as_str())
+            );
+            let message = attempt_message(&c, "team-b", victim).await;
             assert!(
                 message.starts_with(
                     "lent quota reclaimed by team-a/mine (reclaimWithinCohort: Any): team-b \
@@ -493,10 +530,7 @@ fn a_lender_takes_back_its_quota_from_a_borrower_only_when_the_pool_reclaims() {
                 ),
                 "{message}"
             );
-            assert!(
-                why.contains(&format!("team-b/{} attempt 1", p.spec.job.name)),
-                "{why}"
-            );
+            assert!(why.contains(&format!("team-b/{victim} attempt 1")), "{why}");
         }
         // The agent's part: the pods stop, the final usage is reported.
         report_stopped(&c, &stopped).await;
@@ -627,11 +661,14 @@ fn the_member_agent_stops_a_preempted_attempt_with_the_pools_grace_and_the_preem
 
         submit("urgent", json!({"priorityClassName": "urgent"})).await;
         let ps: Api<Placement> = Api::namespaced(hub.clone(), &member_namespace("alpha"));
+        let low = gpufed_e2e::placements::job_uids_named(&hub, "low")
+            .await
+            .unwrap();
         let stopped = wait_until(
             T,
             "alpha's agent to report attempt 1 of low stopped",
             || {
-                let ps = ps.clone();
+                let (ps, low) = (ps.clone(), low.clone());
                 async move {
                     let p = ps
                         .list(&ListParams::default())
@@ -639,7 +676,7 @@ fn the_member_agent_stops_a_preempted_attempt_with_the_pools_grace_and_the_preem
                         .ok()?
                         .items
                         .into_iter()
-                        .find(|p| p.spec.job.name == "low" && p.spec.attempt == 1)?;
+                        .find(|p| low.contains(&p.spec.job.uid) && p.spec.attempt == 1)?;
                     let st = p.status.clone()?;
                     (st.phase == Some(PlacementPhase::Failed)).then_some((p, st))
                 }

@@ -134,11 +134,14 @@ fn a_team_over_its_quota_waits_while_its_cohort_is_busy_and_borrows_idle_quota()
         };
         // A job's Placement may be created a moment after its status shows the placement.
         let team_b = wait_until(T, "team-b's Placements", || async {
+            let uids = gpufed_e2e::placements::job_uids_in(&c, "team-b")
+                .await
+                .ok()?;
             let ps: Vec<_> = placements(&c, "alpha")
                 .await
                 .ok()?
                 .into_iter()
-                .filter(|p| p.spec.job.namespace == "team-b")
+                .filter(|p| uids.contains(&p.spec.job.uid))
                 .collect();
             (ps.len() == 2).then_some(ps)
         })

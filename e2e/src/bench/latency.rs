@@ -17,8 +17,8 @@ use serde_json::json;
 
 use crate::Error;
 
-/// `(namespace, name)` of a job.
-pub type JobKey = (String, String);
+/// A job's UID: all a Placement names its job by (ADR 0037).
+pub type JobKey = String;
 
 type Seen = Arc<Mutex<HashMap<JobKey, Instant>>>;
 
@@ -45,7 +45,7 @@ impl PlacementWatch {
                     let now = Instant::now();
                     match event {
                         Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                            let key = (p.spec.job.namespace.clone(), p.spec.job.name.clone());
+                            let key = p.spec.job.uid.clone();
                             if let Ok(mut seen) = seen.lock() {
                                 seen.entry(key).or_insert(now);
                             }
@@ -132,7 +132,15 @@ pub async fn create_job(client: &Client, namespace: &str, name: &str) -> Result<
     serde_json::from_value(value).map_err(|e| Error::Other(format!("reading back {name}: {e}")))
 }
 
-/// When each create returned.
+/// The UID the apiserver gave `job`.
+fn uid_of(job: &ComputeJob) -> Result<JobKey, Error> {
+    job.metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::Other("a created ComputeJob came back without a UID".into()))
+}
+
+/// When each create returned, by job UID.
 pub type Submitted = Vec<(JobKey, Instant)>;
 
 /// Creates `names` in `namespace`, `in_flight` creates at a time; returns when each returned.
@@ -144,8 +152,8 @@ pub async fn submit_closed(
 ) -> Result<Submitted, Error> {
     let results: Vec<Result<(JobKey, Instant), Error>> = futures::stream::iter(names)
         .map(|name| async move {
-            create_job(client, namespace, name).await?;
-            Ok(((namespace.to_string(), name.clone()), Instant::now()))
+            let job = create_job(client, namespace, name).await?;
+            Ok((uid_of(&job)?, Instant::now()))
         })
         .buffer_unordered(in_flight.max(1))
         .collect()
@@ -172,8 +180,8 @@ pub async fn submit_open(
         let namespace = namespace.to_string();
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
-            create_job(&client, &namespace, &name).await?;
-            Ok::<_, Error>(((namespace, name), Instant::now()))
+            let job = create_job(&client, &namespace, &name).await?;
+            Ok::<_, Error>((uid_of(&job)?, Instant::now()))
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());

@@ -514,8 +514,12 @@ impl Step<'_> {
         let t0 = Instant::now();
         let created: Vec<Result<ComputeJob, Error>> = futures::stream::iter(have..size)
             .map(|i| {
-                let c = self.client;
-                async move { create_job(c, JOBS_NAMESPACE, &format!("job-{i:06}")).await }
+                let (c, sim) = (self.client, self.sim);
+                async move {
+                    let job = create_job(c, JOBS_NAMESPACE, &format!("job-{i:06}")).await?;
+                    sim.created(&job.metadata.uid.clone().unwrap_or_default(), i as u64);
+                    Ok(job)
+                }
             })
             .buffer_unordered(CREATES_IN_FLIGHT)
             .collect()

@@ -23,8 +23,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::naming::{
-    LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID,
-    LABEL_MANAGED_BY, MANAGED_BY, member_namespace, placement_name,
+    LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY, member_namespace,
+    placement_name,
 };
 use gpufed_crds::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobStatus, JobPhase, JobReference, Placement,
@@ -249,12 +249,7 @@ fn decision_status(
 ) -> (ComputeJobStatus, AttemptRecord) {
     let at = now();
     let attempt = st.attempt + 1;
-    let name = placement_name(
-        &job.namespace().unwrap_or_default(),
-        &job.name_any(),
-        &job.uid().unwrap_or_default(),
-        attempt,
-    );
+    let name = placement_name(&job.uid().unwrap_or_default(), attempt);
     let price = TokenAmount::from_atto(2_100_000_000_000_000_000);
     let explanation =
         format!("placed on {member}: cheapest of 3 fitting clusters (H100 at 2.10/GPU-hour)");
@@ -309,34 +304,22 @@ fn decision_status(
 
 /// The Placement of `record`, as the hub's `placement_for` builds it.
 fn placement_for(job: &ComputeJob, record: &AttemptRecord) -> Placement {
-    let ns = job.namespace().unwrap_or_default();
-    let name = job.name_any();
     let uid = job.uid().unwrap_or_default();
-    let mut labels = BTreeMap::from([
+    let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_JOB_NAMESPACE.to_string(), ns.clone()),
         (LABEL_JOB_UID.to_string(), uid.clone()),
         (LABEL_ATTEMPT.to_string(), record.attempt.to_string()),
         (LABEL_CLUSTER.to_string(), record.cluster.clone()),
     ]);
-    if name.len() <= 63 {
-        labels.insert(LABEL_JOB_NAME.to_string(), name.clone());
-    }
-    let annotations = BTreeMap::from([(LABEL_JOB_NAME.to_string(), name.clone())]);
     Placement {
         metadata: ObjectMeta {
             name: Some(record.placement.clone()),
             namespace: Some(member_namespace(&record.cluster)),
             labels: Some(labels),
-            annotations: Some(annotations),
             ..Default::default()
         },
         spec: PlacementSpec {
-            job: JobReference {
-                namespace: ns,
-                name,
-                uid,
-            },
+            job: JobReference { uid },
             attempt: record.attempt,
             cluster: record.cluster.clone(),
             replicas: job.spec.replicas,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
-use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID};
+use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID};
 use gpufed_crds::{ComputeJob, MemberCluster, Placement};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -86,16 +86,46 @@ fn min_opt(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
     }
 }
 
+/// A job as a member or a Placement names it: by UID only (ADR 0037). Its `namespace/name` key is
+/// the UID until [`State::resolve`] looks it up among the hub's jobs.
+fn by_uid(uid: &str) -> JobRef {
+    JobRef {
+        key: uid.to_string(),
+        uid: uid.to_string(),
+    }
+}
+
+/// `job` with the `namespace/name` key of the hub's job with its UID in `known` (unchanged if
+/// the hub's job is not there).
+fn resolve(known: &BTreeMap<String, JobRef>, job: &JobRef) -> JobRef {
+    known.get(&job.uid).cloned().unwrap_or_else(|| job.clone())
+}
+
+/// `event` with its job resolved in `known`.
+fn resolved(known: &BTreeMap<String, JobRef>, event: &Event) -> Event {
+    let mut e = event.clone();
+    match &mut e {
+        Event::Decision { job, .. }
+        | Event::PlacementDeleted { job, .. }
+        | Event::AttemptRun { job, .. } => *job = resolve(known, job),
+        _ => {}
+    }
+    e
+}
+
+impl State {
+    /// The hub's jobs seen by the jobs watch, by UID.
+    fn known(&self) -> BTreeMap<String, JobRef> {
+        self.accepted
+            .iter()
+            .map(|(uid, (_, job))| (uid.clone(), job.clone()))
+            .collect()
+    }
+}
+
 fn pod_record(member: &str, pod: &Pod) -> Option<PodRecord> {
     let labels = pod.labels();
-    let job = JobRef {
-        key: format!(
-            "{}/{}",
-            labels.get(LABEL_JOB_NAMESPACE)?,
-            labels.get(LABEL_JOB_NAME)?
-        ),
-        uid: labels.get(LABEL_JOB_UID)?.clone(),
-    };
+    let job = by_uid(labels.get(LABEL_JOB_UID)?);
     let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
     let status = pod.status.as_ref();
     let start = status.and_then(|s| s.start_time.as_ref()).map(ms);
@@ -157,11 +187,12 @@ impl Recorder {
 
     /// Pods seen so far that have started and not ended (for the workload's deletions).
     pub fn running_jobs(&self) -> BTreeSet<String> {
-        lock(&self.state)
-            .pods
+        let s = lock(&self.state);
+        let known = s.known();
+        s.pods
             .values()
             .filter(|p| p.start.is_some() && p.end.is_none())
-            .map(|p| p.job.key.clone())
+            .map(|p| resolve(&known, &p.job).key)
             .collect()
     }
 
@@ -177,7 +208,7 @@ impl Recorder {
             t.abort();
         }
         let ended_at = now_ms();
-        let jobs = Api::<ComputeJob>::all(hub.clone())
+        let jobs: Vec<JobEnd> = Api::<ComputeJob>::all(hub.clone())
             .list(&Default::default())
             .await
             .map_err(Error::kube("listing ComputeJobs at the end"))?
@@ -186,6 +217,13 @@ impl Recorder {
             .map(job_end)
             .collect();
         let s = lock(&self.state);
+        // Members and Placements name jobs by UID: their keys come from the hub's jobs (those the
+        // watch saw, and those listed just now).
+        let mut known = s.known();
+        for j in &jobs {
+            let JobEnd { job, .. } = j;
+            known.entry(job.uid.clone()).or_insert_with(|| job.clone());
+        }
         let mut events: Vec<Event> = s
             .accepted
             .values()
@@ -194,14 +232,14 @@ impl Recorder {
                 job: job.clone(),
             })
             .collect();
-        events.extend(s.decisions.values().cloned());
-        events.extend(s.deleted_placements.values().cloned());
+        events.extend(s.decisions.values().map(|e| resolved(&known, e)));
+        events.extend(s.deleted_placements.values().map(|e| resolved(&known, e)));
         events.extend(s.member_events.iter().cloned());
         events.extend(s.faults.iter().cloned());
         events.extend(s.pods.values().filter_map(|p| {
             Some(Event::AttemptRun {
                 member: p.member.clone(),
-                job: p.job.clone(),
+                job: resolve(&known, &p.job),
                 attempt: p.attempt,
                 pod: p.name.clone(),
                 start: p.start?,
@@ -354,10 +392,7 @@ async fn watch_placements(state: Arc<Mutex<State>>, api: Api<Placement>) {
                 watcher::Event::Delete(p) => (p, true),
                 _ => return,
             };
-            let job = JobRef {
-                key: format!("{}/{}", p.spec.job.namespace, p.spec.job.name),
-                uid: p.spec.job.uid.clone(),
-            };
+            let job = by_uid(&p.spec.job.uid);
             let uid = p.uid().unwrap_or_default();
             let mut s = lock(&state);
             if gone {

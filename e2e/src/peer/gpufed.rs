@@ -3,6 +3,7 @@
 //! the hub; the same phases and recorder as Kueue's side, and an open-loop phase of its own that
 //! splits each job's path at its Placement and its local Job.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use gpufed_crds::MemberCluster;
@@ -25,6 +26,36 @@ pub fn compute_job(name: &str, sim_duration: &str) -> Value {
         "spec": {"gpusPerReplica": 1, "gpu": {"models": ["H100"]}, "maxDuration": "1h",
                  "template": {"containers": [{"name": "main", "image": "busybox:1.36",
                      "env": [{"name": "GPUFED_SIM_DURATION", "value": sim_duration}]}]}}})
+}
+
+/// The UID of each job of `names` in the bench namespace, in order, and `created` (by name) keyed
+/// by UID instead.
+async fn by_uid(
+    hub: &kube::Client,
+    names: &[String],
+    created: BTreeMap<String, f64>,
+) -> Result<(Vec<String>, BTreeMap<String, f64>), Error> {
+    let api: Api<gpufed_crds::ComputeJob> = Api::namespaced(hub.clone(), NAMESPACE);
+    let uid_of: BTreeMap<String, String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing the bench's ComputeJobs"))?
+        .items
+        .into_iter()
+        .filter_map(|m| Some((m.metadata.name?, m.metadata.uid?)))
+        .collect();
+    let uid = |n: &String| {
+        uid_of
+            .get(n)
+            .cloned()
+            .ok_or_else(|| Error::Other(format!("ComputeJob {NAMESPACE}/{n} is not on the hub")))
+    };
+    let uids = names.iter().map(uid).collect::<Result<Vec<_>, _>>()?;
+    let created = created
+        .iter()
+        .map(|(n, t)| Ok((uid(n)?, *t)))
+        .collect::<Result<_, Error>>()?;
+    Ok((uids, created))
 }
 
 /// Starts the pool and waits until every member is Ready with its whole inventory.
@@ -75,7 +106,9 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
     };
     let setup_secs = origin.elapsed().as_secs_f64();
     let workers: Vec<&Cluster> = pool.members.iter().collect();
-    let key = JobKey::Label(gpufed_crds::naming::LABEL_JOB_NAME);
+    // A member sees a job by UID only (ADR 0037): the recorder keys what it sees on the workers by
+    // it, and each phase looks its jobs up by UID once they are created.
+    let key = JobKey::Label(gpufed_crds::naming::LABEL_JOB_UID);
     let rec = Recorder::start(origin, &workers, JOBS_NAMESPACE, key, false);
     let ar = ApiResource::erase::<gpufed_crds::ComputeJob>(&());
     let hub = pool.hub.client();
@@ -87,8 +120,9 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
         .collect();
     let dispatch = async {
         let (created, ingest) = phases::submit(&hub, &ar, docs, cfg.concurrency, &rec).await?;
-        let snap = phases::wait_running(&rec, &names, DISPATCH_TIMEOUT).await?;
-        Ok::<_, Error>(phases::dispatch_figures(&snap, &names, &created, ingest))
+        let (uids, created) = by_uid(&hub, &names, created).await?;
+        let snap = phases::wait_running(&rec, &uids, DISPATCH_TIMEOUT).await?;
+        Ok::<_, Error>(phases::dispatch_figures(&snap, &uids, &created, ingest))
     }
     .await;
 
@@ -104,17 +138,18 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
             .collect();
         let (created, submit_secs) =
             phases::submit_open(&hub, &ar, docs, cfg.open_rate, &rec).await?;
-        let snap = phases::wait_running(&rec, &names, DISPATCH_TIMEOUT).await?;
-        let placed = names
+        let (uids, created) = by_uid(&hub, &names, created).await?;
+        let snap = phases::wait_running(&rec, &uids, DISPATCH_TIMEOUT).await?;
+        let placed = uids
             .iter()
-            .filter_map(|n| {
-                let t = placements.seen(&(NAMESPACE.to_string(), n.clone()))?;
-                Some((n.clone(), t.checked_duration_since(origin)?.as_secs_f64()))
+            .filter_map(|u| {
+                let t = placements.seen(u)?;
+                Some((u.clone(), t.checked_duration_since(origin)?.as_secs_f64()))
             })
             .collect();
         Ok::<_, Error>(phases::open_loop_figures(
             &snap,
-            &names,
+            &uids,
             &created,
             &placed,
             cfg.open_rate,
@@ -129,10 +164,11 @@ pub async fn run(tools: &Tools, cfg: &PeerConfig) -> SystemRun {
         .map(|n| (n.clone(), compute_job(n, "30m")))
         .collect();
     let lost = async {
-        phases::submit(&hub, &ar, docs, cfg.concurrency, &rec).await?;
-        phases::wait_running(&rec, &lost_names, DISPATCH_TIMEOUT).await?;
+        let (created, _) = phases::submit(&hub, &ar, docs, cfg.concurrency, &rec).await?;
+        let (lost_uids, _) = by_uid(&hub, &lost_names, created).await?;
+        phases::wait_running(&rec, &lost_uids, DISPATCH_TIMEOUT).await?;
         let setup = phases::LostSetup {
-            names: &lost_names,
+            names: &lost_uids,
             workers: &workers,
             namespace: JOBS_NAMESPACE,
             key,

@@ -21,7 +21,7 @@ use crate::Cluster;
 /// How the benchmark's job name is read off the objects a system creates on a worker.
 #[derive(Clone, Copy, Debug)]
 pub enum JobKey {
-    /// The value of this label, on Pods and Jobs alike (gpufed: `gpufed.io/job-name`).
+    /// The value of this label, on Pods and Jobs alike (gpufed: `gpufed.io/job-uid`).
     Label(&'static str),
     /// The Job's own name, and the `batch.kubernetes.io/job-name` label on its Pods (MultiKueue
     /// creates the worker's Job under the manager Job's name).

@@ -51,12 +51,15 @@ async fn answer(c: &Client, member: &str, job: &ComputeJob, cheat: bool) -> Stri
         n: arg("--n").parse().unwrap(),
     };
     let devices: u32 = arg("--cpu-devices").parse().unwrap();
+    let uid = gpufed_e2e::placements::job_uid(c, HUB_JOBS_NAMESPACE, &name)
+        .await
+        .unwrap();
     let p = wait_until(T, &format!("the placement of {name}"), || async {
         placements(c, member)
             .await
             .ok()?
             .into_iter()
-            .find(|p| p.spec.job.name == name)
+            .find(|p| p.spec.job.uid == uid)
     })
     .await
     .unwrap();

@@ -31,22 +31,18 @@ pub fn uid(job: &str) -> String {
     format!("uid-{job}")
 }
 
-/// Builds a Placement of job `job` in `team-a`, attempt `attempt`, for cluster `alpha`: one
+/// Builds a Placement of job `job` (UID `uid-<job>`), attempt `attempt`, for cluster `alpha`: one
 /// replica of one H100 for an hour.
 pub fn placement(job: &str, attempt: u32) -> PlacementBuilder {
     let uid = uid(job);
     PlacementBuilder(Placement {
         metadata: ObjectMeta {
-            name: Some(placement_name("team-a", job, &uid, attempt)),
+            name: Some(placement_name(&uid, attempt)),
             namespace: Some(member_namespace("alpha")),
             ..Default::default()
         },
         spec: PlacementSpec {
-            job: JobReference {
-                namespace: "team-a".into(),
-                name: job.into(),
-                uid,
-            },
+            job: JobReference { uid },
             attempt,
             cluster: "alpha".into(),
             replicas: 1,

@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gpufed_crds::naming::{
     GPU_RESOURCE, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPU_MEMORY_MIB, LABEL_GPU_MODEL,
-    LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT,
-    MANAGED_BY, local_job_name,
+    LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_PLACEMENT, MANAGED_BY, local_job_name,
 };
 use gpufed_crds::{ContainerResources, NodeInventory, Placement, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -37,8 +36,6 @@ use crate::cli::PullPolicy;
 
 /// Annotation on the local Job with the hub namespace of its Placement.
 pub const ANNOTATION_PLACEMENT_NAMESPACE: &str = "gpufed.io/placement-namespace";
-/// Annotation with the ComputeJob's name (its label is dropped when the name is no valid label value).
-pub const ANNOTATION_JOB_NAME: &str = "gpufed.io/job-name";
 /// Annotation with the attempt's maxDuration in seconds (also the Job's `activeDeadlineSeconds`;
 /// a Job of an older agent, whose deadline was its lease, gets it back when adopted by the member's
 /// lease, see [`super::member_lease::adoption`]).
@@ -73,15 +70,6 @@ fn dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// Whether `s` is a valid label value (at most 63 of `[A-Za-z0-9._-]`, alphanumeric at the ends).
-fn label_value(s: &str) -> bool {
-    s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
-        && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
 /// Checks that this member (`cluster`, with GPU `nodes`) can run `placement`.
@@ -207,7 +195,7 @@ fn validate_template(placement: &Placement) -> Result<(), Rejection> {
 /// Labels of the local Job and its pods: managed by gpufed, and back to the hub job and placement.
 pub fn labels(placement: &Placement) -> BTreeMap<String, String> {
     let spec = &placement.spec;
-    let mut l = BTreeMap::from([
+    BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_JOB_UID.to_string(), spec.job.uid.clone()),
         (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
@@ -216,17 +204,7 @@ pub fn labels(placement: &Placement) -> BTreeMap<String, String> {
             LABEL_PLACEMENT.to_string(),
             placement.metadata.name.clone().unwrap_or_default(),
         ),
-    ]);
-    // Namespaces are DNS labels; job names may be longer than a label value allows.
-    for (key, value) in [
-        (LABEL_JOB_NAMESPACE, &spec.job.namespace),
-        (LABEL_JOB_NAME, &spec.job.name),
-    ] {
-        if label_value(value) {
-            l.insert(key.to_string(), value.clone());
-        }
-    }
-    l
+    ])
 }
 
 fn resources(r: Option<&ContainerResources>, gpus: Option<u32>) -> ResourceRequirements {
@@ -507,13 +485,8 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
     }
     let replicas = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
     let deadline = i64::try_from(spec.max_duration.as_secs_ceil().max(1)).unwrap_or(i64::MAX);
-    let mut annotations = BTreeMap::from([
-        (
-            ANNOTATION_JOB_NAME.to_string(),
-            format!("{}/{}", spec.job.namespace, spec.job.name),
-        ),
-        (ANNOTATION_MAX_DURATION.to_string(), deadline.to_string()),
-    ]);
+    let mut annotations =
+        BTreeMap::from([(ANNOTATION_MAX_DURATION.to_string(), deadline.to_string())]);
     if let Some(ns) = &placement.metadata.namespace {
         annotations.insert(ANNOTATION_PLACEMENT_NAMESPACE.to_string(), ns.clone());
     }

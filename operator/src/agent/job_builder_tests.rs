@@ -235,20 +235,36 @@ fn job_and_pods_are_labelled_back_to_the_hub_job() {
     assert_eq!(l[LABEL_MANAGED_BY], MANAGED_BY);
     assert_eq!(l[LABEL_JOB_UID], "uid-train");
     assert_eq!(l[LABEL_ATTEMPT], "2");
-    assert_eq!(l[LABEL_JOB_NAMESPACE], "team-a");
-    assert_eq!(l[LABEL_JOB_NAME], "train");
     assert_eq!(l[LABEL_CLUSTER], "alpha");
     assert_eq!(l[LABEL_PLACEMENT], p.metadata.name.clone().unwrap());
     assert_eq!(pod_labels(&job), l);
 }
 
 #[test]
-fn a_job_name_too_long_for_a_label_is_kept_only_as_an_annotation() {
-    let mut p = placement("t", 1).build();
-    p.spec.job.name = "x".repeat(100);
+fn the_local_job_names_the_hub_job_by_uid_only() {
+    let p = placement("train", 1).build();
     let job = job_of(&p);
-    assert!(!job.metadata.labels.unwrap().contains_key(LABEL_JOB_NAME));
-    assert!(job.metadata.annotations.unwrap()[ANNOTATION_JOB_NAME].ends_with(&"x".repeat(100)));
+    let keys: Vec<String> = job.metadata.labels.clone().unwrap().into_keys().collect();
+    assert_eq!(
+        keys,
+        [
+            LABEL_MANAGED_BY,
+            LABEL_ATTEMPT,
+            LABEL_CLUSTER,
+            LABEL_JOB_UID,
+            LABEL_PLACEMENT
+        ]
+    );
+    let annotations = job.metadata.annotations.unwrap();
+    assert!(
+        annotations.keys().all(|k| !k.contains("job-name")),
+        "{annotations:?}"
+    );
+    assert!(
+        !serde_json::to_string(&annotations)
+            .unwrap()
+            .contains("team-a")
+    );
 }
 
 #[test]

@@ -439,8 +439,8 @@ fn placement_steps(
             let (st, note) = reject(
                 STALE_ATTEMPT,
                 format!(
-                    "attempt {} of job {}/{} is stale: attempt {current} is the current one, so this one never runs here",
-                    spec.attempt, spec.job.namespace, spec.job.name
+                    "attempt {} of job UID {} is stale: attempt {current} is the current one, so this one never runs here",
+                    spec.attempt, spec.job.uid
                 ),
             );
             write(steps, st, note);

@@ -297,7 +297,10 @@ fn the_member_sees_a_challenge_as_an_ordinary_placement() {
     );
     assert!(placement.spec.usage_recording.is_some());
     let keys = |m: &Option<BTreeMap<String, String>>| {
-        m.as_ref().unwrap().keys().cloned().collect::<Vec<_>>()
+        m.clone()
+            .unwrap_or_default()
+            .into_keys()
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         keys(&placement.metadata.labels),
@@ -307,11 +310,18 @@ fn the_member_sees_a_challenge_as_an_ordinary_placement() {
         keys(&placement.metadata.annotations),
         keys(&tenant_placement.metadata.annotations)
     );
-    // Nothing but the program's own subcommand names it a challenge.
+    // Nothing but the program's own command line (its subcommand, and the id its answer is bound
+    // to) names it a challenge: a recognisable program is what is left (ADR 0037).
     let mut seen = serde_json::to_value(&placement).unwrap();
-    seen["spec"]["template"]["containers"][0]["command"][1] = "subcommand".into();
+    seen["spec"]["template"]["containers"][0]["command"] = serde_json::json!([]);
     let text = seen.to_string().to_lowercase();
     assert!(!text.contains("challenge"), "{text}");
+    // Nor its namespace or name: the member sees the job's UID only (ADR 0037).
+    assert!(!text.contains(HUB_JOBS_NAMESPACE), "{text}");
+    assert!(
+        !text.contains(&job.metadata.name.clone().unwrap()),
+        "{text}"
+    );
     assert!(!text.contains("verif"), "{text}");
     assert_eq!(placement.spec.chain_job_id, None);
     let cmd = &job.spec.template.containers[0].command;

@@ -38,6 +38,8 @@ pub struct HubConfig {
 pub struct Stores {
     /// Every ComputeJob.
     pub jobs: Store<ComputeJob>,
+    /// Every ComputeJob's reference by UID: how a Placement is mapped back to its job.
+    pub job_uids: JobUids,
     /// Every MemberCluster.
     pub members: Store<MemberCluster>,
     /// Every GpuPool.
@@ -141,6 +143,73 @@ impl Stores {
     /// Every Placement of the job with `uid`.
     pub fn placements_of(&self, uid: &str) -> Vec<Arc<Placement>> {
         self.placements.state_filter(|p| p.spec.job.uid == uid)
+    }
+}
+
+/// ComputeJobs by UID, kept by the jobs watch. A Placement names its job by UID only (a member
+/// sees no namespace or name, ADR 0037), so this is how the hub maps a Placement back to its job.
+#[derive(Clone, Default)]
+pub struct JobUids(Arc<std::sync::RwLock<HashMap<String, ObjectRef<ComputeJob>>>>);
+
+impl JobUids {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ObjectRef<ComputeJob>>> {
+        // A panic while holding the lock leaves the map as consistent as before it: keep using it.
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `job` (applied).
+    pub fn insert(&self, job: &ComputeJob) {
+        let (Some(uid), Some(name)) = (job.metadata.uid.as_ref(), job.metadata.name.as_ref())
+        else {
+            return;
+        };
+        let mut map = self.write();
+        if !map.contains_key(uid) {
+            let at = ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or(""));
+            map.insert(uid.clone(), at);
+        }
+    }
+
+    /// Forgets `job` (deleted).
+    pub fn remove(&self, job: &ComputeJob) {
+        if let Some(uid) = job.metadata.uid.as_ref() {
+            self.write().remove(uid);
+        }
+    }
+
+    /// The job with `uid`, if `jobs` holds it. An entry whose job is gone or was re-created under
+    /// another UID (its deletion fell in a gap of the watch) is dropped.
+    pub fn get(&self, uid: &str, jobs: &Store<ComputeJob>) -> Option<ObjectRef<ComputeJob>> {
+        let at = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .cloned()?;
+        if jobs
+            .get(&at)
+            .is_some_and(|j| j.metadata.uid.as_deref() == Some(uid))
+        {
+            Some(at)
+        } else {
+            self.write().remove(uid);
+            None
+        }
+    }
+
+    /// How many jobs it holds.
+    pub fn len(&self) -> usize {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -1,6 +1,6 @@
 //! The ComputeJob controller: wires [`lifecycle`](super::lifecycle) to the API. It watches jobs,
-//! their Placements (mapped back by labels, since a Placement lives in another namespace and
-//! cannot be owned), member clusters (a member going NotReady fails over its jobs) and pools.
+//! their Placements (mapped back by the job UID they carry, since a Placement lives in another
+//! namespace and cannot be owned, and names its job by UID only: ADR 0037), member clusters (a member going NotReady fails over its jobs) and pools.
 //!
 //! Each reconcile runs inside kube-runtime's finalizer helper: *apply* computes the next status and
 //! performs its actions; *cleanup* (the job is being deleted) removes every Placement of the job
@@ -42,9 +42,10 @@ pub async fn run(
     let pools = ctx.stores.pools.clone();
     let member_seen = Changes::default();
     let pool_seen = Changes::default();
+    let (uids, jobs_by_uid) = (ctx.stores.job_uids.clone(), ctx.stores.jobs.clone());
     Controller::for_shared_stream(subs.jobs, ctx.stores.jobs.clone())
-        .watches_shared_stream(subs.placements, |p: Arc<Placement>| {
-            Some(ObjectRef::new(&p.spec.job.name).within(&p.spec.job.namespace))
+        .watches_shared_stream(subs.placements, move |p: Arc<Placement>| {
+            uids.get(&p.spec.job.uid, &jobs_by_uid)
         })
         .watches_shared_stream(subs.members, move |m: Arc<MemberCluster>| {
             // Only readiness (and removal) matters to the jobs on a member: its inventory and
@@ -490,7 +491,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                     );
                     return Ok(Requeue::requeue(STALE_REQUEUE));
                 }
-                create_placement(ctx, p).await?
+                create_placement(ctx, &job.namespace().unwrap_or_default(), p).await?
             }
             Action::DeletePlacement { namespace, name } => {
                 delete_placement(ctx, namespace, name).await?
@@ -584,10 +585,14 @@ async fn secrets_unavailable(
     crate::hub::secrets::check(ctx, &ns, &job.spec.template).await
 }
 
-/// Creates `p`; one that already exists is fine (the scheduler may have written it first).
-/// Its template's Secrets are sealed to the member first (`hub::secrets`): plaintext never goes
-/// into a Placement.
-pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()> {
+/// Creates `p`, a Placement of a job in `job_namespace`; one that already exists is fine (the
+/// scheduler may have written it first). Its template's Secrets are sealed to the member first
+/// (`hub::secrets`, from the job's namespace): plaintext never goes into a Placement.
+pub(crate) async fn create_placement(
+    ctx: &Context,
+    job_namespace: &str,
+    p: &Placement,
+) -> Result<()> {
     let ns = p
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
@@ -604,7 +609,7 @@ pub(crate) async fn create_placement(ctx: &Context, p: &Placement) -> Result<()>
         return Ok(());
     }
     let mut p = p.clone();
-    crate::hub::secrets::seal_into(ctx, &mut p).await?;
+    crate::hub::secrets::seal_into(ctx, job_namespace, &mut p).await?;
     let p = &p;
     match api.create(&PostParams::default(), p).await {
         Ok(_) => {

@@ -18,8 +18,7 @@ use std::collections::BTreeMap;
 
 use gpufed_crds::conditions::{self, job as jc};
 use gpufed_crds::naming::{
-    LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB_NAME, LABEL_JOB_NAMESPACE, LABEL_JOB_UID,
-    LABEL_MANAGED_BY, MANAGED_BY, member_namespace,
+    LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY, member_namespace,
 };
 use gpufed_crds::{
     AttemptPhase, AttemptRecord, ComputeJob, ComputeJobStatus, EvmAddress, JobPhase, JobReference,
@@ -1017,37 +1016,24 @@ pub fn placement_for(
     record: &AttemptRecord,
     usage: Option<&gpufed_crds::UsageCheck>,
 ) -> Placement {
-    let ns = job.metadata.namespace.clone().unwrap_or_default();
-    let name = job.metadata.name.clone().unwrap_or_default();
+    // The member sees the job's UID only: its namespace and name stay on the hub (ADR 0037).
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let mut labels = BTreeMap::from([
+    let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_JOB_NAMESPACE.to_string(), ns.clone()),
         (LABEL_JOB_UID.to_string(), uid.clone()),
         (LABEL_ATTEMPT.to_string(), record.attempt.to_string()),
         (LABEL_CLUSTER.to_string(), record.cluster.clone()),
     ]);
-    // A job name may be up to 253 characters, a label value only 63: the name is always in an
-    // annotation, and in a label too when it fits.
-    if name.len() <= 63 {
-        labels.insert(LABEL_JOB_NAME.to_string(), name.clone());
-    }
-    let annotations = BTreeMap::from([(LABEL_JOB_NAME.to_string(), name.clone())]);
     let chain_job_id = record.settlement.as_ref().map(|s| s.job_id.clone());
     Placement {
         metadata: ObjectMeta {
             name: Some(record.placement.clone()),
             namespace: Some(member_namespace(&record.cluster)),
             labels: Some(labels),
-            annotations: Some(annotations),
             ..Default::default()
         },
         spec: PlacementSpec {
-            job: JobReference {
-                namespace: ns,
-                name,
-                uid,
-            },
+            job: JobReference { uid },
             attempt: record.attempt,
             cluster: record.cluster.clone(),
             replicas: job.spec.replicas,

@@ -538,33 +538,46 @@ fn an_attempt_whose_pods_never_start_is_given_up_after_the_start_timeout() {
 }
 
 #[test]
-fn a_long_job_name_goes_into_an_annotation_when_it_cannot_be_a_label() {
+fn a_placement_names_its_job_by_uid_only() {
+    // Whatever the member reads (name, labels, annotations, spec) carries no trace of the job's
+    // namespace or name, so it cannot tell whose job it runs nor a challenge from a tenant's job.
     let mut j = placed(1, "alpha", AttemptPhase::Placed);
-    j.metadata.name = Some("x".repeat(100));
+    j.metadata.namespace = Some("zz-tenant-ns".into());
+    j.metadata.name = Some("zz-secret-job".into());
+    let uid = j.metadata.uid.clone().unwrap();
+    let st = j.status.as_mut().unwrap();
+    st.attempts[0].placement = gpufed_crds::naming::placement_name(&uid, 1);
     let out = reconcile(&j, &world_ready(None), &at(16));
     let [Action::CreatePlacement(p)] = &out.actions[..] else {
         panic!("{:?}", out.actions)
     };
-    let labels = p.metadata.labels.as_ref().unwrap();
-    assert!(
-        !labels.contains_key(LABEL_JOB_NAME),
-        "a 100-character label value would be refused"
-    );
-    assert!(labels.values().all(|v| v.len() <= 63));
+    assert_eq!(p.spec.job, JobReference { uid: uid.clone() });
     assert_eq!(
-        p.metadata.annotations.as_ref().unwrap()[LABEL_JOB_NAME].len(),
-        100
+        p.metadata.name.as_deref(),
+        Some(gpufed_crds::naming::placement_name(&uid, 1).as_str())
     );
-    // A short name is in both.
-    let out = reconcile(
-        &placed(1, "alpha", AttemptPhase::Placed),
-        &world_ready(None),
-        &at(16),
+    assert!(p.metadata.annotations.is_none());
+    let keys: Vec<&str> = p
+        .metadata
+        .labels
+        .as_ref()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            LABEL_MANAGED_BY,
+            LABEL_ATTEMPT,
+            LABEL_CLUSTER,
+            LABEL_JOB_UID
+        ]
     );
-    let [Action::CreatePlacement(p)] = &out.actions[..] else {
-        panic!()
-    };
-    assert_eq!(p.metadata.labels.as_ref().unwrap()[LABEL_JOB_NAME], "train");
+    let seen = serde_json::to_string(p.as_ref()).unwrap();
+    assert!(!seen.contains("zz-tenant-ns"), "{seen}");
+    assert!(!seen.contains("zz-secret-job"), "{seen}");
+    assert!(seen.contains(&uid));
 }
 
 #[test]

@@ -57,7 +57,7 @@ use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::shutdown_signal;
-use context::{Context, HubConfig, Stores};
+use context::{Context, HubConfig, JobUids, Stores};
 
 /// Objects a subscriber hears about: every applied object (from the shared reflector) and every
 /// deleted one (which kube's shared streams do not pass on).
@@ -77,13 +77,15 @@ fn slim_meta(meta: &mut kube::api::ObjectMeta) {
 
 /// One watch of a kind, shared by the cache (`Store`) and `subscribers` controller streams.
 /// `slim` trims each object before it is cached; `on_apply` sees each applied object once the
-/// cache holds it. Every subscription must be consumed: a full subscriber holds the watch back.
+/// cache holds it, `on_delete` each deleted one once the cache dropped it. Every subscription must
+/// be consumed: a full subscriber holds the watch back.
 fn watch_shared<K>(
     api: Api<K>,
     config: watcher::Config,
     subscribers: usize,
     mut slim: impl FnMut(&mut K) + Send + 'static,
     on_apply: impl Fn(&K) + Send + 'static,
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> Result<(Store<K>, Vec<Subscription<K>>)>
 where
     K: Resource<DynamicType = ()>
@@ -117,6 +119,7 @@ where
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => on_apply(&obj),
                 Ok(watcher::Event::Delete(obj)) => {
+                    on_delete(&obj);
                     let obj = Arc::new(obj);
                     for tx in &deleted {
                         let _ = tx.send(obj.clone());
@@ -174,6 +177,8 @@ fn start_stores(
 ) -> Result<(Stores, Subscriptions)> {
     let all = watcher::Config::default;
     let wake_on_offer = schedule.clone();
+    let job_uids = JobUids::default();
+    let (add_uid, drop_uid) = (job_uids.clone(), job_uids.clone());
     let (jobs, mut job_subs) = watch_shared(
         Api::<ComputeJob>::all(client.clone()),
         all(),
@@ -188,10 +193,12 @@ fn start_stores(
             }
         },
         move |j: &ComputeJob| {
+            add_uid.insert(j);
             if scheduling::is_queued(j) {
                 schedule.notify_one();
             }
         },
+        move |j: &ComputeJob| drop_uid.remove(j),
     )?;
     let (placements, mut placement_subs) = watch_shared(
         Api::<Placement>::all(client.clone()),
@@ -200,12 +207,14 @@ fn start_stores(
         // The hub wrote the template and never reads it back.
         |p: &mut Placement| p.spec.template = Default::default(),
         |_: &Placement| {},
+        |_: &Placement| {},
     )?;
     let (members, mut member_subs) = watch_shared(
         Api::<MemberCluster>::all(client.clone()),
         all(),
         3,
         |_: &mut MemberCluster| {},
+        |_: &MemberCluster| {},
         |_: &MemberCluster| {},
     )?;
     let (pools, mut pool_subs) = watch_shared(
@@ -214,6 +223,7 @@ fn start_stores(
         2,
         |_: &mut GpuPool| {},
         |_: &GpuPool| {},
+        |_: &GpuPool| {},
     )?;
     let (bonds, mut bond_subs) = watch_shared(
         Api::<ProviderBond>::all(client.clone()),
@@ -221,12 +231,14 @@ fn start_stores(
         1,
         |_: &mut ProviderBond| {},
         |_: &ProviderBond| {},
+        |_: &ProviderBond| {},
     )?;
     let (leases, mut lease_subs) = watch_shared(
         Api::<Lease>::all(client.clone()),
         all().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
         1,
         |_: &mut Lease| {},
+        |_: &Lease| {},
         |_: &Lease| {},
     )?;
     // Offers (ADR 0024): read by the scheduling pass and the pool roll-up from the cache only; a
@@ -241,6 +253,7 @@ fn start_stores(
             wake_on_offer.notify_one();
             offer_changed.notify_one();
         },
+        |_: &Offer| {},
     )?;
     let subscriptions = Subscriptions {
         job: JobSubscriptions {
@@ -258,6 +271,7 @@ fn start_stores(
     };
     let stores = Stores {
         jobs,
+        job_uids,
         members,
         pools,
         bonds,

@@ -274,6 +274,16 @@ pub async fn stop_victim(ctx: &Context, job: &ComputeJob, stop: &Stop) -> bool {
     true
 }
 
+/// What the member reads in `Placement.spec.stop`: why, naming no job. The attempt's own message
+/// on the hub names the preemptor and the victims' tenants; a member sees no job's namespace or
+/// name (ADR 0037), so the Placement says only what it must do.
+pub fn placement_stop_message(grace_seconds: u32) -> String {
+    format!(
+        "preempted: the hub needs these GPUs for a job of higher priority or for quota its \
+         cohort lent; stopping with a {grace_seconds}s grace period"
+    )
+}
+
 /// Sets `spec.stop` on Placement `name` of `cluster`.
 pub async fn request_stop(
     ctx: &Context,
@@ -285,7 +295,7 @@ pub async fn request_stop(
     let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &ns);
     let body = PlacementStop {
         reason: PREEMPTED.to_string(),
-        message: Some(stop.message.clone()),
+        message: Some(placement_stop_message(stop.grace_seconds)),
         grace_period_seconds: stop.grace_seconds,
     };
     let patch = StopPatch {
@@ -356,6 +366,13 @@ pub fn grace_seconds(pool: &gpufed_crds::GpuPool) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_member_reads_names_no_job() {
+        let m = placement_stop_message(30);
+        assert!(m.contains("30s grace"), "{m}");
+        assert!(!m.contains('/'), "{m}");
+    }
     use gpufed_scheduler::{Assignment, Victim};
 
     fn plan() -> Preempt {

@@ -1021,7 +1021,9 @@ async fn place(
         return true;
     };
     let placement = lifecycle::placement_for(job, record, pool.spec.usage_check.as_ref());
-    if let Err(e) = crate::hub::job_controller::create_placement(ctx, &placement).await {
+    let namespace = job.namespace().unwrap_or_default();
+    if let Err(e) = crate::hub::job_controller::create_placement(ctx, &namespace, &placement).await
+    {
         // Not lost: the job controller creates any missing Placement of a placed attempt.
         tracing::warn!(job = %key, error = %e, "creating the placement; the job controller will retry");
     }
@@ -1094,9 +1096,8 @@ pub fn placed_status(
 ) -> ComputeJobStatus {
     let mut st = job.status.clone().unwrap_or_default();
     let attempt = st.attempt + 1;
-    let ns = job.namespace().unwrap_or_default();
     let uid = job.uid().unwrap_or_default();
-    let name = placement_name(&ns, &job.name_any(), &uid, attempt);
+    let name = placement_name(&uid, attempt);
     let price = TokenAmount::from_atto(a.price);
     let has_chain = pool.spec.chain.is_some();
     st.attempt = attempt;

@@ -93,14 +93,13 @@ pub async fn check(
 }
 
 /// Fills `p.spec.sealedSecrets` when its template refers to Secrets: reads them from the job's
-/// namespace and seals the keys the template uses to the member's published key, bound to this
+/// namespace `namespace` (the Placement does not carry it, ADR 0037) and seals the keys the template uses to the member's published key, bound to this
 /// placement. Fails (the Placement is not created, the job controller retries) when a Secret is
 /// missing or the member has no key.
-pub async fn seal_into(ctx: &Context, p: &mut Placement) -> Result<()> {
+pub async fn seal_into(ctx: &Context, namespace: &str, p: &mut Placement) -> Result<()> {
     if !p.spec.template.uses_secrets() {
         return Ok(());
     }
-    let namespace = p.spec.job.namespace.clone();
     let invalid = |detail: String| Error::Invalid {
         what: format!(
             "Secrets of placement {}",
@@ -108,11 +107,11 @@ pub async fn seal_into(ctx: &Context, p: &mut Placement) -> Result<()> {
         ),
         detail,
     };
-    let secrets = read(ctx, &namespace, &p.spec.template)
+    let secrets = read(ctx, namespace, &p.spec.template)
         .await?
         .map_err(|u| invalid(u.message))?;
     let mut selected =
-        sealing::select(&p.spec.template, &namespace, &secrets).map_err(|u| invalid(u.message))?;
+        sealing::select(&p.spec.template, namespace, &secrets).map_err(|u| invalid(u.message))?;
     // Inputs and outputs the tenant lets the hub presign get URLs instead of the keys (ADR 0029).
     let ttl = crate::presign::ttl_for(p.spec.max_duration.as_duration());
     crate::presign::apply(&p.spec.template, p.spec.replicas, &mut selected, ttl)

@@ -1,0 +1,73 @@
+//! Finding a job's Placements on the hub. A Placement names its job by UID only (a member sees no
+//! namespace or name, docs/adr/0037-members-see-opaque-job-identities.md), so tests look the UID up
+//! on the hub first.
+
+use gpufed_crds::{ComputeJob, Placement};
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+use crate::Error;
+
+/// The UID of ComputeJob `namespace/name`.
+pub async fn job_uid(hub: &Client, namespace: &str, name: &str) -> Result<String, Error> {
+    Api::<ComputeJob>::namespaced(hub.clone(), namespace)
+        .get_metadata(name)
+        .await
+        .map_err(Error::kube("reading a ComputeJob"))?
+        .metadata
+        .uid
+        .ok_or_else(|| Error::Other(format!("ComputeJob {namespace}/{name} has no UID")))
+}
+
+/// The UIDs of the ComputeJobs named `name` in any namespace.
+pub async fn job_uids_named(hub: &Client, name: &str) -> Result<Vec<String>, Error> {
+    if name.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(Api::<ComputeJob>::all(hub.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing ComputeJobs"))?
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.name.as_deref() == Some(name))
+        .filter_map(|j| j.metadata.uid)
+        .collect())
+}
+
+/// Every Placement of ComputeJob `namespace/name`, in any member's namespace.
+pub async fn of_job(hub: &Client, namespace: &str, name: &str) -> Result<Vec<Placement>, Error> {
+    let uid = job_uid(hub, namespace, name).await?;
+    Ok(Api::<Placement>::all(hub.clone())
+        .list(
+            &ListParams::default().labels(&format!("{}={uid}", gpufed_crds::naming::LABEL_JOB_UID)),
+        )
+        .await
+        .map_err(Error::kube("listing Placements"))?
+        .items)
+}
+
+/// The UIDs of every ComputeJob in `namespace`.
+pub async fn job_uids_in(hub: &Client, namespace: &str) -> Result<Vec<String>, Error> {
+    Ok(Api::<ComputeJob>::namespaced(hub.clone(), namespace)
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing ComputeJobs"))?
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.uid)
+        .collect())
+}
+
+/// The name of the ComputeJob in `namespace` with `uid`.
+pub async fn job_name_of(hub: &Client, namespace: &str, uid: &str) -> Result<String, Error> {
+    Api::<ComputeJob>::namespaced(hub.clone(), namespace)
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing ComputeJobs"))?
+        .items
+        .into_iter()
+        .find(|j| j.metadata.uid.as_deref() == Some(uid))
+        .and_then(|j| j.metadata.name)
+        .ok_or_else(|| Error::Other(format!("no ComputeJob in {namespace} has UID {uid}")))
+}
