@@ -477,6 +477,38 @@ mod tests {
         assert_eq!(reregister_after("m0001"), reregister_after("m0001"));
     }
 
+    #[test]
+    fn a_placement_finds_its_job_by_uid_until_the_job_is_gone_or_recreated() {
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = kube::runtime::reflector::store::<ComputeJob>();
+        let uids = JobUids::default();
+        let mut a = job("train").build();
+        a.metadata.namespace = Some("team-a".into());
+        a.metadata.uid = Some("uid-1".into());
+        writer.apply_watcher_event(&Event::Apply(a.clone()));
+        uids.insert(&a);
+        let at = uids.get("uid-1", &store).unwrap();
+        assert_eq!(
+            (at.name.as_str(), at.namespace.as_deref()),
+            ("train", Some("team-a"))
+        );
+        assert!(uids.get("uid-2", &store).is_none());
+        // Deleted: forgotten.
+        writer.apply_watcher_event(&Event::Delete(a.clone()));
+        uids.remove(&a);
+        assert!(uids.get("uid-1", &store).is_none() && uids.is_empty());
+        // A deletion the watch missed, and the job re-created under the same name: the old UID
+        // maps to nothing (and is dropped), the new one to the job.
+        uids.insert(&a);
+        let mut b = a.clone();
+        b.metadata.uid = Some("uid-2".into());
+        writer.apply_watcher_event(&Event::Apply(b.clone()));
+        uids.insert(&b);
+        assert!(uids.get("uid-1", &store).is_none());
+        assert_eq!(uids.len(), 1);
+        assert_eq!(uids.get("uid-2", &store).unwrap().name, "train");
+    }
+
     fn on(cluster: &str, phase: JobPhase) -> Arc<ComputeJob> {
         let mut j = job("j").build();
         j.status = Some(ComputeJobStatus {
