@@ -130,12 +130,12 @@ pub struct JobLogStatus {
     pub requested_time: Option<Time>,
 }
 
-/// A log request as the hub writes it onto a Placement (the annotation's JSON value).
+/// A log request as the hub writes it onto a Placement (the annotation's JSON value; its key
+/// carries the JobLog's UID). It names neither the JobLog nor the job: the member sees no
+/// tenant's namespace or name (ADR 0037), and `kubectl gpufed logs` names JobLogs after the job.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LogRequest {
-    /// The JobLog's name (its namespace is the job's).
-    pub name: String,
     /// Replica.
     pub replica: u32,
     /// Container, if not the first.

@@ -192,7 +192,7 @@ fn placement_spec_never_changes() {
         "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
         "metadata": {"name": "p", "namespace": "gpufed-member-alpha"},
         "spec": {
-            "job": {"namespace": "team-a", "name": "j", "uid": "u"},
+            "job": {"uid": "u"},
             "attempt": 1, "cluster": "alpha", "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1,
             "model": "H100", "pricePerGpuHour": "2.40", "maxDuration": "1h",
             "template": {"containers": [{"name": "main", "image": "busybox"}]}

@@ -158,7 +158,7 @@ mod tests {
         let mut p: gpufed_crds::Placement = serde_json::from_value(serde_json::json!({
             "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
             "metadata": {"name": name, "namespace": "gpufed-member-alpha"},
-            "spec": {"job": {"namespace": "team-a", "name": "j", "uid": "u"}, "attempt": 1,
+            "spec": {"job": {"uid": "u"}, "attempt": 1,
                      "cluster": "alpha", "replicas": 1, "gpusPerReplica": 1, "totalGpus": 1,
                      "model": "H100", "pricePerGpuHour": "1", "maxDuration": "1h",
                      "template": {"containers": [{"name": "main", "image": "busybox"}]}}

@@ -289,7 +289,7 @@ mod tests {
         let mut p = Placement::new(
             "p-1",
             serde_json::from_value(serde_json::json!({
-                "job": {"namespace": "team-a", "name": "train", "uid": "u"}, "attempt": 1,
+                "job": {"uid": "u"}, "attempt": 1,
                 "cluster": "alpha", "replicas": 2, "gpusPerReplica": 1, "totalGpus": 2,
                 "model": "L4", "pricePerGpuHour": "1", "maxDuration": "1h",
                 "template": {"containers": [{"name": "main", "image": "busybox"}]}
@@ -301,7 +301,6 @@ mod tests {
                 .iter()
                 .map(|(uid, poll, at)| {
                     let req = LogRequest {
-                        name: format!("log-{uid}"),
                         poll: *poll,
                         at: at.to_string(),
                         ..Default::default()

@@ -150,7 +150,6 @@ pub fn decide(
         return done(status);
     }
     let want = LogRequest {
-        name: log.name_any(),
         replica: log.spec.replica,
         container: log.spec.container.clone(),
         after: log.spec.after.clone(),

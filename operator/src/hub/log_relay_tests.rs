@@ -50,7 +50,7 @@ fn placement(annotations: &[(&str, &LogRequest)], answers: Vec<LogChunk>) -> Pla
     let mut p = Placement::new(
         "train-1",
         serde_json::from_value(serde_json::json!({
-            "job": {"namespace": "team-a", "name": "train", "uid": "u"}, "attempt": 1,
+            "job": {"uid": "u"}, "attempt": 1,
             "cluster": "alpha", "replicas": 2, "gpusPerReplica": 1, "totalGpus": 2,
             "model": "L4", "pricePerGpuHour": "1", "maxDuration": "1h",
             "template": {"containers": [{"name": "main", "image": "busybox"}]}
@@ -115,12 +115,10 @@ fn a_job_never_placed_has_no_attempt_to_read() {
 #[test]
 fn a_new_poll_is_passed_on_to_the_placement_and_the_time_recorded() {
     let stale = LogRequest {
-        name: "old".into(),
         at: at(0).0.to_string(),
         ..Default::default()
     };
     let fresh = LogRequest {
-        name: "other".into(),
         at: at(900).0.to_string(),
         ..Default::default()
     };
@@ -146,7 +144,6 @@ fn a_new_poll_is_passed_on_to_the_placement_and_the_time_recorded() {
     assert_eq!(
         sent,
         LogRequest {
-            name: "train-logs-x".into(),
             replica: 1,
             container: None,
             after: Some("2026-12-04T10:00:00Z".into()),
@@ -165,7 +162,6 @@ fn a_new_poll_is_passed_on_to_the_placement_and_the_time_recorded() {
 #[test]
 fn the_members_answer_to_this_poll_is_copied_into_the_status() {
     let req = LogRequest {
-        name: "train-logs-x".into(),
         poll: 2,
         at: at(99).0.to_string(),
         ..Default::default()
@@ -216,7 +212,6 @@ fn the_members_answer_to_this_poll_is_copied_into_the_status() {
 #[test]
 fn a_member_that_does_not_answer_in_time_is_reported_not_responding() {
     let req = LogRequest {
-        name: "train-logs-x".into(),
         poll: 1,
         at: at(100).0.to_string(),
         ..Default::default()
