@@ -42,6 +42,16 @@ pub struct Cli {
         env = "GPUFED_KUBE_API_BURST"
     )]
     pub kube_api_burst: u32,
+    /// How often freed heap memory is given back to the system (glibc's `malloc_trim`;
+    /// ADR 0035); `0s` turns it off.
+    #[arg(
+        long,
+        global = true,
+        default_value = "10s",
+        value_parser = parse_duration,
+        env = "GPUFED_MALLOC_TRIM_INTERVAL"
+    )]
+    pub malloc_trim_interval: Duration,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -284,6 +294,30 @@ mod tests {
         assert_eq!(h.lease_duration, Duration::from_secs(15));
         assert_eq!(cli.log_format, LogFormat::Text);
         assert_eq!(cli.rate_limit().window().unwrap(), Duration::from_secs(2));
+        assert_eq!(cli.malloc_trim_interval, Duration::from_secs(10));
+        let off =
+            Cli::try_parse_from(["gpufed-operator", "--malloc-trim-interval=0s", "hub"]).unwrap();
+        assert_eq!(off.malloc_trim_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_charts_trim_memory_as_often_as_the_binary_does_by_default() {
+        // The benchmarks start the operator without the flag and report the charts' settings.
+        let cli = Cli::try_parse_from(["gpufed-operator", "hub"]).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for chart in ["gpufed-hub", "gpufed-member"] {
+            let values =
+                std::fs::read_to_string(root.join(format!("charts/{chart}/values.yaml"))).unwrap();
+            let value = values
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("mallocTrimInterval:"))
+                .unwrap_or_else(|| panic!("{chart} has no mallocTrimInterval"));
+            assert_eq!(
+                parse_duration(value.trim()).unwrap(),
+                cli.malloc_trim_interval,
+                "{chart}"
+            );
+        }
     }
 
     #[test]

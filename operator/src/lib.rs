@@ -20,6 +20,7 @@ pub mod fenced;
 pub mod hub;
 pub mod kube_client;
 pub mod leader;
+pub mod malloc;
 pub mod metrics;
 pub mod presign;
 pub mod sealing;
@@ -89,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     install_crypto();
+    tokio::spawn(malloc::trim_every(cli.malloc_trim_interval));
     let metrics = metrics::Metrics::new()?;
     let health = server::Health::new(metrics.clone());
     let addr = cli.metrics_addr;
