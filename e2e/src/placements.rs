@@ -4,7 +4,7 @@
 
 use gpufed_crds::{ComputeJob, Placement};
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 
 use crate::Error;
 
@@ -19,19 +19,28 @@ pub async fn job_uid(hub: &Client, namespace: &str, name: &str) -> Result<String
         .ok_or_else(|| Error::Other(format!("ComputeJob {namespace}/{name} has no UID")))
 }
 
-/// The UIDs of the ComputeJobs named `name` in any namespace.
-pub async fn job_uids_named(hub: &Client, name: &str) -> Result<Vec<String>, Error> {
-    if name.is_empty() {
-        return Ok(vec![]);
-    }
-    Ok(Api::<ComputeJob>::all(hub.clone())
+/// The metadata of every ComputeJob `api` lists.
+async fn job_metas(api: Api<ComputeJob>) -> Result<Vec<ObjectMeta>, Error> {
+    Ok(api
         .list_metadata(&ListParams::default())
         .await
         .map_err(Error::kube("listing ComputeJobs"))?
         .items
         .into_iter()
-        .filter(|j| j.metadata.name.as_deref() == Some(name))
-        .filter_map(|j| j.metadata.uid)
+        .map(|j| j.metadata)
+        .collect())
+}
+
+/// The UIDs of the ComputeJobs named `name` in any namespace.
+pub async fn job_uids_named(hub: &Client, name: &str) -> Result<Vec<String>, Error> {
+    if name.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(job_metas(Api::all(hub.clone()))
+        .await?
+        .into_iter()
+        .filter(|m| m.name.as_deref() == Some(name))
+        .filter_map(|m| m.uid)
         .collect())
 }
 
@@ -49,25 +58,19 @@ pub async fn of_job(hub: &Client, namespace: &str, name: &str) -> Result<Vec<Pla
 
 /// The UIDs of every ComputeJob in `namespace`.
 pub async fn job_uids_in(hub: &Client, namespace: &str) -> Result<Vec<String>, Error> {
-    Ok(Api::<ComputeJob>::namespaced(hub.clone(), namespace)
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(Error::kube("listing ComputeJobs"))?
-        .items
+    Ok(job_metas(Api::namespaced(hub.clone(), namespace))
+        .await?
         .into_iter()
-        .filter_map(|j| j.metadata.uid)
+        .filter_map(|m| m.uid)
         .collect())
 }
 
 /// The name of the ComputeJob in `namespace` with `uid`.
 pub async fn job_name_of(hub: &Client, namespace: &str, uid: &str) -> Result<String, Error> {
-    Api::<ComputeJob>::namespaced(hub.clone(), namespace)
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(Error::kube("listing ComputeJobs"))?
-        .items
+    job_metas(Api::namespaced(hub.clone(), namespace))
+        .await?
         .into_iter()
-        .find(|j| j.metadata.uid.as_deref() == Some(uid))
-        .and_then(|j| j.metadata.name)
+        .find(|m| m.uid.as_deref() == Some(uid))
+        .and_then(|m| m.name)
         .ok_or_else(|| Error::Other(format!("no ComputeJob in {namespace} has UID {uid}")))
 }
