@@ -159,17 +159,24 @@ impl JobUids {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records `job` (applied).
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ObjectRef<ComputeJob>>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `job` (applied). Every watch event of a job passes here: one already recorded
+    /// takes only the read lock.
     pub fn insert(&self, job: &ComputeJob) {
         let (Some(uid), Some(name)) = (job.metadata.uid.as_ref(), job.metadata.name.as_ref())
         else {
             return;
         };
-        let mut map = self.write();
-        if !map.contains_key(uid) {
-            let at = ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or(""));
-            map.insert(uid.clone(), at);
+        if self.read().contains_key(uid) {
+            return;
         }
+        let at = ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or(""));
+        self.write().entry(uid.clone()).or_insert(at);
     }
 
     /// Forgets `job` (deleted).
@@ -182,12 +189,7 @@ impl JobUids {
     /// The job with `uid`, if `jobs` holds it. An entry whose job is gone or was re-created under
     /// another UID (its deletion fell in a gap of the watch) is dropped.
     pub fn get(&self, uid: &str, jobs: &Store<ComputeJob>) -> Option<ObjectRef<ComputeJob>> {
-        let at = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(uid)
-            .cloned()?;
+        let at = self.read().get(uid).cloned()?;
         if jobs
             .get(&at)
             .is_some_and(|j| j.metadata.uid.as_deref() == Some(uid))
@@ -201,10 +203,7 @@ impl JobUids {
 
     /// How many jobs it holds.
     pub fn len(&self) -> usize {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.read().len()
     }
 
     /// Whether it holds none.
