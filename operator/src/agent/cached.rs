@@ -1,5 +1,5 @@
-//! The agent's own Pod type: the fields of `core/v1` Pod that the agent reads, with the API's names
-//! and shapes, and nothing else.
+//! The agent's own Pod and Job types: the fields of `core/v1` Pod and `batch/v1` Job that the agent
+//! reads, with the API's names and shapes, and nothing else.
 //!
 //! The agent watches every pod of its member (free GPUs are counted from them) and keeps them in
 //! memory. `k8s_openapi`'s `Pod` is 2,176 bytes before anything is allocated (every field of
@@ -8,9 +8,15 @@
 //! agent's heap. These types deserialize straight from the API's JSON (unknown fields are skipped,
 //! so nothing else is ever allocated) and keep the field names of the API types, so code written
 //! against `core/v1` Pods reads them unchanged. [`super::slim::pod`] trims them further.
+//!
+//! Local Jobs likewise: `k8s_openapi`'s `Job` is 2,592 bytes before anything is allocated (its
+//! spec holds a whole `PodSpec` inline) although the agent never reads a cached Job's pod template
+//! (it wrote it), so every running job cost 2.5 KiB for nothing; [`Job`] keeps the metadata, the
+//! counts and deadline of the spec and the whole status (about a quarter of the size).
 
 use std::borrow::Cow;
 
+use k8s_openapi::api::batch::v1::JobStatus;
 use k8s_openapi::api::core::v1::{ContainerState, PodCondition, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
@@ -144,6 +150,82 @@ impl kube::Resource for Pod {
     }
 }
 
+/// A local Job as the agent caches it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Standard metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The part of the spec the agent reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<JobSpec>,
+    /// The status, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+}
+
+/// `JobSpec`: its counts and deadline, not its pod template.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    /// Pods that must succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completions: Option<i32>,
+    /// Pods that run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
+    /// `NonIndexed` or `Indexed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_mode: Option<String>,
+    /// Retries before the Job fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<i32>,
+    /// Seconds the Job may run (its lease, ADR 0021, or its maxDuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
+}
+
+impl From<&k8s_openapi::api::batch::v1::Job> for Job {
+    /// What the cache keeps of a Job read as the API's type (the Jobs the agent builds, test data).
+    fn from(job: &k8s_openapi::api::batch::v1::Job) -> Job {
+        Job {
+            metadata: job.metadata.clone(),
+            spec: job.spec.as_ref().map(|s| JobSpec {
+                completions: s.completions,
+                parallelism: s.parallelism,
+                completion_mode: s.completion_mode.clone(),
+                backoff_limit: s.backoff_limit,
+                active_deadline_seconds: s.active_deadline_seconds,
+            }),
+            status: job.status.clone(),
+        }
+    }
+}
+
+impl kube::Resource for Job {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Job")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("batch")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("jobs")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +279,43 @@ mod tests {
         assert_eq!(Pod::api_version(&()), "v1");
         assert!(
             std::mem::size_of::<Pod>() * 2 < std::mem::size_of::<k8s_openapi::api::core::v1::Pod>()
+        );
+    }
+
+    #[test]
+    fn a_cached_job_reads_the_apis_json_and_keeps_its_counts_deadline_and_status() {
+        let api: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "gpufed-jobs", "labels": {"gpufed.io/job-uid": "u"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "lease", "uid": "l"}]},
+            "spec": {"completions": 2, "parallelism": 2, "completionMode": "Indexed", "backoffLimit": 0,
+                     "activeDeadlineSeconds": 3600,
+                     "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}},
+            "status": {"active": 1, "succeeded": 1,
+                       "conditions": [{"type": "Complete", "status": "False"}]}
+        }))
+        .unwrap();
+        let cached: Job = serde_json::from_value(serde_json::to_value(&api).unwrap()).unwrap();
+        assert_eq!(cached, Job::from(&api));
+        assert_eq!(cached.metadata, api.metadata);
+        assert_eq!(cached.status, api.status);
+        let spec = cached.spec.as_ref().unwrap();
+        assert_eq!(
+            (
+                spec.completions,
+                spec.parallelism,
+                spec.completion_mode.as_deref()
+            ),
+            (Some(2), Some(2), Some("Indexed"))
+        );
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(0), Some(3600))
+        );
+        assert_eq!(Job::plural(&()), "jobs");
+        assert_eq!(Job::api_version(&()), "batch/v1");
+        assert!(
+            std::mem::size_of::<Job>() * 3
+                < std::mem::size_of::<k8s_openapi::api::batch::v1::Job>()
         );
     }
 }

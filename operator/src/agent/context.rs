@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gpufed_crds::{GpuNode, NodeInventory, Placement};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Service};
 
 use super::cached::Pod;
@@ -28,7 +27,7 @@ pub struct Stores {
     /// Placements in this member's namespace on the hub.
     pub placements: Store<Placement>,
     /// Local Jobs labelled as managed by gpufed, in the jobs namespace.
-    pub jobs: Store<Job>,
+    pub jobs: Store<super::cached::Job>,
     /// Every pod of the member (GPU accounting needs them all).
     pub pods: Store<Pod>,
     /// Every node of the member.

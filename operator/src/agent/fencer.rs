@@ -206,10 +206,10 @@ async fn keep_lease(ctx: &Context, lease: Duration, cached: &mut Option<Job>) {
 /// member's lease, once each.
 async fn adopt(ctx: &Context, api: &Api<Job>, owner: &OwnerReference) {
     for job in fence_victims(&ctx.stores.jobs.state()) {
-        let Some(max) = max_duration_of(&job) else {
+        let Some(max) = max_duration_of(&*job) else {
             continue;
         };
-        let Some(patch) = member_lease::adoption(&job, owner, max) else {
+        let Some(patch) = member_lease::adoption(&*job, owner, max) else {
             continue;
         };
         let name = job.name_any();

@@ -11,7 +11,7 @@ use gpufed_crds::{
     Container as TemplateContainer, EnvVar, JobReference, KubeDuration, NodeInventory, Placement,
     PlacementSpec, PlacementStatus, WorkloadTemplate,
 };
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, PodCondition,
 };
@@ -144,9 +144,9 @@ pub fn gpu_node(name: &str, model: &str, gpus: u32, free: u32) -> NodeInventory 
 }
 
 /// The local Job of `placement`, as the Job controller would show it, with `status`.
-pub fn local_job(placement: &Placement, status: JobStatus) -> Job {
+pub fn local_job(placement: &Placement, status: JobStatus) -> crate::agent::cached::Job {
     let spec = &placement.spec;
-    Job {
+    crate::agent::cached::Job {
         metadata: ObjectMeta {
             name: Some(local_job_name(&spec.job.uid, spec.attempt)),
             namespace: Some("gpufed-jobs".into()),

@@ -18,6 +18,8 @@ use gpufed_crds::naming::{
 };
 use gpufed_crds::{ContainerResources, NodeInventory, Placement, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
+
+use super::cached::Job as CachedJob;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
@@ -586,8 +588,8 @@ pub fn build(placement: &Placement, namespace: &str, pull: PullPolicy) -> Job {
 }
 
 /// The attempt's maxDuration in seconds, from the Job's annotation.
-pub fn max_duration_of(job: &Job) -> Option<u64> {
-    job.metadata
+pub fn max_duration_of(job: &impl kube::Resource) -> Option<u64> {
+    job.meta()
         .annotations
         .as_ref()?
         .get(ANNOTATION_MAX_DURATION)?
@@ -622,7 +624,7 @@ pub const ENV_COORDINATOR: &str = "GPUFED_COORDINATOR";
 
 /// The owner reference of an object that goes with the local Job `job` (a gang's or a serving
 /// Job's network): `job` controls it. `None` before the Job is created (no UID).
-pub fn controlled_by(job: &Job) -> Option<OwnerReference> {
+pub fn controlled_by(job: &CachedJob) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: "batch/v1".into(),
         kind: "Job".into(),
@@ -635,7 +637,7 @@ pub fn controlled_by(job: &Job) -> Option<OwnerReference> {
 
 /// The labels that select the pods of the local Job `job`'s attempt (job UID and attempt); `None`
 /// for a Job without them.
-pub fn replica_selector(job: &Job) -> Option<BTreeMap<String, String>> {
+pub fn replica_selector(job: &CachedJob) -> Option<BTreeMap<String, String>> {
     let labels = job.metadata.labels.as_ref()?;
     [LABEL_JOB_UID, LABEL_ATTEMPT]
         .iter()
@@ -648,7 +650,7 @@ pub fn replica_selector(job: &Job) -> Option<BTreeMap<String, String>> {
 /// ingress (the member chart's `gpufed-jobs-isolation`), so jobs of different tenants on one member
 /// cannot reach each other. Both are owned by `job`, so they go with it; `None` for a single-pod
 /// Job, or one without the labels and UID the agent gives its Jobs.
-pub fn gang_network(job: &Job) -> Option<(Service, NetworkPolicy)> {
+pub fn gang_network(job: &CachedJob) -> Option<(Service, NetworkPolicy)> {
     let spec = job.spec.as_ref()?;
     if spec.completions.unwrap_or(1) <= 1 {
         return None;

@@ -435,7 +435,7 @@ fn a_single_replica_gets_no_subdomain_and_no_gang_environment() {
         "{:?}",
         env_of(&job)
     );
-    assert_eq!(gang_network(&created(job)), None);
+    assert_eq!(gang_network(&CachedJob::from(&created(job))), None);
 }
 
 #[test]
@@ -456,7 +456,7 @@ fn gang_replicas_get_a_subdomain_and_are_told_the_size_and_the_coordinator() {
 fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_the_job() {
     let p = placement("train", 2).replicas(3).build();
     let job = created(job_of(&p));
-    let (service, policy) = gang_network(&job).unwrap();
+    let (service, policy) = gang_network(&CachedJob::from(&job)).unwrap();
     let name = local_job_name("uid-train", 2);
     let own_pods = BTreeMap::from([
         (LABEL_JOB_UID.to_string(), "uid-train".to_string()),
@@ -506,7 +506,7 @@ fn a_gangs_network_is_a_headless_service_and_a_policy_for_its_own_pods_owned_by_
 fn no_gang_network_for_a_job_not_yet_created() {
     let job = job_of(&placement("train", 1).replicas(2).build());
     assert_eq!(
-        gang_network(&job),
+        gang_network(&CachedJob::from(&job)),
         None,
         "the owner reference needs the Job's UID"
     );

@@ -28,6 +28,8 @@ use gpufed_crds::placement::reasons::{INPUT_FETCH_FAILED, OUTPUT_UPLOAD_FAILED};
 use gpufed_crds::{OutputRecord, Placement, PlacementPhase, PlacementSpec, PlacementStatus};
 use gpufed_crds::{StoredObject, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::Job;
+
+use super::cached::Job as CachedJob;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
     SecretEnvSource, Volume, VolumeMount,
@@ -403,7 +405,7 @@ fn failure(kind: &str, e: &Ended) -> String {
 pub fn observe(
     mut st: PlacementStatus,
     spec: &PlacementSpec,
-    job: &Job,
+    job: &CachedJob,
     pods: &[&Pod],
 ) -> PlacementStatus {
     let outputs: Vec<&str> = job

@@ -282,7 +282,7 @@ fn with_helper(mut pod: Pod, name: &str, init: bool, code: i32, message: &str) -
     pod
 }
 
-fn observed(p: &Placement, job: &Job, pods: &[Pod]) -> PlacementStatus {
+fn observed(p: &Placement, job: &CachedJob, pods: &[Pod]) -> PlacementStatus {
     let pods: Vec<&Pod> = pods.iter().collect();
     observe(
         report::observe(&p.spec, job, &pods, None, &at(300)),
@@ -292,7 +292,7 @@ fn observed(p: &Placement, job: &Job, pods: &[Pod]) -> PlacementStatus {
     )
 }
 
-fn local(p: &Placement, status: JobStatus) -> Job {
+fn local(p: &Placement, status: JobStatus) -> CachedJob {
     let mut job = local_job(p, status);
     job.metadata.annotations = job_with_data(p).metadata.annotations;
     job

@@ -178,8 +178,8 @@ pub fn state(job: Option<&Job>, now: Timestamp) -> LeaseState {
 
 /// Whether the local Job `job` is owned by the lease `owner` (a Job of an older agent that renewed
 /// each Job's own deadline is not, and is adopted; see [`adoption`]).
-pub fn is_owned_by(job: &Job, owner: &OwnerReference) -> bool {
-    job.metadata
+pub fn is_owned_by(job: &impl kube::Resource, owner: &OwnerReference) -> bool {
+    job.meta()
         .owner_references
         .iter()
         .flatten()
@@ -187,8 +187,8 @@ pub fn is_owned_by(job: &Job, owner: &OwnerReference) -> bool {
 }
 
 /// Whether the local Job `job` is owned by some lease Job (this one or a lapsed one).
-pub fn has_lease_owner(job: &Job) -> bool {
-    job.metadata
+pub fn has_lease_owner(job: &impl kube::Resource) -> bool {
+    job.meta()
         .owner_references
         .iter()
         .flatten()
@@ -199,11 +199,15 @@ pub fn has_lease_owner(job: &Job) -> bool {
 /// `activeDeadlineSeconds` was its lease) under the member's lease: owned by `owner`, its deadline
 /// back at the attempt's `max_duration` seconds. `None` if the Job is already under a lease Job
 /// (this one, or a lapsed one whose garbage collection is deleting it).
-pub fn adoption(job: &Job, owner: &OwnerReference, max_duration: u64) -> Option<serde_json::Value> {
+pub fn adoption(
+    job: &impl kube::Resource,
+    owner: &OwnerReference,
+    max_duration: u64,
+) -> Option<serde_json::Value> {
     if has_lease_owner(job) {
         return None;
     }
-    let mut owners: Vec<OwnerReference> = job.metadata.owner_references.clone().unwrap_or_default();
+    let mut owners: Vec<OwnerReference> = job.meta().owner_references.clone().unwrap_or_default();
     owners.push(owner.clone());
     Some(serde_json::json!({
         "metadata": {"ownerReferences": owners},

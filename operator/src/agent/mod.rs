@@ -51,7 +51,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use gpufed_crds::naming::{LABEL_MANAGED_BY, MANAGED_BY, heartbeat_lease_name, member_namespace};
 use gpufed_crds::{GpuNode, Placement};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use kube::api::Api;
@@ -259,7 +258,7 @@ pub async fn run(
         ),
         jobs: reflect(
             "jobs",
-            Api::<Job>::namespaced(local.clone(), &args.jobs_namespace),
+            Api::<cached::Job>::namespaced(local.clone(), &args.jobs_namespace),
             watcher::Config::default().labels(&managed),
             slim::job,
             waker(&sync_wake),

@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cached::Job;
 use gpufed_crds::naming::{LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_PLACEMENT, local_job_name};
 use gpufed_crds::{NodeInventory, Placement, PlacementPhase, PlacementStatus};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -93,7 +93,7 @@ pub enum Step {
         /// Placement name.
         placement: String,
         /// The Job.
-        job: Box<Job>,
+        job: Box<k8s_openapi::api::batch::v1::Job>,
         /// Status to write once the Job exists.
         status: PlacementStatus,
     },

@@ -139,7 +139,7 @@ fn a_new_placement_becomes_a_local_job_then_reports_accepted() {
         job.spec.as_ref().unwrap().active_deadline_seconds,
         Some(i64::try_from(max).unwrap())
     );
-    assert_eq!(job_builder::max_duration_of(job), Some(max));
+    assert_eq!(job_builder::max_duration_of(&**job), Some(max));
 }
 
 #[test]
@@ -411,7 +411,7 @@ fn gang_job(job: &str, replicas: i32, status: JobStatus) -> Job {
     let mut j = job_builder::build(&p, "gpufed-jobs", PullPolicy::IfNotPresent);
     j.metadata.uid = Some(format!("local-{job}"));
     j.status = Some(status);
-    j
+    Job::from(&j)
 }
 
 fn gang_networks(plan: &Plan) -> Vec<String> {
@@ -697,7 +697,11 @@ fn a_running_serving_job_gets_its_service_once_and_a_gang_serving_job_gets_both_
     };
     let (p, j) = serving_job("s", 1);
     let (pg, jg) = serving_job("sg", 2);
-    let mut w = World::new().placement(p).job(j).placement(pg).job(jg);
+    let mut w = World::new()
+        .placement(p)
+        .job(Job::from(&j))
+        .placement(pg)
+        .job(Job::from(&jg));
     let serve = |job: &str| format!("{}-serve", local_job_name(&uid(job), 1));
     let mut want = vec![local_job_name(&uid("sg"), 1), serve("s"), serve("sg")];
     want.sort();
@@ -847,7 +851,7 @@ fn serving_running(funded: Option<u64>, deadline: i64) -> World {
     });
     p.spec.funded_seconds = funded;
     let mut j = w.jobs[0].as_ref().clone();
-    j.spec = Some(k8s_openapi::api::batch::v1::JobSpec {
+    j.spec = Some(crate::agent::cached::JobSpec {
         active_deadline_seconds: Some(deadline),
         ..Default::default()
     });

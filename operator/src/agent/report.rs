@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
+use super::cached::Job;
 use super::cached::Pod;
 use gpufed_crds::placement::reasons::LEASE_EXPIRED;
 use gpufed_crds::placement::{MAX_EXITS, MAX_FIRST_TERMINATION_MESSAGE, MAX_TERMINATION_MESSAGE};
 use gpufed_crds::{ContainerExit, PlacementPhase, PlacementSpec, PlacementStatus};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::usage::{first_start, gpu_seconds};

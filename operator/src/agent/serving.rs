@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use super::cached::Job;
 use gpufed_crds::{Endpoint, ServingSpec};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec,
 };
@@ -68,8 +68,8 @@ pub fn service_name(job_name: &str) -> String {
 }
 
 /// The serving port of a (cached) local Job, from its annotation.
-pub fn port_of(job: &Job) -> Option<u16> {
-    job.metadata
+pub fn port_of(job: &impl kube::Resource) -> Option<u16> {
+    job.meta()
         .annotations
         .as_ref()?
         .get(ANNOTATION_SERVING_PORT)?
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(e.url.as_deref(), Some("http://[fd00::1]:8080"));
     }
 
-    fn serving_job(replicas: u32) -> Job {
+    fn serving_job(replicas: u32) -> k8s_openapi::api::batch::v1::Job {
         let mut p = crate::agent::fixtures::placement("llm", 1)
             .replicas(replicas)
             .build();
@@ -341,12 +341,15 @@ mod tests {
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert!(pod.containers[0].ports.is_none() && pod.containers[0].readiness_probe.is_none());
-        assert_eq!(network(&batch, ServingExposure::PodNetwork, None), None);
+        assert_eq!(
+            network(&Job::from(&batch), ServingExposure::PodNetwork, None),
+            None
+        );
     }
 
     #[test]
     fn a_serving_jobs_network_selects_its_replicas_on_the_port_and_lets_any_client_in() {
-        let job = serving_job(2);
+        let job = Job::from(&serving_job(2));
         let name = job.metadata.name.clone().unwrap();
         let (service, policy) = network(&job, ServingExposure::PodNetwork, None).unwrap();
         assert_eq!(service.metadata.name, Some(format!("{name}-serve")));
@@ -373,7 +376,7 @@ mod tests {
 
     #[test]
     fn with_a_load_balancer_the_service_asks_for_one_and_its_address_is_the_url() {
-        let job = serving_job(1);
+        let job = Job::from(&serving_job(1));
         let (service, _) = network(&job, ServingExposure::LoadBalancer, Some("metallb")).unwrap();
         let spec = service.spec.clone().unwrap();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));

@@ -16,11 +16,10 @@
 use std::collections::BTreeMap;
 
 use gpufed_crds::Placement;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, PodCondition};
 use kube::api::ObjectMeta;
 
-use super::cached::{Pod, PodStatus};
+use super::cached::{Job, Pod, PodStatus};
 use super::context::POD_JOB_NAME_LABEL;
 use super::report::COMPLETION_INDEX;
 
@@ -92,19 +91,10 @@ pub fn pod(pod: &mut Pod, jobs_namespace: &str) {
     }
 }
 
-/// Trims a local Job to what the agent reads: its metadata (labels, annotations, owner), the
-/// counts and deadline of its spec (not the pod template, which the agent wrote and never reads
-/// back) and its status.
+/// Trims a local Job (already only its metadata, counts, deadline and status, [`super::cached`])
+/// to what the agent reads of its metadata: labels, annotations and owner.
 pub fn job(job: &mut Job) {
     job.metadata = meta(&job.metadata, true);
-    job.spec = job.spec.as_ref().map(|s| JobSpec {
-        completions: s.completions,
-        parallelism: s.parallelism,
-        completion_mode: s.completion_mode.clone(),
-        backoff_limit: s.backoff_limit,
-        active_deadline_seconds: s.active_deadline_seconds,
-        ..Default::default()
-    });
 }
 
 /// Trims a Placement: once the agent has acted on it (it has a phase) its pod template is never
@@ -254,8 +244,9 @@ mod tests {
 
     #[test]
     fn a_cached_job_keeps_counts_deadline_labels_owner_and_status_but_not_its_pod_template() {
-        let full: Job = serde_json::from_value(serde_json::json!({
+        let full: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "gpufed-abc-1", "uid": "u", "labels": {"gpufed.io/placement": "p"},
+                         "managedFields": [{"manager": "gpufed-agent", "operation": "Apply"}],
                          "annotations": {"gpufed.io/max-duration-seconds": "600"},
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
                                               "name": "gpufed-member-lease", "uid": "l"}]},
@@ -264,8 +255,9 @@ mod tests {
             "status": {"active": 2, "startTime": "2026-01-01T00:00:00Z"}
         }))
         .unwrap();
-        let mut slim = full.clone();
+        let mut slim: Job = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
         job(&mut slim);
+        assert!(slim.metadata.managed_fields.is_none());
         assert_eq!(slim.metadata.labels, full.metadata.labels);
         assert_eq!(slim.metadata.annotations, full.metadata.annotations);
         assert_eq!(
@@ -282,11 +274,10 @@ mod tests {
             ),
             (Some(2), Some(2), Some(600))
         );
-        assert!(spec.template.spec.is_none());
         // The gang network is still built from the trimmed Job.
         assert_eq!(
             crate::agent::job_builder::gang_network(&slim).is_some(),
-            crate::agent::job_builder::gang_network(&full).is_some()
+            crate::agent::job_builder::gang_network(&Job::from(&full)).is_some()
         );
     }
 
