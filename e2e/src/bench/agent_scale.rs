@@ -42,6 +42,11 @@ const IN_FLIGHT: usize = 16;
 const HEARTBEAT_TIMEOUT_SECS: u64 = 40;
 /// How long every pod may take to run.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// The pool's `startTimeout`: as long as every pod may take to run. One member takes every job,
+/// so the last ones wait behind thousands of others; at GpuPool's default (10 min) the hub failed
+/// those attempts over (`StartTimeout`) and placed them again on the same member, so a 10,000-pod
+/// run measured retries instead of the agent holding 10,000 pods.
+const START_TIMEOUT: &str = "45m";
 
 /// Settings of the run.
 #[derive(Clone, Debug)]
@@ -127,6 +132,9 @@ pub struct AgentScaleReport {
     /// Times the agent found the member's lease run out (every local Job deleted with it).
     #[serde(default)]
     pub lease_lapses: Option<f64>,
+    /// The pool's `startTimeout` (`None`: GpuPool's default, in runs from before it was set).
+    #[serde(default)]
+    pub start_timeout: Option<String>,
 }
 
 /// Watches the member's jobs namespace and counts the pods that reached Running (or beyond).
@@ -196,7 +204,11 @@ pub async fn agent_scale(
         .collect();
     let plans = [MemberPlan::new(MEMBER, nodes, "H100", "2.40")];
     let timeout = format!("{HEARTBEAT_TIMEOUT_SECS}s");
-    let pool = crate::peer::set_up("agent-scale", || Pool::join(tools, &timeout, &plans)).await?;
+    let spec = serde_json::json!({"heartbeatTimeout": timeout, "startTimeout": START_TIMEOUT});
+    let pool = crate::peer::set_up("agent-scale", || {
+        Pool::join_with(tools, spec.clone(), &plans, |_| async { Ok(()) })
+    })
+    .await?;
     pool.hub.create_namespace(HUB_NAMESPACE).await?;
     let member = pool.member(MEMBER)?;
     let total = cfg.nodes() * PODS_PER_NODE;
@@ -236,6 +248,7 @@ pub async fn agent_scale(
         deadline_exceeded: None,
         lease_renewals: None,
         lease_lapses: None,
+        start_timeout: Some(START_TIMEOUT.to_string()),
     };
     if let Err(e) = measure(&pool, member, agent, cfg, &mut report).await {
         tracing::warn!(error = %e, "agent scale run stopped");
@@ -363,6 +376,13 @@ pub fn markdown(r: &AgentScaleReport) -> String {
         r.agent_binary.path,
         r.agent_binary.sha256,
     );
+    if let Some(t) = &r.start_timeout {
+        let _ = writeln!(
+            md,
+            "The pool's `startTimeout` is {t} (GpuPool's default: 10m): one member takes every job, so the last ones wait \
+             behind all the others, and at the default the hub would fail those attempts over and place them again.\n"
+        );
+    }
     md.push_str(
         "| agent | peak resident memory (VmHWM) | CPU seconds since start |\n|---|---|---|\n",
     );
@@ -499,6 +519,7 @@ mod tests {
             deadline_exceeded: Some(0),
             lease_renewals: Some(90.0),
             lease_lapses: Some(0.0),
+            start_timeout: Some("45m".into()),
         }
     }
 
@@ -510,6 +531,7 @@ mod tests {
         assert!(md.contains("| after a further 90 s, with every pod running | 58.0 MiB | 40.0 |"));
         assert!(md.contains("— met; this run's peak: 58.0 MiB."));
         assert!(md.contains("13× as many Node objects"));
+        assert!(md.contains("The pool's `startTimeout` is 45m (GpuPool's default: 10m)"));
         assert!(
             md.contains("renewed the member's lease 90 times")
                 && md.contains("found the lease run out 0 times"),
