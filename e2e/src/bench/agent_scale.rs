@@ -42,11 +42,13 @@ const IN_FLIGHT: usize = 16;
 const HEARTBEAT_TIMEOUT_SECS: u64 = 40;
 /// How long every pod may take to run.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(45 * 60);
-/// The pool's `startTimeout`: as long as every pod may take to run. One member takes every job,
-/// so the last ones wait behind thousands of others; at GpuPool's default (10 min) the hub failed
-/// those attempts over (`StartTimeout`) and placed them again on the same member, so a 10,000-pod
-/// run measured retries instead of the agent holding 10,000 pods.
-const START_TIMEOUT: &str = "45m";
+/// The pool's `startTimeout`: [`RUNNING_TIMEOUT`], as long as every pod may take to run. One
+/// member takes every job, so the last ones wait behind thousands of others; at GpuPool's default
+/// (10 min) the hub failed those attempts over (`StartTimeout`) and placed them again on the same
+/// member, so a 10,000-pod run measured retries instead of the agent holding 10,000 pods.
+fn start_timeout() -> String {
+    format!("{}s", RUNNING_TIMEOUT.as_secs())
+}
 
 /// Settings of the run.
 #[derive(Clone, Debug)]
@@ -204,7 +206,7 @@ pub async fn agent_scale(
         .collect();
     let plans = [MemberPlan::new(MEMBER, nodes, "H100", "2.40")];
     let timeout = format!("{HEARTBEAT_TIMEOUT_SECS}s");
-    let spec = serde_json::json!({"heartbeatTimeout": timeout, "startTimeout": START_TIMEOUT});
+    let spec = serde_json::json!({"heartbeatTimeout": timeout, "startTimeout": start_timeout()});
     let pool = crate::peer::set_up("agent-scale", || {
         Pool::join_with(tools, spec.clone(), &plans, |_| async { Ok(()) })
     })
@@ -248,7 +250,7 @@ pub async fn agent_scale(
         deadline_exceeded: None,
         lease_renewals: None,
         lease_lapses: None,
-        start_timeout: Some(START_TIMEOUT.to_string()),
+        start_timeout: Some(start_timeout()),
     };
     if let Err(e) = measure(&pool, member, agent, cfg, &mut report).await {
         tracing::warn!(error = %e, "agent scale run stopped");

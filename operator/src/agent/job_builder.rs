@@ -18,8 +18,6 @@ use gpufed_crds::naming::{
 };
 use gpufed_crds::{ContainerResources, NodeInventory, Placement, WorkloadTemplate};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-
-use super::cached::Job as CachedJob;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     KeyToPath, LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement,
@@ -34,6 +32,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::ObjectMeta;
 
+use super::cached::Job as CachedJob;
 use crate::cli::PullPolicy;
 
 /// Annotation on the local Job with the hub namespace of its Placement.
