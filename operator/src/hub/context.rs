@@ -254,6 +254,8 @@ pub struct Context {
     pub share_series: std::sync::Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     /// Each member's last heartbeat renewal as this hub saw it (freshness on the hub's clock).
     pub heartbeats_seen: Mutex<HashMap<String, crate::hub::member_controller::SeenRenewal>>,
+    /// Cached copies of jobs the apiserver showed stale, so they are not read again per pass.
+    pub stale_jobs: crate::hub::stale::StaleCopies,
 }
 
 /// A chain client and what it was built from.
@@ -326,6 +328,7 @@ impl Context {
             quota_series: std::sync::Mutex::new(HashMap::new()),
             share_series: std::sync::Mutex::new(HashMap::new()),
             active_by_cluster: std::sync::Mutex::new((None, HashMap::new())),
+            stale_jobs: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::hub::JobSubscriptions;
 use crate::hub::context::{Context, now};
 use crate::hub::lifecycle::{self, Action, World};
 use crate::hub::settlement;
+use crate::hub::stale;
 use crate::hub::status::{Written, write_namespaced};
 
 /// Finalizer that keeps a job until its Placements are gone.
@@ -473,7 +474,18 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         match action {
             Action::CreatePlacement(p) => {
                 // The job may be cached from before it moved past this attempt: ask the
-                // apiserver before handing a member work (one read, on this path only).
+                // apiserver before handing a member work (one read, on this path only, and once
+                // per stale copy: `hub::stale`).
+                let job_key = key(&job);
+                let cached_rv = job.resource_version().unwrap_or_default();
+                if ctx.stale_jobs.known(&job_key, &cached_rv, Instant::now()) {
+                    tracing::debug!(
+                        placement = %p.name_any(),
+                        attempt = p.spec.attempt,
+                        "not creating the placement: this cached copy of the job was found stale; the watch wakes it when the cache catches up"
+                    );
+                    return Ok(Requeue::requeue(stale::RECHECK_AFTER));
+                }
                 let fresh = Api::<ComputeJob>::namespaced(
                     ctx.client.clone(),
                     job.metadata.namespace.as_deref().unwrap_or_default(),
@@ -484,13 +496,24 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 if fresh.metadata.deletion_timestamp.is_some()
                     || !lifecycle::wants_placement(fresh.status.as_ref(), p.spec.attempt)
                 {
-                    tracing::info!(
-                        placement = %p.name_any(),
-                        attempt = p.spec.attempt,
-                        "not creating the placement: the job has moved on (its cached copy was stale)"
-                    );
-                    return Ok(Requeue::requeue(STALE_REQUEUE));
+                    if fresh.resource_version().as_deref() == Some(cached_rv.as_str()) {
+                        // Not a stale cache: the status itself does not want this Placement.
+                        tracing::warn!(
+                            placement = %p.name_any(),
+                            attempt = p.spec.attempt,
+                            "not creating the placement: the job's current status does not want it"
+                        );
+                    } else {
+                        tracing::info!(
+                            placement = %p.name_any(),
+                            attempt = p.spec.attempt,
+                            "not creating the placement: the job has moved on (its cached copy was stale)"
+                        );
+                    }
+                    ctx.stale_jobs.record(&job_key, &cached_rv, Instant::now());
+                    return Ok(Requeue::requeue(stale::RECHECK_AFTER));
                 }
+                ctx.stale_jobs.forget(&job_key);
                 create_placement(ctx, &job.namespace().unwrap_or_default(), p).await?
             }
             Action::DeletePlacement { namespace, name } => {
@@ -558,9 +581,6 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         .unwrap_or(Duration::from_secs(300));
     Ok(Requeue::requeue(next))
 }
-
-/// How soon a reconcile that found its cached job stale comes back (the watch catches up).
-const STALE_REQUEUE: Duration = Duration::from_secs(1);
 
 /// How often a job waiting for a Secret (missing, or not shared with the hub) checks again.
 pub const SECRETS_POLL: Duration = Duration::from_secs(5);

@@ -34,6 +34,7 @@ pub mod settlement;
 pub mod slash_controller;
 pub mod slashing;
 pub mod snapshot;
+pub mod stale;
 pub mod status;
 pub mod utilisation;
 
