@@ -71,6 +71,7 @@ fn a_provider_stakes_signs_joins_with_helm_passes_verification_and_is_paid_at_it
                     format!("--registration-tls-key={}", key.display()),
                     "--registration-token-ttl=10m".into(),
                 ],
+                ..HubOptions::default()
             },
         )
         .await

@@ -297,6 +297,10 @@ impl Metrics {
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(hub_writes_refused.clone()))?;
+        // Both targets exist from the start, so a scrape tells "none refused" from "not exported".
+        for target in ["kube", "chain"] {
+            hub_writes_refused.with_label_values(&[target]);
+        }
         registry.register(Box::new(settlements.clone()))?;
         registry.register(Box::new(members.clone()))?;
         let events_dropped = IntCounterVec::new(

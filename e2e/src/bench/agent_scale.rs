@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BinaryInfo;
 use super::procstat;
-use crate::joining::{JOBS_NAMESPACE, MemberPlan, Pool};
+use crate::joining::{HubOptions, JOBS_NAMESPACE, MemberPlan, Pool};
 use crate::peer::gpufed::compute_job;
 use crate::{Cluster, Error, NodeSpec, Tools, wait_until};
 
@@ -137,6 +137,14 @@ pub struct AgentScaleReport {
     /// The pool's `startTimeout` (`None`: GpuPool's default, in runs from before it was set).
     #[serde(default)]
     pub start_timeout: Option<String>,
+    /// Whether the hub's apiserver ran with API Priority and Fairness (the hub chart's
+    /// FlowSchemas in effect); false in runs from before it did.
+    #[serde(default)]
+    pub hub_api_priority_and_fairness: bool,
+    /// Kubernetes writes the hub's leadership fence refused (its Lease renewals too slow), at the
+    /// end (`None` in runs from before it was read).
+    #[serde(default)]
+    pub hub_writes_refused: Option<f64>,
 }
 
 /// Watches the member's jobs namespace and counts the pods that reached Running (or beyond).
@@ -207,8 +215,22 @@ pub async fn agent_scale(
     let plans = [MemberPlan::new(MEMBER, nodes, "H100", "2.40")];
     let timeout = format!("{HEARTBEAT_TIMEOUT_SECS}s");
     let spec = serde_json::json!({"heartbeatTimeout": timeout, "startTimeout": start_timeout()});
+    // The hub's apiserver as in production: with API Priority and Fairness, so the hub chart's
+    // FlowSchemas give the hub a priority level of its own and its Lease renewals the built-in
+    // `leader-election` level (a 10,000-pod run without it saw renewals late enough for the hub to
+    // stop writing).
+    let hub_options = HubOptions {
+        api_priority_and_fairness: true,
+        ..HubOptions::default()
+    };
     let pool = crate::peer::set_up("agent-scale", || {
-        Pool::join_with(tools, spec.clone(), &plans, |_| async { Ok(()) })
+        Pool::join_with_hub(
+            tools,
+            spec.clone(),
+            &plans,
+            |_| async { Ok(()) },
+            hub_options.clone(),
+        )
     })
     .await?;
     pool.hub.create_namespace(HUB_NAMESPACE).await?;
@@ -251,6 +273,8 @@ pub async fn agent_scale(
         lease_renewals: None,
         lease_lapses: None,
         start_timeout: Some(start_timeout()),
+        hub_api_priority_and_fairness: hub_options.api_priority_and_fairness,
+        hub_writes_refused: None,
     };
     if let Err(e) = measure(&pool, member, agent, cfg, &mut report).await {
         tracing::warn!(error = %e, "agent scale run stopped");
@@ -262,6 +286,11 @@ pub async fn agent_scale(
         report.lease_renewals = metric("gpufed_agent_member_lease_renewals_total").await;
         report.lease_lapses = metric("gpufed_agent_member_lease_lapsed_total").await;
     }
+    report.hub_writes_refused = crate::joining::scrape(
+        pool.hub_metrics,
+        "gpufed_hub_writes_refused_total{target=\"kube\"}",
+    )
+    .await;
     Ok(report)
 }
 
@@ -444,6 +473,20 @@ pub fn markdown(r: &AgentScaleReport) -> String {
              was its lease and the agent renewed it with one PATCH per running Job every `T/6`.\n"
         );
     }
+    if r.hub_api_priority_and_fairness {
+        let _ = writeln!(
+            md,
+            "The hub's apiserver ran with API Priority and Fairness, as production apiservers do: the hub chart's FlowSchemas              put the hub's requests in a priority level of their own and its leader Lease's renewals in `leader-election`.
+"
+        );
+    }
+    if let Some(n) = r.hub_writes_refused {
+        let _ = writeln!(
+            md,
+            "The hub's leadership fence refused {n:.0} of its writes (a Lease renewal late enough that the hub could not be              sure it still led, ADR 0016).
+"
+        );
+    }
     if let (Some(probe), Some(hub)) = (r.probe_end, r.hub_end) {
         let _ = writeln!(
             md,
@@ -526,6 +569,8 @@ mod tests {
             lease_renewals: Some(90.0),
             lease_lapses: Some(0.0),
             start_timeout: Some("45m".into()),
+            hub_api_priority_and_fairness: true,
+            hub_writes_refused: Some(0.0),
         }
     }
 
@@ -543,6 +588,8 @@ mod tests {
                 && md.contains("found the lease run out 0 times"),
             "{md}"
         );
+        assert!(md.contains("ran with API Priority and Fairness"), "{md}");
+        assert!(md.contains("fence refused 0 of its writes"), "{md}");
         let mut over = report();
         over.agent_end = Some(ProcReading {
             vm_hwm_kib: 70 * 1024,
@@ -576,5 +623,10 @@ mod tests {
         );
         assert!(md.contains("not measured at 10,000 pods in this run"));
         assert!(!md.contains("every pod Running ("));
+        // An older report (neither field) claims neither.
+        r.hub_api_priority_and_fairness = false;
+        r.hub_writes_refused = None;
+        let md = markdown(&r);
+        assert!(!md.contains("Priority and Fairness") && !md.contains("fence refused"));
     }
 }

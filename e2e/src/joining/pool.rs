@@ -248,6 +248,10 @@ pub struct HubOptions {
     pub chart_values: Vec<(String, String)>,
     /// Flags added to the hub's.
     pub args: Vec<String>,
+    /// Run the hub's apiserver with API Priority and Fairness, so that the hub chart's
+    /// FlowSchemas (the hub's own priority level, its leader Lease in `leader-election`) take
+    /// effect as on a production apiserver ([`ClusterSpec::api_priority_and_fairness`]).
+    pub api_priority_and_fairness: bool,
 }
 
 /// Paths and handles of one joined member.
@@ -302,6 +306,8 @@ pub struct Pool {
     pub members: Vec<Cluster>,
     /// Per member name.
     pub joined: BTreeMap<String, Joined>,
+    /// The hub's metrics address.
+    pub hub_metrics: std::net::SocketAddr,
 }
 
 impl Pool {
@@ -733,6 +739,11 @@ impl Pool {
         Fut: std::future::Future<Output = Result<(), Error>>,
     {
         let hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
+        let hub_spec = if options.api_priority_and_fairness {
+            hub_spec.with_api_priority_and_fairness()
+        } else {
+            hub_spec
+        };
         let member_specs: Vec<ClusterSpec> = plans
             .iter()
             .map(|p| {
@@ -789,12 +800,13 @@ impl Pool {
             &hub.dir()?.join("hub-sa.kubeconfig"),
         )
         .await?;
+        let hub_metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
         hub.spawn(
             "gpufed-hub",
             &tools.workspace_bin("gpufed-operator")?,
             &[
                 format!("--kubeconfig={}", hub_sa.display()),
-                format!("--metrics-addr=127.0.0.1:{}", free_port()?),
+                format!("--metrics-addr={hub_metrics}"),
                 format!("--log-format={}", flags::LOG_FORMAT),
                 format!(
                     "--kube-api-qps={}",
@@ -872,6 +884,7 @@ impl Pool {
             hub,
             members,
             joined,
+            hub_metrics,
         })
     }
 
