@@ -413,6 +413,17 @@ async fn money(
 }
 
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
+    // A cached copy the apiserver already showed stale (a 409, or a read before a Placement)
+    // would compute the same outdated change again: wait for the watch to bring the newer one.
+    let job_key = key(&job);
+    let cached_rv = job.resource_version().unwrap_or_default();
+    if ctx.stale_jobs.known(&job_key, &cached_rv, Instant::now()) {
+        tracing::debug!(
+            resource_version = %cached_rv,
+            "this cached copy of the job was found stale: waiting for the watch to catch up"
+        );
+        return Ok(Requeue::requeue(stale::RECHECK_AFTER));
+    }
     let mut world_now = world(&job, ctx);
     world_now.secrets_unavailable = secrets_unavailable(&job, ctx).await?;
     let mut out = lifecycle::reconcile(&job, &world_now, &now());
@@ -476,16 +487,6 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 // The job may be cached from before it moved past this attempt: ask the
                 // apiserver before handing a member work (one read, on this path only, and once
                 // per stale copy: `hub::stale`).
-                let job_key = key(&job);
-                let cached_rv = job.resource_version().unwrap_or_default();
-                if ctx.stale_jobs.known(&job_key, &cached_rv, Instant::now()) {
-                    tracing::debug!(
-                        placement = %p.name_any(),
-                        attempt = p.spec.attempt,
-                        "not creating the placement: this cached copy of the job was found stale; the watch wakes it when the cache catches up"
-                    );
-                    return Ok(Requeue::requeue(stale::RECHECK_AFTER));
-                }
                 let fresh = Api::<ComputeJob>::namespaced(
                     ctx.client.clone(),
                     job.metadata.namespace.as_deref().unwrap_or_default(),
@@ -525,8 +526,11 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     }
     if job.status.as_ref() != Some(&out.status) {
         if write_namespaced(&ctx.client, job.as_ref(), &out.status).await? == Written::Conflict {
-            // Someone (the scheduling loop) changed the job meanwhile: recompute from fresh state.
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
+            // Someone (the scheduling loop) changed the job meanwhile: recompute from fresh
+            // state, which the watch brings (and wakes the job with). Retrying from this copy
+            // before then could only conflict again (55 conflicts/s in a 10,000-pod run).
+            ctx.stale_jobs.record(&job_key, &cached_rv, Instant::now());
+            return Ok(Requeue::requeue(stale::RECHECK_AFTER));
         }
         for note in &out.events {
             ctx.event(

@@ -1,13 +1,15 @@
 //! Cached copies of jobs the apiserver has already shown to be stale.
 //!
-//! Before the job controller hands a member work it reads the job's status from the apiserver
-//! (`job_controller`: the cache may be from before the job moved past that attempt). When that
-//! read shows the cached copy stale, the cache will catch up through the watch, and the watch
-//! wakes the job again when it does. Until then every reconcile of the same cached copy would
-//! compute the same Placement and read the same status again: on an apiserver whose watch lags by
-//! a minute that was a GET per stale job per second (488/s in a 10,000-pod run), about the hub's
-//! whole client budget. [`StaleCopies`] remembers the resourceVersion found stale, so the same
-//! copy is read again only after [`RECHECK_AFTER`] (in case a watch event was lost).
+//! The job controller learns that its cached copy of a job is stale in two ways: a status write
+//! guarded by the copy's resourceVersion answers 409, or the read of the job's status it makes
+//! before handing a member a Placement shows the job has moved on. Either way the cache will
+//! catch up through the watch, and the watch wakes the job again when it does. Until then every
+//! reconcile of the same cached copy would compute the same change and fail the same way: on an
+//! apiserver whose watch lagged by a minute (a 10,000-pod run) that was a GET per stale job per
+//! second (488/s, about the hub's whole client budget) and a conflicting status write every
+//! 200 ms (55 conflicts/s). [`StaleCopies`] remembers the resourceVersion found stale, and the
+//! controller does nothing with that copy until a newer one arrives or [`RECHECK_AFTER`] has
+//! passed (in case a watch event was lost).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
