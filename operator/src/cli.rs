@@ -176,6 +176,13 @@ pub struct AgentArgs {
     /// checkpoint costs a Placement and a ComputeJob status write per running job.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_USAGE_REPORT_INTERVAL")]
     pub usage_report_interval: Duration,
+    /// At most this many checkpoints of running placements per second, `0` for no limit. A
+    /// member running more jobs than this rate times `--usage-report-interval` checkpoints each
+    /// of them less often, every (running jobs ÷ rate) seconds, so that checkpoints cost the hub
+    /// at most twice this many writes per second however many jobs the member runs. The final
+    /// figure is always written when a placement ends.
+    #[arg(long, default_value = "20", value_parser = parse_rate, env = "GPUFED_USAGE_REPORT_MAX_RATE")]
+    pub usage_report_max_rate: f64,
     /// A node whose GpuNode gpu-probe has not updated for this long offers no GPUs (their health
     /// is unknown) until the probe reports again. Keep it several probe intervals long.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "GPUFED_TELEMETRY_MAX_AGE")]
@@ -273,6 +280,16 @@ pub enum CrdSide {
     Member,
 }
 
+/// Parses a rate per second for flags: a finite number, zero or more.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give a number of times per second, 0 or more (0: no limit)"
+        )),
+    }
+}
+
 /// Parses a Kubernetes duration (`90s`, `1m30s`) for flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<gpufed_crds::KubeDuration>()
@@ -342,7 +359,28 @@ mod tests {
         assert_eq!(a.cluster, "alpha");
         assert_eq!(a.fence_timeout, Some(Duration::from_secs(20)));
         assert_eq!(a.gang_unschedulable_grace, Duration::from_secs(60));
+        assert_eq!(a.usage_report_max_rate, 20.0);
         assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_usage_report_rate_is_a_number_zero_or_more() {
+        let agent = |rate: &str| {
+            Cli::try_parse_from([
+                "gpufed-operator",
+                "agent",
+                "--cluster=alpha",
+                "--hub-kubeconfig=/k",
+                &format!("--usage-report-max-rate={rate}"),
+            ])
+        };
+        for ok in ["0", "2.5", "100"] {
+            assert!(agent(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-1", "fast", "inf", "NaN"] {
+            let err = agent(bad).unwrap_err().to_string();
+            assert!(err.contains("0 or more (0: no limit)"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -311,6 +311,12 @@ pub fn compare_pool(root: &Path, heartbeat_timeout: &str) -> Result<Vec<Setting>
             "the chart's value, passed as a flag".into(),
             true,
         ),
+        row(
+            "agent `usageReportMaxRate`",
+            at(&member, "agent.usageReportMaxRate"),
+            "the chart's value, passed as a flag".into(),
+            true,
+        ),
         same_row(
             "gpu-probe `interval`",
             at(&member, "probe.interval"),

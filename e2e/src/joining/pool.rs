@@ -602,6 +602,10 @@ async fn join_member(
                 "--usage-report-interval={}",
                 values("agent.usageReportInterval")?
             ),
+            format!(
+                "--usage-report-max-rate={}",
+                values("agent.usageReportMaxRate")?
+            ),
             format!("--telemetry-max-age={}", flags::AGENT_TELEMETRY_MAX_AGE),
             format!(
                 "--gang-unschedulable-grace={}",

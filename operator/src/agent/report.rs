@@ -281,6 +281,19 @@ pub fn ended(
     }
 }
 
+/// How long a running placement's GPU-seconds go between checkpoints while `running`
+/// placements run on the member: `base`, or longer where that would be more than `max_rate`
+/// checkpoints per second (then `running ÷ max_rate` seconds); a `max_rate` of 0 is no limit.
+/// Each checkpoint is two writes on the hub (the Placement's status, then the job's), so a member
+/// running 10,000 jobs at a 60 s interval cost the hub 333 writes per second (a 10,000-pod run).
+pub fn checkpoint_interval(base: Duration, running: usize, max_rate: f64) -> Duration {
+    if !max_rate.is_finite() || max_rate <= 0.0 {
+        return base;
+    }
+    let paced = Duration::try_from_secs_f64(running as f64 / max_rate).unwrap_or(Duration::MAX);
+    base.max(paced)
+}
+
 /// Whether `next` must be written over `prev`. Anything but the GPU-seconds of a running
 /// placement is written at once; those are refreshed once `prev` is `refresh` old, and always
 /// written with a final phase. `lastUpdateTime` itself never counts as a change.

@@ -402,3 +402,48 @@ fn log_answers_on_the_status_never_make_the_sync_write_it() {
     };
     assert!(!needs_write(Some(&cached), &next, &at(500), refresh));
 }
+
+#[test]
+fn checkpoints_are_paced_to_the_members_rate_once_it_runs_many_jobs() {
+    let base = Duration::from_secs(60);
+    // Up to rate × base running jobs: the interval as set.
+    assert_eq!(checkpoint_interval(base, 0, 20.0), base);
+    assert_eq!(checkpoint_interval(base, 1_200, 20.0), base);
+    // Beyond: every (running ÷ rate) seconds, so at most `rate` checkpoints a second.
+    assert_eq!(
+        checkpoint_interval(base, 10_000, 20.0),
+        Duration::from_secs(500)
+    );
+    assert_eq!(
+        checkpoint_interval(base, 3_000, 2.5),
+        Duration::from_secs(1_200)
+    );
+    // 0 (or anything not a positive rate) is no limit.
+    assert_eq!(checkpoint_interval(base, 10_000, 0.0), base);
+    assert_eq!(checkpoint_interval(base, 10_000, f64::NAN), base);
+    // A rate so small the interval overflows never panics.
+    assert_eq!(checkpoint_interval(base, 10_000, 1e-300), Duration::MAX);
+}
+
+#[test]
+fn a_paced_interval_holds_a_running_checkpoint_back_but_not_a_final_figure() {
+    let refresh = checkpoint_interval(Duration::from_secs(60), 10_000, 20.0);
+    let written = PlacementStatus {
+        phase: Some(PlacementPhase::Running),
+        gpu_seconds: 100,
+        last_update_time: Some(at(100)),
+        ..Default::default()
+    };
+    let ticking = PlacementStatus {
+        gpu_seconds: 500,
+        ..written.clone()
+    };
+    // 400 s later: due at the set 60 s, not yet at the paced 500 s.
+    assert!(!needs_write(Some(&written), &ticking, &at(500), refresh));
+    assert!(needs_write(Some(&written), &ticking, &at(600), refresh));
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        ..ticking
+    };
+    assert!(needs_write(Some(&written), &done, &at(101), refresh));
+}

@@ -27,7 +27,7 @@ use super::api::{
 use super::context::Context;
 use super::job_builder;
 use super::plan::{self, DeleteReason, Note, Step, View};
-use super::report::{COMPLETION_INDEX, cut, ended};
+use super::report::{self, COMPLETION_INDEX, cut, ended};
 use crate::backoff;
 use crate::error::{Error, Result};
 use gpufed_crds::placement::reasons::SEALED_SECRETS_INVALID;
@@ -599,7 +599,16 @@ impl Sync {
             fenced_placements: &fenced_placements,
             highest: &self.highest,
             now: Time(ctx.shared.member_now()),
-            refresh: ctx.args.usage_report_interval,
+            refresh: report::checkpoint_interval(
+                ctx.args.usage_report_interval,
+                placements
+                    .iter()
+                    .filter(|p| {
+                        p.status.as_ref().and_then(|s| s.phase) == Some(PlacementPhase::Running)
+                    })
+                    .count(),
+                ctx.args.usage_report_max_rate,
+            ),
             gang_grace: ctx.args.gang_unschedulable_grace,
         });
         self.highest = plan.highest;
