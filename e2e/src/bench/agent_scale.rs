@@ -95,6 +95,10 @@ pub struct AgentScaleReport {
     pub pods_per_node: usize,
     /// The member chart's `agent.usageReportInterval` the agent ran with.
     pub usage_report_interval: String,
+    /// The member chart's `agent.usageReportMaxRate` the agent ran with (`None` in runs from
+    /// before it existed).
+    #[serde(default)]
+    pub usage_report_max_rate: Option<String>,
     /// Seconds to start the clusters and join.
     pub setup_secs: f64,
     /// Seconds from the first create to the last answer.
@@ -141,6 +145,9 @@ pub struct AgentScaleReport {
     /// FlowSchemas in effect); false in runs from before it did.
     #[serde(default)]
     pub hub_api_priority_and_fairness: bool,
+    /// The agent when a run that stopped early stopped (`None` for a run that did not).
+    #[serde(default)]
+    pub agent_stopped: Option<ProcReading>,
     /// Kubernetes writes the hub's leadership fence refused (its Lease renewals too slow), at the
     /// end (`None` in runs from before it was read).
     #[serde(default)]
@@ -255,6 +262,11 @@ pub async fn agent_scale(
             "gpufed-member",
             "agent.usageReportInterval",
         )?,
+        usage_report_max_rate: Some(crate::bench::settings::chart_value(
+            tools.root(),
+            "gpufed-member",
+            "agent.usageReportMaxRate",
+        )?),
         setup_secs,
         submit_secs: 0.0,
         running_secs: None,
@@ -275,10 +287,12 @@ pub async fn agent_scale(
         start_timeout: Some(start_timeout()),
         hub_api_priority_and_fairness: hub_options.api_priority_and_fairness,
         hub_writes_refused: None,
+        agent_stopped: None,
     };
     if let Err(e) = measure(&pool, member, agent, cfg, &mut report).await {
         tracing::warn!(error = %e, "agent scale run stopped");
         report.error = Some(e.to_string());
+        report.agent_stopped = ProcReading::take(agent).ok();
     }
     report.deadline_exceeded = deadline_exceeded(member).await.ok();
     if let Some(joined) = pool.joined.get(MEMBER) {
@@ -392,12 +406,16 @@ pub fn markdown(r: &AgentScaleReport) -> String {
     let _ = writeln!(
         md,
         "One member joined with the charts (the agent and gpu-probe as processes with the charts' RBAC and client rate, \
-         release builds; `agent.usageReportInterval` {}), on {} kwok nodes of {} pods and {} GPUs each; {} single-GPU \
+         release builds; `agent.usageReportInterval` {}{}), on {} kwok nodes of {} pods and {} GPUs each; {} single-GPU \
          ComputeJobs whose pods keep running go in on the hub, {IN_FLIGHT} creates in flight. The agent turns each \
          Placement into a local Job; the member's Job controller, kube-scheduler and kwok run its pod. A member with \
          8-GPU nodes would have {}× as many Node objects for the agent to cache. Checkout `{}`; agent `{}` \
          (sha256 {}…).\n",
         r.usage_report_interval,
+        r.usage_report_max_rate
+            .as_ref()
+            .map(|r| format!(", `agent.usageReportMaxRate` {r}"))
+            .unwrap_or_default(),
         r.nodes,
         r.pods_per_node,
         r.pods_per_node,
@@ -443,6 +461,16 @@ pub fn markdown(r: &AgentScaleReport) -> String {
             md,
             "| after a further {:.0} s, {during} | {} | {:.1} |",
             r.window_secs,
+            mib(p.vm_hwm_kib),
+            p.cpu_secs
+        );
+    }
+    if let (Some(p), Some(_)) = (r.agent_stopped, &r.error) {
+        let _ = writeln!(
+            md,
+            "| when the run stopped, {} of {} pods running | {} | {:.1} |",
+            thousands(r.running),
+            thousands(r.pods),
             mib(p.vm_hwm_kib),
             p.cpu_secs
         );
@@ -498,12 +526,17 @@ pub fn markdown(r: &AgentScaleReport) -> String {
     }
     // The highest of the readings: a later VmHWM can read a little lower than an earlier one
     // (the kernel folds the current resident set into the mark lazily).
-    let peak = [Some(r.agent_joined), r.agent_running, r.agent_end]
-        .into_iter()
-        .flatten()
-        .map(|p| p.vm_hwm_kib)
-        .max()
-        .unwrap_or_default();
+    let peak = [
+        Some(r.agent_joined),
+        r.agent_running,
+        r.agent_end,
+        r.agent_stopped,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.vm_hwm_kib)
+    .max()
+    .unwrap_or_default();
     let verdict = if r.error.is_some() || r.pods < GOAL_PODS {
         format!("not measured at {} pods in this run", thousands(GOAL_PODS))
     } else if peak as f64 / 1024.0 <= GOAL_MIB {
@@ -547,6 +580,7 @@ mod tests {
             nodes: 100,
             pods_per_node: 100,
             usage_report_interval: "60s".into(),
+            usage_report_max_rate: Some("20".into()),
             setup_secs: 40.0,
             submit_secs: 120.0,
             running_secs: Some(300.0),
@@ -571,6 +605,7 @@ mod tests {
             start_timeout: Some("45m".into()),
             hub_api_priority_and_fairness: true,
             hub_writes_refused: Some(0.0),
+            agent_stopped: None,
         }
     }
 
@@ -586,6 +621,12 @@ mod tests {
         assert!(
             md.contains("renewed the member's lease 90 times")
                 && md.contains("found the lease run out 0 times"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "release builds; `agent.usageReportInterval` 60s, `agent.usageReportMaxRate` 20)"
+            ),
             "{md}"
         );
         assert!(md.contains("ran with API Priority and Fairness"), "{md}");
@@ -614,7 +655,17 @@ mod tests {
         r.running = 6_400;
         r.error = Some("every pod running: timed out".into());
         r.deadline_exceeded = Some(1241);
+        r.agent_stopped = Some(ProcReading {
+            vm_hwm_kib: 132 * 1024,
+            cpu_secs: 300.0,
+        });
         let md = markdown(&r);
+        assert!(
+            md.contains(
+                "| when the run stopped, 6,400 of 10,000 pods running | 132.0 MiB | 300.0 |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("stopped early with 6400 of 10000 pods running"));
         assert!(
             md.contains("1241 local Jobs were stopped")
