@@ -504,14 +504,16 @@ pub fn markdown(r: &AgentScaleReport) -> String {
     if r.hub_api_priority_and_fairness {
         let _ = writeln!(
             md,
-            "The hub's apiserver ran with API Priority and Fairness, as production apiservers do: the hub chart's FlowSchemas              put the hub's requests in a priority level of their own and its leader Lease's renewals in `leader-election`.
+            "The hub's apiserver ran with API Priority and Fairness, as production apiservers do: the hub chart's FlowSchemas \
+             put the hub's requests in a priority level of their own and its leader Lease's renewals in `leader-election`.
 "
         );
     }
     if let Some(n) = r.hub_writes_refused {
         let _ = writeln!(
             md,
-            "The hub's leadership fence refused {n:.0} of its writes (a Lease renewal late enough that the hub could not be              sure it still led, ADR 0016).
+            "The hub's leadership fence refused {n:.0} of its writes (a Lease renewal late enough that the hub could not be \
+             sure it still led, ADR 0016).
 "
         );
     }
@@ -630,6 +632,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("ran with API Priority and Fairness"), "{md}");
+        // Continued string literals leave no run of spaces in the prose.
+        assert!(!md.contains("  "), "{md}");
         assert!(md.contains("fence refused 0 of its writes"), "{md}");
         let mut over = report();
         over.agent_end = Some(ProcReading {
