@@ -499,6 +499,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 {
                     if fresh.resource_version().as_deref() == Some(cached_rv.as_str()) {
                         // Not a stale cache: the status itself does not want this Placement.
+                        // Nothing is remembered, so any change to what the job is watched
+                        // through recomputes it.
                         tracing::warn!(
                             placement = %p.name_any(),
                             attempt = p.spec.attempt,
@@ -510,8 +512,8 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                             attempt = p.spec.attempt,
                             "not creating the placement: the job has moved on (its cached copy was stale)"
                         );
+                        ctx.stale_jobs.record(&job_key, &cached_rv, Instant::now());
                     }
-                    ctx.stale_jobs.record(&job_key, &cached_rv, Instant::now());
                     return Ok(Requeue::requeue(stale::RECHECK_AFTER));
                 }
                 ctx.stale_jobs.forget(&job_key);
