@@ -505,16 +505,14 @@ pub fn markdown(r: &AgentScaleReport) -> String {
         let _ = writeln!(
             md,
             "The hub's apiserver ran with API Priority and Fairness, as production apiservers do: the hub chart's FlowSchemas \
-             put the hub's requests in a priority level of their own and its leader Lease's renewals in `leader-election`.
-"
+             put the hub's requests in a priority level of their own and its leader Lease's renewals in `leader-election`.\n"
         );
     }
     if let Some(n) = r.hub_writes_refused {
         let _ = writeln!(
             md,
             "The hub's leadership fence refused {n:.0} of its writes (a Lease renewal late enough that the hub could not be \
-             sure it still led, ADR 0016).
-"
+             sure it still led, ADR 0016).\n"
         );
     }
     if let (Some(probe), Some(hub)) = (r.probe_end, r.hub_end) {

@@ -742,12 +742,8 @@ impl Pool {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<(), Error>>,
     {
-        let hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
-        let hub_spec = if options.api_priority_and_fairness {
-            hub_spec.with_api_priority_and_fairness()
-        } else {
-            hub_spec
-        };
+        let mut hub_spec = ClusterSpec::api_only("hub").with_controller_manager();
+        hub_spec.api_priority_and_fairness = options.api_priority_and_fairness;
         let member_specs: Vec<ClusterSpec> = plans
             .iter()
             .map(|p| {

@@ -12,7 +12,7 @@
 //! passed (in case a watch event was lost).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a copy found stale is trusted to be stale before the apiserver is asked again.
@@ -30,10 +30,7 @@ impl StaleCopies {
     /// [`RECHECK_AFTER`] before `now`, so asking the apiserver again would tell nothing new.
     /// A newer cached copy forgets the entry.
     pub fn known(&self, job: &str, resource_version: &str, now: Instant) -> bool {
-        let mut seen = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = self.seen();
         match seen.get(job) {
             Some((rv, at)) if rv == resource_version => {
                 now.saturating_duration_since(*at) < RECHECK_AFTER
@@ -48,34 +45,19 @@ impl StaleCopies {
 
     /// Records that the cached copy of `job` at `resource_version` was found stale at `now`.
     pub fn record(&self, job: &str, resource_version: &str, now: Instant) {
-        let mut seen = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = self.seen();
         seen.retain(|_, (_, at)| now.saturating_duration_since(*at) < FORGET_AFTER);
         seen.insert(job.to_string(), (resource_version.to_string(), now));
     }
 
     /// Forgets `job` (its cached copy was found current).
     pub fn forget(&self, job: &str) {
-        let mut seen = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        seen.remove(job);
+        self.seen().remove(job);
     }
 
-    /// How many jobs are remembered (for tests).
-    pub fn len(&self) -> usize {
-        match self.0.lock() {
-            Ok(g) => g.len(),
-            Err(poisoned) => poisoned.into_inner().len(),
-        }
-    }
-
-    /// Whether no job is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The map (a panic elsewhere while holding it leaves it usable: every entry is whole).
+    fn seen(&self) -> MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -102,7 +84,7 @@ mod tests {
         let t0 = Instant::now();
         s.record("ns/a", "10", t0);
         assert!(!s.known("ns/a", "11", t0));
-        assert!(s.is_empty());
+        assert!(s.seen().is_empty());
         // And the old version, should it come back, is no longer known either.
         assert!(!s.known("ns/a", "10", t0));
     }
@@ -116,7 +98,7 @@ mod tests {
         assert!(!s.known("ns/a", "10", t0));
         s.record("ns/gone", "5", t0);
         s.record("ns/b", "7", t0 + FORGET_AFTER);
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.seen().len(), 1);
         assert!(s.known("ns/b", "7", t0 + FORGET_AFTER));
     }
 }
