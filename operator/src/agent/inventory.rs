@@ -24,7 +24,7 @@ use gpufed_crds::naming::{GPU_RESOURCE, LABEL_GPU_MEMORY_MIB, LABEL_GPU_MODEL};
 use gpufed_crds::{GpuNode, NodeInventory};
 use k8s_openapi::api::core::v1::Node;
 
-use super::cached::{Container, Pod};
+use super::cached::{Container, Pod, ResourceList};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -51,17 +51,16 @@ fn count(q: &Quantity) -> Option<u32> {
     s.parse::<u32>().ok()
 }
 
-fn gpus_of(resources: Option<&BTreeMap<String, Quantity>>) -> u32 {
-    resources
-        .and_then(|r| r.get(GPU_RESOURCE))
-        .and_then(count)
-        .unwrap_or(0)
+/// The GPUs a quantity of [`GPU_RESOURCE`] counts (none when absent or not a count).
+fn gpus_of(quantity: Option<&Quantity>) -> u32 {
+    quantity.and_then(count).unwrap_or(0)
 }
 
 fn container_gpus(c: &Container) -> u32 {
     let r = c.resources.as_ref();
+    let gpus = |l: Option<&ResourceList>| gpus_of(l.and_then(|l| l.get(GPU_RESOURCE)));
     // Extended resources must have requests == limits; an unset request defaults to the limit.
-    gpus_of(r.and_then(|r| r.requests.as_ref())).max(gpus_of(r.and_then(|r| r.limits.as_ref())))
+    gpus(r.and_then(|r| r.requests.as_ref())).max(gpus(r.and_then(|r| r.limits.as_ref())))
 }
 
 /// GPUs a pod holds on its node: the larger of its containers' sum and its largest init container
@@ -214,7 +213,12 @@ pub fn node_inventory(
     telemetry: &Telemetry,
 ) -> Option<NodeInventory> {
     let name = node.metadata.name.clone()?;
-    let allocatable = gpus_of(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
+    let allocatable = gpus_of(
+        node.status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(GPU_RESOURCE)),
+    );
     if allocatable == 0 {
         return None;
     }
@@ -331,9 +335,9 @@ pub fn needs_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::cached::{PodSpec, PodStatus};
+    use crate::agent::cached::{PodSpec, PodStatus, ResourceRequirements};
     use gpufed_crds::{GpuDevice, GpuNodeSpec, GpuNodeStatus};
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, ResourceRequirements};
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
 
@@ -511,7 +515,7 @@ mod tests {
     }
 
     fn pod(node: &str, gpus: &str, phase: &str) -> Pod {
-        let res = BTreeMap::from([(GPU_RESOURCE.to_string(), Quantity(gpus.into()))]);
+        let res = ResourceList::from_iter([(GPU_RESOURCE, Quantity(gpus.into()))]);
         Pod {
             metadata: ObjectMeta::default(),
             spec: Some(PodSpec {
@@ -599,8 +603,8 @@ mod tests {
     fn an_init_container_bigger_than_the_sum_of_containers_sets_the_request() {
         let mut p = pod("h1", "1", "Running");
         let mut init = p.spec.as_ref().unwrap().containers[0].clone();
-        init.resources.as_mut().unwrap().limits = Some(BTreeMap::from([(
-            GPU_RESOURCE.into(),
+        init.resources.as_mut().unwrap().limits = Some(ResourceList::from_iter([(
+            GPU_RESOURCE,
             Quantity("4".into()),
         )]));
         p.spec.as_mut().unwrap().init_containers = Some(vec![init]);

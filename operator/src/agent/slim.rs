@@ -5,13 +5,15 @@
 //! number of pods, not their size.
 //!
 //! Kept for every pod: name, namespace, uid, deletion time, node, phase, each container's name and
-//! resources (GPUs are counted from them). Kept in addition for pods of the jobs namespace (ours):
-//! gpufed's labels and annotations and the Job controller's (the Job and completion index they
-//! belong to) and the status the reports read (conditions, each container's state, start time,
-//! reason and message: start and finish times, exit codes, termination messages, why a pod waits).
+//! GPU requests and limits (GPUs are counted from them). Kept in addition for pods of the jobs
+//! namespace (ours): the Job controller's labels (the Job and completion index they belong to) and
+//! the status the reports read (the `PodScheduled` and `Ready` conditions, each container's state,
+//! start time, reason and message: start and finish times, exit codes, termination messages, why
+//! a pod waits).
 //!
 //! The agent's own objects are trimmed too ([`job`], [`placement`]): at thousands of running jobs
-//! the caches of local Jobs, their pods and the Placements are nearly all of the agent's memory.
+//! the caches of local Jobs, their pods and the Placements are nearly all of the agent's memory
+//! (`operator/tests/agent_cache_footprint.rs` measures what each keeps).
 
 use std::collections::BTreeMap;
 
@@ -19,30 +21,52 @@ use gpufed_crds::Placement;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, PodCondition};
 use kube::api::ObjectMeta;
 
-use super::cached::{Job, Pod, PodStatus};
+use gpufed_crds::naming::GPU_RESOURCE;
+
+use super::cached::{Container, Job, Pod, PodStatus, ResourceList};
 use super::context::POD_JOB_NAME_LABEL;
 use super::report::COMPLETION_INDEX;
 
-/// Whether a label or annotation of one of our pods is one the agent reads: gpufed's own and the
-/// Job controller's job name and completion index.
-fn kept_key(key: &str) -> bool {
-    key.starts_with("gpufed.io/") || key == POD_JOB_NAME_LABEL || key == COMPLETION_INDEX
-}
+/// The labels and annotations of one of our pods that the agent reads: the Job controller's job
+/// name and completion index (both as labels since Kubernetes 1.28; the index is an annotation
+/// too, kept only where the label is missing).
+const POD_KEYS: [&str; 2] = [POD_JOB_NAME_LABEL, COMPLETION_INDEX];
 
-fn kept(map: &Option<BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
+fn kept(map: &Option<BTreeMap<String, String>>, keep: &[&str]) -> Option<BTreeMap<String, String>> {
     let kept: BTreeMap<String, String> = map
         .iter()
         .flatten()
-        .filter(|(k, _)| kept_key(k))
+        .filter(|(k, _)| keep.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     (!kept.is_empty()).then_some(kept)
 }
 
+/// The pod conditions the agent reads: `PodScheduled` (why a replica waits, whether a gang is
+/// stuck) and `Ready` (a serving replica's endpoint).
+const POD_CONDITIONS: [&str; 2] = ["PodScheduled", "Ready"];
+
 /// Trims a condition to what the reports read: no probe times, no generation.
 fn condition(c: &mut PodCondition) {
     c.last_probe_time = None;
     c.observed_generation = None;
+}
+
+/// Keeps only the GPU entries of a container's resource lists (the only ones counted).
+fn gpu_resources(c: &mut Container) {
+    if let Some(r) = c.resources.as_mut() {
+        for list in [&mut r.limits, &mut r.requests] {
+            if let Some(l) = list.as_mut() {
+                l.retain(|k| k == GPU_RESOURCE);
+            }
+            if list.as_ref().is_some_and(ResourceList::is_empty) {
+                *list = None;
+            }
+        }
+        if r.limits.is_none() && r.requests.is_none() {
+            c.resources = None;
+        }
+    }
 }
 
 /// The metadata every cached object keeps.
@@ -71,17 +95,34 @@ pub fn pod(pod: &mut Pod, jobs_namespace: &str) {
     let ours = pod.metadata.namespace.as_deref() == Some(jobs_namespace);
     let mut slim = meta(&pod.metadata, false);
     if ours {
-        slim.labels = kept(&pod.metadata.labels);
-        slim.annotations = kept(&pod.metadata.annotations);
+        slim.labels = kept(&pod.metadata.labels, &POD_KEYS);
+        let indexed = slim
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(COMPLETION_INDEX));
+        if !indexed {
+            slim.annotations = kept(&pod.metadata.annotations, &[COMPLETION_INDEX]);
+        }
     }
     pod.metadata = slim;
-    if !ours && let Some(spec) = pod.spec.as_mut() {
-        // Only the agent's own pods' gates are read (it removes its own).
-        spec.scheduling_gates = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers.iter_mut().for_each(gpu_resources);
+        spec.init_containers
+            .iter_mut()
+            .flatten()
+            .for_each(gpu_resources);
+        if !ours {
+            // Only the agent's own pods' gates are read (it removes its own).
+            spec.scheduling_gates = None;
+        }
     }
     if let Some(status) = pod.status.as_mut() {
         if ours {
-            status.conditions.iter_mut().flatten().for_each(condition);
+            if let Some(cs) = status.conditions.as_mut() {
+                cs.retain(|c| POD_CONDITIONS.contains(&c.type_.as_str()));
+                cs.iter_mut().for_each(condition);
+                cs.shrink_to_fit();
+            }
         } else {
             *status = PodStatus {
                 phase: status.phase.take(),
@@ -97,9 +138,14 @@ pub fn job(job: &mut Job) {
     job.metadata = meta(&job.metadata, true);
 }
 
-/// Trims a Placement: once the agent has acted on it (it has a phase) its pod template is never
-/// read again, and the template is most of a Placement.
+/// Trims a Placement: the metadata the agent reads (name, namespace, uid, version, deletion time,
+/// and the annotations that carry usage receipts and log requests; not the labels, which repeat
+/// the spec), and once the agent has acted on it (it has a phase) not its pod template, which is
+/// never read again and most of a Placement.
 pub fn placement(p: &mut Placement) {
+    let mut slim = meta(&p.metadata, false);
+    slim.annotations = p.metadata.annotations.take();
+    p.metadata = slim;
     if p.status.as_ref().is_some_and(|s| s.phase.is_some()) {
         p.spec.template = Default::default();
     }
@@ -143,12 +189,17 @@ mod tests {
                      "volumes": [{"name": "v", "emptyDir": {}}],
                      "containers": [{"name": "main", "image": "busybox",
                                      "env": [{"name": "A", "value": "x".repeat(2048)}],
-                                     "resources": {"limits": {"nvidia.com/gpu": "2"}}}],
+                                     "resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "1"},
+                                                   "requests": {"cpu": "1", "memory": "1Gi"}}}],
                      "initContainers": [{"name": "init", "image": "busybox",
                                          "resources": {"limits": {"nvidia.com/gpu": "3"}}}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "startTime": "2026-01-01T00:00:00Z",
                        "conditions": [{"type": "PodScheduled", "status": "True",
-                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                                      {"type": "Initialized", "status": "True"},
+                                      {"type": "Ready", "status": "True",
+                                       "lastProbeTime": "2026-01-01T00:00:01Z"},
+                                      {"type": "ContainersReady", "status": "True"}],
                        "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
                                               "ready": true, "restartCount": 0,
                                               "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}
@@ -188,16 +239,34 @@ mod tests {
         let mut ours = full.clone();
         pod(&mut ours, "gpufed-jobs");
         let labels = ours.metadata.labels.as_ref().unwrap();
-        assert_eq!(
-            labels.keys().collect::<Vec<_>>(),
-            ["batch.kubernetes.io/job-name", "gpufed.io/job-uid"]
-        );
+        assert_eq!(labels.keys().collect::<Vec<_>>(), [POD_JOB_NAME_LABEL]);
+        // The index is only an annotation here (a cluster older than 1.28), so it is kept.
         let annotations = ours.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), [COMPLETION_INDEX]);
+        assert_eq!(crate::agent::usage::pod_replica(&ours), Some(0));
         let (st, full_st) = (ours.status.as_ref().unwrap(), full.status.as_ref().unwrap());
         assert_eq!(st.start_time, full_st.start_time);
         assert_eq!(st.phase, full_st.phase);
-        assert_eq!(st.conditions, full_st.conditions);
+        let types = |st: &PodStatus| -> Vec<String> {
+            st.conditions
+                .iter()
+                .flatten()
+                .map(|c| c.type_.clone())
+                .collect()
+        };
+        assert_eq!(types(st), ["PodScheduled", "Ready"]);
+        assert_eq!(types(full_st).len(), 4);
+        let ready = &st.conditions.as_ref().unwrap()[1];
+        assert!(ready.status == "True" && ready.last_probe_time.is_none());
+        // Only the GPU entries of the resource lists are kept; a list left empty goes.
+        let res = ours.spec.as_ref().unwrap().containers[0]
+            .resources
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(res).unwrap(),
+            serde_json::json!({"limits": {"nvidia.com/gpu": "2"}})
+        );
         let (cs, full_cs) = (
             &st.container_statuses.as_ref().unwrap()[0],
             &full_st.container_statuses.as_ref().unwrap()[0],
@@ -294,5 +363,41 @@ mod tests {
         });
         placement(&mut p);
         assert!(p.spec.template.containers.is_empty());
+    }
+
+    #[test]
+    fn a_pod_with_its_index_as_a_label_keeps_no_annotation() {
+        let mut json = big_pod_json("gpufed-jobs");
+        json["metadata"]["labels"][COMPLETION_INDEX] = "3".into();
+        let mut p: Pod = serde_json::from_value(json).unwrap();
+        pod(&mut p, "gpufed-jobs");
+        assert!(p.metadata.annotations.is_none());
+        assert_eq!(
+            p.metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            [COMPLETION_INDEX, POD_JOB_NAME_LABEL]
+        );
+        assert_eq!(crate::agent::usage::pod_replica(&p), Some(3));
+    }
+
+    #[test]
+    fn a_placement_keeps_its_annotations_but_not_its_labels() {
+        let mut p = crate::agent::fixtures::placement("train", 1).build();
+        p.metadata.labels = Some(BTreeMap::from([("gpufed.io/attempt".into(), "1".into())]));
+        p.metadata.annotations = Some(BTreeMap::from([(
+            "gpufed.io/usage-receipt".into(),
+            "r".into(),
+        )]));
+        p.metadata.finalizers = Some(vec!["f".into()]);
+        let before = p.clone();
+        placement(&mut p);
+        assert!(p.metadata.labels.is_none() && p.metadata.finalizers.is_none());
+        assert_eq!(p.metadata.annotations, before.metadata.annotations);
+        assert_eq!(p.metadata.name, before.metadata.name);
+        assert_eq!(p.spec, before.spec);
     }
 }

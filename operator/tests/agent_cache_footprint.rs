@@ -1,0 +1,210 @@
+//! What the member agent's caches hold per running job: its Placement (from the hub), its local
+//! Job and its pod, each read from the JSON the API serves and trimmed as the agent's watches trim
+//! them (`agent::reflect`: managedFields cleared, then `agent::slim`). At 10,000 running jobs these
+//! three caches are most of the agent's memory (docs/benchmarks.md, "Member agent with 10,000
+//! pods"), so a field added to a cached type, or a trim lost, shows here as bytes per job.
+//!
+//! Counted with dhat's heap statistics: the bytes the objects ask the allocator for (glibc adds 8
+//! to 16 bytes per block on top, so the block count is printed too).
+
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+
+use gpufed_operator::agent::slim;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// The metadata the apiserver adds to every object: UID, version, creation time, managedFields.
+fn served(mut obj: Value, i: usize, manager: &str) -> Value {
+    let meta = &mut obj["metadata"];
+    meta["uid"] = format!("5d2f6a1c-9b3e-4c7d-8e1f-{i:012}").into();
+    meta["resourceVersion"] = format!("{}", 100_000 + i).into();
+    meta["creationTimestamp"] = "2026-12-06T17:00:00Z".into();
+    meta["generation"] = 1.into();
+    meta["managedFields"] = json!([{"manager": manager, "operation": "Apply", "apiVersion": "v1",
+        "time": "2026-12-06T17:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {"f:labels": {"f:gpufed.io/job-uid": {}}}, "f:spec": {"f:x": {}}}}]);
+    obj
+}
+
+fn job_uid(i: usize) -> String {
+    format!("9e8d7c6b-5a4f-3e2d-1c0b-{i:012}")
+}
+
+/// A running job's Placement as the hub's apiserver serves it to the agent.
+fn placement(i: usize) -> Value {
+    served(
+        json!({
+            "apiVersion": "gpufed.io/v1alpha1", "kind": "Placement",
+            "metadata": {"name": format!("{}-1", job_uid(i)), "namespace": "gpufed-member-bench",
+                "labels": {"app.kubernetes.io/managed-by": "gpufed", "gpufed.io/job-uid": job_uid(i),
+                           "gpufed.io/attempt": "1", "gpufed.io/cluster": "bench"}},
+            "spec": {"job": {"uid": job_uid(i)}, "attempt": 1, "cluster": "bench", "replicas": 1,
+                "gpusPerReplica": 1, "totalGpus": 1, "model": "H100", "minGpuMemoryMiB": 0,
+                "pricePerGpuHour": "2.40", "maxDuration": "24h",
+                "template": {"containers": [{"name": "main", "image": "registry.local/bench:1",
+                                             "command": ["sleep", "infinity"]}]}},
+            "status": {"phase": "Running", "localJob": format!("gpufed-{i:016x}-1"),
+                "activeReplicas": 1, "succeededReplicas": 0, "startTime": "2026-12-06T17:00:01Z",
+                "gpuSeconds": 120, "lastUpdateTime": "2026-12-06T17:02:01Z"}
+        }),
+        i,
+        "gpufed-hub",
+    )
+}
+
+fn job_labels(i: usize) -> Value {
+    json!({"app.kubernetes.io/managed-by": "gpufed", "gpufed.io/job-uid": job_uid(i),
+           "gpufed.io/attempt": "1", "gpufed.io/cluster": "bench",
+           "gpufed.io/placement": format!("{}-1", job_uid(i))})
+}
+
+/// Its local Job, running, as the member's apiserver serves it.
+fn job(i: usize) -> Value {
+    served(
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": format!("gpufed-{i:016x}-1"), "namespace": "gpufed-jobs",
+                "labels": job_labels(i),
+                "annotations": {"gpufed.io/max-duration-seconds": "86400",
+                                "gpufed.io/placement-namespace": "gpufed-member-bench"}},
+            "spec": {"parallelism": 1, "completions": 1, "backoffLimit": 0,
+                "activeDeadlineSeconds": 86400, "completionMode": "Indexed",
+                "template": {"metadata": {"labels": job_labels(i)},
+                    "spec": {"containers": [{"name": "main", "image": "registry.local/bench:1",
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}},
+            "status": {"active": 1, "ready": 1, "terminating": 0, "startTime": "2026-12-06T17:00:00Z",
+                "uncountedTerminatedPods": {}}
+        }),
+        i,
+        "gpufed-agent",
+    )
+}
+
+/// Its pod, running on a kwok node, as the member's apiserver serves it (Kubernetes 1.33).
+fn pod(i: usize) -> Value {
+    let job = format!("gpufed-{i:016x}-1");
+    let mut labels = job_labels(i);
+    for (k, v) in [
+        (
+            "batch.kubernetes.io/controller-uid",
+            "0b7c9f3e-2a1d-4e5f-9c8b-7a6d5e4f3c2b",
+        ),
+        ("batch.kubernetes.io/job-name", job.as_str()),
+        ("controller-uid", "0b7c9f3e-2a1d-4e5f-9c8b-7a6d5e4f3c2b"),
+        ("job-name", job.as_str()),
+        ("batch.kubernetes.io/job-completion-index", "0"),
+    ] {
+        labels[k] = v.into();
+    }
+    let condition = |t: &str| {
+        json!({"type": t, "status": "True", "lastProbeTime": null,
+                                     "lastTransitionTime": "2026-12-06T17:00:01Z"})
+    };
+    let conditions = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ]
+    .map(condition);
+    served(
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{job}-0-x7k2p"), "generateName": format!("{job}-0-"),
+                "namespace": "gpufed-jobs", "labels": labels,
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                    "uid": "0b7c9f3e-2a1d-4e5f-9c8b-7a6d5e4f3c2b", "controller": true,
+                    "blockOwnerDeletion": true}],
+                "finalizers": ["batch.kubernetes.io/job-tracking"]},
+            "spec": {"nodeName": "kwok-node-17", "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "registry.local/bench:1",
+                    "env": [{"name": "GPUFED_JOB_UID", "value": job_uid(i)}],
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "1", "memory": "1Gi"},
+                                  "requests": {"nvidia.com/gpu": "1", "cpu": "1", "memory": "1Gi"}}}]},
+            "status": {"phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.0.0.2",
+                "podIPs": [{"ip": "10.0.0.2"}], "qosClass": "Guaranteed",
+                "startTime": "2026-12-06T17:00:01Z",
+                "conditions": conditions,
+                "containerStatuses": [{"name": "main", "image": "registry.local/bench:1",
+                    "imageID": "", "containerID": "containerd://abc", "ready": true,
+                    "restartCount": 0, "started": true, "lastState": {},
+                    "state": {"running": {"startedAt": "2026-12-06T17:00:01Z"}}}]}
+        }),
+        i,
+        "kube-controller-manager",
+    )
+}
+
+/// Heap bytes and blocks per object of `n` objects made by `make` and held in `Arc`s, as a
+/// reflector's store holds them.
+fn per_object<K>(n: usize, make: impl Fn(usize) -> K) -> (usize, f64) {
+    let before = dhat::HeapStats::get();
+    let held: Vec<Arc<K>> = (0..n).map(|i| Arc::new(make(i))).collect();
+    let after = dhat::HeapStats::get();
+    let bytes = after.curr_bytes - before.curr_bytes - held.capacity() * size_of::<usize>();
+    let blocks = after.curr_blocks - before.curr_blocks - 1;
+    drop(held);
+    (bytes / n, blocks as f64 / n as f64)
+}
+
+/// `json` read as `K`, trimmed as the agent's watch trims it.
+fn cached<K: Resource + DeserializeOwned>(json: Value, slim: impl Fn(&mut K)) -> K {
+    let mut obj: K = serde_json::from_value(json).expect("the test's JSON reads as the type");
+    obj.meta_mut().managed_fields = None;
+    slim(&mut obj);
+    obj
+}
+
+#[test]
+fn a_running_job_costs_the_agents_caches_a_few_kilobytes() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    const N: usize = 500;
+    let rows = [
+        (
+            "Placement",
+            per_object(N, |i| cached(placement(i), slim::placement)),
+            per_object(N, |i| {
+                cached(placement(i), |_: &mut gpufed_crds::Placement| {})
+            }),
+        ),
+        (
+            "local Job",
+            per_object(N, |i| cached(job(i), slim::job)),
+            per_object(N, |i| {
+                cached(job(i), |_: &mut k8s_openapi::api::batch::v1::Job| {})
+            }),
+        ),
+        (
+            "pod",
+            per_object(N, |i| cached(pod(i), |p| slim::pod(p, "gpufed-jobs"))),
+            per_object(N, |i| {
+                cached(pod(i), |_: &mut k8s_openapi::api::core::v1::Pod| {})
+            }),
+        ),
+    ];
+    let mut total = 0;
+    for (what, (bytes, blocks), (api_bytes, _)) in rows {
+        println!(
+            "{what}: {bytes} bytes in {blocks:.1} blocks cached; {api_bytes} bytes as the API type without managedFields"
+        );
+        assert!(bytes < api_bytes, "{what}: {bytes} cached vs {api_bytes}");
+        total += bytes;
+    }
+    println!("per running job: {total} bytes");
+    // Measured when written: 1,401 + 2,088 + 2,206 = 5,695 bytes in 59 blocks (8,924 in 93
+    // before Placements lost their labels and pods all but the GPU entries of their resource
+    // lists, the conditions and labels the agent does not read and `lastState`). A tenth more
+    // fails.
+    assert!(
+        total <= 6_265,
+        "the caches hold {total} bytes per running job"
+    );
+}
