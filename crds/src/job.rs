@@ -487,8 +487,10 @@ pub struct AttemptRecord {
     #[schemars(length(max = 64))]
     pub planned_nodes: Vec<PlannedNode>,
     /// Escrow state of this attempt (pools with a chain).
+    // Boxed, like `offer`: the hub caches every job's attempts, and inline these two would be 472
+    // of an attempt's 832 bytes in memory even where they are absent (a pool without a chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settlement: Option<Settlement>,
+    pub settlement: Option<Box<Settlement>>,
     /// The member's GPUs were not verified when this attempt was placed (the job set
     /// `spec.allowUnverified`, ADR 0031).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -502,7 +504,7 @@ pub struct AttemptRecord {
     /// digest and recover the wallet that asked the price. Absent where the member was priced by
     /// the admin's `spec.prices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offer: Option<crate::offer::SignedOffer>,
+    pub offer: Option<Box<crate::offer::SignedOffer>>,
 }
 
 /// Replicas the hub planned on one node.

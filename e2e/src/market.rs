@@ -216,7 +216,8 @@ pub fn settlement(j: &ComputeJob, attempt: u32) -> Option<Settlement> {
         .iter()
         .find(|a| a.attempt == attempt)?
         .settlement
-        .clone()
+        .as_deref()
+        .cloned()
 }
 
 /// Whether attempt 1 of `j` is recorded as settled.

@@ -118,7 +118,7 @@ async fn placed(c: &Client, name: &str) -> (String, Option<SignedOffer>) {
     .await
     .unwrap();
     let a = j.status.unwrap().attempts.remove(0);
-    (a.price_per_gpu_hour.to_string(), a.offer)
+    (a.price_per_gpu_hour.to_string(), a.offer.map(|o| *o))
 }
 
 /// The wallet that signed `proof` for alpha in `d`, from the proof alone.

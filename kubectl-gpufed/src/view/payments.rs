@@ -251,7 +251,7 @@ mod tests {
     fn paid_job() -> ComputeJob {
         let mut j = running_job();
         let st = j.status.as_mut().unwrap();
-        st.attempts[0].settlement = Some(Settlement {
+        st.attempts[0].settlement = Some(Box::new(Settlement {
             state: SettlementState::Settled,
             job_id: format!("0x{}", "11".repeat(32)),
             locked: Some("19.20".parse().unwrap()),
@@ -261,14 +261,14 @@ mod tests {
             settle_tx: Some(format!("0x{}", "bb".repeat(32))),
             message: None,
             ..Default::default()
-        });
-        st.attempts[1].settlement = Some(Settlement {
+        }));
+        st.attempts[1].settlement = Some(Box::new(Settlement {
             state: SettlementState::Locked,
             job_id: format!("0x{}", "22".repeat(32)),
             locked: Some("24.00".parse().unwrap()),
             lock_tx: Some(format!("0x{}", "cc".repeat(32))),
             ..Default::default()
-        });
+        }));
         j
     }
 

@@ -415,7 +415,7 @@ fn no_placement_is_written_before_the_escrow_holds_the_funds() {
     let mut j = placed(1, "alpha", AttemptPhase::Placed);
     j.spec.max_price_per_gpu_hour = Some("3".parse().unwrap());
     j.status.as_mut().unwrap().attempts[0].settlement =
-        Some(crate::hub::settlement::unfunded("0xab".into()));
+        Some(Box::new(crate::hub::settlement::unfunded("0xab".into())));
     let w = World {
         pool_has_chain: true,
         payer: Some(
@@ -1007,11 +1007,11 @@ fn placements_record_telemetry_only_in_pools_that_check_usage_and_never_for_serv
 #[test]
 fn a_finished_job_is_at_rest_only_once_every_attempts_money_is() {
     let settled = |state| {
-        Some(gpufed_crds::Settlement {
+        Some(Box::new(gpufed_crds::Settlement {
             state,
             job_id: "0x01".into(),
             ..Default::default()
-        })
+        }))
     };
     let mut j = placed(2, "beta", AttemptPhase::Succeeded);
     assert!(!at_rest(j.status.as_ref().unwrap()), "not finished yet");

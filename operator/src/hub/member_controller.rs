@@ -886,9 +886,11 @@ mod tests {
         use gpufed_crds::{AttemptPhase, AttemptRecord, ComputeJobStatus, Settlement};
         let attempt = |cluster: &str, phase: AttemptPhase, state: Option<SettlementState>| {
             let mut a = record(1, cluster, phase);
-            a.settlement = state.map(|state| Settlement {
-                state,
-                ..Default::default()
+            a.settlement = state.map(|state| {
+                Box::new(Settlement {
+                    state,
+                    ..Default::default()
+                })
             });
             a
         };

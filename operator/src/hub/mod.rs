@@ -69,11 +69,29 @@ const SUBSCRIBER_BUFFER: usize = 1024;
 
 /// What the hub's cache keeps of an object's metadata: no managedFields and no kubectl
 /// last-applied copy (the hub reads neither, and they are most of a small object's size).
-fn slim_meta(meta: &mut kube::api::ObjectMeta) {
+pub fn slim_meta(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+}
+
+/// What the hub's cache keeps of a ComputeJob (after [`slim_meta`]): a finished job never gets
+/// another Placement, so its pod template is not kept, unless a result check still has to copy it
+/// into a run or compare a run with it (ADR 0034).
+pub fn slim_job(j: &mut ComputeJob) {
+    if j.status.as_ref().is_some_and(|s| s.phase.is_finished()) && !result_check::needs_template(j)
+    {
+        j.spec.template = Default::default();
+    }
+}
+
+/// What the hub's cache keeps of a Placement (after [`slim_meta`]): not its pod template, which
+/// the hub wrote and never reads back, nor its labels, which repeat the spec (the hub finds a
+/// job's Placements by `spec.job.uid`; it selects by label only in requests to the apiserver).
+pub fn slim_placement(p: &mut Placement) {
+    p.spec.template = Default::default();
+    p.metadata.labels = None;
 }
 
 /// One watch of a kind, shared by the cache (`Store`) and `subscribers` controller streams.
@@ -184,15 +202,7 @@ fn start_stores(
         Api::<ComputeJob>::all(client.clone()),
         all(),
         1,
-        |j: &mut ComputeJob| {
-            // A finished job never gets another Placement: its pod template is not needed, unless
-            // a result check still has to copy it into a run or compare a run with it (ADR 0034).
-            if j.status.as_ref().is_some_and(|s| s.phase.is_finished())
-                && !result_check::needs_template(j)
-            {
-                j.spec.template = Default::default();
-            }
-        },
+        slim_job,
         move |j: &ComputeJob| {
             add_uid.insert(j);
             if scheduling::is_queued(j) {
@@ -205,8 +215,7 @@ fn start_stores(
         Api::<Placement>::all(client.clone()),
         all(),
         1,
-        // The hub wrote the template and never reads it back.
-        |p: &mut Placement| p.spec.template = Default::default(),
+        slim_placement,
         |_: &Placement| {},
         |_: &Placement| {},
     )?;

@@ -1139,10 +1139,13 @@ pub fn placed_status(
                 replicas: *replicas,
             })
             .collect(),
-        settlement: has_chain
-            .then(|| crate::hub::settlement::unfunded(chain_job_id_hex(&uid, attempt))),
+        settlement: has_chain.then(|| {
+            Box::new(crate::hub::settlement::unfunded(chain_job_id_hex(
+                &uid, attempt,
+            )))
+        }),
         unverified_member: false,
-        offer,
+        offer: offer.map(Box::new),
         usage_check: None,
     });
     conditions::set_condition(

@@ -1060,12 +1060,12 @@ mod tests {
             (3, SettlementState::Settled, "0.25"),
         ] {
             st.attempts.push(gpufed_crds::AttemptRecord {
-                settlement: Some(Settlement {
+                settlement: Some(Box::new(Settlement {
                     state,
                     job_id: "0x".into(),
                     paid: Some(paid.parse().unwrap()),
                     ..Default::default()
-                }),
+                })),
                 ..record(n, AttemptPhase::Succeeded)
             });
         }

@@ -197,11 +197,13 @@ fn paid_job(
                 |(i, (cluster, placed, finished, paid))| gpufed_crds::AttemptRecord {
                     placed_time: Some(at(*placed)),
                     finish_time: finished.map(at),
-                    settlement: paid.map(|p| Settlement {
-                        state: SettlementState::Settled,
-                        job_id: "0x00".into(),
-                        paid: Some(tok(p)),
-                        ..Default::default()
+                    settlement: paid.map(|p| {
+                        Box::new(Settlement {
+                            state: SettlementState::Settled,
+                            job_id: "0x00".into(),
+                            paid: Some(tok(p)),
+                            ..Default::default()
+                        })
                     }),
                     ..attempt(i as u32 + 1, cluster, AttemptPhase::Succeeded)
                 },

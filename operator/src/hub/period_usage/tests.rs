@@ -99,12 +99,12 @@ fn spend_is_the_lock_until_settled_then_what_was_paid() {
         true,
     )[0];
     assert_eq!(u.spend, [24 * TOKEN; 3]);
-    a.settlement = Some(Settlement {
+    a.settlement = Some(Box::new(Settlement {
         state: SettlementState::Settled,
         locked: Some(TokenAmount::from_atto(24 * TOKEN)),
         paid: Some(TokenAmount::from_atto(5 * TOKEN)),
         ..Settlement::default()
-    });
+    }));
     a.phase = AttemptPhase::Succeeded;
     let u = &job_usage(
         &with_attempts(vec![a.clone()], JobPhase::Succeeded),

@@ -187,12 +187,12 @@ fn a_deleted_job_counts_what_it_paid_not_its_lock_and_nothing_for_a_lock_never_m
     settled.state = SettlementState::Settled;
     settled.locked = Some(TokenAmount::from_atto(12 * TOKEN));
     settled.paid = Some(TokenAmount::from_atto(4 * TOKEN));
-    st.attempts[0].settlement = Some(settled);
+    st.attempts[0].settlement = Some(Box::new(settled));
     // A second attempt that never locked its funds: the deleted job will not lock them now.
     let mut second = st.attempts[0].clone();
     second.attempt = 2;
     second.gpu_seconds = 0;
-    second.settlement = Some(crate::hub::settlement::unfunded("2".into()));
+    second.settlement = Some(Box::new(crate::hub::settlement::unfunded("2".into())));
     st.attempts.push(second);
     let mut ledger = vec![];
     assert!(retire(&mut ledger, &p, &j, NOW));
