@@ -9,8 +9,9 @@
 
 #![allow(clippy::expect_used)]
 
-use std::sync::Arc;
+mod footprint;
 
+use footprint::per_object;
 use gpufed_operator::agent::slim;
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -143,24 +144,9 @@ fn pod(i: usize) -> Value {
     )
 }
 
-/// Heap bytes and blocks per object of `n` objects made by `make` and held in `Arc`s, as a
-/// reflector's store holds them.
-fn per_object<K>(n: usize, make: impl Fn(usize) -> K) -> (usize, f64) {
-    let before = dhat::HeapStats::get();
-    let held: Vec<Arc<K>> = (0..n).map(|i| Arc::new(make(i))).collect();
-    let after = dhat::HeapStats::get();
-    let bytes = after.curr_bytes - before.curr_bytes - held.capacity() * size_of::<usize>();
-    let blocks = after.curr_blocks - before.curr_blocks - 1;
-    drop(held);
-    (bytes / n, blocks as f64 / n as f64)
-}
-
-/// `json` read as `K`, trimmed as the agent's watch trims it.
+/// `json` read as `K`, trimmed as the agent's watches trim it (`agent::reflect`).
 fn cached<K: Resource + DeserializeOwned>(json: Value, slim: impl Fn(&mut K)) -> K {
-    let mut obj: K = serde_json::from_value(json).expect("the test's JSON reads as the type");
-    obj.meta_mut().managed_fields = None;
-    slim(&mut obj);
-    obj
+    footprint::cached(json, |m| m.managed_fields = None, slim)
 }
 
 #[test]

@@ -10,8 +10,9 @@
 
 #![allow(clippy::expect_used)]
 
-use std::sync::Arc;
+mod footprint;
 
+use footprint::per_object;
 use gpufed_crds::ComputeJob;
 use gpufed_operator::hub;
 use kube::Resource;
@@ -118,24 +119,9 @@ fn placement(i: usize, finished: bool) -> Value {
     p
 }
 
-/// Heap bytes and blocks per object of `n` objects made by `make` and held in `Arc`s, as a
-/// reflector's store holds them.
-fn per_object<K>(n: usize, make: impl Fn(usize) -> K) -> (usize, f64) {
-    let before = dhat::HeapStats::get();
-    let held: Vec<Arc<K>> = (0..n).map(|i| Arc::new(make(i))).collect();
-    let after = dhat::HeapStats::get();
-    let bytes = after.curr_bytes - before.curr_bytes - held.capacity() * size_of::<usize>();
-    let blocks = after.curr_blocks - before.curr_blocks - 1;
-    drop(held);
-    (bytes / n, blocks as f64 / n as f64)
-}
-
-/// `json` read as `K`, trimmed as the hub's watch trims it.
+/// `json` read as `K`, trimmed as the hub's watches trim it (`hub::watch_shared`).
 fn cached<K: Resource + DeserializeOwned>(json: Value, slim: impl Fn(&mut K)) -> K {
-    let mut obj: K = serde_json::from_value(json).expect("the test's JSON reads as the type");
-    hub::slim_meta(obj.meta_mut());
-    slim(&mut obj);
-    obj
+    footprint::cached(json, hub::slim_meta, slim)
 }
 
 #[test]
