@@ -20,7 +20,12 @@
 //! them as soon as they are free. Its wait, once it holds, is bounded by the longest remaining
 //! `maxDuration` of the attempts on its held nodes, plus one pass. The holder is chosen in fair
 //! order, not by age, so holding never hands a full pool back to first come, first served: in a
-//! full pool the next free GPUs go to the job fair share would pick anyway.
+//! full pool the next free GPUs go to the job fair share would pick anyway. A job of one GPU never
+//! holds: a GPU frees whole, so no stream of small jobs can take part of what it needs, and fair
+//! order alone serves it. Holding for it would only let it take a GPU out of fair order whenever
+//! the shares moved after the hold was chosen (a decision write that lost a race and gave its GPU
+//! back: the next pass handed that GPU to the holder, not to the namespace now furthest below its
+//! share).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -238,9 +243,12 @@ pub fn schedule_batch_fair(
                     .entry(a.model.clone())
                     .or_default() += job.total_gpus();
             }
-            Decision::NoFit(_) if hold.is_none() && looked < HOLDER_CANDIDATES => {
-                // The first job in this order that fits no free node but would fit an empty pool
-                // holds the nodes it would use there, for the rest of the pass and the next ones.
+            Decision::NoFit(_)
+                if hold.is_none() && looked < HOLDER_CANDIDATES && job.total_gpus() > 1 =>
+            {
+                // The first job of more than one GPU in this order that fits no free node but
+                // would fit an empty pool holds the nodes it would use there, for the rest of the
+                // pass and the next ones.
                 looked += 1;
                 let empty = empty.get_or_insert_with(|| emptied(clusters));
                 if let Some(h) = hold_for(job, quotas, empty, policy)? {

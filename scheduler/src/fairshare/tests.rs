@@ -25,6 +25,18 @@ fn backlog(ns: &str, n: u64, first_order: u64) -> Vec<JobRequest> {
         .collect()
 }
 
+/// `backlog` of jobs of `gpus` GPUs each.
+fn backlog_of(ns: &str, n: u64, first_order: u64, gpus: u32) -> Vec<JobRequest> {
+    (0..n)
+        .map(|i| {
+            job(&format!("{ns}/j{i}"))
+                .gpus(gpus)
+                .order(first_order + i)
+                .build()
+        })
+        .collect()
+}
+
 fn run(
     jobs: &[JobRequest],
     clusters: &[ClusterState],
@@ -136,7 +148,7 @@ fn a_gang_that_fits_no_free_node_holds_the_node_it_would_empty() {
 
 #[test]
 fn a_holder_whose_node_has_emptied_is_placed_before_anyone_else() {
-    let mut jobs = backlog("team-b", 8, 0);
+    let mut jobs = backlog_of("team-b", 8, 0, 2);
     jobs.push(job("team-a/big").gpus(8).order(99).build());
     let usage = [Usage {
         namespace: "team-a".into(),
@@ -159,8 +171,8 @@ fn a_holder_whose_node_has_emptied_is_placed_before_anyone_else() {
 #[test]
 fn in_a_full_pool_the_hold_goes_to_the_lowest_share_not_the_oldest_job() {
     // team-b's jobs are older, but team-b holds 6 GPUs and team-a none.
-    let mut jobs = backlog("team-b", 3, 0);
-    jobs.extend(backlog("team-a", 3, 100));
+    let mut jobs = backlog_of("team-b", 3, 0, 2);
+    jobs.extend(backlog_of("team-a", 3, 100, 2));
     let usage = [Usage {
         namespace: "team-b".into(),
         model: "H100".into(),
@@ -174,6 +186,56 @@ fn in_a_full_pool_the_hold_goes_to_the_lowest_share_not_the_oldest_job() {
     ];
     let pass = run(&jobs, &clusters, &FairShare::default(), &usage, None);
     assert_eq!(pass.hold.map(|h| h.job).as_deref(), Some("team-a/j0"));
+}
+
+#[test]
+fn a_one_gpu_job_never_holds_so_a_gpu_given_back_goes_in_fair_order() {
+    // Twelve waiting one-GPU jobs, team-b's older and weighing 2; six GPUs appear.
+    let mut jobs = backlog("team-b", 6, 0);
+    jobs.extend(backlog("team-a", 6, 100));
+    let fair = FairShare {
+        weights: [("team-b".to_string(), 2)].into(),
+    };
+    let first = run(&jobs, &pool(1, 6), &fair, &[], None);
+    let got = placed_per_namespace(&first);
+    assert_eq!((got["team-a"], got["team-b"]), (2, 4));
+    // The pool is full and every job waiting needs one GPU: nobody holds.
+    assert!(first.hold.is_none(), "{:?}", first.hold);
+    // team-b/j3's decision is not written (its write lost a race), so its GPU is free again in
+    // the next pass: team-b (3 GPUs at weight 2) is further below its share than team-a (2 at
+    // weight 1), so the GPU goes back to team-b, not to a holder of team-a.
+    let placed: Vec<&str> = first
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Place(_)))
+        .map(|(k, _)| k.as_str())
+        .filter(|k| *k != "team-b/j3")
+        .collect();
+    let usage: Vec<Usage> = placed
+        .iter()
+        .map(|k| Usage {
+            namespace: namespace_of(k).to_string(),
+            model: "H100".into(),
+            gpus: 1,
+        })
+        .collect();
+    let waiting: Vec<JobRequest> = jobs
+        .iter()
+        .filter(|j| !placed.contains(&j.key.as_str()))
+        .cloned()
+        .collect();
+    let mut one_free = pool(1, 6);
+    one_free[0].nodes[0].free_gpus = 1;
+    // As the hub does, the pass is given the previous pass's holder (none).
+    let holder = first.hold.as_ref().map(|h| h.job.as_str());
+    let second = run(&waiting, &one_free, &fair, &usage, holder);
+    let now: Vec<&str> = second
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Place(_)))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(now, ["team-b/j3"]);
 }
 
 #[test]
