@@ -9,12 +9,19 @@ fn pool(nodes: u32, gpus: u32) -> Vec<ClusterState> {
     vec![c.build()]
 }
 
+/// The keys of the jobs `pass` placed, in its order.
+fn placed(pass: &FairPass) -> Vec<&str> {
+    pass.decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Place(_)))
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
+
 fn placed_per_namespace(pass: &FairPass) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for (key, d) in &pass.decisions {
-        if matches!(d, Decision::Place(_)) {
-            *out.entry(namespace_of(key).to_string()).or_default() += 1;
-        }
+    for key in placed(pass) {
+        *out.entry(namespace_of(key).to_string()).or_default() += 1;
     }
     out
 }
@@ -204,14 +211,11 @@ fn a_one_gpu_job_never_holds_so_a_gpu_given_back_goes_in_fair_order() {
     // team-b/j3's decision is not written (its write lost a race), so its GPU is free again in
     // the next pass: team-b (3 GPUs at weight 2) is further below its share than team-a (2 at
     // weight 1), so the GPU goes back to team-b, not to a holder of team-a.
-    let placed: Vec<&str> = first
-        .decisions
-        .iter()
-        .filter(|(_, d)| matches!(d, Decision::Place(_)))
-        .map(|(k, _)| k.as_str())
+    let written: Vec<&str> = placed(&first)
+        .into_iter()
         .filter(|k| *k != "team-b/j3")
         .collect();
-    let usage: Vec<Usage> = placed
+    let usage: Vec<Usage> = written
         .iter()
         .map(|k| Usage {
             namespace: namespace_of(k).to_string(),
@@ -221,7 +225,7 @@ fn a_one_gpu_job_never_holds_so_a_gpu_given_back_goes_in_fair_order() {
         .collect();
     let waiting: Vec<JobRequest> = jobs
         .iter()
-        .filter(|j| !placed.contains(&j.key.as_str()))
+        .filter(|j| !written.contains(&j.key.as_str()))
         .cloned()
         .collect();
     let mut one_free = pool(1, 6);
@@ -229,13 +233,7 @@ fn a_one_gpu_job_never_holds_so_a_gpu_given_back_goes_in_fair_order() {
     // As the hub does, the pass is given the previous pass's holder (none).
     let holder = first.hold.as_ref().map(|h| h.job.as_str());
     let second = run(&waiting, &one_free, &fair, &usage, holder);
-    let now: Vec<&str> = second
-        .decisions
-        .iter()
-        .filter(|(_, d)| matches!(d, Decision::Place(_)))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    assert_eq!(now, ["team-b/j3"]);
+    assert_eq!(placed(&second), ["team-b/j3"]);
 }
 
 #[test]
