@@ -413,6 +413,25 @@ async fn money(
 }
 
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
+    // A job at rest is cached trimmed (`hub::slim_job`): it has nothing left to do, so it waits
+    // for a change; an edit to it is reconciled from the whole job, read from the apiserver, since
+    // a status computed from the trimmed copy would drop what the copy lacks.
+    let job = if crate::hub::at_rest_in_cache(&job) {
+        let observed = job.status.as_ref().and_then(|s| s.observed_generation);
+        if observed == job.metadata.generation {
+            return Ok(Requeue::await_change());
+        }
+        let whole = Api::<ComputeJob>::namespaced(
+            ctx.client.clone(),
+            job.metadata.namespace.as_deref().unwrap_or_default(),
+        )
+        .get(&job.name_any())
+        .await
+        .map_err(Error::kube(format!("reading ComputeJob {}", key(&job))))?;
+        Arc::new(whole)
+    } else {
+        job
+    };
     // A cached copy the apiserver already showed stale (a 409, or a read before a Placement)
     // would compute the same outdated change again: wait for the watch to bring the newer one.
     let job_key = key(&job);

@@ -1038,3 +1038,109 @@ fn a_finished_job_is_at_rest_only_once_every_attempts_money_is() {
         assert!(at_rest(st), "{done:?} is at rest");
     }
 }
+
+#[test]
+fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_same() {
+    use crate::hub::{at_rest_in_cache, slim_job};
+    use std::sync::Arc;
+    let running = placed(2, "alpha", AttemptPhase::Running);
+    let done = PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds: 120,
+        start_time: Some(at(20)),
+        finish_time: Some(at(50)),
+        ..Default::default()
+    };
+    let mut j = running.clone();
+    j.metadata.namespace = Some("team-a".into());
+    j.metadata.generation = Some(1);
+    let mut st = reconcile(&j, &world_ready(Some(Some(done))), &at(51)).status;
+    st.payer = Some(
+        "0x00000000000000000000000000000000000000aa"
+            .parse()
+            .unwrap(),
+    );
+    st.attempts[1].settlement = Some(Box::new(gpufed_crds::Settlement {
+        state: SettlementState::Settled,
+        job_id: "0x01".into(),
+        paid: Some("0.08".parse().unwrap()),
+        ..Default::default()
+    }));
+    st.attempts[0].message = Some("the member stopped heartbeating".into());
+    j.status = Some(st);
+    assert!(at_rest(j.status.as_ref().unwrap()));
+    assert!(at_rest_in_cache(&j));
+
+    let mut cached = j.clone();
+    slim_job(&mut cached);
+    assert!(
+        at_rest_in_cache(&cached),
+        "the trimmed copy still reads as at rest"
+    );
+    let st = cached.status.as_ref().unwrap();
+    assert!(st.conditions.is_empty() && st.explanation.is_none() && st.placement.is_none());
+    assert!(
+        st.attempts
+            .iter()
+            .all(|a| a.message.is_none() && a.planned_nodes.is_empty())
+    );
+    assert_eq!(
+        st.observed_generation,
+        Some(1),
+        "an edit is still told apart"
+    );
+
+    // Quotas, the quota ledger, reputation, compensation and a leaving member's count read the
+    // same from the trimmed copy.
+    let period = |j: &ComputeJob| crate::hub::period_usage::job_usage(j, 60, true);
+    assert_eq!(period(&j), period(&cached));
+    let retired = |j: &ComputeJob| crate::hub::period_usage::retired_usage(j, 60, true);
+    assert_eq!(retired(&j), retired(&cached));
+    let starts: std::collections::HashMap<String, i64> =
+        [("alpha".to_string(), 0), ("old1".to_string(), 0)].into();
+    let (whole, trimmed) = (vec![Arc::new(j.clone())], vec![Arc::new(cached.clone())]);
+    assert_eq!(
+        crate::hub::reputation::tally(&whole, &starts),
+        crate::hub::reputation::tally(&trimmed, &starts)
+    );
+    let provider: gpufed_crds::EvmAddress = "0x00000000000000000000000000000000000000bb"
+        .parse()
+        .unwrap();
+    let harmed = |jobs: &[Arc<ComputeJob>]| {
+        crate::hub::slashing::harmed(jobs, "alpha", &provider, None, &at(100))
+    };
+    assert_eq!(harmed(&whole), harmed(&trimmed));
+    assert!(!harmed(&whole).is_empty(), "the paid attempt is counted");
+    let on = |jobs: &[Arc<ComputeJob>]| crate::hub::member_controller::attempts_on(jobs, "alpha");
+    assert_eq!(on(&whole), on(&trimmed));
+
+    // Kept whole: a job whose money is in flight, one with a result check, the hub's challenges.
+    let mut busy = j.clone();
+    busy.status.as_mut().unwrap().attempts[1]
+        .settlement
+        .as_mut()
+        .unwrap()
+        .state = SettlementState::Settling;
+    let mut checked = j.clone();
+    checked.spec.result_check = Some(Default::default());
+    let mut challenge = j.clone();
+    challenge.metadata.namespace = Some(gpufed_crds::naming::HUB_JOBS_NAMESPACE.into());
+    for (what, whole) in [
+        ("busy", busy),
+        ("checked", checked),
+        ("challenge", challenge),
+    ] {
+        assert!(!at_rest_in_cache(&whole), "{what}");
+        let mut copy = whole.clone();
+        slim_job(&mut copy);
+        assert_eq!(
+            copy.status.as_ref().unwrap().conditions,
+            whole.status.as_ref().unwrap().conditions,
+            "{what}"
+        );
+    }
+    // Neither a job in progress.
+    let mut copy = running.clone();
+    slim_job(&mut copy);
+    assert_eq!(copy, running);
+}

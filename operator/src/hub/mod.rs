@@ -78,12 +78,44 @@ pub fn slim_meta(meta: &mut kube::api::ObjectMeta) {
 
 /// What the hub's cache keeps of a ComputeJob (after [`slim_meta`]): a finished job never gets
 /// another Placement, so its pod template is not kept, unless a result check still has to copy it
-/// into a run or compare a run with it (ADR 0034).
+/// into a run or compare a run with it (ADR 0034). A job at rest ([`at_rest_in_cache`]) is kept
+/// with only what is read of finished jobs: its attempts' accounting (member, phase, reason,
+/// times, GPU-seconds, exits, money) for quotas, reputation, compensation and the quota ledger;
+/// not its conditions, explanation, message, Placement reference or endpoint, nor its attempts'
+/// messages and planned nodes, which are read only of jobs in progress.
 pub fn slim_job(j: &mut ComputeJob) {
+    let at_rest = at_rest_in_cache(j);
     if j.status.as_ref().is_some_and(|s| s.phase.is_finished()) && !result_check::needs_template(j)
     {
         j.spec.template = Default::default();
     }
+    if !at_rest {
+        return;
+    }
+    if let Some(st) = j.status.as_mut() {
+        st.conditions = Vec::new();
+        st.explanation = None;
+        st.message = None;
+        st.placement = None;
+        st.endpoint = None;
+        for a in &mut st.attempts {
+            a.message = None;
+            a.planned_nodes = Vec::new();
+        }
+    }
+}
+
+/// Whether the hub's cache holds `j` trimmed by [`slim_job`] to what is read of a finished job:
+/// it finished with every attempt's money at rest ([`lifecycle::at_rest`]), has no result check
+/// (the check compares runs' statuses), and is not one of the hub's own challenges (whose verdict
+/// reads its attempts' messages). What decides it is kept in the trimmed copy, so the predicate
+/// answers the same for it. Nothing computes a status to write from such a copy: the job
+/// controller reads the whole job from the apiserver first, and only when the job was edited.
+pub fn at_rest_in_cache(j: &ComputeJob) -> bool {
+    j.status.as_ref().is_some_and(lifecycle::at_rest)
+        && j.spec.result_check.is_none()
+        && !result_check::needs_template(j)
+        && !challenges::is_hub_job(j)
 }
 
 /// What the hub's cache keeps of a Placement (after [`slim_meta`]): not its pod template, which
