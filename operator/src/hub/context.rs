@@ -140,9 +140,27 @@ impl Stores {
         .cloned()
     }
 
-    /// Every Placement of the job with `uid`.
-    pub fn placements_of(&self, uid: &str) -> Vec<Arc<Placement>> {
-        self.placements.state_filter(|p| p.spec.job.uid == uid)
+    /// The cached Placements of the attempts `status` records for the job with `uid`: each
+    /// attempt's Placement is named in its record and lives in its member's namespace, and the
+    /// hub writes a Placement only after the attempt's record (ADRs 0008, 0015), so these are every
+    /// Placement of the job the cache holds. One lookup per attempt, where a scan of every
+    /// cached Placement cost each job reconcile time in proportion to all Placements.
+    pub fn attempt_placements(
+        &self,
+        uid: &str,
+        status: Option<&gpufed_crds::ComputeJobStatus>,
+    ) -> Vec<Arc<Placement>> {
+        status
+            .into_iter()
+            .flat_map(|s| s.attempts.iter())
+            .filter_map(|a| {
+                self.placement(
+                    &gpufed_crds::naming::member_namespace(&a.cluster),
+                    &a.placement,
+                )
+            })
+            .filter(|p| p.spec.job.uid == uid)
+            .collect()
     }
 }
 
@@ -509,6 +527,92 @@ mod tests {
         assert!(uids.get("uid-1", &store).is_none());
         assert_eq!(uids.len(), 1);
         assert_eq!(uids.get("uid-2", &store).unwrap().name, "train");
+    }
+
+    #[test]
+    fn a_jobs_placements_are_looked_up_through_its_attempt_records() {
+        use gpufed_crds::AttemptPhase;
+        use gpufed_crds::testing::attempt;
+        use kube::runtime::reflector::store;
+        use kube::runtime::watcher::Event;
+        let (placements, mut writer) = store::<Placement>();
+        let stores = Stores {
+            jobs: store().0,
+            job_uids: JobUids::default(),
+            members: store().0,
+            pools: store().0,
+            bonds: store().0,
+            placements,
+            leases: store().0,
+            offers: store().0,
+        };
+        let with_uid = |uid: &str, attempts: Vec<gpufed_crds::AttemptRecord>| {
+            let mut j = job("train").build();
+            j.metadata.uid = Some(uid.into());
+            j.status = Some(ComputeJobStatus {
+                attempt: attempts.len() as u32,
+                attempts,
+                ..Default::default()
+            });
+            j
+        };
+        let j = with_uid(
+            "uid-1",
+            vec![
+                attempt(1, "alpha", AttemptPhase::Lost),
+                attempt(2, "beta", AttemptPhase::Running),
+            ],
+        );
+        let st = j.status.as_ref().unwrap();
+        for rec in &st.attempts {
+            let p = crate::hub::lifecycle::placement_for(&j, rec, None);
+            writer.apply_watcher_event(&Event::Apply(p));
+        }
+        // Another job's Placement, under the name this job records for attempt 1 but elsewhere,
+        // and under its own name in alpha's namespace.
+        let other = with_uid("uid-2", vec![attempt(1, "gamma", AttemptPhase::Running)]);
+        let mut moved = attempt(1, "gamma", AttemptPhase::Running);
+        moved.placement = "p7".into();
+        for rec in [&other.status.as_ref().unwrap().attempts[0], &moved] {
+            let p = crate::hub::lifecycle::placement_for(&other, rec, None);
+            writer.apply_watcher_event(&Event::Apply(p));
+        }
+        let names = |found: Vec<Arc<Placement>>| {
+            found
+                .iter()
+                .map(|p| {
+                    (
+                        p.namespace().unwrap_or_default(),
+                        p.name_any(),
+                        p.spec.attempt,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let alpha = gpufed_crds::naming::member_namespace("alpha");
+        let beta = gpufed_crds::naming::member_namespace("beta");
+        assert_eq!(
+            names(stores.attempt_placements("uid-1", Some(st))),
+            vec![
+                (alpha.clone(), "p1".into(), 1),
+                (beta.clone(), "p2".into(), 2)
+            ]
+        );
+        // A record naming a Placement the cache holds for another job finds nothing.
+        let wrong = with_uid("uid-3", vec![attempt(1, "gamma", AttemptPhase::Running)]);
+        assert!(
+            stores
+                .attempt_placements("uid-3", wrong.status.as_ref())
+                .is_empty()
+        );
+        assert!(stores.attempt_placements("uid-1", None).is_empty());
+        // A Placement gone from the cache is not found.
+        let p1 = crate::hub::lifecycle::placement_for(&j, &st.attempts[0], None);
+        writer.apply_watcher_event(&Event::Delete(p1));
+        assert_eq!(
+            names(stores.attempt_placements("uid-1", Some(st))),
+            vec![(beta, "p2".into(), 2)]
+        );
     }
 
     fn on(cluster: &str, phase: JobPhase) -> Arc<ComputeJob> {

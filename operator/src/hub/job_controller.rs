@@ -485,7 +485,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         out.status = again.status;
     }
     let uid = job.uid().unwrap_or_default();
-    let mine = ctx.stores.placements_of(&uid);
+    let mine = ctx.stores.attempt_placements(&uid, job.status.as_ref());
     let stale = lifecycle::superseded(
         job.status.as_ref(),
         mine.iter().map(|p| {
