@@ -353,8 +353,9 @@ pub struct ComputeJobStatus {
     pub observed_generation: Option<i64>,
     /// Serving jobs: where the current attempt answers and whether it is ready (cleared of URLs
     /// when the attempt ends; a new attempt reports a new URL).
+    // Boxed, like `result_check`: rare, and the hub caches every job (88 bytes inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Endpoint>,
+    pub endpoint: Option<Box<Endpoint>>,
     /// Conditions: Admitted, Scheduled, Funded, Running, Finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -366,8 +367,10 @@ pub struct ComputeJobStatus {
     #[schemars(length(max = 64))]
     pub outputs: Vec<crate::data::OutputRecord>,
     /// Jobs with `spec.resultCheck`: the runs compared and the verdict (ADR 0034).
+    // Boxed: only jobs with a result check have it, and inline it is 152 of a status's bytes in
+    // every cached job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result_check: Option<crate::result_check::ResultCheckStatus>,
+    pub result_check: Option<Box<crate::result_check::ResultCheckStatus>>,
 }
 
 /// Where an attempt runs.

@@ -146,8 +146,9 @@ pub struct PlacementSpec {
     /// given here (not the pod spec's), reports the attempt `Failed` with this reason and its
     /// final GPU-seconds, and the hub re-queues the job. The only field of the spec that may be
     /// added after creation; never changed once set.
+    // Boxed: rare, and every Placement is cached by the hub and by its member's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<PlacementStop>,
+    pub stop: Option<Box<PlacementStop>>,
 }
 
 /// The CEL rule that keeps every field of `PlacementSpec` but `stop` and `fundedSeconds` as it was
@@ -284,8 +285,9 @@ pub struct PlacementStatus {
     #[schemars(length(max = 4))]
     pub logs: Vec<crate::joblog::LogChunk>,
     /// Serving placements: the URL of each ready replica and how many are ready.
+    // Boxed: only serving placements have it, and every Placement is cached (88 bytes inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<crate::serving::Endpoint>,
+    pub endpoint: Option<Box<crate::serving::Endpoint>>,
     /// What the template's `outputs` uploaded, one record per output and replica, as the
     /// uploaders reported it; set only once the local Job completed and every upload succeeded
     /// (docs/adr/0029-job-data-on-s3.md).

@@ -63,7 +63,7 @@ async fn check_reaches(
 ) -> (ComputeJob, ResultCheckStatus) {
     wait_until(T, &format!("the check of {name} {phase:?}"), || async {
         let j = job(c, ns, name).await;
-        let st = j.status.as_ref()?.result_check.clone()?;
+        let st = j.status.as_ref()?.result_check.as_deref().cloned()?;
         assert!(
             st.phase == phase || !st.phase.is_final(),
             "the check of {name} ended {:?} ({:?}), not {phase:?}",

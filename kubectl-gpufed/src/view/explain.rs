@@ -365,7 +365,7 @@ Conditions:
             attempt: cluster.map(|_| 1),
             digest: digest.map(String::from),
         };
-        job.status.as_mut().unwrap().result_check = Some(ResultCheckStatus {
+        job.status.as_mut().unwrap().result_check = Some(Box::new(ResultCheckStatus {
             phase: ResultCheckPhase::Refereeing,
             runs: vec![
                 run(
@@ -384,7 +384,7 @@ Conditions:
             ],
             message: Some("the results differ".into()),
             ..Default::default()
-        });
+        }));
         let out = render(&job, &Ok(vec![]), false, now());
         assert!(
             out.contains("Result check:  Refereeing: the results differ\n"),

@@ -578,12 +578,12 @@ fn placement_steps(
                 next.phase.is_some_and(PlacementPhase::is_finished),
             ) {
                 let host = view.serving_hosts.get(&serving::service_name(&job_name));
-                next.endpoint = Some(serving::load_balancer_endpoint(
+                next.endpoint = Some(Box::new(serving::load_balancer_endpoint(
                     serving,
                     spec.replicas,
                     &pods,
                     host.map(String::as_str),
-                ));
+                )));
             }
             let stuck = (!job_finished(job))
                 .then(|| gang::stuck(spec.replicas, &pods, &view.now, view.gang_grace))

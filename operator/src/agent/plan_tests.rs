@@ -729,7 +729,7 @@ fn running_and_stopped() -> (World, Placement) {
         pod("train-1", Some(900), None),
     ]);
     let mut p = w.placements[0].as_ref().clone();
-    p.spec.stop = Some(stop());
+    p.spec.stop = Some(Box::new(stop()));
     w.placements = vec![Arc::new(p.clone())];
     (w, p)
 }
@@ -797,7 +797,7 @@ fn a_stopped_placement_whose_job_survived_the_stop_is_stopped_again_and_its_repo
 #[test]
 fn a_stop_for_a_placement_that_never_started_reports_it_ended_with_nothing_used() {
     let mut p = placement("train", 1).build();
-    p.spec.stop = Some(stop());
+    p.spec.stop = Some(Box::new(stop()));
     let plan = World::new().placement(p.clone()).plan();
     assert!(created(&plan).is_empty(), "never started once stopped");
     let st = written(&plan, &p).unwrap();

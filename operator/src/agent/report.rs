@@ -247,11 +247,11 @@ fn finish(
     };
     // A serving placement says where its ready replicas answer; an ended one, nowhere.
     st.endpoint = spec.serving.as_ref().map(|serving| {
-        if st.phase.is_some_and(PlacementPhase::is_finished) {
+        Box::new(if st.phase.is_some_and(PlacementPhase::is_finished) {
             gpufed_crds::Endpoint::default()
         } else {
             super::serving::endpoint(serving, spec.replicas, pods)
-        }
+        })
     });
     st
 }
@@ -273,10 +273,7 @@ pub fn ended(
         active_replicas: 0,
         last_update_time: None,
         // Nothing answers any more.
-        endpoint: prev
-            .endpoint
-            .as_ref()
-            .map(|_| gpufed_crds::Endpoint::default()),
+        endpoint: prev.endpoint.as_ref().map(|_| Box::default()),
         ..prev
     }
 }

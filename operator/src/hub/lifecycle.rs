@@ -321,10 +321,10 @@ pub fn reconcile(job: &ComputeJob, world: &World, now: &Time) -> Outcome {
         }
     }
     if job.spec.serving.is_some() {
-        out.status.endpoint = Some(super::serving::endpoint(
+        out.status.endpoint = Some(Box::new(super::serving::endpoint(
             &out.status,
             world.placement.as_ref(),
-        ));
+        )));
     }
     refresh_usage(&mut out.status);
     out

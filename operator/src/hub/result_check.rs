@@ -523,7 +523,7 @@ pub fn next_step(
     let st = job
         .status
         .as_ref()
-        .and_then(|s| s.result_check.clone())
+        .and_then(|s| s.result_check.as_deref().cloned())
         .unwrap_or_default();
     if st.phase.is_final() {
         return Step::Nothing;

@@ -123,7 +123,7 @@ async fn write(ctx: &Context, job: &ComputeJob, st: ResultCheckStatus, now: &Tim
     );
     let reason = cond.reason.clone();
     conditions::set_condition(&mut status.conditions, cond);
-    status.result_check = Some(st);
+    status.result_check = Some(Box::new(st));
     if write_namespaced(&ctx.client, job, &status).await? == crate::hub::status::Written::Yes
         && final_phase
     {

@@ -92,13 +92,15 @@ fn with_uid(mut j: ComputeJob, uid: &str) -> ComputeJob {
 /// given messages on the members the test names; returns the last step.
 fn apply(j: &mut ComputeJob, step: &Step) {
     match step {
-        Step::Write(st) => j.status.as_mut().unwrap().result_check = Some(st.clone()),
+        Step::Write(st) => j.status.as_mut().unwrap().result_check = Some(Box::new(st.clone())),
         Step::Create { status, .. } => {
             let mut st = status.clone();
             st.runs.last_mut().unwrap().uid = format!("uid-{}", st.runs.last().unwrap().job);
-            j.status.as_mut().unwrap().result_check = Some(st);
+            j.status.as_mut().unwrap().result_check = Some(Box::new(st));
         }
-        Step::Verdict(v) => j.status.as_mut().unwrap().result_check = Some(v.status.clone()),
+        Step::Verdict(v) => {
+            j.status.as_mut().unwrap().result_check = Some(Box::new(v.status.clone()))
+        }
         Step::Nothing => {}
     }
 }
@@ -430,10 +432,10 @@ fn the_cache_keeps_the_template_of_a_job_being_checked_and_of_its_runs() {
     assert!(needs_template(&j));
     let step = Cache::new(&[]).step(&j, 0);
     assert!(needs_template(&made(&step)), "a run");
-    j.status.as_mut().unwrap().result_check = Some(ResultCheckStatus {
+    j.status.as_mut().unwrap().result_check = Some(Box::new(ResultCheckStatus {
         phase: ResultCheckPhase::Agreed,
         ..Default::default()
-    });
+    }));
     assert!(!needs_template(&j), "the check is over");
     assert!(!needs_template(&job("plain").build()));
 }

@@ -20,7 +20,7 @@ pub fn endpoint(
     };
     let reported = placement
         .and_then(Option::as_ref)
-        .and_then(|p| p.endpoint.clone())
+        .and_then(|p| p.endpoint.as_deref().cloned())
         .unwrap_or_default();
     Endpoint {
         cluster: Some(rec.cluster.clone()),
@@ -47,13 +47,13 @@ mod tests {
 
     fn reported(url: &str) -> Option<PlacementStatus> {
         Some(PlacementStatus {
-            endpoint: Some(Endpoint {
+            endpoint: Some(Box::new(Endpoint {
                 url: Some(url.into()),
                 urls: vec![url.into()],
                 ready_replicas: 1,
                 ready: true,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         })
     }
