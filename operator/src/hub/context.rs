@@ -568,8 +568,8 @@ mod tests {
             let p = crate::hub::lifecycle::placement_for(&j, rec, None);
             writer.apply_watcher_event(&Event::Apply(p));
         }
-        // Another job's Placement, under the name this job records for attempt 1 but elsewhere,
-        // and under its own name in alpha's namespace.
+        // Another job's Placements in gamma's namespace: `p1` (the name this job's attempt 1 has
+        // in alpha's namespace) and `p7`.
         let other = with_uid("uid-2", vec![attempt(1, "gamma", AttemptPhase::Running)]);
         let mut moved = attempt(1, "gamma", AttemptPhase::Running);
         moved.placement = "p7".into();
