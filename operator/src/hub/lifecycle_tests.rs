@@ -1054,6 +1054,7 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     let mut j = running.clone();
     j.metadata.namespace = Some("team-a".into());
     j.metadata.generation = Some(1);
+    j.metadata.finalizers = Some(vec![crate::hub::job_controller::FINALIZER.into()]);
     let mut st = reconcile(&j, &world_ready(Some(Some(done))), &at(51)).status;
     st.payer = Some(
         "0x00000000000000000000000000000000000000aa"
@@ -1089,6 +1090,9 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
         Some(1),
         "an edit is still told apart"
     );
+    // Without its conditions it is still no job for the scheduling loop (which takes a job with
+    // the finalizer and no `Admitted` condition for a new one).
+    assert!(!crate::hub::scheduling::is_queued(&cached));
 
     // Quotas, the quota ledger, reputation, compensation and a leaving member's count read the
     // same from the trimmed copy.

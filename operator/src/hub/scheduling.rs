@@ -205,7 +205,8 @@ pub fn is_pending(job: &ComputeJob) -> bool {
 /// Whether `job` is new to the hub: it carries the hub's finalizer (so a Placement made for it
 /// is cleaned up) but was never admitted nor refused. The loop admits such a job with its first
 /// decision when the job controller would only admit it (`lifecycle::admission_deferred`) —
-/// except a job that refers to Secrets, which the controller admits once it has read them.
+/// except a job that refers to Secrets, which the controller admits once it has read them. A
+/// finished job is not new, though the cache keeps no conditions of one at rest (`hub::slim_job`).
 pub fn awaiting_admission(job: &ComputeJob) -> bool {
     job.metadata.deletion_timestamp.is_none()
         // Its Secrets are checked by the job controller before it is admitted.
@@ -218,7 +219,9 @@ pub fn awaiting_admission(job: &ComputeJob) -> bool {
         && job
             .status
             .as_ref()
-            .is_none_or(|s| conditions::find(&s.conditions, jc::ADMITTED).is_none())
+            .is_none_or(|s| {
+                !s.phase.is_finished() && conditions::find(&s.conditions, jc::ADMITTED).is_none()
+            })
 }
 
 /// Whether `job` is one the loop decides: waiting, or new to the hub.
