@@ -53,6 +53,17 @@ fn record(n: u32, cluster: &str, phase: AttemptPhase) -> AttemptRecord {
     }
 }
 
+/// The Placement status of an attempt that succeeded: 120 GPU-seconds from 20 s to 50 s.
+fn succeeded() -> PlacementStatus {
+    PlacementStatus {
+        phase: Some(PlacementPhase::Succeeded),
+        gpu_seconds: 120,
+        start_time: Some(at(20)),
+        finish_time: Some(at(50)),
+        ..Default::default()
+    }
+}
+
 fn running(gpu_seconds: u64) -> PlacementStatus {
     PlacementStatus {
         phase: Some(PlacementPhase::Running),
@@ -210,13 +221,7 @@ fn a_running_placement_makes_the_job_running_once() {
 #[test]
 fn a_succeeded_placement_finishes_the_job_with_its_usage() {
     let j = placed(1, "alpha", AttemptPhase::Running);
-    let done = PlacementStatus {
-        phase: Some(PlacementPhase::Succeeded),
-        gpu_seconds: 120,
-        start_time: Some(at(20)),
-        finish_time: Some(at(50)),
-        ..Default::default()
-    };
+    let done = succeeded();
     let out = reconcile(&j, &world_ready(Some(Some(done))), &at(51));
     assert_eq!(out.status.phase, JobPhase::Succeeded);
     assert_eq!(out.status.completion_time, Some(at(51)));
@@ -1044,13 +1049,7 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     use crate::hub::{at_rest_in_cache, slim_job};
     use std::sync::Arc;
     let running = placed(2, "alpha", AttemptPhase::Running);
-    let done = PlacementStatus {
-        phase: Some(PlacementPhase::Succeeded),
-        gpu_seconds: 120,
-        start_time: Some(at(20)),
-        finish_time: Some(at(50)),
-        ..Default::default()
-    };
+    let done = succeeded();
     let mut j = running.clone();
     j.metadata.namespace = Some("team-a".into());
     j.metadata.generation = Some(1);
