@@ -412,6 +412,18 @@ async fn money(
     }
 }
 
+/// `job` as the apiserver has it now (its status subresource, which serves the whole object),
+/// where the cached copy cannot be trusted: trimmed, or possibly stale.
+async fn read_job(ctx: &Context, job: &ComputeJob) -> Result<ComputeJob> {
+    Api::<ComputeJob>::namespaced(
+        ctx.client.clone(),
+        job.metadata.namespace.as_deref().unwrap_or_default(),
+    )
+    .get_status(&job.name_any())
+    .await
+    .map_err(Error::kube(format!("reading ComputeJob {}", key(job))))
+}
+
 async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
     // A job at rest is cached trimmed (`hub::slim_job`): it has nothing left to do, so it waits
     // for a change; an edit to it is reconciled from the whole job, read from the apiserver, since
@@ -421,14 +433,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
         if observed == job.metadata.generation {
             return Ok(Requeue::await_change());
         }
-        let whole = Api::<ComputeJob>::namespaced(
-            ctx.client.clone(),
-            job.metadata.namespace.as_deref().unwrap_or_default(),
-        )
-        .get(&job.name_any())
-        .await
-        .map_err(Error::kube(format!("reading ComputeJob {}", key(&job))))?;
-        Arc::new(whole)
+        Arc::new(read_job(ctx, &job).await?)
     } else {
         job
     };
@@ -506,13 +511,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 // The job may be cached from before it moved past this attempt: ask the
                 // apiserver before handing a member work (one read, on this path only, and once
                 // per stale copy: `hub::stale`).
-                let fresh = Api::<ComputeJob>::namespaced(
-                    ctx.client.clone(),
-                    job.metadata.namespace.as_deref().unwrap_or_default(),
-                )
-                .get_status(&job.name_any())
-                .await
-                .map_err(Error::kube(format!("reading ComputeJob {}", key(&job))))?;
+                let fresh = read_job(ctx, &job).await?;
                 if fresh.metadata.deletion_timestamp.is_some()
                     || !lifecycle::wants_placement(fresh.status.as_ref(), p.spec.attempt)
                 {
