@@ -266,7 +266,7 @@ fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait() {
 fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap() {
     run_test(HARD_DEADLINE, || async {
         let (tools, mut hub) = hub_cluster("hub-failover").await;
-        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let port = start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
         let c = hub.client();
         create_pool(&c, "default", "CheapestFit", "15s")
             .await
@@ -371,6 +371,30 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
         .await
         .unwrap();
         assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
+        // The job is at rest (no chain): the hub's cache keeps its Placement no longer, though it
+        // still exists; nor does a hub that starts now cache it, while it caches the job.
+        assert_eq!(placements(&c, "beta").await.unwrap().len(), 1);
+        let cached = |port: u16, kind: &'static str, n: usize| async move {
+            let line = format!("gpufed_hub_cached_objects{{kind=\"{kind}\"}} {n}\n");
+            if let Err(e) = wait_until(T, &format!("{n} {kind} cached"), || async {
+                metrics(port).await.contains(&line).then_some(())
+            })
+            .await
+            {
+                panic!("{e}: {}", metrics(port).await);
+            }
+        };
+        cached(port, "Placement", 0).await;
+        cached(port, "ComputeJob", 1).await;
+        hub.process_mut("hub-0").unwrap().kill();
+        let port = start_hub(&tools, &mut hub, "hub-1", &[]).unwrap();
+        wait_until(T, "hub-1 to lead", || async {
+            (lease_holder(&c).await? == "hub-1").then_some(())
+        })
+        .await
+        .unwrap();
+        cached(port, "ComputeJob", 1).await;
+        cached(port, "Placement", 0).await;
 
         // alpha comes back. The reputation each member earned (issue 13 item 4): alpha lost an
         // attempt through its own fault and was down for a while, beta ran one to success and
@@ -458,6 +482,8 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
             .await
             .unwrap();
         assert_eq!(cluster_of(&j).as_deref(), Some("alpha"));
+        // A job in progress: its Placement is cached.
+        cached(port, "Placement", 1).await;
     });
 }
 

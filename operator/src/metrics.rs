@@ -69,6 +69,8 @@ pub struct Metrics {
     pub slashes: IntCounterVec,
     /// Members per readiness (`ready`, `not_ready`).
     pub members: IntGaugeVec,
+    /// Objects in the hub's caches, per kind.
+    pub cached_objects: IntGaugeVec,
     /// Events not published, per reason (`queue_full`, `spam`).
     pub events_dropped: IntCounterVec,
     /// Agent: heartbeat Lease renewals that failed.
@@ -262,6 +264,14 @@ impl Metrics {
             Opts::new("gpufed_members", "Member clusters per readiness."),
             &["state"],
         )?;
+        let cached_objects = IntGaugeVec::new(
+            Opts::new(
+                "gpufed_hub_cached_objects",
+                "Objects the hub holds in its caches, per kind (a job at rest's Placements are not held).",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(cached_objects.clone()))?;
         let challenges = IntCounterVec::new(
             Opts::new(
                 "gpufed_hub_challenges_total",
@@ -385,6 +395,7 @@ impl Metrics {
             registration_requests,
             slashes,
             members,
+            cached_objects,
             events_dropped,
             agent_heartbeat_failures,
             agent_placements,

@@ -166,35 +166,57 @@ impl Stores {
 
 /// ComputeJobs by UID, kept by the jobs watch. A Placement names its job by UID only (a member
 /// sees no namespace or name, ADR 0037), so this is how the hub maps a Placement back to its job.
+/// A job at rest ([`crate::hub::at_rest_in_cache`]) is only marked so: nothing of it is mapped
+/// from its Placements any more, which the hub's cache does not keep ([`crate::hub::keep_placement`]).
 #[derive(Clone, Default)]
-pub struct JobUids(Arc<std::sync::RwLock<HashMap<String, ObjectRef<ComputeJob>>>>);
+pub struct JobUids(Arc<std::sync::RwLock<HashMap<String, Indexed>>>);
+
+/// What [`JobUids`] holds of a job.
+#[derive(Clone)]
+enum Indexed {
+    /// A job in progress (or finished with money in flight), where its Placements map to.
+    Job(ObjectRef<ComputeJob>),
+    /// A job at rest.
+    AtRest,
+}
 
 impl JobUids {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ObjectRef<ComputeJob>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Indexed>> {
         // A panic while holding the lock leaves the map as consistent as before it: keep using it.
         self.0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ObjectRef<ComputeJob>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Indexed>> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records `job` (applied). Every watch event of a job passes here: one already recorded
-    /// takes only the read lock.
-    pub fn insert(&self, job: &ComputeJob) {
+    /// Records `job` (applied); `true` when this is the event that shows it at rest for the
+    /// first time (its Placements are then dropped from the cache). Every watch event of a job
+    /// passes here: one already recorded as it is takes only the read lock.
+    pub fn insert(&self, job: &ComputeJob) -> bool {
         let (Some(uid), Some(name)) = (job.metadata.uid.as_ref(), job.metadata.name.as_ref())
         else {
-            return;
+            return false;
         };
-        if self.read().contains_key(uid) {
-            return;
+        let at_rest = crate::hub::at_rest_in_cache(job);
+        match self.read().get(uid) {
+            Some(Indexed::AtRest) => return false,
+            Some(Indexed::Job(_)) if !at_rest => return false,
+            _ => {}
         }
-        let at = ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or(""));
-        self.write().entry(uid.clone()).or_insert(at);
+        let entry = if at_rest {
+            Indexed::AtRest
+        } else {
+            Indexed::Job(
+                ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or("")),
+            )
+        };
+        let before = self.write().insert(uid.clone(), entry);
+        at_rest && !matches!(before, Some(Indexed::AtRest))
     }
 
     /// Forgets `job` (deleted).
@@ -204,10 +226,17 @@ impl JobUids {
         }
     }
 
-    /// The job with `uid`, if `jobs` holds it. An entry whose job is gone or was re-created under
-    /// another UID (its deletion fell in a gap of the watch) is dropped.
+    /// Whether the job with `uid` is at rest.
+    pub fn at_rest(&self, uid: &str) -> bool {
+        matches!(self.read().get(uid), Some(Indexed::AtRest))
+    }
+
+    /// The job with `uid`, if `jobs` holds it and it is not at rest. An entry whose job is gone
+    /// or was re-created under another UID (its deletion fell in a gap of the watch) is dropped.
     pub fn get(&self, uid: &str, jobs: &Store<ComputeJob>) -> Option<ObjectRef<ComputeJob>> {
-        let at = self.read().get(uid).cloned()?;
+        let Some(Indexed::Job(at)) = self.read().get(uid).cloned() else {
+            return None;
+        };
         if jobs
             .get(&at)
             .is_some_and(|j| j.metadata.uid.as_deref() == Some(uid))

@@ -1044,17 +1044,13 @@ fn a_finished_job_is_at_rest_only_once_every_attempts_money_is() {
     }
 }
 
-#[test]
-fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_same() {
-    use crate::hub::{at_rest_in_cache, slim_job};
-    use std::sync::Arc;
-    let running = placed(2, "alpha", AttemptPhase::Running);
-    let done = succeeded();
+/// A job whose second attempt succeeded on alpha (the first lost) and was paid: at rest.
+fn paid_job(running: &ComputeJob) -> ComputeJob {
     let mut j = running.clone();
     j.metadata.namespace = Some("team-a".into());
     j.metadata.generation = Some(1);
     j.metadata.finalizers = Some(vec![crate::hub::job_controller::FINALIZER.into()]);
-    let mut st = reconcile(&j, &world_ready(Some(Some(done))), &at(51)).status;
+    let mut st = reconcile(&j, &world_ready(Some(Some(succeeded()))), &at(51)).status;
     st.payer = Some(
         "0x00000000000000000000000000000000000000aa"
             .parse()
@@ -1068,6 +1064,15 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     }));
     st.attempts[0].message = Some("the member stopped heartbeating".into());
     j.status = Some(st);
+    j
+}
+
+#[test]
+fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_same() {
+    use crate::hub::{at_rest_in_cache, slim_job};
+    use std::sync::Arc;
+    let running = placed(2, "alpha", AttemptPhase::Running);
+    let j = paid_job(&running);
     assert!(at_rest(j.status.as_ref().unwrap()));
     assert!(at_rest_in_cache(&j));
 
@@ -1146,4 +1151,45 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     let mut copy = running.clone();
     slim_job(&mut copy);
     assert_eq!(copy, running);
+}
+
+#[test]
+fn a_job_at_rest_is_marked_in_the_uid_index_once_and_its_placements_leave_the_cache() {
+    use crate::hub::context::JobUids;
+    use crate::hub::keep_placement;
+    let mut running = placed(2, "alpha", AttemptPhase::Running);
+    running.metadata.namespace = Some("team-a".into());
+    running.metadata.uid = Some("uid-1".into());
+    let rec = &running.status.as_ref().unwrap().attempts[1];
+    let p = placement_for(&running, rec, None);
+    assert_eq!(p.spec.job.uid, "uid-1");
+    let (store, mut writer) = kube::runtime::reflector::store::<ComputeJob>();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(running.clone()));
+    let uids = JobUids::default();
+    assert!(!uids.insert(&running), "in progress: not at rest");
+    assert!(!uids.insert(&running));
+    assert!(uids.get("uid-1", &store).is_some() && keep_placement(&p, &uids));
+
+    let rest = paid_job(&running);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(rest.clone()));
+    assert!(
+        uids.insert(&rest),
+        "the first event that shows it at rest says so"
+    );
+    assert!(!uids.insert(&rest), "once");
+    let mut trimmed = rest.clone();
+    crate::hub::slim_job(&mut trimmed);
+    assert!(!uids.insert(&trimmed), "nor again for its trimmed copy");
+    assert!(uids.at_rest("uid-1") && !keep_placement(&p, &uids));
+    assert!(
+        uids.get("uid-1", &store).is_none(),
+        "its Placements map to nothing"
+    );
+    assert_eq!(uids.len(), 1);
+    // Another job's Placement is kept; once the job is deleted, so would its own be.
+    let mut other = p.clone();
+    other.spec.job.uid = "uid-2".into();
+    assert!(keep_placement(&other, &uids));
+    uids.remove(&rest);
+    assert!(!uids.at_rest("uid-1") && uids.is_empty());
 }

@@ -229,10 +229,16 @@ async fn relay(ctx: &Context, log: &JobLog) -> Result<()> {
         .stores
         .jobs
         .get(&ObjectRef::new(&log.spec.job).within(&ns));
-    let placement = job
-        .as_deref()
-        .and_then(attempt_placement)
-        .and_then(|(p_ns, p_name)| ctx.stores.placement(&p_ns, &p_name));
+    let placement = match job.as_deref().and_then(attempt_placement) {
+        Some((p_ns, p_name)) => match ctx.stores.placement(&p_ns, &p_name) {
+            Some(p) => Some(p),
+            // Not cached: the job is at rest (`hub::keep_placement`), or the Placement is gone.
+            // Asked of the apiserver only while the request waits for an answer.
+            None if wants_answer(log) => read_placement(ctx, &p_ns, &p_name).await?.map(Arc::new),
+            None => None,
+        },
+        None => None,
+    };
     let decision = decide(log, job.as_deref(), placement.as_deref(), &now());
     if let Some((p_ns, p_name, patch)) = &decision.request {
         let what = format!("passing a log request on to Placement {p_ns}/{p_name}");
@@ -261,6 +267,24 @@ async fn relay(ctx: &Context, log: &JobLog) -> Result<()> {
         })??;
     }
     Ok(())
+}
+
+/// Whether `log` waits for an answer to its latest poll ([`decide`] does nothing otherwise).
+fn wants_answer(log: &JobLog) -> bool {
+    log.status.as_ref().and_then(|s| s.observed_poll) != Some(log.spec.poll)
+}
+
+/// Placement `namespace/name` as the apiserver has it; `None` if it does not exist.
+async fn read_placement(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Placement>> {
+    let what = format!("reading Placement {namespace}/{name}");
+    let api: Api<Placement> = Api::namespaced(ctx.client.clone(), namespace);
+    tokio::time::timeout(API_TIMEOUT, api.get_opt(name))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: what.clone(),
+            after: API_TIMEOUT,
+        })?
+        .map_err(Error::kube(what))
 }
 
 /// Relays log requests and answers until the task is dropped.
