@@ -178,7 +178,7 @@ pub struct ComputeJobSpec {
     /// answer in `status.endpoint`. Absent: a batch job that runs to completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.serving is immutable after creation; delete and re-create the job"))]
-    pub serving: Option<ServingSpec>,
+    pub serving: Option<Box<ServingSpec>>,
     /// Accept members whose GPUs are not verified yet (ADR 0031): a provider on probation after
     /// joining by stake, or a member whose GPUs changed since its last passed challenge. Cheap,
     /// untrusted capacity: the GPUs may not be what the member claims. Members whose challenge
@@ -314,7 +314,7 @@ pub struct ComputeJobStatus {
     pub gpus: u32,
     /// Where the current attempt runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placement: Option<PlacementRef>,
+    pub placement: Option<Box<PlacementRef>>,
     /// Why the job waits, or where and why it was placed, e.g.
     /// `0/3 clusters fit: alpha: no H100 (has L4); beta: 4 free GPUs, needs 8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,7 +501,7 @@ pub struct AttemptRecord {
     /// Pools with `spec.usageCheck`: the hub's check of the claimed GPU-seconds against the
     /// member's telemetry; settlement pays `supportedGpuSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage_check: Option<crate::usage::UsageCheckRecord>,
+    pub usage_check: Option<Box<crate::usage::UsageCheckRecord>>,
     /// The member's signed offer this attempt was priced by (pools with a chain, ADR 0024): its
     /// prices, nonce, expiry, EIP-712 digest, signature and signer, so anyone can recompute the
     /// digest and recover the wallet that asked the price. Absent where the member was priced by

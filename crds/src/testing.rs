@@ -157,11 +157,11 @@ impl JobBuilder {
     }
     /// Makes it a serving job on `port`, probed at `readiness_path`.
     pub fn serving(mut self, port: u32, readiness_path: &str) -> Self {
-        self.0.spec.serving = Some(crate::serving::ServingSpec {
+        self.0.spec.serving = Some(Box::new(crate::serving::ServingSpec {
             port,
             readiness_path: readiness_path.into(),
             settlement_period: KubeDuration::from_secs(3600),
-        });
+        }));
         self
     }
     /// The job.

@@ -191,13 +191,13 @@ pub fn running_job() -> ComputeJob {
         phase: JobPhase::Running,
         attempt: 2,
         gpus: 8,
-        placement: Some(PlacementRef {
+        placement: Some(Box::new(PlacementRef {
             cluster: "beta".into(),
             namespace: "gpufed-member-beta".into(),
             name: "team-a-train-1a2b3c4d-2".into(),
             model: "H100".into(),
             price_per_gpu_hour: "3.00".parse().unwrap(),
-        }),
+        })),
         explanation: Some(
             "placed on beta: the only fitting cluster (H100 at 3.00/GPU-hour)".into(),
         ),

@@ -205,13 +205,13 @@ mod tests {
     fn placed() -> ComputeJob {
         let mut j = job("train").replicas(2).build();
         j.status = Some(ComputeJobStatus {
-            placement: Some(PlacementRef {
+            placement: Some(Box::new(PlacementRef {
                 cluster: "alpha".into(),
                 namespace: "gpufed-member-alpha".into(),
                 name: "p".into(),
                 model: "L4".into(),
                 price_per_gpu_hour: "1".parse().unwrap(),
-            }),
+            })),
             ..Default::default()
         });
         j

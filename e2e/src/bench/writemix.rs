@@ -279,13 +279,13 @@ fn decision_status(
     };
     st.attempt = attempt;
     st.phase = JobPhase::Placed;
-    st.placement = Some(PlacementRef {
+    st.placement = Some(Box::new(PlacementRef {
         cluster: member.to_string(),
         namespace: member_namespace(member),
         name,
         model: "H100".into(),
         price_per_gpu_hour: price,
-    });
+    }));
     st.explanation = Some(explanation.clone());
     st.attempts.push(record.clone());
     conditions::set_condition(

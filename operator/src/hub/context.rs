@@ -648,13 +648,13 @@ mod tests {
         let mut j = job("j").build();
         j.status = Some(ComputeJobStatus {
             phase,
-            placement: Some(PlacementRef {
+            placement: Some(Box::new(PlacementRef {
                 cluster: cluster.into(),
                 namespace: String::new(),
                 name: String::new(),
                 model: "H100".into(),
                 price_per_gpu_hour: TokenAmount::from_atto(0),
-            }),
+            })),
             ..Default::default()
         });
         Arc::new(j)

@@ -911,8 +911,8 @@ fn check_usage(
     let rec = &mut out.status.attempts[i];
     let verdict = usage_verdict(&rule, job, rec.gpu_seconds, ps, now);
     let record = verdict.record();
-    let changed = rec.usage_check.as_ref() != Some(&record);
-    rec.usage_check = Some(record);
+    let changed = rec.usage_check.as_deref() != Some(&record);
+    rec.usage_check = Some(Box::new(record));
     if !changed && !ending {
         return;
     }
@@ -1047,7 +1047,7 @@ pub fn placement_for(
             template: job.spec.template.clone(),
             // Sealed when the Placement is created (`hub::sealing`), which needs the Secrets.
             sealed_secrets: None,
-            serving: job.spec.serving.clone(),
+            serving: job.spec.serving.as_deref().cloned(),
             usage_recording: usage
                 .filter(|_| job.spec.serving.is_none())
                 .map(gpufed_crds::UsageCheck::recording),

@@ -27,13 +27,13 @@ fn placed(n: u32, cluster: &str, phase: AttemptPhase) -> ComputeJob {
     j.status = Some(ComputeJobStatus {
         phase: JobPhase::Placed,
         attempt: n,
-        placement: Some(PlacementRef {
+        placement: Some(Box::new(PlacementRef {
             cluster: cluster.into(),
             namespace: member_namespace(cluster),
             name: format!("train-{n}"),
             model: "H100".into(),
             price_per_gpu_hour: "2".parse().unwrap(),
-        }),
+        })),
         attempts,
         ..Default::default()
     });
@@ -996,11 +996,11 @@ fn placements_record_telemetry_only_in_pools_that_check_usage_and_never_for_serv
     );
     assert_eq!(placement_for(&j, rec, None).spec.usage_recording, None);
     let mut serving = j.clone();
-    serving.spec.serving = Some(gpufed_crds::ServingSpec {
+    serving.spec.serving = Some(Box::new(gpufed_crds::ServingSpec {
         port: 8080,
         readiness_path: "/".into(),
         settlement_period: gpufed_crds::KubeDuration::from_secs(3600),
-    });
+    }));
     assert_eq!(
         placement_for(&serving, rec, Some(&usage))
             .spec

@@ -29,13 +29,13 @@ fn running_job() -> ComputeJob {
     j.status = Some(ComputeJobStatus {
         phase: JobPhase::Running,
         attempt: 1,
-        placement: Some(PlacementRef {
+        placement: Some(Box::new(PlacementRef {
             cluster: "alpha".into(),
             namespace: "gpufed-member-alpha".into(),
             name: "train-1".into(),
             model: "L4".into(),
             price_per_gpu_hour: "1".parse().unwrap(),
-        }),
+        })),
         attempts: vec![gpufed_crds::testing::attempt(
             1,
             "alpha",

@@ -1109,13 +1109,13 @@ pub fn placed_status(
     } else {
         JobPhase::Placed
     };
-    st.placement = Some(PlacementRef {
+    st.placement = Some(Box::new(PlacementRef {
         cluster: a.cluster.clone(),
         namespace: member_namespace(&a.cluster),
         name: name.clone(),
         model: a.model.clone(),
         price_per_gpu_hour: price,
-    });
+    }));
     st.reason = None;
     st.message = None;
     st.explanation = Some(explanation.clone());
