@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gpufed_crds::{ComputeJob, JobPhase, MemberCluster};
+use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase, MemberCluster};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -250,7 +250,9 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Each job's phase and, once Failed, why; by job name.
-type PhaseMap = HashMap<String, (JobPhase, Option<String>)>;
+/// A job's phase, why it failed (once Failed), and how each of its attempts that ended without
+/// succeeding ended (`phase reason`).
+type PhaseMap = HashMap<String, (JobPhase, Option<String>, Vec<String>)>;
 
 /// Every job's phase (and, once Failed, why), from a watch.
 struct JobPhases {
@@ -268,12 +270,20 @@ struct PhaseCounts {
     unsettled: usize,
     /// The reason and message of one Failed job.
     failed_example: Option<String>,
+    /// Attempts that ended without succeeding, by how (`Lost HeartbeatExpired`, …): why jobs
+    /// that had settled are being placed again.
+    ended: std::collections::BTreeMap<String, usize>,
 }
 
 impl PhaseCounts {
-    fn of<'a>(phases: impl Iterator<Item = &'a (JobPhase, Option<String>)>) -> PhaseCounts {
+    fn of<'a>(
+        phases: impl Iterator<Item = &'a (JobPhase, Option<String>, Vec<String>)>,
+    ) -> PhaseCounts {
         let mut c = PhaseCounts::default();
-        for (phase, why) in phases {
+        for (phase, why, ended) in phases {
+            for how in ended {
+                *c.ended.entry(how.clone()).or_default() += 1;
+            }
             match phase {
                 JobPhase::Running => c.running += 1,
                 JobPhase::Succeeded => c.succeeded += 1,
@@ -287,6 +297,22 @@ impl PhaseCounts {
             }
         }
         c
+    }
+}
+
+impl PhaseCounts {
+    /// The attempts that ended without succeeding, most common first: `Lost HeartbeatExpired
+    /// ×12, …`, or `none`.
+    fn ended_summary(&self) -> String {
+        let mut by: Vec<(&String, &usize)> = self.ended.iter().collect();
+        by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if by.is_empty() {
+            return "none".into();
+        }
+        by.iter()
+            .map(|(how, n)| format!("{} ×{n}", how.trim_end()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -312,8 +338,14 @@ impl JobPhases {
                                 s.reason.as_deref().unwrap_or("")
                             )
                         });
+                        let ended = status
+                            .into_iter()
+                            .flat_map(|s| s.attempts.iter())
+                            .filter(|a| a.phase.is_finished() && a.phase != AttemptPhase::Succeeded)
+                            .map(|a| format!("{:?} {}", a.phase, a.reason.as_deref().unwrap_or("")))
+                            .collect();
                         if let Ok(mut p) = phases.lock() {
-                            p.insert(j.name_any(), (phase, why));
+                            p.insert(j.name_any(), (phase, why, ended));
                         }
                     }
                 }
@@ -560,6 +592,7 @@ impl Step<'_> {
                     sim_statuses_failed = sim.statuses_failed,
                     sim_inventories_failed = sim.inventories_failed,
                     sim_renewals_failed = sim.renewals_failed,
+                    ended = %counts.ended_summary(),
                     "settling"
                 );
                 told = Instant::now();
@@ -568,9 +601,10 @@ impl Step<'_> {
                 return Err(Error::Timeout {
                     what: format!(
                         "{size} jobs settled ({r} of {running} Running, {s} of {} Succeeded, \
-                         {} neither)",
+                         {} neither; attempts ended without succeeding: {})",
                         size - running,
-                        counts.unsettled
+                        counts.unsettled,
+                        counts.ended_summary()
                     ),
                     after: timeout,
                 });
@@ -651,18 +685,26 @@ gpufed_scheduling_pass_duration_seconds_count 30\n";
     }
 
     #[test]
-    fn phase_counts_keep_one_failed_jobs_reason_and_count_the_rest_as_unsettled() {
+    fn phase_counts_keep_one_failed_jobs_reason_count_the_rest_as_unsettled_and_tally_ended_attempts()
+     {
+        let lost = |why: &str| vec![format!("Lost {why}")];
         let phases = [
-            (JobPhase::Running, None),
-            (JobPhase::Succeeded, None),
-            (JobPhase::Pending, None),
+            (JobPhase::Running, None, lost("HeartbeatExpired")),
+            (JobPhase::Succeeded, None, vec![]),
+            (JobPhase::Pending, None, lost("HeartbeatExpired")),
             (
                 JobPhase::Failed,
                 Some("job-1: no fit (StartTimeout)".to_string()),
+                vec!["Failed StartTimeout".into()],
             ),
-            (JobPhase::Failed, Some("job-2: other".to_string())),
+            (JobPhase::Failed, Some("job-2: other".to_string()), vec![]),
         ];
         let c = PhaseCounts::of(phases.iter());
+        assert_eq!(
+            c.ended_summary(),
+            "Lost HeartbeatExpired ×2, Failed StartTimeout ×1"
+        );
+        assert_eq!(PhaseCounts::default().ended_summary(), "none");
         assert_eq!(
             (c.running, c.succeeded, c.failed, c.unsettled),
             (1, 1, 2, 1)
