@@ -243,28 +243,20 @@ async fn relay(ctx: &Context, log: &JobLog) -> Result<()> {
     if let Some((p_ns, p_name, patch)) = &decision.request {
         let what = format!("passing a log request on to Placement {p_ns}/{p_name}");
         let api: Api<Placement> = Api::namespaced(ctx.client.clone(), p_ns);
-        tokio::time::timeout(
-            API_TIMEOUT,
-            api.patch(p_name, &PatchParams::default(), &Patch::Merge(patch)),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            what: what.clone(),
-            after: API_TIMEOUT,
-        })?
-        .map_err(Error::kube(what))?;
+        within(what.clone(), async {
+            api.patch(p_name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(Error::kube(what))
+        })
+        .await?;
     }
     if let Some(status) = &decision.status {
         // Guarded by the resourceVersion read: a JobLog changed meanwhile is decided again.
-        tokio::time::timeout(
-            API_TIMEOUT,
+        within(
+            format!("writing the status of JobLog {ns}/{}", log.name_any()),
             crate::hub::status::write_namespaced(&ctx.client, log, status),
         )
-        .await
-        .map_err(|_| Error::Timeout {
-            what: format!("writing the status of JobLog {ns}/{}", log.name_any()),
-            after: API_TIMEOUT,
-        })??;
+        .await?;
     }
     Ok(())
 }
@@ -278,13 +270,20 @@ fn wants_answer(log: &JobLog) -> bool {
 async fn read_placement(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Placement>> {
     let what = format!("reading Placement {namespace}/{name}");
     let api: Api<Placement> = Api::namespaced(ctx.client.clone(), namespace);
-    tokio::time::timeout(API_TIMEOUT, api.get_opt(name))
+    within(what.clone(), async {
+        api.get_opt(name).await.map_err(Error::kube(what))
+    })
+    .await
+}
+
+/// `call`, given up after [`API_TIMEOUT`] with an error naming `what`.
+async fn within<T>(what: String, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(API_TIMEOUT, call)
         .await
         .map_err(|_| Error::Timeout {
-            what: what.clone(),
+            what,
             after: API_TIMEOUT,
         })?
-        .map_err(Error::kube(what))
 }
 
 /// Relays log requests and answers until the task is dropped.
