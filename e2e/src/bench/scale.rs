@@ -560,7 +560,10 @@ impl Step<'_> {
         let ingest_secs = t0.elapsed().as_secs_f64();
         let added = size - have;
         tracing::info!(jobs = size, ingest_secs, "created");
+        // Settling is timed from the last create: on a slow machine the creates alone can take
+        // longer than any fixed allowance for the size.
         let timeout = Duration::from_secs(300 + added as u64 / 10);
+        let created_at = Instant::now();
         let mut told = Instant::now();
         loop {
             let counts = self.phases.counts();
@@ -592,19 +595,22 @@ impl Step<'_> {
                     sim_statuses_failed = sim.statuses_failed,
                     sim_inventories_failed = sim.inventories_failed,
                     sim_renewals_failed = sim.renewals_failed,
+                    sim_failures = %self.sim.failures(),
                     ended = %counts.ended_summary(),
                     "settling"
                 );
                 told = Instant::now();
             }
-            if t0.elapsed() >= timeout {
+            if created_at.elapsed() >= timeout {
                 return Err(Error::Timeout {
                     what: format!(
-                        "{size} jobs settled ({r} of {running} Running, {s} of {} Succeeded, \
-                         {} neither; attempts ended without succeeding: {})",
+                        "{size} jobs settled after the last create ({r} of {running} Running, \
+                         {s} of {} Succeeded, {} neither; attempts ended without succeeding: {}; \
+                         the simulator's failed requests: {})",
                         size - running,
                         counts.unsettled,
-                        counts.ended_summary()
+                        counts.ended_summary(),
+                        self.sim.failures()
                     ),
                     after: timeout,
                 });

@@ -18,7 +18,7 @@
 //! namespace, and no member-side clusters. Every write is counted by kind ([`SimTotals`]), so the
 //! apiserver's counts split into the simulator's and the hub's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -184,6 +184,8 @@ struct Counts {
     succeeded: AtomicU64,
     heartbeat_round: Round,
     inventory_round: Round,
+    /// Failed requests by what was asked and how it failed ([`failure_class`]).
+    failures: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The longest round of a periodic task since it was last taken, counting the round in progress.
@@ -212,10 +214,29 @@ impl Round {
     }
 }
 
-fn count<T, E>(total: &AtomicU64, failed: &AtomicU64, r: &Result<T, E>) {
+/// Counts a request in `total`, and in `failed` and the failures by class when it failed.
+fn count<T>(
+    counts: &Counts,
+    what: &str,
+    total: &AtomicU64,
+    failed: &AtomicU64,
+    r: &Result<T, kube::Error>,
+) {
     total.fetch_add(1, Ordering::Relaxed);
-    if r.is_err() {
+    if let Err(e) = r {
         failed.fetch_add(1, Ordering::Relaxed);
+        *lock(&counts.failures)
+            .entry(format!("{what}: {}", failure_class(e)))
+            .or_default() += 1;
+    }
+}
+
+/// How a request failed, in few enough words that failures of one cause share it: the
+/// apiserver's code and reason, or the client's error kind.
+fn failure_class(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        other => other.to_string().chars().take(100).collect(),
     }
 }
 
@@ -309,6 +330,23 @@ impl Simulator {
         }
     }
 
+    /// The failed requests so far by what was asked and how it failed, most first, e.g.
+    /// `placement status: 504 Timeout ×12`; `none` without failures.
+    pub fn failures(&self) -> String {
+        let mut all: Vec<(String, u64)> = lock(&self.state.counts.failures)
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if all.is_empty() {
+            return "none".into();
+        }
+        all.iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The longest heartbeat round and inventory round since the last call (a round still
     /// running counts for as long as it has run), in seconds: a round longer than its interval
     /// means the simulator, or the apiserver, did not keep up.
@@ -361,7 +399,7 @@ async fn heartbeats(state: Arc<State>) {
                         )
                         .await;
                     let c = &state.counts;
-                    count(&c.renewals, &c.renewals_failed, &r);
+                    count(c, "lease renewal", &c.renewals, &c.renewals_failed, &r);
                 }
             })
             .await;
@@ -422,7 +460,7 @@ async fn report_inventory(state: &State, member: &str, used: u32) {
         )
         .await;
     let c = &state.counts;
-    count(&c.inventories, &c.inventories_failed, &r);
+    count(c, "inventory", &c.inventories, &c.inventories_failed, &r);
     if r.is_ok() {
         lock(&state.inventories).insert(member.to_string(), (used, Instant::now()));
     }
@@ -487,7 +525,7 @@ async fn write_status(state: &State, ns: &str, name: &str, status: &PlacementSta
             )
             .await;
         let c = &state.counts;
-        count(&c.statuses, &c.statuses_failed, &r);
+        count(c, "placement status", &c.statuses, &c.statuses_failed, &r);
         match r {
             Ok(_) => return true,
             Err(kube::Error::Api(e)) if e.code == 404 => return false,
