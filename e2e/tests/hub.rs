@@ -1,8 +1,8 @@
 //! The hub (`gpufed-operator hub`, a real process) against a real apiserver. The test stands in for
 //! the members' agents (heartbeat Leases, inventories, Placement status) so each hub behaviour is
 //! checked on its own: placement by model, memory and price; the pending explanation; gangs;
-//! failover after a heartbeat stops with never two attempts at once; cleanup on deletion; and two
-//! hub replicas with one acting.
+//! failover after a heartbeat stops with never two attempts at once, and the member registered
+//! again then; cleanup on deletion; and two hub replicas with one acting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +14,9 @@ use gpufed_e2e::hubctl::{
     report_placement, start_hub, wait_job,
 };
 use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
+use gpufed_operator::hub::registration::AGENT_ROLE;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
@@ -320,7 +322,14 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
         .await
         .unwrap();
 
-        // alpha goes silent.
+        // Someone deletes the Role alpha's agent works under (a real agent's renewals would be
+        // refused from then on); then alpha goes silent. The hub registers a member again when its
+        // heartbeat stops (ADR 0039), not only once an hour: the Role comes back.
+        let roles: Api<Role> = Api::namespaced(c.clone(), "gpufed-member-alpha");
+        roles
+            .delete(AGENT_ROLE, &DeleteParams::default())
+            .await
+            .unwrap();
         alpha_beat.abort();
         let j = wait_job(&c, "team-a", "train", T, "attempt 2 on beta", |j| {
             j.status
@@ -340,6 +349,11 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
             lost.gpu_seconds, 4,
             "usage reported before the loss is kept"
         );
+        wait_until(T, "alpha's agent Role registered again", || async {
+            roles.get_opt(AGENT_ROLE).await.ok().flatten()
+        })
+        .await
+        .unwrap();
         // Fencing on the hub side: attempt 1's Placement is gone, so alpha can never run it again.
         assert!(
             placements(&c, "alpha").await.unwrap().is_empty(),

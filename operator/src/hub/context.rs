@@ -281,8 +281,8 @@ pub struct Context {
     pub settler: Arc<Settler>,
     /// Chain clients per pool, with what they were built from and when the key was last read.
     chains: Mutex<HashMap<String, CachedChain>>,
-    /// Members registered by this process: name → (uid, when). Registration is re-applied after
-    /// [`REREGISTER_AFTER`] (self-healing) instead of on every heartbeat.
+    /// Members registered by this process: name → (uid, when). Registration is applied again
+    /// only when [`registration_due`] says so, not on every heartbeat.
     pub registered: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// The last inventory time of each member the scheduler was woken for.
     pub inventory_seen: Mutex<HashMap<String, Option<Time>>>,
@@ -325,9 +325,15 @@ fn digest(key: &str) -> u64 {
     h.finish()
 }
 
-/// How long a member's registration objects are trusted before they are applied again (at least;
-/// see [`reregister_after`]).
-pub const REREGISTER_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a Ready member's registration objects are trusted before they are applied again (at
+/// least; see [`reregister_after`]). Damage that stops the agent (a deleted Role, binding,
+/// ServiceAccount or token) shows first as a lost heartbeat, which registers the member again at
+/// once ([`registration_due`], ADR 0039); this period only repairs what does not stop it.
+pub const REREGISTER_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How often a member that is not Ready is registered again while it stays so (after the
+/// registration its heartbeat's loss brought about).
+pub const REREGISTER_NOT_READY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How long member `name`'s registration is trusted: [`REREGISTER_AFTER`] plus up to half of it
 /// again, fixed per member, so members registered together (a hub start, a thousand joining) are
@@ -335,6 +341,34 @@ pub const REREGISTER_AFTER: std::time::Duration = std::time::Duration::from_secs
 pub fn reregister_after(name: &str) -> std::time::Duration {
     let half = REREGISTER_AFTER.as_secs() / 2;
     REREGISTER_AFTER + std::time::Duration::from_secs(digest(name) % half.max(1))
+}
+
+/// Whether member `name` (UID `uid`) is to be registered again (its namespace, credentials and
+/// RBAC applied), given when this process last registered it (`registered`: that member's UID and
+/// when) and whether it is Ready now and was before this reconcile (`ready`):
+///
+/// * not registered by this process, or registered under another UID: yes;
+/// * its heartbeat just stopped (Ready before, not now): yes — a deleted Role, RoleBinding,
+///   ServiceAccount or token stops the agent's renewals first, so this is where the damage that
+///   matters shows;
+/// * still not Ready: every [`REREGISTER_NOT_READY`];
+/// * Ready: after [`reregister_after`].
+pub fn registration_due(
+    registered: Option<&(String, std::time::Instant)>,
+    uid: &str,
+    name: &str,
+    (ready, was_ready): (bool, bool),
+    now: std::time::Instant,
+) -> bool {
+    let Some((_, at)) = registered.filter(|(u, _)| u == uid) else {
+        return true;
+    };
+    let age = now.saturating_duration_since(*at);
+    match (ready, was_ready) {
+        (true, _) => age >= reregister_after(name),
+        (false, true) => true,
+        (false, false) => age >= REREGISTER_NOT_READY,
+    }
 }
 
 impl Context {
@@ -524,6 +558,33 @@ mod tests {
         let distinct: std::collections::HashSet<_> = after.iter().collect();
         assert!(distinct.len() > 200, "{} distinct delays", distinct.len());
         assert_eq!(reregister_after("m0001"), reregister_after("m0001"));
+    }
+
+    #[test]
+    fn a_member_is_registered_again_when_its_heartbeat_stops_and_otherwise_rarely() {
+        let t0 = std::time::Instant::now();
+        let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
+        let reg = ("u1".to_string(), t0);
+        let due = |r: Option<&(String, std::time::Instant)>, uid, states, secs| {
+            registration_due(r, uid, "m0001", states, at(secs))
+        };
+        // Never registered by this process, or registered under another UID (re-created).
+        assert!(due(None, "u1", (true, true), 0));
+        assert!(due(Some(&reg), "u2", (true, true), 1));
+        // Ready: trusted until its period is over.
+        let period = reregister_after("m0001").as_secs();
+        assert!(period >= REREGISTER_AFTER.as_secs());
+        assert!(!due(Some(&reg), "u1", (true, true), 1));
+        assert!(!due(Some(&reg), "u1", (true, false), period - 1));
+        assert!(due(Some(&reg), "u1", (true, true), period));
+        // The heartbeat just stopped: at once, however recent the last registration.
+        assert!(due(Some(&reg), "u1", (false, true), 1));
+        // Still silent: again every REREGISTER_NOT_READY, not on every reconcile.
+        let quiet = REREGISTER_NOT_READY.as_secs();
+        assert!(!due(Some(&reg), "u1", (false, false), 1));
+        assert!(!due(Some(&reg), "u1", (false, false), quiet - 1));
+        assert!(due(Some(&reg), "u1", (false, false), quiet));
+        assert!(REREGISTER_NOT_READY < REREGISTER_AFTER);
     }
 
     #[test]

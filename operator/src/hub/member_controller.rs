@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::hub::context::{Context, MANAGER, now, reregister_after};
+use crate::hub::context::{Context, MANAGER, now, registration_due};
 use crate::hub::registration::{self, token_secret_name};
 use crate::hub::snapshot;
 
@@ -442,52 +442,6 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
         .as_ref()
         .map(|p| p.spec.heartbeat_timeout)
         .unwrap_or(KubeDuration::from_secs(40));
-    let uid = member.metadata.uid.clone().unwrap_or_default();
-    let fresh = {
-        let registered = ctx.registered.lock().await;
-        registered
-            .get(&name)
-            .is_some_and(|(u, at)| *u == uid && at.elapsed() < reregister_after(&name))
-    };
-    let credentials = if fresh && current.credentials_secret.is_some() {
-        current.credentials_secret.clone()
-    } else {
-        let credentials = register(&name, ctx).await?;
-        if credentials.is_some() {
-            ctx.registered
-                .lock()
-                .await
-                .insert(name.clone(), (uid, std::time::Instant::now()));
-        }
-        credentials
-    };
-    match (&pool, &credentials) {
-        (None, _) => set(
-            &mut conds,
-            mc::JOINED,
-            false,
-            "PoolNotFound",
-            format!("GpuPool {:?} does not exist", member.spec.pool),
-        ),
-        (Some(_), None) => set(
-            &mut conds,
-            mc::JOINED,
-            false,
-            "WaitingForToken",
-            "waiting for the ServiceAccount token".into(),
-        ),
-        (Some(_), Some(secret)) => set(
-            &mut conds,
-            mc::JOINED,
-            true,
-            "Registered",
-            format!(
-                "namespace {} and credentials ready: copy Secret {secret} from that namespace into the member cluster and name the copy in the member chart's hub.kubeconfigSecret",
-                member_namespace(&name)
-            ),
-        ),
-    }
-
     let lease = ctx
         .stores
         .leases
@@ -546,6 +500,56 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
             "NeverSeen",
             "the member's agent has not sent a heartbeat yet".into(),
         );
+    }
+
+    let uid = member.metadata.uid.clone().unwrap_or_default();
+    let due = {
+        let registered = ctx.registered.lock().await;
+        registration_due(
+            registered.get(&name),
+            &uid,
+            &name,
+            (ready, was_ready),
+            Instant::now(),
+        )
+    };
+    let credentials = if !due && current.credentials_secret.is_some() {
+        current.credentials_secret.clone()
+    } else {
+        let credentials = register(&name, ctx).await?;
+        if credentials.is_some() {
+            ctx.registered
+                .lock()
+                .await
+                .insert(name.clone(), (uid, std::time::Instant::now()));
+        }
+        credentials
+    };
+    match (&pool, &credentials) {
+        (None, _) => set(
+            &mut conds,
+            mc::JOINED,
+            false,
+            "PoolNotFound",
+            format!("GpuPool {:?} does not exist", member.spec.pool),
+        ),
+        (Some(_), None) => set(
+            &mut conds,
+            mc::JOINED,
+            false,
+            "WaitingForToken",
+            "waiting for the ServiceAccount token".into(),
+        ),
+        (Some(_), Some(secret)) => set(
+            &mut conds,
+            mc::JOINED,
+            true,
+            "Registered",
+            format!(
+                "namespace {} and credentials ready: copy Secret {secret} from that namespace into the member cluster and name the copy in the member chart's hub.kubeconfigSecret",
+                member_namespace(&name)
+            ),
+        ),
     }
 
     // Downtime for the member's reputation: from its heartbeat expiring until it is Ready again
