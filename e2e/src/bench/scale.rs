@@ -22,7 +22,7 @@
 pub mod report;
 pub mod sim;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,6 +108,25 @@ pub fn histogram_sum_count(text: &str, name: &str) -> Option<(f64, u64)> {
     Some((value("_sum")?, value("_count")?.max(0.0).round() as u64))
 }
 
+/// The hub's gauge of the objects its caches hold, by kind.
+pub const CACHED_OBJECTS: &str = "gpufed_hub_cached_objects";
+
+/// The values of gauge `name` in a Prometheus text exposition, by the value of its label `label`
+/// (series without it are left out).
+pub fn gauge_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let key = format!("{label}=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once('}')?;
+            let at = labels.find(&key)? + key.len();
+            let (value_of_label, _) = labels[at..].split_once('"')?;
+            let v: f64 = value.trim().parse().ok()?;
+            Some((value_of_label.to_string(), v.max(0.0).round() as u64))
+        })
+        .collect()
+}
+
 impl PassTime {
     /// From two scrapes of the hub's `/metrics` (none when either lacks the histogram).
     pub fn between(before: &str, after: &str) -> Option<PassTime> {
@@ -154,6 +173,14 @@ pub struct ScaleSize {
     pub hub_vm_hwm_kib: u64,
     /// The hub's `VmRSS` then, KiB.
     pub hub_vm_rss_kib: u64,
+    /// What the hub's caches held then, by kind (`gpufed_hub_cached_objects`; empty from hubs
+    /// built before it existed, and in reports written before it was read).
+    #[serde(default)]
+    pub hub_cached: BTreeMap<String, u64>,
+    /// The hub's threads then (each may hold a glibc malloc arena; 0 in reports written before
+    /// it was read).
+    #[serde(default)]
+    pub hub_threads: u64,
 }
 
 impl ScaleSize {
@@ -238,11 +265,12 @@ async fn hub_metrics(port: u16) -> String {
 }
 
 /// `VmRSS` in KiB from `/proc/<pid>/status`.
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+/// A number field of `/proc/<pid>/status` (`field` with its colon: `VmRSS:`, `Threads:`).
+fn status_number(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
@@ -635,7 +663,8 @@ impl Step<'_> {
         let metrics_after = hub_metrics(self.port).await;
         let sim_round_max_secs = self.sim.take_round_max();
         let hub_vm_hwm_kib = procstat::vm_hwm_kib(self.hub_pid)?;
-        let hub_vm_rss_kib = vm_rss_kib(self.hub_pid).unwrap_or(0);
+        let hub_vm_rss_kib = status_number(self.hub_pid, "VmRSS:").unwrap_or(0);
+        let hub_threads = status_number(self.hub_pid, "Threads:").unwrap_or(0);
         self.hub.check_alive()?;
         Ok(ScaleSize {
             jobs: size,
@@ -653,6 +682,8 @@ impl Step<'_> {
             members_schedulable: schedulable(self.client).await?,
             hub_vm_hwm_kib,
             hub_vm_rss_kib,
+            hub_cached: gauge_by_label(&metrics_after, CACHED_OBJECTS, "kind"),
+            hub_threads,
         })
     }
 }
@@ -668,6 +699,26 @@ gpufed_scheduling_pass_duration_seconds_count 10\n\
 gpufed_scheduling_passes_total{pool=\"default\"} 4\n";
     const AFTER: &str = "gpufed_scheduling_pass_duration_seconds_sum 2.5\n\
 gpufed_scheduling_pass_duration_seconds_count 30\n";
+
+    #[test]
+    fn the_hubs_cached_objects_are_read_by_kind() {
+        let text = "# HELP gpufed_hub_cached_objects Objects.\n\
+# TYPE gpufed_hub_cached_objects gauge\n\
+gpufed_hub_cached_objects{kind=\"ComputeJob\"} 20000\n\
+gpufed_hub_cached_objects{kind=\"Placement\"} 2000\n\
+gpufed_hub_cached_objects_total 3\n\
+gpufed_hub_cached_objectsx{kind=\"Lease\"} 9\n\
+gpufed_hub_cached_objects 7\n";
+        let got = gauge_by_label(text, CACHED_OBJECTS, "kind");
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("ComputeJob".to_string(), 20000),
+                ("Placement".to_string(), 2000)
+            ]
+        );
+        assert!(gauge_by_label("", CACHED_OBJECTS, "kind").is_empty());
+    }
 
     #[test]
     fn the_mean_pass_time_comes_from_the_histograms_sum_and_count_deltas() {

@@ -143,6 +143,32 @@ fn sizes(md: &mut String, r: &ScaleReport) {
         "\nWhether the simulator kept to its intervals in the steady window: {}.\n",
         keeping_up.join("; ")
     );
+    let cached: Vec<String> = r
+        .sizes
+        .iter()
+        .filter(|s| !s.hub_cached.is_empty())
+        .map(|s| {
+            let kinds: Vec<String> = s
+                .hub_cached
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            let threads = if s.hub_threads > 0 {
+                format!(" (the hub had {} threads)", s.hub_threads)
+            } else {
+                String::new()
+            };
+            format!("{} jobs: {}{threads}", s.jobs, kinds.join(", "))
+        })
+        .collect();
+    if !cached.is_empty() {
+        let _ = writeln!(
+            md,
+            "What the hub's caches held at the end of each steady window (`{}`): {}.\n",
+            super::CACHED_OBJECTS,
+            cached.join("; ")
+        );
+    }
 }
 
 fn capitalise(s: &str) -> String {
@@ -429,6 +455,8 @@ mod tests {
             members_schedulable: 1000,
             hub_vm_hwm_kib: hwm_mib * 1024,
             hub_vm_rss_kib: hwm_mib * 1000,
+            hub_cached: [("ComputeJob".to_string(), jobs as u64)].into(),
+            hub_threads: 0,
         }
     }
 
@@ -487,6 +515,10 @@ mod tests {
         assert!(md.contains("100000 jobs were not run"), "{md}");
         assert!(md.contains("about 17 minutes alone"), "{md}");
         assert!(md.contains("reaches 1090 MiB at 100000 jobs"), "{md}");
+        assert!(
+            md.contains("(`gpufed_hub_cached_objects`): 1000 jobs: 1000 ComputeJob; 10000 jobs: 10000 ComputeJob."),
+            "{md}"
+        );
     }
 
     #[test]
