@@ -15,6 +15,9 @@ use gpufed_e2e::hubctl::{
 };
 use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
 use gpufed_operator::hub::registration::AGENT_ROLE;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -261,6 +264,96 @@ fn jobs_go_where_model_memory_and_price_fit_and_the_rest_say_why_they_wait() {
         .await
         .unwrap();
         assert_eq!(j.status.unwrap().phase, JobPhase::Pending);
+    });
+}
+
+#[test]
+fn a_member_whose_registration_cannot_be_repaired_still_goes_not_ready() {
+    run_test(HARD_DEADLINE, || async {
+        let (tools, mut hub) = hub_cluster("hub-registration-refused").await;
+        start_hub(&tools, &mut hub, "hub-0", &[]).unwrap();
+        let c = hub.client();
+        create_pool(&c, "default", "CheapestFit", "15s")
+            .await
+            .unwrap();
+        create_member(&c, "gamma", "default", "eu-west", &[("H100", "2.00")])
+            .await
+            .unwrap();
+        let beat = keep_heartbeating(c.clone(), "gamma");
+        hubctl::wait_member_condition(&c, &["gamma"], "Ready", true, T)
+            .await
+            .unwrap();
+
+        // An admission policy refuses every write of a Role in gamma's namespace, so the hub
+        // cannot put back the agent's Role once it is deleted.
+        let ns = "gpufed-member-gamma";
+        let _: ValidatingAdmissionPolicy = apply(
+            &c,
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "no-roles-for-gamma"},
+                    "spec": {"failurePolicy": "Fail",
+                             "matchConstraints": {
+                                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                                 "resourceRules": [{"apiGroups": ["rbac.authorization.k8s.io"],
+                                                    "apiVersions": ["*"],
+                                                    "operations": ["CREATE", "UPDATE"],
+                                                    "resources": ["roles"]}]},
+                             "validations": [{"expression": "false",
+                                              "message": "no Roles in gamma's namespace"}]}}),
+        )
+        .await
+        .unwrap();
+        let _: ValidatingAdmissionPolicyBinding = apply(
+            &c,
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding",
+                    "metadata": {"name": "no-roles-for-gamma"},
+                    "spec": {"policyName": "no-roles-for-gamma", "validationActions": ["Deny"]}}),
+        )
+        .await
+        .unwrap();
+        let roles: Api<Role> = Api::namespaced(c.clone(), ns);
+        wait_until(T, "the policy refusing Roles", || async {
+            let probe = Role {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("probe".into()),
+                    ..Default::default()
+                },
+                rules: None,
+            };
+            let dry = kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            matches!(roles.create(&dry, &probe).await, Err(kube::Error::Api(e)) if e.code == 422 || e.code == 403)
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        roles
+            .delete(AGENT_ROLE, &DeleteParams::default())
+            .await
+            .unwrap();
+
+        // gamma goes silent: the hub tries to register it again, is refused, and still marks it
+        // not Ready (the jobs on it fail over from that condition), saying why in an Event.
+        beat.abort();
+        hubctl::wait_member_condition(&c, &["gamma"], "Ready", false, T)
+            .await
+            .unwrap();
+        let refused = wait_until(T, "the RegistrationFailed Event", || async {
+            let notes = hubctl::job_events(&c, "default", "gamma", "RegistrationFailed")
+                .await
+                .ok()?;
+            notes.into_iter().next()
+        })
+        .await
+        .unwrap();
+        assert!(
+            refused.contains("no Roles in gamma's namespace"),
+            "{refused}"
+        );
+        assert!(roles.get_opt(AGENT_ROLE).await.unwrap().is_none());
     });
 }
 

@@ -283,7 +283,7 @@ pub struct Context {
     chains: Mutex<HashMap<String, CachedChain>>,
     /// Members registered by this process: name → (uid, when). Registration is applied again
     /// only when [`registration_due`] says so, not on every heartbeat.
-    pub registered: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    pub registered: Mutex<HashMap<String, Registered>>,
     /// The last inventory time of each member the scheduler was woken for.
     pub inventory_seen: Mutex<HashMap<String, Option<Time>>>,
     /// Unfinished jobs placed per cluster, and when that was counted (see `active_placements`).
@@ -343,31 +343,43 @@ pub fn reregister_after(name: &str) -> std::time::Duration {
     REREGISTER_AFTER + std::time::Duration::from_secs(digest(name) % half.max(1))
 }
 
+/// This process's last registration of a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The MemberCluster's UID then.
+    pub uid: String,
+    /// When.
+    pub at: std::time::Instant,
+    /// It failed (a member registered before kept its credentials; [`registration_due`] tries
+    /// again after [`REREGISTER_NOT_READY`]).
+    pub failed: bool,
+}
+
 /// Whether member `name` (UID `uid`) is to be registered again (its namespace, credentials and
-/// RBAC applied), given when this process last registered it (`registered`: that member's UID and
-/// when) and whether it is Ready now and was before this reconcile (`ready`):
+/// RBAC applied), given this process's last registration of it and whether it is Ready now and
+/// was before this reconcile (`ready`):
 ///
 /// * not registered by this process, or registered under another UID: yes;
 /// * its heartbeat just stopped (Ready before, not now): yes — a deleted Role, RoleBinding,
 ///   ServiceAccount or token stops the agent's renewals first, so this is where the damage that
-///   matters shows;
-/// * still not Ready: every [`REREGISTER_NOT_READY`];
+///   matters shows — unless a registration failed less than [`REREGISTER_NOT_READY`] ago;
+/// * still not Ready, or the last registration failed: every [`REREGISTER_NOT_READY`];
 /// * Ready: after [`reregister_after`].
 pub fn registration_due(
-    registered: Option<&(String, std::time::Instant)>,
+    registered: Option<&Registered>,
     uid: &str,
     name: &str,
     (ready, was_ready): (bool, bool),
     now: std::time::Instant,
 ) -> bool {
-    let Some((_, at)) = registered.filter(|(u, _)| u == uid) else {
+    let Some(last) = registered.filter(|r| r.uid == uid) else {
         return true;
     };
-    let age = now.saturating_duration_since(*at);
-    match (ready, was_ready) {
-        (true, _) => age >= reregister_after(name),
-        (false, true) => true,
-        (false, false) => age >= REREGISTER_NOT_READY,
+    let age = now.saturating_duration_since(last.at);
+    match (ready, was_ready, last.failed) {
+        (true, _, false) => age >= reregister_after(name),
+        (false, true, false) => true,
+        _ => age >= REREGISTER_NOT_READY,
     }
 }
 
@@ -564,8 +576,12 @@ mod tests {
     fn a_member_is_registered_again_when_its_heartbeat_stops_and_otherwise_rarely() {
         let t0 = std::time::Instant::now();
         let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
-        let reg = ("u1".to_string(), t0);
-        let due = |r: Option<&(String, std::time::Instant)>, uid, states, secs| {
+        let reg = Registered {
+            uid: "u1".into(),
+            at: t0,
+            failed: false,
+        };
+        let due = |r: Option<&Registered>, uid, states, secs| {
             registration_due(r, uid, "m0001", states, at(secs))
         };
         // Never registered by this process, or registered under another UID (re-created).
@@ -585,6 +601,17 @@ mod tests {
         assert!(!due(Some(&reg), "u1", (false, false), quiet - 1));
         assert!(due(Some(&reg), "u1", (false, false), quiet));
         assert!(REREGISTER_NOT_READY < REREGISTER_AFTER);
+        // A failed registration is tried again after REREGISTER_NOT_READY, Ready or not, and a
+        // heartbeat lost soon after it does not bring another at once.
+        let failed = Registered {
+            failed: true,
+            ..reg.clone()
+        };
+        for states in [(true, true), (false, true), (false, false)] {
+            assert!(!due(Some(&failed), "u1", states, quiet - 1), "{states:?}");
+            assert!(due(Some(&failed), "u1", states, quiet), "{states:?}");
+        }
+        assert!(due(Some(&failed), "u2", (true, true), 1));
     }
 
     #[test]

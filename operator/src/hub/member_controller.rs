@@ -32,7 +32,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::hub::context::{Context, MANAGER, now, registration_due};
+use crate::hub::context::{
+    Context, MANAGER, REREGISTER_NOT_READY, Registered, now, registration_due,
+};
 use crate::hub::registration::{self, token_secret_name};
 use crate::hub::snapshot;
 
@@ -516,14 +518,40 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     let credentials = if !due && current.credentials_secret.is_some() {
         current.credentials_secret.clone()
     } else {
-        let credentials = register(&name, ctx).await?;
-        if credentials.is_some() {
-            ctx.registered
-                .lock()
-                .await
-                .insert(name.clone(), (uid, std::time::Instant::now()));
+        match register(&name, ctx).await {
+            Ok(credentials) => {
+                if credentials.is_some() {
+                    let done = Registered {
+                        uid,
+                        at: Instant::now(),
+                        failed: false,
+                    };
+                    ctx.registered.lock().await.insert(name.clone(), done);
+                }
+                credentials
+            }
+            // A member registered before keeps its credentials while a repair fails: the failure
+            // must not hold up its status, which carries a lost heartbeat to the jobs on it.
+            Err(e) if current.credentials_secret.is_some() => {
+                tracing::warn!(member = %name, error = %e, kind = e.kind(), retry_in = ?REREGISTER_NOT_READY, "registering the member again failed");
+                ctx.metrics.failed(CONTROLLER, e.kind());
+                ctx.event(
+                    member.as_ref(),
+                    true,
+                    "RegistrationFailed",
+                    "Register",
+                    format!("registering {name} again failed (tried again in {REREGISTER_NOT_READY:?}): {e}"),
+                );
+                let failed = Registered {
+                    uid,
+                    at: Instant::now(),
+                    failed: true,
+                };
+                ctx.registered.lock().await.insert(name.clone(), failed);
+                current.credentials_secret.clone()
+            }
+            Err(e) => return Err(e),
         }
-        credentials
     };
     match (&pool, &credentials) {
         (None, _) => set(
