@@ -264,7 +264,6 @@ async fn hub_metrics(port: u16) -> String {
     }
 }
 
-/// `VmRSS` in KiB from `/proc/<pid>/status`.
 /// A number field of `/proc/<pid>/status` (`field` with its colon: `VmRSS:`, `Threads:`).
 fn status_number(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
