@@ -163,7 +163,7 @@ pub fn subtract(counts: &[RequestCount], minus: &[RequestCount]) -> Vec<RequestC
 }
 
 /// Splits `a="x",b="y"} 12` into the labels and the value text, honouring `\"` and `\\` escapes.
-fn split_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
+pub fn split_labels(s: &str) -> Option<(BTreeMap<String, String>, &str)> {
     let mut labels = BTreeMap::new();
     let mut chars = s.char_indices().peekable();
     loop {

@@ -43,20 +43,31 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     Ok(ticks as f64 / clock_ticks() as f64)
 }
 
-/// `VmHWM` (peak resident set) in KiB from the text of `/proc/<pid>/status`.
-pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+/// A number field of the text of `/proc/<pid>/status` (`field` with its colon: `VmHWM:`,
+/// `VmRSS:`, `Threads:`; memory fields are in KiB).
+pub fn parse_status_number(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
 
-/// Peak resident memory of process `pid` so far, in KiB.
-pub fn vm_hwm_kib(pid: u32) -> Result<u64, Error> {
+/// `VmHWM` (peak resident set) in KiB from the text of `/proc/<pid>/status`.
+pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+    parse_status_number(status, "VmHWM:")
+}
+
+/// A number field of process `pid`'s `/proc/<pid>/status` ([`parse_status_number`]).
+pub fn status_number(pid: u32, field: &str) -> Result<u64, Error> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.clone(), e))?;
-    parse_vm_hwm_kib(&text).ok_or_else(|| Error::Other(format!("no VmHWM in {path}")))
+    parse_status_number(&text, field).ok_or_else(|| Error::Other(format!("no {field} in {path}")))
+}
+
+/// Peak resident memory of process `pid` so far, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> Result<u64, Error> {
+    status_number(pid, "VmHWM:")
 }
 
 /// Busy CPU seconds of the whole machine, all cores, from the `cpu` line of `/proc/stat`
@@ -152,6 +163,8 @@ mod tests {
     fn peak_memory_is_read_from_vm_hwm() {
         let status = "Name:\tgpufed-operator\nVmPeak:\t  900000 kB\nVmHWM:\t   54321 kB\nVmRSS:\t   50000 kB\n";
         assert_eq!(parse_vm_hwm_kib(status), Some(54321));
+        assert_eq!(parse_status_number(status, "VmRSS:"), Some(50000));
+        assert_eq!(parse_status_number(status, "Threads:"), None);
     }
 
     #[test]

@@ -114,15 +114,12 @@ pub const CACHED_OBJECTS: &str = "gpufed_hub_cached_objects";
 /// The values of gauge `name` in a Prometheus text exposition, by the value of its label `label`
 /// (series without it are left out).
 pub fn gauge_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
-    let key = format!("{label}=\"");
     text.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.split_once('}')?;
-            let at = labels.find(&key)? + key.len();
-            let (value_of_label, _) = labels[at..].split_once('"')?;
+            let (mut labels, value) = apimetrics::split_labels(rest)?;
             let v: f64 = value.trim().parse().ok()?;
-            Some((value_of_label.to_string(), v.max(0.0).round() as u64))
+            Some((labels.remove(label)?, v.max(0.0).round() as u64))
         })
         .collect()
 }
@@ -264,21 +261,8 @@ async fn hub_metrics(port: u16) -> String {
     }
 }
 
-/// A number field of `/proc/<pid>/status` (`field` with its colon: `VmRSS:`, `Threads:`).
-fn status_number(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Each job's phase and, once Failed, why; by job name.
-/// A job's phase, why it failed (once Failed), and how each of its attempts that ended without
-/// succeeding ended (`phase reason`).
+/// By job name: its phase, why it failed (once Failed), and how each of its attempts that ended
+/// without succeeding ended (`phase reason`).
 type PhaseMap = HashMap<String, (JobPhase, Option<String>, Vec<String>)>;
 
 /// Every job's phase (and, once Failed, why), from a watch.
@@ -662,8 +646,8 @@ impl Step<'_> {
         let metrics_after = hub_metrics(self.port).await;
         let sim_round_max_secs = self.sim.take_round_max();
         let hub_vm_hwm_kib = procstat::vm_hwm_kib(self.hub_pid)?;
-        let hub_vm_rss_kib = status_number(self.hub_pid, "VmRSS:").unwrap_or(0);
-        let hub_threads = status_number(self.hub_pid, "Threads:").unwrap_or(0);
+        let hub_vm_rss_kib = procstat::status_number(self.hub_pid, "VmRSS:").unwrap_or(0);
+        let hub_threads = procstat::status_number(self.hub_pid, "Threads:").unwrap_or(0);
         self.hub.check_alive()?;
         Ok(ScaleSize {
             jobs: size,
