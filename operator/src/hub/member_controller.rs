@@ -518,18 +518,8 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
     let credentials = if !due && current.credentials_secret.is_some() {
         current.credentials_secret.clone()
     } else {
-        match register(&name, ctx).await {
-            Ok(credentials) => {
-                if credentials.is_some() {
-                    let done = Registered {
-                        uid,
-                        at: Instant::now(),
-                        failed: false,
-                    };
-                    ctx.registered.lock().await.insert(name.clone(), done);
-                }
-                credentials
-            }
+        let (credentials, failed) = match register(&name, ctx).await {
+            Ok(credentials) => (credentials, false),
             // A member registered before keeps its credentials while a repair fails: the failure
             // must not hold up its status, which carries a lost heartbeat to the jobs on it.
             Err(e) if current.credentials_secret.is_some() => {
@@ -542,16 +532,16 @@ async fn apply(member: Arc<MemberCluster>, ctx: &Context) -> Result<Requeue> {
                     "Register",
                     format!("registering {name} again failed (tried again in {REREGISTER_NOT_READY:?}): {e}"),
                 );
-                let failed = Registered {
-                    uid,
-                    at: Instant::now(),
-                    failed: true,
-                };
-                ctx.registered.lock().await.insert(name.clone(), failed);
-                current.credentials_secret.clone()
+                (current.credentials_secret.clone(), true)
             }
             Err(e) => return Err(e),
+        };
+        if credentials.is_some() {
+            let at = Instant::now();
+            let done = Registered { uid, at, failed };
+            ctx.registered.lock().await.insert(name.clone(), done);
         }
+        credentials
     };
     match (&pool, &credentials) {
         (None, _) => set(
