@@ -9,6 +9,7 @@
 //! * a settlement counts only after its confirmations, and is sent again after a reorg;
 //! * a lock a reorg removes is made again when the attempt ends, and then settled;
 //! * the provider claims with the hub's signed receipt when the hub cannot settle;
+//! * nothing is settled nor published for a provider to claim before the job's status records it;
 //! * a payer who has not authorised the hub waits in Funding with the command to run;
 //! * a token with 6 decimals is locked and paid in its own base units;
 //! * a lock the escrow rejects for good (an amount above its limit) uses up the job's attempts and
@@ -21,10 +22,13 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase, SettlementState, TokenAmount};
 use gpufed_e2e::chain::{accounts, tokens};
-use gpufed_e2e::hubctl::{start_hub, wait_job};
+use gpufed_e2e::hubctl::{apply, start_hub, wait_job};
 use gpufed_e2e::market::{self, Market, STEP as T, finish, settled, settlement};
 use gpufed_e2e::{run_test, wait_until};
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 /// The most a test here may take, start-up included.
@@ -524,6 +528,116 @@ fn a_provider_claims_with_the_hubs_signed_receipt_when_the_hub_cannot_settle() {
         let fee = paid * U256::from(500u64) / U256::from(10_000u64);
         let provider_after = m.balance(accounts::ALPHA.1).await.unwrap();
         assert_eq!(provider_after - provider_before, paid - fee);
+    });
+}
+
+/// Lines of the hub's log where a pass over a job failed because `refusal` (an admission
+/// policy's message) refused its write.
+fn refused_passes(m: &Market, refusal: &str) -> usize {
+    let log = m.hub.dir().unwrap().join("hub-0.log");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("reconcile failed") && l.contains(refusal))
+        .count()
+}
+
+#[test]
+fn nothing_is_paid_nor_claimable_before_the_job_records_it() {
+    run_test(HARD_DEADLINE, || async {
+        let m = started("pay-unrecorded", 1000, json!({})).await;
+        let c = m.hub.client();
+        let locked = submit_locked(&m, "unrecorded").await;
+        let id = settlement(&locked, 1).unwrap().job_id;
+
+        // An admission policy refuses every write of a job status in team-a: the hub computes
+        // the end of the attempt, its receipt and its settlement, and cannot record them.
+        let refusal = "job statuses in team-a are frozen";
+        let _: ValidatingAdmissionPolicy = apply(
+            &c,
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "frozen-jobs"},
+                    "spec": {"failurePolicy": "Fail",
+                             "matchConstraints": {
+                                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}},
+                                 "resourceRules": [{"apiGroups": ["gpufed.io"],
+                                                    "apiVersions": ["*"],
+                                                    "operations": ["UPDATE"],
+                                                    "resources": ["computejobs/status"]}]},
+                             "validations": [{"expression": "false", "message": refusal}]}}),
+        )
+        .await
+        .unwrap();
+        let _: ValidatingAdmissionPolicyBinding = apply(
+            &c,
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "frozen-jobs"},
+                    "spec": {"policyName": "frozen-jobs", "validationActions": ["Deny"]}}),
+        )
+        .await
+        .unwrap();
+        let jobs: Api<ComputeJob> = Api::namespaced(c.clone(), "team-a");
+        wait_until(T, "the policy refusing job statuses", || async {
+            let dry = PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let touch = json!({"status": {"message": "probe"}});
+            matches!(jobs.patch_status("unrecorded", &dry, &Patch::Merge(&touch)).await,
+                     Err(kube::Error::Api(e)) if e.message.contains(refusal))
+            .then_some(())
+        })
+        .await
+        .unwrap();
+        finish(&c, "alpha", "unrecorded", 3600).await.unwrap();
+        wait_until(T, "three passes refused", || async {
+            (refused_passes(&m, refusal) >= 3).then_some(())
+        })
+        .await
+        .unwrap();
+        // Nothing the job does not record went out: no settlement, no receipt to claim with.
+        assert_eq!(m.lock_state(&id).await.unwrap(), 1, "still locked");
+        let ps = gpufed_e2e::hubctl::placements(&c, "alpha").await.unwrap();
+        assert!(
+            ps.iter().all(|p| p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key("gpufed.io/usage-receipt"))),
+            "a receipt was published before the job recorded it"
+        );
+        let before = jobs.get("unrecorded").await.unwrap();
+        assert!(in_state(&before, 1, SettlementState::Locked));
+
+        // The policy goes: the job records its end, then it is published and paid, for what the
+        // job records.
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(c.clone());
+        bindings
+            .delete("frozen-jobs", &DeleteParams::default())
+            .await
+            .unwrap();
+        let j = wait_job(&c, "team-a", "unrecorded", T, "settled", settled)
+            .await
+            .unwrap();
+        let s = settlement(&j, 1).unwrap();
+        let used = j.status.as_ref().unwrap().attempts[0].gpu_seconds;
+        assert_eq!(s.paid.unwrap(), price().cost_of_gpu_seconds(used).unwrap());
+        let receipt = s.receipt.unwrap();
+        assert_eq!(receipt.paid_base_units, s.paid.unwrap().atto().to_string());
+        let ps = gpufed_e2e::hubctl::placements(&c, "alpha").await.unwrap();
+        let shown: gpufed_crds::ClaimableReceipt = ps
+            .iter()
+            .find_map(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()?
+                    .get("gpufed.io/usage-receipt")
+            })
+            .map(|v| serde_json::from_str(v).unwrap())
+            .expect("the receipt on the placement");
+        assert_eq!(shown.receipt, receipt);
+        assert_eq!(shown.job_id, id);
+        no_nonce_gap(&m).await;
     });
 }
 

@@ -191,16 +191,14 @@ fn world(job: &ComputeJob, ctx: &Context) -> World {
     w
 }
 
-/// Puts each newly signed usage receipt on its attempt's Placement (annotation
-/// `gpufed.io/usage-receipt`), where the provider's member credentials can read it and
-/// `kubectl gpufed claim` submits it if the hub does not settle. Failures are logged: the receipt
-/// stays in the job's status and is published again on the next change.
-async fn publish_receipts(
-    job: &ComputeJob,
-    pool: &GpuPool,
-    st: &gpufed_crds::ComputeJobStatus,
-    ctx: &Context,
-) {
+/// Puts each usage receipt of `st` (a status just written, or already the job's) on its attempt's
+/// Placement (annotation `gpufed.io/usage-receipt`), where the provider's member credentials can
+/// read it and `kubectl gpufed claim` submits it if the hub does not settle. Compared with the
+/// cached Placement, so it is written when it differs and again after a failed write (logged); a
+/// Placement no longer cached (deleted, or its job at rest) is left alone. Only called after the
+/// status holding the receipts was written: a pass from a stale cached job may sign an amount the
+/// job never records, and a provider must not be able to claim it.
+async fn publish_receipts(pool: &GpuPool, st: &gpufed_crds::ComputeJobStatus, ctx: &Context) {
     let Some(chain) = pool.spec.chain.as_ref() else {
         return;
     };
@@ -211,15 +209,10 @@ async fn publish_receipts(
         let Some(receipt) = s.receipt.as_ref() else {
             continue;
         };
-        let before = job
-            .status
-            .as_ref()
-            .and_then(|b| b.attempts.iter().find(|x| x.attempt == a.attempt))
-            .and_then(|x| x.settlement.as_ref())
-            .and_then(|x| x.receipt.as_ref());
-        if before == Some(receipt) {
+        let namespace = gpufed_crds::naming::member_namespace(&a.cluster);
+        let Some(cached) = ctx.stores.placement(&namespace, &a.placement) else {
             continue;
-        }
+        };
         let claimable = gpufed_crds::ClaimableReceipt {
             chain_id: chain.chain_id,
             rpc_url: chain.rpc_url.clone(),
@@ -230,7 +223,14 @@ async fn publish_receipts(
         let Ok(value) = serde_json::to_string(&claimable) else {
             continue;
         };
-        let namespace = gpufed_crds::naming::member_namespace(&a.cluster);
+        let shown = cached
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(gpufed_crds::naming::ANNOTATION_USAGE_RECEIPT));
+        if shown == Some(&value) {
+            continue;
+        }
         let api: Api<Placement> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({"metadata": {"annotations": {
             gpufed_crds::naming::ANNOTATION_USAGE_RECEIPT: value
@@ -245,6 +245,24 @@ async fn publish_receipts(
         {
             tracing::warn!(placement = %a.placement, %namespace, error = %e, "could not put the usage receipt on the placement");
         }
+    }
+}
+
+/// What a money step leaves to do once the job's status is written: its receipts to publish and
+/// its settlements to send ([`settlement::Step::settle`]).
+struct Payout {
+    pool: Arc<GpuPool>,
+    chain: Arc<crate::hub::chain::ChainClient>,
+    step: settlement::Step,
+}
+
+impl Payout {
+    /// Publishes the receipts of `st` (the status as written) and queues the settlements.
+    async fn run(&self, st: &gpufed_crds::ComputeJobStatus, ctx: &Context) {
+        publish_receipts(&self.pool, st, ctx).await;
+        ctx.settler
+            .send(&self.pool.name_any(), &self.chain, &self.step)
+            .await;
     }
 }
 
@@ -298,38 +316,38 @@ async fn publish_funding(job: &ComputeJob, st: &gpufed_crds::ComputeJobStatus, c
     }
 }
 
-/// Runs the money step for pools with a chain. Chain errors are shown on the job (condition
-/// `Funded`, reason `ChainUnavailable`) and retried; they never lose the job or a payment.
+/// Runs the money step for pools with a chain: when to come back, and what to do once the status
+/// is written ([`Payout`]). Chain errors are shown on the job (condition `Funded`, reason
+/// `ChainUnavailable`) and retried; they never lose the job or a payment.
 async fn money(
     job: &ComputeJob,
     ctx: &Context,
     out: &mut lifecycle::Outcome,
-) -> Result<Option<Duration>> {
+) -> Result<(Option<Duration>, Option<Payout>)> {
     let Some(pool) = ctx
         .stores
         .pool(&job.spec.pool)
         .filter(|p| p.spec.chain.is_some())
     else {
-        return Ok(None);
+        return Ok((None, None));
     };
     if !conditions::is_true(&out.status.conditions, jc::ADMITTED) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
     let result = match ctx.chain(&pool).await {
-        Ok(chain) => {
-            settlement::advance(&chain, &ctx.settler, &pool, job, &mut out.status, now_secs).await
-        }
+        Ok(chain) => settlement::advance(&chain, &pool, job, &mut out.status, now_secs)
+            .await
+            .map(|step| (chain, step)),
         Err(e) => Err(e),
     };
     match result {
-        Ok(step) => {
-            publish_receipts(job, &pool, &out.status, ctx).await;
+        Ok((chain, mut step)) => {
             publish_funding(job, &out.status, ctx).await;
             let counts = ctx.metrics.settlements.clone();
             counts.with_label_values(&["locked"]).inc_by(step.locked);
             counts.with_label_values(&["expired"]).inc_by(step.expired);
-            for (warning, reason, message) in step.events {
+            for (warning, reason, message) in std::mem::take(&mut step.events) {
                 out.events.push(lifecycle::Note {
                     warning,
                     reason,
@@ -386,7 +404,8 @@ async fn money(
                 ),
             );
             let soon = step.again_soon.then_some(Duration::from_secs(2));
-            Ok([soon, step.recheck_in].into_iter().flatten().min())
+            let again = [soon, step.recheck_in].into_iter().flatten().min();
+            Ok((again, Some(Payout { pool, chain, step })))
         }
         Err(e @ (Error::Chain(_) | Error::Config(_) | Error::Kube { .. })) => {
             tracing::warn!(error = %e, "chain step failed; will retry");
@@ -402,11 +421,11 @@ async fn money(
                     now(),
                 ),
             );
-            Ok(Some(
-                ctx.backoffs
-                    .next(&format!("chain/{}", key(job)))
-                    .min(Duration::from_secs(30)),
-            ))
+            let again = ctx
+                .backoffs
+                .next(&format!("chain/{}", key(job)))
+                .min(Duration::from_secs(30));
+            Ok((Some(again), None))
         }
         Err(e) => Err(e),
     }
@@ -467,7 +486,7 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
             return Ok(Requeue::requeue(left));
         }
     }
-    let again = money(&job, ctx, &mut out).await?;
+    let (again, payout) = money(&job, ctx, &mut out).await?;
     if again.is_none() {
         ctx.backoffs.reset(&format!("chain/{}", key(&job)));
     }
@@ -571,6 +590,10 @@ async fn apply(job: Arc<ComputeJob>, ctx: &Context) -> Result<Requeue> {
                 .with_label_values(&[out.status.reason.as_deref().unwrap_or("Lost")])
                 .inc();
         }
+    }
+    // The status holds what the money step signed: now it may be published and paid.
+    if let Some(payout) = &payout {
+        payout.run(&out.status, ctx).await;
     }
     // Come back when money is in flight, when a start timeout runs out, or in five minutes; a job
     // at rest only when something changes.
@@ -728,15 +751,21 @@ async fn settle_on_delete(
     settlement::cancel_current(job, &mut st, reported, &now());
     let chain = ctx.chain(&pool).await?;
     let now_secs = u64::try_from(now().0.as_second()).unwrap_or(0);
-    let step = settlement::advance(&chain, &ctx.settler, &pool, job, &mut st, now_secs).await?;
+    let step = settlement::advance(&chain, &pool, job, &mut st, now_secs).await?;
     let counts = &ctx.metrics.settlements;
     counts.with_label_values(&["expired"]).inc_by(step.expired);
     counts
         .with_label_values(&["error"])
         .inc_by(step.lock_errors);
-    if job.status.as_ref() != Some(&st) {
-        write_namespaced(&ctx.client, job, &st).await?;
+    if job.status.as_ref() != Some(&st)
+        && write_namespaced(&ctx.client, job, &st).await? == Written::Conflict
+    {
+        // Computed from a stale copy: nothing of it is paid; the cleanup runs again.
+        return Err(Error::Chain(
+            "the deleted job changed while its last attempt was being settled".into(),
+        ));
     }
+    ctx.settler.send(&pool.name_any(), &chain, &step).await;
     Ok((!settlement::unsettled(&st)).then_some(st))
 }
 

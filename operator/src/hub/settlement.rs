@@ -108,8 +108,22 @@ impl Settler {
         )
     }
 
+    /// Queues what `step` found due on `pool`'s chain: call it only once the status holding the
+    /// step's receipts is written.
+    pub async fn send(&self, pool: &str, chain: &Arc<ChainClient>, step: &Step) {
+        for due in &step.settle {
+            self.queue(SettleRequest {
+                pool: pool.to_string(),
+                chain: chain.clone(),
+                job_id: due.job_id.clone(),
+                paid: due.paid,
+            })
+            .await;
+        }
+    }
+
     /// Queues `req` unless the same lock is already queued.
-    pub async fn queue(&self, req: SettleRequest) {
+    async fn queue(&self, req: SettleRequest) {
         self.chains
             .lock()
             .await
@@ -305,6 +319,19 @@ pub struct Step {
     pub lock_errors: u64,
     /// Come back after this at the latest (a serving attempt's next period ends, ADR 0030).
     pub recheck_in: Option<Duration>,
+    /// Settlements to send once the status with their receipts is written ([`Settler::send`]):
+    /// a pass whose status write fails (a stale cached job) must not pay, nor publish a receipt
+    /// for, an amount the job never recorded.
+    pub settle: Vec<Due>,
+}
+
+/// A finished attempt's lock to settle for `paid` (what its status's receipt is signed for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// Escrow job id (0x-hex).
+    pub job_id: String,
+    /// Amount to pay.
+    pub paid: TokenAmount,
 }
 
 /// Reason of an attempt whose lock the escrow refused (nothing was locked; its number is not reused).
@@ -355,7 +382,6 @@ fn close_unrun(st: &mut ComputeJobStatus, i: usize, reason: &str, message: Strin
 /// attempt's, and after any error the lock is read again before anything else is decided.
 pub async fn advance(
     chain: &Arc<ChainClient>,
-    settler: &Settler,
     pool: &gpufed_crds::GpuPool,
     job: &ComputeJob,
     st: &mut ComputeJobStatus,
@@ -373,7 +399,6 @@ pub async fn advance(
     let Some(required) = lock_amount(job) else {
         return Ok(step);
     };
-    let pool_name = pool.metadata.name.clone().unwrap_or_default();
     let grace = pool
         .spec
         .chain
@@ -657,14 +682,10 @@ pub async fn advance(
                     });
                     step.changed = true;
                 }
-                settler
-                    .queue(SettleRequest {
-                        pool: pool_name.clone(),
-                        chain: chain.clone(),
-                        job_id: s.job_id.clone(),
-                        paid,
-                    })
-                    .await;
+                step.settle.push(Due {
+                    job_id: s.job_id.clone(),
+                    paid,
+                });
                 if s.state != SettlementState::Settling {
                     s.state = SettlementState::Settling;
                     step.changed = true;
