@@ -178,6 +178,28 @@ pub struct ScaleSize {
     /// it was read).
     #[serde(default)]
     pub hub_threads: u64,
+    /// The hub's `VmHWM` when every job had settled, before the steady window, KiB (0 in
+    /// reports written before it was read).
+    #[serde(default)]
+    pub hub_vm_hwm_settled_kib: u64,
+    /// Jobs waiting and the hub's `VmRSS`, every [`SAMPLE_EVERY`] from the first create of this
+    /// size until every job settled (empty in reports written before it was sampled).
+    #[serde(default)]
+    pub trace: Vec<HubSample>,
+}
+
+/// How often the hub is sampled while a size is created and settled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// One look at the hub while a size is created and settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HubSample {
+    /// Seconds since the size's first create.
+    pub secs: f64,
+    /// Jobs of the run neither Running, Succeeded nor Failed (as the benchmark's watch saw them).
+    pub waiting: usize,
+    /// The hub's `VmRSS`, KiB.
+    pub rss_kib: u64,
 }
 
 impl ScaleSize {
@@ -555,7 +577,8 @@ impl Step<'_> {
         tracing::info!(jobs = size, running, "adding jobs");
         let metrics_before = hub_metrics(self.port).await;
         let t0 = Instant::now();
-        let created: Vec<Result<ComputeJob, Error>> = futures::stream::iter(have..size)
+        let mut trace = vec![];
+        let creates = futures::stream::iter(have..size)
             .map(|i| {
                 let (c, sim) = (self.client, self.sim);
                 async move {
@@ -565,8 +588,15 @@ impl Step<'_> {
                 }
             })
             .buffer_unordered(CREATES_IN_FLIGHT)
-            .collect()
-            .await;
+            .collect::<Vec<Result<ComputeJob, Error>>>();
+        tokio::pin!(creates);
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let created = loop {
+            tokio::select! {
+                created = &mut creates => break created,
+                _ = tick.tick() => trace.push(self.sample(t0)),
+            }
+        };
         created.into_iter().collect::<Result<Vec<_>, Error>>()?;
         let ingest_secs = t0.elapsed().as_secs_f64();
         let added = size - have;
@@ -576,7 +606,12 @@ impl Step<'_> {
         let timeout = Duration::from_secs(300 + added as u64 / 10);
         let created_at = Instant::now();
         let mut told = Instant::now();
+        let mut sampled = Instant::now();
         loop {
+            if sampled.elapsed() >= SAMPLE_EVERY {
+                trace.push(self.sample(t0));
+                sampled = Instant::now();
+            }
             let counts = self.phases.counts();
             let (r, s) = (counts.running, counts.succeeded);
             if r == running && s == size - running {
@@ -629,6 +664,7 @@ impl Step<'_> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let settled_secs = t0.elapsed().as_secs_f64();
+        let hub_vm_hwm_settled_kib = procstat::vm_hwm_kib(self.hub_pid)?;
         let metrics_settled = hub_metrics(self.port).await;
         tracing::info!(jobs = size, settled_secs, "settled; steady window");
 
@@ -667,7 +703,18 @@ impl Step<'_> {
             hub_vm_rss_kib,
             hub_cached: gauge_by_label(&metrics_after, CACHED_OBJECTS, "kind"),
             hub_threads,
+            hub_vm_hwm_settled_kib,
+            trace,
         })
+    }
+
+    /// How many jobs wait now, and the hub's `VmRSS`.
+    fn sample(&self, t0: Instant) -> HubSample {
+        HubSample {
+            secs: t0.elapsed().as_secs_f64(),
+            waiting: self.phases.counts().unsettled,
+            rss_kib: procstat::status_number(self.hub_pid, "VmRSS:").unwrap_or(0),
+        }
     }
 }
 

@@ -169,6 +169,37 @@ fn sizes(md: &mut String, r: &ScaleReport) {
             cached.join("; ")
         );
     }
+    let backlog: Vec<String> = r.sizes.iter().filter_map(backlog).collect();
+    if !backlog.is_empty() {
+        let _ = writeln!(
+            md,
+            "While each size was created and settled (sampled every {:?}; *waiting*: jobs neither \
+             Running, Succeeded nor Failed): {}.\n",
+            super::SAMPLE_EVERY,
+            backlog.join("; ")
+        );
+    }
+}
+
+/// The most jobs waiting at once while `s` was created and settled, the hub's largest `VmRSS`
+/// then, and its `VmHWM` once they had settled; `None` without samples.
+fn backlog(s: &ScaleSize) -> Option<String> {
+    let most = s.trace.iter().max_by_key(|x| x.waiting)?;
+    let largest = s.trace.iter().max_by_key(|x| x.rss_kib)?;
+    Some(format!(
+        "{} jobs: at most {} waiting, {:.0} s after the first create (`VmRSS` {:.1} MiB then); the \
+         largest `VmRSS` {:.1} MiB, at {:.0} s with {} waiting; `VmHWM` {:.1} MiB once every job had \
+         settled ({:.0} s)",
+        s.jobs,
+        most.waiting,
+        most.secs,
+        mib(most.rss_kib),
+        mib(largest.rss_kib),
+        largest.secs,
+        largest.waiting,
+        mib(s.hub_vm_hwm_settled_kib),
+        s.settled_secs
+    ))
 }
 
 fn capitalise(s: &str) -> String {
@@ -457,6 +488,8 @@ mod tests {
             hub_vm_rss_kib: hwm_mib * 1000,
             hub_cached: [("ComputeJob".to_string(), jobs as u64)].into(),
             hub_threads: 0,
+            hub_vm_hwm_settled_kib: hwm_mib * 1024,
+            trace: vec![],
         }
     }
 
@@ -519,6 +552,39 @@ mod tests {
             md.contains("(`gpufed_hub_cached_objects`): 1000 jobs: 1000 ComputeJob; 10000 jobs: 10000 ComputeJob."),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_backlog_line_names_the_most_waiting_and_the_largest_rss_with_their_times() {
+        let mut with_trace = size(10_000, 190, 10.0);
+        with_trace.trace = vec![
+            super::super::HubSample {
+                secs: 5.0,
+                waiting: 40,
+                rss_kib: 100 * 1024,
+            },
+            super::super::HubSample {
+                secs: 10.0,
+                waiting: 900,
+                rss_kib: 150 * 1024,
+            },
+            super::super::HubSample {
+                secs: 15.0,
+                waiting: 10,
+                rss_kib: 160 * 1024,
+            },
+        ];
+        let md = markdown(&report(vec![size(1000, 100, 2.0), with_trace]));
+        assert!(
+            md.contains(
+                "10000 jobs: at most 900 waiting, 10 s after the first create (`VmRSS` 150.0 MiB \
+                 then); the largest `VmRSS` 160.0 MiB, at 15 s with 10 waiting; `VmHWM` 190.0 MiB \
+                 once every job had settled (20 s)."
+            ),
+            "{md}"
+        );
+        // A size without samples (a report from before they were taken) says nothing.
+        assert!(!md.contains("1000 jobs: at most"), "{md}");
     }
 
     #[test]
