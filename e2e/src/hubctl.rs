@@ -206,6 +206,45 @@ where
     serde_json::from_value(value).map_err(|e| Error::Other(format!("reading back {name}: {e}")))
 }
 
+/// Makes the apiserver refuse `operations` on `resource` (`group`'s, e.g. `computejobs/status` of
+/// `gpufed.io`, `""` for the core group) in `namespace`, whoever asks, with `message`: a
+/// ValidatingAdmissionPolicy and its binding, both named `name`. Returns once they are applied;
+/// the apiserver may take a moment more to enforce them.
+pub async fn deny_writes(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+    (group, resource): (&str, &str),
+    operations: &[&str],
+    message: &str,
+) -> Result<(), Error> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let _: ValidatingAdmissionPolicy = apply(
+        client,
+        &serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+                "spec": {"failurePolicy": "Fail",
+                         "matchConstraints": {
+                             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                             "resourceRules": [{"apiGroups": [group],
+                                                "apiVersions": ["*"],
+                                                "operations": operations,
+                                                "resources": [resource]}]},
+                         "validations": [{"expression": "false", "message": message}]}}),
+    )
+    .await?;
+    let _: ValidatingAdmissionPolicyBinding = apply(
+        client,
+        &serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+                "spec": {"policyName": name, "validationActions": ["Deny"]}}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// A pool named `name` with the given strategy and heartbeat timeout.
 pub async fn create_pool(
     client: &Client,

@@ -15,9 +15,6 @@ use gpufed_e2e::hubctl::{
 };
 use gpufed_e2e::{Cluster, Tools, run_test, wait_until};
 use gpufed_operator::hub::registration::AGENT_ROLE;
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -287,28 +284,13 @@ fn a_member_whose_registration_cannot_be_repaired_still_goes_not_ready() {
         // An admission policy refuses every write of a Role in gamma's namespace, so the hub
         // cannot put back the agent's Role once it is deleted.
         let ns = "gpufed-member-gamma";
-        let _: ValidatingAdmissionPolicy = apply(
+        hubctl::deny_writes(
             &c,
-            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "no-roles-for-gamma"},
-                    "spec": {"failurePolicy": "Fail",
-                             "matchConstraints": {
-                                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                                 "resourceRules": [{"apiGroups": ["rbac.authorization.k8s.io"],
-                                                    "apiVersions": ["*"],
-                                                    "operations": ["CREATE", "UPDATE"],
-                                                    "resources": ["roles"]}]},
-                             "validations": [{"expression": "false",
-                                              "message": "no Roles in gamma's namespace"}]}}),
-        )
-        .await
-        .unwrap();
-        let _: ValidatingAdmissionPolicyBinding = apply(
-            &c,
-            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicyBinding",
-                    "metadata": {"name": "no-roles-for-gamma"},
-                    "spec": {"policyName": "no-roles-for-gamma", "validationActions": ["Deny"]}}),
+            "no-roles-for-gamma",
+            ns,
+            ("rbac.authorization.k8s.io", "roles"),
+            &["CREATE", "UPDATE"],
+            "no Roles in gamma's namespace",
         )
         .await
         .unwrap();

@@ -22,12 +22,10 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use gpufed_crds::{AttemptPhase, ComputeJob, JobPhase, SettlementState, TokenAmount};
 use gpufed_e2e::chain::{accounts, tokens};
-use gpufed_e2e::hubctl::{apply, start_hub, wait_job};
+use gpufed_e2e::hubctl::{start_hub, wait_job};
 use gpufed_e2e::market::{self, Market, STEP as T, finish, settled, settlement};
 use gpufed_e2e::{run_test, wait_until};
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -553,26 +551,13 @@ fn nothing_is_paid_nor_claimable_before_the_job_records_it() {
         // An admission policy refuses every write of a job status in team-a: the hub computes
         // the end of the attempt, its receipt and its settlement, and cannot record them.
         let refusal = "job statuses in team-a are frozen";
-        let _: ValidatingAdmissionPolicy = apply(
+        gpufed_e2e::hubctl::deny_writes(
             &c,
-            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "frozen-jobs"},
-                    "spec": {"failurePolicy": "Fail",
-                             "matchConstraints": {
-                                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}},
-                                 "resourceRules": [{"apiGroups": ["gpufed.io"],
-                                                    "apiVersions": ["*"],
-                                                    "operations": ["UPDATE"],
-                                                    "resources": ["computejobs/status"]}]},
-                             "validations": [{"expression": "false", "message": refusal}]}}),
-        )
-        .await
-        .unwrap();
-        let _: ValidatingAdmissionPolicyBinding = apply(
-            &c,
-            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "frozen-jobs"},
-                    "spec": {"policyName": "frozen-jobs", "validationActions": ["Deny"]}}),
+            "frozen-jobs",
+            "team-a",
+            ("gpufed.io", "computejobs/status"),
+            &["UPDATE"],
+            refusal,
         )
         .await
         .unwrap();
