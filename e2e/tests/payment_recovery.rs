@@ -574,10 +574,14 @@ fn nothing_is_paid_nor_claimable_before_the_job_records_it() {
         })
         .await
         .unwrap();
+        // Counted from the attempt's end: a pass refused before it had nothing to pay.
+        let before_end = refused_passes(&m, refusal);
         finish(&c, "alpha", "unrecorded", 3600).await.unwrap();
-        wait_until(T, "three passes refused", || async {
-            (refused_passes(&m, refusal) >= 3).then_some(())
-        })
+        wait_until(
+            T,
+            "three passes refused after the attempt ended",
+            || async { (refused_passes(&m, refusal) >= before_end + 3).then_some(()) },
+        )
         .await
         .unwrap();
         // Nothing the job does not record went out: no settlement, no receipt to claim with.
