@@ -461,7 +461,8 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
         .unwrap();
         assert_eq!(j.status.unwrap().usage.unwrap().gpu_seconds, 8);
         // The job is at rest (no chain): the hub's cache keeps its Placement no longer, though it
-        // still exists; nor does a hub that starts now cache it, while it caches the job.
+        // still exists, and keeps the job only as its record (ADR 0041); so does a hub that starts
+        // now. The reputation below is counted from that record.
         assert_eq!(placements(&c, "beta").await.unwrap().len(), 1);
         let cached = |port: u16, kind: &'static str, n: usize| async move {
             let line = format!("gpufed_hub_cached_objects{{kind=\"{kind}\"}} {n}\n");
@@ -474,7 +475,8 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
             }
         };
         cached(port, "Placement", 0).await;
-        cached(port, "ComputeJob", 1).await;
+        cached(port, "ComputeJob", 0).await;
+        cached(port, "ComputeJobAtRest", 1).await;
         hub.process_mut("hub-0").unwrap().kill();
         let port = start_hub(&tools, &mut hub, "hub-1", &[]).unwrap();
         wait_until(T, "hub-1 to lead", || async {
@@ -482,7 +484,8 @@ fn a_member_that_stops_heartbeating_loses_its_attempt_to_another_without_overlap
         })
         .await
         .unwrap();
-        cached(port, "ComputeJob", 1).await;
+        cached(port, "ComputeJob", 0).await;
+        cached(port, "ComputeJobAtRest", 1).await;
         cached(port, "Placement", 0).await;
 
         // alpha comes back. The reputation each member earned (issue 13 item 4): alpha lost an

@@ -267,7 +267,7 @@ impl Metrics {
         let cached_objects = IntGaugeVec::new(
             Opts::new(
                 "gpufed_hub_cached_objects",
-                "Objects the hub holds in its caches, per kind (a job at rest's Placements are not held).",
+                "Objects the hub holds in its caches, per kind (ComputeJobAtRest: the records of jobs at rest).",
             ),
             &["kind"],
         )?;

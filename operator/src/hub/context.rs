@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Mutex, Notify};
 
 use crate::error::{Error, Result};
+use crate::hub::at_rest::{JobAtRest, Jobs};
 use crate::hub::chain::ChainClient;
 use crate::hub::settlement::Settler;
 
@@ -36,7 +37,7 @@ pub struct HubConfig {
 /// Caches of the objects controllers look up, kept current by reflectors.
 #[derive(Clone)]
 pub struct Stores {
-    /// Every ComputeJob.
+    /// Every ComputeJob not at rest, and jobs at rest being edited or deleted (ADR 0041).
     pub jobs: Store<ComputeJob>,
     /// Every ComputeJob's reference by UID: how a Placement is mapped back to its job.
     pub job_uids: JobUids,
@@ -55,6 +56,13 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Every job: the store's and the records of jobs at rest ([`JobUids::records`]), each once.
+    pub fn every_job(&self) -> Jobs {
+        // The store first: see `Jobs::new`.
+        let cached = self.jobs.state();
+        Jobs::new(cached, self.job_uids.records())
+    }
+
     /// Resolves once every cache has its first full list; an error if a watch stopped first.
     pub async fn synced(&self) -> Result<()> {
         let not_synced =
@@ -166,76 +174,133 @@ impl Stores {
 
 /// ComputeJobs by UID, kept by the jobs watch. A Placement names its job by UID only (a member
 /// sees no namespace or name, ADR 0037), so this is how the hub maps a Placement back to its job.
-/// A job at rest ([`crate::hub::at_rest_in_cache`]) is only marked so: nothing of it is mapped
-/// from its Placements any more, which the hub's cache does not keep ([`crate::hub::keep_placement`]).
+/// A job at rest ([`crate::hub::at_rest_in_cache`]) is held as its record ([`JobAtRest`], ADR
+/// 0041) instead: the store no longer holds it ([`crate::hub::keep_job`]), nothing of it is mapped
+/// from its Placements, which the hub's cache does not keep either ([`crate::hub::keep_placement`]),
+/// and readers of every job find it here ([`Stores::every_job`]).
 #[derive(Clone, Default)]
-pub struct JobUids(Arc<std::sync::RwLock<HashMap<String, Indexed>>>);
+pub struct JobUids(Arc<std::sync::RwLock<Index>>);
+
+/// The map behind [`JobUids`], and the count of the jobs watch's full lists.
+#[derive(Default)]
+struct Index {
+    by_uid: HashMap<String, Indexed>,
+    /// Full lists of the jobs watch begun so far (a record carries the one that last showed it).
+    lists: u32,
+}
 
 /// What [`JobUids`] holds of a job.
 #[derive(Clone)]
 enum Indexed {
     /// A job in progress (or finished with money in flight), where its Placements map to.
-    Job(ObjectRef<ComputeJob>),
-    /// A job at rest.
-    AtRest,
+    Job(Box<ObjectRef<ComputeJob>>),
+    /// A job at rest, and the full list that last showed it ([`JobUids::listed`]).
+    AtRest(Arc<JobAtRest>, u32),
 }
 
 impl JobUids {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Indexed>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         // A panic while holding the lock leaves the map as consistent as before it: keep using it.
         self.0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Indexed>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records `job` (applied); `true` when this is the event that shows it at rest for the
-    /// first time (its Placements are then dropped from the cache). Every watch event of a job
-    /// passes here: one already recorded as it is takes only the read lock.
+    /// Records `job` (applied, or seen at rest by the jobs watch, which then keeps it out of the
+    /// store); `true` when this is the event that shows it at rest for the first time (its
+    /// Placements are then dropped from the cache). A job at rest is recorded again from each
+    /// event that shows it (rare: such a job changes only when edited or deleted, and in a full
+    /// list); a job in progress already recorded takes only the read lock.
     pub fn insert(&self, job: &ComputeJob) -> bool {
         let (Some(uid), Some(name)) = (job.metadata.uid.as_ref(), job.metadata.name.as_ref())
         else {
             return false;
         };
-        let at_rest = crate::hub::at_rest_in_cache(job);
-        match self.read().get(uid) {
-            Some(Indexed::AtRest) => return false,
-            Some(Indexed::Job(_)) if !at_rest => return false,
-            _ => {}
+        if !crate::hub::at_rest_in_cache(job) {
+            if matches!(self.read().by_uid.get(uid), Some(Indexed::Job(_))) {
+                return false;
+            }
+            let at = ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or(""));
+            let mut index = self.write();
+            // Once at rest, always at rest (a finished job with its money at rest stays so).
+            if !matches!(index.by_uid.get(uid), Some(Indexed::AtRest(..))) {
+                index.by_uid.insert(uid.clone(), Indexed::Job(Box::new(at)));
+            }
+            return false;
         }
-        let entry = if at_rest {
-            Indexed::AtRest
-        } else {
-            Indexed::Job(
-                ObjectRef::new(name).within(job.metadata.namespace.as_deref().unwrap_or("")),
-            )
+        let Some(record) = JobAtRest::of(job) else {
+            return false;
         };
-        let before = self.write().insert(uid.clone(), entry);
-        at_rest && !matches!(before, Some(Indexed::AtRest))
+        let mut index = self.write();
+        let listed = index.lists;
+        let before = index
+            .by_uid
+            .insert(uid.clone(), Indexed::AtRest(Arc::new(record), listed));
+        !matches!(before, Some(Indexed::AtRest(..)))
     }
 
     /// Forgets `job` (deleted).
     pub fn remove(&self, job: &ComputeJob) {
         if let Some(uid) = job.metadata.uid.as_ref() {
-            self.write().remove(uid);
+            self.write().by_uid.remove(uid);
+        }
+    }
+
+    /// The jobs watch begins a full list (`done` false) or has ended one (`done` true). Every job
+    /// at rest is recorded again as the list shows it; at the end, the records of jobs the list
+    /// did not show are dropped: they were deleted while the watch was down, and no delete event
+    /// will come for them. (Entries of jobs in progress are checked against the store instead, in
+    /// [`JobUids::get`].)
+    pub fn listed(&self, done: bool) {
+        let mut index = self.write();
+        if done {
+            let this = index.lists;
+            index
+                .by_uid
+                .retain(|_, e| !matches!(e, Indexed::AtRest(_, seen) if *seen != this));
+        } else {
+            index.lists = index.lists.wrapping_add(1);
         }
     }
 
     /// Whether the job with `uid` is at rest.
     pub fn at_rest(&self, uid: &str) -> bool {
-        matches!(self.read().get(uid), Some(Indexed::AtRest))
+        matches!(self.read().by_uid.get(uid), Some(Indexed::AtRest(..)))
+    }
+
+    /// The records of every job at rest.
+    pub fn records(&self) -> Vec<Arc<JobAtRest>> {
+        self.read()
+            .by_uid
+            .values()
+            .filter_map(|e| match e {
+                Indexed::AtRest(r, _) => Some(r.clone()),
+                Indexed::Job(_) => None,
+            })
+            .collect()
+    }
+
+    /// How many jobs at rest it holds.
+    pub fn records_len(&self) -> usize {
+        self.read()
+            .by_uid
+            .values()
+            .filter(|e| matches!(e, Indexed::AtRest(..)))
+            .count()
     }
 
     /// The job with `uid`, if `jobs` holds it and it is not at rest. An entry whose job is gone
     /// or was re-created under another UID (its deletion fell in a gap of the watch) is dropped.
     pub fn get(&self, uid: &str, jobs: &Store<ComputeJob>) -> Option<ObjectRef<ComputeJob>> {
-        let Some(Indexed::Job(at)) = self.read().get(uid).cloned() else {
-            return None;
+        let at = match self.read().by_uid.get(uid) {
+            Some(Indexed::Job(at)) => at.as_ref().clone(),
+            _ => return None,
         };
         if jobs
             .get(&at)
@@ -243,14 +308,14 @@ impl JobUids {
         {
             Some(at)
         } else {
-            self.write().remove(uid);
+            self.write().by_uid.remove(uid);
             None
         }
     }
 
     /// How many jobs it holds.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_uid.len()
     }
 
     /// Whether it holds none.

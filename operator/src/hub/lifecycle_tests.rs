@@ -1099,26 +1099,47 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     assert!(!crate::hub::scheduling::is_queued(&cached));
 
     // Quotas, the quota ledger, reputation, compensation and a leaving member's count read the
-    // same from the trimmed copy.
-    let period = |j: &ComputeJob| crate::hub::period_usage::job_usage(j, 60, true);
-    assert_eq!(period(&j), period(&cached));
+    // same from the trimmed copy, and from the record the hub keeps of the job once its store
+    // drops it (ADR 0041).
+    use crate::hub::at_rest::{JobAtRest, JobRef, cached as refs};
+    let mut with_uid = cached.clone();
+    with_uid.metadata.uid = Some("uid-1".into());
+    let record = JobAtRest::of(&with_uid).unwrap();
+    let period = |j: JobRef<'_>| crate::hub::period_usage::job_usage(j, 60, true);
+    assert_eq!(period(JobRef::Cached(&j)), period(JobRef::Cached(&cached)));
+    assert_eq!(period(JobRef::Cached(&j)), period(JobRef::AtRest(&record)));
     let retired = |j: &ComputeJob| crate::hub::period_usage::retired_usage(j, 60, true);
     assert_eq!(retired(&j), retired(&cached));
     let starts: std::collections::HashMap<String, i64> =
         [("alpha".to_string(), 0), ("old1".to_string(), 0)].into();
     let (whole, trimmed) = (vec![Arc::new(j.clone())], vec![Arc::new(cached.clone())]);
+    let tally = |jobs: Vec<JobRef<'_>>| crate::hub::reputation::tally(jobs, &starts);
     assert_eq!(
-        crate::hub::reputation::tally(&whole, &starts),
-        crate::hub::reputation::tally(&trimmed, &starts)
+        tally(refs(&whole).collect()),
+        tally(refs(&trimmed).collect())
+    );
+    assert_eq!(
+        tally(refs(&whole).collect()),
+        tally(vec![JobRef::AtRest(&record)])
     );
     let provider: gpufed_crds::EvmAddress = "0x00000000000000000000000000000000000000bb"
         .parse()
         .unwrap();
-    let harmed = |jobs: &[Arc<ComputeJob>]| {
+    let harmed = |jobs: Vec<JobRef<'_>>| {
         crate::hub::slashing::harmed(jobs, "alpha", &provider, None, &at(100))
     };
-    assert_eq!(harmed(&whole), harmed(&trimmed));
-    assert!(!harmed(&whole).is_empty(), "the paid attempt is counted");
+    assert_eq!(
+        harmed(refs(&whole).collect()),
+        harmed(refs(&trimmed).collect())
+    );
+    assert_eq!(
+        harmed(refs(&whole).collect()),
+        harmed(vec![JobRef::AtRest(&record)])
+    );
+    assert!(
+        !harmed(refs(&whole).collect()).is_empty(),
+        "the paid attempt is counted"
+    );
     let on = |jobs: &[Arc<ComputeJob>]| crate::hub::member_controller::attempts_on(jobs, "alpha");
     assert_eq!(on(&whole), on(&trimmed));
 
@@ -1186,6 +1207,24 @@ fn a_job_at_rest_is_marked_in_the_uid_index_once_and_its_placements_leave_the_ca
         "its Placements map to nothing"
     );
     assert_eq!(uids.len(), 1);
+    // Its record (ADR 0041) is what readers of every job find once the store drops it.
+    let records = uids.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        *records[0],
+        crate::hub::at_rest::JobAtRest::of(&trimmed).unwrap()
+    );
+    // A full list of the jobs that shows the job keeps its record; one that does not drops it
+    // (the job was deleted while the watch was down: no delete event comes).
+    uids.listed(false);
+    assert!(!uids.insert(&trimmed));
+    uids.listed(true);
+    assert_eq!(uids.records_len(), 1);
+    uids.listed(false);
+    uids.listed(true);
+    assert_eq!(uids.records_len(), 0);
+    assert!(!uids.at_rest("uid-1"));
+    assert!(uids.insert(&rest), "recorded at rest again");
     // Another job's Placement is kept; once the job is deleted, so would its own be.
     let mut other = p.clone();
     other.spec.job.uid = "uid-2".into();

@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gpufed_crds::{
-    CLEARING_HISTORY, ClearingPoint, ComputeJob, MemberCluster, ModelClearing, Offer, SignedOffer,
-    TokenAmount,
+    CLEARING_HISTORY, ClearingPoint, MemberCluster, ModelClearing, Offer, SignedOffer, TokenAmount,
 };
-use kube::ResourceExt;
 
+use crate::hub::at_rest::JobRef;
 use crate::hub::offers::{Signing, usable};
 
 /// `member` as the scheduler and the roll-up price it: with the prices of the offer the hub
@@ -54,21 +53,18 @@ pub fn accepted_offer<'a>(
 
 /// The index of pool `pool` from its `previous` index and the attempts of `jobs` (any pool's;
 /// only `pool`'s are read). An attempt already in the index is not added twice.
-pub fn clearing_index(
+pub fn clearing_index<'a>(
     previous: &[ModelClearing],
-    jobs: &[Arc<ComputeJob>],
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
     pool: &str,
 ) -> Vec<ModelClearing> {
     let mut points: BTreeMap<String, Vec<ClearingPoint>> = previous
         .iter()
         .map(|m| (m.model.clone(), m.history.clone()))
         .collect();
-    for job in jobs.iter().filter(|j| j.spec.pool == pool) {
-        let Some(status) = job.status.as_ref() else {
-            continue;
-        };
-        let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
-        for a in &status.attempts {
+    for job in jobs.into_iter().filter(|j| j.pool() == pool) {
+        let key = format!("{}/{}", job.namespace(), job.name());
+        for a in job.attempts() {
             let Some(time) = a.placed_time.clone() else {
                 continue;
             };
@@ -82,7 +78,7 @@ pub fn clearing_index(
             history.push(ClearingPoint {
                 time,
                 price_per_gpu_hour: a.price_per_gpu_hour,
-                gpus: job.spec.replicas.saturating_mul(job.spec.gpus_per_replica),
+                gpus: u32::try_from(job.gpus()).unwrap_or(u32::MAX),
                 cluster: a.cluster.clone(),
                 job: key.clone(),
                 attempt: a.attempt,
@@ -117,6 +113,8 @@ pub fn clearing_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::at_rest::cached;
+    use gpufed_crds::ComputeJob;
     use gpufed_crds::testing::job;
     use gpufed_crds::{AttemptPhase, AttemptRecord, ComputeJobStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -230,7 +228,7 @@ mod tests {
             placed("a", "default", &[("H100", "2.00", 10), ("L4", "0.50", 30)]),
             placed("other", "elsewhere", &[("H100", "9.00", 40)]),
         ];
-        let index = clearing_index(&[], &jobs, "default");
+        let index = clearing_index(&[], cached(&jobs), "default");
         let models: Vec<&str> = index.iter().map(|m| m.model.as_str()).collect();
         assert_eq!(models, ["H100", "L4"]);
         assert_eq!(prices(&index[0]), ["2.00", "3.00"]);
@@ -244,20 +242,20 @@ mod tests {
     fn the_index_outlives_its_jobs_counts_each_attempt_once_and_keeps_the_latest() {
         let first = clearing_index(
             &[],
-            &[placed("a", "default", &[("H100", "2.00", 0)])],
+            cached(&[placed("a", "default", &[("H100", "2.00", 0)])]),
             "default",
         );
         // The job is gone; a new one arrives; the old point stays, the same attempt is not re-added.
         let again = clearing_index(
             &first,
-            &[placed("a", "default", &[("H100", "2.00", 0)])],
+            cached(&[placed("a", "default", &[("H100", "2.00", 0)])]),
             "default",
         );
         assert_eq!(again, first);
         let many: Vec<Arc<ComputeJob>> = (0..30)
             .map(|i| placed(&format!("j{i}"), "default", &[("H100", "4.00", 100 + i)]))
             .collect();
-        let index = clearing_index(&first, &many, "default");
+        let index = clearing_index(&first, cached(&many), "default");
         assert_eq!(index[0].history.len(), CLEARING_HISTORY);
         assert_eq!(index[0].history[0].job, "team-a/j10");
         assert_eq!(index[0].mean.to_string(), "4.00");

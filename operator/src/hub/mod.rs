@@ -3,6 +3,7 @@
 //! until it loses the Lease or is asked to stop. Every write it makes as leader is fenced by the
 //! Lease ([`crate::fenced`]): refused once this replica cannot be sure it still holds it.
 
+pub mod at_rest;
 pub mod bond_controller;
 pub mod chain;
 pub mod challenge_controller;
@@ -118,6 +119,17 @@ pub fn at_rest_in_cache(j: &ComputeJob) -> bool {
         && !challenges::is_hub_job(j)
 }
 
+/// Whether the hub's job store keeps `j` (ADR 0041): not once it is at rest
+/// ([`at_rest_in_cache`]), when its record ([`at_rest::JobAtRest`], in the index of jobs by UID)
+/// is all that is read of it — unless it is being deleted (the job controller releases it) or was
+/// edited since the hub last observed it (the controller reconciles the edit), until the
+/// controller is done with it.
+pub fn keep_job(j: &ComputeJob) -> bool {
+    !at_rest_in_cache(j)
+        || j.metadata.deletion_timestamp.is_some()
+        || j.status.as_ref().and_then(|s| s.observed_generation) != j.metadata.generation
+}
+
 /// What the hub's cache keeps of a Placement (after [`slim_meta`]): not its pod template, which
 /// the hub wrote and never reads back, nor its labels, which repeat the spec (the hub finds a
 /// job's Placements by `spec.job.uid`; it selects by label only in requests to the apiserver).
@@ -175,6 +187,12 @@ struct Kept<K: Resource<DynamicType = ()>, F> {
     evictions: EvictRequests<K>,
     start: futures::future::BoxFuture<'static, ()>,
     listed: tokio::sync::watch::Sender<bool>,
+    /// Sees each object a list or an update shows that `keep` does not keep, before the cache
+    /// drops it (so whatever it records of the object exists before the object leaves the cache).
+    skipped: Box<dyn Fn(&K) + Send + Sync>,
+    /// Told when a full list begins (`false`) and once it has ended (`true`), in order with
+    /// `skipped` and the watch's `on_apply`.
+    lists: Box<dyn Fn(bool) + Send + Sync>,
 }
 
 impl<K: Resource<DynamicType = ()>> Kept<K, fn(&K) -> bool> {
@@ -185,6 +203,8 @@ impl<K: Resource<DynamicType = ()>> Kept<K, fn(&K) -> bool> {
             evictions: evict_channel().1,
             start: Box::pin(futures::future::ready(())),
             listed: tokio::sync::watch::Sender::new(false),
+            skipped: Box::new(|_: &K| {}),
+            lists: Box::new(|_| {}),
         }
     }
 }
@@ -233,8 +253,9 @@ where
 }
 
 /// [`watch_shared`] for a kind the cache keeps only some objects of: `policy.keep` says which. An
-/// object not kept is neither cached nor passed to subscribers or `on_apply` (an update of a
-/// cached one drops it, as if deleted, but `on_delete` and the subscribers are not told). Whether
+/// object not kept is neither cached nor passed to subscribers or `on_apply`, only to
+/// `policy.skipped` (an update of a cached one drops it, as if deleted, but `on_delete` and the
+/// subscribers are not told; a deletion is passed to `on_delete` and the subscribers, kept or not). Whether
 /// an object is kept may change without the object changing: the policy's [`Evict`] asks the watch
 /// to look at a cached one again, and the watch looks at every cached object again after each
 /// full list.
@@ -277,6 +298,8 @@ where
         },
         start,
         listed,
+        skipped,
+        lists,
     } = policy;
     let keep = Arc::new(keep);
     let kept = keep.clone();
@@ -289,9 +312,21 @@ where
         })
         .filter_map(move |event| {
             futures::future::ready(match event {
-                Ok(watcher::Event::InitApply(obj)) if !kept(&obj) => None,
+                Ok(watcher::Event::InitApply(obj)) if !kept(&obj) => {
+                    skipped(&obj);
+                    None
+                }
                 Ok(watcher::Event::Apply(obj)) if !kept(&obj) => {
+                    skipped(&obj);
                     Some(Ok(watcher::Event::Delete(evicted(obj))))
+                }
+                Ok(watcher::Event::Init) => {
+                    lists(false);
+                    Some(Ok(watcher::Event::Init))
+                }
+                Ok(watcher::Event::InitDone) => {
+                    lists(true);
+                    Some(Ok(watcher::Event::InitDone))
                 }
                 other => Some(other),
             })
@@ -382,10 +417,34 @@ fn start_stores(
     let all = watcher::Config::default;
     let wake_on_offer = schedule.clone();
     let job_uids = JobUids::default();
-    let (add_uid, drop_uid, placement_uids) =
+    let (drop_uid, placement_uids, listed_uids) =
         (job_uids.clone(), job_uids.clone(), job_uids.clone());
     let (evict_placements, placement_evictions) = evict_channel::<Placement>();
-    let jobs_policy = Kept::all();
+    // Every job the watch shows goes through the index of jobs by UID, kept or not: a job at rest
+    // is recorded there (ADR 0041), and the first time it shows at rest its Placements leave the
+    // cache.
+    let index = {
+        let uids = job_uids.clone();
+        Arc::new(move |j: &ComputeJob| {
+            if uids.insert(j) {
+                for a in j.status.iter().flat_map(|s| s.attempts.iter()) {
+                    evict_placements.send(
+                        &a.placement,
+                        &gpufed_crds::naming::member_namespace(&a.cluster),
+                    );
+                }
+            }
+        })
+    };
+    let index_skipped = index.clone();
+    let jobs_policy = Kept {
+        keep: keep_job,
+        evictions: evict_channel().1,
+        start: Box::pin(futures::future::ready(())),
+        listed: tokio::sync::watch::Sender::new(false),
+        skipped: Box::new(move |j: &ComputeJob| index_skipped(j)),
+        lists: Box::new(move |done| listed_uids.listed(done)),
+    };
     let mut jobs_listed = jobs_policy.listed.subscribe();
     let (jobs, mut job_subs) = watch_kept(
         Api::<ComputeJob>::all(client.clone()),
@@ -394,14 +453,7 @@ fn start_stores(
         slim_job,
         jobs_policy,
         move |j: &ComputeJob| {
-            if add_uid.insert(j) {
-                for a in j.status.iter().flat_map(|s| s.attempts.iter()) {
-                    evict_placements.send(
-                        &a.placement,
-                        &gpufed_crds::naming::member_namespace(&a.cluster),
-                    );
-                }
-            }
+            index(j);
             if scheduling::is_queued(j) {
                 schedule.notify_one();
             }
@@ -417,6 +469,8 @@ fn start_stores(
             let _ = jobs_listed.wait_for(|listed| *listed).await;
         }),
         listed: tokio::sync::watch::Sender::new(false),
+        skipped: Box::new(|_: &Placement| {}),
+        lists: Box::new(|_| {}),
     };
     let (placements, mut placement_subs) = watch_kept(
         Api::<Placement>::all(client.clone()),
@@ -509,6 +563,7 @@ async fn count_cached(ctx: Arc<Context>) {
         let s = &ctx.stores;
         for (kind, n) in [
             ("ComputeJob", s.jobs.len()),
+            ("ComputeJobAtRest", s.job_uids.records_len()),
             ("Placement", s.placements.len()),
             ("MemberCluster", s.members.len()),
             ("GpuPool", s.pools.len()),

@@ -20,7 +20,7 @@ use gpufed_crds::{AttemptRecord, ComputeJob, GpuPool, SettlementState};
 use gpufed_scheduler::{Period, PeriodUsage};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::hub::settlement::lock_amount;
+use crate::hub::at_rest::JobRef;
 
 /// Unix seconds of a timestamp (0 before the epoch).
 pub fn unix(t: &Time) -> u64 {
@@ -35,19 +35,13 @@ pub fn has_period_quotas(pool: &GpuPool) -> bool {
         .any(|q| q.groups.iter().any(|g| g.period.is_some()))
 }
 
-/// GPUs of one attempt of `job`.
-fn gpus(job: &ComputeJob) -> u64 {
-    u64::from(job.spec.replicas) * u64::from(job.spec.gpus_per_replica)
-}
-
 /// The usage of every attempt of `job` at `now`, one entry per attempt.
-pub fn job_usage(job: &ComputeJob, now: u64, chain: bool) -> Vec<PeriodUsage> {
-    let Some(status) = job.status.as_ref() else {
+pub fn job_usage(job: JobRef<'_>, now: u64, chain: bool) -> Vec<PeriodUsage> {
+    let Some(phase) = job.phase() else {
         return vec![];
     };
-    let job_done = status.phase.is_finished();
-    status
-        .attempts
+    let job_done = phase.is_finished();
+    job.attempts()
         .iter()
         .map(|a| attempt_usage(job, a, job_done || a.phase.is_finished(), false, now, chain))
         .collect()
@@ -64,25 +58,25 @@ pub fn retired_usage(job: &ComputeJob, now: u64, chain: bool) -> Vec<PeriodUsage
     status
         .attempts
         .iter()
-        .map(|a| attempt_usage(job, a, true, true, now, chain))
+        .map(|a| attempt_usage(JobRef::Cached(job), a, true, true, now, chain))
         .collect()
 }
 
 /// One attempt's GPU-seconds and spend in each period containing `now`.
 fn attempt_usage(
-    job: &ComputeJob,
+    job: JobRef<'_>,
     a: &AttemptRecord,
     finished: bool,
     deleted: bool,
     now: u64,
     chain: bool,
 ) -> PeriodUsage {
-    let gpus = gpus(job);
-    let max = job.spec.max_duration.as_secs_ceil();
+    let gpus = job.gpus();
+    let max = job.max_duration_secs();
     let placed = a.placed_time.as_ref().map(unix);
     let started = a.start_time.as_ref().map(unix);
     let mut out = PeriodUsage {
-        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+        namespace: job.namespace().to_string(),
         model: a.model.clone(),
         ..PeriodUsage::default()
     };
@@ -119,8 +113,8 @@ fn attempt_usage(
 
 /// Atto-tokens an attempt counts against a spend quota: paid once settled (nothing when the lock
 /// expired or was never made), else its lock.
-fn attempt_spend(job: &ComputeJob, a: &AttemptRecord, chain: bool) -> u128 {
-    let lock = || lock_amount(job).map_or(0, |l| l.atto());
+fn attempt_spend(job: JobRef<'_>, a: &AttemptRecord, chain: bool) -> u128 {
+    let lock = || job.lock_amount().map_or(0, |l| l.atto());
     match &a.settlement {
         None if chain => lock(),
         None => 0,
@@ -153,15 +147,16 @@ fn deleted_spend(a: &AttemptRecord) -> u128 {
 /// The worst case of a decision this hub made whose attempt the cache does not show yet: a new
 /// attempt of `job` on `model` placed at `now`.
 pub fn in_flight_usage(job: &ComputeJob, model: &str, now: u64, chain: bool) -> PeriodUsage {
-    let gpus = gpus(job);
-    let max = job.spec.max_duration.as_secs_ceil();
+    let job = JobRef::Cached(job);
+    let gpus = job.gpus();
+    let max = job.max_duration_secs();
     let mut out = PeriodUsage {
-        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+        namespace: job.namespace().to_string(),
         model: model.to_string(),
         ..PeriodUsage::default()
     };
     let lock = if chain {
-        lock_amount(job).map_or(0, |l| l.atto())
+        job.lock_amount().map_or(0, |l| l.atto())
     } else {
         0
     };
@@ -184,7 +179,7 @@ pub fn in_flight_usage(job: &ComputeJob, model: &str, now: u64, chain: bool) -> 
 /// ledger, which alone counts the jobs it names).
 pub fn pool_usage<'j>(
     pool: &GpuPool,
-    jobs: impl Iterator<Item = &'j ComputeJob>,
+    jobs: impl Iterator<Item = JobRef<'j>>,
     in_flight: impl Fn(&ComputeJob) -> Option<String>,
     now: u64,
 ) -> Vec<PeriodUsage> {
@@ -192,16 +187,14 @@ pub fn pool_usage<'j>(
     let chain = pool.spec.chain.is_some();
     let retired = crate::hub::quota_ledger::retired(pool);
     let mut out = crate::hub::quota_ledger::usage(pool, now);
-    for job in jobs.filter(|j| {
-        j.spec.pool == name
-            && j.metadata
-                .uid
-                .as_deref()
-                .is_none_or(|uid| !retired.contains(uid))
-    }) {
+    for job in jobs.filter(|j| j.pool() == name && j.uid().is_none_or(|uid| !retired.contains(uid)))
+    {
         out.extend(job_usage(job, now, chain));
-        if let Some(model) = in_flight(job) {
-            out.push(in_flight_usage(job, &model, now, chain));
+        // A decision in flight is a job waiting to be placed, never one at rest.
+        if let JobRef::Cached(j) = job
+            && let Some(model) = in_flight(j)
+        {
+            out.push(in_flight_usage(j, &model, now, chain));
         }
     }
     out

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use gpufed_crds::conditions::{self, member as mc, pool as pool_cond};
 use gpufed_crds::{
-    ComputeJob, GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, NamespaceShare,
-    QuotaUsage, TokenAmount,
+    GpuPool, GpuPoolStatus, JobPhase, MemberCluster, ModelCapacity, NamespaceShare, QuotaUsage,
+    TokenAmount,
 };
 use kube::ResourceExt;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::error::{Error, Result};
+use crate::hub::at_rest::Jobs;
 use crate::hub::context::{Context, now};
 use crate::hub::status::write_cluster;
 
@@ -68,13 +69,26 @@ fn error_policy(pool: Arc<GpuPool>, err: &Error, ctx: Arc<Context>) -> Requeue {
     Requeue::requeue(delay)
 }
 
-/// The pool's status from its members and jobs (`updated` is left for the caller).
+/// The pool's status from its members and `jobs` (every job, at rest or not:
+/// [`crate::hub::context::Stores::every_job`]); `updated` is left for the caller.
 pub fn roll_up(
     pool: &GpuPool,
     members: &[Arc<MemberCluster>],
-    jobs: &[Arc<ComputeJob>],
+    jobs: &Jobs,
     now: u64,
 ) -> GpuPoolStatus {
+    let all_jobs = jobs;
+    let jobs = jobs.cached();
+    // The jobs the pool's quota ledger may name: every job that still exists, at rest or not.
+    let uids: std::collections::HashSet<&str> = if pool
+        .status
+        .as_ref()
+        .is_some_and(|s| !s.quota_ledger.is_empty())
+    {
+        all_jobs.iter().filter_map(|j| j.uid()).collect()
+    } else {
+        Default::default()
+    };
     let name = pool.name_any();
     let mine: Vec<&MemberCluster> = members
         .iter()
@@ -204,7 +218,7 @@ pub fn roll_up(
         running_jobs: running,
         last_update_time: None,
         observed_generation: pool.metadata.generation,
-        quota_usage: crate::hub::snapshot::quota_report(pool, jobs, now)
+        quota_usage: crate::hub::snapshot::quota_report(pool, all_jobs, now)
             .into_iter()
             .map(quota_usage_status)
             .collect(),
@@ -215,7 +229,7 @@ pub fn roll_up(
                 .map(|s| s.quota_ledger.as_slice())
                 .unwrap_or_default(),
             now,
-            |uid| jobs.iter().any(|j| j.metadata.uid.as_deref() == Some(uid)),
+            |uid| uids.contains(uid),
         ),
         utilization: pool.status.as_ref().and_then(|s| s.utilization.clone()),
         clearing_prices: crate::hub::market::clearing_index(
@@ -223,7 +237,7 @@ pub fn roll_up(
                 .as_ref()
                 .map(|s| s.clearing_prices.as_slice())
                 .unwrap_or_default(),
-            jobs,
+            all_jobs.iter(),
             &name,
         ),
         settlement_account: pool
@@ -290,7 +304,7 @@ async fn reconcile(pool: Arc<GpuPool>, ctx: Arc<Context>) -> Result<Requeue> {
         .map(|m| ctx.stores.priced_member(m))
         .collect();
     let clock = crate::hub::period_usage::unix(&now());
-    let mut status = roll_up(&pool, &members, &ctx.stores.jobs.state(), clock);
+    let mut status = roll_up(&pool, &members, &ctx.stores.every_job(), clock);
     if let Ok(mut trackers) = ctx.utilisation.lock() {
         let figure = trackers.entry(name.clone()).or_default().record(
             Instant::now(),
@@ -523,7 +537,7 @@ mod tests {
             with_nodes("c", "L4", "0.50", true, &[(4, 2)]),
             with_nodes("d", "H100", "1.00", false, &[(8, 8)]),
         ];
-        let s = roll_up(&pool(), &members, &[], 0);
+        let s = roll_up(&pool(), &members, &Jobs::cached_only(vec![]), 0);
         assert_eq!((s.members, s.ready_members), (4, 3));
         assert_eq!((s.total_gpus, s.free_gpus), (28, 18));
         let h100 = &s.capacity[0];
@@ -544,7 +558,7 @@ mod tests {
         let members = [with_nodes("a", "H100", "2.00", true, &[(8, 8)])];
         let mut m = members[0].as_ref().clone();
         m.spec.prices[0].model = "A100".into();
-        let s = roll_up(&pool(), &[Arc::new(m)], &[], 0);
+        let s = roll_up(&pool(), &[Arc::new(m)], &Jobs::cached_only(vec![]), 0);
         assert_eq!(s.total_gpus, 0);
         assert!(s.capacity.is_empty());
     }
@@ -583,7 +597,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let s = roll_up(&pool(), &members, &[Arc::new(j)], 0);
+        let s = roll_up(&pool(), &members, &Jobs::cached_only(vec![Arc::new(j)]), 0);
         assert_eq!((s.total_gpus, s.free_gpus), (8, 4));
         assert_eq!(s.running_jobs, 1);
     }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use gpufed_crds::naming::{HUB_JOBS_NAMESPACE, LABEL_VERIFIES};
 use gpufed_crds::placement::reasons;
 use gpufed_crds::{
-    AttemptPhase, AttemptRecord, ComputeJob, GpuPool, KubeDuration, MemberCluster,
-    MemberReputation, Outage, VerificationVerdict,
+    AttemptPhase, AttemptRecord, GpuPool, KubeDuration, MemberCluster, MemberReputation, Outage,
+    VerificationVerdict,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,6 +32,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::hub::at_rest::JobRef;
 use crate::hub::context::{Context, now};
 
 /// How often the figures are computed (uptime moves with the window).
@@ -97,16 +98,13 @@ pub struct Attempts {
 /// Tenant attempts per member that ended inside its window (at or after `starts[member]`, Unix
 /// seconds; members not in `starts` are not counted). The hub's own jobs (challenges) are counted
 /// as verdicts instead.
-pub fn tally(jobs: &[Arc<ComputeJob>], starts: &HashMap<String, i64>) -> HashMap<String, Attempts> {
+pub fn tally<'a>(
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
+    starts: &HashMap<String, i64>,
+) -> HashMap<String, Attempts> {
     let mut out: HashMap<String, Attempts> = HashMap::new();
-    for job in jobs
-        .iter()
-        .filter(|j| !crate::hub::challenges::is_hub_job(j))
-    {
-        let Some(st) = job.status.as_ref() else {
-            continue;
-        };
-        for a in &st.attempts {
+    for job in jobs.into_iter().filter(|j| !j.is_hub_job()) {
+        for a in job.attempts() {
             let ended = a.finish_time.as_ref().map(|t| t.0.as_second());
             let (Some(o), Some(ended)) = (outcome(a), ended) else {
                 continue;
@@ -319,7 +317,7 @@ async fn recount(ctx: &Context) -> Result<Counts> {
         .map_err(Error::kube("listing the challenges' evidence records"))?;
     let records: Vec<_> = evidence.items.iter().filter_map(verdict_of).collect();
     Ok(Counts {
-        attempts: tally(&ctx.stores.jobs.state(), &starts),
+        attempts: tally(ctx.stores.every_job().iter(), &starts),
         verdicts: verdicts(&records, &starts),
     })
 }
@@ -376,6 +374,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::hub::at_rest::cached;
 
     fn at(s: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
@@ -453,7 +452,7 @@ mod tests {
             ),
         ];
         let starts = |s: i64| HashMap::from([("alpha".to_string(), s), ("beta".to_string(), s)]);
-        let t = tally(&jobs, &starts(60));
+        let t = tally(cached(&jobs), &starts(60));
         assert_eq!(
             t["alpha"],
             Attempts {
@@ -463,9 +462,9 @@ mod tests {
             }
         );
         assert_eq!(t["beta"].succeeded, 1);
-        assert_eq!(tally(&jobs, &starts(0))["alpha"].otherwise, 1);
+        assert_eq!(tally(cached(&jobs), &starts(0))["alpha"].otherwise, 1);
         // A member not (or no longer) known is not counted.
-        assert!(tally(&jobs, &HashMap::new()).is_empty());
+        assert!(tally(cached(&jobs), &HashMap::new()).is_empty());
     }
 
     #[test]

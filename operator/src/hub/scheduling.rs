@@ -31,6 +31,7 @@ use gpufed_scheduler::{
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
 
+use crate::hub::at_rest::{self, JobAtRest, JobRef, Jobs};
 use crate::hub::context::{Context, now};
 use crate::hub::preemption::{self, Outstanding, Stop};
 use crate::hub::status::{Written, write_namespaced};
@@ -237,6 +238,9 @@ async fn pass(
 ) {
     let _timer = ctx.metrics.scheduling_pass_duration.start_timer();
     let jobs = ctx.stores.jobs.state();
+    // Every job with the records of jobs at rest, read only for a pool with period quotas (the
+    // records after the store's snapshot: see `Jobs::new`).
+    let every_job = std::cell::OnceCell::new();
     let members: BTreeMap<String, Arc<MemberCluster>> = ctx
         .stores
         .members
@@ -346,10 +350,18 @@ async fn pass(
             } else {
                 preemption::candidates(&pool_name, &tenant_jobs, &members)
             };
+        let at_rest = if period_usage::has_period_quotas(&pool) {
+            every_job
+                .get_or_init(|| Jobs::new(jobs.clone(), ctx.stores.job_uids.records()))
+                .at_rest()
+        } else {
+            &[]
+        };
         let round = {
             let mut s = locked(state);
-            decide_with(
+            decide_counting(
                 &tenant_jobs,
+                at_rest,
                 &pool,
                 &clusters,
                 &keyless,
@@ -497,6 +509,33 @@ pub fn decide_with(
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
     running: &[Running],
 ) -> Result<Round, gpufed_scheduler::ScheduleError> {
+    decide_counting(
+        jobs,
+        &[],
+        pool,
+        clusters,
+        keyless,
+        reservations,
+        in_flight,
+        now,
+        running,
+    )
+}
+
+/// [`decide_with`], with the records of the jobs at rest (ADR 0041; none of them among `jobs`),
+/// which count towards the pool's period quotas.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_counting(
+    jobs: &[Arc<ComputeJob>],
+    at_rest: &[Arc<JobAtRest>],
+    pool: &GpuPool,
+    clusters: &[gpufed_scheduler::ClusterState],
+    keyless: &[String],
+    reservations: &mut Vec<Reservation>,
+    in_flight: &mut InFlight,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    running: &[Running],
+) -> Result<Round, gpufed_scheduler::ScheduleError> {
     let pool_name = pool.name_any();
     let mut admitted: HashMap<String, Box<ComputeJobStatus>> = HashMap::new();
     let pending: Vec<&Arc<ComputeJob>> = jobs
@@ -565,7 +604,7 @@ pub fn decide_with(
         let now = period_usage::unix(now);
         let spent = period_usage::pool_usage(
             pool,
-            jobs.iter().map(|j| j.as_ref()),
+            at_rest::cached(jobs).chain(at_rest.iter().map(|r| JobRef::AtRest(r))),
             |j| {
                 j.uid()
                     .and_then(|uid| in_flight.charged(&uid).map(|u| u.model.clone()))

@@ -450,7 +450,11 @@ fn the_pool_status_reports_each_namespaces_quota_use() {
         gpufed_crds::AttemptPhase::Running,
     )];
     st.attempts[0].model = "H100".into();
-    let report = snapshot::quota_report(&p, &[Arc::new(running), Arc::new(pending(1, 4))], 0);
+    let report = snapshot::quota_report(
+        &p,
+        &crate::hub::at_rest::Jobs::cached_only(vec![Arc::new(running), Arc::new(pending(1, 4))]),
+        0,
+    );
     assert_eq!(report.len(), 1);
     assert_eq!(
         (report[0].used, report[0].nominal, report[0].borrowed),

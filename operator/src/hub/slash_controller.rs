@@ -174,7 +174,7 @@ async fn propose(
         return not_slashed(ctx, member, pool, v, &why).await;
     };
     let harmed = slashing::harmed(
-        &ctx.stores.jobs.state(),
+        ctx.stores.every_job().iter(),
         &name,
         provider,
         v.last_passed_time.as_ref(),

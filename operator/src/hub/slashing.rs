@@ -8,15 +8,12 @@
 //! hub reads `getSlash(evidence)` before proposing, so the chain itself records that a proposal was
 //! made; a new leader that finds one adopts it instead of proposing again (see the controller).
 
-use std::sync::Arc;
-
-use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
 use gpufed_crds::{
-    ComputeJob, EvmAddress, MemberCluster, MemberVerification, SlashPhase, TokenAmount,
-    VerificationVerdict,
+    EvmAddress, MemberCluster, MemberVerification, SlashPhase, TokenAmount, VerificationVerdict,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::hub::at_rest::JobRef;
 use crate::hub::chain::SlashState;
 
 /// Verdict reasons that prove a member cheated, and are slashed: the answer is wrong, names GPUs
@@ -118,8 +115,8 @@ pub fn last_passed(
 /// `until`, the job's payer and what the attempt paid (settled attempts only: an attempt still
 /// running or unsettled paid nothing yet). Challenges (the hub's namespace) and the provider's own
 /// account are left out.
-pub fn harmed(
-    jobs: &[Arc<ComputeJob>],
+pub fn harmed<'a>(
+    jobs: impl IntoIterator<Item = JobRef<'a>>,
     member: &str,
     provider: &EvmAddress,
     since: Option<&Time>,
@@ -127,16 +124,13 @@ pub fn harmed(
 ) -> Vec<(EvmAddress, TokenAmount)> {
     let mut out = vec![];
     for job in jobs {
-        if job.metadata.namespace.as_deref() == Some(HUB_JOBS_NAMESPACE) {
+        if job.is_hub_job() {
             continue;
         }
-        let Some(status) = job.status.as_ref() else {
+        let Some(payer) = job.payer().filter(|p| *p != provider) else {
             continue;
         };
-        let Some(payer) = status.payer.as_ref().filter(|p| *p != provider) else {
-            continue;
-        };
-        for a in status.attempts.iter().filter(|a| a.cluster == member) {
+        for a in job.attempts().iter().filter(|a| a.cluster == member) {
             let Some(placed) = a.placed_time.as_ref() else {
                 continue;
             };

@@ -9,6 +9,12 @@ use gpufed_crds::{
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
+use std::sync::Arc;
+
+use crate::hub::at_rest::{JobAtRest, JobRef, cached};
+use gpufed_crds::ComputeJob;
+use gpufed_crds::naming::HUB_JOBS_NAMESPACE;
+use kube::ResourceExt;
 
 fn at(secs: i64) -> Time {
     Time(Timestamp::from_second(1_700_000_000 + secs).unwrap())
@@ -258,8 +264,26 @@ fn the_harmed_are_the_payers_of_attempts_on_the_member_since_its_last_pass() {
             &[("metal", 20, Some(30), Some("3"))],
         ),
     ];
-    let mut h = harmed(&jobs, "metal", &provider, Some(&at(10)), &at(100));
+    let mut h = harmed(cached(&jobs), "metal", &provider, Some(&at(10)), &at(100));
     h.sort();
+    // The same jobs at rest, as the hub keeps them (ADR 0041): the same payers.
+    let records: Vec<JobAtRest> = jobs
+        .iter()
+        .map(|j| {
+            let mut j = ComputeJob::clone(j);
+            j.metadata.uid = Some(format!("uid-{}", j.name_any()));
+            JobAtRest::of(&j).unwrap()
+        })
+        .collect();
+    let mut from_records = harmed(
+        records.iter().map(JobRef::AtRest),
+        "metal",
+        &provider,
+        Some(&at(10)),
+        &at(100),
+    );
+    from_records.sort();
+    assert_eq!(from_records, h);
     assert_eq!(
         h,
         vec![
@@ -269,7 +293,7 @@ fn the_harmed_are_the_payers_of_attempts_on_the_member_since_its_last_pass() {
         ]
     );
     // Never passed: from the start, so b counts too.
-    let h = harmed(&jobs, "metal", &provider, None, &at(100));
+    let h = harmed(cached(&jobs), "metal", &provider, None, &at(100));
     assert!(h.contains(&(addr(2), tok("7"))));
 }
 

@@ -14,6 +14,8 @@ use gpufed_scheduler::{
     Reservation, Usage,
 };
 
+use crate::hub::at_rest::Jobs;
+
 /// The scheduling policy of a pool.
 pub fn policy(pool: &GpuPool) -> Policy {
     Policy {
@@ -92,31 +94,20 @@ pub fn quota_usage(job: &ComputeJob) -> Option<Usage> {
 }
 
 /// Every quota group's use in `pool` from the jobs the cache shows, with the use of the current
-/// periods at `now` (Unix seconds) where groups limit GPU-hours or spend.
-pub fn quota_report<J: Borrow<ComputeJob>>(pool: &GpuPool, jobs: &[J], now: u64) -> Vec<QuotaUse> {
+/// periods at `now` (Unix seconds) where groups limit GPU-hours or spend. Jobs at rest count only
+/// towards the periods (they hold no GPUs).
+pub fn quota_report(pool: &GpuPool, jobs: &Jobs, now: u64) -> Vec<QuotaUse> {
     let name = pool.metadata.name.as_deref().unwrap_or_default();
-    let pool_jobs = || {
-        jobs.iter()
-            .map(Borrow::borrow)
-            .filter(move |j| j.spec.pool == name)
-    };
-    let usage: Vec<Usage> = pool_jobs().filter_map(quota_usage).collect();
+    let usage: Vec<Usage> = jobs
+        .cached()
+        .iter()
+        .filter(|j| j.spec.pool == name)
+        .filter_map(|j| quota_usage(j))
+        .collect();
     let mut book = gpufed_scheduler::QuotaBook::new(&quotas(pool), &usage);
     if crate::hub::period_usage::has_period_quotas(pool) {
-        let chain = pool.spec.chain.is_some();
         // Deleted jobs count through the pool's quota ledger (ADR 0019), jobs it names only there.
-        let retired = crate::hub::quota_ledger::retired(pool);
-        let mut spent = crate::hub::quota_ledger::usage(pool, now);
-        spent.extend(
-            pool_jobs()
-                .filter(|j| {
-                    j.metadata
-                        .uid
-                        .as_deref()
-                        .is_none_or(|uid| !retired.contains(uid))
-                })
-                .flat_map(|j| crate::hub::period_usage::job_usage(j, now, chain)),
-        );
+        let spent = crate::hub::period_usage::pool_usage(pool, jobs.iter(), |_| None, now);
         book = book.with_periods(now, &spent);
     }
     book.report()

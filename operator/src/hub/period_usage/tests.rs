@@ -13,6 +13,21 @@ const NOW: u64 = 1_796_378_400;
 const HOUR: u64 = 3600;
 const TOKEN: u128 = gpufed_scheduler::ONE_TOKEN;
 
+/// What `j`'s attempts count at `now`, read from the cached job; the same must come out of the
+/// record the hub keeps of it at rest (ADR 0041), which the helper checks.
+fn job_usage(j: &ComputeJob, now: u64, chain: bool) -> Vec<PeriodUsage> {
+    let cached = super::job_usage(JobRef::Cached(j), now, chain);
+    let mut with_uid = j.clone();
+    with_uid.metadata.uid = Some("uid-1".into());
+    let record = crate::hub::at_rest::JobAtRest::of(&with_uid).unwrap();
+    assert_eq!(
+        super::job_usage(JobRef::AtRest(&record), now, chain),
+        cached,
+        "the record counts what the job counts"
+    );
+    cached
+}
+
 fn at(secs: u64) -> Time {
     Time(Timestamp::from_second(secs as i64).unwrap())
 }

@@ -207,10 +207,15 @@ fn a_job_the_ledger_names_counts_through_the_ledger_only() {
     let k = finished("b", NOW - HOUR, NOW - HOUR / 2, HOUR);
     let mut p = pool();
     let day = |p: &GpuPool, jobs: &[&ComputeJob]| -> u64 {
-        period_usage::pool_usage(p, jobs.iter().copied(), |_| None, NOW)
-            .iter()
-            .map(|u| u.gpu_seconds[Period::Day.index()])
-            .sum()
+        period_usage::pool_usage(
+            p,
+            jobs.iter().map(|j| crate::hub::at_rest::JobRef::Cached(j)),
+            |_| None,
+            NOW,
+        )
+        .iter()
+        .map(|u| u.gpu_seconds[Period::Day.index()])
+        .sum()
     };
     assert_eq!(day(&p, &[&j, &k]), 3 * HOUR);
     // `a` is being deleted: counted in the ledger, its object not gone yet. Still 3 GPU-hours.
