@@ -1097,6 +1097,16 @@ fn a_job_at_rest_is_cached_trimmed_and_every_reader_of_finished_jobs_sees_the_sa
     // Without its conditions it is still no job for the scheduling loop (which takes a job with
     // the finalizer and no `Admitted` condition for a new one).
     assert!(!crate::hub::scheduling::is_queued(&cached));
+    // The job store keeps it no longer (ADR 0041), unless it was edited since the hub observed it
+    // or is being deleted: then the controller still has work on it.
+    use crate::hub::keep_job;
+    assert!(!keep_job(&cached) && keep_job(&running));
+    let mut edited = cached.clone();
+    edited.metadata.generation = Some(2);
+    assert!(keep_job(&edited), "edited");
+    let mut deleting = cached.clone();
+    deleting.metadata.deletion_timestamp = Some(at(120));
+    assert!(keep_job(&deleting), "being deleted");
 
     // Quotas, the quota ledger, reputation, compensation and a leaving member's count read the
     // same from the trimmed copy, and from the record the hub keeps of the job once its store

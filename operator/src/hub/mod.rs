@@ -255,10 +255,10 @@ where
 /// [`watch_shared`] for a kind the cache keeps only some objects of: `policy.keep` says which. An
 /// object not kept is neither cached nor passed to subscribers or `on_apply`, only to
 /// `policy.skipped` (an update of a cached one drops it, as if deleted, but `on_delete` and the
-/// subscribers are not told; a deletion is passed to `on_delete` and the subscribers, kept or not). Whether
-/// an object is kept may change without the object changing: the policy's [`Evict`] asks the watch
-/// to look at a cached one again, and the watch looks at every cached object again after each
-/// full list.
+/// subscribers are not told; a deletion is passed to `on_delete` and the subscribers, kept or
+/// not). Whether an object is kept may change without the object changing: the policy's [`Evict`]
+/// asks the watch to look at a cached one again, and the watch looks at every cached object again
+/// after each full list.
 fn watch_kept<K, F>(
     api: Api<K>,
     config: watcher::Config,

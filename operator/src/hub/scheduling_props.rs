@@ -524,6 +524,57 @@ fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_namin
     assert!(round.writes.is_empty(), "{} writes", round.writes.len());
 }
 
+#[test]
+fn gpu_hours_of_jobs_at_rest_count_from_their_records() {
+    let members = members();
+    let mut p = pool();
+    p.spec.quotas = serde_json::from_value(serde_json::json!([
+        {"namespace": "team-a", "groups": [
+            {"name": "all", "gpus": 100, "period": "Day", "gpuHours": 2}]}
+    ]))
+    .unwrap();
+    let clusters: Vec<_> = members
+        .values()
+        .map(|m| snapshot::cluster_state(&p, m, None))
+        .collect();
+    // A job that used the day's 2 GPU-hours and is at rest: the store no longer holds it, only its
+    // record (ADR 0041).
+    let mut done = pending(9, 1);
+    let mut a = gpufed_crds::testing::attempt(1, "alpha", AttemptPhase::Succeeded);
+    a.start_time = Some(at(100));
+    a.finish_time = Some(at(7_300));
+    a.gpu_seconds = 7_200;
+    let st = done.status.as_mut().unwrap();
+    st.phase = JobPhase::Succeeded;
+    st.attempt = 1;
+    st.attempts = vec![a];
+    st.observed_generation = done.metadata.generation;
+    assert!(crate::hub::at_rest_in_cache(&done) && !crate::hub::keep_job(&done));
+    let records = [Arc::new(JobAtRest::of(&done).unwrap())];
+    let jobs = [Arc::new(pending(0, 1))];
+    let decide_at = |at_rest: &[Arc<JobAtRest>]| {
+        let round = decide_counting(
+            &jobs,
+            at_rest,
+            &p,
+            &clusters,
+            &[],
+            &mut vec![],
+            &mut InFlight::default(),
+            &at(10_000),
+            &[],
+        )
+        .unwrap();
+        match &round.writes[0].write {
+            Write::Place(_) => "place".to_string(),
+            Write::Wait(reason, _) => reason.to_string(),
+            Write::Stop(_) => "stop".to_string(),
+        }
+    };
+    assert_eq!(decide_at(&records), WAIT_OVER_QUOTA);
+    assert_eq!(decide_at(&[]), "place");
+}
+
 /// A pool that requires verification, with `alpha` on probation (joined by stake, no challenge
 /// yet) and `beta` with a failed challenge for its current inventory; opt-in allowed or not.
 fn probation_pool(allow: bool) -> (GpuPool, Vec<gpufed_scheduler::ClusterState>) {
