@@ -462,19 +462,24 @@ fn the_pool_status_reports_each_namespaces_quota_use() {
     );
 }
 
-#[test]
-fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_naming_the_period() {
-    let members = members();
+/// A pool where team-a may use 2 GPU-hours a day, and its clusters.
+fn two_gpu_hours_a_day() -> (GpuPool, Vec<gpufed_scheduler::ClusterState>) {
     let mut p = pool();
     p.spec.quotas = serde_json::from_value(serde_json::json!([
         {"namespace": "team-a", "groups": [
             {"name": "all", "gpus": 100, "period": "Day", "gpuHours": 2}]}
     ]))
     .unwrap();
-    let clusters: Vec<_> = members
+    let clusters = members()
         .values()
         .map(|m| snapshot::cluster_state(&p, m, None))
         .collect();
+    (p, clusters)
+}
+
+#[test]
+fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_naming_the_period() {
+    let (p, clusters) = two_gpu_hours_a_day();
     let mut in_flight = InFlight::default();
     let mut reservations = vec![];
     // One GPU for its default maxDuration of 1h each: two fit the 2 GPU-hours of the day.
@@ -526,17 +531,7 @@ fn gpu_hours_committed_by_decisions_in_flight_count_and_the_next_job_waits_namin
 
 #[test]
 fn gpu_hours_of_jobs_at_rest_count_from_their_records() {
-    let members = members();
-    let mut p = pool();
-    p.spec.quotas = serde_json::from_value(serde_json::json!([
-        {"namespace": "team-a", "groups": [
-            {"name": "all", "gpus": 100, "period": "Day", "gpuHours": 2}]}
-    ]))
-    .unwrap();
-    let clusters: Vec<_> = members
-        .values()
-        .map(|m| snapshot::cluster_state(&p, m, None))
-        .collect();
+    let (p, clusters) = two_gpu_hours_a_day();
     // A job that used the day's 2 GPU-hours and is at rest: the store no longer holds it, only its
     // record (ADR 0041).
     let mut done = pending(9, 1);
