@@ -1,10 +1,12 @@
 //! What the hub keeps of a job at rest (ADR 0041): not the ComputeJob, but a [`JobAtRest`] record
 //! of what is read of finished jobs. A job at rest ([`crate::hub::at_rest_in_cache`]) has nothing
 //! left to do; afterwards only its attempts' accounting is read — period quotas and the pool's
-//! quota use ([`crate::hub::period_usage`]), reputation ([`crate::hub::reputation::tally`]) and the
-//! payers a slashed member harmed ([`crate::hub::slashing::harmed`]). The jobs watch keeps such a
-//! job out of the reflector store ([`crate::hub::keep_job`]) and hands it to the index of jobs by
-//! UID ([`crate::hub::context::JobUids`]), which holds its record.
+//! quota use ([`crate::hub::period_usage`]), reputation ([`crate::hub::reputation::tally`]), the
+//! payers a slashed member harmed ([`crate::hub::slashing::harmed`]) and the clearing-price index
+//! ([`crate::hub::market::clearing_index`]); the log relay, the one reader of a whole finished job,
+//! reads it from the apiserver. The jobs watch keeps such a job out of the reflector store
+//! ([`crate::hub::keep_job`]) and hands it to the index of jobs by UID
+//! ([`crate::hub::context::JobUids`]), which holds its record.
 //!
 //! Readers of every job take a [`Jobs`]: the store's jobs and the records, each job once.
 

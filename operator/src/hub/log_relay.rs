@@ -225,16 +225,27 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn relay(ctx: &Context, log: &JobLog) -> Result<()> {
     let ns = log.namespace().unwrap_or_default();
-    let job = ctx
+    let job = match ctx
         .stores
         .jobs
-        .get(&ObjectRef::new(&log.spec.job).within(&ns));
+        .get(&ObjectRef::new(&log.spec.job).within(&ns))
+    {
+        Some(j) => Some(j),
+        // Not cached: the job is at rest (ADR 0041: the hub keeps only a record of it), or gone.
+        // Asked of the apiserver only while the request waits for an answer.
+        None if wants_answer(log) => read(ctx, "ComputeJob", &ns, &log.spec.job)
+            .await?
+            .map(Arc::new),
+        None => None,
+    };
     let placement = match job.as_deref().and_then(attempt_placement) {
         Some((p_ns, p_name)) => match ctx.stores.placement(&p_ns, &p_name) {
             Some(p) => Some(p),
             // Not cached: the job is at rest (`hub::keep_placement`), or the Placement is gone.
             // Asked of the apiserver only while the request waits for an answer.
-            None if wants_answer(log) => read_placement(ctx, &p_ns, &p_name).await?.map(Arc::new),
+            None if wants_answer(log) => {
+                read(ctx, "Placement", &p_ns, &p_name).await?.map(Arc::new)
+            }
             None => None,
         },
         None => None,
@@ -266,10 +277,16 @@ fn wants_answer(log: &JobLog) -> bool {
     log.status.as_ref().and_then(|s| s.observed_poll) != Some(log.spec.poll)
 }
 
-/// Placement `namespace/name` as the apiserver has it; `None` if it does not exist.
-async fn read_placement(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Placement>> {
-    let what = format!("reading Placement {namespace}/{name}");
-    let api: Api<Placement> = Api::namespaced(ctx.client.clone(), namespace);
+/// The `kind` object `namespace/name` as the apiserver has it; `None` if it does not exist.
+async fn read<K>(ctx: &Context, kind: &str, namespace: &str, name: &str) -> Result<Option<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let what = format!("reading {kind} {namespace}/{name}");
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     within(what.clone(), async {
         api.get_opt(name).await.map_err(Error::kube(what))
     })
