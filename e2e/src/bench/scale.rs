@@ -39,7 +39,8 @@ use super::latency::create_job;
 use super::procstat::{self, CpuSample, CpuUse};
 use super::settings::BenchHub;
 use super::{BinaryInfo, HUB};
-use crate::hubctl::{create_member, create_pool, start_hub_with};
+use crate::hubctl::{create_member, create_pool};
+use crate::joining::{ChartHub, install_hub_chart, spawn_chart_hub};
 use crate::{Cluster, ClusterSpec, Error, Tools};
 use sim::{Intervals, SimTotals, Simulator, running_of};
 
@@ -49,6 +50,9 @@ const JOBS_NAMESPACE: &str = "bench";
 const CREATES_IN_FLIGHT: usize = 16;
 /// Log lines of each component printed when a size fails.
 const STOPPED_LOG_LINES: usize = 80;
+/// How long the hub's ServiceAccount token lasts: longer than any run (the largest sizes take
+/// over an hour on a 2-core machine).
+const HUB_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The hub's scheduling pass histogram.
 pub const PASS_HISTOGRAM: &str = "gpufed_scheduling_pass_duration_seconds";
 
@@ -202,6 +206,58 @@ pub struct HubSample {
     pub rss_kib: u64,
 }
 
+/// What was measured of a size that did not settle, from its first create until the run stopped:
+/// where the time and the memory went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoppedSize {
+    /// Jobs of the size (the run's total once created).
+    pub jobs: usize,
+    /// Seconds from the size's first create to the stop.
+    pub secs: f64,
+    /// Jobs by phase at the stop: Running, Succeeded, Failed, neither.
+    pub phases: (usize, usize, usize, usize),
+    /// CPU by component over those seconds.
+    pub cpu: Vec<CpuUse>,
+    /// Writes the apiserver counted over those seconds.
+    pub writes: Vec<RequestCount>,
+    /// The simulator's requests over those seconds.
+    pub sim: SimTotals,
+    /// Longest heartbeat round and inventory round over those seconds.
+    pub sim_round_max_secs: (f64, f64),
+    /// Members Schedulable at the stop.
+    pub members_schedulable: usize,
+    /// Writes the hub's leadership fence refused over those seconds, by target
+    /// (`gpufed_hub_writes_refused_total`).
+    pub writes_refused: BTreeMap<String, u64>,
+    /// The hub's `VmHWM` at the stop, KiB.
+    pub hub_vm_hwm_kib: u64,
+    /// The hub's `VmRSS` at the stop, KiB.
+    pub hub_vm_rss_kib: u64,
+    /// What the hub's caches held at the stop, by kind.
+    pub hub_cached: BTreeMap<String, u64>,
+    /// Jobs waiting and the hub's `VmRSS`, every [`SAMPLE_EVERY`] until the stop.
+    pub trace: Vec<HubSample>,
+}
+
+impl StoppedSize {
+    /// Writes over those seconds that are not the simulator's.
+    pub fn hub_writes(&self) -> Vec<RequestCount> {
+        apimetrics::subtract(&self.writes, &self.sim.writes())
+    }
+}
+
+/// The name of the hub's counter of writes its leadership fence refused.
+pub const WRITES_REFUSED: &str = "gpufed_hub_writes_refused_total";
+
+/// What a size is measured against when it stops: taken before its first create.
+struct SizeStart {
+    t0: Instant,
+    cpu: CpuSample,
+    counters: Counters,
+    sim: SimTotals,
+    metrics: String,
+}
+
 impl ScaleSize {
     /// Writes over the window that are not the simulator's.
     pub fn hub_writes(&self) -> Vec<RequestCount> {
@@ -236,6 +292,10 @@ pub struct ScaleReport {
     pub sizes: Vec<ScaleSize>,
     /// Why the run stopped before the last size asked for, if it did.
     pub stopped: Option<String>,
+    /// What was measured of the size it stopped at, where it got that far (none in reports
+    /// written before it was measured).
+    #[serde(default)]
+    pub stopped_size: Option<StoppedSize>,
 }
 
 /// The member chart's agent intervals and the pool timeout the benchmark runs with.
@@ -430,23 +490,33 @@ pub async fn scale(
     mut measured: impl FnMut(&ScaleReport),
 ) -> Result<ScaleReport, Error> {
     let intervals = chart_intervals(tools.root(), hub_settings)?;
+    // The hub as the chart runs it (its ServiceAccount, RBAC and client rate), on an apiserver
+    // with API Priority and Fairness, so that the chart's FlowSchemas put the hub's requests in a
+    // priority level of their own and its leader Lease renewals in `leader-election`, as on a
+    // production apiserver.
     let mut hub = Cluster::start(
         tools,
-        &ClusterSpec::api_only("bench-scale").with_controller_manager(),
+        &ClusterSpec::api_only("bench-scale")
+            .with_controller_manager()
+            .with_api_priority_and_fairness(),
     )
     .await?;
-    hub.install_crds(&gpufed_crds::crds_for(gpufed_crds::Side::Hub))
-        .await?;
+    install_hub_chart(tools, &hub, &[]).await?;
     hub.create_namespace(JOBS_NAMESPACE).await?;
-    let log_format = format!("--log-format={}", hub_settings.log_format);
-    let port = start_hub_with(
+    let port = spawn_chart_hub(
         tools,
         &mut hub,
-        HUB,
-        &hub_settings.lease_duration,
-        &hub_settings.rust_log,
-        &[&log_format],
-    )?;
+        &ChartHub {
+            process: HUB.into(),
+            log_format: hub_settings.log_format.clone(),
+            lease_duration: hub_settings.lease_duration.clone(),
+            rust_log: hub_settings.rust_log.clone(),
+            token_lifetime: HUB_TOKEN_LIFETIME,
+            args: vec![],
+        },
+    )
+    .await?
+    .port();
     let c = hub.client();
     let setup = Instant::now();
     create_pool(
@@ -508,6 +578,7 @@ pub async fn scale(
         setup_secs,
         sizes: vec![],
         stopped: None,
+        stopped_size: None,
     };
     let mut have = 0;
     for &size in &cfg.sizes {
@@ -544,11 +615,12 @@ pub async fn scale(
                     });
                 }
             }
-            Err(e) => {
+            Err((e, stopped_size)) => {
                 // What the hub, its apiserver and etcd last said is the first thing to read: their
                 // log tails go to stderr, the report keeps the reason in one line.
                 hub.dump_logs(STOPPED_LOG_LINES);
                 report.stopped = Some(format!("at {size} jobs: {}", e.summary()));
+                report.stopped_size = stopped_size;
                 break;
             }
         }
@@ -571,13 +643,98 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    async fn run(self, have: usize, size: usize) -> Result<ScaleSize, Error> {
+    /// Measures one size; if it does not settle, the error comes with what was measured of it
+    /// until then (none if even that could not be read).
+    async fn run(
+        mut self,
+        have: usize,
+        size: usize,
+    ) -> Result<ScaleSize, (Error, Option<StoppedSize>)> {
+        let start = match self.start().await {
+            Ok(start) => start,
+            Err(e) => return Err((e, None)),
+        };
+        let mut trace = vec![];
+        match self.measure(have, size, &start, &mut trace).await {
+            Ok(measured) => Ok(measured),
+            Err(e) => {
+                let stopped = self.stopped(size, &start, trace).await;
+                Err((e, stopped))
+            }
+        }
+    }
+
+    async fn start(&self) -> Result<SizeStart, Error> {
+        // The simulator's longest rounds count from here.
+        self.sim.take_round_max();
+        Ok(SizeStart {
+            metrics: hub_metrics(self.port).await,
+            counters: Counters::scrape(self.client).await?,
+            cpu: CpuSample::take(self.hub)?,
+            sim: self.sim.totals(),
+            t0: Instant::now(),
+        })
+    }
+
+    /// What a size that did not settle had come to (none if the apiserver's counters cannot be
+    /// read any more).
+    async fn stopped(
+        &self,
+        size: usize,
+        start: &SizeStart,
+        trace: Vec<HubSample>,
+    ) -> Option<StoppedSize> {
+        let counters = Counters::scrape(self.client).await.ok()?;
+        let secs = start.t0.elapsed().as_secs_f64();
+        // A hub that exited has no CPU or memory left to read: those stay empty.
+        let cpu = CpuSample::take(self.hub)
+            .map(|c| c.since(&start.cpu))
+            .unwrap_or_default();
+        let metrics = hub_metrics(self.port).await;
+        let refused_before = gauge_by_label(&start.metrics, WRITES_REFUSED, "target");
+        let writes_refused = gauge_by_label(&metrics, WRITES_REFUSED, "target")
+            .into_iter()
+            .map(|(target, n)| {
+                let was = refused_before.get(&target).copied().unwrap_or(0);
+                (target, n.saturating_sub(was))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let counts = self.phases.counts();
+        Some(StoppedSize {
+            jobs: size,
+            secs,
+            phases: (
+                counts.running,
+                counts.succeeded,
+                counts.failed,
+                counts.unsettled,
+            ),
+            cpu,
+            writes: counters.writes_since(&start.counters),
+            sim: self.sim.totals().since(&start.sim),
+            sim_round_max_secs: self.sim.take_round_max(),
+            members_schedulable: schedulable(self.client).await.unwrap_or(0),
+            writes_refused,
+            hub_vm_hwm_kib: procstat::vm_hwm_kib(self.hub_pid).unwrap_or(0),
+            hub_vm_rss_kib: procstat::status_number(self.hub_pid, "VmRSS:").unwrap_or(0),
+            hub_cached: gauge_by_label(&metrics, CACHED_OBJECTS, "kind"),
+            trace,
+        })
+    }
+
+    async fn measure(
+        &mut self,
+        have: usize,
+        size: usize,
+        start: &SizeStart,
+        trace: &mut Vec<HubSample>,
+    ) -> Result<ScaleSize, Error> {
         let running = usize::try_from(running_of(size as u64, self.cfg.running_per_million()))
             .unwrap_or(size);
         tracing::info!(jobs = size, running, "adding jobs");
-        let metrics_before = hub_metrics(self.port).await;
-        let t0 = Instant::now();
-        let mut trace = vec![];
+        let metrics_before = &start.metrics;
+        let t0 = start.t0;
         let creates = futures::stream::iter(have..size)
             .map(|i| {
                 let (c, sim) = (self.client, self.sim);
@@ -691,7 +848,7 @@ impl Step<'_> {
             added,
             ingest_secs,
             settled_secs,
-            pass_ingest: PassTime::between(&metrics_before, &metrics_settled),
+            pass_ingest: PassTime::between(metrics_before, &metrics_settled),
             pass_steady: PassTime::between(&metrics_settled, &metrics_after),
             window_secs,
             writes: counters1.writes_since(&counters0),
@@ -704,7 +861,7 @@ impl Step<'_> {
             hub_cached: gauge_by_label(&metrics_after, CACHED_OBJECTS, "kind"),
             hub_threads,
             hub_vm_hwm_settled_kib,
-            trace,
+            trace: std::mem::take(trace),
         })
     }
 

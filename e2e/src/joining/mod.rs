@@ -10,10 +10,13 @@ pub mod table;
 pub mod token;
 
 pub use helm::Helm;
-pub use pool::{HubOptions, JOBS_NAMESPACE, JoinCredential, MemberPlan, Pool, SYSTEM_NAMESPACE};
+pub use pool::{
+    ChartHub, HubOptions, JOBS_NAMESPACE, JoinCredential, MemberPlan, Pool, SYSTEM_NAMESPACE,
+    install_hub_chart, spawn_chart_hub,
+};
 pub use proxy::TcpProxy;
 pub use table::{Table, table};
-pub use token::service_account_kubeconfig;
+pub use token::{service_account_kubeconfig, service_account_kubeconfig_for};
 
 /// Whether `result` is the apiserver's 403 Forbidden.
 pub fn is_forbidden<T>(result: &Result<T, kube::Error>) -> bool {

@@ -27,7 +27,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{Helm, TcpProxy, service_account_kubeconfig};
+use super::{Helm, TcpProxy, service_account_kubeconfig, service_account_kubeconfig_for};
 use crate::bench::settings::chart_value;
 use crate::process::free_port;
 use crate::{Cluster, ClusterSpec, Error, NodeSpec, Tools, wait_until};
@@ -415,6 +415,104 @@ async fn wait_crds(cluster: &Cluster, names: &[&str]) -> Result<(), Error> {
     Ok(())
 }
 
+/// How [`spawn_chart_hub`] runs the hub process.
+#[derive(Clone, Debug)]
+pub struct ChartHub {
+    /// The process's name in the cluster (its log file, [`Cluster::pid_of`]).
+    pub process: String,
+    /// `--log-format`.
+    pub log_format: String,
+    /// `--lease-duration`.
+    pub lease_duration: String,
+    /// `RUST_LOG`.
+    pub rust_log: String,
+    /// How long the ServiceAccount token the hub runs with lasts (the process is not given a new
+    /// one, so it must outlast the run).
+    pub token_lifetime: Duration,
+    /// Flags added after the hub's own (`hub` subcommand flags).
+    pub args: Vec<String>,
+}
+
+/// `helm install`s the hub chart into `hub` (with `memberApiServer` set to its apiserver, then
+/// `values`) and waits for the chart's CRDs to be established. Its Deployment never runs on a hub
+/// without nodes: [`spawn_chart_hub`] runs the hub as a process instead.
+pub async fn install_hub_chart(
+    tools: &Tools,
+    hub: &Cluster,
+    values: &[(String, String)],
+) -> Result<(), Error> {
+    let server = hub.server().to_string();
+    let values: Vec<(&str, &str)> = [("memberApiServer", server.as_str())]
+        .into_iter()
+        .chain(values.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
+    Helm::new(tools, hub)?
+        .install(
+            "gpufed-hub",
+            &chart(tools, "gpufed-hub"),
+            SYSTEM_NAMESPACE,
+            &values,
+        )
+        .await?;
+    wait_crds(
+        hub,
+        &[
+            "gpupools.gpufed.io",
+            "memberclusters.gpufed.io",
+            "computejobs.gpufed.io",
+            "placements.gpufed.io",
+            "providerbonds.gpufed.io",
+        ],
+    )
+    .await
+}
+
+/// Starts `gpufed-operator hub` as the hub chart runs it, where a
+/// process can: with a token of the chart's ServiceAccount (so the chart's RBAC, and on an
+/// apiserver with API Priority and Fairness the chart's FlowSchemas, apply to it) and the chart's
+/// client rate limit; [`install_hub_chart`] first. Returns the address of its `/metrics`.
+pub async fn spawn_chart_hub(
+    tools: &Tools,
+    hub: &mut Cluster,
+    how: &ChartHub,
+) -> Result<SocketAddr, Error> {
+    let hub_sa = service_account_kubeconfig_for(
+        hub,
+        SYSTEM_NAMESPACE,
+        "gpufed-hub",
+        &hub.dir()?.join("hub-sa.kubeconfig"),
+        how.token_lifetime,
+    )
+    .await?;
+    let hub_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    hub.spawn(
+        &how.process,
+        &tools.workspace_bin("gpufed-operator")?,
+        &[
+            format!("--kubeconfig={}", hub_sa.display()),
+            format!("--metrics-addr={hub_metrics}"),
+            format!("--log-format={}", how.log_format),
+            format!(
+                "--kube-api-qps={}",
+                chart_value(tools.root(), "gpufed-hub", "kubeApi.qps")?
+            ),
+            format!(
+                "--kube-api-burst={}",
+                chart_value(tools.root(), "gpufed-hub", "kubeApi.burst")?
+            ),
+            "hub".into(),
+            format!("--namespace={SYSTEM_NAMESPACE}"),
+            "--identity=hub-0".into(),
+            format!("--lease-duration={}", how.lease_duration),
+        ]
+        .into_iter()
+        .chain(how.args.iter().cloned())
+        .collect::<Vec<_>>(),
+        &[("RUST_LOG".to_string(), how.rust_log.clone())],
+    )?;
+    Ok(hub_metrics)
+}
+
 fn chart(tools: &Tools, name: &str) -> PathBuf {
     tools.root().join("charts").join(name)
 }
@@ -764,75 +862,23 @@ impl Pool {
         )?;
 
         let server = hub.server().to_string();
-        let values: Vec<(&str, &str)> = [("memberApiServer", server.as_str())]
-            .into_iter()
-            .chain(
-                options
-                    .chart_values
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .collect();
-        Helm::new(tools, &hub)?
-            .install(
-                "gpufed-hub",
-                &chart(tools, "gpufed-hub"),
-                SYSTEM_NAMESPACE,
-                &values,
-            )
-            .await?;
-        wait_crds(
-            &hub,
-            &[
-                "gpupools.gpufed.io",
-                "memberclusters.gpufed.io",
-                "computejobs.gpufed.io",
-                "placements.gpufed.io",
-                "providerbonds.gpufed.io",
-            ],
-        )
-        .await?;
+        install_hub_chart(tools, &hub, &options.chart_values).await?;
         before_pool(hub.client()).await?;
-        let hub_sa = service_account_kubeconfig(
-            &hub,
-            SYSTEM_NAMESPACE,
-            "gpufed-hub",
-            &hub.dir()?.join("hub-sa.kubeconfig"),
+        let hub_metrics = spawn_chart_hub(
+            tools,
+            &mut hub,
+            &ChartHub {
+                process: "gpufed-hub".into(),
+                log_format: flags::LOG_FORMAT.into(),
+                lease_duration: flags::hub_lease_duration(tools.root())?,
+                rust_log: flags::operator_rust_log().into(),
+                token_lifetime: Duration::from_secs(3600),
+                args: std::iter::once(format!("--member-api-server={server}"))
+                    .chain(options.args)
+                    .collect(),
+            },
         )
         .await?;
-        let hub_metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        hub.spawn(
-            "gpufed-hub",
-            &tools.workspace_bin("gpufed-operator")?,
-            &[
-                format!("--kubeconfig={}", hub_sa.display()),
-                format!("--metrics-addr={hub_metrics}"),
-                format!("--log-format={}", flags::LOG_FORMAT),
-                format!(
-                    "--kube-api-qps={}",
-                    chart_value(tools.root(), "gpufed-hub", "kubeApi.qps")?
-                ),
-                format!(
-                    "--kube-api-burst={}",
-                    chart_value(tools.root(), "gpufed-hub", "kubeApi.burst")?
-                ),
-                "hub".into(),
-                format!("--namespace={SYSTEM_NAMESPACE}"),
-                "--identity=hub-0".into(),
-                format!(
-                    "--lease-duration={}",
-                    flags::hub_lease_duration(tools.root())?
-                ),
-                format!("--member-api-server={server}"),
-            ]
-            .into_iter()
-            .chain(options.args)
-            .collect::<Vec<_>>(),
-            &[(
-                "RUST_LOG".to_string(),
-                flags::operator_rust_log().to_string(),
-            )],
-        )?;
 
         let admin = hub.client();
         apply(

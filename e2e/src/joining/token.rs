@@ -3,6 +3,7 @@
 //! RBAC is enough (and no more).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -19,11 +20,24 @@ pub async fn service_account_kubeconfig(
     name: &str,
     path: &Path,
 ) -> Result<PathBuf, Error> {
+    service_account_kubeconfig_for(cluster, namespace, name, path, Duration::from_secs(3600)).await
+}
+
+/// [`service_account_kubeconfig`] with a token that lasts `lifetime` (whole seconds, at least
+/// the TokenRequest API's minimum of ten minutes), for runs longer than an hour.
+pub async fn service_account_kubeconfig_for(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+    lifetime: Duration,
+) -> Result<PathBuf, Error> {
     let api: Api<ServiceAccount> = Api::namespaced(cluster.client(), namespace);
+    let seconds = i64::try_from(lifetime.as_secs().max(600)).unwrap_or(i64::MAX);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![],
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(seconds),
             bound_object_ref: None,
         },
         ..Default::default()

@@ -175,14 +175,8 @@ impl Jobs {
     /// the store. Take the records after the store's snapshot: the jobs watch records a job at
     /// rest before it drops the job from the store, so a job leaving the store between the two
     /// snapshots is in the second, and one in both is counted once.
-    pub fn new(cached: Vec<Arc<ComputeJob>>, mut at_rest: Vec<Arc<JobAtRest>>) -> Jobs {
-        if !at_rest.is_empty() {
-            let in_store: HashSet<&str> = cached
-                .iter()
-                .filter_map(|j| j.metadata.uid.as_deref())
-                .collect();
-            at_rest.retain(|r| !in_store.contains(r.uid()));
-        }
+    pub fn new(cached: Vec<Arc<ComputeJob>>, at_rest: Vec<Arc<JobAtRest>>) -> Jobs {
+        let at_rest = not_in(&cached, at_rest);
         Jobs { cached, at_rest }
     }
 
@@ -208,6 +202,19 @@ impl Jobs {
     pub fn iter(&self) -> impl Iterator<Item = JobRef<'_>> + Clone {
         cached(&self.cached).chain(self.at_rest.iter().map(|r| JobRef::AtRest(r.as_ref())))
     }
+}
+
+/// The records of `at_rest` whose job `cached` (a snapshot of the store, taken before the
+/// records) does not hold: with `cached`, every job once (see [`Jobs::new`]).
+pub fn not_in(cached: &[Arc<ComputeJob>], mut at_rest: Vec<Arc<JobAtRest>>) -> Vec<Arc<JobAtRest>> {
+    if !at_rest.is_empty() {
+        let in_store: HashSet<&str> = cached
+            .iter()
+            .filter_map(|j| j.metadata.uid.as_deref())
+            .collect();
+        at_rest.retain(|r| !in_store.contains(r.uid()));
+    }
+    at_rest
 }
 
 /// `jobs` as [`JobRef`]s.

@@ -31,7 +31,7 @@ use gpufed_scheduler::{
 use kube::ResourceExt;
 use tokio::sync::Semaphore;
 
-use crate::hub::at_rest::{self, JobAtRest, JobRef, Jobs};
+use crate::hub::at_rest::{self, JobAtRest, JobRef};
 use crate::hub::context::{Context, now};
 use crate::hub::preemption::{self, Outstanding, Stop};
 use crate::hub::status::{Written, write_namespaced};
@@ -238,9 +238,9 @@ async fn pass(
 ) {
     let _timer = ctx.metrics.scheduling_pass_duration.start_timer();
     let jobs = ctx.stores.jobs.state();
-    // Every job with the records of jobs at rest, read only for a pool with period quotas (the
-    // records after the store's snapshot: see `Jobs::new`).
-    let every_job = std::cell::OnceCell::new();
+    // The records of jobs at rest that the store's snapshot does not hold, read only for a pool
+    // with period quotas (the records after the store's snapshot: see `Jobs::new`).
+    let records = std::cell::OnceCell::new();
     let members: BTreeMap<String, Arc<MemberCluster>> = ctx
         .stores
         .members
@@ -350,10 +350,8 @@ async fn pass(
             } else {
                 preemption::candidates(&pool_name, &tenant_jobs, &members)
             };
-        let at_rest = if period_usage::has_period_quotas(&pool) {
-            every_job
-                .get_or_init(|| Jobs::new(jobs.clone(), ctx.stores.job_uids.records()))
-                .at_rest()
+        let at_rest: &[Arc<JobAtRest>] = if period_usage::has_period_quotas(&pool) {
+            records.get_or_init(|| at_rest::not_in(&jobs, ctx.stores.job_uids.records()))
         } else {
             &[]
         };

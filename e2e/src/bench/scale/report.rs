@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::super::apimetrics::{RequestCount, RequestKey};
 use super::super::procstat::{BENCH, CpuUse, MACHINE};
-use super::{HUB, PASS_HISTOGRAM, PassTime, ScaleReport, ScaleSize};
+use super::{HUB, PASS_HISTOGRAM, PassTime, ScaleReport, ScaleSize, StoppedSize};
 
 /// Jobs of the issue's goal: the hub's peak memory with this many jobs, a tenth running.
 pub const GOAL_JOBS: usize = 100_000;
@@ -35,15 +35,20 @@ pub fn markdown(r: &ScaleReport) -> String {
     let _ = write!(
         md,
         "## Scale: {} members, up to {} jobs (e2e)\n\n\
-         One harness hub cluster (etcd, kube-apiserver, controller-manager), the hub as one process started as in \
-         the section above, and {} MemberClusters whose agents are all played by one light simulator in the \
+         One harness hub cluster (etcd, kube-apiserver, controller-manager), its apiserver with API Priority and \
+         Fairness as production apiservers run it; the hub chart installed (`helm install`) and the hub run as one \
+         process as the chart runs it, where a process can: with a token of the chart's ServiceAccount (so the \
+         chart's RBAC, and its FlowSchemas — the hub's requests in a priority level of their own, its leader Lease \
+         renewals in `leader-election` — apply to it), the chart's client rate limit, lease duration and log \
+         format; and {} MemberClusters whose agents are all played by one light simulator in the \
          benchmark's process (`e2e/src/bench/scale/sim.rs`): the agent's own hub-side calls at the member chart's \
          default intervals — a heartbeat Lease merge patch every {:?}, a read of the MemberCluster and an inventory \
          apply every {:?} (the agent rewrites an unchanged inventory once the last one is an interval old), and \
          Placement status: `Accepted`, then `Running` for {:.0} % of the jobs (their GPU-seconds rewritten every \
          {:?}) and `Succeeded` for the rest. The simulator uses the admin client (`system:masters`: RBAC is not \
-         evaluated) and one watch on every Placement, where real agents use their own credentials and one watch \
-         each. Members have {} node(s) of 8 H100 each.\n\n\
+         evaluated, and API Priority and Fairness exempts it, so it is never queued) and one watch on every \
+         Placement, where real agents use their own credentials (their requests would queue in a priority level \
+         shared with other ServiceAccounts) and one watch each. Members have {} node(s) of 8 H100 each.\n\n\
          Sizes run one after the other on the same hub (jobs are added, none removed). At each size, once every \
          job is Running or Succeeded, a steady window of {:.0} s measures the writes, CPU and pass time; the hub's \
          peak memory (`VmHWM`) is read at its end.\n\n",
@@ -71,8 +76,114 @@ pub fn markdown(r: &ScaleReport) -> String {
     sizes(&mut md, r);
     writes(&mut md, &r.sizes);
     cpu(&mut md, &r.sizes);
+    if let Some(stop) = &r.stopped_size {
+        stopped(&mut md, r, stop);
+    }
     goal(&mut md, r);
     md
+}
+
+/// Where the time, the writes and the memory went in the size the run stopped at.
+fn stopped(md: &mut String, r: &ScaleReport, s: &StoppedSize) {
+    let (running, succeeded, failed, neither) = s.phases;
+    let _ = write!(
+        md,
+        "### Where the run stopped\n\n\
+         The size of {} jobs did not settle. Measured from its first create until the run stopped, {:.1} \
+         minutes later ({running} Running, {succeeded} Succeeded, {failed} Failed, {neither} neither):\n\n",
+        s.jobs,
+        s.secs / 60.0
+    );
+    let ours: f64 = s
+        .cpu
+        .iter()
+        .filter(|c| c.component != MACHINE)
+        .map(|c| c.secs)
+        .sum();
+    if s.cpu.is_empty() {
+        md.push_str("* CPU: not read (the hub had exited).\n");
+    } else {
+        let rest = s
+            .cpu
+            .iter()
+            .find(|c| c.component == MACHINE)
+            .map_or("—".into(), |m| {
+                format!("{:.2}", (m.secs - ours).max(0.0) / s.secs.max(f64::EPSILON))
+            });
+        let _ = writeln!(
+            md,
+            "* CPU, in cores (CPU seconds per second): kube-apiserver {}, etcd {}, hub {}, \
+             kube-controller-manager {}, benchmark (the simulator) {}, rest of the machine {rest}; the whole \
+             machine was busy {} cores on average.",
+            cores(&s.cpu, "kube-apiserver", s.secs),
+            cores(&s.cpu, "etcd", s.secs),
+            cores(&s.cpu, HUB, s.secs),
+            cores(&s.cpu, "kube-controller-manager", s.secs),
+            cores(&s.cpu, BENCH, s.secs),
+            cores(&s.cpu, MACHINE, s.secs),
+        );
+    }
+    let hub = total(&s.hub_writes());
+    let sim = total(&s.sim.writes());
+    let _ = writeln!(
+        md,
+        "* Writes per second counted by the apiserver: the simulator's {}, the hub's (and the \
+         controller-manager's) {}.",
+        rate(Some(&sim), s.secs),
+        rate(Some(&hub), s.secs)
+    );
+    let _ = writeln!(
+        md,
+        "* The simulator's longest heartbeat round {:.1} s (interval {:?}; the pool's heartbeat timeout {:?}), \
+         longest inventory round {:.1} s (interval {:?}); {} of {} members Schedulable at the stop.",
+        s.sim_round_max_secs.0,
+        r.intervals.heartbeat,
+        r.intervals.pool_timeout,
+        s.sim_round_max_secs.1,
+        r.intervals.inventory,
+        s.members_schedulable,
+        r.members
+    );
+    let refused: u64 = s.writes_refused.values().sum();
+    if refused == 0 {
+        md.push_str(
+            "* The hub's leadership fence refused none of its writes (its leader Lease renewals were in \
+             time).\n",
+        );
+    } else {
+        let by: Vec<String> = s
+            .writes_refused
+            .iter()
+            .map(|(target, n)| format!("{n} {target}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "* The hub's leadership fence refused **{refused}** of its writes ({}): its leader Lease renewals \
+             came too late for it to be sure it still led ([ADR 0016](adr/0016-leadership-fenced-writes.md)).",
+            by.join(", ")
+        );
+    }
+    let kinds: Vec<String> = s
+        .hub_cached
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    let most = s.trace.iter().max_by_key(|x| x.waiting);
+    let _ = writeln!(
+        md,
+        "* The hub at the stop: `VmHWM` **{:.1} MiB**, `VmRSS` {:.1} MiB; its caches held {}{}.\n",
+        mib(s.hub_vm_hwm_kib),
+        mib(s.hub_vm_rss_kib),
+        if kinds.is_empty() {
+            "nothing it could report".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        most.map_or(String::new(), |m| format!(
+            "; at most {} jobs waited at once, {:.0} s after the first create",
+            m.waiting, m.secs
+        ))
+    );
 }
 
 fn sizes(md: &mut String, r: &ScaleReport) {
@@ -415,8 +526,10 @@ fn stop_summary(why: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::super::super::BinaryInfo;
+    use super::super::HubSample;
     use super::super::sim::{Intervals, SimTotals};
     use super::*;
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     #[test]
@@ -514,7 +627,98 @@ mod tests {
             setup_secs: 90.0,
             sizes,
             stopped: None,
+            stopped_size: None,
         }
+    }
+
+    #[test]
+    fn a_size_that_stopped_says_where_the_cpu_the_writes_and_the_memory_went() {
+        let mut r = report(vec![size(1000, 100, 2.0)]);
+        r.stopped = Some("at 20000 jobs: 9 of 20000 jobs Failed".into());
+        let cpu = |component: &str, secs: f64| CpuUse {
+            component: component.into(),
+            secs,
+        };
+        let stop = StoppedSize {
+            jobs: 20_000,
+            secs: 600.0,
+            phases: (24, 10_861, 9, 7_907),
+            cpu: vec![
+                cpu("kube-apiserver", 900.0),
+                cpu("etcd", 60.0),
+                cpu(HUB, 120.0),
+                cpu(BENCH, 30.0),
+                cpu(MACHINE, 1_170.0),
+            ],
+            writes: vec![
+                count("placements", "status", "APPLY", 6_000),
+                count("computejobs", "status", "APPLY", 1_200),
+            ],
+            sim: SimTotals {
+                statuses: 6_000,
+                ..SimTotals::default()
+            },
+            sim_round_max_secs: (45.0, 90.0),
+            members_schedulable: 950,
+            writes_refused: [("placements".to_string(), 30), ("events".to_string(), 12)]
+                .into_iter()
+                .collect(),
+            hub_vm_hwm_kib: 225 * 1024,
+            hub_vm_rss_kib: 205 * 1024,
+            hub_cached: [("ComputeJob".to_string(), 5_987)].into_iter().collect(),
+            trace: vec![HubSample {
+                secs: 300.0,
+                waiting: 2_705,
+                rss_kib: 1,
+            }],
+        };
+        r.stopped_size = Some(stop.clone());
+        let md = markdown(&r);
+        assert!(md.contains("### Where the run stopped"), "{md}");
+        assert!(
+            md.contains("until the run stopped, 10.0 minutes later"),
+            "{md}"
+        );
+        assert!(
+            md.contains("(24 Running, 10861 Succeeded, 9 Failed, 7907 neither)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("kube-apiserver 1.50, etcd 0.10, hub 0.20, kube-controller-manager —, benchmark (the simulator) 0.05, rest of the machine 0.10; the whole machine was busy 1.95 cores"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the simulator's 10.0, the hub's (and the controller-manager's) 2.0."),
+            "{md}"
+        );
+        assert!(md.contains("longest heartbeat round 45.0 s"), "{md}");
+        assert!(md.contains("950 of 1000 members Schedulable"), "{md}");
+        assert!(
+            md.contains("refused **42** of its writes (12 events, 30 placements)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("`VmHWM` **225.0 MiB**, `VmRSS` 205.0 MiB"),
+            "{md}"
+        );
+        assert!(
+            md.contains("5987 ComputeJob; at most 2705 jobs waited at once, 300 s"),
+            "{md}"
+        );
+        // The section sits before the goal, which still names the stop.
+        assert!(
+            md.find("### Where the run stopped") < md.find("### Against the goal"),
+            "{md}"
+        );
+        // A fence that refused nothing says so; a hub that exited has no CPU to show.
+        r.stopped_size = Some(StoppedSize {
+            writes_refused: BTreeMap::new(),
+            cpu: vec![],
+            ..stop
+        });
+        let md = markdown(&r);
+        assert!(md.contains("refused none of its writes"), "{md}");
+        assert!(md.contains("CPU: not read (the hub had exited)."), "{md}");
     }
 
     #[test]
