@@ -94,22 +94,10 @@ fn stopped(md: &mut String, r: &ScaleReport, s: &StoppedSize) {
         s.jobs,
         s.secs / 60.0
     );
-    let ours: f64 = s
-        .cpu
-        .iter()
-        .filter(|c| c.component != MACHINE)
-        .map(|c| c.secs)
-        .sum();
     if s.cpu.is_empty() {
         md.push_str("* CPU: not read (the hub had exited).\n");
     } else {
-        let rest = s
-            .cpu
-            .iter()
-            .find(|c| c.component == MACHINE)
-            .map_or("—".into(), |m| {
-                format!("{:.2}", (m.secs - ours).max(0.0) / s.secs.max(f64::EPSILON))
-            });
+        let rest = rest_of_machine(&s.cpu, s.secs);
         let _ = writeln!(
             md,
             "* CPU, in cores (CPU seconds per second): kube-apiserver {}, etcd {}, hub {}, \
@@ -416,6 +404,21 @@ fn cores(cpu: &[CpuUse], component: &str, secs: f64) -> String {
         })
 }
 
+/// The machine's busy time less every process in `cpu`, in cores over `secs` (other work on the
+/// same cores); `—` without the machine's reading.
+fn rest_of_machine(cpu: &[CpuUse], secs: f64) -> String {
+    let ours: f64 = cpu
+        .iter()
+        .filter(|c| c.component != MACHINE)
+        .map(|c| c.secs)
+        .sum();
+    cpu.iter()
+        .find(|c| c.component == MACHINE)
+        .map_or("—".into(), |m| {
+            format!("{:.2}", (m.secs - ours).max(0.0) / secs.max(f64::EPSILON))
+        })
+}
+
 fn cpu(md: &mut String, sizes: &[ScaleSize]) {
     md.push_str(
         "### CPU at steady state\n\n\
@@ -426,22 +429,7 @@ fn cpu(md: &mut String, sizes: &[ScaleSize]) {
          |---|---|---|---|---|---|---|\n",
     );
     for s in sizes {
-        let ours: f64 = s
-            .cpu
-            .iter()
-            .filter(|c| c.component != MACHINE)
-            .map(|c| c.secs)
-            .sum();
-        let rest = s
-            .cpu
-            .iter()
-            .find(|c| c.component == MACHINE)
-            .map_or("—".into(), |m| {
-                format!(
-                    "{:.2}",
-                    (m.secs - ours).max(0.0) / s.window_secs.max(f64::EPSILON)
-                )
-            });
+        let rest = rest_of_machine(&s.cpu, s.window_secs);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {rest} |",
