@@ -90,16 +90,18 @@ impl<'j> JobView<'j> {
         wanted.into()
     }
 
-    /// What a no-fit decision keeps of the job to explain itself after the pass.
-    pub(crate) fn into_terms(self) -> JobTerms {
+    /// What a no-fit decision keeps of the job to explain itself after the pass: everything of the
+    /// job that a cluster's reason depends on, so two jobs with equal terms get the same reasons
+    /// from the same index.
+    pub(crate) fn terms(&self) -> JobTerms {
         JobTerms {
             wanted: self.wanted(),
-            models: self.models,
+            models: self.models.clone(),
             model_mask: self.model_mask,
-            regions: self.regions,
-            excluded: self.excluded,
-            failed: self.failed,
-            unverified: self.unverified,
+            regions: self.regions.clone(),
+            excluded: self.excluded.clone(),
+            failed: self.failed.clone(),
+            unverified: self.unverified.clone(),
             need: self.need,
             replicas: self.job.replicas,
             gpus_per_replica: self.job.gpus_per_replica,

@@ -53,6 +53,10 @@ pub(crate) struct Index<'a> {
     /// Some open cluster limits the job lengths of a model it prices: rows cannot decide those
     /// (their limits are in the [`ModelEntry`], not the row), so the scan reads the entry.
     pub(crate) duration_limited: bool,
+    /// How many times free GPUs changed since the index was built ([`Index::commit`],
+    /// [`Index::hold`]): a no-fit decision's reasons, worked out at one count, hold for any job
+    /// with the same terms until it moves (the scheduler's cache of them, `scheduler.rs`).
+    pub(crate) changes: u64,
 }
 
 /// Replica sizes (GPUs per replica) whose fit a [`Row`] records: 1 to 8, the sizes of the GPU
@@ -287,6 +291,7 @@ impl<'a> Index<'a> {
             rows: Vec::new(),
             unverified: Vec::new(),
             duration_limited: false,
+            changes: 0,
         };
         for state in sorted {
             let entry = index.entry(state)?;
@@ -493,6 +498,7 @@ impl<'a> Index<'a> {
         gpus: u32,
         picks: &[(usize, u32)],
     ) {
+        self.changes += 1;
         let Some(entry) = self.clusters.get_mut(cluster) else {
             return;
         };
@@ -516,6 +522,7 @@ impl<'a> Index<'a> {
     /// Takes every free GPU of the named `nodes` of `cluster` for the rest of the pass (the hold
     /// of fair share, `fairshare.rs`), keeping the cluster's per-model counts and rows in step.
     pub(crate) fn hold(&mut self, cluster: &str, nodes: &[&str]) {
+        self.changes += 1;
         let Some(ci) = self.cluster_position(cluster) else {
             return;
         };

@@ -9,16 +9,16 @@
 //! rows once more to record the reasons that depend on free GPUs; its [`NoFit`] works out every
 //! other cluster's reason when it is read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::auction::{clearing_price, runner_up};
 use crate::decision::{Assignment, Decision};
 use crate::error::ScheduleError;
-use crate::filter::{Banned, Fit, JobView};
+use crate::filter::{Banned, Fit, JobView, Reject};
 use crate::index::Index;
 use crate::input::{ClusterState, JobRequest, Policy, Reservation, Strategy};
-use crate::nofit::NoFit;
+use crate::nofit::{JobTerms, NoFit};
 use crate::packing::pack;
 use crate::quota::QuotaBook;
 use crate::scan::{misses, scan};
@@ -30,6 +30,49 @@ use crate::score::ScoreKey;
 pub struct Scheduler<'a> {
     pub(crate) index: Index<'a>,
     pub(crate) policy: Policy,
+    /// Reasons of the no-fit decisions made since free GPUs last changed.
+    nofits: NoFitCache,
+}
+
+/// The per-cluster reasons ([`misses`]) of the no-fit decisions made at one state of the index,
+/// by the job's terms. They depend on nothing else, so while nothing is placed (a full pool) every
+/// waiting job with the same terms shares one list instead of building its own: at 1,000 members
+/// a list is 24 KB, and 9,000 waiting jobs held one each until the pass wrote their reasons.
+#[derive(Debug, Default)]
+struct NoFitCache {
+    /// [`Index::changes`] when the lists were worked out.
+    at: u64,
+    lists: HashMap<JobTerms, Arc<[(u32, Reject)]>>,
+}
+
+/// The most term sets the cache keeps at one state of the index; more distinct jobs in a row
+/// start it again (each list is still shared by the decisions already made).
+const NOFIT_TERMS_KEPT: usize = 256;
+
+impl NoFitCache {
+    /// The reasons for `view` (whose terms are `terms`) at the index's current state, worked out
+    /// once per distinct terms. Candidates refused while packing (`banned`) are the job's own, so
+    /// such a decision is worked out alone.
+    fn reasons(
+        &mut self,
+        index: &Index<'_>,
+        view: &JobView<'_>,
+        terms: &JobTerms,
+        banned: &[Banned],
+    ) -> Arc<[(u32, Reject)]> {
+        if !banned.is_empty() {
+            return misses(index, view, banned).into();
+        }
+        if self.at != index.changes || self.lists.len() >= NOFIT_TERMS_KEPT {
+            self.lists.clear();
+            self.at = index.changes;
+        }
+        Arc::clone(
+            self.lists
+                .entry(terms.clone())
+                .or_insert_with(|| misses(index, view, banned).into()),
+        )
+    }
 }
 
 /// How a candidate search finds the best (cluster, model) for a job and counts the clusters that
@@ -70,13 +113,14 @@ impl<'a> Scheduler<'a> {
         Ok(Scheduler {
             index: Index::build(clusters, reservations)?,
             policy: *policy,
+            nofits: NoFitCache::default(),
         })
     }
 
     /// Decides where `job` goes and, if it is placed, takes its GPUs from the working copy.
     pub fn place(&mut self, job: &JobRequest) -> Result<Decision, ScheduleError> {
         let choice = self.place_with(job, indexed)?;
-        Ok(self.decision(choice))
+        Ok(decision(&self.index, &mut self.nofits, choice))
     }
 
     /// Chooses with `scan` and, if the job is placed, takes its GPUs from the working copy.
@@ -102,22 +146,7 @@ impl<'a> Scheduler<'a> {
     /// Decides where `job` would go without taking its GPUs.
     pub fn evaluate(&self, job: &JobRequest) -> Result<Decision, ScheduleError> {
         let choice = self.choose(job, indexed)?;
-        Ok(self.decision(choice))
-    }
-
-    /// The decision of a choice: a job that fits nowhere gets its compact reasons.
-    fn decision(&self, choice: Choice<'_>) -> Decision {
-        match choice {
-            Choice::Place { assignment, .. } => Decision::Place(assignment),
-            Choice::NoFit { view, banned } => {
-                let misses = misses(&self.index, &view, &banned);
-                Decision::NoFit(NoFit::new(
-                    Arc::clone(&self.index.roster),
-                    view.into_terms(),
-                    misses,
-                ))
-            }
-        }
+        Ok(decision(&self.index, &mut NoFitCache::default(), choice))
     }
 
     fn choose<'j>(&self, job: &'j JobRequest, scan: Scan) -> Result<Choice<'j>, ScheduleError> {
@@ -178,6 +207,19 @@ impl<'a> Scheduler<'a> {
                 model_pos: best.fit.model_pos,
                 picks,
             });
+        }
+    }
+}
+
+/// The decision of a choice: a job that fits nowhere gets its compact reasons, shared through
+/// `nofits` with the other jobs of the same terms decided at the same free GPU counts.
+fn decision(index: &Index<'_>, nofits: &mut NoFitCache, choice: Choice<'_>) -> Decision {
+    match choice {
+        Choice::Place { assignment, .. } => Decision::Place(assignment),
+        Choice::NoFit { view, banned } => {
+            let terms = view.terms();
+            let misses = nofits.reasons(index, &view, &terms, &banned);
+            Decision::NoFit(NoFit::new(Arc::clone(&index.roster), terms, misses))
         }
     }
 }

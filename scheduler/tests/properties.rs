@@ -15,7 +15,7 @@ use gpufed_scheduler::{
 use proptest::prelude::*;
 
 use support::inputs::{
-    batch, long_batch, reservations, shuffle, shuffled, snapshot, wide_snapshot,
+    batch, long_batch, repeated_batch, reservations, shuffle, shuffled, snapshot, wide_snapshot,
 };
 use support::oracle::Oracle;
 
@@ -209,6 +209,23 @@ proptest! {
     }
 
     #[test]
+    fn jobs_with_the_same_terms_get_the_reasons_each_would_get_alone(
+        clusters in snapshot(),
+        held in reservations(),
+        jobs in repeated_batch(),
+        strategy in strategy(),
+    ) {
+        // Copies of a job decided at the same free GPU counts share one list of reasons; a copy
+        // decided after a placement changed the counts must not get the earlier copies' list.
+        let policy = Policy { strategy };
+        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
+        check_against_reference(&indexed, &linear)?;
+        check_batch(&jobs, &clusters, &held, strategy)?;
+        check_one_at_a_time(&jobs, &clusters, &held, strategy)?;
+    }
+
+    #[test]
     fn decisions_do_not_depend_on_input_order_or_repetition(
         clusters in snapshot(),
         held in reservations(),
@@ -241,22 +258,33 @@ proptest! {
         jobs in batch(),
         strategy in strategy(),
     ) {
-        let policy = Policy { strategy };
-        let out = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        let mut reserved = held.clone();
-        for (key, decision) in out {
-            let job = jobs.iter().find(|j| j.key == key).unwrap();
-            let alone = schedule(job, &clusters, &reserved, &policy).unwrap();
-            prop_assert_eq!(&alone, &decision);
-            if let Decision::Place(a) = decision {
-                for (node, replicas) in a.nodes {
-                    reserved.push(Reservation {
-                        cluster: a.cluster.clone(),
-                        node,
-                        gpus: replicas * job.gpus_per_replica,
-                    });
-                }
+        check_one_at_a_time(&jobs, &clusters, &held, strategy)?;
+    }
+}
+
+/// Each decision of a batch is the one the job gets alone with the earlier placements reserved.
+fn check_one_at_a_time(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    held: &[Reservation],
+    strategy: Strategy,
+) -> Result<(), TestCaseError> {
+    let policy = Policy { strategy };
+    let out = schedule_batch(jobs, clusters, held, &policy).unwrap();
+    let mut reserved = held.to_vec();
+    for (key, decision) in out {
+        let job = jobs.iter().find(|j| j.key == key).unwrap();
+        let alone = schedule(job, clusters, &reserved, &policy).unwrap();
+        prop_assert_eq!(&alone, &decision);
+        if let Decision::Place(a) = decision {
+            for (node, replicas) in a.nodes {
+                reserved.push(Reservation {
+                    cluster: a.cluster.clone(),
+                    node,
+                    gpus: replicas * job.gpus_per_replica,
+                });
             }
         }
     }
+    Ok(())
 }

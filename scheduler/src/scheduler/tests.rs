@@ -244,6 +244,63 @@ fn a_big_job_that_waits_does_not_block_smaller_ones_behind_it() {
     );
 }
 
+/// The no-fit decisions of a batch, by key.
+fn no_fits(out: &[(String, Decision)]) -> Vec<(&str, &crate::NoFit)> {
+    out.iter()
+        .filter_map(|(k, d)| match d {
+            Decision::NoFit(n) => Some((k.as_str(), n)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn waiting_jobs_with_the_same_terms_share_one_list_of_reasons_until_free_gpus_change() {
+    let clusters = [
+        h100("alpha", "1.00", &[0, 1]).build(),
+        h100("beta", "1.00", &[0]).build(),
+    ];
+    // Decided in this order: two 8-GPU jobs that fit nowhere, a 1-GPU job that takes alpha's
+    // last GPU, another 8-GPU job, then one that differs only in what it excludes.
+    let jobs = [
+        job("a/big-1").gpus(8).order(1).build(),
+        job("a/big-2").gpus(8).order(2).build(),
+        job("a/small").gpus(1).order(3).build(),
+        job("a/big-3").gpus(8).order(4).build(),
+        job("a/big-4").gpus(8).order(5).exclude(&["beta"]).build(),
+    ];
+    let out = schedule_batch(&jobs, &clusters, &[], &Policy::default()).unwrap();
+    assert_eq!(
+        out[2].1.assignment().map(|a| a.cluster.as_str()),
+        Some("alpha")
+    );
+    let waiting = no_fits(&out);
+    let keys: Vec<&str> = waiting.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["a/big-1", "a/big-2", "a/big-3", "a/big-4"]);
+    let [(_, one), (_, two), (_, three), (_, four)] = waiting[..] else {
+        panic!("{waiting:?}");
+    };
+    assert!(one.shares_reasons_with(two), "same terms, same counts");
+    assert_eq!(one, two);
+    assert!(
+        !two.shares_reasons_with(three),
+        "a placement between them changed alpha's free GPUs"
+    );
+    assert_ne!(one, three, "alpha had 1 free GPU, then none");
+    assert!(!three.shares_reasons_with(four), "other terms");
+    // Each is what the job gets alone, with the placement before it reserved.
+    let taken = [reservation("alpha", "n2", 1)];
+    for (key, no_fit, held) in [
+        ("a/big-1", one, &[][..]),
+        ("a/big-3", three, &taken[..]),
+        ("a/big-4", four, &taken[..]),
+    ] {
+        let j = jobs.iter().find(|j| j.key == key).unwrap();
+        let alone = schedule(j, &clusters, held, &Policy::default()).unwrap();
+        assert_eq!(alone, Decision::NoFit(no_fit.clone()), "{key}");
+    }
+}
+
 #[test]
 fn malformed_batches_are_refused_before_anything_is_placed() {
     let clusters = [h100("alpha", "1.00", &[8]).build()];

@@ -230,6 +230,50 @@ pub fn batch() -> impl Strategy<Value = Vec<JobRequest>> {
     (1usize..=8).prop_flat_map(|n| (0..n).map(job).collect::<Vec<_>>())
 }
 
+/// Up to 3 distinct jobs, each repeated 1 to 8 times under its own key, in a random order: copies
+/// with the same terms decided one after another, or with other jobs between them that may take
+/// GPUs from the clusters the copies wait for, as the waiting jobs of a full pool are. The
+/// distinct jobs are one job and variants of it that differ only in size (so they compete for the
+/// same clusters), plus a job of its own.
+pub fn repeated_batch() -> impl Strategy<Value = Vec<JobRequest>> {
+    (
+        job(0),
+        prop::collection::vec((1u32..=3, prop::sample::select(vec![1u32, 2, 4, 8])), 0..=1),
+        prop::collection::vec(job(1), 0..=1),
+        prop::collection::vec(1usize..=8, 3),
+        any::<u64>(),
+    )
+        .prop_map(|(base, sizes, other, copies, mut seed)| {
+            let variants = sizes.into_iter().map(|(replicas, gpus)| JobRequest {
+                key: format!("{}-sized", base.key),
+                replicas,
+                gpus_per_replica: gpus,
+                ..base.clone()
+            });
+            let distinct: Vec<JobRequest> = std::iter::once(base.clone())
+                .chain(variants)
+                .chain(other)
+                .collect();
+            let mut out: Vec<JobRequest> = distinct
+                .iter()
+                .zip(copies)
+                .flat_map(|(j, n)| {
+                    (0..n).map(move |c| JobRequest {
+                        key: format!("{}-{c}", j.key),
+                        ..j.clone()
+                    })
+                })
+                .collect();
+            shuffle(&mut out, &mut seed);
+            // Queued in the shuffled order (within a priority), so copies are not decided in a
+            // row by key.
+            for (order, j) in (0u64..).zip(out.iter_mut()) {
+                j.order = order;
+            }
+            out
+        })
+}
+
 /// 1 to 40 jobs with unique keys: enough to fill a wide snapshot part-way.
 pub fn long_batch() -> impl Strategy<Value = Vec<JobRequest>> {
     (1usize..=40).prop_flat_map(|n| (0..n).map(job).collect::<Vec<_>>())
