@@ -121,6 +121,20 @@ fn check_batch(
     Ok(())
 }
 
+/// Decides a whole batch with the indexed scheduler and with the linear reference, and compares
+/// them ([`check_against_reference`]).
+fn check_batch_against_reference(
+    jobs: &[JobRequest],
+    clusters: &[ClusterState],
+    held: &[Reservation],
+    strategy: Strategy,
+) -> Result<(), TestCaseError> {
+    let policy = Policy { strategy };
+    let indexed = schedule_batch(jobs, clusters, held, &policy).unwrap();
+    let linear = reference::schedule_batch(jobs, clusters, held, &policy).unwrap();
+    check_against_reference(&indexed, &linear)
+}
+
 /// Compares a batch's decisions with the reference's, reasons and explanations included, and
 /// checks that the no-fit signatures follow the (cluster, kind) pairs and nothing else.
 fn check_against_reference(
@@ -189,10 +203,7 @@ proptest! {
     ) {
         // Whole batches, so every decision also depends on the GPUs the earlier ones took: the
         // index's rows must follow each placement exactly as the clusters' tiers do.
-        let policy = Policy { strategy };
-        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        check_against_reference(&indexed, &linear)?;
+        check_batch_against_reference(&jobs, &clusters, &held, strategy)?;
     }
 
     #[test]
@@ -202,10 +213,7 @@ proptest! {
         jobs in long_batch(),
         strategy in strategy(),
     ) {
-        let policy = Policy { strategy };
-        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        check_against_reference(&indexed, &linear)?;
+        check_batch_against_reference(&jobs, &clusters, &held, strategy)?;
     }
 
     #[test]
@@ -217,10 +225,7 @@ proptest! {
     ) {
         // Copies of a job decided at the same free GPU counts share one list of reasons; a copy
         // decided after a placement changed the counts must not get the earlier copies' list.
-        let policy = Policy { strategy };
-        let indexed = schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        let linear = reference::schedule_batch(&jobs, &clusters, &held, &policy).unwrap();
-        check_against_reference(&indexed, &linear)?;
+        check_batch_against_reference(&jobs, &clusters, &held, strategy)?;
         check_batch(&jobs, &clusters, &held, strategy)?;
         check_one_at_a_time(&jobs, &clusters, &held, strategy)?;
     }
