@@ -38,8 +38,9 @@ pub struct NoFit {
     roster: Arc<Roster>,
     job: Box<JobTerms>,
     /// `(cluster position, reject)` of the clusters whose reason depends on the job's numbers,
-    /// ascending by position; shared by the no-fit decisions of jobs with the same terms made at
-    /// the same free GPU counts (a full pool's waiting jobs: one list, not one per job).
+    /// ascending by position, including clusters the job blocks (whose reason is the block, read
+    /// first); shared by the no-fit decisions of jobs with the same terms but for what they block,
+    /// made at the same free GPU counts (a full pool's waiting jobs: one list, not one per job).
     misses: Arc<[(u32, Reject)]>,
 }
 
@@ -201,9 +202,14 @@ impl NoFit {
         for &(pos, kind) in &blocked {
             swap(pos, kind);
         }
+        // The codes of the clusters not blocked (a blocked one's reason is the block, above).
         for &(pos, reject) in self.misses.iter() {
-            if let Some(facts) = roster.facts(pos as usize) {
-                swap(pos as usize, Self::kind(facts, reject));
+            let pos = pos as usize;
+            if blocked.binary_search_by_key(&pos, |&(at, _)| at).is_ok() {
+                continue;
+            }
+            if let Some(facts) = roster.facts(pos) {
+                swap(pos, Self::kind(facts, reject));
             }
         }
         // Open clusters in the job's regions with one of its models, none of them priced.

@@ -217,10 +217,14 @@ impl Search<'_, '_, '_> {
 }
 
 /// For a job that fits nowhere: why each cluster that has a row of one of its models (open, in an
-/// accepted region, pricing the model) and that the job does not exclude fails, ascending by
-/// cluster position, one entry per cluster. With several of the job's models, a cluster keeps the
-/// reject that got furthest down the filters, the earlier model in the job's list winning ties,
-/// as the filters do. Rows decide as in the search ([`row_verdict`]).
+/// accepted region, pricing the model) fails, ascending by cluster position, one entry per
+/// cluster. With several of the job's models, a cluster keeps the reject that got furthest down
+/// the filters, the earlier model in the job's list winning ties, as the filters do. Rows decide
+/// as in the search ([`row_verdict`]).
+///
+/// Clusters the job blocks (excluded, failed on, unverified ones it does not opt in to) get an
+/// entry too: a [`crate::NoFit`] checks those before the entry, so the list depends on neither,
+/// and jobs that differ only in what they block share it (`NoFitCache`).
 pub(crate) fn misses(
     index: &Index<'_>,
     view: &JobView<'_>,
@@ -232,9 +236,6 @@ pub(crate) fn misses(
         for rows in row_lists(index, view, model) {
             for row in rows {
                 let pos = row.cluster as usize;
-                if view.blocks(pos) {
-                    continue;
-                }
                 let verdict = if banned.is_empty() && !index.row_limits_duration(row) {
                     row_verdict(row, view, threshold, model)
                 } else {

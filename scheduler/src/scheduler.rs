@@ -35,9 +35,11 @@ pub struct Scheduler<'a> {
 }
 
 /// The per-cluster reasons ([`misses`]) of the no-fit decisions made at one state of the index,
-/// by the job's terms. They depend on nothing else, so while nothing is placed (a full pool) every
-/// waiting job with the same terms shares one list instead of building its own: at 1,000 members
-/// a list is 24 KB, and 9,000 waiting jobs held one each until the pass wrote their reasons.
+/// by the job's terms less the clusters it blocks (a `NoFit` reads those before the list). They
+/// depend on nothing else, so while nothing is placed (a full pool) every waiting job with the
+/// same terms shares one list instead of building its own: at 1,000 members a list is 24 KB, and
+/// 9,000 waiting jobs held one each until the pass wrote their reasons. Jobs that lost attempts
+/// on different members still share.
 #[derive(Debug, Default)]
 struct NoFitCache {
     /// [`Index::changes`] when the lists were worked out.
@@ -67,9 +69,15 @@ impl NoFitCache {
             self.lists.clear();
             self.at = index.changes;
         }
+        let key = JobTerms {
+            excluded: Vec::new(),
+            failed: Vec::new(),
+            unverified: Vec::new(),
+            ..terms.clone()
+        };
         Arc::clone(
             self.lists
-                .entry(terms.clone())
+                .entry(key)
                 .or_insert_with(|| misses(index, view, banned).into()),
         )
     }

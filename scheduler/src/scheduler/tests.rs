@@ -261,13 +261,20 @@ fn waiting_jobs_with_the_same_terms_share_one_list_of_reasons_until_free_gpus_ch
         h100("beta", "1.00", &[0]).build(),
     ];
     // Decided in this order: two 8-GPU jobs that fit nowhere, a 1-GPU job that takes alpha's
-    // last GPU, another 8-GPU job, then one that differs only in what it excludes.
+    // last GPU, an 8-GPU job that blocks both clusters, one that blocks none, and one that
+    // differs in size.
     let jobs = [
         job("a/big-1").gpus(8).order(1).build(),
         job("a/big-2").gpus(8).order(2).build(),
         job("a/small").gpus(1).order(3).build(),
-        job("a/big-3").gpus(8).order(4).build(),
-        job("a/big-4").gpus(8).order(5).exclude(&["beta"]).build(),
+        job("a/big-3")
+            .gpus(8)
+            .order(4)
+            .exclude(&["beta"])
+            .failed_on(&["alpha"])
+            .build(),
+        job("a/big-4").gpus(8).order(5).build(),
+        job("a/nine").gpus(9).order(6).build(),
     ];
     let out = schedule_batch(&jobs, &clusters, &[], &Policy::default()).unwrap();
     assert_eq!(
@@ -276,8 +283,8 @@ fn waiting_jobs_with_the_same_terms_share_one_list_of_reasons_until_free_gpus_ch
     );
     let waiting = no_fits(&out);
     let keys: Vec<&str> = waiting.iter().map(|(k, _)| *k).collect();
-    assert_eq!(keys, ["a/big-1", "a/big-2", "a/big-3", "a/big-4"]);
-    let [(_, one), (_, two), (_, three), (_, four)] = waiting[..] else {
+    assert_eq!(keys, ["a/big-1", "a/big-2", "a/big-3", "a/big-4", "a/nine"]);
+    let [(_, one), (_, two), (_, three), (_, four), (_, nine)] = waiting[..] else {
         panic!("{waiting:?}");
     };
     assert!(one.shares_reasons_with(two), "same terms, same counts");
@@ -286,15 +293,27 @@ fn waiting_jobs_with_the_same_terms_share_one_list_of_reasons_until_free_gpus_ch
         !two.shares_reasons_with(three),
         "a placement between them changed alpha's free GPUs"
     );
-    assert_ne!(one, three, "alpha had 1 free GPU, then none");
-    assert!(!three.shares_reasons_with(four), "other terms");
-    // Each is what the job gets alone, with the placement before it reserved.
+    assert!(
+        three.shares_reasons_with(four),
+        "what a job blocks is read before the list, so the list is made for both"
+    );
+    assert_ne!(three, four, "beta excluded, alpha failed on");
+    assert_ne!(one, four, "alpha had 1 free GPU, then none");
+    assert!(!four.shares_reasons_with(nine), "another size");
+    // Each is what the job gets alone, with the placement before it reserved, and its signature
+    // is that of its reasons.
     let taken = [reservation("alpha", "n2", 1)];
     for (key, no_fit, held) in [
         ("a/big-1", one, &[][..]),
         ("a/big-3", three, &taken[..]),
         ("a/big-4", four, &taken[..]),
+        ("a/nine", nine, &taken[..]),
     ] {
+        assert_eq!(
+            no_fit.signature(),
+            crate::reference::signature(no_fit),
+            "{key}"
+        );
         let j = jobs.iter().find(|j| j.key == key).unwrap();
         let alone = schedule(j, &clusters, held, &Policy::default()).unwrap();
         assert_eq!(alone, Decision::NoFit(no_fit.clone()), "{key}");

@@ -230,26 +230,41 @@ pub fn batch() -> impl Strategy<Value = Vec<JobRequest>> {
     (1usize..=8).prop_flat_map(|n| (0..n).map(job).collect::<Vec<_>>())
 }
 
-/// Up to 3 distinct jobs, each repeated 1 to 8 times under its own key, in a random order: copies
+/// Up to 4 distinct jobs, each repeated 1 to 8 times under its own key, in a random order: copies
 /// with the same terms decided one after another, or with other jobs between them that may take
 /// GPUs from the clusters the copies wait for, as the waiting jobs of a full pool are. The
-/// distinct jobs are one job and variants of it that differ only in size (so they compete for the
-/// same clusters), plus a job of its own.
+/// distinct jobs are one job, a variant of it that differs only in size (so they compete for the
+/// same clusters), one that differs only in the clusters it excludes and failed on (so it shares
+/// their reasons but for those), and a job of its own.
 pub fn repeated_batch() -> impl Strategy<Value = Vec<JobRequest>> {
     (
         job(0),
         prop::collection::vec((1u32..=3, prop::sample::select(vec![1u32, 2, 4, 8])), 0..=1),
+        prop::collection::vec(
+            (
+                subsequence(names("c", 6), 0..=2),
+                subsequence(names("c", 6), 0..=2),
+            ),
+            0..=1,
+        ),
         prop::collection::vec(job(1), 0..=1),
-        prop::collection::vec(1usize..=8, 3),
+        prop::collection::vec(1usize..=8, 4),
         any::<u64>(),
     )
-        .prop_map(|(base, sizes, other, copies, mut seed)| {
-            let variants = sizes.into_iter().map(|(replicas, gpus)| JobRequest {
+        .prop_map(|(base, sizes, blocks, other, copies, mut seed)| {
+            let sized = sizes.into_iter().map(|(replicas, gpus)| JobRequest {
                 key: format!("{}-sized", base.key),
                 replicas,
                 gpus_per_replica: gpus,
                 ..base.clone()
             });
+            let blocking = blocks.into_iter().map(|(exclude, failed_on)| JobRequest {
+                key: format!("{}-blocking", base.key),
+                exclude,
+                failed_on,
+                ..base.clone()
+            });
+            let variants = sized.chain(blocking);
             let distinct: Vec<JobRequest> = std::iter::once(base.clone())
                 .chain(variants)
                 .chain(other)
