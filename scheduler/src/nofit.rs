@@ -10,9 +10,10 @@
 //! reason depends on free GPUs. Every other cluster's reason is worked out from the roster and the
 //! terms when it is read, in the filters' order. Building one costs one pass over the job's index
 //! rows (as the search did) and a few allocations, none of them per cluster. The codes depend only
-//! on the terms and the free GPUs, so the jobs of a pass with the same terms decided at the same
-//! counts share one list of them (ADR 0042): in a full pool of 1,000 members a list is 24 KB, and
-//! a hub with 9,000 waiting jobs held one per job.
+//! on the terms and the free GPUs, and the list keeps codes for the clusters a job blocks too (read
+//! after the block, so never as the reason), so the jobs of a pass with the same terms but for
+//! what they block, decided at the same counts, share one list (ADR 0042): in a full pool of 1,000
+//! members a list is 24 KB, and a hub with 9,000 waiting jobs held one per job.
 //!
 //! [`NoFit::signature`] condenses the (cluster, [`ReasonKind`]) pairs into a [`NoFitSignature`]
 //! that the hub compares between passes to rewrite a waiting job's status only when the reasons
