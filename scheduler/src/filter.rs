@@ -93,15 +93,28 @@ impl<'j> JobView<'j> {
     /// What a no-fit decision keeps of the job to explain itself after the pass: everything of the
     /// job that a cluster's reason depends on, so two jobs with equal terms get the same reasons
     /// from the same index.
-    pub(crate) fn terms(&self) -> JobTerms {
+    pub(crate) fn into_terms(self) -> JobTerms {
+        let unblocked = self.unblocked_terms();
+        JobTerms {
+            excluded: self.excluded,
+            failed: self.failed,
+            unverified: self.unverified,
+            ..unblocked
+        }
+    }
+
+    /// The job's terms without the clusters it blocks: what the codes of its no-fit reasons
+    /// depend on besides the free GPUs (a `NoFit` reads a block before a code), so the key under
+    /// which jobs share them (`NoFitCache`).
+    pub(crate) fn unblocked_terms(&self) -> JobTerms {
         JobTerms {
             wanted: self.wanted(),
             models: self.models.clone(),
             model_mask: self.model_mask,
             regions: self.regions.clone(),
-            excluded: self.excluded.clone(),
-            failed: self.failed.clone(),
-            unverified: self.unverified.clone(),
+            excluded: Vec::new(),
+            failed: Vec::new(),
+            unverified: Vec::new(),
             need: self.need,
             replicas: self.job.replicas,
             gpus_per_replica: self.job.gpus_per_replica,

@@ -52,33 +52,17 @@ struct NoFitCache {
 const NOFIT_TERMS_KEPT: usize = 256;
 
 impl NoFitCache {
-    /// The reasons for `view` (whose terms are `terms`) at the index's current state, worked out
-    /// once per distinct terms. Candidates refused while packing (`banned`) are the job's own, so
-    /// such a decision is worked out alone.
-    fn reasons(
-        &mut self,
-        index: &Index<'_>,
-        view: &JobView<'_>,
-        terms: &JobTerms,
-        banned: &[Banned],
-    ) -> Arc<[(u32, Reject)]> {
-        if !banned.is_empty() {
-            return misses(index, view, banned).into();
-        }
+    /// The reasons for `view` at the index's current state, worked out once per distinct terms
+    /// less what the job blocks ([`JobView::unblocked_terms`]).
+    fn reasons(&mut self, index: &Index<'_>, view: &JobView<'_>) -> Arc<[(u32, Reject)]> {
         if self.at != index.changes || self.lists.len() >= NOFIT_TERMS_KEPT {
             self.lists.clear();
             self.at = index.changes;
         }
-        let key = JobTerms {
-            excluded: Vec::new(),
-            failed: Vec::new(),
-            unverified: Vec::new(),
-            ..terms.clone()
-        };
         Arc::clone(
             self.lists
-                .entry(key)
-                .or_insert_with(|| misses(index, view, banned).into()),
+                .entry(view.unblocked_terms())
+                .or_insert_with(|| misses(index, view, &[]).into()),
         )
     }
 }
@@ -128,7 +112,7 @@ impl<'a> Scheduler<'a> {
     /// Decides where `job` goes and, if it is placed, takes its GPUs from the working copy.
     pub fn place(&mut self, job: &JobRequest) -> Result<Decision, ScheduleError> {
         let choice = self.place_with(job, indexed)?;
-        Ok(decision(&self.index, &mut self.nofits, choice))
+        Ok(decision(&self.index, Some(&mut self.nofits), choice))
     }
 
     /// Chooses with `scan` and, if the job is placed, takes its GPUs from the working copy.
@@ -154,7 +138,7 @@ impl<'a> Scheduler<'a> {
     /// Decides where `job` would go without taking its GPUs.
     pub fn evaluate(&self, job: &JobRequest) -> Result<Decision, ScheduleError> {
         let choice = self.choose(job, indexed)?;
-        Ok(decision(&self.index, &mut NoFitCache::default(), choice))
+        Ok(decision(&self.index, None, choice))
     }
 
     fn choose<'j>(&self, job: &'j JobRequest, scan: Scan) -> Result<Choice<'j>, ScheduleError> {
@@ -220,14 +204,22 @@ impl<'a> Scheduler<'a> {
 }
 
 /// The decision of a choice: a job that fits nowhere gets its compact reasons, shared through
-/// `nofits` with the other jobs of the same terms decided at the same free GPU counts.
-fn decision(index: &Index<'_>, nofits: &mut NoFitCache, choice: Choice<'_>) -> Decision {
+/// `nofits` with the other jobs of the same terms decided at the same free GPU counts. A job with
+/// candidates refused while packing (`banned`, its own) and a one-off decision (no `nofits`)
+/// work theirs out alone.
+fn decision(index: &Index<'_>, nofits: Option<&mut NoFitCache>, choice: Choice<'_>) -> Decision {
     match choice {
         Choice::Place { assignment, .. } => Decision::Place(assignment),
         Choice::NoFit { view, banned } => {
-            let terms = view.terms();
-            let misses = nofits.reasons(index, &view, &terms, &banned);
-            Decision::NoFit(NoFit::new(Arc::clone(&index.roster), terms, misses))
+            let misses = match nofits {
+                Some(cache) if banned.is_empty() => cache.reasons(index, &view),
+                _ => misses(index, &view, &banned).into(),
+            };
+            Decision::NoFit(NoFit::new(
+                Arc::clone(&index.roster),
+                view.into_terms(),
+                misses,
+            ))
         }
     }
 }

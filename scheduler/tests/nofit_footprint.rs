@@ -1,8 +1,9 @@
 //! What the decisions of a pass hold for jobs that fit nowhere, at 1,000 clusters: each no-fit
 //! decision keeps one 24-byte code per cluster whose reason depends on free GPUs (`nofit.rs`), so
-//! a list of 24,000 bytes here. Jobs with the same terms decided at the same free GPU counts share
-//! one list (`scheduler.rs`, `NoFitCache`); before they did not, and a hub with 9,000 waiting jobs
-//! held 206 MiB of such lists at once (heaptrack of the scale run, ADR 0042).
+//! a list of 24,000 bytes here. Jobs with the same terms but for the clusters they block, decided
+//! at the same free GPU counts, share one list (`scheduler.rs`, `NoFitCache`); before they did
+//! not, and a hub with 8,772 jobs waiting unplaced held 206.7 MiB of such lists at once (heaptrack
+//! of the scale run, ADR 0042).
 //!
 //! Counted with dhat's heap statistics: the bytes asked of the allocator.
 
@@ -67,7 +68,7 @@ fn waiting_jobs_of_a_full_pool_share_their_reasons() {
     println!(
         "{per_job} bytes held per waiting job (the batch's result included); one unshared list of reasons: {list} bytes"
     );
-    // Measured when written: 513 bytes per job; 24,505 with every list of reasons its own.
+    // Measured when written: 521 bytes per job; 24,513 with every list of reasons its own.
     assert!(
         per_job < list / 20,
         "{per_job} bytes per waiting job: are no-fit reasons shared again?"
