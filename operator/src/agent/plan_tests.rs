@@ -300,6 +300,29 @@ fn a_local_job_without_its_placement_is_deleted() {
 }
 
 #[test]
+fn among_many_placements_only_the_local_jobs_whose_placement_is_gone_are_deleted() {
+    let mut world = World::new();
+    let mut gone = vec![];
+    for i in 0..60 {
+        let p = placement(&format!("job-{i}"), 1 + i % 3).build();
+        world = world.job(local_job(&p, JobStatus::default()));
+        if i % 7 == 3 {
+            gone.push((
+                local_job_name(&p.spec.job.uid, p.spec.attempt),
+                DeleteReason::Orphan,
+            ));
+        } else {
+            world = world.placement(p);
+        }
+    }
+    let mut deleted = deleted(&world.plan());
+    deleted.sort_by(|a, b| a.0.cmp(&b.0));
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(deleted.len(), 9);
+    assert_eq!(deleted, gone);
+}
+
+#[test]
 fn a_job_already_being_deleted_is_left_alone() {
     let gone = placement("gone", 1).build();
     let mut job = local_job(&gone, JobStatus::default());
