@@ -7,9 +7,9 @@ use std::sync::Arc;
 use gpufed_crds::{GpuNode, NodeInventory, Placement};
 use k8s_openapi::api::core::v1::{Node, Service};
 
+use super::cache::Cache;
 use super::cached::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::inventory::{self, Report};
@@ -25,17 +25,17 @@ pub const POD_JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 #[derive(Clone)]
 pub struct Stores {
     /// Placements in this member's namespace on the hub.
-    pub placements: Store<Placement>,
+    pub placements: Cache<Placement>,
     /// Local Jobs labelled as managed by gpufed, in the jobs namespace.
-    pub jobs: Store<super::cached::Job>,
+    pub jobs: Cache<super::cached::Job>,
     /// Every pod of the member (GPU accounting needs them all).
-    pub pods: Store<Pod>,
+    pub pods: Cache<Pod>,
     /// Every node of the member.
-    pub nodes: Store<Node>,
+    pub nodes: Cache<Node>,
     /// Every GpuNode of the member.
-    pub gpu_nodes: Store<GpuNode>,
+    pub gpu_nodes: Cache<GpuNode>,
     /// Gang Services (labelled as managed by gpufed), in the jobs namespace.
-    pub services: Store<Service>,
+    pub services: Cache<Service>,
 }
 
 /// The agent's shared context.

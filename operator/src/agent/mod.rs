@@ -17,6 +17,7 @@
 //! caches and shared state of [`context`] and [`state`].
 
 pub mod api;
+pub mod cache;
 pub mod cached;
 pub mod clock;
 pub mod context;
@@ -54,12 +55,12 @@ use gpufed_crds::{GpuNode, Placement};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use self::cache::Cache;
 use crate::cli::AgentArgs;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -90,14 +91,14 @@ pub fn jobs_namespace_problem(name: &str, ns: Option<&Namespace>) -> Option<Stri
 }
 
 /// Starts a watch of `api` feeding a cache; `on_change` hears of every object that changes (and
-/// of `None` when a full list has been read).
+/// of `None` when a full list has been read), after the cache has it.
 fn reflect<K>(
     what: &'static str,
     api: Api<K>,
     config: watcher::Config,
     mut slim: impl FnMut(&mut K) + Send + 'static,
     on_change: impl Fn(Option<&K>) + Send + 'static,
-) -> Store<K>
+) -> Cache<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -107,21 +108,16 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, config)
-            .backoff(api::WatchBackoff::default())
-            .modify(move |o: &mut K| {
-                o.managed_fields_mut().clear();
-                slim(o);
-            }),
-    );
+    let (reader, mut writer) = cache::new();
+    let stream = watcher(api, config)
+        .backoff(api::WatchBackoff::default())
+        .modify(move |o: &mut K| {
+            o.managed_fields_mut().clear();
+            slim(o);
+        });
     tokio::spawn(stream.for_each(move |event| {
-        match &event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => on_change(Some(o)),
-            Ok(watcher::Event::InitDone) => on_change(None),
-            Ok(_) => {}
+        match event {
+            Ok(event) => writer.apply(event, &on_change),
             Err(e) => {
                 tracing::warn!(watch = what, error = %e, "watch failed; retrying with backoff")
             }
@@ -138,10 +134,7 @@ fn waker<K>(n: &Arc<Notify>) -> impl Fn(Option<&K>) + Send + 'static {
 }
 
 /// Waits for the first full list of `store`, saying every 30 s what it is waiting for.
-async fn synced<K>(store: &Store<K>, what: &str) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
+async fn synced<K: Resource>(store: &Cache<K>, what: &str) -> Result<()> {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready()).await {
             Ok(Ok(())) => return Ok(()),

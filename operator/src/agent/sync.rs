@@ -19,7 +19,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
 
 use super::api::{
     API_TIMEOUT, FIELD_MANAGER, api_message, is_invalid, timed, timed_create, timed_opt,
@@ -136,10 +135,7 @@ struct Sync {
 impl Sync {
     fn placement(&self, name: &str) -> Option<Arc<Placement>> {
         let ns = gpufed_crds::naming::member_namespace(&self.ctx.args.cluster);
-        self.ctx
-            .stores
-            .placements
-            .get(&ObjectRef::new(name).within(&ns))
+        self.ctx.stores.placements.get(Some(&ns), name)
     }
 
     async fn note(&self, placement: &str, note: &Note) {
