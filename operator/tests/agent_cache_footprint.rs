@@ -216,13 +216,7 @@ fn the_agents_cache_adds_less_per_object_than_the_reflector_store() {
     let pods: Vec<cached::Pod> = (0..N)
         .map(|i| cached(pod(i), |p| slim::pod(p, "gpufed-jobs")))
         .collect();
-    let objects = {
-        let before = dhat::HeapStats::get().curr_bytes;
-        let held: Vec<std::sync::Arc<cached::Pod>> =
-            pods.iter().cloned().map(std::sync::Arc::new).collect();
-        let bytes = dhat::HeapStats::get().curr_bytes - before - held.capacity() * 8;
-        bytes / N
-    };
+    let (objects, _) = per_object(N, |i| pods[i].clone());
     let reflector = {
         let before = dhat::HeapStats::get().curr_bytes;
         let (store, mut writer) = reflector::store::<cached::Pod>();
